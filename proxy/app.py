@@ -1,0 +1,119 @@
+"""`create_app(config)`: the Starlette app, with everything it owns built in its lifespan.
+
+The memory runtime (SQLite store + embedding model), the litellm upstream, the relay's httpx client
+and the per-session locks live on `app.state.services`; nothing is module-global, so tests build as
+many independent apps as they like.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from memory import create_runtime
+
+from .config import ProxyConfig
+from .context import SessionLocks
+from .errors import AccessDeniedError, InvalidRequestError, NotFoundError, ProxyError
+from .http import error_response
+from .relay import Relay
+from .routes_chat import chat_completions
+from .routes_memory import routes as memory_routes
+from .services import Services, services
+from .upstream import Upstream
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("memory_runtime.app")
+ACCESS_HEADER = "x-memory-access-token"
+
+
+class AccessTokenMiddleware:
+    """Requires `X-Memory-Access-Token` on every route but /healthz when a token is configured
+    (mandatory for non-loopback binds). Pure ASGI so streaming responses are untouched."""
+
+    def __init__(self, app: ASGIApp, token: str | None) -> None:
+        self.app = app
+        self.token = token
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.token and scope["type"] == "http" and scope["path"] != "/healthz":
+            sent = dict(scope["headers"]).get(ACCESS_HEADER.encode(), b"")
+            if not hmac.compare_digest(sent, self.token.encode()):
+                response = error_response(AccessDeniedError("missing or wrong X-Memory-Access-Token"))
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+async def healthz(request: Request) -> Response:
+    return PlainTextResponse("ok")
+
+
+async def relay(request: Request) -> Response:
+    return await services(request).relay.forward(request)
+
+
+async def _proxy_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ProxyError)
+    return error_response(exc)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        return error_response(NotFoundError(f"no route {request.method} {request.url.path}"))
+    err = InvalidRequestError(str(exc.detail))
+    err.status = exc.status_code
+    return error_response(err, headers=dict(exc.headers or {}))
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return error_response(ProxyError("internal proxy error"))
+
+
+def create_app(config: ProxyConfig) -> Starlette:
+    """Build the proxy app for `config`. Storage and the embedding model open when the app starts."""
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        runtime = create_runtime(
+            storage_path=config.storage_path,
+            embedding_model=config.embedding.model,
+            embedding_model_dir=config.embedding.model_dir,
+        )
+        await runtime.open()
+        relay_client = Relay(config.upstreams)
+        app.state.services = Services(
+            config=config, runtime=runtime, upstream=Upstream(config.upstreams), relay=relay_client, locks=SessionLocks()
+        )
+        try:
+            yield
+        finally:
+            await relay_client.aclose()
+            await runtime.close()
+
+    routes = [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+        *memory_routes(),
+        Route("/v1/{path:path}", relay, methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]),
+    ]
+    middleware = [Middleware(AccessTokenMiddleware, token=config.server.access_token)] if config.server.access_token else []
+    return Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        middleware=middleware,
+        exception_handlers={ProxyError: _proxy_error, HTTPException: _http_error, Exception: _unexpected},
+    )

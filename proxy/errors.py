@@ -1,0 +1,87 @@
+"""The one exception hierarchy of the `proxy` package, and the OpenAI error envelope.
+
+    ProxyError                      base; HTTP 500, type "server_error"
+    ├── ConfigError                 the configuration file or environment is unusable (startup only)
+    ├── InvalidRequestError         400 "invalid_request_error": malformed JSON, missing/wrong fields
+    │   └── PayloadTooLargeError    413: body above server.max_body_bytes
+    ├── AccessDeniedError           401 "authentication_error": missing or wrong X-Memory-Access-Token
+    ├── NotFoundError               404 "not_found_error": unknown route or memory session
+    └── UpstreamError               the upstream answered with an error or could not be reached; keeps
+                                    the upstream's HTTP status (502 when there was no answer, 504 on
+                                    timeout) and, when it sent one, its error type and code
+
+Every error that leaves the proxy is rendered by `envelope`, chosen by class, never by message text.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "ProxyError",
+    "ConfigError",
+    "InvalidRequestError",
+    "PayloadTooLargeError",
+    "AccessDeniedError",
+    "NotFoundError",
+    "UpstreamError",
+    "envelope",
+]
+
+
+class ProxyError(Exception):
+    """Base class of every error the proxy raises on purpose."""
+
+    status: int = 500
+    type: str = "server_error"
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code
+
+
+class ConfigError(ProxyError):
+    """The configuration is unusable; raised before the server starts."""
+
+
+class InvalidRequestError(ProxyError):
+    status = 400
+    type = "invalid_request_error"
+
+
+class PayloadTooLargeError(InvalidRequestError):
+    status = 413
+
+
+class AccessDeniedError(ProxyError):
+    status = 401
+    type = "authentication_error"
+
+
+class NotFoundError(ProxyError):
+    status = 404
+    type = "not_found_error"
+
+
+class UpstreamError(ProxyError):
+    """An upstream failure, carrying the upstream's status so the client sees what it would have seen."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int = 502,
+        type: str | None = None,
+        param: str | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message, param=param, code=code)
+        self.status = status if 400 <= status <= 599 else 502
+        self.type = type or ("invalid_request_error" if 400 <= self.status < 500 else "upstream_error")
+
+
+def envelope(exc: ProxyError) -> dict[str, Any]:
+    """The OpenAI error body for `exc`: `{"error": {"message", "type", "param", "code"}}`."""
+    return {"error": {"message": exc.message, "type": exc.type, "param": exc.param, "code": exc.code}}

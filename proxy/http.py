@@ -1,0 +1,56 @@
+"""Small HTTP helpers shared by the route modules: bounded body reading and JSON/error responses."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from .errors import InvalidRequestError, PayloadTooLargeError, ProxyError, envelope
+
+__all__ = ["read_body", "json_response", "error_response", "bearer_key", "header_int"]
+
+
+async def read_body(request: Request, max_bytes: int) -> bytes:
+    """The request body, refusing more than `max_bytes` (by Content-Length and by bytes read)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise PayloadTooLargeError(f"request body larger than {max_bytes} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise PayloadTooLargeError(f"request body larger than {max_bytes} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    # default=str: provider responses occasionally carry values (datetimes, enums) json can't encode.
+    body = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), default=str).encode("utf-8")
+    return Response(body, status_code=status, headers=headers, media_type="application/json")
+
+
+def error_response(exc: ProxyError, headers: dict[str, str] | None = None) -> Response:
+    return json_response(envelope(exc), status=exc.status, headers=headers)
+
+
+def bearer_key(request: Request) -> str | None:
+    """The caller's own upstream key from `Authorization: Bearer ...`; never logged or stored."""
+    value = request.headers.get("authorization", "")
+    scheme, _, key = value.partition(" ")
+    key = key.strip()
+    return key if scheme.lower() == "bearer" and key else None
+
+
+def header_int(request: Request, name: str) -> int | None:
+    value = request.headers.get(name)
+    if value is None:
+        return None
+    value = value.strip()
+    if not value.isdigit() or int(value) <= 0:
+        raise InvalidRequestError(f"header {name} must be a positive integer", param=name)
+    return int(value)

@@ -1,0 +1,30 @@
+"""What one running app owns, built by the lifespan of `create_app` and kept on `app.state.services`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from starlette.requests import Request
+
+from memory import Runtime
+
+from .config import ProxyConfig
+from .context import SessionLocks
+from .relay import Relay
+from .upstream import Upstream
+
+__all__ = ["Services", "services"]
+
+
+@dataclass(frozen=True)
+class Services:
+    config: ProxyConfig
+    runtime: Runtime
+    upstream: Upstream
+    relay: Relay
+    locks: SessionLocks
+
+
+def services(request: Request) -> Services:
+    found: Services = request.app.state.services
+    return found

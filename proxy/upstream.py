@@ -1,0 +1,182 @@
+"""Chat completions to the upstream model providers, through litellm.
+
+The model name picks the provider: `gemini-*` and `gemini/*` go to Gemini (litellm translates the
+OpenAI request: system messages become `system_instruction`, tool calls become functionCall parts,
+and a Gemini `thoughtSignature` rides in the tool call id so it comes back on the next turn);
+everything else goes to the OpenAI-compatible upstream. Request fields the proxy does not use are
+passed through untouched.
+
+litellm is imported here at module load (about 2.5 s), so the cost is paid when the app is built,
+never on a request. Its own retries are off (`max_retries=0`); `Upstream` retries connection
+failures, 429 and 5xx itself, and only before the first byte of a reply has reached the client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from .config import UpstreamsConfig, prepare_litellm_environment
+from .errors import UpstreamError
+
+prepare_litellm_environment()
+import litellm  # noqa: E402  (needs the environment prepared first)
+import openai  # noqa: E402  (litellm's exceptions subclass the openai SDK's)
+
+litellm.suppress_debug_info = True
+
+__all__ = ["Target", "Upstream", "is_gemini", "to_upstream_error"]
+
+log = logging.getLogger("memory_runtime.upstream")
+
+# Fields of the client's body that the proxy sets itself on the litellm call.
+_OWN_FIELDS = frozenset({"model", "messages", "stream", "stream_options", "api_key", "api_base", "base_url", "max_retries", "timeout"})
+_RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
+
+
+def is_gemini(model: str) -> bool:
+    name = model.strip().lower()
+    return name.startswith("gemini-") or name.startswith("gemini/")
+
+
+@dataclass(frozen=True)
+class Target:
+    provider: str
+    litellm_model: str
+    api_base: str
+    api_key: str | None
+
+
+def to_upstream_error(exc: BaseException) -> UpstreamError:
+    """Map a litellm / openai / httpx exception to an `UpstreamError` with the upstream's status."""
+    if isinstance(exc, UpstreamError):
+        return exc
+    if isinstance(exc, (openai.APITimeoutError, httpx.TimeoutException, asyncio.TimeoutError)):
+        return UpstreamError("upstream timed out", status=504, type="timeout", code="upstream_timeout")
+    if isinstance(exc, (openai.APIConnectionError, httpx.TransportError)):
+        return UpstreamError(f"upstream connection failed: {_short(exc)}", status=502, type="upstream_error", code="upstream_unreachable")
+    status = getattr(exc, "status_code", None)
+    body = getattr(exc, "body", None)
+    if isinstance(status, int):
+        if isinstance(body, dict):
+            inner = body.get("error") if isinstance(body.get("error"), dict) else body
+            return UpstreamError(
+                str(inner.get("message") or _short(exc)),
+                status=status,
+                type=str(inner["type"]) if inner.get("type") else None,
+                param=inner.get("param") if isinstance(inner.get("param"), str) else None,
+                code=str(inner["code"]) if inner.get("code") is not None else None,
+            )
+        return UpstreamError(_short(exc), status=status)
+    return UpstreamError(f"upstream call failed: {_short(exc)}", status=502)
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:500]
+
+
+def _retryable(err: UpstreamError) -> bool:
+    return err.status in _RETRY_STATUSES
+
+
+class Upstream:
+    """Calls the configured OpenAI and Gemini upstreams; one instance lives on `app.state`."""
+
+    def __init__(self, config: UpstreamsConfig) -> None:
+        self._config = config
+        self._timeout = httpx.Timeout(config.timeout_seconds, connect=config.connect_timeout_seconds)
+
+    def target(self, model: str, api_key: str | None) -> Target:
+        if is_gemini(model):
+            name = model.split("/", 1)[1] if model.lower().startswith("gemini/") else model
+            return Target("gemini", f"gemini/{name}", self._config.gemini.api_base, api_key or self._config.gemini.api_key)
+        return Target("openai", f"openai/{model}", self._config.openai.api_base, api_key or self._config.openai.api_key)
+
+    def _kwargs(self, body: dict[str, Any], messages: list[dict[str, Any]], target: Target, stream: bool) -> dict[str, Any]:
+        kwargs = {k: v for k, v in body.items() if k not in _OWN_FIELDS}
+        kwargs.update(
+            model=target.litellm_model,
+            messages=messages,
+            api_base=target.api_base,
+            # litellm insists on some key; a keyless local upstream gets a placeholder, never stored.
+            api_key=target.api_key or "no-key",
+            max_retries=0,
+            timeout=self._timeout,
+            # With `tools`, litellm 1.106.2 probes its MCP gateway, which imports the optional `mcp`
+            # package and fails without it; we never use that gateway.
+            _skip_mcp_handler=True,
+        )
+        if target.provider == "gemini":
+            # OpenAI-only fields (user, seed, logit_bias...) would make litellm refuse the call.
+            kwargs["drop_params"] = True
+        if stream:
+            kwargs["stream"] = True
+            options = body.get("stream_options")
+            if isinstance(options, dict) and options.get("include_usage"):
+                kwargs["stream_options"] = {"include_usage": True}
+        return kwargs
+
+    async def complete(self, body: dict[str, Any], messages: list[dict[str, Any]], api_key: str | None) -> dict[str, Any]:
+        """One non-streaming completion; returns the OpenAI-format response as a dict."""
+        target = self.target(str(body["model"]), api_key)
+        kwargs = self._kwargs(body, messages, target, stream=False)
+        attempt = 0
+        while True:
+            try:
+                response = await litellm.acompletion(**kwargs)
+                return _dump(response)
+            except Exception as exc:  # litellm raises many unrelated classes; all map to UpstreamError
+                err = to_upstream_error(exc)
+                if attempt >= self._config.retries or not _retryable(err):
+                    raise err from None
+                attempt += 1
+                log.info("retrying upstream call (%s, attempt %d)", err.status, attempt + 1)
+
+    async def stream(self, body: dict[str, Any], messages: list[dict[str, Any]], api_key: str | None) -> AsyncIterator[dict[str, Any]]:
+        """Open a streaming completion. Returns once the first chunk has arrived (so an upstream that
+        refuses the call raises `UpstreamError` here, before any header was sent to the client);
+        iterating yields OpenAI chunk dicts and raises `UpstreamError` if the stream breaks."""
+        target = self.target(str(body["model"]), api_key)
+        kwargs = self._kwargs(body, messages, target, stream=True)
+        attempt = 0
+        while True:
+            try:
+                wrapper = await litellm.acompletion(**kwargs)
+                iterator = wrapper.__aiter__()
+                first = await iterator.__anext__()
+                return _chunks(first, iterator)
+            except StopAsyncIteration:
+                return _chunks(None, None)
+            except Exception as exc:
+                err = to_upstream_error(exc)
+                if attempt >= self._config.retries or not _retryable(err):
+                    raise err from None
+                attempt += 1
+                log.info("retrying upstream stream (%s, attempt %d)", err.status, attempt + 1)
+
+
+async def _chunks(first: Any, iterator: Any) -> AsyncIterator[dict[str, Any]]:
+    if first is None:
+        return
+    yield _dump(first, exclude_none=True)
+    while True:
+        try:
+            chunk = await iterator.__anext__()
+        except StopAsyncIteration:
+            return
+        except Exception as exc:
+            raise to_upstream_error(exc) from None
+        yield _dump(chunk, exclude_none=True)
+
+
+def _dump(obj: Any, exclude_none: bool = False) -> dict[str, Any]:
+    if isinstance(obj, dict):
+        return obj
+    dumped: dict[str, Any] = obj.model_dump(exclude_none=exclude_none)
+    return dumped

@@ -1,0 +1,82 @@
+"""Pydantic models of what arrives over the wire, and nothing else.
+
+Models use `extra="allow"` so OpenAI fields the proxy does not know (temperature, tools, seed,
+response_format, future ones...) pass through untouched. Validation only rejects what would make the
+request unusable (missing model/messages, wrong types); the raw dict is what gets forwarded.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
+
+from .errors import InvalidRequestError
+
+__all__ = ["ChatMessage", "ChatCompletionRequest", "CompileRequest", "parse_json", "parse_chat_request", "parse_compile_request"]
+
+Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
+
+
+class WireModel(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class ChatMessage(WireModel):
+    role: Role
+    content: StrictStr | list[dict[str, Any]] | None = None
+    name: StrictStr | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: StrictStr | None = None
+
+
+class StreamOptions(WireModel):
+    include_usage: StrictBool | None = None
+
+
+class ChatCompletionRequest(WireModel):
+    model: StrictStr = Field(min_length=1)
+    messages: list[ChatMessage] = Field(min_length=1)
+    stream: StrictBool | None = False
+    stream_options: StreamOptions | None = None
+    user: StrictStr | None = None
+
+
+class CompileRequest(WireModel):
+    user_message: StrictStr | dict[str, Any] | list[dict[str, Any]]
+    budget_tokens: StrictInt | None = Field(default=None, gt=0)
+    model: StrictStr = Field(default="gpt-4o-mini", min_length=1)
+
+
+def parse_json(body: bytes) -> dict[str, Any]:
+    """Decode a JSON object body, raising `InvalidRequestError` for anything else."""
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidRequestError(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise InvalidRequestError("request body must be a JSON object")
+    return data
+
+
+def _invalid(exc: ValidationError) -> InvalidRequestError:
+    first = exc.errors()[0]
+    param = ".".join(str(p) for p in first.get("loc", ())) or None
+    return InvalidRequestError(f"invalid request: {param or 'body'}: {first.get('msg', 'invalid value')}", param=param)
+
+
+def parse_chat_request(body: bytes) -> tuple[ChatCompletionRequest, dict[str, Any]]:
+    """Validate a chat completion body; returns the model and the raw dict (what is forwarded)."""
+    raw = parse_json(body)
+    try:
+        return ChatCompletionRequest.model_validate(raw), raw
+    except ValidationError as exc:
+        raise _invalid(exc) from None
+
+
+def parse_compile_request(body: bytes) -> CompileRequest:
+    try:
+        return CompileRequest.model_validate(parse_json(body))
+    except ValidationError as exc:
+        raise _invalid(exc) from None
