@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from proxy.config import ProxyConfig, load_config
+from proxy.errors import ConfigError
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "config.example.yaml"
+
+
+def test_example_config_documents_exactly_the_defaults() -> None:
+    loaded = load_config(EXAMPLE, env={})
+    assert loaded == ProxyConfig()
+    assert loaded.server.host == "127.0.0.1" and loaded.server.port == 8787
+    assert loaded.upstreams.gemini.api_base.endswith("/v1beta")
+
+
+def test_example_config_names_every_key() -> None:
+    raw = yaml.safe_load(EXAMPLE.read_text())
+    assert set(raw) == {"server", "storage_path", "budget_tokens", "upstreams", "embedding", "log_level"}
+    assert set(raw["server"]) == {"host", "port", "access_token", "max_body_bytes"}
+    assert set(raw["upstreams"]) == {"openai", "gemini", "timeout_seconds", "connect_timeout_seconds", "retries"}
+    assert set(raw["embedding"]) == {"model", "model_dir"}
+
+
+def test_environment_overrides_the_file(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("server: {port: 9000}\nbudget_tokens: 100\nupstreams: {openai: {api_base: http://file/v1}}\n")
+    env = {
+        "MEMORY_RUNTIME_PORT": "9100",
+        "MEMORY_RUNTIME_STORAGE_PATH": "/tmp/x.sqlite",
+        "OPENAI_BASE_URL": "http://127.0.0.1:1/v1/",
+        "GEMINI_API_BASE": "http://127.0.0.1:2/v1beta",
+        "OPENAI_API_KEY": "sk-env",
+        "MEMORY_RUNTIME_BUDGET_TOKENS": "1234",
+    }
+    config = load_config(cfg, env=env)
+    assert config.server.port == 9100
+    assert config.storage_path == "/tmp/x.sqlite"
+    assert config.budget_tokens == 1234
+    assert config.upstreams.openai.api_base == "http://127.0.0.1:1/v1"
+    assert config.upstreams.openai.api_key == "sk-env"
+    assert config.upstreams.gemini.api_key is None
+    assert "sk-env" not in repr(config)
+
+
+def test_config_path_from_environment(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("budget_tokens: 777\n")
+    assert load_config(env={"MEMORY_RUNTIME_CONFIG": str(cfg)}).budget_tokens == 777
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "server: {port: eighty}\n",
+        "server: {port: 70000}\n",
+        "budget_tokens: 0\n",
+        "upstreams: {gemini: {api_base: http://x/v1}}\n",
+        "upstreams: {retries: -1}\n",
+        "server: [1, 2]\n",
+        "- just a list\n",
+        "server: {host: 0.0.0.0}\n",
+        "key: [unclosed\n",
+    ],
+)
+def test_bad_config_is_refused(tmp_path: Path, text: str) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(text)
+    with pytest.raises(ConfigError):
+        load_config(cfg, env={})
+
+
+def test_non_loopback_bind_needs_an_access_token(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError):
+        ProxyConfig().with_server(host="0.0.0.0")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("server: {host: 0.0.0.0, access_token: secret}\n")
+    assert load_config(cfg, env={}).server.host == "0.0.0.0"
+    assert ProxyConfig().with_server(port=1234).server.port == 1234
+
+
+def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError):
+        load_config(tmp_path / "nope.yaml", env={})
