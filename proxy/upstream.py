@@ -14,7 +14,9 @@ failures, 429 and 5xx itself, and only before the first byte of a reply has reac
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +38,7 @@ log = logging.getLogger("memory_runtime.upstream")
 
 # Fields of the client's body that the proxy sets itself on the litellm call.
 _OWN_FIELDS = frozenset({"model", "messages", "stream", "stream_options", "api_key", "api_base", "base_url", "max_retries", "timeout"})
+_PROVIDER_TEXT = re.compile(r"\w*Exception - (.*)", re.S)
 _RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
 
 
@@ -62,6 +65,8 @@ def to_upstream_error(exc: BaseException) -> UpstreamError:
         return UpstreamError(f"upstream connection failed: {_short(exc)}", status=502, type="upstream_error", code="upstream_unreachable")
     status = getattr(exc, "status_code", None)
     body = getattr(exc, "body", None)
+    if not isinstance(body, dict):
+        body = _response_json(getattr(exc, "response", None)) or _provider_body(exc)
     if isinstance(status, int):
         if isinstance(body, dict):
             inner = body.get("error") if isinstance(body.get("error"), dict) else body
@@ -74,6 +79,33 @@ def to_upstream_error(exc: BaseException) -> UpstreamError:
             )
         return UpstreamError(_short(exc), status=status)
     return UpstreamError(f"upstream call failed: {_short(exc)}", status=502)
+
+
+def _response_json(response: Any) -> dict[str, Any] | None:
+    """The upstream's own JSON error body, when litellm kept the response (it does not always)."""
+    if not isinstance(response, httpx.Response):
+        return None
+    try:
+        data = response.json()
+    except Exception:  # not JSON, or a synthetic response without a body
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _provider_body(exc: BaseException) -> dict[str, Any]:
+    """litellm drops the upstream body for some statuses and keeps only "<Provider>Exception - <text>"
+    in the message; recover the provider's own text (or JSON error) so the client sees what the
+    upstream said rather than litellm's wrapping. The status code still comes from the exception."""
+    found = _PROVIDER_TEXT.search(str(exc))
+    text = found.group(1).strip() if found else _short(exc)
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return {"message": text}
+    if isinstance(data, dict):
+        inner = data.get("error") if isinstance(data.get("error"), dict) else data
+        return {"message": str(inner.get("message") or text), "type": inner.get("type") or inner.get("status"), "code": inner.get("code")}
+    return {"message": text}
 
 
 def _short(exc: BaseException) -> str:
