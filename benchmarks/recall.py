@@ -1,0 +1,171 @@
+"""Section B: evidence recall at budget on LoCoMo, memory-runtime against four baselines.
+
+Every turn of a conversation is ingested in order into one session (speaker A as user messages,
+speaker B as assistant messages, the session date as the timestamp). For each scorable question,
+`compile(user_message=question, budget_tokens=B)` runs and an evidence turn counts as present when
+its full ingested content string appears in the compiled messages' text (strict: an excerpted turn
+is a miss). Unresolvable evidence ids count as misses for every method.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from memory import create_runtime
+from memory.embeddings import load_embedder
+from memory.tokens import get_counter
+
+from .baselines import TurnCorpus, pack_ranked, pack_recency, rrf_ranking
+from .common import BUDGETS, MODEL, Percentiles, Stopwatch, messages_text, percentiles, progress
+from .locomo import CATEGORY_NAMES, Conversation, Question
+
+__all__ = ["METHODS", "CategoryScore", "MethodScore", "RecallResult", "run_recall", "quick_selection"]
+
+OURS = "memory-runtime"
+METHODS = (OURS, "recency window", "BM25 only", "embeddings only", "BM25+embeddings RRF")
+TARGETS = {800: 0.80, 2000: 0.90, 8000: 0.97}
+
+
+@dataclass(frozen=True)
+class CategoryScore:
+    category: int
+    n: int
+    strict: float
+    fraction: float
+
+
+@dataclass(frozen=True)
+class MethodScore:
+    method: str
+    budget: int
+    n: int
+    strict: float
+    fraction: float
+    avg_tokens: float
+    max_tokens: int
+    categories: tuple[CategoryScore, ...]
+    latency: Percentiles | None = None  # compile latency, ours only
+
+
+@dataclass(frozen=True)
+class RecallResult:
+    conversations: int
+    turns: int
+    questions: int
+    unresolved_ids: int
+    ingest_s: float
+    embed_s: float
+    over_budget_flags: int
+    scores: tuple[MethodScore, ...]
+    targets: dict[int, float] = field(default_factory=lambda: dict(TARGETS))
+
+    def score(self, method: str, budget: int) -> MethodScore:
+        return next(s for s in self.scores if s.method == method and s.budget == budget)
+
+
+@dataclass
+class _Tally:
+    categories: list[int] = field(default_factory=list)
+    strict: list[bool] = field(default_factory=list)
+    fraction: list[float] = field(default_factory=list)
+    tokens: list[int] = field(default_factory=list)
+    latency_ms: list[float] = field(default_factory=list)
+
+    def add(self, question: Question, present: int, tokens: int) -> None:
+        total = len(question.evidence)
+        self.categories.append(question.category)
+        self.strict.append(present == total)
+        self.fraction.append(present / total)
+        self.tokens.append(tokens)
+
+    def score(self, method: str, budget: int) -> MethodScore:
+        cats = []
+        for cat in sorted(CATEGORY_NAMES):
+            idx = [i for i, c in enumerate(self.categories) if c == cat]
+            if idx:
+                cats.append(CategoryScore(cat, len(idx), _mean([self.strict[i] for i in idx]), _mean([self.fraction[i] for i in idx])))
+        return MethodScore(
+            method=method,
+            budget=budget,
+            n=len(self.strict),
+            strict=_mean(self.strict),
+            fraction=_mean(self.fraction),
+            avg_tokens=_mean(self.tokens),
+            max_tokens=max(self.tokens, default=0),
+            categories=tuple(cats),
+            latency=percentiles(self.latency_ms) if self.latency_ms else None,
+        )
+
+
+def _mean(values: Sequence[float | bool | int]) -> float:
+    return float(sum(values)) / len(values) if values else float("nan")
+
+
+def quick_selection(conversations: list[Conversation], per_category: int = 3) -> list[Conversation]:
+    """The first conversation with the first few questions of each category: a smoke run."""
+    first = conversations[0]
+    picked: list[Question] = []
+    for cat in sorted(CATEGORY_NAMES):
+        picked.extend([q for q in first.questions if q.category == cat][:per_category])
+    return [Conversation(first.sample_id, first.turns, tuple(picked))]
+
+
+async def run_recall(
+    conversations: list[Conversation], budgets: Sequence[int] = BUDGETS, show_progress: bool = True
+) -> RecallResult:
+    counter = get_counter(MODEL)
+    embedder = load_embedder(None)
+    tallies: dict[tuple[str, int], _Tally] = defaultdict(_Tally)
+    ingest_ms = embed_ms = 0.0
+    over_budget = 0
+    with tempfile.TemporaryDirectory(prefix="bench-locomo-") as tmp:
+        async with create_runtime(storage_path=str(Path(tmp) / "locomo.sqlite")) as runtime:
+            for conv in progress(conversations, "LoCoMo conversations", enabled=show_progress):
+                session = runtime.session(f"locomo-{conv.sample_id}")
+                events = [
+                    {"type": f"{t.role}_message", "payload": {"content": t.content, "timestamp": t.timestamp}}
+                    for t in conv.turns
+                ]
+                with Stopwatch() as sw:
+                    await session.ingest_many(events)
+                ingest_ms += sw.ms
+                with Stopwatch() as sw:
+                    await session.flush()
+                embed_ms += sw.ms
+                corpus = TurnCorpus(conv.turns, counter, embedder)
+                index = conv.turn_index()
+                vectors = embedder.embed([q.text for q in conv.questions]) if embedder is not None else None
+                for qi, question in enumerate(progress(conv.questions, f"  {conv.sample_id} questions", enabled=show_progress)):
+                    evidence = [index[e].content for e in question.resolved]
+                    bm25 = corpus.bm25(question.text)
+                    dense = corpus.dense(vectors[qi]) if vectors is not None else []
+                    rankings = {"BM25 only": bm25, "embeddings only": dense, "BM25+embeddings RRF": rrf_ranking(bm25, dense)}
+                    for budget in budgets:
+                        with Stopwatch() as sw:
+                            result = await session.compile(user_message=question.text, budget_tokens=budget, model=MODEL)
+                        text = messages_text(result.messages)
+                        tally = tallies[(OURS, budget)]
+                        tally.add(question, sum(1 for c in evidence if c in text), counter.messages_tokens(result.messages))
+                        tally.latency_ms.append(sw.ms)
+                        over_budget += bool(result.over_budget)
+                        packed = pack_recency(corpus, question.text, budget)
+                        tallies[("recency window", budget)].add(question, len(packed.included & set(question.resolved)), packed.tokens)
+                        for name, ranking in rankings.items():
+                            packed = pack_ranked(corpus, ranking, question.text, budget)
+                            tallies[(name, budget)].add(question, len(packed.included & set(question.resolved)), packed.tokens)
+                corpus.close()
+    scores = tuple(tallies[(m, b)].score(m, b) for m in METHODS for b in budgets if (m, b) in tallies)
+    return RecallResult(
+        conversations=len(conversations),
+        turns=sum(len(c.turns) for c in conversations),
+        questions=sum(len(c.questions) for c in conversations),
+        unresolved_ids=sum(len(q.evidence) - len(q.resolved) for c in conversations for q in c.questions),
+        ingest_s=ingest_ms / 1000.0,
+        embed_s=embed_ms / 1000.0,
+        over_budget_flags=over_budget,
+        scores=scores,
+    )
