@@ -59,9 +59,10 @@ def to_upstream_error(exc: BaseException) -> UpstreamError:
     """Map a litellm / openai / httpx exception to an `UpstreamError` with the upstream's status."""
     if isinstance(exc, UpstreamError):
         return exc
-    if isinstance(exc, (openai.APITimeoutError, httpx.TimeoutException, asyncio.TimeoutError)):
+    # litellm reports a refused connection as a 500 "InternalServerError"; the cause chain tells the truth.
+    if _caused_by(exc, (openai.APITimeoutError, httpx.TimeoutException, asyncio.TimeoutError)):
         return UpstreamError("upstream timed out", status=504, type="timeout", code="upstream_timeout")
-    if isinstance(exc, (openai.APIConnectionError, httpx.TransportError)):
+    if _caused_by(exc, (openai.APIConnectionError, httpx.TransportError, ConnectionError)):
         return UpstreamError(f"upstream connection failed: {_short(exc)}", status=502, type="upstream_error", code="upstream_unreachable")
     status = getattr(exc, "status_code", None)
     body = getattr(exc, "body", None)
@@ -79,6 +80,17 @@ def to_upstream_error(exc: BaseException) -> UpstreamError:
             )
         return UpstreamError(_short(exc), status=status)
     return UpstreamError(f"upstream call failed: {_short(exc)}", status=502)
+
+
+def _caused_by(exc: BaseException, types: tuple[type[BaseException], ...]) -> bool:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, types):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def _response_json(response: Any) -> dict[str, Any] | None:
