@@ -285,7 +285,9 @@ def _full_history(inp: CompileInput, view: SessionView, counter: TiktokenCounter
         if spent > inp.budget:
             return None
         groups.insert(0, group)
-    artifacts = sorted((u for u in view.units.values() if u.key.startswith("a") and u.latest and not u.derived and u.kind != "diff"),
+    # Every snapshot the caller ingested (older versions included: they are part of the history);
+    # derived diffs and code blocks already inside messages are not.
+    artifacts = sorted((u for u in view.units.values() if u.key.startswith("a") and not u.derived and u.kind != "diff"),
                        key=lambda u: (u.first_order, u.key))
     msgs = list(inp.system)
     if artifacts:

@@ -1,0 +1,181 @@
+"""Ingest, storage, content addressing, versions, state, isolation, sync and erase (lexical mode:
+these tests are about storage, not retrieval quality)."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from memory import InvalidArgumentError, InvalidEventError, create_runtime
+
+
+@pytest.fixture
+async def runtime(tmp_path):
+    rt = create_runtime(storage_path=tmp_path / "m.sqlite", embedding_model="none")
+    async with rt:
+        yield rt
+
+
+def _rows(path, sql):
+    con = sqlite3.connect(path)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+async def test_migrations_from_an_empty_file(tmp_path):
+    path = tmp_path / "fresh.sqlite"
+    async with create_runtime(storage_path=path, embedding_model="none") as rt:
+        assert await rt.store.migrations_applied() == ["m001_initial"]
+        async with rt.store.db.execute("PRAGMA journal_mode") as cur:
+            assert (await cur.fetchone())[0] == "wal"
+        async with rt.store.db.execute("PRAGMA foreign_keys") as cur:
+            assert (await cur.fetchone())[0] == 1
+    # Re-opening applies nothing twice.
+    async with create_runtime(storage_path=path, embedding_model="none") as rt:
+        assert await rt.store.migrations_applied() == ["m001_initial"]
+
+
+@pytest.mark.parametrize(
+    "event,error",
+    [
+        ({"type": "bogus", "payload": {"content": "x"}}, InvalidEventError),
+        ({"type": "snippet", "payload": {}}, InvalidEventError),
+        ({"type": "user_message", "payload": {"content": 42}}, InvalidEventError),
+        ({"type": "user_message", "payload": {"content": ["a"]}}, InvalidEventError),
+        ({"type": "user_message"}, InvalidEventError),
+        ("not a dict", InvalidEventError),
+        ({"type": "file", "payload": {"content": "x"}}, InvalidEventError),
+        ({"type": "snippet", "payload": {"content": "x", "pinned": "yes"}}, InvalidEventError),
+    ],
+)
+async def test_bad_events_rejected_and_nothing_stored(runtime, tmp_path, event, error):
+    session = runtime.session("s")
+    with pytest.raises(error):
+        await session.ingest(event)
+    # A batch with one bad event stores none of them.
+    with pytest.raises(error):
+        await session.ingest_many([{"type": "user_message", "payload": {"content": "fine"}}, event])
+    assert not await session.exists()
+    assert _rows(tmp_path / "m.sqlite", "SELECT count(*) FROM events") == [(0,)]
+
+
+async def test_negative_budget_and_bad_arguments(runtime):
+    session = runtime.session("s")
+    with pytest.raises(InvalidArgumentError):
+        await session.compile(user_message="hi", budget_tokens=-1)
+    with pytest.raises(InvalidArgumentError):
+        await session.compile(user_message="hi", budget_tokens="100")  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentError):
+        await session.compile(user_message=123, budget_tokens=100)  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentError):
+        runtime.session("")
+    assert await runtime.list_sessions() == []
+
+
+async def test_alias_and_compile_is_read_only(runtime):
+    session = runtime.session("s")
+    await session.ingest({"type": "assistant_response", "payload": {"content": "hello"}})
+    before = (await session.info())["counts"]
+    await session.compile(user_message="a brand new question", budget_tokens=500)
+    assert (await session.info())["counts"] == before
+    exported = await session.export()
+    assert [e["type"] for e in exported["events"]] == ["assistant_message"]
+
+
+async def test_content_addressed_once(runtime, tmp_path):
+    session = runtime.session("s")
+    await session.ingest({"type": "snippet", "payload": {"source": "a.py", "content": "x = 1\ny = 2\n"}})
+    await session.ingest({"type": "snippet", "payload": {"source": "b.py", "content": "x = 1\ny = 2\n"}})
+    db = tmp_path / "m.sqlite"
+    assert _rows(db, "SELECT count(*) FROM artifacts") == [(1,)]
+    assert _rows(db, "SELECT count(*) FROM events") == [(2,)]
+    assert _rows(db, "SELECT count(*) FROM chunks") == [(1,)]
+
+
+async def test_new_file_version_stores_snapshot_and_diff(runtime, tmp_path):
+    session = runtime.session("s")
+    body = "".join(f"def helper_{i}(value):\n    return value * {i}\n\n" for i in range(40))
+    v1 = "def login(user):\n    timeout = 30\n    return check(user)\n\n" + body
+    v2 = "def login(user):\n    timeout = 45\n    return check(user)\n\n" + body
+    await session.ingest({"type": "file", "payload": {"source": "app/auth.py", "content": v1}})
+    await session.ingest({"type": "file", "payload": {"source": "app/auth.py", "content": v2}})
+    rows = _rows(tmp_path / "m.sqlite", "SELECT kind, version, content FROM artifacts ORDER BY id")
+    assert [(k, v) for k, v, _ in rows] == [("file", 1), ("file", 2), ("diff", 2)]
+    diff = rows[2][2]
+    assert "-    timeout = 30" in diff and "+    timeout = 45" in diff
+    # Compile prefers the latest version; a question about the change gets the diff.
+    result = await session.compile(user_message="what is the login timeout value?", budget_tokens=300)
+    assert result.manifest["mode"] == "compiled"
+    text = "\n".join(str(m["content"]) for m in result.messages)
+    assert "timeout = 45" in text
+    change = await session.compile(user_message="what changed in the login timeout?", budget_tokens=300)
+    retrieved = [i for i in change.manifest["included"] if i["reason"] == "retrieved"]
+    best = max(retrieved, key=lambda i: i["score"])
+    assert best["kind"] == "diff" and best["artifact_id"] == 3
+
+
+async def test_state_supersede_merge_close(runtime):
+    session = runtime.session("s")
+    await session.ingest({"type": "user_message", "payload": {"content": "Decision: database - PostgreSQL\nOpen: which region?"}})
+    await session.observe(assistant_text="Decision: database - SQLite for now\nConstraint: no network calls")
+    await session.observe(assistant_text="Constraint: no network calls\nResolved: Q1")
+    state = await session.state()
+    assert [d["text"] for d in state["decisions"]] == ["database - SQLite for now"]
+    assert state["open_questions"] == []
+    assert len(state["constraints"]) == 1 and len(state["constraints"][0]["source_events"]) == 2
+    full = await session.state(include_inactive=True)
+    assert {d["status"] for d in full["decisions"]} == {"active", "superseded"}
+    await session.observe(assistant_text="Decision (supersedes D2): database - DuckDB")
+    assert [d["id"] for d in (await session.state())["decisions"]] == ["D3"]
+
+
+async def test_sessions_are_strict_partitions(runtime):
+    a, b = runtime.session("alpha"), runtime.session("beta")
+    await a.ingest({"type": "snippet", "payload": {"source": "x.py", "content": "SECRET_ALPHA = 'kiwi banana'"}})
+    await b.ingest({"type": "snippet", "payload": {"source": "x.py", "content": "SECRET_BETA = 'kiwi mango'"}})
+    for _ in range(3):
+        await b.ingest({"type": "user_message", "payload": {"content": "kiwi kiwi kiwi"}})
+    result = await b.compile(user_message="what is the kiwi secret?", budget_tokens=2000)
+    text = "\n".join(str(m["content"]) for m in result.messages)
+    assert "SECRET_BETA" in text and "SECRET_ALPHA" not in text
+
+
+async def test_sync_messages_prefix_and_divergence(runtime):
+    session = runtime.session("s")
+    convo = [{"role": "system", "content": "sys"}, {"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+    r1 = await session.sync_messages(convo)
+    assert (r1.common_prefix, r1.stored) == (0, 2)
+    r2 = await session.sync_messages(convo + [{"role": "user", "content": "next"}])
+    assert (r2.common_prefix, r2.stored) == (2, 1)
+    # The client edited its last message: only the divergent part is stored again.
+    r3 = await session.sync_messages(convo + [{"role": "user", "content": "edited"}])
+    assert (r3.common_prefix, r3.stored) == (2, 1)
+    assert (await session.info())["counts"]["messages"] == 4
+
+
+async def test_resolve_session_by_transcript(runtime):
+    one, two = runtime.session("one"), runtime.session("two")
+    await one.sync_messages([{"role": "user", "content": "hi"}])
+    await one.observe(assistant_text="Hello! How can I help with Python?")
+    await two.sync_messages([{"role": "user", "content": "hi"}])
+    await two.observe(assistant_text="Hey. What are we cooking today?")
+    follow = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Hey. What are we cooking today?"},
+              {"role": "user", "content": "pasta"}]
+    assert await runtime.resolve_session(follow) == "two"
+    assert await runtime.resolve_session([{"role": "user", "content": "hi"}]) is None
+    assert await runtime.resolve_session(follow, scope="someone-else") is None
+
+
+async def test_delete_session_erases_everything(runtime, tmp_path):
+    session = runtime.session("gone")
+    await session.ingest({"type": "user_message", "payload": {"content": "the zebra password is crimson-falcon"}})
+    await runtime.session("kept").ingest({"type": "user_message", "payload": {"content": "unrelated"}})
+    assert await runtime.delete_session("gone") is True
+    assert not await session.exists()
+    await runtime.close()
+    raw = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("m.sqlite"))
+    assert b"crimson-falcon" not in raw
+    assert b"unrelated" in raw
