@@ -44,7 +44,7 @@ __all__ = [
 
 DEFAULT_OPENAI_BASE = "https://api.openai.com/v1"
 DEFAULT_GEMINI_BASE = "https://generativelanguage.googleapis.com/v1beta"
-_LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+_LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
 
 
 def prepare_litellm_environment() -> None:

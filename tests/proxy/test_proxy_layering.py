@@ -1,0 +1,49 @@
+"""House rules for the proxy package that a reviewer would otherwise have to remember."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PROXY = Path(__file__).resolve().parents[2] / "proxy"
+
+
+def _tree(path: Path) -> ast.AST:
+    return ast.parse(path.read_text(encoding="utf-8"))
+
+
+def test_only_the_config_module_reads_the_environment() -> None:
+    offenders = []
+    for path in PROXY.glob("*.py"):
+        if path.name == "config.py":
+            continue
+        for node in ast.walk(_tree(path)):
+            if isinstance(node, ast.Attribute) and node.attr in ("environ", "getenv"):
+                offenders.append(f"{path.name}:{node.lineno}")
+            if isinstance(node, ast.ImportFrom) and node.module == "os" and any(a.name in ("environ", "getenv") for a in node.names):
+                offenders.append(f"{path.name}:{node.lineno}")
+    assert offenders == []
+
+
+def test_no_mutable_module_globals_or_global_statements() -> None:
+    for path in PROXY.glob("*.py"):
+        tree = _tree(path)
+        assert not [n for n in ast.walk(tree) if isinstance(n, ast.Global)], path.name
+        for node in tree.body:  # type: ignore[attr-defined]
+            if isinstance(node, ast.Assign) and isinstance(node.value, (ast.List, ast.Dict, ast.Set)):
+                names = [t.id for t in node.targets if isinstance(t, ast.Name)]
+                assert names == ["__all__"], f"{path.name}: mutable module global {names}"
+
+
+def test_imports_inside_functions_only_for_the_serve_start_up_cost() -> None:
+    found = []
+    for path in PROXY.glob("*.py"):
+        for fn in (n for n in ast.walk(_tree(path)) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))):
+            if any(isinstance(n, (ast.Import, ast.ImportFrom)) for n in ast.walk(fn)):
+                found.append(f"{path.name}:{fn.name}")
+    assert found == ["cli.py:_serve"]
+
+
+def test_modules_stay_small() -> None:
+    sizes = {p.name: len(p.read_text().splitlines()) for p in PROXY.glob("*.py")}
+    assert {k: v for k, v in sizes.items() if v >= 400} == {}
