@@ -87,6 +87,9 @@ async def _stream(svc: Services, raw: dict[str, Any], prepared: Prepared, api_ke
             log.warning("upstream stream broke off (%s); the partial reply is not stored", exc.status)
             yield encode_data(envelope(exc))
             return
+        finally:
+            # Runs on client disconnect too (the generator is closed), releasing the upstream.
+            await chunks.aclose()
         if prepared.error is None:
             await record_reply(svc.runtime, svc.locks, prepared.session_id, assembler.message())
         yield DONE

@@ -17,7 +17,7 @@ import asyncio
 import json
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
 
@@ -182,7 +182,7 @@ class Upstream:
                 attempt += 1
                 log.info("retrying upstream call (%s, attempt %d)", err.status, attempt + 1)
 
-    async def stream(self, body: dict[str, Any], messages: list[dict[str, Any]], api_key: str | None) -> AsyncIterator[dict[str, Any]]:
+    async def stream(self, body: dict[str, Any], messages: list[dict[str, Any]], api_key: str | None) -> AsyncGenerator[dict[str, Any], None]:
         """Open a streaming completion. Returns once the first chunk has arrived (so an upstream that
         refuses the call raises `UpstreamError` here, before any header was sent to the client);
         iterating yields OpenAI chunk dicts and raises `UpstreamError` if the stream breaks."""
@@ -190,14 +190,16 @@ class Upstream:
         kwargs = self._kwargs(body, messages, target, stream=True)
         attempt = 0
         while True:
+            wrapper: Any = None
             try:
                 wrapper = await litellm.acompletion(**kwargs)
-                iterator = wrapper.__aiter__()
-                first = await iterator.__anext__()
-                return _chunks(first, iterator)
+                first = await wrapper.__anext__()
+                return _chunks(wrapper, first)
             except StopAsyncIteration:
+                await _close(wrapper)
                 return _chunks(None, None)
             except Exception as exc:
+                await _close(wrapper)
                 err = to_upstream_error(exc)
                 if attempt >= self._config.retries or not _retryable(err):
                     raise err from None
@@ -205,18 +207,31 @@ class Upstream:
                 log.info("retrying upstream stream (%s, attempt %d)", err.status, attempt + 1)
 
 
-async def _chunks(first: Any, iterator: Any) -> AsyncIterator[dict[str, Any]]:
-    if first is None:
-        return
-    yield _dump(first, exclude_none=True)
-    while True:
+async def _close(wrapper: Any) -> None:
+    """Release the upstream connection of a litellm stream (also when the client went away)."""
+    close = getattr(wrapper, "aclose", None)
+    if close is not None:
         try:
-            chunk = await iterator.__anext__()
-        except StopAsyncIteration:
-            return
-        except Exception as exc:
-            raise to_upstream_error(exc) from None
-        yield _dump(chunk, exclude_none=True)
+            await close()
+        except Exception:  # closing a broken stream may fail again; nothing left to save
+            log.debug("closing an upstream stream failed", exc_info=True)
+
+
+async def _chunks(wrapper: Any, first: Any) -> AsyncGenerator[dict[str, Any], None]:
+    if wrapper is None:
+        return
+    try:
+        yield _dump(first, exclude_none=True)
+        while True:
+            try:
+                chunk = await wrapper.__anext__()
+            except StopAsyncIteration:
+                return
+            except Exception as exc:
+                raise to_upstream_error(exc) from None
+            yield _dump(chunk, exclude_none=True)
+    finally:
+        await _close(wrapper)
 
 
 def _dump(obj: Any, exclude_none: bool = False) -> dict[str, Any]:
