@@ -46,6 +46,8 @@ class Reply:
     error_message: str = "fake upstream error"
     # Streaming only: send this many content chunks, then drop the connection.
     die_after_chunks: int | None = None
+    # Wait this long before answering (for timeout tests).
+    delay_seconds: float = 0.0
 
 
 @dataclass
@@ -106,6 +108,8 @@ class FakeUpstream:
         body = rec.json()
         last_user = _last_user_text_openai(body.get("messages", []))
         reply = self._next(last_user)
+        if reply.delay_seconds:
+            await asyncio.sleep(reply.delay_seconds)
         if reply.error_status is not None:
             return JSONResponse(
                 {"error": {"message": reply.error_message, "type": "fake_error", "param": None, "code": "fake_code"}},

@@ -77,6 +77,15 @@ def test_retries_happen_before_any_byte_is_sent(proxy_factory: Callable[..., Pro
     assert len(upstream.fake.chat_requests()) == 1  # a 400 is not retried
 
 
+def test_upstream_timeout_is_a_504_envelope(proxy_factory: Callable[..., Proxy], upstream: Upstream) -> None:
+    impatient = proxy_factory("upstreams: {retries: 0, timeout_seconds: 0.3}\n")
+    upstream.fake.enqueue(Reply(text="too late", delay_seconds=1.5))
+    with pytest.raises(openai.APIStatusError) as info:
+        impatient.client().chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}])
+    assert info.value.status_code == 504
+    assert info.value.body["code"] == "upstream_timeout"  # type: ignore[index]
+
+
 def test_access_token_guards_every_route_but_healthz(proxy_factory: Callable[..., Proxy], upstream: Upstream) -> None:
     guarded = proxy_factory("upstreams: {retries: 0}\nserver: {access_token: let-me-in}\n")
     with guarded.http() as http:
