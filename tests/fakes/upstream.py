@@ -48,6 +48,8 @@ class Reply:
     die_after_chunks: int | None = None
     # Wait this long before answering (for timeout tests).
     delay_seconds: float = 0.0
+    # Streaming only: after the first content chunk, wait until the test sets this event.
+    hold: threading.Event | None = None
 
 
 @dataclass
@@ -159,6 +161,8 @@ class FakeUpstream:
             if reply.die_after_chunks is not None and n >= reply.die_after_chunks:
                 await asyncio.sleep(0)
                 raise ConnectionAbortedError("fake upstream dies mid-stream")
+            if n == 1 and reply.hold is not None:
+                await asyncio.to_thread(reply.hold.wait, 10)
             yield chunk({"content": piece})
         for i, tc in enumerate(tool_calls):
             args = tc["function"]["arguments"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -108,6 +109,20 @@ def test_streaming_reply_is_streamed_intact_and_stored_before_done(mproxy: Proxy
     with mproxy.http() as http:
         info = http.get("/memory/sessions/stream-1").json()
     assert any("SQLite" in d["text"] for d in info["state"]["decisions"])
+
+
+def test_stream_is_not_buffered(mproxy: Proxy, upstream: Upstream) -> None:
+    hold = threading.Event()
+    upstream.fake.enqueue(Reply(text="first-chunk then the rest arrives later", hold=hold))
+    stream = mproxy.client().chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "unbuffered?"}], stream=True)
+    received = ""
+    for chunk in stream:
+        received += "".join(c.delta.content or "" for c in chunk.choices)
+        if received and not hold.is_set():
+            # The upstream is still holding the rest: this chunk was relayed as it arrived.
+            assert received == "first-c"
+            hold.set()
+    assert received == "first-chunk then the rest arrives later"
 
 
 def test_streaming_without_usage_request_sends_no_stream_options(mproxy: Proxy, upstream: Upstream) -> None:
