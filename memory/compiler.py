@@ -21,6 +21,7 @@ import numpy as np
 
 from .index import SessionView, Unit
 from .records import StateItem
+from .redact import count_markers
 from .retrieval import Scored
 from .state import render_state_block
 from .tokens import TiktokenCounter
@@ -173,7 +174,7 @@ def assemble(inp: CompileInput, view: SessionView, counter: TiktokenCounter) -> 
 
     header_tokens = counter.message_tokens({"role": "system", "content": EVIDENCE_HEADER})
     room = available - state_tokens - recent_tokens - header_tokens
-    chosen, dropped = _select_evidence(inp, view, counter, room, recent_keys)
+    chosen, dropped, overflow = _select_evidence(inp, view, counter, room, recent_keys)
 
     def build() -> list[dict[str, Any]]:
         msgs = list(inp.system)
@@ -210,7 +211,8 @@ def assemble(inp: CompileInput, view: SessionView, counter: TiktokenCounter) -> 
     evidence_tokens = sum(e.tokens for e in chosen)
     manifest = {
         **base_manifest, "mode": "compiled", "over_budget": False, "total_tokens": total,
-        "included": included, "dropped": dropped[:MAX_DROPPED_LISTED], "dropped_count": len(dropped),
+        "included": included, "dropped": dropped[:MAX_DROPPED_LISTED], "dropped_count": len(dropped) + overflow,
+        "redactions": _redactions(messages[len(inp.system): len(messages) - len(inp.tail)]),
         "totals": {"fixed": fixed_tokens, "state": state_tokens if state_msg else 0, "evidence": evidence_tokens,
                    "recent": recent_tokens},
     }
@@ -233,12 +235,29 @@ def _state_message(items: list[StateItem], counter: TiktokenCounter, cap: int) -
     return msg, used, tokens
 
 
-def _select_evidence(inp: CompileInput, view: SessionView, counter: TiktokenCounter, room: int, recent_keys: set[str]) -> tuple[list[_Evidence], list[dict[str, Any]]]:
+def _cost(view: SessionView, counter: TiktokenCounter, unit: Unit, pos: int) -> int:
+    """Estimated tokens of one rendered evidence item plus its separator: the chunk's stored count
+    (o200k) or a cached count, plus its label. The exact count after assembly is what binds."""
+    key = (counter.encoding_name, pos)
+    cached = view.token_cache.get(key)
+    if cached is None:
+        row = view.chunk_rows[pos]
+        body = row.tokens if counter.encoding_name == "o200k_base" and row.tokens else counter.count(row.text)
+        cached = body + counter.count(_label(unit, view, pos)) + 2
+        view.token_cache[key] = cached
+    return cached
+
+
+MIN_ITEM_TOKENS = 8
+
+
+def _select_evidence(inp: CompileInput, view: SessionView, counter: TiktokenCounter, room: int, recent_keys: set[str]) -> tuple[list[_Evidence], list[dict[str, Any]], int]:
     chosen: list[_Evidence] = []
     dropped: list[dict[str, Any]] = []
+    overflow = 0  # dropped candidates beyond those listed
     seen_hashes: set[str] = set()
-    chosen_vecs: list[np.ndarray] = []
     vectors = view.vectors
+    chosen_vecs = np.zeros((0, vectors.shape[1]), dtype=np.float32)
     score_of = {s.pos: s.score for s in inp.ranked}
     pinned_positions = [p for key in sorted(view.pinned) if key not in recent_keys for p in view.units[key].chunk_idx]
     pinned_set = set(pinned_positions)
@@ -247,31 +266,30 @@ def _select_evidence(inp: CompileInput, view: SessionView, counter: TiktokenCoun
     candidates = [(p, score_of.get(p, 0.0), "pinned") for p in pinned_sorted]
     candidates += [(s.pos, s.score, "retrieved") for s in inp.ranked if s.pos not in pinned_set]
     for pos, score, reason in candidates:
+        if room < MIN_ITEM_TOKENS and len(dropped) >= MAX_DROPPED_LISTED:
+            overflow += 1
+            continue
         unit = view.units[view.chunk_unit[pos]]
         if unit.key in recent_keys:
             continue
         row = view.chunk_rows[pos]
-        text = _render(unit, view, pos)
-        key = (counter.encoding_name, row.id)
-        tokens = view.token_cache.get(key)
-        if tokens is None:
-            tokens = counter.count(text) + 1
-            view.token_cache[key] = tokens
-        ev = _Evidence(pos, unit, text, tokens, score, reason)
-        if row.content_hash in seen_hashes or (
-            pos not in view.missing and chosen_vecs and float(np.max(np.stack(chosen_vecs) @ vectors[pos])) > NEAR_DUPLICATE
-        ):
-            dropped.append(_evidence_item(ev, view, "duplicate"))
+        ev = _Evidence(pos, unit, "", _cost(view, counter, unit, pos), score, reason)
+        duplicate = row.content_hash in seen_hashes or (
+            pos not in view.missing and len(chosen_vecs) and float(np.max(chosen_vecs @ vectors[pos])) > NEAR_DUPLICATE
+        )
+        if duplicate or ev.tokens > room:
+            if len(dropped) < MAX_DROPPED_LISTED:
+                dropped.append(_evidence_item(ev, view, "duplicate" if duplicate else "budget"))
+            else:
+                overflow += 1
             continue
-        if tokens > room:
-            dropped.append(_evidence_item(ev, view, "budget"))
-            continue
+        ev.text = _render(unit, view, pos)
         chosen.append(ev)
-        room -= tokens
+        room -= ev.tokens
         seen_hashes.add(row.content_hash)
         if pos not in view.missing:
-            chosen_vecs.append(vectors[pos])
-    return chosen, dropped
+            chosen_vecs = np.vstack([chosen_vecs, vectors[pos]])
+    return chosen, dropped, overflow
 
 
 def _full_history(inp: CompileInput, view: SessionView, counter: TiktokenCounter) -> CompileResult | None:
@@ -304,5 +322,11 @@ def _full_history(inp: CompileInput, view: SessionView, counter: TiktokenCounter
                   "tokens": None, "artifact_id": int(u.key[1:])} for u in artifacts]
     manifest = {"session_id": inp.session_id, "model": inp.model, "encoding": counter.encoding_name, "budget_tokens": inp.budget,
                 "query": inp.query, "mode": "full_history", "over_budget": False, "total_tokens": total,
-                "included": included, "dropped": [], "dropped_count": 0, "totals": {"history": total}}
+                "included": included, "dropped": [], "dropped_count": 0, "totals": {"history": total},
+                "redactions": _redactions(msgs[len(inp.system): len(msgs) - len(inp.tail)])}
     return CompileResult(msgs, json.loads(json.dumps(manifest)), total, inp.budget, False, len(included))
+
+
+def _redactions(messages: list[dict[str, Any]]) -> dict[str, int]:
+    """Secrets redacted at ingest that appear (as markers) in what memory added to the prompt."""
+    return count_markers([m["content"] if isinstance(m.get("content"), str) else json.dumps(m.get("content")) for m in messages])

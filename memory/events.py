@@ -7,10 +7,13 @@ Every public event is a dict `{"type": ..., "payload": {...}}`; `parse_event` tu
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from .errors import InvalidEventError
+from .redact import redact, redact_value
+from .transcript import event_to_message, message_hash
 
 __all__ = ["Event", "parse_event", "MESSAGE_TYPES", "ARTIFACT_TYPES", "EVENT_TYPES", "ROLE_OF"]
 
@@ -33,6 +36,9 @@ class Event:
     pinned: bool = False
     timestamp: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # Transcript hash of the message as the client sent it (before redaction), for prefix matching.
+    message_hash: str | None = None
+    redactions: dict[str, int] = field(default_factory=dict)
 
     @property
     def role(self) -> str | None:
@@ -113,4 +119,16 @@ def parse_event(raw: Any) -> Event:
         json.dumps(extra, ensure_ascii=False)
     except (TypeError, ValueError) as exc:
         raise InvalidEventError(f"payload is not JSON-serialisable: {exc}") from exc
-    return Event(type=etype, content=content, source=source, pinned=pinned, timestamp=timestamp, extra=extra)
+    role = ROLE_OF.get(etype)
+    original_hash = message_hash(event_to_message(role, content, extra)) if role else None
+    # Secrets never reach storage: content, tool-call arguments and text parts are redacted here.
+    found: Counter[str] = Counter()
+    content, counts = redact(content)
+    found.update(counts)
+    for key in ("tool_calls", "parts"):
+        if key in extra:
+            extra[key] = redact_value(extra[key], found)
+    if found:
+        extra["redactions"] = dict(sorted(found.items()))
+    return Event(type=etype, content=content, source=source, pinned=pinned, timestamp=timestamp, extra=extra,
+                 message_hash=original_hash, redactions=dict(found))

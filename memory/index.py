@@ -59,6 +59,7 @@ class SessionView:
         self._artifact_ids: dict[int, str] = {}
         self.token_cache: dict[tuple[str, int | str], int] = {}
         self.pinned: set[str] = set()
+        self.source_order: dict[str, int] = {}  # artifact source -> latest event that touched it
 
     @property
     def vectors(self) -> np.ndarray:
@@ -111,6 +112,8 @@ class SessionView:
                 unit = self.units[key]
                 unit.order = max(unit.order, ev.id)
                 unit.pinned = unit.pinned or ev.pinned
+                if unit.source:
+                    self.source_order[unit.source] = max(self.source_order.get(unit.source, 0), ev.id)
                 if unit.pinned:
                     self.pinned.add(key)
                 if ev.parent_event_id is not None and unit.first_order == ev.id:
@@ -140,6 +143,8 @@ class SessionView:
         else:
             unit.order = max(unit.order, art.last_event_id or 0)
             unit.pinned = unit.pinned or art.pinned
+        if art.source:
+            self.source_order[art.source] = max(self.source_order.get(art.source, 0), unit.order)
         if unit.pinned:
             self.pinned.add(key)
         if art.previous_id is not None and art.kind != "diff":

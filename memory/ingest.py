@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import difflib
 import hashlib
-import json
 from typing import Callable
 
 from .chunking import chunk_text
@@ -14,9 +13,9 @@ from .events import Event, parse_event
 from .records import NewChunk, NewEvent
 from .sqlite_store import SqliteTx
 from .state import KIND_PREFIX, extract_lines, plan_state_ops
-from .transcript import event_to_message, extract_artifacts, message_hash
+from .transcript import extract_artifacts
 
-__all__ = ["prepare_events", "apply_state", "sha256_text", "transcript_hash"]
+__all__ = ["prepare_events", "apply_state", "sha256_text"]
 
 Counter = Callable[[str], int]
 
@@ -27,7 +26,7 @@ def sha256_text(text: str) -> str:
 
 def _chunks(text: str, count: Counter, kind: str) -> list[NewChunk]:
     return [
-        NewChunk(c.text, c.start_line, c.end_line, sha256_text(c.text), tuple((p, sha256_text(p)) for p in c.probes))
+        NewChunk(c.text, c.start_line, c.end_line, sha256_text(c.text), count(c.text), tuple((p, sha256_text(p)) for p in c.probes))
         for c in chunk_text(text, count, kind)
     ]
 
@@ -73,7 +72,7 @@ async def prepare_events(tx: SqliteTx, session_id: str, events: list[Event], cou
             continue
         rows.append(NewEvent(
             type=ev.type, role=ev.role, content=ev.content, source=ev.source, pinned=ev.pinned, timestamp=ev.timestamp,
-            payload=ev.payload_json(), chunks=_chunks(ev.content, count, "message"),
+            payload=ev.payload_json(), chunks=_chunks(ev.content, count, "message"), message_hash=ev.message_hash,
         ))
         index = len(rows) - 1
         message_idx.append(index)
@@ -104,8 +103,3 @@ async def apply_state(tx: SqliteTx, session_id: str, text: str, event_id: int) -
         for item_id, status in change.retire:
             await tx.set_state_status(item_id, status, new_id)
         items = await tx.state_items(session_id)
-
-
-def transcript_hash(row: NewEvent) -> str:
-    """The transcript hash of a stored message row, from the OpenAI message it rebuilds."""
-    return message_hash(event_to_message(row.role or "user", row.content, json.loads(row.payload)))

@@ -60,19 +60,23 @@ CREATE TABLE chunks (
     start_line    INTEGER NOT NULL,
     end_line      INTEGER NOT NULL,
     content_hash  TEXT NOT NULL,
+    tokens        INTEGER NOT NULL DEFAULT 0,
+    session_key   TEXT NOT NULL,
     parent_id     INTEGER REFERENCES chunks(id) ON DELETE CASCADE
 );
 CREATE INDEX chunks_session ON chunks(session_id, id);
 CREATE INDEX chunks_hash ON chunks(content_hash);
 
+-- session_key (a hash of the session id, one token) lets a query intersect the session's posting
+-- list inside FTS5 instead of scoring every session's matches and filtering afterwards.
 CREATE VIRTUAL TABLE chunks_fts USING fts5(
-    text, content='chunks', content_rowid='id', tokenize='porter unicode61 remove_diacritics 2'
+    text, session_key, content='chunks', content_rowid='id', tokenize='porter unicode61 remove_diacritics 2'
 );
 CREATE TRIGGER chunks_ai AFTER INSERT ON chunks BEGIN
-    INSERT INTO chunks_fts(rowid, text) VALUES (new.id, new.text);
+    INSERT INTO chunks_fts(rowid, text, session_key) VALUES (new.id, new.text, new.session_key);
 END;
 CREATE TRIGGER chunks_ad AFTER DELETE ON chunks BEGIN
-    INSERT INTO chunks_fts(chunks_fts, rowid, text) VALUES ('delete', old.id, old.text);
+    INSERT INTO chunks_fts(chunks_fts, rowid, text, session_key) VALUES ('delete', old.id, old.text, old.session_key);
 END;
 
 CREATE TABLE embeddings (

@@ -15,6 +15,7 @@ class NewChunk:
     start_line: int
     end_line: int
     content_hash: str
+    tokens: int = 0  # o200k_base count of `text`
     probes: tuple[tuple[str, str], ...] = ()  # (text, content hash) of short prose windows inside
 
 
@@ -37,6 +38,7 @@ class NewEvent:
     previous_id: int | None = None
     version: int = 1
     diff: tuple[str, str, list[NewChunk]] | None = None  # (sha, text, chunks)
+    message_hash: str | None = None  # transcript hash of the message as sent
     parent_index: int | None = None  # index of the message event this artifact was extracted from
 
 
@@ -77,7 +79,8 @@ class ChunkRow:
     start_line: int
     end_line: int
     content_hash: str
-    parent_id: int | None = None  # set on probes: short windows that stand in for their chunk
+    parent_id: int | None = None
+    tokens: int = 0  # o200k_base count of `text`  # set on probes: short windows that stand in for their chunk
 
 
 @dataclass(frozen=True)

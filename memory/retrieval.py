@@ -128,4 +128,4 @@ def rank_chunks(
 def _working_set(view: SessionView) -> set[str]:
     """Sources of artifacts touched within the last few events."""
     horizon = view.max_event - WORKING_SET_EVENTS
-    return {u.source for u in view.units.values() if u.source and u.key.startswith("a") and u.order > horizon}
+    return {source for source, order in view.source_order.items() if order > horizon}

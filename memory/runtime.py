@@ -17,13 +17,13 @@ from .embeddings import DEFAULT_MODEL, Embedder, load_embedder
 from .errors import InvalidArgumentError, InvalidEventError, StorageError
 from .events import Event, parse_event
 from .index import SessionView
-from .ingest import apply_state, prepare_events, transcript_hash
+from .ingest import apply_state, prepare_events
 from .records import SessionSummary
 from .retrieval import CANDIDATES, fts_query, is_change_query, rank_chunks
 from .sqlite_store import SqliteStore, SqliteTx
 from .state import state_as_dict
 from .tokens import get_counter
-from .transcript import SYSTEM_ROLES, chain_hashes, message_hash, message_text, message_to_event
+from .transcript import SYSTEM_ROLES, chain_hashes, message_text, message_to_event
 
 __all__ = ["create_runtime", "Runtime", "Session", "SyncResult"]
 
@@ -105,7 +105,8 @@ class Runtime:
     async def resolve_session(self, messages: Sequence[dict[str, Any]], scope: str = "") -> str | None:
         """The stored session (within `scope`) whose transcript is the longest prefix of `messages`."""
         await self.open()
-        hashes = [message_hash(m) for m in messages if isinstance(m, dict) and m.get("role") not in SYSTEM_ROLES]
+        convo = [m for m in messages if not (isinstance(m, dict) and m.get("role") in SYSTEM_ROLES)]
+        hashes = [parse_event(message_to_event(m)).message_hash or "" for m in convo]
         return await self.store.find_session_by_head(scope, chain_hashes(hashes))
 
     async def delete_session(self, session_id: str) -> bool:
@@ -191,7 +192,7 @@ class Session:
                     if rows[i].role in ("user", "assistant"):
                         await apply_state(tx, self.id, rows[i].content, ids[i])
                 if append_transcript and message_idx:
-                    await self._extend_transcript(tx, [(transcript_hash(rows[i]), ids[i]) for i in message_idx], transcript_from)
+                    await self._extend_transcript(tx, [(rows[i].message_hash or "", ids[i]) for i in message_idx], transcript_from)
         except sqlite3.Error as exc:
             raise StorageError(f"write failed: {exc}") from exc
         return [ids[i] for i in range(len(rows)) if rows[i].parent_index is None]
@@ -211,9 +212,8 @@ class Session:
         if not isinstance(messages, Sequence) or isinstance(messages, (str, bytes)):
             raise InvalidEventError("messages must be a list of message objects")
         convo = [m for m in messages if not (isinstance(m, dict) and m.get("role") in SYSTEM_ROLES)]
-        events = [message_to_event(m) for m in convo]
-        parsed = [parse_event(e) for e in events if e is not None]
-        hashes = [message_hash(m) for m in convo]
+        parsed = [parse_event(message_to_event(m)) for m in convo]
+        hashes = [p.message_hash for p in parsed]
         await self.runtime.open()
         async with self.runtime.lock(self.id):
             stored = [row[1] for row in await self.runtime.store.transcript(self.id)]

@@ -9,6 +9,7 @@ crashed ingest leaves nothing behind.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import sqlite3
 import time
@@ -57,14 +58,17 @@ class SqliteTx:
 
     async def _insert_chunks(self, session_id: str, chunks: Sequence[NewChunk], *, event_id: int | None, artifact_id: int | None) -> None:
         sql = (
-            "INSERT INTO chunks(session_id, event_id, artifact_id, ord, text, start_line, end_line, content_hash, parent_id) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            "INSERT INTO chunks(session_id, event_id, artifact_id, ord, text, start_line, end_line, content_hash, tokens, "
+            "session_key, parent_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         )
+        key = session_key(session_id)
         for i, c in enumerate(chunks):
-            cur = await self._db.execute(sql, (session_id, event_id, artifact_id, i, c.text, c.start_line, c.end_line, c.content_hash, None))
+            cur = await self._db.execute(
+                sql, (session_id, event_id, artifact_id, i, c.text, c.start_line, c.end_line, c.content_hash, c.tokens, key, None)
+            )
             if c.probes:
                 await self._db.executemany(
-                    sql, [(session_id, event_id, artifact_id, i, t, c.start_line, c.end_line, h, cur.lastrowid) for t, h in c.probes]
+                    sql, [(session_id, event_id, artifact_id, i, t, c.start_line, c.end_line, h, 0, key, cur.lastrowid) for t, h in c.probes]
                 )
 
     async def add_events(self, session_id: str, events: Sequence[NewEvent]) -> list[int]:
@@ -289,7 +293,8 @@ class SqliteStore:
         ]
         chunks = [
             ChunkRow(id=r["id"], event_id=r["event_id"], artifact_id=r["artifact_id"], ord=r["ord"], text=r["text"],
-                     start_line=r["start_line"], end_line=r["end_line"], content_hash=r["content_hash"], parent_id=r["parent_id"])
+                     start_line=r["start_line"], end_line=r["end_line"], content_hash=r["content_hash"], parent_id=r["parent_id"],
+                     tokens=r["tokens"])
             for r in await self._all("SELECT * FROM chunks WHERE session_id = ? AND id > ? ORDER BY id", (session_id, after_chunk))
         ]
         return SessionDelta(events=events, artifacts=artifacts, chunks=chunks)
@@ -309,9 +314,9 @@ class SqliteStore:
         if not match:
             return []
         rows = await self._all(
-            "SELECT chunks_fts.rowid, bm25(chunks_fts) AS score FROM chunks_fts JOIN chunks ON chunks.id = chunks_fts.rowid "
-            "WHERE chunks_fts MATCH ? AND chunks.session_id = ? ORDER BY score, chunks_fts.rowid LIMIT ?",
-            (match, session_id, limit),
+            "SELECT rowid, bm25(chunks_fts, 1.0, 0.0) AS score FROM chunks_fts WHERE chunks_fts MATCH ? "
+            "ORDER BY score, rowid LIMIT ?",
+            (f'session_key:"{session_key(session_id)}" AND ({match})', limit),
         )
         return [(int(r[0]), float(r[1])) for r in rows]
 
@@ -379,6 +384,11 @@ class SqliteStore:
             except sqlite3.Error as exc:
                 raise StorageError(f"vacuum after erase failed: {exc}") from exc
         return existed
+
+
+def session_key(session_id: str) -> str:
+    """One FTS token standing for a session: 'k' + 24 hex digits of the id's sha256."""
+    return "k" + hashlib.sha256(session_id.encode("utf-8")).hexdigest()[:24]
 
 
 def _split_sql(script: str) -> list[str]:
