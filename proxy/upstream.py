@@ -65,21 +65,25 @@ def to_upstream_error(exc: BaseException) -> UpstreamError:
     if _caused_by(exc, (openai.APIConnectionError, httpx.TransportError, ConnectionError)):
         return UpstreamError(f"upstream connection failed: {_short(exc)}", status=502, type="upstream_error", code="upstream_unreachable")
     status = getattr(exc, "status_code", None)
+    if not isinstance(status, int):
+        return UpstreamError(f"upstream call failed: {_short(exc)}", status=502)
     body = getattr(exc, "body", None)
     if not isinstance(body, dict):
         body = _response_json(getattr(exc, "response", None)) or _provider_body(exc)
-    if isinstance(status, int):
-        if isinstance(body, dict):
-            inner = body.get("error") if isinstance(body.get("error"), dict) else body
-            return UpstreamError(
-                str(inner.get("message") or _short(exc)),
-                status=status,
-                type=str(inner["type"]) if inner.get("type") else None,
-                param=inner.get("param") if isinstance(inner.get("param"), str) else None,
-                code=str(inner["code"]) if inner.get("code") is not None else None,
-            )
-        return UpstreamError(_short(exc), status=status)
-    return UpstreamError(f"upstream call failed: {_short(exc)}", status=502)
+    inner = _inner(body)
+    return UpstreamError(
+        str(inner.get("message") or _short(exc)),
+        status=status,
+        type=str(inner["type"]) if inner.get("type") else None,
+        param=inner.get("param") if isinstance(inner.get("param"), str) else None,
+        code=str(inner["code"]) if inner.get("code") is not None else None,
+    )
+
+
+def _inner(body: dict[str, Any]) -> dict[str, Any]:
+    """OpenAI and Gemini wrap error fields in {"error": {...}}; some servers send them bare."""
+    nested = body.get("error")
+    return nested if isinstance(nested, dict) else body
 
 
 def _caused_by(exc: BaseException, types: tuple[type[BaseException], ...]) -> bool:
@@ -115,7 +119,7 @@ def _provider_body(exc: BaseException) -> dict[str, Any]:
     except ValueError:
         return {"message": text}
     if isinstance(data, dict):
-        inner = data.get("error") if isinstance(data.get("error"), dict) else data
+        inner = _inner(data)
         return {"message": str(inner.get("message") or text), "type": inner.get("type") or inner.get("status"), "code": inner.get("code")}
     return {"message": text}
 

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -37,7 +38,7 @@ def storage(tmp_path: Path) -> Path:
     return path
 
 
-def _run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, object]:
+def _run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, Any]:
     code = main(list(args))
     out = capsys.readouterr().out
     return code, (json.loads(out) if out.strip() else None)
@@ -45,11 +46,11 @@ def _run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, object]:
 
 def test_sessions_list_show_export_delete(storage: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, listed = _run(capsys, "sessions", "list", "--storage", str(storage))
-    assert code == 0 and sorted(s["id"] for s in listed) == ["cli-one", "cli-two"]  # type: ignore[union-attr]
+    assert code == 0 and sorted(s["id"] for s in listed) == ["cli-one", "cli-two"]
     code, shown = _run(capsys, "sessions", "show", "cli-one", "--storage", str(storage))
-    assert code == 0 and shown["state"]["decisions"][0]["text"].startswith("ship on Friday")  # type: ignore[index]
+    assert code == 0 and shown["state"]["decisions"][0]["text"].startswith("ship on Friday")
     code, exported = _run(capsys, "sessions", "export", "cli-one", "--storage", str(storage))
-    assert code == 0 and exported["events"][0]["content"] == "Decision: ship on Friday"  # type: ignore[index]
+    assert code == 0 and exported["events"][0]["content"] == "Decision: ship on Friday"
     code, deleted = _run(capsys, "sessions", "delete", "cli-one", "--storage", str(storage))
     assert code == 0 and deleted == {"id": "cli-one", "deleted": True}
     assert _run(capsys, "sessions", "show", "cli-one", "--storage", str(storage))[0] == 1
@@ -62,7 +63,7 @@ def test_sessions_use_the_config_storage_path(storage: Path, tmp_path: Path, cap
     cfg = tmp_path / "c.yaml"
     cfg.write_text(f"storage_path: {storage}\n")
     code, listed = _run(capsys, "sessions", "list", "--config", str(cfg))
-    assert code == 0 and len(listed) == 2  # type: ignore[arg-type]
+    assert code == 0 and len(listed) == 2
 
 
 def test_bad_config_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
