@@ -12,7 +12,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import uvicorn
@@ -37,7 +37,9 @@ class ServedApp:
         self.sock.close()
 
 
-def serve_in_thread(app: Any, health_path: str = "/healthz", lifespan: str = "on", deadline_s: float = 20.0) -> ServedApp:
+def serve_in_thread(
+    app: Any, health_path: str = "/healthz", lifespan: Literal["auto", "on", "off"] = "on", deadline_s: float = 20.0
+) -> ServedApp:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
