@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from memory import create_runtime
-from memory.embeddings import load_embedder
+from memory.embeddings import Embedder
 from memory.tokens import get_counter
 
 from .baselines import TurnCorpus, pack_ranked, pack_recency, rrf_ranking
@@ -115,15 +115,15 @@ def quick_selection(conversations: list[Conversation], per_category: int = 3) ->
 
 
 async def run_recall(
-    conversations: list[Conversation], budgets: Sequence[int] = BUDGETS, show_progress: bool = True
+    conversations: list[Conversation], embedder: Embedder | None, budgets: Sequence[int] = BUDGETS, show_progress: bool = True
 ) -> RecallResult:
+    """`embedder` serves the dense baselines and the runtime alike (one model in memory)."""
     counter = get_counter(MODEL)
-    embedder = load_embedder(None)
     tallies: dict[tuple[str, int], _Tally] = defaultdict(_Tally)
     ingest_ms = embed_ms = 0.0
     over_budget = 0
     with tempfile.TemporaryDirectory(prefix="bench-locomo-") as tmp:
-        async with create_runtime(storage_path=str(Path(tmp) / "locomo.sqlite")) as runtime:
+        async with create_runtime(storage_path=str(Path(tmp) / "locomo.sqlite"), embedder=embedder) as runtime:
             for conv in progress(conversations, "LoCoMo conversations", enabled=show_progress):
                 session = runtime.session(f"locomo-{conv.sample_id}")
                 events = [

@@ -53,10 +53,10 @@ class SessionBudgetRow:
 @dataclass(frozen=True)
 class SessionResult:
     turns: int
+    window_lines: int
     naive_per_turn: tuple[int, ...]
     compiled_per_turn: dict[int, tuple[int, ...]]
     rows: tuple[SessionBudgetRow, ...]
-    observe_called: bool = False
 
 
 def _snippet_block(snippets: list[tuple[str, str]]) -> dict[str, Any]:
@@ -108,4 +108,4 @@ async def run_session50(runtime: Runtime, turns: int = 50, budgets: Sequence[int
             reduction=1.0 - avg / avg_naive, needle_found=needle_found[b],
             never_over=max(compiled[b]) <= b, reported_tokens_exact=exact[b],
         ))
-    return SessionResult(turns, tuple(naive), {b: tuple(v) for b, v in compiled.items()}, tuple(rows))
+    return SessionResult(turns, window_lines, tuple(naive), {b: tuple(v) for b, v in compiled.items()}, tuple(rows))

@@ -1,0 +1,192 @@
+"""Section C: what a proxy adds to a chat call, against a fake upstream on loopback.
+
+The fake upstream, the memory-runtime proxy and (when installed) LiteLLM's own proxy each run in
+their own process. For a session of N turns, every request resends the same N-turn history plus a
+fresh user question; per iteration the direct call and the call through each proxy run back to
+back, in rotating order, so drift and noise hit all paths alike. Reported: non-streaming latency
+and streaming time-to-first-content-token, p50/p95/p99 of each path and of the paired difference.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from .common import MODEL, Percentiles, percentiles, progress
+from .corpus import REPO_ROOT
+from .processes import Server, free_port, start_server
+from .workload import chat_turns, queries
+
+__all__ = ["OverheadRow", "OverheadResult", "run_overhead"]
+
+OURS = "memory-runtime proxy"
+LITELLM = "LiteLLM proxy 1.106.2"
+DIRECT_KEY = "sk-bench-not-a-real-key"
+PROXY_BUDGET = 2000
+WARMUP = 3
+
+
+@dataclass(frozen=True)
+class OverheadRow:
+    target: str
+    turns: int
+    mode: str  # "non-stream" (full response) or "stream TTFT"
+    direct: Percentiles
+    via: Percentiles
+    added: Percentiles  # paired: via - direct of the same iteration
+    compiled_share: float | None  # memory-runtime only: share of requests that were compiled
+
+
+@dataclass(frozen=True)
+class OverheadResult:
+    sizes: tuple[int, ...]
+    iterations: int
+    budget: int
+    rows: tuple[OverheadRow, ...]
+    litellm_note: str
+
+
+@dataclass
+class _Target:
+    name: str
+    url: str
+    headers: dict[str, str]
+
+
+def _call(client: httpx.Client, target: _Target, messages: list[dict[str, Any]], stream: bool) -> tuple[float, bool]:
+    """(milliseconds, compiled?) for one request: full response, or first content token when streaming."""
+    body = {"model": MODEL, "messages": messages, "stream": stream}
+    start = time.perf_counter()
+    if not stream:
+        response = client.post(target.url + "/v1/chat/completions", json=body, headers=target.headers)
+        response.read()
+        elapsed = time.perf_counter() - start
+        response.raise_for_status()
+        return elapsed * 1000.0, _compiled(response)
+    first: float | None = None
+    with client.stream("POST", target.url + "/v1/chat/completions", json=body, headers=target.headers) as response:
+        response.raise_for_status()
+        for line in response.iter_lines():
+            if first is None and line.startswith("data: {"):
+                delta = (json.loads(line[6:]).get("choices") or [{}])[0].get("delta") or {}
+                if delta.get("content"):
+                    first = time.perf_counter() - start
+        compiled = _compiled(response)
+    if first is None:
+        raise RuntimeError(f"{target.name}: stream carried no content")
+    return first * 1000.0, compiled
+
+
+def _compiled(response: httpx.Response) -> bool:
+    original = response.headers.get("x-memory-original-tokens")
+    compiled = response.headers.get("x-memory-compiled-tokens")
+    return original is not None and compiled is not None and int(compiled) < int(original)
+
+
+def _start_fake(tmp: Path) -> Server:
+    port = free_port()
+    cmd = [sys.executable, "-m", "benchmarks.fake_upstream_server", "--port", str(port)]
+    return start_server("fake upstream", cmd, port, "/healthz", tmp / "fake.log", REPO_ROOT)
+
+
+def _start_ours(tmp: Path, upstream: str) -> Server:
+    port = free_port()
+    config = {
+        "storage_path": str(tmp / "proxy.sqlite"),
+        "budget_tokens": PROXY_BUDGET,
+        "upstreams": {"openai": {"api_base": upstream + "/v1"}},
+        "log_level": "warning",
+    }
+    path = tmp / "memory-runtime.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    cmd = [sys.executable, "-m", "proxy.cli", "serve", "--config", str(path), "--port", str(port)]
+    return start_server(OURS, cmd, port, "/healthz", tmp / "memory-runtime.log", REPO_ROOT)
+
+
+def _start_litellm(tmp: Path, upstream: str, litellm_bin: Path) -> Server:
+    port = free_port()
+    config = {
+        "model_list": [{"model_name": MODEL, "litellm_params": {"model": f"openai/{MODEL}", "api_base": upstream + "/v1",
+                                                                 "api_key": DIRECT_KEY}}],
+    }
+    path = tmp / "litellm.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    # Its model cost map is fetched from the network at import unless told to use the bundled one.
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    cmd = [str(litellm_bin), "--config", str(path), "--host", "127.0.0.1", "--port", str(port)]
+    return start_server(LITELLM, cmd, port, "/health/liveliness", tmp / "litellm.log", REPO_ROOT, env=env)
+
+
+def run_overhead(sizes: Sequence[int], iterations: int, litellm_bin: Path | None, show_progress: bool = True) -> OverheadResult:
+    servers: list[Server] = []
+    rows: list[OverheadRow] = []
+    note = ""
+    with tempfile.TemporaryDirectory(prefix="bench-overhead-") as tmp_name:
+        tmp = Path(tmp_name)
+        try:
+            fake = _start_fake(tmp)
+            servers.append(fake)
+            ours = _start_ours(tmp, fake.url)
+            servers.append(ours)
+            direct = _Target("direct", fake.url, {"Authorization": f"Bearer {DIRECT_KEY}"})
+            targets = [_Target(OURS, ours.url, {"Authorization": f"Bearer {DIRECT_KEY}"})]
+            if litellm_bin is None:
+                note = "not measured: no LiteLLM proxy executable given (--litellm-bin)"
+            else:
+                try:
+                    peer = _start_litellm(tmp, fake.url, litellm_bin)
+                except RuntimeError as exc:
+                    note = f"not measured: {exc}"
+                else:
+                    servers.append(peer)
+                    targets.append(_Target(LITELLM, peer.url, {"Authorization": f"Bearer {DIRECT_KEY}"}))
+                    note = f"measured ({litellm_bin})"
+            with httpx.Client(timeout=120.0) as client:
+                for turns in sizes:
+                    rows += _measure_size(client, direct, targets, turns, iterations, show_progress)
+        finally:
+            for server in reversed(servers):
+                server.stop()
+    return OverheadResult(tuple(sizes), iterations, PROXY_BUDGET, tuple(rows), note)
+
+
+def _measure_size(client: httpx.Client, direct: _Target, targets: list[_Target], turns: int, iterations: int,
+                  show_progress: bool) -> list[OverheadRow]:
+    history = [{"role": "user" if e["type"] == "user_message" else "assistant", "content": e["payload"]["content"]}
+               for e in chat_turns(turns)]
+    session = f"bench-overhead-{turns}"
+    for t in targets:
+        if t.name == OURS:
+            t.headers = {**t.headers, "X-Memory-Session": session}
+    paths = [direct, *targets]
+    questions = queries(WARMUP + 2 * iterations, seed=turns)
+    rows: list[OverheadRow] = []
+    for mode, stream in (("non-stream", False), ("stream TTFT", True)):
+        samples: dict[str, list[float]] = {p.name: [] for p in paths}
+        compiled = 0
+        offset = 0 if not stream else iterations
+        for w in range(WARMUP):  # first request stores the history and embeds it
+            for p in paths:
+                _call(client, p, history + [{"role": "user", "content": questions[w]}], stream)
+        for i in progress(range(iterations), f"overhead {turns} turns {mode}", enabled=show_progress):
+            messages = history + [{"role": "user", "content": questions[WARMUP + offset + i]}]
+            order = paths[i % len(paths):] + paths[: i % len(paths)]
+            for p in order:
+                ms, was_compiled = _call(client, p, messages, stream)
+                samples[p.name].append(ms)
+                compiled += was_compiled and p.name == OURS
+        for t in targets:
+            added = [v - d for v, d in zip(samples[t.name], samples[direct.name])]
+            rows.append(OverheadRow(t.name, turns, mode, percentiles(samples[direct.name]), percentiles(samples[t.name]),
+                                    percentiles(added), compiled / iterations if t.name == OURS else None))
+    return rows

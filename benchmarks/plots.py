@@ -1,0 +1,94 @@
+"""The three figures of RESULTS.md (matplotlib, Agg backend: no display needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+
+from .overhead import OverheadResult  # noqa: E402
+from .recall import METHODS, RecallResult  # noqa: E402
+from .scale import ScaleResult  # noqa: E402
+from .session50 import SessionResult  # noqa: E402
+
+__all__ = ["plot_tokens_per_turn", "plot_recall", "plot_scale", "plot_overhead"]
+
+DPI = 110
+
+
+def plot_tokens_per_turn(result: SessionResult, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    turns = range(1, result.turns + 1)
+    ax.plot(turns, result.naive_per_turn, label="naive (whole history + every snippet)", color="black", linewidth=2)
+    for budget, values in sorted(result.compiled_per_turn.items()):
+        line = ax.plot(turns, values, label=f"compiled, budget {budget:,}")[0]
+        ax.axhline(budget, color=line.get_color(), linestyle=":", linewidth=1)
+    ax.set_xlabel("turn")
+    ax.set_ylabel("prompt tokens (tiktoken, gpt-4o-mini)")
+    ax.set_title(f"{result.turns}-turn session: prompt size per turn")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+
+
+def plot_recall(result: RecallResult, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    budgets = sorted({s.budget for s in result.scores})
+    for method in METHODS:
+        values = [result.score(method, b).strict for b in budgets]
+        ax.plot(budgets, values, marker="o", label=method, linewidth=2.5 if method == METHODS[0] else 1.5)
+    ax.plot(budgets, [result.targets.get(b, float("nan")) for b in budgets], "k--", marker="x", label="target")
+    ax.set_xscale("log")
+    ax.set_xticks(budgets, [f"{b:,}" for b in budgets])
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("budget (tokens)")
+    ax.set_ylabel("strict evidence recall")
+    ax.set_title(f"LoCoMo: all evidence turns in the prompt ({result.questions:,} questions)")
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+
+
+def plot_scale(result: ScaleResult, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    sizes = [r.events for r in result.rows]
+    ax.plot(sizes, [r.compile.p50 for r in result.rows], marker="o", label="compile p50")
+    ax.plot(sizes, [r.compile.p95 for r in result.rows], marker="o", linestyle="--", label="compile p95")
+    ax.plot(sizes, [r.compile_excl_embed.p50 for r in result.rows], marker="s", label="compile p50, query embedding excluded")
+    ax.plot(sizes, [r.cold_compile_ms for r in result.rows], marker="^", label="first compile after reopening")
+    ax.plot(sizes, [r.ingest_s * 1000 / r.events * 1000 for r in result.rows], marker="d", label="ingest per 1,000 events (ms)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("session size (events)")
+    ax.set_ylabel("milliseconds")
+    ax.set_title("Cost vs session size (log-log)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+
+
+def plot_overhead(result: OverheadResult, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for target in dict.fromkeys(r.target for r in result.rows):
+        for mode, style in (("non-stream", "-"), ("stream TTFT", "--")):
+            rows = [r for r in result.rows if r.target == target and r.mode == mode]
+            if rows:
+                ax.plot([r.turns for r in rows], [r.added.p50 for r in rows], marker="o", linestyle=style, label=f"{target}: {mode} added p50")
+    ax.set_xscale("log")
+    ax.set_xlabel("session size (turns resent per request)")
+    ax.set_ylabel("added milliseconds (paired, vs direct)")
+    ax.set_title("Proxy overhead against a zero-latency fake upstream")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)

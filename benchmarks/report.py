@@ -1,0 +1,238 @@
+"""Render RESULTS.md from the section results. Pure: data in, markdown out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .machine import Machine
+from .overhead import OverheadResult
+from .recall import METHODS, OURS, RecallResult
+from .scale import ScaleResult
+from .section_a import SectionA
+
+__all__ = ["RunInfo", "render"]
+
+EARLIER = ((800, "9,589", "573", "641", "94.0%"), (2000, "9,589", "1,759", "2,000", "81.7%"), (8000, "9,589", "6,044", "7,653", "37.0%"))
+LOCOMO_REFERENCE = {"recency (README, chars/4)": (0.025, 0.079, 0.312), "BM25 (README, chars/4)": (0.579, 0.632, 0.765),
+                    "BM25+MiniLM RRF (issue 4)": (0.61, 0.73, 0.88)}
+SCALE_TARGETS = {10_000: 30.0, 100_000: 100.0}
+HISTORY_TARGET_S = 3.0
+RSS_TARGET_MB = 500.0
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    command: str
+    date: str
+    quick: bool
+    machine: Machine
+    load_start: tuple[float, float, float]
+    load_end: tuple[float, float, float]
+    seconds: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def _ok(flag: bool) -> str:
+    return "pass" if flag else "**FAIL**"
+
+
+def _met(flag: bool) -> str:
+    return "met" if flag else "**not met**"
+
+
+def _n(value: float, digits: int = 0) -> str:
+    return f"{value:,.{digits}f}"
+
+
+def _header(info: RunInfo) -> list[str]:
+    m = info.machine
+    pkgs = ", ".join(f"{k} {v}" for k, v in m.packages.items())
+    lines = [
+        "# memory-runtime benchmark results",
+        "",
+        "Written by `benchmarks/run_all.py`; do not edit by hand." + (" **Quick mode: smoke sizes, not the published figures.**" if info.quick else ""),
+        "",
+        f"- Command: `{info.command}` (what `python3 scripts/dev.py bench` runs)",
+        f"- Date: {info.date}",
+        f"- Commit: {m.commit}",
+        f"- Machine: {m.cpu}, {m.cores} cores, {m.memory_gb:.1f} GiB RAM, {m.os}",
+        f"- Python {m.python}, SQLite {m.sqlite}; {pkgs}",
+        f"- Load average (1/5/15 min) at start {info.load_start[0]:.2f}/{info.load_start[1]:.2f}/{info.load_start[2]:.2f}, "
+        f"at end {info.load_end[0]:.2f}/{info.load_end[1]:.2f}/{info.load_end[2]:.2f} (other work on the machine shows up here)",
+        "- Tokens: tiktoken `o200k_base` (gpt-4o-mini) with OpenAI's chat formula, counted independently of the library.",
+        "- Embeddings: all-MiniLM-L6-v2 (int8 ONNX via fastembed), the library's default; nothing mocked.",
+        "- Wall time per section: " + ", ".join(f"{k} {v:,.0f} s" for k, v in info.seconds.items()),
+    ]
+    lines += [f"- Note: {n}" for n in info.notes]
+    return lines + [""]
+
+
+def _section_a(a: SectionA) -> list[str]:
+    s = a.session
+    out = [
+        f"## A. The {s.turns}-turn session",
+        "",
+        f"Turn 1 shares a snippet holding a secret (`DEPLOY_TOKEN`); turns 2..N share a {s.window_lines}-line window of this project's own",
+        "source plus a user and an assistant message; the last turn asks for the secret. `observe` is never called, so the",
+        "needle can only come from retrieval. Naive = every snippet so far plus the whole chat history plus the new message.",
+        "",
+        "| Budget | Avg naive | Avg compiled | Max compiled | Reduction | Needle (observe never called) | Max ≤ budget | `result.tokens` exact |",
+        "|---:|---:|---:|---:|---:|---|---|---|",
+    ]
+    for r in s.rows:
+        out.append(f"| {r.budget:,} | {_n(r.avg_naive)} | {_n(r.avg_compiled)} | {r.max_compiled:,} | {r.reduction:.1%} | "
+                   f"{_ok(r.needle_found)} | {_ok(r.never_over)} | {_ok(r.reported_tokens_exact)} |")
+    out += ["", "The earlier JavaScript version's table, for comparison (chars/4 tokens; its needle sat in always-included state):", "",
+            "| Budget | Avg naive | Avg runtime | Max runtime | Reduction |", "|---:|---:|---:|---:|---:|"]
+    out += [f"| {b:,} | {n} | {avg} | {mx} | {red} |" for b, n, avg, mx, red in EARLIER]
+    out += ["", "![tokens per turn](tokens_per_turn.png)", "", "### Scenarios", "",
+            "| Scenario | Result | Detail |", "|---|---|---|"]
+    p = a.pinning
+    out.append(f"| Pinning (needle, then {p.items_after_needle} items; question about something else; budget {p.budget:,}) | "
+               f"{_ok(p.passed)} | pinned present: {p.pinned_present}; unpinned present: {p.unpinned_present} |")
+    d = a.diffs
+    diff_fewer = all(d.compiled_diffs[b] <= d.compiled_snippets[b] for b in d.compiled_snippets)
+    visible = all(all(v.values()) for v in d.latest_change_visible.values())
+    detail = "; ".join(f"@{b:,}: snippets {d.compiled_snippets[b]:,} vs diffs {d.compiled_diffs[b]:,}" for b in sorted(d.compiled_snippets))
+    out.append(f"| Diffs vs snippets ({d.versions} versions of one file; naive resend {d.naive_snippets:,} vs {d.naive_diffs:,} tokens) | "
+               f"{_ok(diff_fewer and visible)} | compiled tokens {detail}; latest change visible in every prompt: {visible} |")
+    det = a.determinism
+    out.append(f"| Determinism (compile twice; again after reopening the store) | "
+               f"{_ok(det.identical_twice and det.identical_after_reopen and det.manifest_identical)} | "
+               f"messages identical: {det.identical_twice}; manifest identical: {det.manifest_identical}; "
+               f"identical after reopen: {det.identical_after_reopen} |")
+    ph = a.paraphrase
+    out.append(f"| Paraphrase + interference (5 facts in {ph.turns} turns of code; budget {ph.budget:,}) | {_ok(ph.passed)} | "
+               f"keyword overlap with the fact: {list(ph.keyword_overlap) or 'none'}; fact in prompt: {ph.target_in_prompt}; "
+               f"rank of the right fact: {ph.target_rank}; ranks of the four distractors: {list(ph.distractor_ranks)} "
+               f"(None = not among scored items); distractors in prompt: {ph.distractors_in_prompt} |")
+    return out + [""]
+
+
+def _section_b(r: RecallResult) -> list[str]:
+    budgets = sorted({s.budget for s in r.scores})
+    out = [
+        "## B. Evidence recall at budget on LoCoMo",
+        "",
+        f"{r.conversations} conversations, {r.turns:,} turns, {r.questions:,} scorable questions (categories 1-4 with evidence; "
+        f"{r.unresolved_ids} evidence ids do not resolve and count as misses). Every turn is ingested in order "
+        "(speaker A as user, speaker B as assistant, content `\"<speaker>: <text>\"` plus ` [shares <caption>]`, the session "
+        "date as timestamp); an evidence turn counts when its full content string is in the compiled messages (strict: an "
+        "excerpt is a miss). Baselines pack whole turns by rank until the budget, exact tokens. Answers are never read.",
+        "",
+        f"Ingest {r.ingest_s:,.1f} s (storing), embedding {r.embed_s:,.1f} s; compiles flagged over budget: {r.over_budget_flags}.",
+        "",
+        "### Strict recall (all evidence turns present) / mean fraction of evidence present",
+        "",
+        "| Method | " + " | ".join(f"@{b:,} strict | @{b:,} fraction" for b in budgets) + " |",
+        "|---|" + "---:|---:|" * len(budgets),
+    ]
+    for method in METHODS:
+        cells = []
+        for b in budgets:
+            s = r.score(method, b)
+            cells += [f"{s.strict:.3f}", f"{s.fraction:.3f}"]
+        name = f"**{method}**" if method == OURS else method
+        out.append(f"| {name} | " + " | ".join(cells) + " |")
+    for name, values in LOCOMO_REFERENCE.items():
+        out.append(f"| _{name}_ | " + " | ".join(f"{v:.3f} | " for v in values[: len(budgets)]) + " |")
+    out += ["", "Targets for memory-runtime (strict recall): " + "; ".join(
+        f"≥ {r.targets[b]:.2f} @{b:,}: {r.score(OURS, b).strict:.3f}, {_met(r.score(OURS, b).strict >= r.targets[b])}"
+        for b in budgets if b in r.targets), "", "![recall vs budget](recall_vs_budget.png)", "",
+        "### Strict recall per category", ""]
+    cats = [(c.category, c.n) for c in r.score(OURS, budgets[0]).categories]
+    out += ["| Method | Budget | " + " | ".join(f"cat {c} ({_cat(c)}, n={n})" for c, n in cats) + " |",
+            "|---|---:|" + "---:|" * len(cats)]
+    for method in METHODS:
+        for b in budgets:
+            by = {c.category: c for c in r.score(method, b).categories}
+            out.append(f"| {method} | {b:,} | " + " | ".join(f"{by[c].strict:.3f} ({by[c].fraction:.2f})" for c, _ in cats) + " |")
+    out += ["", "Cells: strict recall (mean fraction).", "", "### Prompt size and compile latency", "",
+            "| Method | Budget | Avg tokens | Max tokens | Max ≤ budget | Compile p50 (ms) | Compile p95 (ms) |",
+            "|---|---:|---:|---:|---|---:|---:|"]
+    for method in METHODS:
+        for b in budgets:
+            s = r.score(method, b)
+            lat = (f"{s.latency.p50:,.1f} | {s.latency.p95:,.1f}") if s.latency else "– | –"
+            out.append(f"| {method} | {b:,} | {s.avg_tokens:,.0f} | {s.max_tokens:,} | {_ok(s.max_tokens <= b)} | {lat} |")
+    return out + ["", "Compile latency is wall time of `session.compile`, query embedding included.", ""]
+
+
+def _cat(c: int) -> str:
+    return {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop"}.get(c, "?")
+
+
+def _section_c(o: OverheadResult | None, skipped: str | None) -> list[str]:
+    out = ["## C. Proxy overhead", ""]
+    if o is None:
+        return out + [f"Not measured in this run: {skipped}", ""]
+    out += [
+        f"A fake OpenAI upstream (replies at once), the memory-runtime proxy (default embedding model, budget {o.budget:,}) and "
+        "LiteLLM's proxy each in their own process on loopback. Every request resends the session's N-turn history plus a "
+        f"fresh question; per iteration the direct call and each proxied call run back to back in rotating order "
+        f"({o.iterations} iterations per row after 3 warm-up requests). Added = paired difference (proxy − direct).",
+        "",
+        f"LiteLLM proxy as a peer: {o.litellm_note}.",
+        "",
+        "| Path | Turns | Measure | Direct p50 | Via p50 | Added p50 | Added p95 | Added p99 | Compiled |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in o.rows:
+        share = f"{r.compiled_share:.0%}" if r.compiled_share is not None else "–"
+        out.append(f"| {r.target} | {r.turns} | {r.mode} | {r.direct.p50:,.1f} | {r.via.p50:,.1f} | {r.added.p50:,.1f} | "
+                   f"{r.added.p95:,.1f} | {r.added.p99:,.1f} | {share} |")
+    return out + ["", "Milliseconds. “Compiled”: share of memory-runtime responses whose prompt was compiled (the rest fit the "
+                  "budget and were forwarded unchanged after storing the new turns).", "", "![proxy overhead](proxy_overhead.png)", ""]
+
+
+def _section_d(sc: ScaleResult) -> list[str]:
+    out = [
+        "## D. Scale",
+        "",
+        "Each size runs in a fresh process (its RSS is the library's with the model loaded). Events come from a deterministic "
+        "generator of coding-session traffic: user/assistant turns about this project's identifiers (unique numbers in each), a "
+        "test-run tool output every 25th event, a 50-line source window every 50th. "
+        f"Sessions larger than {sc.unique:,} events repeat their first {sc.unique:,} event texts: every event is still stored, "
+        "chunked and indexed, but vectors are keyed by content hash, so only the distinct texts are embedded (embedding 100k "
+        "distinct texts takes far longer than the rest of the run together on this machine). "
+        f"Compile: budget {sc.budget:,}, {sc.queries} fresh questions after one warm-up compile.",
+        "",
+        "| Events | Distinct texts | Ingest (events/s) | Embed (texts, s) | End-to-end (events/s) | Compile p50 / p95 (ms) | "
+        "Excl. query embedding p50 / p95 | First compile after reopen (ms) | RSS model only → after (MiB) | Peak RSS | DB (MiB) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in sc.rows:
+        out.append(f"| {r.events:,} | {r.unique:,} | {r.ingest_events_per_s:,.0f} | {r.texts_embedded:,} in {r.embed_s:,.1f} | "
+                   f"{r.end_to_end_events_per_s:,.0f} | {r.compile.p50:,.1f} / {r.compile.p95:,.1f} | "
+                   f"{r.compile_excl_embed.p50:,.1f} / {r.compile_excl_embed.p95:,.1f} | {r.cold_compile_ms:,.0f} | "
+                   f"{r.rss_model_mb:,.0f} → {r.rss_mb:,.0f} | {r.peak_rss_mb:,.0f} | {r.db_mb:,.1f} |")
+    h = sc.history
+    out += ["", f"Ingest of a {h.turns}-turn chat history (store + embed, fresh file each): one `ingest_many` "
+            f"{h.batch_ingest_s:.2f} s + flush {h.batch_flush_s:.2f} s = **{h.batch_total_s:.2f} s**; one `ingest` per turn "
+            f"{h.single_ingest_s:.2f} s + flush {h.single_flush_s:.2f} s = **{h.single_total_s:.2f} s**.", "",
+            "Targets (issue 2):", ""]
+    by_size = {r.events: r for r in sc.rows}
+    for size, target in SCALE_TARGETS.items():
+        row = by_size.get(size)
+        if row is not None:
+            out.append(f"- compile p50 ≤ {target:.0f} ms at {size:,} events (query embedding excluded): "
+                       f"{row.compile_excl_embed.p50:,.1f} ms, {_met(row.compile_excl_embed.p50 <= target)}")
+        else:
+            out.append(f"- compile p50 ≤ {target:.0f} ms at {size:,} events: not measured in this run")
+    if h.turns == 300:
+        out.append(f"- ingest of a 300-turn history ≤ {HISTORY_TARGET_S:.0f} s: {h.batch_total_s:.2f} s, {_met(h.batch_total_s <= HISTORY_TARGET_S)}")
+    if sc.rows:
+        worst = max(sc.rows, key=lambda r: r.rss_mb)
+        out.append(f"- RSS with the model loaded ≤ {RSS_TARGET_MB:.0f} MB: {worst.rss_mb:,.0f} MiB after the {worst.events:,}-event run "
+                   f"(peak {worst.peak_rss_mb:,.0f}), {_met(worst.peak_rss_mb <= RSS_TARGET_MB)}")
+    return out + ["", "![latency vs session size](latency_vs_size.png)", ""]
+
+
+def render(info: RunInfo, a: SectionA | None, b: RecallResult | None, c: OverheadResult | None, d: ScaleResult | None,
+           skipped: dict[str, str]) -> str:
+    lines = _header(info)
+    lines += _section_a(a) if a else ["## A. The 50-turn session", "", f"Not run: {skipped.get('A', 'not selected')}", ""]
+    lines += _section_b(b) if b else ["## B. Evidence recall at budget on LoCoMo", "", f"Not run: {skipped.get('B', 'not selected')}", ""]
+    lines += _section_c(c, skipped.get("C", "not selected"))
+    lines += _section_d(d) if d else ["## D. Scale", "", f"Not run: {skipped.get('D', 'not selected')}", ""]
+    return "\n".join(lines).rstrip() + "\n"

@@ -1,0 +1,134 @@
+"""Run every benchmark and write RESULTS.md, results.json and the PNG plots:
+
+    python -m benchmarks.run_all                 # the full run (~20-25 min on 2 cores)
+    python -m benchmarks.run_all --quick         # smoke sizes, well under a minute; used by the test suite
+    python -m benchmarks.run_all --sections AB   # a subset (A session, B LoCoMo, C proxy, D scale)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shlex
+import sys
+import time
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from memory.embeddings import load_embedder
+
+from .corpus import REPO_ROOT
+from .litellm_peer import default_bin
+from .locomo import load_locomo
+from .machine import describe_machine, load_average
+from .overhead import OverheadResult, run_overhead
+from .plots import plot_overhead, plot_recall, plot_scale, plot_tokens_per_turn
+from .recall import RecallResult, quick_selection, run_recall
+from .report import RunInfo, render
+from .scale import ScaleResult, run_scale
+from .section_a import SectionA, run_section_a
+
+__all__ = ["main", "build_parser"]
+
+DEFAULT_LOCOMO = "../shared/data/locomo/locomo10.json"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run_all", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smoke sizes (structure and invariants, not figures)")
+    parser.add_argument("--locomo", default=DEFAULT_LOCOMO, help="path of locomo10.json (relative paths: from the repo root)")
+    parser.add_argument("--out", default="benchmarks", help="folder for RESULTS.md, results.json and plots (relative: repo root)")
+    parser.add_argument("--sections", default="ABCD", help="which sections to run, e.g. AB")
+    parser.add_argument("--litellm-bin", default=None, help="LiteLLM proxy executable for the peer in section C "
+                        f"(default: {default_bin()} when present; see benchmarks/litellm_peer.py)")
+    parser.add_argument("--scale-sizes", default=None, help="comma-separated session sizes for section D")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return parser
+
+
+def _path(raw: str) -> Path:
+    path = Path(raw).expanduser()
+    return path if path.is_absolute() else REPO_ROOT / path
+
+
+def _litellm(raw: str | None, quick: bool) -> Path | None:
+    if raw:
+        return _path(raw)
+    if quick:
+        return None  # the smoke run never starts a second proxy server
+    found = default_bin()
+    return found if found.exists() else None
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=lambda o: asdict(o) if hasattr(o, "__dataclass_fields__") else str(o)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    sections = set(args.sections.upper())
+    show = not args.no_progress
+    out = _path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    load_start = load_average()
+    started = datetime.now(timezone.utc)
+    seconds: dict[str, float] = {}
+    skipped: dict[str, str] = {}
+    notes: list[str] = []
+    embedder = load_embedder(None)
+    a: SectionA | None = None
+    b: RecallResult | None = None
+    c: OverheadResult | None = None
+    d: ScaleResult | None = None
+
+    if "A" in sections:
+        t0 = time.perf_counter()
+        a = asyncio.run(run_section_a(embedder, args.quick, show))
+        seconds["A"] = time.perf_counter() - t0
+        plot_tokens_per_turn(a.session, out / "tokens_per_turn.png")
+    if "B" in sections:
+        locomo = _path(args.locomo)
+        if not locomo.exists():
+            skipped["B"] = f"LoCoMo data not found at {locomo} (pass --locomo PATH)"
+        else:
+            t0 = time.perf_counter()
+            conversations = load_locomo(locomo)
+            selected = quick_selection(conversations) if args.quick else conversations
+            b = asyncio.run(run_recall(selected, embedder=embedder, show_progress=show))
+            seconds["B"] = time.perf_counter() - t0
+            plot_recall(b, out / "recall_vs_budget.png")
+            if args.quick:
+                notes.append("section B ran on the first conversation and 3 questions per category only")
+    if "C" in sections:
+        t0 = time.perf_counter()
+        sizes, iterations = ((10,), 5) if args.quick else ((10, 50, 300), 100)
+        c = run_overhead(sizes, iterations, _litellm(args.litellm_bin, args.quick), show)
+        seconds["C"] = time.perf_counter() - t0
+        plot_overhead(c, out / "proxy_overhead.png")
+    if "D" in sections:
+        t0 = time.perf_counter()
+        if args.scale_sizes:
+            sizes = tuple(int(s) for s in args.scale_sizes.split(","))
+        else:
+            sizes = (100, 400) if args.quick else (1_000, 10_000, 100_000)
+        queries, history_turns = (5, 60) if args.quick else (30, 300)
+        d = asyncio.run(run_scale(sizes, queries, unique=10_000, embedder=embedder, history_turns=history_turns, show_progress=show))
+        seconds["D"] = time.perf_counter() - t0
+        plot_scale(d, out / "latency_vs_size.png")
+
+    command = "python -m benchmarks.run_all" + ("" if not argv and len(sys.argv) <= 1 else " " + shlex.join(argv if argv is not None else sys.argv[1:]))
+    info = RunInfo(command=command, date=started.strftime("%Y-%m-%d %H:%M UTC"), quick=args.quick, machine=describe_machine(),
+                   load_start=load_start, load_end=load_average(), seconds=seconds, notes=notes)
+    (out / "RESULTS.md").write_text(render(info, a, b, c, d, skipped), encoding="utf-8")
+    payload = {"run": info, "A": a, "B": b, "C": c, "D": d, "skipped": skipped}
+    (out / "results.json").write_text(json.dumps(_jsonable(payload), indent=1) + "\n", encoding="utf-8")
+    print(f"wrote {out / 'RESULTS.md'} ({', '.join(f'{k} {v:.0f}s' for k, v in seconds.items())})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""Section D: how cost grows with session size, and the 300-turn ingest.
+
+Each size runs in its own process (`benchmarks.scale_probe`) so the RSS it reports is the
+library's with the model loaded, not this harness's (which also holds LoCoMo and baselines).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from memory import create_runtime
+from memory.embeddings import Embedder
+
+from .common import Percentiles, Stopwatch, percentiles
+from .corpus import REPO_ROOT
+from .workload import chat_turns
+
+__all__ = ["ScaleRow", "HistoryIngest", "ScaleResult", "run_scale", "run_history_ingest"]
+
+
+@dataclass(frozen=True)
+class ScaleRow:
+    events: int
+    unique: int
+    ingest_s: float
+    embed_s: float
+    texts_embedded: int
+    ingest_events_per_s: float  # storing + indexing, embedding excluded
+    end_to_end_events_per_s: float  # ingest + flush (embedding)
+    compile: Percentiles
+    compile_excl_embed: Percentiles
+    first_compile_ms: float
+    cold_compile_ms: float
+    rss_model_mb: float
+    rss_mb: float
+    peak_rss_mb: float
+    db_mb: float
+
+
+@dataclass(frozen=True)
+class HistoryIngest:
+    turns: int
+    batch_ingest_s: float  # one ingest_many call
+    batch_flush_s: float  # embedding those turns
+    single_ingest_s: float  # one ingest call per turn
+    single_flush_s: float
+
+    @property
+    def batch_total_s(self) -> float:
+        return self.batch_ingest_s + self.batch_flush_s
+
+    @property
+    def single_total_s(self) -> float:
+        return self.single_ingest_s + self.single_flush_s
+
+
+@dataclass(frozen=True)
+class ScaleResult:
+    budget: int
+    queries: int
+    unique: int  # sessions larger than this repeat their first `unique` event texts
+    rows: tuple[ScaleRow, ...]
+    history: HistoryIngest
+
+
+def _probe(events: int, queries: int, budget: int, unique: int, show_progress: bool) -> ScaleRow:
+    cmd = [sys.executable, "-m", "benchmarks.scale_probe", "--events", str(events), "--queries", str(queries),
+           "--budget", str(budget), "--unique", str(unique)]
+    if not show_progress:
+        cmd.append("--no-progress")
+    done = subprocess.run(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True, check=True)
+    raw = json.loads(done.stdout.strip().splitlines()[-1])
+    return ScaleRow(
+        events=raw["events"], unique=raw["unique"], ingest_s=raw["ingest_s"], embed_s=raw["embed_s"], texts_embedded=raw["texts_embedded"],
+        ingest_events_per_s=raw["events"] / raw["ingest_s"],
+        end_to_end_events_per_s=raw["events"] / (raw["ingest_s"] + raw["embed_s"]),
+        compile=percentiles(raw["compile_ms"]), compile_excl_embed=percentiles(raw["compile_excl_embed_ms"]),
+        first_compile_ms=raw["first_compile_ms"], cold_compile_ms=raw["cold_compile_ms"], rss_model_mb=raw["rss_model_mb"],
+        rss_mb=raw["rss_mb"], peak_rss_mb=raw["peak_rss_mb"], db_mb=raw["db_mb"],
+    )
+
+
+async def run_history_ingest(embedder: Embedder | None, turns: int = 300) -> HistoryIngest:
+    """A plain chat history of `turns` messages, stored in one call and one call per message; each
+    followed by the flush that embeds it (the whole cost of making it searchable)."""
+    history = chat_turns(turns)
+    timings: list[float] = []
+    with tempfile.TemporaryDirectory(prefix="bench-history-") as tmp:
+        for mode in ("batch", "single"):
+            async with create_runtime(storage_path=str(Path(tmp) / f"{mode}.sqlite"), embedder=embedder) as runtime:
+                session = runtime.session("history")
+                with Stopwatch() as ingest:
+                    if mode == "batch":
+                        await session.ingest_many(history)
+                    else:
+                        for event in history:
+                            await session.ingest(event)
+                with Stopwatch() as flush:
+                    await session.flush()
+                timings += [ingest.ms / 1000, flush.ms / 1000]
+            # The second mode would reuse the first's vectors through the content-hash cache if
+            # they shared a file; separate files keep both honest.
+    return HistoryIngest(turns, *timings)
+
+
+async def run_scale(sizes: Sequence[int], queries: int, unique: int, embedder: Embedder | None, budget: int = 2000,
+                    history_turns: int = 300, show_progress: bool = True) -> ScaleResult:
+    rows = tuple(_probe(n, queries, budget, unique, show_progress) for n in sizes)
+    return ScaleResult(budget, queries, unique, rows, await run_history_ingest(embedder, history_turns))

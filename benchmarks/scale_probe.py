@@ -1,0 +1,105 @@
+"""One scale measurement in a fresh process (so its RSS is the library's, not the harness's):
+
+    python -m benchmarks.scale_probe --events 10000 --queries 30
+
+Ingests a generated session in batches, embeds it (flush), compiles fresh questions, reopens the
+store and compiles once cold, then prints one JSON object on stdout's last line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from memory import create_runtime
+from memory.embeddings import load_embedder
+
+from .common import MODEL, Stopwatch, peak_rss_mb, percentiles, progress, rss_mb
+from .timed_embedder import TimedEmbedder
+from .workload import queries, session_events
+
+__all__ = ["ProbeResult", "probe"]
+
+BATCH = 1000
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    events: int
+    unique: int  # distinct event texts (the rest repeat them)
+    budget: int
+    ingest_s: float  # storing and indexing (no embedding)
+    embed_s: float  # flush: embedding every new chunk
+    texts_embedded: int
+    compile_ms: list[float]  # wall, warm, query embedding included
+    compile_excl_embed_ms: list[float]  # the same compiles minus their query-embedding time
+    first_compile_ms: float
+    cold_compile_ms: float  # first compile after reopening the store (view rebuilt from SQLite)
+    rss_model_mb: float  # after loading the model, before any data
+    rss_mb: float  # after the compiles
+    peak_rss_mb: float
+    db_mb: float
+
+
+async def probe(events: int, n_queries: int, budget: int, unique: int | None, show_progress: bool) -> ProbeResult:
+    embedder = TimedEmbedder(load_embedder(None))  # type: ignore[arg-type]
+    rss_model = rss_mb()
+    compile_ms: list[float] = []
+    excl_ms: list[float] = []
+    with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
+        path = str(Path(tmp) / "scale.sqlite")
+        async with create_runtime(storage_path=path, embedder=embedder) as runtime:
+            session = runtime.session("scale")
+            stream = list(session_events(events, unique=unique))
+            ingest_ms = 0.0
+            for start in progress(range(0, events, BATCH), f"ingest {events:,}", total=-(-events // BATCH), enabled=show_progress):
+                with Stopwatch() as sw:
+                    await session.ingest_many(stream[start : start + BATCH])
+                ingest_ms += sw.ms
+            del stream
+            with Stopwatch() as sw:
+                await session.flush()
+            embed_ms = sw.ms
+            texts = embedder.texts
+            with Stopwatch() as sw:
+                await session.compile(user_message="What did we change in the retrieval code?", budget_tokens=budget, model=MODEL)
+            first_ms = sw.ms
+            for question in progress(queries(n_queries), f"compile {events:,}", enabled=show_progress):
+                before = embedder.seconds
+                with Stopwatch() as sw:
+                    result = await session.compile(user_message=question, budget_tokens=budget, model=MODEL)
+                if result.tokens > budget:
+                    raise AssertionError(f"compile exceeded its budget: {result.tokens} > {budget}")
+                compile_ms.append(sw.ms)
+                excl_ms.append(sw.ms - (embedder.seconds - before) * 1000.0)
+        async with create_runtime(storage_path=path, embedder=embedder) as runtime:
+            with Stopwatch() as sw:
+                await runtime.session("scale").compile(user_message=queries(1, seed=5)[0], budget_tokens=budget, model=MODEL)
+            cold_ms = sw.ms
+            rss_after = rss_mb()
+        db_mb = sum(f.stat().st_size for f in Path(tmp).iterdir()) / 2**20
+    return ProbeResult(events, min(events, unique or events), budget, ingest_ms / 1000, embed_ms / 1000, texts, compile_ms, excl_ms, first_ms, cold_ms,
+                       rss_model, rss_after, peak_rss_mb(), db_mb)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, required=True)
+    parser.add_argument("--queries", type=int, default=30)
+    parser.add_argument("--budget", type=int, default=2000)
+    parser.add_argument("--unique", type=int, default=None, help="distinct event texts; later events repeat them")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    result = asyncio.run(probe(args.events, args.queries, args.budget, args.unique, not args.no_progress))
+    sys.stdout.write(json.dumps(asdict(result)) + "\n")
+    sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""The benchmark suite's quick mode, run as a user would run it: structure and invariants of what it
+writes (budgets never exceeded, determinism, the needle found without observe), never speed."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+LOCOMO = ROOT.parent / "shared" / "data" / "locomo" / "locomo10.json"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    out = tmp_path_factory.mktemp("bench")
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.run_all", "--quick", "--no-progress", "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    return out, json.loads((out / "results.json").read_text(encoding="utf-8"))
+
+
+def test_writes_results_and_plots(quick_run: tuple[Path, dict[str, Any]]) -> None:
+    out, results = quick_run
+    text = (out / "RESULTS.md").read_text(encoding="utf-8")
+    for heading in ("## A.", "## B.", "## C.", "## D.", "Command: `python -m benchmarks.run_all --quick"):
+        assert heading in text
+    pngs = ["tokens_per_turn.png", "proxy_overhead.png", "latency_vs_size.png"]
+    if results["B"] is not None:
+        pngs.append("recall_vs_budget.png")
+    for name in pngs:
+        assert (out / name).read_bytes().startswith(PNG_MAGIC), name
+    assert results["run"]["machine"]["cores"] >= 1
+
+
+def test_session_never_exceeds_budget_and_finds_needle(quick_run: tuple[Path, dict[str, Any]]) -> None:
+    a = quick_run[1]["A"]
+    session = a["session"]
+    for row in session["rows"]:
+        per_turn = session["compiled_per_turn"][str(row["budget"])]
+        assert len(per_turn) == session["turns"] == len(session["naive_per_turn"])
+        assert max(per_turn) == row["max_compiled"] <= row["budget"]
+        assert row["needle_found"] and row["reported_tokens_exact"]
+    naive = session["naive_per_turn"]
+    assert all(later > earlier for earlier, later in zip(naive, naive[1:]))
+
+
+def test_scenarios_hold_their_invariants(quick_run: tuple[Path, dict[str, Any]]) -> None:
+    a = quick_run[1]["A"]
+    determinism = a["determinism"]
+    assert determinism["identical_twice"] and determinism["manifest_identical"] and determinism["identical_after_reopen"]
+    assert a["pinning"]["pinned_present"] is True
+    assert a["paraphrase"]["keyword_overlap"] == []
+    diffs = a["diffs"]
+    assert diffs["naive_diffs"] < diffs["naive_snippets"]
+    for mode in ("snippets", "diffs"):
+        for budget, tokens in diffs[f"compiled_{mode}"].items():
+            assert tokens <= int(budget)
+
+
+def test_locomo_recall_structure(quick_run: tuple[Path, dict[str, Any]]) -> None:
+    results = quick_run[1]
+    if not LOCOMO.exists():
+        assert "LoCoMo data not found" in results["skipped"]["B"]
+        return
+    b = results["B"]
+    assert b["questions"] == 12 and b["over_budget_flags"] == 0
+    methods = {s["method"] for s in b["scores"]}
+    assert methods == {"memory-runtime", "recency window", "BM25 only", "embeddings only", "BM25+embeddings RRF"}
+    for score in b["scores"]:
+        assert score["n"] == 12
+        assert score["max_tokens"] <= score["budget"]
+        assert 0.0 <= score["strict"] <= score["fraction"] <= 1.0
+        assert sum(c["n"] for c in score["categories"]) == 12
+        assert (score["latency"] is not None) == (score["method"] == "memory-runtime")
+
+
+def test_overhead_and_scale_structure(quick_run: tuple[Path, dict[str, Any]]) -> None:
+    results = quick_run[1]
+    rows = results["C"]["rows"]
+    assert {(r["turns"], r["mode"]) for r in rows} == {(10, "non-stream"), (10, "stream TTFT")}
+    for row in rows:
+        assert row["direct"]["n"] == row["via"]["n"] == row["added"]["n"] == results["C"]["iterations"]
+    d = results["D"]
+    assert [r["events"] for r in d["rows"]] == [100, 400]
+    for row in d["rows"]:
+        assert row["compile"]["n"] == d["queries"]
+        assert row["texts_embedded"] > 0 and row["rss_mb"] > row["rss_model_mb"] > 0
+    assert d["history"]["turns"] > 0
