@@ -246,6 +246,21 @@ def test_headerless_sessions_are_told_apart_by_transcript(mproxy: Proxy, upstrea
     assert _stored_messages(_export(mproxy, sid_a), "user") == ["hi", "tell me about A"]
 
 
+def test_resent_history_is_stored_once_and_edits_only_add_the_divergent_part(mproxy: Proxy, upstream: Upstream) -> None:
+    client = mproxy.client(default_headers={"X-Memory-Session": "edits"})
+    history: list[dict[str, Any]] = []
+    for text in ("first question", "second question", "third question"):
+        history.append({"role": "user", "content": text})
+        reply = client.chat.completions.create(model=MODEL, messages=history)  # type: ignore[arg-type]
+        history.append({"role": "assistant", "content": reply.choices[0].message.content})
+    assert _stored_messages(_export(mproxy, "edits"), "user") == ["first question", "second question", "third question"]
+    edited = history[:2] + [{"role": "user", "content": "second question, rephrased"}]
+    client.chat.completions.create(model=MODEL, messages=edited)  # type: ignore[arg-type]
+    users = _stored_messages(_export(mproxy, "edits"), "user")
+    assert users.count("first question") == 1  # the common prefix is not duplicated
+    assert users[-1] == "second question, rephrased"
+
+
 def test_user_field_scopes_session_resolution(mproxy: Proxy, upstream: Upstream) -> None:
     client = mproxy.client()
     upstream.fake.enqueue(Reply(text="scoped reply"))
