@@ -30,7 +30,11 @@ from .transcript import event_to_message
 __all__ = ["CompileResult", "CompileInput", "assemble"]
 
 STATE_SHARE = 0.15
-RECENT_SHARE = 0.30
+# Recent turns: the newest groups up to RECENT_SHARE of the room; the very last exchange may take up
+# to RECENT_FLOOR_SHARE so the model always sees where the conversation stands.
+RECENT_SHARE = 0.15
+RECENT_FLOOR_SHARE = 0.30
+RECENT_FLOOR_MESSAGES = 2
 NEAR_DUPLICATE = 0.97
 MAX_DROPPED_LISTED = 50
 EVIDENCE_HEADER = "Relevant context retrieved from earlier in this session (chronological; labels give turn or file location):"
@@ -78,12 +82,8 @@ def _label(unit: Unit, view: SessionView, pos: int) -> str:
     row = view.chunk_rows[pos]
     excerpt = len(unit.chunk_idx) > 1
     if unit.role is not None:
-        parts = [f"turn {unit.turn}", unit.role]
-        if unit.timestamp:
-            parts.append(unit.timestamp)
-        if excerpt:
-            parts.append("excerpt")
-        return "[" + " · ".join(parts) + "]"
+        # Dates are not repeated per item: consecutive items share a "(date)" header line.
+        return f"[turn {unit.turn} {unit.role}{', excerpt' if excerpt else ''}]"
     where = unit.source or unit.kind
     lines = f":{row.start_line}-{row.end_line}" if excerpt or unit.kind in ("file", "snippet") else ""
     version = f" v{unit.version}" if unit.version > 1 and unit.kind != "diff" else ""
@@ -120,6 +120,20 @@ def _message_tokens(unit: Unit, view: SessionView, counter: TiktokenCounter) -> 
         cached = counter.message_tokens(_unit_message(unit))
         view.token_cache[key] = cached
     return cached
+
+
+def _with_date_headers(ordered: list[_Evidence]) -> list[str]:
+    """Evidence texts in order, with a "(date)" line wherever the date changes."""
+    out: list[str] = []
+    last: str | None = None
+    for ev in ordered:
+        stamp = ev.unit.timestamp
+        if stamp and stamp != last:
+            out.append(f"({stamp})\n{ev.text}")
+            last = stamp
+        else:
+            out.append(ev.text)
+    return out
 
 
 def _item(kind: str, reason: str, tokens: int, **extra: Any) -> dict[str, Any]:
@@ -166,7 +180,8 @@ def assemble(inp: CompileInput, view: SessionView, counter: TiktokenCounter) -> 
     recent_tokens = 0
     for group in _groups_newest_first(view.messages):
         cost = sum(_message_tokens(u, view, counter) for u in group)
-        if recent_tokens + cost > recent_cap:
+        floor = sum(len(g) for g in recent) < RECENT_FLOOR_MESSAGES
+        if recent_tokens + cost > (int(available * RECENT_FLOOR_SHARE) if floor else recent_cap):
             break
         recent.insert(0, group)
         recent_tokens += cost
@@ -182,7 +197,7 @@ def assemble(inp: CompileInput, view: SessionView, counter: TiktokenCounter) -> 
             msgs.append(state_msg)
         if chosen:
             ordered = sorted(chosen, key=lambda e: (e.unit.first_order, view.chunk_ids[e.pos]))
-            body = "\n\n".join([EVIDENCE_HEADER, *(e.text for e in ordered)])
+            body = "\n\n".join([EVIDENCE_HEADER, *_with_date_headers(ordered)])
             msgs.append({"role": "system", "content": body})
         msgs.extend(_unit_message(u) for g in recent for u in g)
         msgs.extend(inp.tail)
@@ -255,6 +270,7 @@ def _select_evidence(inp: CompileInput, view: SessionView, counter: TiktokenCoun
     chosen: list[_Evidence] = []
     dropped: list[dict[str, Any]] = []
     overflow = 0  # dropped candidates beyond those listed
+    stamps: set[str] = set()
     seen_hashes: set[str] = set()
     vectors = view.vectors
     chosen_vecs = np.zeros((0, vectors.shape[1]), dtype=np.float32)
@@ -273,7 +289,10 @@ def _select_evidence(inp: CompileInput, view: SessionView, counter: TiktokenCoun
         if unit.key in recent_keys:
             continue
         row = view.chunk_rows[pos]
-        ev = _Evidence(pos, unit, "", _cost(view, counter, unit, pos), score, reason)
+        cost = _cost(view, counter, unit, pos)
+        if unit.timestamp and unit.timestamp not in stamps:
+            cost += counter.count(f"({unit.timestamp})") + 1
+        ev = _Evidence(pos, unit, "", cost, score, reason)
         duplicate = row.content_hash in seen_hashes or (
             pos not in view.missing and len(chosen_vecs) and float(np.max(chosen_vecs @ vectors[pos])) > NEAR_DUPLICATE
         )
@@ -285,6 +304,8 @@ def _select_evidence(inp: CompileInput, view: SessionView, counter: TiktokenCoun
             continue
         ev.text = _render(unit, view, pos)
         chosen.append(ev)
+        if unit.timestamp:
+            stamps.add(unit.timestamp)
         room -= ev.tokens
         seen_hashes.add(row.content_hash)
         if pos not in view.missing:

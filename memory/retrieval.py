@@ -1,10 +1,10 @@
 """Hybrid ranking of a session's chunks for one query.
 
-Lexical (FTS5 BM25) and dense (cosine over chunk embeddings) scores are fused by relative score
-fusion: each list is scaled to [0, 1] over its own candidates and the two are mixed with fixed
-weights. Unlike reciprocal rank fusion this keeps the margin: a paraphrase that the embedding
-model is sure of, with no word in common with the question, still beats chunks that are merely
-mediocre on both lists. The fused score is then adjusted by light priors: a working-set boost for sources touched recently, a
+Lexical (FTS5 BM25) and dense (cosine over chunk embeddings) scores are fused by distribution-based
+score fusion: each list is scaled by the mean and spread of its own candidates' scores and the two
+are mixed with fixed weights. Unlike reciprocal rank fusion this keeps the margin: a paraphrase that
+the embedding model is sure of, with no word in common with the question, still beats chunks that
+are merely mediocre on both lists. The fused score is then adjusted by light priors: a working-set boost for sources touched recently, a
 small recency term, a preference for the latest snapshot of a file (or for diffs when the question
 is about a change). Ties break on chunk id, so the order is fully deterministic.
 """
@@ -20,9 +20,9 @@ from .index import SessionView
 
 __all__ = ["Scored", "fts_query", "rank_chunks", "is_change_query", "CANDIDATES"]
 
-CANDIDATES = 150
-DENSE_WEIGHT = 0.65
-LEXICAL_WEIGHT = 0.35
+CANDIDATES = 150  # per ranked list, at least; compile asks for more when the budget is large
+DENSE_WEIGHT = 0.5
+LEXICAL_WEIGHT = 0.5
 RECENCY_WEIGHT = 0.03
 WORKING_SET_BOOST = 0.04
 WORKING_SET_EVENTS = 12
@@ -66,6 +66,7 @@ def rank_chunks(
     *,
     exclude_units: set[str],
     change_query: bool,
+    candidates: int = CANDIDATES,
 ) -> list[Scored]:
     """Fuse lexical hits (chunk ids, best first) and dense similarity into one ranked list of chunk
     positions, excluding chunks of `exclude_units` (already present verbatim)."""
@@ -76,7 +77,7 @@ def rank_chunks(
     fused: dict[int, float] = {}
     lex_rank: dict[int, int] = {}
     # Probes stand in for their chunk: each list keeps a chunk's best representative.
-    best_lex = max((-score for _, score in lexical), default=0.0)
+    lex_picked: list[tuple[int, float]] = []
     for chunk_id, score in lexical:
         pos = view.chunk_pos.get(chunk_id)
         if pos is None:
@@ -85,11 +86,13 @@ def rank_chunks(
         if target in lex_rank or view.chunk_unit[target] in exclude_units:
             continue
         lex_rank[target] = len(lex_rank)
-        fused[target] = LEXICAL_WEIGHT * ((-score) / best_lex if best_lex > 0 else 0.0)
+        lex_picked.append((target, -score))  # FTS5 bm25 is lower-is-better
+    for target, value in _distribution_scaled(lex_picked):
+        fused[target] = LEXICAL_WEIGHT * value
     dense_rank: dict[int, int] = {}
     if query_vector is not None:
         sims = view.vectors @ query_vector
-        k = min(CANDIDATES * 3, n)
+        k = min(candidates * 3, n)
         top = np.argpartition(-sims, k - 1)[:k] if k < n else np.arange(n)
         ordered = sorted((int(p) for p in top if p not in view.missing), key=lambda p: (-float(sims[p]), p))
         picked: list[tuple[int, float]] = []
@@ -99,13 +102,10 @@ def rank_chunks(
                 continue
             dense_rank[target] = len(dense_rank)
             picked.append((target, float(sims[pos])))
-            if len(picked) >= CANDIDATES:
+            if len(picked) >= candidates:
                 break
-        if picked:
-            high, low = picked[0][1], min(0.0, picked[-1][1]) if len(picked) < CANDIDATES else picked[-1][1]
-            span = high - low if high > low else 1.0
-            for target, sim in picked:
-                fused[target] = fused.get(target, 0.0) + DENSE_WEIGHT * (sim - low) / span
+        for target, value in _distribution_scaled(picked):
+            fused[target] = fused.get(target, 0.0) + DENSE_WEIGHT * value
     if not fused:
         return []
     last_order = view.max_event or 1
@@ -123,6 +123,19 @@ def rank_chunks(
         out.append(Scored(pos, score, lex_rank.get(pos), dense_rank.get(pos)))
     out.sort(key=lambda s: (-s.score, view.chunk_ids[s.pos]))
     return out
+
+
+def _distribution_scaled(scored: list[tuple[int, float]]) -> list[tuple[int, float]]:
+    """Distribution-based scaling: how many standard deviations a hit stands above the mean of its
+    own list (0 at or below the mean). Unlike min-max it keeps how far a hit stands out from the
+    crowd, so a retriever that is sure (one paraphrase far above the rest) outweighs one whose top
+    hits are a flat run of weak matches."""
+    if not scored:
+        return []
+    values = np.fromiter((v for _, v in scored), dtype=np.float64, count=len(scored))
+    mean = float(values.mean())
+    sd = float(values.std()) or 1.0
+    return [(target, max(0.0, (value - mean) / sd)) for target, value in scored]
 
 
 def _working_set(view: SessionView) -> set[str]:

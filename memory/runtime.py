@@ -266,9 +266,11 @@ class Session:
         await self.runtime.open()
         async with self.runtime.lock(self.id):
             view = await self.runtime.view(self.id)
-            lexical = await self.runtime.store.bm25(self.id, fts_query(query), CANDIDATES * 2)
+            # Enough candidates to fill the budget: roughly one per 10 tokens of budget.
+            pool = max(2 * CANDIDATES, budget_tokens // 8)
+            lexical = await self.runtime.store.bm25(self.id, fts_query(query), pool)
             qvec = await self.runtime.embed_query(query)
-            ranked = rank_chunks(view, lexical, qvec, exclude_units=set(), change_query=is_change_query(query))
+            ranked = rank_chunks(view, lexical, qvec, exclude_units=set(), change_query=is_change_query(query), candidates=pool)
             state = await self.runtime.store.state_items(self.id)
             result = assemble(
                 CompileInput(self.id, model, budget_tokens, system_msgs, tail, query, state, ranked), view, counter
