@@ -6,7 +6,7 @@ import asyncio
 import json
 import logging
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -23,7 +23,7 @@ from .retrieval import CANDIDATES, fts_query, is_change_query, rank_chunks
 from .sqlite_store import SqliteStore, SqliteTx
 from .state import state_as_dict
 from .tokens import get_counter
-from .transcript import SYSTEM_ROLES, chain_hashes, message_text, message_to_event
+from .transcript import SYSTEM_ROLES, chain_hashes, message_hash, message_text, message_to_event
 
 __all__ = ["create_runtime", "Runtime", "Session", "SyncResult"]
 
@@ -105,8 +105,7 @@ class Runtime:
     async def resolve_session(self, messages: Sequence[dict[str, Any]], scope: str = "") -> str | None:
         """The stored session (within `scope`) whose transcript is the longest prefix of `messages`."""
         await self.open()
-        convo = [m for m in messages if not (isinstance(m, dict) and m.get("role") in SYSTEM_ROLES)]
-        hashes = [parse_event(message_to_event(m)).message_hash or "" for m in convo]
+        hashes = [message_hash(m) for m in messages if isinstance(m, dict) and m.get("role") not in SYSTEM_ROLES]
         return await self.store.find_session_by_head(scope, chain_hashes(hashes))
 
     async def delete_session(self, session_id: str) -> bool:
@@ -212,17 +211,21 @@ class Session:
         if not isinstance(messages, Sequence) or isinstance(messages, (str, bytes)):
             raise InvalidEventError("messages must be a list of message objects")
         convo = [m for m in messages if not (isinstance(m, dict) and m.get("role") in SYSTEM_ROLES)]
-        parsed = [parse_event(message_to_event(m)) for m in convo]
-        hashes = [p.message_hash for p in parsed]
+        for m in convo:
+            if not isinstance(m, dict):
+                raise InvalidEventError("each message must be an object")
+        # Hash first, parse (validate, redact, chunk) only what is new: a resent history of a long
+        # conversation costs one hash per message.
+        hashes = [message_hash(m) for m in convo]
         await self.runtime.open()
         async with self.runtime.lock(self.id):
-            stored = [row[1] for row in await self.runtime.store.transcript(self.id)]
+            stored = await self.runtime.store.transcript_hashes(self.id)
             common = 0
             while common < min(len(stored), len(hashes)) and stored[common] == hashes[common]:
                 common += 1
-            new = parsed[common:]
-            if not new:
+            if common == len(convo):
                 return SyncResult(common, 0)
+            new = [replace(parse_event(message_to_event(m)), message_hash=h) for m, h in zip(convo[common:], hashes[common:])]
             await self._store(new, append_transcript=True, scope=scope, transcript_from=common)
             return SyncResult(common, len(new))
 

@@ -327,6 +327,10 @@ class SqliteStore:
         rows = await self._all("SELECT pos, msg_hash, chain_hash, event_id FROM transcript WHERE session_id = ? ORDER BY pos", (session_id,))
         return [(r[0], r[1], r[2], r[3]) for r in rows]
 
+    async def transcript_hashes(self, session_id: str) -> list[str]:
+        rows = await self._all("SELECT msg_hash FROM transcript WHERE session_id = ? ORDER BY pos", (session_id,))
+        return [r[0] for r in rows]
+
     async def find_session_by_head(self, scope: str, heads: Sequence[str]) -> str | None:
         """The session (in `scope`) whose transcript head is the latest of `heads` (ordered oldest first)."""
         if not heads:
