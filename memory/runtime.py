@@ -62,6 +62,7 @@ class Runtime:
         self._locks: dict[str, asyncio.Lock] = {}
         self._open_lock = asyncio.Lock()
         self._opened = False
+        self._background: set[asyncio.Task[None]] = set()
 
     async def __aenter__(self) -> Runtime:
         await self.open()
@@ -83,6 +84,10 @@ class Runtime:
             self._opened = True
 
     async def close(self) -> None:
+        for task in list(self._background):
+            task.cancel()
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
         await self.store.close()
         self._views.clear()
         self._opened = False
@@ -115,8 +120,9 @@ class Runtime:
             self._views.pop(session_id, None)
             return await self.store.delete_session(_check_session_id(session_id))
 
-    async def view(self, session_id: str) -> SessionView:
-        """The up-to-date in-process view of a session, with every chunk embedded."""
+    async def view(self, session_id: str, query: str | None = None) -> tuple[SessionView, np.ndarray | None]:
+        """The up-to-date in-process view of a session with every chunk embedded, and the
+        embedding of `query` (computed in the same batch as any missing chunks)."""
         view = self._views.get(session_id)
         if view is None:
             view = SessionView(self.embedder.dim if self.embedder else 1)
@@ -126,11 +132,30 @@ class Runtime:
             delta = await self.store.load_delta(session_id, view.max_event, view.max_artifact, view.max_chunk)
             vectors = await self.store.get_vectors(self.embedding_name, [c.content_hash for c in delta.chunks]) if self.embedder else {}
             view.apply(delta, vectors)
-        if self.embedder is not None and view.missing:
-            await self._embed_missing(view)
-        return view
+        qvec: np.ndarray | None = None
+        if self.embedder is not None and (view.missing or (query and query.strip())):
+            qvec = await self._embed_missing(view, query if query and query.strip() else None)
+        return view, qvec
 
-    async def _embed_missing(self, view: SessionView) -> None:
+    def embed_soon(self, session_id: str) -> None:
+        """Embed a session's new chunks in the background, so the next compile finds them ready
+        (compile still embeds whatever is missing, so results never depend on the timing)."""
+        if self.embedder is None:
+            return
+        task = asyncio.get_running_loop().create_task(self._embed_in_background(session_id))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _embed_in_background(self, session_id: str) -> None:
+        try:
+            async with self.lock(session_id):
+                await self.view(session_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the next compile retries and reports; a background task must not crash the loop
+            log.exception("memory: background embedding failed for a session")
+
+    async def _embed_missing(self, view: SessionView, query: str | None) -> np.ndarray | None:
         assert self.embedder is not None
         positions = sorted(view.missing)
         by_hash: dict[str, list[int]] = {}
@@ -139,23 +164,25 @@ class Runtime:
             row = view.chunk_rows[pos]
             by_hash.setdefault(row.content_hash, []).append(pos)
             texts.setdefault(row.content_hash, row.text)
-        known = await self.store.get_vectors(self.embedding_name, list(by_hash))
+        known = await self.store.get_vectors(self.embedding_name, list(by_hash)) if by_hash else {}
         todo = [h for h in by_hash if h not in known]
-        if todo:
-            matrix = await asyncio.to_thread(self.embedder.embed, [texts[h] for h in todo])
+        qvec: np.ndarray | None = None
+        if todo or query is not None:
+            # One batch for the query and the missing chunks: each embed call has a fixed cost.
+            batch = [texts[h] for h in todo] + ([query] if query is not None else [])
+            matrix = await asyncio.to_thread(self.embedder.embed, batch)
+            if query is not None:
+                qvec = matrix[-1]
             fresh = {h: matrix[i].astype(np.float32).tobytes() for i, h in enumerate(todo)}
-            async with self.store.transaction() as tx:
-                await tx.put_vectors(self.embedding_name, fresh.items())
-            known.update(fresh)
+            if fresh:
+                async with self.store.transaction() as tx:
+                    await tx.put_vectors(self.embedding_name, fresh.items())
+                known.update(fresh)
         for h, poss in by_hash.items():
             vec = np.frombuffer(known[h], dtype=np.float32)
             for pos in poss:
                 view.set_vector(pos, vec)
-
-    async def embed_query(self, text: str) -> np.ndarray | None:
-        if self.embedder is None or not text.strip():
-            return None
-        return (await asyncio.to_thread(self.embedder.embed, [text]))[0]
+        return qvec
 
 
 class Session:
@@ -178,7 +205,9 @@ class Session:
         parsed = [parse_event(e) for e in events]
         await self.runtime.open()
         async with self.runtime.lock(self.id):
-            return await self._store(parsed, append_transcript=True)
+            ids = await self._store(parsed, append_transcript=True)
+        self.runtime.embed_soon(self.id)
+        return ids
 
     async def _store(self, parsed: list[Event], append_transcript: bool, scope: str = "", transcript_from: int | None = None) -> list[int]:
         count = get_counter(_CHUNKING_COUNTER).count
@@ -227,7 +256,8 @@ class Session:
                 return SyncResult(common, 0)
             new = [replace(parse_event(message_to_event(m)), message_hash=h) for m, h in zip(convo[common:], hashes[common:])]
             await self._store(new, append_transcript=True, scope=scope, transcript_from=common)
-            return SyncResult(common, len(new))
+        self.runtime.embed_soon(self.id)
+        return SyncResult(common, len(new))
 
     async def observe(self, assistant_text: str = "", tool_calls: list[dict[str, Any]] | None = None,
                       message: dict[str, Any] | None = None) -> int:
@@ -268,11 +298,10 @@ class Session:
         query = _query_text(tail)
         await self.runtime.open()
         async with self.runtime.lock(self.id):
-            view = await self.runtime.view(self.id)
+            view, qvec = await self.runtime.view(self.id, query)
             # Enough candidates to fill the budget: roughly one per 10 tokens of budget.
             pool = max(2 * CANDIDATES, budget_tokens // 8)
             lexical = await self.runtime.store.bm25(self.id, fts_query(query), pool)
-            qvec = await self.runtime.embed_query(query)
             ranked = rank_chunks(view, lexical, qvec, exclude_units=set(), change_query=is_change_query(query), candidates=pool)
             state = await self.runtime.store.state_items(self.id)
             result = assemble(
