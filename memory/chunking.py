@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Callable
+from collections.abc import Callable
 
 __all__ = ["Chunk", "chunk_text", "MAX_CHUNK_TOKENS"]
 

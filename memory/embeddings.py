@@ -17,7 +17,8 @@ import shutil
 import sys
 import zipfile
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Protocol
+from collections.abc import Sequence
 
 import numpy as np
 from fastembed import TextEmbedding

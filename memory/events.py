@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 from .errors import InvalidEventError
 from .redact import redact, redact_value

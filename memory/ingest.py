@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import difflib
 import hashlib
-from typing import Callable
+from collections.abc import Callable
 
 from .chunking import chunk_text
 from .events import Event, parse_event
 from .records import NewChunk, NewEvent
-from .sqlite_store import SqliteTx
+from .store import StoreTx
 from .state import KIND_PREFIX, extract_lines, plan_state_ops
 from .transcript import extract_artifacts
 
@@ -31,7 +31,7 @@ def _chunks(text: str, count: Counter, kind: str) -> list[NewChunk]:
     ]
 
 
-async def _artifact_event(tx: SqliteTx, session_id: str, ev: Event, count: Counter, parent_index: int | None, pending: dict[str, tuple[int, str]]) -> NewEvent:
+async def _artifact_event(tx: StoreTx, session_id: str, ev: Event, count: Counter, parent_index: int | None, pending: dict[str, tuple[int, str]]) -> NewEvent:
     sha = sha256_text(ev.content)
     out = NewEvent(
         type=ev.type, role=None, content=ev.content, source=ev.source, pinned=ev.pinned, timestamp=ev.timestamp,
@@ -59,7 +59,7 @@ async def _artifact_event(tx: SqliteTx, session_id: str, ev: Event, count: Count
     return out
 
 
-async def prepare_events(tx: SqliteTx, session_id: str, events: list[Event], count: Counter) -> tuple[list[NewEvent], list[int]]:
+async def prepare_events(tx: StoreTx, session_id: str, events: list[Event], count: Counter) -> tuple[list[NewEvent], list[int]]:
     """Rows for `events`, plus the indexes (into the returned list) of the message events, whose
     text feeds state extraction and the transcript. Code blocks and diffs in messages become
     derived artifacts pointing at their message."""
@@ -82,7 +82,7 @@ async def prepare_events(tx: SqliteTx, session_id: str, events: list[Event], cou
     return rows, message_idx
 
 
-async def apply_state(tx: SqliteTx, session_id: str, text: str, event_id: int) -> None:
+async def apply_state(tx: StoreTx, session_id: str, text: str, event_id: int) -> None:
     """Extract state lines from one message and apply them (add, merge, supersede, close)."""
     ops = extract_lines(text)
     if not ops:

@@ -31,9 +31,7 @@ CHANGE_BOOST = 1.6
 _WORD = re.compile(r"[A-Za-z0-9_]{2,}|[^\W\d_]{2,}", re.U)
 _CHANGE = re.compile(r"\b(chang\w*|diff\w*|modif\w*|edit\w*|updat\w*|previous|before|regress\w*|what's new|since)\b", re.I)
 _STOP = frozenset(
-    "a an and are as at be been but by can could did do does for from had has have how i if in into is it its "
-    "me my of on or our please should so that the their them then there these this those to was we were what "
-    "when where which who why will with would you your about after again all also any".split()
+    ["a", "an", "and", "are", "as", "at", "be", "been", "but", "by", "can", "could", "did", "do", "does", "for", "from", "had", "has", "have", "how", "i", "if", "in", "into", "is", "it", "its", "me", "my", "of", "on", "or", "our", "please", "should", "so", "that", "the", "their", "them", "then", "there", "these", "this", "those", "to", "was", "we", "were", "what", "when", "where", "which", "who", "why", "will", "with", "would", "you", "your", "about", "after", "again", "all", "also", "any"]
 )
 
 

@@ -8,7 +8,8 @@ import logging
 import sqlite3
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -20,7 +21,8 @@ from .index import SessionView
 from .ingest import apply_state, prepare_events
 from .records import SessionSummary
 from .retrieval import CANDIDATES, fts_query, is_change_query, rank_chunks
-from .sqlite_store import SqliteStore, SqliteTx
+from .sqlite_store import SqliteStore
+from .store import Store, StoreTx
 from .state import state_as_dict
 from .tokens import get_counter
 from .transcript import SYSTEM_ROLES, chain_hashes, message_hash, message_text, message_to_event
@@ -53,8 +55,9 @@ class Runtime:
     call `open()` / `close()`; every session call opens it lazily if needed."""
 
     def __init__(self, storage_path: str | Path, embedding_model: str | None = DEFAULT_MODEL,
-                 embedding_model_dir: str | Path | None = None, embedder: Embedder | None = None) -> None:
-        self.store = SqliteStore(storage_path)
+                 embedding_model_dir: str | Path | None = None, embedder: Embedder | None = None,
+                 store: Store | None = None) -> None:
+        self.store: Store = store if store is not None else SqliteStore(storage_path)
         self._embedding_model = embedding_model
         self._embedding_model_dir = embedding_model_dir
         self.embedder: Embedder | None = embedder
@@ -225,7 +228,7 @@ class Session:
             raise StorageError(f"write failed: {exc}") from exc
         return [ids[i] for i in range(len(rows)) if rows[i].parent_index is None]
 
-    async def _extend_transcript(self, tx: SqliteTx, entries: list[tuple[str, int | None]], from_pos: int | None) -> None:
+    async def _extend_transcript(self, tx: StoreTx, entries: list[tuple[str, int | None]], from_pos: int | None) -> None:
         current = await tx.transcript(self.id)
         keep = current if from_pos is None else current[:from_pos]
         start = keep[-1][2] if keep else None

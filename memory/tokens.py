@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -87,10 +87,7 @@ def encoding_name_for_model(model: str) -> str:
     if not isinstance(model, str) or not model.strip():
         raise InvalidArgumentError("model must be a non-empty string")
     name = model.strip().lower().split("/")[-1]
-    if name == "gpt-4" or name.startswith(_CL100K_PREFIXES):
-        if not name.startswith(("gpt-4o", "gpt-4.1", "gpt-4.5")):
-            return "cl100k_base"
-    return "o200k_base"
+    return "cl100k_base" if name == "gpt-4" or name.startswith(_CL100K_PREFIXES) else "o200k_base"
 
 
 def _bpe_dir() -> Path:
@@ -103,7 +100,7 @@ def _bpe_dir() -> Path:
     return Path(list(spec.submodule_search_locations)[0]) / "litellm_core_utils" / "tokenizers"
 
 
-@lru_cache(maxsize=None)
+@cache
 def _encoding(name: str) -> tiktoken.Encoding:
     spec = _ENCODINGS[name]
     path = _bpe_dir() / spec["file"]
@@ -167,7 +164,7 @@ class TiktokenCounter:
         return sum(self.message_tokens(m) for m in messages) + REPLY_PRIMING_TOKENS
 
 
-@lru_cache(maxsize=None)
+@cache
 def get_counter(model: str) -> TiktokenCounter:
     """The shared counter for a model name (encodings are loaded once per process)."""
     return TiktokenCounter(encoding_name_for_model(model))

@@ -8,6 +8,7 @@ import sqlite3
 import pytest
 
 from memory import InvalidArgumentError, InvalidEventError, create_runtime
+from memory.sqlite_store import SqliteStore
 
 
 @pytest.fixture
@@ -27,15 +28,22 @@ def _rows(path, sql):
 
 async def test_migrations_from_an_empty_file(tmp_path):
     path = tmp_path / "fresh.sqlite"
-    async with create_runtime(storage_path=path, embedding_model="none") as rt:
-        assert await rt.store.migrations_applied() == ["m001_initial"]
-        async with rt.store.db.execute("PRAGMA journal_mode") as cur:
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        assert await store.migrations_applied() == ["m001_initial"]
+        async with store.db.execute("PRAGMA journal_mode") as cur:
             assert (await cur.fetchone())[0] == "wal"
-        async with rt.store.db.execute("PRAGMA foreign_keys") as cur:
+        async with store.db.execute("PRAGMA foreign_keys") as cur:
             assert (await cur.fetchone())[0] == 1
+    finally:
+        await store.close()
     # Re-opening applies nothing twice.
-    async with create_runtime(storage_path=path, embedding_model="none") as rt:
-        assert await rt.store.migrations_applied() == ["m001_initial"]
+    store = SqliteStore(path)
+    await store.open()
+    assert await store.migrations_applied() == ["m001_initial"]
+    await store.close()
+    assert _rows(path, "SELECT number, name FROM _migrations") == [(1, "m001_initial")]
 
 
 @pytest.mark.parametrize(

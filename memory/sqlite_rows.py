@@ -1,0 +1,32 @@
+"""Row conversions shared by the SQLite store and its transactions."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+
+from .records import EventRow, StateItem
+
+__all__ = ["event_from_row", "state_from_row", "session_key"]
+
+
+def event_from_row(row: sqlite3.Row) -> EventRow:
+    return EventRow(
+        id=row["id"], type=row["type"], role=row["role"], content=row["content"], source=row["source"],
+        pinned=bool(row["pinned"]), timestamp=row["timestamp"], payload=json.loads(row["payload"]),
+        artifact_id=row["artifact_id"], parent_event_id=row["parent_event_id"],
+    )
+
+
+def state_from_row(row: sqlite3.Row) -> StateItem:
+    return StateItem(
+        id=row["id"], kind=row["kind"], label=row["label"], subject=row["subject"], text=row["text"],
+        status=row["status"], superseded_by=row["superseded_by"], event_id=row["event_id"],
+        source_events=tuple(json.loads(row["source_events"])),
+    )
+
+
+def session_key(session_id: str) -> str:
+    """One FTS token standing for a session: 'k' + 24 hex digits of the id's sha256."""
+    return "k" + hashlib.sha256(session_id.encode("utf-8")).hexdigest()[:24]

@@ -1,0 +1,156 @@
+"""Write operations of the SQLite store, each inside the caller's transaction."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Sequence
+
+import aiosqlite
+
+from .records import NewChunk, NewEvent, StateItem
+from .sqlite_rows import session_key, state_from_row
+
+__all__ = ["SqliteTx"]
+
+
+class SqliteTx:
+    """Write operations inside one transaction."""
+
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self._db = db
+
+    async def ensure_session(self, session_id: str, scope: str = "") -> None:
+        now = time.time()
+        await self._db.execute(
+            "INSERT INTO sessions(id, scope, created_at, updated_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT(id) DO UPDATE SET updated_at = excluded.updated_at",
+            (session_id, scope, now, now),
+        )
+
+    async def _insert_chunks(self, session_id: str, chunks: Sequence[NewChunk], *, event_id: int | None, artifact_id: int | None) -> None:
+        sql = (
+            "INSERT INTO chunks(session_id, event_id, artifact_id, ord, text, start_line, end_line, content_hash, tokens, "
+            "session_key, parent_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        )
+        key = session_key(session_id)
+        for i, c in enumerate(chunks):
+            cur = await self._db.execute(
+                sql, (session_id, event_id, artifact_id, i, c.text, c.start_line, c.end_line, c.content_hash, c.tokens, key, None)
+            )
+            if c.probes:
+                await self._db.executemany(
+                    sql, [(session_id, event_id, artifact_id, i, t, c.start_line, c.end_line, h, 0, key, cur.lastrowid) for t, h in c.probes]
+                )
+
+    async def add_events(self, session_id: str, events: Sequence[NewEvent]) -> list[int]:
+        """Append events (and their artifacts and chunks); returns the new event ids in order."""
+        now = time.time()
+        ids: list[int] = []
+        for ev in events:
+            artifact_id: int | None = None
+            new_artifact = False
+            if ev.artifact_sha is not None:
+                async with self._db.execute(
+                    "SELECT id FROM artifacts WHERE session_id = ? AND sha256 = ?", (session_id, ev.artifact_sha)
+                ) as cur:
+                    found = await cur.fetchone()
+                if found is not None:
+                    artifact_id = found[0]
+                else:
+                    cur2 = await self._db.execute(
+                        "INSERT INTO artifacts(session_id, sha256, kind, source, version, content, pinned, previous_id) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        (session_id, ev.artifact_sha, ev.artifact_kind, ev.source, ev.version, ev.content, int(ev.pinned), ev.previous_id),
+                    )
+                    artifact_id = cur2.lastrowid
+                    new_artifact = True
+            parent = ids[ev.parent_index] if ev.parent_index is not None else None
+            cur3 = await self._db.execute(
+                "INSERT INTO events(session_id, type, role, content, source, pinned, timestamp, payload, artifact_id, "
+                "parent_event_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (session_id, ev.type, ev.role, "" if artifact_id is not None else ev.content, ev.source, int(ev.pinned),
+                 ev.timestamp, ev.payload, artifact_id, parent, now),
+            )
+            event_id = int(cur3.lastrowid or 0)
+            ids.append(event_id)
+            if artifact_id is None:
+                await self._insert_chunks(session_id, ev.chunks, event_id=event_id, artifact_id=None)
+                continue
+            await self._db.execute(
+                "UPDATE artifacts SET first_event_id = coalesce(first_event_id, ?), last_event_id = ?, "
+                "pinned = max(pinned, ?) WHERE id = ?",
+                (event_id, event_id, int(ev.pinned), artifact_id),
+            )
+            if new_artifact:
+                await self._insert_chunks(session_id, ev.chunks, event_id=None, artifact_id=artifact_id)
+                if ev.diff is not None:
+                    sha, text, chunks = ev.diff
+                    cur4 = await self._db.execute(
+                        "INSERT OR IGNORE INTO artifacts(session_id, sha256, kind, source, version, content, pinned, previous_id, "
+                        "first_event_id, last_event_id) VALUES (?, ?, 'diff', ?, ?, ?, 0, ?, ?, ?)",
+                        (session_id, sha, ev.source, ev.version, text, ev.previous_id, event_id, event_id),
+                    )
+                    if cur4.rowcount:
+                        await self._insert_chunks(session_id, chunks, event_id=None, artifact_id=cur4.lastrowid)
+        await self._db.execute("UPDATE sessions SET updated_at = ? WHERE id = ?", (now, session_id))
+        return ids
+
+    async def latest_artifact(self, session_id: str, source: str) -> tuple[int, int, str] | None:
+        """(id, version, content) of the newest snapshot of `source`, diffs excluded."""
+        async with self._db.execute(
+            "SELECT id, version, content FROM artifacts WHERE session_id = ? AND source = ? AND kind != 'diff' "
+            "ORDER BY id DESC LIMIT 1",
+            (session_id, source),
+        ) as cur:
+            row = await cur.fetchone()
+        return None if row is None else (row[0], row[1], row[2])
+
+    async def artifact_exists(self, session_id: str, sha: str) -> bool:
+        async with self._db.execute("SELECT 1 FROM artifacts WHERE session_id = ? AND sha256 = ?", (session_id, sha)) as cur:
+            return await cur.fetchone() is not None
+
+    async def state_items(self, session_id: str) -> list[StateItem]:
+        async with self._db.execute("SELECT * FROM state_items WHERE session_id = ? ORDER BY id", (session_id,)) as cur:
+            return [state_from_row(r) for r in await cur.fetchall()]
+
+    async def add_state_item(self, session_id: str, kind: str, label: str, subject: str | None, text: str, norm: str, event_id: int | None) -> int:
+        cur = await self._db.execute(
+            "INSERT INTO state_items(session_id, kind, label, subject, text, norm, event_id, source_events, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (session_id, kind, label, subject, text, norm, event_id, json.dumps([event_id] if event_id else []), time.time()),
+        )
+        return int(cur.lastrowid or 0)
+
+    async def set_state_status(self, item_id: int, status: str, superseded_by: int | None = None) -> None:
+        await self._db.execute("UPDATE state_items SET status = ?, superseded_by = ? WHERE id = ?", (status, superseded_by, item_id))
+
+    async def add_state_source(self, item_id: int, event_id: int) -> None:
+        await self._db.execute(
+            "UPDATE state_items SET source_events = json_insert(source_events, '$[#]', ?) WHERE id = ? "
+            "AND NOT EXISTS (SELECT 1 FROM json_each(source_events) WHERE value = ?)",
+            (event_id, item_id, event_id),
+        )
+
+    async def replace_transcript(self, session_id: str, from_pos: int, rows: Sequence[tuple[int, str, str, int | None]], head: str | None) -> None:
+        """Drop transcript positions >= from_pos and append `rows` (pos, msg_hash, chain_hash, event_id)."""
+        await self._db.execute("DELETE FROM transcript WHERE session_id = ? AND pos >= ?", (session_id, from_pos))
+        await self._db.executemany(
+            "INSERT INTO transcript(session_id, pos, msg_hash, chain_hash, event_id) VALUES (?, ?, ?, ?, ?)",
+            [(session_id, *r) for r in rows],
+        )
+        await self._db.execute("UPDATE sessions SET head_hash = ? WHERE id = ?", (head, session_id))
+
+    async def transcript(self, session_id: str) -> list[tuple[int, str, str, int | None]]:
+        async with self._db.execute(
+            "SELECT pos, msg_hash, chain_hash, event_id FROM transcript WHERE session_id = ? ORDER BY pos", (session_id,)
+        ) as cur:
+            return [(r[0], r[1], r[2], r[3]) for r in await cur.fetchall()]
+
+    async def put_vectors(self, model: str, items: Iterable[tuple[str, bytes]]) -> None:
+        await self._db.executemany(
+            "INSERT OR IGNORE INTO embeddings(model, content_hash, vector) VALUES (?, ?, ?)", [(model, h, v) for h, v in items]
+        )
+
+    async def save_manifest(self, session_id: str, manifest_json: str) -> None:
+        await self._db.execute("UPDATE sessions SET last_manifest = ? WHERE id = ?", (manifest_json, session_id))
