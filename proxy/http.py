@@ -16,7 +16,7 @@ __all__ = ["read_body", "json_response", "error_response", "bearer_key", "header
 async def read_body(request: Request, max_bytes: int) -> bytes:
     """The request body, refusing more than `max_bytes` (by Content-Length and by bytes read)."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+    if declared is not None and _is_decimal(declared) and int(declared) > max_bytes:
         raise PayloadTooLargeError(f"request body larger than {max_bytes} bytes")
     chunks: list[bytes] = []
     size = 0
@@ -26,6 +26,11 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
             raise PayloadTooLargeError(f"request body larger than {max_bytes} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _is_decimal(value: str) -> bool:
+    # str.isdigit() accepts "²" and other digits int() refuses, and int() refuses over 4300 digits.
+    return 0 < len(value) <= 18 and value.isascii() and value.isdigit()
 
 
 def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -51,6 +56,6 @@ def header_int(request: Request, name: str) -> int | None:
     if value is None:
         return None
     value = value.strip()
-    if not value.isdigit() or int(value) <= 0:
+    if not _is_decimal(value) or int(value) <= 0:
         raise InvalidRequestError(f"header {name} must be a positive integer", param=name)
     return int(value)

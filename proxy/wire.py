@@ -8,6 +8,8 @@ request unusable (missing model/messages, wrong types); the raw dict is what get
 from __future__ import annotations
 
 import json
+import math
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
@@ -49,12 +51,32 @@ class CompileRequest(WireModel):
     model: StrictStr = Field(default="gpt-4o-mini", min_length=1)
 
 
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:40]} is out of range")
+    return value
+
+
 def parse_json(body: bytes) -> dict[str, Any]:
-    """Decode a JSON object body, raising `InvalidRequestError` for anything else."""
+    """Decode a JSON object body, raising `InvalidRequestError` for anything else: invalid JSON,
+    NaN/Infinity or out-of-range numbers, lone surrogate escapes (no upstream can encode them) and
+    nesting deeper than the parser's recursion limit (a RecursionError, not a 500)."""
     try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        data = json.loads(body, parse_constant=_no_constant, parse_float=_finite)
+        if _SURROGATE_ESCAPE.search(body):
+            json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except (UnicodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
         raise InvalidRequestError(f"request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidRequestError("request body is nested too deeply") from None
     if not isinstance(data, dict):
         raise InvalidRequestError("request body must be a JSON object")
     return data
