@@ -28,7 +28,9 @@ def default_bin(folder: Path = DEFAULT_VENV) -> Path:
 def setup(folder: Path = DEFAULT_VENV) -> Path:
     if not (folder / "bin" / "python").exists():
         venv.EnvBuilder(with_pip=True).create(folder)
-    subprocess.run([str(folder / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check", REQUIREMENT], check=True)
+    # cwd: the venv itself, so pip does not see this project (its egg-info) on the path.
+    subprocess.run([str(folder / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check", REQUIREMENT],
+                   check=True, cwd=folder)
     return default_bin(folder)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import sys
 import tempfile
 import time
@@ -113,11 +114,13 @@ def _start_ours(tmp: Path, upstream: str) -> Server:
     return start_server(OURS, cmd, port, "/healthz", tmp / "memory-runtime.log", REPO_ROOT)
 
 
-def _start_litellm(tmp: Path, upstream: str, litellm_bin: Path) -> Server:
+def _start_litellm(tmp: Path, upstream: str, litellm_bin: Path, master_key: str) -> Server:
     port = free_port()
     config = {
         "model_list": [{"model_name": MODEL, "litellm_params": {"model": f"openai/{MODEL}", "api_base": upstream + "/v1",
                                                                  "api_key": DIRECT_KEY}}],
+        # It refuses to start without one; a random per-run key, no database (the key alone authenticates).
+        "general_settings": {"master_key": master_key},
     }
     path = tmp / "litellm.yaml"
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
@@ -143,13 +146,15 @@ def run_overhead(sizes: Sequence[int], iterations: int, litellm_bin: Path | None
             if litellm_bin is None:
                 note = "not measured: no LiteLLM proxy executable given (--litellm-bin)"
             else:
+                master_key = "sk-bench-" + secrets.token_hex(16)
                 try:
-                    peer = _start_litellm(tmp, fake.url, litellm_bin)
+                    peer = _start_litellm(tmp, fake.url, litellm_bin, master_key)
                 except RuntimeError as exc:
-                    note = f"not measured: {exc}"
+                    log = (tmp / "litellm.log").read_text(encoding="utf-8", errors="replace").strip().splitlines()
+                    note = f"not measured: {exc}; last log line: {log[-1] if log else '(empty)'}"
                 else:
                     servers.append(peer)
-                    targets.append(_Target(LITELLM, peer.url, {"Authorization": f"Bearer {DIRECT_KEY}"}))
+                    targets.append(_Target(LITELLM, peer.url, {"Authorization": f"Bearer {master_key}"}))
                     note = f"measured ({litellm_bin})"
             with httpx.Client(timeout=120.0) as client:
                 for turns in sizes:

@@ -91,11 +91,14 @@ def _section_a(a: SectionA) -> list[str]:
     out.append(f"| Pinning (needle, then {p.items_after_needle} items; question about something else; budget {p.budget:,}) | "
                f"{_ok(p.passed)} | pinned present: {p.pinned_present}; unpinned present: {p.unpinned_present} |")
     d = a.diffs
-    diff_fewer = all(d.compiled_diffs[b] <= d.compiled_snippets[b] for b in d.compiled_snippets)
+    # Judged where the budget does not bind; below that both modes fill the budget and differ by noise.
+    top = max(d.compiled_snippets)
+    diff_fewer = d.compiled_diffs[top] < d.compiled_snippets[top]
     visible = all(all(v.values()) for v in d.latest_change_visible.values())
     detail = "; ".join(f"@{b:,}: snippets {d.compiled_snippets[b]:,} vs diffs {d.compiled_diffs[b]:,}" for b in sorted(d.compiled_snippets))
     out.append(f"| Diffs vs snippets ({d.versions} versions of one file; naive resend {d.naive_snippets:,} vs {d.naive_diffs:,} tokens) | "
-               f"{_ok(diff_fewer and visible)} | compiled tokens {detail}; latest change visible in every prompt: {visible} |")
+               f"{_ok(diff_fewer and visible)} | compiled tokens {detail} (judged @{top:,}, where the budget does not bind); "
+               f"latest change visible in every prompt: {visible} |")
     det = a.determinism
     out.append(f"| Determinism (compile twice; again after reopening the store) | "
                f"{_ok(det.identical_twice and det.identical_after_reopen and det.manifest_identical)} | "
@@ -120,7 +123,8 @@ def _section_b(r: RecallResult) -> list[str]:
         "date as timestamp); an evidence turn counts when its full content string is in the compiled messages (strict: an "
         "excerpt is a miss). Baselines pack whole turns by rank until the budget, exact tokens. Answers are never read.",
         "",
-        f"Ingest {r.ingest_s:,.1f} s (storing), embedding {r.embed_s:,.1f} s; compiles flagged over budget: {r.over_budget_flags}.",
+        f"Ingest until searchable: {r.ingest_s + r.flush_s:,.1f} s for {r.turns:,} turns ({r.ingest_s:,.1f} s in `ingest_many`, "
+        f"{r.flush_s:,.1f} s in `flush` waiting for the embeddings); compiles flagged over budget: {r.over_budget_flags}.",
         "",
         "### Strict recall (all evidence turns present) / mean fraction of evidence present",
         "",
@@ -197,17 +201,22 @@ def _section_d(sc: ScaleResult) -> list[str]:
         "distinct texts takes far longer than the rest of the run together on this machine). "
         f"Compile: budget {sc.budget:,}, {sc.queries} fresh questions after one warm-up compile.",
         "",
-        "| Events | Distinct texts | Ingest (events/s) | Embed (texts, s) | End-to-end (events/s) | Compile p50 / p95 (ms) | "
-        "Excl. query embedding p50 / p95 | First compile after reopen (ms) | RSS model only → after (MiB) | Peak RSS | DB (MiB) |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "Ingest is measured twice per size on fresh files: with embeddings off (storing and indexing alone), and with the "
+        "model, where the runtime embeds new chunks in the background while later batches arrive and `flush()` waits for "
+        "the rest; “searchable” is events / (ingest + flush).",
+        "",
+        "| Events | Distinct texts | Store only (events/s) | Ingest + flush (s) | Of which embedding (s, texts) | Searchable (events/s) | "
+        "Compile p50 / p95 (ms) | Excl. query embedding p50 / p95 | First compile after reopen (ms) | RSS model only → after (MiB) | "
+        "Peak RSS | DB (MiB) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in sc.rows:
-        out.append(f"| {r.events:,} | {r.unique:,} | {r.ingest_events_per_s:,.0f} | {r.texts_embedded:,} in {r.embed_s:,.1f} | "
-                   f"{r.end_to_end_events_per_s:,.0f} | {r.compile.p50:,.1f} / {r.compile.p95:,.1f} | "
-                   f"{r.compile_excl_embed.p50:,.1f} / {r.compile_excl_embed.p95:,.1f} | {r.cold_compile_ms:,.0f} | "
-                   f"{r.rss_model_mb:,.0f} → {r.rss_mb:,.0f} | {r.peak_rss_mb:,.0f} | {r.db_mb:,.1f} |")
+        out.append(f"| {r.events:,} | {r.unique:,} | {r.store_only_events_per_s:,.0f} | {r.ingest_s:,.1f} + {r.flush_s:,.1f} | "
+                   f"{r.embed_s:,.1f} ({r.texts_embedded:,}) | {r.searchable_events_per_s:,.0f} | "
+                   f"{r.compile.p50:,.1f} / {r.compile.p95:,.1f} | {r.compile_excl_embed.p50:,.1f} / {r.compile_excl_embed.p95:,.1f} | "
+                   f"{r.cold_compile_ms:,.0f} | {r.rss_model_mb:,.0f} → {r.rss_mb:,.0f} | {r.peak_rss_mb:,.0f} | {r.db_mb:,.1f} |")
     h = sc.history
-    out += ["", f"Ingest of a {h.turns}-turn chat history (store + embed, fresh file each): one `ingest_many` "
+    out += ["", f"Ingest of a {h.turns}-turn chat history until searchable (fresh file each): one `ingest_many` "
             f"{h.batch_ingest_s:.2f} s + flush {h.batch_flush_s:.2f} s = **{h.batch_total_s:.2f} s**; one `ingest` per turn "
             f"{h.single_ingest_s:.2f} s + flush {h.single_flush_s:.2f} s = **{h.single_total_s:.2f} s**.", "",
             "Targets (issue 2):", ""]

@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
             seconds["B"] = time.perf_counter() - t0
             plot_recall(b, out / "recall_vs_budget.png")
             if args.quick:
-                notes.append("section B ran on the first conversation and 3 questions per category only")
+                notes.append("section B ran on the first 150 turns of the first conversation and up to 3 questions per category")
     if "C" in sections:
         t0 = time.perf_counter()
         sizes, iterations = ((10,), 5) if args.quick else ((10, 50, 300), 100)
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.scale_sizes:
             sizes = tuple(int(s) for s in args.scale_sizes.split(","))
         else:
-            sizes = (100, 400) if args.quick else (1_000, 10_000, 100_000)
+            sizes = (50, 200) if args.quick else (1_000, 10_000, 100_000)
         queries, history_turns = (5, 60) if args.quick else (30, 300)
         d = asyncio.run(run_scale(sizes, queries, unique=10_000, embedder=embedder, history_turns=history_turns, show_progress=show))
         seconds["D"] = time.perf_counter() - t0

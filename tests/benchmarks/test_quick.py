@@ -71,14 +71,14 @@ def test_locomo_recall_structure(quick_run: tuple[Path, dict[str, Any]]) -> None
         assert "LoCoMo data not found" in results["skipped"]["B"]
         return
     b = results["B"]
-    assert b["questions"] == 12 and b["over_budget_flags"] == 0
+    assert 4 <= b["questions"] <= 12 and b["over_budget_flags"] == 0
     methods = {s["method"] for s in b["scores"]}
     assert methods == {"memory-runtime", "recency window", "BM25 only", "embeddings only", "BM25+embeddings RRF"}
     for score in b["scores"]:
-        assert score["n"] == 12
+        assert score["n"] == b["questions"]
         assert score["max_tokens"] <= score["budget"]
         assert 0.0 <= score["strict"] <= score["fraction"] <= 1.0
-        assert sum(c["n"] for c in score["categories"]) == 12
+        assert sum(c["n"] for c in score["categories"]) == b["questions"]
         assert (score["latency"] is not None) == (score["method"] == "memory-runtime")
 
 
@@ -89,8 +89,9 @@ def test_overhead_and_scale_structure(quick_run: tuple[Path, dict[str, Any]]) ->
     for row in rows:
         assert row["direct"]["n"] == row["via"]["n"] == row["added"]["n"] == results["C"]["iterations"]
     d = results["D"]
-    assert [r["events"] for r in d["rows"]] == [100, 400]
+    assert [r["events"] for r in d["rows"]] == [50, 200]
     for row in d["rows"]:
         assert row["compile"]["n"] == d["queries"]
         assert row["texts_embedded"] > 0 and row["rss_mb"] > row["rss_model_mb"] > 0
+        assert row["searchable_events_per_s"] > 0 and row["store_only_events_per_s"] > 0
     assert d["history"]["turns"] > 0
