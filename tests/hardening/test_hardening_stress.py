@@ -1,0 +1,16 @@
+"""The stress benchmark, run briefly: concurrent clients, streaming and not, several per session,
+through the real proxy process; every exchange a client completed is stored exactly once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from benchmarks.stress import run
+
+
+def test_stress_smoke_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+    result = run(seconds=3, clients=8, sessions=3, max_requests=400, direct_seconds=0.5, folder=tmp_path)
+    assert result.completed > 10, result.markdown()
+    assert result.errors == {}, result.markdown()
+    assert (result.lost, result.duplicated) == (0, 0), result.markdown()
+    assert "| lost turns | 0 |" in result.markdown()
