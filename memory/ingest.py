@@ -82,6 +82,29 @@ async def prepare_events(tx: StoreTx, session_id: str, events: list[Event], coun
     return rows, message_idx
 
 
+PAIR_CHARS = 400
+
+
+async def add_pair_probes(tx: StoreTx, session_id: str, event_ids: list[int], texts: list[str]) -> None:
+    """Embed each message together with the one before it, as a probe of both.
+
+    In a conversation the fact often lives in one turn and its subject in the neighbour ("Did you
+    go to the support group?" / "Yes, last Tuesday!"). One extra embedding per message, of the pair,
+    stands in for both turns, so either can be found by a question that needs the other's words."""
+    if not event_ids:
+        return
+    previous = await tx.last_message_before(session_id, event_ids[0])
+    chunk_ids = await tx.first_chunk_ids(event_ids + ([previous[0]] if previous else []))
+    probes: list[tuple[int, str, str]] = []
+    for event_id, text in zip(event_ids, texts, strict=True):
+        if previous is not None and text.strip() and previous[1].strip():
+            pair = f"{previous[1][-PAIR_CHARS:]}\n{text[:PAIR_CHARS]}"
+            digest = sha256_text(pair)
+            probes += [(chunk_ids[e], pair, digest) for e in (previous[0], event_id) if e in chunk_ids]
+        previous = (event_id, text)
+    await tx.add_probes(session_id, probes)
+
+
 async def apply_state(tx: StoreTx, session_id: str, text: str, event_id: int) -> None:
     """Extract state lines from one message and apply them (add, merge, supersede, close)."""
     ops = extract_lines(text)

@@ -18,7 +18,7 @@ from .embeddings import DEFAULT_MODEL, Embedder, load_embedder
 from .errors import InvalidArgumentError, InvalidEventError, StorageError
 from .events import Event, parse_event
 from .index import SessionView
-from .ingest import apply_state, prepare_events
+from .ingest import add_pair_probes, apply_state, prepare_events
 from .records import SessionSummary
 from .retrieval import CANDIDATES, fts_query, is_change_query, rank_chunks
 from .sqlite_store import SqliteStore
@@ -219,9 +219,11 @@ class Session:
                 await tx.ensure_session(self.id, scope)
                 rows, message_idx = await prepare_events(tx, self.id, parsed, count)
                 ids = await tx.add_events(self.id, rows)
-                for i in message_idx:
-                    if rows[i].role in ("user", "assistant"):
-                        await apply_state(tx, self.id, rows[i].content, ids[i])
+                chat = [i for i in message_idx if rows[i].role in ("user", "assistant")]
+                for i in chat:
+                    await apply_state(tx, self.id, rows[i].content, ids[i])
+                if self.runtime.embedder is not None:
+                    await add_pair_probes(tx, self.id, [ids[i] for i in chat], [rows[i].content for i in chat])
                 if append_transcript and message_idx:
                     await self._extend_transcript(tx, [(rows[i].message_hash or "", ids[i]) for i in message_idx], transcript_from)
         except sqlite3.Error as exc:

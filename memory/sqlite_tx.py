@@ -96,6 +96,36 @@ class SqliteTx:
         await self._db.execute("UPDATE sessions SET updated_at = ? WHERE id = ?", (now, session_id))
         return ids
 
+    async def last_message_before(self, session_id: str, event_id: int) -> tuple[int, str] | None:
+        """(id, content) of the session's last user/assistant message before `event_id`."""
+        async with self._db.execute(
+            "SELECT id, content FROM events WHERE session_id = ? AND id < ? AND role IN ('user', 'assistant') "
+            "ORDER BY id DESC LIMIT 1",
+            (session_id, event_id),
+        ) as cur:
+            row = await cur.fetchone()
+        return None if row is None else (row[0], row[1])
+
+    async def first_chunk_ids(self, event_ids: Sequence[int]) -> dict[int, int]:
+        """The first (ord 0, non-probe) chunk of each event that has one."""
+        if not event_ids:
+            return {}
+        marks = ",".join("?" * len(event_ids))
+        async with self._db.execute(
+            f"SELECT event_id, min(id) FROM chunks WHERE event_id IN ({marks}) AND parent_id IS NULL GROUP BY event_id",
+            list(event_ids),
+        ) as cur:
+            return {r[0]: r[1] for r in await cur.fetchall()}
+
+    async def add_probes(self, session_id: str, probes: Sequence[tuple[int, str, str]]) -> None:
+        """Probe rows (parent chunk id, text, content hash): extra search keys for a chunk."""
+        await self._db.executemany(
+            "INSERT INTO chunks(session_id, event_id, artifact_id, ord, text, start_line, end_line, content_hash, tokens, "
+            "session_key, parent_id) SELECT session_id, event_id, artifact_id, ord, ?, start_line, end_line, ?, 0, session_key, id "
+            "FROM chunks WHERE id = ?",
+            [(text, digest, parent) for parent, text, digest in probes],
+        )
+
     async def latest_artifact(self, session_id: str, source: str) -> tuple[int, int, str] | None:
         """(id, version, content) of the newest snapshot of `source`, diffs excluded."""
         async with self._db.execute(
