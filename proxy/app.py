@@ -20,7 +20,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from memory import create_runtime
+from memory import MemoryRuntimeError, create_runtime
 
 from .config import ProxyConfig
 from .context import SessionLocks
@@ -93,7 +93,13 @@ def create_app(config: ProxyConfig) -> Starlette:
             embedding_model=config.embedding.model,
             embedding_model_dir=config.embedding.model_dir,
         )
-        await runtime.open()
+        try:
+            await runtime.open()
+        except MemoryRuntimeError as exc:
+            # Fail open from the start (a corrupt file, a missing model): forward requests
+            # unmodified with X-Memory-Error; every memory call retries opening, so fixing the
+            # file or the model needs no restart.
+            log.error("memory unavailable, forwarding requests unmodified until it opens: %s", exc)
         relay_client = Relay(config.upstreams)
         app.state.services = Services(
             config=config, runtime=runtime, upstream=Upstream(config.upstreams), relay=relay_client, locks=SessionLocks()

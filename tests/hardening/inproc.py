@@ -1,0 +1,38 @@
+"""An app built by `create_app`, run in process: its lifespan entered on the current event loop and
+an httpx client speaking ASGI to it. For tests that need to reach into the running app's memory
+(its store connection) from the test's own loop."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import httpx
+from starlette.applications import Starlette
+
+from memory import Runtime
+from proxy.app import create_app
+from proxy.config import ProxyConfig
+
+__all__ = ["Running", "running"]
+
+
+@dataclass
+class Running:
+    app: Starlette
+    http: httpx.AsyncClient
+
+    @property
+    def runtime(self) -> Runtime:
+        found: Runtime = self.app.state.services.runtime
+        return found
+
+
+@asynccontextmanager
+async def running(config: ProxyConfig) -> AsyncIterator[Running]:
+    app = create_app(config)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://proxy", timeout=30) as http:
+            yield Running(app, http)
