@@ -15,7 +15,7 @@ import numpy as np
 
 from .compiler import CompileInput, CompileResult, assemble
 from .embeddings import DEFAULT_MODEL, Embedder, load_embedder
-from .errors import InvalidArgumentError, InvalidEventError, StorageError
+from .errors import InvalidArgumentError, InvalidEventError, SessionNotFoundError, StorageError
 from .events import Event, parse_event
 from .index import SessionView
 from .ingest import add_pair_probes, apply_state, prepare_events
@@ -348,8 +348,11 @@ class Session:
         return json.loads(raw) if raw else None
 
     async def export(self) -> dict[str, Any]:
-        """Everything stored for this session, as JSON-ready data (vectors excluded)."""
+        """Everything stored for this session, as JSON-ready data (vectors excluded). Raises
+        `SessionNotFoundError` when nothing is stored under this id."""
         await self.runtime.open()
+        if not await self.runtime.store.session_exists(self.id):
+            raise SessionNotFoundError(f"no session {self.id!r}")
         rows = await self.runtime.store.export_rows(self.id)
         for event in rows["events"]:
             event["payload"] = json.loads(event["payload"])

@@ -7,7 +7,7 @@ import sqlite3
 
 import pytest
 
-from memory import InvalidArgumentError, InvalidEventError, create_runtime
+from memory import InvalidArgumentError, InvalidEventError, SessionNotFoundError, create_runtime
 from memory.sqlite_store import SqliteStore
 
 
@@ -67,6 +67,8 @@ async def test_bad_events_rejected_and_nothing_stored(runtime, tmp_path, event, 
     with pytest.raises(error):
         await session.ingest_many([{"type": "user_message", "payload": {"content": "fine"}}, event])
     assert not await session.exists()
+    with pytest.raises(SessionNotFoundError):
+        await session.export()
     assert _rows(tmp_path / "m.sqlite", "SELECT count(*) FROM events") == [(0,)]
 
 
