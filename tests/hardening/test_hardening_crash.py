@@ -1,0 +1,55 @@
+"""kill -9 of the proxy process under concurrent load, then a restart on the same file: SQLite's
+integrity check passes and every exchange whose reply a client fully received (a 200 body, or a
+stream that reached [DONE]) is stored, exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+from benchmarks.stress import Tally, run_load, start_proxy, verify
+from tests.hardening.slow_upstream import FaultyUpstream
+
+SESSIONS = 4
+
+
+async def _load_then_kill(url: str, kill: Callable[[], None], tally: Tally, wanted: int) -> None:
+    load = asyncio.create_task(run_load(url, clients=12, sessions=SESSIONS, seconds=30, max_requests=20_000, tally=tally))
+    deadline = time.monotonic() + 30
+    while len(tally.completed) < wanted and not load.done():
+        assert time.monotonic() < deadline, "load made no progress"
+        await asyncio.sleep(0.02)
+    kill()  # SIGKILL while requests of every kind are in flight
+    tally.stop = True
+    await load
+
+
+def test_kill_9_under_load_loses_no_acknowledged_exchange(faulty: FaultyUpstream, tmp_path: Path) -> None:
+    proxy = start_proxy(tmp_path, faulty.url)
+    tally = Tally()
+    try:
+        asyncio.run(_load_then_kill(proxy.url, proxy.kill9, tally, wanted=60))
+    finally:
+        if proxy.process.poll() is None:
+            proxy.kill9()
+    assert proxy.process.returncode == -9
+    assert sum(tally.errors.values()) > 0 or len(tally.completed) >= 60  # the kill hit the load
+
+    with sqlite3.connect(tmp_path / "memory.sqlite") as db:
+        assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        assert db.execute("PRAGMA foreign_key_check").fetchall() == []
+
+    restarted = start_proxy(tmp_path, faulty.url)
+    try:
+        lost, duplicated = verify(restarted.url, tally.completed, [f"stress-{k}" for k in range(SESSIONS)])
+        assert (lost, duplicated) == (0, 0), f"{lost} lost, {duplicated} duplicated of {len(tally.completed)}"
+        with httpx.Client(base_url=restarted.url, timeout=30) as http:
+            response = http.post("/v1/chat/completions", json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "alive?"}]}, headers={"X-Memory-Session": "stress-0"})
+        assert response.status_code == 200 and "x-memory-error" not in response.headers
+    finally:
+        restarted.stop()
