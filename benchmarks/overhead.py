@@ -57,7 +57,7 @@ class OverheadResult:
     litellm_note: str
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Target:
     name: str
     url: str
@@ -169,11 +169,8 @@ def _measure_size(client: httpx.Client, direct: _Target, targets: list[_Target],
                   show_progress: bool) -> list[OverheadRow]:
     history = [{"role": "user" if e["type"] == "user_message" else "assistant", "content": e["payload"]["content"]}
                for e in chat_turns(turns)]
-    session = f"bench-overhead-{turns}"
-    for t in targets:
-        if t.name == OURS:
-            t.headers = {**t.headers, "X-Memory-Session": session}
-    paths = [direct, *targets]
+    session = {"X-Memory-Session": f"bench-overhead-{turns}"}
+    paths = [direct, *(_Target(t.name, t.url, {**t.headers, **session}) if t.name == OURS else t for t in targets)]
     questions = queries(WARMUP + 2 * iterations, seed=turns)
     rows: list[OverheadRow] = []
     for mode, stream in (("non-stream", False), ("stream TTFT", True)):

@@ -139,7 +139,8 @@ def _section_b(r: RecallResult) -> list[str]:
         name = f"**{method}**" if method == OURS else method
         out.append(f"| {name} | " + " | ".join(cells) + " |")
     for name, values in LOCOMO_REFERENCE.items():
-        out.append(f"| _{name}_ | " + " | ".join(f"{v:.3f} | " for v in values[: len(budgets)]) + " |")
+        known = dict(zip((800, 2000, 8000), values))
+        out.append(f"| _{name}_ | " + " | ".join(f"{known[b]:.3f} | –" if b in known else "– | –" for b in budgets) + " |")
     out += ["", "Targets for memory-runtime (strict recall): " + "; ".join(
         f"≥ {r.targets[b]:.2f} @{b:,}: {r.score(OURS, b).strict:.3f}, {_met(r.score(OURS, b).strict >= r.targets[b])}"
         for b in budgets if b in r.targets), "", "![recall vs budget](recall_vs_budget.png)", "",
@@ -237,9 +238,33 @@ def _section_d(sc: ScaleResult) -> list[str]:
     return out + ["", "![latency vs session size](latency_vs_size.png)", ""]
 
 
+def _summary(a: SectionA | None, b: RecallResult | None, c: OverheadResult | None, d: ScaleResult | None) -> list[str]:
+    out = ["## Headline", ""]
+    if a:
+        rows = a.session.rows
+        out.append(f"- {a.session.turns}-turn session, token reduction vs resending everything: " + ", ".join(
+            f"{r.reduction:.1%} @{r.budget:,}" for r in rows) + "; never over budget: "
+            f"{'yes' if all(r.never_over for r in rows) else '**no**'}; needle found without `observe`: "
+            f"{'yes' if all(r.needle_found for r in rows) else '**no**'}.")
+    if b:
+        out.append("- LoCoMo strict evidence recall, memory-runtime: " + ", ".join(
+            f"{b.score(OURS, x).strict:.3f} @{x:,} (target {b.targets[x]:.2f}: {_met(b.score(OURS, x).strict >= b.targets[x])})"
+            for x in sorted(b.targets) if any(s.budget == x for s in b.scores)) + ".")
+    if c:
+        big = max(c.sizes)
+        for r in c.rows:
+            if r.turns == big and r.mode == "non-stream":
+                out.append(f"- Added latency at {big} turns, {r.target}: p50 {r.added.p50:,.1f} ms, p99 {r.added.p99:,.1f} ms (non-streaming).")
+    if d:
+        for r in d.rows:
+            out.append(f"- {r.events:,} events: compile p50 {r.compile_excl_embed.p50:,.1f} ms excluding the query embedding "
+                       f"({r.compile.p50:,.1f} ms including it); RSS {r.rss_mb:,.0f} MiB.")
+    return out + [""]
+
+
 def render(info: RunInfo, a: SectionA | None, b: RecallResult | None, c: OverheadResult | None, d: ScaleResult | None,
            skipped: dict[str, str]) -> str:
-    lines = _header(info)
+    lines = _header(info) + _summary(a, b, c, d)
     lines += _section_a(a) if a else ["## A. The 50-turn session", "", f"Not run: {skipped.get('A', 'not selected')}", ""]
     lines += _section_b(b) if b else ["## B. Evidence recall at budget on LoCoMo", "", f"Not run: {skipped.get('B', 'not selected')}", ""]
     lines += _section_c(c, skipped.get("C", "not selected"))
