@@ -122,17 +122,19 @@ def start_upstream(folder: Path, latency_ms: float = 0.0) -> Served:
     return _spawn(args, _clean_env(), f"http://127.0.0.1:{port}", folder / "upstream.log")
 
 
-def start_proxy(folder: Path, upstream_url: str, embedding_model: str = "none", port: int | None = None, log_level: str = "warning") -> Served:
-    """`memory-runtime serve` on a fresh port (or `port`), storing in `folder/memory.sqlite`."""
+def start_proxy(folder: Path, upstream_url: str, embedding_model: str = "none", port: int | None = None, log_level: str = "warning",
+                env: dict[str, str] | None = None) -> Served:
+    """`memory-runtime serve` on a fresh port (or `port`), storing in `folder/memory.sqlite`, with
+    `env` added to a clean environment (no inherited MEMORY_RUNTIME_/OPENAI_/GEMINI_ variables)."""
     port = port or free_port()
     config = folder / "proxy.yaml"
     config.write_text(
         f"storage_path: {folder / 'memory.sqlite'}\nlog_level: {log_level}\n"
-        f"upstreams: {{retries: 0, openai: {{api_base: {upstream_url}/v1}}}}\n"
+        f"upstreams: {{retries: 0, openai: {{api_base: {upstream_url}/v1}}, gemini: {{api_base: {upstream_url}/v1beta}}}}\n"
         f"embedding: {{model: {embedding_model}}}\n"
     )
     args = [sys.executable, "-m", "proxy.cli", "serve", "--config", str(config), "--port", str(port)]
-    return _spawn(args, _clean_env(), f"http://127.0.0.1:{port}", folder / "proxy.log")
+    return _spawn(args, {**_clean_env(), **(env or {})}, f"http://127.0.0.1:{port}", folder / "proxy.log")
 
 
 def _user_text(marker: str, n: int) -> str:

@@ -26,6 +26,7 @@ from .config import ProxyConfig
 from .context import SessionLocks
 from .errors import AccessDeniedError, InvalidRequestError, NotFoundError, ProxyError
 from .http import error_response
+from .logs import RequestIdMiddleware
 from .relay import Relay
 from .routes_chat import chat_completions
 from .routes_memory import routes as memory_routes
@@ -116,7 +117,10 @@ def create_app(config: ProxyConfig) -> Starlette:
         *memory_routes(),
         Route("/v1/{path:path}", relay, methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]),
     ]
-    middleware = [Middleware(AccessTokenMiddleware, token=config.server.access_token)] if config.server.access_token else []
+    # Outermost first: every response, a 401 included, carries its X-Request-Id.
+    middleware = [Middleware(RequestIdMiddleware)]
+    if config.server.access_token:
+        middleware.append(Middleware(AccessTokenMiddleware, token=config.server.access_token))
     return Starlette(
         routes=routes,
         lifespan=lifespan,

@@ -11,7 +11,6 @@ import argparse
 import asyncio
 import dataclasses
 import json
-import logging
 import sys
 from typing import Any
 
@@ -20,6 +19,7 @@ from memory.embeddings import provision_default_model
 
 from .config import ProxyConfig, load_config
 from .errors import ConfigError
+from .logs import configure_logging
 
 __all__ = ["main", "build_parser"]
 
@@ -42,9 +42,9 @@ def _serve(args: argparse.Namespace) -> int:
     from .app import create_app
 
     config = _config(args).with_server(args.host, args.port)
-    logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(config.log_level)
     print(f"memory-runtime proxy on http://{config.server.host}:{config.server.port}/v1 (storage {config.storage_path})", flush=True)
-    uvicorn.run(create_app(config), host=config.server.host, port=config.server.port, log_level=config.log_level, access_log=False)
+    uvicorn.run(create_app(config), host=config.server.host, port=config.server.port, log_level=config.log_level, access_log=False, log_config=None)
     return 0
 
 

@@ -1,0 +1,89 @@
+"""Structured logs: one JSON object per line, carrying the id of the request being served.
+
+Each HTTP request gets an id: the client's `X-Request-Id` when it is a short token, otherwise a new
+one. It comes back in the `X-Request-Id` response header and is stamped on every record logged while
+that request is served (a ContextVar, so concurrent requests never mix; streamed bodies run in child
+tasks, which inherit it). The proxy never logs message content or keys; at `log_level: debug`,
+libraries such as aiosqlite log their SQL parameters, which do contain content — debug is the
+explicit opt-in for that.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import uuid
+from contextvars import ContextVar
+from datetime import datetime, timezone
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+__all__ = ["REQUEST_ID", "RequestIdMiddleware", "JsonFormatter", "RequestIdFilter", "configure_logging"]
+
+REQUEST_ID: ContextVar[str | None] = ContextVar("memory_runtime_request_id", default=None)
+HEADER = b"x-request-id"
+_TOKEN = re.compile(rb"[A-Za-z0-9._:-]{1,64}")
+# Libraries that install their own plain-text handlers; their records go through ours instead.
+_OWN_HANDLERS = ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "uvicorn", "uvicorn.error", "uvicorn.access")
+
+
+class RequestIdMiddleware:
+    """Pure ASGI (streaming untouched): sets REQUEST_ID for the request and echoes it back."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        sent = dict(scope["headers"]).get(HEADER, b"")
+        request_id = sent.decode("ascii") if _TOKEN.fullmatch(sent) else uuid.uuid4().hex
+        token = REQUEST_ID.set(request_id)
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != HEADER]
+                message = {**message, "headers": [*headers, (HEADER, request_id.encode("ascii"))]}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            REQUEST_ID.reset(token)
+
+
+class RequestIdFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = REQUEST_ID.get()
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "ts": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage().strip(),
+            "request_id": getattr(record, "request_id", None),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+def configure_logging(level: str) -> None:
+    """Send every log record (ours, uvicorn's, litellm's, warnings) to stderr as JSON lines."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter())
+    handler.addFilter(RequestIdFilter())
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(level.upper())
+    for name in _OWN_HANDLERS:
+        named = logging.getLogger(name)
+        named.handlers = []
+        named.propagate = True
+    logging.captureWarnings(True)
