@@ -8,10 +8,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+import aiosqlite
 import httpx
 from starlette.applications import Starlette
 
 from memory import Runtime
+from memory.sqlite_store import SqliteStore
 from proxy.app import create_app
 from proxy.config import ProxyConfig
 
@@ -27,6 +29,13 @@ class Running:
     def runtime(self) -> Runtime:
         found: Runtime = self.app.state.services.runtime
         return found
+
+    @property
+    def connection(self) -> aiosqlite.Connection:
+        """The store's own SQLite connection, for injecting faults (PRAGMAs) into it."""
+        store = self.runtime.store
+        assert isinstance(store, SqliteStore)
+        return store.db
 
 
 @asynccontextmanager

@@ -53,17 +53,17 @@ Fault = Callable[[Running, Path], Awaitable[Callable[[], Awaitable[None]]]]
 
 
 async def _read_only(r: Running, db: Path) -> Callable[[], Awaitable[None]]:
-    await r.runtime.store.db.execute("PRAGMA query_only = ON")
+    await r.connection.execute("PRAGMA query_only = ON")
 
     async def heal() -> None:
-        await r.runtime.store.db.execute("PRAGMA query_only = OFF")
+        await r.connection.execute("PRAGMA query_only = OFF")
 
     return heal
 
 
 async def _locked(r: Running, db: Path) -> Callable[[], Awaitable[None]]:
     # The store waits busy_timeout (5 s) for a lock; shorten it so the test stays quick.
-    await r.runtime.store.db.execute("PRAGMA busy_timeout = 200")
+    await r.connection.execute("PRAGMA busy_timeout = 200")
     other = sqlite3.connect(db, isolation_level=None)
     other.execute("BEGIN IMMEDIATE")
 

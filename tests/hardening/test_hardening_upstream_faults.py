@@ -12,7 +12,6 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-import httpx
 import pytest
 
 from tests.fakes.harness import Proxy
