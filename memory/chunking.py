@@ -41,13 +41,18 @@ def _probes(text: str, count: Callable[[str], int]) -> tuple[str, ...]:
     while the chunk around it is what gets rendered."""
     probes: list[str] = []
     buf: list[str] = []
+    marker: str | None = None
     for line in text.split("\n") + [""]:
-        stripped = line.strip().lstrip("#/*-\"' ").strip()
+        raw = line.strip()
+        stripped = raw.lstrip("#/*-\"' ").strip()
+        line_marker = raw[: len(raw) - len(raw.lstrip("#/*-\"' "))].strip()
+        # A comment next to a docstring or another kind of comment starts its own probe.
+        if buf and (not _is_prose(stripped) or line_marker != marker):
+            probes.append(" ".join(buf))
+            buf = []
         if not _is_prose(stripped):
-            if buf:
-                probes.append(" ".join(buf))
-                buf = []
             continue
+        marker = line_marker
         for piece in (p for p in _SENTENCE.split(stripped) if p):
             if buf and count(" ".join(buf + [piece])) > PROBE_MAX_TOKENS:
                 probes.append(" ".join(buf))
@@ -56,9 +61,20 @@ def _probes(text: str, count: Callable[[str], int]) -> tuple[str, ...]:
     return tuple(p for p in probes if p != text.strip())
 
 
+_CODE_START = frozenset(
+    "from import def class return if elif else for while with async await raise try except finally "
+    "const let var function fn pub public private protected package use func struct impl type interface "
+    "select insert update delete create".split()
+)
+_IDENTIFIER = re.compile(r"\b(?:[a-z]+[A-Z]\w*|[A-Z][a-z]+[A-Z]\w*|\w+_\w+)\b")
+
+
 def _is_prose(line: str) -> bool:
     """A line of natural language (a comment, a sentence, a config note), not code."""
-    if len(_PROSE_WORD.findall(line)) < 4:
+    words = _PROSE_WORD.findall(line)
+    if len(words) < 4 or line.split(" ", 1)[0].lower() in _CODE_START:
+        return False
+    if len(_IDENTIFIER.findall(line)) * 3 > len(words):  # camelCase / snake_case: code, not prose
         return False
     plain = sum(1 for ch in line if ch.isalpha() or ch.isspace() or ch in ",.;'()-")
     return plain / len(line) >= 0.85 and not line.rstrip().endswith(("{", "[", "(", "\\"))
