@@ -38,7 +38,7 @@ def test_kill_9_under_load_loses_no_acknowledged_exchange(faulty: FaultyUpstream
         if proxy.process.poll() is None:
             proxy.kill9()
     assert proxy.process.returncode == -9
-    assert sum(tally.errors.values()) > 0 or len(tally.completed) >= 60  # the kill hit the load
+    assert sum(tally.errors.values()) > 0, "the kill should have cut requests in flight"
 
     with sqlite3.connect(tmp_path / "memory.sqlite") as db:
         assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
