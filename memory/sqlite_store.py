@@ -65,8 +65,7 @@ class SqliteStore:
     async def _migrate(self) -> None:
         db = self.db
         await db.execute("CREATE TABLE IF NOT EXISTS _migrations (number INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)")
-        async with db.execute("SELECT number FROM _migrations") as cur:
-            done = {r[0] for r in await cur.fetchall()}
+        done = {r[0] for r in await db.execute_fetchall("SELECT number FROM _migrations")}
         for number, name, sql in MIGRATIONS:
             if number in done:
                 continue
@@ -82,8 +81,7 @@ class SqliteStore:
                 raise
 
     async def migrations_applied(self) -> list[str]:
-        async with self.db.execute("SELECT name FROM _migrations ORDER BY number") as cur:
-            return [r[0] for r in await cur.fetchall()]
+        return [r[0] for r in await self.db.execute_fetchall("SELECT name FROM _migrations ORDER BY number")]
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[SqliteTx]:
@@ -109,8 +107,9 @@ class SqliteStore:
 
     async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         try:
-            async with self.db.execute(sql, params) as cur:
-                return list(await cur.fetchall())
+            # One call on the connection's thread: no cursor stays open across an await, so a
+            # VACUUM (which needs no statement in progress) can never land in the middle of a read.
+            return list(await self.db.execute_fetchall(sql, params))
         except sqlite3.Error as exc:
             raise StorageError(f"read failed: {exc}") from exc
 

@@ -51,12 +51,11 @@ class SqliteTx:
             artifact_id: int | None = None
             new_artifact = False
             if ev.artifact_sha is not None:
-                async with self._db.execute(
+                rows = list(await self._db.execute_fetchall(
                     "SELECT id FROM artifacts WHERE session_id = ? AND sha256 = ?", (session_id, ev.artifact_sha)
-                ) as cur:
-                    found = await cur.fetchone()
-                if found is not None:
-                    artifact_id = found[0]
+                ))
+                if rows:
+                    artifact_id = rows[0][0]
                 else:
                     cur2 = await self._db.execute(
                         "INSERT INTO artifacts(session_id, sha256, kind, source, version, content, pinned, previous_id) "
@@ -98,24 +97,23 @@ class SqliteTx:
 
     async def last_message_before(self, session_id: str, event_id: int) -> tuple[int, str] | None:
         """(id, content) of the session's last user/assistant message before `event_id`."""
-        async with self._db.execute(
+        rows = list(await self._db.execute_fetchall(
             "SELECT id, content FROM events WHERE session_id = ? AND id < ? AND role IN ('user', 'assistant') "
             "ORDER BY id DESC LIMIT 1",
             (session_id, event_id),
-        ) as cur:
-            row = await cur.fetchone()
-        return None if row is None else (row[0], row[1])
+        ))
+        return (rows[0][0], rows[0][1]) if rows else None
 
     async def first_chunk_ids(self, event_ids: Sequence[int]) -> dict[int, int]:
         """The first (ord 0, non-probe) chunk of each event that has one."""
         if not event_ids:
             return {}
         marks = ",".join("?" * len(event_ids))
-        async with self._db.execute(
+        rows = list(await self._db.execute_fetchall(
             f"SELECT event_id, min(id) FROM chunks WHERE event_id IN ({marks}) AND parent_id IS NULL GROUP BY event_id",
             list(event_ids),
-        ) as cur:
-            return {r[0]: r[1] for r in await cur.fetchall()}
+        ))
+        return {r[0]: r[1] for r in rows}
 
     async def add_probes(self, session_id: str, probes: Sequence[tuple[int, str, str]]) -> None:
         """Probe rows (parent chunk id, text, content hash): extra search keys for a chunk."""
@@ -128,21 +126,20 @@ class SqliteTx:
 
     async def latest_artifact(self, session_id: str, source: str) -> tuple[int, int, str] | None:
         """(id, version, content) of the newest snapshot of `source`, diffs excluded."""
-        async with self._db.execute(
+        rows = list(await self._db.execute_fetchall(
             "SELECT id, version, content FROM artifacts WHERE session_id = ? AND source = ? AND kind != 'diff' "
             "ORDER BY id DESC LIMIT 1",
             (session_id, source),
-        ) as cur:
-            row = await cur.fetchone()
-        return None if row is None else (row[0], row[1], row[2])
+        ))
+        return (rows[0][0], rows[0][1], rows[0][2]) if rows else None
 
     async def artifact_exists(self, session_id: str, sha: str) -> bool:
-        async with self._db.execute("SELECT 1 FROM artifacts WHERE session_id = ? AND sha256 = ?", (session_id, sha)) as cur:
-            return await cur.fetchone() is not None
+        rows = list(await self._db.execute_fetchall("SELECT 1 FROM artifacts WHERE session_id = ? AND sha256 = ?", (session_id, sha)))
+        return bool(rows)
 
     async def state_items(self, session_id: str) -> list[StateItem]:
-        async with self._db.execute("SELECT * FROM state_items WHERE session_id = ? ORDER BY id", (session_id,)) as cur:
-            return [state_from_row(r) for r in await cur.fetchall()]
+        rows = list(await self._db.execute_fetchall("SELECT * FROM state_items WHERE session_id = ? ORDER BY id", (session_id,)))
+        return [state_from_row(r) for r in rows]
 
     async def add_state_item(self, session_id: str, kind: str, label: str, subject: str | None, text: str, norm: str, event_id: int | None) -> int:
         cur = await self._db.execute(
@@ -172,10 +169,10 @@ class SqliteTx:
         await self._db.execute("UPDATE sessions SET head_hash = ? WHERE id = ?", (head, session_id))
 
     async def transcript(self, session_id: str) -> list[tuple[int, str, str, int | None]]:
-        async with self._db.execute(
+        rows = list(await self._db.execute_fetchall(
             "SELECT pos, msg_hash, chain_hash, event_id FROM transcript WHERE session_id = ? ORDER BY pos", (session_id,)
-        ) as cur:
-            return [(r[0], r[1], r[2], r[3]) for r in await cur.fetchall()]
+        ))
+        return [(r[0], r[1], r[2], r[3]) for r in rows]
 
     async def put_vectors(self, model: str, items: Iterable[tuple[str, bytes]]) -> None:
         await self._db.executemany(

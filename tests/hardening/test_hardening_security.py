@@ -172,16 +172,9 @@ def _storage_hits(db: Path, needles: tuple[str, ...]) -> list[str]:
     return _hits(db.parent, needles)
 
 
-VACUUM_BUG = (
-    "memory: with the embedding model on and a second session stored, DELETE answers 500 'vacuum after erase failed: "
-    "database table is locked' (a statement left open on the store's connection); rows are gone but the erased text "
-    "stays in the -wal until a later checkpoint, and a retried DELETE is a 404 that never vacuums. Reported to the lead."
-)
 
 
-@pytest.mark.parametrize(
-    "embedding_model", ["none", pytest.param(REAL_MODEL, marks=pytest.mark.xfail(reason=VACUUM_BUG, strict=False))], ids=["lexical", "vectors"]
-)
+@pytest.mark.parametrize("embedding_model", ["none", REAL_MODEL], ids=["lexical", "vectors"])
 async def test_delete_endpoint_and_cli_erase_rows_index_vectors_and_file_bytes(
     proxy_config: Callable[..., ProxyConfig], capsys: pytest.CaptureFixture[str], embedding_model: str
 ) -> None:
