@@ -62,8 +62,15 @@ def to_upstream_error(exc: BaseException) -> UpstreamError:
     # litellm reports a refused connection as a 500 "InternalServerError"; the cause chain tells the truth.
     if _caused_by(exc, (openai.APITimeoutError, httpx.TimeoutException, asyncio.TimeoutError)):
         return UpstreamError("upstream timed out", status=504, type="timeout", code="upstream_timeout")
-    if _caused_by(exc, (openai.APIConnectionError, httpx.TransportError, ConnectionError)):
+    if _caused_by(exc, (httpx.TransportError, ConnectionError)):
         return UpstreamError(f"upstream connection failed: {_short(exc)}", status=502, type="upstream_error", code="upstream_unreachable")
+    if _caused_by(exc, (openai.APIConnectionError,)):
+        # With no transport error behind it, litellm's APIConnectionError means it could not build
+        # the provider's request from these messages (a Gemini tool result without its call, say):
+        # nothing was sent, and retrying cannot help. The request is what is wrong.
+        return UpstreamError(
+            f"the request cannot be sent to this provider: {_short(exc)}", status=400, type="invalid_request_error", code="provider_rejected_request"
+        )
     status = getattr(exc, "status_code", None)
     if not isinstance(status, int):
         return UpstreamError(f"upstream call failed: {_short(exc)}", status=502)
