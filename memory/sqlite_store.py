@@ -47,11 +47,12 @@ class SqliteStore:
         try:
             if self.path != ":memory:":
                 Path(self.path).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
-            db = await aiosqlite.connect(self.path, isolation_level=None)
+            # Held on self at once, so a failure below (a corrupt file fails at the first PRAGMA)
+            # still closes the connection and its thread.
+            self._db = db = await aiosqlite.connect(self.path, isolation_level=None)
             db.row_factory = sqlite3.Row
             for pragma in ("journal_mode=WAL", "foreign_keys=ON", "synchronous=NORMAL", "secure_delete=ON", "busy_timeout=5000"):
                 await db.execute(f"PRAGMA {pragma}")
-            self._db = db
             await self._migrate()
         except sqlite3.Error as exc:
             await self.close()

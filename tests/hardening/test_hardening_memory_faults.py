@@ -172,14 +172,8 @@ def test_corrupt_database_at_start_fails_open_until_the_file_is_replaced(faulty:
         proxy.kill9()  # memory leaks a connection thread per failed open (see report); no graceful stop
 
 
-LEAK = (
-    "memory: SqliteStore.open() connects, then a PRAGMA fails on a file that is not a database and close() finds "
-    "self._db still None, so the aiosqlite connection (a non-daemon thread) is never closed: the process cannot exit, "
-    "and the fail-open proxy leaks one such thread per request until the file is fixed"
-)
 
 
-@pytest.mark.xfail(reason=LEAK, strict=True)
 def test_a_failed_open_on_a_corrupt_file_leaves_nothing_running(tmp_path: Path) -> None:
     db = tmp_path / "corrupt.sqlite"
     db.write_bytes(b"this is not an SQLite database. " * 512)
