@@ -12,8 +12,10 @@ size, so each one runs sync, compile (retrieval over the growing session) and ob
 After the load, every session is exported through `GET /memory/sessions/{id}/export` and each
 exchange the client completed (a 200 with the reply, or a stream that reached `[DONE]`) is looked
 up: *lost* if its user message or reply is missing, *duplicated* if either is stored twice.
-Added latency is the through-proxy percentile minus the same percentile of a direct phase (same
-clients against the fake upstream alone). Bounded by time and by request count; loopback only.
+Latency under load is compared with a direct phase (the same clients against the fake upstream
+alone); on a small machine both are dominated by queueing and by the clients' own CPU, so the
+proxy's own cost is measured separately: one client, one request at a time (first 20 discarded as
+warm-up), through the proxy and direct. Bounded by time and by request count; loopback only.
 """
 
 from __future__ import annotations
@@ -176,11 +178,12 @@ async def _one(http: httpx.AsyncClient, session: str, marker: str, text: str, st
     return None if "".join(pieces) == "echo: " + text else "wrong reply"
 
 
-async def _client(http: httpx.AsyncClient, index: int, session: str, stream: bool, deadline: float, limit: int, tally: Tally, budget: int, prefix: str) -> None:
+async def _client(http: httpx.AsyncClient, index: int, session: str, deadline: float, limit: int, tally: Tally, budget: int, prefix: str) -> None:
     n = 0
     while time.monotonic() < deadline and tally.requests < limit and not tally.stop:
         tally.requests += 1
         marker = f"{prefix}c{index}n{n}"
+        stream = (index + n) % 2 == 0  # every client alternates, so half the requests in flight stream
         text = _user_text(marker, index + n)
         start = time.perf_counter()
         try:
@@ -204,7 +207,7 @@ async def run_load(base_url: str, clients: int, sessions: int, seconds: float, m
     limits = httpx.Limits(max_connections=clients + 10, max_keepalive_connections=clients + 10)
     async with httpx.AsyncClient(base_url=base_url, timeout=httpx.Timeout(60.0), limits=limits) as http:
         await asyncio.gather(
-            *(_client(http, i, f"{session_prefix}-{i % sessions}", i % 2 == 0, deadline, max_requests, tally, budget, prefix) for i in range(clients))
+            *(_client(http, i, f"{session_prefix}-{i % sessions}", deadline, max_requests, tally, budget, prefix) for i in range(clients))
         )
     return tally
 
@@ -250,10 +253,15 @@ class StressResult:
     proxy_ms: tuple[float, float]
     direct_ms: tuple[float, float]
     throughput: float
+    # One client, one request at a time, half streaming: what the proxy itself adds.
+    single_proxy_ms: tuple[float, float] = (float("nan"), float("nan"))
+    single_direct_ms: tuple[float, float] = (float("nan"), float("nan"))
 
     def markdown(self) -> str:
         p50, p99 = self.proxy_ms
         d50, d99 = self.direct_ms
+        s50, s99 = self.single_proxy_ms
+        sd50, sd99 = self.single_direct_ms
         rows = [
             ("clients / sessions / seconds", f"{self.clients} / {self.sessions} / {self.seconds:g}"),
             ("requests (completed)", f"{self.requests} ({self.completed})"),
@@ -261,9 +269,10 @@ class StressResult:
             ("errors", f"{sum(self.errors.values())}" + (f" {dict(self.errors)}" if self.errors else "")),
             ("lost turns", str(self.lost)),
             ("duplicated turns", str(self.duplicated)),
-            ("latency through proxy p50 / p99", f"{p50:.1f} / {p99:.1f} ms"),
-            ("latency direct to upstream p50 / p99", f"{d50:.1f} / {d99:.1f} ms"),
-            ("added latency p50 / p99", f"{p50 - d50:.1f} / {p99 - d99:.1f} ms"),
+            ("latency under load, through proxy p50 / p99", f"{p50:.1f} / {p99:.1f} ms"),
+            ("latency under load, direct to upstream p50 / p99", f"{d50:.1f} / {d99:.1f} ms"),
+            ("added latency under load p50 / p99", f"{p50 - d50:.1f} / {p99 - d99:.1f} ms"),
+            ("added latency, 1 client p50 / p99", f"{s50 - sd50:.1f} / {s99 - sd99:.1f} ms"),
         ]
         lines = ["| measure | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]
         return "\n".join(lines)
@@ -277,18 +286,20 @@ def _p50_p99(samples: list[float]) -> tuple[float, float]:
 
 
 def run(seconds: float, clients: int, sessions: int, max_requests: int, embedding_model: str = "none", upstream_ms: float = 0.0,
-        budget: int = 64, direct_seconds: float | None = None, folder: Path | None = None) -> StressResult:
+        budget: int = 64, direct_seconds: float | None = None, folder: Path | None = None, single_requests: int = 300) -> StressResult:
     folder = folder or Path(tempfile.mkdtemp(prefix="stress-", dir=_tmp_root()))
     upstream = start_upstream(folder, upstream_ms)
     try:
         direct_s = direct_seconds if direct_seconds is not None else min(10.0, max(1.0, seconds / 6))
         direct = asyncio.run(_direct_load(upstream.url, clients, direct_s, max_requests))
+        single_direct = asyncio.run(_direct_load(upstream.url, 1, 15, single_requests))
         proxy = start_proxy(folder, upstream.url, embedding_model)
         try:
             started = time.monotonic()
             tally = asyncio.run(run_load(proxy.url, clients, sessions, seconds, max_requests, budget))
             elapsed = time.monotonic() - started
             lost, duplicated = verify(proxy.url, tally.completed, [f"stress-{k}" for k in range(sessions)])
+            single_proxy = asyncio.run(run_load(proxy.url, 1, 1, 15, single_requests, budget, prefix="sp", session_prefix="single")).latencies_ms
         finally:
             proxy.stop()
     finally:
@@ -296,6 +307,7 @@ def run(seconds: float, clients: int, sessions: int, max_requests: int, embeddin
     return StressResult(
         clients, sessions, seconds, tally.requests, len(tally.completed), dict(tally.errors), lost, duplicated,
         _p50_p99(tally.latencies_ms), _p50_p99(direct), len(tally.completed) / elapsed if elapsed else 0.0,
+        _p50_p99(single_proxy[20:]), _p50_p99(single_direct[20:]),
     )
 
 
