@@ -138,9 +138,12 @@ def _codeword(k: int) -> str:
     return f"qzcode{k:03d}vx"
 
 
+def others(k: int) -> list[str]:
+    return [_codeword(j) for j in range(SESSIONS) if j != k]
+
+
 async def test_compiles_never_include_another_sessions_text(proxy_config: Callable[..., ProxyConfig], faulty: FaultyUpstream) -> None:
     config = proxy_config(MEMORY_RUNTIME_EMBEDDING_MODEL=REAL_MODEL)
-    others = lambda k: [_codeword(j) for j in range(SESSIONS) if j != k]  # noqa: E731
     async with running(config) as r:
         histories: dict[int, list[dict[str, Any]]] = {}
         for turn in range(3):
