@@ -218,8 +218,9 @@ class SqliteStore:
     async def delete_session(self, session_id: str) -> bool:
         """Erase a session for good: rows (cascade), FTS entries (trigger), vectors no other session
         uses; then rebuild the FTS index and VACUUM so no freed page still holds the text."""
+        if not await self.session_exists(session_id):
+            return False  # nothing to erase: no VACUUM (a full file rewrite) for an unknown id
         async with self.transaction() as _tx:
-            existed = bool(await self._all("SELECT 1 FROM sessions WHERE id = ?", (session_id,)))
             await self.db.execute("DELETE FROM chunks WHERE session_id = ?", (session_id,))
             await self.db.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
             await self.db.execute("DELETE FROM embeddings WHERE content_hash NOT IN (SELECT content_hash FROM chunks)")
@@ -230,7 +231,7 @@ class SqliteStore:
                 await self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             except sqlite3.Error as exc:
                 raise StorageError(f"vacuum after erase failed: {exc}") from exc
-        return existed
+        return True
 
 
 def _split_sql(script: str) -> list[str]:
