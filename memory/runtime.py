@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import OrderedDict
 import logging
 import sqlite3
 from dataclasses import dataclass, replace
@@ -18,7 +19,7 @@ from .embeddings import DEFAULT_MODEL, Embedder, load_embedder
 from .errors import InvalidArgumentError, InvalidEventError, SessionNotFoundError, StorageError
 from .events import Event, parse_event
 from .index import SessionView
-from .ingest import add_pair_probes, apply_state, prepare_events
+from .ingest import add_pair_probes, apply_state, prepare_events, sha256_text
 from .records import SessionSummary
 from .retrieval import CANDIDATES, fts_query, is_change_query, rank_chunks
 from .sqlite_store import SqliteStore
@@ -32,6 +33,7 @@ __all__ = ["create_runtime", "Runtime", "Session", "SyncResult"]
 log = logging.getLogger("memory")
 _CHUNKING_COUNTER = "gpt-4o-mini"
 MAX_SESSION_ID = 256
+QUERY_VECTOR_CACHE = 256
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,9 @@ class Runtime:
         self._open_lock = asyncio.Lock()
         self._opened = False
         self._background: set[asyncio.Task[None]] = set()
+        # Vectors of recent compile queries by content hash: the new user message is usually stored
+        # right after it was compiled for, and its chunk is the same text.
+        self._query_vectors: OrderedDict[str, bytes] = OrderedDict()
 
     async def __aenter__(self) -> Runtime:
         await self.open()
@@ -168,19 +173,23 @@ class Runtime:
             by_hash.setdefault(row.content_hash, []).append(pos)
             texts.setdefault(row.content_hash, row.text)
         known = await self.store.get_vectors(self.embedding_name, list(by_hash)) if by_hash else {}
-        todo = [h for h in by_hash if h not in known]
+        fresh = {h: self._query_vectors[h] for h in by_hash if h not in known and h in self._query_vectors}
+        todo = [h for h in by_hash if h not in known and h not in fresh]
         qvec: np.ndarray | None = None
         if todo or query is not None:
             # One batch for the query and the missing chunks: each embed call has a fixed cost.
             batch = [texts[h] for h in todo] + ([query] if query is not None else [])
             matrix = await asyncio.to_thread(self.embedder.embed, batch)
+            fresh.update({h: matrix[i].astype(np.float32).tobytes() for i, h in enumerate(todo)})
             if query is not None:
                 qvec = matrix[-1]
-            fresh = {h: matrix[i].astype(np.float32).tobytes() for i, h in enumerate(todo)}
-            if fresh:
-                async with self.store.transaction() as tx:
-                    await tx.put_vectors(self.embedding_name, fresh.items())
-                known.update(fresh)
+                self._query_vectors[sha256_text(query)] = qvec.astype(np.float32).tobytes()
+                while len(self._query_vectors) > QUERY_VECTOR_CACHE:
+                    self._query_vectors.popitem(last=False)
+        if fresh:
+            async with self.store.transaction() as tx:
+                await tx.put_vectors(self.embedding_name, fresh.items())
+            known.update(fresh)
         for h, poss in by_hash.items():
             vec = np.frombuffer(known[h], dtype=np.float32)
             for pos in poss:
