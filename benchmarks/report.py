@@ -94,11 +94,13 @@ def _section_a(a: SectionA) -> list[str]:
     # Judged where the budget does not bind; below that both modes fill the budget and differ by noise.
     top = max(d.compiled_snippets)
     diff_fewer = d.compiled_diffs[top] < d.compiled_snippets[top]
-    visible = all(all(v.values()) for v in d.latest_change_visible.values())
+    visible = all(d.latest_change_visible["diffs"].values())
+    shown = "; ".join(f"{mode} " + ", ".join(f"@{b:,} {'yes' if v else 'no'}" for b, v in sorted(by.items()))
+                      for mode, by in d.latest_change_visible.items())
     detail = "; ".join(f"@{b:,}: snippets {d.compiled_snippets[b]:,} vs diffs {d.compiled_diffs[b]:,}" for b in sorted(d.compiled_snippets))
     out.append(f"| Diffs vs snippets ({d.versions} versions of one file; naive resend {d.naive_snippets:,} vs {d.naive_diffs:,} tokens) | "
                f"{_ok(diff_fewer and visible)} | compiled tokens {detail} (judged @{top:,}, where the budget does not bind); "
-               f"latest change visible in every prompt: {visible} |")
+               f"latest change visible (judged for diff mode at every budget): {shown} |")
     det = a.determinism
     out.append(f"| Determinism (compile twice; again after reopening the store) | "
                f"{_ok(det.identical_twice and det.identical_after_reopen and det.manifest_identical)} | "
