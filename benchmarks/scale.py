@@ -7,6 +7,7 @@ library's with the model loaded, not this harness's (which also holds LoCoMo and
 from __future__ import annotations
 
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -46,19 +47,20 @@ class ScaleRow:
 
 @dataclass(frozen=True)
 class HistoryIngest:
+    """Seconds until searchable (ingest + flush), one fresh file per run; repeated because a
+    few-second figure on a shared 2-core machine swings with whatever else runs."""
+
     turns: int
-    batch_ingest_s: float  # one ingest_many call
-    batch_flush_s: float  # embedding those turns
-    single_ingest_s: float  # one ingest call per turn
-    single_flush_s: float
+    batch_s: tuple[float, ...]  # one ingest_many call, then flush
+    single_s: tuple[float, ...]  # one ingest call per turn, then flush
 
     @property
-    def batch_total_s(self) -> float:
-        return self.batch_ingest_s + self.batch_flush_s
+    def batch_median_s(self) -> float:
+        return statistics.median(self.batch_s)
 
     @property
-    def single_total_s(self) -> float:
-        return self.single_ingest_s + self.single_flush_s
+    def single_median_s(self) -> float:
+        return statistics.median(self.single_s)
 
 
 @dataclass(frozen=True)
@@ -87,27 +89,26 @@ def _probe(events: int, queries: int, budget: int, unique: int, show_progress: b
     )
 
 
-async def run_history_ingest(embedder: Embedder | None, turns: int = 300) -> HistoryIngest:
-    """A plain chat history of `turns` messages, stored in one call and one call per message; each
-    followed by the flush that embeds it (the whole cost of making it searchable)."""
+async def run_history_ingest(embedder: Embedder | None, turns: int = 300, repeats: int = 3) -> HistoryIngest:
+    """A plain chat history of `turns` messages, stored in one call and one call per message, each
+    followed by the flush that embeds it (the whole cost of making it searchable). Every run uses a
+    fresh file: a shared one would reuse earlier vectors through the content-hash cache."""
     history = chat_turns(turns)
-    timings: list[float] = []
+    totals: dict[str, list[float]] = {"batch": [], "single": []}
     with tempfile.TemporaryDirectory(prefix="bench-history-") as tmp:
-        for mode in ("batch", "single"):
-            async with create_runtime(storage_path=str(Path(tmp) / f"{mode}.sqlite"), embedder=embedder) as runtime:
-                session = runtime.session("history")
-                with Stopwatch() as ingest:
-                    if mode == "batch":
-                        await session.ingest_many(history)
-                    else:
-                        for event in history:
-                            await session.ingest(event)
-                with Stopwatch() as flush:
-                    await session.flush()
-                timings += [ingest.ms / 1000, flush.ms / 1000]
-            # The second mode would reuse the first's vectors through the content-hash cache if
-            # they shared a file; separate files keep both honest.
-    return HistoryIngest(turns, *timings)
+        for run in range(repeats):
+            for mode in ("batch", "single"):
+                async with create_runtime(storage_path=str(Path(tmp) / f"{mode}-{run}.sqlite"), embedder=embedder) as runtime:
+                    session = runtime.session("history")
+                    with Stopwatch() as sw:
+                        if mode == "batch":
+                            await session.ingest_many(history)
+                        else:
+                            for event in history:
+                                await session.ingest(event)
+                        await session.flush()
+                    totals[mode].append(sw.ms / 1000)
+    return HistoryIngest(turns, tuple(totals["batch"]), tuple(totals["single"]))
 
 
 async def run_scale(sizes: Sequence[int], queries: int, unique: int, embedder: Embedder | None, budget: int = 2000,

@@ -59,7 +59,10 @@ async def _ingest(session: Session, stream: list[dict[str, Any]], label: str, sh
 
 
 async def probe(events: int, n_queries: int, budget: int, unique: int | None, show_progress: bool) -> ProbeResult:
-    embedder = TimedEmbedder(load_embedder(None))  # type: ignore[arg-type]
+    inner = load_embedder(None)
+    if inner is None:
+        raise RuntimeError("the scale probe needs the embedding model")
+    embedder = TimedEmbedder(inner)
     rss_model = rss_mb()
     compile_ms: list[float] = []
     excl_ms: list[float] = []
