@@ -76,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     load_start = load_average()
     started = datetime.now(timezone.utc)
+    machine = describe_machine()  # before the run rewrites its own tracked outputs (they would read as local changes)
     seconds: dict[str, float] = {}
     skipped: dict[str, str] = {}
     notes: list[str] = []
@@ -121,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         plot_scale(d, out / "latency_vs_size.png")
 
     command = "python -m benchmarks.run_all" + ("" if not argv and len(sys.argv) <= 1 else " " + shlex.join(argv if argv is not None else sys.argv[1:]))
-    info = RunInfo(command=command, date=started.strftime("%Y-%m-%d %H:%M UTC"), quick=args.quick, machine=describe_machine(),
+    info = RunInfo(command=command, date=started.strftime("%Y-%m-%d %H:%M UTC"), quick=args.quick, machine=machine,
                    load_start=load_start, load_end=load_average(), seconds=seconds, notes=notes)
     (out / "RESULTS.md").write_text(render(info, a, b, c, d, skipped), encoding="utf-8")
     payload = {"run": info, "A": a, "B": b, "C": c, "D": d, "skipped": skipped}
