@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -19,6 +20,17 @@ __all__ = ["plot_tokens_per_turn", "plot_recall", "plot_scale", "plot_overhead"]
 DPI = 110
 
 
+def _finish(fig: Any, ax: Any, path: Path, xlabel: str, ylabel: str, title: str, legend_loc: str = "best") -> None:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8, loc=legend_loc)
+    ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+
+
 def plot_tokens_per_turn(result: SessionResult, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(8, 4.5))
     turns = range(1, result.turns + 1)
@@ -26,14 +38,7 @@ def plot_tokens_per_turn(result: SessionResult, path: Path) -> None:
     for budget, values in sorted(result.compiled_per_turn.items()):
         line = ax.plot(turns, values, label=f"compiled, budget {budget:,}")[0]
         ax.axhline(budget, color=line.get_color(), linestyle=":", linewidth=1)
-    ax.set_xlabel("turn")
-    ax.set_ylabel("prompt tokens (tiktoken, gpt-4o-mini)")
-    ax.set_title(f"{result.turns}-turn session: prompt size per turn")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
+    _finish(fig, ax, path, "turn", "prompt tokens (tiktoken, gpt-4o-mini)", f"{result.turns}-turn session: prompt size per turn")
 
 
 def plot_recall(result: RecallResult, path: Path) -> None:
@@ -46,14 +51,8 @@ def plot_recall(result: RecallResult, path: Path) -> None:
     ax.set_xscale("log")
     ax.set_xticks(budgets, [f"{b:,}" for b in budgets])
     ax.set_ylim(0, 1.02)
-    ax.set_xlabel("budget (tokens)")
-    ax.set_ylabel("strict evidence recall")
-    ax.set_title(f"LoCoMo: all evidence turns in the prompt ({result.questions:,} questions)")
-    ax.legend(fontsize=8, loc="lower right")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
+    _finish(fig, ax, path, "budget (tokens)", "strict evidence recall",
+            f"LoCoMo: all evidence turns in the prompt ({result.questions:,} questions)", legend_loc="lower right")
 
 
 def plot_scale(result: ScaleResult, path: Path) -> None:
@@ -67,14 +66,7 @@ def plot_scale(result: ScaleResult, path: Path) -> None:
     ax.plot(sizes, [1e6 / r.store_only_events_per_s for r in result.rows], marker="d", linestyle=":", label="store only (embeddings off), per 1,000 events")
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("session size (events)")
-    ax.set_ylabel("milliseconds")
-    ax.set_title("Cost vs session size (log-log)")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3, which="both")
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
+    _finish(fig, ax, path, "session size (events)", "milliseconds", "Cost vs session size (log-log)")
 
 
 def plot_overhead(result: OverheadResult, path: Path) -> None:
@@ -85,11 +77,5 @@ def plot_overhead(result: OverheadResult, path: Path) -> None:
             if rows:
                 ax.plot([r.turns for r in rows], [r.added.p50 for r in rows], marker="o", linestyle=style, label=f"{target}: {mode} added p50")
     ax.set_xscale("log")
-    ax.set_xlabel("session size (turns resent per request)")
-    ax.set_ylabel("added milliseconds (paired, vs direct)")
-    ax.set_title("Proxy overhead against a zero-latency fake upstream")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3, which="both")
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
+    _finish(fig, ax, path, "session size (turns resent per request)", "added milliseconds (paired, vs direct)",
+            "Proxy overhead against a zero-latency fake upstream")
