@@ -9,6 +9,7 @@ from .machine import Machine
 from .overhead import OverheadResult
 from .recall import METHODS, OURS, RecallResult
 from .scale import ScaleResult
+from .stress import StressResult
 from .section_a import SectionA
 
 __all__ = ["RunInfo", "render"]
@@ -266,11 +267,24 @@ def _summary(a: SectionA | None, b: RecallResult | None, c: OverheadResult | Non
     return out + [""]
 
 
+def _section_e(results: list[tuple[str, StressResult]]) -> list[str]:
+    out = ["## E. Stress", "",
+           "`python -m benchmarks.stress`: the proxy as a real `memory-runtime serve` process against a fake upstream on loopback; "
+           "each client alternates streaming and JSON requests, several clients share each session, every request carries a unique "
+           "marker and a budget below its size (so each one syncs, compiles and observes). Lost and duplicated turns compare every "
+           "completed exchange with the session export. Latency under load is mostly queueing on 2 cores shared with the clients; "
+           "the 1-client row is what the proxy itself adds.", ""]
+    for model, result in results:
+        out += [f"Embedding model: `{model}`", "", result.markdown(), ""]
+    return out
+
+
 def render(info: RunInfo, a: SectionA | None, b: RecallResult | None, c: OverheadResult | None, d: ScaleResult | None,
-           skipped: dict[str, str]) -> str:
+           skipped: dict[str, str], e: list[tuple[str, StressResult]] | None = None) -> str:
     lines = _header(info) + _summary(a, b, c, d)
     lines += _section_a(a) if a else ["## A. The 50-turn session", "", f"Not run: {skipped.get('A', 'not selected')}", ""]
     lines += _section_b(b) if b else ["## B. Evidence recall at budget on LoCoMo", "", f"Not run: {skipped.get('B', 'not selected')}", ""]
     lines += _section_c(c, skipped.get("C", "not selected"))
     lines += _section_d(d) if d else ["## D. Scale", "", f"Not run: {skipped.get('D', 'not selected')}", ""]
+    lines += _section_e(e) if e else ["## E. Stress", "", "Not run: not selected", ""]
     return "\n".join(lines).rstrip() + "\n"

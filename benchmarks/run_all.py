@@ -2,7 +2,7 @@
 
     python -m benchmarks.run_all                 # the full run (~20-25 min on 2 cores)
     python -m benchmarks.run_all --quick         # smoke sizes, well under a minute; used by the test suite
-    python -m benchmarks.run_all --sections AB   # a subset (A session, B LoCoMo, C proxy, D scale)
+    python -m benchmarks.run_all --sections AB   # a subset (A session, B LoCoMo, C proxy, D scale, E stress)
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ from .recall import RecallResult, quick_selection, run_recall
 from .report import RunInfo, render
 from .scale import ScaleResult, run_scale
 from .section_a import SectionA, run_section_a
+from .stress import StressResult
+from .stress import run as run_stress
 
 __all__ = ["main", "build_parser"]
 
@@ -42,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true", help="smoke sizes (structure and invariants, not figures)")
     parser.add_argument("--locomo", default=DEFAULT_LOCOMO, help="path of locomo10.json (relative paths: from the repo root)")
     parser.add_argument("--out", default="benchmarks", help="folder for RESULTS.md, results.json and plots (relative: repo root)")
-    parser.add_argument("--sections", default="ABCD", help="which sections to run, e.g. AB")
+    parser.add_argument("--sections", default="ABCDE", help="which sections to run, e.g. AB")
     parser.add_argument("--litellm-bin", default=None, help="LiteLLM proxy executable for the peer in section C "
                         f"(default: {default_bin()} when present; see benchmarks/litellm_peer.py)")
     parser.add_argument("--scale-sizes", default=None, help="comma-separated session sizes for section D")
@@ -85,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     b: RecallResult | None = None
     c: OverheadResult | None = None
     d: ScaleResult | None = None
+    e: list[tuple[str, StressResult]] = []
 
     if "A" in sections:
         t0 = time.perf_counter()
@@ -121,11 +124,21 @@ def main(argv: list[str] | None = None) -> int:
         seconds["D"] = time.perf_counter() - t0
         plot_scale(d, out / "latency_vs_size.png")
 
+    if "E" in sections:
+        t0 = time.perf_counter()
+        # The issue's load: 100 clients over 20 sessions for 60 s, with lexical memory and with the model.
+        seconds_, clients, sessions_, cap, single = (3.0, 4, 2, 60, 20) if args.quick else (60.0, 100, 20, 200_000, 300)
+        for model in ("none", "sentence-transformers/all-MiniLM-L6-v2"):
+            e.append((model, run_stress(seconds_, clients, sessions_, cap, embedding_model=model, single_requests=single)))
+            if args.quick:
+                break
+        seconds["E"] = time.perf_counter() - t0
+
     command = "python -m benchmarks.run_all" + ("" if not argv and len(sys.argv) <= 1 else " " + shlex.join(argv if argv is not None else sys.argv[1:]))
     info = RunInfo(command=command, date=started.strftime("%Y-%m-%d %H:%M UTC"), quick=args.quick, machine=machine,
                    load_start=load_start, load_end=load_average(), seconds=seconds, notes=notes)
-    (out / "RESULTS.md").write_text(render(info, a, b, c, d, skipped), encoding="utf-8")
-    payload = {"run": info, "A": a, "B": b, "C": c, "D": d, "skipped": skipped}
+    (out / "RESULTS.md").write_text(render(info, a, b, c, d, skipped, e), encoding="utf-8")
+    payload = {"run": info, "A": a, "B": b, "C": c, "D": d, "E": e, "skipped": skipped}
     (out / "results.json").write_text(json.dumps(_jsonable(payload), indent=1) + "\n", encoding="utf-8")
     print(f"wrote {out / 'RESULTS.md'} ({', '.join(f'{k} {v:.0f}s' for k, v in seconds.items())})")
     return 0

@@ -30,7 +30,7 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str,
 def test_writes_results_and_plots(quick_run: tuple[Path, dict[str, Any]]) -> None:
     out, results = quick_run
     text = (out / "RESULTS.md").read_text(encoding="utf-8")
-    for heading in ("## A.", "## B.", "## C.", "## D.", "Command: `python -m benchmarks.run_all --quick"):
+    for heading in ("## A.", "## B.", "## C.", "## D.", "## E.", "Command: `python -m benchmarks.run_all --quick"):
         assert heading in text
     pngs = ["tokens_per_turn.png", "proxy_overhead.png", "latency_vs_size.png"]
     if results["B"] is not None:

