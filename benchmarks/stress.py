@@ -25,7 +25,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,6 +36,8 @@ from typing import Any
 
 import httpx
 import numpy as np
+
+from .processes import free_port, start_server
 
 __all__ = ["Exchange", "Tally", "Served", "StressResult", "start_upstream", "start_proxy", "run_load", "verify", "run", "main"]
 
@@ -87,31 +88,9 @@ class Served:
         self.process.wait()
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _spawn(args: list[str], env: dict[str, str], url: str, log_path: Path, deadline_s: float = 60.0) -> Served:
-    log = log_path.open("ab")
-    process = subprocess.Popen(args, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-    log.close()
-    served = Served(url, process, log_path)
-    end = time.monotonic() + deadline_s
-    with httpx.Client(timeout=1.0) as client:
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"{args[2]} exited during start-up: {log_path.read_text(errors='replace')[-2000:]}")
-            try:
-                if client.get(url + "/healthz").status_code == 200:
-                    return served
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > end:
-                served.stop()
-                raise RuntimeError(f"{args[2]} not healthy within {deadline_s}s")
-            time.sleep(0.05)  # poll interval, bounded by the deadline
+    server = start_server(args[2], args, int(url.rsplit(":", 1)[1]), "/healthz", log_path, ROOT, env, deadline_s)
+    return Served(url, server.process, log_path)
 
 
 def _clean_env() -> dict[str, str]:
