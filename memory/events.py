@@ -39,7 +39,6 @@ class Event:
     extra: dict[str, Any] = field(default_factory=dict)
     # Transcript hash of the message as the client sent it (before redaction), for prefix matching.
     message_hash: str | None = None
-    redactions: dict[str, int] = field(default_factory=dict)
 
     @property
     def role(self) -> str | None:
@@ -132,4 +131,4 @@ def parse_event(raw: Any) -> Event:
     if found:
         extra["redactions"] = dict(sorted(found.items()))
     return Event(type=etype, content=content, source=source, pinned=pinned, timestamp=timestamp, extra=extra,
-                 message_hash=original_hash, redactions=dict(found))
+                 message_hash=original_hash)

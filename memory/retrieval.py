@@ -39,8 +39,6 @@ _STOP = frozenset(
 class Scored:
     pos: int  # chunk position in the view
     score: float
-    lexical_rank: int | None
-    dense_rank: int | None
 
 
 def fts_query(text: str) -> str:
@@ -62,18 +60,17 @@ def rank_chunks(
     lexical: list[tuple[int, float]],
     query_vector: np.ndarray | None,
     *,
-    exclude_units: set[str],
     change_query: bool,
     candidates: int = CANDIDATES,
 ) -> list[Scored]:
-    """Fuse lexical hits (chunk ids, best first) and dense similarity into one ranked list of chunk
-    positions, excluding chunks of `exclude_units` (already present verbatim)."""
+    """Fuse lexical hits (chunk id, bm25; best first) and dense similarity into one ranked list of
+    chunk positions (probes folded into their chunk). The compiler skips what recent turns hold."""
     n = len(view.chunk_ids)
     if n == 0:
         return []
     render = view.render_pos
     fused: dict[int, float] = {}
-    lex_rank: dict[int, int] = {}
+    lex_seen: set[int] = set()
     # Probes stand in for their chunk: each list keeps a chunk's best representative.
     lex_picked: list[tuple[int, float]] = []
     for chunk_id, score in lexical:
@@ -81,13 +78,13 @@ def rank_chunks(
         if pos is None:
             continue
         target = render[pos]
-        if target in lex_rank or view.chunk_unit[target] in exclude_units:
+        if target in lex_seen:
             continue
-        lex_rank[target] = len(lex_rank)
+        lex_seen.add(target)
         lex_picked.append((target, -score))  # FTS5 bm25 is lower-is-better
     for target, value in _distribution_scaled(lex_picked):
         fused[target] = LEXICAL_WEIGHT * value
-    dense_rank: dict[int, int] = {}
+    dense_seen: set[int] = set()
     if query_vector is not None:
         sims = view.vectors @ query_vector
         k = min(candidates * 3, n)
@@ -96,9 +93,9 @@ def rank_chunks(
         picked: list[tuple[int, float]] = []
         for pos in ordered:
             target = render[pos]
-            if target in dense_rank or view.chunk_unit[target] in exclude_units:
+            if target in dense_seen:
                 continue
-            dense_rank[target] = len(dense_rank)
+            dense_seen.add(target)
             picked.append((target, float(sims[pos])))
             if len(picked) >= candidates:
                 break
@@ -118,7 +115,7 @@ def rank_chunks(
             score *= STALE_VERSION_FACTOR
         if unit.kind in ("diff", "repo_diff"):
             score *= CHANGE_BOOST if change_query else 0.8
-        out.append(Scored(pos, score, lex_rank.get(pos), dense_rank.get(pos)))
+        out.append(Scored(pos, score))
     out.sort(key=lambda s: (-s.score, view.chunk_ids[s.pos]))
     return out
 

@@ -316,7 +316,7 @@ class Session:
             # Enough candidates to fill the budget: roughly one per 10 tokens of budget.
             pool = max(2 * CANDIDATES, budget_tokens // 8)
             lexical = await self.runtime.store.bm25(self.id, fts_query(query), pool)
-            ranked = rank_chunks(view, lexical, qvec, exclude_units=set(), change_query=is_change_query(query), candidates=pool)
+            ranked = rank_chunks(view, lexical, qvec, change_query=is_change_query(query), candidates=pool)
             state = await self.runtime.store.state_items(self.id)
             result = assemble(
                 CompileInput(self.id, model, budget_tokens, system_msgs, tail, query, state, ranked), view, counter
