@@ -344,7 +344,7 @@ class Session:
 
     async def info(self) -> dict[str, Any]:
         await self.runtime.open()
-        summary = next((s for s in await self.runtime.store.list_sessions() if s.id == self.id), None)
+        summary = next(iter(await self.runtime.store.list_sessions(self.id)), None)
         counts = {"events": 0, "messages": 0, "artifacts": 0, "chunks": 0}
         if summary is not None:
             counts = {"events": summary.events, "messages": summary.messages, "artifacts": summary.artifacts, "chunks": summary.chunks}

@@ -194,14 +194,17 @@ class SqliteStore:
     async def session_exists(self, session_id: str) -> bool:
         return bool(await self._all("SELECT 1 FROM sessions WHERE id = ?", (session_id,)))
 
-    async def list_sessions(self) -> list[SessionSummary]:
+    async def list_sessions(self, session_id: str | None = None) -> list[SessionSummary]:
+        """Every session with its counts, newest first; or just `session_id`'s."""
+        where, params = ("WHERE s.id = ? ", (session_id,)) if session_id is not None else ("", ())
         rows = await self._all(
             "SELECT s.id, s.created_at, s.updated_at, "
             "(SELECT count(*) FROM events e WHERE e.session_id = s.id), "
             "(SELECT count(*) FROM events e WHERE e.session_id = s.id AND e.role IS NOT NULL), "
             "(SELECT count(*) FROM artifacts a WHERE a.session_id = s.id), "
             "(SELECT count(*) FROM chunks c WHERE c.session_id = s.id) "
-            "FROM sessions s ORDER BY s.updated_at DESC, s.id"
+            f"FROM sessions s {where}ORDER BY s.updated_at DESC, s.id",
+            params,
         )
         return [SessionSummary(r[0], r[1], r[2], r[3], r[4], r[5], r[6]) for r in rows]
 
