@@ -23,6 +23,7 @@ from .ingest import add_pair_probes, apply_state, prepare_events, sha256_text
 from .records import SessionSummary
 from .retrieval import CANDIDATES, fts_query, is_change_query, rank_chunks
 from .sqlite_store import SqliteStore
+from .storage import store_for
 from .store import Store, StoreTx
 from .state import state_as_dict
 from .tokens import get_counter
@@ -388,8 +389,11 @@ def _query_text(tail: list[dict[str, Any]]) -> str:
 
 
 def create_runtime(storage_path: str | Path = "./.memory.sqlite", embedding_model: str | None = DEFAULT_MODEL,
-                   embedding_model_dir: str | Path | None = None, embedder: Embedder | None = None) -> Runtime:
-    """Create a runtime over one SQLite file. `embedding_model` is a fastembed model name (default
+                   embedding_model_dir: str | Path | None = None, embedder: Embedder | None = None,
+                   storage_url: str | None = None) -> Runtime:
+    """Create a runtime over one SQLite file, or over a PostgreSQL database shared by several
+    processes when `storage_url` (postgresql://user@host:port/db) is given (`storage_path` is then
+    ignored; needs the `postgres` extra). `embedding_model` is a fastembed model name (default
     all-MiniLM-L6-v2, provisioned locally) or "none" for lexical-only retrieval; `embedding_model_dir`
     points at a local model folder. Nothing is downloaded."""
-    return Runtime(storage_path, embedding_model, embedding_model_dir, embedder)
+    return Runtime(storage_path, embedding_model, embedding_model_dir, embedder, store=store_for(storage_path, storage_url))

@@ -1,0 +1,389 @@
+"""The PostgreSQL store: several processes (proxy instances) share one memory.
+
+psycopg 3 with its connection pool. Reads take a pooled connection for one statement (or one
+read-only snapshot when several statements must agree); writes go through `transaction()`, which
+yields a `PgTx` on one connection inside one transaction. Two pools: one for statements, and one
+for the per-session advisory locks, each of which holds its connection for a whole request; a lock
+holder only ever needs a statement connection for a moment, so exhausting either pool can never
+deadlock the other.
+
+Ordering across processes: every write transaction of a session starts with `ensure_session`,
+whose upsert locks the session's row until commit. So a session's writes are serialised across
+instances, and its ids are allocated and committed in increasing order; a reader that has seen id
+N of a session has seen everything of that session below N, which is what the in-process views'
+high-water marks rely on. `session_lock` serialises a whole request (sync, compile, reply) on top.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from .errors import StorageError
+from .pg_fts import BM25_BOOLEAN_SQL, BM25_OR_SQL, TS_CONFIG, is_pure_or, parse_match, phrases_of, session_lexeme, to_tsquery
+from .pg_migrations import MIGRATIONS
+from .pg_tx import PgTx, event_from_row, state_from_row
+from .records import ArtifactRow, ChunkRow, SessionDelta, SessionSummary, StateItem
+
+__all__ = ["PgStore", "PgTx", "advisory_key", "redact_url"]
+
+T = TypeVar("T")
+Conn = psycopg.AsyncConnection[Any]
+DEFAULT_SCHEMA = "memory_runtime"
+_MIGRATION_LOCK = "memory-runtime migrations"
+_CONNECT_TIMEOUT_S = 10
+
+
+def advisory_key(name: str) -> int:
+    """A signed 64-bit advisory lock key for `name` (the first 8 bytes of its sha256)."""
+    return int.from_bytes(hashlib.sha256(name.encode("utf-8")).digest()[:8], "big", signed=True)
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password replaced, for logs and messages."""
+    try:
+        info = psycopg.conninfo.conninfo_to_dict(url)
+    except psycopg.Error:
+        return "postgresql://(unparsable URL)"
+    user = info.get("user") or ""
+    host = info.get("host") or "localhost"
+    port = f":{info['port']}" if info.get("port") else ""
+    secret = ":***" if info.get("password") else ""
+    return f"postgresql://{user}{secret}{'@' if user else ''}{host}{port}/{info.get('dbname') or ''}"
+
+
+class PgStore:
+    """Storage for every session in one PostgreSQL database (in its own schema)."""
+
+    def __init__(self, url: str, *, schema: str = DEFAULT_SCHEMA, pool_size: int = 8, lock_pool_size: int = 16) -> None:
+        self.url = url
+        self.schema = schema
+        self.pool_size = pool_size
+        self.lock_pool_size = lock_pool_size
+        self._pool: AsyncConnectionPool[Conn] | None = None
+        self._lock_pool: AsyncConnectionPool[Conn] | None = None
+        # In-process waiters queue here first, so one process holds at most one lock connection per session.
+        self._local_locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    def __repr__(self) -> str:
+        return f"PgStore({redact_url(self.url)!r}, schema={self.schema!r})"
+
+    @property
+    def pool(self) -> AsyncConnectionPool[Conn]:
+        if self._pool is None:
+            raise StorageError("the store is not open (use `async with create_runtime(...)` or await runtime.open())")
+        return self._pool
+
+    def _kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"autocommit": True}
+        try:
+            if "connect_timeout" not in psycopg.conninfo.conninfo_to_dict(self.url):
+                kwargs["connect_timeout"] = _CONNECT_TIMEOUT_S
+        except psycopg.ProgrammingError as exc:
+            raise StorageError(f"invalid PostgreSQL URL {redact_url(self.url)}: {exc}") from exc
+        return kwargs
+
+    async def _configure(self, conn: Conn) -> None:
+        await conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema)))
+
+    async def open(self) -> None:
+        if self._pool is not None:
+            return
+        try:
+            await self._migrate()
+            pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
+                self.url, kwargs=self._kwargs(), min_size=1, max_size=self.pool_size, configure=self._configure,
+                open=False, name="memory-runtime", timeout=30.0,
+            )
+            locks: AsyncConnectionPool[Conn] = AsyncConnectionPool(
+                self.url, kwargs=self._kwargs(), min_size=1, max_size=self.lock_pool_size, open=False,
+                name="memory-runtime-locks", timeout=60.0,
+            )
+            await pool.open(wait=True, timeout=_CONNECT_TIMEOUT_S)
+            try:
+                await locks.open(wait=True, timeout=_CONNECT_TIMEOUT_S)
+            except BaseException:
+                await pool.close()
+                raise
+        except psycopg.Error as exc:
+            raise StorageError(f"cannot open memory store {redact_url(self.url)}: {exc}") from exc
+        self._pool, self._lock_pool = pool, locks
+
+    async def close(self) -> None:
+        pools = [p for p in (self._pool, self._lock_pool) if p is not None]
+        self._pool = self._lock_pool = None
+        for pool in pools:
+            await pool.close()
+
+    async def _migrate(self) -> None:
+        """Apply pending migrations under an advisory lock, each in its own transaction."""
+        conn = await psycopg.AsyncConnection.connect(self.url, **self._kwargs())
+        try:
+            key = advisory_key(f"{_MIGRATION_LOCK}:{self.schema}")
+            await conn.execute("SELECT pg_advisory_lock(%s)", (key,))
+            try:
+                await conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema)))
+                await self._configure(conn)
+                await conn.execute(
+                    "CREATE TABLE IF NOT EXISTS _migrations (number INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at DOUBLE PRECISION NOT NULL)"
+                )
+                done = {r[0] for r in await (await conn.execute("SELECT number FROM _migrations")).fetchall()}
+                for number, name, script in MIGRATIONS:
+                    if number in done:
+                        continue
+                    async with conn.transaction():
+                        await conn.execute(script.encode("utf-8"))
+                        await conn.execute("INSERT INTO _migrations(number, name, applied_at) VALUES (%s, %s, %s)", (number, name, time.time()))
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+        finally:
+            await conn.close()
+
+    async def migrations_applied(self) -> list[str]:
+        return [r[0] for r in await self._rows("SELECT name FROM _migrations ORDER BY number")]
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[PgTx]:
+        try:
+            async with self.pool.connection() as conn:
+                async with conn.transaction():
+                    yield PgTx(conn)
+        except psycopg.Error as exc:
+            raise StorageError(f"write failed: {exc}") from exc
+
+    @asynccontextmanager
+    async def session_lock(self, session_id: str) -> AsyncIterator[None]:
+        """Hold the session's advisory lock, across every process on this database, for the block.
+
+        A session-level `pg_advisory_lock` on a connection kept for the duration: a transaction-level
+        lock would end with the first commit inside the block. If this process dies, PostgreSQL ends
+        its connection and releases the lock. Waiters of this process queue on an asyncio lock first."""
+        if self._lock_pool is None:
+            raise StorageError("the store is not open")
+        local, users = self._local_locks.get(session_id, (asyncio.Lock(), 0))
+        self._local_locks[session_id] = (local, users + 1)
+        try:
+            async with local:
+                async with self._held(self._lock_pool, advisory_key(f"memory-runtime session:{self.schema}:{session_id}")):
+                    yield
+        finally:
+            lock, users = self._local_locks[session_id]
+            if users <= 1:
+                del self._local_locks[session_id]
+            else:
+                self._local_locks[session_id] = (lock, users - 1)
+
+    @asynccontextmanager
+    async def _held(self, pool: AsyncConnectionPool[Conn], key: int) -> AsyncIterator[None]:
+        try:
+            async with pool.connection() as conn:
+                try:
+                    await conn.execute("SELECT pg_advisory_lock(%s)", (key,))
+                except BaseException:
+                    # Cancelled or failed while waiting: closing the connection is the one sure way
+                    # to leave no lock behind (the pool then replaces the connection).
+                    await conn.close()
+                    raise
+                try:
+                    yield
+                finally:
+                    try:
+                        await conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+                    except BaseException:
+                        await conn.close()
+                        raise
+        except psycopg.Error as exc:
+            raise StorageError(f"session lock failed: {exc}") from exc
+
+    async def _read(self, work: Callable[[Conn], Awaitable[T]]) -> T:
+        """Run a read on a pooled connection; one retry on a fresh connection when the first was
+        broken (a pooled connection can die while idle: a database restart, a network blip)."""
+        for attempt in (1, 2):
+            try:
+                async with self.pool.connection() as conn:
+                    return await work(conn)
+            except PoolTimeout as exc:
+                raise StorageError(f"read failed: no database connection free: {exc}") from exc
+            except psycopg.OperationalError as exc:
+                if attempt == 2:
+                    raise StorageError(f"read failed: {exc}") from exc
+            except psycopg.Error as exc:
+                raise StorageError(f"read failed: {exc}") from exc
+        raise AssertionError("unreachable")
+
+    async def _rows(self, query: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[tuple[Any, ...]]:
+        async def work(conn: Conn) -> list[tuple[Any, ...]]:
+            return await (await conn.execute(query, params)).fetchall()
+
+        return await self._read(work)
+
+    @asynccontextmanager
+    async def _snapshot(self, conn: Conn) -> AsyncIterator[None]:
+        """Several reads that must see one committed state (another instance may commit between them)."""
+        await conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        try:
+            yield
+        finally:
+            await conn.execute("COMMIT")
+
+    async def high_water(self, session_id: str) -> tuple[int, int]:
+        """(max event id, max chunk id) of a session: a cheap freshness check for caches."""
+        rows = await self._rows(
+            "SELECT (SELECT coalesce(max(id), 0) FROM events WHERE session_id = %s), "
+            "(SELECT coalesce(max(id), 0) FROM chunks WHERE session_id = %s)",
+            (session_id, session_id),
+        )
+        return int(rows[0][0]), int(rows[0][1])
+
+    async def load_delta(self, session_id: str, after_event: int, after_artifact: int, after_chunk: int) -> SessionDelta:
+        async def work(conn: Conn) -> SessionDelta:
+            async with self._snapshot(conn):
+                events = await (await conn.execute(
+                    "SELECT id, type, role, content, source, pinned, timestamp, payload, artifact_id, parent_event_id "
+                    "FROM events WHERE session_id = %s AND id > %s ORDER BY id", (session_id, after_event),
+                )).fetchall()
+                artifacts = await (await conn.execute(
+                    "SELECT id, kind, source, version, pinned, previous_id, first_event_id, last_event_id, sha256 FROM artifacts "
+                    "WHERE session_id = %s AND (id > %s OR last_event_id > %s) ORDER BY id", (session_id, after_artifact, after_event),
+                )).fetchall()
+                chunks = await (await conn.execute(
+                    "SELECT id, event_id, artifact_id, ord, text, start_line, end_line, content_hash, parent_id, tokens "
+                    "FROM chunks WHERE session_id = %s AND id > %s ORDER BY id", (session_id, after_chunk),
+                )).fetchall()
+            return SessionDelta(
+                events=[event_from_row(r) for r in events],
+                artifacts=[ArtifactRow(r[0], r[1], r[2], r[3], bool(r[4]), r[5], r[6], r[7], r[8]) for r in artifacts],
+                chunks=[ChunkRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9]) for r in chunks],
+            )
+
+        return await self._read(work)
+
+    async def get_vectors(self, model: str, hashes: Sequence[str]) -> dict[str, bytes]:
+        unique = list(dict.fromkeys(hashes))
+        if not unique:
+            return {}
+        rows = await self._rows("SELECT content_hash, vector FROM embeddings WHERE model = %s AND content_hash = ANY(%s)", (model, unique))
+        return {r[0]: bytes(r[1]) for r in rows}
+
+    async def bm25(self, session_id: str, match: str, limit: int) -> list[tuple[int, float]]:
+        """Chunk ids of the session matching an FTS5 expression, best first, with FTS5's bm25 (lower is better)."""
+        expr = parse_match(match) if match else None
+        if expr is None:
+            return []
+        phrases = phrases_of(expr)
+
+        async def work(conn: Conn) -> list[tuple[int, float]]:
+            distinct = list(dict.fromkeys(phrases))
+            stemmed: dict[str, list[str]] = {p: [] for p in distinct}
+            for i, lexeme, _ in await (await conn.execute(
+                "SELECT x.i, u.lexeme, p FROM unnest(%s::text[]) WITH ORDINALITY AS x(t, i), "
+                f"unnest(to_tsvector('{TS_CONFIG}'::regconfig, x.t)) AS u, unnest(u.positions) AS p ORDER BY x.i, p",
+                (distinct,),
+            )).fetchall():
+                stemmed[distinct[i - 1]].append(lexeme)
+            query = to_tsquery(expr, stemmed)
+            if query is None:
+                return []
+            kept = [stemmed[p] for p in phrases if stemmed[p]]
+            terms = [(pid, off, lexeme, len(lexemes)) for pid, lexemes in enumerate(kept, 1) for off, lexeme in enumerate(lexemes)]
+            session_query = "'" + session_lexeme(session_id) + "'"
+            params: dict[str, Any] = {
+                "session_id": session_id, "query": f"{session_query} & {query}", "limit": limit,
+                "lexemes": sorted({t[2] for t in terms}), "pid": [t[0] for t in terms], "off": [t[1] for t in terms],
+                "lex": [t[2] for t in terms], "len": [t[3] for t in terms],
+            }
+            statement = BM25_OR_SQL
+            if not is_pure_or(expr):
+                statement = BM25_BOOLEAN_SQL
+                params["session_query"] = session_query
+                params["phrase_queries"] = [" <-> ".join("'" + x + "'" for x in lexemes) for lexemes in kept]
+            rows = await (await conn.execute(statement, params)).fetchall()
+            return [(int(r[0]), float(r[1])) for r in rows]
+
+        return await self._read(work)
+
+    async def state_items(self, session_id: str) -> list[StateItem]:
+        rows = await self._rows(
+            "SELECT id, kind, label, subject, text, status, superseded_by, event_id, source_events FROM state_items "
+            "WHERE session_id = %s ORDER BY id", (session_id,),
+        )
+        return [state_from_row(r) for r in rows]
+
+    async def transcript(self, session_id: str) -> list[tuple[int, str, str, int | None]]:
+        rows = await self._rows("SELECT pos, msg_hash, chain_hash, event_id FROM transcript WHERE session_id = %s ORDER BY pos", (session_id,))
+        return [(r[0], r[1], r[2], r[3]) for r in rows]
+
+    async def transcript_hashes(self, session_id: str) -> list[str]:
+        return [r[0] for r in await self._rows("SELECT msg_hash FROM transcript WHERE session_id = %s ORDER BY pos", (session_id,))]
+
+    async def find_session_by_head(self, scope: str, heads: Sequence[str]) -> str | None:
+        """The session (in `scope`) whose transcript head is the latest of `heads` (ordered oldest first)."""
+        if not heads:
+            return None
+        rank = {h: i for i, h in enumerate(heads)}
+        rows = await self._rows(
+            "SELECT id, head_hash FROM sessions WHERE scope = %s AND head_hash = ANY(%s) ORDER BY updated_at DESC, id", (scope, list(rank)),
+        )
+        best: tuple[int, str] | None = None
+        for session_id, head in rows:
+            if best is None or rank[head] > best[0]:
+                best = (rank[head], session_id)
+        return None if best is None else best[1]
+
+    async def session_exists(self, session_id: str) -> bool:
+        return bool(await self._rows("SELECT 1 FROM sessions WHERE id = %s", (session_id,)))
+
+    async def list_sessions(self, session_id: str | None = None) -> list[SessionSummary]:
+        """Every session with its counts, newest first; or just `session_id`'s."""
+        where, params = ("WHERE s.id = %s ", (session_id,)) if session_id is not None else ("", ())
+        rows = await self._rows(
+            "SELECT s.id, s.created_at, s.updated_at, "
+            "(SELECT count(*) FROM events e WHERE e.session_id = s.id), "
+            "(SELECT count(*) FROM events e WHERE e.session_id = s.id AND e.role IS NOT NULL), "
+            "(SELECT count(*) FROM artifacts a WHERE a.session_id = s.id), "
+            "(SELECT count(*) FROM chunks c WHERE c.session_id = s.id) "
+            f"FROM sessions s {where}ORDER BY s.updated_at DESC, s.id",
+            params,
+        )
+        return [SessionSummary(r[0], r[1], r[2], r[3], r[4], r[5], r[6]) for r in rows]
+
+    async def last_manifest(self, session_id: str) -> str | None:
+        rows = await self._rows("SELECT last_manifest FROM sessions WHERE id = %s", (session_id,))
+        return rows[0][0] if rows else None
+
+    async def export_rows(self, session_id: str) -> dict[str, list[dict[str, Any]]]:
+        async def work(conn: Conn) -> dict[str, list[dict[str, Any]]]:
+            out: dict[str, list[dict[str, Any]]] = {}
+            async with self._snapshot(conn):
+                for table, order in (("events", "id"), ("artifacts", "id"), ("state_items", "id"), ("transcript", "pos")):
+                    cur = conn.cursor(row_factory=dict_row)
+                    await cur.execute(sql.SQL("SELECT * FROM {} WHERE session_id = %s ORDER BY {}").format(sql.Identifier(table), sql.Identifier(order)), (session_id,))
+                    out[table] = await cur.fetchall()
+            return out
+
+        return await self._read(work)
+
+    async def delete_session(self, session_id: str) -> bool:
+        """Erase a session: its rows (cascade), its full-text entries (they live in its rows) and the
+        vectors no other session uses. Every query on every instance stops seeing it at commit;
+        PostgreSQL's (auto)vacuum then reclaims the space."""
+        async with self.transaction() as tx:
+            conn = tx.conn
+            if not await (await conn.execute("SELECT 1 FROM sessions WHERE id = %s FOR UPDATE", (session_id,))).fetchall():
+                return False
+            await conn.execute(
+                "DELETE FROM embeddings e WHERE e.content_hash IN (SELECT content_hash FROM chunks WHERE session_id = %s) "
+                "AND NOT EXISTS (SELECT 1 FROM chunks c WHERE c.content_hash = e.content_hash AND c.session_id <> %s)",
+                (session_id, session_id),
+            )
+            await conn.execute("DELETE FROM sessions WHERE id = %s", (session_id,))
+        return True
