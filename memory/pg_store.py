@@ -32,9 +32,10 @@ from .errors import StorageError
 from .pg_fts import BM25_BOOLEAN_SQL, BM25_OR_SQL, TS_CONFIG, is_pure_or, parse_match, phrases_of, session_lexeme, to_tsquery
 from .pg_migrations import MIGRATIONS
 from .pg_tx import PgTx, event_from_row, state_from_row
+from .storage import redact_url
 from .records import ArtifactRow, ChunkRow, SessionDelta, SessionSummary, StateItem
 
-__all__ = ["PgStore", "PgTx", "advisory_key", "redact_url"]
+__all__ = ["PgStore", "PgTx", "advisory_key"]
 
 T = TypeVar("T")
 Conn = psycopg.AsyncConnection[Any]
@@ -46,19 +47,6 @@ _CONNECT_TIMEOUT_S = 10
 def advisory_key(name: str) -> int:
     """A signed 64-bit advisory lock key for `name` (the first 8 bytes of its sha256)."""
     return int.from_bytes(hashlib.sha256(name.encode("utf-8")).digest()[:8], "big", signed=True)
-
-
-def redact_url(url: str) -> str:
-    """The URL with its password replaced, for logs and messages."""
-    try:
-        info = psycopg.conninfo.conninfo_to_dict(url)
-    except psycopg.Error:
-        return "postgresql://(unparsable URL)"
-    user = info.get("user") or ""
-    host = info.get("host") or "localhost"
-    port = f":{info['port']}" if info.get("port") else ""
-    secret = ":***" if info.get("password") else ""
-    return f"postgresql://{user}{secret}{'@' if user else ''}{host}{port}/{info.get('dbname') or ''}"
 
 
 class PgStore:

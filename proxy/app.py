@@ -1,6 +1,6 @@
 """`create_app(config)`: the Starlette app, with everything it owns built in its lifespan.
 
-The memory runtime (SQLite store + embedding model), the litellm upstream, the relay's httpx client
+The memory runtime (SQLite or PostgreSQL store + embedding model), the litellm upstream, the relay's httpx client
 and the per-session locks live on `app.state.services`; nothing is module-global, so tests build as
 many independent apps as they like.
 """
@@ -91,6 +91,7 @@ def create_app(config: ProxyConfig) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         runtime = create_runtime(
             storage_path=config.storage_path,
+            storage_url=config.storage_url,
             embedding_model=config.embedding.model,
             embedding_model_dir=config.embedding.model_dir,
         )

