@@ -20,7 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 from psycopg import sql
 
-__all__ = ["PgServer", "start_pg", "with_database"]
+__all__ = ["PgServer", "start_pg", "with_database", "dump_database"]
 
 
 def with_database(url: str, dbname: str) -> str:
@@ -59,6 +59,20 @@ class PgServer:
             return
         for name in list(self.created):  # an existing server: leave it as we found it
             self.drop_database(with_database(self.url, name))
+
+
+def dump_database(url: str) -> bytes:
+    """Every row of every table of the database as text: what a scan for leaked secrets reads."""
+    out: list[str] = []
+    with psycopg.connect(url, autocommit=True) as conn:
+        tables = conn.execute(
+            "SELECT table_schema, table_name FROM information_schema.tables "
+            "WHERE table_type = 'BASE TABLE' AND table_schema NOT IN ('pg_catalog', 'information_schema')"
+        ).fetchall()
+        for schema, table in tables:
+            rows = conn.execute(sql.SQL("SELECT t::text FROM {}.{} AS t").format(sql.Identifier(schema), sql.Identifier(table))).fetchall()
+            out.extend(r[0] for r in rows)
+    return "\n".join(out).encode("utf-8")
 
 
 def start_pg(folder: Path, url: str | None = None) -> PgServer:

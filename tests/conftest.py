@@ -5,7 +5,10 @@ database per test that asks for one."""
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -20,10 +23,16 @@ def real_embedder():
 
 
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgServer]:
-    server = start_pg(tmp_path_factory.mktemp("pg"), os.environ.get("MEMORY_RUNTIME_TEST_PG_URL"))
-    yield server
-    server.stop()
+def pg_server() -> Iterator[PgServer]:
+    # Not under pytest's tmp_path: pytest prunes old numbered folders of *other* runs there, and a
+    # server whose data folder disappears mid-run panics.
+    folder = Path(tempfile.mkdtemp(prefix="memory-runtime-pg-"))
+    try:
+        server = start_pg(folder, os.environ.get("MEMORY_RUNTIME_TEST_PG_URL"))
+        yield server
+        server.stop()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture

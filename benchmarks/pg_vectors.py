@@ -1,0 +1,152 @@
+"""Where should dense search run when memory lives on PostgreSQL? A measurement, not a guess.
+
+    python -m benchmarks.pg_vectors [--chunks 10000,100000] [--sessions 10] [--queries 30] [--pg-url URL]
+
+The runtime keeps each session's chunk vectors in process (the view) and ranks them with one
+matrix product. The alternative is pgvector: an HNSW index over every session's vectors, queried
+with the session as a filter. Both are timed here on the same vectors: real all-MiniLM-L6-v2
+embeddings of the scale workload's texts (beyond the distinct texts, copies with a little noise,
+as a big session repeats itself), spread over `--sessions` sessions with the measured one holding
+`chunks` of them, and questions embedded by the same model. Reported per size: top-k time per query
+in process and with pgvector (HNSW at ef_search 40 and 200, and exact), HNSW recall of the exact
+top k, the index build time and the insert cost per vector with the index in place.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import psycopg
+
+from memory.embeddings import load_embedder
+from testkit.pg import start_pg
+
+from .common import progress
+from .workload import queries, session_events
+
+__all__ = ["VectorRow", "run_vectors", "main"]
+
+TOP_K = 450  # the runtime's dense candidate pool: 3 x CANDIDATES
+
+
+@dataclass(frozen=True)
+class VectorRow:
+    chunks: int  # vectors of the measured session
+    total: int  # vectors in the table (all sessions)
+    in_process_ms: float  # p50 per query: matrix product + top-k over the session's vectors
+    hnsw40_ms: float  # p50 per query, pgvector HNSW, ef_search 40 (its default), session filter
+    hnsw200_ms: float
+    exact_ms: float  # p50 per query, pgvector without the index (session rows scanned)
+    hnsw40_recall: float  # share of the exact top k that HNSW returns
+    hnsw200_recall: float
+    build_s: float  # building the HNSW index over the whole table
+    insert_ms_per_1k: float  # inserting 1,000 more vectors with the index in place
+
+
+def _vectors(n: int, base: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    reps = -(-n // len(base))
+    out = np.vstack([base] * reps)[:n].copy()
+    out[len(base):] += rng.normal(0, 0.02, size=out[len(base):].shape).astype(np.float32)
+    out /= np.linalg.norm(out, axis=1, keepdims=True)
+    return out.astype(np.float32)
+
+
+def _literal(v: np.ndarray) -> str:
+    return "[" + ",".join(f"{x:.6f}" for x in v) + "]"
+
+
+def _p50(samples: list[float]) -> float:
+    return float(np.percentile(samples, 50))
+
+
+def _measure(url: str, chunks: int, sessions: int, base: np.ndarray, qvecs: np.ndarray, show: bool) -> VectorRow:
+    rng = np.random.default_rng(7)
+    mine = _vectors(chunks, base, rng)
+    others = _vectors(chunks * (sessions - 1) // 4, base[::-1], rng) if sessions > 1 else np.zeros((0, base.shape[1]), np.float32)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        conn.execute("DROP TABLE IF EXISTS bench_vectors")
+        conn.execute("CREATE TABLE bench_vectors (id bigserial PRIMARY KEY, session_id text NOT NULL, embedding vector(384) NOT NULL)")
+        conn.execute("CREATE INDEX ON bench_vectors(session_id)")
+        rows = [("mine", _literal(v)) for v in mine] + [(f"other-{i % max(sessions - 1, 1)}", _literal(v)) for i, v in enumerate(others)]
+        with conn.cursor() as cur, cur.copy("COPY bench_vectors(session_id, embedding) FROM STDIN") as copy:
+            for row in progress(rows, f"load {len(rows):,} vectors", enabled=show):
+                copy.write_row(row)
+        conn.execute("ANALYZE bench_vectors")
+        exact_q = "SELECT id FROM bench_vectors WHERE session_id = 'mine' ORDER BY embedding <=> %s::vector LIMIT %s"
+        exact: list[float] = []
+        truth: list[set[int]] = []
+        for q in qvecs:
+            t0 = time.perf_counter()
+            truth.append({r[0] for r in conn.execute(exact_q, (_literal(q), TOP_K)).fetchall()})
+            exact.append((time.perf_counter() - t0) * 1000)
+        in_proc: list[float] = []
+        for q in qvecs:
+            t0 = time.perf_counter()
+            sims = mine @ q
+            top = np.argpartition(-sims, TOP_K - 1)[:TOP_K]
+            sorted(top.tolist(), key=lambda p: -float(sims[p]))
+            in_proc.append((time.perf_counter() - t0) * 1000)
+        t0 = time.perf_counter()
+        conn.execute("SET maintenance_work_mem = '512MB'")
+        conn.execute("CREATE INDEX bench_hnsw ON bench_vectors USING hnsw (embedding vector_cosine_ops)")
+        build_s = time.perf_counter() - t0
+        timings: dict[int, tuple[float, float]] = {}
+        for ef in (40, 200):
+            conn.execute(f"SET hnsw.ef_search = {ef}")
+            spent: list[float] = []
+            recall: list[float] = []
+            for q, want in zip(qvecs, truth, strict=True):
+                t0 = time.perf_counter()
+                got = {r[0] for r in conn.execute(exact_q, (_literal(q), TOP_K)).fetchall()}
+                spent.append((time.perf_counter() - t0) * 1000)
+                recall.append(len(got & want) / max(len(want), 1))
+            timings[ef] = (_p50(spent), float(np.mean(recall)))
+        extra = _vectors(1000, base, rng)
+        t0 = time.perf_counter()
+        with conn.cursor() as cur:
+            cur.executemany("INSERT INTO bench_vectors(session_id, embedding) VALUES ('mine', %s::vector)", [(_literal(v),) for v in extra])
+        insert_ms = (time.perf_counter() - t0) * 1000
+        conn.execute("DROP TABLE bench_vectors")
+    return VectorRow(chunks, len(rows), _p50(in_proc), timings[40][0], timings[200][0], _p50(exact), timings[40][1], timings[200][1],
+                     build_s, insert_ms)
+
+
+def run_vectors(sizes: list[int], sessions: int, n_queries: int, pg_url: str | None, show: bool = True) -> list[VectorRow]:
+    embedder = load_embedder(None)
+    if embedder is None:
+        raise RuntimeError("the vector benchmark needs the embedding model")
+    texts = list(dict.fromkeys(e["payload"]["content"][:1000] for e in session_events(min(max(sizes), 10_000), unique=10_000)))
+    base = np.vstack([embedder.embed(texts[i : i + 64]) for i in progress(range(0, len(texts), 64), "embed texts", enabled=show)])
+    qvecs = embedder.embed(queries(n_queries)).astype(np.float32)
+    with tempfile.TemporaryDirectory(prefix="bench-pgvec-") as tmp:
+        server = start_pg(Path(tmp) / "pg", pg_url)
+        try:
+            url = server.create_database("vec")
+            return [_measure(url, n, sessions, base.astype(np.float32), qvecs, show) for n in sizes]
+        finally:
+            server.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.pg_vectors", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--chunks", default="10000,100000")
+    parser.add_argument("--sessions", type=int, default=10)
+    parser.add_argument("--queries", type=int, default=30)
+    parser.add_argument("--pg-url", default=None, help="an existing server (default: a private pgserver)")
+    args = parser.parse_args(argv)
+    rows = run_vectors([int(x) for x in args.chunks.split(",")], args.sessions, args.queries, args.pg_url)
+    for row in rows:
+        print(asdict(row))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
