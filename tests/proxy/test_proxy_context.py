@@ -3,7 +3,7 @@ from __future__ import annotations
 import asyncio
 
 from proxy.context import SessionLocks, drop_orphan_tool_messages, split_tail
-from tests.fakes.checks import orphan_problems
+from testkit.checks import orphan_problems
 
 CALL = {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}
 

@@ -9,9 +9,9 @@ from typing import Any
 import openai
 import pytest
 
-from tests.fakes.checks import orphan_problems
-from tests.fakes.harness import ENV_GEMINI_KEY, GEMINI_KEY, Proxy, Upstream
-from tests.fakes.upstream import Reply, ToolCall
+from testkit.checks import orphan_problems
+from testkit.harness import ENV_GEMINI_KEY, GEMINI_KEY, Proxy, Upstream
+from testkit.script import Reply, ToolCall
 
 MODEL = "gemini-2.5-flash"
 TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]

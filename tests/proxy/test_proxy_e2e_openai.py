@@ -15,10 +15,9 @@ import openai
 import pytest
 
 from memory import get_counter
-from tests.fakes.checks import orphan_problems
-from tests.fakes.upstream import Reply, ToolCall
-
-from tests.fakes.harness import OPENAI_KEY, Proxy, Upstream
+from testkit.checks import orphan_problems
+from testkit.harness import OPENAI_KEY, Proxy, Upstream
+from testkit.script import Reply, ToolCall
 
 MODEL = "gpt-4o-mini"
 BUDGET = 1200
