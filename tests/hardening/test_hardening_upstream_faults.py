@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from tests.fakes.harness import Proxy
-from tests.hardening.slow_upstream import WORDS, FaultyUpstream
+from testkit.faults import WORDS
+from testkit.harness import Proxy, Upstream
 
 ENVELOPE = {"message", "type", "param", "code"}
 
@@ -56,7 +56,7 @@ def test_upstream_error_status_reaches_the_client_and_stores_nothing(proxy: Prox
     assert _stored(proxy, session) is None
 
 
-def test_slow_stream_within_the_timeout_is_relayed_whole_and_stored_once(proxy: Proxy, faulty: FaultyUpstream) -> None:
+def test_slow_stream_within_the_timeout_is_relayed_whole_and_stored_once(proxy: Proxy, faulty: Upstream) -> None:
     with proxy.http() as http:
         with http.stream("POST", "/v1/chat/completions", json=_body("slow-60-8", "go slowly", True), headers={"X-Memory-Session": "slow-ok"}) as response:
             events = _sse_events(response.read().decode())
@@ -88,7 +88,7 @@ def test_slow_non_streaming_reply_past_the_timeout_is_504_and_stores_nothing(pro
     assert _stored(proxy, "slow-json") is None
 
 
-def test_client_disconnect_mid_stream_cancels_the_upstream_call(proxy: Proxy, faulty: FaultyUpstream) -> None:
+def test_client_disconnect_mid_stream_cancels_the_upstream_call(proxy: Proxy, faulty: Upstream) -> None:
     session = "walks-away"
     with proxy.http() as http:
         with http.stream("POST", "/v1/chat/completions", json=_body("slow-100-200", "a long story please", True), headers={"X-Memory-Session": session}) as response:
@@ -99,8 +99,8 @@ def test_client_disconnect_mid_stream_cancels_the_upstream_call(proxy: Proxy, fa
                 if seen >= 3:
                     break  # leaving the block closes the connection mid-stream
     # The upstream stream (20 s long) is abandoned promptly, not read to the end.
-    assert faulty.cancelled_event.wait(timeout=5), "the upstream stream was not cancelled"
-    assert (faulty.cancelled, faulty.finished) == (1, 0)
+    assert faulty.fake.faults.cancelled_event.wait(timeout=5), "the upstream stream was not cancelled"
+    assert (faulty.fake.faults.cancelled, faulty.fake.faults.finished) == (1, 0)
     assert _stored(proxy, session) is None
     # The session is not left locked or half-written: the next turn works and is stored once.
     follow = [{"role": "user", "content": "a long story please"}, {"role": "user", "content": "short one then"}]
