@@ -7,8 +7,9 @@ running on PostgreSQL meanwhile) is never overwritten: it is reported as a confl
 
 Rows get new ids from the target's sequences (the target may already hold other sessions), in the
 same order as in the source, and every reference is rewritten: events, artifacts, chunks, state
-(including the event ids in `source_events`), transcript, and the vectors the session's chunks
-use. Columns are copied by name wherever both schemas have them, so a column added by a later
+(including the event ids in `source_events`), transcript, frames and turns, and the vectors the
+session's chunks use. The last compile manifest is copied as it was (a record of that compile, in
+the source's ids). Columns are copied by name wherever both schemas have them, so a column added by a later
 migration on both sides travels without a change here. After the copy, counts are compared per
 session and per table.
 """
@@ -31,15 +32,17 @@ from .pg_store import Conn, PgStore
 __all__ = ["SessionCopy", "ImportReport", "import_sqlite", "COUNTED"]
 
 # Tables with a session_id column, copied in this order (parents first).
-COUNTED = ("artifacts", "events", "chunks", "state_items", "transcript")
+COUNTED = ("artifacts", "events", "chunks", "state_items", "transcript", "frames", "turns")
 # Columns the copy sets itself (ids, references, and PostgreSQL's full-text columns).
 _HANDLED = {
-    "sessions": {"fts_docs", "fts_tokens"},
+    "sessions": {"fts_docs", "fts_tokens", "generation"},  # a fresh generation from the target's sequence
     "artifacts": {"id", "previous_id", "first_event_id", "last_event_id"},
     "events": {"id", "artifact_id", "parent_event_id"},
     "chunks": {"id", "event_id", "artifact_id", "parent_id", "session_key", "doc_len", "tsv"},
     "state_items": {"id", "superseded_by", "event_id", "source_events"},
     "transcript": {"event_id"},
+    "frames": {"id"},
+    "turns": {"id", "frame_id"},
 }
 _BATCH = 2000
 Progress = Callable[[int, int, "SessionCopy"], None]
@@ -82,8 +85,15 @@ def _source(path: Path) -> sqlite3.Connection:
     return db
 
 
+def _tables(db: sqlite3.Connection) -> set[str]:
+    return {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()}
+
+
 def _source_counts(db: sqlite3.Connection, session_id: str) -> dict[str, int]:
-    return {t: int(db.execute(f"SELECT count(*) FROM {t} WHERE session_id = ?", (session_id,)).fetchone()[0]) for t in COUNTED}
+    """Rows per table; a table an older file does not have yet counts 0."""
+    present = _tables(db)
+    return {t: int(db.execute(f"SELECT count(*) FROM {t} WHERE session_id = ?", (session_id,)).fetchone()[0]) if t in present else 0
+            for t in COUNTED}
 
 
 async def _target_counts(conn: Conn, session_id: str) -> dict[str, int]:
@@ -110,8 +120,11 @@ class _Copier:
         self.session_id = session_id
         self.shared = shared  # table -> columns copied as they are
         self.ids: dict[str, dict[int, int]] = {}
+        self.tables = _tables(db)
 
     def rows(self, table: str, order: str) -> list[sqlite3.Row]:
+        if table not in self.tables:  # a file written before the table existed
+            return []
         return self.db.execute(f"SELECT * FROM {table} WHERE session_id = ? ORDER BY {order}", (self.session_id,)).fetchall()
 
     async def allocate(self, table: str, old: Sequence[int]) -> dict[int, int]:
@@ -148,10 +161,13 @@ class _Copier:
         chunks = self.rows("chunks", "id")
         items = self.rows("state_items", "id")
         transcript = self.rows("transcript", "pos")
+        frames = self.rows("frames", "id")
+        turns = self.rows("turns", "id")
         await self.allocate("artifacts", [r["id"] for r in artifacts])
         await self.allocate("events", [r["id"] for r in events])
         await self.allocate("chunks", [r["id"] for r in chunks])
         await self.allocate("state_items", [r["id"] for r in items])
+        await self.allocate("frames", [r["id"] for r in frames])
         folded = [fts_text(r["text"]) for r in chunks]
         lengths = [token_count(f) for f in folded]
         await self.insert("sessions", ["fts_docs", "fts_tokens"], [(*self.plain("sessions", session), len(chunks), sum(lengths))])
@@ -176,6 +192,8 @@ class _Copier:
             await cur.executemany("UPDATE state_items SET superseded_by = %s WHERE id = %s", [
                 (self.ref("state_items", r["superseded_by"]), self.ref("state_items", r["id"])) for r in items if r["superseded_by"] is not None])
         await self.insert("transcript", ["event_id"], [(*self.plain("transcript", r), self.ref("events", r["event_id"])) for r in transcript])
+        await self.insert("frames", ["id"], [(*self.plain("frames", r), self.ref("frames", r["id"])) for r in frames])
+        await self.insert("turns", ["frame_id"], [(*self.plain("turns", r), self.ref("frames", r["frame_id"])) for r in turns])
         vectors = self.db.execute(
             "SELECT model, content_hash, vector FROM embeddings WHERE content_hash IN (SELECT content_hash FROM chunks WHERE session_id = ?) "
             "ORDER BY model, content_hash", (self.session_id,),

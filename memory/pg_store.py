@@ -31,9 +31,10 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from .errors import StorageError
 from .pg_fts import BM25_BOOLEAN_SQL, BM25_OR_SQL, TS_CONFIG, is_pure_or, parse_match, phrases_of, session_lexeme, to_tsquery
 from .pg_migrations import MIGRATIONS
-from .pg_tx import PgTx, event_from_row, state_from_row
+from .pg_reads import EVENT_COLUMNS, PgReads, event_from_row
+from .pg_tx import PgTx
+from .records import ArtifactRow, ChunkRow, SessionDelta, SessionSummary
 from .storage import redact_url
-from .records import ArtifactRow, ChunkRow, SessionDelta, SessionSummary, StateItem
 
 __all__ = ["PgStore", "PgTx", "advisory_key"]
 
@@ -49,7 +50,7 @@ def advisory_key(name: str) -> int:
     return int.from_bytes(hashlib.sha256(name.encode("utf-8")).digest()[:8], "big", signed=True)
 
 
-class PgStore:
+class PgStore(PgReads):
     """Storage for every session in one PostgreSQL database (in its own schema)."""
 
     def __init__(self, url: str, *, schema: str = DEFAULT_SCHEMA, pool_size: int = 8, lock_pool_size: int = 16) -> None:
@@ -223,25 +224,40 @@ class PgStore:
         finally:
             await conn.execute("COMMIT")
 
-    async def high_water(self, session_id: str) -> tuple[int, int]:
-        """(max event id, max chunk id) of a session: a cheap freshness check for caches."""
+    async def check_writable(self) -> None:
+        """Raise `StorageError` unless the database takes writes now (reachable, not a read-only
+        standby or session): a turn must not go out as if memory will record it when it cannot."""
+        rows = await self._rows("SELECT pg_is_in_recovery() OR current_setting('transaction_read_only') = 'on'")
+        if rows[0][0]:
+            raise StorageError("the PostgreSQL database is read-only (a standby, or default_transaction_read_only)")
+
+    async def high_water(self, session_id: str) -> tuple[int, int, int]:
+        """(max event id, max chunk id, generation) of a session: a cheap freshness check for
+        caches. The generation changes when messages leave the transcript, and a session erased
+        and created again gets a new one (0 while it does not exist)."""
         rows = await self._rows(
             "SELECT (SELECT coalesce(max(id), 0) FROM events WHERE session_id = %s), "
-            "(SELECT coalesce(max(id), 0) FROM chunks WHERE session_id = %s)",
-            (session_id, session_id),
+            "(SELECT coalesce(max(id), 0) FROM chunks WHERE session_id = %s), "
+            "(SELECT coalesce(max(generation), 0) FROM sessions WHERE id = %s)",
+            (session_id, session_id, session_id),
         )
-        return int(rows[0][0]), int(rows[0][1])
+        return int(rows[0][0]), int(rows[0][1]), int(rows[0][2])
 
     async def load_delta(self, session_id: str, after_event: int, after_artifact: int, after_chunk: int) -> SessionDelta:
+        """Live events, artifacts and chunks after the marks, read in one snapshot (another
+        instance may commit between the three reads). Detached events are left out, and so are
+        artifacts only they referenced."""
         async def work(conn: Conn) -> SessionDelta:
             async with self._snapshot(conn):
                 events = await (await conn.execute(
-                    "SELECT id, type, role, content, source, pinned, timestamp, payload, artifact_id, parent_event_id "
-                    "FROM events WHERE session_id = %s AND id > %s ORDER BY id", (session_id, after_event),
+                    f"SELECT {EVENT_COLUMNS} FROM events WHERE session_id = %s AND id > %s AND detached = 0 ORDER BY id",
+                    (session_id, after_event),
                 )).fetchall()
                 artifacts = await (await conn.execute(
-                    "SELECT id, kind, source, version, pinned, previous_id, first_event_id, last_event_id, sha256 FROM artifacts "
-                    "WHERE session_id = %s AND (id > %s OR last_event_id > %s) ORDER BY id", (session_id, after_artifact, after_event),
+                    "SELECT id, kind, source, version, pinned, previous_id, first_event_id, last_event_id, sha256 FROM artifacts a "
+                    "WHERE session_id = %s AND (id > %s OR last_event_id > %s) "
+                    "AND EXISTS (SELECT 1 FROM events e WHERE (e.artifact_id = a.id OR e.id = a.first_event_id) AND e.detached = 0) ORDER BY id",
+                    (session_id, after_artifact, after_event),
                 )).fetchall()
                 chunks = await (await conn.execute(
                     "SELECT id, event_id, artifact_id, ord, text, start_line, end_line, content_hash, parent_id, tokens "
@@ -299,20 +315,6 @@ class PgStore:
 
         return await self._read(work)
 
-    async def state_items(self, session_id: str) -> list[StateItem]:
-        rows = await self._rows(
-            "SELECT id, kind, label, subject, text, status, superseded_by, event_id, source_events FROM state_items "
-            "WHERE session_id = %s ORDER BY id", (session_id,),
-        )
-        return [state_from_row(r) for r in rows]
-
-    async def transcript(self, session_id: str) -> list[tuple[int, str, str, int | None]]:
-        rows = await self._rows("SELECT pos, msg_hash, chain_hash, event_id FROM transcript WHERE session_id = %s ORDER BY pos", (session_id,))
-        return [(r[0], r[1], r[2], r[3]) for r in rows]
-
-    async def transcript_hashes(self, session_id: str) -> list[str]:
-        return [r[0] for r in await self._rows("SELECT msg_hash FROM transcript WHERE session_id = %s ORDER BY pos", (session_id,))]
-
     async def find_session_by_head(self, scope: str, heads: Sequence[str]) -> str | None:
         """The session (in `scope`) whose transcript head is the latest of `heads` (ordered oldest first)."""
         if not heads:
@@ -327,6 +329,17 @@ class PgStore:
                 best = (rank[head], session_id)
         return None if best is None else best[1]
 
+    async def find_session_by_chain(self, scope: str, chain_hash: str) -> list[tuple[str, int, int]]:
+        """Sessions (in `scope`) whose transcript holds the prefix `chain_hash`: (id, position of
+        that prefix's last message, transcript length), most recently updated first."""
+        rows = await self._rows(
+            "SELECT t.session_id, t.pos, (SELECT count(*) FROM transcript x WHERE x.session_id = t.session_id) "
+            "FROM transcript t JOIN sessions s ON s.id = t.session_id WHERE t.chain_hash = %s AND s.scope = %s "
+            "ORDER BY s.updated_at DESC, s.id LIMIT 20",
+            (chain_hash, scope),
+        )
+        return [(r[0], int(r[1]), int(r[2])) for r in rows]
+
     async def session_exists(self, session_id: str) -> bool:
         return bool(await self._rows("SELECT 1 FROM sessions WHERE id = %s", (session_id,)))
 
@@ -335,8 +348,8 @@ class PgStore:
         where, params = ("WHERE s.id = %s ", (session_id,)) if session_id is not None else ("", ())
         rows = await self._rows(
             "SELECT s.id, s.created_at, s.updated_at, "
-            "(SELECT count(*) FROM events e WHERE e.session_id = s.id), "
-            "(SELECT count(*) FROM events e WHERE e.session_id = s.id AND e.role IS NOT NULL), "
+            "(SELECT count(*) FROM events e WHERE e.session_id = s.id AND e.detached = 0), "
+            "(SELECT count(*) FROM events e WHERE e.session_id = s.id AND e.role IS NOT NULL AND e.detached = 0), "
             "(SELECT count(*) FROM artifacts a WHERE a.session_id = s.id), "
             "(SELECT count(*) FROM chunks c WHERE c.session_id = s.id) "
             f"FROM sessions s {where}ORDER BY s.updated_at DESC, s.id",
@@ -352,7 +365,8 @@ class PgStore:
         async def work(conn: Conn) -> dict[str, list[dict[str, Any]]]:
             out: dict[str, list[dict[str, Any]]] = {}
             async with self._snapshot(conn):
-                for table, order in (("events", "id"), ("artifacts", "id"), ("state_items", "id"), ("transcript", "pos")):
+                for table, order in (("events", "id"), ("artifacts", "id"), ("state_items", "id"), ("transcript", "pos"),
+                                     ("frames", "id"), ("turns", "id")):
                     cur = conn.cursor(row_factory=dict_row)
                     await cur.execute(sql.SQL("SELECT * FROM {} WHERE session_id = %s ORDER BY {}").format(sql.Identifier(table), sql.Identifier(order)), (session_id,))
                     out[table] = await cur.fetchall()

@@ -17,9 +17,10 @@ from typing import Any
 import psycopg
 
 from .pg_fts import TS_CONFIG, fts_text, session_lexeme, token_count
-from .records import EventRow, NewChunk, NewEvent, StateItem
+from .pg_reads import PgReads
+from .records import FrameRecord, NewChunk, NewEvent, TurnRecord
 
-__all__ = ["PgTx", "event_from_row", "state_from_row"]
+__all__ = ["PgTx"]
 
 _INSERT_CHUNK = (
     "INSERT INTO chunks(id, session_id, event_id, artifact_id, ord, text, start_line, end_line, content_hash, tokens, parent_id, "
@@ -33,18 +34,6 @@ _INSERT_EVENT = (
     "INSERT INTO events(id, session_id, type, role, content, source, pinned, timestamp, payload, artifact_id, parent_event_id, created_at) "
     "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 )
-
-
-def event_from_row(r: Sequence[Any]) -> EventRow:
-    """(id, type, role, content, source, pinned, timestamp, payload, artifact_id, parent_event_id)"""
-    return EventRow(id=r[0], type=r[1], role=r[2], content=r[3], source=r[4], pinned=bool(r[5]), timestamp=r[6],
-                    payload=json.loads(r[7]), artifact_id=r[8], parent_event_id=r[9])
-
-
-def state_from_row(r: Sequence[Any]) -> StateItem:
-    """(id, kind, label, subject, text, status, superseded_by, event_id, source_events)"""
-    return StateItem(id=r[0], kind=r[1], label=r[2], subject=r[3], text=r[4], status=r[5], superseded_by=r[6],
-                     event_id=r[7], source_events=tuple(json.loads(r[8])))
 
 
 @dataclass
@@ -82,14 +71,15 @@ def _chunk_count(chunks: Sequence[NewChunk]) -> int:
     return sum(1 + len(c.probes) for c in chunks)
 
 
-class PgTx:
-    """Write operations inside one transaction."""
+class PgTx(PgReads):
+    """Write operations inside one transaction (and the shared reads, seeing its own writes)."""
 
     def __init__(self, conn: psycopg.AsyncConnection[Any]) -> None:
         self.conn = conn
 
-    async def _all(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    async def _rows(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return await (await self.conn.execute(query, params)).fetchall()
+
 
     async def ensure_session(self, session_id: str, scope: str = "") -> None:
         # The upsert locks the session's row until commit: this is what serialises one session's
@@ -102,7 +92,7 @@ class PgTx:
         )
 
     async def _allocate(self, events: int, artifacts: int, chunks: int) -> tuple[list[int], list[int], list[int]]:
-        rows = await self._all(
+        rows = await self._rows(
             "SELECT (SELECT coalesce(array_agg(nextval('events_id_seq')), '{}') FROM generate_series(1, %s)), "
             "(SELECT coalesce(array_agg(nextval('artifacts_id_seq')), '{}') FROM generate_series(1, %s)), "
             "(SELECT coalesce(array_agg(nextval('chunks_id_seq')), '{}') FROM generate_series(1, %s))",
@@ -114,7 +104,7 @@ class PgTx:
         """Append events (and their artifacts and chunks); returns the new event ids in order."""
         now = time.time()
         shas = [s for ev in events for s in (ev.artifact_sha, ev.diff[0] if ev.diff else None) if s is not None]
-        known: dict[str, int | None] = dict(await self._all(
+        known: dict[str, int | None] = dict(await self._rows(
             "SELECT sha256, id FROM artifacts WHERE session_id = %s AND sha256 = ANY(%s)", (session_id, shas)
         )) if shas else {}
         # Plan which artifacts are new (None: to be created in this batch) and count the ids needed.
@@ -192,7 +182,7 @@ class PgTx:
 
     async def last_message_before(self, session_id: str, event_id: int) -> tuple[int, str] | None:
         """(id, content) of the session's last user/assistant message before `event_id`."""
-        rows = await self._all(
+        rows = await self._rows(
             "SELECT id, content FROM events WHERE session_id = %s AND id < %s AND role IN ('user', 'assistant') ORDER BY id DESC LIMIT 1",
             (session_id, event_id),
         )
@@ -202,7 +192,7 @@ class PgTx:
         """The first (ord 0, non-probe) chunk of each event that has one."""
         if not event_ids:
             return {}
-        rows = await self._all(
+        rows = await self._rows(
             "SELECT event_id, min(id) FROM chunks WHERE event_id = ANY(%s) AND parent_id IS NULL GROUP BY event_id", (list(event_ids),)
         )
         return {r[0]: r[1] for r in rows}
@@ -232,24 +222,17 @@ class PgTx:
 
     async def latest_artifact(self, session_id: str, source: str) -> tuple[int, int, str] | None:
         """(id, version, content) of the newest snapshot of `source`, diffs excluded."""
-        rows = await self._all(
+        rows = await self._rows(
             "SELECT id, version, content FROM artifacts WHERE session_id = %s AND source = %s AND kind != 'diff' ORDER BY id DESC LIMIT 1",
             (session_id, source),
         )
         return (rows[0][0], rows[0][1], rows[0][2]) if rows else None
 
     async def artifact_exists(self, session_id: str, sha: str) -> bool:
-        return bool(await self._all("SELECT 1 FROM artifacts WHERE session_id = %s AND sha256 = %s", (session_id, sha)))
-
-    async def state_items(self, session_id: str) -> list[StateItem]:
-        rows = await self._all(
-            "SELECT id, kind, label, subject, text, status, superseded_by, event_id, source_events FROM state_items "
-            "WHERE session_id = %s ORDER BY id", (session_id,),
-        )
-        return [state_from_row(r) for r in rows]
+        return bool(await self._rows("SELECT 1 FROM artifacts WHERE session_id = %s AND sha256 = %s", (session_id, sha)))
 
     async def add_state_item(self, session_id: str, kind: str, label: str, subject: str | None, text: str, norm: str, event_id: int | None) -> int:
-        rows = await self._all(
+        rows = await self._rows(
             "INSERT INTO state_items(session_id, kind, label, subject, text, norm, event_id, source_events, created_at) "
             "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
             (session_id, kind, label, subject, text, norm, event_id, json.dumps([event_id] if event_id else []), time.time()),
@@ -260,7 +243,7 @@ class PgTx:
         await self.conn.execute("UPDATE state_items SET status = %s, superseded_by = %s WHERE id = %s", (status, superseded_by, item_id))
 
     async def add_state_source(self, item_id: int, event_id: int) -> None:
-        rows = await self._all("SELECT source_events FROM state_items WHERE id = %s", (item_id,))
+        rows = await self._rows("SELECT source_events FROM state_items WHERE id = %s", (item_id,))
         if not rows:
             return
         sources = json.loads(rows[0][0])
@@ -278,9 +261,51 @@ class PgTx:
                 )
             await cur.execute("UPDATE sessions SET head_hash = %s WHERE id = %s", (head, session_id))
 
-    async def transcript(self, session_id: str) -> list[tuple[int, str, str, int | None]]:
-        rows = await self._all("SELECT pos, msg_hash, chain_hash, event_id FROM transcript WHERE session_id = %s ORDER BY pos", (session_id,))
-        return [(r[0], r[1], r[2], r[3]) for r in rows]
+    async def detach_from(self, session_id: str, pos: int) -> list[tuple[int, str]]:
+        """Take transcript positions >= `pos` out of the transcript: their events (and artifacts
+        extracted from them) stay in the log, marked detached, and leave retrieval. Returns the
+        detached messages as (event id, content). Gives the session a new generation so every
+        instance's in-process view reloads."""
+        rows = await self._rows(
+            "SELECT e.id, e.content FROM transcript t JOIN events e ON e.id = t.event_id WHERE t.session_id = %s AND t.pos >= %s",
+            (session_id, pos),
+        )
+        ids = [int(r[0]) for r in rows]
+        if ids:
+            await self.conn.execute("UPDATE events SET detached = 1 WHERE id = ANY(%s) OR parent_event_id = ANY(%s)", (ids, ids))
+        await self.conn.execute("DELETE FROM transcript WHERE session_id = %s AND pos >= %s", (session_id, pos))
+        await self.conn.execute("UPDATE sessions SET generation = nextval('session_generation') WHERE id = %s", (session_id,))
+        return [(int(r[0]), str(r[1])) for r in rows]
+
+    async def live_messages(self, session_id: str) -> list[tuple[int, str]]:
+        """(event id, content) of the user and assistant messages on the transcript, in order."""
+        rows = await self._rows(
+            "SELECT e.id, e.content FROM transcript t JOIN events e ON e.id = t.event_id "
+            "WHERE t.session_id = %s AND e.role IN ('user', 'assistant') ORDER BY t.pos",
+            (session_id,),
+        )
+        return [(int(r[0]), str(r[1])) for r in rows]
+
+    async def clear_state(self, session_id: str) -> None:
+        await self.conn.execute("DELETE FROM state_items WHERE session_id = %s", (session_id,))
+
+    async def save_frame(self, session_id: str, frame: FrameRecord) -> int:
+        rows = await self._rows(
+            "INSERT INTO frames(session_id, window_start, anchor, encoding, budget, base, items, created_at) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
+            (session_id, frame.window_start, frame.anchor, frame.encoding, frame.budget,
+             json.dumps(list(frame.base), ensure_ascii=False), json.dumps(list(frame.items), ensure_ascii=False), time.time()),
+        )
+        return int(rows[0][0])
+
+    async def add_turn(self, session_id: str, turn: TurnRecord) -> None:
+        await self.conn.execute(
+            "INSERT INTO turns(session_id, request_key, frame_id, tail_pos, evidence, model, mode, sent_tokens, forwarded_tokens, "
+            "prompt_tokens, cached_tokens, completion_tokens, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            (session_id, turn.request_key, turn.frame_id, turn.tail_pos,
+             json.dumps(turn.evidence, ensure_ascii=False) if turn.evidence is not None else None, turn.model, turn.mode,
+             turn.sent_tokens, turn.forwarded_tokens, turn.prompt_tokens, turn.cached_tokens, turn.completion_tokens, time.time()),
+        )
 
     async def put_vectors(self, model: str, items: Iterable[tuple[str, bytes]]) -> None:
         # Sorted, so two transactions inserting overlapping sets take their row locks in one order

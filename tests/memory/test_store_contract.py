@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import replace
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -17,7 +18,7 @@ import pytest
 
 from memory import InvalidArgumentError, StorageError, create_runtime
 from memory.pg_store import PgStore
-from memory.records import NewChunk, NewEvent
+from memory.records import FrameRecord, NewChunk, NewEvent, TurnRecord, UsageTotals
 from memory.retrieval import fts_query
 from memory.runtime import Runtime
 from memory.sqlite_store import SqliteStore
@@ -80,8 +81,8 @@ async def test_add_events_ids_artifacts_and_chunks_in_order(store: Store) -> Non
         (4, None, 1, 1, None, "alpha part 1"), (5, None, 1, 1, 4, "probe A 1"),
         (6, 3, None, 0, None, "hi"),
     ]
-    assert await store.high_water("s") == (4, 6)
-    assert await store.high_water("other") == (0, 0)
+    assert (await store.high_water("s"))[:2] == (4, 6)
+    assert await store.high_water("other") == (0, 0, 0)
     later = await store.load_delta("s", 3, 1, 5)
     assert [e.id for e in later.events] == [4] and [c.id for c in later.chunks] == [6]
     assert [a.id for a in later.artifacts] == [1]  # touched again by event 4
@@ -94,7 +95,7 @@ async def test_a_failed_transaction_leaves_nothing(store: Store) -> None:
             await tx.add_events("s", [_message("user", "doomed")])
             raise RuntimeError("crash mid-write")
     assert not await store.session_exists("s")
-    assert await store.high_water("s") == (0, 0)
+    assert await store.high_water("s") == (0, 0, 0)
     assert await store.list_sessions() == []
 
 
@@ -162,18 +163,87 @@ async def test_state_items(store: Store) -> None:
 async def test_transcript_heads_and_resolution(store: Store) -> None:
     async with store.transaction() as tx:
         await tx.ensure_session("one", scope="alice")
-        await tx.replace_transcript("one", 0, [(0, "m1", "c1", None), (1, "m2", "c2", None)], "c2")
+        (q, a) = await tx.add_events("one", [_message("user", "q"), _message("assistant", "a")])
+        await tx.replace_transcript("one", 0, [(0, "m1", "c1", q), (1, "m2", "c2", a)], "c2")
         await tx.ensure_session("two", scope="alice")
         await tx.replace_transcript("two", 0, [(0, "m1", "c1", None)], "c1")
         await tx.replace_transcript("two", 1, [(1, "m3", "c3", None)], "c3")
-        assert await tx.transcript("two") == [(0, "m1", "c1", None), (1, "m3", "c3", None)]
+        assert [(e.pos, e.msg_hash, e.chain_hash) for e in await tx.transcript("two")] == [(0, "m1", "c1"), (1, "m3", "c3")]
         await tx.replace_transcript("two", 1, [], "c1")  # an edit dropped the tail
-    assert await store.transcript_hashes("one") == ["m1", "m2"]
-    assert await store.transcript_hashes("two") == ["m1"]
+    assert [(e.msg_hash, e.event_id, e.role) for e in await store.transcript("one")] == [("m1", q, "user"), ("m2", a, "assistant")]
+    assert [(e.msg_hash, e.role) for e in await store.transcript("two")] == [("m1", "user")]  # no event: counted as the user's
     assert await store.find_session_by_head("alice", ["c1", "c2"]) == "one"  # the longest match wins
     assert await store.find_session_by_head("alice", ["c1"]) == "two"
     assert await store.find_session_by_head("bob", ["c1", "c2"]) is None
     assert await store.find_session_by_head("alice", []) is None
+    assert sorted(await store.find_session_by_chain("alice", "c1")) == [("one", 0, 2), ("two", 0, 1)]
+    assert await store.find_session_by_chain("alice", "c2") == [("one", 1, 2)]
+    assert await store.find_session_by_chain("bob", "c1") == []
+
+
+async def test_detach_rebuild_and_generation(store: Store) -> None:
+    async with store.transaction() as tx:
+        await tx.ensure_session("s")
+        ids = await tx.add_events("s", [_message("user", "Decision: keep"), _message("assistant", "ok"), _message("user", "Decision: drop")])
+        await tx.replace_transcript("s", 0, [(i, f"m{i}", f"c{i}", e) for i, e in enumerate(ids)], "c2")
+        await tx.add_state_item("s", "decision", "D1", None, "keep", "keep", ids[0])
+    before = await store.high_water("s")
+    async with store.transaction() as tx:
+        await tx.ensure_session("s")
+        assert await tx.detach_from("s", 1) == [(ids[1], "ok"), (ids[2], "Decision: drop")]
+        assert await tx.live_messages("s") == [(ids[0], "Decision: keep")]
+        await tx.clear_state("s")
+        assert await tx.state_items("s") == []  # a transaction reads its own writes
+    after = await store.high_water("s")
+    assert after[:2] == before[:2] and after[2] != before[2]  # same rows, views must reload
+    assert [e.id for e in (await store.load_delta("s", 0, 0, 0)).events] == [ids[0]]  # detached events leave retrieval
+    assert [e.msg_hash for e in await store.transcript("s")] == ["m0"]
+    (summary,) = await store.list_sessions("s")
+    assert (summary.events, summary.messages) == (1, 1)
+    assert [e["detached"] for e in (await store.export_rows("s"))["events"]] == [0, 1, 1]  # still in the log
+
+
+async def test_frames_turns_and_usage(store: Store) -> None:
+    frame = FrameRecord(0, 4, "anchor", "o200k_base", 2000, ({"role": "system", "content": "state ✓"},), ({"key": "e1"},))
+    async with store.transaction() as tx:
+        await tx.ensure_session("s")
+        first = await tx.save_frame("s", frame)
+        second = await tx.save_frame("s", replace(frame, window_start=6))
+        await tx.add_turn("s", TurnRecord("k1", first, 3, {"keys": ["e1"]}, "gpt-4o-mini", "rebased", 900, 400, 410, 0, 20))
+        await tx.add_turn("s", TurnRecord("k2", second, 5, None, "gpt-4o-mini", "appended", 1000, 450, None, None, None))
+        await tx.add_turn("s", TurnRecord("k1", second, 5, None, "gpt-4o-mini", "retry", 900, 450, 460, 384, 25))
+        assert [f.id for f in await tx.frames("s")] == [second, first]
+    frames = await store.frames("s")
+    assert [(f.id, f.window_start, f.base, f.items) for f in frames] == [
+        (second, 6, frame.base, frame.items), (first, 4, frame.base, frame.items)]
+    assert [f.id for f in await store.frames("s", limit=1)] == [second]
+    found = await store.find_turn("s", "k1")
+    assert found is not None and (found.mode, found.frame_id, found.cached_tokens, found.evidence) == ("retry", second, 384, None)
+    assert (await store.find_turn("s", "k2")).prompt_tokens is None  # type: ignore[union-attr]
+    assert await store.find_turn("s", "nope") is None and await store.find_turn("other", "k1") is None
+    assert [(t.request_key, t.evidence) for t in await store.turns("s")] == [("k1", {"keys": ["e1"]}), ("k2", None), ("k1", None)]
+    assert [t.request_key for t in await store.turns("s", limit=2)] == ["k2", "k1"]
+    assert await store.usage_totals("s") == UsageTotals(3, 2800, 1300, 870, 384, 45)
+    assert await store.usage_totals("other") == UsageTotals()
+    rows = await store.export_rows("s")
+    assert [len(rows["frames"]), len(rows["turns"])] == [2, 3]
+
+
+async def test_session_lock_serialises_one_session_only(store: Store) -> None:
+    order: list[str] = []
+    async with store.session_lock("s"):
+        same = asyncio.create_task(_locked(store, "s", order, "same session"))
+        other = asyncio.create_task(_locked(store, "t", order, "other session"))
+        await asyncio.wait_for(other, 10)
+        await asyncio.sleep(0.1)
+        assert not same.done()
+        order.append("released")
+    await asyncio.wait_for(same, 10)
+    assert order == ["other session", "released", "same session"]
+
+
+async def test_check_writable(store: Store) -> None:
+    await store.check_writable()
 
 
 async def test_sessions_listing_manifest_and_export(store: Store) -> None:
@@ -191,11 +261,11 @@ async def test_sessions_listing_manifest_and_export(store: Store) -> None:
         await tx.save_manifest("new", '{"mode": "compiled"}')
     assert await store.last_manifest("new") == '{"mode": "compiled"}'
     rows = await store.export_rows("new")
-    assert set(rows) == {"events", "artifacts", "state_items", "transcript"}
+    assert set(rows) == {"events", "artifacts", "state_items", "transcript", "frames", "turns"}
     assert [e["type"] for e in rows["events"]] == ["user_message", "snippet"]
     assert json.loads(rows["state_items"][0]["source_events"]) == [rows["events"][0]["id"]]
     assert set(rows["events"][0]) == {"id", "session_id", "type", "role", "content", "source", "pinned", "timestamp", "payload",
-                                      "artifact_id", "parent_event_id", "created_at"}
+                                      "artifact_id", "parent_event_id", "created_at", "detached"}
 
 
 async def test_delete_session_keeps_shared_vectors_only(store: Store) -> None:
@@ -208,7 +278,7 @@ async def test_delete_session_keeps_shared_vectors_only(store: Store) -> None:
     assert await store.delete_session("gone") is False
     assert await store.delete_session("never") is False
     assert not await store.session_exists("gone") and await store.session_exists("kept")
-    assert await store.high_water("gone") == (0, 0) and await store.bm25("gone", '"mine" OR "shared"', 10) == []
+    assert await store.high_water("gone") == (0, 0, 0) and await store.bm25("gone", '"mine" OR "shared"', 10) == []
     assert await store.get_vectors("m", ["h-shared", "h-mine"]) == {"h-shared": b"s"}
 
 
@@ -359,7 +429,7 @@ async def test_postgres_instances_see_each_others_writes_in_order(pg_url: str) -
         await first_in.wait()
         await asyncio.sleep(0.3)  # give the second writer every chance to overtake (it must not)
         assert not fast.done()
-        assert await two.high_water("s") == (1, 1)  # nothing uncommitted is visible
+        assert (await two.high_water("s"))[:2] == (1, 1)  # nothing uncommitted is visible
         release.set()
         slow_ids, fast_ids = await slow, await fast
         assert fast_ids[0] > slow_ids[0]
@@ -429,7 +499,7 @@ async def test_postgres_session_lock_dies_with_its_holder(pg_url: str) -> None:
         await other.close()
 
 
-async def _locked(store: PgStore, session_id: str, order: list[str], name: str) -> None:
+async def _locked(store: Store, session_id: str, order: list[str], name: str) -> None:
     async with store.session_lock(session_id):
         order.append(name)
 
@@ -449,3 +519,23 @@ def test_memory_imports_without_the_postgres_driver() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "memory-runtime[postgres]" in done.stdout and "psycopg" in done.stdout
+
+
+def _text(result: Any) -> str:
+    return "\n".join(str(m["content"]) for m in result.messages)
+
+
+async def test_postgres_erase_reaches_every_instance_on_its_next_touch(pg_url: str) -> None:
+    """Two runtimes on one database stand for two instances, each with its in-process view of the
+    session. An erase through one is seen by the other at once, even when the id is used again."""
+    question = "what is the vault code?"
+    async with Runtime("unused", embedding_model="none", store=PgStore(pg_url)) as one, \
+            Runtime("unused", embedding_model="none", store=PgStore(pg_url)) as two:
+        await one.session("s").ingest({"type": "user_message", "payload": {"content": "the vault code is crimson-falcon"}})
+        assert "crimson-falcon" in _text(await one.session("s").compile(user_message=question, budget_tokens=300))
+        assert await two.delete_session("s")
+        assert "crimson-falcon" not in _text(await one.session("s").compile(user_message=question, budget_tokens=300))
+        await one.session("s").compile(user_message=question, budget_tokens=300)  # a view of the empty session
+        await two.session("s").ingest({"type": "user_message", "payload": {"content": "a new vault was built"}})
+        text = _text(await one.session("s").compile(user_message=question, budget_tokens=300))
+        assert "new vault" in text and "crimson-falcon" not in text

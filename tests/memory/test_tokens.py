@@ -1,11 +1,13 @@
 from __future__ import annotations
 
-import importlib.util
+import hashlib
 from pathlib import Path
 
 import pytest
 import tiktoken
+import tiktoken.load
 
+import memory.tokens
 from memory.errors import InvalidArgumentError
 from memory.tokens import REPLY_PRIMING_TOKENS, TOKENS_PER_MESSAGE, encoding_name_for_model, get_counter
 
@@ -19,15 +21,24 @@ SAMPLES = [
 ]
 
 
-def _litellm_tokenizers() -> str:
-    spec = importlib.util.find_spec("litellm")
-    assert spec and spec.submodule_search_locations
-    return str(Path(list(spec.submodule_search_locations)[0]) / "litellm_core_utils" / "tokenizers")
+# Where tiktoken's own constructors (tiktoken_ext.openai_public) fetch each encoding from.
+TIKTOKEN_URL = "https://openaipublic.blob.core.windows.net/encodings/{name}.tiktoken"
+
+
+def _no_download(blobpath: str) -> bytes:
+    raise AssertionError(f"tiktoken tried to fetch {blobpath}: the reference must come from the seeded cache")
 
 
 @pytest.mark.parametrize("name", ["o200k_base", "cl100k_base"])
-def test_encodings_match_tiktoken_token_for_token(name, monkeypatch):
-    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", _litellm_tokenizers())
+def test_encodings_match_tiktoken_token_for_token(name, monkeypatch, tmp_path: Path):
+    # tiktoken's own encoding (its pattern, its special tokens, its sha256 check of the file), with
+    # its download cache seeded from our shipped file: offline, and independent of our constants.
+    url = TIKTOKEN_URL.format(name=name)
+    shipped = (Path(memory.tokens.__file__).parent / "tokenizers" / f"{name}.tiktoken").read_bytes()
+    (tmp_path / hashlib.sha1(url.encode()).hexdigest()).write_bytes(shipped)
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(tiktoken.load, "read_file", _no_download)
+    monkeypatch.setattr(tiktoken.registry, "ENCODINGS", {})
     reference = tiktoken.get_encoding(name)
     ours = get_counter("gpt-4o-mini" if name == "o200k_base" else "gpt-4")
     assert ours.encoding_name == name

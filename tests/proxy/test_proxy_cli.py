@@ -20,7 +20,7 @@ import pytest
 
 from memory import create_runtime
 from proxy.cli import build_parser, main
-from tests.fakes.harness import Upstream
+from testkit.harness import Upstream
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -13,8 +13,10 @@ import pytest
 
 from memory import create_runtime
 from memory.embeddings import Embedder
+from memory.turns import Usage
 from proxy.cli import main
 
+NAMES = ("alpha", "team/beta", "gamma", "delta")
 QUESTIONS = ["what is the login timeout and which database did we pick?", "which region was asked about?", "hello?"]
 
 
@@ -29,7 +31,17 @@ async def _fill(path: Path, embedder: Embedder) -> None:
         beta = runtime.session("team/beta")
         await beta.sync_messages([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}, {"role": "user", "content": "next?"}])
         await runtime.session("gamma").ingest({"type": "snippet", "payload": {"source": "x.py", "content": "x = 1", "pinned": True}})
-        for name in ("alpha", "team/beta", "gamma"):
+        # Turns as the proxy records them: frames, turn records with provider usage, a retry.
+        delta = runtime.session("delta")
+        history: list[dict[str, Any]] = [{"role": "system", "content": "Be brief."}]
+        for i in range(5):
+            asked = history + [{"role": "user", "content": f"Question {i}: " + "tell me about the cache layer " * 8}]
+            plan = await delta.prepare_turn(asked, budget_tokens=260)
+            reply = {"role": "assistant", "content": f"Answer {i}: the cache layer evicts after {i + 1} minutes."}
+            await delta.commit_turn(plan, reply, Usage(prompt_tokens=200, cached_tokens=128 * (i % 2), completion_tokens=12))
+            history = asked + [reply]
+        await delta.commit_turn(await delta.prepare_turn(history[:-1], budget_tokens=260), history[-1], Usage(prompt_tokens=200))
+        for name in NAMES:
             await runtime.session(name).flush()
 
 
@@ -38,6 +50,7 @@ def _by_order(export: dict[str, Any]) -> dict[str, Any]:
     events = {e["id"]: i for i, e in enumerate(export["events"])}
     artifacts = {a["id"]: i for i, a in enumerate(export["artifacts"])}
     items = {s["id"]: i for i, s in enumerate(export["state_items"])}
+    frames = {f["id"]: i for i, f in enumerate(export["frames"])}
     drop = {"id", "session_id", "created_at"}
     return {
         "events": [{**{k: v for k, v in e.items() if k not in drop}, "artifact_id": artifacts.get(e["artifact_id"]),
@@ -49,16 +62,18 @@ def _by_order(export: dict[str, Any]) -> dict[str, Any]:
                          "superseded_by": items.get(s["superseded_by"]), "source_events": [events[e] for e in s["source_events"]]}
                         for s in export["state_items"]],
         "transcript": [{**t, "session_id": None, "event_id": events.get(t["event_id"])} for t in export["transcript"]],
+        "frames": [{k: v for k, v in f.items() if k not in drop} for f in export["frames"]],
+        "turns": [{**{k: v for k, v in t.items() if k not in drop}, "frame_id": frames.get(t["frame_id"])} for t in export["turns"]],
     }
 
 
 async def _snapshot(embedder: Embedder, **where: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     async with create_runtime(embedder=embedder, **where) as runtime:
-        for name in ("alpha", "team/beta", "gamma"):
+        for name in NAMES:
             session = runtime.session(name)
             compiled = [(await session.compile(user_message=q, budget_tokens=100)).messages for q in QUESTIONS]
-            out[name] = (_by_order(await session.export()), compiled, await session.last_manifest())
+            out[name] = (_by_order(await session.export()), compiled, await session.last_manifest(), await session.usage())
     return out
 
 
@@ -75,16 +90,17 @@ def test_migrate_copies_everything_and_is_idempotent_and_resumable(
     asyncio.run(_fill(source, real_embedder))
     code, summary, err = _migrate(capsys, "--from", str(source), "--to", pg_url)
     assert code == 0, summary
-    assert summary | {"conflicts": None} == {"sessions": 3, "copied": 3, "already_there": 0, "conflicts": None, "count_mismatches": [],
+    assert summary | {"conflicts": None} == {"sessions": 4, "copied": 4, "already_there": 0, "conflicts": None, "count_mismatches": [],
                                              "missing_vectors": 0, "verified": True}
-    assert "3/3 sessions" in err
+    assert "4/4 sessions" in err
     before = asyncio.run(_snapshot(real_embedder, storage_path=str(source)))
     after = asyncio.run(_snapshot(real_embedder, storage_url=pg_url))
-    assert after == before  # rows, state, transcript, manifest, and the prompts compiled from them
+    assert len(before["delta"][0]["frames"]) >= 1 and len(before["delta"][0]["turns"]) == 6
+    assert after == before  # rows, state, transcript, frames, turns, usage, manifest, and the prompts compiled from them
 
     # Again: nothing copied twice. Then a session lost in the target (a run cut short) comes back.
     code, summary, _ = _migrate(capsys, "--from", str(source), "--to", pg_url)
-    assert (code, summary["copied"], summary["already_there"]) == (0, 0, 3)
+    assert (code, summary["copied"], summary["already_there"]) == (0, 0, 4)
 
     async def lose_and_change() -> None:
         async with create_runtime(storage_url=pg_url, embedding_model="none") as runtime:
@@ -94,7 +110,7 @@ def test_migrate_copies_everything_and_is_idempotent_and_resumable(
     asyncio.run(lose_and_change())
     code, summary, _ = _migrate(capsys, "--from", str(source), "--to", pg_url)
     assert code == 1  # the changed session is reported, never overwritten
-    assert (summary["copied"], summary["already_there"], summary["conflicts"]) == (1, 1, ["team/beta"])
+    assert (summary["copied"], summary["already_there"], summary["conflicts"]) == (1, 2, ["team/beta"])
     again = asyncio.run(_snapshot(real_embedder, storage_url=pg_url))
     assert again["gamma"] == before["gamma"] and again["alpha"] == before["alpha"]
     assert again["team/beta"][0]["events"][-1]["content"] == "written on PostgreSQL"
