@@ -233,19 +233,39 @@ def to_tsquery(expr: Expr, lexemes: dict[str, list[str]]) -> str | None:
     return left if right is None else f"({left} & !({right}))"
 
 
-# One row per (phrase, offset, lexeme) of the query in `terms`; `n` is the phrase's length. A
-# one-lexeme phrase occurs as often as its lexeme; a longer one once per start position at which
+# The query's terms: one row per (phrase, offset, lexeme), `n` the phrase's length, and `query`:
+# the tsquery to match and the lexemes to keep. For a query of phrases joined by OR (the runtime's),
+# PostgreSQL stems the phrases and builds the tsquery itself, so the whole ranking is one round
+# trip; other queries come stemmed and built by `to_tsquery` (one round trip more).
+_TERMS_FROM_PHRASES = f"""
+WITH stems AS (
+    SELECT x.i::int AS pid, u.lexeme, p - 1 AS off
+    FROM unnest(%(phrases)s::text[]) WITH ORDINALITY AS x(t, i),
+         unnest(to_tsvector('{TS_CONFIG}'::regconfig, x.t)) AS u, unnest(u.positions) AS p
+),
+terms AS (SELECT pid, off, lexeme, (count(*) OVER (PARTITION BY pid))::int AS n FROM stems),
+phrase_queries AS (
+    SELECT pid, '(' || string_agg(quote_literal(lexeme), ' <-> ' ORDER BY off) || ')' AS q FROM terms GROUP BY pid
+),
+query AS (
+    SELECT (%(session_query)s || ' & (' || string_agg(q, ' | ') || ')')::tsquery AS q,
+           (SELECT array_agg(DISTINCT lexeme) FROM terms) AS lexemes
+    FROM phrase_queries
+),"""
+_TERMS_FROM_ARRAYS = """
+WITH terms AS (
+    SELECT * FROM unnest(%(pid)s::int[], %(off)s::int[], %(lex)s::text[], %(len)s::int[]) AS t(pid, off, lexeme, n)
+),
+query AS (SELECT %(query)s::tsquery AS q, %(lexemes)s::text[] AS lexemes),"""
+# A one-lexeme phrase occurs as often as its lexeme; a longer one once per start position at which
 # every offset finds its lexeme. Constants and formula are FTS5's (k1 = 1.2, b = 0.75, an IDF of
 # at most 0 raised to 1e-6, the score negated so that lower is better); FTS5's document length and
 # average count its one session_key token too, hence the `+ 1`s.
-_BM25_HEAD = """
-WITH m AS (
-    SELECT c.id, c.doc_len, ts_filter(setweight(c.tsv, 'A', %(lexemes)s::text[]), '{a}') AS hits
+_MATCHES = """
+m AS (
+    SELECT c.id, c.doc_len, ts_filter(setweight(c.tsv, 'A', (SELECT lexemes FROM query)), '{a}') AS hits
     FROM chunks c
-    WHERE c.tsv @@ %(query)s::tsquery AND c.session_id = %(session_id)s
-),
-terms AS (
-    SELECT * FROM unnest(%(pid)s::int[], %(off)s::int[], %(lex)s::text[], %(len)s::int[]) AS t(pid, off, lexeme, n)
+    WHERE c.tsv @@ (SELECT q FROM query) AND c.session_id = %(session_id)s
 ),
 occ AS (
     SELECT m.id, m.doc_len, o.lexeme, o.positions FROM m, unnest(m.hits) AS o
@@ -278,9 +298,10 @@ GROUP BY tf.id
 ORDER BY score, tf.id
 LIMIT %(limit)s
 """
-BM25_OR_SQL = _BM25_HEAD + "df AS (SELECT pid, count(*)::float8 AS n FROM tf GROUP BY pid)," + _BM25_TAIL
+# With OR only, every row holding a phrase is a match: document frequencies come from the matches.
+BM25_OR_SQL = _TERMS_FROM_PHRASES + _MATCHES + "df AS (SELECT pid, count(*)::float8 AS n FROM tf GROUP BY pid)," + _BM25_TAIL
 # With AND / NOT a row holding a phrase need not match, so each phrase's rows are counted apart.
-BM25_BOOLEAN_SQL = _BM25_HEAD + """
+BM25_BOOLEAN_SQL = _TERMS_FROM_ARRAYS + _MATCHES + """
 df AS (
     SELECT x.pid::int AS pid, (SELECT count(*) FROM chunks c
                                WHERE c.tsv @@ (%(session_query)s::tsquery && x.q) AND c.session_id = %(session_id)s)::float8 AS n

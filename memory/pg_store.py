@@ -248,21 +248,25 @@ class PgStore(PgReads):
         instance may commit between the three reads). Detached events are left out, and so are
         artifacts only they referenced."""
         async def work(conn: Conn) -> SessionDelta:
-            async with self._snapshot(conn):
-                events = await (await conn.execute(
+            # One round trip: the three reads pipelined inside one read-only snapshot.
+            async with conn.pipeline():
+                await conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                cur_events = await conn.execute(
                     f"SELECT {EVENT_COLUMNS} FROM events WHERE session_id = %s AND id > %s AND detached = 0 ORDER BY id",
                     (session_id, after_event),
-                )).fetchall()
-                artifacts = await (await conn.execute(
+                )
+                cur_artifacts = await conn.execute(
                     "SELECT id, kind, source, version, pinned, previous_id, first_event_id, last_event_id, sha256 FROM artifacts a "
                     "WHERE session_id = %s AND (id > %s OR last_event_id > %s) "
                     "AND EXISTS (SELECT 1 FROM events e WHERE (e.artifact_id = a.id OR e.id = a.first_event_id) AND e.detached = 0) ORDER BY id",
                     (session_id, after_artifact, after_event),
-                )).fetchall()
-                chunks = await (await conn.execute(
+                )
+                cur_chunks = await conn.execute(
                     "SELECT id, event_id, artifact_id, ord, text, start_line, end_line, content_hash, parent_id, tokens "
                     "FROM chunks WHERE session_id = %s AND id > %s ORDER BY id", (session_id, after_chunk),
-                )).fetchall()
+                )
+                await conn.execute("COMMIT")
+            events, artifacts, chunks = await cur_events.fetchall(), await cur_artifacts.fetchall(), await cur_chunks.fetchall()
             return SessionDelta(
                 events=[event_from_row(r) for r in events],
                 artifacts=[ArtifactRow(r[0], r[1], r[2], r[3], bool(r[4]), r[5], r[6], r[7], r[8]) for r in artifacts],
@@ -285,6 +289,12 @@ class PgStore(PgReads):
             return []
         phrases = phrases_of(expr)
 
+        session_query = "'" + session_lexeme(session_id) + "'"
+        if is_pure_or(expr):
+            rows = await self._rows(BM25_OR_SQL, {"session_id": session_id, "session_query": session_query, "limit": limit,
+                                                  "phrases": phrases})
+            return [(int(r[0]), float(r[1])) for r in rows]
+
         async def work(conn: Conn) -> list[tuple[int, float]]:
             distinct = list(dict.fromkeys(phrases))
             stemmed: dict[str, list[str]] = {p: [] for p in distinct}
@@ -299,18 +309,13 @@ class PgStore(PgReads):
                 return []
             kept = [stemmed[p] for p in phrases if stemmed[p]]
             terms = [(pid, off, lexeme, len(lexemes)) for pid, lexemes in enumerate(kept, 1) for off, lexeme in enumerate(lexemes)]
-            session_query = "'" + session_lexeme(session_id) + "'"
             params: dict[str, Any] = {
-                "session_id": session_id, "query": f"{session_query} & {query}", "limit": limit,
+                "session_id": session_id, "query": f"{session_query} & {query}", "limit": limit, "session_query": session_query,
                 "lexemes": sorted({t[2] for t in terms}), "pid": [t[0] for t in terms], "off": [t[1] for t in terms],
                 "lex": [t[2] for t in terms], "len": [t[3] for t in terms],
+                "phrase_queries": [" <-> ".join("'" + x + "'" for x in lexemes) for lexemes in kept],
             }
-            statement = BM25_OR_SQL
-            if not is_pure_or(expr):
-                statement = BM25_BOOLEAN_SQL
-                params["session_query"] = session_query
-                params["phrase_queries"] = [" <-> ".join("'" + x + "'" for x in lexemes) for lexemes in kept]
-            rows = await (await conn.execute(statement, params)).fetchall()
+            rows = await (await conn.execute(BM25_BOOLEAN_SQL, params)).fetchall()
             return [(int(r[0]), float(r[1])) for r in rows]
 
         return await self._read(work)

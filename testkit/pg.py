@@ -52,6 +52,12 @@ class PgServer:
         if name in self.created:
             self.created.remove(name)
 
+    def version(self) -> str:
+        """The server's version, e.g. "PostgreSQL 16.2"."""
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            row = conn.execute("SHOW server_version").fetchone()
+        return f"PostgreSQL {row[0] if row else '?'}"
+
     def stop(self) -> None:
         if self.handle is not None:
             self.handle.cleanup()
