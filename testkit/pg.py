@@ -9,8 +9,10 @@ existing server is used and only databases this process creates are dropped agai
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import os
+import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,3 +97,32 @@ def start_pg(folder: Path, url: str | None = None) -> PgServer:
 
         handle = pgserver.get_server(folder, cleanup_mode="stop")
     return PgServer(handle.get_uri(), handle)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m testkit.pg start|stop [--dir DIR]`: a local PostgreSQL for trying several
+    instances by hand (README: "Running several instances"). `start` prints the server's URL and
+    leaves it running; `stop` stops it."""
+    parser = argparse.ArgumentParser(prog="python -m testkit.pg", description=main.__doc__)
+    parser.add_argument("action", choices=["start", "stop"])
+    parser.add_argument("--dir", default=".pgdata", help="data folder (default: ./.pgdata)")
+    args = parser.parse_args(argv)
+    folder = Path(args.dir).resolve()
+    if args.action == "stop" and not (folder / "PG_VERSION").exists():
+        print(f"no PostgreSQL data folder at {folder}", file=sys.stderr)
+        return 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # see start_pg
+        import pgserver  # test-only dependency, as in start_pg
+
+        handle = pgserver.get_server(folder, cleanup_mode=None if args.action == "start" else "stop")
+    if args.action == "start":
+        print(handle.get_uri())
+    else:
+        handle.cleanup()
+        print(f"stopped the PostgreSQL server of {folder}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
