@@ -145,10 +145,10 @@ def _run(args: argparse.Namespace, argv: list[str] | None, server: PgServer | No
         seconds["D"] = time.perf_counter() - t0
         if pg is not None and server is not None:
             t0 = time.perf_counter()
-            raw = args.pg_scale_sizes or ("50,200" if args.quick else "10000,100000")
+            raw = args.pg_scale_sizes or ("50" if args.quick else "10000,100000")
             pg.scale = [probe_row(int(n), queries, d.budget, d.unique, show, server.url) for n in raw.split(",")]
             pg.scale_sqlite = list(d.rows)
-            pg.vectors = run_vectors([1_000] if args.quick else [10_000, 100_000], 5, 5 if args.quick else 30, server.url, show)
+            pg.vectors = run_vectors([300] if args.quick else [10_000, 100_000], 5, 5 if args.quick else 30, server.url, show)
             seconds["D on PostgreSQL"] = time.perf_counter() - t0
         plot_scale(d, out / "latency_vs_size.png")
 

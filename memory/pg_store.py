@@ -140,14 +140,49 @@ class PgStore(PgReads):
     async def migrations_applied(self) -> list[str]:
         return [r[0] for r in await self._rows("SELECT name FROM _migrations ORDER BY number")]
 
+    async def _first(self, pool: AsyncConnectionPool[Conn], query: str, params: Sequence[Any] = ()) -> Conn:
+        """A pooled connection on which `query`, the first statement of a unit of work, has run.
+        A pooled connection can die while idle (a database restart, a failover, a network blip):
+        when that first statement finds it dead, nothing has happened yet, so it runs once more
+        on a fresh connection. The caller gives the connection back with `pool.putconn`."""
+        for attempt in (1, 2):
+            try:
+                conn = await pool.getconn()
+            except PoolTimeout as exc:
+                raise StorageError(f"no database connection free: {exc}") from exc
+            try:
+                await conn.execute(query, params)
+                return conn
+            except psycopg.OperationalError as exc:
+                await pool.putconn(conn)  # a broken connection is discarded by the pool
+                if attempt == 2:
+                    raise StorageError(f"database unavailable: {exc}") from exc
+            except BaseException:
+                # Cancelled (say, while waiting for a lock): closing the connection is the one sure
+                # way to leave nothing behind on the server.
+                await conn.close()
+                await pool.putconn(conn)
+                raise
+        raise AssertionError("unreachable")
+
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[PgTx]:
+        pool = self.pool
+        conn = await self._first(pool, "BEGIN")
         try:
-            async with self.pool.connection() as conn:
-                async with conn.transaction():
-                    yield PgTx(conn)
-        except psycopg.Error as exc:
-            raise StorageError(f"write failed: {exc}") from exc
+            yield PgTx(conn)
+            await conn.execute("COMMIT")
+        except BaseException as exc:
+            if not conn.broken:
+                try:
+                    await conn.execute("ROLLBACK")
+                except psycopg.Error:
+                    await conn.close()
+            if isinstance(exc, psycopg.Error):
+                raise StorageError(f"write failed: {exc}") from exc
+            raise
+        finally:
+            await pool.putconn(conn)
 
     @asynccontextmanager
     async def session_lock(self, session_id: str) -> AsyncIterator[None]:
@@ -173,25 +208,19 @@ class PgStore(PgReads):
 
     @asynccontextmanager
     async def _held(self, pool: AsyncConnectionPool[Conn], key: int) -> AsyncIterator[None]:
+        conn = await self._first(pool, "SELECT pg_advisory_lock(%s)", (key,))
         try:
-            async with pool.connection() as conn:
-                try:
-                    await conn.execute("SELECT pg_advisory_lock(%s)", (key,))
-                except BaseException:
-                    # Cancelled or failed while waiting: closing the connection is the one sure way
-                    # to leave no lock behind (the pool then replaces the connection).
-                    await conn.close()
-                    raise
-                try:
-                    yield
-                finally:
-                    try:
-                        await conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
-                    except BaseException:
-                        await conn.close()
-                        raise
-        except psycopg.Error as exc:
-            raise StorageError(f"session lock failed: {exc}") from exc
+            yield
+        finally:
+            try:
+                await conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+            except BaseException as exc:
+                await conn.close()  # the server releases the lock with the connection
+                if isinstance(exc, psycopg.Error):
+                    raise StorageError(f"session unlock failed: {exc}") from exc
+                raise
+            finally:
+                await pool.putconn(conn)
 
     async def _read(self, work: Callable[[Conn], Awaitable[T]]) -> T:
         """Run a read on a pooled connection; one retry on a fresh connection when the first was

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from memory import InvalidArgumentError, StorageError, create_runtime
@@ -539,3 +540,34 @@ async def test_postgres_erase_reaches_every_instance_on_its_next_touch(pg_url: s
         await two.session("s").ingest({"type": "user_message", "payload": {"content": "a new vault was built"}})
         text = _text(await one.session("s").compile(user_message=question, budget_tokens=300))
         assert "new vault" in text and "crimson-falcon" not in text
+
+
+async def test_postgres_store_recovers_when_its_connections_are_cut(pg_url: str) -> None:
+    """A database restart or failover ends every pooled connection: a read retries on a fresh one;
+    a write fails with StorageError (the proxy then fails open) and the next one goes through."""
+    store = PgStore(pg_url)
+    await store.open()
+    try:
+        async with store.transaction() as tx:
+            await tx.ensure_session("s")
+        async with store.session_lock("s"):
+            pass
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            killed = admin.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            ).fetchone()
+        assert killed is not None and killed[0] >= 2  # the statement pool's and the lock pool's connections
+        assert await store.session_exists("s")  # read: retried on a fresh connection
+        outcomes = []
+        for _ in range(store.pool_size + 2):
+            try:
+                async with store.transaction() as tx:
+                    await tx.ensure_session("t")
+                outcomes.append("ok")
+            except StorageError:
+                outcomes.append("failed")
+        assert outcomes[-1] == "ok" and await store.session_exists("t")
+        async with store.session_lock("s"):  # a lock connection cut while idle is replaced too
+            pass
+    finally:
+        await store.close()
