@@ -27,6 +27,7 @@ import asyncio
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,15 +61,16 @@ class Added:
     p99: float
 
 
-async def _paired(proxy_url: str, upstream_url: str, session: str, limit: int, budget: int, until: float | None = None) -> list[float]:
+async def _paired(proxy_url: str, upstream_url: str, session: str, limit: int, budget: int,
+                  stop: Callable[[], bool] = lambda: False) -> list[float]:
     """One client sending each request straight to the upstream and through the proxy, back to
     back, in alternating order (so drift hits both alike), half of them streaming; returns the
-    per-request differences in milliseconds, until `limit` pairs or the `until` monotonic time."""
+    per-request differences in milliseconds, for `limit` pairs or until `stop()` says so."""
     diffs: list[float] = []
     timeout = httpx.Timeout(60.0)
     async with httpx.AsyncClient(base_url=proxy_url, timeout=timeout) as via, httpx.AsyncClient(base_url=upstream_url, timeout=timeout) as direct:
         for n in range(limit):
-            if until is not None and time.monotonic() >= until:
+            if stop():
                 break
             marker = f"{session}n{n}"
             text, stream = user_text(marker, n), n % 2 == 0
@@ -85,12 +87,11 @@ async def _paired(proxy_url: str, upstream_url: str, session: str, limit: int, b
 
 async def _load_with_probe(proxy_url: str, upstream_url: str, clients: int, sessions: int, seconds: float, max_requests: int,
                            budget: int) -> tuple[Tally, list[float]]:
-    """The load, and meanwhile one probe client measuring paired added latency under it."""
-    until = time.monotonic() + seconds
-    return await asyncio.gather(
-        run_load(proxy_url, clients, sessions, seconds, max_requests, budget),
-        _paired(proxy_url, upstream_url, "probe", max_requests, budget, until),
-    )
+    """The load, and meanwhile one probe client measuring paired added latency under it (it stops
+    with the load, so no pair is measured without it)."""
+    load = asyncio.create_task(run_load(proxy_url, clients, sessions, seconds, max_requests, budget))
+    diffs = await _paired(proxy_url, upstream_url, "probe", max_requests, budget, stop=load.done)
+    return await load, diffs
 
 
 def _added(diffs: list[float]) -> Added:

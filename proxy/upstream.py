@@ -15,6 +15,7 @@ first byte of a reply has reached the client.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections.abc import AsyncGenerator, Iterator
 from dataclasses import dataclass
@@ -180,10 +181,19 @@ class Upstream:
             kwargs["drop_params"] = True
         if stream:
             kwargs["stream"] = True
-            options = body.get("stream_options")
-            if isinstance(options, dict) and options.get("include_usage"):
-                kwargs["stream_options"] = {"include_usage": True}
+            # Always: the usage chunk carries the provider's cached-token count, which memory records
+            # (the route drops that chunk when the client did not ask for it).
+            kwargs["stream_options"] = {"include_usage": True}
         return kwargs
+
+    def with_cache_key(self, body: dict[str, Any], session_id: str) -> dict[str, Any]:
+        """The body with a per-session `prompt_cache_key` for OpenAI when the client set none (and
+        the operator left it on): one session's prompts then reach the same cache. A client's own
+        key passes through untouched."""
+        if not self._config.openai.prompt_cache_key or is_gemini(str(body.get("model", ""))) or "prompt_cache_key" in body:
+            return body
+        digest = hashlib.sha256(session_id.encode("utf-8")).hexdigest()[:32]
+        return {**body, "prompt_cache_key": f"memory-runtime-{digest}"}
 
     async def complete(self, body: dict[str, Any], messages: list[dict[str, Any]], api_key: str | None) -> dict[str, Any]:
         """One non-streaming completion; returns the OpenAI-format response as a dict."""
@@ -236,19 +246,31 @@ async def _close(wrapper: Any) -> None:
             log.debug("closing an upstream stream failed", exc_info=True)
 
 
+def _truncated(wrapper: Any, chunk: dict[str, Any]) -> bool:
+    """A finish reason that litellm made up: when a provider's stream simply stops (no finish reason,
+    no [DONE]), litellm still ends it with finish_reason "stop". Its own record of what the provider
+    sent tells the two apart."""
+    finishing = any(isinstance(c, dict) and c.get("finish_reason") for c in chunk.get("choices") or [])
+    received = getattr(wrapper, "received_finish_reason", None) or getattr(wrapper, "intermittent_finish_reason", None)
+    return finishing and received is None
+
+
 async def _chunks(wrapper: Any, first: Any) -> AsyncGenerator[dict[str, Any], None]:
     if wrapper is None:
         return
     try:
-        yield _dump(first, exclude_none=True)
+        chunk = _dump(first, exclude_none=True)
         while True:
+            if _truncated(wrapper, chunk):
+                raise UpstreamError("the upstream stream ended without a finish reason (the reply is incomplete)",
+                                    status=502, type="upstream_error", code="upstream_incomplete")
+            yield chunk
             try:
-                chunk = await wrapper.__anext__()
+                chunk = _dump(await wrapper.__anext__(), exclude_none=True)
             except StopAsyncIteration:
                 return
             except Exception as exc:
                 raise to_upstream_error(exc) from None
-            yield _dump(chunk, exclude_none=True)
     finally:
         await _close(wrapper)
 

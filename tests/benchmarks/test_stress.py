@@ -9,9 +9,9 @@ from benchmarks.stress import run
 
 
 def test_stress_smoke_loses_and_duplicates_nothing(tmp_path: Path) -> None:
-    result = run(seconds=5, clients=8, sessions=3, max_requests=400, direct_seconds=0.5, folder=tmp_path, single_requests=30)
-    # Not a speed figure (the machine may be busy): enough exchanges that sessions had concurrent writers.
-    assert result.completed >= result.clients, result.markdown()
+    # Ends on the request count (40), not the clock: the time bound only guards against a hang.
+    result = run(seconds=60, clients=8, sessions=3, max_requests=40, direct_seconds=0.5, folder=tmp_path, single_requests=30)
+    assert result.completed > 10, result.markdown()
     assert result.errors == {}, result.markdown()
     assert (result.lost, result.duplicated) == (0, 0), result.markdown()
     assert "| lost turns | 0 |" in result.markdown()
