@@ -14,10 +14,13 @@ exchange the client completed is looked up: *lost* if its user message or reply 
 *duplicated* if either is stored twice.
 With `--storage-url`, `--instances` proxies share one PostgreSQL database and client `i` talks to
 instance `i % instances`, so every session's requests arrive at every instance at once.
-Latency under load is compared with a direct phase (the same clients against the fake upstream
-alone); on a small machine both are dominated by queueing and by the clients' own CPU, so the
-proxy's own cost is measured separately: one client, one request at a time (first 20 discarded as
-warm-up), through the proxy and direct. Bounded by time and by request count; loopback only.
+Latency under load is reported for the proxy and, from a separate run, for the same clients
+against the fake upstream alone; on a small machine both are dominated by queueing and by the
+clients' own CPU, and the difference of two percentiles is not a percentile of anything. What the
+proxy adds is measured paired instead: the same request sent straight to the upstream and through
+the proxy, back to back, and the percentiles taken over those per-request differences, by one
+probe client during the load and by one client alone afterwards (first 20 pairs dropped as
+warm-up). Bounded by time and by request count; loopback only.
 """
 
 from __future__ import annotations
@@ -27,24 +30,77 @@ import asyncio
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import numpy as np
 
-from testkit.load import run_load, verify
+from testkit.load import Tally, exchange, run_load, user_text, verify
 from testkit.processes import Server, start_proxy_process, start_upstream_process
 
-__all__ = ["StressResult", "run", "main"]
+__all__ = ["Added", "StressResult", "run", "main"]
 
 # Characters per streamed chunk from the fake upstream: a few chunks per reply, as a model sends.
 CHUNK_CHARS = 32
+# Pairs of the 1-client measurement dropped as warm-up (first connections, first compiles).
+WARMUP = 20
 
 
 async def _direct_load(upstream_url: str, clients: int, seconds: float, max_requests: int) -> list[float]:
-    """The same clients against the fake upstream alone: the baseline for added latency."""
+    """The same clients against the fake upstream alone: its latency without the proxy."""
     tally = await run_load(upstream_url, clients, clients, seconds, max_requests, prefix="d")
     return tally.latencies_ms
+
+
+@dataclass(frozen=True)
+class Added:
+    """What the proxy adds to one request: percentiles of per-request differences (through the
+    proxy minus straight to the upstream, the same request sent both ways back to back)."""
+
+    pairs: int
+    p50: float
+    p99: float
+
+
+async def _paired(proxy_url: str, upstream_url: str, session: str, limit: int, budget: int,
+                  stop: Callable[[], bool] = lambda: False) -> list[float]:
+    """One client sending each request straight to the upstream and through the proxy, back to
+    back, in alternating order (so drift hits both alike), half of them streaming; returns the
+    per-request differences in milliseconds, for `limit` pairs or until `stop()` says so."""
+    diffs: list[float] = []
+    timeout = httpx.Timeout(60.0)
+    async with httpx.AsyncClient(base_url=proxy_url, timeout=timeout) as via, httpx.AsyncClient(base_url=upstream_url, timeout=timeout) as direct:
+        for n in range(limit):
+            if stop():
+                break
+            marker = f"{session}n{n}"
+            text, stream = user_text(marker, n), n % 2 == 0
+            ms: dict[str, float] = {}
+            for name, http in (("direct", direct), ("via", via)) if (n // 2) % 2 == 0 else (("via", via), ("direct", direct)):
+                start = time.perf_counter()
+                if await exchange(http, session, marker, text, stream, budget) is not None:
+                    break
+                ms[name] = (time.perf_counter() - start) * 1000
+            if len(ms) == 2:
+                diffs.append(ms["via"] - ms["direct"])
+    return diffs
+
+
+async def _load_with_probe(proxy_urls: list[str], upstream_url: str, clients: int, sessions: int, seconds: float, max_requests: int,
+                           budget: int) -> tuple[Tally, list[float]]:
+    """The load (spread over the instances), and meanwhile one probe client measuring paired added
+    latency under it through the first instance (it stops with the load, so no pair is measured
+    without it)."""
+    load = asyncio.create_task(run_load(proxy_urls, clients, sessions, seconds, max_requests, budget))
+    diffs = await _paired(proxy_urls[0], upstream_url, "probe", max_requests, budget, stop=load.done)
+    return await load, diffs
+
+
+def _added(diffs: list[float]) -> Added:
+    p50, p99 = _p50_p99(diffs)
+    return Added(len(diffs), p50, p99)
 
 
 @dataclass(frozen=True)
@@ -60,17 +116,16 @@ class StressResult:
     proxy_ms: tuple[float, float]
     direct_ms: tuple[float, float]
     throughput: float
-    # One client, one request at a time, half streaming: what the proxy itself adds.
-    single_proxy_ms: tuple[float, float] = (float("nan"), float("nan"))
-    single_direct_ms: tuple[float, float] = (float("nan"), float("nan"))
+    # Paired, per request: one probe client during the load, and one client alone (warm-up dropped).
+    added_under_load: Added
+    added_single: Added
     store: str = "sqlite"
     instances: int = 1
 
     def markdown(self) -> str:
         p50, p99 = self.proxy_ms
         d50, d99 = self.direct_ms
-        s50, s99 = self.single_proxy_ms
-        sd50, sd99 = self.single_direct_ms
+        load, single = self.added_under_load, self.added_single
         rows = [
             ("store, instances", f"{'SQLite' if self.store == 'sqlite' else 'PostgreSQL'}, {self.instances}"),
             ("clients / sessions / seconds", f"{self.clients} / {self.sessions} / {self.seconds:g}"),
@@ -80,9 +135,9 @@ class StressResult:
             ("lost turns", str(self.lost)),
             ("duplicated turns", str(self.duplicated)),
             ("latency under load, through proxy p50 / p99", f"{p50:.1f} / {p99:.1f} ms"),
-            ("latency under load, direct to upstream p50 / p99", f"{d50:.1f} / {d99:.1f} ms"),
-            ("added latency under load p50 / p99", f"{p50 - d50:.1f} / {p99 - d99:.1f} ms"),
-            ("added latency, 1 client p50 / p99", f"{s50 - sd50:.1f} / {s99 - sd99:.1f} ms"),
+            ("latency, the same clients direct to upstream (separate run) p50 / p99", f"{d50:.1f} / {d99:.1f} ms"),
+            (f"added latency under load, paired ({load.pairs} pairs from a probe client) p50 / p99", f"{load.p50:.1f} / {load.p99:.1f} ms"),
+            (f"added latency, 1 client alone, paired ({single.pairs} pairs) p50 / p99", f"{single.p50:.1f} / {single.p99:.1f} ms"),
         ]
         lines = ["| measure | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]
         return "\n".join(lines)
@@ -107,7 +162,6 @@ def run(seconds: float, clients: int, sessions: int, max_requests: int, embeddin
     try:
         direct_s = direct_seconds if direct_seconds is not None else min(10.0, max(1.0, seconds / 6))
         direct = asyncio.run(_direct_load(upstream.url, clients, direct_s, max_requests))
-        single_direct = asyncio.run(_direct_load(upstream.url, 1, 15, single_requests))
         env = {"MEMORY_RUNTIME_STORAGE_URL": storage_url} if storage_url else None
         for i in range(instances):
             home = folder / f"instance{i}"
@@ -115,10 +169,10 @@ def run(seconds: float, clients: int, sessions: int, max_requests: int, embeddin
             proxies.append(start_proxy_process(home, upstream.url, embedding_model=embedding_model, env=env))
         urls = [p.url for p in proxies]
         started = time.monotonic()
-        tally = asyncio.run(run_load(urls, clients, sessions, seconds, max_requests, budget))
+        tally, under_load = asyncio.run(_load_with_probe(urls, upstream.url, clients, sessions, seconds, max_requests, budget))
         elapsed = time.monotonic() - started
         lost, duplicated = verify(urls[0], tally.completed, [f"stress-{k}" for k in range(sessions)])
-        single_proxy = asyncio.run(run_load(urls[0], 1, 1, 15, single_requests, budget, prefix="sp", session_prefix="single")).latencies_ms
+        single = asyncio.run(_paired(urls[0], upstream.url, "single", single_requests, budget))
     finally:
         for proxy in proxies:
             proxy.stop()
@@ -126,7 +180,7 @@ def run(seconds: float, clients: int, sessions: int, max_requests: int, embeddin
     return StressResult(
         clients, sessions, seconds, tally.requests, len(tally.completed), dict(tally.errors), lost, duplicated,
         _p50_p99(tally.latencies_ms), _p50_p99(direct), len(tally.completed) / elapsed if elapsed else 0.0,
-        _p50_p99(single_proxy[20:]), _p50_p99(single_direct[20:]), "postgres" if storage_url else "sqlite", instances,
+        _added(under_load), _added(single[WARMUP:]), "postgres" if storage_url else "sqlite", instances,
     )
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 
-__all__ = ["MODEL", "Exchange", "Tally", "run_load", "verify"]
+__all__ = ["MODEL", "Exchange", "Tally", "user_text", "exchange", "run_load", "verify"]
 
 MODEL = "gpt-4o-mini"
 SYSTEM = "You are the stress-test assistant. Answer briefly, keep decisions, never invent facts."
@@ -50,12 +50,12 @@ class Tally:
     stop: bool = False
 
 
-def _user_text(marker: str, n: int) -> str:
+def user_text(marker: str, n: int) -> str:
     topic = TOPICS[n % len(TOPICS)]
     return f"[{marker}] Next step on {topic}: compare option {n % 7} with what we decided before and list the risks for {topic}."
 
 
-async def _one(http: httpx.AsyncClient, session: str, marker: str, text: str, stream: bool, budget: int) -> str | None:
+async def exchange(http: httpx.AsyncClient, session: str, marker: str, text: str, stream: bool, budget: int) -> str | None:
     """Send one exchange; returns None when the reply arrived whole, else the kind of failure."""
     body: dict[str, Any] = {"model": MODEL, "messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": text}]}
     headers = {"X-Memory-Session": session, "X-Memory-Budget": str(budget), "Authorization": "Bearer sk-stress-not-a-real-key"}
@@ -95,10 +95,10 @@ async def _client(http: httpx.AsyncClient, index: int, session: str, deadline: f
         tally.requests += 1
         marker = f"{prefix}c{index}n{n}"
         stream = (index + n) % 2 == 0  # every client alternates, so half the requests in flight stream
-        text = _user_text(marker, index + n)
+        text = user_text(marker, index + n)
         start = time.perf_counter()
         try:
-            problem = await _one(http, session, marker, text, stream, budget)
+            problem = await exchange(http, session, marker, text, stream, budget)
         except (httpx.HTTPError, json.JSONDecodeError, KeyError) as exc:
             problem = type(exc).__name__
         if problem is None:

@@ -15,3 +15,6 @@ def test_stress_smoke_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     assert result.errors == {}, result.markdown()
     assert (result.lost, result.duplicated) == (0, 0), result.markdown()
     assert "| lost turns | 0 |" in result.markdown()
+    # Added latency is paired per request: every pair the probe and the lone client completed.
+    assert result.added_under_load.pairs > 0, result.markdown()
+    assert result.added_single.pairs == 30 - 20, result.markdown()  # 30 pairs, 20 dropped as warm-up
