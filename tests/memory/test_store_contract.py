@@ -11,6 +11,7 @@ from dataclasses import replace
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -363,16 +364,12 @@ async def test_runtime_on_postgres_by_url(pg_url: str) -> None:
 
 
 async def test_postgres_migrations_race_and_apply_once(pg_url: str) -> None:
-    stores = [PgStore(pg_url) for _ in range(4)]
-    await asyncio.gather(*(s.open() for s in stores))  # four instances starting together
-    try:
+    async with _instances(pg_url, 4) as stores:  # four instances starting together
         assert await stores[0].migrations_applied() == ["m001_initial"]
         again = PgStore(pg_url)
         await again.open()
         assert await again.migrations_applied() == ["m001_initial"]
         await again.close()
-    finally:
-        await asyncio.gather(*(s.close() for s in stores))
 
 
 async def test_postgres_unreachable_is_a_storage_error(tmp_path: Path) -> None:
@@ -392,6 +389,17 @@ async def test_postgres_password_never_in_messages(tmp_path: Path) -> None:
     assert "hunter2-secret" not in str(caught.value) and "hunter2-secret" not in repr(store)
 
 
+@asynccontextmanager
+async def _instances(url: str, n: int = 2) -> AsyncIterator[list[PgStore]]:
+    """`n` stores on one database: `n` instances of the proxy."""
+    stores = [PgStore(url) for _ in range(n)]
+    try:
+        await asyncio.gather(*(s.open() for s in stores))
+        yield stores
+    finally:
+        await asyncio.gather(*(s.close() for s in stores))
+
+
 def _new_event_texts(delta: Any) -> list[str]:
     return [e.content for e in delta.events]
 
@@ -400,10 +408,7 @@ async def test_postgres_instances_see_each_others_writes_in_order(pg_url: str) -
     """Two stores on one database stand for two proxy instances. A write transaction of a session
     waits for another instance's open one, so ids commit in order and a reader that has seen id N
     has seen everything below it."""
-    one, two = PgStore(pg_url), PgStore(pg_url)
-    await one.open()
-    await two.open()
-    try:
+    async with _instances(pg_url) as (one, two):
         async with one.transaction() as tx:
             await tx.ensure_session("s")
             await tx.add_events("s", [_message("user", "from one")])
@@ -435,17 +440,11 @@ async def test_postgres_instances_see_each_others_writes_in_order(pg_url: str) -
         slow_ids, fast_ids = await slow, await fast
         assert fast_ids[0] > slow_ids[0]
         assert _new_event_texts(await two.load_delta("s", 1, 0, 1)) == ["slow", "fast"]
-    finally:
-        await one.close()
-        await two.close()
 
 
 async def test_postgres_session_lock_excludes_across_instances(pg_url: str) -> None:
-    one, two = PgStore(pg_url), PgStore(pg_url)
-    await one.open()
-    await two.open()
     order: list[str] = []
-    try:
+    async with _instances(pg_url) as (one, two):
         async with one.session_lock("s"):
             waiting = asyncio.create_task(_locked(two, "s", order, "two"))
             other = asyncio.create_task(_locked(two, "t", order, "other session"))
@@ -461,17 +460,11 @@ async def test_postgres_session_lock_excludes_across_instances(pg_url: str) -> N
             await asyncio.sleep(0.2)
             assert not queued.done()
         await asyncio.wait_for(queued, 10)
-    finally:
-        await one.close()
-        await two.close()
 
 
 async def test_postgres_session_lock_dies_with_its_holder(pg_url: str) -> None:
-    holder, other = PgStore(pg_url), PgStore(pg_url)
-    await holder.open()
-    await other.open()
     order: list[str] = []
-    try:
+    async with _instances(pg_url) as (holder, other):
         entered = asyncio.Event()
 
         async def hold_forever() -> None:
@@ -495,9 +488,6 @@ async def test_postgres_session_lock_dies_with_its_holder(pg_url: str) -> None:
         task.cancel()
         with pytest.raises((asyncio.CancelledError, StorageError)):
             await task
-    finally:
-        await holder.close()
-        await other.close()
 
 
 async def _locked(store: Store, session_id: str, order: list[str], name: str) -> None:
