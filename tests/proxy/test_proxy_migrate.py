@@ -98,6 +98,9 @@ def test_migrate_copies_everything_and_is_idempotent_and_resumable(
     assert len(before["delta"][0]["frames"]) >= 1 and len(before["delta"][0]["turns"]) == 6
     assert after == before  # rows, state, transcript, frames, turns, usage, manifest, and the prompts compiled from them
 
+    assert main(["sessions", "list", "--storage", pg_url]) == 0  # the CLI reads PostgreSQL by URL too
+    assert sorted(s["id"] for s in json.loads(capsys.readouterr().out)) == sorted(NAMES)
+
     # Again: nothing copied twice. Then a session lost in the target (a run cut short) comes back.
     code, summary, _ = _migrate(capsys, "--from", str(source), "--to", pg_url)
     assert (code, summary["copied"], summary["already_there"]) == (0, 0, 4)
