@@ -28,6 +28,9 @@ import hashlib
 import re
 import unicodedata
 from dataclasses import dataclass
+from typing import Any
+
+import psycopg
 
 from .errors import StorageError
 
@@ -44,6 +47,7 @@ __all__ = [
     "to_tsquery",
     "BM25_OR_SQL",
     "BM25_BOOLEAN_SQL",
+    "rank",
 ]
 
 TS_CONFIG = "memory_fts"
@@ -307,3 +311,34 @@ df AS (
                                WHERE c.tsv @@ (%(session_query)s::tsquery && x.q) AND c.session_id = %(session_id)s)::float8 AS n
     FROM unnest(%(phrase_queries)s::tsquery[]) WITH ORDINALITY AS x(q, pid)
 ),""" + _BM25_TAIL
+
+
+async def rank(conn: psycopg.AsyncConnection[Any], expr: Expr, session_id: str, limit: int) -> list[tuple[int, float]]:
+    """The session's chunks matching `expr`, best first, with FTS5's bm25 score (lower is better)."""
+    session_query = "'" + session_lexeme(session_id) + "'"
+    phrases = phrases_of(expr)
+    if is_pure_or(expr):
+        params: dict[str, Any] = {"session_id": session_id, "session_query": session_query, "limit": limit, "phrases": phrases}
+        rows = await (await conn.execute(BM25_OR_SQL, params)).fetchall()
+        return [(int(r[0]), float(r[1])) for r in rows]
+    distinct = list(dict.fromkeys(phrases))
+    stemmed: dict[str, list[str]] = {p: [] for p in distinct}
+    for i, lexeme, _ in await (await conn.execute(
+        "SELECT x.i, u.lexeme, p FROM unnest(%s::text[]) WITH ORDINALITY AS x(t, i), "
+        f"unnest(to_tsvector('{TS_CONFIG}'::regconfig, x.t)) AS u, unnest(u.positions) AS p ORDER BY x.i, p",
+        (distinct,),
+    )).fetchall():
+        stemmed[distinct[i - 1]].append(lexeme)
+    query = to_tsquery(expr, stemmed)
+    if query is None:
+        return []
+    kept = [stemmed[p] for p in phrases if stemmed[p]]
+    terms = [(pid, off, lexeme, len(lexemes)) for pid, lexemes in enumerate(kept, 1) for off, lexeme in enumerate(lexemes)]
+    params = {
+        "session_id": session_id, "query": f"{session_query} & {query}", "limit": limit, "session_query": session_query,
+        "lexemes": sorted({t[2] for t in terms}), "pid": [t[0] for t in terms], "off": [t[1] for t in terms],
+        "lex": [t[2] for t in terms], "len": [t[3] for t in terms],
+        "phrase_queries": [" <-> ".join(_quote(x) for x in lexemes) for lexemes in kept],
+    }
+    rows = await (await conn.execute(BM25_BOOLEAN_SQL, params)).fetchall()
+    return [(int(r[0]), float(r[1])) for r in rows]

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -29,8 +28,9 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from .errors import StorageError
-from .pg_fts import BM25_BOOLEAN_SQL, BM25_OR_SQL, TS_CONFIG, is_pure_or, parse_match, phrases_of, session_lexeme, to_tsquery
-from .pg_migrations import MIGRATIONS
+from .pg_admin import SUMMARY, erase_sessions, expired_sessions, page_sessions, rename_session, summaries
+from .pg_fts import parse_match, rank
+from .pg_migrations import apply_migrations
 from .pg_reads import EVENT_COLUMNS, PgReads, event_from_row
 from .pg_tx import PgTx
 from .records import ArtifactRow, ChunkRow, SessionDelta, SessionSummary
@@ -43,6 +43,7 @@ Conn = psycopg.AsyncConnection[Any]
 DEFAULT_SCHEMA = "memory_runtime"
 _MIGRATION_LOCK = "memory-runtime migrations"
 _CONNECT_TIMEOUT_S = 10
+HEALTH_TIMEOUT_S = 2.0  # a health check answers fast, even when the database does not
 
 
 def advisory_key(name: str) -> int:
@@ -114,26 +115,9 @@ class PgStore(PgReads):
             await pool.close()
 
     async def _migrate(self) -> None:
-        """Apply pending migrations under an advisory lock, each in its own transaction."""
         conn = await psycopg.AsyncConnection.connect(self.url, **self._kwargs())
         try:
-            key = advisory_key(f"{_MIGRATION_LOCK}:{self.schema}")
-            await conn.execute("SELECT pg_advisory_lock(%s)", (key,))
-            try:
-                await conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema)))
-                await self._configure(conn)
-                await conn.execute(
-                    "CREATE TABLE IF NOT EXISTS _migrations (number INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at DOUBLE PRECISION NOT NULL)"
-                )
-                done = {r[0] for r in await (await conn.execute("SELECT number FROM _migrations")).fetchall()}
-                for number, name, script in MIGRATIONS:
-                    if number in done:
-                        continue
-                    async with conn.transaction():
-                        await conn.execute(script.encode("utf-8"))
-                        await conn.execute("INSERT INTO _migrations(number, name, applied_at) VALUES (%s, %s, %s)", (number, name, time.time()))
-            finally:
-                await conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+            await apply_migrations(conn, self.schema, advisory_key(f"{_MIGRATION_LOCK}:{self.schema}"))
         finally:
             await conn.close()
 
@@ -316,38 +300,7 @@ class PgStore(PgReads):
         expr = parse_match(match) if match else None
         if expr is None:
             return []
-        phrases = phrases_of(expr)
-
-        session_query = "'" + session_lexeme(session_id) + "'"
-        if is_pure_or(expr):
-            rows = await self._rows(BM25_OR_SQL, {"session_id": session_id, "session_query": session_query, "limit": limit,
-                                                  "phrases": phrases})
-            return [(int(r[0]), float(r[1])) for r in rows]
-
-        async def work(conn: Conn) -> list[tuple[int, float]]:
-            distinct = list(dict.fromkeys(phrases))
-            stemmed: dict[str, list[str]] = {p: [] for p in distinct}
-            for i, lexeme, _ in await (await conn.execute(
-                "SELECT x.i, u.lexeme, p FROM unnest(%s::text[]) WITH ORDINALITY AS x(t, i), "
-                f"unnest(to_tsvector('{TS_CONFIG}'::regconfig, x.t)) AS u, unnest(u.positions) AS p ORDER BY x.i, p",
-                (distinct,),
-            )).fetchall():
-                stemmed[distinct[i - 1]].append(lexeme)
-            query = to_tsquery(expr, stemmed)
-            if query is None:
-                return []
-            kept = [stemmed[p] for p in phrases if stemmed[p]]
-            terms = [(pid, off, lexeme, len(lexemes)) for pid, lexemes in enumerate(kept, 1) for off, lexeme in enumerate(lexemes)]
-            params: dict[str, Any] = {
-                "session_id": session_id, "query": f"{session_query} & {query}", "limit": limit, "session_query": session_query,
-                "lexemes": sorted({t[2] for t in terms}), "pid": [t[0] for t in terms], "off": [t[1] for t in terms],
-                "lex": [t[2] for t in terms], "len": [t[3] for t in terms],
-                "phrase_queries": [" <-> ".join("'" + x + "'" for x in lexemes) for lexemes in kept],
-            }
-            rows = await (await conn.execute(BM25_BOOLEAN_SQL, params)).fetchall()
-            return [(int(r[0]), float(r[1])) for r in rows]
-
-        return await self._read(work)
+        return await self._read(lambda conn: rank(conn, expr, session_id, limit))
 
     async def find_session_by_head(self, scope: str, heads: Sequence[str]) -> str | None:
         """The session (in `scope`) whose transcript head is the latest of `heads` (ordered oldest first)."""
@@ -380,16 +333,7 @@ class PgStore(PgReads):
     async def list_sessions(self, session_id: str | None = None) -> list[SessionSummary]:
         """Every session with its counts, newest first; or just `session_id`'s."""
         where, params = ("WHERE s.id = %s ", (session_id,)) if session_id is not None else ("", ())
-        rows = await self._rows(
-            "SELECT s.id, s.created_at, s.updated_at, "
-            "(SELECT count(*) FROM events e WHERE e.session_id = s.id AND e.detached = 0), "
-            "(SELECT count(*) FROM events e WHERE e.session_id = s.id AND e.role IS NOT NULL AND e.detached = 0), "
-            "(SELECT count(*) FROM artifacts a WHERE a.session_id = s.id), "
-            "(SELECT count(*) FROM chunks c WHERE c.session_id = s.id) "
-            f"FROM sessions s {where}ORDER BY s.updated_at DESC, s.id",
-            params,
-        )
-        return [SessionSummary(r[0], r[1], r[2], r[3], r[4], r[5], r[6]) for r in rows]
+        return summaries(await self._rows(SUMMARY + f"{where}ORDER BY s.updated_at DESC, s.id", params))
 
     async def last_manifest(self, session_id: str) -> str | None:
         rows = await self._rows("SELECT last_manifest FROM sessions WHERE id = %s", (session_id,))
@@ -409,17 +353,36 @@ class PgStore(PgReads):
         return await self._read(work)
 
     async def delete_session(self, session_id: str) -> bool:
-        """Erase a session: its rows (cascade), its full-text entries (they live in its rows) and the
-        vectors no other session uses. Every query on every instance stops seeing it at commit;
-        PostgreSQL's (auto)vacuum then reclaims the space."""
+        """Erase one session for good (see `delete_sessions`)."""
+        return bool(await self.delete_sessions([session_id]))
+
+    async def delete_sessions(self, session_ids: Sequence[str]) -> list[str]:
+        """Erase sessions: their rows (cascade), their full-text entries (they live in those rows)
+        and the vectors no other session uses; returns the ids that existed. Every query on every
+        instance stops seeing them at commit; PostgreSQL's (auto)vacuum then reclaims the space."""
+        if not session_ids:
+            return []
         async with self.transaction() as tx:
-            conn = tx.conn
-            if not await (await conn.execute("SELECT 1 FROM sessions WHERE id = %s FOR UPDATE", (session_id,))).fetchall():
-                return False
-            await conn.execute(
-                "DELETE FROM embeddings e WHERE e.content_hash IN (SELECT content_hash FROM chunks WHERE session_id = %s) "
-                "AND NOT EXISTS (SELECT 1 FROM chunks c WHERE c.content_hash = e.content_hash AND c.session_id <> %s)",
-                (session_id, session_id),
-            )
-            await conn.execute("DELETE FROM sessions WHERE id = %s", (session_id,))
-        return True
+            return await erase_sessions(tx.conn, session_ids)
+
+    async def rename_session(self, old_id: str, new_id: str, old_scope_prefix: str = "", new_scope_prefix: str = "") -> bool:
+        """Move a session to a new id (and its transcript-matching scope prefix); False when
+        `old_id` does not exist, `InvalidArgumentError` when `new_id` does."""
+        async with self.transaction() as tx:
+            return await rename_session(tx.conn, old_id, new_id, old_scope_prefix, new_scope_prefix)
+
+    async def page_sessions(self, prefix: str = "", after: str | None = None, limit: int = 100) -> list[SessionSummary]:
+        """Sessions whose id starts with `prefix`, in id order, after the id `after`, at most `limit`."""
+        return await self._read(lambda conn: page_sessions(conn, prefix, after, limit))
+
+    async def expired_sessions(self, updated_before: float | None, keep_per_namespace: int | None, limit: int = 500) -> list[str]:
+        """Ids of sessions to expire (see `memory.pg_admin.expired_sessions`), at most `limit`."""
+        return await self._read(lambda conn: expired_sessions(conn, updated_before, keep_per_namespace, limit))
+
+    async def health(self) -> str | None:
+        """None when the database takes writes; otherwise a one-line reason (for /healthz)."""
+        try:
+            await asyncio.wait_for(self.check_writable(), HEALTH_TIMEOUT_S)
+        except (StorageError, TimeoutError) as exc:
+            return f"PostgreSQL: {exc or 'no answer within ' + str(HEALTH_TIMEOUT_S) + ' s'}"
+        return None
