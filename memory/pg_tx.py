@@ -133,13 +133,13 @@ class PgTx(PgReads):
             if ev.artifact_sha is not None:
                 if creates:
                     artifact_id = next(next_artifact)
-                    row = [artifact_id, session_id, ev.artifact_sha, ev.artifact_kind, ev.source, ev.version, ev.content, int(ev.pinned),
+                    row: list[Any] = [artifact_id, session_id, ev.artifact_sha, ev.artifact_kind, ev.source, ev.version, ev.content, int(ev.pinned),
                            ev.previous_id, event_id, event_id]
                     batch.artifacts.append(row)
                     created[ev.artifact_sha] = row
                 elif ev.artifact_sha in created:  # a second event of this batch with the same content
                     row = created[ev.artifact_sha]
-                    artifact_id = row[0]
+                    artifact_id = int(row[0])
                     row[10] = event_id
                     row[7] = max(row[7], int(ev.pinned))
                 else:
