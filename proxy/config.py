@@ -10,6 +10,7 @@ Environment variables:
     MEMORY_RUNTIME_HOST / _PORT    server.host / server.port
     MEMORY_RUNTIME_STORAGE_PATH    storage_path
     MEMORY_RUNTIME_BUDGET_TOKENS   budget_tokens
+    MEMORY_RUNTIME_LAYOUT_POLICY   layout_policy
     MEMORY_RUNTIME_ACCESS_TOKEN    server.access_token
     MEMORY_RUNTIME_EMBEDDING_MODEL embedding.model
     MEMORY_RUNTIME_LOG_LEVEL       log_level
@@ -28,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from memory import POLICIES
 
 from .errors import ConfigError
 
@@ -95,6 +98,9 @@ class ProxyConfig:
     server: ServerConfig = ServerConfig()
     storage_path: str = "./.memory.sqlite"
     budget_tokens: int = 4000
+    # How prompts trade the provider's prompt cache against fresh evidence: "cache" or "recall"
+    # (memory.policy).
+    layout_policy: str = "cache"
     upstreams: UpstreamsConfig = UpstreamsConfig()
     embedding: EmbeddingConfig = EmbeddingConfig()
     log_level: str = "info"
@@ -192,10 +198,14 @@ def _build(raw: Mapping[str, Any], env: Mapping[str, str]) -> ProxyConfig:
     budget = _typed(pick("MEMORY_RUNTIME_BUDGET_TOKENS", raw.get("budget_tokens", ProxyConfig.budget_tokens)), int, "budget_tokens")
     if budget <= 0:
         raise ConfigError("budget_tokens must be positive")
+    layout_policy = str(pick("MEMORY_RUNTIME_LAYOUT_POLICY", raw.get("layout_policy", ProxyConfig.layout_policy)))
+    if layout_policy not in POLICIES:
+        raise ConfigError(f"layout_policy must be one of {sorted(POLICIES)}, got {layout_policy!r}")
     return ProxyConfig(
         server=server,
         storage_path=str(pick("MEMORY_RUNTIME_STORAGE_PATH", raw.get("storage_path", ProxyConfig.storage_path))),
         budget_tokens=budget,
+        layout_policy=layout_policy,
         upstreams=upstreams,
         embedding=embedding,
         log_level=str(pick("MEMORY_RUNTIME_LOG_LEVEL", raw.get("log_level", ProxyConfig.log_level))).lower(),

@@ -67,7 +67,7 @@ def _unmodified(session_id: str, messages: list[dict[str, Any]], tokens: int, re
 
 
 async def prepare(runtime: Runtime, messages: list[dict[str, Any]], model: str, budget: int, session_header: str | None,
-                  scope: str) -> Prepared:
+                  scope: str, policy: str = "cache") -> Prepared:
     """Resolve the session and plan the prompt; never raises (memory failures fail open)."""
     try:
         original_tokens = get_counter(model).messages_tokens(messages)
@@ -82,7 +82,7 @@ async def prepare(runtime: Runtime, messages: list[dict[str, Any]], model: str, 
             return _unmodified(new_session_id(), messages, original_tokens, _reason(exc))
     try:
         plan = await runtime.session(session_id).prepare_turn(
-            messages, budget, model, scope=scope, named=session_header is not None
+            messages, budget, model, scope=scope, named=session_header is not None, policy=policy
         )
     except memory_errors.MemoryRuntimeError as exc:
         log.warning("memory failed; forwarding unmodified: %s", _reason(exc))

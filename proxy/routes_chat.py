@@ -53,7 +53,7 @@ async def chat_completions(request: Request) -> Response:
     budget = header_int(request, "x-memory-budget") or svc.config.budget_tokens
     api_key = bearer_key(request)
     messages: list[dict[str, Any]] = raw["messages"]
-    prepared = await prepare(svc.runtime, messages, chat.model, budget, session_header, chat.user or "")
+    prepared = await prepare(svc.runtime, messages, chat.model, budget, session_header, chat.user or "", svc.config.layout_policy)
     forward = svc.upstream.with_cache_key(raw, prepared.session_id)
     if chat.stream:
         return await _stream(svc, forward, prepared, api_key)

@@ -20,7 +20,7 @@ def test_example_config_documents_exactly_the_defaults() -> None:
 
 def test_example_config_names_every_key() -> None:
     raw = yaml.safe_load(EXAMPLE.read_text())
-    assert set(raw) == {"server", "storage_path", "budget_tokens", "upstreams", "embedding", "log_level"}
+    assert set(raw) == {"server", "storage_path", "budget_tokens", "layout_policy", "upstreams", "embedding", "log_level"}
     assert set(raw["server"]) == {"host", "port", "access_token", "max_body_bytes"}
     assert set(raw["upstreams"]) == {"openai", "gemini", "timeout_seconds", "connect_timeout_seconds", "retries"}
     assert set(raw["embedding"]) == {"model", "model_dir"}
