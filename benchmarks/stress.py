@@ -44,6 +44,8 @@ __all__ = ["Exchange", "Tally", "Served", "StressResult", "start_upstream", "sta
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "gpt-4o-mini"
 SYSTEM = "You are the stress-test assistant. Answer briefly, keep decisions, never invent facts."
+# The clients' (fake) key: the proxy scopes memory by caller, so the export uses it too.
+CLIENT_KEY = "sk-stress-not-a-real-key"
 TOPICS = ["billing retries", "cache eviction", "schema migration", "login throttling", "queue backpressure", "search ranking"]
 
 
@@ -88,8 +90,8 @@ class Served:
         self.process.wait()
 
 
-def _spawn(args: list[str], env: dict[str, str], url: str, log_path: Path, deadline_s: float = 60.0) -> Served:
-    server = start_server(args[2], args, int(url.rsplit(":", 1)[1]), "/healthz", log_path, ROOT, env, deadline_s)
+def _spawn(args: list[str], env: dict[str, str], url: str, log_path: Path, deadline_s: float = 60.0, health: str = "/healthz") -> Served:
+    server = start_server(args[2], args, int(url.rsplit(":", 1)[1]), health, log_path, ROOT, env, deadline_s)
     return Served(url, server.process, log_path)
 
 
@@ -104,9 +106,10 @@ def start_upstream(folder: Path, latency_ms: float = 0.0) -> Served:
 
 
 def start_proxy(folder: Path, upstream_url: str, embedding_model: str = "none", port: int | None = None, log_level: str = "warning",
-                env: dict[str, str] | None = None) -> Served:
+                env: dict[str, str] | None = None, health: str = "/healthz") -> Served:
     """`memory-runtime serve` on a fresh port (or `port`), storing in `folder/memory.sqlite`, with
-    `env` added to a clean environment (no inherited MEMORY_RUNTIME_/OPENAI_/GEMINI_ variables)."""
+    `env` added to a clean environment (no inherited MEMORY_RUNTIME_/OPENAI_/GEMINI_ variables);
+    ready when `health` answers 200 (/healthz also needs memory to be usable)."""
     port = port or free_port()
     config = folder / "proxy.yaml"
     config.write_text(
@@ -115,7 +118,7 @@ def start_proxy(folder: Path, upstream_url: str, embedding_model: str = "none", 
         f"embedding: {{model: {embedding_model}}}\n"
     )
     args = [sys.executable, "-m", "proxy.cli", "serve", "--config", str(config), "--port", str(port)]
-    return _spawn(args, {**_clean_env(), **(env or {})}, f"http://127.0.0.1:{port}", folder / "proxy.log")
+    return _spawn(args, {**_clean_env(), **(env or {})}, f"http://127.0.0.1:{port}", folder / "proxy.log", health=health)
 
 
 def _user_text(marker: str, n: int) -> str:
@@ -126,7 +129,7 @@ def _user_text(marker: str, n: int) -> str:
 async def _one(http: httpx.AsyncClient, session: str, marker: str, text: str, stream: bool, budget: int) -> str | None:
     """Send one exchange; returns None when the reply arrived whole, else the kind of failure."""
     body: dict[str, Any] = {"model": MODEL, "messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": text}]}
-    headers = {"X-Memory-Session": session, "X-Memory-Budget": str(budget), "Authorization": "Bearer sk-stress-not-a-real-key"}
+    headers = {"X-Memory-Session": session, "X-Memory-Budget": str(budget), "Authorization": f"Bearer {CLIENT_KEY}"}
     if not stream:
         response = await http.post("/v1/chat/completions", json=body, headers=headers)
         if response.status_code != 200:
@@ -201,7 +204,7 @@ def verify(base_url: str, completed: list[Exchange], session_ids: list[str]) -> 
     """(lost, duplicated) over the completed exchanges, against what the proxy exports."""
     users: Counter[str] = Counter()
     replies: Counter[str] = Counter()
-    with httpx.Client(base_url=base_url, timeout=60) as http:
+    with httpx.Client(base_url=base_url, timeout=60, headers={"Authorization": f"Bearer {CLIENT_KEY}"}) as http:
         for sid in session_ids:
             response = http.get(f"/memory/sessions/{sid}/export")
             if response.status_code == 404:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -126,19 +126,21 @@ async def prepare(
     budget: int,
     session_header: str | None,
     scope: str,
+    new_id: Callable[[], str] = new_session_id,
 ) -> Prepared:
-    """Resolve, sync, compile and sync again; never raises (memory failures fail open)."""
+    """Resolve, sync, compile and sync again; never raises (memory failures fail open). `new_id`
+    names a session the request does not name and no stored transcript matches."""
     try:
         original_tokens = get_counter(model).messages_tokens(messages)
     except Exception as exc:  # counting is part of memory: fail open like the rest
-        return Prepared(session_header or new_session_id(), messages, 0, 0, len(messages), False, _reason(exc))
+        return Prepared(session_header or new_id(), messages, 0, 0, len(messages), False, _reason(exc))
     session_id = session_header
     if session_id is None:
         try:
-            session_id = await runtime.resolve_session(messages, scope=scope) or new_session_id()
+            session_id = await runtime.resolve_session(messages, scope=scope) or new_id()
         except Exception as exc:
             log.warning("memory failed to resolve a session; forwarding unmodified: %s", _reason(exc))
-            return Prepared(new_session_id(), messages, original_tokens, original_tokens, len(messages), False, _reason(exc))
+            return Prepared(new_id(), messages, original_tokens, original_tokens, len(messages), False, _reason(exc))
     try:
         async with locks.hold(session_id):
             session = runtime.session(session_id)

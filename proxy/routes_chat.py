@@ -1,8 +1,10 @@
 """`POST /v1/chat/completions`: memory in front of an OpenAI or Gemini chat call.
 
-Validate (400, nothing stored) -> resolve/sync/compile (fail open) -> forward through litellm with
-the caller's key -> stream or return the reply, storing it (observe) before `[DONE]` / before the
-response, so the next request sees it. An upstream error keeps its status in the OpenAI envelope;
+Validate (400/413, nothing stored) -> resolve/sync/compile (fail open) -> forward through litellm
+with the caller's key -> stream or return the reply, storing it (observe) before `[DONE]` / before
+the response, so the next request sees it. Memory is namespaced by the caller (`proxy.identity`):
+the session header, the generated session id and the transcript-matching scope all live under the
+caller's principal, and the client sees its own, unprefixed id in X-Memory-Session. An upstream error keeps its status in the OpenAI envelope;
 an error after streaming began becomes a final `data: {"error": ...}` event and nothing partial is
 stored.
 """
@@ -18,7 +20,9 @@ from starlette.responses import Response, StreamingResponse
 
 from .context import Prepared, prepare, record_reply
 from .errors import InvalidRequestError, UpstreamError, envelope
-from .http import bearer_key, error_response, header_int, json_response, read_body
+from .guard import caller_of
+from .http import error_response, header_int, json_response, read_body
+from .limits import check_limits
 from .reply import ReplyAssembler, first_message
 from .services import Services, services
 from .sse import DONE, encode_data
@@ -44,16 +48,21 @@ def _session_header(request: Request) -> str | None:
 
 async def chat_completions(request: Request) -> Response:
     svc = services(request)
+    caller = caller_of(request.state)
     body = await read_body(request, svc.config.server.max_body_bytes)
     chat, raw = parse_chat_request(body)
     session_header = _session_header(request)
     budget = header_int(request, "x-memory-budget") or svc.config.budget_tokens
-    api_key = bearer_key(request)
+    api_key = caller.upstream_key()
     messages: list[dict[str, Any]] = raw["messages"]
-    prepared = await prepare(svc.runtime, svc.locks, messages, chat.model, budget, session_header, chat.user or "")
-    if chat.stream:
-        return await _stream(svc, raw, prepared, api_key)
-    return await _complete(svc, raw, prepared, api_key)
+    await check_limits(messages, chat.model, svc.config.limits)
+    session_id = caller.storage_id(session_header) if session_header is not None else None
+    prepared = await prepare(
+        svc.runtime, svc.locks, messages, chat.model, budget, session_id, caller.scope(chat.user or ""), new_id=caller.new_session_id
+    )
+    response = await (_stream if chat.stream else _complete)(svc, raw, prepared, api_key)
+    response.headers["X-Memory-Session"] = caller.client_id(prepared.session_id)
+    return response
 
 
 async def _complete(svc: Services, raw: dict[str, Any], prepared: Prepared, api_key: str | None) -> Response:

@@ -10,6 +10,7 @@ from memory import Runtime
 
 from .config import ProxyConfig
 from .context import SessionLocks
+from .identity import Identities
 from .relay import Relay
 from .upstream import Upstream
 
@@ -23,6 +24,7 @@ class Services:
     upstream: Upstream
     relay: Relay
     locks: SessionLocks
+    identities: Identities
 
 
 def services(request: Request) -> Services:
