@@ -102,13 +102,15 @@ async def rename_session(db: aiosqlite.Connection, old_id: str, new_id: str, old
     if await _rows(db, "SELECT 1 FROM sessions WHERE id = ?", (new_id,)):
         raise InvalidArgumentError(f"session {new_id!r} already exists")
     cut = len(old_scope_prefix)
+    columns = [r[1] for r in await _rows(db, "PRAGMA table_info(sessions)") if r[1] not in ("id", "scope")]
     await db.execute(
-        "INSERT INTO sessions(id, scope, head_hash, created_at, updated_at, last_manifest) "
+        f"INSERT INTO sessions(id, scope, {', '.join(columns)}) "
         "SELECT ?, CASE WHEN substr(scope, 1, ?) = ? THEN ? || substr(scope, ? + 1) ELSE scope END, "
-        "head_hash, created_at, updated_at, last_manifest FROM sessions WHERE id = ?",
+        f"{', '.join(columns)} FROM sessions WHERE id = ?",
         (new_id, cut, old_scope_prefix, new_scope_prefix, cut, old_id),
     )
-    for table in ("artifacts", "events", "state_items", "transcript"):
+    # Every table that belongs to a session (whatever later migrations add), chunks aside.
+    for table in await _session_tables(db):
         await db.execute(f"UPDATE {table} SET session_id = ? WHERE session_id = ?", (new_id, old_id))
     await db.execute(
         "INSERT INTO chunks_fts(chunks_fts, rowid, text, session_key) SELECT 'delete', id, text, session_key FROM chunks WHERE session_id = ?",
@@ -118,6 +120,15 @@ async def rename_session(db: aiosqlite.Connection, old_id: str, new_id: str, old
     await db.execute("INSERT INTO chunks_fts(rowid, text, session_key) SELECT id, text, session_key FROM chunks WHERE session_id = ?", (new_id,))
     await db.execute("DELETE FROM sessions WHERE id = ?", (old_id,))
     return True
+
+
+async def _session_tables(db: aiosqlite.Connection) -> list[str]:
+    tables = [r[0] for r in await _rows(db, "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")]
+    found = []
+    for table in tables:
+        if table not in ("sessions", "chunks") and "session_id" in [r[1] for r in await _rows(db, f"PRAGMA table_info({table})")]:
+            found.append(table)
+    return found
 
 
 async def expired_sessions(db: aiosqlite.Connection, updated_before: float | None, keep_per_namespace: int | None, limit: int) -> list[str]:

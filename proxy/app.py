@@ -1,9 +1,9 @@
 """`create_app(config)`: the Starlette app, with everything it owns built in its lifespan.
 
-The memory runtime (SQLite store + embedding model), the litellm upstream, the relay's httpx client,
-the caller identities and the per-session locks live on `app.state.services`; nothing is
-module-global, so tests build as many independent apps as they like. Every request first passes the
-`Guard` (Host, Origin, OPTIONS, content type, caller identity).
+The memory runtime (SQLite store + embedding model), the litellm upstream, the relay's httpx client
+and the caller identities live on `app.state.services`; nothing is module-global, so tests build as
+many independent apps as they like. Every request first passes the `Guard` (Host, Origin, OPTIONS,
+content type, caller identity).
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from starlette.routing import Route
 from memory import MemoryRuntimeError, create_runtime
 
 from .config import ProxyConfig
-from .context import SessionLocks
 from .errors import InvalidRequestError, MemoryUnavailableError, NotFoundError, ProxyError
 from .guard import Guard
 from .http import error_response
@@ -91,7 +90,7 @@ def create_app(config: ProxyConfig) -> Starlette:
             log.error("memory unavailable, forwarding requests unmodified until it opens: %s", exc)
         relay_client = Relay(config.upstreams)
         app.state.services = Services(
-            config=config, runtime=runtime, upstream=Upstream(config.upstreams), relay=relay_client, locks=SessionLocks(),
+            config=config, runtime=runtime, upstream=Upstream(config.upstreams), relay=relay_client,
             identities=Identities.from_config(config),
         )
         sweeper = Sweeper(runtime, config.retention)

@@ -82,6 +82,8 @@ class UpstreamConfig:
     api_base: str
     # Never written anywhere; used only when a request carries no `Authorization: Bearer` key.
     api_key: str | None = field(default=None, repr=False)
+    # OpenAI only: send a per-session `prompt_cache_key` when the client sets none.
+    prompt_cache_key: bool = True
 
 
 @dataclass(frozen=True)
@@ -276,6 +278,7 @@ def _build(raw: Mapping[str, Any], env: Mapping[str, str]) -> ProxyConfig:
         openai=UpstreamConfig(
             api_base=str(pick("OPENAI_BASE_URL", openai_raw.get("api_base") or DEFAULT_OPENAI_BASE)).rstrip("/"),
             api_key=env.get("OPENAI_API_KEY") or None,
+            prompt_cache_key=_flag(openai_raw.get("prompt_cache_key", True), "upstreams.openai.prompt_cache_key"),
         ),
         gemini=UpstreamConfig(
             api_base=str(pick("GEMINI_API_BASE", gemini_raw.get("api_base") or DEFAULT_GEMINI_BASE)).rstrip("/"),

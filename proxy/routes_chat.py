@@ -1,12 +1,15 @@
 """`POST /v1/chat/completions`: memory in front of an OpenAI or Gemini chat call.
 
-Validate (400/413, nothing stored) -> resolve/sync/compile (fail open) -> forward through litellm
-with the caller's key -> stream or return the reply, storing it (observe) before `[DONE]` / before
-the response, so the next request sees it. Memory is namespaced by the caller (`proxy.identity`):
-the session header, the generated session id and the transcript-matching scope all live under the
-caller's principal, and the client sees its own, unprefixed id in X-Memory-Session. An upstream error keeps its status in the OpenAI envelope;
-an error after streaming began becomes a final `data: {"error": ...}` event and nothing partial is
-stored.
+Validate (400, nothing stored) -> plan the prompt (fail open) -> forward through litellm with the
+caller's key -> stream or return the reply, committing the turn (live tail, reply, usage) before
+`[DONE]` / before the response, so the next request sees it. An upstream error keeps its status in
+the OpenAI envelope and stores nothing; an error after streaming began, or a stream that ends
+without the provider's finish reason, becomes a final `data: {"error": ...}` event and nothing of
+the turn is stored. A request over the configured limits is a 413 before any of that.
+
+Memory is namespaced by the caller (`proxy.identity`): the session header, the generated session
+id and the transcript-matching scope all live under the caller's principal, and the client sees its
+own, unprefixed id in X-Memory-Session.
 """
 
 from __future__ import annotations
@@ -18,12 +21,14 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from .context import Prepared, prepare, record_reply
+from memory import Usage
+
+from .context import Prepared, commit, prepare
 from .errors import InvalidRequestError, UpstreamError, envelope
 from .guard import caller_of
 from .http import error_response, header_int, json_response, read_body
 from .limits import check_limits
-from .reply import ReplyAssembler, first_message
+from .reply import ReplyAssembler, first_message, is_usage_chunk
 from .services import Services, services
 from .sse import DONE, encode_data
 from .wire import parse_chat_request
@@ -57,10 +62,9 @@ async def chat_completions(request: Request) -> Response:
     messages: list[dict[str, Any]] = raw["messages"]
     await check_limits(messages, chat.model, svc.config.limits)
     session_id = caller.storage_id(session_header) if session_header is not None else None
-    prepared = await prepare(
-        svc.runtime, svc.locks, messages, chat.model, budget, session_id, caller.scope(chat.user or ""), new_id=caller.new_session_id
-    )
-    response = await (_stream if chat.stream else _complete)(svc, raw, prepared, api_key)
+    prepared = await prepare(svc.runtime, messages, chat.model, budget, session_id, caller.scope(chat.user or ""), caller.new_session_id)
+    forward = svc.upstream.with_cache_key(raw, prepared.session_id)
+    response = await (_stream if chat.stream else _complete)(svc, forward, prepared, api_key)
     response.headers["X-Memory-Session"] = caller.client_id(prepared.session_id)
     return response
 
@@ -71,16 +75,19 @@ async def _complete(svc: Services, raw: dict[str, Any], prepared: Prepared, api_
         response = await svc.upstream.complete(raw, prepared.messages, api_key)
     except UpstreamError as exc:
         return error_response(exc, headers=headers)
-    message = first_message(response)
-    if message is not None and prepared.error is None:
-        problem = await record_reply(svc.runtime, svc.locks, prepared.session_id, message)
-        if problem:
-            headers["X-Memory-Error"] = problem
+    usage = response.get("usage") if isinstance(response.get("usage"), dict) else None
+    cached = Usage.from_openai(usage).cached_tokens
+    if cached is not None:
+        headers["X-Memory-Cached-Tokens"] = str(cached)
+    problem = await commit(svc.runtime, prepared, first_message(response), usage)
+    if problem:
+        headers["X-Memory-Error"] = problem
     return json_response(response, headers=headers)
 
 
 async def _stream(svc: Services, raw: dict[str, Any], prepared: Prepared, api_key: str | None) -> Response:
     headers = prepared.headers()
+    client_wants_usage = bool((raw.get("stream_options") or {}).get("include_usage"))
     try:
         chunks = await svc.upstream.stream(raw, prepared.messages, api_key)
     except UpstreamError as exc:
@@ -91,6 +98,8 @@ async def _stream(svc: Services, raw: dict[str, Any], prepared: Prepared, api_ke
         try:
             async for chunk in chunks:
                 assembler.feed(chunk)
+                if is_usage_chunk(chunk) and not client_wants_usage:
+                    continue  # asked upstream for the cost figures; the client did not ask for them
                 yield encode_data(chunk)
         except UpstreamError as exc:
             log.warning("upstream stream broke off (%s); the partial reply is not stored", exc.status)
@@ -99,8 +108,7 @@ async def _stream(svc: Services, raw: dict[str, Any], prepared: Prepared, api_ke
         finally:
             # Runs on client disconnect too (the generator is closed), releasing the upstream.
             await chunks.aclose()
-        if prepared.error is None:
-            await record_reply(svc.runtime, svc.locks, prepared.session_id, assembler.message())
+        await commit(svc.runtime, prepared, assembler.message(), assembler.usage)
         yield DONE
 
     headers["Cache-Control"] = "no-cache"

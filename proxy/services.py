@@ -9,7 +9,6 @@ from starlette.requests import Request
 from memory import Runtime
 
 from .config import ProxyConfig
-from .context import SessionLocks
 from .identity import Identities
 from .relay import Relay
 from .upstream import Upstream
@@ -23,7 +22,6 @@ class Services:
     runtime: Runtime
     upstream: Upstream
     relay: Relay
-    locks: SessionLocks
     identities: Identities
 
 

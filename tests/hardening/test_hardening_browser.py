@@ -13,9 +13,8 @@ import httpx
 import pytest
 
 from proxy.config import ProxyConfig
-from tests.fakes.harness import Proxy
+from testkit.harness import Proxy, Upstream
 from tests.hardening.inproc import Running, running
-from tests.hardening.slow_upstream import FaultyUpstream
 
 MODEL = "gpt-4o-mini"
 KEY = "sk-browser-suite-caller-" + "3" * 24
@@ -44,17 +43,17 @@ def _refused(response: httpx.Response, status: int) -> None:
 
 
 @pytest.mark.parametrize("host", ["rebind.attacker.example", "rebind.attacker.example:8787", "127.0.0.1.nip.io", "localhost.attacker.example:80"])
-async def test_a_foreign_host_is_refused_on_every_route(config: ProxyConfig, faulty: FaultyUpstream, host: str) -> None:
+async def test_a_foreign_host_is_refused_on_every_route(config: ProxyConfig, faulty: Upstream, host: str) -> None:
     async with running(config) as r:
         await _seed(r)
-        before = len(faulty.requests)
+        before = len(faulty.fake.requests)
         rebound = {"Host": host}
         _refused(await r.http.get("/memory/sessions", headers=rebound), 403)
         _refused(await r.http.get("/memory/sessions/victim/export", headers=rebound), 403)
         _refused(await r.http.delete("/memory/sessions/victim", headers=rebound), 403)
         _refused(await r.http.post("/v1/chat/completions", json=CHAT, headers=rebound), 403)
         _refused(await r.http.get("/v1/models", headers=rebound), 403)
-        assert len(faulty.requests) == before  # nothing relayed, nothing billed
+        assert len(faulty.fake.requests) == before  # nothing relayed, nothing billed
         assert await _victim_exists(r)
 
 
@@ -71,19 +70,19 @@ async def test_configured_host_names_are_served(proxy_config: Callable[..., Prox
 
 
 @pytest.mark.parametrize("origin", [EVIL, "null", "http://localhost:3000", "http://127.0.0.1:1"])
-async def test_a_foreign_origin_is_refused_even_with_a_key(config: ProxyConfig, faulty: FaultyUpstream, origin: str) -> None:
+async def test_a_foreign_origin_is_refused_even_with_a_key(config: ProxyConfig, faulty: Upstream, origin: str) -> None:
     async with running(config) as r:
         await _seed(r)
-        before = len(faulty.requests)
+        before = len(faulty.fake.requests)
         page = {"Origin": origin, "Authorization": f"Bearer {KEY}"}
         _refused(await r.http.post("/v1/chat/completions", json=CHAT, headers=page), 403)
         _refused(await r.http.get("/memory/sessions", headers={"Origin": origin}), 403)
         _refused(await r.http.delete("/memory/sessions/victim", headers={"Origin": origin}), 403)
         _refused(await r.http.post("/v1/files", files={"file": ("a.jsonl", b"{}")}, data={"purpose": "batch"}, headers={"Origin": origin}), 403)
-        assert len(faulty.requests) == before and await _victim_exists(r)
+        assert len(faulty.fake.requests) == before and await _victim_exists(r)
 
 
-async def test_an_allowed_origin_gets_cors_with_its_own_key_only(proxy_config: Callable[..., ProxyConfig], faulty: FaultyUpstream) -> None:
+async def test_an_allowed_origin_gets_cors_with_its_own_key_only(proxy_config: Callable[..., ProxyConfig], faulty: Upstream) -> None:
     app = "https://app.example"
     async with running(proxy_config("server: {allowed_origins: ['https://app.example']}\n", OPENAI_API_KEY=ENV_KEY)) as r:
         preflight = await r.http.options("/v1/chat/completions", headers={"Origin": app, "Access-Control-Request-Method": "POST",
@@ -91,15 +90,15 @@ async def test_an_allowed_origin_gets_cors_with_its_own_key_only(proxy_config: C
         assert preflight.status_code == 204 and preflight.headers["access-control-allow-origin"] == app
         ok = await r.http.post("/v1/chat/completions", json=CHAT, headers={"Origin": app, "Authorization": f"Bearer {KEY}"})
         assert ok.status_code == 200 and ok.headers["access-control-allow-origin"] == app
-        assert faulty.last_chat().headers["authorization"] == f"Bearer {KEY}"
-        before = len(faulty.requests)
+        assert faulty.fake.last_chat().headers["authorization"] == f"Bearer {KEY}"
+        before = len(faulty.fake.requests)
         _refused(await r.http.post("/v1/chat/completions", json=CHAT, headers={"Origin": app}), 401)  # would spend ENV_KEY
-        assert len(faulty.requests) == before
+        assert len(faulty.fake.requests) == before
 
 
-async def test_simple_cross_site_bodies_are_refused(config: ProxyConfig, faulty: FaultyUpstream) -> None:
+async def test_simple_cross_site_bodies_are_refused(config: ProxyConfig, faulty: Upstream) -> None:
     async with running(config) as r:
-        before = len(faulty.requests)
+        before = len(faulty.fake.requests)
         body = json.dumps(CHAT).encode()
         for content_type in ("text/plain", "text/plain;charset=UTF-8", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", None):
             headers = {"Content-Type": content_type} if content_type else {}
@@ -107,11 +106,11 @@ async def test_simple_cross_site_bodies_are_refused(config: ProxyConfig, faulty:
             _refused(await r.http.post("/memory/sessions/victim/compile", content=b'{"user_message": "x"}', headers=headers), 415)
         for content_type in ("text/plain", "application/x-www-form-urlencoded"):
             _refused(await r.http.post("/v1/files", content=b"purpose=batch", headers={"Content-Type": content_type}), 415)
-        assert len(faulty.requests) == before
+        assert len(faulty.fake.requests) == before
         assert (await r.http.get("/memory/sessions")).json()["data"] == []  # nothing stored
 
 
-async def test_a_browser_context_never_spends_the_environment_key(config: ProxyConfig, faulty: FaultyUpstream) -> None:
+async def test_a_browser_context_never_spends_the_environment_key(config: ProxyConfig, faulty: Upstream) -> None:
     # A form post or fetch from a page carries Sec-Fetch-* (or Referer) even when it sends no Origin.
     contexts: list[dict[str, str]] = [
         {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "no-cors"},
@@ -119,29 +118,29 @@ async def test_a_browser_context_never_spends_the_environment_key(config: ProxyC
         {"Referer": "https://evil.example/page"},
     ]
     async with running(config) as r:
-        before = len(faulty.requests)
+        before = len(faulty.fake.requests)
         for browser in contexts:
             _refused(await r.http.post("/v1/chat/completions", json=CHAT, headers=browser), 401)
             _refused(await r.http.post("/v1/files", files={"file": ("a.jsonl", b"{}")}, data={"purpose": "batch"}, headers=browser), 401)
             _refused(await r.http.get("/v1/models", headers=browser), 401)
         _refused(await r.http.get("/memory/sessions", headers=contexts[0]), 401)  # keyless memory, from another site
-        assert len(faulty.requests) == before
+        assert len(faulty.fake.requests) == before
         # The same requests from a program (no browser headers) still use the environment key.
         uploaded = await r.http.post("/v1/files", files={"file": ("a.jsonl", b"{}")}, data={"purpose": "batch"})
-        assert uploaded.status_code == 201 and faulty.requests[-1].headers["authorization"] == f"Bearer {ENV_KEY}"
+        assert uploaded.status_code == 201 and faulty.fake.requests[-1].headers["authorization"] == f"Bearer {ENV_KEY}"
         # The proxy's own page (a top-level navigation) may read keyless memory.
         assert (await r.http.get("/memory/sessions", headers={"Sec-Fetch-Site": "none", "Sec-Fetch-Mode": "navigate"})).status_code == 200
 
 
-async def test_options_is_answered_locally_without_permissive_cors(config: ProxyConfig, faulty: FaultyUpstream) -> None:
+async def test_options_is_answered_locally_without_permissive_cors(config: ProxyConfig, faulty: Upstream) -> None:
     async with running(config) as r:
-        before = len(faulty.requests)
+        before = len(faulty.fake.requests)
         for path in ("/v1/chat/completions", "/v1/models", "/v1/files/abc", "/memory/sessions"):
             local = await r.http.options(path, headers={"Access-Control-Request-Method": "POST"})
             assert local.status_code == 204
             assert not [h for h in local.headers if h.lower().startswith("access-control-")]
             _refused(await r.http.options(path, headers={"Origin": EVIL, "Access-Control-Request-Method": "DELETE"}), 403)
-        assert len(faulty.requests) == before
+        assert len(faulty.fake.requests) == before
 
 
 @pytest.fixture(scope="module")
@@ -154,8 +153,8 @@ def served(served_proxy: Callable[..., Proxy]) -> Proxy:
     ["/v1/../../x", "/v1/models/../../../x", "/v1/%2e%2e/%2e%2e/x", "/v1/models/..%2f..%2fx", "/v1/models%2F..%2F..%2Fx", "/v1//x",
      "/v1/./models", "/v1/models/..", "/v1/a%5c..%5cb"],
 )
-def test_relay_paths_stay_under_v1(served: Proxy, faulty: FaultyUpstream, path: str) -> None:
-    before = len(faulty.requests)
+def test_relay_paths_stay_under_v1(served: Proxy, faulty: Upstream, path: str) -> None:
+    before = len(faulty.fake.requests)
     host, port = served.url.removeprefix("http://").split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=10)
     try:
@@ -166,11 +165,11 @@ def test_relay_paths_stay_under_v1(served: Proxy, faulty: FaultyUpstream, path: 
         conn.close()
     assert response.status == 400, (path, response.status, body)
     assert b"invalid_path" in body
-    assert len(faulty.requests) == before
+    assert len(faulty.fake.requests) == before
 
 
-def test_upstream_cors_headers_are_not_relayed(served: Proxy, faulty: FaultyUpstream) -> None:
+def test_upstream_cors_headers_are_not_relayed(served: Proxy, faulty: Upstream) -> None:
     with httpx.Client(base_url=served.url, timeout=10) as client:
         relayed = client.get("/v1/cors-echo", headers={"Authorization": f"Bearer {KEY}"})
-    assert relayed.status_code == 200 and faulty.requests[-1].path == "/v1/cors-echo"
+    assert relayed.status_code == 200 and faulty.fake.requests[-1].path == "/v1/cors-echo"
     assert not [h for h in relayed.headers if h.lower().startswith("access-control-")]

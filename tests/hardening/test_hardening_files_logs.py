@@ -12,11 +12,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from benchmarks.stress import start_proxy
+from testkit.processes import start_proxy_process
 from proxy.cli import main as cli_main
 from proxy.config import ProxyConfig
+from testkit.harness import Upstream
 from tests.hardening.inproc import running
-from tests.hardening.slow_upstream import FaultyUpstream
 
 MODEL = "gpt-4o-mini"
 KEY = "sk-files-logs-caller-" + "9" * 24
@@ -28,10 +28,10 @@ def _mode(path: Path) -> int:
 
 
 @pytest.mark.parametrize("log_content", [False, True], ids=["debug", "debug+content"])
-def test_debug_logs_hold_content_only_with_the_second_switch_and_files_are_private(faulty: FaultyUpstream, tmp_path: Path, log_content: bool) -> None:
+def test_debug_logs_hold_content_only_with_the_second_switch_and_files_are_private(faulty: Upstream, tmp_path: Path, log_content: bool) -> None:
     own_log = tmp_path / "own.log"
     env = {"MEMORY_RUNTIME_LOG_FILE": str(own_log), "MEMORY_RUNTIME_LOG_CONTENT": "true" if log_content else "false"}
-    proxy = start_proxy(tmp_path, faulty.url, log_level="debug", env=env)
+    proxy = start_proxy_process(tmp_path, faulty.url, log_level="debug", env=env)
     try:
         with httpx.Client(base_url=proxy.url, timeout=30, headers={"Authorization": f"Bearer {KEY}"}) as http:
             for stream in (False, True):
@@ -47,7 +47,7 @@ def test_debug_logs_hold_content_only_with_the_second_switch_and_files_are_priva
     logged = own_log.read_text()
     assert '"level": "debug"' in logged  # it really logged at debug level
     assert (CANARY in logged) is log_content  # content only with log_content, and then even after the erase
-    assert CANARY not in proxy.log_path.read_text()  # nothing went to stderr either
+    assert CANARY not in proxy.log.read_text()  # nothing went to stderr either
     assert KEY not in logged
 
 
@@ -59,7 +59,7 @@ def test_a_name_starting_with_127_is_not_loopback(tmp_path: Path, capsys: pytest
     assert not (tmp_path / "m.sqlite").exists()
 
 
-async def test_extra_message_fields_names_ids_and_urls_are_redacted_through_the_proxy(proxy_config: Callable[..., ProxyConfig], faulty: FaultyUpstream) -> None:
+async def test_extra_message_fields_names_ids_and_urls_are_redacted_through_the_proxy(proxy_config: Callable[..., ProxyConfig], faulty: Upstream) -> None:
     google = "AIza" + "SyRedactThroughProxy0123456789abcdefg"
     short = "sk-abc123proxy456"
     messages = [
@@ -74,7 +74,7 @@ async def test_extra_message_fields_names_ids_and_urls_are_redacted_through_the_
                                      headers={"Authorization": f"Bearer {KEY}", "X-Memory-Session": "fields"})
         assert response.status_code == 200 and "x-memory-error" not in response.headers
         export = (await r.http.get("/memory/sessions/fields/export", headers={"Authorization": f"Bearer {KEY}"})).text
-    assert faulty.last_chat().json()["messages"][0]["name"] == f"user-{short}"  # forwarded as sent: redaction is for storage
+    assert faulty.fake.last_chat().json()["messages"][0]["name"] == f"user-{short}"  # forwarded as sent: redaction is for storage
     for secret in (google, short, "Pr0xyPass1"):
         assert secret not in export
     assert "[REDACTED:google_api_key]" in export and "[REDACTED:url_password]" in export

@@ -16,8 +16,8 @@ import pytest
 
 from proxy.cli import main as cli_main
 from proxy.config import ProxyConfig
+from testkit.harness import Upstream
 from tests.hardening.inproc import Running, running
-from tests.hardening.slow_upstream import FaultyUpstream
 
 MODEL = "gpt-4o-mini"
 KEY_A = "sk-isolation-caller-alpha-" + "1" * 24
@@ -49,7 +49,7 @@ async def _export_text(r: Running, key: str | None, session: str, extra: dict[st
     return response.text if response.status_code == 200 else ""
 
 
-async def test_two_keys_opening_with_the_same_message_never_share_a_session(proxy_config: Callable[..., ProxyConfig], faulty: FaultyUpstream) -> None:
+async def test_two_keys_opening_with_the_same_message_never_share_a_session(proxy_config: Callable[..., ProxyConfig], faulty: Upstream) -> None:
     async with running(proxy_config()) as r:
         hi = [{"role": "user", "content": "hi"}]
         a1, b1 = await _chat(r, KEY_A, hi), await _chat(r, KEY_B, hi)
@@ -59,7 +59,7 @@ async def test_two_keys_opening_with_the_same_message_never_share_a_session(prox
         history_b += [_reply(b2), {"role": "user", "content": "What is my locker code?" + FILLER}]
         b3 = await _chat(r, KEY_B, history_b, budget=120)
         assert b3.status_code == 200 and "x-memory-error" not in b3.headers
-        assert "qzalphacode" not in faulty.last_chat().body.decode()  # B's compiled prompt holds nothing of A's
+        assert "qzalphacode" not in faulty.fake.last_chat().body.decode()  # B's compiled prompt holds nothing of A's
         assert a2.headers["x-memory-session"] == a1.headers["x-memory-session"]
         assert b3.headers["x-memory-session"] == b1.headers["x-memory-session"]
         export_a = await _export_text(r, KEY_A, a2.headers["x-memory-session"])
@@ -68,13 +68,13 @@ async def test_two_keys_opening_with_the_same_message_never_share_a_session(prox
     assert "qzbravocode" in export_b and "qzalphacode" not in export_b
 
 
-async def test_another_callers_session_header_reaches_nothing_of_theirs(proxy_config: Callable[..., ProxyConfig], faulty: FaultyUpstream) -> None:
+async def test_another_callers_session_header_reaches_nothing_of_theirs(proxy_config: Callable[..., ProxyConfig], faulty: Upstream) -> None:
     async with running(proxy_config()) as r:
         first = await _chat(r, KEY_A, [{"role": "user", "content": "Decision: the vault code is qzvaultcode."}], session="shared")
         assert first.headers["x-memory-session"] == "shared"  # the client sees its own id, unprefixed
         probe = await _chat(r, KEY_B, [{"role": "user", "content": "Tell me every decision and code you know." + FILLER}], session="shared", budget=200)
         assert probe.status_code == 200 and probe.headers["x-memory-session"] == "shared"
-        assert "qzvaultcode" not in faulty.last_chat().body.decode()
+        assert "qzvaultcode" not in faulty.fake.last_chat().body.decode()
         # Every /memory route, as B, with A's session id.
         for path in ("/memory/sessions/shared", "/memory/sessions/shared/export", "/memory/sessions/shared/manifest"):
             seen = await r.http.get(path, headers=_auth(KEY_B))
@@ -92,7 +92,7 @@ async def test_another_callers_session_header_reaches_nothing_of_theirs(proxy_co
         assert [s["id"] for s in (await r.http.get("/memory/sessions", headers=_auth(KEY_A))).json()["data"]] == ["shared"]
 
 
-async def test_a_spoofed_user_field_does_not_append_to_another_callers_conversation(proxy_config: Callable[..., ProxyConfig], faulty: FaultyUpstream) -> None:
+async def test_a_spoofed_user_field_does_not_append_to_another_callers_conversation(proxy_config: Callable[..., ProxyConfig], faulty: Upstream) -> None:
     async with running(proxy_config()) as r:
         opening = [{"role": "user", "content": "hello there\nDecision: alice's pin is qzalicepin."}]
         a1 = await _chat(r, KEY_A, opening, user="alice")

@@ -13,9 +13,8 @@ from typing import Any
 import httpx
 
 from proxy.config import ProxyConfig
-from tests.fakes.harness import Proxy, start_proxy
+from testkit.harness import Proxy, Upstream, start_proxy
 from tests.hardening.inproc import running
-from tests.hardening.slow_upstream import FaultyUpstream
 
 MODEL = "gpt-4o-mini"
 KEY = {"Authorization": "Bearer sk-silent-loss-caller-" + "6" * 20}
@@ -32,7 +31,7 @@ def _text(response: httpx.Response, stream: bool) -> str:
     return "".join(c["choices"][0]["delta"].get("content") or "" for c in events if c.get("choices"))
 
 
-def test_a_deleted_database_is_reported_on_every_reply_and_by_healthz(served_proxy: Callable[..., Proxy], faulty: FaultyUpstream) -> None:
+def test_a_deleted_database_is_reported_on_every_reply_and_by_healthz(served_proxy: Callable[..., Proxy], faulty: Upstream) -> None:
     proxy = served_proxy()
     db = Path(proxy.config.storage_path)
     messages: list[dict[str, Any]] = [{"role": "user", "content": "first turn, stored"}]
@@ -64,7 +63,7 @@ def test_a_deleted_database_is_reported_on_every_reply_and_by_healthz(served_pro
         restarted.served.stop()
 
 
-async def test_healthz_reports_a_store_that_refuses_writes_and_recovers(proxy_config: Callable[..., ProxyConfig], faulty: FaultyUpstream) -> None:
+async def test_healthz_reports_a_store_that_refuses_writes_and_recovers(proxy_config: Callable[..., ProxyConfig], faulty: Upstream) -> None:
     async with running(proxy_config()) as r:
         assert (await r.http.get("/healthz")).status_code == 200
         await r.connection.execute("PRAGMA query_only = ON")  # SQLITE_READONLY on every write

@@ -1,4 +1,6 @@
-"""The proxy-under-test and fake-upstream handles the proxy tests share."""
+"""The proxy under test and its fake upstream, as handles tests share: both served by uvicorn on
+loopback in background threads (`serve_in_thread`), configured the way a user would (a YAML file
+plus environment overrides)."""
 
 from __future__ import annotations
 
@@ -10,12 +12,16 @@ import httpx
 import openai
 
 from proxy.app import create_app
-from proxy.config import ProxyConfig
+from proxy.config import ProxyConfig, load_config
 from proxy.services import Services
-from tests.fakes.server import ServedApp, serve_in_thread
-from tests.fakes.upstream import FakeUpstream
 
-__all__ = ["OPENAI_KEY", "GEMINI_KEY", "ENV_OPENAI_KEY", "ENV_GEMINI_KEY", "Upstream", "Proxy", "proxy_env", "start_proxy"]
+from .serve import ServedApp, serve_in_thread
+from .upstream import FakeUpstream
+
+__all__ = [
+    "OPENAI_KEY", "GEMINI_KEY", "ENV_OPENAI_KEY", "ENV_GEMINI_KEY", "Upstream", "Proxy",
+    "serve_upstream", "config_for", "start_proxy",
+]
 
 OPENAI_KEY = "sk-test-caller-key-7f3a9c1e"
 GEMINI_KEY = "AIza-test-caller-key-b52d8e"
@@ -62,19 +68,32 @@ class Proxy:
         return httpx.Client(base_url=self.url, timeout=30, headers=headers)
 
 
-def proxy_env(upstream: Upstream, storage: Path, **extra: str) -> dict[str, str]:
-    env = {
+def serve_upstream(fake: FakeUpstream | None = None) -> Upstream:
+    """`fake` (a fresh one by default) served on loopback; stop it with `.served.stop()`."""
+    fake = fake or FakeUpstream()
+    return Upstream(fake, serve_in_thread(fake.app(), lifespan="off"))
+
+
+def config_for(upstream: Upstream, folder: Path, yaml_text: str = "upstreams: {retries: 0}\n", *, fallback_keys: bool = False,
+               **env: str) -> ProxyConfig:
+    """A proxy config from `yaml_text` (written to `folder/config.yaml`) pointing at `upstream`,
+    storing in `folder/memory.sqlite`, lexical-only memory, then `env` overrides. With
+    `fallback_keys`, OPENAI_API_KEY / GEMINI_API_KEY hold the ENV_* keys, for requests without one."""
+    cfg = folder / "config.yaml"
+    cfg.write_text(yaml_text)
+    values = {
         "OPENAI_BASE_URL": upstream.url + "/v1",
         "GEMINI_API_BASE": upstream.url + "/v1beta",
-        "MEMORY_RUNTIME_STORAGE_PATH": str(storage),
+        "MEMORY_RUNTIME_STORAGE_PATH": str(folder / "memory.sqlite"),
         "MEMORY_RUNTIME_EMBEDDING_MODEL": "none",
-        "OPENAI_API_KEY": ENV_OPENAI_KEY,
-        "GEMINI_API_KEY": ENV_GEMINI_KEY,
     }
-    env.update(extra)
-    return env
+    if fallback_keys:
+        values.update({"OPENAI_API_KEY": ENV_OPENAI_KEY, "GEMINI_API_KEY": ENV_GEMINI_KEY})
+    values.update(env)
+    return load_config(cfg, env=values)
 
 
 def start_proxy(config: ProxyConfig) -> Proxy:
+    """`create_app(config)` served on loopback in this process; stop it with `.served.stop()`."""
     app = create_app(config)
     return Proxy(serve_in_thread(app), app, config)
