@@ -35,11 +35,14 @@ TOKEN_CACHE = 50_000
 # Session views kept in process (least recently used dropped first); a dropped view is rebuilt
 # from the store on its next use.
 MAX_VIEWS = 256
-# A compile embeds at most this many missing chunks (newest first) before it answers; the rest are
-# embedded in the background, EMBED_BATCH at a time, so a huge first history costs a bounded wait
-# and never holds a session's lock for long. Until then those chunks rank by their words alone.
-EMBED_NOW = 128
-EMBED_BATCH = 64
+# A compile embeds at most this much missing text (newest first, in characters: the model's cost
+# follows length: ~0.5 s for this much on 2 idle cores, ~3 s on a loaded one) before it answers; the rest is
+# embedded in the background, EMBED_BATCH_CHARS at a time, so a huge first history costs a
+# bounded wait and never holds a session's lock for long. Until then those chunks rank by their
+# words alone.
+EMBED_NOW_CHARS = 16_000
+EMBED_BATCH_CHARS = 8_000
+APPLY_OFF_LOOP = 500  # rows of a view update above which it is built off the event loop
 
 
 def _check_session_id(session_id: Any) -> str:
@@ -207,10 +210,10 @@ class Runtime:
                 return erased
             erased += await self.delete_sessions(batch)
 
-    async def view(self, session_id: str, query: str | None = None, embed_limit: int | None = EMBED_NOW) -> tuple[SessionView, np.ndarray | None]:
+    async def view(self, session_id: str, query: str | None = None, embed_limit: int | None = EMBED_NOW_CHARS) -> tuple[SessionView, np.ndarray | None]:
         """The up-to-date in-process view of a session, and the embedding of `query` (computed in
-        the same batch as missing chunks). At most `embed_limit` missing chunks are embedded now
-        (None: all of them); the rest are left to a background task."""
+        the same batch as missing chunks). At most `embed_limit` characters of missing chunks are
+        embedded now, newest first (None: all of them); the rest are left to a background task."""
         view = await self._fresh_view(session_id)
         qvec: np.ndarray | None = None
         if self.embedder is not None and (view.missing or (query and query.strip())):
@@ -233,7 +236,12 @@ class Runtime:
         if max_event > view.max_event or max_chunk > view.max_chunk:
             delta = await self.store.load_delta(session_id, view.max_event, view.max_artifact, view.max_chunk)
             vectors = await self.store.get_vectors(self.embedding_name, [c.content_hash for c in delta.chunks]) if self.embedder else {}
-            view.apply(delta, vectors)
+            if len(delta.events) + len(delta.chunks) > APPLY_OFF_LOOP:
+                # A first contact with a long history: building its view would stall the loop. The
+                # caller holds the session's lock, so nothing else touches this view meanwhile.
+                await asyncio.to_thread(view.apply, delta, vectors)
+            else:
+                view.apply(delta, vectors)
         return view
 
     def embed_soon(self, session_id: str) -> None:
@@ -261,7 +269,7 @@ class Runtime:
                 async with self._background_slot, self.store.session_lock(session_id):
                     view = await self._fresh_view(session_id)
                     if view.missing:
-                        await self._embed_missing(view, None, EMBED_BATCH)
+                        await self._embed_missing(view, None, EMBED_BATCH_CHARS)
                     if not view.missing:
                         # No await between this check and leaving the set: a write that lands
                         # after it starts a new task.
@@ -276,20 +284,22 @@ class Runtime:
 
     async def _embed_missing(self, view: SessionView, query: str | None, limit: int | None = None) -> np.ndarray | None:
         assert self.embedder is not None
-        positions = sorted(view.missing)
         by_hash: dict[str, list[int]] = {}
         texts: dict[str, str] = {}
-        for pos in positions:
+        size = 0
+        # Newest first, at most `limit` characters of distinct text (always at least one): recent
+        # turns are the likeliest to matter, and a batch costs the same however much waits behind it.
+        for pos in sorted(view.missing, reverse=True):
             row = view.chunk_rows[pos]
+            if row.content_hash not in by_hash:
+                if limit is not None and by_hash and size + len(row.text) > limit:
+                    continue
+                size += len(row.text)
             by_hash.setdefault(row.content_hash, []).append(pos)
             texts.setdefault(row.content_hash, row.text)
         known = await self.store.get_vectors(self.embedding_name, list(by_hash)) if by_hash else {}
         fresh = {h: self._query_vectors[h] for h in by_hash if h not in known and h in self._query_vectors}
         todo = [h for h in by_hash if h not in known and h not in fresh]
-        if limit is not None and len(todo) > limit:
-            # Newest first: recent turns are the likeliest to matter, and dicts keep position order.
-            todo = todo[-limit:]
-            by_hash = {h: by_hash[h] for h in (*known, *fresh, *todo)}
         qvec: np.ndarray | None = None
         if todo or query is not None:
             # One batch for the query and the missing chunks: each embed call has a fixed cost.

@@ -11,6 +11,7 @@ store's session lock, taken inside memory; nothing here holds a lock across the 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import Callable
@@ -72,7 +73,8 @@ async def prepare(runtime: Runtime, messages: list[dict[str, Any]], model: str, 
     """Resolve the session and plan the prompt; never raises (memory failures fail open). `new_id`
     names a session the request does not name and no stored transcript matches."""
     try:
-        original_tokens = get_counter(model).messages_tokens(messages)
+        # Off the event loop: a large history takes tiktoken a good fraction of a second.
+        original_tokens = await asyncio.to_thread(get_counter(model).messages_tokens, messages)
     except Exception as exc:  # counting is part of memory: fail open like the rest
         return _unmodified(session_header or new_id(), messages, 0, _reason(exc))
     session_id = session_header

@@ -14,6 +14,7 @@ own, unprefixed id in X-Memory-Session.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -37,6 +38,7 @@ __all__ = ["chat_completions"]
 
 log = logging.getLogger("memory_runtime.chat")
 MAX_SESSION_HEADER = 256
+OFF_LOOP_BYTES = 256 * 1024
 
 
 def _session_header(request: Request) -> str | None:
@@ -55,7 +57,8 @@ async def chat_completions(request: Request) -> Response:
     svc = services(request)
     caller = caller_of(request.state)
     body = await read_body(request, svc.config.server.max_body_bytes)
-    chat, raw = parse_chat_request(body)
+    # Decoding and validating megabytes of JSON takes long enough to stall every other request.
+    chat, raw = await asyncio.to_thread(parse_chat_request, body) if len(body) > OFF_LOOP_BYTES else parse_chat_request(body)
     session_header = _session_header(request)
     budget = header_int(request, "x-memory-budget") or svc.config.budget_tokens
     api_key = caller.upstream_key()

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from memory import InvalidArgumentError, create_runtime
-from memory.runtime import EMBED_NOW, Runtime
+from memory.runtime import EMBED_BATCH_CHARS, EMBED_NOW_CHARS, Runtime
 
 
 @pytest.fixture
@@ -125,14 +125,14 @@ async def test_the_view_cache_is_bounded(tmp_path: Path) -> None:
 
 @dataclass
 class CountingEmbedder:
-    """Deterministic vectors; counts texts embedded per call, to see what a compile waits for."""
+    """Deterministic vectors; counts the characters embedded per call, to see what a compile waits for."""
 
     name: str = "counting-test-embedder"
     dim: int = 8
     calls: list[int] = field(default_factory=list)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        self.calls.append(len(texts))
+        self.calls.append(sum(len(t) for t in texts))
         rows = [np.frombuffer(hashlib.sha256(t.encode()).digest()[: self.dim], dtype=np.uint8).astype(np.float32) + 1 for t in texts]
         matrix = np.vstack(rows) if rows else np.zeros((0, self.dim), dtype=np.float32)
         return matrix / np.linalg.norm(matrix, axis=1, keepdims=True)
@@ -142,19 +142,21 @@ async def test_a_huge_first_history_embeds_a_bounded_batch_then_the_rest_in_the_
     embedder = CountingEmbedder()
     async with Runtime(tmp_path / "huge.sqlite", embedder=embedder) as rt:
         session = rt.session("huge")
-        history = [_msg(f"message {n} about topic {n % 17} and item qzitem{n}", "user" if n % 2 == 0 else "assistant") for n in range(600)]
-        await _sync_without_background(rt, session.id, history)  # ~1,200 chunks and probes, none embedded yet
+        filler = " with enough words around it to make a paragraph of realistic length for one chat turn" * 4
+        history = [_msg(f"message {n} about topic {n % 17} and item qzitem{n}{filler}", "user" if n % 2 == 0 else "assistant") for n in range(600)]
+        await _sync_without_background(rt, session.id, history)  # ~1,200 chunks and probes (~400 KB), none embedded yet
         embedder.calls.clear()
-        result = await session.compile("what about item qzitem599?", budget_tokens=300)
+        query = "what about item qzitem599?"
+        result = await session.compile(query, budget_tokens=300)
         assert result.messages
-        assert embedder.calls and embedder.calls[0] <= EMBED_NOW + 1  # the compile waited for one bounded batch
+        assert embedder.calls and embedder.calls[0] <= EMBED_NOW_CHARS + len(query)  # the compile waited for one bounded batch
         view = rt._views["huge"]
         assert view.missing  # the rest is left to the background...
         deadline = time.monotonic() + 60
         while rt._views["huge"].missing:
             assert time.monotonic() < deadline, "background embedding never finished"
             await asyncio.sleep(0.01)  # poll, bounded by the deadline
-        assert max(embedder.calls) <= EMBED_NOW + 1  # ...in bounded batches too
+        assert max(embedder.calls[1:]) <= EMBED_BATCH_CHARS  # ...in bounded batches too
 
 
 async def _sync_without_background(rt: Runtime, session_id: str, history: list[dict[str, str]]) -> None:
