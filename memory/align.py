@@ -49,11 +49,12 @@ def _reply_start(roles: Sequence[str]) -> int:
     return len(roles)
 
 
-def align(stored: Sequence[str], roles: Sequence[str], request: Sequence[str], named: bool) -> Alignment:
+def align(stored: Sequence[str], roles: Sequence[str], request: Sequence[str], named: bool,
+          request_roles: Sequence[str] = ()) -> Alignment:
     """Align the request's message hashes with the stored transcript's (`roles` are the stored
-    messages' roles). `named` says the session was named by the caller (a session header), so a
-    request that does not start where the transcript starts is a continuation (a stateless or
-    sliding-window client), not a new conversation."""
+    messages' roles, `request_roles` the request's). `named` says the session was named by the
+    caller (a session header), so a request that does not start where the transcript starts is a
+    continuation (a stateless or sliding-window client), not a new conversation."""
     common = _common_prefix(stored, request)
     if common == len(stored):
         return Alignment("extend", 0, common)
@@ -66,15 +67,24 @@ def align(stored: Sequence[str], roles: Sequence[str], request: Sequence[str], n
         return Alignment("edit", 0, common)
     if common > 0 or not named:
         return Alignment("edit", 0, common)
-    # A named session and a request that does not start at the transcript's start.
+    # A named session and a request that does not start at the transcript's start. A retry of the
+    # last turn by a client that sends part of the conversation: the request is stored as a block
+    # followed only by the model's reply (no user message after it).
     reply = _reply_start(roles)
-    if reply >= len(request) and reply < len(stored) and list(stored[reply - len(request) : reply]) == list(request):
-        return Alignment("retry", reply - len(request), len(request))
+    n = len(request)
+    for start in range(len(stored) - n - 1, max(reply - n, 0) - 1, -1):
+        if list(stored[start : start + n]) == list(request):
+            return Alignment("retry", start, n)
     # Sliding window: the longest stored suffix the request starts with. Only positions holding the
     # request's first message can start one, so this is linear in the request, not the transcript.
-    for start in range(max(0, len(stored) - len(request)), len(stored)):
+    for start in range(max(0, len(stored) - n), len(stored)):
         if stored[start] == request[0] and list(stored[start:]) == list(request[: len(stored) - start]):
             return Alignment("window", start, len(stored) - start)
+    # A whole conversation (a user message first, a reply in it) sharing nothing with what is stored:
+    # a client that resends everything and edited its first message. A stateless client sends only
+    # what is new (never a reply of the model's, which it got from here).
+    if n >= 2 and request_roles[:1] == ["user"] and "assistant" in request_roles:
+        return Alignment("edit", 0, 0)
     return Alignment("append", len(stored), 0)
 
 

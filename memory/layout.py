@@ -42,12 +42,19 @@ STATE_SHARE = 0.15
 WINDOW_SHARE = 0.15
 WINDOW_FLOOR_SHARE = 0.30
 WINDOW_FLOOR_MESSAGES = 2
-# A question "needs memory" when its best match out of view scores at least this (fused score,
-# roughly standard deviations above the candidates' mean) and beats its best match in view.
+# How much the question needs memory that is out of view, from the fused retrieval scores (roughly
+# standard deviations above the candidates' mean): its best match out of view against its best match
+# in view (the window and the frame's base). *Strong*: out beats in by NEED_MARGIN and scores at
+# least NEED_MIN_SCORE; the prompt is rebuilt fresh around the question (a rebase) unless the room
+# left is at least REBASE_ROOM of what a fresh layout gives. *Weak*: out beats in at all; evidence
+# for this question only, within WEAK_SHARE of the room.
 NEED_MIN_SCORE = 0.5
-# With a question that needs memory, rebase when the room left for evidence is below this share of
-# the room a fresh layout would give it.
+NEED_MARGIN = 1.0
 REBASE_ROOM = 0.8
+WEAK_SHARE = 0.15
+# At a rebase, the frame's base (state and the best-ranked evidence) and the window fill at most this
+# share of the room; the rest is for this question's other evidence, and then for the turns to come.
+BASE_FILL = 0.6
 _TOOL_ROLES = frozenset({"tool", "function"})
 
 
@@ -176,9 +183,9 @@ def _rebase_plan(inp: LayoutInput, counter: TiktokenCounter, available: int) -> 
     return _Plan(base, items, window_start, state_tokens, window_tokens)
 
 
-def _need(inp: LayoutInput, view: SessionView, visible: set[str]) -> tuple[bool, float, float]:
-    """Does the question reach beyond what the prompt already shows? (needed, best score out of
-    view, best score in view)."""
+def _need(inp: LayoutInput, view: SessionView, visible: set[str]) -> tuple[str, float, float]:
+    """How far the question reaches beyond what the prompt already shows: ("strong" | "weak" |
+    "none", best score out of view, best score in view)."""
     best_in = best_out = 0.0
     for s in inp.ranked:  # best first
         key = view.chunk_unit[s.pos]
@@ -188,7 +195,9 @@ def _need(inp: LayoutInput, view: SessionView, visible: set[str]) -> tuple[bool,
             best_out = max(best_out, s.score)
         if best_in and best_out:
             break
-    return best_out >= NEED_MIN_SCORE and best_out > best_in, best_out, best_in
+    if best_out >= NEED_MIN_SCORE and best_out >= best_in + NEED_MARGIN:
+        return "strong", best_out, best_in
+    return ("weak" if best_out > best_in else "none"), best_out, best_in
 
 
 def _evidence(inp: LayoutInput, view: SessionView, counter: TiktokenCounter, room: int,
@@ -248,22 +257,55 @@ def build_layout(inp: LayoutInput, view: SessionView, counter: TiktokenCounter) 
             if inp.reuse_evidence is not None and counter.message_tokens(inp.reuse_evidence) <= room:
                 return _assemble(inp, view, counter, manifest, "frame", frame, frame.window_start, [], inp.reuse_evidence, [], 0,
                                  fixed_items, tail_items, reused=True)
-            needed, best_out, best_in = _need(inp, view, visible)
-            manifest["need"] = {"needed": needed, "best_out_of_view": round(best_out, 4), "best_in_view": round(best_in, 4)}
-            if not needed:
+            need, best_out, best_in = _need(inp, view, visible)
+            manifest["need"] = {"need": need, "best_out_of_view": round(best_out, 4), "best_in_view": round(best_in, 4)}
+            if need == "none":
                 return _assemble(inp, view, counter, manifest, "frame", frame, frame.window_start, [], None, [], 0,
                                  fixed_items, tail_items)
-            if room >= REBASE_ROOM * fresh_room:
-                chosen, dropped, overflow, message = _evidence(inp, view, counter, room, frozenset(visible))
+            if need == "weak" or room >= REBASE_ROOM * fresh_room:
+                cap = room if need == "strong" else min(room, int(WEAK_SHARE * available))
+                chosen, dropped, overflow, message = _evidence(inp, view, counter, cap, frozenset(visible))
                 return _assemble(inp, view, counter, manifest, "frame", frame, frame.window_start, chosen, message, dropped,
                                  overflow, fixed_items, tail_items)
 
     window_keys = {line.key for line in inp.history if line.pos >= plan.window_start and line.key}
-    chosen, dropped, overflow, message = _evidence(inp, view, counter, fresh_room, frozenset(window_keys))
-    new_frame = FrameRecord(0, plan.window_start, inp.anchor(plan.window_start), counter.encoding_name, budget,
-                            tuple(plan.base), tuple(plan.base_items))
-    return _assemble(inp, view, counter, manifest, "compiled" if inp.fresh else "rebased", new_frame, plan.window_start, chosen,
+    chosen, dropped, overflow, _ = _evidence(inp, view, counter, fresh_room, frozenset(window_keys))
+    # The best-ranked part of the evidence joins the frame's base (before the window: the next turns
+    # find it in the provider's cache); the rest is for this question only (after the window).
+    kept, extra = _split(chosen, int(BASE_FILL * available) - plan.base_tokens - plan.window_tokens)
+    base_message, message = _fit_pair(kept, extra, view, counter, fresh_room, dropped)
+    base = plan.base + ([base_message] if base_message else [])
+    items = plan.base_items + [{**evidence_item(e, view), "reason": "evidence"} for e in chronological(kept, view)]
+    new_frame = FrameRecord(0, plan.window_start, inp.anchor(plan.window_start), counter.encoding_name, budget, tuple(base), tuple(items))
+    return _assemble(inp, view, counter, manifest, "compiled" if inp.fresh else "rebased", new_frame, plan.window_start, extra,
                      message, dropped, overflow, fixed_items, tail_items)
+
+
+def _split(chosen: list[Evidence], cap: int) -> tuple[list[Evidence], list[Evidence]]:
+    """The chosen items in selection order (best first): those within `cap` tokens, the rest."""
+    kept: list[Evidence] = []
+    spent = 0
+    for i, ev in enumerate(chosen):
+        if spent + ev.tokens > cap:
+            return kept, chosen[i:]
+        kept.append(ev)
+        spent += ev.tokens
+    return kept, []
+
+
+def _fit_pair(kept: list[Evidence], extra: list[Evidence], view: SessionView, counter: TiktokenCounter, room: int,
+              dropped: list[dict[str, Any]]) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The base and the per-question evidence messages within `room` together, exactly: the
+    lowest-scored items go first (per-question ones before base ones) until the count fits."""
+    while True:
+        first, second = evidence_message(kept, view), evidence_message(extra, view)
+        used = sum(counter.message_tokens(m) for m in (first, second) if m is not None)
+        if used <= room or not (kept or extra):
+            return first, second
+        pool = extra if extra else kept
+        worst = min(pool, key=lambda e: (e.score, -view.chunk_ids[e.pos]))
+        pool.remove(worst)
+        dropped.insert(0, evidence_item(worst, view, "budget"))
 
 
 def _serves(frame: FrameRecord, inp: LayoutInput, counter: TiktokenCounter) -> bool:
@@ -275,7 +317,15 @@ def _serves(frame: FrameRecord, inp: LayoutInput, counter: TiktokenCounter) -> b
 
 
 def _base_keys(frame: FrameRecord) -> set[str]:
-    return {f"e{item['event_id']}" for item in frame.items if item.get("reason") == "evidence" and item.get("event_id")}
+    """Units whose evidence the frame's base already shows."""
+    keys: set[str] = set()
+    for item in frame.items:
+        if item.get("reason") == "evidence":
+            if item.get("event_id"):
+                keys.add(f"e{item['event_id']}")
+            elif item.get("artifact_id"):
+                keys.add(f"a{item['artifact_id']}")
+    return keys
 
 
 def _assemble(inp: LayoutInput, view: SessionView, counter: TiktokenCounter, manifest: dict[str, Any], mode: str,

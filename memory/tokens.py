@@ -128,6 +128,10 @@ class TiktokenCounter:
             return 0
         return len(self._enc.encode_ordinary(text))
 
+    def encode(self, text: str) -> list[int]:
+        """The token ids of `text` (special tokens read as plain text)."""
+        return self._enc.encode_ordinary(text) if text else []
+
     def content_tokens(self, content: Any) -> int:
         if content is None:
             return 0

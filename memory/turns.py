@@ -123,7 +123,8 @@ class Aligned:
 def align_request(transcript: list[TranscriptEntry], request: Request, named: bool) -> Aligned:
     stored = [e.msg_hash for e in transcript]
     stored_roles = [e.role for e in transcript]
-    alignment = align(stored, stored_roles, request.hashes, named)
+    request_roles = [str(request.convo(i).get("role")) for i in range(len(request.hashes))]
+    alignment = align(stored, stored_roles, request.hashes, named, request_roles)
     roles = stored_roles[: alignment.keep] + [str(request.convo(i).get("role")) for i in range(alignment.offset, len(request.hashes))]
     return Aligned(alignment, roles, tail_start(roles) if roles else 0)
 

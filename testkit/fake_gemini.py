@@ -29,6 +29,9 @@ class GeminiApi:
         rec = await self.script.record(request)
         model, _, action = request.path_params["target"].partition(":")
         body = rec.json()
+        problem = _check_function_turns(body.get("contents", []))
+        if problem is not None:
+            return JSONResponse({"error": {"code": 400, "message": problem, "status": "INVALID_ARGUMENT"}}, status_code=400)
         reply = self.script.next_reply(_last_user_text(body.get("contents", [])))
         if delay := reply.delay_seconds + self.script.latency_s:
             await asyncio.sleep(delay)
@@ -43,7 +46,15 @@ class GeminiApi:
             if tc.thought_signature:
                 part["thoughtSignature"] = tc.thought_signature
             parts.append(part)
-        usage = {"promptTokenCount": len(rec.body) // 4, "candidatesTokenCount": 5, "totalTokenCount": len(rec.body) // 4 + 5}
+        # Implicit caching (Gemini 2.5): the same prefix rule, reported as cachedContentTokenCount.
+        system = body.get("system_instruction") or body.get("systemInstruction")
+        turns = ([{"role": "system", "content": system}] if system else []) + [
+            {"role": c.get("role"), "content": c.get("parts")} for c in body.get("contents", []) if isinstance(c, dict)]
+        key = request.headers.get("x-goog-api-key", "") or request.query_params.get("key", "")
+        hit = self.script.cache.lookup(f"gemini|{key}|{model}", self.script.cache.render(turns, body.get("tools")))
+        usage = {"promptTokenCount": hit.prompt_tokens, "candidatesTokenCount": 5, "totalTokenCount": hit.prompt_tokens + 5}
+        if hit.cached_tokens:
+            usage["cachedContentTokenCount"] = hit.cached_tokens
         if action == "generateContent":
             return JSONResponse(
                 {
@@ -74,3 +85,18 @@ def _last_user_text(contents: list[dict[str, Any]]) -> str:
         if c.get("role") == "user":
             return " ".join(str(p.get("text", "")) for p in c.get("parts", []) if "text" in p)
     return ""
+
+
+def _check_function_turns(contents: list[dict[str, Any]]) -> str | None:
+    """Gemini refuses a function response that does not answer the function call turn right before
+    it, and a function call turn not answered by as many function responses."""
+    expected = 0
+    for content in contents:
+        parts = content.get("parts") or [] if isinstance(content, dict) else []
+        calls = sum(1 for p in parts if isinstance(p, dict) and "functionCall" in p)
+        responses = sum(1 for p in parts if isinstance(p, dict) and "functionResponse" in p)
+        if responses != expected:
+            return ("Please ensure that the number of function response parts is equal to the number of function call parts "
+                    "of the function call turn.")
+        expected = calls
+    return None

@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from .faults import Faults
+from .openai_rules import check_chat
 from .script import Reply, Script, sse
 
 __all__ = ["OpenAIApi", "last_user_text"]
@@ -43,7 +44,13 @@ class OpenAIApi:
 
     async def chat(self, request: Request) -> Response:
         rec = await self.script.record(request)
-        body = rec.json()
+        try:
+            body = rec.json()
+        except ValueError:
+            body = None
+        rejected = check_chat(body)
+        if rejected is not None:
+            return JSONResponse(rejected.body(), status_code=rejected.status)
         model = str(body.get("model", "fake"))
         faulty = await self.faults.answer(model, bool(body.get("stream")))
         if faulty is not None:
@@ -54,9 +61,14 @@ class OpenAIApi:
         if reply.error_status is not None:
             error = {"message": reply.error_message, "type": "fake_error", "param": None, "code": "fake_code"}
             return JSONResponse({"error": error}, status_code=reply.error_status)
-        prompt_tokens = len(json.dumps(body.get("messages", []))) // 4
+        namespace = f"{rec.headers.get('authorization', '')}|{body.get('prompt_cache_key') or ''}"
+        hit = self.script.cache.lookup(namespace, self.script.cache.render(body["messages"], body.get("tools")))
         completion_tokens = len(reply.text or "") // 4 + 1
-        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens}
+        usage = {"prompt_tokens": hit.prompt_tokens, "completion_tokens": completion_tokens,
+                 "total_tokens": hit.prompt_tokens + completion_tokens,
+                 "prompt_tokens_details": {"cached_tokens": hit.cached_tokens, "audio_tokens": 0},
+                 "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
+                                               "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0}}
         tool_calls = [
             {"id": tc.id, "type": "function", "function": {"name": tc.name, "arguments": json.dumps(tc.arguments)}}
             for tc in reply.tool_calls
@@ -94,6 +106,8 @@ class OpenAIApi:
             if reply.die_after_chunks is not None and n >= reply.die_after_chunks:
                 await asyncio.sleep(0)
                 raise ConnectionAbortedError("fake upstream dies mid-stream")
+            if reply.end_after_chunks is not None and n >= reply.end_after_chunks:
+                return  # a clean end of the response: no finish reason, no [DONE]
             if n == 1 and reply.hold is not None:
                 await asyncio.to_thread(reply.hold.wait, 10)
             yield chunk({"content": piece})

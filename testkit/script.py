@@ -14,6 +14,8 @@ from typing import Any
 
 from starlette.requests import Request
 
+from .prompt_cache import PromptCache
+
 __all__ = ["ToolCall", "Reply", "Recorded", "Script", "pieces", "sse", "CHAT_PATHS"]
 
 # Paths (or path fragments) of the calls that are model calls, in every API the fake speaks.
@@ -37,6 +39,9 @@ class Reply:
     error_message: str = "fake upstream error"
     # Streaming only: send this many content chunks, then drop the connection.
     die_after_chunks: int | None = None
+    # Streaming only: send this many content chunks, then end the response cleanly with no finish
+    # reason and no [DONE] (a truncated reply that looks like a normal end of stream).
+    end_after_chunks: int | None = None
     # Wait this long before answering (for timeout tests).
     delay_seconds: float = 0.0
     # Streaming only: after the first content chunk, wait until the test sets this event.
@@ -66,6 +71,8 @@ class Script:
     chunk_chars: int = 7
     replies: deque[Reply] = field(default_factory=deque)
     requests: list[Recorded] = field(default_factory=list)
+    # Prompt caching as the provider does it: every API reports cached prefix tokens from here.
+    cache: PromptCache = field(default_factory=PromptCache)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def enqueue(self, *replies: Reply) -> None:
@@ -76,6 +83,7 @@ class Script:
         with self._lock:
             self.replies.clear()
             self.requests.clear()
+        self.cache.reset()
 
     def chat_requests(self) -> list[Recorded]:
         return [r for r in self.requests if any(p in r.path for p in CHAT_PATHS)]

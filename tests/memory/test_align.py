@@ -32,6 +32,16 @@ def test_a_stateless_client_continues_the_named_session() -> None:
     assert align(T, ROLES, ["u2"], named=True) == Alignment("retry", 2, 1)
 
 
+def test_a_partial_retry_of_a_tool_loop_is_recognised() -> None:
+    stored, roles = ["u1", "call", "result", "answer"], ["user", "assistant", "tool", "assistant"]
+    assert align(stored, roles, ["call", "result"], named=True) == Alignment("retry", 1, 2)
+
+
+def test_a_whole_conversation_that_shares_nothing_is_an_edit_of_its_start() -> None:
+    assert align(T, ROLES, ["u1-edited", "a1", "u2"], named=True, request_roles=["user", "assistant", "user"]) == Alignment("edit", 0, 0)
+    assert align(T, ROLES, ["u9", "u10"], named=True, request_roles=["user", "user"]).kind == "append"
+
+
 def test_a_sliding_window_overlapping_the_end_is_a_continuation() -> None:
     assert align(T, ROLES, ["u2", "a2", "u3"], named=True) == Alignment("window", 2, 2)
     assert align(T, ROLES, ["a2", "u3"], named=True) == Alignment("window", 3, 1)
