@@ -57,6 +57,7 @@ class SessionView:
         self.max_event = 0
         self.max_artifact = 0
         self.max_chunk = 0
+        self.created_at = 0.0  # of the session this view was built from (see Runtime._fresh_view)
         self._artifact_ids: dict[int, str] = {}
         self.token_cache: dict[tuple[str, int | str], int] = {}
         self.pinned: set[str] = set()

@@ -267,10 +267,11 @@ class Session:
         return result
 
     async def flush(self) -> None:
-        """Embed every stored chunk that has no vector yet (compile does this too)."""
+        """Embed every stored chunk that has no vector yet (a compile embeds a bounded batch and
+        leaves the rest to the background)."""
         await self.runtime.open()
         async with self._store.session_lock(self.id):
-            await self.runtime.view(self.id)
+            await self.runtime.view(self.id, embed_limit=None)
 
     async def exists(self) -> bool:
         await self.runtime.open()
