@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from memory import create_runtime
+from memory.retrieval import RankOptions
 from memory.embeddings import Embedder
 from memory.tokens import get_counter
 
@@ -23,11 +24,17 @@ from .baselines import TurnCorpus, pack_ranked, pack_recency, rrf_ranking
 from .common import BUDGETS, MODEL, Percentiles, Stopwatch, messages_text, percentiles, progress
 from .locomo import ALL, CATEGORY_NAMES, SPLITS, Conversation, Question
 
-__all__ = ["METHODS", "CategoryScore", "MethodScore", "SplitInfo", "RecallResult", "run_recall", "quick_selection"]
+__all__ = ["METHODS", "ABLATIONS", "CategoryScore", "MethodScore", "SplitInfo", "RecallResult", "run_recall", "quick_selection"]
 
 OURS = "memory-runtime"
 METHODS = (OURS, "recency window", "BM25 only", "embeddings only", "BM25+embeddings RRF")
 TARGETS = {800: 0.80, 2000: 0.90, 8000: 0.97}
+# Ranking stages turned off one at a time, over the same stored sessions (the ablation table).
+ABLATIONS = {
+    f"{OURS} without neighbour propagation": RankOptions(neighbours=False),
+    f"{OURS}, BM25 list only": RankOptions(dense=False, neighbours=False),
+    f"{OURS}, dense list only": RankOptions(lexical=False, neighbours=False),
+}
 
 
 @dataclass(frozen=True)
@@ -181,8 +188,21 @@ async def run_recall(
                             packed = pack_ranked(corpus, ranking, question.text, budget)
                             tallies[(name, budget)].add(conv.split, question, len(packed.included & set(question.resolved)), packed.tokens)
                 corpus.close()
+        for name, options in ABLATIONS.items():
+            async with create_runtime(storage_path=str(Path(tmp) / "locomo.sqlite"), embedder=embedder, rank_options=options) as runtime:
+                for conv in progress(conversations, name, enabled=show_progress):
+                    session = runtime.session(f"locomo-{conv.sample_id}")
+                    index = conv.turn_index()
+                    for question in conv.questions:
+                        evidence = [index[e].content for e in question.resolved]
+                        for budget in budgets:
+                            result = await session.compile(user_message=question.text, budget_tokens=budget, model=MODEL)
+                            text = messages_text(result.messages)
+                            tallies[(name, budget)].add(conv.split, question, sum(1 for c in evidence if c in text),
+                                                        counter.messages_tokens(result.messages))
     splits = _splits(conversations)
-    scores = tuple(tallies[(m, b)].score(m, b, sp.name) for sp in splits for m in METHODS for b in budgets if (m, b) in tallies)
+    methods = METHODS + tuple(ABLATIONS)
+    scores = tuple(tallies[(m, b)].score(m, b, sp.name) for sp in splits for m in methods for b in budgets if (m, b) in tallies)
     return RecallResult(
         conversations=len(conversations),
         turns=sum(len(c.turns) for c in conversations),

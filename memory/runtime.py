@@ -21,7 +21,7 @@ from .events import Event, parse_event
 from .index import SessionView
 from .ingest import add_pair_probes, apply_state, prepare_events, sha256_text
 from .records import SessionSummary
-from .retrieval import CANDIDATES, fts_query, is_change_query, rank_chunks
+from .retrieval import CANDIDATES, DEFAULT_OPTIONS, RankOptions, fts_query, is_change_query, rank_chunks
 from .sqlite_store import SqliteStore
 from .store import Store, StoreTx
 from .state import state_as_dict
@@ -58,8 +58,9 @@ class Runtime:
 
     def __init__(self, storage_path: str | Path, embedding_model: str | None = DEFAULT_MODEL,
                  embedding_model_dir: str | Path | None = None, embedder: Embedder | None = None,
-                 store: Store | None = None) -> None:
+                 store: Store | None = None, rank_options: RankOptions = DEFAULT_OPTIONS) -> None:
         self.store: Store = store if store is not None else SqliteStore(storage_path)
+        self.rank_options = rank_options
         self._embedding_model = embedding_model
         self._embedding_model_dir = embedding_model_dir
         self.embedder: Embedder | None = embedder
@@ -316,7 +317,8 @@ class Session:
             # Enough candidates to fill the budget: roughly one per 10 tokens of budget.
             pool = max(2 * CANDIDATES, budget_tokens // 8)
             lexical = await self.runtime.store.bm25(self.id, fts_query(query), pool)
-            ranked = rank_chunks(view, lexical, qvec, change_query=is_change_query(query), candidates=pool)
+            ranked = rank_chunks(view, lexical, qvec, change_query=is_change_query(query), candidates=pool,
+                                 options=self.runtime.rank_options)
             state = await self.runtime.store.state_items(self.id)
             result = assemble(
                 CompileInput(self.id, model, budget_tokens, system_msgs, tail, query, state, ranked), view, counter
@@ -388,8 +390,10 @@ def _query_text(tail: list[dict[str, Any]]) -> str:
 
 
 def create_runtime(storage_path: str | Path = "./.memory.sqlite", embedding_model: str | None = DEFAULT_MODEL,
-                   embedding_model_dir: str | Path | None = None, embedder: Embedder | None = None) -> Runtime:
+                   embedding_model_dir: str | Path | None = None, embedder: Embedder | None = None,
+                   rank_options: RankOptions = DEFAULT_OPTIONS) -> Runtime:
     """Create a runtime over one SQLite file. `embedding_model` is a fastembed model name (default
     all-MiniLM-L6-v2, provisioned locally) or "none" for lexical-only retrieval; `embedding_model_dir`
-    points at a local model folder. Nothing is downloaded."""
-    return Runtime(storage_path, embedding_model, embedding_model_dir, embedder)
+    points at a local model folder. Nothing is downloaded. `rank_options` switches ranking stages
+    off (for ablations; the default runs them all)."""
+    return Runtime(storage_path, embedding_model, embedding_model_dir, embedder, rank_options=rank_options)
