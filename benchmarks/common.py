@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -11,11 +12,14 @@ from typing import Any, TypeVar
 import numpy as np
 from tqdm import tqdm
 
-__all__ = ["BUDGETS", "MODEL", "Percentiles", "percentiles", "messages_text", "canonical", "progress", "Stopwatch", "rss_mb", "peak_rss_mb"]
+__all__ = ["BUDGETS", "MODEL", "Percentiles", "percentiles", "messages_text", "canonical", "content_words", "progress", "Stopwatch", "rss_mb",
+           "peak_rss_mb"]
 
 T = TypeVar("T")
 BUDGETS = (800, 2000, 8000)
 MODEL = "gpt-4o-mini"
+_STOP = frozenset("a an the is are was were be to of in on for by with and or how what when where who why does do "
+                  "did it its this that they them their before after again need needs".split())
 
 
 @dataclass(frozen=True)
@@ -28,6 +32,12 @@ class Percentiles:
     p99: float
     mean: float
     max: float
+
+
+def content_words(text: str) -> set[str]:
+    """Lower-case words of `text` without stop words: a question that shares none of them with a
+    fact cannot be answered by keyword search alone."""
+    return {w for w in re.findall(r"[a-z0-9]+", text.lower()) if w not in _STOP}
 
 
 def percentiles(samples_ms: Iterable[float]) -> Percentiles:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -23,9 +22,10 @@ from typing import Any
 import httpx
 import yaml
 
+from testkit.processes import Server, free_port, start_proxy_process, start_server, start_upstream_process
+
 from .common import MODEL, Percentiles, percentiles, progress
 from .corpus import REPO_ROOT
-from .processes import Server, free_port, start_server
 from .workload import chat_turns, queries
 
 __all__ = ["OverheadRow", "OverheadResult", "run_overhead"]
@@ -94,26 +94,6 @@ def _compiled(response: httpx.Response) -> bool:
     return original is not None and compiled is not None and int(compiled) < int(original)
 
 
-def _start_fake(tmp: Path) -> Server:
-    port = free_port()
-    cmd = [sys.executable, "-m", "benchmarks.fake_upstream_server", "--port", str(port)]
-    return start_server("fake upstream", cmd, port, "/healthz", tmp / "fake.log", REPO_ROOT)
-
-
-def _start_ours(tmp: Path, upstream: str) -> Server:
-    port = free_port()
-    config = {
-        "storage_path": str(tmp / "proxy.sqlite"),
-        "budget_tokens": PROXY_BUDGET,
-        "upstreams": {"openai": {"api_base": upstream + "/v1"}},
-        "log_level": "warning",
-    }
-    path = tmp / "memory-runtime.yaml"
-    path.write_text(yaml.safe_dump(config), encoding="utf-8")
-    cmd = [sys.executable, "-m", "proxy.cli", "serve", "--config", str(path), "--port", str(port)]
-    return start_server(OURS, cmd, port, "/healthz", tmp / "memory-runtime.log", REPO_ROOT)
-
-
 def _start_litellm(tmp: Path, upstream: str, litellm_bin: Path, master_key: str) -> Server:
     port = free_port()
     config = {
@@ -137,9 +117,10 @@ def run_overhead(sizes: Sequence[int], iterations: int, litellm_bin: Path | None
     with tempfile.TemporaryDirectory(prefix="bench-overhead-") as tmp_name:
         tmp = Path(tmp_name)
         try:
-            fake = _start_fake(tmp)
+            fake = start_upstream_process(tmp)
             servers.append(fake)
-            ours = _start_ours(tmp, fake.url)
+            # The default embedding model, as a user runs it.
+            ours = start_proxy_process(tmp, fake.url, embedding_model=None, budget_tokens=PROXY_BUDGET)
             servers.append(ours)
             direct = _Target("direct", fake.url, {"Authorization": f"Bearer {DIRECT_KEY}"})
             targets = [_Target(OURS, ours.url, {"Authorization": f"Bearer {DIRECT_KEY}"})]

@@ -36,6 +36,10 @@ def _ok(flag: bool) -> str:
     return "pass" if flag else "**FAIL**"
 
 
+def _found(flag: bool) -> str:
+    return "found" if flag else "**missed**"
+
+
 def _met(flag: bool) -> str:
     return "met" if flag else "**not met**"
 
@@ -73,15 +77,20 @@ def _section_a(a: SectionA) -> list[str]:
         f"## A. The {s.turns}-turn session",
         "",
         f"Turn 1 shares a snippet holding a secret (`DEPLOY_TOKEN`); turns 2..N share a {s.window_lines}-line window of this project's own",
-        "source plus a user and an assistant message; the last turn asks for the secret. `observe` is never called, so the",
+        f"source plus a user and an assistant message; the last turn asks for the secret in other words: “{s.question}” "
+        f"(content words shared with the snippet and its turn: {list(s.keyword_overlap) or 'none'}). `observe` is never called, so the",
         "needle can only come from retrieval. Naive = every snippet so far plus the whole chat history plus the new message.",
+        "Recent = the budget-only baseline: the same items as chat messages, the most recent ones that fit the budget with the new",
+        "message. Any packer that respects the budget gets the recent window's reduction; what memory adds is what it keeps beyond it.",
         "",
-        "| Budget | Avg naive | Avg compiled | Max compiled | Reduction | Needle (observe never called) | Max ≤ budget | `result.tokens` exact |",
-        "|---:|---:|---:|---:|---:|---|---|---|",
+        "| Budget | Avg naive | Avg recent | Recent: reduction / needle | Avg compiled | Max compiled | Compiled: reduction / needle "
+        "(observe never called) | Max ≤ budget | `result.tokens` exact |",
+        "|---:|---:|---:|---|---:|---:|---|---|---|",
     ]
     for r in s.rows:
-        out.append(f"| {r.budget:,} | {_n(r.avg_naive)} | {_n(r.avg_compiled)} | {r.max_compiled:,} | {r.reduction:.1%} | "
-                   f"{_ok(r.needle_found)} | {_ok(r.never_over)} | {_ok(r.reported_tokens_exact)} |")
+        out.append(f"| {r.budget:,} | {_n(r.avg_naive)} | {_n(r.avg_recent)} | {r.recent_reduction:.1%} / {_found(r.recent_needle_found)} | "
+                   f"{_n(r.avg_compiled)} | {r.max_compiled:,} | {r.reduction:.1%} / {_found(r.needle_found)} | "
+                   f"{_ok(r.never_over)} | {_ok(r.reported_tokens_exact)} |")
     out += ["", "The earlier JavaScript version's table, for comparison (chars/4 tokens; its needle sat in always-included state):", "",
             "| Budget | Avg naive | Avg runtime | Max runtime | Reduction |", "|---:|---:|---:|---:|---:|"]
     out += [f"| {b:,} | {n} | {avg} | {mx} | {red} |" for b, n, avg, mx, red in EARLIER]
@@ -195,9 +204,11 @@ def _summary(a: SectionA | None, b: RecallResult | None, c: OverheadResult | Non
     if a:
         rows = a.session.rows
         out.append(f"- {a.session.turns}-turn session, token reduction vs resending everything: " + ", ".join(
-            f"{r.reduction:.1%} @{r.budget:,}" for r in rows) + "; never over budget: "
-            f"{'yes' if all(r.never_over for r in rows) else '**no**'}; needle found without `observe`: "
-            f"{'yes' if all(r.needle_found for r in rows) else '**no**'}.")
+            f"{r.reduction:.1%} @{r.budget:,}" for r in rows) + " (budget-only recent window: " + ", ".join(
+            f"{r.recent_reduction:.1%}" for r in rows) + "); never over budget: "
+            f"{'yes' if all(r.never_over for r in rows) else '**no**'}; paraphrased needle found without `observe`: "
+            + ", ".join(f"{_found(r.needle_found)} @{r.budget:,}" for r in rows)
+            + " (recent window: " + ", ".join(_found(r.recent_needle_found) for r in rows) + ").")
     if b:
         out += headline_b(b)
     if c:

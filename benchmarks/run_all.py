@@ -1,4 +1,5 @@
-"""Run every benchmark and write RESULTS.md, results.json and the PNG plots:
+"""Run every benchmark and write RESULTS.md, results.json and the PNG plots (and, when writing to
+benchmarks/, the README's headline figures through `benchmarks.headline`):
 
     python -m benchmarks.run_all                 # the full run (~20-25 min on 2 cores)
     python -m benchmarks.run_all --quick         # smoke sizes, well under a minute; used by the test suite
@@ -21,6 +22,7 @@ from typing import Any
 from memory.embeddings import load_embedder
 
 from .corpus import REPO_ROOT
+from .headline import main as write_headline
 from .litellm_peer import default_bin
 from .locomo import load_locomo
 from .machine import describe_machine, load_average
@@ -140,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     (out / "RESULTS.md").write_text(render(info, a, b, c, d, skipped, e), encoding="utf-8")
     payload = {"run": info, "A": a, "B": b, "C": c, "D": d, "E": e, "skipped": skipped}
     (out / "results.json").write_text(json.dumps(_jsonable(payload), indent=1) + "\n", encoding="utf-8")
+    if out.resolve() == (REPO_ROOT / "benchmarks").resolve():
+        write_headline([])  # the README's figures follow the results file they come from
     print(f"wrote {out / 'RESULTS.md'} ({', '.join(f'{k} {v:.0f}s' for k, v in seconds.items())})")
     return 0
 

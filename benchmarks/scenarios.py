@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import difflib
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +18,7 @@ from typing import Any
 from memory import Runtime, create_runtime
 from memory.tokens import get_counter
 
-from .common import BUDGETS, MODEL, canonical, messages_text
+from .common import BUDGETS, MODEL, canonical, content_words, messages_text
 from .corpus import CodeWindow, assistant_turn, code_windows, user_turn
 from .session50 import NEEDLE, NEEDLE_SOURCE, needle_snippet
 
@@ -27,9 +26,6 @@ __all__ = ["PinningResult", "DiffResult", "DeterminismResult", "ParaphraseResult
            "run_determinism", "run_paraphrase"]
 
 PIN_QUESTION = "Can you summarise what the code we looked at most recently does?"
-_STOP = frozenset("a an the is are was were be to of in on for by with and or how what when where who why does do "
-                  "did it its this that they them their before after again need needs".split())
-
 
 async def _code_turns(session: Any, windows: Sequence[CodeWindow]) -> None:
     events: list[dict[str, Any]] = []
@@ -170,10 +166,6 @@ FACTS = (
     "Nightly backups are retained for 14 days.",
 )
 PARAPHRASE_QUESTION = "How long does a user session stay valid before they need to log in again?"
-
-
-def content_words(text: str) -> set[str]:
-    return {w for w in re.findall(r"[a-z0-9]+", text.lower()) if w not in _STOP}
 
 
 @dataclass(frozen=True)

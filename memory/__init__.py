@@ -23,14 +23,18 @@ from .errors import (
     StorageError,
 )
 from .records import SessionSummary
-from .runtime import Runtime, Session, SyncResult, create_runtime
+from .runtime import Runtime, create_runtime
+from .session import Session, SyncResult
 from .tokens import TokenCounter, get_counter
+from .turns import TurnPlan, Usage
 
 __all__ = [
     "create_runtime",
     "Runtime",
     "Session",
     "SyncResult",
+    "TurnPlan",
+    "Usage",
     "CompileResult",
     "SessionSummary",
     "Embedder",

@@ -7,6 +7,9 @@ folder is missing and the packages are installed, it is assembled on first use; 
 are missing too, `EmbeddingModelError` names the command that fixes it.
 
 `model="none"` turns embeddings off (lexical retrieval only); the runtime logs that loudly.
+
+fastembed (and onnxruntime behind it) is imported when the first model is loaded, not with this
+module: `import memory` stays light, and a lexical-only install needs neither (extra `[embed]`).
 """
 
 from __future__ import annotations
@@ -17,14 +20,16 @@ import json
 import shutil
 import sys
 import zipfile
-from pathlib import Path
-from typing import Protocol
 from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
-from fastembed import TextEmbedding
 
 from .errors import EmbeddingModelError
+
+if TYPE_CHECKING:
+    from fastembed import TextEmbedding
 
 __all__ = ["Embedder", "FastEmbedder", "DEFAULT_MODEL", "default_model_dir", "provision_default_model", "load_embedder"]
 
@@ -114,13 +119,24 @@ def _read_published_sha(onnx_pkg: Path) -> str | None:
     return None
 
 
+def _text_embedding() -> type[TextEmbedding]:
+    """fastembed's model class, imported on first use: the import loads onnxruntime (about half a
+    second and ~100 MB), which `import memory` and lexical-only runtimes must not pay."""
+    try:
+        from fastembed import TextEmbedding
+    except ImportError as exc:
+        raise EmbeddingModelError(f"the embedding backend is not installed: pip install 'memory-runtime[embed]' ({exc})") from exc
+    return TextEmbedding
+
+
 class FastEmbedder:
     """fastembed ONNX model, loaded from a local folder only."""
 
     def __init__(self, model_name: str, model_dir: Path, cache_dir: Path) -> None:
+        model_class = _text_embedding()
         cache_dir.mkdir(parents=True, exist_ok=True)
         try:
-            self._model = TextEmbedding(
+            self._model = model_class(
                 model_name=model_name, specific_model_path=str(model_dir), cache_dir=str(cache_dir), threads=None
             )
         except Exception as exc:

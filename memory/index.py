@@ -60,8 +60,9 @@ class Unit:
 class SessionView:
     """Units, chunks and the chunk-vector matrix of one session, in insertion order."""
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, generation: int = 0) -> None:
         self.dim = dim
+        self.generation = generation  # the session's generation this view was loaded at
         self.units: dict[str, Unit] = {}
         self.messages: list[Unit] = []  # message units in order
         self.chunk_ids: list[int] = []

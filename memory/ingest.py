@@ -15,7 +15,7 @@ from .store import StoreTx
 from .state import KIND_PREFIX, extract_lines, plan_state_ops
 from .transcript import extract_artifacts
 
-__all__ = ["prepare_events", "apply_state", "sha256_text"]
+__all__ = ["prepare_events", "precompute", "apply_state", "rebuild_state", "sha256_text", "Precomputed"]
 
 Counter = Callable[[str], int]
 
@@ -31,7 +31,28 @@ def _chunks(text: str, count: Counter, kind: str) -> list[NewChunk]:
     ]
 
 
-async def _artifact_event(tx: StoreTx, session_id: str, ev: Event, count: Counter, parent_index: int | None, pending: dict[str, tuple[int, str]]) -> NewEvent:
+# What `precompute` works out off the event loop, per event: the message's chunks and, for each code
+# block or diff inside it, the derived event and its chunks; for an artifact event, its chunks.
+Precomputed = list[tuple[list[NewChunk], list[tuple[Event, list[NewChunk]]]]]
+
+
+def precompute(events: list[Event], count: Counter) -> Precomputed:
+    """The CPU-bound part of preparing events (chunking, token counts, extracting code blocks), pure,
+    so the caller can run it in a worker thread and keep the event loop free."""
+    out: Precomputed = []
+    for ev in events:
+        if not ev.is_message:
+            out.append((_chunks(ev.content, count, "diff" if ev.type == "repo_diff" else "text"), []))
+            continue
+        derived = [parse_event({"type": kind, "payload": {"content": body, "source": source}})
+                   for kind, source, body in extract_artifacts(ev.content)]
+        out.append((_chunks(ev.content, count, "message"),
+                    [(d, _chunks(d.content, count, "diff" if d.type == "repo_diff" else "text")) for d in derived]))
+    return out
+
+
+async def _artifact_event(tx: StoreTx, session_id: str, ev: Event, count: Counter, parent_index: int | None,
+                          pending: dict[str, tuple[int, str]], chunks: list[NewChunk]) -> NewEvent:
     sha = sha256_text(ev.content)
     out = NewEvent(
         type=ev.type, role=None, content=ev.content, source=ev.source, pinned=ev.pinned, timestamp=ev.timestamp,
@@ -39,7 +60,7 @@ async def _artifact_event(tx: StoreTx, session_id: str, ev: Event, count: Counte
     )
     if await tx.artifact_exists(session_id, sha) or sha in pending:
         return out
-    out.chunks = _chunks(ev.content, count, "diff" if ev.type == "repo_diff" else "text")
+    out.chunks = chunks
     if ev.type == "file" and ev.source:
         # A file event is a full snapshot: a new version of a known path gets a diff against the last one.
         latest = await tx.latest_artifact(session_id, ev.source)
@@ -59,26 +80,26 @@ async def _artifact_event(tx: StoreTx, session_id: str, ev: Event, count: Counte
     return out
 
 
-async def prepare_events(tx: StoreTx, session_id: str, events: list[Event], count: Counter) -> tuple[list[NewEvent], list[int]]:
-    """Rows for `events`, plus the indexes (into the returned list) of the message events, whose
-    text feeds state extraction and the transcript. Code blocks and diffs in messages become
-    derived artifacts pointing at their message."""
+async def prepare_events(tx: StoreTx, session_id: str, events: list[Event], count: Counter,
+                         pre: Precomputed) -> tuple[list[NewEvent], list[int]]:
+    """Rows for `events` (with `pre`, their `precompute`), plus the indexes (into the returned
+    list) of the message events, whose text feeds state extraction and the transcript. Code blocks
+    and diffs in messages become derived artifacts pointing at their message."""
     rows: list[NewEvent] = []
     message_idx: list[int] = []
     pending: dict[str, tuple[int, str]] = {}
-    for ev in events:
+    for ev, (chunks, derived) in zip(events, pre, strict=True):
         if not ev.is_message:
-            rows.append(await _artifact_event(tx, session_id, ev, count, None, pending))
+            rows.append(await _artifact_event(tx, session_id, ev, count, None, pending, chunks))
             continue
         rows.append(NewEvent(
             type=ev.type, role=ev.role, content=ev.content, source=ev.source, pinned=ev.pinned, timestamp=ev.timestamp,
-            payload=ev.payload_json(), chunks=_chunks(ev.content, count, "message"), message_hash=ev.message_hash,
+            payload=ev.payload_json(), chunks=chunks, message_hash=ev.message_hash,
         ))
         index = len(rows) - 1
         message_idx.append(index)
-        for kind, source, body in extract_artifacts(ev.content):
-            derived = parse_event({"type": kind, "payload": {"content": body, "source": source}})
-            rows.append(await _artifact_event(tx, session_id, derived, count, index, pending))
+        for d, d_chunks in derived:
+            rows.append(await _artifact_event(tx, session_id, d, count, index, pending, d_chunks))
     return rows, message_idx
 
 
@@ -126,3 +147,11 @@ async def apply_state(tx: StoreTx, session_id: str, text: str, event_id: int) ->
         for item_id, status in change.retire:
             await tx.set_state_status(item_id, status, new_id)
         items = await tx.state_items(session_id)
+
+
+async def rebuild_state(tx: StoreTx, session_id: str) -> None:
+    """Recompute the session's state from the messages on its transcript, in order: after messages
+    left the transcript (an edit, a regenerated reply), what they decided must not stand."""
+    await tx.clear_state(session_id)
+    for event_id, text in await tx.live_messages(session_id):
+        await apply_state(tx, session_id, text, event_id)

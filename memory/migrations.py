@@ -113,7 +113,54 @@ CREATE TABLE transcript (
 );
 """
 
+# Cache-stable prompts (frames), retries (turns) and branches (detached events):
+# - an edited or regenerated message leaves the transcript; its events stay in the log, marked
+#   detached, and out of retrieval; `generation` tells in-process views to reload;
+# - `frames` hold the stable top of the prompt the proxy forwards (state block and the start of the
+#   verbatim window), so consecutive prompts share a byte-identical prefix across restarts and
+#   instances;
+# - `turns` record each forwarded prompt: what a retry must reuse, and the tokens sent, forwarded
+#   and cached by the provider.
+M002_FRAMES_TURNS: Final = """
+ALTER TABLE events ADD COLUMN detached INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE sessions ADD COLUMN generation INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX transcript_chain ON transcript(chain_hash);
+CREATE INDEX events_parent ON events(parent_event_id);
+
+CREATE TABLE frames (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    session_id    TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+    window_start  INTEGER NOT NULL,
+    anchor        TEXT NOT NULL,
+    encoding      TEXT NOT NULL,
+    budget        INTEGER NOT NULL,
+    base          TEXT NOT NULL,
+    items         TEXT NOT NULL DEFAULT '[]',
+    created_at    REAL NOT NULL
+);
+CREATE INDEX frames_session ON frames(session_id, id);
+
+CREATE TABLE turns (
+    id                INTEGER PRIMARY KEY AUTOINCREMENT,
+    session_id        TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+    request_key       TEXT NOT NULL,
+    frame_id          INTEGER REFERENCES frames(id) ON DELETE SET NULL,
+    tail_pos          INTEGER NOT NULL,
+    evidence          TEXT,
+    model             TEXT NOT NULL,
+    mode              TEXT NOT NULL,
+    sent_tokens       INTEGER NOT NULL,
+    forwarded_tokens  INTEGER NOT NULL,
+    prompt_tokens     INTEGER,
+    cached_tokens     INTEGER,
+    completion_tokens INTEGER,
+    created_at        REAL NOT NULL
+);
+CREATE INDEX turns_key ON turns(session_id, request_key);
+"""
+
 # (number, name, sql); append only.
 MIGRATIONS: Final[list[tuple[int, str, str]]] = [
     (1, "m001_initial", M001_INITIAL),
+    (2, "m002_frames_turns", M002_FRAMES_TURNS),
 ]

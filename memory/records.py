@@ -6,7 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["EventRow", "ArtifactRow", "ChunkRow", "StateItem", "NewChunk", "NewEvent", "SessionSummary", "SessionDelta"]
+__all__ = [
+    "EventRow", "ArtifactRow", "ChunkRow", "StateItem", "NewChunk", "NewEvent", "SessionSummary", "SessionDelta",
+    "TranscriptEntry", "FrameRecord", "TurnRecord", "UsageTotals",
+]
 
 
 @dataclass(frozen=True)
@@ -127,3 +130,68 @@ class SessionDelta:
     events: list[EventRow]
     artifacts: list[ArtifactRow]
     chunks: list[ChunkRow]
+
+
+@dataclass(frozen=True)
+class TranscriptEntry:
+    """One position of a session's live transcript: the message's hash, the chain hash of the
+    prefix ending here, the event that stores it, and its role."""
+
+    pos: int
+    msg_hash: str
+    chain_hash: str
+    event_id: int | None
+    role: str
+
+
+@dataclass(frozen=True)
+class FrameRecord:
+    """The stable top of a session's forwarded prompts: `base` (memory's messages after the app's
+    system messages) and where the verbatim window starts. Valid for a request whose transcript
+    prefix up to `window_start` has the chain hash `anchor`."""
+
+    id: int
+    window_start: int
+    anchor: str
+    encoding: str
+    budget: int
+    base: tuple[dict[str, Any], ...]
+    items: tuple[dict[str, Any], ...]
+
+
+@dataclass(frozen=True)
+class TurnRecord:
+    """One forwarded prompt: what a retry of the same request reuses, and what it cost."""
+
+    request_key: str
+    frame_id: int | None
+    tail_pos: int
+    evidence: dict[str, Any] | None
+    model: str
+    mode: str
+    sent_tokens: int
+    forwarded_tokens: int
+    prompt_tokens: int | None = None
+    cached_tokens: int | None = None
+    completion_tokens: int | None = None
+    created_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class UsageTotals:
+    """Per-session totals over forwarded prompts. `sent` is what the client's requests held,
+    `forwarded` what the proxy sent (both counted by the proxy); `prompt`, `cached` and
+    `completion` are what the provider reported (0 where it reported nothing)."""
+
+    turns: int = 0
+    sent_tokens: int = 0
+    forwarded_tokens: int = 0
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    completion_tokens: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "turns": self.turns, "sent_tokens": self.sent_tokens, "forwarded_tokens": self.forwarded_tokens,
+            "prompt_tokens": self.prompt_tokens, "cached_tokens": self.cached_tokens, "completion_tokens": self.completion_tokens,
+        }

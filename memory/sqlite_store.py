@@ -12,28 +12,36 @@ import asyncio
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
 from .errors import StorageError
+from .locks import SessionLocks
 from .migrations import MIGRATIONS
-from .records import ArtifactRow, ChunkRow, SessionDelta, SessionSummary, StateItem
-from .sqlite_rows import event_from_row, session_key, state_from_row
+from .records import ArtifactRow, ChunkRow, SessionDelta, SessionSummary
+from .sqlite_reads import SqliteReads
+from .sqlite_rows import event_from_row, session_key
 from .sqlite_tx import SqliteTx
 
 __all__ = ["SqliteStore", "SqliteTx"]
 
 
-class SqliteStore:
+class SqliteStore(SqliteReads):
     """Storage for every session in one SQLite file."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
         self._db: aiosqlite.Connection | None = None
         self._write_lock = asyncio.Lock()
+        self._session_locks = SessionLocks()
+
+    def session_lock(self, session_id: str) -> AbstractAsyncContextManager[None]:
+        """Serialises one session's read-decide-write sequences (sync, compile, commit). One
+        process owns an SQLite file, so an in-process lock is enough."""
+        return self._session_locks.hold(session_id)
 
     @property
     def db(self) -> aiosqlite.Connection:
@@ -106,6 +114,12 @@ class SqliteStore:
                 await db.execute("ROLLBACK")
                 raise StorageError(f"commit failed: {exc}") from exc
 
+    async def check_writable(self) -> None:
+        """Raise `StorageError` unless a write could start now (read-only file, lock held too long):
+        a turn must not go out as if memory will record it when it cannot."""
+        async with self.transaction():
+            pass
+
     async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         try:
             # One call on the connection's thread: no cursor stays open across an await, so a
@@ -114,23 +128,31 @@ class SqliteStore:
         except sqlite3.Error as exc:
             raise StorageError(f"read failed: {exc}") from exc
 
-    async def high_water(self, session_id: str) -> tuple[int, int]:
-        """(max event id, max chunk id) of a session: a cheap freshness check for caches."""
+    async def high_water(self, session_id: str) -> tuple[int, int, int]:
+        """(max event id, max chunk id, generation) of a session: a cheap freshness check for
+        caches. The generation changes when messages leave the transcript (an edit, a retry)."""
         rows = await self._all(
             "SELECT (SELECT coalesce(max(id), 0) FROM events WHERE session_id = ?), "
-            "(SELECT coalesce(max(id), 0) FROM chunks WHERE session_id = ?)",
-            (session_id, session_id),
+            "(SELECT coalesce(max(id), 0) FROM chunks WHERE session_id = ?), "
+            "(SELECT coalesce(max(generation), 0) FROM sessions WHERE id = ?)",
+            (session_id, session_id, session_id),
         )
-        return int(rows[0][0]), int(rows[0][1])
+        return int(rows[0][0]), int(rows[0][1]), int(rows[0][2])
 
     async def load_delta(self, session_id: str, after_event: int, after_artifact: int, after_chunk: int) -> SessionDelta:
-        events = [event_from_row(r) for r in await self._all("SELECT * FROM events WHERE session_id = ? AND id > ? ORDER BY id", (session_id, after_event))]
+        """Live events, artifacts and chunks after the marks. Detached events (edited away or
+        regenerated) are left out, and so are artifacts only they referenced."""
+        events = [
+            event_from_row(r)
+            for r in await self._all("SELECT * FROM events WHERE session_id = ? AND id > ? AND detached = 0 ORDER BY id", (session_id, after_event))
+        ]
         artifacts = [
             ArtifactRow(id=r["id"], kind=r["kind"], source=r["source"], version=r["version"], pinned=bool(r["pinned"]),
                         previous_id=r["previous_id"], first_event_id=r["first_event_id"], last_event_id=r["last_event_id"], sha256=r["sha256"])
             for r in await self._all(
-                "SELECT id, kind, source, version, pinned, previous_id, first_event_id, last_event_id, sha256 FROM artifacts "
-                "WHERE session_id = ? AND (id > ? OR last_event_id > ?) ORDER BY id",
+                "SELECT id, kind, source, version, pinned, previous_id, first_event_id, last_event_id, sha256 FROM artifacts a "
+                "WHERE session_id = ? AND (id > ? OR last_event_id > ?) "
+                "AND EXISTS (SELECT 1 FROM events e WHERE (e.artifact_id = a.id OR e.id = a.first_event_id) AND e.detached = 0) ORDER BY id",
                 (session_id, after_artifact, after_event),
             )
         ]
@@ -163,17 +185,6 @@ class SqliteStore:
         )
         return [(int(r[0]), float(r[1])) for r in rows]
 
-    async def state_items(self, session_id: str) -> list[StateItem]:
-        return [state_from_row(r) for r in await self._all("SELECT * FROM state_items WHERE session_id = ? ORDER BY id", (session_id,))]
-
-    async def transcript(self, session_id: str) -> list[tuple[int, str, str, int | None]]:
-        rows = await self._all("SELECT pos, msg_hash, chain_hash, event_id FROM transcript WHERE session_id = ? ORDER BY pos", (session_id,))
-        return [(r[0], r[1], r[2], r[3]) for r in rows]
-
-    async def transcript_hashes(self, session_id: str) -> list[str]:
-        rows = await self._all("SELECT msg_hash FROM transcript WHERE session_id = ? ORDER BY pos", (session_id,))
-        return [r[0] for r in rows]
-
     async def find_session_by_head(self, scope: str, heads: Sequence[str]) -> str | None:
         """The session (in `scope`) whose transcript head is the latest of `heads` (ordered oldest first)."""
         if not heads:
@@ -191,6 +202,17 @@ class SqliteStore:
                     best = candidate
         return None if best is None else best[1]
 
+    async def find_session_by_chain(self, scope: str, chain_hash: str) -> list[tuple[str, int, int]]:
+        """Sessions (in `scope`) whose transcript holds the prefix `chain_hash`: (id, position of
+        that prefix's last message, transcript length), most recently updated first."""
+        rows = await self._all(
+            "SELECT t.session_id, t.pos, (SELECT count(*) FROM transcript x WHERE x.session_id = t.session_id) "
+            "FROM transcript t JOIN sessions s ON s.id = t.session_id WHERE t.chain_hash = ? AND s.scope = ? "
+            "ORDER BY s.updated_at DESC, s.id LIMIT 20",
+            (chain_hash, scope),
+        )
+        return [(r[0], int(r[1]), int(r[2])) for r in rows]
+
     async def session_exists(self, session_id: str) -> bool:
         return bool(await self._all("SELECT 1 FROM sessions WHERE id = ?", (session_id,)))
 
@@ -199,8 +221,8 @@ class SqliteStore:
         where, params = ("WHERE s.id = ? ", (session_id,)) if session_id is not None else ("", ())
         rows = await self._all(
             "SELECT s.id, s.created_at, s.updated_at, "
-            "(SELECT count(*) FROM events e WHERE e.session_id = s.id), "
-            "(SELECT count(*) FROM events e WHERE e.session_id = s.id AND e.role IS NOT NULL), "
+            "(SELECT count(*) FROM events e WHERE e.session_id = s.id AND e.detached = 0), "
+            "(SELECT count(*) FROM events e WHERE e.session_id = s.id AND e.role IS NOT NULL AND e.detached = 0), "
             "(SELECT count(*) FROM artifacts a WHERE a.session_id = s.id), "
             "(SELECT count(*) FROM chunks c WHERE c.session_id = s.id) "
             f"FROM sessions s {where}ORDER BY s.updated_at DESC, s.id",
@@ -214,7 +236,7 @@ class SqliteStore:
 
     async def export_rows(self, session_id: str) -> dict[str, list[dict[str, Any]]]:
         out: dict[str, list[dict[str, Any]]] = {}
-        for table, order in (("events", "id"), ("artifacts", "id"), ("state_items", "id"), ("transcript", "pos")):
+        for table, order in (("events", "id"), ("artifacts", "id"), ("state_items", "id"), ("transcript", "pos"), ("frames", "id"), ("turns", "id")):
             out[table] = [dict(r) for r in await self._all(f"SELECT * FROM {table} WHERE session_id = ? ORDER BY {order}", (session_id,))]
         return out
 

@@ -3,22 +3,28 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import aiosqlite
 
-from .records import NewChunk, NewEvent, StateItem
-from .sqlite_rows import session_key, state_from_row
+from .records import FrameRecord, NewChunk, NewEvent, TurnRecord
+from .sqlite_reads import SqliteReads
+from .sqlite_rows import session_key
 
 __all__ = ["SqliteTx"]
 
 
-class SqliteTx:
-    """Write operations inside one transaction."""
+class SqliteTx(SqliteReads):
+    """Write operations inside one transaction (and the shared reads, seeing its own writes)."""
 
     def __init__(self, db: aiosqlite.Connection) -> None:
         self._db = db
+
+    async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        return list(await self._db.execute_fetchall(sql, params))
 
     async def ensure_session(self, session_id: str, scope: str = "") -> None:
         now = time.time()
@@ -137,10 +143,6 @@ class SqliteTx:
         rows = list(await self._db.execute_fetchall("SELECT 1 FROM artifacts WHERE session_id = ? AND sha256 = ?", (session_id, sha)))
         return bool(rows)
 
-    async def state_items(self, session_id: str) -> list[StateItem]:
-        rows = list(await self._db.execute_fetchall("SELECT * FROM state_items WHERE session_id = ? ORDER BY id", (session_id,)))
-        return [state_from_row(r) for r in rows]
-
     async def add_state_item(self, session_id: str, kind: str, label: str, subject: str | None, text: str, norm: str, event_id: int | None) -> int:
         cur = await self._db.execute(
             "INSERT INTO state_items(session_id, kind, label, subject, text, norm, event_id, source_events, created_at) "
@@ -168,11 +170,52 @@ class SqliteTx:
         )
         await self._db.execute("UPDATE sessions SET head_hash = ? WHERE id = ?", (head, session_id))
 
-    async def transcript(self, session_id: str) -> list[tuple[int, str, str, int | None]]:
-        rows = list(await self._db.execute_fetchall(
-            "SELECT pos, msg_hash, chain_hash, event_id FROM transcript WHERE session_id = ? ORDER BY pos", (session_id,)
-        ))
-        return [(r[0], r[1], r[2], r[3]) for r in rows]
+    async def detach_from(self, session_id: str, pos: int) -> list[tuple[int, str]]:
+        """Take transcript positions >= `pos` out of the transcript: their events (and artifacts
+        extracted from them) stay in the log, marked detached, and leave retrieval. Returns the
+        detached messages as (event id, content), so the caller can tell whether state came from
+        them. Bumps the session's generation so in-process views reload."""
+        rows = await self._all(
+            "SELECT e.id, e.content FROM transcript t JOIN events e ON e.id = t.event_id WHERE t.session_id = ? AND t.pos >= ?",
+            (session_id, pos),
+        )
+        ids = [int(r[0]) for r in rows]
+        for i in range(0, len(ids), 500):
+            batch = ids[i : i + 500]
+            marks = ",".join("?" * len(batch))
+            await self._db.execute(f"UPDATE events SET detached = 1 WHERE id IN ({marks}) OR parent_event_id IN ({marks})", (*batch, *batch))
+        await self._db.execute("DELETE FROM transcript WHERE session_id = ? AND pos >= ?", (session_id, pos))
+        await self._db.execute("UPDATE sessions SET generation = generation + 1 WHERE id = ?", (session_id,))
+        return [(int(r[0]), str(r[1])) for r in rows]
+
+    async def live_messages(self, session_id: str) -> list[tuple[int, str]]:
+        """(event id, content) of the user and assistant messages on the transcript, in order."""
+        rows = await self._all(
+            "SELECT e.id, e.content FROM transcript t JOIN events e ON e.id = t.event_id "
+            "WHERE t.session_id = ? AND e.role IN ('user', 'assistant') ORDER BY t.pos",
+            (session_id,),
+        )
+        return [(int(r[0]), str(r[1])) for r in rows]
+
+    async def clear_state(self, session_id: str) -> None:
+        await self._db.execute("DELETE FROM state_items WHERE session_id = ?", (session_id,))
+
+    async def save_frame(self, session_id: str, frame: FrameRecord) -> int:
+        cur = await self._db.execute(
+            "INSERT INTO frames(session_id, window_start, anchor, encoding, budget, base, items, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (session_id, frame.window_start, frame.anchor, frame.encoding, frame.budget,
+             json.dumps(list(frame.base), ensure_ascii=False), json.dumps(list(frame.items), ensure_ascii=False), time.time()),
+        )
+        return int(cur.lastrowid or 0)
+
+    async def add_turn(self, session_id: str, turn: TurnRecord) -> None:
+        await self._db.execute(
+            "INSERT INTO turns(session_id, request_key, frame_id, tail_pos, evidence, model, mode, sent_tokens, forwarded_tokens, "
+            "prompt_tokens, cached_tokens, completion_tokens, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (session_id, turn.request_key, turn.frame_id, turn.tail_pos,
+             json.dumps(turn.evidence, ensure_ascii=False) if turn.evidence is not None else None, turn.model, turn.mode,
+             turn.sent_tokens, turn.forwarded_tokens, turn.prompt_tokens, turn.cached_tokens, turn.completion_tokens, time.time()),
+        )
 
     async def put_vectors(self, model: str, items: Iterable[tuple[str, bytes]]) -> None:
         await self._db.executemany(

@@ -1,22 +1,22 @@
 """Exact token counting with tiktoken, offline, and OpenAI's chat-message overhead formula.
 
-The BPE rank files ship inside litellm's package (litellm is already a dependency of the proxy); we
-read them by path instead of through tiktoken's download cache, so no environment variable has to be
-set and nothing is ever fetched. The regex patterns below are tiktoken's own (tiktoken_ext), copied
-because tiktoken only exposes them through its download-based constructors; a test checks our
-encodings token-for-token against tiktoken's.
+The BPE rank files ship inside this package (`memory/tokenizers/`, see SOURCE.md there) and are read
+by path, sha256-checked, instead of through tiktoken's download cache: no environment variable has
+to be set, no other package is needed, and nothing is ever fetched. The regex patterns below are
+tiktoken's own (tiktoken_ext), copied because tiktoken only exposes them through its download-based
+constructors; a test checks our encodings token-for-token against tiktoken's.
 """
 
 from __future__ import annotations
 
-import importlib.util
+import base64
+import hashlib
 import json
 from functools import cache
 from pathlib import Path
 from typing import Any, Protocol
 
 import tiktoken
-from tiktoken.load import load_tiktoken_bpe
 
 from .errors import InvalidArgumentError, MemoryRuntimeError
 
@@ -45,15 +45,15 @@ _CL100K_PAT = (
     r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s"""
 )
 _ENCODINGS: dict[str, dict[str, Any]] = {
-    # name: BPE cache file (sha1 of tiktoken's public URL), sha256 of its content, pattern, specials
+    # name: BPE file in memory/tokenizers/, sha256 of its content, pattern, specials
     "o200k_base": {
-        "file": "fb374d419588a4632f3f557e76b4b70aebbca790",
+        "file": "o200k_base.tiktoken",
         "sha256": "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d",
         "pat": _O200K_PAT,
         "special": {"<|endoftext|>": 199999, "<|endofprompt|>": 200018},
     },
     "cl100k_base": {
-        "file": "9b5ad71b2ce5302211f9c61530b329a4922fc6a4",
+        "file": "cl100k_base.tiktoken",
         "sha256": "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7",
         "pat": _CL100K_PAT,
         "special": {
@@ -65,6 +65,7 @@ _ENCODINGS: dict[str, dict[str, Any]] = {
         },
     },
 }
+_BPE_DIR = Path(__file__).resolve().parent / "tokenizers"
 _CL100K_PREFIXES = ("gpt-4-", "gpt-3.5", "gpt-35", "text-embedding-3", "text-embedding-ada")
 
 
@@ -90,23 +91,28 @@ def encoding_name_for_model(model: str) -> str:
     return "cl100k_base" if name == "gpt-4" or name.startswith(_CL100K_PREFIXES) else "o200k_base"
 
 
-def _bpe_dir() -> Path:
-    spec = importlib.util.find_spec("litellm")
-    if spec is None or not spec.submodule_search_locations:
-        raise MemoryRuntimeError(
-            "tiktoken BPE files not found: install litellm==1.106.2 (it bundles them), "
-            "e.g. `pip install -e .` in the project"
-        )
-    return Path(list(spec.submodule_search_locations)[0]) / "litellm_core_utils" / "tokenizers"
+def _read_ranks(path: Path, sha256: str) -> dict[bytes, int]:
+    """The BPE ranks of a `.tiktoken` file ("<base64 token> <rank>" per line), after checking its
+    sha256. Parsed here rather than by `tiktoken.load`, which copies every file it reads into a cache
+    folder (litellm points that folder into its own package)."""
+    data = path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != sha256:
+        raise MemoryRuntimeError(f"tiktoken BPE file {path} fails its sha256 check; reinstall memory-runtime")
+    ranks: dict[bytes, int] = {}
+    for line in data.splitlines():
+        if line:
+            token, rank = line.split()
+            ranks[base64.b64decode(token)] = int(rank)
+    return ranks
 
 
 @cache
 def _encoding(name: str) -> tiktoken.Encoding:
     spec = _ENCODINGS[name]
-    path = _bpe_dir() / spec["file"]
+    path = _BPE_DIR / spec["file"]
     if not path.exists():
-        raise MemoryRuntimeError(f"tiktoken BPE file for {name} missing at {path}; reinstall litellm==1.106.2")
-    ranks = load_tiktoken_bpe(str(path), expected_hash=spec["sha256"])
+        raise MemoryRuntimeError(f"tiktoken BPE file for {name} missing at {path}; reinstall memory-runtime")
+    ranks = _read_ranks(path, spec["sha256"])
     return tiktoken.Encoding(name=name, pat_str=spec["pat"], mergeable_ranks=ranks, special_tokens=spec["special"])
 
 
@@ -121,6 +127,10 @@ class TiktokenCounter:
         if not text:
             return 0
         return len(self._enc.encode_ordinary(text))
+
+    def encode(self, text: str) -> list[int]:
+        """The token ids of `text` (special tokens read as plain text)."""
+        return self._enc.encode_ordinary(text) if text else []
 
     def content_tokens(self, content: Any) -> int:
         if content is None:

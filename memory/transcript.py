@@ -15,13 +15,16 @@ from typing import Any
 
 from .errors import InvalidEventError
 
-__all__ = ["message_text", "message_hash", "chain_hashes", "message_to_event", "extract_artifacts", "event_to_message", "SYSTEM_ROLES"]
+__all__ = ["message_text", "message_hash", "chain_hashes", "message_to_event", "extract_artifacts", "event_to_message", "SYSTEM_ROLES",
+           "GENESIS_CHAIN"]
 
 SYSTEM_ROLES = frozenset({"system", "developer"})
 _FENCE = re.compile(r"^```([^\n`]*)\n(.*?)^```[ \t]*$", re.M | re.S)
 _DIFF_HEAD = re.compile(r"^(?:diff --git |--- \S)", re.M)
 _MIN_BLOCK_LINES = 3
 _GENESIS = "memory-runtime/transcript/v1"
+# The chain hash of the empty conversation: every chain starts from it.
+GENESIS_CHAIN = hashlib.sha256(_GENESIS.encode()).hexdigest()
 
 
 def message_text(content: Any) -> str:
@@ -63,7 +66,7 @@ def message_hash(message: dict[str, Any]) -> str:
 def chain_hashes(hashes: list[str], start: str | None = None) -> list[str]:
     """Running hash over message hashes: chain[i] identifies the transcript prefix ending at i."""
     out: list[str] = []
-    prev = start or hashlib.sha256(_GENESIS.encode()).hexdigest()
+    prev = start or GENESIS_CHAIN
     for h in hashes:
         prev = hashlib.sha256(f"{prev}:{h}".encode()).hexdigest()
         out.append(prev)

@@ -1,7 +1,7 @@
 """`create_app(config)`: the Starlette app, with everything it owns built in its lifespan.
 
-The memory runtime (SQLite store + embedding model), the litellm upstream, the relay's httpx client
-and the per-session locks live on `app.state.services`; nothing is module-global, so tests build as
+The memory runtime (SQLite store + embedding model), the litellm upstream and the relay's httpx
+client live on `app.state.services`; nothing is module-global, so tests build as
 many independent apps as they like.
 """
 
@@ -23,7 +23,6 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from memory import MemoryRuntimeError, create_runtime
 
 from .config import ProxyConfig
-from .context import SessionLocks
 from .errors import AccessDeniedError, InvalidRequestError, NotFoundError, ProxyError
 from .http import error_response
 from .logs import RequestIdMiddleware
@@ -103,7 +102,7 @@ def create_app(config: ProxyConfig) -> Starlette:
             log.error("memory unavailable, forwarding requests unmodified until it opens: %s", exc)
         relay_client = Relay(config.upstreams)
         app.state.services = Services(
-            config=config, runtime=runtime, upstream=Upstream(config.upstreams), relay=relay_client, locks=SessionLocks()
+            config=config, runtime=runtime, upstream=Upstream(config.upstreams), relay=relay_client
         )
         try:
             yield

@@ -35,7 +35,7 @@ def _config(args: argparse.Namespace) -> ProxyConfig:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    # Imported here, not at the top: the app pulls in litellm (~2.5 s), which the other subcommands
+    # Imported here, not at the top: uvicorn and the app's web stack, which the other subcommands
     # never need. This is about start-up cost, not an import cycle.
     import uvicorn
 

@@ -70,6 +70,8 @@ class UpstreamConfig:
     api_base: str
     # Never written anywhere; used only when a request carries no `Authorization: Bearer` key.
     api_key: str | None = field(default=None, repr=False)
+    # OpenAI only: send a per-session `prompt_cache_key` when the client sets none.
+    prompt_cache_key: bool = True
 
 
 @dataclass(frozen=True)
@@ -130,6 +132,12 @@ def _typed(value: Any, kind: type, key: str) -> Any:
         raise ConfigError(f"config key {key!r} must be {kind.__name__}, got {value!r}") from None
 
 
+def _flag(value: Any, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"config key {key!r} must be true or false, got {value!r}")
+    return value
+
+
 def _check_server(server: ServerConfig) -> None:
     if not 0 <= server.port <= 65535:
         raise ConfigError(f"server.port out of range: {server.port}")
@@ -161,6 +169,7 @@ def _build(raw: Mapping[str, Any], env: Mapping[str, str]) -> ProxyConfig:
         openai=UpstreamConfig(
             api_base=str(pick("OPENAI_BASE_URL", openai_raw.get("api_base") or DEFAULT_OPENAI_BASE)).rstrip("/"),
             api_key=env.get("OPENAI_API_KEY") or None,
+            prompt_cache_key=_flag(openai_raw.get("prompt_cache_key", True), "upstreams.openai.prompt_cache_key"),
         ),
         gemini=UpstreamConfig(
             api_base=str(pick("GEMINI_API_BASE", gemini_raw.get("api_base") or DEFAULT_GEMINI_BASE)).rstrip("/"),

@@ -1,56 +1,31 @@
-"""The memory side of one chat request: resolve the session, store what is new, compile, observe.
+"""The memory side of one chat request: plan the prompt before the call, record the turn after it.
 
-Fail open: any exception from a memory call (not only `MemoryRuntimeError`; a bug in memory must not
-take the user's call down either) turns into "forward the original request unmodified" plus a short
-reason for the `X-Memory-Error` header. Requests of one session are serialised by a per-session lock
-held over sync + compile + sync, and again over observe; different sessions never wait on each other.
+`prepare` resolves the session, stores the history the request brings, and lays the prompt out
+(`Session.prepare_turn`); `commit` records the live tail, the reply and the provider's usage once
+the call succeeded (`Session.commit_turn`). A call that fails is never committed, so it leaves
+nothing behind. Fail open: any exception from memory (not only `MemoryRuntimeError`: a bug in
+memory must not take the user's call down either) turns into "forward the original request
+unmodified" plus a short reason for the `X-Memory-Error` header. Serialisation per session is the
+store's session lock, taken inside memory; nothing here holds a lock across the upstream call.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from memory import Runtime, get_counter
+from memory import Runtime, TurnPlan, Usage, get_counter
 from memory import errors as memory_errors
 
-__all__ = ["SessionLocks", "Prepared", "prepare", "record_reply", "split_tail", "drop_orphan_tool_messages", "new_session_id"]
+__all__ = ["Prepared", "prepare", "commit", "new_session_id"]
 
 log = logging.getLogger("memory_runtime.context")
-_SYSTEM_ROLES = frozenset({"system", "developer"})
 
 
 def new_session_id() -> str:
     return f"sess_{uuid.uuid4().hex}"
-
-
-@dataclass
-class SessionLocks:
-    """One asyncio.Lock per session id, dropped when nobody holds or waits on it."""
-
-    _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
-    _users: dict[str, int] = field(default_factory=dict)
-
-    @asynccontextmanager
-    async def hold(self, session_id: str) -> AsyncIterator[None]:
-        lock = self._locks.setdefault(session_id, asyncio.Lock())
-        self._users[session_id] = self._users.get(session_id, 0) + 1
-        try:
-            async with lock:
-                yield
-        finally:
-            self._users[session_id] -= 1
-            if self._users[session_id] == 0:
-                del self._users[session_id]
-                del self._locks[session_id]
-
-    def __len__(self) -> int:
-        return len(self._locks)
 
 
 @dataclass(frozen=True)
@@ -62,8 +37,12 @@ class Prepared:
     original_tokens: int
     compiled_tokens: int
     items: int
-    compiled: bool
+    plan: TurnPlan | None = None
     error: str | None = None
+
+    @property
+    def mode(self) -> str:
+        return self.plan.layout.mode if self.plan is not None else "unmodified"
 
     def headers(self) -> dict[str, str]:
         out = {
@@ -71,46 +50,11 @@ class Prepared:
             "X-Memory-Original-Tokens": str(self.original_tokens),
             "X-Memory-Compiled-Tokens": str(self.compiled_tokens),
             "X-Memory-Items": str(self.items),
+            "X-Memory-Mode": self.mode,
         }
         if self.error:
             out["X-Memory-Error"] = self.error
         return out
-
-
-def split_tail(messages: list[dict[str, Any]]) -> int:
-    """Index where the live tail starts: the last user message; without one, the last message, moved
-    back over tool results so they stay with the assistant message that called them."""
-    for i in range(len(messages) - 1, -1, -1):
-        if messages[i].get("role") == "user":
-            return i
-    start = len(messages) - 1
-    while start > 0 and messages[start].get("role") in ("tool", "function"):
-        start -= 1
-    return start
-
-
-def drop_orphan_tool_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """OpenAI rejects a tool message that answers no preceding tool call, and an assistant tool call
-    left without an answer. A compiled prompt must never contain either; this is the last guard."""
-    answered: set[str] = {str(m.get("tool_call_id")) for m in messages if m.get("role") == "tool"}
-    out: list[dict[str, Any]] = []
-    open_calls: set[str] = set()
-    for m in messages:
-        role = m.get("role")
-        if role == "assistant" and m.get("tool_calls"):
-            ids = [str(c.get("id")) for c in m["tool_calls"] if isinstance(c, dict)]
-            if not all(i in answered for i in ids):
-                log.warning("dropping an assistant tool call without its results from a compiled prompt")
-                if m.get("content"):
-                    out.append({k: v for k, v in m.items() if k != "tool_calls"})
-                continue
-            open_calls.update(ids)
-        elif role == "tool":
-            if str(m.get("tool_call_id")) not in open_calls:
-                log.warning("dropping an orphan tool message from a compiled prompt")
-                continue
-        out.append(m)
-    return out
 
 
 def _reason(exc: BaseException) -> str:
@@ -118,58 +62,48 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-async def prepare(
-    runtime: Runtime,
-    locks: SessionLocks,
-    messages: list[dict[str, Any]],
-    model: str,
-    budget: int,
-    session_header: str | None,
-    scope: str,
-) -> Prepared:
-    """Resolve, sync, compile and sync again; never raises (memory failures fail open)."""
+def _unmodified(session_id: str, messages: list[dict[str, Any]], tokens: int, reason: str) -> Prepared:
+    return Prepared(session_id, messages, tokens, tokens, len(messages), None, reason)
+
+
+async def prepare(runtime: Runtime, messages: list[dict[str, Any]], model: str, budget: int, session_header: str | None,
+                  scope: str) -> Prepared:
+    """Resolve the session and plan the prompt; never raises (memory failures fail open)."""
     try:
         original_tokens = get_counter(model).messages_tokens(messages)
     except Exception as exc:  # counting is part of memory: fail open like the rest
-        return Prepared(session_header or new_session_id(), messages, 0, 0, len(messages), False, _reason(exc))
+        return _unmodified(session_header or new_session_id(), messages, 0, _reason(exc))
     session_id = session_header
     if session_id is None:
         try:
             session_id = await runtime.resolve_session(messages, scope=scope) or new_session_id()
         except Exception as exc:
             log.warning("memory failed to resolve a session; forwarding unmodified: %s", _reason(exc))
-            return Prepared(new_session_id(), messages, original_tokens, original_tokens, len(messages), False, _reason(exc))
+            return _unmodified(new_session_id(), messages, original_tokens, _reason(exc))
     try:
-        async with locks.hold(session_id):
-            session = runtime.session(session_id)
-            if original_tokens <= budget:
-                await session.sync_messages(messages, scope=scope)
-                return Prepared(session_id, messages, original_tokens, original_tokens, len(messages), False)
-            cut = split_tail(messages)
-            history, tail = messages[:cut], messages[cut:]
-            system = [m for m in history if m.get("role") in _SYSTEM_ROLES]
-            await session.sync_messages(history, scope=scope)
-            result = await session.compile(
-                user_message=tail, budget_tokens=budget, model=model, system=system or None, remember=True
-            )
-            await session.sync_messages(messages, scope=scope)
+        plan = await runtime.session(session_id).prepare_turn(
+            messages, budget, model, scope=scope, named=session_header is not None
+        )
     except memory_errors.MemoryRuntimeError as exc:
         log.warning("memory failed; forwarding unmodified: %s", _reason(exc))
-        return Prepared(session_id, messages, original_tokens, original_tokens, len(messages), False, _reason(exc))
+        return _unmodified(session_id, messages, original_tokens, _reason(exc))
     except Exception as exc:
         log.exception("unexpected memory failure; forwarding unmodified")
-        return Prepared(session_id, messages, original_tokens, original_tokens, len(messages), False, _reason(exc))
-    compiled = drop_orphan_tool_messages(list(result.messages))
-    tokens = result.tokens if len(compiled) == len(result.messages) else get_counter(model).messages_tokens(compiled)
-    return Prepared(session_id, compiled, original_tokens, tokens, result.items_included, True)
+        return _unmodified(session_id, messages, original_tokens, _reason(exc))
+    forwarded = plan.messages
+    if plan.layout.mode == "full_history" and plan.carries_history:
+        # Everything fits and the client sent the whole conversation: forward it exactly as sent.
+        forwarded = messages
+    return Prepared(session_id, forwarded, original_tokens, plan.result.tokens, plan.result.items_included, plan)
 
 
-async def record_reply(runtime: Runtime, locks: SessionLocks, session_id: str, message: dict[str, Any]) -> str | None:
-    """Store the assistant's reply; returns an error reason instead of raising."""
+async def commit(runtime: Runtime, prepared: Prepared, reply: dict[str, Any] | None, usage: dict[str, Any] | None) -> str | None:
+    """Record a successful call; returns an error reason instead of raising."""
+    if prepared.plan is None:
+        return None
     try:
-        async with locks.hold(session_id):
-            await runtime.session(session_id).observe(message=message)
+        await runtime.session(prepared.session_id).commit_turn(prepared.plan, reply, Usage.from_openai(usage))
         return None
     except Exception as exc:
-        log.warning("memory failed to store a reply: %s", _reason(exc))
+        log.warning("memory failed to store a turn: %s", _reason(exc))
         return _reason(exc)

@@ -14,18 +14,21 @@ import json
 import logging
 import re
 import uuid
+from collections.abc import Iterable
 from contextvars import ContextVar
 from datetime import datetime, timezone
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["REQUEST_ID", "RequestIdMiddleware", "JsonFormatter", "RequestIdFilter", "configure_logging"]
+__all__ = ["REQUEST_ID", "RequestIdMiddleware", "JsonFormatter", "RequestIdFilter", "configure_logging", "adopt_loggers", "LITELLM_LOGGERS"]
 
 REQUEST_ID: ContextVar[str | None] = ContextVar("memory_runtime_request_id", default=None)
 HEADER = b"x-request-id"
 _TOKEN = re.compile(rb"[A-Za-z0-9._:-]{1,64}")
 # Libraries that install their own plain-text handlers; their records go through ours instead.
-_OWN_HANDLERS = ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "uvicorn", "uvicorn.error", "uvicorn.access")
+# Loggers that attach their own stderr handlers when their package is imported.
+LITELLM_LOGGERS = ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy")
+_OWN_HANDLERS = (*LITELLM_LOGGERS, "uvicorn", "uvicorn.error", "uvicorn.access")
 
 
 class RequestIdMiddleware:
@@ -82,8 +85,14 @@ def configure_logging(level: str) -> None:
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(level.upper())
-    for name in _OWN_HANDLERS:
+    adopt_loggers(_OWN_HANDLERS)
+    logging.captureWarnings(True)
+
+
+def adopt_loggers(names: Iterable[str]) -> None:
+    """Drop the handlers these loggers brought along and let their records reach the root's, so
+    they come out as our JSON lines. Called again for litellm after it is imported at start-up."""
+    for name in names:
         named = logging.getLogger(name)
         named.handlers = []
         named.propagate = True
-    logging.captureWarnings(True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["ReplyAssembler", "clean_assistant_message", "first_message"]
+__all__ = ["ReplyAssembler", "clean_assistant_message", "first_message", "is_usage_chunk"]
 
 
 def _clean_tool_call(call: dict[str, Any]) -> dict[str, Any]:
@@ -47,6 +47,13 @@ def first_message(response: dict[str, Any]) -> dict[str, Any] | None:
     return clean_assistant_message(choices[0]["message"])
 
 
+def is_usage_chunk(chunk: dict[str, Any]) -> bool:
+    """The final chunk of a stream asked for with `include_usage`: usage and no content."""
+    if not isinstance(chunk.get("usage"), dict):
+        return False
+    return all(not (c.get("delta") or {}) and not c.get("finish_reason") for c in chunk.get("choices") or [] if isinstance(c, dict))
+
+
 @dataclass
 class ReplyAssembler:
     """Accumulates choice 0 of a stream of chat.completion.chunk dicts."""
@@ -55,8 +62,11 @@ class ReplyAssembler:
     tool_calls: dict[int, dict[str, Any]] = field(default_factory=dict)
     provider_fields: dict[str, Any] = field(default_factory=dict)
     finish_reason: str | None = None
+    usage: dict[str, Any] | None = None
 
     def feed(self, chunk: dict[str, Any]) -> None:
+        if isinstance(chunk.get("usage"), dict):
+            self.usage = chunk["usage"]
         for choice in chunk.get("choices") or []:
             if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                 continue

@@ -1,10 +1,11 @@
 """`POST /v1/chat/completions`: memory in front of an OpenAI or Gemini chat call.
 
-Validate (400, nothing stored) -> resolve/sync/compile (fail open) -> forward through litellm with
-the caller's key -> stream or return the reply, storing it (observe) before `[DONE]` / before the
-response, so the next request sees it. An upstream error keeps its status in the OpenAI envelope;
-an error after streaming began becomes a final `data: {"error": ...}` event and nothing partial is
-stored.
+Validate (400, nothing stored) -> plan the prompt (fail open) -> forward through litellm with the
+caller's key -> stream or return the reply, committing the turn (live tail, reply, usage) before
+`[DONE]` / before the response, so the next request sees it. An upstream error keeps its status in
+the OpenAI envelope and stores nothing; an error after streaming began, or a stream that ends
+without the provider's finish reason, becomes a final `data: {"error": ...}` event and nothing of
+the turn is stored.
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from .context import Prepared, prepare, record_reply
+from memory import Usage
+
+from .context import Prepared, commit, prepare
 from .errors import InvalidRequestError, UpstreamError, envelope
 from .http import bearer_key, error_response, header_int, json_response, read_body
-from .reply import ReplyAssembler, first_message
+from .reply import ReplyAssembler, first_message, is_usage_chunk
 from .services import Services, services
 from .sse import DONE, encode_data
 from .wire import parse_chat_request
@@ -50,10 +53,11 @@ async def chat_completions(request: Request) -> Response:
     budget = header_int(request, "x-memory-budget") or svc.config.budget_tokens
     api_key = bearer_key(request)
     messages: list[dict[str, Any]] = raw["messages"]
-    prepared = await prepare(svc.runtime, svc.locks, messages, chat.model, budget, session_header, chat.user or "")
+    prepared = await prepare(svc.runtime, messages, chat.model, budget, session_header, chat.user or "")
+    forward = svc.upstream.with_cache_key(raw, prepared.session_id)
     if chat.stream:
-        return await _stream(svc, raw, prepared, api_key)
-    return await _complete(svc, raw, prepared, api_key)
+        return await _stream(svc, forward, prepared, api_key)
+    return await _complete(svc, forward, prepared, api_key)
 
 
 async def _complete(svc: Services, raw: dict[str, Any], prepared: Prepared, api_key: str | None) -> Response:
@@ -62,16 +66,19 @@ async def _complete(svc: Services, raw: dict[str, Any], prepared: Prepared, api_
         response = await svc.upstream.complete(raw, prepared.messages, api_key)
     except UpstreamError as exc:
         return error_response(exc, headers=headers)
-    message = first_message(response)
-    if message is not None and prepared.error is None:
-        problem = await record_reply(svc.runtime, svc.locks, prepared.session_id, message)
-        if problem:
-            headers["X-Memory-Error"] = problem
+    usage = response.get("usage") if isinstance(response.get("usage"), dict) else None
+    cached = Usage.from_openai(usage).cached_tokens
+    if cached is not None:
+        headers["X-Memory-Cached-Tokens"] = str(cached)
+    problem = await commit(svc.runtime, prepared, first_message(response), usage)
+    if problem:
+        headers["X-Memory-Error"] = problem
     return json_response(response, headers=headers)
 
 
 async def _stream(svc: Services, raw: dict[str, Any], prepared: Prepared, api_key: str | None) -> Response:
     headers = prepared.headers()
+    client_wants_usage = bool((raw.get("stream_options") or {}).get("include_usage"))
     try:
         chunks = await svc.upstream.stream(raw, prepared.messages, api_key)
     except UpstreamError as exc:
@@ -82,6 +89,8 @@ async def _stream(svc: Services, raw: dict[str, Any], prepared: Prepared, api_ke
         try:
             async for chunk in chunks:
                 assembler.feed(chunk)
+                if is_usage_chunk(chunk) and not client_wants_usage:
+                    continue  # asked upstream for the cost figures; the client did not ask for them
                 yield encode_data(chunk)
         except UpstreamError as exc:
             log.warning("upstream stream broke off (%s); the partial reply is not stored", exc.status)
@@ -90,8 +99,7 @@ async def _stream(svc: Services, raw: dict[str, Any], prepared: Prepared, api_ke
         finally:
             # Runs on client disconnect too (the generator is closed), releasing the upstream.
             await chunks.aclose()
-        if prepared.error is None:
-            await record_reply(svc.runtime, svc.locks, prepared.session_id, assembler.message())
+        await commit(svc.runtime, prepared, assembler.message(), assembler.usage)
         yield DONE
 
     headers["Cache-Control"] = "no-cache"

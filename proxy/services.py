@@ -9,7 +9,6 @@ from starlette.requests import Request
 from memory import Runtime
 
 from .config import ProxyConfig
-from .context import SessionLocks
 from .relay import Relay
 from .upstream import Upstream
 
@@ -22,7 +21,6 @@ class Services:
     runtime: Runtime
     upstream: Upstream
     relay: Relay
-    locks: SessionLocks
 
 
 def services(request: Request) -> Services:

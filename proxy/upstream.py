@@ -6,40 +6,49 @@ and a Gemini `thoughtSignature` rides in the tool call id so it comes back on th
 everything else goes to the OpenAI-compatible upstream. Request fields the proxy does not use are
 passed through untouched.
 
-litellm is imported here at module load (about 2.5 s), so the cost is paid when the app is built,
-never on a request. Its own retries are off (`max_retries=0`); `Upstream` retries connection
-failures, 429 and 5xx itself, and only before the first byte of a reply has reached the client.
+litellm is imported and configured by `load_litellm` when `Upstream` is built in the app's
+start-up (about 2.5 s), never at module import and never on a request. Its own retries are off
+(`max_retries=0`); `Upstream` retries connection failures, 429 and 5xx itself, and only before the
+first byte of a reply has reached the client.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import hashlib
 import logging
-import re
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Iterator
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
 import httpx
+import openai  # litellm's exceptions subclass the openai SDK's
 
 from .config import UpstreamsConfig, prepare_litellm_environment
 from .errors import UpstreamError
+from .logs import LITELLM_LOGGERS, adopt_loggers
 
-prepare_litellm_environment()
-import litellm  # noqa: E402  (needs the environment prepared first)
-import openai  # noqa: E402  (litellm's exceptions subclass the openai SDK's)
-
-litellm.suppress_debug_info = True
-
-__all__ = ["Target", "Upstream", "is_gemini", "to_upstream_error"]
+__all__ = ["Target", "Upstream", "is_gemini", "load_litellm", "to_upstream_error"]
 
 log = logging.getLogger("memory_runtime.upstream")
 
 # Fields of the client's body that the proxy sets itself on the litellm call.
 _OWN_FIELDS = frozenset({"model", "messages", "stream", "stream_options", "api_key", "api_base", "base_url", "max_retries", "timeout"})
-_PROVIDER_TEXT = re.compile(r"\w*Exception - (.*)", re.S)
 _RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
+
+
+def load_litellm() -> ModuleType:
+    """Import and configure litellm, at app start-up. Imported here rather than at the top of the
+    module because it reads its environment during import (without the variable that
+    `prepare_litellm_environment` sets, the import fetches a model cost map over the network) and
+    because the import costs ~2.5 s that nothing but a running proxy should pay."""
+    prepare_litellm_environment()
+    import litellm
+
+    litellm.suppress_debug_info = True
+    adopt_loggers(LITELLM_LOGGERS)  # it attaches its own stderr handlers on import
+    return litellm
 
 
 def is_gemini(model: str) -> bool:
@@ -74,14 +83,13 @@ def to_upstream_error(exc: BaseException) -> UpstreamError:
     status = getattr(exc, "status_code", None)
     if not isinstance(status, int):
         return UpstreamError(f"upstream call failed: {_short(exc)}", status=502)
-    body = getattr(exc, "body", None)
-    if not isinstance(body, dict):
-        body = _response_json(getattr(exc, "response", None)) or _provider_body(exc)
+    body = _provider_body(exc)
     inner = _inner(body)
     return UpstreamError(
         str(inner.get("message") or _short(exc)),
         status=status,
-        type=str(inner["type"]) if inner.get("type") else None,
+        # OpenAI names the kind of error `type`; Gemini names it `status` (e.g. INVALID_ARGUMENT).
+        type=str(inner.get("type") or inner.get("status")) if inner.get("type") or inner.get("status") else None,
         param=inner.get("param") if isinstance(inner.get("param"), str) else None,
         code=str(inner["code"]) if inner.get("code") is not None else None,
     )
@@ -93,15 +101,31 @@ def _inner(body: dict[str, Any]) -> dict[str, Any]:
     return nested if isinstance(nested, dict) else body
 
 
-def _caused_by(exc: BaseException, types: tuple[type[BaseException], ...]) -> bool:
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """`exc` and the exceptions it was raised from, outermost first."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
-        if isinstance(current, types):
-            return True
+        yield current
         seen.add(id(current))
         current = current.__cause__ or current.__context__
-    return False
+
+
+def _caused_by(exc: BaseException, types: tuple[type[BaseException], ...]) -> bool:
+    return any(isinstance(e, types) for e in _chain(exc))
+
+
+def _provider_body(exc: BaseException) -> dict[str, Any]:
+    """The provider's own error body. litellm keeps it parsed as `.body` for some OpenAI statuses
+    only, and its `.response` is a synthetic one without content; the provider's real HTTP
+    response rides in the `httpx.HTTPStatusError` that litellm raised from, with its body read."""
+    for err in _chain(exc):
+        body = getattr(err, "body", None)
+        if isinstance(body, dict):
+            return body
+        if isinstance(err, httpx.HTTPStatusError) and (data := _response_json(err.response)):
+            return data
+    return _response_json(getattr(exc, "response", None)) or {"message": _short(exc)}
 
 
 def _response_json(response: Any) -> dict[str, Any] | None:
@@ -113,22 +137,6 @@ def _response_json(response: Any) -> dict[str, Any] | None:
     except Exception:  # not JSON, or a synthetic response without a body
         return None
     return data if isinstance(data, dict) else None
-
-
-def _provider_body(exc: BaseException) -> dict[str, Any]:
-    """litellm drops the upstream body for some statuses and keeps only "<Provider>Exception - <text>"
-    in the message; recover the provider's own text (or JSON error) so the client sees what the
-    upstream said rather than litellm's wrapping. The status code still comes from the exception."""
-    found = _PROVIDER_TEXT.search(str(exc))
-    text = found.group(1).strip() if found else _short(exc)
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return {"message": text}
-    if isinstance(data, dict):
-        inner = _inner(data)
-        return {"message": str(inner.get("message") or text), "type": inner.get("type") or inner.get("status"), "code": inner.get("code")}
-    return {"message": text}
 
 
 def _short(exc: BaseException) -> str:
@@ -145,6 +153,7 @@ class Upstream:
 
     def __init__(self, config: UpstreamsConfig) -> None:
         self._config = config
+        self._litellm = load_litellm()
         self._timeout = httpx.Timeout(config.timeout_seconds, connect=config.connect_timeout_seconds)
 
     def target(self, model: str, api_key: str | None) -> Target:
@@ -172,10 +181,19 @@ class Upstream:
             kwargs["drop_params"] = True
         if stream:
             kwargs["stream"] = True
-            options = body.get("stream_options")
-            if isinstance(options, dict) and options.get("include_usage"):
-                kwargs["stream_options"] = {"include_usage": True}
+            # Always: the usage chunk carries the provider's cached-token count, which memory records
+            # (the route drops that chunk when the client did not ask for it).
+            kwargs["stream_options"] = {"include_usage": True}
         return kwargs
+
+    def with_cache_key(self, body: dict[str, Any], session_id: str) -> dict[str, Any]:
+        """The body with a per-session `prompt_cache_key` for OpenAI when the client set none (and
+        the operator left it on): one session's prompts then reach the same cache. A client's own
+        key passes through untouched."""
+        if not self._config.openai.prompt_cache_key or is_gemini(str(body.get("model", ""))) or "prompt_cache_key" in body:
+            return body
+        digest = hashlib.sha256(session_id.encode("utf-8")).hexdigest()[:32]
+        return {**body, "prompt_cache_key": f"memory-runtime-{digest}"}
 
     async def complete(self, body: dict[str, Any], messages: list[dict[str, Any]], api_key: str | None) -> dict[str, Any]:
         """One non-streaming completion; returns the OpenAI-format response as a dict."""
@@ -184,7 +202,7 @@ class Upstream:
         attempt = 0
         while True:
             try:
-                response = await litellm.acompletion(**kwargs)
+                response = await self._litellm.acompletion(**kwargs)
                 return _dump(response)
             except Exception as exc:  # litellm raises many unrelated classes; all map to UpstreamError
                 err = to_upstream_error(exc)
@@ -203,7 +221,7 @@ class Upstream:
         while True:
             wrapper: Any = None
             try:
-                wrapper = await litellm.acompletion(**kwargs)
+                wrapper = await self._litellm.acompletion(**kwargs)
                 first = await wrapper.__anext__()
                 return _chunks(wrapper, first)
             except StopAsyncIteration:
@@ -228,19 +246,31 @@ async def _close(wrapper: Any) -> None:
             log.debug("closing an upstream stream failed", exc_info=True)
 
 
+def _truncated(wrapper: Any, chunk: dict[str, Any]) -> bool:
+    """A finish reason that litellm made up: when a provider's stream simply stops (no finish reason,
+    no [DONE]), litellm still ends it with finish_reason "stop". Its own record of what the provider
+    sent tells the two apart."""
+    finishing = any(isinstance(c, dict) and c.get("finish_reason") for c in chunk.get("choices") or [])
+    received = getattr(wrapper, "received_finish_reason", None) or getattr(wrapper, "intermittent_finish_reason", None)
+    return finishing and received is None
+
+
 async def _chunks(wrapper: Any, first: Any) -> AsyncGenerator[dict[str, Any], None]:
     if wrapper is None:
         return
     try:
-        yield _dump(first, exclude_none=True)
+        chunk = _dump(first, exclude_none=True)
         while True:
+            if _truncated(wrapper, chunk):
+                raise UpstreamError("the upstream stream ended without a finish reason (the reply is incomplete)",
+                                    status=502, type="upstream_error", code="upstream_incomplete")
+            yield chunk
             try:
-                chunk = await wrapper.__anext__()
+                chunk = _dump(await wrapper.__anext__(), exclude_none=True)
             except StopAsyncIteration:
                 return
             except Exception as exc:
                 raise to_upstream_error(exc) from None
-            yield _dump(chunk, exclude_none=True)
     finally:
         await _close(wrapper)
 

@@ -40,14 +40,23 @@ def test_writes_results_and_plots(quick_run: tuple[Path, dict[str, Any]]) -> Non
     assert results["run"]["machine"]["cores"] >= 1
 
 
-def test_session_never_exceeds_budget_and_finds_needle(quick_run: tuple[Path, dict[str, Any]]) -> None:
+def test_session_never_exceeds_budget_and_compares_with_the_recent_window(quick_run: tuple[Path, dict[str, Any]]) -> None:
     a = quick_run[1]["A"]
     session = a["session"]
+    assert session["keyword_overlap"] == []  # the needle question shares no content word with its turn
+    last_naive = session["naive_per_turn"][-1]
     for row in session["rows"]:
-        per_turn = session["compiled_per_turn"][str(row["budget"])]
-        assert len(per_turn) == session["turns"] == len(session["naive_per_turn"])
-        assert max(per_turn) == row["max_compiled"] <= row["budget"]
-        assert row["needle_found"] and row["reported_tokens_exact"]
+        budget = row["budget"]
+        per_turn = session["compiled_per_turn"][str(budget)]
+        recent = session["recent_per_turn"][str(budget)]
+        assert len(per_turn) == len(recent) == session["turns"] == len(session["naive_per_turn"])
+        assert max(per_turn) == row["max_compiled"] <= budget
+        assert max(recent) <= budget and row["reported_tokens_exact"]
+        assert row["recent_reduction"] == pytest.approx(1 - row["avg_recent"] / row["avg_naive"])
+        # With room for everything twice over (whatever each layout's framing costs), both keep the
+        # whole history, the needle included.
+        if 2 * last_naive <= budget:
+            assert row["needle_found"] and row["recent_needle_found"]
     naive = session["naive_per_turn"]
     assert all(later > earlier for earlier, later in zip(naive, naive[1:]))
 

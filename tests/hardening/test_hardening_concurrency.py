@@ -12,8 +12,8 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from tests.fakes.harness import Proxy
-from tests.hardening.slow_upstream import WORDS, FaultyUpstream
+from testkit.faults import WORDS
+from testkit.harness import Proxy, Upstream
 
 MODEL = "gpt-4o-mini"
 
@@ -43,7 +43,7 @@ async def test_same_session_requests_at_once_are_stored_exactly_once_each_reply_
     assert all(contents.index(t) < contents.index(f"echo: {t}") for t in texts)
 
 
-def test_a_long_upstream_call_blocks_neither_other_sessions_nor_its_own(proxy: Proxy, faulty: FaultyUpstream) -> None:
+def test_a_long_upstream_call_blocks_neither_other_sessions_nor_its_own(proxy: Proxy, faulty: Upstream) -> None:
     slow_done: list[int] = []
 
     def slow_stream() -> None:
@@ -55,7 +55,7 @@ def test_a_long_upstream_call_blocks_neither_other_sessions_nor_its_own(proxy: P
     worker = threading.Thread(target=slow_stream)
     worker.start()
     deadline = time.monotonic() + 10
-    while faulty.started == 0:
+    while faulty.fake.faults.started == 0:
         assert time.monotonic() < deadline, "the slow stream never started"
         time.sleep(0.01)  # poll, bounded by the deadline
     with proxy.http() as http:
@@ -64,9 +64,9 @@ def test_a_long_upstream_call_blocks_neither_other_sessions_nor_its_own(proxy: P
             assert other.status_code == 200
         same = http.post("/v1/chat/completions", json={"model": MODEL, "messages": [{"role": "user", "content": "meanwhile"}]}, headers={"X-Memory-Session": "long"})
         assert same.status_code == 200
-    assert faulty.finished == 0 and not slow_done, "the other requests waited for the 4 s stream"
+    assert faulty.fake.faults.finished == 0 and not slow_done, "the other requests waited for the 4 s stream"
     worker.join(timeout=20)
-    assert slow_done and faulty.finished == 1
+    assert slow_done and faulty.fake.faults.finished == 1
     contents = [str(e["content"]) for e in _events(proxy, "long")]
     slow_reply = "".join(WORDS[i % len(WORDS)] + " " for i in range(40))
     assert sorted(contents) == sorted(["take your time", slow_reply, "meanwhile", "echo: meanwhile"])

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import httpx
 
-from benchmarks.stress import Tally, run_load, start_proxy, verify
-from tests.hardening.slow_upstream import FaultyUpstream
+from testkit.harness import Upstream
+from testkit.load import Tally, run_load, verify
+from testkit.processes import start_proxy_process
 
 SESSIONS = 4
 
@@ -29,8 +30,8 @@ async def _load_then_kill(url: str, kill: Callable[[], None], tally: Tally, want
     await load
 
 
-def test_kill_9_under_load_loses_no_acknowledged_exchange(faulty: FaultyUpstream, tmp_path: Path) -> None:
-    proxy = start_proxy(tmp_path, faulty.url)
+def test_kill_9_under_load_loses_no_acknowledged_exchange(faulty: Upstream, tmp_path: Path) -> None:
+    proxy = start_proxy_process(tmp_path, faulty.url)
     tally = Tally()
     try:
         asyncio.run(_load_then_kill(proxy.url, proxy.kill9, tally, wanted=60))
@@ -44,7 +45,7 @@ def test_kill_9_under_load_loses_no_acknowledged_exchange(faulty: FaultyUpstream
         assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
         assert db.execute("PRAGMA foreign_key_check").fetchall() == []
 
-    restarted = start_proxy(tmp_path, faulty.url)
+    restarted = start_proxy_process(tmp_path, faulty.url)
     try:
         lost, duplicated = verify(restarted.url, tally.completed, [f"stress-{k}" for k in range(SESSIONS)])
         assert (lost, duplicated) == (0, 0), f"{lost} lost, {duplicated} duplicated of {len(tally.completed)}"

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from proxy.app import create_app
-from tests.hardening.slow_upstream import FaultyUpstream, config_for
+from testkit.harness import Upstream, config_for
 
 CASES: Counter[str] = Counter()
 FUZZ = settings(deadline=None, derandomize=True, suppress_health_check=list(HealthCheck), database=None)
@@ -52,7 +52,7 @@ class Client:
 
 
 @pytest.fixture(scope="module")
-def client(faulty: FaultyUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
+def client(faulty: Upstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
     folder: Path = tmp_path_factory.mktemp("fuzz")
     app = create_app(config_for(faulty, folder, "upstreams: {retries: 0}\nserver: {max_body_bytes: 65536}\n"))
     loop = asyncio.new_event_loop()
@@ -86,16 +86,16 @@ def _check(response: httpx.Response) -> None:
         assert isinstance(error["message"], str) and isinstance(error["type"], str)
 
 
-def _post_chat(client: Client, faulty: FaultyUpstream, content: bytes, headers: dict[str, Any] | None = None) -> httpx.Response:
+def _post_chat(client: Client, faulty: Upstream, content: bytes, headers: dict[str, Any] | None = None) -> httpx.Response:
     before_events = _stored_events(client)
-    before_calls = len(faulty.chat_requests())
+    before_calls = len(faulty.fake.chat_requests())
     response = client.post("/v1/chat/completions", content=content, headers={"content-type": "application/json", **(headers or {})})
     _check(response)
     if response.status_code >= 400 and "x-memory-session" not in response.headers:
         # Rejected before memory saw it. (A 4xx *with* X-Memory-Session is the provider refusing
         # the request, which keeps the user's message like any upstream error.)
         assert _stored_events(client) == before_events, "a rejected request stored something"
-        assert len(faulty.chat_requests()) == before_calls, "a rejected request reached the upstream"
+        assert len(faulty.fake.chat_requests()) == before_calls, "a rejected request reached the upstream"
     elif b'"stream": true' in content or b'"stream":true' in content:
         assert response.text.rstrip().endswith("data: [DONE]") or '"error"' in response.text
     return response
@@ -151,7 +151,7 @@ HEADER_BYTES = st.binary(max_size=300).map(lambda b: b.replace(b"\r", b"").repla
 
 @settings(FUZZ, max_examples=700)
 @given(body=CHAT_BODY)
-def test_fuzz_chat_bodies(client: Client, faulty: FaultyUpstream, body: dict[str, Any]) -> None:
+def test_fuzz_chat_bodies(client: Client, faulty: Upstream, body: dict[str, Any]) -> None:
     CASES["chat_bodies"] += 1
     _post_chat(client, faulty, json.dumps(body).encode())
 
@@ -164,7 +164,7 @@ VALID_ROLE_MESSAGE = st.fixed_dictionaries(
 
 @settings(FUZZ, max_examples=300)
 @given(model=st.sampled_from([MODEL, "gemini-2.0-flash", "gemini/gemini-1.5-pro"]), messages=st.lists(VALID_ROLE_MESSAGE, min_size=1, max_size=5), stream=st.booleans())
-def test_fuzz_well_formed_requests_with_odd_messages(client: Client, faulty: FaultyUpstream, model: str, messages: list[dict[str, Any]], stream: bool) -> None:
+def test_fuzz_well_formed_requests_with_odd_messages(client: Client, faulty: Upstream, model: str, messages: list[dict[str, Any]], stream: bool) -> None:
     # Shapes the wire model accepts but the provider translation (OpenAI -> Gemini) may choke on:
     # odd parts, tool results without calls, empty contents. Whatever happens: no 5xx.
     CASES["well_formed"] += 1
@@ -182,7 +182,7 @@ def _valid_body(text: str) -> dict[str, Any]:
     where=st.integers(min_value=0, max_value=10_000),
     depth=st.integers(min_value=1, max_value=50_000),
 )
-def test_fuzz_raw_bytes(client: Client, faulty: FaultyUpstream, text: str, mutation: str, where: int, depth: int) -> None:
+def test_fuzz_raw_bytes(client: Client, faulty: Upstream, text: str, mutation: str, where: int, depth: int) -> None:
     CASES["raw_bytes"] += 1
     valid = json.dumps(_valid_body(text)).encode()
     raw = {
@@ -201,7 +201,7 @@ def test_fuzz_raw_bytes(client: Client, faulty: FaultyUpstream, text: str, mutat
 
 @settings(FUZZ, max_examples=350)
 @given(session=HEADER_BYTES, budget=HEADER_BYTES, text=ODD_TEXT, stream=st.booleans())
-def test_fuzz_memory_headers(client: Client, faulty: FaultyUpstream, session: bytes, budget: bytes, text: str, stream: bool) -> None:
+def test_fuzz_memory_headers(client: Client, faulty: Upstream, session: bytes, budget: bytes, text: str, stream: bool) -> None:
     CASES["headers"] += 1
     body = {**_valid_body(text), "stream": stream}
     _post_chat(client, faulty, json.dumps(body).encode(), headers={"X-Memory-Session": session, "X-Memory-Budget": budget})
@@ -237,7 +237,7 @@ def test_fuzz_memory_endpoints(client: Client, session: str, action: str, body: 
         assert _stored_events(client) == before  # reading and dry runs store nothing
 
 
-def test_body_size_limit_is_413_on_every_body_endpoint(client: Client, faulty: FaultyUpstream) -> None:
+def test_body_size_limit_is_413_on_every_body_endpoint(client: Client, faulty: Upstream) -> None:
     big = json.dumps(_valid_body("z" * 70_000)).encode()
     before = _stored_events(client)
     for path in ("/v1/chat/completions", "/memory/sessions/fuzz-existing/compile"):
@@ -245,7 +245,7 @@ def test_body_size_limit_is_413_on_every_body_endpoint(client: Client, faulty: F
         assert response.status_code == 413
         assert set(response.json()["error"]) == ENVELOPE
     assert _stored_events(client) == before
-    assert not any(b"z" * 1000 in r.body for r in faulty.chat_requests())
+    assert not any(b"z" * 1000 in r.body for r in faulty.fake.chat_requests())
 
 
 def test_fuzzing_ran_at_least_two_thousand_cases() -> None:

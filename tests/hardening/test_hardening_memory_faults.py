@@ -25,11 +25,11 @@ import httpx
 import numpy as np
 import pytest
 
-from benchmarks.stress import start_proxy
 from memory import EmbeddingModelError
 from proxy.config import ProxyConfig
+from testkit.harness import Upstream
+from testkit.processes import start_proxy_process
 from tests.hardening.inproc import Running, running
-from tests.hardening.slow_upstream import FaultyUpstream
 
 MODEL = "gpt-4o-mini"
 TOPIC = "We are planning the storage layer; the notes below are long on purpose so that a small budget forces a compile. "
@@ -115,7 +115,7 @@ async def _proxy(config: ProxyConfig, with_embedder: bool) -> AsyncIterator[Runn
 
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
 @pytest.mark.parametrize("fault", [_read_only, _locked, _embedding_model], ids=["read-only", "locked", "embedding-model"])
-async def test_memory_failure_fails_open_and_recovers(proxy_config: Callable[..., ProxyConfig], faulty: FaultyUpstream, fault: Fault, stream: bool) -> None:
+async def test_memory_failure_fails_open_and_recovers(proxy_config: Callable[..., ProxyConfig], faulty: Upstream, fault: Fault, stream: bool) -> None:
     config = proxy_config()
     async with _proxy(config, with_embedder=fault is _embedding_model) as r:
         messages: list[dict[str, Any]] = [{"role": "system", "content": "Be brief."}]
@@ -124,14 +124,14 @@ async def test_memory_failure_fails_open_and_recovers(proxy_config: Callable[...
             response = await _chat(r, messages, stream)
             assert "x-memory-error" not in response.headers
             messages.append({"role": "assistant", "content": _reply(response, stream)})
-        assert faulty.last_chat().json()["messages"] != messages  # healthy: the prompt was compiled
+        assert faulty.fake.last_chat().json()["messages"] != messages  # healthy: the prompt was compiled
 
         heal = await fault(r, Path(config.storage_path))
         messages.append({"role": "user", "content": _turn(3)})
         response = await _chat(r, messages, stream)
         assert response.headers["x-memory-error"]
         assert _reply(response, stream) == f"echo: {_turn(3)}"
-        assert faulty.last_chat().json()["messages"] == messages  # forwarded unmodified
+        assert faulty.fake.last_chat().json()["messages"] == messages  # forwarded unmodified
         messages.append({"role": "assistant", "content": f"echo: {_turn(3)}"})
 
         await heal()
@@ -139,7 +139,7 @@ async def test_memory_failure_fails_open_and_recovers(proxy_config: Callable[...
         response = await _chat(r, messages, stream)
         assert "x-memory-error" not in response.headers
         assert _reply(response, stream) == f"echo: {_turn(4)}"
-        assert faulty.last_chat().json()["messages"] != messages  # compiled again
+        assert faulty.fake.last_chat().json()["messages"] != messages  # compiled again
         export = (await r.http.get("/memory/sessions/faulty/export")).json()
     users = [e["content"] for e in export["events"] if e["type"] == "user_message"]
     replies = [e["content"] for e in export["events"] if e["type"] == "assistant_message"]
@@ -148,10 +148,10 @@ async def test_memory_failure_fails_open_and_recovers(proxy_config: Callable[...
     assert replies == [f"echo: {_turn(n)}" for n in range(5)]
 
 
-def test_corrupt_database_at_start_fails_open_until_the_file_is_replaced(faulty: FaultyUpstream, tmp_path: Path) -> None:
+def test_corrupt_database_at_start_fails_open_until_the_file_is_replaced(faulty: Upstream, tmp_path: Path) -> None:
     db = tmp_path / "memory.sqlite"
     db.write_bytes(b"this is not an SQLite database. " * 512)
-    proxy = start_proxy(tmp_path, faulty.url)
+    proxy = start_proxy_process(tmp_path, faulty.url)
     try:
         body = {"model": MODEL, "messages": [{"role": "user", "content": "still there?"}]}
         headers = {"X-Memory-Session": "after-corruption"}
@@ -160,7 +160,7 @@ def test_corrupt_database_at_start_fails_open_until_the_file_is_replaced(faulty:
                 response = http.post("/v1/chat/completions", json={**body, "stream": stream}, headers=headers)
                 assert _reply(response, stream) == "echo: still there?"
                 assert "StorageError" in response.headers["x-memory-error"]
-                assert faulty.last_chat().json()["messages"] == body["messages"]
+                assert faulty.fake.last_chat().json()["messages"] == body["messages"]
             listed = http.get("/memory/sessions")
             assert listed.status_code == 500 and listed.json()["error"]["type"] == "server_error"
             db.unlink()  # the operator moves the broken file away

@@ -15,11 +15,11 @@ from typing import Any
 import httpx
 import pytest
 
-from benchmarks.stress import Served, start_proxy
 from proxy.cli import main as cli_main
 from proxy.config import ProxyConfig
+from testkit.harness import Upstream
+from testkit.processes import Server, start_proxy_process
 from tests.hardening.inproc import running
-from tests.hardening.slow_upstream import FaultyUpstream
 
 MODEL = "gpt-4o-mini"
 REAL_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
@@ -53,15 +53,15 @@ def _chat(http: httpx.Client, text: str, *, model: str = MODEL, stream: bool = F
 
 
 @pytest.fixture(scope="module")
-def debug_proxy(faulty: FaultyUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Served, Path]]:
+def debug_proxy(faulty: Upstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Path]]:
     folder = tmp_path_factory.mktemp("keyscan")
     env = {"OPENAI_API_KEY": ENV_KEY, "GEMINI_API_KEY": GEMINI_ENV_KEY}
-    proxy = start_proxy(folder, faulty.url, log_level="debug", env=env)
+    proxy = start_proxy_process(folder, faulty.url, log_level="debug", env=env)
     yield proxy, folder
     proxy.stop()
 
 
-def test_api_keys_are_never_written_to_db_wal_logs_or_exports(debug_proxy: tuple[Served, Path], faulty: FaultyUpstream, capsys: pytest.CaptureFixture[str]) -> None:
+def test_api_keys_are_never_written_to_db_wal_logs_or_exports(debug_proxy: tuple[Server, Path], faulty: Upstream, capsys: pytest.CaptureFixture[str]) -> None:
     proxy, folder = debug_proxy
     with httpx.Client(base_url=proxy.url, timeout=30) as http:
         for stream in (False, True):
@@ -76,7 +76,7 @@ def test_api_keys_are_never_written_to_db_wal_logs_or_exports(debug_proxy: tuple
             assert export.status_code == 200
             (folder / f"export-{session}.json").write_bytes(export.content)
     # The keys really went upstream (so the scan below is meaningful), the right one to each place.
-    sent = [r.headers.get("authorization", "") + r.headers.get("x-goog-api-key", "") for r in faulty.requests]
+    sent = [r.headers.get("authorization", "") + r.headers.get("x-goog-api-key", "") for r in faulty.fake.requests]
     assert all(any(key in s for s in sent) for key in AUTH_KEYS), sent
     assert cli_main(["sessions", "export", "keys", "--storage", str(folder / "memory.sqlite")]) == 0
     (folder / "cli-export.json").write_text(capsys.readouterr().out)
@@ -94,8 +94,8 @@ def test_api_keys_are_never_written_to_db_wal_logs_or_exports(debug_proxy: tuple
 # ---- logs ---------------------------------------------------------------------------------------
 
 
-def test_logs_are_json_lines_with_request_ids_and_no_message_content(faulty: FaultyUpstream, tmp_path: Path) -> None:
-    proxy = start_proxy(tmp_path, faulty.url, log_level="info")
+def test_logs_are_json_lines_with_request_ids_and_no_message_content(faulty: Upstream, tmp_path: Path) -> None:
+    proxy = start_proxy_process(tmp_path, faulty.url, log_level="info")
     canary = "qzxlogcanary4471"
     try:
         with httpx.Client(base_url=proxy.url, timeout=30) as http:
@@ -108,13 +108,13 @@ def test_logs_are_json_lines_with_request_ids_and_no_message_content(faulty: Fau
     assert ok.headers["x-request-id"] == "client-chosen.id-1"
     assert len(weird.headers["x-request-id"]) == 32 and weird.headers["x-request-id"] != "not a token\t!"
     assert failed_open.headers["x-memory-error"]
-    lines = proxy.log_path.read_text().splitlines()
+    lines = proxy.log.read_text().splitlines()
     assert lines[0].startswith("memory-runtime proxy on")  # the CLI's banner on stdout
     records = [json.loads(line) for line in lines[1:]]
     assert all(set(r) >= {"ts", "level", "logger", "message", "request_id"} for r in records)
     warnings = {r["request_id"]: r["message"] for r in records if r["level"] == "warning" and r["request_id"]}
     assert broken.headers["x-request-id"] in warnings and failed_open.headers["x-request-id"] in warnings
-    assert canary not in proxy.log_path.read_text()
+    assert canary not in proxy.log.read_text()
     assert _hits(tmp_path, (canary,)) == [f"{canary} in memory.sqlite"]  # stored, so the log really could have shown it
 
 
@@ -142,7 +142,7 @@ def others(k: int) -> list[str]:
     return [_codeword(j) for j in range(SESSIONS) if j != k]
 
 
-async def test_compiles_never_include_another_sessions_text(proxy_config: Callable[..., ProxyConfig], faulty: FaultyUpstream) -> None:
+async def test_compiles_never_include_another_sessions_text(proxy_config: Callable[..., ProxyConfig], faulty: Upstream) -> None:
     config = proxy_config(MEMORY_RUNTIME_EMBEDDING_MODEL=REAL_MODEL)
     async with running(config) as r:
         histories: dict[int, list[dict[str, Any]]] = {}
@@ -153,7 +153,7 @@ async def test_compiles_never_include_another_sessions_text(proxy_config: Callab
                 response = await r.http.post("/v1/chat/completions", json={"model": MODEL, "messages": history}, headers={"X-Memory-Session": f"iso-{k}", "X-Memory-Budget": "90"})
                 assert response.status_code == 200 and "x-memory-error" not in response.headers
                 history.append(response.json()["choices"][0]["message"])
-                sent = faulty.last_chat().body.decode()
+                sent = faulty.fake.last_chat().body.decode()
                 assert not [w for w in others(k) if w in sent], f"session {k} was sent another session's text"
         for k in range(SESSIONS):
             dry = await r.http.post(f"/memory/sessions/iso-{k}/compile", json={"user_message": "what is the deploy codeword of the team?", "budget_tokens": 400})
@@ -222,7 +222,7 @@ async def test_delete_endpoint_and_cli_erase_rows_index_vectors_and_file_bytes(
 # ---- redaction ----------------------------------------------------------------------------------
 
 
-async def test_secrets_in_content_are_redacted_and_listed_in_the_manifest(proxy_config: Callable[..., ProxyConfig], faulty: FaultyUpstream) -> None:
+async def test_secrets_in_content_are_redacted_and_listed_in_the_manifest(proxy_config: Callable[..., ProxyConfig], faulty: Upstream) -> None:
     aws = "AKIA" + "HARDENINGTEST0X9"  # AKIA + 16 upper-case letters or digits
     async with running(proxy_config()) as r:
         history: list[dict[str, Any]] = [{"role": "user", "content": f"deploy with {PASTED_SECRET} and {aws} please"}]
@@ -233,6 +233,6 @@ async def test_secrets_in_content_are_redacted_and_listed_in_the_manifest(proxy_
         manifest = (await r.http.get("/memory/sessions/redact/manifest")).json()
         export = (await r.http.get("/memory/sessions/redact/export")).text
     assert manifest["redactions"].get("openai_key", 0) >= 1 and manifest["redactions"].get("aws_access_key", 0) >= 1
-    sent_history = faulty.last_chat().body.decode()
+    sent_history = faulty.fake.last_chat().body.decode()
     assert "[REDACTED:openai_key]" in sent_history and PASTED_SECRET not in sent_history  # memory never re-sends it
     assert PASTED_SECRET not in export and aws not in export and "[REDACTED:aws_access_key]" in export

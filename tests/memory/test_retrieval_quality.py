@@ -10,7 +10,6 @@ import pytest
 
 from memory import create_runtime
 
-ROOT = Path(__file__).resolve().parents[2]
 FACTS = [
     ("config/auth.py", "Authentication timeout configured for 30 minutes", "How long does a user session stay valid before they need to log in again?"),
     ("config/uploads.py", "Maximum file upload size is 50MB", "What is the largest attachment someone can send us?"),
@@ -20,12 +19,19 @@ FACTS = [
 ]
 
 
+# Fixed noise: Python modules frozen in a data file (the project's own sources at one commit), so
+# the test's haystack never changes when the code does.
+NOISE = Path(__file__).resolve().parent / "data" / "noise_code.txt"
+
+
 def _noise_windows() -> list[tuple[str, str]]:
     windows = []
-    for path in sorted((ROOT / "memory").glob("*.py")):
-        lines = path.read_text().splitlines()
+    files = NOISE.read_text(encoding="utf-8").split("=== ")[1:]
+    for block in files:
+        name, _, body = block.partition("\n")
+        lines = body.splitlines()
         for start in range(0, max(1, len(lines) - 30), 30):
-            windows.append((f"memory/{path.name}", "\n".join(lines[start : start + 30])))
+            windows.append((f"memory/{name}", "\n".join(lines[start : start + 30])))
     return windows
 
 

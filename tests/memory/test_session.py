@@ -31,7 +31,7 @@ async def test_migrations_from_an_empty_file(tmp_path):
     store = SqliteStore(path)
     await store.open()
     try:
-        assert await store.migrations_applied() == ["m001_initial"]
+        assert await store.migrations_applied() == ["m001_initial", "m002_frames_turns"]
         async with store.db.execute("PRAGMA journal_mode") as cur:
             assert (await cur.fetchone())[0] == "wal"
         async with store.db.execute("PRAGMA foreign_keys") as cur:
@@ -41,9 +41,9 @@ async def test_migrations_from_an_empty_file(tmp_path):
     # Re-opening applies nothing twice.
     store = SqliteStore(path)
     await store.open()
-    assert await store.migrations_applied() == ["m001_initial"]
+    assert await store.migrations_applied() == ["m001_initial", "m002_frames_turns"]
     await store.close()
-    assert _rows(path, "SELECT number, name FROM _migrations") == [(1, "m001_initial")]
+    assert _rows(path, "SELECT number, name FROM _migrations") == [(1, "m001_initial"), (2, "m002_frames_turns")]
 
 
 @pytest.mark.parametrize(
@@ -160,10 +160,18 @@ async def test_sync_messages_prefix_and_divergence(runtime):
     assert (r1.common_prefix, r1.stored) == (0, 2)
     r2 = await session.sync_messages(convo + [{"role": "user", "content": "next"}])
     assert (r2.common_prefix, r2.stored) == (2, 1)
-    # The client edited its last message: only the divergent part is stored again.
+    # The client edited its last message: only the divergent part is stored; the message it replaced
+    # leaves the conversation (kept in the log, marked detached, out of retrieval).
     r3 = await session.sync_messages(convo + [{"role": "user", "content": "edited"}])
     assert (r3.common_prefix, r3.stored) == (2, 1)
-    assert (await session.info())["counts"]["messages"] == 4
+    assert (await session.info())["counts"]["messages"] == 3
+    events = (await session.export())["events"]
+    assert [(e["content"], e["detached"]) for e in events] == [("hi", 0), ("hello", 0), ("next", 1), ("edited", 0)]
+    result = await session.compile(user_message="next", budget_tokens=30)
+    assert all("next" not in str(m["content"]) for m in result.messages[:-1])
+    # Sending the same history again stores nothing.
+    r4 = await session.sync_messages(convo + [{"role": "user", "content": "edited"}])
+    assert (r4.common_prefix, r4.stored) == (3, 0)
 
 
 async def test_resolve_session_by_transcript(runtime):

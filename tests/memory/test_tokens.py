@@ -1,13 +1,15 @@
 from __future__ import annotations
 
-import importlib.util
+import hashlib
 from pathlib import Path
 
 import pytest
 import tiktoken
+import tiktoken.load
 
+import memory.tokens
 from memory.errors import InvalidArgumentError
-from memory.tokens import REPLY_PRIMING_TOKENS, TOKENS_PER_MESSAGE, encoding_name_for_model, get_counter
+from memory.tokens import encoding_name_for_model, get_counter
 
 SAMPLES = [
     "Hello, world!",
@@ -19,16 +21,29 @@ SAMPLES = [
 ]
 
 
-def _litellm_tokenizers() -> str:
-    spec = importlib.util.find_spec("litellm")
-    assert spec and spec.submodule_search_locations
-    return str(Path(list(spec.submodule_search_locations)[0]) / "litellm_core_utils" / "tokenizers")
+# Where tiktoken's own constructors (tiktoken_ext.openai_public) fetch each encoding from.
+TIKTOKEN_URL = "https://openaipublic.blob.core.windows.net/encodings/{name}.tiktoken"
+
+
+def _no_download(blobpath: str) -> bytes:
+    raise AssertionError(f"tiktoken tried to fetch {blobpath}: the reference must come from the seeded cache")
+
+
+def _reference(name: str, monkeypatch: pytest.MonkeyPatch, folder: Path) -> tiktoken.Encoding:
+    """tiktoken's own encoding (its pattern, its special tokens, its sha256 check of the file), with
+    its download cache seeded from our shipped file: offline, and independent of our constants."""
+    url = TIKTOKEN_URL.format(name=name)
+    shipped = (Path(memory.tokens.__file__).parent / "tokenizers" / f"{name}.tiktoken").read_bytes()
+    (folder / hashlib.sha1(url.encode()).hexdigest()).write_bytes(shipped)
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(folder))
+    monkeypatch.setattr(tiktoken.load, "read_file", _no_download)
+    monkeypatch.setattr(tiktoken.registry, "ENCODINGS", {})
+    return tiktoken.get_encoding(name)
 
 
 @pytest.mark.parametrize("name", ["o200k_base", "cl100k_base"])
-def test_encodings_match_tiktoken_token_for_token(name, monkeypatch):
-    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", _litellm_tokenizers())
-    reference = tiktoken.get_encoding(name)
+def test_encodings_match_tiktoken_token_for_token(name, monkeypatch, tmp_path: Path):
+    reference = _reference(name, monkeypatch, tmp_path)
     ours = get_counter("gpt-4o-mini" if name == "o200k_base" else "gpt-4")
     assert ours.encoding_name == name
     for text in SAMPLES:
@@ -50,15 +65,21 @@ def test_bad_model_name():
         encoding_name_for_model("")
 
 
-def test_chat_formula():
-    c = get_counter("gpt-4o-mini")
+def test_chat_formula(monkeypatch, tmp_path: Path):
+    # OpenAI's published formula (cookbook "How to count tokens with tiktoken", gpt-4o family):
+    # 3 tokens per message, 1 more for a name, 3 for the reply priming; the texts counted by
+    # tiktoken's own encoding. Written out here, so a wrong constant in memory.tokens fails.
+    ref = _reference("o200k_base", monkeypatch, tmp_path)
+
+    def n(text: str) -> int:
+        return len(ref.encode_ordinary(text))
+
     messages = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Hi there", "name": "bob"}]
-    expected = (
-        TOKENS_PER_MESSAGE + c.count("system") + c.count("You are terse.")
-        + TOKENS_PER_MESSAGE + c.count("user") + c.count("Hi there") + c.count("bob") + 1
-        + REPLY_PRIMING_TOKENS
-    )
-    assert c.messages_tokens(messages) == expected
+    expected = (3 + n("system") + n("You are terse.")) + (3 + n("user") + n("Hi there") + n("bob") + 1) + 3
+    assert expected == 19  # (3 + 1 + 4) + (3 + 1 + 2 + 1 + 1) + 3
+    assert get_counter("gpt-4o-mini").messages_tokens(messages) == expected
+    tool = {"role": "tool", "tool_call_id": "call_1", "content": "42"}
+    assert get_counter("gpt-4o-mini").messages_tokens([tool]) == 3 + n("tool") + n("call_1") + n("42") + 3
 
 
 def test_content_parts_counted():

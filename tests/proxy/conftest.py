@@ -8,17 +8,14 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from proxy.config import load_config
-from tests.fakes.harness import Proxy, Upstream, proxy_env, start_proxy
-from tests.fakes.server import serve_in_thread
-from tests.fakes.upstream import FakeUpstream
+from testkit.harness import Proxy, Upstream, config_for, serve_upstream, start_proxy
+
 
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[Upstream]:
-    fake = FakeUpstream()
-    served = serve_in_thread(fake.app(), lifespan="off")
-    yield Upstream(fake, served)
-    served.stop()
+    served = serve_upstream()
+    yield served
+    served.served.stop()
 
 
 @pytest.fixture(autouse=True)
@@ -33,11 +30,7 @@ def proxy_factory(upstream: Upstream, tmp_path_factory: pytest.TempPathFactory) 
     started: list[Proxy] = []
 
     def make(yaml_text: str = "upstreams: {retries: 0}\n", **env: str) -> Proxy:
-        folder = tmp_path_factory.mktemp("proxy")
-        cfg_file = folder / "config.yaml"
-        cfg_file.write_text(yaml_text)
-        config = load_config(cfg_file, env=proxy_env(upstream, folder / "memory.sqlite", **env))
-        proxy = start_proxy(config)
+        proxy = start_proxy(config_for(upstream, tmp_path_factory.mktemp("proxy"), yaml_text, fallback_keys=True, **env))
         started.append(proxy)
         return proxy
 

@@ -5,12 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +14,10 @@ import openai
 import pytest
 
 from memory import create_runtime
-from proxy.cli import build_parser, main
-from tests.fakes.harness import Upstream
+from memory.embeddings import DEFAULT_MODEL, load_embedder
+from proxy.cli import main
+from testkit.harness import Upstream
+from testkit.processes import clean_env, free_port, start_server
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -73,53 +70,29 @@ def test_bad_config_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert "budget_tokens" in capsys.readouterr().err
 
 
-def test_parser_keeps_provision_model_and_serve_flags() -> None:
-    parser = build_parser()
-    assert parser.parse_args(["provision-model"]).func.__name__ == "_provision"
-    args = parser.parse_args(["serve", "--config", "x.yaml", "--host", "127.0.0.1", "--port", "9999"])
-    assert (args.config, args.host, args.port) == ("x.yaml", "127.0.0.1", 9999)
+def test_provision_model_assembles_a_working_model_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(sys, "prefix", str(tmp_path))  # the command provisions inside the active environment
+    assert main(["provision-model"]) == 0
+    folder = Path(capsys.readouterr().out.strip().removeprefix("embedding model ready at "))
+    assert folder.is_relative_to(tmp_path) and (folder / "model.onnx").is_file() and (folder / "tokenizer.json").is_file()
+    embedder = load_embedder(DEFAULT_MODEL, folder)
+    assert embedder is not None and embedder.embed(["is this a model?"]).shape == (1, 384)
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def test_serve_runs_the_proxy_with_the_example_config(upstream: Upstream, tmp_path: Path) -> None:
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MEMORY_RUNTIME_", "OPENAI_", "GEMINI_"))}
-    env.update(
-        OPENAI_BASE_URL=upstream.url + "/v1",
-        MEMORY_RUNTIME_STORAGE_PATH=str(tmp_path / "served.sqlite"),
-        MEMORY_RUNTIME_EMBEDDING_MODEL="none",
-    )
+def test_serve_runs_the_proxy_with_the_example_config_on_the_given_host_and_port(upstream: Upstream, tmp_path: Path) -> None:
+    port = free_port()
+    env = {**clean_env(), "OPENAI_BASE_URL": upstream.url + "/v1", "MEMORY_RUNTIME_STORAGE_PATH": str(tmp_path / "served.sqlite"),
+           "MEMORY_RUNTIME_EMBEDDING_MODEL": "none"}
     cli = Path(sys.executable).parent / "memory-runtime"
-    proc = subprocess.Popen(
-        [str(cli), "serve", "--config", str(ROOT / "config.example.yaml"), "--port", str(port)],
-        env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )
+    cmd = [str(cli), "serve", "--config", str(ROOT / "config.example.yaml"), "--host", "127.0.0.1", "--port", str(port)]
+    served = start_server("memory-runtime serve", cmd, port, "/healthz", tmp_path / "serve.log", tmp_path, env, deadline_s=60)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else "serve exited"
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "serve did not become healthy"
-            time.sleep(0.05)  # poll interval, bounded by the deadline
-        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="sk-cli-test", default_headers={"X-Memory-Session": "cli-served"}, max_retries=0)
+        client = openai.OpenAI(base_url=served.url + "/v1", api_key="sk-cli-test", default_headers={"X-Memory-Session": "cli-served"}, max_retries=0)
         reply = client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "served?"}])
         assert reply.choices[0].message.content == "echo: served?"
-        sessions = httpx.get(f"http://127.0.0.1:{port}/memory/sessions").json()["data"]
+        sessions = httpx.get(served.url + "/memory/sessions").json()["data"]
         assert [s["id"] for s in sessions] == ["cli-served"]
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 0
+        served.stop()
+    assert served.process.returncode == 0
+    assert served.log.read_text().startswith(f"memory-runtime proxy on http://127.0.0.1:{port}/v1")

@@ -1,15 +1,26 @@
 """The README's proxy section matches the code: every endpoint it lists exists, the defaults it
-states are the defaults, and the environment variables it names are the ones the config reads."""
+states are the defaults, and the environment variables it names are the ones the config reads. Its
+quick-start commands do what it says: `serve` brings up a working proxy, `test` is what CI runs, and
+the set-up they share installs every extra."""
 
 from __future__ import annotations
 
+import importlib.util
 import re
+import shlex
+import tomllib
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
+import openai
+import pytest
 from starlette.routing import Route
 
 from proxy.app import create_app
 from proxy.config import ProxyConfig, load_config
+from testkit.harness import Upstream
+from testkit.processes import clean_env, free_port, start_server
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -39,6 +50,71 @@ def test_stated_defaults_and_env_names() -> None:
     assert changed.server.port == 1234 and changed.upstreams.gemini.api_base == "http://x/v1beta"
 
 
-def test_quick_start_commands_are_intact() -> None:
-    assert "python3 scripts/dev.py serve" in README
-    assert "python3 scripts/dev.py test" in README
+def _quick_start_commands() -> list[str]:
+    quick = README[README.index("## Quick start") : README.index("## The library")]
+    return [line for block in re.findall(r"```bash\n(.*?)```", quick, re.S) for line in block.splitlines() if line.strip()]
+
+
+def _dev_script() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("dev_script", ROOT / "scripts" / "dev.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_quick_start_serve_command_serves_a_working_proxy(upstream: Upstream, tmp_path: Path) -> None:
+    serve = [c for c in _quick_start_commands() if " serve" in c]
+    assert serve == ["python3 scripts/dev.py serve"]
+    port = free_port()
+    env = {**clean_env(), "OPENAI_BASE_URL": upstream.url + "/v1", "MEMORY_RUNTIME_STORAGE_PATH": str(tmp_path / "m.sqlite"),
+           "MEMORY_RUNTIME_EMBEDDING_MODEL": "none"}
+    served = start_server("dev.py serve", [*shlex.split(serve[0]), "--port", str(port)], port, "/healthz", tmp_path / "serve.log", ROOT, env)
+    try:
+        client = openai.OpenAI(base_url=served.url + "/v1", api_key="sk-docs-test", max_retries=0)
+        reply = client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "quick start?"}])
+        assert reply.choices[0].message.content == "echo: quick start?"
+    finally:
+        served.stop()
+
+
+def test_quick_start_test_command_is_what_ci_runs_and_runs_pytest(monkeypatch: pytest.MonkeyPatch) -> None:
+    test = [c for c in _quick_start_commands() if " test" in c]
+    assert test == ["python3 scripts/dev.py test"]
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8").strip().splitlines()
+    assert ci[-1] == f"exec {test[0]}"
+    dev = _dev_script()
+    ran: list[tuple[list[str], Any]] = []
+
+    class Done:
+        returncode = 0
+
+    monkeypatch.setattr(dev, "setup", lambda: None)
+    monkeypatch.setattr(dev.subprocess, "run", lambda args, **kw: ran.append((args, kw.get("cwd"))) or Done())
+    assert dev.main([*shlex.split(test[0])[2:], "-q"]) == 0
+    assert ran == [([str(dev.BIN / "python"), "-m", "pytest", "-q"], dev.ROOT)]
+
+
+def _resolved_extra(project: dict[str, Any], extra: str) -> set[str]:
+    """Every requirement name an extra pulls in, following `memory-runtime[...]` self-references."""
+    names: set[str] = {re.split(r"[<>=\[ ]", dep, maxsplit=1)[0].lower() for dep in project["dependencies"]}
+    for dep in project["optional-dependencies"][extra]:
+        if dep.startswith(project["name"] + "["):
+            for inner in dep[dep.index("[") + 1 : dep.index("]")].split(","):
+                names |= _resolved_extra(project, inner.strip())
+        else:
+            names.add(re.split(r"[<>=\[ ]", dep, maxsplit=1)[0].lower())
+    return names
+
+
+def test_the_set_up_the_commands_share_installs_every_extra(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    dev = _dev_script()
+    commands: list[tuple[str, ...]] = []
+    monkeypatch.setattr(dev, "STAMP", tmp_path / "stamp")  # as on a fresh machine
+    monkeypatch.setattr(dev, "_run", lambda *cmd: commands.append(tuple(str(c) for c in cmd)))
+    dev.setup()
+    installs = [c[c.index("install") + 1 :] for c in commands if "install" in c]
+    assert ("-e", ".[test]") in installs
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    everything = set().union(*(_resolved_extra(project, extra) for extra in project["optional-dependencies"]))
+    assert _resolved_extra(project, "test") == everything

@@ -15,10 +15,9 @@ import openai
 import pytest
 
 from memory import get_counter
-from tests.fakes.checks import orphan_problems
-from tests.fakes.upstream import Reply, ToolCall
-
-from tests.fakes.harness import OPENAI_KEY, Proxy, Upstream
+from testkit.checks import orphan_problems
+from testkit.harness import OPENAI_KEY, Proxy, Upstream
+from testkit.script import Reply, ToolCall
 
 MODEL = "gpt-4o-mini"
 BUDGET = 1200
@@ -63,7 +62,7 @@ def test_forty_turn_conversation_is_compiled_under_budget(mproxy: Proxy, upstrea
         assert int(raw.headers["x-memory-original-tokens"]) == original
         assert received <= BUDGET
         assert int(raw.headers["x-memory-compiled-tokens"]) == received
-        assert int(raw.headers["x-memory-items"]) >= 1
+        assert int(raw.headers["x-memory-items"]) >= (1 if i else 0)
         assert raw.headers["x-memory-session"] == "forty-turns"
         # The reply comes back intact; the system message and the live user message go up verbatim.
         assert reply.choices[0].message.content == f"echo: {_user_turn(i)}"
@@ -125,11 +124,14 @@ def test_stream_is_not_buffered(mproxy: Proxy, upstream: Upstream) -> None:
     assert received == "first-chunk then the rest arrives later"
 
 
-def test_streaming_without_usage_request_sends_no_stream_options(mproxy: Proxy, upstream: Upstream) -> None:
+def test_streaming_without_usage_request_hides_the_usage_the_proxy_asked_for(mproxy: Proxy, upstream: Upstream) -> None:
     client = mproxy.client()
     chunks = list(client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "no usage please"}], stream=True))
     assert all(c.usage is None for c in chunks)
-    assert "stream_options" not in upstream.fake.last_chat().json()
+    assert chunks[-1].choices and chunks[-1].choices[0].finish_reason == "stop"
+    # The proxy asks for usage (the provider's cached-token count is recorded) but the client,
+    # which did not ask, never sees the usage chunk.
+    assert upstream.fake.last_chat().json()["stream_options"] == {"include_usage": True}
 
 
 async def test_async_client_stream_and_not(mproxy: Proxy, upstream: Upstream) -> None:
@@ -292,7 +294,8 @@ def test_upstream_errors_keep_status_and_envelope(mproxy: Proxy, upstream: Upstr
     with pytest.raises(openai.InternalServerError) as down:
         client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}])
     assert down.value.status_code == 503
-    assert down.value.body["message"] == "overloaded"  # type: ignore[index]
+    # litellm keeps no parsed body for a 503: the provider's whole error still reaches the client.
+    assert down.value.body == {"message": "overloaded", "type": "fake_error", "param": None, "code": "fake_code"}
     upstream.fake.enqueue(Reply(error_status=429, error_message="slow down"))
     with pytest.raises(openai.RateLimitError):
         client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}], stream=True)
@@ -311,9 +314,9 @@ def test_upstream_dying_mid_stream_ends_with_an_error_event_and_stores_no_partia
             received.extend(c.delta.content or "" for c in chunk.choices)
     assert "".join(received) == "This reply wil"  # two 7-char chunks arrived before the break
     assert info.value.body is not None
-    export = _export(mproxy, sid)
-    assert _stored_messages(export, "user") == ["tell me a story"]  # the user's message is kept
-    assert _stored_messages(export, "assistant") == []  # nothing partial stored as if complete
+    with mproxy.http() as http:
+        # Nothing of a failed turn is stored: no partial reply as if complete, and not the question.
+        assert http.get(f"/memory/sessions/{sid}/export").status_code == 404
 
 
 def test_raw_stream_error_event_uses_the_envelope(mproxy: Proxy, upstream: Upstream) -> None:
@@ -401,7 +404,7 @@ def test_fail_open_when_memory_breaks(mproxy: Proxy, upstream: Upstream, monkeyp
     # A failure inside compile: the original request still goes up unmodified, streaming too.
     monkeypatch.undo()
     session_type = type(runtime.session("x"))
-    monkeypatch.setattr(session_type, "compile", broken)
+    monkeypatch.setattr(session_type, "prepare_turn", broken)
     long = [{"role": "user", "content": _user_turn(i)} if i % 2 == 0 else {"role": "assistant", "content": "ok"} for i in range(41)]
     chunks = mproxy.client().chat.completions.with_raw_response.create(model=MODEL, messages=long, stream=True, extra_headers={"X-Memory-Session": "fail-open", "X-Memory-Budget": "300"})
     assert "StorageError" in chunks.headers["x-memory-error"]

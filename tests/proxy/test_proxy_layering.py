@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 PROXY = Path(__file__).resolve().parents[2] / "proxy"
@@ -35,13 +37,31 @@ def test_no_mutable_module_globals_or_global_statements() -> None:
                 assert names == ["__all__"], f"{path.name}: mutable module global {names}"
 
 
-def test_imports_inside_functions_only_for_the_serve_start_up_cost() -> None:
+def test_imports_inside_functions_only_for_start_up_cost_and_litellm_set_up() -> None:
     found = []
     for path in PROXY.glob("*.py"):
         for fn in (n for n in ast.walk(_tree(path)) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))):
             if any(isinstance(n, (ast.Import, ast.ImportFrom)) for n in ast.walk(fn)):
                 found.append(f"{path.name}:{fn.name}")
-    assert found == ["cli.py:_serve"]
+    assert sorted(found) == ["cli.py:_serve", "upstream.py:load_litellm"]
+
+
+def test_importing_the_app_has_no_side_effects_until_it_starts() -> None:
+    # A fresh interpreter: litellm is imported, and the environment written, only by the app's
+    # start-up (building `Upstream`), never by importing the package.
+    code = (
+        "import os, sys\n"
+        "import proxy.app, proxy.upstream\n"
+        "print('litellm' in sys.modules, os.environ.get('LITELLM_LOCAL_MODEL_COST_MAP'))\n"
+        "from proxy.config import UpstreamsConfig\n"
+        "proxy.upstream.Upstream(UpstreamsConfig())\n"
+        "import litellm\n"
+        "print('litellm' in sys.modules, os.environ.get('LITELLM_LOCAL_MODEL_COST_MAP'), litellm.suppress_debug_info)\n"
+    )
+    env = {"PYTHONPATH": str(PROXY.parent)}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env, cwd=PROXY.parent)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split("\n")[:2] == ["False None", "True True True"]
 
 
 def test_modules_stay_small() -> None:

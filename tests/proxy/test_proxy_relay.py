@@ -10,8 +10,8 @@ import httpx
 import openai
 import pytest
 
-from tests.fakes.harness import OPENAI_KEY, Proxy, Upstream
-from tests.fakes.upstream import Reply
+from testkit.harness import OPENAI_KEY, Proxy, Upstream
+from testkit.script import Reply
 
 
 def test_models_and_embeddings_through_the_sdk(proxy: Proxy, upstream: Upstream) -> None:

@@ -1,0 +1,221 @@
+"""Section F: what a conversation costs through the proxy once the provider caches prompt prefixes.
+
+Long conversations are replayed as chats through the running proxy (served on loopback, real
+embedding model) against the fake upstream, which caches prompt prefixes by OpenAI's rule (prefixes
+of 1,024 tokens or more, in 128-token blocks) and reports `cached_tokens`. The client is the common
+kind: it resends its whole history every call, with `X-Memory-Session` and `X-Memory-Budget`.
+LoCoMo conversations are chats with speaker A as the user and speaker B as the assistant (the fake
+answers each user turn with speaker B's next turn(s)).
+
+The baseline, *resend everything*, is priced by the same cache rule on the same prompts the client
+built, so both columns are comparable token for token. Effective input cost at a cache price ratio
+r (cached input costs r of the normal price: 0.1 gpt-5 family, 0.25 gpt-4.1 and Gemini 2.5,
+0.5 gpt-4o) is `uncached + r * cached`, reported relative to resending everything.
+
+At the end of each conversation every scorable LoCoMo question is asked through the proxy (each as
+its own branch of the same history, as a client would ask it) and strict evidence recall is read
+off what the upstream received, next to the library's fresh compile of the same question on the
+same stored session (`POST /memory/sessions/{id}/compile`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from memory.tokens import get_counter
+from testkit.harness import Proxy, config_for, serve_upstream, start_proxy
+from testkit.prompt_cache import PromptCache
+from testkit.script import Reply
+
+from .common import MODEL, messages_text, progress
+from .locomo import Conversation, load_locomo
+
+__all__ = ["Step", "chat_steps", "TurnCost", "ConversationCost", "CostResult", "run_cache_cost", "RATIOS", "BUDGETS"]
+
+RATIOS = (0.1, 0.25, 0.5)
+BUDGETS = (2000, 4000, 8000)
+SYSTEM = {"role": "system", "content": "You are a friendly, attentive conversation partner. Keep track of what the user tells you."}
+
+
+@dataclass(frozen=True)
+class Step:
+    """One request of the replayed chat: the user's new message(s) and the assistant's answer."""
+
+    users: tuple[str, ...]
+    reply: str
+
+
+def chat_steps(conv: Conversation) -> list[Step]:
+    """LoCoMo turns as chat requests: consecutive user turns go in one request (separate messages),
+    consecutive assistant turns are one reply."""
+    steps: list[Step] = []
+    users: list[str] = []
+    replies: list[str] = []
+    for turn in conv.turns:
+        if turn.role == "user":
+            if replies:
+                steps.append(Step(tuple(users), "\n".join(replies)))
+                users, replies = [], []
+            users.append(turn.content)
+        elif users:
+            replies.append(turn.content)
+        elif steps:  # an assistant turn right after a reply: part of that reply
+            steps[-1] = Step(steps[-1].users, steps[-1].reply + "\n" + turn.content)
+        else:  # the assistant speaks first: the user opened with a greeting
+            users.append("Hi!")
+            replies.append(turn.content)
+    if users:
+        steps.append(Step(tuple(users), "\n".join(replies) or "OK."))
+    return steps
+
+
+@dataclass(frozen=True)
+class TurnCost:
+    sent: int  # the client's prompt (provider tokens)
+    sent_cached: int  # what resending everything gets from the cache
+    forwarded: int  # the prompt the proxy forwarded (provider tokens)
+    cached: int  # its cached part, as the provider reported it
+    mode: str
+
+
+@dataclass
+class ConversationCost:
+    name: str
+    budget: int
+    turns: list[TurnCost] = field(default_factory=list)
+    questions: int = 0
+    proxy_hits: int = 0  # questions whose evidence all reached the upstream through the proxy
+    fresh_hits: int = 0  # ... and in the library's fresh compile
+    qa_forwarded: int = 0
+    qa_cached: int = 0
+
+
+@dataclass(frozen=True)
+class CostResult:
+    conversations: tuple[ConversationCost, ...]
+    ratios: tuple[float, ...] = RATIOS
+
+    def select(self, budget: int, names: Sequence[str] | None = None) -> list[ConversationCost]:
+        return [c for c in self.conversations if c.budget == budget and (names is None or c.name in names)]
+
+    def summary(self, budget: int, names: Sequence[str] | None = None) -> dict[str, Any]:
+        convs = self.select(budget, names)
+        turns = [t for c in convs for t in c.turns]
+        sent = sum(t.sent for t in turns)
+        sent_cached = sum(t.sent_cached for t in turns)
+        forwarded = sum(t.forwarded for t in turns)
+        cached = sum(t.cached for t in turns)
+        questions = sum(c.questions for c in convs)
+
+        def cost(r: float) -> float:
+            base = (sent - sent_cached) + r * sent_cached
+            return ((forwarded - cached) + r * cached) / base if base else float("nan")
+
+        return {
+            "budget": budget, "conversations": len(convs), "turns": len(turns),
+            "raw_vs_resend": forwarded / sent if sent else float("nan"),
+            "resend_cached_share": sent_cached / sent if sent else float("nan"),
+            "cached_share": cached / forwarded if forwarded else float("nan"),
+            "cost": {str(r): cost(r) for r in self.ratios},
+            "rebases": sum(1 for t in turns if t.mode in ("rebased", "compiled")),
+            "questions": questions,
+            "recall_proxy": sum(c.proxy_hits for c in convs) / questions if questions else float("nan"),
+            "recall_fresh": sum(c.fresh_hits for c in convs) / questions if questions else float("nan"),
+        }
+
+
+def _count(cache: PromptCache, messages: list[dict[str, Any]]) -> int:
+    return len(cache.render(messages))
+
+
+def _replay(http: httpx.Client, proxy: Proxy, upstream_cache: Any, conv: Conversation, budget: int, steps: list[Step],
+            resend: PromptCache, ask: bool, fake: Any) -> ConversationCost:
+    session = f"{conv.sample_id}-b{budget}"
+    headers = {"X-Memory-Session": session, "X-Memory-Budget": str(budget), "Authorization": "Bearer sk-bench-cost"}
+    out = ConversationCost(conv.sample_id, budget)
+    history: list[dict[str, Any]] = [SYSTEM]
+    for step in steps:
+        history += [{"role": "user", "content": text} for text in step.users]
+        fake.enqueue(Reply(text=step.reply))
+        response = http.post("/v1/chat/completions", json={"model": MODEL, "messages": history}, headers=headers)
+        response.raise_for_status()
+        usage = response.json()["usage"]
+        hit = resend.lookup(session, resend.render(history))
+        out.turns.append(TurnCost(hit.prompt_tokens, hit.cached_tokens, usage["prompt_tokens"],
+                                  usage["prompt_tokens_details"]["cached_tokens"], response.headers["x-memory-mode"]))
+        history.append({"role": "assistant", "content": step.reply})
+    if not ask:
+        return out
+    index = conv.turn_index()
+    for question in conv.questions:
+        evidence = [index[e].content for e in question.resolved]
+        fake.enqueue(Reply(text="I am not sure."))
+        asked = history + [{"role": "user", "content": question.text}]
+        response = http.post("/v1/chat/completions", json={"model": MODEL, "messages": asked}, headers=headers)
+        response.raise_for_status()
+        usage = response.json()["usage"]
+        out.qa_forwarded += usage["prompt_tokens"]
+        out.qa_cached += usage["prompt_tokens_details"]["cached_tokens"]
+        text = messages_text(fake.last_chat().json()["messages"])
+        out.questions += 1
+        out.proxy_hits += all(c in text for c in evidence) and len(evidence) == len(question.evidence)
+        fresh = http.post(f"/memory/sessions/{session}/compile", json={"user_message": question.text, "budget_tokens": budget, "model": MODEL},
+                          headers={"Authorization": headers["Authorization"]})
+        fresh.raise_for_status()
+        fresh_text = messages_text(fresh.json()["messages"])
+        out.fresh_hits += all(c in fresh_text for c in evidence) and len(evidence) == len(question.evidence)
+    return out
+
+
+def run_cache_cost(conversations: Sequence[Conversation], folder: Path, budgets: Sequence[int] = BUDGETS, ask: bool = True,
+                   embedding_model: str = "sentence-transformers/all-MiniLM-L6-v2", show_progress: bool = True) -> CostResult:
+    """Replay `conversations` at each budget through one proxy (one database: identical texts are
+    embedded once) and price every forwarded prompt by the cache rule."""
+    upstream = serve_upstream()
+    upstream.fake.keep_requests = True
+    config = config_for(upstream, folder, "upstreams: {retries: 0}\n", MEMORY_RUNTIME_EMBEDDING_MODEL=embedding_model)
+    proxy = start_proxy(config)
+    results: list[ConversationCost] = []
+    try:
+        with httpx.Client(base_url=proxy.url, timeout=120) as http:
+            for conv in progress(list(conversations), "cache-cost conversations", enabled=show_progress):
+                steps = chat_steps(conv)
+                for budget in budgets:
+                    resend = PromptCache()
+                    results.append(_replay(http, proxy, None, conv, budget, steps, resend, ask, upstream.fake))
+                    upstream.fake.reset()
+    finally:
+        proxy.served.stop()
+        upstream.served.stop()
+    return CostResult(tuple(results))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m benchmarks.cache_cost [--conversations 1-5] [--budgets 4000] [--no-questions]`, for tuning."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--locomo", default=str(Path(__file__).resolve().parents[2] / "shared/data/locomo/locomo10.json"))
+    parser.add_argument("--conversations", default="1-5", help="1-based range of LoCoMo conversations")
+    parser.add_argument("--budgets", default="4000")
+    parser.add_argument("--no-questions", action="store_true")
+    parser.add_argument("--embedding-model", default="sentence-transformers/all-MiniLM-L6-v2")
+    args = parser.parse_args(argv)
+    first, _, last = args.conversations.partition("-")
+    convs = load_locomo(Path(args.locomo))[int(first) - 1 : int(last or first)]
+    budgets = [int(b) for b in args.budgets.split(",")]
+    with tempfile.TemporaryDirectory(prefix="bench-cost-") as tmp:
+        result = run_cache_cost(convs, Path(tmp), budgets, ask=not args.no_questions, embedding_model=args.embedding_model)
+    for budget in budgets:
+        print(json.dumps(result.summary(budget)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,110 @@
+"""Servers run as child processes: a free loopback port, start, poll a health path with a deadline
+(no fixed sleeps), stop by the child's own pid. `start_upstream_process` and
+`start_proxy_process` start the fake upstream and `memory-runtime serve` this way."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+__all__ = ["Server", "free_port", "start_server", "clean_env", "start_upstream_process", "start_proxy_process", "REPO_ROOT"]
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Server:
+    name: str
+    url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def stop(self) -> None:
+        """Graceful stop, then SIGKILL after 15 s. SIGINT (Ctrl-C), not SIGTERM: uvicorn re-raises
+        the signal it caught once it has shut down, and a SIGTERM exit reads as a crash (-15)."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5)
+
+    def kill9(self) -> None:
+        """SIGKILL: the process gets no chance to clean up (crash tests)."""
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+
+
+def start_server(name: str, cmd: Sequence[str], port: int, health: str, log: Path, cwd: Path,
+                 env: Mapping[str, str] | None = None, deadline_s: float = 120.0) -> Server:
+    """Start `cmd` (which must listen on 127.0.0.1:`port`) and wait until `health` answers 200."""
+    with log.open("wb") as out:
+        process = subprocess.Popen(list(cmd), cwd=cwd, stdout=out, stderr=subprocess.STDOUT, env=dict(env) if env else None)
+    server = Server(name, f"http://127.0.0.1:{port}", process, log)
+    end = time.monotonic() + deadline_s
+    with httpx.Client(timeout=2.0) as client:
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"{name} exited during start-up (code {process.returncode}); see {log}")
+            try:
+                if client.get(server.url + health).status_code == 200:
+                    return server
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > end:
+                server.stop()
+                raise RuntimeError(f"{name} not healthy within {deadline_s:.0f}s; see {log}")
+            time.sleep(0.05)  # poll interval, bounded by the deadline above
+
+
+def clean_env() -> dict[str, str]:
+    """This process's environment without MEMORY_RUNTIME_/OPENAI_/GEMINI_ variables, so a child
+    server is configured only by what its caller passes."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("MEMORY_RUNTIME_", "OPENAI_", "GEMINI_"))}
+
+
+def start_upstream_process(folder: Path, latency_ms: float = 0.0, chunk_chars: int = 7) -> Server:
+    """`python -m testkit.upstream_server` on a free port, logging to `folder/upstream.log`."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "testkit.upstream_server", "--port", str(port), "--latency-ms", str(latency_ms),
+           "--chunk-chars", str(chunk_chars)]
+    return start_server("fake upstream", cmd, port, "/healthz", folder / "upstream.log", REPO_ROOT, clean_env(), 60.0)
+
+
+def start_proxy_process(folder: Path, upstream_url: str, *, embedding_model: str | None = "none", budget_tokens: int | None = None,
+                        port: int | None = None, log_level: str = "warning", env: Mapping[str, str] | None = None) -> Server:
+    """`memory-runtime serve` on a fresh port (or `port`), storing in `folder/memory.sqlite`,
+    configured by `folder/proxy.yaml` (no upstream retries; `embedding_model=None` keeps the
+    default model), logging to `folder/proxy.log`, with `env` added to a clean environment."""
+    port = port or free_port()
+    settings: dict[str, Any] = {
+        "storage_path": str(folder / "memory.sqlite"),
+        "log_level": log_level,
+        "upstreams": {"retries": 0, "openai": {"api_base": upstream_url + "/v1"}, "gemini": {"api_base": upstream_url + "/v1beta"}},
+    }
+    if embedding_model is not None:
+        settings["embedding"] = {"model": embedding_model}
+    if budget_tokens is not None:
+        settings["budget_tokens"] = budget_tokens
+    config = folder / "proxy.yaml"
+    config.write_text(yaml.safe_dump(settings), encoding="utf-8")
+    cmd = [sys.executable, "-m", "proxy.cli", "serve", "--config", str(config), "--port", str(port)]
+    return start_server("memory-runtime proxy", cmd, port, "/healthz", folder / "proxy.log", REPO_ROOT, {**clean_env(), **(env or {})}, 60.0)

@@ -1,0 +1,124 @@
+"""What a test tells the fake upstream to answer, and what the fake recorded.
+
+One `Script` is shared by every API the fake speaks (OpenAI, Gemini, and any added later): replies
+queue in order whichever API asks, and every request is recorded in arrival order.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.requests import Request
+
+from .prompt_cache import PromptCache
+
+__all__ = ["ToolCall", "Reply", "Recorded", "Script", "pieces", "sse", "CHAT_PATHS"]
+
+# Paths (or path fragments) of the calls that are model calls, in every API the fake speaks.
+CHAT_PATHS = ("/chat/completions", ":generateContent", ":streamGenerateContent")
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    name: str
+    arguments: dict[str, Any]
+    id: str = "call_fake_1"
+    thought_signature: str | None = None
+
+
+@dataclass(frozen=True)
+class Reply:
+    text: str | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
+    # Respond with this HTTP status and an error body instead of a completion.
+    error_status: int | None = None
+    error_message: str = "fake upstream error"
+    # Streaming only: send this many content chunks, then drop the connection.
+    die_after_chunks: int | None = None
+    # Streaming only: send this many content chunks, then end the response cleanly with no finish
+    # reason and no [DONE] (a truncated reply that looks like a normal end of stream).
+    end_after_chunks: int | None = None
+    # Wait this long before answering (for timeout tests).
+    delay_seconds: float = 0.0
+    # Streaming only: after the first content chunk, wait until the test sets this event.
+    hold: threading.Event | None = None
+
+
+@dataclass
+class Recorded:
+    method: str
+    path: str
+    query: str
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass
+class Script:
+    """The reply queue and the request log. `keep_requests=False` for long benchmark runs, which
+    must not grow a log nobody reads; `latency_s` delays every model call (the first chunk when
+    streaming) to stand in for a real model; `chunk_chars` sizes the streamed text pieces."""
+
+    keep_requests: bool = True
+    latency_s: float = 0.0
+    chunk_chars: int = 7
+    replies: deque[Reply] = field(default_factory=deque)
+    requests: list[Recorded] = field(default_factory=list)
+    # Prompt caching as the provider does it: every API reports cached prefix tokens from here.
+    cache: PromptCache = field(default_factory=PromptCache)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def enqueue(self, *replies: Reply) -> None:
+        with self._lock:
+            self.replies.extend(replies)
+
+    def reset(self) -> None:
+        with self._lock:
+            self.replies.clear()
+            self.requests.clear()
+        self.cache.reset()
+
+    def chat_requests(self) -> list[Recorded]:
+        return [r for r in self.requests if any(p in r.path for p in CHAT_PATHS)]
+
+    def last_chat(self) -> Recorded:
+        return self.chat_requests()[-1]
+
+    def next_reply(self, default_text: str) -> Reply:
+        """The next queued reply, or `echo: <default_text>` when the queue is empty."""
+        with self._lock:
+            if self.replies:
+                return self.replies.popleft()
+        return Reply(text=f"echo: {default_text}")
+
+    async def record(self, request: Request) -> Recorded:
+        rec = Recorded(
+            method=request.method,
+            path=request.url.path,
+            query=request.url.query,
+            headers={k.lower(): v for k, v in request.headers.items()},
+            body=await request.body(),
+        )
+        if self.keep_requests:
+            with self._lock:
+                self.requests.append(rec)
+        return rec
+
+    def pieces(self, text: str) -> list[str]:
+        return pieces(text, self.chunk_chars)
+
+
+def pieces(text: str, size: int) -> list[str]:
+    return [text[i : i + size] for i in range(0, len(text), size)]
+
+
+def sse(payload: dict[str, Any], end: bytes = b"\n\n") -> bytes:
+    """One server-sent event carrying `payload` as JSON (Gemini ends its events with CRLF CRLF)."""
+    return b"data: " + json.dumps(payload).encode() + end

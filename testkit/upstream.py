@@ -1,0 +1,46 @@
+"""`FakeUpstream`: one fake OpenAI + Gemini provider for tests and benchmarks, loopback only,
+scriptable, recording every request.
+
+It composes the APIs it speaks (`fake_openai`, `fake_gemini`) over one shared `Script` (reply queue
+and request log) and one `Faults` (fault modes chosen by model name). A new API lands as its own
+module with a `routes()` method and one line in `app()`, before the OpenAI catch-all.
+
+    fake = FakeUpstream()
+    fake.enqueue(Reply(text="hello"))   # with the queue empty the reply is "echo: <last user text>"
+    served = serve_in_thread(fake.app(), lifespan="off")
+    ... fake.last_chat().json() ...
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+from .fake_gemini import GeminiApi
+from .fake_openai import OpenAIApi
+from .faults import Faults
+from .script import Script
+
+__all__ = ["FakeUpstream"]
+
+
+@dataclass
+class FakeUpstream(Script):
+    faults: Faults = field(default_factory=Faults)
+
+    def reset(self) -> None:
+        super().reset()
+        self.faults.reset()
+
+    def app(self) -> Starlette:
+        openai = OpenAIApi(self, self.faults)
+        gemini = GeminiApi(self)
+        return Starlette(routes=[Route("/healthz", _healthz), *openai.routes(), *gemini.routes(), openai.catch_all()])
+
+
+async def _healthz(request: Request) -> Response:
+    return PlainTextResponse("ok")
