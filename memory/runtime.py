@@ -19,6 +19,7 @@ from .errors import InvalidArgumentError, MemoryRuntimeError
 from .index import SessionView
 from .ingest import sha256_text
 from .records import SessionSummary
+from .retrieval import DEFAULT_OPTIONS, RankOptions
 from .session import Session
 from .sqlite_store import SqliteStore
 from .store import Store
@@ -59,8 +60,9 @@ class Runtime:
 
     def __init__(self, storage_path: str | Path, embedding_model: str | None = DEFAULT_MODEL,
                  embedding_model_dir: str | Path | None = None, embedder: Embedder | None = None,
-                 store: Store | None = None, max_views: int = MAX_VIEWS) -> None:
+                 store: Store | None = None, max_views: int = MAX_VIEWS, rank_options: RankOptions = DEFAULT_OPTIONS) -> None:
         self.store: Store = store if store is not None else SqliteStore(storage_path)
+        self.rank_options = rank_options
         self._embedding_model = embedding_model
         self._embedding_model_dir = embedding_model_dir
         self.embedder: Embedder | None = embedder
@@ -323,8 +325,10 @@ class Runtime:
 
 
 def create_runtime(storage_path: str | Path = "./.memory.sqlite", embedding_model: str | None = DEFAULT_MODEL,
-                   embedding_model_dir: str | Path | None = None, embedder: Embedder | None = None) -> Runtime:
+                   embedding_model_dir: str | Path | None = None, embedder: Embedder | None = None,
+                   rank_options: RankOptions = DEFAULT_OPTIONS) -> Runtime:
     """Create a runtime over one SQLite file. `embedding_model` is a fastembed model name (default
     all-MiniLM-L6-v2, provisioned locally) or "none" for lexical-only retrieval; `embedding_model_dir`
-    points at a local model folder. Nothing is downloaded."""
-    return Runtime(storage_path, embedding_model, embedding_model_dir, embedder)
+    points at a local model folder. Nothing is downloaded. `rank_options` switches ranking stages
+    off (for ablations; the default runs them all)."""
+    return Runtime(storage_path, embedding_model, embedding_model_dir, embedder, rank_options=rank_options)

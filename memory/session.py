@@ -196,7 +196,8 @@ class Session:
             reuse = await store.find_turn(self.id, inputs.key)
 
             def build() -> TurnPlan:
-                ranked = rank_chunks(view, lexical, qvec, change_query=is_change_query(query), candidates=pool)
+                ranked = rank_chunks(view, lexical, qvec, change_query=is_change_query(query), candidates=pool,
+                                     options=self.runtime.rank_options)
                 return build_plan(self.id, model, budget_tokens, request, named, scope, inputs, frames, reuse, ranked, state,
                                   view, counter, layout_policy)
 
@@ -257,7 +258,8 @@ class Session:
             state = await self._store.state_items(self.id)
 
             def build() -> CompileResult:
-                ranked = rank_chunks(view, lexical, qvec, change_query=is_change_query(query), candidates=pool)
+                ranked = rank_chunks(view, lexical, qvec, change_query=is_change_query(query), candidates=pool,
+                                     options=self.runtime.rank_options)
                 return assemble(CompileInput(self.id, model, budget_tokens, system_msgs, tail, query, state, ranked), view, counter)
 
             result = await asyncio.to_thread(build)
