@@ -3,6 +3,8 @@
     python -m benchmarks.stress [--seconds 60] [--clients 100] [--sessions 20] [--max-requests N]
                                 [--embedding-model none|<model>] [--upstream-ms 0] [--budget 64]
                                 [--storage-url postgresql://... [--instances 3]]
+    python -m benchmarks.stress --largest-request [--embedding-model ...] [--scale 1.0]
+                                (`benchmarks.bounded`: /healthz while the largest allowed request runs)
 
 The fake upstream (`testkit.upstream_server`) and the proxy (`memory-runtime serve`, i.e. uvicorn)
 run as their own processes on loopback; the clients are asyncio tasks here (`testkit.load`: client
@@ -39,6 +41,8 @@ import numpy as np
 
 from testkit.load import Tally, exchange, run_load, user_text, verify
 from testkit.processes import Server, start_proxy_process, start_upstream_process
+
+from .bounded import main as bounded_main
 
 __all__ = ["Added", "StressResult", "run", "main"]
 
@@ -201,7 +205,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget", type=int, default=64, help="X-Memory-Budget, below each request's size so every request compiles")
     parser.add_argument("--storage-url", default=None, help="an empty PostgreSQL database the proxies share (default: SQLite)")
     parser.add_argument("--instances", type=int, default=1, help="proxies on --storage-url, each taking a share of the clients")
+    parser.add_argument("--largest-request", action="store_true", help="instead: the largest allowed request, /healthz timed meanwhile")
+    parser.add_argument("--scale", type=float, default=1.0, help="with --largest-request: shrink it for a quick run")
     args = parser.parse_args(argv)
+    if args.largest_request:
+        return bounded_main(["--embedding-model", args.embedding_model, "--scale", str(args.scale)])
     result = run(args.seconds, args.clients, args.sessions, args.max_requests, args.embedding_model, args.upstream_ms, args.budget,
                  storage_url=args.storage_url, instances=args.instances)
     print(result.markdown())
