@@ -178,6 +178,13 @@ CREATE TABLE turns (
 CREATE INDEX turns_key ON turns(session_id, request_key);
 CREATE INDEX turns_session ON turns(session_id, id);
 CREATE INDEX turns_frame ON turns(frame_id) WHERE frame_id IS NOT NULL;
+
+-- Secrets every instance must share (the proxy's caller-identity key), created by the first one.
+CREATE TABLE secrets (
+    name       TEXT PRIMARY KEY,
+    value      BYTEA NOT NULL,
+    created_at DOUBLE PRECISION NOT NULL
+);
 """
 
 # (number, name, sql); append only. PostgreSQL runs a multi-statement string in one call.

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import secrets
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -378,6 +380,21 @@ class PgStore(PgReads):
     async def expired_sessions(self, updated_before: float | None, keep_per_namespace: int | None, limit: int = 500) -> list[str]:
         """Ids of sessions to expire (see `memory.pg_admin.expired_sessions`), at most `limit`."""
         return await self._read(lambda conn: expired_sessions(conn, updated_before, keep_per_namespace, limit))
+
+    async def shared_secret(self, name: str, create: bool = True) -> bytes:
+        """The named random secret every instance on this database shares (32 bytes), created by
+        whichever asks first unless `create` is false. The proxy keys caller identities with it, so
+        a caller is the same principal whichever instance it reaches."""
+        async with self.transaction() as tx:
+            if create:
+                await tx.conn.execute(
+                    "INSERT INTO secrets(name, value, created_at) VALUES (%s, %s, %s) ON CONFLICT (name) DO NOTHING",
+                    (name, secrets.token_bytes(32), time.time()),
+                )
+            rows = await (await tx.conn.execute("SELECT value FROM secrets WHERE name = %s", (name,))).fetchall()
+        if not rows:
+            raise StorageError(f"no shared secret {name!r} in the database yet: start the proxy once to create it")
+        return bytes(rows[0][0])
 
     async def health(self) -> str | None:
         """None when the database takes writes; otherwise a one-line reason (for /healthz)."""

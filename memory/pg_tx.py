@@ -80,7 +80,6 @@ class PgTx(PgReads):
     async def _rows(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return await (await self.conn.execute(query, params)).fetchall()
 
-
     async def ensure_session(self, session_id: str, scope: str = "") -> None:
         # The upsert locks the session's row until commit: this is what serialises one session's
         # writes across instances (see memory.pg_store), so it must stay the first write.
