@@ -563,33 +563,40 @@ async def test_postgres_store_recovers_when_its_connections_are_cut(pg_url: str)
         await store.close()
 
 
-async def test_postgres_whole_session_operations(pg_url: str) -> None:
-    """Pages of the session list (code point order, as in SQLite), rename, expiry, batch erase, health."""
-    store = PgStore(pg_url)
-    await store.open()
-    try:
-        runtime = _runtime(store)
-        for sid in ("alice/b", "alice/a", "bob/x", "alice/é", "zed"):
-            await runtime.session(sid).ingest({"type": "user_message", "payload": {"content": f"the kiwi of {sid}"}})
-        assert [s.id for s in await store.page_sessions()] == ["alice/a", "alice/b", "alice/é", "bob/x", "zed"]
-        assert [s.id for s in await store.page_sessions("alice/", after="alice/a", limit=1)] == ["alice/b"]
-        assert [s.id for s in await store.page_sessions("alice/", after="alice/b")] == ["alice/é"]
-        before = await store.high_water("alice/a")
-        assert await store.rename_session("alice/a", "carol/a", "alice", "carol") is True
-        assert await store.rename_session("alice/a", "carol/z") is False
-        with pytest.raises(InvalidArgumentError):
-            await store.rename_session("alice/b", "zed")
-        assert not await store.session_exists("alice/a")
-        moved = await store.high_water("carol/a")
-        assert moved[:2] == before[:2] and moved[2] != before[2]
-        chunk_ids = [c.id for c in (await store.load_delta("carol/a", 0, 0, 0)).chunks]
-        assert [i for i, _ in await store.bm25("carol/a", '"kiwi"', 5)] == chunk_ids and await store.bm25("alice/a", '"kiwi"', 5) == []
-        assert await store.expired_sessions(None, None) == []
-        assert await store.expired_sessions(None, 1) == ["alice/b"]  # the newest per namespace stays
-        assert await store.expired_sessions(10**12, None, limit=2) == ["alice/b", "alice/é"]
-        assert await store.delete_sessions(["zed", "bob/x", "nobody"]) == ["bob/x", "zed"]
-        assert [s.id for s in await store.page_sessions()] == ["alice/b", "alice/é", "carol/a"]
-        assert await store.health() is None
-    finally:
-        await store.close()
+async def test_whole_session_operations(store: Store) -> None:
+    """Pages of the session list (code point order), rename, expiry, batch erase, health."""
+    runtime = _runtime(store)
+    for sid in ("alice/b", "alice/a", "bob/x", "alice/é", "zed"):
+        await runtime.session(sid).ingest({"type": "user_message", "payload": {"content": f"the kiwi of {sid}"}})
+    assert [s.id for s in await store.page_sessions()] == ["alice/a", "alice/b", "alice/é", "bob/x", "zed"]
+    assert [s.id for s in await store.page_sessions("alice/", after="alice/a", limit=1)] == ["alice/b"]
+    assert [s.id for s in await store.page_sessions("alice/", after="alice/b")] == ["alice/é"]
+    before = await store.high_water("alice/a")
+    assert await store.rename_session("alice/a", "carol/a", "alice", "carol") is True
+    assert await store.rename_session("alice/a", "carol/z") is False
+    with pytest.raises(InvalidArgumentError):
+        await store.rename_session("alice/b", "zed")
+    assert not await store.session_exists("alice/a")
+    moved = await store.high_water("carol/a")
+    assert moved[:2] == before[:2]
+    chunk_ids = [c.id for c in (await store.load_delta("carol/a", 0, 0, 0)).chunks]
+    assert [i for i, _ in await store.bm25("carol/a", '"kiwi"', 5)] == chunk_ids and await store.bm25("alice/a", '"kiwi"', 5) == []
+    assert await store.expired_sessions(None, None) == []
+    assert await store.expired_sessions(None, 1) == ["alice/b"]  # the newest per namespace stays
+    assert await store.expired_sessions(10**12, None, limit=2) == ["alice/b", "alice/é"]
+    assert await store.delete_sessions(["zed", "bob/x", "nobody"]) == ["bob/x", "zed"]
+    assert [s.id for s in await store.page_sessions()] == ["alice/b", "alice/é", "carol/a"]
+    assert await store.health() is None
+
+
+async def test_postgres_rename_gives_a_new_generation_and_health_answers_when_down(pg_url: str) -> None:
+    async with _instances(pg_url, 1) as (store,):
+        await _runtime(store).session("a").ingest({"type": "user_message", "payload": {"content": "x"}})
+        before = await store.high_water("a")
+        assert await store.rename_session("a", "b")
+        assert (await store.high_water("b"))[2] != before[2]  # no instance keeps a view of the old rows
+        assert await store.shared_secret("identity") == await store.shared_secret("identity", create=False)
+        assert len(await store.shared_secret("identity")) == 32
+        with pytest.raises(StorageError):
+            await store.shared_secret("never-created", create=False)
     assert await PgStore(f"postgresql://nobody@/db?host=/nonexistent&connect_timeout=1").health() is not None
