@@ -4,7 +4,8 @@
 Checked after the load: no turn lost or stored twice, each reply right after its own question in
 one linear transcript, the same answers from every instance, state extracted once per line even
 when its requests race, and an erase through one instance seen by the others on their next touch
-(their in-process views included: nothing erased reaches a prompt)."""
+(their in-process views included: nothing erased reaches a prompt). A caller's key names the
+same caller on every instance: the identity secret lives in the shared database."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import httpx
 import pytest
 
 from testkit.harness import Upstream
-from testkit.load import MODEL, run_load, verify
+from testkit.load import CLIENT_KEY, MODEL, run_load, verify
 from testkit.processes import Server, start_proxy_process
 
 INSTANCES = 3
@@ -42,13 +43,16 @@ def instances(upstream: Upstream, pg_module_url: str, tmp_path_factory: pytest.T
             server.stop()
 
 
+AUTH = {"Authorization": f"Bearer {CLIENT_KEY}"}  # the load's key: one caller, the same on every instance
+
+
 def _get(server: Server, path: str) -> httpx.Response:
-    return httpx.get(server.url + path, timeout=30)
+    return httpx.get(server.url + path, headers=AUTH, timeout=30)
 
 
 def _chat(server: Server, text: str, budget: int = 4000, stream: bool = False) -> str:
     body: dict[str, Any] = {"model": MODEL, "messages": [{"role": "user", "content": text}], "stream": stream}
-    headers = {"X-Memory-Session": SESSION, "X-Memory-Budget": str(budget), "Authorization": "Bearer sk-multi-instance-test"}
+    headers = {"X-Memory-Session": SESSION, "X-Memory-Budget": str(budget), **AUTH}
     with httpx.Client(base_url=server.url, timeout=60) as http:
         response = http.post("/v1/chat/completions", json=body, headers=headers)
         assert response.status_code == 200, response.text
@@ -94,7 +98,7 @@ def test_state_from_racing_instances_and_erase_seen_everywhere(instances: list[S
     assert sorted(labels) == sorted(f"D{n}" for n in range(1, 8))  # each label once: no two instances raced to the same one
 
     # Every instance has a view of the session now. Erase it through the first one.
-    assert httpx.delete(instances[0].url + f"/memory/sessions/{SESSION}", timeout=30).json()["deleted"] is True
+    assert httpx.delete(instances[0].url + f"/memory/sessions/{SESSION}", headers=AUTH, timeout=30).json()["deleted"] is True
     for server in instances[1:]:
         assert _get(server, f"/memory/sessions/{SESSION}").status_code == 404
         assert _get(server, f"/memory/sessions/{SESSION}/export").status_code == 404
