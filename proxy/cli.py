@@ -30,7 +30,7 @@ from memory.storage import describe_storage, import_sqlite_file, is_postgres_url
 
 from .config import ProxyConfig, load_config
 from .errors import ConfigError
-from .identity import Identities, identity_secret
+from .identity import Identities, identity_secret, load_secret
 from .logs import configure_logging
 from .retention import sweep
 
@@ -152,10 +152,8 @@ def _sessions_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _secret(config: ProxyConfig) -> bytes:
-    """The identity secret of `config`'s storage (never created here: the proxy creates it)."""
-    if config.storage_url is None:
-        return await identity_secret(config, None, create=False)
+async def _shared_secret(config: ProxyConfig) -> bytes:
+    """The identity secret instances sharing a PostgreSQL memory keep in it (never created here)."""
     async with create_runtime(storage_url=config.storage_url, embedding_model="none") as runtime:
         return await identity_secret(config, runtime.store, create=False)
 
@@ -166,7 +164,9 @@ def _identity(args: argparse.Namespace) -> int:
     if not key:
         print("identity reads an API key on stdin", file=sys.stderr)
         return 2
-    identities = Identities(asyncio.run(_secret(_storage(args))))
+    config = _storage(args)
+    secret = load_secret(config.storage_path, create=False) if config.storage_url is None else asyncio.run(_shared_secret(config))
+    identities = Identities(secret)
     print(identities.principal_for_key(key))
     return 0
 

@@ -5,6 +5,7 @@ resumes after a partial run, and never overwrites a session that changed in the 
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,8 @@ from memory import create_runtime
 from memory.embeddings import Embedder
 from memory.turns import Usage
 from proxy.cli import main
+from proxy.config import load_config
+from proxy.identity import Identities, identity_secret
 
 NAMES = ("alpha", "team/beta", "gamma", "delta")
 QUESTIONS = ["what is the login timeout and which database did we pick?", "which region was asked about?", "hello?"]
@@ -124,3 +127,19 @@ def test_migrate_refuses_what_it_cannot_do(tmp_path: Path, capsys: pytest.Captur
     assert "--to postgresql://" in capsys.readouterr().err
     code = main(["migrate", "--from", str(tmp_path / "missing.sqlite"), "--to", f"postgresql://u@/db?host={tmp_path}"])
     assert code == 1 and "no SQLite memory file" in capsys.readouterr().err
+
+
+def test_identity_command_reads_the_secret_instances_share(pg_url: str, capsys: pytest.CaptureFixture[str],
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO("sk-identity-test-key\n"))
+    assert main(["identity", "--storage", pg_url]) == 2  # no proxy has run on this database: no secret yet
+    assert "start the proxy once" in capsys.readouterr().err
+
+    async def created() -> bytes:
+        async with create_runtime(storage_url=pg_url, embedding_model="none") as runtime:
+            return await identity_secret(load_config(env={"MEMORY_RUNTIME_STORAGE_URL": pg_url}), runtime.store)
+
+    secret = asyncio.run(created())  # what the first proxy does at start
+    monkeypatch.setattr("sys.stdin", io.StringIO("sk-identity-test-key\n"))
+    assert main(["identity", "--storage", pg_url]) == 0
+    assert capsys.readouterr().out.strip() == Identities(secret).principal_for_key("sk-identity-test-key")
