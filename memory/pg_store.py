@@ -12,6 +12,12 @@ whose upsert locks the session's row until commit. So a session's writes are ser
 instances, and its ids are allocated and committed in increasing order; a reader that has seen id
 N of a session has seen everything of that session below N, which is what the in-process views'
 high-water marks rely on. `session_lock` serialises a whole request (sync, compile, reply) on top.
+
+Vectors are stored as bytes, keyed by content hash, and searched in process (each instance's view),
+as with SQLite. pgvector's HNSW was measured against that (`benchmarks.pg_vectors`): with a
+session filter it returns only part of a session's nearest chunks unless ef_search is raised to
+its maximum, where it is slower than the in-process product, and the index costs time on every
+insert; README "Running several instances" has the figures.
 """
 
 from __future__ import annotations
