@@ -121,11 +121,12 @@ def parse_event(raw: Any) -> Event:
         raise InvalidEventError(f"payload is not JSON-serialisable: {exc}") from exc
     role = ROLE_OF.get(etype)
     original_hash = message_hash(event_to_message(role, content, extra)) if role else None
-    # Secrets never reach storage: content, tool-call arguments and text parts are redacted here.
+    # Secrets never reach storage: content, tool-call arguments, text parts and the message's other
+    # fields (the original wire items a message stands for) are redacted here.
     found: Counter[str] = Counter()
     content, counts = redact(content)
     found.update(counts)
-    for key in ("tool_calls", "parts"):
+    for key in ("tool_calls", "parts", "meta"):
         if key in extra:
             extra[key] = redact_value(extra[key], found)
     if found:

@@ -14,6 +14,9 @@ from typing import Any
 __all__ = ["redact", "redact_value", "count_markers", "MARKER"]
 
 MARKER = re.compile(r"\[REDACTED:([a-z_]+)\]")
+# Keys whose values are identifiers or ciphertext, never text a person wrote: a reasoning item's
+# `encrypted_content` must come back byte for byte or the provider refuses it.
+_VERBATIM_KEYS = frozenset({"url", "id", "type", "call_id", "encrypted_content"})
 
 _PATTERNS: list[tuple[str, re.Pattern[str]]] = [
     ("private_key", re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?(?:-----END [A-Z ]*PRIVATE KEY-----|\Z)")),
@@ -63,7 +66,7 @@ def redact_value(value: Any, found: Counter[str]) -> Any:
     if isinstance(value, list):
         return [redact_value(v, found) for v in value]
     if isinstance(value, dict):
-        return {k: (v if k in ("url", "id", "type") else redact_value(v, found)) for k, v in value.items()}
+        return {k: (v if k in _VERBATIM_KEYS else redact_value(v, found)) for k, v in value.items()}
     return value
 
 

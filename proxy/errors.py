@@ -5,6 +5,8 @@
     ├── InvalidRequestError         400 "invalid_request_error": malformed JSON, missing/wrong fields
     │   └── PayloadTooLargeError    413: body above server.max_body_bytes
     ├── AccessDeniedError           401 "authentication_error": missing or wrong X-Memory-Access-Token
+    ├── MissingKeyError             401 "invalid_request_error": no provider key in the request nor in the
+    │                               proxy's environment (OpenAI's own words; nothing is forwarded)
     ├── NotFoundError               404 "not_found_error": unknown route or memory session
     └── UpstreamError               the upstream answered with an error or could not be reached; keeps
                                     the upstream's HTTP status (502 when there was no answer, 504 on
@@ -17,12 +19,20 @@ from __future__ import annotations
 
 from typing import Any
 
+# What OpenAI answers a request without a key (401, type invalid_request_error, code null).
+NO_KEY_MESSAGE = (
+    "You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth "
+    "(i.e. Authorization: Bearer YOUR_KEY), or as the password field (with blank username) if you're accessing the API "
+    "from your browser and are prompted for a username. You can obtain an API key from https://platform.openai.com/account/api-keys."
+)
+
 __all__ = [
     "ProxyError",
     "ConfigError",
     "InvalidRequestError",
     "PayloadTooLargeError",
     "AccessDeniedError",
+    "MissingKeyError",
     "NotFoundError",
     "UpstreamError",
     "envelope",
@@ -60,6 +70,14 @@ class AccessDeniedError(ProxyError):
     type = "authentication_error"
 
 
+class MissingKeyError(ProxyError):
+    status = 401
+    type = "invalid_request_error"
+
+    def __init__(self) -> None:
+        super().__init__(NO_KEY_MESSAGE)
+
+
 class NotFoundError(ProxyError):
     status = 404
     type = "not_found_error"
@@ -80,6 +98,8 @@ class UpstreamError(ProxyError):
         super().__init__(message, param=param, code=code)
         self.status = status if 400 <= status <= 599 else 502
         self.type = type or ("invalid_request_error" if 400 <= self.status < 500 else "upstream_error")
+        # The provider's response headers a client reads (x-request-id, x-ratelimit-*), passed back.
+        self.headers: dict[str, str] = {}
 
 
 def envelope(exc: ProxyError) -> dict[str, Any]:

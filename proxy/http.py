@@ -10,7 +10,9 @@ from starlette.responses import Response
 
 from .errors import InvalidRequestError, PayloadTooLargeError, ProxyError, envelope
 
-__all__ = ["read_body", "json_response", "error_response", "bearer_key", "header_int"]
+__all__ = ["read_body", "json_response", "error_response", "bearer_key", "header_int", "session_header_of", "MAX_SESSION_HEADER"]
+
+MAX_SESSION_HEADER = 256
 
 
 async def read_body(request: Request, max_bytes: int) -> bytes:
@@ -59,3 +61,16 @@ def header_int(request: Request, name: str) -> int | None:
     if not _is_decimal(value) or int(value) <= 0:
         raise InvalidRequestError(f"header {name} must be a positive integer", param=name)
     return int(value)
+
+
+def session_header_of(request: Request) -> str | None:
+    """The session the caller named with `X-Memory-Session`, if any (400 when malformed)."""
+    value = request.headers.get("x-memory-session")
+    if value is None:
+        return None
+    value = value.strip()
+    if not value or len(value) > MAX_SESSION_HEADER or any(ord(c) < 32 for c in value):
+        raise InvalidRequestError(
+            f"header X-Memory-Session must be 1..{MAX_SESSION_HEADER} printable characters", param="X-Memory-Session"
+        )
+    return value

@@ -21,7 +21,7 @@ from memory import Usage
 
 from .context import Prepared, commit, prepare
 from .errors import InvalidRequestError, UpstreamError, envelope
-from .http import bearer_key, error_response, header_int, json_response, read_body
+from .http import bearer_key, error_response, header_int, json_response, read_body, session_header_of
 from .reply import ReplyAssembler, first_message, is_usage_chunk
 from .services import Services, services
 from .sse import DONE, encode_data
@@ -30,26 +30,13 @@ from .wire import parse_chat_request
 __all__ = ["chat_completions"]
 
 log = logging.getLogger("memory_runtime.chat")
-MAX_SESSION_HEADER = 256
-
-
-def _session_header(request: Request) -> str | None:
-    value = request.headers.get("x-memory-session")
-    if value is None:
-        return None
-    value = value.strip()
-    if not value or len(value) > MAX_SESSION_HEADER or any(ord(c) < 32 for c in value):
-        raise InvalidRequestError(
-            f"header X-Memory-Session must be 1..{MAX_SESSION_HEADER} printable characters", param="X-Memory-Session"
-        )
-    return value
 
 
 async def chat_completions(request: Request) -> Response:
     svc = services(request)
     body = await read_body(request, svc.config.server.max_body_bytes)
     chat, raw = parse_chat_request(body)
-    session_header = _session_header(request)
+    session_header = session_header_of(request)
     budget = header_int(request, "x-memory-budget") or svc.config.budget_tokens
     api_key = bearer_key(request)
     messages: list[dict[str, Any]] = raw["messages"]

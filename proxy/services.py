@@ -10,6 +10,7 @@ from memory import Runtime
 
 from .config import ProxyConfig
 from .relay import Relay
+from .responses_upstream import ResponsesUpstream
 from .upstream import Upstream
 
 __all__ = ["Services", "services"]
@@ -21,6 +22,7 @@ class Services:
     runtime: Runtime
     upstream: Upstream
     relay: Relay
+    responses: ResponsesUpstream
 
 
 def services(request: Request) -> Services:

@@ -26,16 +26,18 @@ import httpx
 import openai  # litellm's exceptions subclass the openai SDK's
 
 from .config import UpstreamsConfig, prepare_litellm_environment
-from .errors import UpstreamError
+from .errors import MissingKeyError, UpstreamError
 from .logs import LITELLM_LOGGERS, adopt_loggers
 
-__all__ = ["Target", "Upstream", "is_gemini", "load_litellm", "to_upstream_error"]
+__all__ = ["Target", "Upstream", "is_gemini", "load_litellm", "to_upstream_error", "error_from_body", "provider_headers", "retryable"]
 
 log = logging.getLogger("memory_runtime.upstream")
 
 # Fields of the client's body that the proxy sets itself on the litellm call.
 _OWN_FIELDS = frozenset({"model", "messages", "stream", "stream_options", "api_key", "api_base", "base_url", "max_retries", "timeout"})
 _RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
+_PASSED_HEADERS = frozenset({"x-request-id", "openai-processing-ms"})
+_LITELLM_PREFIX = "llm_provider-"
 
 
 def load_litellm() -> ModuleType:
@@ -83,16 +85,37 @@ def to_upstream_error(exc: BaseException) -> UpstreamError:
     status = getattr(exc, "status_code", None)
     if not isinstance(status, int):
         return UpstreamError(f"upstream call failed: {_short(exc)}", status=502)
-    body = _provider_body(exc)
+    return error_from_body(status, _provider_body(exc), _short(exc))
+
+
+def error_from_body(status: int, body: dict[str, Any], fallback: str) -> UpstreamError:
+    """The provider's error, with its own message, type, param and code, and its HTTP status."""
     inner = _inner(body)
     return UpstreamError(
-        str(inner.get("message") or _short(exc)),
+        str(inner.get("message") or fallback),
         status=status,
         # OpenAI names the kind of error `type`; Gemini names it `status` (e.g. INVALID_ARGUMENT).
         type=str(inner.get("type") or inner.get("status")) if inner.get("type") or inner.get("status") else None,
         param=inner.get("param") if isinstance(inner.get("param"), str) else None,
         code=str(inner["code"]) if inner.get("code") is not None else None,
     )
+
+
+def provider_headers(headers: Any) -> dict[str, str]:
+    """The provider's response headers a client reads, to pass back: `x-request-id`,
+    `openai-processing-ms` and the `x-ratelimit-*` family. litellm keeps the provider's raw headers
+    under an `llm_provider-` prefix next to headers of its own; only the raw ones count."""
+    out: dict[str, str] = {}
+    if not hasattr(headers, "items"):
+        return out
+    for key, value in headers.items():
+        name = str(key).lower()
+        raw = name.startswith(_LITELLM_PREFIX)
+        name = name[len(_LITELLM_PREFIX):] if raw else name
+        if name in _PASSED_HEADERS or name.startswith("x-ratelimit-"):
+            if raw or name not in out:
+                out[name] = str(value)
+    return out
 
 
 def _inner(body: dict[str, Any]) -> dict[str, Any]:
@@ -144,7 +167,7 @@ def _short(exc: BaseException) -> str:
     return (text[0] if text else type(exc).__name__)[:500]
 
 
-def _retryable(err: UpstreamError) -> bool:
+def retryable(err: UpstreamError) -> bool:
     return err.status in _RETRY_STATUSES
 
 
@@ -155,6 +178,17 @@ class Upstream:
         self._config = config
         self._litellm = load_litellm()
         self._timeout = httpx.Timeout(config.timeout_seconds, connect=config.connect_timeout_seconds)
+
+    @property
+    def litellm(self) -> ModuleType:
+        """The configured litellm module (loaded at start-up)."""
+        return self._litellm
+
+    def require_key(self, model: str, api_key: str | None) -> None:
+        """Raise `MissingKeyError` (OpenAI's 401) when neither the request nor the proxy's
+        environment has a key for the model's provider: the call is not sent at all."""
+        if not self.target(model, api_key).api_key:
+            raise MissingKeyError()
 
     def target(self, model: str, api_key: str | None) -> Target:
         if is_gemini(model):
@@ -206,7 +240,7 @@ class Upstream:
                 return _dump(response)
             except Exception as exc:  # litellm raises many unrelated classes; all map to UpstreamError
                 err = to_upstream_error(exc)
-                if attempt >= self._config.retries or not _retryable(err):
+                if attempt >= self._config.retries or not retryable(err):
                     raise err from None
                 attempt += 1
                 log.info("retrying upstream call (%s, attempt %d)", err.status, attempt + 1)
@@ -230,7 +264,7 @@ class Upstream:
             except Exception as exc:
                 await _close(wrapper)
                 err = to_upstream_error(exc)
-                if attempt >= self._config.retries or not _retryable(err):
+                if attempt >= self._config.retries or not retryable(err):
                     raise err from None
                 attempt += 1
                 log.info("retrying upstream stream (%s, attempt %d)", err.status, attempt + 1)

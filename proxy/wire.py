@@ -16,7 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 
 from .errors import InvalidRequestError
 
-__all__ = ["ChatMessage", "ChatCompletionRequest", "CompileRequest", "parse_json", "parse_chat_request", "parse_compile_request"]
+__all__ = ["ChatMessage", "ChatCompletionRequest", "ResponsesRequest", "CompileRequest", "parse_json", "parse_chat_request",
+           "parse_responses_request", "parse_compile_request"]
 
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
 
@@ -50,6 +51,18 @@ class ChatCompletionRequest(WireModel):
     messages: list[ChatMessage] = Field(min_length=1)
     stream: StrictBool | None = False
     stream_options: StreamOptions | None = None
+    user: StrictStr | None = None
+
+
+class ResponsesRequest(WireModel):
+    """`POST /v1/responses`: what the proxy reads; every other field passes through untouched."""
+
+    model: StrictStr = Field(min_length=1)
+    input: StrictStr | list[dict[str, Any]] | None = None
+    instructions: StrictStr | None = None
+    previous_response_id: StrictStr | None = None
+    stream: StrictBool | None = False
+    store: StrictBool | None = None
     user: StrictStr | None = None
 
 
@@ -101,6 +114,15 @@ def parse_chat_request(body: bytes) -> tuple[ChatCompletionRequest, dict[str, An
     raw = parse_json(body)
     try:
         return ChatCompletionRequest.model_validate(raw), raw
+    except ValidationError as exc:
+        raise _invalid(exc) from None
+
+
+def parse_responses_request(body: bytes) -> tuple[ResponsesRequest, dict[str, Any]]:
+    """Validate a Responses API body; returns the model and the raw dict (what is forwarded)."""
+    raw = parse_json(body)
+    try:
+        return ResponsesRequest.model_validate(raw), raw
     except ValidationError as exc:
         raise _invalid(exc) from None
 
