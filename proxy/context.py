@@ -92,7 +92,10 @@ async def prepare(runtime: Runtime, messages: list[dict[str, Any]], model: str, 
         log.exception("unexpected memory failure; forwarding unmodified")
         return _unmodified(session_id, messages, original_tokens, _reason(exc))
     forwarded = plan.messages
-    if plan.layout.mode == "full_history" and plan.carries_history and resume_at is None:
+    if resume_at is not None:
+        # The provider would read the whole chain the id stands for: that is what the client sent.
+        original_tokens = plan.sent_tokens
+    elif plan.layout.mode == "full_history" and plan.carries_history:
         # Everything fits and the client sent the whole conversation: forward it exactly as sent.
         forwarded = messages
     return Prepared(session_id, forwarded, original_tokens, plan.result.tokens, plan.result.items_included, plan)

@@ -39,6 +39,7 @@ async def chat_completions(request: Request) -> Response:
     session_header = session_header_of(request)
     budget = header_int(request, "x-memory-budget") or svc.config.budget_tokens
     api_key = bearer_key(request)
+    svc.upstream.require_key(chat.model, api_key)
     messages: list[dict[str, Any]] = raw["messages"]
     prepared = await prepare(svc.runtime, messages, chat.model, budget, session_header, chat.user or "")
     forward = svc.upstream.with_cache_key(raw, prepared.session_id)

@@ -230,6 +230,7 @@ class ResponsesApi:
             found = self._stored.get(request.path_params["rid"])
         if found is None:
             return _rejected(Rejection(f"Response with id '{request.path_params['rid']}' not found.", status=404), self._new_id("req"))
-        data = list(reversed(found["input"]))
+        # OpenAI lists easy input messages as message items with ids of their own.
+        data = [item if "type" in item else {"type": "message", "id": f"msg_in{n}", **item} for n, item in enumerate(reversed(found["input"]))]
         return JSONResponse({"object": "list", "data": data, "first_id": data[0].get("id") if data else None,
                              "last_id": data[-1].get("id") if data else None, "has_more": False}, headers=_headers(self._new_id("req")))
