@@ -19,6 +19,7 @@ from starlette.responses import Response, StreamingResponse
 
 from memory import Usage
 
+from . import chat_wire
 from .context import Prepared, commit, prepare
 from .errors import InvalidRequestError, UpstreamError, envelope
 from .http import bearer_key, error_response, header_int, json_response, read_body, session_header_of
@@ -51,9 +52,10 @@ async def chat_completions(request: Request) -> Response:
 async def _complete(svc: Services, raw: dict[str, Any], prepared: Prepared, api_key: str | None) -> Response:
     headers = prepared.headers()
     try:
-        response = await svc.upstream.complete(raw, prepared.messages, api_key)
+        response, passed = await svc.upstream.complete(raw, prepared.messages, api_key)
     except UpstreamError as exc:
-        return error_response(exc, headers=headers)
+        return error_response(exc, headers={**exc.headers, **headers})
+    headers = {**passed, **headers}
     usage = response.get("usage") if isinstance(response.get("usage"), dict) else None
     cached = Usage.from_openai(usage).cached_tokens
     if cached is not None:
@@ -61,25 +63,27 @@ async def _complete(svc: Services, raw: dict[str, Any], prepared: Prepared, api_
     problem = await commit(svc.runtime, prepared, first_message(response), usage)
     if problem:
         headers["X-Memory-Error"] = problem
-    return json_response(response, headers=headers)
+    return json_response(chat_wire.completion(response), headers=headers)
 
 
 async def _stream(svc: Services, raw: dict[str, Any], prepared: Prepared, api_key: str | None) -> Response:
     headers = prepared.headers()
     client_wants_usage = bool((raw.get("stream_options") or {}).get("include_usage"))
     try:
-        chunks = await svc.upstream.stream(raw, prepared.messages, api_key)
+        chunks, passed = await svc.upstream.stream(raw, prepared.messages, api_key)
     except UpstreamError as exc:
-        return error_response(exc, headers=headers)
+        return error_response(exc, headers={**exc.headers, **headers})
+    headers = {**passed, **headers}
 
     async def events() -> AsyncIterator[bytes]:
         assembler = ReplyAssembler()
         try:
             async for chunk in chunks:
                 assembler.feed(chunk)
-                if is_usage_chunk(chunk) and not client_wants_usage:
+                usage_only = is_usage_chunk(chunk)
+                if usage_only and not client_wants_usage:
                     continue  # asked upstream for the cost figures; the client did not ask for them
-                yield encode_data(chunk)
+                yield encode_data(chat_wire.chunk(chunk, usage_only))
         except UpstreamError as exc:
             log.warning("upstream stream broke off (%s); the partial reply is not stored", exc.status)
             yield encode_data(envelope(exc))

@@ -229,15 +229,17 @@ class Upstream:
         digest = hashlib.sha256(session_id.encode("utf-8")).hexdigest()[:32]
         return {**body, "prompt_cache_key": f"memory-runtime-{digest}"}
 
-    async def complete(self, body: dict[str, Any], messages: list[dict[str, Any]], api_key: str | None) -> dict[str, Any]:
-        """One non-streaming completion; returns the OpenAI-format response as a dict."""
+    async def complete(self, body: dict[str, Any], messages: list[dict[str, Any]],
+                       api_key: str | None) -> tuple[dict[str, Any], dict[str, str]]:
+        """One non-streaming completion; returns the OpenAI-format response as a dict, and the
+        provider's headers to pass back (`provider_headers`)."""
         target = self.target(str(body["model"]), api_key)
         kwargs = self._kwargs(body, messages, target, stream=False)
         attempt = 0
         while True:
             try:
                 response = await self._litellm.acompletion(**kwargs)
-                return _dump(response)
+                return _dump(response), _headers_of(response)
             except Exception as exc:  # litellm raises many unrelated classes; all map to UpstreamError
                 err = to_upstream_error(exc)
                 if attempt >= self._config.retries or not retryable(err):
@@ -245,10 +247,12 @@ class Upstream:
                 attempt += 1
                 log.info("retrying upstream call (%s, attempt %d)", err.status, attempt + 1)
 
-    async def stream(self, body: dict[str, Any], messages: list[dict[str, Any]], api_key: str | None) -> AsyncGenerator[dict[str, Any], None]:
+    async def stream(self, body: dict[str, Any], messages: list[dict[str, Any]],
+                     api_key: str | None) -> tuple[AsyncGenerator[dict[str, Any], None], dict[str, str]]:
         """Open a streaming completion. Returns once the first chunk has arrived (so an upstream that
-        refuses the call raises `UpstreamError` here, before any header was sent to the client);
-        iterating yields OpenAI chunk dicts and raises `UpstreamError` if the stream breaks."""
+        refuses the call raises `UpstreamError` here, before any header was sent to the client),
+        with the provider's headers to pass back; iterating yields OpenAI chunk dicts and raises
+        `UpstreamError` if the stream breaks."""
         target = self.target(str(body["model"]), api_key)
         kwargs = self._kwargs(body, messages, target, stream=True)
         attempt = 0
@@ -257,10 +261,10 @@ class Upstream:
             try:
                 wrapper = await self._litellm.acompletion(**kwargs)
                 first = await wrapper.__anext__()
-                return _chunks(wrapper, first)
+                return _chunks(wrapper, first), _headers_of(wrapper)
             except StopAsyncIteration:
                 await _close(wrapper)
-                return _chunks(None, None)
+                return _chunks(None, None), _headers_of(wrapper)
             except Exception as exc:
                 await _close(wrapper)
                 err = to_upstream_error(exc)
@@ -307,6 +311,12 @@ async def _chunks(wrapper: Any, first: Any) -> AsyncGenerator[dict[str, Any], No
                 raise to_upstream_error(exc) from None
     finally:
         await _close(wrapper)
+
+
+def _headers_of(obj: Any) -> dict[str, str]:
+    """The provider's headers litellm kept with a response or a stream."""
+    hidden = getattr(obj, "_hidden_params", None)
+    return provider_headers(hidden.get("additional_headers") or {}) if isinstance(hidden, dict) else {}
 
 
 def _dump(obj: Any, exclude_none: bool = False) -> dict[str, Any]:

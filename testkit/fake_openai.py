@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from .faults import Faults
+from .fake_responses import PROVIDER_HEADERS
 from .openai_rules import check_chat
 from .script import Reply, Script, sse
 
@@ -74,8 +75,9 @@ class OpenAIApi:
             for tc in reply.tool_calls
         ]
         finish = "tool_calls" if tool_calls else "stop"
+        headers = {"x-request-id": f"req_chat{len(self.script.requests):06d}", **PROVIDER_HEADERS}
         if not body.get("stream"):
-            message: dict[str, Any] = {"role": "assistant", "content": reply.text}
+            message: dict[str, Any] = {"role": "assistant", "content": reply.text, "refusal": None, "annotations": []}
             if tool_calls:
                 message["tool_calls"] = tool_calls
             return JSONResponse(
@@ -85,12 +87,14 @@ class OpenAIApi:
                     "created": int(time.time()),
                     "model": model,
                     "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
-                    "usage": usage,
-                }
+                    "usage": usage, "service_tier": "default", "system_fingerprint": "fp_fake",
+                },
+                headers=headers,
             )
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         return StreamingResponse(
-            self._stream(model, reply, tool_calls, finish, usage if include_usage else None), media_type="text/event-stream"
+            self._stream(model, reply, tool_calls, finish, usage if include_usage else None), media_type="text/event-stream",
+            headers=headers,
         )
 
     async def _stream(
