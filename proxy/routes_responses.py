@@ -124,7 +124,10 @@ async def _record(svc: Services, turn: tuple[Prepared, list[dict[str, Any]]] | N
     output = [o for o in response.get("output") or [] if isinstance(o, dict)]
     usage = response.get("usage") if isinstance(response.get("usage"), dict) else None
     response_id = response.get("id") if isinstance(response.get("id"), str) else None
-    return await commit(svc.runtime, prepared, reply_message(output), usage, response_id, item_ids(items + output))
+    # Items with ids of this turn (the live tail and the reply): earlier ones were kept by earlier turns.
+    users = [n for n, item in enumerate(items) if item.get("role") == "user"]
+    tail = items[users[-1]:] if users else items
+    return await commit(svc.runtime, prepared, reply_message(output), usage, response_id, item_ids(tail + output))
 
 
 async def _complete(svc: Services, opened: Opened, turn: tuple[Prepared, list[dict[str, Any]]] | None,

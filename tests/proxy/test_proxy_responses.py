@@ -14,7 +14,7 @@ import httpx
 import openai
 import pytest
 
-from testkit.harness import OPENAI_KEY, Proxy, Upstream, config_for, start_proxy
+from testkit.harness import GEMINI_KEY, OPENAI_KEY, Proxy, Upstream, config_for, start_proxy
 from testkit.script import Reply, ToolCall
 
 MODEL = "gpt-4o-mini"
@@ -238,3 +238,24 @@ def test_no_key_anywhere_gets_openais_401_and_nothing_is_forwarded(upstream: Ups
     finally:
         proxy.served.stop()
     assert upstream.fake.requests == []
+
+
+def test_gemini_through_litellms_bridge_with_a_tool_loop_and_a_local_chain(rproxy: Proxy, upstream: Upstream) -> None:
+    client = rproxy.client(api_key=GEMINI_KEY)
+    first = client.responses.create(model="gemini-2.5-flash", input="Decision: invoices are sent on the first Monday.")
+    previous = first.id
+    for i in range(6):
+        previous = client.responses.create(model="gemini-2.5-flash", input=_filler(i), previous_response_id=previous).id
+    upstream.fake.enqueue(Reply(tool_calls=(ToolCall("get_weather", {"city": "Rome"}, id="call_rome", thought_signature="sig-rome"),)),
+                          Reply(text="Rome is warm."))
+    call = client.responses.create(model="gemini-2.5-flash", input="Weather in Rome?", previous_response_id=previous, tools=[WEATHER])
+    assert [o.type for o in call.output] == ["function_call"]
+    outputs = [{"type": "function_call_output", "call_id": call.output[0].call_id, "output": "Rome: 25C"}]
+    done = client.responses.create(model="gemini-2.5-flash", input=outputs, previous_response_id=call.id, tools=[WEATHER])
+    assert done.output_text == "Rome is warm."  # the fake Gemini checks that the function response answers the call
+    contents = upstream.fake.last_chat().json()
+    text = json.dumps(contents)
+    assert "invoices are sent on the first Monday" in text  # state from the first turn, over budget
+    assert "detail-0-39" not in text  # the early turns themselves were left out
+    last = json.dumps(contents["contents"][-1])
+    assert "function_response" in last or "functionResponse" in last
