@@ -30,7 +30,7 @@ from .config import UpstreamsConfig
 from .errors import UpstreamError
 from .responses_wire import clean_event, clean_response
 from .sse import SSEDecoder
-from .upstream import Upstream, error_from_body, is_gemini, provider_headers, retryable, to_upstream_error
+from .upstream import Upstream, close_stream, error_from_body, is_gemini, provider_headers, retryable, to_upstream_error
 
 __all__ = ["ResponsesUpstream", "Opened", "TERMINAL_EVENTS"]
 
@@ -173,12 +173,7 @@ async def _litellm_events(stream: Any) -> AsyncGenerator[dict[str, Any], None]:
     except Exception as exc:
         raise to_upstream_error(exc) from None
     finally:
-        close = getattr(stream, "aclose", None)
-        if close is not None:
-            try:
-                await close()
-            except Exception:  # closing a broken stream may fail again; nothing left to save
-                log.debug("closing an upstream stream failed", exc_info=True)
+        await close_stream(stream)
     if not ended:
         raise _incomplete()
 

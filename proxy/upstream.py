@@ -29,7 +29,7 @@ from .config import UpstreamsConfig, prepare_litellm_environment
 from .errors import MissingKeyError, UpstreamError
 from .logs import LITELLM_LOGGERS, adopt_loggers
 
-__all__ = ["Target", "Upstream", "is_gemini", "load_litellm", "to_upstream_error", "error_from_body", "provider_headers", "retryable"]
+__all__ = ["Target", "Upstream", "is_gemini", "load_litellm", "to_upstream_error", "error_from_body", "provider_headers", "retryable", "close_stream"]
 
 log = logging.getLogger("memory_runtime.upstream")
 
@@ -263,10 +263,10 @@ class Upstream:
                 first = await wrapper.__anext__()
                 return _chunks(wrapper, first), _headers_of(wrapper)
             except StopAsyncIteration:
-                await _close(wrapper)
+                await close_stream(wrapper)
                 return _chunks(None, None), _headers_of(wrapper)
             except Exception as exc:
-                await _close(wrapper)
+                await close_stream(wrapper)
                 err = to_upstream_error(exc)
                 if attempt >= self._config.retries or not retryable(err):
                     raise err from None
@@ -274,7 +274,7 @@ class Upstream:
                 log.info("retrying upstream stream (%s, attempt %d)", err.status, attempt + 1)
 
 
-async def _close(wrapper: Any) -> None:
+async def close_stream(wrapper: Any) -> None:
     """Release the upstream connection of a litellm stream (also when the client went away)."""
     close = getattr(wrapper, "aclose", None)
     if close is not None:
@@ -310,7 +310,7 @@ async def _chunks(wrapper: Any, first: Any) -> AsyncGenerator[dict[str, Any], No
             except Exception as exc:
                 raise to_upstream_error(exc) from None
     finally:
-        await _close(wrapper)
+        await close_stream(wrapper)
 
 
 def _headers_of(obj: Any) -> dict[str, str]:

@@ -197,3 +197,28 @@ async def test_delete_session_erases_everything(runtime, tmp_path):
     raw = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("m.sqlite"))
     assert b"crimson-falcon" not in raw
     assert b"unrelated" in raw
+
+
+async def test_response_ids_mark_transcript_positions_and_go_stale_after_an_edit(runtime):
+    session = runtime.session("r")
+    first = await session.prepare_turn([{"role": "user", "content": "one"}], 4000)
+    await session.commit_turn(first, {"role": "assistant", "content": "A"}, response_id="resp_1",
+                              items=[("msg_1", {"type": "message", "id": "msg_1", "content": "api_key = hunter2hunter2"})])
+    assert await runtime.find_response("resp_1") == ("r", 2)
+    assert await runtime.find_response("resp_1", scope="other-user") is None
+    assert await runtime.find_response("resp_unknown") is None
+    # Continue from resp_1 with only the new message: memory supplies the conversation up to there.
+    second = await session.prepare_turn([{"role": "user", "content": "two"}], 4000, resume_at=2)
+    assert [m["content"] for m in second.messages] == ["one", "A", "two"]
+    await session.commit_turn(second, {"role": "assistant", "content": "B"}, response_id="resp_2")
+    assert await runtime.find_response("resp_2") == ("r", 4)
+    # The same continuation again is a retry: the regenerated reply takes resp_2's place.
+    retry = await session.prepare_turn([{"role": "user", "content": "two"}], 4000, resume_at=2)
+    await session.commit_turn(retry, {"role": "assistant", "content": "B2"}, response_id="resp_3")
+    assert await runtime.find_response("resp_3") == ("r", 4)
+    assert await runtime.find_response("resp_2") is None  # its reply left the transcript
+    assert await runtime.find_response("resp_1") == ("r", 2)
+    stored = await session.find_items(["msg_1", "msg_missing"])
+    assert list(stored) == ["msg_1"] and "hunter2" not in stored["msg_1"]["content"]  # redacted like everything stored
+    with pytest.raises(InvalidArgumentError):
+        await session.prepare_turn([{"role": "user", "content": "x"}], 4000, resume_at=99)
