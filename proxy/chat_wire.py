@@ -15,17 +15,17 @@ from typing import Any
 __all__ = ["completion", "chunk"]
 
 _TOP = ("id", "object", "created", "model", "choices", "usage", "service_tier", "system_fingerprint")
-_USAGE_DETAILS = {
-    "prompt_tokens_details": ("cached_tokens", "audio_tokens"),
-    "completion_tokens_details": ("reasoning_tokens", "audio_tokens", "accepted_prediction_tokens", "rejected_prediction_tokens"),
-}
+_USAGE_DETAILS = (
+    ("prompt_tokens_details", ("cached_tokens", "audio_tokens")),
+    ("completion_tokens_details", ("reasoning_tokens", "audio_tokens", "accepted_prediction_tokens", "rejected_prediction_tokens")),
+)
 
 
 def _usage(usage: Any) -> Any:
     if not isinstance(usage, dict):
         return usage
     out = {k: usage[k] for k in ("prompt_tokens", "completion_tokens", "total_tokens") if k in usage}
-    for key, fields in _USAGE_DETAILS.items():
+    for key, fields in _USAGE_DETAILS:
         details = usage.get(key)
         if isinstance(details, dict):
             out[key] = {f: details[f] for f in fields if details.get(f) is not None}

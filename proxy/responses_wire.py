@@ -9,29 +9,41 @@ OpenAI refuses. Item and event types this module does not know pass through unch
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 __all__ = ["clean_response", "clean_event", "RESPONSE_FIELDS", "USAGE_SHAPE"]
 
-Shape = dict[str, Any]  # field -> None (kept as is) | Shape (an object) | [Shape] (a list of objects)
+# field -> None (kept as is) | a Shape (an object) | (Shape,) (a list of objects); read-only.
+Shape = Mapping[str, Any]
 
-USAGE_SHAPE: Shape = {
+
+def _frozen(value: Any) -> Any:
+    if isinstance(value, dict):
+        return MappingProxyType({k: _frozen(v) for k, v in value.items()})
+    if isinstance(value, list):
+        return tuple(_frozen(v) for v in value)
+    return value
+
+
+USAGE_SHAPE: Shape = _frozen({
     "input_tokens": None, "input_tokens_details": {"cached_tokens": None}, "output_tokens": None,
     "output_tokens_details": {"reasoning_tokens": None}, "total_tokens": None,
-}
-_PART: Shape = {"type": None, "text": None, "annotations": None, "logprobs": None, "refusal": None}
-_ITEMS: dict[str, Shape] = {
-    "message": {"id": None, "type": None, "status": None, "role": None, "content": [_PART], "phase": None},
+})
+_PART: Shape = _frozen({"type": None, "text": None, "annotations": None, "logprobs": None, "refusal": None})
+_ITEMS: Mapping[str, Shape] = _frozen({
+    "message": {"id": None, "type": None, "status": None, "role": None, "content": [dict(_PART)], "phase": None},
     "function_call": {"id": None, "type": None, "status": None, "call_id": None, "name": None, "arguments": None},
     "reasoning": {"id": None, "type": None, "summary": None, "content": None, "encrypted_content": None, "status": None},
-}
-RESPONSE_FIELDS = (
+})
+RESPONSE_FIELDS = tuple(
     "id object created_at status background completed_at conversation error incomplete_details instructions "
     "max_output_tokens max_tool_calls metadata model output parallel_tool_calls previous_response_id prompt "
     "prompt_cache_key prompt_cache_retention reasoning safety_identifier service_tier store temperature text "
-    "tool_choice tools top_logprobs top_p truncation usage user"
-).split()
-_EVENT_FIELDS: dict[str, tuple[str, ...]] = {
+    "tool_choice tools top_logprobs top_p truncation usage user".split()
+)
+_EVENT_FIELDS: Mapping[str, tuple[str, ...]] = MappingProxyType({
     "response.output_item.added": ("output_index", "item"),
     "response.output_item.done": ("output_index", "item"),
     "response.content_part.added": ("item_id", "output_index", "content_index", "part"),
@@ -41,7 +53,7 @@ _EVENT_FIELDS: dict[str, tuple[str, ...]] = {
     "response.function_call_arguments.delta": ("item_id", "output_index", "delta"),
     "response.function_call_arguments.done": ("item_id", "output_index", "name", "arguments"),
     "error": ("code", "message", "param"),
-}
+})
 
 
 def _shaped(value: Any, shape: Shape) -> Any:
@@ -52,9 +64,9 @@ def _shaped(value: Any, shape: Shape) -> Any:
         if key not in value or value[key] is None:
             continue  # inside items and parts OpenAI leaves unset fields out
         inner = value[key]
-        if isinstance(sub, dict):
+        if isinstance(sub, Mapping):
             out[key] = _shaped(inner, sub)
-        elif isinstance(sub, list) and isinstance(inner, list):
+        elif isinstance(sub, tuple) and isinstance(inner, list):
             out[key] = [_shaped(v, sub[0]) for v in inner]
         else:
             out[key] = inner

@@ -85,7 +85,18 @@ def to_upstream_error(exc: BaseException) -> UpstreamError:
     status = getattr(exc, "status_code", None)
     if not isinstance(status, int):
         return UpstreamError(f"upstream call failed: {_short(exc)}", status=502)
-    return error_from_body(status, _provider_body(exc), _short(exc))
+    err = error_from_body(status, _provider_body(exc), _short(exc))
+    err.headers = provider_headers(_provider_response_headers(exc))
+    return err
+
+
+def _provider_response_headers(exc: BaseException) -> Any:
+    """The provider's response headers behind a litellm exception (its synthetic responses have none)."""
+    for err in _chain(exc):
+        response = getattr(err, "response", None)
+        if isinstance(response, httpx.Response) and response.headers:
+            return response.headers
+    return {}
 
 
 def error_from_body(status: int, body: dict[str, Any], fallback: str) -> UpstreamError:

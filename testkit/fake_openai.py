@@ -59,9 +59,10 @@ class OpenAIApi:
         reply = self.script.next_reply(last_user_text(body.get("messages", [])))
         if delay := reply.delay_seconds + self.script.latency_s:
             await asyncio.sleep(delay)
+        headers = {"x-request-id": f"req_chat{len(self.script.requests):06d}", **PROVIDER_HEADERS}
         if reply.error_status is not None:
             error = {"message": reply.error_message, "type": "fake_error", "param": None, "code": "fake_code"}
-            return JSONResponse({"error": error}, status_code=reply.error_status)
+            return JSONResponse({"error": error}, status_code=reply.error_status, headers=headers)
         namespace = f"{rec.headers.get('authorization', '')}|{body.get('prompt_cache_key') or ''}"
         hit = self.script.cache.lookup(namespace, self.script.cache.render(body["messages"], body.get("tools")))
         completion_tokens = len(reply.text or "") // 4 + 1
@@ -75,7 +76,6 @@ class OpenAIApi:
             for tc in reply.tool_calls
         ]
         finish = "tool_calls" if tool_calls else "stop"
-        headers = {"x-request-id": f"req_chat{len(self.script.requests):06d}", **PROVIDER_HEADERS}
         if not body.get("stream"):
             message: dict[str, Any] = {"role": "assistant", "content": reply.text, "refusal": None, "annotations": []}
             if tool_calls:

@@ -18,6 +18,7 @@ import json
 import threading
 import time
 from collections.abc import AsyncIterator
+from types import MappingProxyType
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,8 +32,8 @@ from .script import Reply, Script
 
 __all__ = ["ResponsesApi", "PROVIDER_HEADERS"]
 
-PROVIDER_HEADERS = {"openai-processing-ms": "42", "x-ratelimit-limit-requests": "10000", "x-ratelimit-remaining-requests": "9999",
-                    "x-ratelimit-reset-requests": "6ms"}
+PROVIDER_HEADERS = MappingProxyType({"openai-processing-ms": "42", "x-ratelimit-limit-requests": "10000", "x-ratelimit-remaining-requests": "9999",
+                                     "x-ratelimit-reset-requests": "6ms"})
 
 
 def _headers(request_id: str) -> dict[str, str]:

@@ -104,6 +104,7 @@ def test_upstream_error_fields_are_kept_on_chat(proxy: Proxy, upstream: Upstream
     assert response.status_code == 401
     assert response.json() == {"error": {"message": "Incorrect API key provided: sk-te****", "type": "fake_error", "param": None,
                                          "code": "fake_code"}}
+    assert response.headers["x-request-id"].startswith("req_chat") and response.headers["x-ratelimit-limit-requests"] == "10000"
 
 
 @pytest.mark.parametrize("model", ["gpt-4o-mini", "gemini-2.5-flash"])
