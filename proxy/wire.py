@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError, model_validator
 
@@ -109,22 +109,25 @@ def _invalid(exc: ValidationError) -> InvalidRequestError:
     return InvalidRequestError(f"invalid request: {param or 'body'}: {first.get('msg', 'invalid value')}", param=param)
 
 
-def parse_chat_request(body: bytes) -> tuple[ChatCompletionRequest, dict[str, Any]]:
-    """Validate a chat completion body; returns the model and the raw dict (what is forwarded)."""
+Parsed = TypeVar("Parsed", bound=WireModel)
+
+
+def _parse(model: type[Parsed], body: bytes) -> tuple[Parsed, dict[str, Any]]:
     raw = parse_json(body)
     try:
-        return ChatCompletionRequest.model_validate(raw), raw
+        return model.model_validate(raw), raw
     except ValidationError as exc:
         raise _invalid(exc) from None
+
+
+def parse_chat_request(body: bytes) -> tuple[ChatCompletionRequest, dict[str, Any]]:
+    """Validate a chat completion body; returns the model and the raw dict (what is forwarded)."""
+    return _parse(ChatCompletionRequest, body)
 
 
 def parse_responses_request(body: bytes) -> tuple[ResponsesRequest, dict[str, Any]]:
     """Validate a Responses API body; returns the model and the raw dict (what is forwarded)."""
-    raw = parse_json(body)
-    try:
-        return ResponsesRequest.model_validate(raw), raw
-    except ValidationError as exc:
-        raise _invalid(exc) from None
+    return _parse(ResponsesRequest, body)
 
 
 def parse_compile_request(body: bytes) -> CompileRequest:

@@ -208,29 +208,32 @@ class ResponsesApi:
             yield event("response.output_item.done", output_index=index, item=item)
         yield event(f"response.{response['status']}", response=response)
 
-    async def get(self, request: Request) -> Response:
+    async def _stored_or_404(self, request: Request, remove: bool = False) -> tuple[str, dict[str, Any] | None]:
         await self.script.record(request)
+        rid = str(request.path_params["rid"])
         with self._lock:
-            found = self._stored.get(request.path_params["rid"])
+            found = self._stored.pop(rid, None) if remove else self._stored.get(rid)
+        return rid, found
+
+    def _missing(self, rid: str) -> Response:
+        return _rejected(Rejection(f"Response with id '{rid}' not found.", status=404), self._new_id("req"))
+
+    async def get(self, request: Request) -> Response:
+        rid, found = await self._stored_or_404(request)
         if found is None:
-            return _rejected(Rejection(f"Response with id '{request.path_params['rid']}' not found.", status=404), self._new_id("req"))
+            return self._missing(rid)
         return JSONResponse(found["response"], headers=_headers(self._new_id("req")))
 
     async def delete(self, request: Request) -> Response:
-        await self.script.record(request)
-        rid = request.path_params["rid"]
-        with self._lock:
-            found = self._stored.pop(rid, None)
+        rid, found = await self._stored_or_404(request, remove=True)
         if found is None:
-            return _rejected(Rejection(f"Response with id '{rid}' not found.", status=404), self._new_id("req"))
+            return self._missing(rid)
         return JSONResponse({"id": rid, "object": "response.deleted", "deleted": True}, headers=_headers(self._new_id("req")))
 
     async def input_items(self, request: Request) -> Response:
-        await self.script.record(request)
-        with self._lock:
-            found = self._stored.get(request.path_params["rid"])
+        rid, found = await self._stored_or_404(request)
         if found is None:
-            return _rejected(Rejection(f"Response with id '{request.path_params['rid']}' not found.", status=404), self._new_id("req"))
+            return self._missing(rid)
         # OpenAI lists easy input messages as message items with ids of their own.
         data = [item if "type" in item else {"type": "message", "id": f"msg_in{n}", **item} for n, item in enumerate(reversed(found["input"]))]
         return JSONResponse({"object": "list", "data": data, "first_id": data[0].get("id") if data else None,
