@@ -13,7 +13,10 @@ translation (`is_gemini`); what it returns is cut down to OpenAI's Response shap
 
 Both retry connection failures, 429 and 5xx (`upstreams.retries`) before the first byte went to
 the client. A stream that ends without a terminal event (`response.completed`, `.failed`,
-`.incomplete`, `error`) raises `UpstreamError` (`upstream_incomplete`).
+`.incomplete`, `error`) raises `UpstreamError` (`upstream_incomplete`). Known gap: a Gemini stream
+that ends cleanly without a `finishReason` still gets a `response.completed` from litellm's bridge
+(its Gemini reader marks every chunk finished, so nothing tells it apart; the chat route has the
+same gap); a Gemini stream whose connection drops is caught.
 """
 
 from __future__ import annotations

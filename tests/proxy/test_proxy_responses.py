@@ -259,3 +259,16 @@ def test_gemini_through_litellms_bridge_with_a_tool_loop_and_a_local_chain(rprox
     assert "detail-0-39" not in text  # the early turns themselves were left out
     last = json.dumps(contents["contents"][-1])
     assert "function_response" in last or "functionResponse" in last
+
+
+def test_a_gemini_stream_that_drops_through_the_bridge_is_not_stored(rproxy: Proxy, upstream: Upstream) -> None:
+    session = "resp-gemini-cut"
+    client = rproxy.client(api_key=GEMINI_KEY, default_headers={"X-Memory-Session": session})
+    client.responses.create(model="gemini-2.5-flash", input="hello")
+    upstream.fake.enqueue(Reply(text="a long reply that stops early", die_after_chunks=2))
+    with httpx.Client(base_url=rproxy.url, timeout=30) as http:
+        response = http.post("/v1/responses", json={"model": "gemini-2.5-flash", "input": "tell me", "stream": True},
+                             headers={"Authorization": f"Bearer {GEMINI_KEY}", "X-Memory-Session": session})
+    events = [json.loads(line[len("data: "):]) for line in response.text.splitlines() if line.startswith("data: ")]
+    assert events[-1]["type"] == "error" and not any(e["type"] == "response.completed" for e in events)
+    assert _live(_export(rproxy, session), "user_message") == ["hello"]
