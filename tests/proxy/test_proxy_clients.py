@@ -31,7 +31,7 @@ def cproxy(proxy_factory: Callable[..., Proxy]) -> Proxy:
 
 
 def _filler(i: int) -> str:
-    return " ".join(f"remark-{i}-{k} about the rollout" for k in range(45))
+    return " ".join(f"remark-{i}-{k} on the schedule" for k in range(45))
 
 
 def _memory_messages(items: list[dict[str, Any]]) -> list[str]:
@@ -61,7 +61,7 @@ def test_the_agents_sdk_default_agent_with_a_function_tool_over_three_turns(cpro
                           Reply(text="We chose canary."))
     turns = [f"Decision: the rollout uses canary deploys.\n{_filler(0)}",
              f"What is the weather in Lisbon for the launch? {_filler(1)}",
-             f"Remind me which deploy strategy we picked. {_filler(2)}"]
+             "Remind me: which deploys does the rollout use?"]
     history: list[Any] = []
     finals = []
     for text in turns:

@@ -40,8 +40,8 @@ def _text(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def _export(proxy: Proxy, session: str) -> dict[str, Any]:
-    with proxy.http() as http:
+def _export(proxy: Proxy, session: str, key: str = OPENAI_KEY) -> dict[str, Any]:
+    with proxy.http(key) as http:
         response = http.get(f"/memory/sessions/{session}/export")
     assert response.status_code == 200, response.text
     return dict(response.json())
@@ -271,4 +271,4 @@ def test_a_gemini_stream_that_drops_through_the_bridge_is_not_stored(rproxy: Pro
                              headers={"Authorization": f"Bearer {GEMINI_KEY}", "X-Memory-Session": session})
     events = [json.loads(line[len("data: "):]) for line in response.text.splitlines() if line.startswith("data: ")]
     assert events[-1]["type"] == "error" and not any(e["type"] == "response.completed" for e in events)
-    assert _live(_export(rproxy, session), "user_message") == ["hello"]
+    assert _live(_export(rproxy, session, GEMINI_KEY), "user_message") == ["hello"]
