@@ -272,3 +272,13 @@ def test_a_gemini_stream_that_drops_through_the_bridge_is_not_stored(rproxy: Pro
     events = [json.loads(line[len("data: "):]) for line in response.text.splitlines() if line.startswith("data: ")]
     assert events[-1]["type"] == "error" and not any(e["type"] == "response.completed" for e in events)
     assert _live(_export(rproxy, session, GEMINI_KEY), "user_message") == ["hello"]
+
+
+def test_another_caller_cannot_continue_from_my_response_id(rproxy: Proxy, upstream: Upstream) -> None:
+    mine = rproxy.client().responses.create(model=MODEL, input="my secret plan: move the launch to May", store=False)
+    other = rproxy.client(api_key="sk-" + "another-caller-key-5c2a")
+    with pytest.raises(openai.BadRequestError) as caught:
+        other.responses.create(model=MODEL, input="what was the plan?", previous_response_id=mine.id, store=False)
+    assert "not known to memory" in caught.value.response.headers["x-memory-error"]
+    assert _sent(upstream)["previous_response_id"] == mine.id  # forwarded as it came: the provider decides
+    assert "launch to May" not in json.dumps(_sent(upstream)["input"])
