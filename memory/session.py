@@ -28,7 +28,8 @@ from .state import extract_lines, state_as_dict
 from .store import StoreTx
 from .tokens import get_counter
 from .transcript import SYSTEM_ROLES, chain_hashes, message_text, message_to_event
-from .turns import Request, TurnPlan, Usage, align_request, build_plan, query_text, totals_dict, turn_inputs, turn_record
+from .turns import (Request, TurnPlan, Usage, align_request, build_plan, carried_query, query_text, totals_dict, turn_inputs,
+                    turn_record)
 
 if TYPE_CHECKING:
     from .runtime import Runtime
@@ -193,9 +194,9 @@ class Session:
                 await self._write(parsed, keep=aligned.keep, scope=scope)
                 transcript = await store.transcript(self.id)
                 aligned = align_request(transcript, request, named)
-            # The question is the live tail's text; a stateless client's tail may start in memory.
-            carried = aligned.p >= aligned.alignment.base and aligned.p - aligned.alignment.base < len(request.hashes)
-            view, qvec = await self.runtime.view(self.id, query_text(list(request.messages[request.convo_index[aligned.p - aligned.alignment.base]:])) if carried else None)
+            # Embedded with any chunks still missing, in one batch (a stateless client's tail may start
+            # in memory: then the question is known once the view is loaded).
+            view, qvec = await self.runtime.view(self.id, carried_query(aligned, request))
             inputs = await asyncio.to_thread(turn_inputs, aligned, request, transcript, view, model, budget_tokens,
                                              self.runtime.tokens_for(counter))
             if qvec is None and inputs.query.strip():

@@ -8,10 +8,12 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from memory import POLICIES
+
 from .errors import InvalidRequestError, PayloadTooLargeError, ProxyError, envelope
 
 __all__ = ["read_body", "json_response", "error_response", "bearer_key", "bearer_value", "header_int", "session_header_of",
-           "MAX_SESSION_HEADER"]
+           "layout_policy", "MAX_SESSION_HEADER"]
 
 MAX_SESSION_HEADER = 256
 
@@ -78,4 +80,12 @@ def session_header_of(request: Request) -> str | None:
         raise InvalidRequestError(
             f"header X-Memory-Session must be 1..{MAX_SESSION_HEADER} printable characters", param="X-Memory-Session"
         )
+    return value
+
+
+def layout_policy(request: Request, default: str) -> str:
+    """The layout policy for this request: `X-Memory-Layout-Policy`, else the configured one."""
+    value = request.headers.get("x-memory-layout-policy", default).strip()
+    if value not in POLICIES:
+        raise InvalidRequestError(f"header X-Memory-Layout-Policy must be one of {sorted(POLICIES)}", param="X-Memory-Layout-Policy")
     return value

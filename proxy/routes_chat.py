@@ -28,7 +28,7 @@ from . import chat_wire
 from .context import Prepared, commit, prepare
 from .errors import UpstreamError, envelope
 from .guard import caller_of
-from .http import error_response, header_int, json_response, read_body, session_header_of
+from .http import error_response, header_int, json_response, layout_policy, read_body, session_header_of
 from .limits import check_limits
 from .reply import ReplyAssembler, first_message, is_usage_chunk
 from .services import Services, services
@@ -55,7 +55,7 @@ async def chat_completions(request: Request) -> Response:
     await check_limits(messages, chat.model, svc.config.limits)
     session_id = caller.storage_id(session_header) if session_header is not None else None
     prepared = await prepare(svc.runtime, messages, chat.model, budget, session_id, caller.scope(chat.user or ""), caller.new_session_id,
-                             svc.config.layout_policy)
+                             layout_policy(request, svc.config.layout_policy))
     forward = svc.upstream.with_cache_key(raw, prepared.session_id)
     response = await (_stream if chat.stream else _complete)(svc, forward, prepared, api_key)
     response.headers["X-Memory-Session"] = caller.client_id(prepared.session_id)

@@ -32,7 +32,7 @@ from memory import Runtime, Usage
 from .context import Prepared, commit, prepare
 from .errors import UpstreamError
 from .guard import caller_of
-from .http import error_response, header_int, json_response, read_body, session_header_of
+from .http import error_response, header_int, json_response, layout_policy, read_body, session_header_of
 from .limits import check_limits
 from .responses_items import item_ids, reply_message, to_input, to_messages
 from .responses_upstream import Opened
@@ -107,7 +107,7 @@ async def create_response(request: Request) -> Response:
     messages = to_messages(items, parsed.instructions)
     await check_limits(messages, parsed.model, svc.config.limits)
     prepared = await prepare(svc.runtime, messages, parsed.model, budget, session_id, scope, caller.new_session_id,
-                             svc.config.layout_policy, resume_at)
+                             layout_policy(request, svc.config.layout_policy), resume_at)
     forward = raw
     if prepared.plan is not None:
         new_input = to_input(prepared.messages)
