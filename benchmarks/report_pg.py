@@ -1,4 +1,4 @@
-"""RESULTS.md section F: PostgreSQL (several instances sharing one memory), from `benchmarks.postgres`."""
+"""RESULTS.md section G: PostgreSQL (several instances sharing one memory), from `benchmarks.postgres`."""
 
 from __future__ import annotations
 
@@ -106,6 +106,6 @@ def _vectors(rows: list[VectorRow]) -> list[str]:
 
 def render_postgres(pg: PostgresResult | None) -> list[str]:
     if pg is None:
-        return ["## F. PostgreSQL", "", "Not run: pass `--postgres` (and `--pg-url URL` for an existing server).", ""]
-    return (["## F. PostgreSQL (several instances, one memory)", "", f"Server: {pg.server}.", ""]
+        return ["## G. PostgreSQL", "", "Not run: pass `--postgres` (and `--pg-url URL` for an existing server).", ""]
+    return (["## G. PostgreSQL (several instances, one memory)", "", f"Server: {pg.server}.", ""]
             + _recall(pg) + _scale(pg) + _stress(pg) + _vectors(pg.vectors))
