@@ -187,9 +187,32 @@ CREATE TABLE secrets (
 );
 """
 
+# The Responses API's references served from memory, as SQLite's m004: each response id the proxy
+# answered with, the transcript position its reply ends at and the chain hash up to there (an edit
+# of that prefix makes it stale); and items with an id, redacted, for `item_reference` inputs.
+# Item ids compare by code point, as in SQLite (exports list them in that order).
+M002_RESPONSES: Final = """
+CREATE TABLE responses (
+    id         TEXT PRIMARY KEY,
+    session_id TEXT COLLATE "C" NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+    pos        INTEGER NOT NULL,
+    chain_hash TEXT NOT NULL,
+    created_at DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX responses_session ON responses(session_id);
+
+CREATE TABLE response_items (
+    session_id TEXT COLLATE "C" NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+    item_id    TEXT COLLATE "C" NOT NULL,
+    item       TEXT NOT NULL,
+    PRIMARY KEY (session_id, item_id)
+);
+"""
+
 # (number, name, sql); append only. PostgreSQL runs a multi-statement string in one call.
 MIGRATIONS: Final[list[tuple[int, str, str]]] = [
     (1, "m001_initial", M001_INITIAL),
+    (2, "m002_responses", M002_RESPONSES),
 ]
 
 

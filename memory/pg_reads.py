@@ -81,3 +81,22 @@ class PgReads:
             (session_id, limit),
         )
         return [_turn(r) for r in rows]
+
+    async def find_response(self, response_id: str, scope: str) -> tuple[str, int, str] | None:
+        """(session id, transcript position, chain hash) recorded for a response id, within `scope`."""
+        rows = await self._rows(
+            "SELECT r.session_id, r.pos, r.chain_hash FROM responses r JOIN sessions s ON s.id = r.session_id "
+            "WHERE r.id = %s AND s.scope = %s",
+            (response_id, scope),
+        )
+        return (str(rows[0][0]), int(rows[0][1]), str(rows[0][2])) if rows else None
+
+    async def find_items(self, session_id: str, item_ids: Sequence[str]) -> dict[str, str]:
+        """The stored JSON of the session's items with these ids (those it has)."""
+        unique = list(dict.fromkeys(item_ids))
+        if not unique:
+            return {}
+        rows = await self._rows(
+            "SELECT item_id, item FROM response_items WHERE session_id = %s AND item_id = ANY(%s)", (session_id, unique)
+        )
+        return {str(r[0]): str(r[1]) for r in rows}

@@ -28,7 +28,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg
 from psycopg import sql
@@ -43,6 +43,9 @@ from .pg_reads import EVENT_COLUMNS, PgReads, event_from_row
 from .pg_tx import PgTx
 from .records import ArtifactRow, ChunkRow, SessionDelta, SessionSummary
 from .storage import redact_url
+
+if TYPE_CHECKING:
+    from .store import Store, StoreTx
 
 __all__ = ["PgStore", "PgTx", "advisory_key"]
 
@@ -352,7 +355,7 @@ class PgStore(PgReads):
             out: dict[str, list[dict[str, Any]]] = {}
             async with self._snapshot(conn):
                 for table, order in (("events", "id"), ("artifacts", "id"), ("state_items", "id"), ("transcript", "pos"),
-                                     ("frames", "id"), ("turns", "id")):
+                                     ("frames", "id"), ("turns", "id"), ("responses", "created_at"), ("response_items", "item_id")):
                     cur = conn.cursor(row_factory=dict_row)
                     await cur.execute(sql.SQL("SELECT * FROM {} WHERE session_id = %s ORDER BY {}").format(sql.Identifier(table), sql.Identifier(order)), (session_id,))
                     out[table] = await cur.fetchall()
@@ -409,3 +412,10 @@ class PgStore(PgReads):
         except (StorageError, TimeoutError) as exc:
             return f"PostgreSQL: {exc or 'no answer within ' + str(HEALTH_TIMEOUT_S) + ' s'}"
         return None
+
+
+if TYPE_CHECKING:
+    def _implements(store: PgStore, tx: PgTx) -> tuple[Store, StoreTx]:
+        """Never called: mypy checks here that the PostgreSQL store implements both protocols
+        (nothing else names PgStore as a `Store` where mypy can see it)."""
+        return store, tx

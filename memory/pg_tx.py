@@ -306,6 +306,28 @@ class PgTx(PgReads):
              turn.sent_tokens, turn.forwarded_tokens, turn.prompt_tokens, turn.cached_tokens, turn.completion_tokens, time.time()),
         )
 
+    async def add_response(self, session_id: str, response_id: str, pos: int, chain_hash: str) -> None:
+        """Record a response id of the session: its reply ends at transcript position `pos`, whose
+        prefix has `chain_hash`. A regenerated id moves (keeping its first creation time, as SQLite)."""
+        await self.conn.execute(
+            "INSERT INTO responses(id, session_id, pos, chain_hash, created_at) VALUES (%s, %s, %s, %s, %s) "
+            "ON CONFLICT (id) DO UPDATE SET session_id = excluded.session_id, pos = excluded.pos, chain_hash = excluded.chain_hash",
+            (response_id, session_id, pos, chain_hash, time.time()),
+        )
+
+    async def add_items(self, session_id: str, items: Sequence[tuple[str, str]]) -> None:
+        """Remember wire items by id (item id, the item's JSON), for later references to them."""
+        # One row per id (the last wins, as in SQLite), sorted: two instances writing overlapping
+        # items take their row locks in one order.
+        rows = sorted({item_id: item for item_id, item in items}.items())
+        if rows:
+            async with self.conn.cursor() as cur:
+                await cur.executemany(
+                    "INSERT INTO response_items(session_id, item_id, item) VALUES (%s, %s, %s) "
+                    "ON CONFLICT (session_id, item_id) DO UPDATE SET item = excluded.item",
+                    [(session_id, item_id, item) for item_id, item in rows],
+                )
+
     async def put_vectors(self, model: str, items: Iterable[tuple[str, bytes]]) -> None:
         # Sorted, so two transactions inserting overlapping sets take their row locks in one order
         # (never a deadlock between two instances embedding the same texts).

@@ -231,6 +231,38 @@ async def test_frames_turns_and_usage(store: Store) -> None:
     assert [len(rows["frames"]), len(rows["turns"])] == [2, 3]
 
 
+async def test_responses_and_items(store: Store) -> None:
+    """Response ids (Responses API `previous_response_id`) and items (`item_reference`) by session."""
+    async with store.transaction() as tx:
+        await tx.ensure_session("s", scope="alice")
+        await tx.ensure_session("t", scope="bob")
+        await tx.add_response("s", "resp_1", 2, "c2")
+        await tx.add_response("s", "resp_2", 4, "c4")
+        await tx.add_response("t", "resp_t", 1, "c1")
+        await tx.add_items("s", [("msg_b", '{"n": 1}'), ("msg_a", '{"n": 2}'), ("msg_b", '{"n": 3}')])
+        await tx.add_items("t", [("msg_a", '{"t": 1}')])
+        assert await tx.find_response("resp_1", "alice") == ("s", 2, "c2")  # a transaction sees its own writes
+    assert await store.find_response("resp_2", "alice") == ("s", 4, "c4")
+    assert await store.find_response("resp_2", "bob") is None  # another scope never finds it
+    assert await store.find_response("resp_none", "alice") is None
+    async with store.transaction() as tx:
+        await tx.add_response("s", "resp_2", 6, "c6")  # a regenerated id moves
+        await tx.add_items("s", [("msg_a", '{"n": 4}')])
+    assert await store.find_response("resp_2", "alice") == ("s", 6, "c6")
+    assert await store.find_items("s", ["msg_a", "msg_b", "msg_x", "msg_a"]) == {"msg_a": '{"n": 4}', "msg_b": '{"n": 3}'}
+    assert await store.find_items("t", ["msg_a", "msg_b"]) == {"msg_a": '{"t": 1}'}
+    assert await store.find_items("s", []) == {}
+    rows = await store.export_rows("s")
+    assert [(r["id"], r["pos"], r["chain_hash"]) for r in rows["responses"]] == [("resp_1", 2, "c2"), ("resp_2", 6, "c6")]
+    assert [(r["item_id"], r["item"]) for r in rows["response_items"]] == [("msg_a", '{"n": 4}'), ("msg_b", '{"n": 3}')]
+    assert await store.rename_session("s", "u", "alice", "carol")
+    assert await store.find_response("resp_1", "carol") == ("u", 2, "c2") and await store.find_response("resp_1", "alice") is None
+    assert await store.find_items("u", ["msg_b"]) == {"msg_b": '{"n": 3}'} and await store.find_items("s", ["msg_b"]) == {}
+    assert await store.delete_session("u")
+    assert await store.find_response("resp_1", "carol") is None and await store.find_items("u", ["msg_a"]) == {}
+    assert await store.find_response("resp_t", "bob") == ("t", 1, "c1")
+
+
 async def test_session_lock_serialises_one_session_only(store: Store) -> None:
     order: list[str] = []
     async with store.session_lock("s"):
@@ -263,7 +295,7 @@ async def test_sessions_listing_manifest_and_export(store: Store) -> None:
         await tx.save_manifest("new", '{"mode": "compiled"}')
     assert await store.last_manifest("new") == '{"mode": "compiled"}'
     rows = await store.export_rows("new")
-    assert set(rows) == {"events", "artifacts", "state_items", "transcript", "frames", "turns"}
+    assert set(rows) == {"events", "artifacts", "state_items", "transcript", "frames", "turns", "responses", "response_items"}
     assert [e["type"] for e in rows["events"]] == ["user_message", "snippet"]
     assert json.loads(rows["state_items"][0]["source_events"]) == [rows["events"][0]["id"]]
     assert set(rows["events"][0]) == {"id", "session_id", "type", "role", "content", "source", "pinned", "timestamp", "payload",
@@ -365,10 +397,10 @@ async def test_runtime_on_postgres_by_url(pg_url: str) -> None:
 
 async def test_postgres_migrations_race_and_apply_once(pg_url: str) -> None:
     async with _instances(pg_url, 4) as stores:  # four instances starting together
-        assert await stores[0].migrations_applied() == ["m001_initial"]
+        assert await stores[0].migrations_applied() == ["m001_initial", "m002_responses"]
         again = PgStore(pg_url)
         await again.open()
-        assert await again.migrations_applied() == ["m001_initial"]
+        assert await again.migrations_applied() == ["m001_initial", "m002_responses"]
         await again.close()
 
 
