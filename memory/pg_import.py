@@ -7,7 +7,8 @@ running on PostgreSQL meanwhile) is never overwritten: it is reported as a confl
 
 Rows get new ids from the target's sequences (the target may already hold other sessions), in the
 same order as in the source, and every reference is rewritten: events, artifacts, chunks, state
-(including the event ids in `source_events`), transcript, frames and turns, and the vectors the
+(including the event ids in `source_events`), transcript, frames and turns, the Responses API's
+response ids and items (keyed by the provider's ids and transcript positions), and the vectors the
 session's chunks use. The last compile manifest is copied as it was (a record of that compile, in
 the source's ids). Columns are copied by name wherever both schemas have them, so a column added by a later
 migration on both sides travels without a change here. After the copy, counts are compared per
@@ -32,7 +33,7 @@ from .pg_store import Conn, PgStore
 __all__ = ["SessionCopy", "ImportReport", "import_sqlite", "COUNTED"]
 
 # Tables with a session_id column, copied in this order (parents first).
-COUNTED = ("artifacts", "events", "chunks", "state_items", "transcript", "frames", "turns")
+COUNTED = ("artifacts", "events", "chunks", "state_items", "transcript", "frames", "turns", "responses", "response_items")
 # Columns the copy sets itself (ids, references, and PostgreSQL's full-text columns).
 _HANDLED = {
     "sessions": {"fts_docs", "fts_tokens", "generation"},  # a fresh generation from the target's sequence
@@ -43,6 +44,8 @@ _HANDLED = {
     "transcript": {"event_id"},
     "frames": {"id"},
     "turns": {"id", "frame_id"},
+    "responses": set(),  # keyed by the provider's response id and transcript positions: nothing to rewrite
+    "response_items": set(),
 }
 _BATCH = 2000
 Progress = Callable[[int, int, "SessionCopy"], None]
@@ -163,6 +166,8 @@ class _Copier:
         transcript = self.rows("transcript", "pos")
         frames = self.rows("frames", "id")
         turns = self.rows("turns", "id")
+        responses = self.rows("responses", "created_at")
+        response_items = self.rows("response_items", "item_id")
         await self.allocate("artifacts", [r["id"] for r in artifacts])
         await self.allocate("events", [r["id"] for r in events])
         await self.allocate("chunks", [r["id"] for r in chunks])
@@ -194,6 +199,8 @@ class _Copier:
         await self.insert("transcript", ["event_id"], [(*self.plain("transcript", r), self.ref("events", r["event_id"])) for r in transcript])
         await self.insert("frames", ["id"], [(*self.plain("frames", r), self.ref("frames", r["id"])) for r in frames])
         await self.insert("turns", ["frame_id"], [(*self.plain("turns", r), self.ref("frames", r["frame_id"])) for r in turns])
+        await self.insert("responses", [], [self.plain("responses", r) for r in responses])
+        await self.insert("response_items", [], [self.plain("response_items", r) for r in response_items])
         vectors = self.db.execute(
             "SELECT model, content_hash, vector FROM embeddings WHERE content_hash IN (SELECT content_hash FROM chunks WHERE session_id = ?) "
             "ORDER BY model, content_hash", (self.session_id,),

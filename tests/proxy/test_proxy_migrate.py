@@ -41,7 +41,9 @@ async def _fill(path: Path, embedder: Embedder) -> None:
             asked = history + [{"role": "user", "content": f"Question {i}: " + "tell me about the cache layer " * 8}]
             plan = await delta.prepare_turn(asked, budget_tokens=260)
             reply = {"role": "assistant", "content": f"Answer {i}: the cache layer evicts after {i + 1} minutes."}
-            await delta.commit_turn(plan, reply, Usage(prompt_tokens=200, cached_tokens=128 * (i % 2), completion_tokens=12))
+            # Responses API turns also keep the response id and the reply's items.
+            await delta.commit_turn(plan, reply, Usage(prompt_tokens=200, cached_tokens=128 * (i % 2), completion_tokens=12),
+                                    response_id=f"resp_{i}", items=[(f"msg_{i}", {"type": "message", "id": f"msg_{i}", "role": "assistant"})])
             history = asked + [reply]
         await delta.commit_turn(await delta.prepare_turn(history[:-1], budget_tokens=260), history[-1], Usage(prompt_tokens=200))
         for name in NAMES:
@@ -67,6 +69,8 @@ def _by_order(export: dict[str, Any]) -> dict[str, Any]:
         "transcript": [{**t, "session_id": None, "event_id": events.get(t["event_id"])} for t in export["transcript"]],
         "frames": [{k: v for k, v in f.items() if k not in drop} for f in export["frames"]],
         "turns": [{**{k: v for k, v in t.items() if k not in drop}, "frame_id": frames.get(t["frame_id"])} for t in export["turns"]],
+        "responses": [{k: v for k, v in r.items() if k != "session_id"} for r in export["responses"]],
+        "response_items": [{k: v for k, v in r.items() if k != "session_id"} for r in export["response_items"]],
     }
 
 
@@ -99,6 +103,7 @@ def test_migrate_copies_everything_and_is_idempotent_and_resumable(
     before = asyncio.run(_snapshot(real_embedder, storage_path=str(source)))
     after = asyncio.run(_snapshot(real_embedder, storage_url=pg_url))
     assert len(before["delta"][0]["frames"]) >= 1 and len(before["delta"][0]["turns"]) == 6
+    assert len(before["delta"][0]["responses"]) == len(before["delta"][0]["response_items"]) == 5
     assert after == before  # rows, state, transcript, frames, turns, usage, manifest, and the prompts compiled from them
 
     assert main(["sessions", "list", "--storage", pg_url]) == 0  # the CLI reads PostgreSQL by URL too
