@@ -3,9 +3,10 @@
 
 Checked after the load: no turn lost or stored twice, each reply right after its own question in
 one linear transcript, the same answers from every instance, state extracted once per line even
-when its requests race, and an erase through one instance seen by the others on their next touch
-(their in-process views included: nothing erased reaches a prompt). A caller's key names the
-same caller on every instance: the identity secret lives in the shared database."""
+when its requests race, an erase through one instance seen by the others on their next touch
+(their in-process views included: nothing erased reaches a prompt), and a Responses API chain with
+`store: false` hopping between instances. A caller's key names the same caller on every instance:
+the identity secret lives in the shared database."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import openai
 import pytest
 
 from testkit.harness import Upstream
@@ -107,3 +109,29 @@ def test_state_from_racing_instances_and_erase_seen_everywhere(instances: list[S
         _chat(server, f"fresh start {n}: which options did we pick?", budget=4000, stream=n == 0)
         forwarded = json.dumps(upstream.fake.last_chat().json()["messages"])
         assert "option" not in forwarded.replace("which options did we pick", ""), forwarded
+
+
+def test_a_responses_chain_and_its_items_hop_between_instances(instances: list[Server], upstream: Upstream) -> None:
+    """Response ids and items live in the shared database: a `previous_response_id` chain with
+    `store: false` (the provider keeps nothing) continues on whichever instance the next request
+    reaches, and an `item_reference` to a reply another instance stored is resolved from memory."""
+    clients = [openai.OpenAI(base_url=s.url + "/v1", api_key=CLIENT_KEY, max_retries=0, timeout=60) for s in instances]
+    first = clients[0].responses.create(model=MODEL, input="Constraint: the code word is heliotrope.", store=False)
+    previous = first.id
+    for i in range(1, 5):
+        client = clients[i % INSTANCES]
+        if i % 2:
+            with client.responses.create(model=MODEL, input=f"step {i}", previous_response_id=previous, store=False, stream=True) as events:
+                (done,) = [e for e in events if e.type == "response.completed"]
+            previous = done.response.id
+        else:
+            previous = client.responses.create(model=MODEL, input=f"step {i}", previous_response_id=previous, store=False).id
+    last = clients[2].responses.create(model=MODEL, previous_response_id=previous, store=False, input=[
+        {"type": "item_reference", "id": first.output[0].id}, {"role": "user", "content": "which code word?"}])
+    sent = upstream.fake.last_response_request().json()
+    # The fake stored nothing (store: false): an id or a reference gone upstream would have been refused.
+    assert "previous_response_id" not in sent and not any(i.get("type") == "item_reference" for i in sent["input"])
+    users = [i["content"] for i in sent["input"] if i.get("role") == "user"]
+    assert users == ["Constraint: the code word is heliotrope.", "step 1", "step 2", "step 3", "step 4", "which code word?"]
+    assert any(i.get("id") == first.output[0].id for i in sent["input"])  # the referenced reply, from memory
+    assert last.output_text == "echo: which code word?"
