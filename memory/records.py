@@ -8,7 +8,7 @@ from typing import Any
 
 __all__ = [
     "EventRow", "ArtifactRow", "ChunkRow", "StateItem", "NewChunk", "NewEvent", "SessionSummary", "SessionDelta",
-    "TranscriptEntry", "FrameRecord", "TurnRecord", "UsageTotals",
+    "TranscriptEntry", "FrameRecord", "TurnRecord", "UsageTotals", "LoggedEvent", "ArtifactInfo", "SessionUsage",
 ]
 
 
@@ -195,3 +195,48 @@ class UsageTotals:
             "turns": self.turns, "sent_tokens": self.sent_tokens, "forwarded_tokens": self.forwarded_tokens,
             "prompt_tokens": self.prompt_tokens, "cached_tokens": self.cached_tokens, "completion_tokens": self.completion_tokens,
         }
+
+
+@dataclass(frozen=True)
+class LoggedEvent:
+    """One event of a session's log as an inspector shows it: detached events (edited away or
+    regenerated) included and marked."""
+
+    id: int
+    type: str
+    role: str | None
+    content: str
+    source: str | None
+    pinned: bool
+    timestamp: str | None
+    payload: dict[str, Any]
+    artifact_id: int | None
+    parent_event_id: int | None
+    detached: bool
+    created_at: float
+
+
+@dataclass(frozen=True)
+class ArtifactInfo:
+    """One stored version of an artifact, without its content: `previous_id` is the version
+    before it of the same source, `chars` the content's length."""
+
+    id: int
+    kind: str
+    source: str | None
+    version: int
+    pinned: bool
+    previous_id: int | None
+    first_event_id: int | None
+    last_event_id: int | None
+    sha256: str
+    chars: int
+
+
+@dataclass(frozen=True)
+class SessionUsage:
+    """A session's usage totals, for cost reports across sessions."""
+
+    session_id: str
+    updated_at: float
+    totals: UsageTotals

@@ -22,6 +22,7 @@ from .errors import StorageError
 from .locks import SessionLocks
 from .migrations import MIGRATIONS
 from .records import ArtifactRow, ChunkRow, SessionDelta, SessionSummary
+from .sqlite_inspect import SqliteInspect
 from .sqlite_reads import SqliteReads
 from .sqlite_rows import event_from_row, session_key
 from .sqlite_tx import SqliteTx
@@ -29,7 +30,7 @@ from .sqlite_tx import SqliteTx
 __all__ = ["SqliteStore", "SqliteTx"]
 
 
-class SqliteStore(SqliteReads):
+class SqliteStore(SqliteReads, SqliteInspect):
     """Storage for every session in one SQLite file."""
 
     def __init__(self, path: str | Path) -> None:
