@@ -25,9 +25,12 @@ from memory import MemoryRuntimeError, create_runtime
 from .config import ProxyConfig
 from .errors import AccessDeniedError, InvalidRequestError, NotFoundError, ProxyError
 from .http import error_response
+from .inspector import UI_PATHS, inspector_routes
 from .logs import RequestIdMiddleware
+from .metrics import Metrics, MetricsMiddleware
 from .relay import Relay
 from .routes_chat import chat_completions
+from .routes_inspect import routes as inspect_routes
 from .routes_memory import routes as memory_routes
 from .services import Services, services
 from .upstream import Upstream
@@ -39,15 +42,17 @@ ACCESS_HEADER = "x-memory-access-token"
 
 
 class AccessTokenMiddleware:
-    """Requires `X-Memory-Access-Token` on every route but /healthz when a token is configured
-    (mandatory for non-loopback binds). Pure ASGI so streaming responses are untouched."""
+    """Requires `X-Memory-Access-Token` on every route but /healthz and the inspector page's own
+    static files (a browser cannot add a header to a navigation; the page then sends the token
+    on every data request it makes) when a token is configured (mandatory for non-loopback
+    binds). Pure ASGI so streaming responses are untouched."""
 
     def __init__(self, app: ASGIApp, token: str | None) -> None:
         self.app = app
         self.token = token
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.token and scope["type"] == "http" and scope["path"] != "/healthz":
+        if self.token and scope["type"] == "http" and scope["path"] != "/healthz" and scope["path"] not in UI_PATHS:
             sent = dict(scope["headers"]).get(ACCESS_HEADER.encode(), b"")
             if not hmac.compare_digest(sent, self.token.encode()):
                 response = error_response(AccessDeniedError("missing or wrong X-Memory-Access-Token"))
@@ -85,6 +90,7 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 
 def create_app(config: ProxyConfig) -> Starlette:
     """Build the proxy app for `config`. Storage and the embedding model open when the app starts."""
+    metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -102,7 +108,7 @@ def create_app(config: ProxyConfig) -> Starlette:
             log.error("memory unavailable, forwarding requests unmodified until it opens: %s", exc)
         relay_client = Relay(config.upstreams)
         app.state.services = Services(
-            config=config, runtime=runtime, upstream=Upstream(config.upstreams), relay=relay_client
+            config=config, runtime=runtime, upstream=Upstream(config.upstreams), relay=relay_client, metrics=metrics
         )
         try:
             yield
@@ -113,11 +119,13 @@ def create_app(config: ProxyConfig) -> Starlette:
     routes = [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+        *inspect_routes(),
         *memory_routes(),
+        *inspector_routes(),
         Route("/v1/{path:path}", relay, methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]),
     ]
-    # Outermost first: every response, a 401 included, carries its X-Request-Id.
-    middleware = [Middleware(RequestIdMiddleware)]
+    # Outermost first: every response, a 401 included, carries its X-Request-Id and is counted.
+    middleware = [Middleware(RequestIdMiddleware), Middleware(MetricsMiddleware, metrics=metrics)]
     if config.server.access_token:
         middleware.append(Middleware(AccessTokenMiddleware, token=config.server.access_token))
     return Starlette(

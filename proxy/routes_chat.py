@@ -22,6 +22,7 @@ from memory import Usage
 from .context import Prepared, commit, prepare
 from .errors import InvalidRequestError, UpstreamError, envelope
 from .http import bearer_key, error_response, header_int, json_response, read_body
+from .metrics import ChatMeter
 from .reply import ReplyAssembler, first_message, is_usage_chunk
 from .services import Services, services
 from .sse import DONE, encode_data
@@ -53,36 +54,49 @@ async def chat_completions(request: Request) -> Response:
     budget = header_int(request, "x-memory-budget") or svc.config.budget_tokens
     api_key = bearer_key(request)
     messages: list[dict[str, Any]] = raw["messages"]
+    meter = svc.metrics.chat(chat.model, request.state)
     prepared = await prepare(svc.runtime, messages, chat.model, budget, session_header, chat.user or "")
+    meter.prepared(prepared.mode, prepared.original_tokens, prepared.compiled_tokens, prepared.error is not None)
     forward = svc.upstream.with_cache_key(raw, prepared.session_id)
     if chat.stream:
-        return await _stream(svc, forward, prepared, api_key)
-    return await _complete(svc, forward, prepared, api_key)
+        return await _stream(svc, forward, prepared, api_key, meter)
+    return await _complete(svc, forward, prepared, api_key, meter)
 
 
-async def _complete(svc: Services, raw: dict[str, Any], prepared: Prepared, api_key: str | None) -> Response:
+def _upstream_done(meter: ChatMeter, usage: dict[str, Any] | None) -> Usage:
+    found = Usage.from_openai(usage)
+    meter.upstream_done(usage, found.prompt_tokens, found.cached_tokens, found.completion_tokens)
+    return found
+
+
+async def _complete(svc: Services, raw: dict[str, Any], prepared: Prepared, api_key: str | None, meter: ChatMeter) -> Response:
     headers = prepared.headers()
     try:
         response = await svc.upstream.complete(raw, prepared.messages, api_key)
     except UpstreamError as exc:
+        _upstream_done(meter, None)
         return error_response(exc, headers=headers)
     usage = response.get("usage") if isinstance(response.get("usage"), dict) else None
-    cached = Usage.from_openai(usage).cached_tokens
+    cached = _upstream_done(meter, usage).cached_tokens
     if cached is not None:
         headers["X-Memory-Cached-Tokens"] = str(cached)
     problem = await commit(svc.runtime, prepared, first_message(response), usage)
+    meter.committed(problem)
     if problem:
         headers["X-Memory-Error"] = problem
+    meter.finished()
     return json_response(response, headers=headers)
 
 
-async def _stream(svc: Services, raw: dict[str, Any], prepared: Prepared, api_key: str | None) -> Response:
+async def _stream(svc: Services, raw: dict[str, Any], prepared: Prepared, api_key: str | None, meter: ChatMeter) -> Response:
     headers = prepared.headers()
     client_wants_usage = bool((raw.get("stream_options") or {}).get("include_usage"))
     try:
         chunks = await svc.upstream.stream(raw, prepared.messages, api_key)
     except UpstreamError as exc:
+        _upstream_done(meter, None)
         return error_response(exc, headers=headers)
+    meter.first_chunk()
 
     async def events() -> AsyncIterator[bytes]:
         assembler = ReplyAssembler()
@@ -94,12 +108,16 @@ async def _stream(svc: Services, raw: dict[str, Any], prepared: Prepared, api_ke
                 yield encode_data(chunk)
         except UpstreamError as exc:
             log.warning("upstream stream broke off (%s); the partial reply is not stored", exc.status)
+            _upstream_done(meter, assembler.usage)
+            meter.stream_failed(exc.status)
             yield encode_data(envelope(exc))
             return
         finally:
             # Runs on client disconnect too (the generator is closed), releasing the upstream.
             await chunks.aclose()
-        await commit(svc.runtime, prepared, assembler.message(), assembler.usage)
+        _upstream_done(meter, assembler.usage)
+        meter.committed(await commit(svc.runtime, prepared, assembler.message(), assembler.usage))
+        meter.finished()
         yield DONE
 
     headers["Cache-Control"] = "no-cache"

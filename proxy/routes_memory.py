@@ -1,6 +1,6 @@
 """`/memory/*`: look into, dry-run and erase what the proxy remembers.
 
-    GET    /memory/sessions                  summaries of every session
+    GET    /memory/sessions?q=&limit=&after=  a page of sessions in id order (q: part of the id)
     GET    /memory/sessions/{id}             counts and state (decisions, constraints, ...)
     GET    /memory/sessions/{id}/manifest    the last compile: included, dropped, why, tokens
     POST   /memory/sessions/{id}/compile     dry run: {user_message, budget_tokens?, model?}
@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from memory import Session
+from memory import Session, inspection
 from memory import errors as memory_errors
 
 from .errors import InvalidRequestError, NotFoundError, ProxyError
@@ -57,10 +57,25 @@ async def _existing(request: Request) -> Session:
     return session
 
 
+PAGE_DEFAULT = 100
+
+
+def _page_size(request: Request) -> int:
+    raw = request.query_params.get("limit")
+    if raw is None:
+        return PAGE_DEFAULT
+    if not (raw.isascii() and raw.isdigit() and 0 < len(raw) <= 6) or not 1 <= int(raw) <= inspection.MAX_PAGE:
+        raise InvalidRequestError(f"limit must be an integer from 1 to {inspection.MAX_PAGE}", param="limit")
+    return int(raw)
+
+
 async def list_sessions(request: Request) -> Response:
-    summaries = await services(request).runtime.list_sessions()
-    data: list[dict[str, Any]] = [dataclasses.asdict(s) for s in summaries]
-    return json_response({"object": "list", "data": data})
+    limit = _page_size(request)
+    contains = request.query_params.get("q", "").strip()
+    page = await inspection.find_sessions(services(request).runtime, "", contains, request.query_params.get("after"), limit + 1)
+    data: list[dict[str, Any]] = [dataclasses.asdict(s) for s in page[:limit]]
+    return json_response({"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
+                          "last_id": data[-1]["id"] if data else None, "has_more": len(page) > limit})
 
 
 async def show_session(request: Request) -> Response:

@@ -9,6 +9,7 @@ from starlette.requests import Request
 from memory import Runtime
 
 from .config import ProxyConfig
+from .metrics import Metrics
 from .relay import Relay
 from .upstream import Upstream
 
@@ -21,6 +22,7 @@ class Services:
     runtime: Runtime
     upstream: Upstream
     relay: Relay
+    metrics: Metrics
 
 
 def services(request: Request) -> Services:
