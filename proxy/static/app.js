@@ -7,6 +7,7 @@ const PAGE = 50;
 const PREVIEW = 600;
 const store = window.sessionStorage;
 let listCursors = [null]; // `after` cursor of each session-list page seen, for "Previous"
+let flash = null; // a notice to show once the next view is drawn (e.g. after an erase)
 
 // ---------------------------------------------------------------- helpers
 
@@ -82,8 +83,10 @@ function section(title, id, ...body) {
   return el("section", { id }, el("h2", { text: title }), ...body);
 }
 
-function preview(text) {
-  if (text === null || text === undefined) return el("p", { class: "muted", text: "(text not stored)" });
+function preview(text, reason) {
+  if (text === null || text === undefined) {
+    return el("p", { class: "muted", text: reason === "system" ? "(the app's own system message: memory does not store it)" : "(text not stored)" });
+  }
   const long = text.length > PREVIEW;
   const pre = el("pre", { class: "text" }, long ? text.slice(0, PREVIEW) + " …" : text);
   if (!long) return pre;
@@ -180,7 +183,7 @@ function itemRow(item, index) {
       el("span", { class: "pos", text: "#" + (index + 1) }), el("span", { class: "badge", text: item.reason }),
       el("span", { text: item.kind || "" }), el("span", { class: "muted", text: item.source || "" }),
       el("span", { class: "num", text: "score " + score }), el("span", { class: "num tokens", text: fmt(item.tokens) + " tokens" })),
-    preview(item.text));
+    preview(item.text, item.reason));
 }
 
 function promptSection(prompt) {
@@ -275,7 +278,7 @@ async function exportSession(id) {
 async function eraseSession(id) {
   if (!(await ask(`Erase session "${id}" for good? Its events, artifacts, state and costs are deleted; this cannot be undone.`, "Erase"))) return;
   await api(sessionPath(id), { method: "DELETE" });
-  notice(`session "${id}" erased`);
+  flash = `session "${id}" erased`;
   location.hash = "#/";
 }
 
@@ -308,7 +311,8 @@ async function route() {
   const view = document.getElementById("view");
   const hash = location.hash || "#/";
   document.body.dataset.loaded = "";
-  notice("");
+  notice(flash || "");
+  flash = null;
   try {
     if (hash.startsWith("#/s/")) {
       await renderSession(view, decodeURIComponent(hash.slice(4)));

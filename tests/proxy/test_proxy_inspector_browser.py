@@ -1,0 +1,163 @@
+"""The inspector page, used as a person would in headless Chromium: enter the operator token, find
+a session in the list, open it, read the items of its last prompt (why, score, tokens, text) and
+where its decision came from, see its cost chart, and erase another session (cancelling first).
+Saves `benchmarks/inspector.png` for the README. Skipped, with the reason, only where no browser
+can be installed (`scripts/dev.py` installs Debian's chromium and chromedriver when run as root)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from testkit import browser
+from testkit.harness import Proxy
+
+if (reason := browser.missing()) is not None:
+    pytest.skip(f"no headless browser: {reason}", allow_module_level=True)
+
+from selenium.webdriver.common.by import By  # noqa: E402  (after the skip: selenium needs no browser, the test does)
+from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+SCREENSHOT = ROOT / "benchmarks" / "inspector.png"
+TOKEN = "browser-operator-token-5e1d"
+MODEL = "gpt-4o-mini"
+SYSTEM = "You help the team maintain the ledger importer. Answer briefly and keep decisions explicit. " * 70
+QUESTIONS = [
+    "Decision: the importer reads CSV files with a header row\nConstraint: amounts are integers in cents",
+    "How should we treat rows without a date?",
+    "Open: do we need to support semicolon separators?",
+    "Decision (dates): rows without a date are rejected with a line number",
+    "What did we decide about amounts?",
+    "Here is the parser:\n```python\n# importer/parse.py\ndef parse(row):\n    date, amount = row\n    return date, int(amount)\n```",
+    "Glossary: cents - the integer unit every amount is stored in",
+    "Summarise the rules for a new teammate.",
+]
+
+
+@pytest.fixture(scope="module")
+def inspected(proxy_factory: Callable[..., Proxy]) -> Proxy:
+    proxy = proxy_factory(f"upstreams: {{retries: 0}}\nserver: {{access_token: {TOKEN}}}\n")
+    client = proxy.client(default_headers={"X-Memory-Session": "ledger-importer", "X-Memory-Budget": "2200",
+                                           "X-Memory-Access-Token": TOKEN})
+    history: list[dict[str, Any]] = [{"role": "system", "content": SYSTEM}]
+    for i, question in enumerate(QUESTIONS):
+        history.append({"role": "user", "content": question + "\n" + f"(context for step {i}: " + "ledger rows and totals " * 20 + ")"})
+        reply = client.chat.completions.create(model=MODEL, messages=history).choices[0].message.content or ""
+        history.append({"role": "assistant", "content": reply})
+    other = proxy.client(default_headers={"X-Memory-Session": "scratch-to-erase", "X-Memory-Access-Token": TOKEN})
+    other.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "a throwaway chat"}])
+    return proxy
+
+
+@pytest.fixture(scope="module")
+def driver() -> Iterator[WebDriver]:
+    chrome = browser.start_browser(1280, 1000)
+    try:
+        yield chrome
+    finally:
+        chrome.quit()
+
+
+def _api(proxy: Proxy, path: str) -> httpx.Response:
+    return httpx.get(proxy.url + path, headers={"X-Memory-Access-Token": TOKEN}, timeout=10)
+
+
+def _loaded(driver: WebDriver, what: str) -> None:
+    WebDriverWait(driver, 20).until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-loaded") == what)
+
+
+def _sign_in(driver: WebDriver, proxy: Proxy) -> None:
+    driver.get(proxy.url + "/memory/ui")
+    _loaded(driver, "error")  # no token yet: the data routes answer 401 and the page says so
+    assert "access token" in driver.find_element(By.ID, "notice").text
+    driver.find_element(By.ID, "token").send_keys(TOKEN)
+    driver.find_element(By.CSS_SELECTOR, "#credentials button").click()
+    _loaded(driver, "list")
+
+
+def test_list_search_and_open_a_session(inspected: Proxy, driver: WebDriver) -> None:
+    _sign_in(driver, inspected)
+    rows = [a.text for a in driver.find_elements(By.CSS_SELECTOR, "#sessions a.session-link")]
+    assert {"ledger-importer", "scratch-to-erase"} <= set(rows)
+    driver.find_element(By.ID, "search").send_keys("ledger")
+    driver.find_element(By.CSS_SELECTOR, "#search-form button").click()
+    WebDriverWait(driver, 10).until(lambda d: [a.text for a in d.find_elements(By.CSS_SELECTOR, "#sessions a.session-link")] == ["ledger-importer"])
+    driver.find_element(By.LINK_TEXT, "ledger-importer").click()
+    _loaded(driver, "session")
+    assert driver.find_element(By.TAG_NAME, "h1").text == "ledger-importer"
+
+
+def test_read_the_last_prompt_its_sources_and_its_cost(inspected: Proxy, driver: WebDriver) -> None:
+    driver.get(inspected.url + "/memory/ui#/s/ledger-importer")
+    _loaded(driver, "session")
+    prompt = _api(inspected, "/memory/sessions/ledger-importer/prompt").json()
+    items = driver.find_elements(By.CSS_SELECTOR, "#included > li")
+    assert len(items) == len(prompt["included"]) and len(items) > 3
+    for item, expected in zip(items, prompt["included"], strict=True):
+        meta = item.find_element(By.CSS_SELECTOR, ".meta").text
+        assert expected["reason"] in meta and f"{expected['tokens']:,} tokens" in meta
+        if expected.get("score") is not None:
+            assert f"score {expected['score']:.3f}" in meta
+        if expected.get("text"):
+            assert item.find_element(By.CSS_SELECTOR, "pre").text.startswith(expected["text"][:40].strip())
+    assert items[-1].find_element(By.CSS_SELECTOR, ".badge").text == "live_tail"
+    assert "Summarise the rules" in items[-1].text
+    assert f"mode {prompt['mode']}" in driver.find_element(By.CSS_SELECTOR, "#prompt .facts").text
+    # A decision, and the event it came from.
+    decision = next(li for li in driver.find_elements(By.CSS_SELECTOR, "#state .state-item") if "rejected with a line number" in li.text)
+    decision.find_element(By.CSS_SELECTOR, "button").click()
+    WebDriverWait(driver, 10).until(lambda d: decision.find_elements(By.CSS_SELECTOR, ".sources .event"))
+    assert "Decision (dates)" in decision.find_element(By.CSS_SELECTOR, ".sources .event").text
+    # Cost: the totals and one line per series over the turns.
+    turns = _api(inspected, "/memory/sessions/ledger-importer/turns").json()["data"]
+    totals = driver.find_element(By.ID, "cost-totals").text
+    assert f"{sum(t['forwarded_tokens'] for t in turns):,}" in totals
+    assert len(driver.find_elements(By.CSS_SELECTOR, "#cost svg polyline")) == 3
+    # An artifact version opens with its content.
+    driver.find_element(By.CSS_SELECTOR, "#artifacts button.version").click()
+    WebDriverWait(driver, 10).until(lambda d: "def parse(row)" in d.find_element(By.ID, "artifact-content").text)
+    driver.execute_script("window.scrollTo(0, 0)")
+    height = driver.execute_script("return Math.min(document.documentElement.scrollHeight, 2600)")
+    driver.set_window_size(1280, height)
+    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    assert driver.save_screenshot(str(SCREENSHOT))
+    driver.set_window_size(1280, 1000)
+
+
+def test_erase_asks_first(inspected: Proxy, driver: WebDriver) -> None:
+    driver.get(inspected.url + "/memory/ui#/s/scratch-to-erase")
+    _loaded(driver, "session")
+    dialog = driver.find_element(By.ID, "confirm")
+    driver.find_element(By.ID, "erase").click()
+    WebDriverWait(driver, 10).until(lambda d: dialog.get_attribute("open") is not None)
+    assert "scratch-to-erase" in driver.find_element(By.ID, "confirm-text").text
+    driver.find_element(By.ID, "confirm-cancel").click()
+    WebDriverWait(driver, 10).until(lambda d: dialog.get_attribute("open") is None)
+    assert _api(inspected, "/memory/sessions/scratch-to-erase").status_code == 200
+    driver.find_element(By.ID, "erase").click()
+    WebDriverWait(driver, 10).until(lambda d: dialog.get_attribute("open") is not None)
+    driver.find_element(By.ID, "confirm-ok").click()
+    _loaded(driver, "list")
+    assert "erased" in driver.find_element(By.ID, "notice").text
+    assert _api(inspected, "/memory/sessions/scratch-to-erase").status_code == 404
+    assert "scratch-to-erase" not in [a.text for a in driver.find_elements(By.CSS_SELECTOR, "#sessions a.session-link")]
+
+
+def test_export_asks_first(inspected: Proxy, driver: WebDriver) -> None:
+    driver.get(inspected.url + "/memory/ui#/s/ledger-importer")
+    _loaded(driver, "session")
+    driver.find_element(By.ID, "export").click()
+    dialog = driver.find_element(By.ID, "confirm")
+    WebDriverWait(driver, 10).until(lambda d: dialog.get_attribute("open") is not None)
+    driver.find_element(By.ID, "confirm-cancel").click()
+    assert driver.find_element(By.ID, "notice").get_attribute("hidden") is not None
+    driver.find_element(By.ID, "export").click()
+    WebDriverWait(driver, 10).until(lambda d: dialog.get_attribute("open") is not None)
+    driver.find_element(By.ID, "confirm-ok").click()
+    WebDriverWait(driver, 10).until(lambda d: "exported" in d.find_element(By.ID, "notice").text)
