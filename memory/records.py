@@ -198,39 +198,20 @@ class UsageTotals:
 
 
 @dataclass(frozen=True)
-class LoggedEvent:
+class LoggedEvent(EventRow):
     """One event of a session's log as an inspector shows it: detached events (edited away or
     regenerated) included and marked."""
 
-    id: int
-    type: str
-    role: str | None
-    content: str
-    source: str | None
-    pinned: bool
-    timestamp: str | None
-    payload: dict[str, Any]
-    artifact_id: int | None
-    parent_event_id: int | None
-    detached: bool
-    created_at: float
+    detached: bool = False
+    created_at: float = 0.0
 
 
 @dataclass(frozen=True)
-class ArtifactInfo:
+class ArtifactInfo(ArtifactRow):
     """One stored version of an artifact, without its content: `previous_id` is the version
     before it of the same source, `chars` the content's length."""
 
-    id: int
-    kind: str
-    source: str | None
-    version: int
-    pinned: bool
-    previous_id: int | None
-    first_event_id: int | None
-    last_event_id: int | None
-    sha256: str
-    chars: int
+    chars: int = 0
 
 
 @dataclass(frozen=True)

@@ -4,12 +4,13 @@ a page of a 10,000-event session costs what a page of a small one does."""
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
 from .records import ArtifactInfo, ChunkRow, LoggedEvent, SessionSummary, SessionUsage, UsageTotals
+from .sqlite_rows import event_from_row
 
 __all__ = ["SqliteInspect"]
 
@@ -23,11 +24,9 @@ _BATCH = 500
 
 
 def _event(row: sqlite3.Row) -> LoggedEvent:
-    return LoggedEvent(
-        id=row["id"], type=row["type"], role=row["role"], content=row["content"], source=row["source"], pinned=bool(row["pinned"]),
-        timestamp=row["timestamp"], payload=json.loads(row["payload"]), artifact_id=row["artifact_id"],
-        parent_event_id=row["parent_event_id"], detached=bool(row["detached"]), created_at=row["created_at"],
-    )
+    event = event_from_row(row)
+    return LoggedEvent(**{f.name: getattr(event, f.name) for f in dataclasses.fields(event)}, detached=bool(row["detached"]),
+                       created_at=row["created_at"])
 
 
 def _totals(row: Sequence[Any]) -> UsageTotals:
