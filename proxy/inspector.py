@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from types import MappingProxyType
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -20,31 +21,31 @@ from starlette.routing import Route
 __all__ = ["inspector_routes", "UI_PATHS", "STATIC_DIR", "SECURITY_HEADERS"]
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
-_FILES = {
-    "/memory/ui": ("index.html", "text/html; charset=utf-8"),
-    "/memory/ui/": ("index.html", "text/html; charset=utf-8"),
-    "/memory/ui/app.js": ("app.js", "text/javascript; charset=utf-8"),
-    "/memory/ui/app.css": ("app.css", "text/css; charset=utf-8"),
-}
-UI_PATHS = frozenset(_FILES)
-SECURITY_HEADERS = {
+_FILES = (
+    ("/memory/ui", "index.html", "text/html; charset=utf-8"),
+    ("/memory/ui/", "index.html", "text/html; charset=utf-8"),
+    ("/memory/ui/app.js", "app.js", "text/javascript; charset=utf-8"),
+    ("/memory/ui/app.css", "app.css", "text/css; charset=utf-8"),
+)
+UI_PATHS = frozenset(path for path, _, _ in _FILES)
+SECURITY_HEADERS = MappingProxyType({
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; "
                                "base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-cache",
-}
+})
 
 
 def _page(body: bytes, media_type: str) -> Callable[[Request], Awaitable[Response]]:
     async def serve(request: Request) -> Response:
-        return Response(body, media_type=media_type, headers=SECURITY_HEADERS)
+        return Response(body, media_type=media_type, headers=dict(SECURITY_HEADERS))
 
     return serve
 
 
 def inspector_routes() -> list[Route]:
     """The page's routes, with the files read once, when the app is built."""
-    contents = {name: (STATIC_DIR / name).read_bytes() for name, _ in _FILES.values()}
-    return [Route(path, _page(contents[name], media), methods=["GET"]) for path, (name, media) in _FILES.items()]
+    contents = {name: (STATIC_DIR / name).read_bytes() for _, name, _ in _FILES}
+    return [Route(path, _page(contents[name], media), methods=["GET"]) for path, name, media in _FILES]
