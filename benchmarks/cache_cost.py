@@ -12,10 +12,11 @@ built, so both columns are comparable token for token. Effective input cost at a
 r (cached input costs r of the normal price: 0.1 gpt-5 family, 0.25 gpt-4.1 and Gemini 2.5,
 0.5 gpt-4o) is `uncached + r * cached`, reported relative to resending everything.
 
-At the end of each conversation every scorable LoCoMo question is asked through the proxy (each as
-its own branch of the same history, as a client would ask it) and strict evidence recall is read
-off what the upstream received, next to the library's fresh compile of the same question on the
-same stored session (`POST /memory/sessions/{id}/compile`).
+At the end of each conversation every scorable LoCoMo question is asked through the proxy as the
+next turn and strict evidence recall is read off what the upstream received, next to the library's
+fresh compile of the same question on the same stored session (`POST /memory/sessions/{id}/compile`).
+The upstream answers each question with an error, so the proxy stores nothing of it and every
+question meets the memory the conversation left (not the previous question's).
 """
 
 from __future__ import annotations
@@ -94,8 +95,6 @@ class ConversationCost:
     questions: int = 0
     proxy_hits: int = 0  # questions whose evidence all reached the upstream through the proxy
     fresh_hits: int = 0  # ... and in the library's fresh compile
-    qa_forwarded: int = 0
-    qa_cached: int = 0
 
 
 @dataclass(frozen=True)
@@ -157,13 +156,10 @@ def _replay(http: httpx.Client, proxy: Proxy, upstream_cache: Any, conv: Convers
     index = conv.turn_index()
     for question in conv.questions:
         evidence = [index[e].content for e in question.resolved]
-        fake.enqueue(Reply(text="I am not sure."))
+        fake.enqueue(Reply(error_status=503, error_message="benchmark: the question is measured, not answered"))
         asked = history + [{"role": "user", "content": question.text}]
         response = http.post("/v1/chat/completions", json={"model": MODEL, "messages": asked}, headers=headers)
-        response.raise_for_status()
-        usage = response.json()["usage"]
-        out.qa_forwarded += usage["prompt_tokens"]
-        out.qa_cached += usage["prompt_tokens_details"]["cached_tokens"]
+        assert response.status_code == 503, response.text
         text = messages_text(fake.last_chat().json()["messages"])
         out.questions += 1
         out.proxy_hits += all(c in text for c in evidence) and len(evidence) == len(question.evidence)

@@ -75,9 +75,12 @@ def _session(a: dict[str, Any]) -> list[str]:
 
 
 def _recall(b: dict[str, Any]) -> list[str]:
+    # The held-out split when the run has one (results written before the split have none).
+    split = (b.get("splits") or [None])[0]
     scores: dict[tuple[str, int], dict[str, Any]] = {}
     for score in b["scores"]:
-        scores.setdefault((score["method"], int(score["budget"])), score)
+        if split is None or score.get("split") == split["name"]:
+            scores.setdefault((score["method"], int(score["budget"])), score)
     budgets = sorted({budget for method, budget in scores if method == OURS})
     targets = {int(k): v for k, v in (b.get("targets") or {}).items()}
 
@@ -85,7 +88,9 @@ def _recall(b: dict[str, Any]) -> list[str]:
         return _slash([f"{scores[(method, x)]['strict']:.3f}" if (method, x) in scores else "–" for x in budgets])
 
     peers = "; ".join(f"{p} {strict(p)}" for p in PEERS if any((p, x) in scores for x in budgets))
-    line = (f"- LoCoMo ({b['conversations']} conversations, {b['questions']:,} questions), strict evidence recall at "
+    scope = (f"{split['name']}, {split['questions']:,} questions" if split is not None
+             else f"{b['conversations']} conversations, {b['questions']:,} questions")
+    line = (f"- LoCoMo ({scope}), strict evidence recall at "
             f"{_slash([format(x, ',') for x in budgets])} tokens: {strict(OURS)}" + (f" (against {peers})" if peers else "") + ".")
     if targets:
         met = [scores[(OURS, x)]["strict"] >= targets[x] for x in budgets if x in targets]

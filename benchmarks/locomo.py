@@ -13,10 +13,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Turn", "Question", "Conversation", "load_locomo", "turn_content", "CATEGORY_NAMES", "SCORED_CATEGORIES"]
+__all__ = ["Turn", "Question", "Conversation", "load_locomo", "turn_content", "split_of", "CATEGORY_NAMES",
+           "SCORED_CATEGORIES", "DEV_CONVERSATIONS", "DEV", "HELD_OUT", "ALL", "SPLITS"]
 
 CATEGORY_NAMES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop"}
 SCORED_CATEGORIES = frozenset(CATEGORY_NAMES)
+# Retrieval is tuned on the first five conversations of locomo10.json only; the other five are the
+# held-out figure. A split is a fixed property of a conversation's position in the file.
+DEV_CONVERSATIONS = 5
+DEV = "dev (conversations 1-5)"
+HELD_OUT = "held out (conversations 6-10)"
+ALL = "all ten"
+SPLITS = (HELD_OUT, DEV, ALL)
 _SESSION_KEY = re.compile(r"^session_(\d+)$")
 _ID_SPLIT = re.compile(r"[;\s]+")
 
@@ -43,9 +51,19 @@ class Conversation:
     sample_id: str
     turns: tuple[Turn, ...]
     questions: tuple[Question, ...]
+    position: int = 0  # 0-based position in locomo10.json (decides the split)
+
+    @property
+    def split(self) -> str:
+        return split_of(self.position)
 
     def turn_index(self) -> dict[str, Turn]:
         return {t.dia_id: t for t in self.turns}
+
+
+def split_of(position: int) -> str:
+    """The split of the conversation at 0-based `position` in locomo10.json."""
+    return DEV if position < DEV_CONVERSATIONS else HELD_OUT
 
 
 def turn_content(turn: dict[str, Any]) -> str:
@@ -64,7 +82,7 @@ def _evidence_ids(raw: list[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(ids))
 
 
-def _conversation(sample: dict[str, Any]) -> Conversation:
+def _conversation(sample: dict[str, Any], position: int) -> Conversation:
     conv = sample["conversation"]
     speaker_a = conv["speaker_a"]
     sessions = sorted(
@@ -86,11 +104,11 @@ def _conversation(sample: dict[str, Any]) -> Conversation:
             continue
         resolved = tuple(e for e in evidence if e in known)
         questions.append(Question(sample_id, str(qa["question"]), category, evidence, resolved))
-    return Conversation(sample_id, tuple(turns), tuple(questions))
+    return Conversation(sample_id, tuple(turns), tuple(questions), position)
 
 
 def load_locomo(path: Path) -> list[Conversation]:
     """All conversations of locomo10.json with their scorable questions (categories 1-4 with evidence)."""
     with path.open(encoding="utf-8") as fh:
         data = json.load(fh)
-    return [_conversation(sample) for sample in data]
+    return [_conversation(sample, position) for position, sample in enumerate(data)]

@@ -44,15 +44,16 @@ def plot_tokens_per_turn(result: SessionResult, path: Path) -> None:
 def plot_recall(result: RecallResult, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(8, 4.5))
     budgets = sorted({s.budget for s in result.scores})
+    split = result.headline_split
     for method in METHODS:
-        values = [result.score(method, b).strict for b in budgets]
+        values = [result.score(method, b, split).strict for b in budgets]
         ax.plot(budgets, values, marker="o", label=method, linewidth=2.5 if method == METHODS[0] else 1.5)
     ax.plot(budgets, [result.targets.get(b, float("nan")) for b in budgets], "k--", marker="x", label="target")
     ax.set_xscale("log")
     ax.set_xticks(budgets, [f"{b:,}" for b in budgets])
     ax.set_ylim(0, 1.02)
     _finish(fig, ax, path, "budget (tokens)", "strict evidence recall",
-            f"LoCoMo: all evidence turns in the prompt ({result.questions:,} questions)", legend_loc="lower right")
+            f"LoCoMo, {split}: all evidence turns in the prompt", legend_loc="lower right")
 
 
 def plot_scale(result: ScaleResult, path: Path) -> None:

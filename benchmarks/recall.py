@@ -16,18 +16,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from memory import create_runtime
+from memory.retrieval import RankOptions
 from memory.embeddings import Embedder
 from memory.tokens import get_counter
 
 from .baselines import TurnCorpus, pack_ranked, pack_recency, rrf_ranking
 from .common import BUDGETS, MODEL, Percentiles, Stopwatch, messages_text, percentiles, progress
-from .locomo import CATEGORY_NAMES, Conversation, Question
+from .locomo import ALL, CATEGORY_NAMES, SPLITS, Conversation, Question
 
-__all__ = ["METHODS", "CategoryScore", "MethodScore", "RecallResult", "run_recall", "quick_selection"]
+__all__ = ["METHODS", "ABLATIONS", "CategoryScore", "MethodScore", "SplitInfo", "RecallResult", "run_recall", "quick_selection"]
 
 OURS = "memory-runtime"
 METHODS = (OURS, "recency window", "BM25 only", "embeddings only", "BM25+embeddings RRF")
 TARGETS = {800: 0.80, 2000: 0.90, 8000: 0.97}
+# Ranking stages turned off one at a time, over the same stored sessions (the ablation table).
+ABLATIONS = {
+    f"{OURS} without neighbour propagation": RankOptions(neighbours=False),
+    f"{OURS}, BM25 list only": RankOptions(dense=False, neighbours=False),
+    f"{OURS}, dense list only": RankOptions(lexical=False, neighbours=False),
+}
 
 
 @dataclass(frozen=True)
@@ -42,6 +49,7 @@ class CategoryScore:
 class MethodScore:
     method: str
     budget: int
+    split: str
     n: int
     strict: float
     fraction: float
@@ -49,6 +57,13 @@ class MethodScore:
     max_tokens: int
     categories: tuple[CategoryScore, ...]
     latency: Percentiles | None = None  # compile latency, ours only
+
+
+@dataclass(frozen=True)
+class SplitInfo:
+    name: str
+    conversations: tuple[str, ...]  # sample ids
+    questions: int
 
 
 @dataclass(frozen=True)
@@ -61,43 +76,54 @@ class RecallResult:
     flush_s: float  # waiting until every turn is embedded
     over_budget_flags: int
     scores: tuple[MethodScore, ...]
+    splits: tuple[SplitInfo, ...]  # only the splits that hold questions in this run
     targets: dict[int, float] = field(default_factory=lambda: dict(TARGETS))
 
-    def score(self, method: str, budget: int) -> MethodScore:
-        return next(s for s in self.scores if s.method == method and s.budget == budget)
+    @property
+    def headline_split(self) -> str:
+        """The held-out split when this run has it (the figure that counts), else the first there is."""
+        return self.splits[0].name
+
+    def score(self, method: str, budget: int, split: str | None = None) -> MethodScore:
+        wanted = split or self.headline_split
+        return next(s for s in self.scores if s.method == method and s.budget == budget and s.split == wanted)
 
 
 @dataclass
 class _Tally:
+    splits: list[str] = field(default_factory=list)
     categories: list[int] = field(default_factory=list)
     strict: list[bool] = field(default_factory=list)
     fraction: list[float] = field(default_factory=list)
     tokens: list[int] = field(default_factory=list)
     latency_ms: list[float] = field(default_factory=list)
 
-    def add(self, question: Question, present: int, tokens: int) -> None:
+    def add(self, split: str, question: Question, present: int, tokens: int) -> None:
         total = len(question.evidence)
+        self.splits.append(split)
         self.categories.append(question.category)
         self.strict.append(present == total)
         self.fraction.append(present / total)
         self.tokens.append(tokens)
 
-    def score(self, method: str, budget: int) -> MethodScore:
+    def score(self, method: str, budget: int, split: str) -> MethodScore:
+        rows = [i for i, s in enumerate(self.splits) if split in (s, ALL)]
         cats = []
         for cat in sorted(CATEGORY_NAMES):
-            idx = [i for i, c in enumerate(self.categories) if c == cat]
+            idx = [i for i in rows if self.categories[i] == cat]
             if idx:
                 cats.append(CategoryScore(cat, len(idx), _mean([self.strict[i] for i in idx]), _mean([self.fraction[i] for i in idx])))
         return MethodScore(
             method=method,
             budget=budget,
-            n=len(self.strict),
-            strict=_mean(self.strict),
-            fraction=_mean(self.fraction),
-            avg_tokens=_mean(self.tokens),
-            max_tokens=max(self.tokens, default=0),
+            split=split,
+            n=len(rows),
+            strict=_mean([self.strict[i] for i in rows]),
+            fraction=_mean([self.fraction[i] for i in rows]),
+            avg_tokens=_mean([self.tokens[i] for i in rows]),
+            max_tokens=max((self.tokens[i] for i in rows), default=0),
             categories=tuple(cats),
-            latency=percentiles(self.latency_ms) if self.latency_ms else None,
+            latency=percentiles([self.latency_ms[i] for i in rows]) if self.latency_ms else None,
         )
 
 
@@ -115,7 +141,7 @@ def quick_selection(conversations: list[Conversation], turns: int = 150, per_cat
     for cat in sorted(CATEGORY_NAMES):
         fits = [q for q in first.questions if q.category == cat and q.resolved == q.evidence and set(q.evidence) <= known]
         picked.extend(fits[:per_category])
-    return [Conversation(first.sample_id, kept, tuple(picked))]
+    return [Conversation(first.sample_id, kept, tuple(picked), first.position)]
 
 
 async def run_recall(
@@ -153,16 +179,30 @@ async def run_recall(
                             result = await session.compile(user_message=question.text, budget_tokens=budget, model=MODEL)
                         text = messages_text(result.messages)
                         tally = tallies[(OURS, budget)]
-                        tally.add(question, sum(1 for c in evidence if c in text), counter.messages_tokens(result.messages))
+                        tally.add(conv.split, question, sum(1 for c in evidence if c in text), counter.messages_tokens(result.messages))
                         tally.latency_ms.append(sw.ms)
                         over_budget += bool(result.over_budget)
                         packed = pack_recency(corpus, question.text, budget)
-                        tallies[("recency window", budget)].add(question, len(packed.included & set(question.resolved)), packed.tokens)
+                        tallies[("recency window", budget)].add(conv.split, question, len(packed.included & set(question.resolved)), packed.tokens)
                         for name, ranking in rankings.items():
                             packed = pack_ranked(corpus, ranking, question.text, budget)
-                            tallies[(name, budget)].add(question, len(packed.included & set(question.resolved)), packed.tokens)
+                            tallies[(name, budget)].add(conv.split, question, len(packed.included & set(question.resolved)), packed.tokens)
                 corpus.close()
-    scores = tuple(tallies[(m, b)].score(m, b) for m in METHODS for b in budgets if (m, b) in tallies)
+        for name, options in ABLATIONS.items():
+            async with create_runtime(storage_path=str(Path(tmp) / "locomo.sqlite"), embedder=embedder, rank_options=options) as runtime:
+                for conv in progress(conversations, name, enabled=show_progress):
+                    session = runtime.session(f"locomo-{conv.sample_id}")
+                    index = conv.turn_index()
+                    for question in conv.questions:
+                        evidence = [index[e].content for e in question.resolved]
+                        for budget in budgets:
+                            result = await session.compile(user_message=question.text, budget_tokens=budget, model=MODEL)
+                            text = messages_text(result.messages)
+                            tallies[(name, budget)].add(conv.split, question, sum(1 for c in evidence if c in text),
+                                                        counter.messages_tokens(result.messages))
+    splits = _splits(conversations)
+    methods = METHODS + tuple(ABLATIONS)
+    scores = tuple(tallies[(m, b)].score(m, b, sp.name) for sp in splits for m in methods for b in budgets if (m, b) in tallies)
     return RecallResult(
         conversations=len(conversations),
         turns=sum(len(c.turns) for c in conversations),
@@ -172,4 +212,17 @@ async def run_recall(
         flush_s=flush_ms / 1000.0,
         over_budget_flags=over_budget,
         scores=scores,
+        splits=splits,
     )
+
+
+def _splits(conversations: list[Conversation]) -> tuple[SplitInfo, ...]:
+    """Held out, dev, and all (when both are present), each only if it holds questions."""
+    out: list[SplitInfo] = []
+    for name in SPLITS:
+        members = [c for c in conversations if name in (c.split, ALL)]
+        if name == ALL and len({c.split for c in conversations}) < 2:
+            continue  # "all" would repeat the one split there is
+        if sum(len(c.questions) for c in members):
+            out.append(SplitInfo(name, tuple(c.sample_id for c in members), sum(len(c.questions) for c in members)))
+    return tuple(out)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .locomo import CATEGORY_NAMES
 from .machine import Machine
 from .overhead import OverheadResult
-from .recall import METHODS, OURS, RecallResult
+from .recall import RecallResult
+from .report_recall import headline_b, section_b
 from .scale import ScaleResult
 from .stress import StressResult
 from .section_a import SectionA
@@ -15,8 +15,6 @@ from .section_a import SectionA
 __all__ = ["RunInfo", "render"]
 
 EARLIER = ((800, "9,589", "573", "641", "94.0%"), (2000, "9,589", "1,759", "2,000", "81.7%"), (8000, "9,589", "6,044", "7,653", "37.0%"))
-LOCOMO_REFERENCE = {"recency (README, chars/4)": (0.025, 0.079, 0.312), "BM25 (README, chars/4)": (0.579, 0.632, 0.765),
-                    "BM25+MiniLM RRF (issue 4)": (0.61, 0.73, 0.88)}
 SCALE_TARGETS = {10_000: 30.0, 100_000: 100.0}
 HISTORY_TARGET_S = 3.0
 RSS_TARGET_MB = 500.0
@@ -125,57 +123,6 @@ def _section_a(a: SectionA) -> list[str]:
     return out + [""]
 
 
-def _section_b(r: RecallResult) -> list[str]:
-    budgets = sorted({s.budget for s in r.scores})
-    out = [
-        "## B. Evidence recall at budget on LoCoMo",
-        "",
-        f"{r.conversations} conversations, {r.turns:,} turns, {r.questions:,} scorable questions (categories 1-4 with evidence; "
-        f"{r.unresolved_ids} evidence ids do not resolve and count as misses). Every turn is ingested in order "
-        "(speaker A as user, speaker B as assistant, content `\"<speaker>: <text>\"` plus ` [shares <caption>]`, the session "
-        "date as timestamp); an evidence turn counts when its full content string is in the compiled messages (strict: an "
-        "excerpt is a miss). Baselines pack whole turns by rank until the budget, exact tokens. Answers are never read.",
-        "",
-        f"Ingest until searchable: {r.ingest_s + r.flush_s:,.1f} s for {r.turns:,} turns ({r.ingest_s:,.1f} s in `ingest_many`, "
-        f"{r.flush_s:,.1f} s in `flush` waiting for the embeddings); compiles flagged over budget: {r.over_budget_flags}.",
-        "",
-        "### Strict recall (all evidence turns present) / mean fraction of evidence present",
-        "",
-        "| Method | " + " | ".join(f"@{b:,} strict | @{b:,} fraction" for b in budgets) + " |",
-        "|---|" + "---:|---:|" * len(budgets),
-    ]
-    for method in METHODS:
-        cells = []
-        for b in budgets:
-            s = r.score(method, b)
-            cells += [f"{s.strict:.3f}", f"{s.fraction:.3f}"]
-        name = f"**{method}**" if method == OURS else method
-        out.append(f"| {name} | " + " | ".join(cells) + " |")
-    for name, values in LOCOMO_REFERENCE.items():
-        known = dict(zip((800, 2000, 8000), values))
-        out.append(f"| _{name}_ | " + " | ".join(f"{known[b]:.3f} | –" if b in known else "– | –" for b in budgets) + " |")
-    out += ["", "Targets for memory-runtime (strict recall): " + "; ".join(
-        f"≥ {r.targets[b]:.2f} @{b:,}: {r.score(OURS, b).strict:.3f}, {_met(r.score(OURS, b).strict >= r.targets[b])}"
-        for b in budgets if b in r.targets), "", "![recall vs budget](recall_vs_budget.png)", "",
-        "### Strict recall per category", ""]
-    cats = [(c.category, c.n) for c in r.score(OURS, budgets[0]).categories]
-    out += ["| Method | Budget | " + " | ".join(f"cat {c} ({CATEGORY_NAMES.get(c, '?')}, n={n})" for c, n in cats) + " |",
-            "|---|---:|" + "---:|" * len(cats)]
-    for method in METHODS:
-        for b in budgets:
-            by = {c.category: c for c in r.score(method, b).categories}
-            out.append(f"| {method} | {b:,} | " + " | ".join(f"{by[c].strict:.3f} ({by[c].fraction:.2f})" for c, _ in cats) + " |")
-    out += ["", "Cells: strict recall (mean fraction).", "", "### Prompt size and compile latency", "",
-            "| Method | Budget | Avg tokens | Max tokens | Max ≤ budget | Compile p50 (ms) | Compile p95 (ms) |",
-            "|---|---:|---:|---:|---|---:|---:|"]
-    for method in METHODS:
-        for b in budgets:
-            s = r.score(method, b)
-            lat = (f"{s.latency.p50:,.1f} | {s.latency.p95:,.1f}") if s.latency else "– | –"
-            out.append(f"| {method} | {b:,} | {s.avg_tokens:,.0f} | {s.max_tokens:,} | {_ok(s.max_tokens <= b)} | {lat} |")
-    return out + ["", "Compile latency is wall time of `session.compile`, query embedding included.", ""]
-
-
 def _runs(values: tuple[float, ...]) -> str:
     return ", ".join(f"{v:.2f}" for v in values)
 
@@ -263,9 +210,7 @@ def _summary(a: SectionA | None, b: RecallResult | None, c: OverheadResult | Non
             + ", ".join(f"{_found(r.needle_found)} @{r.budget:,}" for r in rows)
             + " (recent window: " + ", ".join(_found(r.recent_needle_found) for r in rows) + ").")
     if b:
-        out.append("- LoCoMo strict evidence recall, memory-runtime: " + ", ".join(
-            f"{b.score(OURS, x).strict:.3f} @{x:,} (target {b.targets[x]:.2f}: {_met(b.score(OURS, x).strict >= b.targets[x])})"
-            for x in sorted(b.targets) if any(s.budget == x for s in b.scores)) + ".")
+        out += headline_b(b)
     if c:
         big = max(c.sizes)
         for r in c.rows:
@@ -294,7 +239,7 @@ def render(info: RunInfo, a: SectionA | None, b: RecallResult | None, c: Overhea
            skipped: dict[str, str], e: list[tuple[str, StressResult]] | None = None) -> str:
     lines = _header(info) + _summary(a, b, c, d)
     lines += _section_a(a) if a else ["## A. The 50-turn session", "", f"Not run: {skipped.get('A', 'not selected')}", ""]
-    lines += _section_b(b) if b else ["## B. Evidence recall at budget on LoCoMo", "", f"Not run: {skipped.get('B', 'not selected')}", ""]
+    lines += section_b(b) if b else ["## B. Evidence recall at budget on LoCoMo", "", f"Not run: {skipped.get('B', 'not selected')}", ""]
     lines += _section_c(c, skipped.get("C", "not selected"))
     lines += _section_d(d) if d else ["## D. Scale", "", f"Not run: {skipped.get('D', 'not selected')}", ""]
     lines += _section_e(e) if e else ["## E. Stress", "", "Not run: not selected", ""]

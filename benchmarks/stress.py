@@ -2,6 +2,8 @@
 
     python -m benchmarks.stress [--seconds 60] [--clients 100] [--sessions 20] [--max-requests N]
                                 [--embedding-model none|<model>] [--upstream-ms 0] [--budget 64]
+    python -m benchmarks.stress --largest-request [--embedding-model ...] [--scale 1.0]
+                                (`benchmarks.bounded`: /healthz while the largest allowed request runs)
 
 The fake upstream (`testkit.upstream_server`) and the proxy (`memory-runtime serve`, i.e. uvicorn)
 run as their own processes on loopback; the clients are asyncio tasks here (`testkit.load`: client
@@ -36,6 +38,8 @@ import numpy as np
 
 from testkit.load import Tally, exchange, run_load, user_text, verify
 from testkit.processes import start_proxy_process, start_upstream_process
+
+from .bounded import main as bounded_main
 
 __all__ = ["Added", "StressResult", "run", "main"]
 
@@ -183,7 +187,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--embedding-model", default="none", help='"none" (lexical memory) or a model name')
     parser.add_argument("--upstream-ms", type=float, default=0.0, help="simulated upstream latency")
     parser.add_argument("--budget", type=int, default=64, help="X-Memory-Budget, below each request's size so every request compiles")
+    parser.add_argument("--largest-request", action="store_true", help="instead: the largest allowed request, /healthz timed meanwhile")
+    parser.add_argument("--scale", type=float, default=1.0, help="with --largest-request: shrink it for a quick run")
     args = parser.parse_args(argv)
+    if args.largest_request:
+        return bounded_main(["--embedding-model", args.embedding_model, "--scale", str(args.scale)])
     result = run(args.seconds, args.clients, args.sessions, args.max_requests, args.embedding_model, args.upstream_ms, args.budget)
     print(result.markdown())
     return 0 if not result.errors and not result.lost and not result.duplicated else 1

@@ -22,6 +22,7 @@ from .errors import (
     SessionNotFoundError,
     StorageError,
 )
+from .policy import POLICIES, LayoutPolicy
 from .records import SessionSummary
 from .runtime import Runtime, create_runtime
 from .session import Session, SyncResult
@@ -34,6 +35,8 @@ __all__ = [
     "Session",
     "SyncResult",
     "TurnPlan",
+    "LayoutPolicy",
+    "POLICIES",
     "Usage",
     "CompileResult",
     "SessionSummary",

@@ -53,39 +53,53 @@ def align(stored: Sequence[str], roles: Sequence[str], request: Sequence[str], n
           request_roles: Sequence[str] = ()) -> Alignment:
     """Align the request's message hashes with the stored transcript's (`roles` are the stored
     messages' roles, `request_roles` the request's). `named` says the session was named by the
-    caller (a session header), so a request that does not start where the transcript starts is a
-    continuation (a stateless or sliding-window client), not a new conversation."""
+    caller (a session header): the request may then be the whole conversation, its last few
+    messages (a sliding window) or only what is new (a stateless client). Where several readings
+    fit — identical messages recur in real chats — the one that explains more of the request wins,
+    and on a tie the one that takes nothing out of the transcript."""
     common = _common_prefix(stored, request)
     if common == len(stored):
         return Alignment("extend", 0, common)
-    if common == len(request):
-        # The request is a strict prefix of what is stored: a retry. Unnamed sessions are matched
-        # by content, so only a retry of the last turn is taken as one (a new chat that happens to
-        # open like an old one must never rewind the old one).
-        if named or _reply_start(roles) <= common:
-            return Alignment("retry", 0, common)
-        return Alignment("edit", 0, common)
-    if common > 0 or not named:
-        return Alignment("edit", 0, common)
-    # A named session and a request that does not start at the transcript's start. A retry of the
-    # last turn by a client that sends part of the conversation: the request is stored as a block
-    # followed only by the model's reply (no user message after it).
-    reply = _reply_start(roles)
     n = len(request)
-    for start in range(len(stored) - n - 1, max(reply - n, 0) - 1, -1):
-        if list(stored[start : start + n]) == list(request):
-            return Alignment("retry", start, n)
-    # Sliding window: the longest stored suffix the request starts with. Only positions holding the
-    # request's first message can start one, so this is linear in the request, not the transcript.
-    for start in range(max(0, len(stored) - n), len(stored)):
-        if stored[start] == request[0] and list(stored[start:]) == list(request[: len(stored) - start]):
-            return Alignment("window", start, len(stored) - start)
+    last_turn_retry = common == n and _reply_start(roles) <= common
+    if not named:
+        # Matched by content: only the last turn may be retried (a new chat that opens like an old
+        # one must never rewind the old one).
+        return Alignment("retry", 0, common) if last_turn_retry else Alignment("edit", 0, common)
+    if last_turn_retry:
+        return Alignment("retry", 0, common)
+    partial = _partial(stored, roles, request)
+    if partial is not None and partial.offset >= common:
+        return partial
+    if common == n:
+        # A rewind to an earlier point of the conversation; a lone message is rather a stateless
+        # client's next one.
+        return Alignment("retry", 0, common) if n >= 2 else Alignment("append", len(stored), 0)
+    if common > 0:
+        return Alignment("edit", 0, common)
     # A whole conversation (a user message first, a reply in it) sharing nothing with what is stored:
     # a client that resends everything and edited its first message. A stateless client sends only
     # what is new (never a reply of the model's, which it got from here).
-    if n >= 2 and request_roles[:1] == ["user"] and "assistant" in request_roles:
+    if n >= 2 and list(request_roles[:1]) == ["user"] and "assistant" in request_roles:
         return Alignment("edit", 0, 0)
     return Alignment("append", len(stored), 0)
+
+
+def _partial(stored: Sequence[str], roles: Sequence[str], request: Sequence[str]) -> Alignment | None:
+    """The request read as the end of the conversation: a retry of the last turn by a client that
+    sends only part of it (the request stored as a block followed only by the model's reply, no
+    user message after it), or a sliding window (the longest stored suffix the request starts with).
+    Only positions holding the request's first message can start either, so this is linear in the
+    request, not the transcript."""
+    n = len(request)
+    reply = _reply_start(roles)
+    for start in range(len(stored) - n - 1, max(reply - n, 0) - 1, -1):
+        if list(stored[start : start + n]) == list(request):
+            return Alignment("retry", start, n)
+    for start in range(max(0, len(stored) - n), len(stored)):
+        if stored[start] == request[0] and list(stored[start:]) == list(request[: len(stored) - start]):
+            return Alignment("window", start, len(stored) - start)
+    return None
 
 
 def tail_start(roles: Sequence[str]) -> int:

@@ -4,11 +4,13 @@ It is the layout of `memory.layout` with no stored frame, i.e. a rebase:
 
     the app's system message(s) verbatim
     the state block (decisions, constraints, open questions, glossary)
+    the best-ranked evidence, chronological, each item labelled with its turn or file location
     the most recent turns verbatim (tool-call groups kept whole)
-    retrieved evidence, chronological, each item labelled with its turn or file location
+    the rest of the evidence
     the new user message (the live tail) verbatim
 
-State and recent turns get bounded shares; evidence fills the rest by score. When everything stored
+State and recent turns get bounded shares; evidence fills the rest by score. (The proxy keeps the
+part above the recent turns stable from turn to turn; see `memory.layout`.) When everything stored
 fits, the history is returned unchanged (with standalone artifacts in one context block).
 """
 

@@ -121,13 +121,15 @@ def parse_event(raw: Any) -> Event:
         raise InvalidEventError(f"payload is not JSON-serialisable: {exc}") from exc
     role = ROLE_OF.get(etype)
     original_hash = message_hash(event_to_message(role, content, extra)) if role else None
-    # Secrets never reach storage: content, tool-call arguments and text parts are redacted here.
+    # Secrets never reach storage: every stored string is redacted here (content, tool calls and
+    # their ids, content parts and their URLs, names, extra provider fields, source and timestamp).
     found: Counter[str] = Counter()
     content, counts = redact(content)
     found.update(counts)
-    for key in ("tool_calls", "parts"):
+    for key in ("tool_calls", "parts", "meta", "name", "tool_call_id"):
         if key in extra:
             extra[key] = redact_value(extra[key], found)
+    source, timestamp = redact_value(source, found), redact_value(timestamp, found)
     if found:
         extra["redactions"] = dict(sorted(found.items()))
     return Event(type=etype, content=content, source=source, pinned=pinned, timestamp=timestamp, extra=extra,

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from .index import SessionView, Unit
+from .index import SessionView, Unit, dot
 from .redact import count_markers
 from .retrieval import Scored
 from .tokens import TiktokenCounter
@@ -101,7 +101,10 @@ def select_evidence(view: SessionView, ranked: list[Scored], counter: TiktokenCo
     stamps: set[str] = set()
     seen_hashes: set[str] = set()
     vectors = view.vectors
-    chosen_vecs = np.zeros((0, vectors.shape[1]), dtype=np.float32)
+    # Vectors of the chosen items, in a buffer that doubles when full (stacking one row per pick
+    # made the near-duplicate check quadratic in copies).
+    chosen_vecs = np.zeros((16, vectors.shape[1]), dtype=np.float32)
+    n_chosen = 0
     score_of = {s.pos: s.score for s in ranked}
     pinned_positions = [p for key in sorted(view.pinned) if key not in hidden for p in view.units[key].chunk_idx]
     pinned_set = set(pinned_positions)
@@ -120,10 +123,10 @@ def select_evidence(view: SessionView, ranked: list[Scored], counter: TiktokenCo
         row = view.chunk_rows[pos]
         cost = _cost(view, counter, unit, pos)
         if unit.timestamp and unit.timestamp not in stamps:
-            cost += counter.count(f"({unit.timestamp})") + 1
+            cost += _stamp_cost(view, counter, unit.timestamp)
         ev = Evidence(pos, unit, "", cost, score, reason)
         duplicate = row.content_hash in seen_hashes or (
-            pos not in view.missing and len(chosen_vecs) and float(np.max(chosen_vecs @ vectors[pos])) > NEAR_DUPLICATE
+            pos not in view.missing and n_chosen > 0 and float(np.max(dot(chosen_vecs[:n_chosen], vectors[pos]))) > NEAR_DUPLICATE
         )
         if duplicate or ev.tokens > room:
             if len(dropped) < MAX_DROPPED_LISTED:
@@ -138,8 +141,20 @@ def select_evidence(view: SessionView, ranked: list[Scored], counter: TiktokenCo
         room -= ev.tokens
         seen_hashes.add(row.content_hash)
         if pos not in view.missing:
-            chosen_vecs = np.vstack([chosen_vecs, vectors[pos]])
+            if n_chosen == len(chosen_vecs):
+                chosen_vecs = np.concatenate([chosen_vecs, np.zeros_like(chosen_vecs)])
+            chosen_vecs[n_chosen] = vectors[pos]
+            n_chosen += 1
     return chosen, dropped, overflow
+
+
+def _stamp_cost(view: SessionView, counter: TiktokenCounter, stamp: str) -> int:
+    """Tokens of a "(date)" header line, cached: every candidate with a new date asks for it."""
+    key = (counter.encoding_name, "stamp:" + stamp)
+    cached = view.token_cache.get(key)
+    if cached is None:
+        cached = view.token_cache[key] = counter.count(f"({stamp})") + 1
+    return cached
 
 
 def chronological(chosen: list[Evidence], view: SessionView) -> list[Evidence]:

@@ -133,10 +133,9 @@ async def last_prompt(session: Session) -> dict[str, Any] | None:
 
 async def find_sessions(runtime: Runtime, prefix: str = "", contains: str = "", after: str | None = None,
                         limit: int = 50) -> list[SessionSummary]:
-    """Sessions whose id starts with `prefix` and contains `contains` (case-insensitive), in id
+    """Sessions whose id starts with `prefix` and whose rest contains `contains` (case-insensitive), in id
     order after the id `after`."""
-    await runtime.open()
-    return await runtime.store.find_sessions(prefix, contains, after, _limit(limit))
+    return await runtime.page_sessions(prefix, after, _limit(limit), contains)
 
 
 async def usage_report(runtime: Runtime, prefix: str = "", limit: int = 100) -> dict[str, Any]:

@@ -28,33 +28,17 @@ from typing import Any
 from .evidence import (EVIDENCE_HEADER, MAX_DROPPED_LISTED, Evidence, chronological, evidence_item, evidence_message,
                        redactions, select_evidence)
 from .index import SessionView
+from .policy import LayoutPolicy
 from .records import FrameRecord, StateItem
 from .redact import redact
 from .retrieval import Scored
 from .state import render_state_block
 from .tokens import REPLY_PRIMING_TOKENS, TiktokenCounter
 
-__all__ = ["Line", "LayoutInput", "Layout", "build_layout", "NEED_MIN_SCORE", "REBASE_ROOM"]
+__all__ = ["Line", "LayoutInput", "Layout", "build_layout"]
 
-STATE_SHARE = 0.15
-# The window a rebase keeps: the newest groups up to WINDOW_SHARE of the room; the very last
-# exchange may take up to WINDOW_FLOOR_SHARE so the model always sees where the conversation stands.
-WINDOW_SHARE = 0.15
-WINDOW_FLOOR_SHARE = 0.30
+# A rebase's window always offers its floor share to the last exchange (two messages).
 WINDOW_FLOOR_MESSAGES = 2
-# How much the question needs memory that is out of view, from the fused retrieval scores (roughly
-# standard deviations above the candidates' mean): its best match out of view against its best match
-# in view (the window and the frame's base). *Strong*: out beats in by NEED_MARGIN and scores at
-# least NEED_MIN_SCORE; the prompt is rebuilt fresh around the question (a rebase) unless the room
-# left is at least REBASE_ROOM of what a fresh layout gives. *Weak*: out beats in at all; evidence
-# for this question only, within WEAK_SHARE of the room.
-NEED_MIN_SCORE = 0.5
-NEED_MARGIN = 1.0
-REBASE_ROOM = 0.8
-WEAK_SHARE = 0.15
-# At a rebase, the frame's base (state and the best-ranked evidence) and the window fill at most this
-# share of the room; the rest is for this question's other evidence, and then for the turns to come.
-BASE_FILL = 0.6
 _TOOL_ROLES = frozenset({"tool", "function"})
 
 
@@ -96,6 +80,7 @@ class LayoutInput:
     artifacts_block: dict[str, Any] | None = None
     # A one-off compile (the library's `compile`): its rebase is reported as "compiled".
     fresh: bool = False
+    policy: LayoutPolicy = LayoutPolicy()
 
 
 @dataclass(frozen=True)
@@ -160,13 +145,13 @@ def _groups_newest_first(history: list[Line]) -> list[tuple[int, int]]:
     return groups
 
 
-def _window_start(history: list[Line], room: int) -> tuple[int, int]:
+def _window_start(history: list[Line], room: int, policy: LayoutPolicy) -> tuple[int, int]:
     """Start (index into history) and tokens of the newest groups within the window share of
     `room`; the last exchange may take the larger floor share."""
     start, spent, kept = len(history), 0, 0
     for first, end in _groups_newest_first(history):
         cost = sum(line.tokens for line in history[first:end])
-        cap = room * (WINDOW_FLOOR_SHARE if kept < WINDOW_FLOOR_MESSAGES else WINDOW_SHARE)
+        cap = room * (policy.window_floor_share if kept < WINDOW_FLOOR_MESSAGES else policy.window_share)
         if spent + cost > cap:
             break
         start, spent, kept = first, spent + cost, kept + (end - first)
@@ -174,8 +159,8 @@ def _window_start(history: list[Line], room: int) -> tuple[int, int]:
 
 
 def _rebase_plan(inp: LayoutInput, counter: TiktokenCounter, available: int) -> _Plan:
-    state_msg, used, state_tokens = _state_message(inp.state, counter, int(available * STATE_SHARE))
-    start, window_tokens = _window_start(inp.history, available)
+    state_msg, used, state_tokens = _state_message(inp.state, counter, int(available * inp.policy.state_share))
+    start, window_tokens = _window_start(inp.history, available, inp.policy)
     base = [state_msg] if state_msg is not None else []
     items = [{"id": f"state:{s.label}", "kind": s.kind, "source": f"event {s.event_id}", "reason": "state", "score": None,
               "tokens": counter.count(s.text) + 4, "event_id": s.event_id} for s in used]
@@ -195,7 +180,7 @@ def _need(inp: LayoutInput, view: SessionView, visible: set[str]) -> tuple[str, 
             best_out = max(best_out, s.score)
         if best_in and best_out:
             break
-    if best_out >= NEED_MIN_SCORE and best_out >= best_in + NEED_MARGIN:
+    if best_out >= inp.policy.need_min_score and best_out >= best_in + inp.policy.need_margin:
         return "strong", best_out, best_in
     return ("weak" if best_out > best_in else "none"), best_out, best_in
 
@@ -259,12 +244,9 @@ def build_layout(inp: LayoutInput, view: SessionView, counter: TiktokenCounter) 
                                  fixed_items, tail_items, reused=True)
             need, best_out, best_in = _need(inp, view, visible)
             manifest["need"] = {"need": need, "best_out_of_view": round(best_out, 4), "best_in_view": round(best_in, 4)}
-            if need == "none":
-                return _assemble(inp, view, counter, manifest, "frame", frame, frame.window_start, [], None, [], 0,
-                                 fixed_items, tail_items)
-            if need == "weak" or room >= REBASE_ROOM * fresh_room:
-                cap = room if need == "strong" else min(room, int(WEAK_SHARE * available))
-                chosen, dropped, overflow, message = _evidence(inp, view, counter, cap, frozenset(visible))
+            found = _frame_evidence(inp, view, counter, need, room, fresh_room, available, frozenset(visible), best_in, best_out)
+            if found is not None:
+                chosen, dropped, overflow, message = found
                 return _assemble(inp, view, counter, manifest, "frame", frame, frame.window_start, chosen, message, dropped,
                                  overflow, fixed_items, tail_items)
 
@@ -272,13 +254,44 @@ def build_layout(inp: LayoutInput, view: SessionView, counter: TiktokenCounter) 
     chosen, dropped, overflow, _ = _evidence(inp, view, counter, fresh_room, frozenset(window_keys))
     # The best-ranked part of the evidence joins the frame's base (before the window: the next turns
     # find it in the provider's cache); the rest is for this question only (after the window).
-    kept, extra = _split(chosen, int(BASE_FILL * available) - plan.base_tokens - plan.window_tokens)
+    kept, extra = _split(chosen, int(inp.policy.base_fill * available) - plan.base_tokens - plan.window_tokens)
     base_message, message = _fit_pair(kept, extra, view, counter, fresh_room, dropped)
     base = plan.base + ([base_message] if base_message else [])
-    items = plan.base_items + [{**evidence_item(e, view), "reason": "evidence"} for e in chronological(kept, view)]
+    items = plan.base_items + [{**evidence_item(e, view), "part": "base"} for e in chronological(kept, view)]
     new_frame = FrameRecord(0, plan.window_start, inp.anchor(plan.window_start), counter.encoding_name, budget, tuple(base), tuple(items))
     return _assemble(inp, view, counter, manifest, "compiled" if inp.fresh else "rebased", new_frame, plan.window_start, extra,
                      message, dropped, overflow, fixed_items, tail_items)
+
+
+_Found = tuple[list[Evidence], list[dict[str, Any]], int, dict[str, Any] | None]
+
+
+def _frame_evidence(inp: LayoutInput, view: SessionView, counter: TiktokenCounter, need: str, room: int, fresh_room: int,
+                    available: int, visible: frozenset[str], best_in: float, best_out: float) -> _Found | None:
+    """Evidence for a question on a stored frame (chosen items, dropped ones, how many more were
+    dropped, the message), or None when the policy says the question deserves a fresh layout."""
+    policy = inp.policy
+    if need == "none":
+        return [], [], 0, None
+    if need == "weak":
+        return _evidence(inp, view, counter, min(room, int(policy.weak_share * available)), visible)
+    roomy = room >= policy.rebase_room * fresh_room
+    if not roomy and not (policy.strong_fit and best_out < best_in + policy.rebase_margin):
+        return None
+    found = _evidence(inp, view, counter, room, visible)
+    return found if roomy or _all_strong_in(inp, view, set(visible), found[0], best_in) else None
+
+
+def _all_strong_in(inp: LayoutInput, view: SessionView, visible: set[str], chosen: list[Evidence], best_in: float) -> bool:
+    """Whether every strong out-of-view match made it into the evidence."""
+    taken = {e.pos for e in chosen}
+    for s in inp.ranked:
+        if s.score < best_in + inp.policy.need_margin:
+            return True
+        key = view.chunk_unit[s.pos]
+        if key not in visible and key not in inp.hidden and view.render_pos[s.pos] not in taken and s.pos not in taken:
+            return False
+    return True
 
 
 def _split(chosen: list[Evidence], cap: int) -> tuple[list[Evidence], list[Evidence]]:
@@ -320,7 +333,7 @@ def _base_keys(frame: FrameRecord) -> set[str]:
     """Units whose evidence the frame's base already shows."""
     keys: set[str] = set()
     for item in frame.items:
-        if item.get("reason") == "evidence":
+        if item.get("part") == "base":
             if item.get("event_id"):
                 keys.add(f"e{item['event_id']}")
             elif item.get("artifact_id"):

@@ -159,8 +159,24 @@ CREATE TABLE turns (
 CREATE INDEX turns_key ON turns(session_id, request_key);
 """
 
+# Every column a foreign key points through gets an index: erasing a session cascades over its
+# events, chunks and artifacts, and without these each deleted row scanned whole tables for rows
+# referring to it (erasing one 20-message session among 300 took ~350 ms, nearly all of it here).
+M003_FOREIGN_KEY_INDEXES: Final = """
+CREATE INDEX chunks_event ON chunks(event_id);
+CREATE INDEX chunks_artifact ON chunks(artifact_id);
+CREATE INDEX chunks_parent ON chunks(parent_id);
+CREATE INDEX events_artifact ON events(artifact_id);
+CREATE INDEX artifacts_previous ON artifacts(previous_id);
+CREATE INDEX state_event ON state_items(event_id);
+CREATE INDEX state_superseded ON state_items(superseded_by);
+CREATE INDEX transcript_event ON transcript(event_id);
+CREATE INDEX turns_frame ON turns(frame_id);
+"""
+
 # (number, name, sql); append only.
 MIGRATIONS: Final[list[tuple[int, str, str]]] = [
     (1, "m001_initial", M001_INITIAL),
     (2, "m002_frames_turns", M002_FRAMES_TURNS),
+    (3, "m003_foreign_key_indexes", M003_FOREIGN_KEY_INDEXES),
 ]

@@ -4,9 +4,11 @@ Lexical (FTS5 BM25) and dense (cosine over chunk embeddings) scores are fused by
 score fusion: each list is scaled by the mean and spread of its own candidates' scores and the two
 are mixed with fixed weights. Unlike reciprocal rank fusion this keeps the margin: a paraphrase that
 the embedding model is sure of, with no word in common with the question, still beats chunks that
-are merely mediocre on both lists. The fused score is then adjusted by light priors: a working-set boost for sources touched recently, a
-small recency term, a preference for the latest snapshot of a file (or for diffs when the question
-is about a change). Ties break on chunk id, so the order is fully deterministic.
+are merely mediocre on both lists. A turn next to a strong hit then gets part of that hit's score
+(the question it answers, the answer it got). The result is adjusted by light priors: a
+working-set boost for sources touched recently, a small recency term, a preference for the latest
+snapshot of a file (or for diffs when the question is about a change). Ties break on chunk id, so
+the order is fully deterministic.
 """
 
 from __future__ import annotations
@@ -16,9 +18,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .index import SessionView
+from .index import SessionView, dot
 
-__all__ = ["Scored", "fts_query", "rank_chunks", "is_change_query", "CANDIDATES"]
+__all__ = ["Scored", "RankOptions", "DEFAULT_OPTIONS", "fts_query", "rank_chunks", "is_change_query", "CANDIDATES"]
 
 CANDIDATES = 150  # per ranked list, at least; compile asks for more when the budget is large
 DENSE_WEIGHT = 0.5
@@ -28,6 +30,7 @@ WORKING_SET_BOOST = 0.04
 WORKING_SET_EVENTS = 12
 STALE_VERSION_FACTOR = 0.35
 CHANGE_BOOST = 1.6
+NEIGHBOUR_WEIGHT = 0.3  # tuned on LoCoMo dev (conversations 1-5): 0.2-0.5 all help, 0.3 best at 2,000
 _WORD = re.compile(r"[A-Za-z0-9_]{2,}|[^\W\d_]{2,}", re.U)
 _CHANGE = re.compile(r"\b(chang\w*|diff\w*|modif\w*|edit\w*|updat\w*|previous|before|regress\w*|what's new|since)\b", re.I)
 _STOP = frozenset(
@@ -55,6 +58,19 @@ def is_change_query(text: str) -> bool:
     return bool(_CHANGE.search(text))
 
 
+@dataclass(frozen=True)
+class RankOptions:
+    """Which ranking stages run; all on by default. The benchmark turns each off in turn (the
+    ablation in benchmarks/RESULTS.md); applications have no reason to."""
+
+    lexical: bool = True
+    dense: bool = True
+    neighbours: bool = True
+
+
+DEFAULT_OPTIONS = RankOptions()
+
+
 def rank_chunks(
     view: SessionView,
     lexical: list[tuple[int, float]],
@@ -62,53 +78,51 @@ def rank_chunks(
     *,
     change_query: bool,
     candidates: int = CANDIDATES,
+    options: RankOptions = DEFAULT_OPTIONS,
 ) -> list[Scored]:
     """Fuse lexical hits (chunk id, bm25; best first) and dense similarity into one ranked list of
     chunk positions (probes folded into their chunk). The compiler skips what recent turns hold."""
     n = len(view.chunk_ids)
     if n == 0:
         return []
-    render = view.render_pos
-    fused: dict[int, float] = {}
-    lex_seen: set[int] = set()
-    # Probes stand in for their chunk: each list keeps a chunk's best representative.
-    lex_picked: list[tuple[int, float]] = []
-    for chunk_id, score in lexical:
-        pos = view.chunk_pos.get(chunk_id)
-        if pos is None:
-            continue
-        target = render[pos]
-        if target in lex_seen:
-            continue
-        lex_seen.add(target)
-        lex_picked.append((target, -score))  # FTS5 bm25 is lower-is-better
-    for target, value in _distribution_scaled(lex_picked):
-        fused[target] = LEXICAL_WEIGHT * value
-    dense_seen: set[int] = set()
-    if query_vector is not None:
-        sims = view.vectors @ query_vector
-        k = min(candidates * 3, n)
-        top = np.argpartition(-sims, k - 1)[:k] if k < n else np.arange(n)
-        ordered = sorted((int(p) for p in top if p not in view.missing), key=lambda p: (-float(sims[p]), p))
-        picked: list[tuple[int, float]] = []
-        for pos in ordered:
-            target = render[pos]
-            if target in dense_seen:
-                continue
-            dense_seen.add(target)
-            picked.append((target, float(sims[pos])))
-            if len(picked) >= candidates:
-                break
-        for target, value in _distribution_scaled(picked):
-            fused[target] = fused.get(target, 0.0) + DENSE_WEIGHT * value
-    if not fused:
+    arrays = view.arrays()
+    render = arrays.render
+    fused = np.zeros(n, dtype=np.float64)
+    scored = np.zeros(n, dtype=bool)
+    if options.lexical:
+        # Probes stand in for their chunk: each list keeps a chunk's best representative.
+        lex_picked: dict[int, float] = {}
+        for chunk_id, score in lexical:
+            pos = view.chunk_pos.get(chunk_id)
+            if pos is not None:
+                lex_picked.setdefault(int(render[pos]), -score)  # FTS5 bm25 is lower-is-better
+        _add_scaled(fused, scored, lex_picked, LEXICAL_WEIGHT)
+    if options.dense and query_vector is not None:
+        sims = dot(view.vectors, query_vector).astype(np.float64)
+        sims[arrays.missing] = -np.inf
+        best = sims.copy()
+        np.maximum.at(best, render[arrays.probe_rows], sims[arrays.probe_rows])
+        chunks = np.flatnonzero((render == np.arange(n)) & np.isfinite(best))
+        k = min(candidates, chunks.size)
+        top = chunks[np.argpartition(-best[chunks], k - 1)[:k]] if 0 < k < chunks.size else chunks
+        _add_scaled(fused, scored, {int(p): float(best[p]) for p in top}, DENSE_WEIGHT)
+    if options.neighbours:
+        # A turn next to a strong hit is often its question or its answer ("Did you go?" / "Yes,
+        # last Tuesday"): it gets part of its best neighbour's score.
+        base = np.maximum(fused, 0.0)
+        prev, nxt = arrays.prev_turn, arrays.next_turn
+        lift = np.maximum(np.where(prev >= 0, base[prev], 0.0), np.where(nxt >= 0, base[nxt], 0.0))
+        fused += NEIGHBOUR_WEIGHT * lift
+        scored |= lift > 0
+    positions = np.flatnonzero(scored)
+    if positions.size == 0:
         return []
     last_order = view.max_event or 1
     recent_sources = _working_set(view)
     out: list[Scored] = []
-    for pos, base in fused.items():
+    for pos in positions.tolist():
         unit = view.units[view.chunk_unit[pos]]
-        score = base + RECENCY_WEIGHT * (unit.order / last_order)
+        score = float(fused[pos]) + RECENCY_WEIGHT * (unit.order / last_order)
         if unit.source and unit.source in recent_sources:
             score += WORKING_SET_BOOST
         if not unit.latest:
@@ -120,17 +134,18 @@ def rank_chunks(
     return out
 
 
-def _distribution_scaled(scored: list[tuple[int, float]]) -> list[tuple[int, float]]:
-    """Distribution-based scaling: how many standard deviations a hit stands above the mean of its
-    own list (0 at or below the mean). Unlike min-max it keeps how far a hit stands out from the
-    crowd, so a retriever that is sure (one paraphrase far above the rest) outweighs one whose top
-    hits are a flat run of weak matches."""
-    if not scored:
-        return []
-    values = np.fromiter((v for _, v in scored), dtype=np.float64, count=len(scored))
-    mean = float(values.mean())
+def _add_scaled(fused: np.ndarray, scored: np.ndarray, picked: dict[int, float], weight: float) -> None:
+    """Add one list's scores, distribution-scaled, with its weight: how many standard deviations a
+    hit stands above the mean of its own list (0 at or below the mean). Unlike min-max it keeps
+    how far a hit stands out from the crowd, so a retriever that is sure (one paraphrase far above
+    the rest) outweighs one whose top hits are a flat run of weak matches."""
+    if not picked:
+        return
+    targets = np.fromiter(picked, dtype=np.int64, count=len(picked))
+    values = np.fromiter(picked.values(), dtype=np.float64, count=len(picked))
     sd = float(values.std()) or 1.0
-    return [(target, max(0.0, (value - mean) / sd)) for target, value in scored]
+    fused[targets] += weight * np.maximum(0.0, (values - float(values.mean())) / sd)
+    scored[targets] = True
 
 
 def _working_set(view: SessionView) -> set[str]:

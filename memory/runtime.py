@@ -8,16 +8,18 @@ import json
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .embeddings import DEFAULT_MODEL, Embedder, load_embedder
-from .errors import InvalidArgumentError
+from .errors import InvalidArgumentError, MemoryRuntimeError
 from .index import SessionView
 from .ingest import sha256_text
 from .records import SessionSummary
+from .retrieval import DEFAULT_OPTIONS, RankOptions
 from .session import Session
 from .sqlite_store import SqliteStore
 from .store import Store
@@ -27,9 +29,21 @@ from .transcript import SYSTEM_ROLES, chain_hashes, message_hash
 __all__ = ["create_runtime", "Runtime"]
 
 log = logging.getLogger("memory")
+# Room for a caller's namespace in front of a 256-character id ("<namespace>/<id>").
 MAX_SESSION_ID = 512
 QUERY_VECTOR_CACHE = 256
 TOKEN_CACHE = 50_000
+# Session views kept in process (least recently used dropped first); a dropped view is rebuilt
+# from the store on its next use.
+MAX_VIEWS = 256
+# A compile embeds at most this much missing text (newest first, in characters: the model's cost
+# follows length: ~0.5 s for this much on 2 idle cores, ~3 s on a loaded one) before it answers; the rest is
+# embedded in the background, EMBED_BATCH_CHARS at a time, so a huge first history costs a
+# bounded wait and never holds a session's lock for long. Until then those chunks rank by their
+# words alone.
+EMBED_NOW_CHARS = 16_000
+EMBED_BATCH_CHARS = 8_000
+APPLY_OFF_LOOP = 500  # rows of a view update above which it is built off the event loop
 
 
 def _check_session_id(session_id: Any) -> str:
@@ -46,18 +60,22 @@ class Runtime:
 
     def __init__(self, storage_path: str | Path, embedding_model: str | None = DEFAULT_MODEL,
                  embedding_model_dir: str | Path | None = None, embedder: Embedder | None = None,
-                 store: Store | None = None) -> None:
+                 store: Store | None = None, max_views: int = MAX_VIEWS, rank_options: RankOptions = DEFAULT_OPTIONS) -> None:
         self.store: Store = store if store is not None else SqliteStore(storage_path)
+        self.rank_options = rank_options
         self._embedding_model = embedding_model
         self._embedding_model_dir = embedding_model_dir
         self.embedder: Embedder | None = embedder
-        self._views: dict[str, SessionView] = {}
+        self._views: OrderedDict[str, SessionView] = OrderedDict()
+        self._max_views = max(1, max_views)
         # Exact token counts of messages by (encoding, digest of the message's JSON): a client
         # resends its history every call, and counting it again each time is the hot path's cost.
         self._token_cache: OrderedDict[tuple[str, bytes], int] = OrderedDict()
         self._open_lock = asyncio.Lock()
         self._opened = False
         self._background: set[asyncio.Task[None]] = set()
+        self._embedding: set[str] = set()  # sessions with a background embedding task
+        self._background_slot = asyncio.Semaphore(1)  # one background batch at a time: one core at most
         # Vectors of recent compile queries by content hash: the new user message is usually stored
         # right after it was compiled for, and its chunk is the same text.
         self._query_vectors: OrderedDict[str, bytes] = OrderedDict()
@@ -118,6 +136,22 @@ class Runtime:
         await self.open()
         return await self.store.list_sessions()
 
+    async def page_sessions(self, prefix: str = "", after: str | None = None, limit: int = 100, contains: str = "") -> list[SessionSummary]:
+        """At most `limit` sessions whose id starts with `prefix` and whose
+        rest contains `contains` (case-insensitive), in id order, after the id `after`."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0:
+            raise InvalidArgumentError("limit must be a positive integer")
+        await self.open()
+        return await self.store.page_sessions(prefix, after, limit, contains)
+
+    async def health(self) -> str | None:
+        """None while memory can store what it is given; otherwise the reason it cannot."""
+        try:
+            await self.open()
+            return await self.store.health()
+        except MemoryRuntimeError as exc:
+            return str(exc)
+
     async def resolve_session(self, messages: Sequence[dict[str, Any]], scope: str = "") -> str | None:
         """The stored session (within `scope`) this message list continues: the one whose whole
         transcript is the longest prefix of `messages`; else the one session that holds
@@ -139,35 +173,86 @@ class Runtime:
         return retried[0] if len(retried) == 1 else None
 
     async def delete_session(self, session_id: str) -> bool:
-        """Erase a session for good (rows, full-text index, vectors only it used; file vacuumed)."""
-        await self.open()
-        async with self.store.session_lock(session_id):
-            self._views.pop(session_id, None)
-            return await self.store.delete_session(_check_session_id(session_id))
+        """Erase a session for good (rows, full-text index, vectors only it used; deleted content
+        overwritten with zeros and free pages returned, without rewriting the rest of the file)."""
+        return bool(await self.delete_sessions([session_id]))
 
-    async def view(self, session_id: str, query: str | None = None) -> tuple[SessionView, np.ndarray | None]:
-        """The up-to-date in-process view of a session with every chunk embedded, and the
-        embedding of `query` (computed in the same batch as any missing chunks)."""
+    async def delete_sessions(self, session_ids: Sequence[str]) -> list[str]:
+        """Erase several sessions in one unit; returns the ids that existed."""
+        ids = [_check_session_id(s) for s in session_ids]
+        await self.open()
+        async with AsyncExitStack() as stack:
+            for sid in sorted(set(ids)):  # a fixed order: two erasers never wait on each other
+                await stack.enter_async_context(self.store.session_lock(sid))
+            for sid in ids:
+                self._views.pop(sid, None)
+            return await self.store.delete_sessions(ids)
+
+    async def rename_session(self, old_id: str, new_id: str, old_scope_prefix: str = "", new_scope_prefix: str = "") -> bool:
+        """Move a session to a new id (for re-assigning sessions to a caller's new identity). A
+        transcript-matching scope starting with `old_scope_prefix` gets `new_scope_prefix`
+        instead. False when `old_id` has nothing stored; `InvalidArgumentError` when `new_id` has."""
+        old, new = _check_session_id(old_id), _check_session_id(new_id)
+        await self.open()
+        async with AsyncExitStack() as stack:
+            for sid in sorted({old, new}):
+                await stack.enter_async_context(self.store.session_lock(sid))
+            self._views.pop(old, None)
+            self._views.pop(new, None)
+            return await self.store.rename_session(old, new, old_scope_prefix, new_scope_prefix)
+
+    async def expire_sessions(self, updated_before: float | None = None, keep_per_namespace: int | None = None) -> list[str]:
+        """Erase sessions not updated since `updated_before` (a `time.time()` value), and those
+        beyond the `keep_per_namespace` most recently updated of their namespace (the part of the
+        id before its first "/"). Returns the erased ids."""
+        await self.open()
+        erased: list[str] = []
+        while True:
+            batch = await self.store.expired_sessions(updated_before, keep_per_namespace, 500)
+            if not batch:
+                return erased
+            erased += await self.delete_sessions(batch)
+
+    async def view(self, session_id: str, query: str | None = None, embed_limit: int | None = EMBED_NOW_CHARS) -> tuple[SessionView, np.ndarray | None]:
+        """The up-to-date in-process view of a session, and the embedding of `query` (computed in
+        the same batch as missing chunks). At most `embed_limit` characters of missing chunks are
+        embedded now, newest first (None: all of them); the rest are left to a background task."""
+        view = await self._fresh_view(session_id)
+        qvec: np.ndarray | None = None
+        if self.embedder is not None and (view.missing or (query and query.strip())):
+            qvec = await self._embed_missing(view, query if query and query.strip() else None, embed_limit)
+            if view.missing:
+                self.embed_soon(session_id)
+        return view, qvec
+
+    async def _fresh_view(self, session_id: str) -> SessionView:
         view = self._views.get(session_id)
         max_event, max_chunk, generation = await self.store.high_water(session_id)
-        if view is None or view.generation != generation:
-            # New, or messages left the transcript since (an edit, a retry): start over.
+        if view is None or view.generation != generation or max_event < view.max_event or max_chunk < view.max_chunk:
+            # New, or messages left the transcript since (an edit, a retry), or the session was
+            # erased or renamed (and maybe created again) under this view: start over.
             view = SessionView(self.embedder.dim if self.embedder else 1, generation)
-            self._views[session_id] = view
+        self._views[session_id] = view
+        self._views.move_to_end(session_id)
+        while len(self._views) > self._max_views:
+            self._views.popitem(last=False)
         if max_event > view.max_event or max_chunk > view.max_chunk:
             delta = await self.store.load_delta(session_id, view.max_event, view.max_artifact, view.max_chunk)
             vectors = await self.store.get_vectors(self.embedding_name, [c.content_hash for c in delta.chunks]) if self.embedder else {}
-            view.apply(delta, vectors)
-        qvec: np.ndarray | None = None
-        if self.embedder is not None and (view.missing or (query and query.strip())):
-            qvec = await self._embed_missing(view, query if query and query.strip() else None)
-        return view, qvec
+            if len(delta.events) + len(delta.chunks) > APPLY_OFF_LOOP:
+                # A first contact with a long history: building its view would stall the loop. The
+                # caller holds the session's lock, so nothing else touches this view meanwhile.
+                await asyncio.to_thread(view.apply, delta, vectors)
+            else:
+                view.apply(delta, vectors)
+        return view
 
     def embed_soon(self, session_id: str) -> None:
-        """Embed a session's new chunks in the background, so the next compile finds them ready
-        (compile still embeds whatever is missing, so results never depend on the timing)."""
-        if self.embedder is None:
+        """Embed a session's new chunks in the background, so the next compile finds them ready.
+        One task per session; it loops until nothing is missing."""
+        if self.embedder is None or session_id in self._embedding:
             return
+        self._embedding.add(session_id)
         task = asyncio.get_running_loop().create_task(self._embed_in_background(session_id))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
@@ -181,20 +266,38 @@ class Runtime:
 
     async def _embed_in_background(self, session_id: str) -> None:
         try:
-            async with self.store.session_lock(session_id):
-                await self.view(session_id)
+            while True:
+                # A batch at a time, the session's lock released in between, so a compile of this
+                # session waits for one batch at most.
+                async with self._background_slot, self.store.session_lock(session_id):
+                    view = await self._fresh_view(session_id)
+                    if view.missing:
+                        await self._embed_missing(view, None, EMBED_BATCH_CHARS)
+                    if not view.missing:
+                        # No await between this check and leaving the set: a write that lands
+                        # after it starts a new task.
+                        self._embedding.discard(session_id)
+                        return
         except asyncio.CancelledError:
+            self._embedding.discard(session_id)
             raise
         except Exception:  # the next compile retries and reports; a background task must not crash the loop
+            self._embedding.discard(session_id)
             log.exception("memory: background embedding failed for a session")
 
-    async def _embed_missing(self, view: SessionView, query: str | None) -> np.ndarray | None:
+    async def _embed_missing(self, view: SessionView, query: str | None, limit: int | None = None) -> np.ndarray | None:
         assert self.embedder is not None
-        positions = sorted(view.missing)
         by_hash: dict[str, list[int]] = {}
         texts: dict[str, str] = {}
-        for pos in positions:
+        size = 0
+        # Newest first, at most `limit` characters of distinct text (always at least one): recent
+        # turns are the likeliest to matter, and a batch costs the same however much waits behind it.
+        for pos in sorted(view.missing, reverse=True):
             row = view.chunk_rows[pos]
+            if row.content_hash not in by_hash:
+                if limit is not None and by_hash and size + len(row.text) > limit:
+                    continue
+                size += len(row.text)
             by_hash.setdefault(row.content_hash, []).append(pos)
             texts.setdefault(row.content_hash, row.text)
         known = await self.store.get_vectors(self.embedding_name, list(by_hash)) if by_hash else {}
@@ -223,8 +326,10 @@ class Runtime:
 
 
 def create_runtime(storage_path: str | Path = "./.memory.sqlite", embedding_model: str | None = DEFAULT_MODEL,
-                   embedding_model_dir: str | Path | None = None, embedder: Embedder | None = None) -> Runtime:
+                   embedding_model_dir: str | Path | None = None, embedder: Embedder | None = None,
+                   rank_options: RankOptions = DEFAULT_OPTIONS) -> Runtime:
     """Create a runtime over one SQLite file. `embedding_model` is a fastembed model name (default
     all-MiniLM-L6-v2, provisioned locally) or "none" for lexical-only retrieval; `embedding_model_dir`
-    points at a local model folder. Nothing is downloaded."""
-    return Runtime(storage_path, embedding_model, embedding_model_dir, embedder)
+    points at a local model folder. Nothing is downloaded. `rank_options` switches ranking stages
+    off (for ablations; the default runs them all)."""
+    return Runtime(storage_path, embedding_model, embedding_model_dir, embedder, rank_options=rank_options)

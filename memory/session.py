@@ -18,6 +18,7 @@ from .compiler import CompileInput, CompileResult, assemble
 from .errors import InvalidArgumentError, InvalidEventError, SessionNotFoundError, StorageError
 from .events import Event, parse_event
 from .ingest import add_pair_probes, apply_state, precompute, prepare_events, rebuild_state
+from .policy import LayoutPolicy, get_policy
 from .retrieval import CANDIDATES, fts_query, is_change_query, rank_chunks
 from .state import extract_lines, state_as_dict
 from .store import StoreTx
@@ -154,14 +155,16 @@ class Session:
 
     # -- turns (what the proxy does per request) -----------------------------------------------
     async def prepare_turn(self, messages: Sequence[dict[str, Any]], budget_tokens: int, model: str = "gpt-4o-mini",
-                           scope: str = "", named: bool = True) -> TurnPlan:
+                           scope: str = "", named: bool = True, policy: LayoutPolicy | str = "cache") -> TurnPlan:
         """Plan the prompt for one request of a client's conversation: align it with what is
         stored, store the history it brings that memory lacked, and lay the prompt out on the
         session's stable frame within `budget_tokens`. The live tail (the last user message and
         the tool calls after it) is not stored here: `commit_turn` does that once the provider
         has answered. `named` says the caller named the session (so a request that does not start
-        where the conversation starts continues it: a stateless or sliding-window client)."""
+        where the conversation starts continues it: a stateless or sliding-window client);
+        `policy` (see `memory.policy`) trades the provider's prompt cache against fresh evidence."""
         _check_budget(budget_tokens)
+        layout_policy = get_policy(policy) if isinstance(policy, str) else policy
         counter = get_counter(model)
         request = await asyncio.to_thread(Request.of, _checked(messages))
         await self.runtime.open()
@@ -193,9 +196,10 @@ class Session:
             reuse = await store.find_turn(self.id, inputs.key)
 
             def build() -> TurnPlan:
-                ranked = rank_chunks(view, lexical, qvec, change_query=is_change_query(query), candidates=pool)
+                ranked = rank_chunks(view, lexical, qvec, change_query=is_change_query(query), candidates=pool,
+                                     options=self.runtime.rank_options)
                 return build_plan(self.id, model, budget_tokens, request, named, scope, inputs, frames, reuse, ranked, state,
-                                  view, counter)
+                                  view, counter, layout_policy)
 
             return await asyncio.to_thread(build)
 
@@ -254,7 +258,8 @@ class Session:
             state = await self._store.state_items(self.id)
 
             def build() -> CompileResult:
-                ranked = rank_chunks(view, lexical, qvec, change_query=is_change_query(query), candidates=pool)
+                ranked = rank_chunks(view, lexical, qvec, change_query=is_change_query(query), candidates=pool,
+                                     options=self.runtime.rank_options)
                 return assemble(CompileInput(self.id, model, budget_tokens, system_msgs, tail, query, state, ranked), view, counter)
 
             result = await asyncio.to_thread(build)
@@ -264,10 +269,11 @@ class Session:
         return result
 
     async def flush(self) -> None:
-        """Embed every stored chunk that has no vector yet (compile does this too)."""
+        """Embed every stored chunk that has no vector yet (a compile embeds a bounded batch and
+        leaves the rest to the background)."""
         await self.runtime.open()
         async with self._store.session_lock(self.id):
-            await self.runtime.view(self.id)
+            await self.runtime.view(self.id, embed_limit=None)
 
     async def exists(self) -> bool:
         await self.runtime.open()

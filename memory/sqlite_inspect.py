@@ -9,17 +9,13 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from .records import ArtifactInfo, ChunkRow, LoggedEvent, SessionSummary, SessionUsage, UsageTotals
+from .records import ArtifactInfo, ChunkRow, LoggedEvent, SessionUsage, UsageTotals
 from .sqlite_rows import event_from_row
 
 __all__ = ["SqliteInspect"]
 
 _SUMS = ("count(*), coalesce(sum(sent_tokens), 0), coalesce(sum(forwarded_tokens), 0), coalesce(sum(prompt_tokens), 0), "
          "coalesce(sum(cached_tokens), 0), coalesce(sum(completion_tokens), 0)")
-_COUNTS = ("(SELECT count(*) FROM events e WHERE e.session_id = s.id AND e.detached = 0), "
-           "(SELECT count(*) FROM events e WHERE e.session_id = s.id AND e.role IS NOT NULL AND e.detached = 0), "
-           "(SELECT count(*) FROM artifacts a WHERE a.session_id = s.id), "
-           "(SELECT count(*) FROM chunks c WHERE c.session_id = s.id)")
 _BATCH = 500
 
 
@@ -77,16 +73,6 @@ class SqliteInspect:
     async def artifact_content(self, session_id: str, artifact_id: int) -> str | None:
         rows = await self._all("SELECT content FROM artifacts WHERE session_id = ? AND id = ?", (session_id, artifact_id))
         return str(rows[0][0]) if rows else None
-
-    async def find_sessions(self, prefix: str, contains: str, after: str | None, limit: int) -> list[SessionSummary]:
-        """Sessions whose id starts with `prefix` and contains `contains` (case-insensitive), in id
-        order after the id `after`, at most `limit`, with their counts."""
-        rows = await self._all(
-            f"SELECT s.id, s.created_at, s.updated_at, {_COUNTS} FROM sessions s "
-            "WHERE substr(s.id, 1, ?) = ? AND instr(lower(s.id), lower(?)) > 0 AND s.id > ? ORDER BY s.id LIMIT ?",
-            (len(prefix), prefix, contains, after or "", limit),
-        )
-        return [SessionSummary(r[0], r[1], r[2], r[3], r[4], r[5], r[6]) for r in rows]
 
     async def count_sessions(self, prefix: str = "") -> int:
         rows = await self._all("SELECT count(*) FROM sessions WHERE substr(id, 1, ?) = ?", (len(prefix), prefix))

@@ -4,11 +4,18 @@ One connection per runtime: SQLite allows one writer at a time anyway, and aiosq
 statement on the connection's own thread, so statements never interleave. Writes go through
 `transaction()`, which yields a `SqliteTx`; a failure rolls the whole unit back, so a rejected or
 crashed ingest leaves nothing behind.
+
+The files are created 0600 (SQLite gives the WAL and shared-memory files the database's mode). A
+connection keeps writing happily to a database file that was deleted or replaced under it, and all
+of it is gone at the next start; so every commit first checks that the path still names the file
+the connection opened, and refuses (rolls back, raises `StorageError`) when it does not. `health()`
+reports that, and a failed last write, for the proxy's /healthz.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -22,6 +29,7 @@ from .errors import StorageError
 from .locks import SessionLocks
 from .migrations import MIGRATIONS
 from .records import ArtifactRow, ChunkRow, SessionDelta, SessionSummary
+from .sqlite_admin import erase_sessions, expired_sessions, page_sessions, reclaim_space, rename_session
 from .sqlite_inspect import SqliteInspect
 from .sqlite_reads import SqliteReads
 from .sqlite_rows import event_from_row, session_key
@@ -37,6 +45,10 @@ class SqliteStore(SqliteReads, SqliteInspect):
         self.path = str(path)
         self._db: aiosqlite.Connection | None = None
         self._write_lock = asyncio.Lock()
+        # (st_dev, st_ino) of the file the connection opened; None for ":memory:".
+        self._file_id: tuple[int, int] | None = None
+        # Why the last write failed, until one succeeds.
+        self._write_failure: str | None = None
         self._session_locks = SessionLocks()
 
     def session_lock(self, session_id: str) -> AbstractAsyncContextManager[None]:
@@ -55,17 +67,75 @@ class SqliteStore(SqliteReads, SqliteInspect):
             return
         try:
             if self.path != ":memory:":
-                Path(self.path).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
+                _create_private(Path(self.path).expanduser().resolve())
             # Held on self at once, so a failure below (a corrupt file fails at the first PRAGMA)
             # still closes the connection and its thread.
             self._db = db = await aiosqlite.connect(self.path, isolation_level=None)
             db.row_factory = sqlite3.Row
+            await self._incremental_vacuum_mode()
             for pragma in ("journal_mode=WAL", "foreign_keys=ON", "synchronous=NORMAL", "secure_delete=ON", "busy_timeout=5000"):
                 await db.execute(f"PRAGMA {pragma}")
             await self._migrate()
+            self._file_id = self._identity() if self.path != ":memory:" else None
+        except OSError as exc:
+            await self.close()
+            raise StorageError(f"cannot open memory store {self.path}: {exc}") from exc
         except sqlite3.Error as exc:
             await self.close()
             raise StorageError(f"cannot open memory store {self.path}: {exc}") from exc
+        self._write_failure = None
+
+    async def _incremental_vacuum_mode(self) -> None:
+        """Erase frees pages with `incremental_vacuum` instead of rewriting the file, which needs
+        auto_vacuum=INCREMENTAL; a file created before that setting is converted once."""
+        db = self.db
+        if (await db.execute_fetchall("PRAGMA auto_vacuum"))[0][0] == 2:
+            return
+        await db.execute("PRAGMA auto_vacuum=INCREMENTAL")
+        if (await db.execute_fetchall("SELECT count(*) FROM sqlite_master"))[0][0]:
+            await db.execute("VACUUM")
+
+    def _identity(self) -> tuple[int, int]:
+        st = os.stat(Path(self.path).expanduser())
+        return st.st_dev, st.st_ino
+
+    def _file_problem(self) -> str | None:
+        """Why the open connection's file no longer is the one at the path, if it is not."""
+        if self._file_id is None:
+            return None
+        try:
+            current = self._identity()
+        except FileNotFoundError:
+            return f"database file {self.path} was deleted while open; restart to start a new one (nothing is being stored)"
+        except OSError as exc:
+            return f"database file {self.path} cannot be checked: {exc}"
+        if current != self._file_id:
+            return f"database file {self.path} was replaced while open; restart to use the new file (nothing is being stored)"
+        return None
+
+    async def health(self) -> str | None:
+        """None when writes land in the file at the path; otherwise why not. After a failed write
+        a probe write (rolled back) checks whether the cause has gone."""
+        problem = self._file_problem()
+        if problem is not None or self._write_failure is None:
+            return problem
+        async with self._write_lock:
+            db = self.db
+            waited = int((await db.execute_fetchall("PRAGMA busy_timeout"))[0][0])
+            try:
+                await db.execute("PRAGMA busy_timeout = 50")  # a health check must answer fast
+                await db.execute("BEGIN IMMEDIATE")
+                try:
+                    version = (await db.execute_fetchall("PRAGMA user_version"))[0][0]
+                    await db.execute(f"PRAGMA user_version = {int(version)}")
+                finally:
+                    await db.execute("ROLLBACK")
+            except sqlite3.Error as exc:
+                return f"writes fail: {exc}"
+            finally:
+                await db.execute(f"PRAGMA busy_timeout = {waited}")
+        self._write_failure = None
+        return None
 
     async def close(self) -> None:
         if self._db is not None:
@@ -100,20 +170,29 @@ class SqliteStore(SqliteReads, SqliteInspect):
             try:
                 await db.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
-                raise StorageError(f"cannot start a write: {exc}") from exc
+                raise self._failed(f"cannot start a write: {exc}") from exc
             try:
                 yield SqliteTx(db)
             except sqlite3.Error as exc:
                 await db.execute("ROLLBACK")
-                raise StorageError(f"write failed: {exc}") from exc
+                raise self._failed(f"write failed: {exc}") from exc
             except BaseException:
                 await db.execute("ROLLBACK")
                 raise
+            problem = self._file_problem()
+            if problem is not None:
+                await db.execute("ROLLBACK")
+                raise self._failed(problem)
             try:
                 await db.execute("COMMIT")
             except sqlite3.Error as exc:
                 await db.execute("ROLLBACK")
-                raise StorageError(f"commit failed: {exc}") from exc
+                raise self._failed(f"commit failed: {exc}") from exc
+            self._write_failure = None
+
+    def _failed(self, reason: str) -> StorageError:
+        self._write_failure = reason
+        return StorageError(reason)
 
     async def check_writable(self) -> None:
         """Raise `StorageError` unless a write could start now (read-only file, lock held too long):
@@ -131,7 +210,8 @@ class SqliteStore(SqliteReads, SqliteInspect):
 
     async def high_water(self, session_id: str) -> tuple[int, int, int]:
         """(max event id, max chunk id, generation) of a session: a cheap freshness check for
-        caches. The generation changes when messages leave the transcript (an edit, a retry)."""
+        caches. The generation changes when messages leave the transcript (an edit, a retry), and
+        a session erased or renamed and then created again starts at a new one."""
         rows = await self._all(
             "SELECT (SELECT coalesce(max(id), 0) FROM events WHERE session_id = ?), "
             "(SELECT coalesce(max(id), 0) FROM chunks WHERE session_id = ?), "
@@ -242,22 +322,62 @@ class SqliteStore(SqliteReads, SqliteInspect):
         return out
 
     async def delete_session(self, session_id: str) -> bool:
-        """Erase a session for good: rows (cascade), FTS entries (trigger), vectors no other session
-        uses; then rebuild the FTS index and VACUUM so no freed page still holds the text."""
-        if not await self.session_exists(session_id):
-            return False  # nothing to erase: no VACUUM (a full file rewrite) for an unknown id
+        """Erase one session for good (see `delete_sessions`)."""
+        return bool(await self.delete_sessions([session_id]))
+
+    async def delete_sessions(self, session_ids: Sequence[str]) -> list[str]:
+        """Erase sessions for good: rows (cascade), FTS entries (trigger, then one segment merge),
+        vectors no other session uses; deleted content is zeroed (secure_delete), free pages are
+        returned and the WAL truncated, without rewriting the rest of the file. Returns the ids
+        that existed."""
+        if not session_ids:
+            return []
         async with self.transaction() as _tx:
-            await self.db.execute("DELETE FROM chunks WHERE session_id = ?", (session_id,))
-            await self.db.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
-            await self.db.execute("DELETE FROM embeddings WHERE content_hash NOT IN (SELECT content_hash FROM chunks)")
-            await self.db.execute("INSERT INTO chunks_fts(chunks_fts) VALUES ('rebuild')")
-        async with self._write_lock:
-            try:
-                await self.db.execute("VACUUM")
-                await self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            except sqlite3.Error as exc:
-                raise StorageError(f"vacuum after erase failed: {exc}") from exc
-        return True
+            found = await erase_sessions(self.db, list(session_ids))
+        if found:
+            async with self._write_lock:
+                try:
+                    await reclaim_space(self.db)
+                except sqlite3.Error as exc:
+                    raise StorageError(f"reclaiming space after erase failed: {exc}") from exc
+        return found
+
+    async def rename_session(self, old_id: str, new_id: str, old_scope_prefix: str = "", new_scope_prefix: str = "") -> bool:
+        """Move a session to a new id (and its transcript-matching scope prefix); False when
+        `old_id` does not exist, `InvalidArgumentError` when `new_id` does."""
+        async with self.transaction() as _tx:
+            return await rename_session(self.db, old_id, new_id, old_scope_prefix, new_scope_prefix)
+
+    async def page_sessions(self, prefix: str = "", after: str | None = None, limit: int = 100, contains: str = "") -> list[SessionSummary]:
+        """Sessions whose id starts with `prefix` (and contains `contains` after it, case-insensitive), in id
+        order, after the id `after`, at most `limit`."""
+        try:
+            return await page_sessions(self.db, prefix, after, limit, contains)
+        except sqlite3.Error as exc:
+            raise StorageError(f"read failed: {exc}") from exc
+
+    async def expired_sessions(self, updated_before: float | None, keep_per_namespace: int | None, limit: int = 500) -> list[str]:
+        """Ids of sessions to expire (see `memory.sqlite_admin.expired_sessions`), at most `limit`."""
+        try:
+            return await expired_sessions(self.db, updated_before, keep_per_namespace, limit)
+        except sqlite3.Error as exc:
+            raise StorageError(f"read failed: {exc}") from exc
+
+
+def _create_private(path: Path) -> None:
+    """Create the database file readable by its owner only (SQLite copies the mode to the WAL and
+    shared-memory files); tighten files an older version left world-readable."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+    for name in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        try:
+            if name.stat().st_mode & 0o077:
+                name.chmod(0o600)
+        except OSError:
+            continue  # missing, or not ours to change: opening still works
 
 
 def _split_sql(script: str) -> list[str]:

@@ -28,10 +28,12 @@ class SqliteTx(SqliteReads):
 
     async def ensure_session(self, session_id: str, scope: str = "") -> None:
         now = time.time()
+        # A new session starts at a generation (its creation time in ms) that no earlier session of
+        # the same id had, so an in-process view of an erased or renamed one is never reused.
         await self._db.execute(
-            "INSERT INTO sessions(id, scope, created_at, updated_at) VALUES (?, ?, ?, ?) "
+            "INSERT INTO sessions(id, scope, created_at, updated_at, generation) VALUES (?, ?, ?, ?, ?) "
             "ON CONFLICT(id) DO UPDATE SET updated_at = excluded.updated_at",
-            (session_id, scope, now, now),
+            (session_id, scope, now, now, int(now * 1000)),
         )
 
     async def _insert_chunks(self, session_id: str, chunks: Sequence[NewChunk], *, event_id: int | None, artifact_id: int | None) -> None:

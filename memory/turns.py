@@ -23,6 +23,7 @@ from .compiler import CompileResult, result_of
 from .evidence import unit_message
 from .index import SessionView
 from .layout import Layout, LayoutInput, Line, build_layout
+from .policy import LayoutPolicy
 from .records import FrameRecord, StateItem, TranscriptEntry, TurnRecord, UsageTotals
 from .retrieval import Scored
 from .tokens import REPLY_PRIMING_TOKENS, TiktokenCounter
@@ -182,7 +183,7 @@ def turn_inputs(aligned: Aligned, request: Request, transcript: list[TranscriptE
 
 def build_plan(session_id: str, model: str, budget: int, request: Request, named: bool, scope: str, inputs: TurnInputs,
                frames: list[FrameRecord], reuse: TurnRecord | None, ranked: list[Scored], state: list[StateItem],
-               view: SessionView, counter: TiktokenCounter) -> TurnPlan:
+               view: SessionView, counter: TiktokenCounter, policy: LayoutPolicy) -> TurnPlan:
     """Lay the prompt out on the newest stored frame that still serves (the one an identical
     earlier request used, when this is a retry of it)."""
     p = inputs.history[-1].pos + 1 if inputs.history else 0
@@ -196,7 +197,7 @@ def build_plan(session_id: str, model: str, budget: int, request: Request, named
     reused_evidence = reuse.evidence if reuse is not None and frame is not None and reuse.frame_id == frame.id else None
     layout = build_layout(
         LayoutInput(session_id, model, budget, inputs.system, inputs.history, inputs.tail, inputs.query, state, ranked,
-                    anchor=inputs.anchor, hidden=inputs.hidden, frame=frame, reuse_evidence=reused_evidence),
+                    anchor=inputs.anchor, hidden=inputs.hidden, frame=frame, reuse_evidence=reused_evidence, policy=policy),
         view, counter,
     )
     return TurnPlan(session_id, model, budget, request, named, scope, result_of(layout, budget), layout, p, inputs.key,

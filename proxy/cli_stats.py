@@ -2,6 +2,7 @@
 
     memory-runtime stats                      totals over every session, then per-session cost
     memory-runtime stats --session ID         one session's totals, then its cost per turn
+    memory-runtime stats --owner P            totals and per-session cost of one principal's sessions
     memory-runtime stats --json               the same as JSON (`GET /memory/usage` has this shape)
 
 Tokens *sent* are what the clients' requests held, *forwarded* what the proxy sent on (both counted
@@ -27,7 +28,8 @@ _TURN_COLUMNS = (("n", "turn"), ("mode", "mode"), ("sent_tokens", "sent"), ("for
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     stats = sub.add_parser("stats", help="tokens sent, forwarded and cached: totals and per-session cost")
-    stats.add_argument("--session", help="one session: its totals and its cost per turn")
+    stats.add_argument("--session", help="one session (its storage id <owner>/<id>): its totals and its cost per turn")
+    stats.add_argument("--owner", help="only the sessions of this principal (k_..., t_name or local)")
     stats.add_argument("--limit", type=int, default=20, help="sessions listed, the most tokens forwarded first (default 20)")
     stats.add_argument("--json", action="store_true", help="print JSON instead of tables")
     stats.add_argument("--config", help="YAML config file (for storage_path)")
@@ -35,10 +37,11 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     return stats
 
 
-async def report(runtime: Runtime, session_id: str | None, limit: int) -> dict[str, Any] | None:
-    """The usage report for every session, or for one (None when it does not exist)."""
+async def report(runtime: Runtime, session_id: str | None, limit: int, prefix: str = "") -> dict[str, Any] | None:
+    """The usage report for every session (whose id starts with `prefix`), or for one (None when it
+    does not exist)."""
     if session_id is None:
-        return await inspection.usage_report(runtime, limit=limit)
+        return await inspection.usage_report(runtime, prefix, limit=limit)
     session = runtime.session(session_id)
     if not await session.exists():
         return None

@@ -10,9 +10,12 @@ Environment variables:
     MEMORY_RUNTIME_HOST / _PORT    server.host / server.port
     MEMORY_RUNTIME_STORAGE_PATH    storage_path
     MEMORY_RUNTIME_BUDGET_TOKENS   budget_tokens
+    MEMORY_RUNTIME_LAYOUT_POLICY   layout_policy
     MEMORY_RUNTIME_ACCESS_TOKEN    server.access_token
     MEMORY_RUNTIME_EMBEDDING_MODEL embedding.model
     MEMORY_RUNTIME_LOG_LEVEL       log_level
+    MEMORY_RUNTIME_LOG_CONTENT     log_content (true/false)
+    MEMORY_RUNTIME_LOG_FILE        log_file
     OPENAI_BASE_URL                upstreams.openai.api_base
     GEMINI_API_BASE                upstreams.gemini.api_base
     OPENAI_API_KEY / GEMINI_API_KEY  fallback keys when a request carries no Authorization header
@@ -21,13 +24,17 @@ Environment variables:
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from memory import POLICIES
 
 from .errors import ConfigError
 
@@ -37,6 +44,9 @@ __all__ = [
     "UpstreamConfig",
     "UpstreamsConfig",
     "EmbeddingConfig",
+    "TenantConfig",
+    "LimitsConfig",
+    "RetentionConfig",
     "load_config",
     "prepare_litellm_environment",
     "is_loopback",
@@ -44,7 +54,7 @@ __all__ = [
 
 DEFAULT_OPENAI_BASE = "https://api.openai.com/v1"
 DEFAULT_GEMINI_BASE = "https://generativelanguage.googleapis.com/v1beta"
-_LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
+_TENANT_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 def prepare_litellm_environment() -> None:
@@ -61,8 +71,13 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8787
     # Required when host is not a loopback address; clients send it as `X-Memory-Access-Token`.
-    access_token: str | None = None
+    access_token: str | None = field(default=None, repr=False)
     max_body_bytes: int = 8 * 1024 * 1024
+    # Host header values accepted besides the loopback names and `host` itself (DNS rebinding
+    # guard); "*" accepts any.
+    allowed_hosts: tuple[str, ...] = ()
+    # Browser origins (scheme://host[:port]) allowed to call the proxy, with their own API key.
+    allowed_origins: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -91,13 +106,48 @@ class EmbeddingConfig:
 
 
 @dataclass(frozen=True)
+class TenantConfig:
+    """A named client: requests carrying `token` in X-Memory-Access-Token act as `name`."""
+
+    name: str
+    token: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    """Bounds on one chat request, checked before anything is stored or forwarded (413)."""
+
+    max_messages: int = 4096
+    max_message_tokens: int = 65_536
+
+
+@dataclass(frozen=True)
+class RetentionConfig:
+    """Optional expiry of sessions: nothing expires unless one of the first two is set."""
+
+    session_ttl_days: float | None = None
+    max_sessions_per_caller: int | None = None
+    sweep_interval_seconds: float = 600.0
+
+
+@dataclass(frozen=True)
 class ProxyConfig:
     server: ServerConfig = ServerConfig()
     storage_path: str = "./.memory.sqlite"
     budget_tokens: int = 4000
+    # How prompts trade the provider's prompt cache against fresh evidence: "cache" or "recall"
+    # (memory.policy).
+    layout_policy: str = "cache"
     upstreams: UpstreamsConfig = UpstreamsConfig()
     embedding: EmbeddingConfig = EmbeddingConfig()
+    tenants: tuple[TenantConfig, ...] = ()
+    limits: LimitsConfig = LimitsConfig()
+    retention: RetentionConfig = RetentionConfig()
     log_level: str = "info"
+    # At debug level, libraries log request bodies and SQL parameters; they are dropped unless this
+    # second switch is on too.
+    log_content: bool = False
+    log_file: str | None = None
 
     def with_server(self, host: str | None = None, port: int | None = None) -> ProxyConfig:
         """A copy with CLI overrides of the bind address applied (None keeps the current value)."""
@@ -111,7 +161,15 @@ class ProxyConfig:
 
 
 def is_loopback(host: str) -> bool:
-    return host in _LOOPBACK or host.startswith("127.")
+    """True for "localhost" and loopback IP addresses (127.0.0.0/8, ::1), by parsed address: a
+    name that merely starts with "127." is not loopback."""
+    name = host.strip().lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name.removeprefix("[").removesuffix("]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _section(raw: Mapping[str, Any], key: str) -> Mapping[str, Any]:
@@ -132,10 +190,65 @@ def _typed(value: Any, kind: type, key: str) -> Any:
         raise ConfigError(f"config key {key!r} must be {kind.__name__}, got {value!r}") from None
 
 
+def _strings(value: Any, key: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str) or not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise ConfigError(f"config key {key!r} must be a list of non-empty strings")
+    return tuple(v.strip() for v in value)
+
+
 def _flag(value: Any, key: str) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(f"config key {key!r} must be true or false, got {value!r}")
-    return value
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    raise ConfigError(f"config key {key!r} must be true or false, got {value!r}")
+
+
+def _tenants(value: Any, access_token: str | None) -> tuple[TenantConfig, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(t, Mapping) for t in value):
+        raise ConfigError("config key 'tenants' must be a list of {name, token} mappings")
+    tenants = []
+    for t in value:
+        name, token = t.get("name"), t.get("token")
+        if not isinstance(name, str) or not _TENANT_NAME.fullmatch(name):
+            raise ConfigError(f"tenant name {name!r} must be 1-64 letters, digits, '.', '_' or '-'")
+        if not isinstance(token, str) or len(token.strip()) < 16:
+            raise ConfigError(f"tenant {name!r} needs a token of at least 16 characters")
+        tenants.append(TenantConfig(name, token.strip()))
+    tokens = [t.token for t in tenants] + ([access_token] if access_token else [])
+    if len({t.name for t in tenants}) != len(tenants) or len(set(tokens)) != len(tokens):
+        raise ConfigError("tenant names and tokens must be distinct (and differ from server.access_token)")
+    return tuple(tenants)
+
+
+def _positive(value: Any, kind: type, key: str, optional: bool = False) -> Any:
+    if value is None and optional:
+        return None
+    typed = _typed(value, kind, key)
+    if typed is None or typed <= 0:
+        raise ConfigError(f"config key {key!r} must be a positive {kind.__name__}")
+    return typed
+
+
+def _limits(raw: Mapping[str, Any]) -> LimitsConfig:
+    return LimitsConfig(
+        max_messages=_positive(raw.get("max_messages", LimitsConfig.max_messages), int, "limits.max_messages"),
+        max_message_tokens=_positive(raw.get("max_message_tokens", LimitsConfig.max_message_tokens), int, "limits.max_message_tokens"),
+    )
+
+
+def _retention(raw: Mapping[str, Any]) -> RetentionConfig:
+    return RetentionConfig(
+        session_ttl_days=_positive(raw.get("session_ttl_days"), float, "retention.session_ttl_days", optional=True),
+        max_sessions_per_caller=_positive(raw.get("max_sessions_per_caller"), int, "retention.max_sessions_per_caller", optional=True),
+        sweep_interval_seconds=_positive(
+            raw.get("sweep_interval_seconds", RetentionConfig.sweep_interval_seconds), float, "retention.sweep_interval_seconds"
+        ),
+    )
 
 
 def _check_server(server: ServerConfig) -> None:
@@ -162,7 +275,9 @@ def _build(raw: Mapping[str, Any], env: Mapping[str, str]) -> ProxyConfig:
         host=str(pick("MEMORY_RUNTIME_HOST", server_raw.get("host", ServerConfig.host))),
         port=_typed(pick("MEMORY_RUNTIME_PORT", server_raw.get("port", ServerConfig.port)), int, "server.port"),
         access_token=pick("MEMORY_RUNTIME_ACCESS_TOKEN", server_raw.get("access_token")) or None,
-        max_body_bytes=_typed(server_raw.get("max_body_bytes", ServerConfig.max_body_bytes), int, "server.max_body_bytes"),
+        max_body_bytes=_positive(server_raw.get("max_body_bytes", ServerConfig.max_body_bytes), int, "server.max_body_bytes"),
+        allowed_hosts=tuple(h.lower() for h in _strings(server_raw.get("allowed_hosts"), "server.allowed_hosts")),
+        allowed_origins=tuple(o.lower().rstrip("/") for o in _strings(server_raw.get("allowed_origins"), "server.allowed_origins")),
     )
     _check_server(server)
     upstreams = UpstreamsConfig(
@@ -192,13 +307,22 @@ def _build(raw: Mapping[str, Any], env: Mapping[str, str]) -> ProxyConfig:
     budget = _typed(pick("MEMORY_RUNTIME_BUDGET_TOKENS", raw.get("budget_tokens", ProxyConfig.budget_tokens)), int, "budget_tokens")
     if budget <= 0:
         raise ConfigError("budget_tokens must be positive")
+    layout_policy = str(pick("MEMORY_RUNTIME_LAYOUT_POLICY", raw.get("layout_policy", ProxyConfig.layout_policy)))
+    if layout_policy not in POLICIES:
+        raise ConfigError(f"layout_policy must be one of {sorted(POLICIES)}, got {layout_policy!r}")
     return ProxyConfig(
         server=server,
         storage_path=str(pick("MEMORY_RUNTIME_STORAGE_PATH", raw.get("storage_path", ProxyConfig.storage_path))),
         budget_tokens=budget,
+        layout_policy=layout_policy,
         upstreams=upstreams,
         embedding=embedding,
+        tenants=_tenants(raw.get("tenants"), server.access_token),
+        limits=_limits(_section(raw, "limits")),
+        retention=_retention(_section(raw, "retention")),
         log_level=str(pick("MEMORY_RUNTIME_LOG_LEVEL", raw.get("log_level", ProxyConfig.log_level))).lower(),
+        log_content=_flag(pick("MEMORY_RUNTIME_LOG_CONTENT", raw.get("log_content", False)), "log_content"),
+        log_file=pick("MEMORY_RUNTIME_LOG_FILE", raw.get("log_file")) or None,
     )
 
 

@@ -11,8 +11,10 @@ store's session lock, taken inside memory; nothing here holds a lock across the 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,22 +69,24 @@ def _unmodified(session_id: str, messages: list[dict[str, Any]], tokens: int, re
 
 
 async def prepare(runtime: Runtime, messages: list[dict[str, Any]], model: str, budget: int, session_header: str | None,
-                  scope: str) -> Prepared:
-    """Resolve the session and plan the prompt; never raises (memory failures fail open)."""
+                  scope: str, new_id: Callable[[], str] = new_session_id, policy: str = "cache") -> Prepared:
+    """Resolve the session and plan the prompt; never raises (memory failures fail open). `new_id`
+    names a session the request does not name and no stored transcript matches."""
     try:
-        original_tokens = get_counter(model).messages_tokens(messages)
+        # Off the event loop: a large history takes tiktoken a good fraction of a second.
+        original_tokens = await asyncio.to_thread(get_counter(model).messages_tokens, messages)
     except Exception as exc:  # counting is part of memory: fail open like the rest
-        return _unmodified(session_header or new_session_id(), messages, 0, _reason(exc))
+        return _unmodified(session_header or new_id(), messages, 0, _reason(exc))
     session_id = session_header
     if session_id is None:
         try:
-            session_id = await runtime.resolve_session(messages, scope=scope) or new_session_id()
+            session_id = await runtime.resolve_session(messages, scope=scope) or new_id()
         except Exception as exc:
             log.warning("memory failed to resolve a session; forwarding unmodified: %s", _reason(exc))
-            return _unmodified(new_session_id(), messages, original_tokens, _reason(exc))
+            return _unmodified(new_id(), messages, original_tokens, _reason(exc))
     try:
         plan = await runtime.session(session_id).prepare_turn(
-            messages, budget, model, scope=scope, named=session_header is not None
+            messages, budget, model, scope=scope, named=session_header is not None, policy=policy
         )
     except memory_errors.MemoryRuntimeError as exc:
         log.warning("memory failed; forwarding unmodified: %s", _reason(exc))

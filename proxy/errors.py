@@ -3,9 +3,13 @@
     ProxyError                      base; HTTP 500, type "server_error"
     ├── ConfigError                 the configuration file or environment is unusable (startup only)
     ├── InvalidRequestError         400 "invalid_request_error": malformed JSON, missing/wrong fields
-    │   └── PayloadTooLargeError    413: body above server.max_body_bytes
-    ├── AccessDeniedError           401 "authentication_error": missing or wrong X-Memory-Access-Token
+    │   ├── PayloadTooLargeError    413: body, message count or a message above the configured limits
+    │   └── UnsupportedMediaError   415: a body that is not JSON where JSON is required
+    ├── AccessDeniedError           401 "authentication_error": missing or wrong X-Memory-Access-Token,
+    │                               or a web page that would spend the proxy's own key
+    ├── ForbiddenError              403 "permission_error": a Host or Origin that is not allowed
     ├── NotFoundError               404 "not_found_error": unknown route or memory session
+    ├── MemoryUnavailableError      503 "server_error": the memory store cannot keep what it is given
     └── UpstreamError               the upstream answered with an error or could not be reached; keeps
                                     the upstream's HTTP status (502 when there was no answer, 504 on
                                     timeout) and, when it sent one, its error type and code
@@ -22,8 +26,11 @@ __all__ = [
     "ConfigError",
     "InvalidRequestError",
     "PayloadTooLargeError",
+    "UnsupportedMediaError",
     "AccessDeniedError",
+    "ForbiddenError",
     "NotFoundError",
+    "MemoryUnavailableError",
     "UpstreamError",
     "envelope",
 ]
@@ -55,14 +62,27 @@ class PayloadTooLargeError(InvalidRequestError):
     status = 413
 
 
+class UnsupportedMediaError(InvalidRequestError):
+    status = 415
+
+
 class AccessDeniedError(ProxyError):
     status = 401
     type = "authentication_error"
 
 
+class ForbiddenError(ProxyError):
+    status = 403
+    type = "permission_error"
+
+
 class NotFoundError(ProxyError):
     status = 404
     type = "not_found_error"
+
+
+class MemoryUnavailableError(ProxyError):
+    status = 503
 
 
 class UpstreamError(ProxyError):

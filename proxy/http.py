@@ -10,7 +10,7 @@ from starlette.responses import Response
 
 from .errors import InvalidRequestError, PayloadTooLargeError, ProxyError, envelope
 
-__all__ = ["read_body", "json_response", "error_response", "bearer_key", "header_int"]
+__all__ = ["read_body", "json_response", "error_response", "bearer_key", "bearer_value", "header_int"]
 
 
 async def read_body(request: Request, max_bytes: int) -> bytes:
@@ -45,8 +45,12 @@ def error_response(exc: ProxyError, headers: dict[str, str] | None = None) -> Re
 
 def bearer_key(request: Request) -> str | None:
     """The caller's own upstream key from `Authorization: Bearer ...`; never logged or stored."""
-    value = request.headers.get("authorization", "")
-    scheme, _, key = value.partition(" ")
+    return bearer_value(request.headers.get("authorization", ""))
+
+
+def bearer_value(header: str) -> str | None:
+    """The key of an `Authorization: Bearer <key>` header value, or None."""
+    scheme, _, key = header.partition(" ")
     key = key.strip()
     return key if scheme.lower() == "bearer" and key else None
 

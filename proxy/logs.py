@@ -3,16 +3,19 @@
 Each HTTP request gets an id: the client's `X-Request-Id` when it is a short token, otherwise a new
 one. It comes back in the `X-Request-Id` response header and is stamped on every record logged while
 that request is served (a ContextVar, so concurrent requests never mix; streamed bodies run in child
-tasks, which inherit it). The proxy never logs message content or keys; at `log_level: debug`,
-libraries such as aiosqlite log their SQL parameters, which do contain content — debug is the
-explicit opt-in for that.
+tasks, which inherit it). The proxy never logs message content or keys. At `log_level: debug`,
+libraries log what they send (litellm and openai their request bodies, aiosqlite its SQL
+parameters), which is message content; their debug records are dropped unless `log_content: true`
+says so as well, because a log outlives an erase. `log_file` is created readable by its owner only.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import re
+import sys
 import uuid
 from collections.abc import Iterable
 from contextvars import ContextVar
@@ -20,7 +23,8 @@ from datetime import datetime, timezone
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["REQUEST_ID", "RequestIdMiddleware", "JsonFormatter", "RequestIdFilter", "configure_logging", "adopt_loggers", "LITELLM_LOGGERS"]
+__all__ = ["REQUEST_ID", "RequestIdMiddleware", "JsonFormatter", "RequestIdFilter", "ContentFilter", "configure_logging", "adopt_loggers",
+           "LITELLM_LOGGERS", "open_private"]
 
 REQUEST_ID: ContextVar[str | None] = ContextVar("memory_runtime_request_id", default=None)
 HEADER = b"x-request-id"
@@ -29,6 +33,8 @@ _TOKEN = re.compile(rb"[A-Za-z0-9._:-]{1,64}")
 # Loggers that attach their own stderr handlers when their package is imported.
 LITELLM_LOGGERS = ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy")
 _OWN_HANDLERS = (*LITELLM_LOGGERS, "uvicorn", "uvicorn.error", "uvicorn.access")
+# Loggers whose debug records never carry message content: ours, and uvicorn's connection events.
+_CONTENT_FREE = ("memory_runtime", "memory", "uvicorn")
 
 
 class RequestIdMiddleware:
@@ -63,6 +69,22 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+class ContentFilter(logging.Filter):
+    """Drops debug records of libraries that may log message content (see the module docstring)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.DEBUG:
+            return True
+        return any(record.name == n or record.name.startswith(n + ".") for n in _CONTENT_FREE)
+
+
+def open_private(path: str) -> int:
+    """Open `path` for appending, created 0600 (an existing file is made 0600 too)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.fchmod(fd, 0o600)
+    return fd
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry = {
@@ -77,11 +99,15 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 
-def configure_logging(level: str) -> None:
-    """Send every log record (ours, uvicorn's, litellm's, warnings) to stderr as JSON lines."""
-    handler = logging.StreamHandler()
+def configure_logging(level: str, log_content: bool = False, log_file: str | None = None) -> None:
+    """Send every log record (ours, uvicorn's, litellm's, warnings) to stderr, or to `log_file`,
+    as JSON lines; library debug records only with `log_content`."""
+    stream = os.fdopen(open_private(log_file), "a", buffering=1, encoding="utf-8") if log_file else sys.stderr
+    handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter())
     handler.addFilter(RequestIdFilter())
+    if not log_content:
+        handler.addFilter(ContentFilter())
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(level.upper())

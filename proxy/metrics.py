@@ -14,7 +14,8 @@ Never a session id, a user, a key or a raw model name.
                                                                       minus the provider's part
     memory_runtime_time_to_first_token_seconds{model_family}          request in to the provider's
                                                                       first streamed chunk
-    memory_runtime_compile_latency_seconds{mode}                      memory's part before the call
+    memory_runtime_compile_latency_seconds{mode}                      the work before the call: limits
+                                                                      check, memory sync and compile
     memory_runtime_prompts_total{mode}                                forwarded prompts by layout
     memory_runtime_client_tokens_total{model_family}                  tokens the clients sent
     memory_runtime_forwarded_tokens_total{model_family}               tokens the proxy forwarded
@@ -102,7 +103,7 @@ class Metrics:
                                   ["model_family"], buckets=_FAST, registry=r)
         self.ttft = Histogram("memory_runtime_time_to_first_token_seconds", "Request in to the provider's first streamed chunk",
                               ["model_family"], buckets=_LATENCY, registry=r)
-        self.compile = Histogram("memory_runtime_compile_latency_seconds", "Memory's work before the provider call", ["mode"],
+        self.compile = Histogram("memory_runtime_compile_latency_seconds", "Work before the provider call (limits check, memory sync, compile)", ["mode"],
                                  buckets=_FAST, registry=r)
         self.prompts = Counter("memory_runtime_prompts", "Forwarded prompts by layout mode", ["mode"], registry=r)
         family = ["model_family"]

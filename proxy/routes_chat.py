@@ -5,11 +5,16 @@ caller's key -> stream or return the reply, committing the turn (live tail, repl
 `[DONE]` / before the response, so the next request sees it. An upstream error keeps its status in
 the OpenAI envelope and stores nothing; an error after streaming began, or a stream that ends
 without the provider's finish reason, becomes a final `data: {"error": ...}` event and nothing of
-the turn is stored.
+the turn is stored. A request over the configured limits is a 413 before any of that.
+
+Memory is namespaced by the caller (`proxy.identity`): the session header, the generated session
+id and the transcript-matching scope all live under the caller's principal, and the client sees its
+own, unprefixed id in X-Memory-Session.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -21,7 +26,9 @@ from memory import Usage
 
 from .context import Prepared, commit, prepare
 from .errors import InvalidRequestError, UpstreamError, envelope
-from .http import bearer_key, error_response, header_int, json_response, read_body
+from .guard import caller_of
+from .http import error_response, header_int, json_response, read_body
+from .limits import check_limits
 from .metrics import ChatMeter
 from .reply import ReplyAssembler, first_message, is_usage_chunk
 from .services import Services, services
@@ -32,6 +39,7 @@ __all__ = ["chat_completions"]
 
 log = logging.getLogger("memory_runtime.chat")
 MAX_SESSION_HEADER = 256
+OFF_LOOP_BYTES = 256 * 1024
 
 
 def _session_header(request: Request) -> str | None:
@@ -48,19 +56,24 @@ def _session_header(request: Request) -> str | None:
 
 async def chat_completions(request: Request) -> Response:
     svc = services(request)
+    caller = caller_of(request.state)
     body = await read_body(request, svc.config.server.max_body_bytes)
-    chat, raw = parse_chat_request(body)
+    # Decoding and validating megabytes of JSON takes long enough to stall every other request.
+    chat, raw = await asyncio.to_thread(parse_chat_request, body) if len(body) > OFF_LOOP_BYTES else parse_chat_request(body)
     session_header = _session_header(request)
     budget = header_int(request, "x-memory-budget") or svc.config.budget_tokens
-    api_key = bearer_key(request)
+    api_key = caller.upstream_key()
     messages: list[dict[str, Any]] = raw["messages"]
     meter = svc.metrics.chat(chat.model, request.state)
-    prepared = await prepare(svc.runtime, messages, chat.model, budget, session_header, chat.user or "")
+    await check_limits(messages, chat.model, svc.config.limits)
+    session_id = caller.storage_id(session_header) if session_header is not None else None
+    prepared = await prepare(svc.runtime, messages, chat.model, budget, session_id, caller.scope(chat.user or ""), caller.new_session_id,
+                             svc.config.layout_policy)
     meter.prepared(prepared.mode, prepared.original_tokens, prepared.compiled_tokens, prepared.error is not None)
     forward = svc.upstream.with_cache_key(raw, prepared.session_id)
-    if chat.stream:
-        return await _stream(svc, forward, prepared, api_key, meter)
-    return await _complete(svc, forward, prepared, api_key, meter)
+    response = await (_stream if chat.stream else _complete)(svc, forward, prepared, api_key, meter)
+    response.headers["X-Memory-Session"] = caller.client_id(prepared.session_id)
+    return response
 
 
 def _upstream_done(meter: ChatMeter, usage: dict[str, Any] | None) -> Usage:

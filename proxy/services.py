@@ -9,6 +9,7 @@ from starlette.requests import Request
 from memory import Runtime
 
 from .config import ProxyConfig
+from .identity import Identities
 from .metrics import Metrics
 from .relay import Relay
 from .upstream import Upstream
@@ -22,6 +23,7 @@ class Services:
     runtime: Runtime
     upstream: Upstream
     relay: Relay
+    identities: Identities
     metrics: Metrics
 
 

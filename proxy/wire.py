@@ -74,11 +74,12 @@ def _finite(text: str) -> float:
 
 
 def parse_json(body: bytes) -> dict[str, Any]:
-    """Decode a JSON object body, raising `InvalidRequestError` for anything else: invalid JSON,
-    NaN/Infinity or out-of-range numbers, lone surrogate escapes (no upstream can encode them) and
-    nesting deeper than the parser's recursion limit (a RecursionError, not a 500)."""
+    """Decode a JSON object body, raising `InvalidRequestError` for anything else: a body that is
+    not strict UTF-8 (json.loads would let raw surrogate bytes through as lone surrogates), invalid
+    JSON, NaN/Infinity or out-of-range numbers, lone surrogate escapes (no upstream can encode
+    them) and nesting deeper than the parser's recursion limit (a RecursionError, not a 500)."""
     try:
-        data = json.loads(body, parse_constant=_no_constant, parse_float=_finite)
+        data = json.loads(body.decode("utf-8-sig"), parse_constant=_no_constant, parse_float=_finite)
         if _SURROGATE_ESCAPE.search(body):
             json.dumps(data, ensure_ascii=False).encode("utf-8")
     except (UnicodeError, ValueError) as exc:  # JSONDecodeError is a ValueError

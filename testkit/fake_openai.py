@@ -148,9 +148,10 @@ class OpenAIApi:
                     yield f"part{i};".encode()
             return StreamingResponse(gen(), media_type="text/plain", status_code=200)
         return JSONResponse(
-            {"method": rec.method, "path": rec.path, "query": rec.query, "authorization": rec.headers.get("authorization"), "body": rec.body.decode()},
+            {"method": rec.method, "path": rec.path, "query": rec.query, "authorization": rec.headers.get("authorization"), "body": rec.body.decode("utf-8", "replace")},
             status_code=201 if rec.method == "POST" else 200,
-            headers={"x-fake-header": "yes"},
+            # Like OpenAI's API, a permissive CORS answer: the proxy must not pass it on.
+            headers={"x-fake-header": "yes", "access-control-allow-origin": "*", "access-control-allow-headers": "*"},
         )
 
 

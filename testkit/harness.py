@@ -62,8 +62,10 @@ class Proxy:
         kwargs.setdefault("api_key", OPENAI_KEY)
         return openai.AsyncOpenAI(base_url=self.url + "/v1", max_retries=0, **kwargs)
 
-    def http(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=30)
+    def http(self, key: str | None = OPENAI_KEY) -> httpx.Client:
+        """A plain client acting as the caller with `key` (memory routes are scoped by it)."""
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        return httpx.Client(base_url=self.url, timeout=30, headers=headers)
 
 
 def serve_upstream(fake: FakeUpstream | None = None) -> Upstream:

@@ -22,9 +22,11 @@ from typing import Any
 
 import httpx
 
-__all__ = ["MODEL", "Exchange", "Tally", "user_text", "exchange", "run_load", "verify"]
+__all__ = ["MODEL", "CLIENT_KEY", "Exchange", "Tally", "user_text", "exchange", "run_load", "verify"]
 
 MODEL = "gpt-4o-mini"
+# The clients' (fake) key: the proxy scopes memory by caller, so `verify` exports with it too.
+CLIENT_KEY = "sk-stress-not-a-real-key"
 SYSTEM = "You are the stress-test assistant. Answer briefly, keep decisions, never invent facts."
 TOPICS = ["billing retries", "cache eviction", "schema migration", "login throttling", "queue backpressure", "search ranking"]
 
@@ -56,7 +58,7 @@ def user_text(marker: str, n: int) -> str:
 async def exchange(http: httpx.AsyncClient, session: str, marker: str, text: str, stream: bool, budget: int) -> str | None:
     """Send one exchange; returns None when the reply arrived whole, else the kind of failure."""
     body: dict[str, Any] = {"model": MODEL, "messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": text}]}
-    headers = {"X-Memory-Session": session, "X-Memory-Budget": str(budget), "Authorization": "Bearer sk-stress-not-a-real-key"}
+    headers = {"X-Memory-Session": session, "X-Memory-Budget": str(budget), "Authorization": f"Bearer {CLIENT_KEY}"}
     if not stream:
         response = await http.post("/v1/chat/completions", json=body, headers=headers)
         if response.status_code != 200:
@@ -125,7 +127,7 @@ def verify(base_url: str, completed: list[Exchange], session_ids: list[str]) -> 
     """(lost, duplicated) over the completed exchanges, against what the proxy exports."""
     users: Counter[str] = Counter()
     replies: Counter[str] = Counter()
-    with httpx.Client(base_url=base_url, timeout=60) as http:
+    with httpx.Client(base_url=base_url, timeout=60, headers={"Authorization": f"Bearer {CLIENT_KEY}"}) as http:
         for sid in session_ids:
             response = http.get(f"/memory/sessions/{sid}/export")
             if response.status_code == 404:

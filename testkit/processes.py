@@ -90,10 +90,12 @@ def start_upstream_process(folder: Path, latency_ms: float = 0.0, chunk_chars: i
 
 
 def start_proxy_process(folder: Path, upstream_url: str, *, embedding_model: str | None = "none", budget_tokens: int | None = None,
-                        port: int | None = None, log_level: str = "warning", env: Mapping[str, str] | None = None) -> Server:
+                        port: int | None = None, log_level: str = "warning", env: Mapping[str, str] | None = None,
+                        health: str = "/healthz") -> Server:
     """`memory-runtime serve` on a fresh port (or `port`), storing in `folder/memory.sqlite`,
     configured by `folder/proxy.yaml` (no upstream retries; `embedding_model=None` keeps the
-    default model), logging to `folder/proxy.log`, with `env` added to a clean environment."""
+    default model), logging to `folder/proxy.log`, with `env` added to a clean environment; ready
+    when `health` answers 200 (/healthz also needs memory to be usable)."""
     port = port or free_port()
     settings: dict[str, Any] = {
         "storage_path": str(folder / "memory.sqlite"),
@@ -107,4 +109,4 @@ def start_proxy_process(folder: Path, upstream_url: str, *, embedding_model: str
     config = folder / "proxy.yaml"
     config.write_text(yaml.safe_dump(settings), encoding="utf-8")
     cmd = [sys.executable, "-m", "proxy.cli", "serve", "--config", str(config), "--port", str(port)]
-    return start_server("memory-runtime proxy", cmd, port, "/healthz", folder / "proxy.log", REPO_ROOT, {**clean_env(), **(env or {})}, 60.0)
+    return start_server("memory-runtime proxy", cmd, port, health, folder / "proxy.log", REPO_ROOT, {**clean_env(), **(env or {})}, 60.0)

@@ -82,8 +82,14 @@ def test_locomo_recall_structure(quick_run: tuple[Path, dict[str, Any]]) -> None
     b = results["B"]
     assert 4 <= b["questions"] <= 12 and b["over_budget_flags"] == 0
     methods = {s["method"] for s in b["scores"]}
-    assert methods == {"memory-runtime", "recency window", "BM25 only", "embeddings only", "BM25+embeddings RRF"}
+    assert methods == {"memory-runtime", "recency window", "BM25 only", "embeddings only", "BM25+embeddings RRF",
+                       "memory-runtime without neighbour propagation", "memory-runtime, BM25 list only",
+                       "memory-runtime, dense list only"}
+    # The smoke run takes its questions from conversation 1, so only the dev split is reported.
+    assert [sp["name"] for sp in b["splits"]] == ["dev (conversations 1-5)"]
+    assert b["splits"][0]["questions"] == b["questions"]
     for score in b["scores"]:
+        assert score["split"] == "dev (conversations 1-5)"
         assert score["n"] == b["questions"]
         assert score["max_tokens"] <= score["budget"]
         assert 0.0 <= score["strict"] <= score["fraction"] <= 1.0

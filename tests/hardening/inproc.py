@@ -43,5 +43,5 @@ async def running(config: ProxyConfig) -> AsyncIterator[Running]:
     app = create_app(config)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://proxy", timeout=30) as http:
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1", timeout=30) as http:
             yield Running(app, http)

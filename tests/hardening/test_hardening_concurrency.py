@@ -24,7 +24,7 @@ def proxy(served_proxy: Callable[..., Proxy]) -> Proxy:
 
 
 def _events(proxy: Proxy, session: str) -> list[dict[str, object]]:
-    with proxy.http() as http:
+    with proxy.http(key=None) as http:
         return list(http.get(f"/memory/sessions/{session}/export").json()["events"])
 
 
@@ -58,7 +58,7 @@ def test_a_long_upstream_call_blocks_neither_other_sessions_nor_its_own(proxy: P
     while faulty.fake.faults.started == 0:
         assert time.monotonic() < deadline, "the slow stream never started"
         time.sleep(0.01)  # poll, bounded by the deadline
-    with proxy.http() as http:
+    with proxy.http(key=None) as http:
         for n in range(5):
             other = http.post("/v1/chat/completions", json={"model": MODEL, "messages": [{"role": "user", "content": f"quick {n}"}]}, headers={"X-Memory-Session": "short"})
             assert other.status_code == 200

@@ -58,7 +58,7 @@ def client(faulty: Upstream, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     loop = asyncio.new_event_loop()
     stack = AsyncExitStack()
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    http = loop.run_until_complete(stack.enter_async_context(httpx.AsyncClient(transport=transport, base_url="http://proxy", timeout=30)))
+    http = loop.run_until_complete(stack.enter_async_context(httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1", timeout=30)))
     loop.run_until_complete(stack.enter_async_context(app.router.lifespan_context(app)))
     client = Client(loop, http)
     client.post("/v1/chat/completions", json={"model": MODEL, "messages": [{"role": "user", "content": "seed"}]}, headers={"X-Memory-Session": "fuzz-existing"})
@@ -75,7 +75,13 @@ def client(faulty: Upstream, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
 
 def _stored_events(client: Client) -> int:
-    return sum(s["events"] for s in client.get("/memory/sessions").json()["data"])
+    total, after = 0, None
+    while True:
+        page = client.get("/memory/sessions", params={"limit": 1000, **({"after": after} if after else {})}).json()
+        total += sum(s["events"] for s in page["data"])
+        if not page["has_more"]:
+            return total
+        after = page["last_id"]
 
 
 def _check(response: httpx.Response) -> None:
@@ -178,7 +184,7 @@ def _valid_body(text: str) -> dict[str, Any]:
 @settings(FUZZ, max_examples=350)
 @given(
     text=ODD_TEXT,
-    mutation=st.sampled_from(["truncate", "garbage", "nest", "nan", "bigint", "surrogate", "utf16", "dup-keys", "trailing"]),
+    mutation=st.sampled_from(["truncate", "garbage", "nest", "nan", "bigint", "surrogate", "raw-surrogate", "utf16", "dup-keys", "trailing"]),
     where=st.integers(min_value=0, max_value=10_000),
     depth=st.integers(min_value=1, max_value=50_000),
 )
@@ -192,6 +198,8 @@ def test_fuzz_raw_bytes(client: Client, faulty: Upstream, text: str, mutation: s
         "nan": valid[:-1] + b', "temperature": NaN}',
         "bigint": valid[:-1] + b', "max_tokens": ' + b"9" * (depth % 6000 + 1) + b"}",
         "surrogate": json.dumps(_valid_body(text + "\ud800"[: where % 2]), ensure_ascii=True).encode(),
+        # UTF-8-encoded surrogates (json.loads on bytes would decode them with surrogatepass).
+        "raw-surrogate": valid[: where % max(len(valid) - 4, 1)] + bytes([0xED, 0xA0 + where % 32, 0x80]) + valid[where % max(len(valid) - 4, 1) :],
         "utf16": json.dumps(_valid_body(text)).encode("utf-16"),
         "dup-keys": b'{"model": "m", "model": 5, "messages": []}',
         "trailing": valid + b"}",
@@ -225,7 +233,7 @@ def test_fuzz_memory_endpoints(client: Client, session: str, action: str, body: 
     if action == "list":
         response = client.get("/memory/sessions")
     elif action == "compile":
-        response = client.post(path + "/compile", content=json.dumps(body).encode())
+        response = client.post(path + "/compile", content=json.dumps(body).encode(), headers={"content-type": "application/json"})
     elif action == "delete":
         if session == "fuzz-existing":
             return
@@ -237,11 +245,52 @@ def test_fuzz_memory_endpoints(client: Client, session: str, action: str, body: 
         assert _stored_events(client) == before  # reading and dry runs store nothing
 
 
+# ---- the front door: Host, Origin, content types, browser headers, methods, paths ---------------
+
+FRONT_PATHS = st.one_of(
+    st.sampled_from([
+        "/v1/chat/completions", "/memory/sessions", "/memory/sessions/fuzz-existing", "/memory/sessions/fuzz-existing/export",
+        "/memory/sessions/fuzz-existing/compile", "/memory/whoami", "/healthz", "/v1/files", "/v1/files/abc/content", "/v1/../x",
+        "/v1/%2e%2e/x", "/v1/a%2fb", "/v1//x", "/nope", "/v1", "/memory/sessions/a/b/c/manifest",
+    ]),
+    st.text(st.characters(codec="ascii", exclude_categories=("Cc",)), max_size=30).map(lambda t: "/v1/files/" + quote(t, safe="/%.")),
+)
+MAYBE_HEADER = st.one_of(st.none(), HEADER_BYTES, st.sampled_from([b"127.0.0.1", b"localhost:8787", b"evil.example", b"null", b"https://evil.example"]))
+CONTENT_TYPES = st.one_of(
+    st.none(), HEADER_BYTES,
+    st.sampled_from([b"application/json", b"application/json; charset=utf-8", b"text/plain", b"multipart/form-data; boundary=x",
+                     b"application/x-www-form-urlencoded", b"application/octet-stream"]),
+)
+
+
+@settings(FUZZ, max_examples=450)
+@given(
+    method=st.sampled_from(["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD"]), path=FRONT_PATHS, host=MAYBE_HEADER,
+    origin=MAYBE_HEADER, content_type=CONTENT_TYPES, fetch_site=st.one_of(st.none(), st.sampled_from([b"cross-site", b"same-origin", b"none"])),
+    key=st.booleans(), token=MAYBE_HEADER, body=st.one_of(st.binary(max_size=200), st.just(b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}')),
+)
+def test_fuzz_front_door(client: Client, method: str, path: str, host: bytes | None, origin: bytes | None, content_type: bytes | None,
+                         fetch_site: bytes | None, key: bool, token: bytes | None, body: bytes) -> None:
+    CASES["front_door"] += 1
+    headers: dict[str, Any] = {}
+    for name, value in (("Host", host), ("Origin", origin), ("Content-Type", content_type), ("Sec-Fetch-Site", fetch_site),
+                        ("X-Memory-Access-Token", token)):
+        if value is not None:
+            headers[name] = value
+    if key:
+        headers["Authorization"] = "Bearer sk-fuzz-front-door-key-0000"
+    response = client.request(method, path, content=body if method not in ("GET", "HEAD", "OPTIONS") else None, headers=headers)
+    assert response.status_code < 500, (method, path, headers, response.text[:300])
+    if response.status_code >= 400 and method != "HEAD" and not response.headers.get("x-fake-header"):
+        error = response.json()["error"]
+        assert set(error) == ENVELOPE, error
+
+
 def test_body_size_limit_is_413_on_every_body_endpoint(client: Client, faulty: Upstream) -> None:
     big = json.dumps(_valid_body("z" * 70_000)).encode()
     before = _stored_events(client)
     for path in ("/v1/chat/completions", "/memory/sessions/fuzz-existing/compile"):
-        response = client.post(path, content=big)
+        response = client.post(path, content=big, headers={"content-type": "application/json"})
         assert response.status_code == 413
         assert set(response.json()["error"]) == ENVELOPE
     assert _stored_events(client) == before

@@ -151,11 +151,13 @@ async def test_memory_failure_fails_open_and_recovers(proxy_config: Callable[...
 def test_corrupt_database_at_start_fails_open_until_the_file_is_replaced(faulty: Upstream, tmp_path: Path) -> None:
     db = tmp_path / "memory.sqlite"
     db.write_bytes(b"this is not an SQLite database. " * 512)
-    proxy = start_proxy_process(tmp_path, faulty.url)
+    proxy = start_proxy_process(tmp_path, faulty.url, health="/v1/models")  # /healthz rightly says memory is down
     try:
         body = {"model": MODEL, "messages": [{"role": "user", "content": "still there?"}]}
         headers = {"X-Memory-Session": "after-corruption"}
         with httpx.Client(base_url=proxy.url, timeout=30) as http:
+            health = http.get("/healthz")
+            assert health.status_code == 503 and "cannot open memory store" in health.json()["error"]["message"]
             for stream in (False, True):
                 response = http.post("/v1/chat/completions", json={**body, "stream": stream}, headers=headers)
                 assert _reply(response, stream) == "echo: still there?"
@@ -164,6 +166,7 @@ def test_corrupt_database_at_start_fails_open_until_the_file_is_replaced(faulty:
             listed = http.get("/memory/sessions")
             assert listed.status_code == 500 and listed.json()["error"]["type"] == "server_error"
             db.unlink()  # the operator moves the broken file away
+            assert http.get("/healthz").status_code == 200
             response = http.post("/v1/chat/completions", json=body, headers=headers)
             assert response.status_code == 200 and "x-memory-error" not in response.headers
             export = http.get("/memory/sessions/after-corruption/export").json()

@@ -71,14 +71,18 @@ def test_api_keys_are_never_written_to_db_wal_logs_or_exports(debug_proxy: tuple
             assert _chat(http, "gemini env key", model="gemini-2.0-flash", stream=stream, key=None, session="keys-gem-env").status_code == 200
         assert _chat(http, "upstream says no", model="status-401", session="keys").status_code == 401
         assert http.get("/v1/models", headers={"Authorization": f"Bearer {CALLER_KEY}"}).status_code == 200
-        for session in ("keys", "keys-env", "keys-gem", "keys-gem-env"):
-            export = http.get(f"/memory/sessions/{session}/export")
+        # Memory is scoped by caller: each session is exported as the key that made it.
+        for session, key in (("keys", CALLER_KEY), ("keys-env", None), ("keys-gem", GEMINI_CALLER_KEY), ("keys-gem-env", None)):
+            export = http.get(f"/memory/sessions/{session}/export", headers={"Authorization": f"Bearer {key}"} if key else {})
             assert export.status_code == 200
             (folder / f"export-{session}.json").write_bytes(export.content)
     # The keys really went upstream (so the scan below is meaningful), the right one to each place.
     sent = [r.headers.get("authorization", "") + r.headers.get("x-goog-api-key", "") for r in faulty.fake.requests]
     assert all(any(key in s for s in sent) for key in AUTH_KEYS), sent
-    assert cli_main(["sessions", "export", "keys", "--storage", str(folder / "memory.sqlite")]) == 0
+    assert cli_main(["sessions", "list", "--storage", str(folder / "memory.sqlite")]) == 0
+    owned = [s["id"] for s in json.loads(capsys.readouterr().out) if s["id"].endswith("/keys")]
+    assert len(owned) == 1 and owned[0].startswith("k_")  # the operator sees the owner: a keyed hash, not the key
+    assert cli_main(["sessions", "export", owned[0], "--storage", str(folder / "memory.sqlite")]) == 0
     (folder / "cli-export.json").write_text(capsys.readouterr().out)
     assert "[REDACTED:openai_key]" in (folder / "cli-export.json").read_text()
 
@@ -206,7 +210,7 @@ async def test_delete_endpoint_and_cli_erase_rows_index_vectors_and_file_bytes(
         assert _storage_hits(db, ERASE_TOKENS) == []  # db, -wal and -shm, while the app still runs
         with closing(sqlite3.connect(db)) as raw:
             tables = [t for (t,) in raw.execute("SELECT name FROM sqlite_master WHERE type='table' AND sql LIKE '%session_id%'")]
-            assert all(raw.execute(f"SELECT count(*) FROM {t} WHERE session_id = 'erase-me'").fetchone()[0] == 0 for t in tables)
+            assert all(raw.execute(f"SELECT count(*) FROM {t} WHERE session_id = 'local/erase-me'").fetchone()[0] == 0 for t in tables)
             assert raw.execute("SELECT count(*) FROM chunks_fts WHERE chunks_fts MATCH ?", (ERASE_TOKENS[0],)).fetchone()[0] == 0
             orphans = raw.execute("SELECT count(*) FROM embeddings WHERE content_hash NOT IN (SELECT content_hash FROM chunks)").fetchone()[0]
             assert orphans == 0
@@ -214,8 +218,9 @@ async def test_delete_endpoint_and_cli_erase_rows_index_vectors_and_file_bytes(
                 assert raw.execute("SELECT count(*) FROM embeddings").fetchone()[0] < vectors_before
         assert _storage_hits(db, (KEEP_TOKEN,)) != []  # the other session is untouched (and the scan can see text)
     assert _storage_hits(db, ERASE_TOKENS) == []
-    assert await asyncio.to_thread(cli_main, ["sessions", "delete", "keep-me", "--storage", str(db)]) == 0
-    assert json.loads(capsys.readouterr().out) == {"id": "keep-me", "deleted": True}
+    # The CLI is the operator's: it names sessions by storage id (these were made with no key: "local").
+    assert await asyncio.to_thread(cli_main, ["sessions", "delete", "local/keep-me", "--storage", str(db)]) == 0
+    assert json.loads(capsys.readouterr().out) == {"id": "local/keep-me", "deleted": True}
     assert _storage_hits(db, (KEEP_TOKEN,)) == []
 
 

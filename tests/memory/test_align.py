@@ -17,8 +17,11 @@ def test_a_request_that_is_a_prefix_is_a_retry_of_what_follows() -> None:
     assert align(T, ROLES, ["u1", "a1", "u2"], named=False) == Alignment("retry", 0, 3)
     # Rewinding further is a retry only when the caller named the session: content matching alone
     # must never rewind another conversation that merely opened the same way.
-    assert align(T, ROLES, ["u1"], named=True) == Alignment("retry", 0, 1)
+    assert align(T, ROLES, ["u1", "a1"], named=True) == Alignment("retry", 0, 2)
     assert align(T, ROLES, ["u1"], named=False).kind == "edit"
+    # A lone message that equals the first one is a stateless client's next message, not a rewind
+    # that would take the whole conversation out of the transcript.
+    assert align(T, ROLES, ["u1"], named=True) == Alignment("append", 4, 0)
 
 
 def test_a_divergent_request_is_an_edit_at_the_first_difference() -> None:
@@ -52,3 +55,12 @@ def test_tail_starts_at_the_last_user_message_and_keeps_a_tool_loop() -> None:
     assert tail_start(["user", "assistant", "user", "assistant", "tool", "tool"]) == 2
     assert tail_start(["assistant", "tool", "tool"]) == 0
     assert tail_start(["assistant"]) == 0
+
+
+def test_recurring_messages_take_the_reading_that_explains_more_and_removes_nothing() -> None:
+    # The same text at the start and at the end: a sliding window of the end, not an edit at 1.
+    stored, roles = ["hi", "a1", "hi", "call"], ["user", "assistant", "user", "assistant"]
+    assert align(stored, roles, ["hi", "call", "result"], named=True) == Alignment("window", 2, 2)
+    # A stateless retry of the last turn beats rewinding to the first message with the same text.
+    stored, roles = ["hi", "a1", "hi", "a2"], ["user", "assistant", "user", "assistant"]
+    assert align(stored, roles, ["hi"], named=True) == Alignment("retry", 2, 1)

@@ -124,11 +124,12 @@ async def test_layout_and_labels_and_content_parts():
     msgs = result.messages
     assert msgs[0] == {"role": "system", "content": "You are a deploy bot."}
     assert msgs[1]["role"] == "system" and msgs[1]["content"].startswith("Session state") and "D1: deploy graph uses canary stages" in msgs[1]["content"]
-    # Recent turns verbatim after the state; evidence right before the live tail.
-    assert msgs[-2]["role"] == "system" and "[snippet deploy/graph.yaml:" in msgs[-2]["content"]
+    # State, the best-ranked evidence, recent turns verbatim, more evidence, the live tail.
+    assert msgs[2]["role"] == "system" and "[snippet deploy/graph.yaml:" in msgs[2]["content"]
+    assert msgs[-2]["role"] == "system" and msgs[-2]["content"].startswith("Relevant context")
     assert msgs[-1] == {"role": "user", "content": parts}
     assert msgs[-3] == {"role": "user", "content": parts}  # the stored parts message, kept valid as a recent turn
-    assert all(m["role"] in ("user", "assistant") for m in msgs[2:-2])
+    assert all(m["role"] in ("user", "assistant") for m in msgs[3:-2])
     assert result.tokens <= 900
     reasons = {i["reason"] for i in result.manifest["included"]}
     assert {"system", "state", "retrieved", "window", "live_tail"} <= reasons

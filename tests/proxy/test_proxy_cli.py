@@ -90,7 +90,7 @@ def test_serve_runs_the_proxy_with_the_example_config_on_the_given_host_and_port
         client = openai.OpenAI(base_url=served.url + "/v1", api_key="sk-cli-test", default_headers={"X-Memory-Session": "cli-served"}, max_retries=0)
         reply = client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "served?"}])
         assert reply.choices[0].message.content == "echo: served?"
-        sessions = httpx.get(served.url + "/memory/sessions").json()["data"]
+        sessions = httpx.get(served.url + "/memory/sessions", headers={"Authorization": "Bearer sk-cli-test"}).json()["data"]
         assert [s["id"] for s in sessions] == ["cli-served"]
     finally:
         served.stop()

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from proxy.config import ProxyConfig, load_config
+from proxy.config import ProxyConfig, is_loopback, load_config
 from proxy.errors import ConfigError
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config.example.yaml"
@@ -20,8 +20,11 @@ def test_example_config_documents_exactly_the_defaults() -> None:
 
 def test_example_config_names_every_key() -> None:
     raw = yaml.safe_load(EXAMPLE.read_text())
-    assert set(raw) == {"server", "storage_path", "budget_tokens", "upstreams", "embedding", "log_level"}
-    assert set(raw["server"]) == {"host", "port", "access_token", "max_body_bytes"}
+    assert set(raw) == {"server", "storage_path", "budget_tokens", "layout_policy", "upstreams", "embedding", "tenants", "limits",
+                        "retention", "log_level", "log_content", "log_file"}
+    assert set(raw["server"]) == {"host", "port", "access_token", "max_body_bytes", "allowed_hosts", "allowed_origins"}
+    assert set(raw["limits"]) == {"max_messages", "max_message_tokens"}
+    assert set(raw["retention"]) == {"session_ttl_days", "max_sessions_per_caller", "sweep_interval_seconds"}
     assert set(raw["upstreams"]) == {"openai", "gemini", "timeout_seconds", "connect_timeout_seconds", "retries"}
     assert set(raw["embedding"]) == {"model", "model_dir"}
 
@@ -64,7 +67,18 @@ def test_config_path_from_environment(tmp_path: Path) -> None:
         "server: [1, 2]\n",
         "- just a list\n",
         "server: {host: 0.0.0.0}\n",
+        "server: {host: 127.attacker.example}\n",
         "key: [unclosed\n",
+        "tenants: [{name: a, token: short}]\n",
+        "tenants: [{name: 'bad/name', token: long-enough-token-123}]\n",
+        "tenants: [{name: a, token: long-enough-token-123}, {name: a, token: other-long-token-456}]\n",
+        "server: {access_token: long-enough-token-123}\ntenants: [{name: a, token: long-enough-token-123}]\n",
+        "limits: {max_messages: 0}\n",
+        "limits: {max_message_tokens: many}\n",
+        "retention: {session_ttl_days: -1}\n",
+        "retention: {max_sessions_per_caller: 0}\n",
+        "server: {allowed_hosts: example.com}\n",
+        "log_content: maybe\n",
     ],
 )
 def test_bad_config_is_refused(tmp_path: Path, text: str) -> None:
@@ -81,6 +95,15 @@ def test_non_loopback_bind_needs_an_access_token(tmp_path: Path) -> None:
     cfg.write_text("server: {host: 0.0.0.0, access_token: secret}\n")
     assert load_config(cfg, env={}).server.host == "0.0.0.0"
     assert ProxyConfig().with_server(port=1234).server.port == 1234
+
+
+@pytest.mark.parametrize(
+    "host,loopback",
+    [("127.0.0.1", True), ("127.1.2.3", True), ("::1", True), ("[::1]", True), ("localhost", True), ("LocalHost", True),
+     ("127.attacker.example", False), ("127.0.0.1.nip.io", False), ("0.0.0.0", False), ("10.0.0.1", False), ("example.com", False)],
+)
+def test_loopback_is_decided_by_parsed_address(host: str, loopback: bool) -> None:
+    assert is_loopback(host) is loopback
 
 
 def test_missing_file_is_a_config_error(tmp_path: Path) -> None:

@@ -33,7 +33,7 @@ def test_listed_memory_endpoints_exist() -> None:
     listed = re.findall(r"`(GET|POST|DELETE) (/[^`]+)`", SECTION)
     assert len(listed) >= 8
     for method, path in listed:
-        template = path.replace("{id}", "{session_id}")
+        template = path.split("?")[0].replace("{id}", "{session_id:path}")
         assert any(p == template and method in m for p, m in routes), f"{method} {path} not routed"
 
 

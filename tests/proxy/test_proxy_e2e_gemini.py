@@ -39,7 +39,7 @@ def test_gemini_gets_key_header_and_system_instruction(proxy: Proxy, upstream: U
 
 
 def test_gemini_env_key_is_the_fallback_and_openai_only_fields_are_dropped(proxy: Proxy, upstream: Upstream) -> None:
-    with proxy.http() as http:
+    with proxy.http(key=None) as http:
         response = http.post("/v1/chat/completions", json={"model": MODEL, "messages": [{"role": "user", "content": "x"}], "user": "u1", "logit_bias": {"1": 1}})
     assert response.status_code == 200, response.text
     assert upstream.fake.last_chat().headers["x-goog-api-key"] == ENV_GEMINI_KEY
@@ -55,7 +55,7 @@ def test_gemini_streaming(proxy: Proxy, upstream: Upstream) -> None:
     rec = upstream.fake.last_chat()
     assert rec.path.endswith(":streamGenerateContent") and rec.query == "alt=sse"
     assert rec.headers["x-goog-api-key"] == GEMINI_KEY
-    with proxy.http() as http:
+    with proxy.http(key=GEMINI_KEY) as http:
         events = http.get("/memory/sessions/gem-stream/export").json()["events"]
     assert [e["content"] for e in events if e["type"] == "assistant_message"] == ["A streamed Gemini answer in several pieces."]
 
@@ -90,7 +90,7 @@ def test_thought_signature_survives_across_turns(proxy: Proxy, upstream: Upstrea
     assert calls_sent and calls_sent[0]["thoughtSignature"] == signature
     assert any("function_response" in p or "functionResponse" in p for p in _parts(body["contents"]))
     # The stored tool call kept the signature too (what a compiled prompt would send back).
-    with proxy.http() as http:
+    with proxy.http(key=GEMINI_KEY) as http:
         events = http.get(f"/memory/sessions/{sid}/export").json()["events"]
     stored = [e for e in events if e["type"] == "assistant_message" and signature in json.dumps(e)]
     assert stored
@@ -154,6 +154,6 @@ def test_gemini_dying_mid_stream_stores_no_partial_reply(proxy: Proxy, upstream:
     with pytest.raises(openai.APIError):
         for _ in client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "count"}], stream=True):
             pass
-    with proxy.http() as http:
+    with proxy.http(key=GEMINI_KEY) as http:
         # Nothing of a turn whose call failed is stored: not the reply, not the question.
         assert http.get("/memory/sessions/gem-dies/export").status_code == 404

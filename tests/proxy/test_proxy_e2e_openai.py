@@ -277,7 +277,7 @@ def test_user_field_scopes_session_resolution(mproxy: Proxy, upstream: Upstream)
 def test_caller_key_goes_upstream_and_env_key_is_the_fallback(mproxy: Proxy, upstream: Upstream) -> None:
     mproxy.client().chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "key check"}])
     assert upstream.fake.last_chat().headers["authorization"] == f"Bearer {OPENAI_KEY}"
-    with mproxy.http() as http:
+    with mproxy.http(key=None) as http:
         response = http.post("/v1/chat/completions", json={"model": MODEL, "messages": [{"role": "user", "content": "no key"}]})
     assert response.status_code == 200
     assert upstream.fake.last_chat().headers["authorization"] == "Bearer sk-env-fallback-key-0c4d"

@@ -49,7 +49,7 @@ def test_streamed_relay_response(proxy: Proxy, upstream: Upstream) -> None:
 
 
 def test_relay_falls_back_to_env_key(proxy: Proxy, upstream: Upstream) -> None:
-    with proxy.http() as http:
+    with proxy.http(key=None) as http:
         http.get("/v1/models")
     assert upstream.fake.requests[-1].headers["authorization"] == "Bearer sk-env-fallback-key-0c4d"
 
