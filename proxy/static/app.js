@@ -1,11 +1,15 @@
 // memory-runtime inspector: plain JavaScript, no dependencies, no build step.
-// Reads the /memory/* JSON routes with the credentials typed in the header (kept in this tab's
-// sessionStorage only). Stored content is only ever inserted as text, never as markup.
+// Reads the /memory/* JSON routes as whoever the credentials typed in the header say: an API key
+// (Authorization: Bearer; your own sessions), a tenant's or the operator's token
+// (X-Memory-Access-Token; the operator sees every session, with its owner). They live in this
+// page's memory only, never in localStorage, sessionStorage or a cookie: a reload forgets them.
+// Stored content is only ever inserted as text, never as markup.
 "use strict";
 
 const PAGE = 50;
 const PREVIEW = 600;
-const store = window.sessionStorage;
+const credentials = { token: "", apikey: "" };
+let identity = null; // GET /memory/whoami for the current credentials
 let listCursors = [null]; // `after` cursor of each session-list page seen, for "Previous"
 let flash = null; // a notice to show once the next view is drawn (e.g. after an erase)
 
@@ -39,10 +43,8 @@ const sessionHash = (id) => "#/s/" + encodeURIComponent(id);
 
 function headers() {
   const out = {};
-  const token = store.getItem("token");
-  const key = store.getItem("apikey");
-  if (token) out["X-Memory-Access-Token"] = token;
-  if (key) out["Authorization"] = "Bearer " + key;
+  if (credentials.token) out["X-Memory-Access-Token"] = credentials.token;
+  if (credentials.apikey) out["Authorization"] = "Bearer " + credentials.apikey;
   return out;
 }
 
@@ -95,7 +97,33 @@ function preview(text, reason) {
   return el("div", {}, pre, more);
 }
 
+// ---------------------------------------------------------------- who the page is signed in as
+
+async function signIn() {
+  const box = document.getElementById("whoami");
+  identity = null;
+  try {
+    identity = await api("/memory/whoami");
+  } catch (err) {
+    box.textContent = "not signed in";
+    box.className = "whoami none";
+    return;
+  }
+  const label = identity.operator ? "operator (every session)" : identity.kind === "tenant" ? "tenant " + identity.principal.slice(2)
+    : identity.kind === "key" ? "API key " + identity.principal : "no key (local)";
+  box.textContent = "signed in as " + label;
+  box.className = "whoami " + (identity.operator ? "operator" : identity.kind);
+  box.title = identity.principal;
+}
+
 // ---------------------------------------------------------------- session list
+
+async function usageLine() {
+  const usage = await api("/memory/usage?limit=1");
+  const t = usage.totals;
+  return el("p", { class: "facts", id: "usage" }, `${fmt(usage.sessions)} sessions · ${fmt(t.turns)} prompts forwarded · ` +
+    `${fmt(t.sent_tokens)} tokens sent by clients, ${fmt(t.forwarded_tokens)} forwarded, ${fmt(t.cached_tokens)} cached by the provider`);
+}
 
 async function renderList(view, params) {
   const q = params.get("q") || "";
@@ -103,7 +131,8 @@ async function renderList(view, params) {
   const query = new URLSearchParams({ limit: String(PAGE) });
   if (q) query.set("q", q);
   if (after) query.set("after", after);
-  const page = await api("/memory/sessions?" + query);
+  const [page, usage] = await Promise.all([api("/memory/sessions?" + query), usageLine()]);
+  const owners = Boolean(identity && identity.operator);
   const search = el("input", { type: "search", id: "search", value: q, placeholder: "part of a session id", "aria-label": "search sessions" });
   const form = el("form", { id: "search-form", onsubmit: (e) => {
     e.preventDefault();
@@ -112,11 +141,13 @@ async function renderList(view, params) {
   } }, search, el("button", { type: "submit", text: "Search" }));
   const rows = page.data.map((s) => el("tr", {},
     el("td", {}, el("a", { href: sessionHash(s.id), class: "session-link", text: s.id })),
+    owners ? el("td", { class: "owner", text: s.owner || "(none)" }) : null,
     el("td", { class: "num", text: fmt(s.events) }), el("td", { class: "num", text: fmt(s.messages) }),
     el("td", { class: "num", text: fmt(s.artifacts) }), el("td", { text: when(s.updated_at) })));
+  const columns = ["session", owners ? "owner" : null, "events", "messages", "artifacts", "updated"].filter(Boolean);
   const table = el("table", { id: "sessions" },
-    el("thead", {}, el("tr", {}, ["session", "events", "messages", "artifacts", "updated"].map((h) => el("th", { text: h })))),
-    el("tbody", {}, rows.length ? rows : el("tr", {}, el("td", { colspan: 5, class: "muted", text: "no sessions" }))));
+    el("thead", {}, el("tr", {}, columns.map((h) => el("th", { text: h })))),
+    el("tbody", {}, rows.length ? rows : el("tr", {}, el("td", { colspan: columns.length, class: "muted", text: "no sessions" }))));
   const index = listCursors.indexOf(after || null);
   const go = (cursor) => {
     const next = new URLSearchParams();
@@ -130,7 +161,7 @@ async function renderList(view, params) {
       if (!listCursors.includes(page.last_id)) listCursors.push(page.last_id);
       go(page.last_id);
     } }));
-  view.replaceChildren(section("Sessions", "list", form, table, pager));
+  view.replaceChildren(section("Sessions", "list", usage, form, table, pager));
 }
 
 // ---------------------------------------------------------------- one session
@@ -304,7 +335,7 @@ async function renderSession(view, id) {
 // ---------------------------------------------------------------- routing
 
 function fail(err) {
-  notice(err.status === 401 ? "not allowed: enter the access token or your API key above" : String(err.message || err), "error");
+  notice(err.status === 401 ? "not allowed: enter an access token or your API key above" : String(err.message || err), "error");
 }
 
 async function route() {
@@ -333,18 +364,16 @@ async function route() {
 
 function start() {
   const form = document.getElementById("credentials");
-  document.getElementById("token").value = store.getItem("token") || "";
-  document.getElementById("apikey").value = store.getItem("apikey") || "";
-  form.addEventListener("submit", (event) => {
+  form.addEventListener("submit", async (event) => {
     event.preventDefault();
-    for (const name of ["token", "apikey"]) {
-      const value = document.getElementById(name).value.trim();
-      if (value) store.setItem(name, value); else store.removeItem(name);
-    }
-    route();
+    for (const name of ["token", "apikey"]) credentials[name] = document.getElementById(name).value.trim();
+    listCursors = [null];
+    await signIn();
+    // Another identity sees other sessions: start again from its list.
+    if (location.hash && location.hash !== "#/") location.hash = "#/"; else route();
   });
   window.addEventListener("hashchange", route);
-  route();
+  signIn().then(route);
 }
 
 document.addEventListener("DOMContentLoaded", start);
