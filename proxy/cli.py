@@ -146,12 +146,17 @@ async def _sessions(args: argparse.Namespace) -> Any:
         return {"id": args.session_id, "deleted": await runtime.delete_session(args.session_id)}
 
 
+def _misused(*checks: tuple[bool, str]) -> bool:
+    """Print the first of `checks` that holds (a wrong use of the command); True if one did."""
+    problem = next((message for failed, message in checks if failed), None)
+    if problem is not None:
+        print(problem, file=sys.stderr)
+    return problem is not None
+
+
 def _sessions_cmd(args: argparse.Namespace) -> int:
-    if args.action in ("show", "delete") and not args.session_id:
-        print(f"sessions {args.action} needs a session id", file=sys.stderr)
-        return 2
-    if args.action == "reassign" and (args.session_id is None or not args.target):
-        print("sessions reassign needs FROM_OWNER and TO_OWNER", file=sys.stderr)
+    if _misused((args.action in ("show", "delete") and not args.session_id, f"sessions {args.action} needs a session id"),
+                (args.action == "reassign" and (args.session_id is None or not args.target), "sessions reassign needs FROM_OWNER and TO_OWNER")):
         return 2
     result = asyncio.run(_sessions(args))
     if result is None:
@@ -172,11 +177,9 @@ async def _stats_report(args: argparse.Namespace) -> dict[str, Any] | None:
 
 
 def _stats(args: argparse.Namespace) -> int:
-    if not 1 <= args.limit <= 1000:
-        print("stats --limit must be from 1 to 1000", file=sys.stderr)
-        return 2
-    if args.owner is not None and (not args.owner or "/" in args.owner or args.session):
-        print("stats --owner takes one principal (k_..., t_name or local), not with --session", file=sys.stderr)
+    if _misused((not 1 <= args.limit <= 1000, "stats --limit must be from 1 to 1000"),
+                (args.owner is not None and (not args.owner or "/" in args.owner or bool(args.session)),
+                 "stats --owner takes one principal (k_..., t_name or local), not with --session")):
         return 2
     found = asyncio.run(_stats_report(args))
     if found is None:
