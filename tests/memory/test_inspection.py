@@ -98,6 +98,9 @@ async def test_find_sessions_and_usage_report_keep_to_the_prefix(runtime):
     found = await inspection.find_sessions(runtime, prefix="alice/", contains="CHAT")
     assert [s.id for s in found] == ["alice/chat-1", "alice/chat-2"]
     assert [s.id for s in await inspection.find_sessions(runtime, prefix="alice/", after="alice/chat-1", limit=1)] == ["alice/chat-2"]
+    # The search is over what follows the prefix (the id its owner sees), never the prefix itself.
+    assert await inspection.find_sessions(runtime, prefix="alice/", contains="alice") == []
+    assert [s.id for s in await inspection.find_sessions(runtime, contains="bob/")] == ["bob/chat-1"]
     await _turn(runtime.session("alice/chat-1"), [], "q1", 4000, Usage(prompt_tokens=10, completion_tokens=2, cached_tokens=0))
     await _turn(runtime.session("alice/chat-2"), [], "q2 " * 50, 4000, Usage(prompt_tokens=60, completion_tokens=3, cached_tokens=0))
     await _turn(runtime.session("bob/chat-1"), [], "q3", 4000, Usage(prompt_tokens=10, completion_tokens=4, cached_tokens=0))

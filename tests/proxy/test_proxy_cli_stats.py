@@ -57,6 +57,26 @@ def test_stats_as_json_and_as_tables(storage: Path, capsys: pytest.CaptureFixtur
     assert main(["stats", "--limit", "0", "--storage", str(storage)]) == 2
 
 
+async def _give_owners(path: Path) -> None:
+    async with create_runtime(storage_path=path, embedding_model="none") as runtime:
+        assert await runtime.rename_session("stats-big", "k_alpha/stats-big")
+        assert await runtime.rename_session("stats-small", "t_beta/stats-small")
+
+
+def test_stats_of_one_owner(storage: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    asyncio.run(_give_owners(storage))
+    assert main(["stats", "--json", "--owner", "k_alpha", "--storage", str(storage)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["sessions"] == 1 and [s["session_id"] for s in report["by_session"]] == ["k_alpha/stats-big"]
+    assert report["totals"]["turns"] == 3 and report["totals"]["cached_tokens"] == 3072
+    assert main(["stats", "--json", "--owner", "k_alph", "--storage", str(storage)]) == 0  # a whole principal, not a prefix of one
+    assert json.loads(capsys.readouterr().out)["sessions"] == 0
+    assert main(["stats", "--json", "--storage", str(storage)]) == 0
+    assert json.loads(capsys.readouterr().out)["sessions"] == 3
+    for bad in (["--owner", "k_alpha/x"], ["--owner", ""], ["--owner", "k_alpha", "--session", "k_alpha/stats-big"]):
+        assert main(["stats", *bad, "--storage", str(storage)]) == 2
+
+
 def test_export_of_every_session_is_json_lines_with_a_progress_bar(storage: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["sessions", "export", "--storage", str(storage)]) == 0
     captured = capsys.readouterr()
