@@ -1,9 +1,10 @@
 """How fast the inspector page shows a session of 10,000 events (target: under 1 s).
 
 A session of 10,000 events is built the way the proxy builds one: most of it stored through the
-library (user and assistant messages, with code blocks that become artifacts), the last turns as
-real chat calls through the running proxy against the caching fake upstream, so the page has a
-cost history and a last prompt to lay out. Then headless Chromium opens the page for that session
+library (user and assistant messages, with code blocks that become artifacts) under the storage id
+the proxy gives a keyless caller's session (`local/<id>`), the last turns as real chat calls
+through the running proxy against the caching fake upstream, so the page has a cost history and a
+last prompt to lay out. The page reads it as that keyless caller, from the proxy's own origin. Then headless Chromium opens the page for that session
 again and again; each load is timed from navigation start to the frame drawn after every section
 has its data (`window.inspectorReadyMs`, set by the page). The JSON routes the page reads are also
 timed on their own. Writes `benchmarks/inspector_load.json` and a screenshot of the loaded page.
@@ -25,6 +26,7 @@ from typing import Any
 import httpx
 
 from memory import create_runtime
+from proxy.identity import LOCAL
 from testkit import browser
 from testkit.harness import config_for, serve_upstream, start_proxy
 
@@ -49,7 +51,7 @@ def _message(i: int) -> dict[str, str]:
 
 async def _prefill(storage: Path, events: int) -> None:
     async with create_runtime(storage_path=storage, embedding_model="none") as runtime:
-        session = runtime.session(SESSION)
+        session = runtime.session(f"{LOCAL}/{SESSION}")
         history: list[dict[str, str]] = []
         for start in range(0, events, 1000):
             history += [_message(i) for i in range(start, min(events, start + 1000))]
@@ -77,7 +79,7 @@ def run(events: int, turns: int, loads: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="inspector-bench-") as tmp:
         folder = Path(tmp)
         upstream = serve_upstream()
-        config = config_for(upstream, folder)
+        config = config_for(upstream, folder, fallback_keys=True)  # keyless turns: the environment key pays
         prefill = events - 2 * turns
         started = time.perf_counter()
         asyncio.run(_prefill(Path(config.storage_path), prefill))
@@ -85,10 +87,10 @@ def run(events: int, turns: int, loads: int) -> dict[str, Any]:
         proxy = start_proxy(config)
         chrome = None
         try:
-            client = proxy.client(default_headers={"X-Memory-Session": SESSION, "X-Memory-Budget": "4000"})
             system = {"role": "system", "content": "You keep the ledger importer's notes. " * 150}
-            for i in range(turns):
-                client.chat.completions.create(model="gpt-4o-mini", messages=[system, _message(prefill + 2 * i)])
+            with httpx.Client(base_url=proxy.url, timeout=60, headers={"X-Memory-Session": SESSION, "X-Memory-Budget": "4000"}) as http:
+                for i in range(turns):
+                    http.post("/v1/chat/completions", json={"model": "gpt-4o-mini", "messages": [system, _message(prefill + 2 * i)]}).raise_for_status()
             stored = httpx.get(f"{proxy.url}/memory/sessions/{SESSION}", timeout=30).json()["counts"]["events"]
             routes_ms = _time_routes(proxy.url, 5)
             chrome = browser.start_browser(1280, 1000)
