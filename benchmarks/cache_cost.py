@@ -37,12 +37,16 @@ from testkit.prompt_cache import PromptCache
 from testkit.script import Reply
 
 from .common import MODEL, messages_text, progress
+from .corpus import assistant_turn, code_windows, user_turn
 from .locomo import Conversation, load_locomo
+from .session50 import FIRST_ASSISTANT, FIRST_USER, NEEDLE_SOURCE, needle_snippet
 
-__all__ = ["Step", "chat_steps", "TurnCost", "ConversationCost", "CostResult", "run_cache_cost", "RATIOS", "BUDGETS"]
+__all__ = ["Step", "chat_steps", "coding_steps", "TurnCost", "ConversationCost", "CostResult", "run_cache_cost", "RATIOS", "BUDGETS",
+           "CODING"]
 
 RATIOS = (0.1, 0.25, 0.5)
 BUDGETS = (2000, 4000, 8000)
+CODING = "coding-session"
 SYSTEM = {"role": "system", "content": "You are a friendly, attentive conversation partner. Keep track of what the user tells you."}
 
 
@@ -78,6 +82,15 @@ def chat_steps(conv: Conversation) -> list[Step]:
     return steps
 
 
+def coding_steps(turns: int = 50) -> list[Step]:
+    """The 50-turn coding session as a chat: each user turn pastes a 50-line window of this
+    project's source in a fenced block (memory stores it as a snippet) and asks about it."""
+    steps = [Step((f"{FIRST_USER}\n\n```{NEEDLE_SOURCE}\n{needle_snippet()}\n```",), FIRST_ASSISTANT)]
+    for window in code_windows(turns - 1):
+        steps.append(Step((f"{user_turn(window)}\n\n```{window.source}\n{window.text}\n```",), assistant_turn(window)))
+    return steps
+
+
 @dataclass(frozen=True)
 class TurnCost:
     sent: int  # the client's prompt (provider tokens)
@@ -91,6 +104,7 @@ class TurnCost:
 class ConversationCost:
     name: str
     budget: int
+    policy: str
     turns: list[TurnCost] = field(default_factory=list)
     questions: int = 0
     proxy_hits: int = 0  # questions whose evidence all reached the upstream through the proxy
@@ -102,11 +116,11 @@ class CostResult:
     conversations: tuple[ConversationCost, ...]
     ratios: tuple[float, ...] = RATIOS
 
-    def select(self, budget: int, names: Sequence[str] | None = None) -> list[ConversationCost]:
-        return [c for c in self.conversations if c.budget == budget and (names is None or c.name in names)]
+    def select(self, budget: int, names: Sequence[str] | None = None, policy: str = "cache") -> list[ConversationCost]:
+        return [c for c in self.conversations if c.budget == budget and c.policy == policy and (names is None or c.name in names)]
 
-    def summary(self, budget: int, names: Sequence[str] | None = None) -> dict[str, Any]:
-        convs = self.select(budget, names)
+    def summary(self, budget: int, names: Sequence[str] | None = None, policy: str = "cache") -> dict[str, Any]:
+        convs = self.select(budget, names, policy)
         turns = [t for c in convs for t in c.turns]
         sent = sum(t.sent for t in turns)
         sent_cached = sum(t.sent_cached for t in turns)
@@ -119,7 +133,7 @@ class CostResult:
             return ((forwarded - cached) + r * cached) / base if base else float("nan")
 
         return {
-            "budget": budget, "conversations": len(convs), "turns": len(turns),
+            "budget": budget, "policy": policy, "conversations": len(convs), "turns": len(turns),
             "raw_vs_resend": forwarded / sent if sent else float("nan"),
             "resend_cached_share": sent_cached / sent if sent else float("nan"),
             "cached_share": cached / forwarded if forwarded else float("nan"),
@@ -135,11 +149,13 @@ def _count(cache: PromptCache, messages: list[dict[str, Any]]) -> int:
     return len(cache.render(messages))
 
 
-def _replay(http: httpx.Client, proxy: Proxy, upstream_cache: Any, conv: Conversation, budget: int, steps: list[Step],
-            resend: PromptCache, ask: bool, fake: Any) -> ConversationCost:
-    session = f"{conv.sample_id}-b{budget}"
-    headers = {"X-Memory-Session": session, "X-Memory-Budget": str(budget), "Authorization": "Bearer sk-bench-cost"}
-    out = ConversationCost(conv.sample_id, budget)
+def _replay(http: httpx.Client, name: str, budget: int, policy: str, steps: list[Step], conv: Conversation | None,
+            fake: Any) -> ConversationCost:
+    session = f"{name}-b{budget}-{policy}"
+    headers = {"X-Memory-Session": session, "X-Memory-Budget": str(budget), "X-Memory-Layout-Policy": policy,
+               "Authorization": "Bearer sk-bench-cost"}
+    resend = PromptCache()
+    out = ConversationCost(name, budget, policy)
     history: list[dict[str, Any]] = [SYSTEM]
     for step in steps:
         history += [{"role": "user", "content": text} for text in step.users]
@@ -151,7 +167,7 @@ def _replay(http: httpx.Client, proxy: Proxy, upstream_cache: Any, conv: Convers
         out.turns.append(TurnCost(hit.prompt_tokens, hit.cached_tokens, usage["prompt_tokens"],
                                   usage["prompt_tokens_details"]["cached_tokens"], response.headers["x-memory-mode"]))
         history.append({"role": "assistant", "content": step.reply})
-    if not ask:
+    if conv is None:
         return out
     index = conv.turn_index()
     for question in conv.questions:
@@ -164,7 +180,7 @@ def _replay(http: httpx.Client, proxy: Proxy, upstream_cache: Any, conv: Convers
         out.questions += 1
         out.proxy_hits += all(c in text for c in evidence) and len(evidence) == len(question.evidence)
         fresh = http.post(f"/memory/sessions/{session}/compile", json={"user_message": question.text, "budget_tokens": budget, "model": MODEL},
-                          headers={"Authorization": headers["Authorization"]})
+                          headers={"Authorization": headers["Authorization"], "Content-Type": "application/json"})
         fresh.raise_for_status()
         fresh_text = messages_text(fresh.json()["messages"])
         out.fresh_hits += all(c in fresh_text for c in evidence) and len(evidence) == len(question.evidence)
@@ -172,22 +188,30 @@ def _replay(http: httpx.Client, proxy: Proxy, upstream_cache: Any, conv: Convers
 
 
 def run_cache_cost(conversations: Sequence[Conversation], folder: Path, budgets: Sequence[int] = BUDGETS, ask: bool = True,
-                   embedding_model: str = "sentence-transformers/all-MiniLM-L6-v2", show_progress: bool = True) -> CostResult:
-    """Replay `conversations` at each budget through one proxy (one database: identical texts are
-    embedded once) and price every forwarded prompt by the cache rule."""
+                   embedding_model: str = "sentence-transformers/all-MiniLM-L6-v2", policies: Sequence[tuple[str, Sequence[int]]] = (),
+                   coding_turns: int = 50, show_progress: bool = True) -> CostResult:
+    """Replay the coding session and `conversations` at each budget through one proxy (one
+    database: identical texts are embedded once) and price every forwarded prompt by the cache
+    rule. `policies` adds runs of other layout policies at the budgets given."""
     upstream = serve_upstream()
-    upstream.fake.keep_requests = True
     config = config_for(upstream, folder, "upstreams: {retries: 0}\n", MEMORY_RUNTIME_EMBEDDING_MODEL=embedding_model)
     proxy = start_proxy(config)
+    runs = [("cache", tuple(budgets)), *[(name, tuple(b)) for name, b in policies]]
     results: list[ConversationCost] = []
     try:
-        with httpx.Client(base_url=proxy.url, timeout=120) as http:
+        with httpx.Client(base_url=proxy.url, timeout=300) as http:
+            if coding_turns:
+                steps = coding_steps(coding_turns)
+                for policy, policy_budgets in runs:
+                    for budget in policy_budgets:
+                        results.append(_replay(http, CODING, budget, policy, steps, None, upstream.fake))
+                        upstream.fake.reset()
             for conv in progress(list(conversations), "cache-cost conversations", enabled=show_progress):
                 steps = chat_steps(conv)
-                for budget in budgets:
-                    resend = PromptCache()
-                    results.append(_replay(http, proxy, None, conv, budget, steps, resend, ask, upstream.fake))
-                    upstream.fake.reset()
+                for policy, policy_budgets in runs:
+                    for budget in policy_budgets:
+                        results.append(_replay(http, conv.sample_id, budget, policy, steps, conv if ask else None, upstream.fake))
+                        upstream.fake.reset()
     finally:
         proxy.served.stop()
         upstream.served.stop()
@@ -201,15 +225,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--conversations", default="1-5", help="1-based range of LoCoMo conversations")
     parser.add_argument("--budgets", default="4000")
     parser.add_argument("--no-questions", action="store_true")
+    parser.add_argument("--policy", default="cache")
     parser.add_argument("--embedding-model", default="sentence-transformers/all-MiniLM-L6-v2")
     args = parser.parse_args(argv)
     first, _, last = args.conversations.partition("-")
     convs = load_locomo(Path(args.locomo))[int(first) - 1 : int(last or first)]
     budgets = [int(b) for b in args.budgets.split(",")]
     with tempfile.TemporaryDirectory(prefix="bench-cost-") as tmp:
-        result = run_cache_cost(convs, Path(tmp), budgets, ask=not args.no_questions, embedding_model=args.embedding_model)
+        result = run_cache_cost(convs, Path(tmp), budgets if args.policy == "cache" else (), ask=not args.no_questions,
+                                embedding_model=args.embedding_model, coding_turns=0,
+                                policies=() if args.policy == "cache" else ((args.policy, budgets),))
     for budget in budgets:
-        print(json.dumps(result.summary(budget)))
+        print(json.dumps(result.summary(budget, policy=args.policy)))
     return 0
 
 

@@ -142,11 +142,41 @@ def _stress(e: list[Any]) -> list[str]:
     return lines
 
 
+def _cost(f: dict[str, Any]) -> list[str]:
+    rows = {(r["group"], r["policy"], int(r["budget"])): r for r in f["rows"]}
+    group = "held_out" if any(k[0] == "held_out" for k in rows) else "locomo"
+    budgets = sorted(b for g, p, b in rows if g == group and p == "cache")
+    if not budgets:
+        return []
+    ratios = [str(r) for r in f["ratios"]]
+
+    def per_budget(key: str, fmt: str) -> str:
+        return _slash([format(rows[(group, "cache", b)][key], fmt) for b in budgets])
+
+    costs = "; ".join(f"at r={r} {_slash([format(rows[(group, 'cache', b)]['cost'][r], '.2f') + '×' for b in budgets])}" for r in ratios)
+    label = "held-out LoCoMo conversations (6-10)" if group == "held_out" else "LoCoMo conversations"
+    line = (f"- Cost under prompt caching ({label} replayed through the proxy as chats, budgets "
+            f"{_slash([format(b, ',') for b in budgets])}): {per_budget('raw_vs_resend', '.2f')}× the tokens of resending everything, "
+            f"{per_budget('cached_share', '.2f')} of them cached by the provider (resending everything: "
+            f"{per_budget('resend_cached_share', '.2f')}); effective input cost relative to resending everything {costs}, "
+            f"where r is the cached-token price ratio (0.1 gpt-5 family, 0.25 gpt-4.1 and Gemini 2.5, 0.5 gpt-4o). "
+            f"Evidence recall of questions asked through the proxy {per_budget('recall_proxy', '.3f')}, "
+            f"fresh compile {per_budget('recall_fresh', '.3f')}.")
+    lines = [line]
+    if ("coding", "cache", budgets[0]) in rows:
+        coding = [rows[("coding", "cache", b)] for b in budgets if ("coding", "cache", b) in rows]
+        lines.append(f"- The 50-turn coding session (turns of ~600 tokens of code): cached share "
+                     f"{_slash([format(r['cached_share'], '.2f') for r in coding])}, cost at r=0.1 "
+                     f"{_slash([format(r['cost']['0.1'], '.2f') + '×' for r in coding])}, at r=0.25 "
+                     f"{_slash([format(r['cost']['0.25'], '.2f') + '×' for r in coding])}.")
+    return lines
+
+
 def headline(results: dict[str, Any]) -> str:
     """The generated block's content (between the markers) for one results file."""
     lines = [_intro(results.get("run") or {}), ""]
     sections = (("A", _session, "50-turn session"), ("B", _recall, "LoCoMo recall"), ("C", _overhead, "proxy overhead"),
-                ("D", _scale, "scale"), ("E", _stress, "stress"))
+                ("D", _scale, "scale"), ("E", _stress, "stress"), ("F", _cost, "cost under prompt caching"))
     for key, render, name in sections:
         value = results.get(key)
         lines += render(value) if value else [f"- {name}: not measured in that run."]

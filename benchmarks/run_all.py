@@ -3,7 +3,8 @@ benchmarks/, the README's headline figures through `benchmarks.headline`):
 
     python -m benchmarks.run_all                 # the full run (~20-25 min on 2 cores)
     python -m benchmarks.run_all --quick         # smoke sizes, well under a minute; used by the test suite
-    python -m benchmarks.run_all --sections AB   # a subset (A session, B LoCoMo, C proxy, D scale, E stress)
+    python -m benchmarks.run_all --sections AB   # a subset (A session, B LoCoMo, C proxy, D scale, E stress,
+                                                 # F cost under prompt caching)
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import asyncio
 import json
 import shlex
 import sys
+import tempfile
 import time
 from dataclasses import asdict
 from datetime import datetime, timezone
@@ -21,6 +23,8 @@ from typing import Any
 
 from memory.embeddings import load_embedder
 
+from .cache_cost import BUDGETS as COST_BUDGETS
+from .cache_cost import CostResult, run_cache_cost
 from .corpus import REPO_ROOT
 from .headline import main as write_headline
 from .litellm_peer import default_bin
@@ -30,6 +34,7 @@ from .overhead import OverheadResult, run_overhead
 from .plots import plot_overhead, plot_recall, plot_scale, plot_tokens_per_turn
 from .recall import RecallResult, quick_selection, run_recall
 from .report import RunInfo, render
+from .report_cost import DEV, plot_cost_per_turn, section_f, summaries
 from .scale import ScaleResult, run_scale
 from .section_a import SectionA, run_section_a
 from .stress import StressResult
@@ -46,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true", help="smoke sizes (structure and invariants, not figures)")
     parser.add_argument("--locomo", default=DEFAULT_LOCOMO, help="path of locomo10.json (relative paths: from the repo root)")
     parser.add_argument("--out", default="benchmarks", help="folder for RESULTS.md, results.json and plots (relative: repo root)")
-    parser.add_argument("--sections", default="ABCDE", help="which sections to run, e.g. AB")
+    parser.add_argument("--sections", default="ABCDEF", help="which sections to run, e.g. AB")
     parser.add_argument("--litellm-bin", default=None, help="LiteLLM proxy executable for the peer in section C "
                         f"(default: {default_bin()} when present; see benchmarks/litellm_peer.py)")
     parser.add_argument("--scale-sizes", default=None, help="comma-separated session sizes for section D")
@@ -136,11 +141,31 @@ def main(argv: list[str] | None = None) -> int:
                 break
         seconds["E"] = time.perf_counter() - t0
 
+    f: CostResult | None = None
+    if "F" in sections:
+        locomo = _path(args.locomo)
+        if not locomo.exists():
+            skipped["F"] = f"LoCoMo data not found at {locomo} (pass --locomo PATH)"
+        else:
+            t0 = time.perf_counter()
+            conversations = load_locomo(locomo)
+            with tempfile.TemporaryDirectory(prefix="bench-cost-") as tmp:
+                if args.quick:
+                    f = run_cache_cost(quick_selection(conversations), Path(tmp), (4000,), coding_turns=12, show_progress=show)
+                else:
+                    f = run_cache_cost(conversations, Path(tmp), COST_BUDGETS, policies=(("recall", (4000,)),), show_progress=show)
+            seconds["F"] = time.perf_counter() - t0
+            plot_cost_per_turn(f, out / "cost_per_turn.png", name=f.conversations[-1].name if args.quick else DEV[0])
+            if args.quick:
+                notes.append("section F replayed the first 150 turns of the first conversation and a 12-turn coding session at budget 4,000")
+
     command = "python -m benchmarks.run_all" + ("" if not argv and len(sys.argv) <= 1 else " " + shlex.join(argv if argv is not None else sys.argv[1:]))
     info = RunInfo(command=command, date=started.strftime("%Y-%m-%d %H:%M UTC"), quick=args.quick, machine=machine,
                    load_start=load_start, load_end=load_average(), seconds=seconds, notes=notes)
-    (out / "RESULTS.md").write_text(render(info, a, b, c, d, skipped, e), encoding="utf-8")
-    payload = {"run": info, "A": a, "B": b, "C": c, "D": d, "E": e, "skipped": skipped}
+    markdown = render(info, a, b, c, d, skipped, e)
+    markdown += "\n".join(section_f(f) if f else ["## F. Cost under prompt caching", "", f"Not run: {skipped.get('F', 'not selected')}", ""]) + "\n"
+    (out / "RESULTS.md").write_text(markdown, encoding="utf-8")
+    payload = {"run": info, "A": a, "B": b, "C": c, "D": d, "E": e, "F": summaries(f) if f else None, "skipped": skipped}
     (out / "results.json").write_text(json.dumps(_jsonable(payload), indent=1) + "\n", encoding="utf-8")
     if out.resolve() == (REPO_ROOT / "benchmarks").resolve():
         write_headline([])  # the README's figures follow the results file they come from

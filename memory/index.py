@@ -81,6 +81,7 @@ class SessionView:
         self.token_cache: dict[tuple[str, int | str], int] = {}
         self.pinned: set[str] = set()
         self.source_order: dict[str, int] = {}  # artifact source -> latest event that touched it
+        self.quoted: dict[str, set[str]] = {}  # message unit key -> artifacts extracted from it
         self._arrays: RankArrays | None = None
 
     @property
@@ -157,8 +158,11 @@ class SessionView:
                     self.source_order[unit.source] = max(self.source_order.get(unit.source, 0), ev.id)
                 if unit.pinned:
                     self.pinned.add(key)
-                if ev.parent_event_id is not None and unit.first_order == ev.id:
-                    unit.derived = True
+                if ev.parent_event_id is not None:
+                    if unit.first_order == ev.id:
+                        unit.derived = True
+                    # A code block or diff quoted in a message: shown wherever the message is shown.
+                    self.quoted.setdefault(f"e{ev.parent_event_id}", set()).add(key)
             return
         unit = Unit(
             key=f"e{ev.id}", kind=ev.type, order=ev.id, first_order=ev.id, source=ev.source, pinned=ev.pinned,

@@ -238,7 +238,7 @@ def build_layout(inp: LayoutInput, view: SessionView, counter: TiktokenCounter) 
         stable = _tokens(counter, list(frame.base)) + sum(line.tokens for line in window)
         room = available - stable
         if room >= 0:
-            visible = {line.key for line in window if line.key} | _base_keys(frame)
+            visible = _with_quoted({line.key for line in window if line.key} | _base_keys(frame), view)
             if inp.reuse_evidence is not None and counter.message_tokens(inp.reuse_evidence) <= room:
                 return _assemble(inp, view, counter, manifest, "frame", frame, frame.window_start, [], inp.reuse_evidence, [], 0,
                                  fixed_items, tail_items, reused=True)
@@ -250,7 +250,7 @@ def build_layout(inp: LayoutInput, view: SessionView, counter: TiktokenCounter) 
                 return _assemble(inp, view, counter, manifest, "frame", frame, frame.window_start, chosen, message, dropped,
                                  overflow, fixed_items, tail_items)
 
-    window_keys = {line.key for line in inp.history if line.pos >= plan.window_start and line.key}
+    window_keys = _with_quoted({line.key for line in inp.history if line.pos >= plan.window_start and line.key}, view)
     chosen, dropped, overflow, _ = _evidence(inp, view, counter, fresh_room, frozenset(window_keys))
     # The best-ranked part of the evidence joins the frame's base (before the window: the next turns
     # find it in the provider's cache); the rest is for this question only (after the window).
@@ -292,6 +292,12 @@ def _all_strong_in(inp: LayoutInput, view: SessionView, visible: set[str], chose
         if key not in visible and key not in inp.hidden and view.render_pos[s.pos] not in taken and s.pos not in taken:
             return False
     return True
+
+
+def _with_quoted(keys: set[str], view: SessionView) -> set[str]:
+    """`keys` and the artifacts quoted in those messages: a code block shown in its message is not
+    evidence to add again."""
+    return keys.union(*(view.quoted.get(k, ()) for k in keys))
 
 
 def _split(chosen: list[Evidence], cap: int) -> tuple[list[Evidence], list[Evidence]]:

@@ -22,7 +22,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from memory import Usage
+from memory import POLICIES, Usage
 
 from .context import Prepared, commit, prepare
 from .errors import InvalidRequestError, UpstreamError, envelope
@@ -54,6 +54,14 @@ def _session_header(request: Request) -> str | None:
     return value
 
 
+def layout_policy(request: Request, default: str) -> str:
+    """The layout policy for this request: `X-Memory-Layout-Policy`, else the configured one."""
+    value = request.headers.get("x-memory-layout-policy", default).strip()
+    if value not in POLICIES:
+        raise InvalidRequestError(f"header X-Memory-Layout-Policy must be one of {sorted(POLICIES)}", param="X-Memory-Layout-Policy")
+    return value
+
+
 async def chat_completions(request: Request) -> Response:
     svc = services(request)
     caller = caller_of(request.state)
@@ -68,7 +76,7 @@ async def chat_completions(request: Request) -> Response:
     await check_limits(messages, chat.model, svc.config.limits)
     session_id = caller.storage_id(session_header) if session_header is not None else None
     prepared = await prepare(svc.runtime, messages, chat.model, budget, session_id, caller.scope(chat.user or ""), caller.new_session_id,
-                             svc.config.layout_policy)
+                             layout_policy(request, svc.config.layout_policy))
     meter.prepared(prepared.mode, prepared.original_tokens, prepared.compiled_tokens, prepared.error is not None)
     forward = svc.upstream.with_cache_key(raw, prepared.session_id)
     response = await (_stream if chat.stream else _complete)(svc, forward, prepared, api_key, meter)

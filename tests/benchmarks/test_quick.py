@@ -30,7 +30,7 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str,
 def test_writes_results_and_plots(quick_run: tuple[Path, dict[str, Any]]) -> None:
     out, results = quick_run
     text = (out / "RESULTS.md").read_text(encoding="utf-8")
-    for heading in ("## A.", "## B.", "## C.", "## D.", "## E.", "Command: `python -m benchmarks.run_all --quick"):
+    for heading in ("## A.", "## B.", "## C.", "## D.", "## E.", "## F.", "Command: `python -m benchmarks.run_all --quick"):
         assert heading in text
     pngs = ["tokens_per_turn.png", "proxy_overhead.png", "latency_vs_size.png"]
     if results["B"] is not None:
@@ -110,3 +110,20 @@ def test_overhead_and_scale_structure(quick_run: tuple[Path, dict[str, Any]]) ->
         assert row["texts_embedded"] > 0 and row["rss_mb"] > row["rss_model_mb"] > 0
         assert row["searchable_events_per_s"] > 0 and row["store_only_events_per_s"] > 0
     assert d["history"]["turns"] > 0
+
+
+def test_cost_under_caching_section(quick_run: tuple[Path, dict[str, Any]]) -> None:
+    out, results = quick_run
+    text = (out / "RESULTS.md").read_text(encoding="utf-8")
+    assert "## F. Cost under prompt caching" in text
+    if results["F"] is None:
+        pytest.skip("LoCoMo data not available here")
+    assert (out / "cost_per_turn.png").read_bytes().startswith(PNG_MAGIC)
+    rows = {(r["group"], r["budget"]): r for r in results["F"]["rows"]}
+    coding = rows[("coding", 4000)]
+    locomo = rows[("locomo", 4000)]
+    for row in (coding, locomo):
+        assert 0.0 <= row["cached_share"] <= 1.0 and row["turns"] > 0
+        assert row["raw_vs_resend"] < 1.0  # the proxy forwards fewer tokens than the client sends
+        assert set(row["cost"]) == {"0.1", "0.25", "0.5"}
+    assert locomo["questions"] > 0 and 0.0 <= locomo["recall_proxy"] <= 1.0
