@@ -92,10 +92,13 @@ def _loaded(driver: WebDriver, what: str) -> None:
     WebDriverWait(driver, 20).until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-loaded") == what)
 
 
-def _fresh(driver: WebDriver, proxy: Proxy) -> None:
-    """Open the page as a new document (a hash change alone would keep the page's memory)."""
+def _fresh(driver: WebDriver, proxy: Proxy) -> str:
+    """Open the page as a new document (a hash change alone would keep the page's memory); returns
+    what it drew first ("list", or "error" where credentials are needed), once drawn."""
     driver.get("about:blank")
     driver.get(proxy.url + "/memory/ui")
+    WebDriverWait(driver, 20).until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-loaded") in ("list", "error"))
+    return str(driver.find_element(By.TAG_NAME, "body").get_attribute("data-loaded"))
 
 
 def _sign_in(driver: WebDriver, *, token: str = "", key: str = "") -> str:
@@ -126,20 +129,23 @@ def _go(driver: WebDriver, hash_: str, expect: str) -> None:
 
 
 def _listed(driver: WebDriver) -> list[str]:
-    return [a.text for a in driver.find_elements(By.CSS_SELECTOR, "#sessions a.session-link")]
+    # One script call reads the whole list at once: no element can go stale between finding and reading.
+    found: list[str] = driver.execute_script("return [...document.querySelectorAll('#sessions a.session-link')].map(a => a.textContent)")
+    return found
 
 
 def test_list_search_and_open_a_session(inspected: Proxy, driver: WebDriver) -> None:
-    _fresh(driver, inspected)
-    _loaded(driver, "error")  # no token yet: the data routes answer 401 and the page says so
+    assert _fresh(driver, inspected) == "error"  # no token yet: the data routes answer 401 and the page says so
     assert "access token" in driver.find_element(By.ID, "notice").text
     assert driver.find_element(By.ID, "whoami").text == "not signed in"
     assert _sign_in(driver, token=TEAM) == "signed in as tenant team"
     assert set(_listed(driver)) == {"ledger-importer", "scratch-to-erase"}  # alice's session is not the team's
     assert "2 sessions" in driver.find_element(By.ID, "usage").text
     driver.find_element(By.ID, "search").send_keys("ledger")
+    driver.execute_script("document.body.dataset.loaded = 'stale'")
     driver.find_element(By.CSS_SELECTOR, "#search-form button").click()
-    WebDriverWait(driver, 10).until(lambda d: _listed(d) == ["ledger-importer"])
+    _loaded(driver, "list")
+    assert _listed(driver) == ["ledger-importer"]
     driver.find_element(By.LINK_TEXT, "ledger-importer").click()
     _loaded(driver, "session")
     assert driver.find_element(By.TAG_NAME, "h1").text == "ledger-importer"
@@ -175,8 +181,7 @@ def test_the_operator_sees_every_session_with_its_owner(inspected: Proxy, driver
 
 
 def test_an_api_key_shows_that_callers_sessions_only(keyed: Proxy, driver: WebDriver) -> None:
-    _fresh(driver, keyed)
-    _loaded(driver, "list")  # no tokens configured: the page's own origin reads as the keyless caller
+    assert _fresh(driver, keyed) == "list"  # no tokens configured: the page's own origin reads as the keyless caller
     assert driver.find_element(By.ID, "whoami").text == "signed in as no key (local)"
     assert _listed(driver) == []
     for key, mine, theirs in ((KEY_A, "alpha-notes", "bravo-notes"), (KEY_B, "bravo-notes", "alpha-notes")):
