@@ -31,8 +31,10 @@ from .logs import RequestIdMiddleware
 from .metrics import Metrics, MetricsMiddleware
 from .retention import Sweeper
 from .relay import Relay
+from .responses_upstream import ResponsesUpstream
 from .routes_chat import chat_completions
 from .routes_inspect import routes as inspect_routes
+from .routes_responses import create_response
 from .routes_memory import routes as memory_routes
 from .services import Services, services
 from .upstream import Upstream
@@ -93,9 +95,11 @@ def create_app(config: ProxyConfig) -> Starlette:
             # file or the model needs no restart.
             log.error("memory unavailable, forwarding requests unmodified until it opens: %s", exc)
         relay_client = Relay(config.upstreams)
+        upstream = Upstream(config.upstreams)
+        responses_client = ResponsesUpstream(config.upstreams, upstream)
         app.state.services = Services(
-            config=config, runtime=runtime, upstream=Upstream(config.upstreams), relay=relay_client,
-            identities=Identities.from_config(config), metrics=metrics,
+            config=config, runtime=runtime, upstream=upstream, relay=relay_client,
+            identities=Identities.from_config(config), responses=responses_client, metrics=metrics,
         )
         sweeper = Sweeper(runtime, config.retention)
         sweeper.start()
@@ -103,12 +107,14 @@ def create_app(config: ProxyConfig) -> Starlette:
             yield
         finally:
             await sweeper.stop()
+            await responses_client.aclose()
             await relay_client.aclose()
             await runtime.close()
 
     routes = [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+        Route("/v1/responses", create_response, methods=["POST"]),
         *inspect_routes(),
         *memory_routes(),
         *inspector_routes(),

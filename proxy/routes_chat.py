@@ -22,12 +22,13 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from memory import POLICIES, Usage
+from memory import Usage
 
+from . import chat_wire
 from .context import Prepared, commit, prepare
-from .errors import InvalidRequestError, UpstreamError, envelope
+from .errors import UpstreamError, envelope
 from .guard import caller_of
-from .http import error_response, header_int, json_response, read_body
+from .http import error_response, header_int, json_response, layout_policy, read_body, session_header_of
 from .limits import check_limits
 from .metrics import ChatMeter
 from .reply import ReplyAssembler, first_message, is_usage_chunk
@@ -38,28 +39,7 @@ from .wire import parse_chat_request
 __all__ = ["chat_completions"]
 
 log = logging.getLogger("memory_runtime.chat")
-MAX_SESSION_HEADER = 256
 OFF_LOOP_BYTES = 256 * 1024
-
-
-def _session_header(request: Request) -> str | None:
-    value = request.headers.get("x-memory-session")
-    if value is None:
-        return None
-    value = value.strip()
-    if not value or len(value) > MAX_SESSION_HEADER or any(ord(c) < 32 for c in value):
-        raise InvalidRequestError(
-            f"header X-Memory-Session must be 1..{MAX_SESSION_HEADER} printable characters", param="X-Memory-Session"
-        )
-    return value
-
-
-def layout_policy(request: Request, default: str) -> str:
-    """The layout policy for this request: `X-Memory-Layout-Policy`, else the configured one."""
-    value = request.headers.get("x-memory-layout-policy", default).strip()
-    if value not in POLICIES:
-        raise InvalidRequestError(f"header X-Memory-Layout-Policy must be one of {sorted(POLICIES)}", param="X-Memory-Layout-Policy")
-    return value
 
 
 async def chat_completions(request: Request) -> Response:
@@ -68,11 +48,12 @@ async def chat_completions(request: Request) -> Response:
     body = await read_body(request, svc.config.server.max_body_bytes)
     # Decoding and validating megabytes of JSON takes long enough to stall every other request.
     chat, raw = await asyncio.to_thread(parse_chat_request, body) if len(body) > OFF_LOOP_BYTES else parse_chat_request(body)
-    session_header = _session_header(request)
+    meter = svc.metrics.chat(chat.model, request.state)
+    session_header = session_header_of(request)
     budget = header_int(request, "x-memory-budget") or svc.config.budget_tokens
     api_key = caller.upstream_key()
+    svc.upstream.require_key(chat.model, api_key)
     messages: list[dict[str, Any]] = raw["messages"]
-    meter = svc.metrics.chat(chat.model, request.state)
     await check_limits(messages, chat.model, svc.config.limits)
     session_id = caller.storage_id(session_header) if session_header is not None else None
     prepared = await prepare(svc.runtime, messages, chat.model, budget, session_id, caller.scope(chat.user or ""), caller.new_session_id,
@@ -93,10 +74,11 @@ def _upstream_done(meter: ChatMeter, usage: dict[str, Any] | None) -> Usage:
 async def _complete(svc: Services, raw: dict[str, Any], prepared: Prepared, api_key: str | None, meter: ChatMeter) -> Response:
     headers = prepared.headers()
     try:
-        response = await svc.upstream.complete(raw, prepared.messages, api_key)
+        response, passed = await svc.upstream.complete(raw, prepared.messages, api_key)
     except UpstreamError as exc:
         _upstream_done(meter, None)
-        return error_response(exc, headers=headers)
+        return error_response(exc, headers={**exc.headers, **headers})
+    headers = {**passed, **headers}
     usage = response.get("usage") if isinstance(response.get("usage"), dict) else None
     cached = _upstream_done(meter, usage).cached_tokens
     if cached is not None:
@@ -106,17 +88,18 @@ async def _complete(svc: Services, raw: dict[str, Any], prepared: Prepared, api_
     if problem:
         headers["X-Memory-Error"] = problem
     meter.finished()
-    return json_response(response, headers=headers)
+    return json_response(chat_wire.completion(response), headers=headers)
 
 
 async def _stream(svc: Services, raw: dict[str, Any], prepared: Prepared, api_key: str | None, meter: ChatMeter) -> Response:
     headers = prepared.headers()
     client_wants_usage = bool((raw.get("stream_options") or {}).get("include_usage"))
     try:
-        chunks = await svc.upstream.stream(raw, prepared.messages, api_key)
+        chunks, passed = await svc.upstream.stream(raw, prepared.messages, api_key)
     except UpstreamError as exc:
         _upstream_done(meter, None)
-        return error_response(exc, headers=headers)
+        return error_response(exc, headers={**exc.headers, **headers})
+    headers = {**passed, **headers}
     meter.first_chunk()
 
     async def events() -> AsyncIterator[bytes]:
@@ -124,9 +107,10 @@ async def _stream(svc: Services, raw: dict[str, Any], prepared: Prepared, api_ke
         try:
             async for chunk in chunks:
                 assembler.feed(chunk)
-                if is_usage_chunk(chunk) and not client_wants_usage:
+                usage_only = is_usage_chunk(chunk)
+                if usage_only and not client_wants_usage:
                     continue  # asked upstream for the cost figures; the client did not ask for them
-                yield encode_data(chunk)
+                yield encode_data(chat_wire.chunk(chunk, usage_only))
         except UpstreamError as exc:
             log.warning("upstream stream broke off (%s); the partial reply is not stored", exc.status)
             _upstream_done(meter, assembler.usage)

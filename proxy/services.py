@@ -12,6 +12,7 @@ from .config import ProxyConfig
 from .identity import Identities
 from .metrics import Metrics
 from .relay import Relay
+from .responses_upstream import ResponsesUpstream
 from .upstream import Upstream
 
 __all__ = ["Services", "services"]
@@ -25,6 +26,7 @@ class Services:
     relay: Relay
     identities: Identities
     metrics: Metrics
+    responses: ResponsesUpstream
 
 
 def services(request: Request) -> Services:

@@ -245,3 +245,20 @@ def test_the_strict_fake_rejects_what_openai_rejects(upstream: Upstream) -> None
         assert post({"model": MODEL, "messages": [{"role": "user", "content": "q"}], "stream_options": {"include_usage": True}}).status_code == 400
         ok = post({"model": MODEL, "messages": [{"role": "user", "content": "q"}]})
         assert ok.status_code == 200 and ok.json()["usage"]["prompt_tokens_details"]["cached_tokens"] == 0
+
+
+def test_gemini_implicit_cache_is_read_and_reported(small: Proxy, upstream: Upstream) -> None:
+    client = small.client(api_key="AIza" + "TurnsGeminiKey0123456789abcdefghijklm",
+                          default_headers={"X-Memory-Session": "gem-cache", "X-Memory-Budget": "6000"})
+    messages: list[dict[str, Any]] = [SYSTEM]
+    cached: list[int] = []
+    for i in range(12):
+        messages.append({"role": "user", "content": _turn(i)})
+        raw = client.chat.completions.with_raw_response.create(model="gemini-2.5-flash", messages=messages)
+        cached.append(int(raw.headers.get("x-memory-cached-tokens", "0")))
+        messages.append({"role": "assistant", "content": raw.parse().choices[0].message.content})
+    # Gemini reports cachedContentTokenCount; it reaches the client's header and the session's totals.
+    assert max(cached) >= 1024
+    with small.http() as http:
+        usage = http.get("/memory/sessions/gem-cache", headers={"Authorization": "Bearer " + "AIza" + "TurnsGeminiKey0123456789abcdefghijklm"}).json()["usage"]
+    assert usage["cached_tokens"] == sum(cached) and usage["turns"] == 12
