@@ -13,7 +13,7 @@ Never a session id, a user, a key or a raw model name.
     memory_runtime_overhead_latency_seconds{model_family}             what the proxy added: total
                                                                       minus the provider's part
     memory_runtime_time_to_first_token_seconds{model_family}          request in to the provider's
-                                                                      first streamed chunk
+                                                                      first streamed chunk or event
     memory_runtime_compile_latency_seconds{mode}                      the work before the call: limits
                                                                       check, memory sync and compile
     memory_runtime_prompts_total{mode}                                forwarded prompts by layout
@@ -26,8 +26,11 @@ Never a session id, a user, a key or a raw model name.
                                                                       (fail open): stage prepare|commit
     memory_runtime_sessions                                           sessions stored (at scrape time)
 
-Token counters count each client request once (an upstream retry of the same prompt is not counted
-twice); provider figures are added when the provider reported them.
+The chat and Responses routes are metered alike (`ChatMeter`). Token counters count each client
+request once (an upstream retry of the same prompt is not counted twice); provider figures are added
+when the provider reported them. A Responses request memory does not plan (no `input`, or a
+`previous_response_id` memory does not know; forwarded as sent) counts as a request and in the
+provider's figures, not as a prompt.
 """
 
 from __future__ import annotations
@@ -40,10 +43,12 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from memory import Usage
+
 __all__ = ["Metrics", "ChatMeter", "MetricsMiddleware", "model_family", "route_name", "CONTENT_TYPE", "ROUTES", "MODEL_FAMILIES"]
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
-ROUTES = ("chat_completions", "relay", "memory", "inspector", "metrics", "healthz", "other")
+ROUTES = ("chat_completions", "responses", "relay", "memory", "inspector", "metrics", "healthz", "other")
 # Longest prefix first: "gpt-4o" before "gpt-4", "gpt-4.1" before "gpt-4".
 _FAMILY_PREFIXES = (
     ("gpt-5", "gpt-5"), ("gpt-4.1", "gpt-4.1"), ("gpt-4o", "gpt-4o"), ("gpt-4", "gpt-4"), ("gpt-3.5", "gpt-3.5"),
@@ -72,6 +77,8 @@ def route_name(path: str) -> str:
     """A bounded label for a request path."""
     if path == "/v1/chat/completions":
         return "chat_completions"
+    if path == "/v1/responses":
+        return "responses"  # POST, with memory; /v1/responses/{id} and its items are relayed
     if path.startswith("/v1/"):
         return "relay"
     if path == "/memory/ui" or path.startswith("/memory/ui/"):
@@ -117,7 +124,7 @@ class Metrics:
         self.sessions = Gauge("memory_runtime_sessions", "Sessions stored", registry=r)
 
     def chat(self, model: str, state: Any) -> ChatMeter:
-        """A meter for one chat request; tells the middleware the request's model family."""
+        """A meter for one chat or Responses request; tells the middleware its model family."""
         family = model_family(model)
         setattr(state, _STATE_FAMILY, family)
         return ChatMeter(self, family, state)
@@ -131,7 +138,7 @@ class Metrics:
 
 @dataclass
 class ChatMeter:
-    """Times and counts one chat request, from its start to the end of its response."""
+    """Times and counts one chat or Responses request, from its start to the end of its response."""
 
     metrics: Metrics
     family: str
@@ -148,22 +155,28 @@ class ChatMeter:
         m.forwarded_tokens.labels(self.family).inc(forwarded_tokens)
         if failed_open:
             m.memory_errors.labels("prepare").inc()
+        self.calling()
+
+    def calling(self) -> None:
+        """The provider call starts now."""
         self.upstream_started = time.perf_counter()
 
     def first_chunk(self) -> None:
         self.metrics.ttft.labels(self.family).observe(time.perf_counter() - self.started)
 
-    def upstream_done(self, usage: dict[str, Any] | None, prompt: int | None, cached: int | None, completion: int | None) -> None:
-        """The provider's part is over (answered, refused or broke off); count what it reported."""
+    def upstream_done(self, usage: dict[str, Any] | None) -> Usage:
+        """The provider's part is over (answered, refused or broke off); count what it reported
+        (chat or Responses `usage`, None when it reported nothing) and return it read."""
         if self.upstream_started is not None:
             self.upstream_seconds = time.perf_counter() - self.upstream_started
             self.metrics.upstream.labels(self.family).observe(self.upstream_seconds)
-        if usage is None:
-            return
+        found = Usage.from_openai(usage)
         m = self.metrics
-        for counter, value in ((m.prompt_tokens, prompt), (m.cached_tokens, cached), (m.completion_tokens, completion)):
+        for counter, value in ((m.prompt_tokens, found.prompt_tokens), (m.cached_tokens, found.cached_tokens),
+                               (m.completion_tokens, found.completion_tokens)):
             if value:
                 counter.labels(self.family).inc(value)
+        return found
 
     def committed(self, problem: str | None) -> None:
         if problem:

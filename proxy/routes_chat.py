@@ -22,8 +22,6 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from memory import Usage
-
 from . import chat_wire
 from .context import Prepared, commit, prepare
 from .errors import UpstreamError, envelope
@@ -65,22 +63,16 @@ async def chat_completions(request: Request) -> Response:
     return response
 
 
-def _upstream_done(meter: ChatMeter, usage: dict[str, Any] | None) -> Usage:
-    found = Usage.from_openai(usage)
-    meter.upstream_done(usage, found.prompt_tokens, found.cached_tokens, found.completion_tokens)
-    return found
-
-
 async def _complete(svc: Services, raw: dict[str, Any], prepared: Prepared, api_key: str | None, meter: ChatMeter) -> Response:
     headers = prepared.headers()
     try:
         response, passed = await svc.upstream.complete(raw, prepared.messages, api_key)
     except UpstreamError as exc:
-        _upstream_done(meter, None)
+        meter.upstream_done(None)
         return error_response(exc, headers={**exc.headers, **headers})
     headers = {**passed, **headers}
     usage = response.get("usage") if isinstance(response.get("usage"), dict) else None
-    cached = _upstream_done(meter, usage).cached_tokens
+    cached = meter.upstream_done(usage).cached_tokens
     if cached is not None:
         headers["X-Memory-Cached-Tokens"] = str(cached)
     problem = await commit(svc.runtime, prepared, first_message(response), usage)
@@ -97,7 +89,7 @@ async def _stream(svc: Services, raw: dict[str, Any], prepared: Prepared, api_ke
     try:
         chunks, passed = await svc.upstream.stream(raw, prepared.messages, api_key)
     except UpstreamError as exc:
-        _upstream_done(meter, None)
+        meter.upstream_done(None)
         return error_response(exc, headers={**exc.headers, **headers})
     headers = {**passed, **headers}
     meter.first_chunk()
@@ -113,14 +105,14 @@ async def _stream(svc: Services, raw: dict[str, Any], prepared: Prepared, api_ke
                 yield encode_data(chat_wire.chunk(chunk, usage_only))
         except UpstreamError as exc:
             log.warning("upstream stream broke off (%s); the partial reply is not stored", exc.status)
-            _upstream_done(meter, assembler.usage)
+            meter.upstream_done(assembler.usage)
             meter.stream_failed(exc.status)
             yield encode_data(envelope(exc))
             return
         finally:
             # Runs on client disconnect too (the generator is closed), releasing the upstream.
             await chunks.aclose()
-        _upstream_done(meter, assembler.usage)
+        meter.upstream_done(assembler.usage)
         meter.committed(await commit(svc.runtime, prepared, assembler.message(), assembler.usage))
         meter.finished()
         yield DONE

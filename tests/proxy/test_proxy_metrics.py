@@ -151,3 +151,35 @@ def test_metrics_need_the_access_token_when_one_is_set(proxy_factory: Callable[.
     assert httpx.get(proxy.url + "/metrics").status_code == 401
     allowed = httpx.get(proxy.url + "/metrics", headers={"X-Memory-Access-Token": "metrics-operator-token"})
     assert allowed.status_code == 200 and "memory_runtime_requests_total" in allowed.text
+
+
+def test_the_responses_route_is_metered_like_chat(proxy_factory: Callable[..., Proxy], upstream: Upstream) -> None:
+    proxy = proxy_factory()
+    client = proxy.client(default_headers={"X-Memory-Session": SESSION, "X-Memory-Budget": "1400"})
+    history: list[Any] = []
+    for i in range(5):
+        history.append({"role": "user", "content": _question(i)})
+        if i % 2:
+            events = list(client.responses.create(model=MODEL, input=history, instructions="Keep the ledger tidy. " * 200, stream=True))
+            reply = next(e.response for e in events if e.type == "response.completed")
+        else:
+            reply = client.responses.create(model=MODEL, input=history, instructions="Keep the ledger tidy. " * 200)
+        history += [o.model_dump(exclude_none=True) for o in reply.output]
+    samples = _scrape(proxy)
+    seen = upstream.fake.responses_requests()
+    family = model_family(MODEL)
+    assert len(seen) == 5 and all(r.reported is not None for r in seen)
+    assert _value(samples, "memory_runtime_requests_total", route="responses", model_family=family, status="200") == 5
+    assert _sum(samples, "memory_runtime_requests_total", route="chat_completions") == 0
+    reported = {k: sum(r.reported[k] for r in seen) for k in ("input_tokens", "output_tokens")}  # type: ignore[index]
+    cached = sum(r.reported["input_tokens_details"]["cached_tokens"] for r in seen)  # type: ignore[index]
+    assert cached > 0, "the instructions alone are a cacheable prefix"
+    assert _value(samples, "memory_runtime_prompt_tokens_total", model_family=family) == reported["input_tokens"]
+    assert _value(samples, "memory_runtime_cached_tokens_total", model_family=family) == cached
+    assert _value(samples, "memory_runtime_completion_tokens_total", model_family=family) == reported["output_tokens"]
+    assert _value(samples, "memory_runtime_upstream_latency_seconds_count", model_family=family) == 5
+    assert _value(samples, "memory_runtime_time_to_first_token_seconds_count", model_family=family) == 2
+    assert _value(samples, "memory_runtime_overhead_latency_seconds_count", model_family=family) == 5
+    assert _sum(samples, "memory_runtime_prompts_total") == 5
+    assert _value(samples, "memory_runtime_client_tokens_total", model_family=family) > 0
+    assert _value(samples, "memory_runtime_forwarded_tokens_total", model_family=family) > 0
