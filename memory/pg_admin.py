@@ -40,16 +40,23 @@ def summaries(rows: list[tuple[Any, ...]]) -> list[SessionSummary]:
     return [SessionSummary(r[0], r[1], r[2], r[3], r[4], r[5], r[6]) for r in rows]
 
 
-async def page_sessions(conn: Conn, prefix: str, after: str | None, limit: int) -> list[SessionSummary]:
-    """Sessions whose id starts with `prefix`, in id order, after the id `after`, at most `limit`."""
+async def page_sessions(conn: Conn, prefix: str, after: str | None, limit: int, contains: str = "") -> list[SessionSummary]:
+    """Sessions whose id starts with `prefix` (and contains `contains` after it, case-insensitive),
+    in id order, after the id `after`, at most `limit`."""
     # A range on the primary key (code point order) so the index does the filtering.
-    where, params = ["s.id >= %s", "starts_with(s.id, %s)"], [prefix, prefix]
+    where = ["s.id >= %s", "starts_with(s.id, %s)"]
+    params: list[Any] = [prefix, prefix]
     if prefix and ord(prefix[-1]) < 0x10FFFF:
         where.append("s.id < %s")
         params.append(prefix[:-1] + chr(ord(prefix[-1]) + 1))
     if after is not None:
         where.append("s.id > %s")
         params.append(after)
+    if contains:
+        # Searched in what follows the prefix (the part of the id its owner chose and sees), folding
+        # ASCII case only, as SQLite's lower() does: the "C" collation's lower() is that.
+        where.append('strpos(lower(substr(s.id, %s) COLLATE "C"), lower(%s COLLATE "C")) > 0')
+        params += [len(prefix) + 1, contains]
     return summaries(await _rows(conn, SUMMARY + f"WHERE {' AND '.join(where)} ORDER BY s.id LIMIT %s", (*params, limit)))
 
 

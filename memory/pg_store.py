@@ -38,6 +38,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from .errors import StorageError
 from .pg_admin import SUMMARY, erase_sessions, expired_sessions, page_sessions, rename_session, summaries
 from .pg_fts import parse_match, rank
+from .pg_inspect import PgInspect
 from .pg_migrations import apply_migrations
 from .pg_reads import EVENT_COLUMNS, PgReads, event_from_row
 from .pg_tx import PgTx
@@ -62,7 +63,7 @@ def advisory_key(name: str) -> int:
     return int.from_bytes(hashlib.sha256(name.encode("utf-8")).digest()[:8], "big", signed=True)
 
 
-class PgStore(PgReads):
+class PgStore(PgReads, PgInspect):
     """Storage for every session in one PostgreSQL database (in its own schema)."""
 
     def __init__(self, url: str, *, schema: str = DEFAULT_SCHEMA, pool_size: int = 8, lock_pool_size: int = 16) -> None:
@@ -382,9 +383,10 @@ class PgStore(PgReads):
         async with self.transaction() as tx:
             return await rename_session(tx.conn, old_id, new_id, old_scope_prefix, new_scope_prefix)
 
-    async def page_sessions(self, prefix: str = "", after: str | None = None, limit: int = 100) -> list[SessionSummary]:
-        """Sessions whose id starts with `prefix`, in id order, after the id `after`, at most `limit`."""
-        return await self._read(lambda conn: page_sessions(conn, prefix, after, limit))
+    async def page_sessions(self, prefix: str = "", after: str | None = None, limit: int = 100, contains: str = "") -> list[SessionSummary]:
+        """Sessions whose id starts with `prefix` (and contains `contains` after it, case-insensitive),
+        in id order, after the id `after`, at most `limit`."""
+        return await self._read(lambda conn: page_sessions(conn, prefix, after, limit, contains))
 
     async def expired_sessions(self, updated_before: float | None, keep_per_namespace: int | None, limit: int = 500) -> list[str]:
         """Ids of sessions to expire (see `memory.pg_admin.expired_sessions`), at most `limit`."""

@@ -621,6 +621,23 @@ async def test_whole_session_operations(store: Store) -> None:
     assert await store.health() is None
 
 
+async def test_session_search_in_pages(store: Store) -> None:
+    """`page_sessions(contains=...)`: searched after the prefix, ASCII case folded (as SQLite's
+    lower()), counting events as the session list does."""
+    runtime = _runtime(store)
+    for sid in ("a/Edited-One", "a/plain", "a/ÉTÉ", "b/edited"):
+        await runtime.session(sid).ingest({"type": "user_message", "payload": {"content": "x"}})
+    assert [s.id for s in await store.page_sessions("a/", contains="EDIT")] == ["a/Edited-One"]
+    assert [s.id for s in await store.page_sessions("", contains="edit")] == ["a/Edited-One", "b/edited"]
+    assert await store.page_sessions("a/", contains="a/") == []  # the prefix itself is not searched
+    assert [s.id for s in await store.page_sessions("a/", contains="ÉT")] == ["a/ÉTÉ"]
+    assert await store.page_sessions("a/", contains="ét") == []  # only ASCII letters fold
+    assert [s.id for s in await store.page_sessions("a/", contains="t")] == ["a/Edited-One", "a/ÉTÉ"]  # code point order
+    assert [s.id for s in await store.page_sessions("a/", after="a/Edited-One", limit=1, contains="t")] == ["a/ÉTÉ"]
+    (found,) = await store.page_sessions("a/", contains="plain")
+    assert found == (await store.list_sessions("a/plain"))[0]
+
+
 async def test_postgres_rename_gives_a_new_generation_and_health_answers_when_down(pg_url: str) -> None:
     async with _instances(pg_url, 1) as (store,):
         await _runtime(store).session("a").ingest({"type": "user_message", "payload": {"content": "x"}})
