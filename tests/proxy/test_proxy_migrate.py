@@ -108,6 +108,13 @@ def test_migrate_copies_everything_and_is_idempotent_and_resumable(
 
     assert main(["sessions", "list", "--storage", pg_url]) == 0  # the CLI reads PostgreSQL by URL too
     assert sorted(s["id"] for s in json.loads(capsys.readouterr().out)) == sorted(NAMES)
+    reports = []
+    for storage in (str(source), pg_url):  # the cost report reads the same from either store
+        assert main(["stats", "--json", "--storage", storage]) == 0
+        overall = json.loads(capsys.readouterr().out)
+        assert main(["stats", "--json", "--session", "delta", "--storage", storage]) == 0
+        reports.append((overall, json.loads(capsys.readouterr().out)))
+    assert reports[1] == reports[0] and reports[0][0]["totals"]["turns"] == 6
 
     # Again: nothing copied twice. Then a session lost in the target (a run cut short) comes back.
     code, summary, _ = _migrate(capsys, "--from", str(source), "--to", pg_url)
