@@ -14,17 +14,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from .compiler import CompileInput, CompileResult, assemble
 from .errors import InvalidArgumentError, InvalidEventError, SessionNotFoundError, StorageError
 from .events import Event, parse_event
 from .ingest import add_pair_probes, apply_state, precompute, prepare_events, rebuild_state
+from .layout import needs_memory
 from .policy import LayoutPolicy, get_policy
+from .records import FrameRecord, StateItem, TurnRecord
 from .retrieval import CANDIDATES, fts_query, is_change_query, rank_chunks
 from .state import extract_lines, state_as_dict
 from .store import StoreTx
 from .tokens import get_counter
 from .transcript import SYSTEM_ROLES, chain_hashes, message_text, message_to_event
-from .turns import Request, TurnPlan, Usage, align_request, build_plan, query_text, totals_dict, turn_inputs, turn_record
+from .turns import Request, TurnInputs, TurnPlan, Usage, align_request, build_plan, query_text, totals_dict, turn_inputs, turn_record
 
 if TYPE_CHECKING:
     from .runtime import Runtime
@@ -181,23 +185,31 @@ class Session:
                 await self._write(parsed, keep=aligned.keep, scope=scope)
                 transcript = await store.transcript(self.id)
                 aligned = align_request(transcript, request, named)
-            # The question is the live tail's text; a stateless client's tail may start in memory.
-            carried = aligned.p >= aligned.alignment.base and aligned.p - aligned.alignment.base < len(request.hashes)
-            view, qvec = await self.runtime.view(self.id, query_text(list(request.messages[request.convo_index[aligned.p - aligned.alignment.base]:])) if carried else None)
-            inputs = await asyncio.to_thread(turn_inputs, aligned, request, transcript, view, model, budget_tokens,
-                                             self.runtime.tokens_for(counter))
-            if qvec is None and inputs.query.strip():
-                qvec = await self.runtime.embed_query(inputs.query)
+            view = await self.runtime.loaded_view(self.id)
+
+            def lay_against_memory() -> tuple[TurnInputs, bool]:
+                inputs = turn_inputs(aligned, request, transcript, view, model, budget_tokens, self.runtime.tokens_for(counter))
+                return inputs, needs_memory(inputs.system, inputs.history, inputs.tail, budget_tokens, counter)
+
+            inputs, needed = await asyncio.to_thread(lay_against_memory)
             query = inputs.query
             pool = max(2 * CANDIDATES, budget_tokens // 8)
-            lexical = await store.bm25(self.id, fts_query(query), pool)
-            state = await store.state_items(self.id)
-            frames = await store.frames(self.id)
-            reuse = await store.find_turn(self.id, inputs.key)
+            qvec: np.ndarray | None = None
+            lexical: list[tuple[int, float]] = []
+            state: list[StateItem] = []
+            frames: list[FrameRecord] = []
+            reuse: TurnRecord | None = None
+            if needed:  # else the whole conversation fits (or nothing but the tail can): no retrieval
+                # Chunks the background is embedding (the previous reply) rank by their words this once.
+                qvec = await self.runtime.embed_for(self.id, view, query, wait=False)
+                lexical = await store.bm25(self.id, fts_query(query), pool)
+                state = await store.state_items(self.id)
+                frames = await store.frames(self.id)
+                reuse = await store.find_turn(self.id, inputs.key)
 
             def build() -> TurnPlan:
                 ranked = rank_chunks(view, lexical, qvec, change_query=is_change_query(query), candidates=pool,
-                                     options=self.runtime.rank_options)
+                                     options=self.runtime.rank_options) if needed else []
                 return build_plan(self.id, model, budget_tokens, request, named, scope, inputs, frames, reuse, ranked, state,
                                   view, counter, layout_policy)
 
