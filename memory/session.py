@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +22,7 @@ from .events import Event, parse_event
 from .ingest import add_pair_probes, apply_state, precompute, prepare_events, rebuild_state
 from .layout import needs_memory
 from .policy import LayoutPolicy, get_policy
-from .records import FrameRecord, StateItem, TurnRecord
+from .records import FrameRecord, StateItem, TranscriptEntry, TurnRecord
 from .retrieval import CANDIDATES, fts_query, is_change_query, rank_chunks
 from .state import extract_lines, state_as_dict
 from .store import StoreTx
@@ -83,16 +83,19 @@ class Session:
         self.runtime.embed_soon(self.id)
         return ids
 
-    async def _write(self, parsed: list[Event], keep: int | None, scope: str = "") -> list[int]:
+    async def _write(self, parsed: list[Event], keep: int | None, scope: str = "", transcript: list[TranscriptEntry] | None = None,
+                     then: Callable[[StoreTx], Awaitable[None]] | None = None) -> list[int]:
         """Store `parsed` in one transaction. Message events extend the transcript after position
         `keep` (None: at its end); what stood there leaves the transcript (detached), and state
-        that came from it is rebuilt."""
+        that came from it is rebuilt. `transcript` is the stored one when the caller read it under
+        the session's lock (saves reading it again); `then` writes more in the same transaction."""
         count = get_counter(_CHUNKING_COUNTER).count
         pre = await asyncio.to_thread(precompute, parsed, count)
         try:
             async with self._store.transaction() as tx:
                 await tx.ensure_session(self.id, scope)
-                transcript = await tx.transcript(self.id)
+                if transcript is None:
+                    transcript = await tx.transcript(self.id)
                 start = len(transcript) if keep is None else keep
                 rebuild = False
                 if start < len(transcript):
@@ -114,6 +117,8 @@ class Session:
                         await apply_state(tx, self.id, rows[i].content, ids[i])
                 if self.runtime.embedder is not None:
                     await add_pair_probes(tx, self.id, [ids[i] for i in chat], [rows[i].content for i in chat])
+                if then is not None:
+                    await then(tx)
         except sqlite3.Error as exc:
             raise StorageError(f"write failed: {exc}") from exc
         return [ids[i] for i in range(len(rows)) if rows[i].parent_index is None]
@@ -182,7 +187,7 @@ class Session:
                 first = aligned.alignment.offset
                 parsed = await asyncio.to_thread(_parse_messages, [request.convo(i) for i in range(first, first + history_new)],
                                                  request.hashes[first : first + history_new])
-                await self._write(parsed, keep=aligned.keep, scope=scope)
+                await self._write(parsed, keep=aligned.keep, scope=scope, transcript=transcript)
                 transcript = await store.transcript(self.id)
                 aligned = align_request(transcript, request, named)
             view = await self.runtime.loaded_view(self.id)
@@ -233,19 +238,25 @@ class Session:
                 same_reply = not new and aligned.keep < len(transcript) and transcript[aligned.keep].msg_hash == reply_hash
                 if not same_reply:
                     new, hashes = new + [reply], hashes + [reply_hash]
-            if new:
-                parsed = await asyncio.to_thread(_parse_messages, new, hashes)
-                await self._write(parsed, keep=aligned.keep, scope=plan.scope)
             frame = plan.layout.frame
             manifest = {**plan.result.manifest, "usage": {"prompt_tokens": usage.prompt_tokens, "cached_tokens": usage.cached_tokens,
                                                           "completion_tokens": usage.completion_tokens}}
-            async with store.transaction() as tx:
-                await tx.ensure_session(self.id, plan.scope)
+
+            async def record(tx: StoreTx) -> None:
                 frame_id = frame.id if frame is not None and frame.id else None
                 if frame is not None and not frame.id and plan.layout.mode == "rebased":
                     frame_id = await tx.save_frame(self.id, frame)
                 await tx.add_turn(self.id, turn_record(plan, frame_id, usage))
                 await tx.save_manifest(self.id, json.dumps(manifest, ensure_ascii=False))
+
+            # One transaction for the messages and the turn record.
+            if new:
+                parsed = await asyncio.to_thread(_parse_messages, new, hashes)
+                await self._write(parsed, keep=aligned.keep, scope=plan.scope, transcript=transcript, then=record)
+            else:
+                async with store.transaction() as tx:
+                    await tx.ensure_session(self.id, plan.scope)
+                    await record(tx)
         if new:
             self.runtime.embed_soon(self.id)
 
