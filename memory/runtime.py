@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -18,20 +16,21 @@ from .embedding_queue import EMBED_NOW_CHARS, EmbeddingQueue
 from .embeddings import DEFAULT_MODEL, Embedder, load_embedder
 from .errors import InvalidArgumentError, MemoryRuntimeError
 from .index import SessionView
+from .memo import MessageMemo
 from .records import SessionSummary
 from .retrieval import DEFAULT_OPTIONS, RankOptions
 from .session import Session
 from .sqlite_store import SqliteStore
 from .store import Store
 from .tokens import TiktokenCounter
-from .transcript import SYSTEM_ROLES, chain_hashes, message_hash
+from .transcript import SYSTEM_ROLES, chain_hashes
 
 __all__ = ["create_runtime", "Runtime"]
 
 log = logging.getLogger("memory")
 # Room for a caller's namespace in front of a 256-character id ("<namespace>/<id>").
 MAX_SESSION_ID = 512
-TOKEN_CACHE = 50_000
+MESSAGE_MEMO = 50_000
 # Session views kept in process (least recently used dropped first); a dropped view is rebuilt
 # from the store on its next use.
 MAX_VIEWS = 256
@@ -60,9 +59,8 @@ class Runtime:
         self.embedder: Embedder | None = embedder
         self._views: OrderedDict[str, SessionView] = OrderedDict()
         self._max_views = max(1, max_views)
-        # Exact token counts of messages by (encoding, digest of the message's JSON): a client
-        # resends its history every call, and counting it again each time is the hot path's cost.
-        self._token_cache: OrderedDict[tuple[str, bytes], int] = OrderedDict()
+        # A client resends its history every call: its messages are hashed and counted once.
+        self.memo = MessageMemo(MESSAGE_MEMO)
         self._open_lock = asyncio.Lock()
         self._opened = False
         self._embeddings = EmbeddingQueue(self.store, lambda: self.embedder, self._fresh_view)
@@ -101,20 +99,9 @@ class Runtime:
         return Session(self, _check_session_id(session_id))
 
     def tokens_for(self, counter: TiktokenCounter) -> Callable[[dict[str, Any]], int]:
-        """`counter.message_tokens`, remembered per exact message (bounded LRU)."""
-        cache = self._token_cache
-
-        def count(message: dict[str, Any]) -> int:
-            blob = json.dumps(message, sort_keys=True, ensure_ascii=False, default=str).encode("utf-8")
-            key = (counter.encoding_name, hashlib.blake2b(blob, digest_size=16).digest())
-            found = cache.get(key)
-            if found is None:
-                found = cache[key] = counter.message_tokens(message)
-                if len(cache) > TOKEN_CACHE:
-                    cache.popitem(last=False)
-            return found
-
-        return count
+        """`counter.message_tokens`, remembered per message (see `memory.memo`)."""
+        memo = self.memo
+        return lambda message: memo.tokens(counter, message)
 
     async def list_sessions(self) -> list[SessionSummary]:
         await self.open()
@@ -141,7 +128,7 @@ class Runtime:
         `messages` (two messages or more) followed only by the reply to its last turn: a retry of
         that turn."""
         await self.open()
-        hashes = [message_hash(m) for m in messages if isinstance(m, dict) and m.get("role") not in SYSTEM_ROLES]
+        hashes = [self.memo.hash(m) for m in messages if isinstance(m, dict) and m.get("role") not in SYSTEM_ROLES]
         chain = chain_hashes(hashes)
         found = await self.store.find_session_by_head(scope, chain)
         if found is not None or len(chain) < 2:

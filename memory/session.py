@@ -128,7 +128,7 @@ class Session:
         (see `memory.align`): a resent history stores only its new messages, an edit detaches the
         abandoned branch, a repeated request stores nothing. System/developer messages are not
         stored."""
-        request = await asyncio.to_thread(Request.of, _checked(messages))
+        request = await asyncio.to_thread(Request.of, _checked(messages), self.runtime.memo.hash)
         await self.runtime.open()
         async with self._store.session_lock(self.id):
             transcript = await self._store.transcript(self.id)
@@ -175,7 +175,7 @@ class Session:
         _check_budget(budget_tokens)
         layout_policy = get_policy(policy) if isinstance(policy, str) else policy
         counter = get_counter(model)
-        request = await asyncio.to_thread(Request.of, _checked(messages))
+        request = await asyncio.to_thread(Request.of, _checked(messages), self.runtime.memo.hash)
         await self.runtime.open()
         store = self._store
         async with store.session_lock(self.id):
