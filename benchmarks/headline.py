@@ -114,7 +114,7 @@ def _overhead(c: dict[str, Any]) -> list[str]:
     line = (f"- Added latency over a direct call, paired per request, p50 at {_slash([str(n) for n in sizes])}-turn sessions: "
             f"{targets[0]} {added(targets[0])}")
     line += "".join(f"; {t} {added(t)} on the same upstream" for t in targets[1:])
-    if len(targets) == 1:
+    if not any(t.startswith("LiteLLM") for t in targets):
         line += f" (no peer: {c.get('litellm_note', 'not measured')})"
     return [line + "."]
 

@@ -3,8 +3,11 @@
 The fake upstream, the memory-runtime proxy and (when installed) LiteLLM's own proxy each run in
 their own process. For a session of N turns, every request resends the same N-turn history plus a
 fresh user question; per iteration the direct call and the call through each proxy run back to
-back, in rotating order, so drift and noise hit all paths alike. Reported: non-streaming latency
-and streaming time-to-first-content-token, p50/p95/p99 of each path and of the paired difference.
+back, in rotating order, so drift and noise hit all paths alike. The Responses API row sends the
+same history as `input` to `/v1/responses` (with `store: false`, as a stateless app would), paired
+with a direct `/v1/responses` call, in the same rotation: its added latency against the chat row's
+is the Responses route's own cost at the same session size. Reported: non-streaming latency and
+streaming time-to-first-content-token, p50/p95/p99 of each path and of the paired difference.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from .workload import chat_turns, queries
 __all__ = ["OverheadRow", "OverheadResult", "run_overhead"]
 
 OURS = "memory-runtime proxy"
+OURS_RESPONSES = "memory-runtime proxy, Responses API"
 LITELLM = "LiteLLM proxy 1.106.2"
 DIRECT_KEY = "sk-bench-not-a-real-key"
 PROXY_BUDGET = 2000
@@ -62,26 +66,38 @@ class _Target:
     name: str
     url: str
     headers: dict[str, str]
+    api: str = "chat"  # or "responses"
+
+
+def _first_content(line: str, api: str) -> bool:
+    if not line.startswith("data: {"):
+        return False
+    data = json.loads(line[6:])
+    if api == "responses":
+        return data.get("type") == "response.output_text.delta" and bool(data.get("delta"))
+    delta = (data.get("choices") or [{}])[0].get("delta") or {}
+    return bool(delta.get("content"))
 
 
 def _call(client: httpx.Client, target: _Target, messages: list[dict[str, Any]], stream: bool) -> tuple[float, bool]:
     """(milliseconds, compiled?) for one request: full response, or first content token when streaming."""
-    body = {"model": MODEL, "messages": messages, "stream": stream}
+    if target.api == "responses":
+        path, body = "/v1/responses", {"model": MODEL, "input": messages, "stream": stream, "store": False}
+    else:
+        path, body = "/v1/chat/completions", {"model": MODEL, "messages": messages, "stream": stream}
     start = time.perf_counter()
     if not stream:
-        response = client.post(target.url + "/v1/chat/completions", json=body, headers=target.headers)
+        response = client.post(target.url + path, json=body, headers=target.headers)
         response.read()
         elapsed = time.perf_counter() - start
         response.raise_for_status()
         return elapsed * 1000.0, _compiled(response)
     first: float | None = None
-    with client.stream("POST", target.url + "/v1/chat/completions", json=body, headers=target.headers) as response:
+    with client.stream("POST", target.url + path, json=body, headers=target.headers) as response:
         response.raise_for_status()
         for line in response.iter_lines():
-            if first is None and line.startswith("data: {"):
-                delta = (json.loads(line[6:]).get("choices") or [{}])[0].get("delta") or {}
-                if delta.get("content"):
-                    first = time.perf_counter() - start
+            if first is None and _first_content(line, target.api):
+                first = time.perf_counter() - start
         compiled = _compiled(response)
     if first is None:
         raise RuntimeError(f"{target.name}: stream carried no content")
@@ -123,7 +139,8 @@ def run_overhead(sizes: Sequence[int], iterations: int, litellm_bin: Path | None
             ours = start_proxy_process(tmp, fake.url, embedding_model=None, budget_tokens=PROXY_BUDGET)
             servers.append(ours)
             direct = _Target("direct", fake.url, {"Authorization": f"Bearer {DIRECT_KEY}"})
-            targets = [_Target(OURS, ours.url, {"Authorization": f"Bearer {DIRECT_KEY}"})]
+            targets = [_Target(OURS, ours.url, {"Authorization": f"Bearer {DIRECT_KEY}"}),
+                       _Target(OURS_RESPONSES, ours.url, {"Authorization": f"Bearer {DIRECT_KEY}"}, "responses")]
             if litellm_bin is None:
                 note = "not measured: no LiteLLM proxy executable given (--litellm-bin)"
             else:
@@ -150,13 +167,17 @@ def _measure_size(client: httpx.Client, direct: _Target, targets: list[_Target],
                   show_progress: bool) -> list[OverheadRow]:
     history = [{"role": "user" if e["type"] == "user_message" else "assistant", "content": e["payload"]["content"]}
                for e in chat_turns(turns)]
-    session = {"X-Memory-Session": f"bench-overhead-{turns}"}
-    paths = [direct, *(_Target(t.name, t.url, {**t.headers, **session}) if t.name == OURS else t for t in targets)]
+    # Each memory-runtime path has its own session of the same size.
+    sessions = {OURS: f"bench-overhead-{turns}", OURS_RESPONSES: f"bench-overhead-responses-{turns}"}
+    direct_responses = _Target("direct, Responses API", direct.url, direct.headers, "responses")
+    paths = [direct, direct_responses,
+             *(_Target(t.name, t.url, {**t.headers, "X-Memory-Session": sessions[t.name]}, t.api) if t.name in sessions else t
+               for t in targets)]
     questions = queries(WARMUP + 2 * iterations, seed=turns)
     rows: list[OverheadRow] = []
     for mode, stream in (("non-stream", False), ("stream TTFT", True)):
         samples: dict[str, list[float]] = {p.name: [] for p in paths}
-        compiled = 0
+        compiled: dict[str, int] = {}
         offset = 0 if not stream else iterations
         for w in range(WARMUP):  # first request stores the history and embeds it
             for p in paths:
@@ -167,9 +188,10 @@ def _measure_size(client: httpx.Client, direct: _Target, targets: list[_Target],
             for p in order:
                 ms, was_compiled = _call(client, p, messages, stream)
                 samples[p.name].append(ms)
-                compiled += was_compiled and p.name == OURS
+                compiled[p.name] = compiled.get(p.name, 0) + int(was_compiled)
         for t in targets:
-            added = [v - d for v, d in zip(samples[t.name], samples[direct.name])]
-            rows.append(OverheadRow(t.name, turns, mode, percentiles(samples[direct.name]), percentiles(samples[t.name]),
-                                    percentiles(added), compiled / iterations if t.name == OURS else None))
+            base = direct_responses if t.api == "responses" else direct
+            added = [v - d for v, d in zip(samples[t.name], samples[base.name])]
+            rows.append(OverheadRow(t.name, turns, mode, percentiles(samples[base.name]), percentiles(samples[t.name]),
+                                    percentiles(added), compiled.get(t.name, 0) / iterations if t.name in sessions else None))
     return rows

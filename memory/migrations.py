@@ -174,9 +174,35 @@ CREATE INDEX transcript_event ON transcript(event_id);
 CREATE INDEX turns_frame ON turns(frame_id);
 """
 
+# The Responses API's own references, served from memory:
+# - `responses`: each response id the proxy answered for a session, with the transcript position
+#   its reply ends at and the chain hash of the transcript up to there (a later edit that rewrites
+#   that prefix makes the id stale, and it is then treated as unknown). A request naming one with
+#   `previous_response_id` continues the conversation from there without the provider's storage.
+# - `response_items`: items with an id (the output items of replies, and input items), redacted as
+#   everything stored, for `item_reference` inputs.
+M004_RESPONSES: Final = """
+CREATE TABLE responses (
+    id            TEXT PRIMARY KEY,
+    session_id    TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+    pos           INTEGER NOT NULL,
+    chain_hash    TEXT NOT NULL,
+    created_at    REAL NOT NULL
+);
+CREATE INDEX responses_session ON responses(session_id);
+
+CREATE TABLE response_items (
+    session_id    TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+    item_id       TEXT NOT NULL,
+    item          TEXT NOT NULL,
+    PRIMARY KEY (session_id, item_id)
+);
+"""
+
 # (number, name, sql); append only.
 MIGRATIONS: Final[list[tuple[int, str, str]]] = [
     (1, "m001_initial", M001_INITIAL),
     (2, "m002_frames_turns", M002_FRAMES_TURNS),
     (3, "m003_foreign_key_indexes", M003_FOREIGN_KEY_INDEXES),
+    (4, "m004_responses", M004_RESPONSES),
 ]

@@ -8,7 +8,8 @@ Some shapes are only secrets in context, and are redacted only there: a 40-chara
 access key near "aws", "secret" or an access key id; 32 hex digits (Azure keys) near "azure", "key"
 or "subscription" (a bare MD5 or request id is left alone); `Basic` credentials that decode to
 `user:password`. Every string of a stored message is redacted, its extra fields, names, ids and
-URLs included; only the base64 payload of a `data:` URL is left as it is (an image, not text).
+URLs included; only the base64 payload of a `data:` URL and a reasoning item's `encrypted_content`
+are left as they are (an image, ciphertext: not text).
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ from typing import Any
 __all__ = ["redact", "redact_value", "count_markers", "MARKER"]
 
 MARKER = re.compile(r"\[REDACTED:([a-z_]+)\]")
+# Ciphertext, never text a person wrote (like a data: URL's payload): a Responses API reasoning
+# item's `encrypted_content` must come back byte for byte or the provider refuses it.
+_CIPHERTEXT_KEYS = frozenset({"encrypted_content"})
 
 _PATTERNS: list[tuple[str, re.Pattern[str]]] = [
     ("private_key", re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?(?:-----END [A-Z ]*PRIVATE KEY-----|\Z)")),
@@ -139,7 +143,7 @@ def redact_value(value: Any, found: Counter[str]) -> Any:
     if isinstance(value, list):
         return [redact_value(v, found) for v in value]
     if isinstance(value, dict):
-        return {k: redact_value(v, found) for k, v in value.items()}
+        return {k: (v if k in _CIPHERTEXT_KEYS and isinstance(v, str) else redact_value(v, found)) for k, v in value.items()}
     return value
 
 

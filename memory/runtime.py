@@ -142,6 +142,19 @@ class Runtime:
         # Only an unambiguous match: two conversations that opened alike leave it a new one.
         return retried[0] if len(retried) == 1 else None
 
+    async def find_response(self, response_id: str, scope: str = "") -> tuple[str, int] | None:
+        """The session (within `scope`) and transcript position a recorded response id ends at;
+        None when the id is unknown, or stale (the conversation up to there was edited since)."""
+        await self.open()
+        found = await self.store.find_response(response_id, scope)
+        if found is None:
+            return None
+        session_id, pos, chain = found
+        transcript = await self.store.transcript(session_id)
+        if pos < 1 or pos > len(transcript) or transcript[pos - 1].chain_hash != chain:
+            return None
+        return session_id, pos
+
     async def delete_session(self, session_id: str) -> bool:
         """Erase a session for good (rows, full-text index, vectors only it used; deleted content
         overwritten with zeros and free pages returned, without rewriting the rest of the file)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -19,16 +20,19 @@ import numpy as np
 from .compiler import CompileInput, CompileResult, assemble
 from .errors import InvalidArgumentError, InvalidEventError, SessionNotFoundError, StorageError
 from .events import Event, parse_event
+from .evidence import unit_message
 from .ingest import add_pair_probes, apply_state, precompute, prepare_events, rebuild_state
 from .layout import needs_memory
 from .policy import LayoutPolicy, get_policy
 from .records import FrameRecord, StateItem, TranscriptEntry, TurnRecord
+from .redact import redact_value
 from .retrieval import CANDIDATES, fts_query, is_change_query, rank_chunks
 from .state import extract_lines, state_as_dict
 from .store import StoreTx
 from .tokens import get_counter
 from .transcript import SYSTEM_ROLES, chain_hashes, message_text, message_to_event
-from .turns import Request, TurnInputs, TurnPlan, Usage, align_request, build_plan, query_text, totals_dict, turn_inputs, turn_record
+from .turns import (Request, TurnInputs, TurnPlan, Usage, align_request, build_plan, query_text, totals_dict, turn_inputs,
+                    turn_record)
 
 if TYPE_CHECKING:
     from .runtime import Runtime
@@ -164,14 +168,19 @@ class Session:
 
     # -- turns (what the proxy does per request) -----------------------------------------------
     async def prepare_turn(self, messages: Sequence[dict[str, Any]], budget_tokens: int, model: str = "gpt-4o-mini",
-                           scope: str = "", named: bool = True, policy: LayoutPolicy | str = "cache") -> TurnPlan:
+                           scope: str = "", named: bool = True, policy: LayoutPolicy | str = "cache",
+                           resume_at: int | None = None) -> TurnPlan:
         """Plan the prompt for one request of a client's conversation: align it with what is
         stored, store the history it brings that memory lacked, and lay the prompt out on the
         session's stable frame within `budget_tokens`. The live tail (the last user message and
         the tool calls after it) is not stored here: `commit_turn` does that once the provider
         has answered. `named` says the caller named the session (so a request that does not start
         where the conversation starts continues it: a stateless or sliding-window client);
-        `policy` (see `memory.policy`) trades the provider's prompt cache against fresh evidence."""
+        `policy` (see `memory.policy`) trades the provider's prompt cache against fresh evidence.
+        `resume_at` says the messages continue the stored transcript from that position (a
+        Responses API `previous_response_id`): the request is then memory's copy of the
+        transcript up to there followed by `messages`, so a continuation from an earlier reply
+        branches there, and a repeated one is a retry."""
         _check_budget(budget_tokens)
         layout_policy = get_policy(policy) if isinstance(policy, str) else policy
         counter = get_counter(model)
@@ -181,6 +190,9 @@ class Session:
         async with store.session_lock(self.id):
             await store.check_writable()
             transcript = await store.transcript(self.id)
+            if resume_at is not None:
+                request = await self._resumed(request, transcript, resume_at)
+                named = True
             aligned = align_request(transcript, request, named)
             history_new = aligned.p - aligned.keep
             if history_new > 0:
@@ -220,11 +232,32 @@ class Session:
 
             return await asyncio.to_thread(build)
 
-    async def commit_turn(self, plan: TurnPlan, reply: dict[str, Any] | None, usage: Usage | None = None) -> None:
+    async def _resumed(self, request: Request, transcript: list[TranscriptEntry], resume_at: int) -> Request:
+        """`request` behind memory's copies of transcript[:resume_at], which keep their stored
+        hashes (a copy's text may differ from what was sent: secrets are redacted on storage)."""
+        if isinstance(resume_at, bool) or not isinstance(resume_at, int) or not 0 <= resume_at <= len(transcript):
+            raise InvalidArgumentError(f"resume_at must be a transcript position 0..{len(transcript)}")
+        view = await self.runtime.loaded_view(self.id)  # only its units: nothing to embed for this
+        prefix: list[dict[str, Any]] = []
+        for entry in transcript[:resume_at]:
+            unit = view.units.get(f"e{entry.event_id}")
+            if unit is None:
+                raise StorageError(f"transcript position {entry.pos} of session {self.id!r} has no live event")
+            prefix.append(unit_message(unit))
+        n = len(prefix)
+        return Request(prefix + list(request.messages), list(range(n)) + [n + i for i in request.convo_index],
+                       [e.msg_hash for e in transcript[:resume_at]] + list(request.hashes))
+
+    async def commit_turn(self, plan: TurnPlan, reply: dict[str, Any] | None, usage: Usage | None = None,
+                          response_id: str | None = None, items: Sequence[tuple[str, dict[str, Any]]] = ()) -> None:
         """Record a turn the provider answered: the live tail and the reply join the transcript
         (a retry's reply replaces the one it regenerates; the same reply again stores nothing), the
-        frame the prompt used is kept for the next turn, and the turn's tokens are counted."""
+        frame the prompt used is kept for the next turn, and the turn's tokens are counted.
+        `response_id` (the provider's id of this reply) is recorded with the transcript position
+        the reply ends at, for `prepare_turn(resume_at=...)`; `items` (id, wire item) are kept,
+        redacted, for later references to them."""
         usage = usage or Usage()
+        stored_items = await asyncio.to_thread(_redacted_items, items)
         store = self._store
         await self.runtime.open()
         async with store.session_lock(self.id):
@@ -233,9 +266,12 @@ class Session:
             first = aligned.alignment.offset
             new = [plan.request.convo(i) for i in range(first, len(plan.request.hashes))]
             hashes = plan.request.hashes[first:]
+            # Where the reply ends in the transcript once this turn is stored.
+            end = aligned.keep + len(new)
             if reply is not None:
                 reply_hash = Request.of([reply]).hashes[0]
                 same_reply = not new and aligned.keep < len(transcript) and transcript[aligned.keep].msg_hash == reply_hash
+                end += 1
                 if not same_reply:
                     new, hashes = new + [reply], hashes + [reply_hash]
             frame = plan.layout.frame
@@ -248,6 +284,12 @@ class Session:
                     frame_id = await tx.save_frame(self.id, frame)
                 await tx.add_turn(self.id, turn_record(plan, frame_id, usage))
                 await tx.save_manifest(self.id, json.dumps(manifest, ensure_ascii=False))
+                if response_id is not None:
+                    after = await tx.transcript(self.id)
+                    if 0 < end <= len(after):
+                        await tx.add_response(self.id, response_id, end, after[end - 1].chain_hash)
+                if stored_items:
+                    await tx.add_items(self.id, stored_items)
 
             # One transaction for the messages and the turn record.
             if new:
@@ -290,6 +332,12 @@ class Session:
                 async with self._store.transaction() as tx:
                     await tx.save_manifest(self.id, json.dumps(result.manifest, ensure_ascii=False))
         return result
+
+    async def find_items(self, item_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Stored wire items of this session by id (those it has), as recorded by `commit_turn`."""
+        await self.runtime.open()
+        found = await self._store.find_items(self.id, list(item_ids))
+        return {k: json.loads(v) for k, v in found.items()}
 
     async def flush(self) -> None:
         """Embed every stored chunk that has no vector yet (a compile embeds a bounded batch and
@@ -345,6 +393,11 @@ class Session:
         for turn in rows.get("turns", []):
             turn["evidence"] = json.loads(turn["evidence"]) if turn["evidence"] else None
         return {"session_id": self.id, **rows, "state": await self.state(include_inactive=True), "usage": await self.usage()}
+
+
+def _redacted_items(items: Sequence[tuple[str, dict[str, Any]]]) -> list[tuple[str, str]]:
+    found: Counter[str] = Counter()
+    return [(str(item_id), json.dumps(redact_value(item, found), ensure_ascii=False)) for item_id, item in items]
 
 
 def _check_budget(budget_tokens: Any) -> None:

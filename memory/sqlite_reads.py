@@ -54,3 +54,25 @@ class SqliteReads:
             "SELECT * FROM (SELECT * FROM turns WHERE session_id = ? ORDER BY id DESC LIMIT ?) ORDER BY id", (session_id, limit)
         )
         return [turn_from_row(r) for r in rows]
+
+    async def find_response(self, response_id: str, scope: str) -> tuple[str, int, str] | None:
+        """(session id, transcript position, chain hash) recorded for a response id, within `scope`."""
+        rows = await self._all(
+            "SELECT r.session_id, r.pos, r.chain_hash FROM responses r JOIN sessions s ON s.id = r.session_id "
+            "WHERE r.id = ? AND s.scope = ?",
+            (response_id, scope),
+        )
+        return (str(rows[0][0]), int(rows[0][1]), str(rows[0][2])) if rows else None
+
+    async def find_items(self, session_id: str, item_ids: Sequence[str]) -> dict[str, str]:
+        """The stored JSON of the session's items with these ids (those it has)."""
+        found: dict[str, str] = {}
+        unique = list(dict.fromkeys(item_ids))
+        for i in range(0, len(unique), 500):
+            batch = unique[i : i + 500]
+            marks = ",".join("?" * len(batch))
+            for row in await self._all(
+                f"SELECT item_id, item FROM response_items WHERE session_id = ? AND item_id IN ({marks})", (session_id, *batch)
+            ):
+                found[str(row[0])] = str(row[1])
+        return found

@@ -328,7 +328,8 @@ class SqliteStore(SqliteReads):
 
     async def export_rows(self, session_id: str) -> dict[str, list[dict[str, Any]]]:
         out: dict[str, list[dict[str, Any]]] = {}
-        for table, order in (("events", "id"), ("artifacts", "id"), ("state_items", "id"), ("transcript", "pos"), ("frames", "id"), ("turns", "id")):
+        for table, order in (("events", "id"), ("artifacts", "id"), ("state_items", "id"), ("transcript", "pos"), ("frames", "id"), ("turns", "id"),
+                             ("responses", "created_at"), ("response_items", "item_id")):
             out[table] = [dict(r) for r in await self._all(f"SELECT * FROM {table} WHERE session_id = ? ORDER BY {order}", (session_id,))]
         return out
 

@@ -219,6 +219,23 @@ class SqliteTx(SqliteReads):
              turn.sent_tokens, turn.forwarded_tokens, turn.prompt_tokens, turn.cached_tokens, turn.completion_tokens, time.time()),
         )
 
+    async def add_response(self, session_id: str, response_id: str, pos: int, chain_hash: str) -> None:
+        """Record a response id of the session: its reply ends at transcript position `pos` (the
+        transcript's length then), whose prefix has `chain_hash`. A regenerated id moves."""
+        await self._db.execute(
+            "INSERT INTO responses(id, session_id, pos, chain_hash, created_at) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT(id) DO UPDATE SET session_id = excluded.session_id, pos = excluded.pos, chain_hash = excluded.chain_hash",
+            (response_id, session_id, pos, chain_hash, time.time()),
+        )
+
+    async def add_items(self, session_id: str, items: Sequence[tuple[str, str]]) -> None:
+        """Remember wire items by id (item id, the item's JSON), for later references to them."""
+        await self._db.executemany(
+            "INSERT INTO response_items(session_id, item_id, item) VALUES (?, ?, ?) "
+            "ON CONFLICT(session_id, item_id) DO UPDATE SET item = excluded.item",
+            [(session_id, item_id, item) for item_id, item in items],
+        )
+
     async def put_vectors(self, model: str, items: Iterable[tuple[str, bytes]]) -> None:
         await self._db.executemany(
             "INSERT OR IGNORE INTO embeddings(model, content_hash, vector) VALUES (?, ?, ?)", [(model, h, v) for h, v in items]

@@ -45,7 +45,10 @@ def message_text(content: Any) -> str:
 
 
 def _canonical(message: dict[str, Any]) -> dict[str, Any]:
-    keep = {"role", "content", "name", "tool_calls", "tool_call_id", "function_call"}
+    # `item_key` tells apart messages that stand for items of another wire format (the Responses
+    # API's reasoning or other opaque items) whose text alone is the same; chat messages never carry
+    # it, so their hashes are what they always were.
+    keep = {"role", "content", "name", "tool_calls", "tool_call_id", "function_call", "item_key"}
     out = {k: v for k, v in message.items() if k in keep and v not in (None, [], "")}
     calls = out.get("tool_calls")
     if isinstance(calls, list):

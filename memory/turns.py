@@ -30,7 +30,7 @@ from .tokens import REPLY_PRIMING_TOKENS, TiktokenCounter
 from .transcript import GENESIS_CHAIN, SYSTEM_ROLES, message_hash, message_text
 
 __all__ = ["TurnPlan", "TurnInputs", "Usage", "Request", "Aligned", "align_request", "turn_inputs", "build_plan", "request_key",
-           "query_text", "turn_record", "totals_dict"]
+           "query_text", "carried_query", "turn_record", "totals_dict"]
 
 
 @dataclass(frozen=True)
@@ -227,6 +227,14 @@ def _tail_and_system(aligned: Aligned, request: Request, transcript: list[Transc
     stored = [message_at(aligned, pos, request, transcript, view)[0] for pos in range(p, base)]
     system = [m for m in request.messages if m.get("role") in SYSTEM_ROLES]
     return stored + [m for m in request.messages if m.get("role") not in SYSTEM_ROLES], system
+
+
+def carried_query(aligned: Aligned, request: Request) -> str | None:
+    """The question's text when the request carries the start of its live tail, else None."""
+    offset = aligned.p - aligned.alignment.base
+    if not 0 <= offset < len(request.hashes):
+        return None
+    return query_text(request.messages[request.convo_index[offset] :])
 
 
 def query_text(tail: list[dict[str, Any]]) -> str:

@@ -29,7 +29,9 @@ from .identity import Identities
 from .logs import RequestIdMiddleware
 from .retention import Sweeper
 from .relay import Relay
+from .responses_upstream import ResponsesUpstream
 from .routes_chat import chat_completions
+from .routes_responses import create_response
 from .routes_memory import routes as memory_routes
 from .services import Services, services
 from .upstream import Upstream
@@ -89,9 +91,11 @@ def create_app(config: ProxyConfig) -> Starlette:
             # file or the model needs no restart.
             log.error("memory unavailable, forwarding requests unmodified until it opens: %s", exc)
         relay_client = Relay(config.upstreams)
+        upstream = Upstream(config.upstreams)
+        responses_client = ResponsesUpstream(config.upstreams, upstream)
         app.state.services = Services(
-            config=config, runtime=runtime, upstream=Upstream(config.upstreams), relay=relay_client,
-            identities=Identities.from_config(config),
+            config=config, runtime=runtime, upstream=upstream, relay=relay_client,
+            identities=Identities.from_config(config), responses=responses_client,
         )
         sweeper = Sweeper(runtime, config.retention)
         sweeper.start()
@@ -99,12 +103,14 @@ def create_app(config: ProxyConfig) -> Starlette:
             yield
         finally:
             await sweeper.stop()
+            await responses_client.aclose()
             await relay_client.aclose()
             await runtime.close()
 
     routes = [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+        Route("/v1/responses", create_response, methods=["POST"]),
         *memory_routes(),
         Route("/v1/{path:path}", relay, methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"]),
     ]

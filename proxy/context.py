@@ -74,9 +74,10 @@ async def _unmodified(session_id: str, messages: list[dict[str, Any]], model: st
 
 
 async def prepare(runtime: Runtime, messages: list[dict[str, Any]], model: str, budget: int, session_header: str | None,
-                  scope: str, new_id: Callable[[], str] = new_session_id, policy: str = "cache") -> Prepared:
+                  scope: str, new_id: Callable[[], str] = new_session_id, policy: str = "cache", resume_at: int | None = None) -> Prepared:
     """Resolve the session and plan the prompt; never raises (memory failures fail open). `new_id`
-    names a session the request does not name and no stored transcript matches."""
+    names a session the request does not name and no stored transcript matches. `resume_at`: the
+    messages continue the named session's transcript from that position."""
     session_id = session_header
     if session_id is None:
         try:
@@ -86,7 +87,7 @@ async def prepare(runtime: Runtime, messages: list[dict[str, Any]], model: str, 
             return await _unmodified(new_id(), messages, model, _reason(exc))
     try:
         plan = await runtime.session(session_id).prepare_turn(
-            messages, budget, model, scope=scope, named=session_header is not None, policy=policy
+            messages, budget, model, scope=scope, named=session_header is not None, policy=policy, resume_at=resume_at
         )
     except memory_errors.MemoryRuntimeError as exc:
         log.warning("memory failed; forwarding unmodified: %s", _reason(exc))
@@ -95,19 +96,22 @@ async def prepare(runtime: Runtime, messages: list[dict[str, Any]], model: str, 
         log.exception("unexpected memory failure; forwarding unmodified")
         return await _unmodified(session_id, messages, model, _reason(exc))
     forwarded = plan.messages
-    if plan.layout.mode == "full_history" and plan.carries_history:
+    # The plan counted what the client sent (each resent message once, from memory's cache); with
+    # `resume_at` that is the whole chain the id stands for, which the provider would read.
+    if resume_at is None and plan.layout.mode == "full_history" and plan.carries_history:
         # Everything fits and the client sent the whole conversation: forward it exactly as sent.
         forwarded = messages
-    # The plan counted what the client sent (each resent message once, from memory's cache).
     return Prepared(session_id, forwarded, plan.sent_tokens, plan.result.tokens, plan.result.items_included, plan)
 
 
-async def commit(runtime: Runtime, prepared: Prepared, reply: dict[str, Any] | None, usage: dict[str, Any] | None) -> str | None:
+async def commit(runtime: Runtime, prepared: Prepared, reply: dict[str, Any] | None, usage: dict[str, Any] | None,
+                 response_id: str | None = None, items: list[tuple[str, dict[str, Any]]] | None = None) -> str | None:
     """Record a successful call; returns an error reason instead of raising."""
     if prepared.plan is None:
         return None
     try:
-        await runtime.session(prepared.session_id).commit_turn(prepared.plan, reply, Usage.from_openai(usage))
+        await runtime.session(prepared.session_id).commit_turn(prepared.plan, reply, Usage.from_openai(usage), response_id=response_id,
+                                                               items=items or ())
         return None
     except Exception as exc:
         log.warning("memory failed to store a turn: %s", _reason(exc))

@@ -7,6 +7,8 @@
     │   └── UnsupportedMediaError   415: a body that is not JSON where JSON is required
     ├── AccessDeniedError           401 "authentication_error": missing or wrong X-Memory-Access-Token,
     │                               or a web page that would spend the proxy's own key
+    ├── MissingKeyError             401 "invalid_request_error": no provider key in the request nor in the
+    │                               proxy's environment (OpenAI's own words; nothing is forwarded)
     ├── ForbiddenError              403 "permission_error": a Host or Origin that is not allowed
     ├── NotFoundError               404 "not_found_error": unknown route or memory session
     ├── MemoryUnavailableError      503 "server_error": the memory store cannot keep what it is given
@@ -21,6 +23,13 @@ from __future__ import annotations
 
 from typing import Any
 
+# What OpenAI answers a request without a key (401, type invalid_request_error, code null).
+NO_KEY_MESSAGE = (
+    "You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth "
+    "(i.e. Authorization: Bearer YOUR_KEY), or as the password field (with blank username) if you're accessing the API "
+    "from your browser and are prompted for a username. You can obtain an API key from https://platform.openai.com/account/api-keys."
+)
+
 __all__ = [
     "ProxyError",
     "ConfigError",
@@ -28,6 +37,7 @@ __all__ = [
     "PayloadTooLargeError",
     "UnsupportedMediaError",
     "AccessDeniedError",
+    "MissingKeyError",
     "ForbiddenError",
     "NotFoundError",
     "MemoryUnavailableError",
@@ -71,6 +81,14 @@ class AccessDeniedError(ProxyError):
     type = "authentication_error"
 
 
+class MissingKeyError(ProxyError):
+    status = 401
+    type = "invalid_request_error"
+
+    def __init__(self) -> None:
+        super().__init__(NO_KEY_MESSAGE)
+
+
 class ForbiddenError(ProxyError):
     status = 403
     type = "permission_error"
@@ -100,6 +118,8 @@ class UpstreamError(ProxyError):
         super().__init__(message, param=param, code=code)
         self.status = status if 400 <= status <= 599 else 502
         self.type = type or ("invalid_request_error" if 400 <= self.status < 500 else "upstream_error")
+        # The provider's response headers a client reads (x-request-id, x-ratelimit-*), passed back.
+        self.headers: dict[str, str] = {}
 
 
 def envelope(exc: ProxyError) -> dict[str, Any]:

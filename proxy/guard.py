@@ -40,7 +40,8 @@ __all__ = ["Guard", "caller_of", "host_allowed"]
 log = logging.getLogger("memory_runtime.guard")
 HEALTH_PATH = "/healthz"
 _SIMPLE_BODIES = frozenset({"text/plain", "application/x-www-form-urlencoded"})
-_EXPOSE = "X-Memory-Session, X-Memory-Original-Tokens, X-Memory-Compiled-Tokens, X-Memory-Items, X-Memory-Error, X-Request-Id"
+_EXPOSE = ("X-Memory-Session, X-Memory-Original-Tokens, X-Memory-Compiled-Tokens, X-Memory-Items, X-Memory-Error, X-Request-Id, "
+           "X-Memory-Request-Id")
 _HEADER_LIST = re.compile(r"[A-Za-z0-9-]+(?:\s*,\s*[A-Za-z0-9-]+)*")
 _PREFLIGHT_METHODS = "GET, POST, PUT, PATCH, DELETE"
 

@@ -8,9 +8,14 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from memory import POLICIES
+
 from .errors import InvalidRequestError, PayloadTooLargeError, ProxyError, envelope
 
-__all__ = ["read_body", "json_response", "error_response", "bearer_key", "bearer_value", "header_int"]
+__all__ = ["read_body", "json_response", "error_response", "bearer_key", "bearer_value", "header_int", "session_header_of",
+           "layout_policy", "MAX_SESSION_HEADER"]
+
+MAX_SESSION_HEADER = 256
 
 
 async def read_body(request: Request, max_bytes: int) -> bytes:
@@ -63,3 +68,24 @@ def header_int(request: Request, name: str) -> int | None:
     if not _is_decimal(value) or int(value) <= 0:
         raise InvalidRequestError(f"header {name} must be a positive integer", param=name)
     return int(value)
+
+
+def session_header_of(request: Request) -> str | None:
+    """The session the caller named with `X-Memory-Session`, if any (400 when malformed)."""
+    value = request.headers.get("x-memory-session")
+    if value is None:
+        return None
+    value = value.strip()
+    if not value or len(value) > MAX_SESSION_HEADER or any(ord(c) < 32 for c in value):
+        raise InvalidRequestError(
+            f"header X-Memory-Session must be 1..{MAX_SESSION_HEADER} printable characters", param="X-Memory-Session"
+        )
+    return value
+
+
+def layout_policy(request: Request, default: str) -> str:
+    """The layout policy for this request: `X-Memory-Layout-Policy`, else the configured one."""
+    value = request.headers.get("x-memory-layout-policy", default).strip()
+    if value not in POLICIES:
+        raise InvalidRequestError(f"header X-Memory-Layout-Policy must be one of {sorted(POLICIES)}", param="X-Memory-Layout-Policy")
+    return value

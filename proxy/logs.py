@@ -1,7 +1,9 @@
 """Structured logs: one JSON object per line, carrying the id of the request being served.
 
 Each HTTP request gets an id: the client's `X-Request-Id` when it is a short token, otherwise a new
-one. It comes back in the `X-Request-Id` response header and is stamped on every record logged while
+one. It comes back in the `X-Memory-Request-Id` response header, and in `X-Request-Id` unless the
+response carries the provider's own `x-request-id` (OpenAI's SDKs read that one as the id of the
+call, for the provider's support), and is stamped on every record logged while
 that request is served (a ContextVar, so concurrent requests never mix; streamed bodies run in child
 tasks, which inherit it). The proxy never logs message content or keys. At `log_level: debug`,
 libraries log what they send (litellm and openai their request bodies, aiosqlite its SQL
@@ -28,6 +30,7 @@ __all__ = ["REQUEST_ID", "RequestIdMiddleware", "JsonFormatter", "RequestIdFilte
 
 REQUEST_ID: ContextVar[str | None] = ContextVar("memory_runtime_request_id", default=None)
 HEADER = b"x-request-id"
+OWN_HEADER = b"x-memory-request-id"
 _TOKEN = re.compile(rb"[A-Za-z0-9._:-]{1,64}")
 # Libraries that install their own plain-text handlers; their records go through ours instead.
 # Loggers that attach their own stderr handlers when their package is imported.
@@ -53,8 +56,11 @@ class RequestIdMiddleware:
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != HEADER]
-                message = {**message, "headers": [*headers, (HEADER, request_id.encode("ascii"))]}
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != OWN_HEADER]
+                own = [(OWN_HEADER, request_id.encode("ascii"))]
+                if not any(k.lower() == HEADER for k, _ in headers):
+                    own.append((HEADER, request_id.encode("ascii")))
+                message = {**message, "headers": [*headers, *own]}
             await send(message)
 
         try:

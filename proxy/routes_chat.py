@@ -22,12 +22,13 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from memory import POLICIES, Usage
+from memory import Usage
 
+from . import chat_wire
 from .context import Prepared, commit, prepare
-from .errors import InvalidRequestError, UpstreamError, envelope
+from .errors import UpstreamError, envelope
 from .guard import caller_of
-from .http import error_response, header_int, json_response, read_body
+from .http import error_response, header_int, json_response, layout_policy, read_body, session_header_of
 from .limits import check_limits
 from .reply import ReplyAssembler, first_message, is_usage_chunk
 from .services import Services, services
@@ -37,28 +38,7 @@ from .wire import parse_chat_request
 __all__ = ["chat_completions"]
 
 log = logging.getLogger("memory_runtime.chat")
-MAX_SESSION_HEADER = 256
 OFF_LOOP_BYTES = 256 * 1024
-
-
-def _session_header(request: Request) -> str | None:
-    value = request.headers.get("x-memory-session")
-    if value is None:
-        return None
-    value = value.strip()
-    if not value or len(value) > MAX_SESSION_HEADER or any(ord(c) < 32 for c in value):
-        raise InvalidRequestError(
-            f"header X-Memory-Session must be 1..{MAX_SESSION_HEADER} printable characters", param="X-Memory-Session"
-        )
-    return value
-
-
-def layout_policy(request: Request, default: str) -> str:
-    """The layout policy for this request: `X-Memory-Layout-Policy`, else the configured one."""
-    value = request.headers.get("x-memory-layout-policy", default).strip()
-    if value not in POLICIES:
-        raise InvalidRequestError(f"header X-Memory-Layout-Policy must be one of {sorted(POLICIES)}", param="X-Memory-Layout-Policy")
-    return value
 
 
 async def chat_completions(request: Request) -> Response:
@@ -67,9 +47,10 @@ async def chat_completions(request: Request) -> Response:
     body = await read_body(request, svc.config.server.max_body_bytes)
     # Decoding and validating megabytes of JSON takes long enough to stall every other request.
     chat, raw = await asyncio.to_thread(parse_chat_request, body) if len(body) > OFF_LOOP_BYTES else parse_chat_request(body)
-    session_header = _session_header(request)
+    session_header = session_header_of(request)
     budget = header_int(request, "x-memory-budget") or svc.config.budget_tokens
     api_key = caller.upstream_key()
+    svc.upstream.require_key(chat.model, api_key)
     messages: list[dict[str, Any]] = raw["messages"]
     await check_limits(messages, chat.model, svc.config.limits)
     session_id = caller.storage_id(session_header) if session_header is not None else None
@@ -84,9 +65,10 @@ async def chat_completions(request: Request) -> Response:
 async def _complete(svc: Services, raw: dict[str, Any], prepared: Prepared, api_key: str | None) -> Response:
     headers = prepared.headers()
     try:
-        response = await svc.upstream.complete(raw, prepared.messages, api_key)
+        response, passed = await svc.upstream.complete(raw, prepared.messages, api_key)
     except UpstreamError as exc:
-        return error_response(exc, headers=headers)
+        return error_response(exc, headers={**exc.headers, **headers})
+    headers = {**passed, **headers}
     usage = response.get("usage") if isinstance(response.get("usage"), dict) else None
     cached = Usage.from_openai(usage).cached_tokens
     if cached is not None:
@@ -94,25 +76,27 @@ async def _complete(svc: Services, raw: dict[str, Any], prepared: Prepared, api_
     problem = await commit(svc.runtime, prepared, first_message(response), usage)
     if problem:
         headers["X-Memory-Error"] = problem
-    return json_response(response, headers=headers)
+    return json_response(chat_wire.completion(response), headers=headers)
 
 
 async def _stream(svc: Services, raw: dict[str, Any], prepared: Prepared, api_key: str | None) -> Response:
     headers = prepared.headers()
     client_wants_usage = bool((raw.get("stream_options") or {}).get("include_usage"))
     try:
-        chunks = await svc.upstream.stream(raw, prepared.messages, api_key)
+        chunks, passed = await svc.upstream.stream(raw, prepared.messages, api_key)
     except UpstreamError as exc:
-        return error_response(exc, headers=headers)
+        return error_response(exc, headers={**exc.headers, **headers})
+    headers = {**passed, **headers}
 
     async def events() -> AsyncIterator[bytes]:
         assembler = ReplyAssembler()
         try:
             async for chunk in chunks:
                 assembler.feed(chunk)
-                if is_usage_chunk(chunk) and not client_wants_usage:
+                usage_only = is_usage_chunk(chunk)
+                if usage_only and not client_wants_usage:
                     continue  # asked upstream for the cost figures; the client did not ask for them
-                yield encode_data(chunk)
+                yield encode_data(chat_wire.chunk(chunk, usage_only))
         except UpstreamError as exc:
             log.warning("upstream stream broke off (%s); the partial reply is not stored", exc.status)
             yield encode_data(envelope(exc))

@@ -11,6 +11,7 @@ from memory import Runtime
 from .config import ProxyConfig
 from .identity import Identities
 from .relay import Relay
+from .responses_upstream import ResponsesUpstream
 from .upstream import Upstream
 
 __all__ = ["Services", "services"]
@@ -23,6 +24,7 @@ class Services:
     upstream: Upstream
     relay: Relay
     identities: Identities
+    responses: ResponsesUpstream
 
 
 def services(request: Request) -> Services:

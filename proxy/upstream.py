@@ -26,16 +26,18 @@ import httpx
 import openai  # litellm's exceptions subclass the openai SDK's
 
 from .config import UpstreamsConfig, prepare_litellm_environment
-from .errors import UpstreamError
+from .errors import MissingKeyError, UpstreamError
 from .logs import LITELLM_LOGGERS, adopt_loggers
 
-__all__ = ["Target", "Upstream", "is_gemini", "load_litellm", "to_upstream_error"]
+__all__ = ["Target", "Upstream", "is_gemini", "load_litellm", "to_upstream_error", "error_from_body", "provider_headers", "retryable", "close_stream"]
 
 log = logging.getLogger("memory_runtime.upstream")
 
 # Fields of the client's body that the proxy sets itself on the litellm call.
 _OWN_FIELDS = frozenset({"model", "messages", "stream", "stream_options", "api_key", "api_base", "base_url", "max_retries", "timeout"})
 _RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
+_PASSED_HEADERS = frozenset({"x-request-id", "openai-processing-ms"})
+_LITELLM_PREFIX = "llm_provider-"
 
 
 def load_litellm() -> ModuleType:
@@ -83,16 +85,48 @@ def to_upstream_error(exc: BaseException) -> UpstreamError:
     status = getattr(exc, "status_code", None)
     if not isinstance(status, int):
         return UpstreamError(f"upstream call failed: {_short(exc)}", status=502)
-    body = _provider_body(exc)
+    err = error_from_body(status, _provider_body(exc), _short(exc))
+    err.headers = provider_headers(_provider_response_headers(exc))
+    return err
+
+
+def _provider_response_headers(exc: BaseException) -> Any:
+    """The provider's response headers behind a litellm exception (its synthetic responses have none)."""
+    for err in _chain(exc):
+        response = getattr(err, "response", None)
+        if isinstance(response, httpx.Response) and response.headers:
+            return response.headers
+    return {}
+
+
+def error_from_body(status: int, body: dict[str, Any], fallback: str) -> UpstreamError:
+    """The provider's error, with its own message, type, param and code, and its HTTP status."""
     inner = _inner(body)
     return UpstreamError(
-        str(inner.get("message") or _short(exc)),
+        str(inner.get("message") or fallback),
         status=status,
         # OpenAI names the kind of error `type`; Gemini names it `status` (e.g. INVALID_ARGUMENT).
         type=str(inner.get("type") or inner.get("status")) if inner.get("type") or inner.get("status") else None,
         param=inner.get("param") if isinstance(inner.get("param"), str) else None,
         code=str(inner["code"]) if inner.get("code") is not None else None,
     )
+
+
+def provider_headers(headers: Any) -> dict[str, str]:
+    """The provider's response headers a client reads, to pass back: `x-request-id`,
+    `openai-processing-ms` and the `x-ratelimit-*` family. litellm keeps the provider's raw headers
+    under an `llm_provider-` prefix next to headers of its own; only the raw ones count."""
+    out: dict[str, str] = {}
+    if not hasattr(headers, "items"):
+        return out
+    for key, value in headers.items():
+        name = str(key).lower()
+        raw = name.startswith(_LITELLM_PREFIX)
+        name = name[len(_LITELLM_PREFIX):] if raw else name
+        if name in _PASSED_HEADERS or name.startswith("x-ratelimit-"):
+            if raw or name not in out:
+                out[name] = str(value)
+    return out
 
 
 def _inner(body: dict[str, Any]) -> dict[str, Any]:
@@ -144,7 +178,7 @@ def _short(exc: BaseException) -> str:
     return (text[0] if text else type(exc).__name__)[:500]
 
 
-def _retryable(err: UpstreamError) -> bool:
+def retryable(err: UpstreamError) -> bool:
     return err.status in _RETRY_STATUSES
 
 
@@ -155,6 +189,17 @@ class Upstream:
         self._config = config
         self._litellm = load_litellm()
         self._timeout = httpx.Timeout(config.timeout_seconds, connect=config.connect_timeout_seconds)
+
+    @property
+    def litellm(self) -> ModuleType:
+        """The configured litellm module (loaded at start-up)."""
+        return self._litellm
+
+    def require_key(self, model: str, api_key: str | None) -> None:
+        """Raise `MissingKeyError` (OpenAI's 401) when neither the request nor the proxy's
+        environment has a key for the model's provider: the call is not sent at all."""
+        if not self.target(model, api_key).api_key:
+            raise MissingKeyError()
 
     def target(self, model: str, api_key: str | None) -> Target:
         if is_gemini(model):
@@ -195,26 +240,30 @@ class Upstream:
         digest = hashlib.sha256(session_id.encode("utf-8")).hexdigest()[:32]
         return {**body, "prompt_cache_key": f"memory-runtime-{digest}"}
 
-    async def complete(self, body: dict[str, Any], messages: list[dict[str, Any]], api_key: str | None) -> dict[str, Any]:
-        """One non-streaming completion; returns the OpenAI-format response as a dict."""
+    async def complete(self, body: dict[str, Any], messages: list[dict[str, Any]],
+                       api_key: str | None) -> tuple[dict[str, Any], dict[str, str]]:
+        """One non-streaming completion; returns the OpenAI-format response as a dict, and the
+        provider's headers to pass back (`provider_headers`)."""
         target = self.target(str(body["model"]), api_key)
         kwargs = self._kwargs(body, messages, target, stream=False)
         attempt = 0
         while True:
             try:
                 response = await self._litellm.acompletion(**kwargs)
-                return _dump(response)
+                return _dump(response), _headers_of(response)
             except Exception as exc:  # litellm raises many unrelated classes; all map to UpstreamError
                 err = to_upstream_error(exc)
-                if attempt >= self._config.retries or not _retryable(err):
+                if attempt >= self._config.retries or not retryable(err):
                     raise err from None
                 attempt += 1
                 log.info("retrying upstream call (%s, attempt %d)", err.status, attempt + 1)
 
-    async def stream(self, body: dict[str, Any], messages: list[dict[str, Any]], api_key: str | None) -> AsyncGenerator[dict[str, Any], None]:
+    async def stream(self, body: dict[str, Any], messages: list[dict[str, Any]],
+                     api_key: str | None) -> tuple[AsyncGenerator[dict[str, Any], None], dict[str, str]]:
         """Open a streaming completion. Returns once the first chunk has arrived (so an upstream that
-        refuses the call raises `UpstreamError` here, before any header was sent to the client);
-        iterating yields OpenAI chunk dicts and raises `UpstreamError` if the stream breaks."""
+        refuses the call raises `UpstreamError` here, before any header was sent to the client),
+        with the provider's headers to pass back; iterating yields OpenAI chunk dicts and raises
+        `UpstreamError` if the stream breaks."""
         target = self.target(str(body["model"]), api_key)
         kwargs = self._kwargs(body, messages, target, stream=True)
         attempt = 0
@@ -223,20 +272,20 @@ class Upstream:
             try:
                 wrapper = await self._litellm.acompletion(**kwargs)
                 first = await wrapper.__anext__()
-                return _chunks(wrapper, first)
+                return _chunks(wrapper, first), _headers_of(wrapper)
             except StopAsyncIteration:
-                await _close(wrapper)
-                return _chunks(None, None)
+                await close_stream(wrapper)
+                return _chunks(None, None), _headers_of(wrapper)
             except Exception as exc:
-                await _close(wrapper)
+                await close_stream(wrapper)
                 err = to_upstream_error(exc)
-                if attempt >= self._config.retries or not _retryable(err):
+                if attempt >= self._config.retries or not retryable(err):
                     raise err from None
                 attempt += 1
                 log.info("retrying upstream stream (%s, attempt %d)", err.status, attempt + 1)
 
 
-async def _close(wrapper: Any) -> None:
+async def close_stream(wrapper: Any) -> None:
     """Release the upstream connection of a litellm stream (also when the client went away)."""
     close = getattr(wrapper, "aclose", None)
     if close is not None:
@@ -272,7 +321,13 @@ async def _chunks(wrapper: Any, first: Any) -> AsyncGenerator[dict[str, Any], No
             except Exception as exc:
                 raise to_upstream_error(exc) from None
     finally:
-        await _close(wrapper)
+        await close_stream(wrapper)
+
+
+def _headers_of(obj: Any) -> dict[str, str]:
+    """The provider's headers litellm kept with a response or a stream."""
+    hidden = getattr(obj, "_hidden_params", None)
+    return provider_headers(hidden.get("additional_headers") or {}) if isinstance(hidden, dict) else {}
 
 
 def _dump(obj: Any, exclude_none: bool = False) -> dict[str, Any]:

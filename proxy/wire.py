@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError, model_validator
 
 from .errors import InvalidRequestError
 
-__all__ = ["ChatMessage", "ChatCompletionRequest", "CompileRequest", "parse_json", "parse_chat_request", "parse_compile_request"]
+__all__ = ["ChatMessage", "ChatCompletionRequest", "ResponsesRequest", "CompileRequest", "parse_json", "parse_chat_request",
+           "parse_responses_request", "parse_compile_request"]
 
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
 
@@ -50,6 +51,18 @@ class ChatCompletionRequest(WireModel):
     messages: list[ChatMessage] = Field(min_length=1)
     stream: StrictBool | None = False
     stream_options: StreamOptions | None = None
+    user: StrictStr | None = None
+
+
+class ResponsesRequest(WireModel):
+    """`POST /v1/responses`: what the proxy reads; every other field passes through untouched."""
+
+    model: StrictStr = Field(min_length=1)
+    input: StrictStr | list[dict[str, Any]] | None = None
+    instructions: StrictStr | None = None
+    previous_response_id: StrictStr | None = None
+    stream: StrictBool | None = False
+    store: StrictBool | None = None
     user: StrictStr | None = None
 
 
@@ -97,13 +110,25 @@ def _invalid(exc: ValidationError) -> InvalidRequestError:
     return InvalidRequestError(f"invalid request: {param or 'body'}: {first.get('msg', 'invalid value')}", param=param)
 
 
-def parse_chat_request(body: bytes) -> tuple[ChatCompletionRequest, dict[str, Any]]:
-    """Validate a chat completion body; returns the model and the raw dict (what is forwarded)."""
+Parsed = TypeVar("Parsed", bound=WireModel)
+
+
+def _parse(model: type[Parsed], body: bytes) -> tuple[Parsed, dict[str, Any]]:
     raw = parse_json(body)
     try:
-        return ChatCompletionRequest.model_validate(raw), raw
+        return model.model_validate(raw), raw
     except ValidationError as exc:
         raise _invalid(exc) from None
+
+
+def parse_chat_request(body: bytes) -> tuple[ChatCompletionRequest, dict[str, Any]]:
+    """Validate a chat completion body; returns the model and the raw dict (what is forwarded)."""
+    return _parse(ChatCompletionRequest, body)
+
+
+def parse_responses_request(body: bytes) -> tuple[ResponsesRequest, dict[str, Any]]:
+    """Validate a Responses API body; returns the model and the raw dict (what is forwarded)."""
+    return _parse(ResponsesRequest, body)
 
 
 def parse_compile_request(body: bytes) -> CompileRequest:

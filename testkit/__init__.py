@@ -3,6 +3,8 @@
     script          what a test queues (`Reply`, `ToolCall`) and what the fake saw (`Recorded`)
     fake_openai     the OpenAI routes of the fake upstream (chat completions, models, embeddings)
     fake_gemini     the Gemini routes (generateContent, streamGenerateContent)
+    fake_responses  the Responses API routes (create, stream, get, delete, input_items), strict by
+                    `responses_rules`
     faults          fault modes chosen by model name (slow, reset, status)
     upstream        `FakeUpstream`: one fake composing the APIs above
     upstream_server the fake as its own process: `python -m testkit.upstream_server --port N`

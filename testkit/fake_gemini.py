@@ -93,8 +93,9 @@ def _check_function_turns(contents: list[dict[str, Any]]) -> str | None:
     expected = 0
     for content in contents:
         parts = content.get("parts") or [] if isinstance(content, dict) else []
-        calls = sum(1 for p in parts if isinstance(p, dict) and "functionCall" in p)
-        responses = sum(1 for p in parts if isinstance(p, dict) and "functionResponse" in p)
+        # Gemini's JSON accepts both spellings of a field (protobuf JSON), and litellm sends either.
+        calls = sum(1 for p in parts if isinstance(p, dict) and ("functionCall" in p or "function_call" in p))
+        responses = sum(1 for p in parts if isinstance(p, dict) and ("functionResponse" in p or "function_response" in p))
         if responses != expected:
             return ("Please ensure that the number of function response parts is equal to the number of function call parts "
                     "of the function call turn.")

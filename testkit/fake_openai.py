@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from .faults import Faults
+from .fake_responses import PROVIDER_HEADERS
 from .openai_rules import check_chat
 from .script import Reply, Script, sse
 
@@ -58,9 +59,10 @@ class OpenAIApi:
         reply = self.script.next_reply(last_user_text(body.get("messages", [])))
         if delay := reply.delay_seconds + self.script.latency_s:
             await asyncio.sleep(delay)
+        headers = {"x-request-id": f"req_chat{len(self.script.requests):06d}", **PROVIDER_HEADERS}
         if reply.error_status is not None:
             error = {"message": reply.error_message, "type": "fake_error", "param": None, "code": "fake_code"}
-            return JSONResponse({"error": error}, status_code=reply.error_status)
+            return JSONResponse({"error": error}, status_code=reply.error_status, headers=headers)
         namespace = f"{rec.headers.get('authorization', '')}|{body.get('prompt_cache_key') or ''}"
         hit = self.script.cache.lookup(namespace, self.script.cache.render(body["messages"], body.get("tools")))
         completion_tokens = len(reply.text or "") // 4 + 1
@@ -75,7 +77,7 @@ class OpenAIApi:
         ]
         finish = "tool_calls" if tool_calls else "stop"
         if not body.get("stream"):
-            message: dict[str, Any] = {"role": "assistant", "content": reply.text}
+            message: dict[str, Any] = {"role": "assistant", "content": reply.text, "refusal": None, "annotations": []}
             if tool_calls:
                 message["tool_calls"] = tool_calls
             return JSONResponse(
@@ -85,12 +87,14 @@ class OpenAIApi:
                     "created": int(time.time()),
                     "model": model,
                     "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
-                    "usage": usage,
-                }
+                    "usage": usage, "service_tier": "default", "system_fingerprint": "fp_fake",
+                },
+                headers=headers,
             )
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         return StreamingResponse(
-            self._stream(model, reply, tool_calls, finish, usage if include_usage else None), media_type="text/event-stream"
+            self._stream(model, reply, tool_calls, finish, usage if include_usage else None), media_type="text/event-stream",
+            headers=headers,
         )
 
     async def _stream(

@@ -94,8 +94,9 @@ def start_proxy_process(folder: Path, upstream_url: str, *, embedding_model: str
                         health: str = "/healthz") -> Server:
     """`memory-runtime serve` on a fresh port (or `port`), storing in `folder/memory.sqlite`,
     configured by `folder/proxy.yaml` (no upstream retries; `embedding_model=None` keeps the
-    default model), logging to `folder/proxy.log`, with `env` added to a clean environment; ready
-    when `health` answers 200 (/healthz also needs memory to be usable)."""
+    default model), logging to `folder/proxy.log`, with `env` added to a clean environment that
+    holds fallback provider keys (a proxy with no key at all answers keyless requests with 401);
+    ready when `health` answers 200 (/healthz also needs memory to be usable)."""
     port = port or free_port()
     settings: dict[str, Any] = {
         "storage_path": str(folder / "memory.sqlite"),
@@ -109,4 +110,6 @@ def start_proxy_process(folder: Path, upstream_url: str, *, embedding_model: str
     config = folder / "proxy.yaml"
     config.write_text(yaml.safe_dump(settings), encoding="utf-8")
     cmd = [sys.executable, "-m", "proxy.cli", "serve", "--config", str(config), "--port", str(port)]
-    return start_server("memory-runtime proxy", cmd, port, health, folder / "proxy.log", REPO_ROOT, {**clean_env(), **(env or {})}, 60.0)
+    keys = {"OPENAI_API_KEY": "sk-" + "process-fallback-key-3b9e", "GEMINI_API_KEY": "AIza" + "-process-fallback-key-6d1f"}
+    return start_server("memory-runtime proxy", cmd, port, health, folder / "proxy.log", REPO_ROOT,
+                        {**clean_env(), **keys, **(env or {})}, 60.0)

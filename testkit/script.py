@@ -46,6 +46,8 @@ class Reply:
     delay_seconds: float = 0.0
     # Streaming only: after the first content chunk, wait until the test sets this event.
     hold: threading.Event | None = None
+    # Responses API only: end the response "failed" or "incomplete" instead of "completed".
+    responses_status: str | None = None
 
 
 @dataclass
@@ -90,6 +92,13 @@ class Script:
 
     def last_chat(self) -> Recorded:
         return self.chat_requests()[-1]
+
+    def responses_requests(self) -> list[Recorded]:
+        """Model calls to the Responses API (POST /v1/responses)."""
+        return [r for r in self.requests if r.method == "POST" and r.path.endswith("/v1/responses")]
+
+    def last_response_request(self) -> Recorded:
+        return self.responses_requests()[-1]
 
     def next_reply(self, default_text: str) -> Reply:
         """The next queued reply, or `echo: <default_text>` when the queue is empty."""

@@ -22,6 +22,7 @@ from starlette.routing import Route
 
 from .fake_gemini import GeminiApi
 from .fake_openai import OpenAIApi
+from .fake_responses import ResponsesApi
 from .faults import Faults
 from .script import Script
 
@@ -31,15 +32,22 @@ __all__ = ["FakeUpstream"]
 @dataclass
 class FakeUpstream(Script):
     faults: Faults = field(default_factory=Faults)
+    # Holds what the Responses API stored (responses, items), so it lives as long as the fake.
+    responses_api: ResponsesApi = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.responses_api = ResponsesApi(self)
 
     def reset(self) -> None:
         super().reset()
         self.faults.reset()
+        self.responses_api.reset()
 
     def app(self) -> Starlette:
         openai = OpenAIApi(self, self.faults)
         gemini = GeminiApi(self)
-        return Starlette(routes=[Route("/healthz", _healthz), *openai.routes(), *gemini.routes(), openai.catch_all()])
+        return Starlette(routes=[Route("/healthz", _healthz), *openai.routes(), *gemini.routes(), *self.responses_api.routes(),
+                                 openai.catch_all()])
 
 
 async def _healthz(request: Request) -> Response:

@@ -33,7 +33,7 @@ def served_proxy(faulty: Upstream, tmp_path_factory: pytest.TempPathFactory) -> 
 
     def make(yaml_text: str = "upstreams: {retries: 0}\n", **env: str) -> Proxy:
         folder: Path = tmp_path_factory.mktemp("hardening")
-        proxy = start_proxy(config_for(faulty, folder, yaml_text, **env))
+        proxy = start_proxy(config_for(faulty, folder, yaml_text, fallback_keys=True, **env))
         started.append(proxy)
         return proxy
 
@@ -45,6 +45,6 @@ def served_proxy(faulty: Upstream, tmp_path_factory: pytest.TempPathFactory) -> 
 @pytest.fixture
 def proxy_config(faulty: Upstream, tmp_path: Path) -> Callable[..., ProxyConfig]:
     def make(yaml_text: str = "upstreams: {retries: 0}\n", **env: str) -> ProxyConfig:
-        return config_for(faulty, tmp_path, yaml_text, **env)
+        return config_for(faulty, tmp_path, yaml_text, fallback_keys=True, **env)
 
     return make

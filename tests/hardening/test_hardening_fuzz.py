@@ -54,7 +54,7 @@ class Client:
 @pytest.fixture(scope="module")
 def client(faulty: Upstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
     folder: Path = tmp_path_factory.mktemp("fuzz")
-    app = create_app(config_for(faulty, folder, "upstreams: {retries: 0}\nserver: {max_body_bytes: 65536}\n"))
+    app = create_app(config_for(faulty, folder, "upstreams: {retries: 0}\nserver: {max_body_bytes: 65536}\n", fallback_keys=True))
     loop = asyncio.new_event_loop()
     stack = AsyncExitStack()
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)

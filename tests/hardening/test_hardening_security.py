@@ -109,15 +109,16 @@ def test_logs_are_json_lines_with_request_ids_and_no_message_content(faulty: Ups
             weird = _chat(http, "x", extra={"X-Request-Id": "not a token\t!"})
     finally:
         proxy.stop()
-    assert ok.headers["x-request-id"] == "client-chosen.id-1"
-    assert len(weird.headers["x-request-id"]) == 32 and weird.headers["x-request-id"] != "not a token\t!"
+    # The proxy's own id: X-Memory-Request-Id always (X-Request-Id carries the provider's when it sent one).
+    assert ok.headers["x-memory-request-id"] == "client-chosen.id-1"
+    assert len(weird.headers["x-memory-request-id"]) == 32 and weird.headers["x-memory-request-id"] != "not a token\t!"
     assert failed_open.headers["x-memory-error"]
     lines = proxy.log.read_text().splitlines()
     assert lines[0].startswith("memory-runtime proxy on")  # the CLI's banner on stdout
     records = [json.loads(line) for line in lines[1:]]
     assert all(set(r) >= {"ts", "level", "logger", "message", "request_id"} for r in records)
     warnings = {r["request_id"]: r["message"] for r in records if r["level"] == "warning" and r["request_id"]}
-    assert broken.headers["x-request-id"] in warnings and failed_open.headers["x-request-id"] in warnings
+    assert broken.headers["x-memory-request-id"] in warnings and failed_open.headers["x-memory-request-id"] in warnings
     assert canary not in proxy.log.read_text()
     assert _hits(tmp_path, (canary,)) == [f"{canary} in memory.sqlite"]  # stored, so the log really could have shown it
 

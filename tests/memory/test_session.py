@@ -31,7 +31,7 @@ async def test_migrations_from_an_empty_file(tmp_path):
     store = SqliteStore(path)
     await store.open()
     try:
-        assert await store.migrations_applied() == ["m001_initial", "m002_frames_turns", "m003_foreign_key_indexes"]
+        assert await store.migrations_applied() == ["m001_initial", "m002_frames_turns", "m003_foreign_key_indexes", "m004_responses"]
         async with store.db.execute("PRAGMA journal_mode") as cur:
             assert (await cur.fetchone())[0] == "wal"
         async with store.db.execute("PRAGMA foreign_keys") as cur:
@@ -41,9 +41,10 @@ async def test_migrations_from_an_empty_file(tmp_path):
     # Re-opening applies nothing twice.
     store = SqliteStore(path)
     await store.open()
-    assert await store.migrations_applied() == ["m001_initial", "m002_frames_turns", "m003_foreign_key_indexes"]
+    assert await store.migrations_applied() == ["m001_initial", "m002_frames_turns", "m003_foreign_key_indexes", "m004_responses"]
     await store.close()
-    assert _rows(path, "SELECT number, name FROM _migrations") == [(1, "m001_initial"), (2, "m002_frames_turns"), (3, "m003_foreign_key_indexes")]
+    assert _rows(path, "SELECT number, name FROM _migrations") == [(1, "m001_initial"), (2, "m002_frames_turns"), (3, "m003_foreign_key_indexes"),
+                                                                        (4, "m004_responses")]
 
 
 @pytest.mark.parametrize(
@@ -197,3 +198,28 @@ async def test_delete_session_erases_everything(runtime, tmp_path):
     raw = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("m.sqlite"))
     assert b"crimson-falcon" not in raw
     assert b"unrelated" in raw
+
+
+async def test_response_ids_mark_transcript_positions_and_go_stale_after_an_edit(runtime):
+    session = runtime.session("r")
+    first = await session.prepare_turn([{"role": "user", "content": "one"}], 4000)
+    await session.commit_turn(first, {"role": "assistant", "content": "A"}, response_id="resp_1",
+                              items=[("msg_1", {"type": "message", "id": "msg_1", "content": "api_key = hunter2hunter2"})])
+    assert await runtime.find_response("resp_1") == ("r", 2)
+    assert await runtime.find_response("resp_1", scope="other-user") is None
+    assert await runtime.find_response("resp_unknown") is None
+    # Continue from resp_1 with only the new message: memory supplies the conversation up to there.
+    second = await session.prepare_turn([{"role": "user", "content": "two"}], 4000, resume_at=2)
+    assert [m["content"] for m in second.messages] == ["one", "A", "two"]
+    await session.commit_turn(second, {"role": "assistant", "content": "B"}, response_id="resp_2")
+    assert await runtime.find_response("resp_2") == ("r", 4)
+    # The same continuation again is a retry: the regenerated reply takes resp_2's place.
+    retry = await session.prepare_turn([{"role": "user", "content": "two"}], 4000, resume_at=2)
+    await session.commit_turn(retry, {"role": "assistant", "content": "B2"}, response_id="resp_3")
+    assert await runtime.find_response("resp_3") == ("r", 4)
+    assert await runtime.find_response("resp_2") is None  # its reply left the transcript
+    assert await runtime.find_response("resp_1") == ("r", 2)
+    stored = await session.find_items(["msg_1", "msg_missing"])
+    assert list(stored) == ["msg_1"] and "hunter2" not in stored["msg_1"]["content"]  # redacted like everything stored
+    with pytest.raises(InvalidArgumentError):
+        await session.prepare_turn([{"role": "user", "content": "x"}], 4000, resume_at=99)

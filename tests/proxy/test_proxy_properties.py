@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from memory import get_counter
@@ -172,6 +172,11 @@ def env(proxy_factory: Callable[..., Proxy], upstream: Upstream) -> Iterator[Env
         yield Env(client, upstream)
 
 
+@example(shape="full", budget=120, actions=[Say("deploy deploy deploy", 0, "deploy deploy deploy"),
+                                            Say("deploy deploy deploy", 0, "deploy deploy deploy"),
+                                            Edit("deploy deploy deploy", "beta beta beta")])
+@example(shape="window", budget=120, actions=[Say("deploy deploy deploy", 0, "deploy deploy deploy"),
+                                              Say("deploy deploy deploy", 2, "deploy deploy deploy")])
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(shape=st.sampled_from(["full", "stateless", "window"]), budget=st.sampled_from([120, 300, 700, 2000, 6000]),
        actions=st.lists(ACTION, min_size=2, max_size=14))

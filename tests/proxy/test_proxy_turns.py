@@ -12,10 +12,11 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from agents import Agent, OpenAIChatCompletionsModel, Runner, function_tool, set_tracing_disabled
 
 from memory import get_counter
 from testkit.checks import orphan_problems
-from testkit.harness import Proxy, Upstream, config_for, start_proxy
+from testkit.harness import OPENAI_KEY, Proxy, Upstream, config_for, start_proxy
 from testkit.script import Reply, ToolCall
 
 MODEL = "gpt-4o-mini"
@@ -245,3 +246,51 @@ def test_the_strict_fake_rejects_what_openai_rejects(upstream: Upstream) -> None
         assert post({"model": MODEL, "messages": [{"role": "user", "content": "q"}], "stream_options": {"include_usage": True}}).status_code == 400
         ok = post({"model": MODEL, "messages": [{"role": "user", "content": "q"}]})
         assert ok.status_code == 200 and ok.json()["usage"]["prompt_tokens_details"]["cached_tokens"] == 0
+
+
+def test_gemini_implicit_cache_is_read_and_reported(small: Proxy, upstream: Upstream) -> None:
+    client = small.client(api_key="AIza" + "TurnsGeminiKey0123456789abcdefghijklm",
+                          default_headers={"X-Memory-Session": "gem-cache", "X-Memory-Budget": "6000"})
+    messages: list[dict[str, Any]] = [SYSTEM]
+    cached: list[int] = []
+    for i in range(12):
+        messages.append({"role": "user", "content": _turn(i)})
+        raw = client.chat.completions.with_raw_response.create(model="gemini-2.5-flash", messages=messages)
+        cached.append(int(raw.headers.get("x-memory-cached-tokens", "0")))
+        messages.append({"role": "assistant", "content": raw.parse().choices[0].message.content})
+    # Gemini reports cachedContentTokenCount; it reaches the client's header and the session's totals.
+    assert max(cached) >= 1024
+    with small.http() as http:
+        usage = http.get("/memory/sessions/gem-cache", headers={"Authorization": "Bearer " + "AIza" + "TurnsGeminiKey0123456789abcdefghijklm"}).json()["usage"]
+    assert usage["cached_tokens"] == sum(cached) and usage["turns"] == 12
+
+
+def test_the_agents_sdk_chat_completions_model_runs_a_tool_loop_over_budget(small: Proxy, upstream: Upstream) -> None:
+    """The Agents SDK with its chat-completions model: the second leg of a tool loop failed with
+    OpenAI's 400 when stored copies of the question and the call were repeated before the live tail."""
+    set_tracing_disabled(True)  # tracing would export to OpenAI's servers
+    cities: list[str] = []
+
+    @function_tool
+    def get_weather(city: str) -> str:
+        """The weather in a city."""
+        cities.append(city)
+        return f"{city}: 21C sunny"
+
+    client = openai.AsyncOpenAI(base_url=small.url + "/v1", api_key=OPENAI_KEY, max_retries=0,
+                                default_headers={"X-Memory-Session": "agents-chat", "X-Memory-Budget": "400"})
+    agent = Agent(name="Assistant", instructions="You plan the release.", tools=[get_weather],
+                  model=OpenAIChatCompletionsModel(model=MODEL, openai_client=client))
+    history: list[Any] = []
+    for i in range(6):  # well over the budget before the tool loop
+        upstream.fake.enqueue(Reply(text=f"Noted item {i}."))
+        history = Runner.run_sync(agent, history + [{"role": "user", "content": _turn(i)}]).to_input_list()
+    upstream.fake.enqueue(Reply(tool_calls=(ToolCall("get_weather", {"city": "Oslo"}, id="call_oslo"),
+                                            ToolCall("get_weather", {"city": "Rome"}, id="call_rome"))),
+                          Reply(text="Oslo and Rome are sunny."))
+    result = Runner.run_sync(agent, history + [{"role": "user", "content": "Weather in Oslo and Rome for the launch?"}])
+    assert result.final_output == "Oslo and Rome are sunny." and sorted(cities) == ["Oslo", "Rome"]
+    sent = _sent(upstream)
+    assert orphan_problems(sent) == [] and get_counter(MODEL).messages_tokens(sent) <= 400
+    assert [m["role"] for m in sent[-4:]] == ["user", "assistant", "tool", "tool"]
+    assert sum(1 for m in sent if m.get("content") == "Weather in Oslo and Rome for the launch?") == 1
