@@ -87,15 +87,27 @@ class EmbeddingQueue:
         self._inflight: dict[str, asyncio.Future[bytes]] = {}
         self._recent: OrderedDict[str, bytes] = OrderedDict()  # vectors of recent questions by content hash
         self._tasks: set[asyncio.Task[None]] = set()
+        # Model calls running in a worker thread. A thread cannot be cancelled: `close` waits for
+        # them, so nothing of the runtime still runs once it has closed.
+        self._calls: set[asyncio.Future[np.ndarray]] = set()
         self._sessions: set[str] = set()  # sessions with a background task
         self._slot = asyncio.Semaphore(1)  # one background batch at a time: one core at most
 
     async def close(self) -> None:
+        """Cancel the background tasks and wait for every model call still running (a
+        cancelled task's call finishes in its thread; its vectors are dropped)."""
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._calls:
+            await asyncio.gather(*self._calls, return_exceptions=True)
         self._sessions.clear()
+
+    def _call_done(self, call: asyncio.Future[np.ndarray]) -> None:
+        self._calls.discard(call)
+        if not call.cancelled():
+            call.exception()  # retrieved: its caller may have been cancelled, and reports nothing
 
     def recent(self, text: str) -> np.ndarray | None:
         """The vector of a question embedded recently, if it was."""
@@ -144,7 +156,10 @@ class EmbeddingQueue:
         self._inflight.update(mine)
         try:
             batch = list(texts.values()) + ([query] if query is not None else [])
-            matrix = await asyncio.to_thread(embedder.embed, batch)
+            call = asyncio.ensure_future(asyncio.to_thread(embedder.embed, batch))
+            self._calls.add(call)
+            call.add_done_callback(self._call_done)
+            matrix = await asyncio.shield(call)  # a cancelled caller leaves the call to `close`
             vectors = {h: matrix[i].astype(np.float32).tobytes() for i, h in enumerate(texts)}
             if vectors:
                 async with self._store.transaction() as tx:
