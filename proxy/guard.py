@@ -16,6 +16,9 @@ origin. So, in this order, for every request:
    page (Origin / Sec-Fetch-* / Referer) without its own API key cannot reach `/v1/*` (that would
    spend the proxy's environment key), nor read keyless memory unless it is the proxy's own page.
 
+Steps 4 and 5 are skipped for `/healthz` and the `open_paths` (the inspector page's static files,
+which hold no data); every data route the page reads goes through all five.
+
 The caller is left in `scope["state"]["caller"]` for the routes. Pure ASGI, so streaming is untouched.
 """
 
@@ -75,11 +78,15 @@ def host_allowed(host_header: str | None, server: ServerConfig) -> bool:
 class Guard:
     """Pure ASGI middleware applying the checks in the module docstring."""
 
-    def __init__(self, app: ASGIApp, server: ServerConfig, own_paths: frozenset[str]) -> None:
+    def __init__(self, app: ASGIApp, server: ServerConfig, own_paths: frozenset[str], open_paths: frozenset[str] = frozenset()) -> None:
         self.app = app
         self.server = server
         # /v1/* paths the proxy serves itself (JSON only); every other /v1/* path is relayed.
         self.own_paths = own_paths
+        # Paths served to anyone past the Host and Origin checks, like /healthz: the inspector
+        # page's own files, which hold no data (a browser cannot add a header to a navigation, so
+        # the page could not be opened at all; every data request it then makes is checked).
+        self.open_paths = open_paths | {HEALTH_PATH}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -95,7 +102,7 @@ class Guard:
             if scope["method"] == "OPTIONS":
                 await self._preflight(origin, headers)(scope, receive, send)
                 return
-            if scope["path"] != HEALTH_PATH:
+            if scope["path"] not in self.open_paths:
                 self._check_body(scope["path"], headers)
                 caller = self._caller(scope, headers)
                 scope.setdefault("state", {})["caller"] = caller

@@ -34,7 +34,7 @@ from .config import ProxyConfig, TenantConfig
 from .errors import AccessDeniedError, ConfigError
 from .http import bearer_value
 
-__all__ = ["Caller", "Identities", "LOCAL", "ACCESS_HEADER", "secret_path", "load_secret", "is_browser"]
+__all__ = ["Caller", "Identities", "LOCAL", "ACCESS_HEADER", "secret_path", "load_secret", "is_browser", "owner_of"]
 
 log = logging.getLogger("memory_runtime.identity")
 LOCAL = "local"
@@ -46,6 +46,11 @@ def is_browser(headers: Headers) -> bool:
     """Whether a request comes from a web page: browsers add these headers, and scripts cannot
     remove them."""
     return any(name in headers for name in _BROWSER_HEADERS)
+
+
+def owner_of(storage_id: str) -> str | None:
+    """The principal a storage id belongs to (None for a session stored before identities)."""
+    return storage_id.split("/", 1)[0] if "/" in storage_id else None
 
 
 @dataclass(frozen=True)

@@ -22,14 +22,13 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from memory import Usage
-
 from . import chat_wire
 from .context import Prepared, commit, prepare
 from .errors import UpstreamError, envelope
 from .guard import caller_of
 from .http import error_response, header_int, json_response, layout_policy, read_body, session_header_of
 from .limits import check_limits
+from .metrics import ChatMeter
 from .reply import ReplyAssembler, first_message, is_usage_chunk
 from .services import Services, services
 from .sse import DONE, encode_data
@@ -47,6 +46,7 @@ async def chat_completions(request: Request) -> Response:
     body = await read_body(request, svc.config.server.max_body_bytes)
     # Decoding and validating megabytes of JSON takes long enough to stall every other request.
     chat, raw = await asyncio.to_thread(parse_chat_request, body) if len(body) > OFF_LOOP_BYTES else parse_chat_request(body)
+    meter = svc.metrics.chat(chat.model, request.state)
     session_header = session_header_of(request)
     budget = header_int(request, "x-memory-budget") or svc.config.budget_tokens
     api_key = caller.upstream_key()
@@ -56,37 +56,43 @@ async def chat_completions(request: Request) -> Response:
     session_id = caller.storage_id(session_header) if session_header is not None else None
     prepared = await prepare(svc.runtime, messages, chat.model, budget, session_id, caller.scope(chat.user or ""), caller.new_session_id,
                              layout_policy(request, svc.config.layout_policy))
+    meter.prepared(prepared.mode, prepared.original_tokens, prepared.compiled_tokens, prepared.error is not None)
     forward = svc.upstream.with_cache_key(raw, prepared.session_id)
-    response = await (_stream if chat.stream else _complete)(svc, forward, prepared, api_key)
+    response = await (_stream if chat.stream else _complete)(svc, forward, prepared, api_key, meter)
     response.headers["X-Memory-Session"] = caller.client_id(prepared.session_id)
     return response
 
 
-async def _complete(svc: Services, raw: dict[str, Any], prepared: Prepared, api_key: str | None) -> Response:
+async def _complete(svc: Services, raw: dict[str, Any], prepared: Prepared, api_key: str | None, meter: ChatMeter) -> Response:
     headers = prepared.headers()
     try:
         response, passed = await svc.upstream.complete(raw, prepared.messages, api_key)
     except UpstreamError as exc:
+        meter.upstream_done(None)
         return error_response(exc, headers={**exc.headers, **headers})
     headers = {**passed, **headers}
     usage = response.get("usage") if isinstance(response.get("usage"), dict) else None
-    cached = Usage.from_openai(usage).cached_tokens
+    cached = meter.upstream_done(usage).cached_tokens
     if cached is not None:
         headers["X-Memory-Cached-Tokens"] = str(cached)
     problem = await commit(svc.runtime, prepared, first_message(response), usage)
+    meter.committed(problem)
     if problem:
         headers["X-Memory-Error"] = problem
+    meter.finished()
     return json_response(chat_wire.completion(response), headers=headers)
 
 
-async def _stream(svc: Services, raw: dict[str, Any], prepared: Prepared, api_key: str | None) -> Response:
+async def _stream(svc: Services, raw: dict[str, Any], prepared: Prepared, api_key: str | None, meter: ChatMeter) -> Response:
     headers = prepared.headers()
     client_wants_usage = bool((raw.get("stream_options") or {}).get("include_usage"))
     try:
         chunks, passed = await svc.upstream.stream(raw, prepared.messages, api_key)
     except UpstreamError as exc:
+        meter.upstream_done(None)
         return error_response(exc, headers={**exc.headers, **headers})
     headers = {**passed, **headers}
+    meter.first_chunk()
 
     async def events() -> AsyncIterator[bytes]:
         assembler = ReplyAssembler()
@@ -99,12 +105,16 @@ async def _stream(svc: Services, raw: dict[str, Any], prepared: Prepared, api_ke
                 yield encode_data(chat_wire.chunk(chunk, usage_only))
         except UpstreamError as exc:
             log.warning("upstream stream broke off (%s); the partial reply is not stored", exc.status)
+            meter.upstream_done(assembler.usage)
+            meter.stream_failed(exc.status)
             yield encode_data(envelope(exc))
             return
         finally:
             # Runs on client disconnect too (the generator is closed), releasing the upstream.
             await chunks.aclose()
-        await commit(svc.runtime, prepared, assembler.message(), assembler.usage)
+        meter.upstream_done(assembler.usage)
+        meter.committed(await commit(svc.runtime, prepared, assembler.message(), assembler.usage))
+        meter.finished()
         yield DONE
 
     headers["Cache-Control"] = "no-cache"

@@ -1,7 +1,7 @@
 """`/memory/*`: look into, dry-run and erase what the proxy remembers, as the calling identity.
 
     GET    /memory/whoami                    the caller's principal (and whether it is the operator)
-    GET    /memory/sessions?limit=&after=    a page of the caller's sessions, in id order
+    GET    /memory/sessions?q=&limit=&after= a page of the caller's sessions, in id order (q: part of the id)
     GET    /memory/sessions/{id}             counts and state (decisions, constraints, ...)
     GET    /memory/sessions/{id}/manifest    the last compile: included, dropped, why, tokens
     POST   /memory/sessions/{id}/compile     dry run: {user_message, budget_tokens?, model?}
@@ -27,17 +27,17 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from memory import Session
+from memory import Session, inspection
 from memory import errors as memory_errors
 
 from .errors import InvalidRequestError, NotFoundError, ProxyError
 from .guard import caller_of
 from .http import json_response, read_body
-from .identity import Caller
+from .identity import Caller, owner_of
 from .services import services
 from .wire import parse_compile_request
 
-__all__ = ["routes", "PAGE_DEFAULT", "PAGE_MAX"]
+__all__ = ["routes", "as_endpoint", "existing_session", "shown", "PAGE_DEFAULT", "PAGE_MAX"]
 
 PAGE_DEFAULT = 100
 PAGE_MAX = 1000
@@ -51,7 +51,7 @@ def _translate(exc: memory_errors.MemoryRuntimeError) -> ProxyError:
     return ProxyError(f"memory error: {exc}")
 
 
-def _endpoint(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+def as_endpoint(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         try:
             return await handler(request)
@@ -65,23 +65,23 @@ def _caller(request: Request) -> Caller:
     return caller_of(request.state)
 
 
-def _shown(caller: Caller, value: Any) -> Any:
+def shown(caller: Caller, value: Any) -> Any:
     """Rewrite the storage ids inside `value` (every "session_id" / "id" key naming one) to the ids
     this caller knows."""
     prefix = caller.owned_prefix()
     if not prefix:
         return value
     if isinstance(value, list):
-        return [_shown(caller, v) for v in value]
+        return [shown(caller, v) for v in value]
     if isinstance(value, dict):
         return {
-            k: (caller.client_id(v) if k in ("session_id", "id") and isinstance(v, str) and v.startswith(prefix) else _shown(caller, v))
+            k: (caller.client_id(v) if k in ("session_id", "id") and isinstance(v, str) and v.startswith(prefix) else shown(caller, v))
             for k, v in value.items()
         }
     return value
 
 
-async def _existing(request: Request) -> Session:
+async def existing_session(request: Request) -> Session:
     session = services(request).runtime.session(_caller(request).storage_id(request.path_params["session_id"]))
     if not await session.exists():
         raise NotFoundError(f"no memory session {request.path_params['session_id']!r}")
@@ -106,14 +106,15 @@ async def list_sessions(request: Request) -> Response:
     caller = _caller(request)
     limit = _page_size(request)
     after = request.query_params.get("after")
+    contains = request.query_params.get("q", "").strip()
     prefix = caller.owned_prefix()
-    page = await services(request).runtime.page_sessions(prefix, None if after is None else caller.storage_id(after), limit + 1)
+    page = await services(request).runtime.page_sessions(prefix, None if after is None else caller.storage_id(after), limit + 1, contains)
     data: list[dict[str, Any]] = []
     for summary in page[:limit]:
         item = dataclasses.asdict(summary)
         item["id"] = caller.client_id(summary.id)
         if caller.operator:
-            item["owner"] = summary.id.split("/", 1)[0] if "/" in summary.id else None
+            item["owner"] = owner_of(summary.id)
         data.append(item)
     return json_response({
         "object": "list",
@@ -125,26 +126,26 @@ async def list_sessions(request: Request) -> Response:
 
 
 async def show_session(request: Request) -> Response:
-    return json_response(_shown(_caller(request), await (await _existing(request)).info()))
+    return json_response(shown(_caller(request), await (await existing_session(request)).info()))
 
 
 async def manifest(request: Request) -> Response:
-    session = await _existing(request)
+    session = await existing_session(request)
     found = await session.last_manifest()
     if found is None:
         raise NotFoundError(f"session {request.path_params['session_id']!r} has no compile manifest yet")
-    return json_response(_shown(_caller(request), found))
+    return json_response(shown(_caller(request), found))
 
 
 async def compile_dry_run(request: Request) -> Response:
     svc = services(request)
-    session = await _existing(request)
+    session = await existing_session(request)
     req = parse_compile_request(await read_body(request, svc.config.server.max_body_bytes))
     result = await session.compile(
         user_message=req.user_message, budget_tokens=req.budget_tokens or svc.config.budget_tokens, model=req.model
     )
     return json_response(
-        _shown(_caller(request), {
+        shown(_caller(request), {
             "session_id": session.id,
             "messages": result.messages,
             "manifest": result.manifest,
@@ -157,7 +158,7 @@ async def compile_dry_run(request: Request) -> Response:
 
 
 async def export(request: Request) -> Response:
-    return json_response(_shown(_caller(request), await (await _existing(request)).export()))
+    return json_response(shown(_caller(request), await (await existing_session(request)).export()))
 
 
 async def delete(request: Request) -> Response:
@@ -171,11 +172,11 @@ def routes() -> list[Route]:
     # {session_id:path}: operator ids contain "/" (and so may clients'); the suffixed routes come first.
     base = "/memory/sessions"
     return [
-        Route("/memory/whoami", _endpoint(whoami), methods=["GET"]),
-        Route(base, _endpoint(list_sessions), methods=["GET"]),
-        Route(base + "/{session_id:path}/manifest", _endpoint(manifest), methods=["GET"]),
-        Route(base + "/{session_id:path}/compile", _endpoint(compile_dry_run), methods=["POST"]),
-        Route(base + "/{session_id:path}/export", _endpoint(export), methods=["GET"]),
-        Route(base + "/{session_id:path}", _endpoint(show_session), methods=["GET"]),
-        Route(base + "/{session_id:path}", _endpoint(delete), methods=["DELETE"]),
+        Route("/memory/whoami", as_endpoint(whoami), methods=["GET"]),
+        Route(base, as_endpoint(list_sessions), methods=["GET"]),
+        Route(base + "/{session_id:path}/manifest", as_endpoint(manifest), methods=["GET"]),
+        Route(base + "/{session_id:path}/compile", as_endpoint(compile_dry_run), methods=["POST"]),
+        Route(base + "/{session_id:path}/export", as_endpoint(export), methods=["GET"]),
+        Route(base + "/{session_id:path}", as_endpoint(show_session), methods=["GET"]),
+        Route(base + "/{session_id:path}", as_endpoint(delete), methods=["DELETE"]),
     ]

@@ -27,15 +27,16 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from memory import Runtime, Usage
+from memory import Runtime
 
 from .context import Prepared, commit, prepare
 from .errors import UpstreamError
 from .guard import caller_of
 from .http import error_response, header_int, json_response, layout_policy, read_body, session_header_of
 from .limits import check_limits
+from .metrics import ChatMeter
 from .responses_items import item_ids, reply_message, to_input, to_messages
-from .responses_upstream import Opened
+from .responses_upstream import TERMINAL_EVENTS, Opened
 from .services import Services, services
 from .sse import encode_event
 from .wire import parse_responses_request
@@ -84,6 +85,7 @@ async def create_response(request: Request) -> Response:
     # Decoding and validating megabytes of JSON takes long enough to stall every other request.
     parsed, raw = (await asyncio.to_thread(parse_responses_request, body) if len(body) > OFF_LOOP_BYTES
                    else parse_responses_request(body))
+    meter = svc.metrics.chat(parsed.model, request.state)
     session_header = session_header_of(request)
     budget = header_int(request, "x-memory-budget") or svc.config.budget_tokens
     api_key = caller.upstream_key()
@@ -93,7 +95,7 @@ async def create_response(request: Request) -> Response:
     if parsed.input is None:
         # Nothing to remember (a request that only names a stored prompt, say): forward as sent.
         return await _answer(svc, raw, None, api_key, {"X-Memory-Session": caller.client_id(named or caller.new_session_id()),
-                                                      "X-Memory-Error": "request has no input; forwarded unmodified"})
+                                                      "X-Memory-Error": "request has no input; forwarded unmodified"}, meter)
     items = [{"role": "user", "content": parsed.input}] if isinstance(parsed.input, str) else list(parsed.input)
     session_id, resume_at = named, None
     if parsed.previous_response_id is not None:
@@ -101,13 +103,14 @@ async def create_response(request: Request) -> Response:
         if found is None:
             note = f"previous_response_id {parsed.previous_response_id[:80]} is not known to memory; forwarded unchanged"
             return await _answer(svc, raw, None, api_key, {"X-Memory-Session": caller.client_id(named or caller.new_session_id()),
-                                                          "X-Memory-Error": note})
+                                                          "X-Memory-Error": note}, meter)
         session_id, resume_at = found
     items = await _resolved(svc.runtime, session_id, items)
     messages = to_messages(items, parsed.instructions)
     await check_limits(messages, parsed.model, svc.config.limits)
     prepared = await prepare(svc.runtime, messages, parsed.model, budget, session_id, scope, caller.new_session_id,
                              layout_policy(request, svc.config.layout_policy), resume_at)
+    meter.prepared(prepared.mode, prepared.original_tokens, prepared.compiled_tokens, prepared.error is not None)
     forward = raw
     if prepared.plan is not None:
         new_input = to_input(prepared.messages)
@@ -116,19 +119,21 @@ async def create_response(request: Request) -> Response:
     forward = svc.upstream.with_cache_key(forward, prepared.session_id)
     headers = prepared.headers()
     headers["X-Memory-Session"] = caller.client_id(prepared.session_id)
-    return await _answer(svc, forward, (prepared, items), api_key, headers)
+    return await _answer(svc, forward, (prepared, items), api_key, headers, meter)
 
 
 async def _answer(svc: Services, body: dict[str, Any], turn: tuple[Prepared, list[dict[str, Any]]] | None, api_key: str | None,
-                  headers: dict[str, str]) -> Response:
+                  headers: dict[str, str], meter: ChatMeter) -> Response:
+    meter.calling()
     try:
         opened = await svc.responses.call(body, api_key)
     except UpstreamError as exc:
+        meter.upstream_done(None)
         return error_response(exc, headers={**exc.headers, **headers})
     headers = {**opened.headers, **headers}
     if opened.events is None:
-        return await _complete(svc, opened, turn, headers)
-    return _stream(svc, opened, turn, headers)
+        return await _complete(svc, opened, turn, headers, meter)
+    return _stream(svc, opened, turn, headers, meter)
 
 
 async def _record(svc: Services, turn: tuple[Prepared, list[dict[str, Any]]] | None, response: dict[str, Any]) -> str | None:
@@ -146,20 +151,23 @@ async def _record(svc: Services, turn: tuple[Prepared, list[dict[str, Any]]] | N
 
 
 async def _complete(svc: Services, opened: Opened, turn: tuple[Prepared, list[dict[str, Any]]] | None,
-                    headers: dict[str, str]) -> Response:
+                    headers: dict[str, str], meter: ChatMeter) -> Response:
     response = opened.response or {}
     usage = response.get("usage") if isinstance(response.get("usage"), dict) else None
-    cached = Usage.from_openai(usage).cached_tokens
+    cached = meter.upstream_done(usage).cached_tokens
     if cached is not None and turn is not None:
         headers["X-Memory-Cached-Tokens"] = str(cached)
     if response.get("status", "completed") == "completed":
         problem = await _record(svc, turn, response)
+        meter.committed(problem)
         if problem:
             headers["X-Memory-Error"] = problem
+    meter.finished()
     return json_response(response, headers=headers)
 
 
-def _stream(svc: Services, opened: Opened, turn: tuple[Prepared, list[dict[str, Any]]] | None, headers: dict[str, str]) -> Response:
+def _stream(svc: Services, opened: Opened, turn: tuple[Prepared, list[dict[str, Any]]] | None, headers: dict[str, str],
+            meter: ChatMeter) -> Response:
     events = opened.events
     assert events is not None
 
@@ -168,13 +176,22 @@ def _stream(svc: Services, opened: Opened, turn: tuple[Prepared, list[dict[str, 
         try:
             async for event in events:
                 kind = str(event.get("type"))
+                if sequence < 0:
+                    meter.first_chunk()
                 sequence = event.get("sequence_number", sequence + 1) if isinstance(event.get("sequence_number"), int) else sequence + 1
+                if kind in TERMINAL_EVENTS:
+                    done = event.get("response") if isinstance(event.get("response"), dict) else {}
+                    meter.upstream_done(done.get("usage") if isinstance(done.get("usage"), dict) else None)
                 if kind == "response.completed" and isinstance(event.get("response"), dict):
                     # Stored before the client learns the response id, so its next request finds it.
-                    await _record(svc, turn, event["response"])
+                    meter.committed(await _record(svc, turn, event["response"]))
+                if kind in TERMINAL_EVENTS:
+                    meter.finished()
                 yield encode_event(kind, event)
         except UpstreamError as exc:
             log.warning("upstream responses stream broke off (%s); the partial reply is not stored", exc.status)
+            meter.upstream_done(None)
+            meter.stream_failed(exc.status)
             yield encode_event("error", {"type": "error", "code": exc.code, "message": exc.message, "param": exc.param,
                                          "sequence_number": sequence + 1})
         finally:

@@ -10,6 +10,7 @@ from memory import Runtime
 
 from .config import ProxyConfig
 from .identity import Identities
+from .metrics import Metrics
 from .relay import Relay
 from .responses_upstream import ResponsesUpstream
 from .upstream import Upstream
@@ -24,6 +25,7 @@ class Services:
     upstream: Upstream
     relay: Relay
     identities: Identities
+    metrics: Metrics
     responses: ResponsesUpstream
 
 

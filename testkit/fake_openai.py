@@ -71,6 +71,7 @@ class OpenAIApi:
                  "prompt_tokens_details": {"cached_tokens": hit.cached_tokens, "audio_tokens": 0},
                  "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
                                                "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0}}
+        rec.reported = usage
         tool_calls = [
             {"id": tc.id, "type": "function", "function": {"name": tc.name, "arguments": json.dumps(tc.arguments)}}
             for tc in reply.tool_calls

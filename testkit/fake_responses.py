@@ -131,6 +131,7 @@ class ResponsesApi:
         hit = self.script.cache.lookup(namespace, self.script.cache.render(_for_cache(body.get("instructions"), conversation),
                                                                            body.get("tools")))
         response = self._response(body, reply, hit.prompt_tokens, hit.cached_tokens)
+        rec.reported = response["usage"]
         if body.get("store") is not False:
             self._remember(response, conversation, new)
         if not body.get("stream"):

@@ -57,6 +57,8 @@ class Recorded:
     query: str
     headers: dict[str, str]
     body: bytes
+    # The usage the fake reported for a model call (None for other calls, errors and faults).
+    reported: dict[str, Any] | None = None
 
     def json(self) -> Any:
         return json.loads(self.body)

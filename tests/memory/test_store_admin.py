@@ -74,6 +74,17 @@ async def test_pages_are_bounded_by_prefix_and_cursor(runtime: Runtime) -> None:
         await runtime.page_sessions("a/", None, 0)
 
 
+async def test_pages_count_events_as_the_session_list_does(runtime: Runtime) -> None:
+    session = runtime.session("a/edited")
+    await session.sync_messages([_msg("first"), _msg("reply one", "assistant"), _msg("second")])
+    await session.sync_messages([_msg("first"), _msg("reply one, edited", "assistant"), _msg("second, edited")])
+    (paged,) = await runtime.page_sessions("a/", None, 10)
+    assert paged == (await runtime.store.list_sessions("a/edited"))[0]
+    assert paged.messages == 3  # the edited-away events are not counted
+    assert [s.id for s in await runtime.page_sessions("a/", None, 10, contains="EDIT")] == ["a/edited"]
+    assert await runtime.page_sessions("a/", None, 10, contains="a/") == []
+
+
 async def test_expiry_by_age_and_per_namespace_cap(runtime: Runtime, tmp_path: Path) -> None:
     for sid in ("a/1", "a/2", "a/3", "b/1", "legacy"):
         await runtime.session(sid).sync_messages([_msg(f"text of {sid}")])
