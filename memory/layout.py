@@ -21,7 +21,7 @@ touches storage.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -128,21 +128,20 @@ def _state_message(items: list[StateItem], counter: TiktokenCounter, cap: int) -
     return msg, used, tokens
 
 
-def _groups_newest_first(history: list[Line]) -> list[tuple[int, int]]:
+def _groups_newest_first(history: list[Line]) -> Iterator[tuple[int, int]]:
     """(start, end) index ranges of the groups that must stay together, newest first: an assistant
     tool call with the results answering it, every other message alone. Stops at tool results whose
-    call is missing: they are never shown without it."""
-    groups: list[tuple[int, int]] = []
+    call is missing: they are never shown without it. Lazy: the window stops early, and a long
+    history is not walked to its start."""
     end = len(history)
     while end > 0:
         start = end - 1
         while start >= 0 and history[start].role in _TOOL_ROLES:
             start -= 1
         if start < end - 1 and (start < 0 or not history[start].message.get("tool_calls")):
-            break
-        groups.append((start, end))
+            return
+        yield start, end
         end = start
-    return groups
 
 
 def _window_start(history: list[Line], room: int, policy: LayoutPolicy) -> tuple[int, int]:
