@@ -36,9 +36,10 @@ def test_debug_logs_hold_content_only_with_the_second_switch_and_files_are_priva
         with httpx.Client(base_url=proxy.url, timeout=30, headers={"Authorization": f"Bearer {KEY}"}) as http:
             for stream in (False, True):
                 body = {"model": MODEL, "stream": stream, "messages": [{"role": "user", "content": f"remember {CANARY} please"}]}
-                assert http.post("/v1/chat/completions", json=body, headers={"X-Memory-Session": "logged"}).status_code == 200
+                answered = http.post("/v1/chat/completions", json=body, headers={"X-Memory-Session": "logged"})
+                assert answered.status_code == 200 and "x-memory-error" not in answered.headers, answered.headers
             erased = http.delete("/memory/sessions/logged")
-            assert erased.status_code == 200
+            assert erased.status_code == 200, (erased.text, proxy.log.read_text()[-2000:])
         db = tmp_path / "memory.sqlite"
         for path in (db, Path(f"{db}-wal"), Path(f"{db}-shm"), Path(f"{db}.identity"), own_log):
             assert _mode(path) == 0o600, path
