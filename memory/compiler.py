@@ -16,7 +16,7 @@ fits, the history is returned unchanged (with standalone artifacts in one contex
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .evidence import EVIDENCE_HEADER, message_tokens, unit_message
@@ -57,16 +57,22 @@ class CompileInput:
 
 def history_lines(view: SessionView, counter: TiktokenCounter) -> list[Line]:
     """The session's live messages as prompt lines, in order. Tool results whose call is not right
-    before them (possible with hand-ingested events) are left out: a provider rejects them."""
-    lines: list[Line] = []
-    open_calls: set[str] = set()
-    for pos, unit in enumerate(view.messages):
+    before them (possible with hand-ingested events) are left out: a provider rejects them.
+    A view's messages only ever grow (a change to the past builds a new view), so the lines are
+    kept on the view and extended: at 100k events rebuilding them took ~0.4 s per compile."""
+    done, lines, open_calls = view.history_cache.get(counter.encoding_name, (0, [], frozenset()))
+    if done == len(view.messages):
+        return lines
+    lines = list(lines)  # a new list: one handed out before never changes under its holder
+    for pos in range(done, len(view.messages)):
+        unit = view.messages[pos]
         if unit.kind == "tool_message":
             if str(unit.extra.get("tool_call_id")) not in open_calls:
                 continue
         else:
-            open_calls = {str(c.get("id")) for c in unit.extra.get("tool_calls") or [] if isinstance(c, dict)}
+            open_calls = frozenset(str(c.get("id")) for c in unit.extra.get("tool_calls") or () if isinstance(c, dict))
         lines.append(Line(pos, unit_message(unit), unit.role or "user", int(unit.key[1:]), message_tokens(unit, view, counter)))
+    view.history_cache[counter.encoding_name] = (len(view.messages), lines, open_calls)
     return lines
 
 
@@ -92,4 +98,5 @@ def assemble(inp: CompileInput, view: SessionView, counter: TiktokenCounter) -> 
                     inp.state, inp.ranked, anchor=lambda n: "", artifacts_block=_artifacts_block(view), fresh=True),
         view, counter,
     )
-    return result_of(layout, inp.budget)
+    # The history's message dicts are kept on the view (see `history_lines`): the caller gets its own.
+    return result_of(replace(layout, messages=[dict(m) for m in layout.messages]), inp.budget)

@@ -79,6 +79,8 @@ class SessionView:
         self.created_at = 0.0  # of the session this view was built from (see Runtime._fresh_view)
         self._artifact_ids: dict[int, str] = {}
         self.token_cache: dict[tuple[str, int | str], int] = {}
+        # compiler.history_lines per encoding: (messages covered, their lines, open tool call ids)
+        self.history_cache: dict[str, tuple[int, list[Any], frozenset[str]]] = {}
         self.pinned: set[str] = set()
         self.source_order: dict[str, int] = {}  # artifact source -> latest event that touched it
         self.quoted: dict[str, set[str]] = {}  # message unit key -> artifacts extracted from it

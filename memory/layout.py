@@ -21,7 +21,7 @@ touches storage.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,7 +35,7 @@ from .retrieval import Scored
 from .state import render_state_block
 from .tokens import REPLY_PRIMING_TOKENS, TiktokenCounter
 
-__all__ = ["Line", "LayoutInput", "Layout", "build_layout"]
+__all__ = ["Line", "LayoutInput", "Layout", "build_layout", "needs_memory"]
 
 # A rebase's window always offers its floor share to the last exchange (two messages).
 WINDOW_FLOOR_MESSAGES = 2
@@ -128,21 +128,20 @@ def _state_message(items: list[StateItem], counter: TiktokenCounter, cap: int) -
     return msg, used, tokens
 
 
-def _groups_newest_first(history: list[Line]) -> list[tuple[int, int]]:
+def _groups_newest_first(history: list[Line]) -> Iterator[tuple[int, int]]:
     """(start, end) index ranges of the groups that must stay together, newest first: an assistant
     tool call with the results answering it, every other message alone. Stops at tool results whose
-    call is missing: they are never shown without it."""
-    groups: list[tuple[int, int]] = []
+    call is missing: they are never shown without it. Lazy: the window stops early, and a long
+    history is not walked to its start."""
     end = len(history)
     while end > 0:
         start = end - 1
         while start >= 0 and history[start].role in _TOOL_ROLES:
             start -= 1
         if start < end - 1 and (start < 0 or not history[start].message.get("tool_calls")):
-            break
-        groups.append((start, end))
+            return
+        yield start, end
         end = start
-    return groups
 
 
 def _window_start(history: list[Line], room: int, policy: LayoutPolicy) -> tuple[int, int]:
@@ -207,10 +206,27 @@ def _fit(chosen: list[Evidence], view: SessionView, counter: TiktokenCounter, ro
     return message
 
 
+def _fixed_tokens(system: list[dict[str, Any]], tail: list[dict[str, Any]], counter: TiktokenCounter) -> int:
+    return _tokens(counter, system) + _tokens(counter, tail) + REPLY_PRIMING_TOKENS
+
+
+def _whole_fits(fixed_tokens: int, history: list[Line], block: list[dict[str, Any]], budget: int, counter: TiktokenCounter) -> bool:
+    return fixed_tokens + sum(line.tokens for line in history) + _tokens(counter, block) <= budget
+
+
+def needs_memory(system: list[dict[str, Any]], history: list[Line], tail: list[dict[str, Any]], budget: int,
+                 counter: TiktokenCounter) -> bool:
+    """Whether `build_layout` will use ranked evidence, state or a stored frame for this
+    conversation: not when it is over budget whatever is added, nor when the whole history fits.
+    A caller that knows this early skips retrieval (and the question's embedding) altogether."""
+    fixed = _fixed_tokens(system, tail, counter)
+    return fixed <= budget and not _whole_fits(fixed, history, [], budget, counter)
+
+
 def build_layout(inp: LayoutInput, view: SessionView, counter: TiktokenCounter) -> Layout:
     """The prompt for `inp` within `inp.budget`, reusing `inp.frame` when it still serves."""
     budget = inp.budget
-    fixed_tokens = _tokens(counter, inp.system) + _tokens(counter, inp.tail) + REPLY_PRIMING_TOKENS
+    fixed_tokens = _fixed_tokens(inp.system, inp.tail, counter)
     manifest: dict[str, Any] = {
         "session_id": inp.session_id, "model": inp.model, "encoding": counter.encoding_name, "budget_tokens": budget,
         "query": redact(inp.query)[0], "tail_pos": inp.history[-1].pos + 1 if inp.history else 0,
@@ -223,9 +239,8 @@ def build_layout(inp: LayoutInput, view: SessionView, counter: TiktokenCounter) 
                         note="the system message(s) and the live tail alone exceed the budget; nothing else was included")
         return Layout(list(inp.system) + list(inp.tail), fixed_tokens, "over_budget", None, None, 0, manifest)
 
-    history_tokens = sum(line.tokens for line in inp.history)
     block = [inp.artifacts_block] if inp.artifacts_block else []
-    if fixed_tokens + history_tokens + _tokens(counter, block) <= budget:
+    if _whole_fits(fixed_tokens, inp.history, block, budget, counter):
         frame = FrameRecord(0, 0, inp.anchor(0), counter.encoding_name, budget, tuple(block), ())
         return _assemble(inp, view, counter, manifest, "full_history", frame, 0, [], None, [], 0, fixed_items, tail_items)
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -14,10 +12,11 @@ from typing import Any
 
 import numpy as np
 
+from .embedding_queue import EMBED_NOW_CHARS, EmbeddingQueue
 from .embeddings import DEFAULT_MODEL, Embedder, load_embedder
 from .errors import InvalidArgumentError, MemoryRuntimeError
 from .index import SessionView
-from .ingest import sha256_text
+from .memo import MessageMemo
 from .records import SessionSummary
 from .retrieval import DEFAULT_OPTIONS, RankOptions
 from .session import Session
@@ -25,25 +24,17 @@ from .sqlite_store import SqliteStore
 from .storage import store_for
 from .store import Store
 from .tokens import TiktokenCounter
-from .transcript import SYSTEM_ROLES, chain_hashes, message_hash
+from .transcript import SYSTEM_ROLES, chain_hashes
 
 __all__ = ["create_runtime", "Runtime"]
 
 log = logging.getLogger("memory")
 # Room for a caller's namespace in front of a 256-character id ("<namespace>/<id>").
 MAX_SESSION_ID = 512
-QUERY_VECTOR_CACHE = 256
-TOKEN_CACHE = 50_000
+MESSAGE_MEMO = 50_000
 # Session views kept in process (least recently used dropped first); a dropped view is rebuilt
 # from the store on its next use.
 MAX_VIEWS = 256
-# A compile embeds at most this much missing text (newest first, in characters: the model's cost
-# follows length: ~0.5 s for this much on 2 idle cores, ~3 s on a loaded one) before it answers; the rest is
-# embedded in the background, EMBED_BATCH_CHARS at a time, so a huge first history costs a
-# bounded wait and never holds a session's lock for long. Until then those chunks rank by their
-# words alone.
-EMBED_NOW_CHARS = 16_000
-EMBED_BATCH_CHARS = 8_000
 APPLY_OFF_LOOP = 500  # rows of a view update above which it is built off the event loop
 
 
@@ -69,17 +60,11 @@ class Runtime:
         self.embedder: Embedder | None = embedder
         self._views: OrderedDict[str, SessionView] = OrderedDict()
         self._max_views = max(1, max_views)
-        # Exact token counts of messages by (encoding, digest of the message's JSON): a client
-        # resends its history every call, and counting it again each time is the hot path's cost.
-        self._token_cache: OrderedDict[tuple[str, bytes], int] = OrderedDict()
+        # A client resends its history every call: its messages are hashed and counted once.
+        self.memo = MessageMemo(MESSAGE_MEMO)
         self._open_lock = asyncio.Lock()
         self._opened = False
-        self._background: set[asyncio.Task[None]] = set()
-        self._embedding: set[str] = set()  # sessions with a background embedding task
-        self._background_slot = asyncio.Semaphore(1)  # one background batch at a time: one core at most
-        # Vectors of recent compile queries by content hash: the new user message is usually stored
-        # right after it was compiled for, and its chunk is the same text.
-        self._query_vectors: OrderedDict[str, bytes] = OrderedDict()
+        self._embeddings = EmbeddingQueue(self.store, lambda: self.embedder, self._fresh_view)
 
     async def __aenter__(self) -> Runtime:
         await self.open()
@@ -101,10 +86,7 @@ class Runtime:
             self._opened = True
 
     async def close(self) -> None:
-        for task in list(self._background):
-            task.cancel()
-        if self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)
+        await self._embeddings.close()
         await self.store.close()
         self._views.clear()
         self._opened = False
@@ -118,20 +100,9 @@ class Runtime:
         return Session(self, _check_session_id(session_id))
 
     def tokens_for(self, counter: TiktokenCounter) -> Callable[[dict[str, Any]], int]:
-        """`counter.message_tokens`, remembered per exact message (bounded LRU)."""
-        cache = self._token_cache
-
-        def count(message: dict[str, Any]) -> int:
-            blob = json.dumps(message, sort_keys=True, ensure_ascii=False, default=str).encode("utf-8")
-            key = (counter.encoding_name, hashlib.blake2b(blob, digest_size=16).digest())
-            found = cache.get(key)
-            if found is None:
-                found = cache[key] = counter.message_tokens(message)
-                if len(cache) > TOKEN_CACHE:
-                    cache.popitem(last=False)
-            return found
-
-        return count
+        """`counter.message_tokens`, remembered per message (see `memory.memo`)."""
+        memo = self.memo
+        return lambda message: memo.tokens(counter, message)
 
     async def list_sessions(self) -> list[SessionSummary]:
         await self.open()
@@ -159,7 +130,7 @@ class Runtime:
         `messages` (two messages or more) followed only by the reply to its last turn: a retry of
         that turn."""
         await self.open()
-        hashes = [message_hash(m) for m in messages if isinstance(m, dict) and m.get("role") not in SYSTEM_ROLES]
+        hashes = [self.memo.hash(m) for m in messages if isinstance(m, dict) and m.get("role") not in SYSTEM_ROLES]
         chain = chain_hashes(hashes)
         found = await self.store.find_session_by_head(scope, chain)
         if found is not None or len(chain) < 2:
@@ -227,17 +198,34 @@ class Runtime:
                 return erased
             erased += await self.delete_sessions(batch)
 
-    async def view(self, session_id: str, query: str | None = None, embed_limit: int | None = EMBED_NOW_CHARS) -> tuple[SessionView, np.ndarray | None]:
+    async def view(self, session_id: str, query: str | None = None, embed_limit: int | None = EMBED_NOW_CHARS,
+                   wait: bool = True) -> tuple[SessionView, np.ndarray | None]:
         """The up-to-date in-process view of a session, and the embedding of `query` (computed in
         the same batch as missing chunks). At most `embed_limit` characters of missing chunks are
-        embedded now, newest first (None: all of them); the rest are left to a background task."""
+        embedded now, newest first (None: all of them); the rest are left to a background task.
+        Chunks another task is embedding right now are awaited, or with `wait=False` left to rank
+        by their words this time. The caller holds the session's lock."""
         view = await self._fresh_view(session_id)
+        return view, await self.embed_for(session_id, view, query, embed_limit, wait)
+
+    async def loaded_view(self, session_id: str) -> SessionView:
+        """The up-to-date view of a session without embedding anything now (what is missing is
+        left to the background). The caller holds the session's lock."""
+        view = await self._fresh_view(session_id)
+        if view.missing:
+            self.embed_soon(session_id)
+        return view
+
+    async def embed_for(self, session_id: str, view: SessionView, query: str | None, embed_limit: int | None = EMBED_NOW_CHARS,
+                        wait: bool = True) -> np.ndarray | None:
+        """Embed `query` and what `view` misses (see `view`); the caller holds the session's lock."""
         qvec: np.ndarray | None = None
-        if self.embedder is not None and (view.missing or (query and query.strip())):
-            qvec = await self._embed_missing(view, query if query and query.strip() else None, embed_limit)
+        query = query if query and query.strip() else None
+        if self.embedder is not None and (view.missing or query):
+            qvec = await self._embeddings.fill(view, query, embed_limit, wait)
             if view.missing:
                 self.embed_soon(session_id)
-        return view, qvec
+        return qvec
 
     async def _fresh_view(self, session_id: str) -> SessionView:
         view = self._views.get(session_id)
@@ -262,81 +250,12 @@ class Runtime:
         return view
 
     def embed_soon(self, session_id: str) -> None:
-        """Embed a session's new chunks in the background, so the next compile finds them ready.
-        One task per session; it loops until nothing is missing."""
-        if self.embedder is None or session_id in self._embedding:
-            return
-        self._embedding.add(session_id)
-        task = asyncio.get_running_loop().create_task(self._embed_in_background(session_id))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        """Embed a session's new chunks in the background, so the next compile finds them ready."""
+        self._embeddings.soon(session_id)
 
     async def embed_query(self, query: str) -> np.ndarray | None:
         """The embedding of one question (None without an embedder)."""
-        if self.embedder is None:
-            return None
-        matrix = await asyncio.to_thread(self.embedder.embed, [query])
-        return matrix[0]
-
-    async def _embed_in_background(self, session_id: str) -> None:
-        try:
-            while True:
-                # A batch at a time, the session's lock released in between, so a compile of this
-                # session waits for one batch at most.
-                async with self._background_slot, self.store.session_lock(session_id):
-                    view = await self._fresh_view(session_id)
-                    if view.missing:
-                        await self._embed_missing(view, None, EMBED_BATCH_CHARS)
-                    if not view.missing:
-                        # No await between this check and leaving the set: a write that lands
-                        # after it starts a new task.
-                        self._embedding.discard(session_id)
-                        return
-        except asyncio.CancelledError:
-            self._embedding.discard(session_id)
-            raise
-        except Exception:  # the next compile retries and reports; a background task must not crash the loop
-            self._embedding.discard(session_id)
-            log.exception("memory: background embedding failed for a session")
-
-    async def _embed_missing(self, view: SessionView, query: str | None, limit: int | None = None) -> np.ndarray | None:
-        assert self.embedder is not None
-        by_hash: dict[str, list[int]] = {}
-        texts: dict[str, str] = {}
-        size = 0
-        # Newest first, at most `limit` characters of distinct text (always at least one): recent
-        # turns are the likeliest to matter, and a batch costs the same however much waits behind it.
-        for pos in sorted(view.missing, reverse=True):
-            row = view.chunk_rows[pos]
-            if row.content_hash not in by_hash:
-                if limit is not None and by_hash and size + len(row.text) > limit:
-                    continue
-                size += len(row.text)
-            by_hash.setdefault(row.content_hash, []).append(pos)
-            texts.setdefault(row.content_hash, row.text)
-        known = await self.store.get_vectors(self.embedding_name, list(by_hash)) if by_hash else {}
-        fresh = {h: self._query_vectors[h] for h in by_hash if h not in known and h in self._query_vectors}
-        todo = [h for h in by_hash if h not in known and h not in fresh]
-        qvec: np.ndarray | None = None
-        if todo or query is not None:
-            # One batch for the query and the missing chunks: each embed call has a fixed cost.
-            batch = [texts[h] for h in todo] + ([query] if query is not None else [])
-            matrix = await asyncio.to_thread(self.embedder.embed, batch)
-            fresh.update({h: matrix[i].astype(np.float32).tobytes() for i, h in enumerate(todo)})
-            if query is not None:
-                qvec = matrix[-1]
-                self._query_vectors[sha256_text(query)] = qvec.astype(np.float32).tobytes()
-                while len(self._query_vectors) > QUERY_VECTOR_CACHE:
-                    self._query_vectors.popitem(last=False)
-        if fresh:
-            async with self.store.transaction() as tx:
-                await tx.put_vectors(self.embedding_name, fresh.items())
-            known.update(fresh)
-        for h, poss in by_hash.items():
-            vec = np.frombuffer(known[h], dtype=np.float32)
-            for pos in poss:
-                view.set_vector(pos, vec)
-        return qvec
+        return await self._embeddings.embed_query(query)
 
 
 def create_runtime(storage_path: str | Path = "./.memory.sqlite", embedding_model: str | None = DEFAULT_MODEL,

@@ -11,24 +11,27 @@ import asyncio
 import json
 import sqlite3
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from .compiler import CompileInput, CompileResult, assemble
 from .errors import InvalidArgumentError, InvalidEventError, SessionNotFoundError, StorageError
 from .events import Event, parse_event
 from .evidence import unit_message
 from .ingest import add_pair_probes, apply_state, precompute, prepare_events, rebuild_state
+from .layout import needs_memory
 from .policy import LayoutPolicy, get_policy
-from .records import TranscriptEntry
+from .records import FrameRecord, StateItem, TranscriptEntry, TurnRecord
 from .redact import redact_value
 from .retrieval import CANDIDATES, fts_query, is_change_query, rank_chunks
 from .state import extract_lines, state_as_dict
 from .store import StoreTx
 from .tokens import get_counter
 from .transcript import SYSTEM_ROLES, chain_hashes, message_text, message_to_event
-from .turns import (Request, TurnPlan, Usage, align_request, build_plan, carried_query, query_text, totals_dict, turn_inputs,
+from .turns import (Request, TurnInputs, TurnPlan, Usage, align_request, build_plan, query_text, totals_dict, turn_inputs,
                     turn_record)
 
 if TYPE_CHECKING:
@@ -84,16 +87,19 @@ class Session:
         self.runtime.embed_soon(self.id)
         return ids
 
-    async def _write(self, parsed: list[Event], keep: int | None, scope: str = "") -> list[int]:
+    async def _write(self, parsed: list[Event], keep: int | None, scope: str = "", transcript: list[TranscriptEntry] | None = None,
+                     then: Callable[[StoreTx], Awaitable[None]] | None = None) -> list[int]:
         """Store `parsed` in one transaction. Message events extend the transcript after position
         `keep` (None: at its end); what stood there leaves the transcript (detached), and state
-        that came from it is rebuilt."""
+        that came from it is rebuilt. `transcript` is the stored one when the caller read it under
+        the session's lock (saves reading it again); `then` writes more in the same transaction."""
         count = get_counter(_CHUNKING_COUNTER).count
         pre = await asyncio.to_thread(precompute, parsed, count)
         try:
             async with self._store.transaction() as tx:
                 await tx.ensure_session(self.id, scope)
-                transcript = await tx.transcript(self.id)
+                if transcript is None:
+                    transcript = await tx.transcript(self.id)
                 start = len(transcript) if keep is None else keep
                 rebuild = False
                 if start < len(transcript):
@@ -115,6 +121,8 @@ class Session:
                         await apply_state(tx, self.id, rows[i].content, ids[i])
                 if self.runtime.embedder is not None:
                     await add_pair_probes(tx, self.id, [ids[i] for i in chat], [rows[i].content for i in chat])
+                if then is not None:
+                    await then(tx)
         except sqlite3.Error as exc:
             raise StorageError(f"write failed: {exc}") from exc
         return [ids[i] for i in range(len(rows)) if rows[i].parent_index is None]
@@ -124,7 +132,7 @@ class Session:
         (see `memory.align`): a resent history stores only its new messages, an edit detaches the
         abandoned branch, a repeated request stores nothing. System/developer messages are not
         stored."""
-        request = await asyncio.to_thread(Request.of, _checked(messages))
+        request = await asyncio.to_thread(Request.of, _checked(messages), self.runtime.memo.hash)
         await self.runtime.open()
         async with self._store.session_lock(self.id):
             transcript = await self._store.transcript(self.id)
@@ -176,7 +184,7 @@ class Session:
         _check_budget(budget_tokens)
         layout_policy = get_policy(policy) if isinstance(policy, str) else policy
         counter = get_counter(model)
-        request = await asyncio.to_thread(Request.of, _checked(messages))
+        request = await asyncio.to_thread(Request.of, _checked(messages), self.runtime.memo.hash)
         await self.runtime.open()
         store = self._store
         async with store.session_lock(self.id):
@@ -191,26 +199,34 @@ class Session:
                 first = aligned.alignment.offset
                 parsed = await asyncio.to_thread(_parse_messages, [request.convo(i) for i in range(first, first + history_new)],
                                                  request.hashes[first : first + history_new])
-                await self._write(parsed, keep=aligned.keep, scope=scope)
+                await self._write(parsed, keep=aligned.keep, scope=scope, transcript=transcript)
                 transcript = await store.transcript(self.id)
                 aligned = align_request(transcript, request, named)
-            # Embedded with any chunks still missing, in one batch (a stateless client's tail may start
-            # in memory: then the question is known once the view is loaded).
-            view, qvec = await self.runtime.view(self.id, carried_query(aligned, request))
-            inputs = await asyncio.to_thread(turn_inputs, aligned, request, transcript, view, model, budget_tokens,
-                                             self.runtime.tokens_for(counter))
-            if qvec is None and inputs.query.strip():
-                qvec = await self.runtime.embed_query(inputs.query)
+            view = await self.runtime.loaded_view(self.id)
+
+            def lay_against_memory() -> tuple[TurnInputs, bool]:
+                inputs = turn_inputs(aligned, request, transcript, view, model, budget_tokens, self.runtime.tokens_for(counter))
+                return inputs, needs_memory(inputs.system, inputs.history, inputs.tail, budget_tokens, counter)
+
+            inputs, needed = await asyncio.to_thread(lay_against_memory)
             query = inputs.query
             pool = max(2 * CANDIDATES, budget_tokens // 8)
-            lexical = await store.bm25(self.id, fts_query(query), pool)
-            state = await store.state_items(self.id)
-            frames = await store.frames(self.id)
-            reuse = await store.find_turn(self.id, inputs.key)
+            qvec: np.ndarray | None = None
+            lexical: list[tuple[int, float]] = []
+            state: list[StateItem] = []
+            frames: list[FrameRecord] = []
+            reuse: TurnRecord | None = None
+            if needed:  # else the whole conversation fits (or nothing but the tail can): no retrieval
+                # Chunks the background is embedding (the previous reply) rank by their words this once.
+                qvec = await self.runtime.embed_for(self.id, view, query, wait=False)
+                lexical = await store.bm25(self.id, fts_query(query), pool)
+                state = await store.state_items(self.id)
+                frames = await store.frames(self.id)
+                reuse = await store.find_turn(self.id, inputs.key)
 
             def build() -> TurnPlan:
                 ranked = rank_chunks(view, lexical, qvec, change_query=is_change_query(query), candidates=pool,
-                                     options=self.runtime.rank_options)
+                                     options=self.runtime.rank_options) if needed else []
                 return build_plan(self.id, model, budget_tokens, request, named, scope, inputs, frames, reuse, ranked, state,
                                   view, counter, layout_policy)
 
@@ -221,7 +237,7 @@ class Session:
         hashes (a copy's text may differ from what was sent: secrets are redacted on storage)."""
         if isinstance(resume_at, bool) or not isinstance(resume_at, int) or not 0 <= resume_at <= len(transcript):
             raise InvalidArgumentError(f"resume_at must be a transcript position 0..{len(transcript)}")
-        view, _ = await self.runtime.view(self.id)
+        view = await self.runtime.loaded_view(self.id)  # only its units: nothing to embed for this
         prefix: list[dict[str, Any]] = []
         for entry in transcript[:resume_at]:
             unit = view.units.get(f"e{entry.event_id}")
@@ -258,14 +274,11 @@ class Session:
                 end += 1
                 if not same_reply:
                     new, hashes = new + [reply], hashes + [reply_hash]
-            if new:
-                parsed = await asyncio.to_thread(_parse_messages, new, hashes)
-                await self._write(parsed, keep=aligned.keep, scope=plan.scope)
             frame = plan.layout.frame
             manifest = {**plan.result.manifest, "usage": {"prompt_tokens": usage.prompt_tokens, "cached_tokens": usage.cached_tokens,
                                                           "completion_tokens": usage.completion_tokens}}
-            async with store.transaction() as tx:
-                await tx.ensure_session(self.id, plan.scope)
+
+            async def record(tx: StoreTx) -> None:
                 frame_id = frame.id if frame is not None and frame.id else None
                 if frame is not None and not frame.id and plan.layout.mode == "rebased":
                     frame_id = await tx.save_frame(self.id, frame)
@@ -277,6 +290,15 @@ class Session:
                         await tx.add_response(self.id, response_id, end, after[end - 1].chain_hash)
                 if stored_items:
                     await tx.add_items(self.id, stored_items)
+
+            # One transaction for the messages and the turn record.
+            if new:
+                parsed = await asyncio.to_thread(_parse_messages, new, hashes)
+                await self._write(parsed, keep=aligned.keep, scope=plan.scope, transcript=transcript, then=record)
+            else:
+                async with store.transaction() as tx:
+                    await tx.ensure_session(self.id, plan.scope)
+                    await record(tx)
         if new:
             self.runtime.embed_soon(self.id)
 

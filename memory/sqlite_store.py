@@ -26,6 +26,7 @@ from typing import Any
 import aiosqlite
 
 from .errors import StorageError
+from .fts_terms import MAX_POSTINGS, Tokenizer, or_query, rarest_within, split_or_query
 from .locks import SessionLocks
 from .migrations import MIGRATIONS
 from .records import ArtifactRow, ChunkRow, SessionDelta, SessionSummary
@@ -36,6 +37,9 @@ from .sqlite_rows import event_from_row, session_key
 from .sqlite_tx import SqliteTx
 
 __all__ = ["SqliteStore", "SqliteTx"]
+
+# The tokenizer migration m001 gave chunks_fts (a word is looked up by the terms it indexes as).
+INDEX_TOKENIZE = "porter unicode61 remove_diacritics 2"
 
 
 class SqliteStore(SqliteReads, SqliteInspect):
@@ -50,6 +54,8 @@ class SqliteStore(SqliteReads, SqliteInspect):
         # Why the last write failed, until one succeeds.
         self._write_failure: str | None = None
         self._session_locks = SessionLocks()
+        self._tokenizer = Tokenizer(INDEX_TOKENIZE)
+        self.max_postings = MAX_POSTINGS  # see `memory.fts_terms`
 
     def session_lock(self, session_id: str) -> AbstractAsyncContextManager[None]:
         """Serialises one session's read-decide-write sequences (sync, compile, commit). One
@@ -76,6 +82,8 @@ class SqliteStore(SqliteReads, SqliteInspect):
             for pragma in ("journal_mode=WAL", "foreign_keys=ON", "synchronous=NORMAL", "secure_delete=ON", "busy_timeout=5000"):
                 await db.execute(f"PRAGMA {pragma}")
             await self._migrate()
+            # Rows per index term (see `memory.fts_terms`); temp: per connection, nothing in the file.
+            await db.execute("CREATE VIRTUAL TABLE IF NOT EXISTS temp.chunks_vocab USING fts5vocab(main, chunks_fts, row)")
             self._file_id = self._identity() if self.path != ":memory:" else None
         except OSError as exc:
             await self.close()
@@ -196,9 +204,21 @@ class SqliteStore(SqliteReads, SqliteInspect):
 
     async def check_writable(self) -> None:
         """Raise `StorageError` unless a write could start now (read-only file, lock held too long):
-        a turn must not go out as if memory will record it when it cannot."""
-        async with self.transaction():
-            pass
+        a turn must not go out as if memory will record it when it cannot. One call on the
+        connection's thread (it runs on every proxied request): the write lock is taken and
+        released at once, so a read-only file or a writer holding the lock too long fails here."""
+        problem = self._file_problem()
+        if problem is not None:
+            raise self._failed(problem)
+        async with self._write_lock:
+            db = self.db
+            try:
+                await db.executescript("BEGIN IMMEDIATE; COMMIT;")
+            except sqlite3.Error as exc:
+                if db.in_transaction:  # BEGIN went through and COMMIT did not
+                    await db.execute("ROLLBACK")
+                raise self._failed(f"cannot start a write: {exc}") from exc
+        self._write_failure = None
 
     async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         try:
@@ -259,12 +279,28 @@ class SqliteStore(SqliteReads, SqliteInspect):
         """Chunk ids of the session matching an FTS5 expression, best first, with bm25 (lower is better)."""
         if not match:
             return []
+        match = await self._rarest(match)
         rows = await self._all(
             "SELECT rowid, bm25(chunks_fts, 1.0, 0.0) AS score FROM chunks_fts WHERE chunks_fts MATCH ? "
             "ORDER BY score, rowid LIMIT ?",
             (f'session_key:"{session_key(session_id)}" AND ({match})', limit),
         )
         return [(int(r[0]), float(r[1])) for r in rows]
+
+    async def _rarest(self, match: str) -> str:
+        """An OR-list of words less its most common words when together they match too many rows
+        (see `memory.fts_terms`); any other expression as it is."""
+        words = split_or_query(match)
+        if words is None or len(words) <= 1:
+            return match
+        terms = self._tokenizer.terms(words)
+        wanted = sorted({t for ts in terms.values() for t in ts})
+        if not wanted:
+            return match
+        marks = ",".join("?" * len(wanted))
+        counts = {str(r[0]): int(r[1]) for r in await self._all(f"SELECT term, doc FROM temp.chunks_vocab WHERE term IN ({marks})", wanted)}
+        kept = rarest_within(words, terms, counts, self.max_postings)
+        return match if len(kept) == len(words) else or_query(kept)
 
     async def find_session_by_head(self, scope: str, heads: Sequence[str]) -> str | None:
         """The session (in `scope`) whose transcript head is the latest of `heads` (ordered oldest first)."""

@@ -68,10 +68,11 @@ class Request:
     hashes: list[str]
 
     @classmethod
-    def of(cls, messages: Sequence[dict[str, Any]]) -> Request:
+    def of(cls, messages: Sequence[dict[str, Any]], hash_of: Callable[[dict[str, Any]], str] = message_hash) -> Request:
+        """`hash_of` is `message_hash`, or a cache of it (`memory.memo`)."""
         msgs = list(messages)
         index = [i for i, m in enumerate(msgs) if m.get("role") not in SYSTEM_ROLES]
-        return cls(msgs, index, [message_hash(msgs[i]) for i in index])
+        return cls(msgs, index, [hash_of(msgs[i]) for i in index])
 
     def convo(self, i: int) -> dict[str, Any]:
         return self.messages[self.convo_index[i]]

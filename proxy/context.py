@@ -64,7 +64,12 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def _unmodified(session_id: str, messages: list[dict[str, Any]], tokens: int, reason: str) -> Prepared:
+async def _unmodified(session_id: str, messages: list[dict[str, Any]], model: str, reason: str) -> Prepared:
+    try:
+        # Off the event loop: a large history takes tiktoken a good fraction of a second.
+        tokens = await asyncio.to_thread(get_counter(model).messages_tokens, messages)
+    except Exception:  # counting is part of memory: fail open like the rest
+        tokens = 0
     return Prepared(session_id, messages, tokens, tokens, len(messages), None, reason)
 
 
@@ -73,36 +78,30 @@ async def prepare(runtime: Runtime, messages: list[dict[str, Any]], model: str, 
     """Resolve the session and plan the prompt; never raises (memory failures fail open). `new_id`
     names a session the request does not name and no stored transcript matches. `resume_at`: the
     messages continue the named session's transcript from that position."""
-    try:
-        # Off the event loop: a large history takes tiktoken a good fraction of a second.
-        original_tokens = await asyncio.to_thread(get_counter(model).messages_tokens, messages)
-    except Exception as exc:  # counting is part of memory: fail open like the rest
-        return _unmodified(session_header or new_id(), messages, 0, _reason(exc))
     session_id = session_header
     if session_id is None:
         try:
             session_id = await runtime.resolve_session(messages, scope=scope) or new_id()
         except Exception as exc:
             log.warning("memory failed to resolve a session; forwarding unmodified: %s", _reason(exc))
-            return _unmodified(new_id(), messages, original_tokens, _reason(exc))
+            return await _unmodified(new_id(), messages, model, _reason(exc))
     try:
         plan = await runtime.session(session_id).prepare_turn(
             messages, budget, model, scope=scope, named=session_header is not None, policy=policy, resume_at=resume_at
         )
     except memory_errors.MemoryRuntimeError as exc:
         log.warning("memory failed; forwarding unmodified: %s", _reason(exc))
-        return _unmodified(session_id, messages, original_tokens, _reason(exc))
+        return await _unmodified(session_id, messages, model, _reason(exc))
     except Exception as exc:
         log.exception("unexpected memory failure; forwarding unmodified")
-        return _unmodified(session_id, messages, original_tokens, _reason(exc))
+        return await _unmodified(session_id, messages, model, _reason(exc))
     forwarded = plan.messages
-    if resume_at is not None:
-        # The provider would read the whole chain the id stands for: that is what the client sent.
-        original_tokens = plan.sent_tokens
-    elif plan.layout.mode == "full_history" and plan.carries_history:
+    # The plan counted what the client sent (each resent message once, from memory's cache); with
+    # `resume_at` that is the whole chain the id stands for, which the provider would read.
+    if resume_at is None and plan.layout.mode == "full_history" and plan.carries_history:
         # Everything fits and the client sent the whole conversation: forward it exactly as sent.
         forwarded = messages
-    return Prepared(session_id, forwarded, original_tokens, plan.result.tokens, plan.result.items_included, plan)
+    return Prepared(session_id, forwarded, plan.sent_tokens, plan.result.tokens, plan.result.items_included, plan)
 
 
 async def commit(runtime: Runtime, prepared: Prepared, reply: dict[str, Any] | None, usage: dict[str, Any] | None,

@@ -133,3 +133,27 @@ async def test_layout_and_labels_and_content_parts():
     assert result.tokens <= 900
     reasons = {i["reason"] for i in result.manifest["included"]}
     assert {"system", "state", "retrieved", "window", "live_tail"} <= reasons
+
+
+async def _compile_extended_and_fresh(events, cut, question, budget):
+    async with create_runtime(storage_path=":memory:", embedding_model="none") as rt:
+        session = rt.session("grow")
+        if events[:cut]:
+            await session.ingest_many(events[:cut])
+        warm = await session.compile(user_message=question, budget_tokens=budget)
+        for message in warm.messages:  # the caller owns what it got: nothing it does reaches memory
+            message["content"] = "changed by the caller"
+        if events[cut:]:
+            await session.ingest_many(events[cut:])
+        extended = await session.compile(user_message=question, budget_tokens=budget)
+        rt._views.clear()  # the next compile builds the view (and its history lines) from the store
+        fresh = await session.compile(user_message=question, budget_tokens=budget)
+        return extended, fresh
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(events=histories(), cut=st.integers(0, 50), question=TEXT, budget=st.integers(200, 3000))
+def test_history_lines_kept_on_the_view_match_a_fresh_view(events, cut, question, budget):
+    extended, fresh = asyncio.run(_compile_extended_and_fresh(events, cut, question, budget))
+    assert json.dumps(extended.messages, sort_keys=True) == json.dumps(fresh.messages, sort_keys=True)
+    assert extended.manifest["included"] == fresh.manifest["included"]

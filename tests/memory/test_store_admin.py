@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 
 from memory import InvalidArgumentError, create_runtime
-from memory.runtime import EMBED_BATCH_CHARS, EMBED_NOW_CHARS, Runtime
+from memory.embedding_queue import EMBED_BATCH_CHARS, EMBED_NOW_CHARS
+from memory.runtime import Runtime
 
 
 @pytest.fixture

@@ -1,0 +1,43 @@
+"""The full-text query keeps a question's rarest words when all of them would match too many rows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from memory import create_runtime
+from memory.fts_terms import Tokenizer, or_query, rarest_within, split_or_query
+from memory.retrieval import fts_query
+from memory.sqlite_store import INDEX_TOKENIZE
+
+
+def test_words_are_looked_up_by_the_terms_the_index_stems_them_to() -> None:
+    terms = Tokenizer(INDEX_TOKENIZE).terms(["memory", "sqlite_reads", "Caching", "78571"])
+    assert terms == {"memory": ("memori",), "sqlite_reads": ("sqlite", "read"), "Caching": ("cach",), "78571": ("78571",)}
+
+
+def test_an_or_query_round_trips_and_other_expressions_are_left_alone() -> None:
+    query = fts_query('What did "Bob" change in sqlite_reads about retries?')
+    assert or_query(split_or_query(query) or []) == query
+    assert split_or_query('session_key:"x" AND "y"') is None and split_or_query("qzword") is None
+
+
+def test_the_most_common_words_leave_first_and_the_rarest_always_stay() -> None:
+    words = ["py", "retries", "sweeper", "config"]
+    terms = {"py": ("py",), "retries": ("retri",), "sweeper": ("sweeper",), "config": ("config",)}
+    rows = {"py": 64_000, "retri": 40, "sweeper": 200, "config": 7_000}
+    assert rarest_within(words, terms, rows, max_postings=100_000) == words  # under the cap: unchanged
+    assert rarest_within(words, terms, rows, max_postings=10_000, min_words=1) == ["retries", "sweeper", "config"]
+    assert rarest_within(words, terms, rows, max_postings=100, min_words=2) == ["retries", "sweeper"]
+
+
+async def test_a_large_store_searches_by_the_rare_words_and_still_finds_their_rows(tmp_path: Path) -> None:
+    async with create_runtime(storage_path=str(tmp_path / "fts.sqlite"), embedding_model="none") as rt:
+        filler = [{"type": "user_message", "payload": {"content": f"the common widget note number {n}"}} for n in range(60)]
+        await rt.session("s").ingest_many(filler + [{"type": "assistant_message", "payload": {"content": "qzrare widget fix"}}])
+        match = fts_query("widget qzrare note number common")
+        full = await rt.store.bm25("s", match, 100)
+        rt.store.max_postings = 10  # every word but qzrare is in 60 rows or more: over the cap
+        assert await rt.store._rarest(match) == '"qzrare" OR "note" OR "number"'  # the three rarest stay
+        pruned = await rt.store.bm25("s", match, 100)
+        assert pruned[0][0] == full[0][0]  # the rare word's row still ranks first
+        assert len(full) == 61 and len(pruned) == 61  # the kept words still match the same rows here

@@ -1,0 +1,45 @@
+"""The message memo answers exactly what hashing and counting answer, stays bounded, and never
+keys a long text by its content."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from memory import get_counter
+from memory.memo import MAX_KEYED_TEXT, MessageMemo
+from memory.transcript import message_hash
+
+MESSAGES: list[dict[str, Any]] = [
+    {"role": "user", "content": "hello there"},
+    {"role": "assistant", "content": "hello there"},
+    {"role": "user", "content": "hello there", "name": "ann"},
+    {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+    {"role": "tool", "tool_call_id": "c1", "content": "42"},
+    {"role": "user", "content": [{"type": "text", "text": "look"}, {"type": "image_url", "image_url": {"url": "data:,", "detail": "low"}}]},
+    {"role": "user", "content": "x " * (MAX_KEYED_TEXT + 10)},
+]
+
+
+def test_same_answers_as_hashing_and_counting_every_time() -> None:
+    memo = MessageMemo(100)
+    for model in ("gpt-4o-mini", "gpt-4"):
+        counter = get_counter(model)
+        for _ in range(2):  # computed, then remembered
+            for message in MESSAGES:
+                assert memo.hash(message) == message_hash(message)
+                assert memo.tokens(counter, message) == counter.message_tokens(message)
+
+
+def test_bounded_and_long_texts_not_kept_as_keys() -> None:
+    memo = MessageMemo(3)
+    counter = get_counter("gpt-4o-mini")
+    for n in range(10):
+        message = {"role": "user", "content": f"message {n}"}
+        assert memo.hash(message) == message_hash(message)
+        assert memo.tokens(counter, message) == counter.message_tokens(message)
+    long = {"role": "user", "content": "y" * (MAX_KEYED_TEXT + 1)}
+    memo.tokens(counter, long)
+    memo.hash(long)
+    assert len(memo._hashes) <= 3 and len(memo._tokens) <= 3
+    assert all(len(k[1]) == 16 or len(k[1][1]) <= MAX_KEYED_TEXT for k in memo._tokens)
+    assert all(len(text) <= MAX_KEYED_TEXT for _, text in memo._hashes)
