@@ -12,6 +12,7 @@ from __future__ import annotations
 import tempfile
 from collections import defaultdict
 from collections.abc import Sequence
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,10 +24,12 @@ from memory.tokens import get_counter
 from .baselines import TurnCorpus, pack_ranked, pack_recency, rrf_ranking
 from .common import BUDGETS, MODEL, Percentiles, Stopwatch, messages_text, percentiles, progress
 from .locomo import ALL, CATEGORY_NAMES, SPLITS, Conversation, Question
+from .timed_embedder import CachedEmbedder
 
-__all__ = ["METHODS", "ABLATIONS", "CategoryScore", "MethodScore", "SplitInfo", "RecallResult", "run_recall", "quick_selection"]
+__all__ = ["METHODS", "OURS_PG", "ABLATIONS", "CategoryScore", "MethodScore", "SplitInfo", "RecallResult", "run_recall", "quick_selection"]
 
 OURS = "memory-runtime"
+OURS_PG = "memory-runtime on PostgreSQL"
 METHODS = (OURS, "recency window", "BM25 only", "embeddings only", "BM25+embeddings RRF")
 TARGETS = {800: 0.80, 2000: 0.90, 8000: 0.97}
 # Ranking stages turned off one at a time, over the same stored sessions (the ablation table).
@@ -145,15 +148,22 @@ def quick_selection(conversations: list[Conversation], turns: int = 150, per_cat
 
 
 async def run_recall(
-    conversations: list[Conversation], embedder: Embedder | None, budgets: Sequence[int] = BUDGETS, show_progress: bool = True
+    conversations: list[Conversation], embedder: Embedder | None, budgets: Sequence[int] = BUDGETS, show_progress: bool = True,
+    postgres_url: str | None = None,
 ) -> RecallResult:
-    """`embedder` serves the dense baselines and the runtime alike (one model in memory)."""
+    """`embedder` serves the dense baselines and the runtime alike (one model in memory). With
+    `postgres_url` (an empty database), memory-runtime is scored a second time on the PostgreSQL
+    store, fed the same turns, as `OURS_PG` (it reuses the SQLite run's embeddings)."""
     counter = get_counter(MODEL)
     tallies: dict[tuple[str, int], _Tally] = defaultdict(_Tally)
     ingest_ms = flush_ms = 0.0
     over_budget = 0
+    if postgres_url and embedder is not None:
+        embedder = CachedEmbedder(embedder)
     with tempfile.TemporaryDirectory(prefix="bench-locomo-") as tmp:
-        async with create_runtime(storage_path=str(Path(tmp) / "locomo.sqlite"), embedder=embedder) as runtime:
+        async with AsyncExitStack() as stack:
+            runtime = await stack.enter_async_context(create_runtime(storage_path=str(Path(tmp) / "locomo.sqlite"), embedder=embedder))
+            pg = await stack.enter_async_context(create_runtime(storage_url=postgres_url, embedder=embedder)) if postgres_url else None
             for conv in progress(conversations, "LoCoMo conversations", enabled=show_progress):
                 session = runtime.session(f"locomo-{conv.sample_id}")
                 events = [
@@ -166,6 +176,10 @@ async def run_recall(
                 with Stopwatch() as sw:
                     await session.flush()
                 flush_ms += sw.ms
+                pg_session = pg.session(session.id) if pg is not None else None
+                if pg_session is not None:
+                    await pg_session.ingest_many(events)
+                    await pg_session.flush()
                 corpus = TurnCorpus(conv.turns, counter, embedder)
                 index = conv.turn_index()
                 vectors = embedder.embed([q.text for q in conv.questions]) if embedder is not None else None
@@ -182,6 +196,11 @@ async def run_recall(
                         tally.add(conv.split, question, sum(1 for c in evidence if c in text), counter.messages_tokens(result.messages))
                         tally.latency_ms.append(sw.ms)
                         over_budget += bool(result.over_budget)
+                        if pg_session is not None:
+                            on_pg = await pg_session.compile(user_message=question.text, budget_tokens=budget, model=MODEL)
+                            text = messages_text(on_pg.messages)
+                            tallies[(OURS_PG, budget)].add(conv.split, question, sum(1 for c in evidence if c in text),
+                                                           counter.messages_tokens(on_pg.messages))
                         packed = pack_recency(corpus, question.text, budget)
                         tallies[("recency window", budget)].add(conv.split, question, len(packed.included & set(question.resolved)), packed.tokens)
                         for name, ranking in rankings.items():
@@ -201,7 +220,7 @@ async def run_recall(
                             tallies[(name, budget)].add(conv.split, question, sum(1 for c in evidence if c in text),
                                                         counter.messages_tokens(result.messages))
     splits = _splits(conversations)
-    methods = METHODS + tuple(ABLATIONS)
+    methods = METHODS + tuple(ABLATIONS) + (OURS_PG,)
     scores = tuple(tallies[(m, b)].score(m, b, sp.name) for sp in splits for m in methods for b in budgets if (m, b) in tallies)
     return RecallResult(
         conversations=len(conversations),

@@ -5,6 +5,7 @@ benchmarks/, the README's headline figures through `benchmarks.headline`):
     python -m benchmarks.run_all --quick         # smoke sizes, well under a minute; used by the test suite
     python -m benchmarks.run_all --sections AB   # a subset (A session, B LoCoMo, C proxy, D scale, E stress,
                                                  # F cost under prompt caching)
+    python -m benchmarks.run_all --postgres      # also B, D, E on PostgreSQL (section G); --pg-url URL: an existing server
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ import shlex
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from memory.embeddings import load_embedder
+from testkit.pg import PgServer
 
 from .cache_cost import BUDGETS as COST_BUDGETS
 from .cache_cost import CostResult, run_cache_cost
@@ -31,11 +34,14 @@ from .litellm_peer import default_bin
 from .locomo import load_locomo
 from .machine import describe_machine, load_average
 from .overhead import OverheadResult, run_overhead
+from .pg_vectors import run_vectors
 from .plots import plot_overhead, plot_recall, plot_scale, plot_tokens_per_turn
-from .recall import RecallResult, quick_selection, run_recall
+from .postgres import PostgresResult, RecallPair, describe, pg_server
+from .recall import OURS, OURS_PG, RecallResult, quick_selection, run_recall
 from .report import RunInfo, render
 from .report_cost import DEV, plot_cost_per_turn, section_f, summaries
-from .scale import ScaleResult, run_scale
+from .report_pg import render_postgres
+from .scale import ScaleResult, probe_row, run_scale
 from .section_a import SectionA, run_section_a
 from .stress import StressResult
 from .stress import run as run_stress
@@ -56,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
                         f"(default: {default_bin()} when present; see benchmarks/litellm_peer.py)")
     parser.add_argument("--scale-sizes", default=None, help="comma-separated session sizes for section D")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--postgres", action="store_true", help="also run B, D and E on the PostgreSQL store (section G)")
+    parser.add_argument("--pg-url", default=None, help="PostgreSQL server for --postgres (default: a private pgserver for the run)")
+    parser.add_argument("--pg-scale-sizes", default=None, help="session sizes for section D on PostgreSQL (default 10000,100000)")
     return parser
 
 
@@ -79,6 +88,12 @@ def _jsonable(value: Any) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    with ExitStack() as stack:  # the PostgreSQL server of --postgres stops however the run ends
+        server = stack.enter_context(pg_server(args.pg_url)) if args.postgres else None
+        return _run(args, argv, server)
+
+
+def _run(args: argparse.Namespace, argv: list[str] | None, server: PgServer | None) -> int:
     sections = set(args.sections.upper())
     show = not args.no_progress
     out = _path(args.out)
@@ -96,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     d: ScaleResult | None = None
     e: list[tuple[str, StressResult]] = []
 
+    pg = PostgresResult(describe(server)) if server is not None else None
+
     if "A" in sections:
         t0 = time.perf_counter()
         a = asyncio.run(run_section_a(embedder, args.quick, show))
@@ -109,8 +126,12 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             conversations = load_locomo(locomo)
             selected = quick_selection(conversations) if args.quick else conversations
-            b = asyncio.run(run_recall(selected, embedder=embedder, show_progress=show))
+            pg_db = server.create_database("locomo") if server is not None else None
+            b = asyncio.run(run_recall(selected, embedder=embedder, show_progress=show, postgres_url=pg_db))
             seconds["B"] = time.perf_counter() - t0
+            if pg is not None:
+                budgets = sorted({s.budget for s in b.scores})
+                pg.recall = [RecallPair(x, b.score(OURS, x).strict, b.score(OURS_PG, x).strict) for x in budgets]
             plot_recall(b, out / "recall_vs_budget.png")
             if args.quick:
                 notes.append("section B ran on the first 150 turns of the first conversation and up to 3 questions per category")
@@ -129,6 +150,13 @@ def main(argv: list[str] | None = None) -> int:
         queries, history_turns = (5, 60) if args.quick else (30, 300)
         d = asyncio.run(run_scale(sizes, queries, unique=10_000, embedder=embedder, history_turns=history_turns, show_progress=show))
         seconds["D"] = time.perf_counter() - t0
+        if pg is not None and server is not None:
+            t0 = time.perf_counter()
+            raw = args.pg_scale_sizes or ("50" if args.quick else "10000,100000")
+            pg.scale = [probe_row(int(n), queries, d.budget, d.unique, show, server.url) for n in raw.split(",")]
+            pg.scale_sqlite = list(d.rows)
+            pg.vectors = run_vectors([300] if args.quick else [10_000, 100_000], 5, 5 if args.quick else 30, server.url, show)
+            seconds["D on PostgreSQL"] = time.perf_counter() - t0
         plot_scale(d, out / "latency_vs_size.png")
 
     if "E" in sections:
@@ -140,6 +168,14 @@ def main(argv: list[str] | None = None) -> int:
             if args.quick:
                 break
         seconds["E"] = time.perf_counter() - t0
+        if pg is not None and server is not None:
+            t0 = time.perf_counter()
+            pg.stress = [e[0][1]] + [
+                run_stress(seconds_, clients, sessions_, cap, embedding_model="none", single_requests=single,
+                           storage_url=server.create_database("stress"), instances=n)
+                for n in (1, 2, 3)
+            ]
+            seconds["E on PostgreSQL"] = time.perf_counter() - t0
 
     f: CostResult | None = None
     if "F" in sections:
@@ -164,8 +200,9 @@ def main(argv: list[str] | None = None) -> int:
                    load_start=load_start, load_end=load_average(), seconds=seconds, notes=notes)
     markdown = render(info, a, b, c, d, skipped, e)
     markdown += "\n".join(section_f(f) if f else ["## F. Cost under prompt caching", "", f"Not run: {skipped.get('F', 'not selected')}", ""]) + "\n"
+    markdown += "\n".join(render_postgres(pg))
     (out / "RESULTS.md").write_text(markdown, encoding="utf-8")
-    payload = {"run": info, "A": a, "B": b, "C": c, "D": d, "E": e, "F": summaries(f) if f else None, "skipped": skipped}
+    payload = {"run": info, "A": a, "B": b, "C": c, "D": d, "E": e, "F": summaries(f) if f else None, "G": pg, "skipped": skipped}
     (out / "results.json").write_text(json.dumps(_jsonable(payload), indent=1) + "\n", encoding="utf-8")
     if out.resolve() == (REPO_ROOT / "benchmarks").resolve():
         write_headline([])  # the README's figures follow the results file they come from

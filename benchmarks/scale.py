@@ -22,7 +22,7 @@ from .common import Percentiles, Stopwatch, percentiles
 from .corpus import REPO_ROOT
 from .workload import chat_turns
 
-__all__ = ["ScaleRow", "HistoryIngest", "ScaleResult", "run_scale", "run_history_ingest"]
+__all__ = ["ScaleRow", "HistoryIngest", "ScaleResult", "run_scale", "run_history_ingest", "probe_row"]
 
 
 @dataclass(frozen=True)
@@ -72,11 +72,14 @@ class ScaleResult:
     history: HistoryIngest
 
 
-def _probe(events: int, queries: int, budget: int, unique: int, show_progress: bool) -> ScaleRow:
+def probe_row(events: int, queries: int, budget: int, unique: int, show_progress: bool, pg_url: str | None = None) -> ScaleRow:
+    """One size, measured in a fresh process; on PostgreSQL when `pg_url` names a server."""
     cmd = [sys.executable, "-m", "benchmarks.scale_probe", "--events", str(events), "--queries", str(queries),
            "--budget", str(budget), "--unique", str(unique)]
     if not show_progress:
         cmd.append("--no-progress")
+    if pg_url:
+        cmd += ["--pg-url", pg_url]
     done = subprocess.run(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True, check=True)
     raw = json.loads(done.stdout.strip().splitlines()[-1])
     return ScaleRow(
@@ -113,5 +116,5 @@ async def run_history_ingest(embedder: Embedder | None, turns: int = 300, repeat
 
 async def run_scale(sizes: Sequence[int], queries: int, unique: int, embedder: Embedder | None, budget: int = 2000,
                     history_turns: int = 300, show_progress: bool = True) -> ScaleResult:
-    rows = tuple(_probe(n, queries, budget, unique, show_progress) for n in sizes)
+    rows = tuple(probe_row(n, queries, budget, unique, show_progress) for n in sizes)
     return ScaleResult(budget, queries, unique, rows, await run_history_ingest(embedder, history_turns))

@@ -2,6 +2,7 @@
 
     python -m benchmarks.stress [--seconds 60] [--clients 100] [--sessions 20] [--max-requests N]
                                 [--embedding-model none|<model>] [--upstream-ms 0] [--budget 64]
+                                [--storage-url postgresql://... [--instances 3]]
     python -m benchmarks.stress --largest-request [--embedding-model ...] [--scale 1.0]
                                 (`benchmarks.bounded`: /healthz while the largest allowed request runs)
 
@@ -13,6 +14,8 @@ the requests stream; every request runs sync, compile and observe).
 After the load, every session is exported through `GET /memory/sessions/{id}/export` and each
 exchange the client completed is looked up: *lost* if its user message or reply is missing,
 *duplicated* if either is stored twice.
+With `--storage-url`, `--instances` proxies share one PostgreSQL database and client `i` talks to
+instance `i % instances`, so every session's requests arrive at every instance at once.
 Latency under load is reported for the proxy and, from a separate run, for the same clients
 against the fake upstream alone; on a small machine both are dominated by queueing and by the
 clients' own CPU, and the difference of two percentiles is not a percentile of anything. What the
@@ -37,7 +40,7 @@ import httpx
 import numpy as np
 
 from testkit.load import Tally, exchange, run_load, user_text, verify
-from testkit.processes import start_proxy_process, start_upstream_process
+from testkit.processes import Server, start_proxy_process, start_upstream_process
 
 from .bounded import main as bounded_main
 
@@ -89,12 +92,13 @@ async def _paired(proxy_url: str, upstream_url: str, session: str, limit: int, b
     return diffs
 
 
-async def _load_with_probe(proxy_url: str, upstream_url: str, clients: int, sessions: int, seconds: float, max_requests: int,
+async def _load_with_probe(proxy_urls: list[str], upstream_url: str, clients: int, sessions: int, seconds: float, max_requests: int,
                            budget: int) -> tuple[Tally, list[float]]:
-    """The load, and meanwhile one probe client measuring paired added latency under it (it stops
-    with the load, so no pair is measured without it)."""
-    load = asyncio.create_task(run_load(proxy_url, clients, sessions, seconds, max_requests, budget))
-    diffs = await _paired(proxy_url, upstream_url, "probe", max_requests, budget, stop=load.done)
+    """The load (spread over the instances), and meanwhile one probe client measuring paired added
+    latency under it through the first instance (it stops with the load, so no pair is measured
+    without it)."""
+    load = asyncio.create_task(run_load(proxy_urls, clients, sessions, seconds, max_requests, budget))
+    diffs = await _paired(proxy_urls[0], upstream_url, "probe", max_requests, budget, stop=load.done)
     return await load, diffs
 
 
@@ -119,12 +123,15 @@ class StressResult:
     # Paired, per request: one probe client during the load, and one client alone (warm-up dropped).
     added_under_load: Added
     added_single: Added
+    store: str = "sqlite"
+    instances: int = 1
 
     def markdown(self) -> str:
         p50, p99 = self.proxy_ms
         d50, d99 = self.direct_ms
         load, single = self.added_under_load, self.added_single
         rows = [
+            ("store, instances", f"{'SQLite' if self.store == 'sqlite' else 'PostgreSQL'}, {self.instances}"),
             ("clients / sessions / seconds", f"{self.clients} / {self.sessions} / {self.seconds:g}"),
             ("requests (completed)", f"{self.requests} ({self.completed})"),
             ("throughput", f"{self.throughput:.1f} req/s"),
@@ -148,27 +155,36 @@ def _p50_p99(samples: list[float]) -> tuple[float, float]:
 
 
 def run(seconds: float, clients: int, sessions: int, max_requests: int, embedding_model: str = "none", upstream_ms: float = 0.0,
-        budget: int = 64, direct_seconds: float | None = None, folder: Path | None = None, single_requests: int = 300) -> StressResult:
+        budget: int = 64, direct_seconds: float | None = None, folder: Path | None = None, single_requests: int = 300,
+        storage_url: str | None = None, instances: int = 1) -> StressResult:
+    """One load run. With `storage_url` (an empty PostgreSQL database), `instances` proxies share it."""
+    if instances > 1 and not storage_url:
+        raise ValueError("several instances need a shared PostgreSQL database (storage_url)")
     folder = folder or Path(tempfile.mkdtemp(prefix="stress-", dir=_tmp_root()))
     upstream = start_upstream_process(folder, upstream_ms, CHUNK_CHARS)
+    proxies: list[Server] = []
     try:
         direct_s = direct_seconds if direct_seconds is not None else min(10.0, max(1.0, seconds / 6))
         direct = asyncio.run(_direct_load(upstream.url, clients, direct_s, max_requests))
-        proxy = start_proxy_process(folder, upstream.url, embedding_model=embedding_model)
-        try:
-            started = time.monotonic()
-            tally, under_load = asyncio.run(_load_with_probe(proxy.url, upstream.url, clients, sessions, seconds, max_requests, budget))
-            elapsed = time.monotonic() - started
-            lost, duplicated = verify(proxy.url, tally.completed, [f"stress-{k}" for k in range(sessions)])
-            single = asyncio.run(_paired(proxy.url, upstream.url, "single", single_requests, budget))
-        finally:
-            proxy.stop()
+        env = {"MEMORY_RUNTIME_STORAGE_URL": storage_url} if storage_url else None
+        for i in range(instances):
+            home = folder / f"instance{i}"
+            home.mkdir(exist_ok=True)
+            proxies.append(start_proxy_process(home, upstream.url, embedding_model=embedding_model, env=env))
+        urls = [p.url for p in proxies]
+        started = time.monotonic()
+        tally, under_load = asyncio.run(_load_with_probe(urls, upstream.url, clients, sessions, seconds, max_requests, budget))
+        elapsed = time.monotonic() - started
+        lost, duplicated = verify(urls[0], tally.completed, [f"stress-{k}" for k in range(sessions)])
+        single = asyncio.run(_paired(urls[0], upstream.url, "single", single_requests, budget))
     finally:
+        for proxy in proxies:
+            proxy.stop()
         upstream.stop()
     return StressResult(
         clients, sessions, seconds, tally.requests, len(tally.completed), dict(tally.errors), lost, duplicated,
         _p50_p99(tally.latencies_ms), _p50_p99(direct), len(tally.completed) / elapsed if elapsed else 0.0,
-        _added(under_load), _added(single[WARMUP:]),
+        _added(under_load), _added(single[WARMUP:]), "postgres" if storage_url else "sqlite", instances,
     )
 
 
@@ -187,12 +203,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--embedding-model", default="none", help='"none" (lexical memory) or a model name')
     parser.add_argument("--upstream-ms", type=float, default=0.0, help="simulated upstream latency")
     parser.add_argument("--budget", type=int, default=64, help="X-Memory-Budget, below each request's size so every request compiles")
+    parser.add_argument("--storage-url", default=None, help="an empty PostgreSQL database the proxies share (default: SQLite)")
+    parser.add_argument("--instances", type=int, default=1, help="proxies on --storage-url, each taking a share of the clients")
     parser.add_argument("--largest-request", action="store_true", help="instead: the largest allowed request, /healthz timed meanwhile")
     parser.add_argument("--scale", type=float, default=1.0, help="with --largest-request: shrink it for a quick run")
     args = parser.parse_args(argv)
     if args.largest_request:
         return bounded_main(["--embedding-model", args.embedding_model, "--scale", str(args.scale)])
-    result = run(args.seconds, args.clients, args.sessions, args.max_requests, args.embedding_model, args.upstream_ms, args.budget)
+    result = run(args.seconds, args.clients, args.sessions, args.max_requests, args.embedding_model, args.upstream_ms, args.budget,
+                 storage_url=args.storage_url, instances=args.instances)
     print(result.markdown())
     return 0 if not result.errors and not result.lost and not result.duplicated else 1
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from memory.embeddings import Embedder
 
-__all__ = ["TimedEmbedder"]
+__all__ = ["TimedEmbedder", "CachedEmbedder"]
 
 
 class TimedEmbedder:
@@ -30,3 +30,22 @@ class TimedEmbedder:
             self.seconds += time.perf_counter() - start
             self.texts += len(texts)
             self.calls += 1
+
+
+class CachedEmbedder:
+    """Remembers each text's vector: a second store fed the same conversation (section B on
+    PostgreSQL next to SQLite) reuses the first one's embeddings instead of computing them again."""
+
+    def __init__(self, inner: Embedder) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.dim = inner.dim
+        self._known: dict[str, np.ndarray] = {}
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        todo = list(dict.fromkeys(t for t in texts if t not in self._known))
+        if todo:
+            self._known.update(zip(todo, self.inner.embed(todo), strict=True))
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return np.vstack([self._known[t] for t in texts])

@@ -21,6 +21,7 @@ from .records import SessionSummary
 from .retrieval import DEFAULT_OPTIONS, RankOptions
 from .session import Session
 from .sqlite_store import SqliteStore
+from .storage import store_for
 from .store import Store
 from .tokens import TiktokenCounter
 from .transcript import SYSTEM_ROLES, chain_hashes
@@ -259,9 +260,12 @@ class Runtime:
 
 def create_runtime(storage_path: str | Path = "./.memory.sqlite", embedding_model: str | None = DEFAULT_MODEL,
                    embedding_model_dir: str | Path | None = None, embedder: Embedder | None = None,
-                   rank_options: RankOptions = DEFAULT_OPTIONS) -> Runtime:
-    """Create a runtime over one SQLite file. `embedding_model` is a fastembed model name (default
+                   rank_options: RankOptions = DEFAULT_OPTIONS, storage_url: str | None = None) -> Runtime:
+    """Create a runtime over one SQLite file, or over a PostgreSQL database shared by several
+    processes when `storage_url` (postgresql://user@host:port/db) is given (`storage_path` is then
+    ignored; needs the `postgres` extra). `embedding_model` is a fastembed model name (default
     all-MiniLM-L6-v2, provisioned locally) or "none" for lexical-only retrieval; `embedding_model_dir`
     points at a local model folder. Nothing is downloaded. `rank_options` switches ranking stages
     off (for ablations; the default runs them all)."""
-    return Runtime(storage_path, embedding_model, embedding_model_dir, embedder, rank_options=rank_options)
+    return Runtime(storage_path, embedding_model, embedding_model_dir, embedder, store=store_for(storage_path, storage_url),
+                   rank_options=rank_options)

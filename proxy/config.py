@@ -9,6 +9,7 @@ Environment variables:
     MEMORY_RUNTIME_CONFIG          path of the YAML file when --config is not given
     MEMORY_RUNTIME_HOST / _PORT    server.host / server.port
     MEMORY_RUNTIME_STORAGE_PATH    storage_path
+    MEMORY_RUNTIME_STORAGE_URL     storage_url (postgresql://...; when set, storage_path is ignored)
     MEMORY_RUNTIME_BUDGET_TOKENS   budget_tokens
     MEMORY_RUNTIME_LAYOUT_POLICY   layout_policy
     MEMORY_RUNTIME_ACCESS_TOKEN    server.access_token
@@ -35,6 +36,7 @@ from typing import Any
 import yaml
 
 from memory import POLICIES
+from memory.storage import is_postgres_url
 
 from .errors import ConfigError
 
@@ -134,6 +136,9 @@ class RetentionConfig:
 class ProxyConfig:
     server: ServerConfig = ServerConfig()
     storage_path: str = "./.memory.sqlite"
+    # A PostgreSQL database shared by several instances; None keeps the SQLite file. May carry a
+    # password, hence kept out of repr.
+    storage_url: str | None = field(default=None, repr=False)
     budget_tokens: int = 4000
     # How prompts trade the provider's prompt cache against fresh evidence: "cache" or "recall"
     # (memory.policy).
@@ -307,12 +312,16 @@ def _build(raw: Mapping[str, Any], env: Mapping[str, str]) -> ProxyConfig:
     budget = _typed(pick("MEMORY_RUNTIME_BUDGET_TOKENS", raw.get("budget_tokens", ProxyConfig.budget_tokens)), int, "budget_tokens")
     if budget <= 0:
         raise ConfigError("budget_tokens must be positive")
+    storage_url = pick("MEMORY_RUNTIME_STORAGE_URL", raw.get("storage_url")) or None
+    if storage_url is not None and not is_postgres_url(str(storage_url)):
+        raise ConfigError("storage_url must be a postgresql://user@host:port/db URL (leave it unset to use storage_path)")
     layout_policy = str(pick("MEMORY_RUNTIME_LAYOUT_POLICY", raw.get("layout_policy", ProxyConfig.layout_policy)))
     if layout_policy not in POLICIES:
         raise ConfigError(f"layout_policy must be one of {sorted(POLICIES)}, got {layout_policy!r}")
     return ProxyConfig(
         server=server,
         storage_path=str(pick("MEMORY_RUNTIME_STORAGE_PATH", raw.get("storage_path", ProxyConfig.storage_path))),
+        storage_url=None if storage_url is None else str(storage_url),
         budget_tokens=budget,
         layout_policy=layout_policy,
         upstreams=upstreams,

@@ -7,7 +7,9 @@
     no key at all                           -> "local"               the proxy's environment key pays
 
 The HMAC secret is 32 random bytes the proxy creates on first start beside the database
-(`<storage_path>.identity`, mode 0600); the key itself is never stored. Storage session ids are
+(`<storage_path>.identity`, mode 0600) or, when instances share a PostgreSQL memory, in that
+database (so a caller is the same principal whichever instance it reaches); the key itself is
+never stored. Storage session ids are
 `<principal>/<client id>` and the transcript-matching scope is `<principal>/<user field>`, so one
 caller can never name, match or list another's memory: the namespacing happens before memory is
 asked anything. Clients always see their own, unprefixed ids.
@@ -27,14 +29,17 @@ import stat
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 from starlette.datastructures import Headers
+
+from memory import MemoryRuntimeError
 
 from .config import ProxyConfig, TenantConfig
 from .errors import AccessDeniedError, ConfigError
 from .http import bearer_value
 
-__all__ = ["Caller", "Identities", "LOCAL", "ACCESS_HEADER", "secret_path", "load_secret", "is_browser", "owner_of"]
+__all__ = ["Caller", "Identities", "LOCAL", "ACCESS_HEADER", "secret_path", "load_secret", "identity_secret", "is_browser", "owner_of"]
 
 log = logging.getLogger("memory_runtime.identity")
 LOCAL = "local"
@@ -125,6 +130,26 @@ def load_secret(storage_path: str, create: bool = True) -> bytes:
     return secret
 
 
+@runtime_checkable
+class SharedSecrets(Protocol):
+    """A store several instances share keeps the secrets they must agree on (PostgreSQL does)."""
+
+    async def shared_secret(self, name: str, create: bool = True) -> bytes: ...
+
+
+async def identity_secret(config: ProxyConfig, store: object, create: bool = True) -> bytes:
+    """The identity secret for `config`'s storage: beside the SQLite file, or in the shared
+    PostgreSQL database (`store`, opened) so that every instance names a caller alike."""
+    if config.storage_url is None:
+        return load_secret(config.storage_path, create)
+    if not isinstance(store, SharedSecrets):
+        raise ConfigError("storage_url is set but the store keeps no shared secrets")
+    try:
+        return await store.shared_secret("identity", create)
+    except MemoryRuntimeError as exc:
+        raise ConfigError(f"cannot read the caller-identity secret from the PostgreSQL storage: {exc}") from exc
+
+
 class Identities:
     """Turns a request's headers into a `Caller`."""
 
@@ -133,10 +158,6 @@ class Identities:
         self._tokens: list[tuple[bytes, str | None]] = [(t.token.encode(), t.name) for t in tenants]
         if operator_token:
             self._tokens.append((operator_token.encode(), None))
-
-    @classmethod
-    def from_config(cls, config: ProxyConfig) -> Identities:
-        return cls(load_secret(config.storage_path), config.server.access_token, config.tenants)
 
     @property
     def gated(self) -> bool:

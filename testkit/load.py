@@ -17,6 +17,8 @@ import asyncio
 import json
 import time
 from collections import Counter
+from collections.abc import Sequence
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -109,17 +111,22 @@ async def _client(http: httpx.AsyncClient, index: int, session: str, deadline: f
         n += 1
 
 
-async def run_load(base_url: str, clients: int, sessions: int, seconds: float, max_requests: int, budget: int = 64, prefix: str = "m",
-                   session_prefix: str = "stress", tally: Tally | None = None) -> Tally:
+async def run_load(base_url: str | Sequence[str], clients: int, sessions: int, seconds: float, max_requests: int, budget: int = 64,
+                   prefix: str = "m", session_prefix: str = "stress", tally: Tally | None = None) -> Tally:
     """Drive `clients` concurrent clients for `seconds` (or until `max_requests` were started, or
-    `tally.stop` is set); pass `tally` to watch progress from another task."""
+    `tally.stop` is set); pass `tally` to watch progress from another task. Several base URLs
+    (instances sharing one memory): client `i` talks to URL `i % len(urls)`, so one session's
+    requests arrive at every instance at once."""
+    urls = [base_url] if isinstance(base_url, str) else list(base_url)
     tally = tally or Tally()
     deadline = time.monotonic() + seconds
     limits = httpx.Limits(max_connections=clients + 10, max_keepalive_connections=clients + 10)
-    async with httpx.AsyncClient(base_url=base_url, timeout=httpx.Timeout(60.0), limits=limits) as http:
-        await asyncio.gather(
-            *(_client(http, i, f"{session_prefix}-{i % sessions}", deadline, max_requests, tally, budget, prefix) for i in range(clients))
-        )
+    async with AsyncExitStack() as stack:
+        https = [await stack.enter_async_context(httpx.AsyncClient(base_url=u, timeout=httpx.Timeout(60.0), limits=limits)) for u in urls]
+        await asyncio.gather(*(
+            _client(https[i % len(https)], i, f"{session_prefix}-{i % sessions}", deadline, max_requests, tally, budget, prefix)
+            for i in range(clients)
+        ))
     return tally
 
 

@@ -20,8 +20,8 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
     out = tmp_path_factory.mktemp("bench")
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.run_all", "--quick", "--no-progress", "--out", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        [sys.executable, "-m", "benchmarks.run_all", "--quick", "--postgres", "--no-progress", "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=1200,
     )
     assert done.returncode == 0, done.stderr[-4000:]
     return out, json.loads((out / "results.json").read_text(encoding="utf-8"))
@@ -30,7 +30,7 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str,
 def test_writes_results_and_plots(quick_run: tuple[Path, dict[str, Any]]) -> None:
     out, results = quick_run
     text = (out / "RESULTS.md").read_text(encoding="utf-8")
-    for heading in ("## A.", "## B.", "## C.", "## D.", "## E.", "## F.", "Command: `python -m benchmarks.run_all --quick"):
+    for heading in ("## A.", "## B.", "## C.", "## D.", "## E.", "## F.", "## G.", "Command: `python -m benchmarks.run_all --quick"):
         assert heading in text
     pngs = ["tokens_per_turn.png", "proxy_overhead.png", "latency_vs_size.png"]
     if results["B"] is not None:
@@ -84,7 +84,7 @@ def test_locomo_recall_structure(quick_run: tuple[Path, dict[str, Any]]) -> None
     methods = {s["method"] for s in b["scores"]}
     assert methods == {"memory-runtime", "recency window", "BM25 only", "embeddings only", "BM25+embeddings RRF",
                        "memory-runtime without neighbour propagation", "memory-runtime, BM25 list only",
-                       "memory-runtime, dense list only"}
+                       "memory-runtime, dense list only", "memory-runtime on PostgreSQL"}
     # The smoke run takes its questions from conversation 1, so only the dev split is reported.
     assert [sp["name"] for sp in b["splits"]] == ["dev (conversations 1-5)"]
     assert b["splits"][0]["questions"] == b["questions"]
@@ -110,6 +110,24 @@ def test_overhead_and_scale_structure(quick_run: tuple[Path, dict[str, Any]]) ->
         assert row["texts_embedded"] > 0 and row["rss_mb"] > row["rss_model_mb"] > 0
         assert row["searchable_events_per_s"] > 0 and row["store_only_events_per_s"] > 0
     assert d["history"]["turns"] > 0
+
+
+def test_postgres_section_structure(quick_run: tuple[Path, dict[str, Any]]) -> None:
+    """`--postgres`: the same measurements on the PostgreSQL store, next to SQLite's."""
+    f = quick_run[1]["G"]
+    assert f["server"].startswith("private pgserver (PostgreSQL 16")
+    if quick_run[1]["B"] is not None:
+        assert [p["budget"] for p in f["recall"]] == [800, 2000, 8000]
+        assert all(0.0 <= p["postgres"] <= 1.0 for p in f["recall"])
+    assert [r["events"] for r in f["scale"]] == [50] and [r["events"] for r in f["scale_sqlite"]] == [50, 200]
+    for row in f["scale"]:
+        assert row["compile"]["n"] > 0 and row["db_mb"] > 0 and row["store_only_events_per_s"] > 0
+    assert [(r["store"], r["instances"]) for r in f["stress"]] == [("sqlite", 1), ("postgres", 1), ("postgres", 2), ("postgres", 3)]
+    for run in f["stress"]:
+        assert run["completed"] > 0 and run["errors"] == {} and run["lost"] == 0 and run["duplicated"] == 0
+    (vectors,) = f["vectors"]
+    assert vectors["chunks"] == 300 and [ef for ef, _, _ in vectors["hnsw"]] == [40, 200, 1000]
+    assert all(0.0 <= recall <= 1.0 for _, _, recall in vectors["hnsw"])
 
 
 def test_cost_under_caching_section(quick_run: tuple[Path, dict[str, Any]]) -> None:

@@ -9,9 +9,10 @@ from memory import InvalidArgumentError, Usage, create_runtime
 from memory import inspection
 
 
-@pytest.fixture
-async def runtime(tmp_path):
-    rt = create_runtime(storage_path=tmp_path / "m.sqlite", embedding_model="none")
+@pytest.fixture(params=["sqlite", "postgres"])
+async def runtime(request, tmp_path):
+    url = request.getfixturevalue("pg_url") if request.param == "postgres" else None
+    rt = create_runtime(storage_path=tmp_path / "m.sqlite", storage_url=url, embedding_model="none")
     async with rt:
         yield rt
 

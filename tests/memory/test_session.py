@@ -1,5 +1,5 @@
 """Ingest, storage, content addressing, versions, state, isolation, sync and erase (lexical mode:
-these tests are about storage, not retrieval quality)."""
+these tests are about storage, not retrieval quality), on both stores: SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -9,13 +9,23 @@ import pytest
 
 from memory import InvalidArgumentError, InvalidEventError, SessionNotFoundError, create_runtime
 from memory.sqlite_store import SqliteStore
+from testkit.pg import dump_database
 
 
-@pytest.fixture
-async def runtime(tmp_path):
-    rt = create_runtime(storage_path=tmp_path / "m.sqlite", embedding_model="none")
+@pytest.fixture(params=["sqlite", "postgres"])
+async def runtime(request, tmp_path):
+    url = request.getfixturevalue("pg_url") if request.param == "postgres" else None
+    rt = create_runtime(storage_path=tmp_path / "m.sqlite", storage_url=url, embedding_model="none")
     async with rt:
         yield rt
+
+
+def _stored_bytes(runtime, tmp_path) -> bytes:
+    """Everything the store holds on disk (SQLite: the files) or in its database (PostgreSQL)."""
+    url = getattr(runtime.store, "url", None)
+    if url:
+        return dump_database(url)
+    return b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("m.sqlite"))
 
 
 def _rows(path, sql):
@@ -70,7 +80,7 @@ async def test_bad_events_rejected_and_nothing_stored(runtime, tmp_path, event, 
     assert not await session.exists()
     with pytest.raises(SessionNotFoundError):
         await session.export()
-    assert _rows(tmp_path / "m.sqlite", "SELECT count(*) FROM events") == [(0,)]
+    assert await runtime.list_sessions() == [] and (await runtime.store.high_water("s"))[:2] == (0, 0)
 
 
 async def test_negative_budget_and_bad_arguments(runtime):
@@ -100,10 +110,7 @@ async def test_content_addressed_once(runtime, tmp_path):
     session = runtime.session("s")
     await session.ingest({"type": "snippet", "payload": {"source": "a.py", "content": "x = 1\ny = 2\n"}})
     await session.ingest({"type": "snippet", "payload": {"source": "b.py", "content": "x = 1\ny = 2\n"}})
-    db = tmp_path / "m.sqlite"
-    assert _rows(db, "SELECT count(*) FROM artifacts") == [(1,)]
-    assert _rows(db, "SELECT count(*) FROM events") == [(2,)]
-    assert _rows(db, "SELECT count(*) FROM chunks") == [(1,)]
+    assert (await session.info())["counts"] | {"messages": None} == {"events": 2, "artifacts": 1, "chunks": 1, "messages": None}
 
 
 async def test_new_file_version_stores_snapshot_and_diff(runtime, tmp_path):
@@ -113,7 +120,7 @@ async def test_new_file_version_stores_snapshot_and_diff(runtime, tmp_path):
     v2 = "def login(user):\n    timeout = 45\n    return check(user)\n\n" + body
     await session.ingest({"type": "file", "payload": {"source": "app/auth.py", "content": v1}})
     await session.ingest({"type": "file", "payload": {"source": "app/auth.py", "content": v2}})
-    rows = _rows(tmp_path / "m.sqlite", "SELECT kind, version, content FROM artifacts ORDER BY id")
+    rows = [(a["kind"], a["version"], a["content"]) for a in (await session.export())["artifacts"]]
     assert [(k, v) for k, v, _ in rows] == [("file", 1), ("file", 2), ("diff", 2)]
     diff = rows[2][2]
     assert "-    timeout = 30" in diff and "+    timeout = 45" in diff
@@ -195,7 +202,7 @@ async def test_delete_session_erases_everything(runtime, tmp_path):
     assert await runtime.delete_session("gone") is True
     assert not await session.exists()
     await runtime.close()
-    raw = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("m.sqlite"))
+    raw = _stored_bytes(runtime, tmp_path)
     assert b"crimson-falcon" not in raw
     assert b"unrelated" in raw
 

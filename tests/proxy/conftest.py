@@ -9,6 +9,10 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from testkit.harness import Proxy, Upstream, config_for, serve_upstream, start_proxy
+from testkit.pg import PgServer
+
+# The end-to-end modules run once per store: their proxy fixtures take `params=STORES`.
+STORES = ["sqlite", "postgres"]
 
 
 @pytest.fixture(scope="module")
@@ -43,3 +47,18 @@ def proxy_factory(upstream: Upstream, tmp_path_factory: pytest.TempPathFactory) 
 def proxy(proxy_factory: Callable[..., Proxy]) -> Proxy:
     """The module's default proxy: no retries, lexical-only memory, budget 4000."""
     return proxy_factory()
+
+
+@pytest.fixture(scope="module")
+def pg_module_url(pg_server: PgServer) -> Iterator[str]:
+    """A database for the proxies of one test module."""
+    url = pg_server.create_database()
+    yield url
+    pg_server.drop_database(url)
+
+
+def store_env(request: pytest.FixtureRequest) -> dict[str, str]:
+    """Environment for a proxy on the store named by `request.param` (see STORES)."""
+    if request.param == "postgres":
+        return {"MEMORY_RUNTIME_STORAGE_URL": request.getfixturevalue("pg_module_url")}
+    return {}

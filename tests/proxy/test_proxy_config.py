@@ -20,7 +20,7 @@ def test_example_config_documents_exactly_the_defaults() -> None:
 
 def test_example_config_names_every_key() -> None:
     raw = yaml.safe_load(EXAMPLE.read_text())
-    assert set(raw) == {"server", "storage_path", "budget_tokens", "layout_policy", "upstreams", "embedding", "tenants", "limits",
+    assert set(raw) == {"server", "storage_path", "storage_url", "budget_tokens", "layout_policy", "upstreams", "embedding", "tenants", "limits",
                         "retention", "log_level", "log_content", "log_file"}
     assert set(raw["server"]) == {"host", "port", "access_token", "max_body_bytes", "allowed_hosts", "allowed_origins"}
     assert set(raw["limits"]) == {"max_messages", "max_message_tokens"}
@@ -50,6 +50,16 @@ def test_environment_overrides_the_file(tmp_path: Path) -> None:
     assert "sk-env" not in repr(config)
 
 
+def test_storage_url_from_file_or_environment_and_never_in_repr(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("storage_url: postgresql://app:file-secret@db.internal:5432/memory\n")
+    assert load_config(cfg, env={}).storage_url == "postgresql://app:file-secret@db.internal:5432/memory"
+    config = load_config(cfg, env={"MEMORY_RUNTIME_STORAGE_URL": "postgresql://app:env-secret@db2/memory"})
+    assert config.storage_url == "postgresql://app:env-secret@db2/memory"
+    assert "env-secret" not in repr(config)
+    assert load_config(env={}).storage_url is None
+
+
 def test_config_path_from_environment(tmp_path: Path) -> None:
     cfg = tmp_path / "c.yaml"
     cfg.write_text("budget_tokens: 777\n")
@@ -69,6 +79,7 @@ def test_config_path_from_environment(tmp_path: Path) -> None:
         "server: {host: 0.0.0.0}\n",
         "server: {host: 127.attacker.example}\n",
         "key: [unclosed\n",
+        "storage_url: mysql://db.example/memory\n",
         "tenants: [{name: a, token: short}]\n",
         "tenants: [{name: 'bad/name', token: long-enough-token-123}]\n",
         "tenants: [{name: a, token: long-enough-token-123}, {name: a, token: other-long-token-456}]\n",

@@ -8,16 +8,22 @@ from __future__ import annotations
 import importlib.util
 import re
 import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
 import tomllib
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import openai
+import psycopg
 import pytest
 from starlette.routing import Route
 
 from proxy.app import create_app
+from proxy.cli import build_parser
 from proxy.config import ProxyConfig, load_config
 from testkit.harness import Upstream
 from testkit.processes import clean_env, free_port, start_server
@@ -42,7 +48,8 @@ def test_stated_defaults_and_env_names() -> None:
     assert f"127.0.0.1:{defaults.server.port}" in SECTION
     assert f"`{defaults.storage_path}`" in SECTION
     assert f"budget {defaults.budget_tokens}" in SECTION
-    env = {name: "1234" if "PORT" in name or "BUDGET" in name else "http://x/v1beta" if "GEMINI" in name else "/tmp/x"
+    env = {name: "1234" if "PORT" in name or "BUDGET" in name else "http://x/v1beta" if "GEMINI" in name
+           else "postgresql://u@db/memory" if "STORAGE_URL" in name else "/tmp/x"
            for name in re.findall(r"`((?:MEMORY_RUNTIME|OPENAI|GEMINI)_[A-Z_]+)`", SECTION)}
     assert {"MEMORY_RUNTIME_PORT", "OPENAI_BASE_URL", "GEMINI_API_BASE", "OPENAI_API_KEY"} <= set(env)
     changed = load_config(env=env)
@@ -118,3 +125,34 @@ def test_the_set_up_the_commands_share_installs_every_extra(monkeypatch: pytest.
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     everything = set().union(*(_resolved_extra(project, extra) for extra in project["optional-dependencies"]))
     assert _resolved_extra(project, "test") == everything
+
+
+def test_several_instances_section_runs_as_written() -> None:
+    """Every command of "Running several instances" is one the tools accept, and the local server
+    it starts really serves the URL it prints (the multi-instance test runs `serve` on such a URL)."""
+    section = README[README.index("## Running several instances") : README.index("## Benchmarks")]
+    commands = [line.split("#")[0].strip().rstrip("&").strip() for line in re.findall(r"```bash\n(.*?)```", section, re.S)[0].splitlines()]
+    commands = [c for c in commands if c]
+    cli = [shlex.split(c)[1:] for c in commands if c.startswith(".venv/bin/memory-runtime ")]
+    assert [c[0] for c in cli] == ["migrate", "serve", "serve", "serve"]
+    for args in cli:
+        build_parser().parse_args(args)
+    dev = [shlex.split(c)[2:] for c in commands if c.startswith("python3 scripts/dev.py ")]
+    assert dev == [["postgres", "start"], ["postgres", "stop"]]
+    assert any(c.startswith("export MEMORY_RUNTIME_STORAGE_URL=") for c in commands)
+    # Not under pytest's tmp_path, which other pytest runs prune (see tests/conftest.py).
+    folder = Path(tempfile.mkdtemp(prefix="memory-runtime-readme-pg-")) / "pgdata"
+    run = [sys.executable, "-m", "testkit.pg"]
+    started = subprocess.run([*run, "start", "--dir", str(folder)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    try:
+        assert started.returncode == 0, started.stderr
+        url = started.stdout.strip().splitlines()[-1]
+        assert load_config(env={"MEMORY_RUNTIME_STORAGE_URL": url}).storage_url == url
+        with psycopg.connect(url, connect_timeout=10) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        stopped = subprocess.run([*run, "stop", "--dir", str(folder)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert stopped.returncode == 0, stopped.stderr
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(url, connect_timeout=5)
+    shutil.rmtree(folder.parent, ignore_errors=True)

@@ -4,6 +4,7 @@ calls and thought signatures across turns, streaming, errors."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import openai
@@ -12,9 +13,16 @@ import pytest
 from testkit.checks import orphan_problems
 from testkit.harness import ENV_GEMINI_KEY, GEMINI_KEY, Proxy, Upstream
 from testkit.script import Reply, ToolCall
+from tests.proxy.conftest import STORES, store_env
 
 MODEL = "gemini-2.5-flash"
 TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]
+
+
+@pytest.fixture(scope="module", params=STORES)
+def proxy(request: pytest.FixtureRequest, proxy_factory: Callable[..., Proxy]) -> Proxy:
+    """This module's proxy, once per store."""
+    return proxy_factory(**store_env(request))
 
 
 def _parts(contents: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -18,15 +18,18 @@ from memory import get_counter
 from testkit.checks import orphan_problems
 from testkit.harness import OPENAI_KEY, Proxy, Upstream
 from testkit.script import Reply, ToolCall
+from testkit.pg import dump_database
+from tests.proxy.conftest import STORES, store_env
 
 MODEL = "gpt-4o-mini"
 BUDGET = 1200
 TOPICS = ["database", "caching", "auth", "logging", "deploys", "billing", "search", "queues"]
 
 
-@pytest.fixture(scope="module")
-def mproxy(proxy_factory: Callable[..., Proxy]) -> Proxy:
-    return proxy_factory(f"upstreams: {{retries: 0}}\nbudget_tokens: {BUDGET}\n", MEMORY_RUNTIME_EMBEDDING_MODEL="sentence-transformers/all-MiniLM-L6-v2")
+@pytest.fixture(scope="module", params=STORES)
+def mproxy(request: pytest.FixtureRequest, proxy_factory: Callable[..., Proxy]) -> Proxy:
+    return proxy_factory(f"upstreams: {{retries: 0}}\nbudget_tokens: {BUDGET}\n", MEMORY_RUNTIME_EMBEDDING_MODEL="sentence-transformers/all-MiniLM-L6-v2",
+                         **store_env(request))
 
 
 def _user_turn(i: int) -> str:
@@ -417,14 +420,16 @@ def test_storage_holds_no_api_key(mproxy: Proxy, upstream: Upstream) -> None:
     # Runs last in this module: every conversation above used OPENAI_KEY or the env fallback.
     client = mproxy.client(default_headers={"X-Memory-Session": "key-scan"})
     client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "store me"}])
-    storage = mproxy.config.storage_path
-    files = [p for p in (storage, storage + "-wal", storage + "-shm") if _exists(p)]
-    assert files
-    for path in files:
-        data = open(path, "rb").read()
+    if mproxy.config.storage_url:
+        dumps = {"database": dump_database(mproxy.config.storage_url)}
+    else:
+        storage = mproxy.config.storage_path
+        dumps = {p: open(p, "rb").read() for p in (storage, storage + "-wal", storage + "-shm") if _exists(p)}
+    assert dumps
+    for where, data in dumps.items():
         for key in (OPENAI_KEY, "sk-env-fallback-key-0c4d"):
-            assert key.encode() not in data, f"{key} found in {path}"
-    assert b"store me" in b"".join(open(p, "rb").read() for p in files)  # the scan can see plain text
+            assert key.encode() not in data, f"{key} found in {where}"
+    assert b"store me" in b"".join(dumps.values())  # the scan can see plain text
 
 
 def _exists(path: str) -> bool:

@@ -8,11 +8,19 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import httpx
+import pytest
 
 from proxy.inspector import UI_PATHS
 from testkit.harness import Proxy, Upstream
+from tests.proxy.conftest import STORES, store_env
 
 MODEL = "gpt-4o-mini"
+
+
+@pytest.fixture(scope="module", params=STORES)
+def proxy(request: pytest.FixtureRequest, proxy_factory: Callable[..., Proxy]) -> Proxy:
+    """The routes read through the store's inspection methods: on SQLite and on PostgreSQL."""
+    return proxy_factory(**store_env(request))
 
 
 def _chat(proxy: Proxy, session: str, turns: int) -> None:

@@ -16,6 +16,7 @@ import pytest
 
 from testkit.harness import GEMINI_KEY, OPENAI_KEY, Proxy, Upstream, config_for, start_proxy
 from testkit.script import Reply, ToolCall
+from tests.proxy.conftest import STORES, store_env
 
 MODEL = "gpt-4o-mini"
 BUDGET = 700
@@ -27,9 +28,10 @@ def _filler(i: int) -> str:
     return f"Turn {i}: notes on checklist item {i}, " + " ".join(f"detail-{i}-{k}" for k in range(40))
 
 
-@pytest.fixture(scope="module")
-def rproxy(proxy_factory: Callable[..., Proxy]) -> Proxy:
-    return proxy_factory(f"upstreams: {{retries: 0}}\nbudget_tokens: {BUDGET}\n")
+@pytest.fixture(scope="module", params=STORES)
+def rproxy(request: pytest.FixtureRequest, proxy_factory: Callable[..., Proxy]) -> Proxy:
+    """Every test below runs on SQLite and on PostgreSQL (response ids and items live in the store)."""
+    return proxy_factory(f"upstreams: {{retries: 0}}\nbudget_tokens: {BUDGET}\n", **store_env(request))
 
 
 def _sent(upstream: Upstream) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from memory import get_counter
 from testkit.checks import orphan_problems
 from testkit.harness import OPENAI_KEY, Proxy, Upstream, config_for, start_proxy
 from testkit.script import Reply, ToolCall
+from tests.proxy.conftest import STORES, store_env
 
 MODEL = "gpt-4o-mini"
 SYSTEM = {"role": "system", "content": "You are the release assistant of a small team. Be precise and keep decisions."}
@@ -65,9 +66,9 @@ def _tail_once(sent: list[dict[str, Any]], tail: list[dict[str, Any]]) -> None:
         assert sent.count(message) == 1, f"{message} appears {sent.count(message)} times"
 
 
-@pytest.fixture(scope="module")
-def small(proxy_factory: Callable[..., Proxy]) -> Proxy:
-    return proxy_factory("upstreams: {retries: 0}\nbudget_tokens: 1500\n")
+@pytest.fixture(scope="module", params=STORES)
+def small(request: pytest.FixtureRequest, proxy_factory: Callable[..., Proxy]) -> Proxy:
+    return proxy_factory("upstreams: {retries: 0}\nbudget_tokens: 1500\n", **store_env(request))
 
 
 @pytest.mark.parametrize("budget", [250, 4000])
@@ -176,9 +177,16 @@ def _common_prefix(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> int:
     return n
 
 
-def test_consecutive_prompts_keep_their_prefix_and_cost_is_reported(upstream: Upstream, tmp_path_factory: pytest.TempPathFactory) -> None:
+@pytest.fixture(params=STORES)
+def store(request: pytest.FixtureRequest) -> dict[str, str]:
+    """Environment for a proxy this test starts itself, once per store."""
+    return store_env(request)
+
+
+def test_consecutive_prompts_keep_their_prefix_and_cost_is_reported(upstream: Upstream, tmp_path_factory: pytest.TempPathFactory,
+                                                                    store: dict[str, str]) -> None:
     folder = tmp_path_factory.mktemp("cache")
-    config = config_for(upstream, folder, "upstreams: {retries: 0}\nbudget_tokens: 3000\n", fallback_keys=True)
+    config = config_for(upstream, folder, "upstreams: {retries: 0}\nbudget_tokens: 3000\n", fallback_keys=True, **store)
     proxy = start_proxy(config)
     client = proxy.client(default_headers={"X-Memory-Session": "cache"})
     messages: list[dict[str, Any]] = [SYSTEM]
