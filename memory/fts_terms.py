@@ -71,8 +71,11 @@ class Tokenizer:
         self._db.execute("CREATE VIRTUAL TABLE word_terms USING fts5vocab(words, instance)")
         self._memo: dict[str, tuple[str, ...]] = {}
 
-    def terms(self, words: Sequence[str]) -> dict[str, tuple[str, ...]]:
-        todo = [w for w in dict.fromkeys(words) if w not in self._memo]
+    def terms(self, words: Sequence[str], cache_size: int = _CACHE) -> dict[str, tuple[str, ...]]:
+        # The answer is built before the memo is trimmed: trimming may drop any entry, including
+        # one this call found there or just added.
+        found_here = {w: self._memo[w] for w in dict.fromkeys(words) if w in self._memo}
+        todo = [w for w in dict.fromkeys(words) if w not in found_here]
         if todo:
             db = self._db
             with db:
@@ -82,10 +85,11 @@ class Tokenizer:
                 for term, doc, offset in db.execute("SELECT term, doc, offset FROM word_terms"):
                     found.setdefault(int(doc), []).append((int(offset), str(term)))
             for i, word in enumerate(todo, 1):
-                if len(self._memo) >= _CACHE:
+                found_here[word] = tuple(t for _, t in sorted(found.get(i, [])))
+                while self._memo and len(self._memo) >= cache_size:
                     del self._memo[next(iter(self._memo))]
-                self._memo[word] = tuple(t for _, t in sorted(found.get(i, [])))
-        return {w: self._memo[w] for w in words}
+                self._memo[word] = found_here[word]
+        return {w: found_here[w] for w in words}
 
 
 def _sql_string(text: str) -> str:

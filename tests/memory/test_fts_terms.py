@@ -41,3 +41,11 @@ async def test_a_large_store_searches_by_the_rare_words_and_still_finds_their_ro
         pruned = await rt.store.bm25("s", match, 100)
         assert pruned[0][0] == full[0][0]  # the rare word's row still ranks first
         assert len(full) == 61 and len(pruned) == 61  # the kept words still match the same rows here
+
+
+def test_a_full_memo_still_answers_for_every_word_asked() -> None:
+    tokenizer = Tokenizer(INDEX_TOKENIZE)
+    tokenizer.terms(["boats", "photography"], cache_size=2)
+    # "boats" is remembered, the new words push it and each other out of a memo of two.
+    terms = tokenizer.terms(["boats", "running", "walked", "photography"], cache_size=2)
+    assert terms == {"boats": ("boat",), "running": ("run",), "walked": ("walk",), "photography": ("photographi",)}
