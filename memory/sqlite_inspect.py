@@ -10,13 +10,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from .records import ArtifactInfo, ChunkRow, LoggedEvent, SessionUsage, UsageTotals
+from .sqlite_reads import in_batches
 from .sqlite_rows import event_from_row
 
 __all__ = ["SqliteInspect"]
 
 _SUMS = ("count(*), coalesce(sum(sent_tokens), 0), coalesce(sum(forwarded_tokens), 0), coalesce(sum(prompt_tokens), 0), "
          "coalesce(sum(cached_tokens), 0), coalesce(sum(completion_tokens), 0)")
-_BATCH = 500
 
 
 def _event(row: sqlite3.Row) -> LoggedEvent:
@@ -34,12 +34,8 @@ class SqliteInspect:
         raise NotImplementedError
 
     async def _by_ids(self, sql: str, session_id: str, ids: Sequence[int]) -> list[sqlite3.Row]:
-        rows: list[sqlite3.Row] = []
-        unique = sorted(set(ids))
-        for i in range(0, len(unique), _BATCH):
-            batch = unique[i : i + _BATCH]
-            rows += await self._all(sql.format(marks=",".join("?" * len(batch))), (session_id, *batch))
-        return rows
+        # Sorted, so that batches ordered by id concatenate in id order.
+        return await in_batches(self._all, sql, session_id, sorted(set(ids)))
 
     async def event_page(self, session_id: str, before: int | None, limit: int) -> list[LoggedEvent]:
         """The session's events before the id `before` (None: the newest), newest first, detached

@@ -5,13 +5,28 @@ Each is one `execute_fetchall` call, so no cursor stays open across an await."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from .records import FrameRecord, StateItem, TranscriptEntry, TurnRecord, UsageTotals
 from .sqlite_rows import frame_from_row, state_from_row, turn_from_row
 
-__all__ = ["SqliteReads"]
+__all__ = ["SqliteReads", "in_batches"]
+
+# Keys per IN list, well within SQLite's limit on bound parameters.
+BATCH = 500
+
+
+async def in_batches(fetch: Callable[[str, Sequence[Any]], Awaitable[list[sqlite3.Row]]], sql: str, first: Any,
+                     keys: Sequence[Any]) -> list[sqlite3.Row]:
+    """The rows of `sql` (whose `{marks}` is an IN list) for `first` and each distinct key, fetched
+    in batches of at most `BATCH` keys."""
+    rows: list[sqlite3.Row] = []
+    unique = list(dict.fromkeys(keys))
+    for i in range(0, len(unique), BATCH):
+        batch = unique[i : i + BATCH]
+        rows += await fetch(sql.format(marks=",".join("?" * len(batch))), (first, *batch))
+    return rows
 
 
 class SqliteReads:
@@ -66,13 +81,6 @@ class SqliteReads:
 
     async def find_items(self, session_id: str, item_ids: Sequence[str]) -> dict[str, str]:
         """The stored JSON of the session's items with these ids (those it has)."""
-        found: dict[str, str] = {}
-        unique = list(dict.fromkeys(item_ids))
-        for i in range(0, len(unique), 500):
-            batch = unique[i : i + 500]
-            marks = ",".join("?" * len(batch))
-            for row in await self._all(
-                f"SELECT item_id, item FROM response_items WHERE session_id = ? AND item_id IN ({marks})", (session_id, *batch)
-            ):
-                found[str(row[0])] = str(row[1])
-        return found
+        rows = await in_batches(self._all, "SELECT item_id, item FROM response_items WHERE session_id = ? AND item_id IN ({marks})",
+                                session_id, item_ids)
+        return {str(r[0]): str(r[1]) for r in rows}

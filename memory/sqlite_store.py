@@ -32,7 +32,7 @@ from .migrations import MIGRATIONS
 from .records import ArtifactRow, ChunkRow, SessionDelta, SessionSummary
 from .sqlite_admin import erase_sessions, expired_sessions, page_sessions, reclaim_space, rename_session
 from .sqlite_inspect import SqliteInspect
-from .sqlite_reads import SqliteReads
+from .sqlite_reads import SqliteReads, in_batches
 from .sqlite_rows import event_from_row, session_key
 from .sqlite_tx import SqliteTx
 
@@ -266,14 +266,9 @@ class SqliteStore(SqliteReads, SqliteInspect):
         return SessionDelta(events=events, artifacts=artifacts, chunks=chunks)
 
     async def get_vectors(self, model: str, hashes: Sequence[str]) -> dict[str, bytes]:
-        found: dict[str, bytes] = {}
-        unique = list(dict.fromkeys(hashes))
-        for i in range(0, len(unique), 500):
-            batch = unique[i : i + 500]
-            marks = ",".join("?" * len(batch))
-            for row in await self._all(f"SELECT content_hash, vector FROM embeddings WHERE model = ? AND content_hash IN ({marks})", (model, *batch)):
-                found[row[0]] = row[1]
-        return found
+        rows = await in_batches(self._all, "SELECT content_hash, vector FROM embeddings WHERE model = ? AND content_hash IN ({marks})",
+                                model, hashes)
+        return {r[0]: r[1] for r in rows}
 
     async def bm25(self, session_id: str, match: str, limit: int) -> list[tuple[int, float]]:
         """Chunk ids of the session matching an FTS5 expression, best first, with bm25 (lower is better)."""
@@ -308,15 +303,11 @@ class SqliteStore(SqliteReads, SqliteInspect):
             return None
         rank = {h: i for i, h in enumerate(heads)}
         best: tuple[int, str] | None = None
-        for i in range(0, len(heads), 500):
-            batch = list(heads[i : i + 500])
-            marks = ",".join("?" * len(batch))
-            for row in await self._all(
-                f"SELECT id, head_hash FROM sessions WHERE scope = ? AND head_hash IN ({marks}) ORDER BY updated_at DESC, id", (scope, *batch)
-            ):
-                candidate = (rank[row[1]], row[0])
-                if best is None or candidate[0] > best[0]:
-                    best = candidate
+        for row in await in_batches(self._all, "SELECT id, head_hash FROM sessions WHERE scope = ? AND head_hash IN ({marks}) "
+                                    "ORDER BY updated_at DESC, id", scope, heads):
+            candidate = (rank[row[1]], row[0])
+            if best is None or candidate[0] > best[0]:
+                best = candidate
         return None if best is None else best[1]
 
     async def find_session_by_chain(self, scope: str, chain_hash: str) -> list[tuple[str, int, int]]:
