@@ -94,7 +94,7 @@ def encoding_name_for_model(model: str) -> str:
 def _read_ranks(path: Path, sha256: str) -> dict[bytes, int]:
     """The BPE ranks of a `.tiktoken` file ("<base64 token> <rank>" per line), after checking its
     sha256. Parsed here rather than by `tiktoken.load`, which copies every file it reads into a cache
-    folder (litellm points that folder into its own package)."""
+    folder that the process environment may point anywhere."""
     data = path.read_bytes()
     if hashlib.sha256(data).hexdigest() != sha256:
         raise MemoryRuntimeError(f"tiktoken BPE file {path} fails its sha256 check; reinstall memory-runtime")
