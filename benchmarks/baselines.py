@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from memory.embeddings import Embedder
-from memory.tokens import TiktokenCounter
+from memory.recall.embeddings import Embedder
+from memory.recall.tokens import TiktokenCounter
 
 from .locomo import Turn
 

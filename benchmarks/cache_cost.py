@@ -31,7 +31,7 @@ from typing import Any
 
 import httpx
 
-from memory.tokens import get_counter
+from memory.recall.tokens import get_counter
 from testkit.harness import Proxy, config_for, serve_upstream, start_proxy
 from testkit.prompt_cache import PromptCache
 from testkit.script import Reply

@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 
 from memory import create_runtime
-from proxy.identity import LOCAL
+from proxy.access.identity import LOCAL
 from testkit import browser
 from testkit.harness import config_for, serve_upstream, start_proxy
 

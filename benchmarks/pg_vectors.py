@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import psycopg
 
-from memory.embeddings import load_embedder
+from memory.recall.embeddings import load_embedder
 from testkit.pg import start_pg
 
 from .common import progress

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from memory import create_runtime
-from memory.retrieval import RankOptions
-from memory.embeddings import Embedder
-from memory.tokens import get_counter
+from memory.recall.retrieval import RankOptions
+from memory.recall.embeddings import Embedder
+from memory.recall.tokens import get_counter
 
 from .baselines import TurnCorpus, pack_ranked, pack_recency, rrf_ranking
 from .common import BUDGETS, MODEL, Percentiles, Stopwatch, messages_text, percentiles, progress

@@ -21,7 +21,7 @@ def _recall(pg: PostgresResult) -> list[str]:
         return ["LoCoMo recall on PostgreSQL: not run (section B not selected or LoCoMo missing).", ""]
     out = ["### LoCoMo strict recall: the same runtime on both stores", "",
            "memory-runtime fed the same turns into a SQLite file and a PostgreSQL database, the same questions compiled on both "
-           "(section B's setup). PostgreSQL ranks with its own full-text machinery (see `memory/pg_fts.py`).", "",
+           "(section B's setup). PostgreSQL ranks with its own full-text machinery (see `memory/store/postgres/fts.py`).", "",
            "| Budget | SQLite | PostgreSQL | Difference |", "|---:|---:|---:|---:|"]
     out += [f"| {p.budget:,} | {p.sqlite:.3f} | {p.postgres:.3f} | {p.difference:+.3f} |" for p in pg.recall]
     worst = max(abs(p.difference) for p in pg.recall)

@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from memory.embeddings import load_embedder
+from memory.recall.embeddings import load_embedder
 from testkit.pg import PgServer
 
 from .cache_cost import BUDGETS as COST_BUDGETS

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from memory import create_runtime
-from memory.embeddings import Embedder
+from memory.recall.embeddings import Embedder
 
 from .common import Percentiles, Stopwatch, percentiles
 from .corpus import REPO_ROOT

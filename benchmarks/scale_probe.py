@@ -25,7 +25,7 @@ from typing import Any
 import psycopg
 
 from memory import Session, create_runtime
-from memory.embeddings import load_embedder
+from memory.recall.embeddings import load_embedder
 from testkit.pg import PgServer
 
 from .common import MODEL, Stopwatch, peak_rss_mb, percentiles, progress, rss_mb

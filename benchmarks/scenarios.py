@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from memory import Runtime, create_runtime
-from memory.tokens import get_counter
+from memory.recall.tokens import get_counter
 
 from .common import BUDGETS, MODEL, canonical, content_words, messages_text
 from .corpus import CodeWindow, assistant_turn, code_windows, user_turn

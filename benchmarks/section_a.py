@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from memory import create_runtime
-from memory.embeddings import Embedder
+from memory.recall.embeddings import Embedder
 
 from .scenarios import (
     DeterminismResult,

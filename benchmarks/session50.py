@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from memory import Runtime
-from memory.tokens import TiktokenCounter, get_counter
+from memory.recall.tokens import TiktokenCounter, get_counter
 
 from .common import BUDGETS, MODEL, content_words, messages_text, progress
 from .corpus import assistant_turn, code_windows, user_turn

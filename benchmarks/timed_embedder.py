@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from memory.embeddings import Embedder
+from memory.recall.embeddings import Embedder
 
 __all__ = ["TimedEmbedder", "CachedEmbedder"]
 

@@ -10,10 +10,10 @@
 
 from __future__ import annotations
 
-from . import errors
-from .compiler import CompileResult
-from .embeddings import DEFAULT_MODEL, Embedder
-from .errors import (
+from memory import errors
+from memory.prompt.compiler import CompileResult
+from memory.recall.embeddings import DEFAULT_MODEL, Embedder
+from memory.errors import (
     EmbeddingModelError,
     InvalidArgumentError,
     InvalidEventError,
@@ -22,12 +22,12 @@ from .errors import (
     SessionNotFoundError,
     StorageError,
 )
-from .policy import POLICIES, LayoutPolicy
-from .records import SessionSummary
-from .runtime import Runtime, create_runtime
-from .session import Session, SyncResult
-from .tokens import TokenCounter, get_counter
-from .turns import TurnPlan, Usage
+from memory.prompt.policy import POLICIES, LayoutPolicy
+from memory.records import SessionSummary
+from memory.runtime import Runtime, create_runtime
+from memory.session import Session, SyncResult
+from memory.recall.tokens import TokenCounter, get_counter
+from memory.turn.turns import TurnPlan, Usage
 
 __all__ = [
     "create_runtime",

@@ -14,13 +14,13 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
-from .errors import InvalidArgumentError
-from .records import LoggedEvent, SessionSummary
-from .turns import totals_dict
+from memory.errors import InvalidArgumentError
+from memory.records import LoggedEvent, SessionSummary
+from memory.turn.turns import totals_dict
 
 if TYPE_CHECKING:
-    from .runtime import Runtime
-    from .session import Session
+    from memory.runtime import Runtime
+    from memory.session import Session
 
 __all__ = ["event_page", "events_by_id", "artifact_page", "artifact", "turns", "last_prompt", "find_sessions", "usage_report",
            "MAX_PAGE"]

@@ -12,19 +12,19 @@ from typing import Any
 
 import numpy as np
 
-from .embedding_queue import EMBED_NOW_CHARS, EmbeddingQueue
-from .embeddings import DEFAULT_MODEL, Embedder, load_embedder
-from .errors import InvalidArgumentError, MemoryRuntimeError
-from .index import SessionView
-from .memo import MessageMemo
-from .records import SessionSummary
-from .retrieval import DEFAULT_OPTIONS, RankOptions
-from .session import Session
-from .sqlite_store import SqliteStore
-from .storage import store_for
-from .store import Store
-from .tokens import TiktokenCounter
-from .transcript import SYSTEM_ROLES, chain_hashes
+from memory.recall.embedding_queue import EMBED_NOW_CHARS, EmbeddingQueue
+from memory.recall.embeddings import DEFAULT_MODEL, Embedder, load_embedder
+from memory.errors import InvalidArgumentError, MemoryRuntimeError
+from memory.recall.index import SessionView
+from memory.recall.memo import MessageMemo
+from memory.records import SessionSummary
+from memory.recall.retrieval import DEFAULT_OPTIONS, RankOptions
+from memory.session import Session
+from memory.store.sqlite.store import SqliteStore
+from memory.store.open import store_for
+from memory.store.protocol import Store
+from memory.recall.tokens import TiktokenCounter
+from memory.ingest.transcript import SYSTEM_ROLES, chain_hashes
 
 __all__ = ["create_runtime", "Runtime"]
 
@@ -100,7 +100,7 @@ class Runtime:
         return Session(self, _check_session_id(session_id))
 
     def tokens_for(self, counter: TiktokenCounter) -> Callable[[dict[str, Any]], int]:
-        """`counter.message_tokens`, remembered per message (see `memory.memo`)."""
+        """`counter.message_tokens`, remembered per message (see `memory.recall.memo`)."""
         memo = self.memo
         return lambda message: memo.tokens(counter, message)
 

@@ -17,25 +17,25 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .compiler import CompileInput, CompileResult, assemble
-from .errors import InvalidArgumentError, InvalidEventError, SessionNotFoundError, StorageError
-from .events import Event, parse_event
-from .evidence import unit_message
-from .ingest import add_pair_probes, apply_state, precompute, prepare_events, rebuild_state
-from .layout import needs_memory
-from .policy import LayoutPolicy, get_policy
-from .records import FrameRecord, StateItem, TranscriptEntry, TurnRecord
-from .redact import redact_value
-from .retrieval import CANDIDATES, fts_query, is_change_query, rank_chunks
-from .state import extract_lines, state_as_dict
-from .store import StoreTx
-from .tokens import get_counter
-from .transcript import SYSTEM_ROLES, chain_hashes, message_text, message_to_event
-from .turns import (Request, TurnInputs, TurnPlan, Usage, align_request, build_plan, query_text, totals_dict, turn_inputs,
+from memory.prompt.compiler import CompileInput, CompileResult, assemble
+from memory.errors import InvalidArgumentError, InvalidEventError, SessionNotFoundError, StorageError
+from memory.ingest.events import Event, parse_event
+from memory.prompt.evidence import unit_message
+from memory.ingest.ingest import add_pair_probes, apply_state, precompute, prepare_events, rebuild_state
+from memory.prompt.layout import needs_memory
+from memory.prompt.policy import LayoutPolicy, get_policy
+from memory.records import FrameRecord, StateItem, TranscriptEntry, TurnRecord
+from memory.ingest.redact import redact_value
+from memory.recall.retrieval import CANDIDATES, fts_query, is_change_query, rank_chunks
+from memory.prompt.state import extract_lines, state_as_dict
+from memory.store.protocol import StoreTx
+from memory.recall.tokens import get_counter
+from memory.ingest.transcript import SYSTEM_ROLES, chain_hashes, message_text, message_to_event
+from memory.turn.turns import (Request, TurnInputs, TurnPlan, Usage, align_request, build_plan, query_text, totals_dict, turn_inputs,
                     turn_record)
 
 if TYPE_CHECKING:
-    from .runtime import Runtime
+    from memory.runtime import Runtime
 
 __all__ = ["Session", "SyncResult"]
 
@@ -129,7 +129,7 @@ class Session:
 
     async def sync_messages(self, messages: Sequence[dict[str, Any]], scope: str = "") -> SyncResult:
         """Store what is new in a resent OpenAI message list, aligned with the stored transcript
-        (see `memory.align`): a resent history stores only its new messages, an edit detaches the
+        (see `memory.turn.align`): a resent history stores only its new messages, an edit detaches the
         abandoned branch, a repeated request stores nothing. System/developer messages are not
         stored."""
         request = await asyncio.to_thread(Request.of, _checked(messages), self.runtime.memo.hash)
@@ -176,7 +176,7 @@ class Session:
         the tool calls after it) is not stored here: `commit_turn` does that once the provider
         has answered. `named` says the caller named the session (so a request that does not start
         where the conversation starts continues it: a stateless or sliding-window client);
-        `policy` (see `memory.policy`) trades the provider's prompt cache against fresh evidence.
+        `policy` (see `memory.prompt.policy`) trades the provider's prompt cache against fresh evidence.
         `resume_at` says the messages continue the stored transcript from that position (a
         Responses API `previous_response_id`): the request is then memory's copy of the
         transcript up to there followed by `messages`, so a continuation from an earlier reply

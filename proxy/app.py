@@ -21,23 +21,23 @@ from starlette.routing import Route
 
 from memory import MemoryRuntimeError, create_runtime
 
-from .config import ProxyConfig
-from .errors import InvalidRequestError, MemoryUnavailableError, NotFoundError, ProxyError
-from .guard import Guard
-from .http import error_response
-from .identity import Identities, identity_secret
-from .inspector import UI_PATHS, inspector_routes
-from .logs import RequestIdMiddleware
-from .metrics import Metrics, MetricsMiddleware
-from .retention import Sweeper
-from .relay import Relay
-from .responses_upstream import ResponsesUpstream
-from .routes_chat import chat_completions
-from .routes_inspect import routes as inspect_routes
-from .routes_responses import create_response
-from .routes_memory import routes as memory_routes
-from .services import Services, services
-from .upstream import Upstream
+from proxy.config import ProxyConfig
+from proxy.errors import InvalidRequestError, MemoryUnavailableError, NotFoundError, ProxyError
+from proxy.access.guard import Guard
+from proxy.http import error_response
+from proxy.access.identity import Identities, identity_secret
+from proxy.admin.inspector import UI_PATHS, inspector_routes
+from proxy.logs import RequestIdMiddleware
+from proxy.metrics import Metrics, MetricsMiddleware
+from proxy.admin.retention import Sweeper
+from proxy.relay import Relay
+from proxy.responses.upstream import ResponsesUpstream
+from proxy.chat.routes import chat_completions
+from proxy.admin.inspect_routes import routes as inspect_routes
+from proxy.responses.routes import create_response
+from proxy.admin.memory_routes import routes as memory_routes
+from proxy.services import Services, services
+from proxy.chat.upstream import Upstream
 
 __all__ = ["create_app"]
 

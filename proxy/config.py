@@ -1,7 +1,7 @@
 """The proxy's one typed configuration object: YAML file, then environment overrides.
 
 This is the only module of the project that reads `os.environ`. Precedence, lowest first: built-in
-defaults, the YAML file, environment variables, then CLI flags (applied by `proxy.cli` through
+defaults, the YAML file, environment variables, then CLI flags (applied by `proxy.cli.main` through
 `with_server`). Every key is documented in `config.example.yaml`, which the test-suite loads.
 
 Environment variables:
@@ -36,9 +36,9 @@ from typing import Any
 import yaml
 
 from memory import POLICIES
-from memory.storage import is_postgres_url
+from memory.store.open import is_postgres_url
 
-from .errors import ConfigError
+from proxy.errors import ConfigError
 
 __all__ = [
     "ProxyConfig",
@@ -62,7 +62,7 @@ _TENANT_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 def prepare_litellm_environment() -> None:
     """Make litellm use its bundled model cost map instead of fetching one at import time.
 
-    The one write to `os.environ` in the project; `proxy.upstream` calls it before importing litellm,
+    The one write to `os.environ` in the project; `proxy.chat.upstream` calls it before importing litellm,
     because litellm reads the variable during import.
     """
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -141,7 +141,7 @@ class ProxyConfig:
     storage_url: str | None = field(default=None, repr=False)
     budget_tokens: int = 4000
     # How prompts trade the provider's prompt cache against fresh evidence: "cache" or "recall"
-    # (memory.policy).
+    # (memory.prompt.policy).
     layout_policy: str = "cache"
     upstreams: UpstreamsConfig = UpstreamsConfig()
     embedding: EmbeddingConfig = EmbeddingConfig()

@@ -10,7 +10,7 @@ from starlette.responses import Response
 
 from memory import POLICIES
 
-from .errors import InvalidRequestError, PayloadTooLargeError, ProxyError, envelope
+from proxy.errors import InvalidRequestError, PayloadTooLargeError, ProxyError, envelope
 
 __all__ = ["read_body", "json_response", "error_response", "bearer_key", "bearer_value", "header_int", "session_header_of",
            "layout_policy", "MAX_SESSION_HEADER"]

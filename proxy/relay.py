@@ -22,9 +22,9 @@ from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
 
-from .config import UpstreamConfig, UpstreamsConfig
-from .errors import InvalidRequestError, UpstreamError
-from .upstream import to_upstream_error
+from proxy.config import UpstreamConfig, UpstreamsConfig
+from proxy.errors import InvalidRequestError, UpstreamError
+from proxy.chat.upstream import to_upstream_error
 
 __all__ = ["Relay", "relay_path"]
 

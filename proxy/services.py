@@ -8,12 +8,12 @@ from starlette.requests import Request
 
 from memory import Runtime
 
-from .config import ProxyConfig
-from .identity import Identities
-from .metrics import Metrics
-from .relay import Relay
-from .responses_upstream import ResponsesUpstream
-from .upstream import Upstream
+from proxy.config import ProxyConfig
+from proxy.access.identity import Identities
+from proxy.metrics import Metrics
+from proxy.relay import Relay
+from proxy.responses.upstream import ResponsesUpstream
+from proxy.chat.upstream import Upstream
 
 __all__ = ["Services", "services"]
 

@@ -14,7 +14,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError, model_validator
 
-from .errors import InvalidRequestError
+from proxy.errors import InvalidRequestError
 
 __all__ = ["ChatMessage", "ChatCompletionRequest", "ResponsesRequest", "CompileRequest", "parse_json", "parse_chat_request",
            "parse_responses_request", "parse_compile_request"]

@@ -109,7 +109,7 @@ def start_proxy_process(folder: Path, upstream_url: str, *, embedding_model: str
         settings["budget_tokens"] = budget_tokens
     config = folder / "proxy.yaml"
     config.write_text(yaml.safe_dump(settings), encoding="utf-8")
-    cmd = [sys.executable, "-m", "proxy.cli", "serve", "--config", str(config), "--port", str(port)]
+    cmd = [sys.executable, "-m", "proxy.cli.main", "serve", "--config", str(config), "--port", str(port)]
     keys = {"OPENAI_API_KEY": "sk-" + "process-fallback-key-3b9e", "GEMINI_API_KEY": "AIza" + "-process-fallback-key-6d1f"}
     return start_server("memory-runtime proxy", cmd, port, health, folder / "proxy.log", REPO_ROOT,
                         {**clean_env(), **keys, **(env or {})}, 60.0)

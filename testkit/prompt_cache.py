@@ -20,7 +20,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-from memory.tokens import get_counter
+from memory.recall.tokens import get_counter
 
 __all__ = ["PromptCache", "CacheHit", "MIN_PREFIX", "BLOCK"]
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from memory.embeddings import load_embedder
+from memory.recall.embeddings import load_embedder
 from testkit.pg import PgServer, start_pg
 
 

@@ -129,4 +129,4 @@ def test_imports_inside_functions_in_memory_only_for_optional_backends() -> None
         for fn in (n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))):
             if any(isinstance(n, (ast.Import, ast.ImportFrom)) for n in ast.walk(fn)):
                 found.append(f"{path.name}:{fn.name}")
-    assert sorted(found) == ["embeddings.py:_text_embedding", "storage.py:_postgres"]
+    assert sorted(found) == ["embeddings.py:_text_embedding", "open.py:_postgres"]

@@ -13,7 +13,7 @@ import httpx
 from starlette.applications import Starlette
 
 from memory import Runtime
-from memory.sqlite_store import SqliteStore
+from memory.store.sqlite.store import SqliteStore
 from proxy.app import create_app
 from proxy.config import ProxyConfig
 

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from testkit.processes import start_proxy_process
-from proxy.cli import main as cli_main
+from proxy.cli.main import main as cli_main
 from proxy.config import ProxyConfig
 from testkit.harness import Upstream
 from tests.hardening.inproc import running

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from proxy.cli import main as cli_main
+from proxy.cli.main import main as cli_main
 from proxy.config import ProxyConfig
 from testkit.harness import Upstream
 from tests.hardening.inproc import Running, running

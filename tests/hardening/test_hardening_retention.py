@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from proxy.cli import main as cli_main
+from proxy.cli.main import main as cli_main
 from proxy.config import ProxyConfig
-from proxy.retention import sweep
+from proxy.admin.retention import sweep
 from tests.hardening.inproc import Running, running
 
 MODEL = "gpt-4o-mini"

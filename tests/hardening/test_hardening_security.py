@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from proxy.cli import main as cli_main
+from proxy.cli.main import main as cli_main
 from proxy.config import ProxyConfig
 from testkit.harness import Upstream
 from testkit.processes import Server, start_proxy_process

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from memory.align import Alignment, align, tail_start
+from memory.turn.align import Alignment, align, tail_start
 
 T = ["u1", "a1", "u2", "a2"]
 ROLES = ["user", "assistant", "user", "assistant"]

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-from memory.chunking import MAX_CHUNK_TOKENS, chunk_text
-from memory.tokens import get_counter
+from memory.ingest.chunking import MAX_CHUNK_TOKENS, chunk_text
+from memory.recall.tokens import get_counter
 
 count = get_counter("gpt-4o-mini").count
 

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from memory import create_runtime
-from memory.tokens import get_counter
+from memory.recall.tokens import get_counter
 
 WORDS = st.sampled_from(
     "alpha beta gamma delta config timeout upload cache retry token budget session login user file "

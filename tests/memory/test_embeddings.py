@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from memory.embeddings import load_embedder, provision_default_model
+from memory.recall.embeddings import load_embedder, provision_default_model
 from memory.errors import EmbeddingModelError
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from memory import create_runtime
-from memory.fts_terms import Tokenizer, or_query, rarest_within, split_or_query
-from memory.retrieval import fts_query
-from memory.sqlite_store import INDEX_TOKENIZE
+from memory.store.sqlite.fts_terms import Tokenizer, or_query, rarest_within, split_or_query
+from memory.recall.retrieval import fts_query
+from memory.store.sqlite.store import INDEX_TOKENIZE
 
 
 def test_words_are_looked_up_by_the_terms_the_index_stems_them_to() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from memory.locks import SessionLocks
+from memory.store.locks import SessionLocks
 
 
 async def test_one_session_is_serialised_and_others_run_alongside() -> None:

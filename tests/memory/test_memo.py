@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from memory import get_counter
-from memory.memo import MAX_KEYED_TEXT, MessageMemo
-from memory.transcript import message_hash
+from memory.recall.memo import MAX_KEYED_TEXT, MessageMemo
+from memory.ingest.transcript import message_hash
 
 MESSAGES: list[dict[str, Any]] = [
     {"role": "user", "content": "hello there"},

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from memory import create_runtime
-from memory.redact import redact
+from memory.ingest.redact import redact
 
 OPENAI = "sk-proj-" + "A1b2C3d4E5f6G7h8I9j0" * 2
 GOOGLE = "AIza" + "SyD-abcdefghijklmnopqrstuvwxyz01234"

@@ -8,7 +8,7 @@ import sqlite3
 import pytest
 
 from memory import InvalidArgumentError, InvalidEventError, SessionNotFoundError, create_runtime
-from memory.sqlite_store import SqliteStore
+from memory.store.sqlite.store import SqliteStore
 from testkit.pg import dump_database
 
 

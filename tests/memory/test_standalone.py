@@ -71,7 +71,7 @@ def test_import_memory_does_not_load_the_embedding_backend(tmp_path: Path) -> No
 def test_the_default_model_without_the_embedding_backend_names_the_extra(tmp_path: Path) -> None:
     out = _run(EMBED_ONLY, """
         from memory import EmbeddingModelError
-        from memory.embeddings import DEFAULT_MODEL, load_embedder
+        from memory.recall.embeddings import DEFAULT_MODEL, load_embedder
         try:
             load_embedder(DEFAULT_MODEL)
         except EmbeddingModelError as exc:

@@ -5,8 +5,8 @@ import json
 import pytest
 
 from memory.records import StateItem
-from memory.state import extract_lines, render_state_block, state_as_dict
-from memory.tokens import get_counter
+from memory.prompt.state import extract_lines, render_state_block, state_as_dict
+from memory.recall.tokens import get_counter
 
 
 def test_extracts_each_kind():

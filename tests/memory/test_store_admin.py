@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from memory import InvalidArgumentError, create_runtime
-from memory.embedding_queue import EMBED_BATCH_CHARS, EMBED_NOW_CHARS
+from memory.recall.embedding_queue import EMBED_BATCH_CHARS, EMBED_NOW_CHARS
 from memory.runtime import Runtime
 
 

@@ -1,4 +1,4 @@
-"""The storage contract (`memory.store.Store` / `StoreTx`), run against both stores: SQLite and
+"""The storage contract (`memory.store.protocol.Store` / `StoreTx`), run against both stores: SQLite and
 PostgreSQL (a real server, see tests/conftest.py). Every method is exercised with its expected
 result; where the SQLite store defines the behaviour (ids, ranking, exports), the PostgreSQL store
 must give the same answer on the same writes."""
@@ -19,12 +19,12 @@ import psycopg
 import pytest
 
 from memory import InvalidArgumentError, StorageError, create_runtime
-from memory.pg_store import PgStore
+from memory.store.postgres.store import PgStore
 from memory.records import FrameRecord, NewChunk, NewEvent, TurnRecord, UsageTotals
-from memory.retrieval import fts_query
+from memory.recall.retrieval import fts_query
 from memory.runtime import Runtime
-from memory.sqlite_store import SqliteStore
-from memory.store import Store
+from memory.store.sqlite.store import SqliteStore
+from memory.store.protocol import Store
 
 
 def _open_store(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> Store:

@@ -7,9 +7,9 @@ import pytest
 import tiktoken
 import tiktoken.load
 
-import memory.tokens
+import memory.recall.tokens
 from memory.errors import InvalidArgumentError
-from memory.tokens import encoding_name_for_model, get_counter
+from memory.recall.tokens import encoding_name_for_model, get_counter
 
 SAMPLES = [
     "Hello, world!",
@@ -33,7 +33,7 @@ def _reference(name: str, monkeypatch: pytest.MonkeyPatch, folder: Path) -> tikt
     """tiktoken's own encoding (its pattern, its special tokens, its sha256 check of the file), with
     its download cache seeded from our shipped file: offline, and independent of our constants."""
     url = TIKTOKEN_URL.format(name=name)
-    shipped = (Path(memory.tokens.__file__).parent / "tokenizers" / f"{name}.tiktoken").read_bytes()
+    shipped = (Path(memory.recall.tokens.__file__).parent / "tokenizers" / f"{name}.tiktoken").read_bytes()
     (folder / hashlib.sha1(url.encode()).hexdigest()).write_bytes(shipped)
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(folder))
     monkeypatch.setattr(tiktoken.load, "read_file", _no_download)
@@ -68,7 +68,7 @@ def test_bad_model_name():
 def test_chat_formula(monkeypatch, tmp_path: Path):
     # OpenAI's published formula (cookbook "How to count tokens with tiktoken", gpt-4o family):
     # 3 tokens per message, 1 more for a name, 3 for the reply priming; the texts counted by
-    # tiktoken's own encoding. Written out here, so a wrong constant in memory.tokens fails.
+    # tiktoken's own encoding. Written out here, so a wrong constant in memory.recall.tokens fails.
     ref = _reference("o200k_base", monkeypatch, tmp_path)
 
     def n(text: str) -> int:

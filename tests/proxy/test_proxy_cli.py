@@ -14,8 +14,8 @@ import openai
 import pytest
 
 from memory import create_runtime
-from memory.embeddings import DEFAULT_MODEL, load_embedder
-from proxy.cli import main
+from memory.recall.embeddings import DEFAULT_MODEL, load_embedder
+from proxy.cli.main import main
 from testkit.harness import Upstream
 from testkit.processes import clean_env, free_port, start_server
 

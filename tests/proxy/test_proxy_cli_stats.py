@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from memory import Usage, create_runtime
-from proxy.cli import main
-from proxy.progress import ProgressBar
+from proxy.cli.main import main
+from proxy.cli.progress import ProgressBar
 
 
 async def _turns(path: Path) -> None:
@@ -87,7 +87,7 @@ def test_export_of_every_session_is_json_lines_with_a_progress_bar(storage: Path
 
 
 def test_provisioning_draws_its_progress(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("proxy.cli.provision_default_model",
+    monkeypatch.setattr("proxy.cli.main.provision_default_model",
                         lambda progress: [progress(n, 7, f"step {n}") for n in range(1, 8)] and tmp_path)
     assert main(["provision-model"]) == 0
     err = capsys.readouterr().err

@@ -23,7 +23,7 @@ import pytest
 from starlette.routing import Route
 
 from proxy.app import create_app
-from proxy.cli import build_parser
+from proxy.cli.main import build_parser
 from proxy.config import ProxyConfig, load_config
 from testkit.harness import Upstream
 from testkit.processes import clean_env, free_port, start_server

@@ -1,4 +1,4 @@
-"""`proxy.identity` and the pure parts of `proxy.guard` / `proxy.relay`: principals, the secret
+"""`proxy.access.identity` and the pure parts of `proxy.access.guard` / `proxy.relay`: principals, the secret
 file, tokens, browser contexts, Host names and relay paths."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from starlette.datastructures import Headers
 
 from proxy.config import ServerConfig, TenantConfig
 from proxy.errors import AccessDeniedError, ConfigError, InvalidRequestError
-from proxy.guard import host_allowed
-from proxy.identity import Caller, Identities, load_secret
+from proxy.access.guard import host_allowed
+from proxy.access.identity import Caller, Identities, load_secret
 from proxy.relay import relay_path
 
 SECRET = bytes(range(32))

@@ -10,7 +10,7 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from proxy.inspector import UI_PATHS
+from proxy.admin.inspector import UI_PATHS
 from testkit.harness import Proxy, Upstream
 from tests.proxy.conftest import STORES, store_env
 

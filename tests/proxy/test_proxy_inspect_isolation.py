@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from proxy.inspector import UI_PATHS
+from proxy.admin.inspector import UI_PATHS
 from testkit.harness import Proxy
 
 MODEL = "gpt-4o-mini"

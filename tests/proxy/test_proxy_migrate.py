@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 
 from memory import create_runtime
-from memory.embeddings import Embedder
-from memory.turns import Usage
-from proxy.cli import main
+from memory.recall.embeddings import Embedder
+from memory.turn.turns import Usage
+from proxy.cli.main import main
 from proxy.config import load_config
-from proxy.identity import Identities, identity_secret
+from proxy.access.identity import Identities, identity_secret
 
 NAMES = ("alpha", "team/beta", "gamma", "delta")
 QUESTIONS = ["what is the login timeout and which database did we pick?", "which region was asked about?", "hello?"]

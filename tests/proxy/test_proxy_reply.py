@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from proxy.reply import ReplyAssembler, clean_assistant_message, first_message
+from proxy.chat.reply import ReplyAssembler, clean_assistant_message, first_message
 
 
 def _chunk(delta: dict, finish: str | None = None, index: int = 0) -> dict:

@@ -8,8 +8,8 @@ import copy
 import hashlib
 import json
 
-from memory.transcript import message_hash
-from proxy.responses_items import INSTRUCTIONS_KEY, item_ids, reply_message, to_input, to_messages
+from memory.ingest.transcript import message_hash
+from proxy.responses.items import INSTRUCTIONS_KEY, item_ids, reply_message, to_input, to_messages
 
 ITEMS = [
     {"role": "user", "content": "hello"},

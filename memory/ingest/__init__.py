@@ -1,0 +1,1 @@
+"""Ingest: events, secret redaction, chunking, the stored transcript."""

@@ -1,0 +1,1 @@
+"""The prompt: layout (frame, window, evidence), the compiler, the state block, the layout policy."""

@@ -1,0 +1,183 @@
+"""Retrieved evidence: choosing ranked chunks within a token room and rendering them as one
+context message, chronological, each item labelled with its turn or file location."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from memory.recall.index import SessionView, Unit, dot
+from memory.ingest.redact import count_markers
+from memory.recall.retrieval import Scored
+from memory.recall.tokens import TiktokenCounter
+from memory.ingest.transcript import event_to_message
+
+__all__ = ["Evidence", "EVIDENCE_HEADER", "select_evidence", "evidence_message", "evidence_item", "unit_message", "chronological",
+           "message_tokens", "redactions", "MAX_DROPPED_LISTED"]
+
+NEAR_DUPLICATE = 0.97
+MAX_DROPPED_LISTED = 50
+MIN_ITEM_TOKENS = 8
+EVIDENCE_HEADER = "Relevant context retrieved from earlier in this session (chronological; labels give turn or file location):"
+
+
+@dataclass
+class Evidence:
+    pos: int
+    unit: Unit
+    text: str
+    tokens: int
+    score: float
+    reason: str
+
+
+def unit_message(unit: Unit) -> dict[str, Any]:
+    return event_to_message(unit.role or "user", unit.content, unit.extra)
+
+
+def message_tokens(unit: Unit, view: SessionView, counter: TiktokenCounter) -> int:
+    key = (counter.encoding_name, unit.key)
+    cached = view.token_cache.get(key)
+    if cached is None:
+        cached = counter.message_tokens(unit_message(unit))
+        view.token_cache[key] = cached
+    return cached
+
+
+def _label(unit: Unit, view: SessionView, pos: int) -> str:
+    row = view.chunk_rows[pos]
+    excerpt = len(unit.chunk_idx) > 1
+    if unit.role is not None:
+        # Dates are not repeated per item: consecutive items share a "(date)" header line.
+        return f"[turn {unit.turn} {unit.role}{', excerpt' if excerpt else ''}]"
+    where = unit.source or unit.kind
+    lines = f":{row.start_line}-{row.end_line}" if excerpt or unit.kind in ("file", "snippet") else ""
+    version = f" v{unit.version}" if unit.version > 1 and unit.kind != "diff" else ""
+    kind = "diff of" if unit.kind in ("diff", "repo_diff") else unit.kind.replace("_", " ")
+    return f"[{kind} {where}{lines}{version}]"
+
+
+def _render(unit: Unit, view: SessionView, pos: int) -> str:
+    sep = " " if unit.role is not None else "\n"
+    return f"{_label(unit, view, pos)}{sep}{view.chunk_rows[pos].text}"
+
+
+def _cost(view: SessionView, counter: TiktokenCounter, unit: Unit, pos: int) -> int:
+    """Estimated tokens of one rendered item plus its separator: the chunk's stored count (o200k)
+    or a cached count, plus its label. The exact count of the assembled prompt is what binds."""
+    key = (counter.encoding_name, pos)
+    cached = view.token_cache.get(key)
+    if cached is None:
+        row = view.chunk_rows[pos]
+        body = row.tokens if counter.encoding_name == "o200k_base" and row.tokens else counter.count(row.text)
+        cached = body + counter.count(_label(unit, view, pos)) + 2
+        view.token_cache[key] = cached
+    return cached
+
+
+def evidence_item(ev: Evidence, view: SessionView, reason: str | None = None) -> dict[str, Any]:
+    row = view.chunk_rows[ev.pos]
+    return {
+        "id": f"chunk:{row.id}", "kind": ev.unit.kind, "source": ev.unit.source or (f"turn {ev.unit.turn}" if ev.unit.turn else None),
+        "reason": reason or ev.reason, "score": round(ev.score, 6), "tokens": ev.tokens,
+        "event_id": int(ev.unit.key[1:]) if ev.unit.key.startswith("e") else None,
+        "artifact_id": int(ev.unit.key[1:]) if ev.unit.key.startswith("a") else None,
+        "turn": ev.unit.turn, "lines": [row.start_line, row.end_line],
+    }
+
+
+def select_evidence(view: SessionView, ranked: list[Scored], counter: TiktokenCounter, room: int, hidden: set[str],
+                    limit_score: float | None = None) -> tuple[list[Evidence], list[dict[str, Any]], int]:
+    """Pinned chunks first, then the ranked list, within `room` tokens; units in `hidden` (already
+    in the prompt, or not part of it by design) are skipped, and so are near-duplicates of chosen
+    items. With `limit_score`, only candidates scoring at least that are taken. Returns the chosen
+    items, the dropped ones worth listing, and how many more were dropped."""
+    chosen: list[Evidence] = []
+    dropped: list[dict[str, Any]] = []
+    overflow = 0
+    stamps: set[str] = set()
+    seen_hashes: set[str] = set()
+    vectors = view.vectors
+    # Vectors of the chosen items, in a buffer that doubles when full (stacking one row per pick
+    # made the near-duplicate check quadratic in copies).
+    chosen_vecs = np.zeros((16, vectors.shape[1]), dtype=np.float32)
+    n_chosen = 0
+    score_of = {s.pos: s.score for s in ranked}
+    pinned_positions = [p for key in sorted(view.pinned) if key not in hidden for p in view.units[key].chunk_idx]
+    pinned_set = set(pinned_positions)
+    pinned_sorted = sorted(pinned_positions, key=lambda p: (-score_of.get(p, 0.0), view.chunk_ids[p]))
+    candidates = [(p, score_of.get(p, 0.0), "pinned") for p in pinned_sorted]
+    candidates += [(s.pos, s.score, "retrieved") for s in ranked if s.pos not in pinned_set]
+    for pos, score, reason in candidates:
+        if reason != "pinned" and limit_score is not None and score < limit_score:
+            break
+        if room < MIN_ITEM_TOKENS and len(dropped) >= MAX_DROPPED_LISTED:
+            overflow += 1
+            continue
+        unit = view.units[view.chunk_unit[pos]]
+        if unit.key in hidden:
+            continue
+        row = view.chunk_rows[pos]
+        cost = _cost(view, counter, unit, pos)
+        if unit.timestamp and unit.timestamp not in stamps:
+            cost += _stamp_cost(view, counter, unit.timestamp)
+        ev = Evidence(pos, unit, "", cost, score, reason)
+        duplicate = row.content_hash in seen_hashes or (
+            pos not in view.missing and n_chosen > 0 and float(np.max(dot(chosen_vecs[:n_chosen], vectors[pos]))) > NEAR_DUPLICATE
+        )
+        if duplicate or ev.tokens > room:
+            if len(dropped) < MAX_DROPPED_LISTED:
+                dropped.append(evidence_item(ev, view, "duplicate" if duplicate else "budget"))
+            else:
+                overflow += 1
+            continue
+        ev.text = _render(unit, view, pos)
+        chosen.append(ev)
+        if unit.timestamp:
+            stamps.add(unit.timestamp)
+        room -= ev.tokens
+        seen_hashes.add(row.content_hash)
+        if pos not in view.missing:
+            if n_chosen == len(chosen_vecs):
+                chosen_vecs = np.concatenate([chosen_vecs, np.zeros_like(chosen_vecs)])
+            chosen_vecs[n_chosen] = vectors[pos]
+            n_chosen += 1
+    return chosen, dropped, overflow
+
+
+def _stamp_cost(view: SessionView, counter: TiktokenCounter, stamp: str) -> int:
+    """Tokens of a "(date)" header line, cached: every candidate with a new date asks for it."""
+    key = (counter.encoding_name, "stamp:" + stamp)
+    cached = view.token_cache.get(key)
+    if cached is None:
+        cached = view.token_cache[key] = counter.count(f"({stamp})") + 1
+    return cached
+
+
+def chronological(chosen: list[Evidence], view: SessionView) -> list[Evidence]:
+    return sorted(chosen, key=lambda e: (e.unit.first_order, view.chunk_ids[e.pos]))
+
+
+def evidence_message(chosen: list[Evidence], view: SessionView) -> dict[str, Any] | None:
+    """One system message holding the chosen items in chronological order, with a "(date)" line
+    wherever the date changes; None when nothing was chosen."""
+    if not chosen:
+        return None
+    out: list[str] = [EVIDENCE_HEADER]
+    last: str | None = None
+    for ev in chronological(chosen, view):
+        stamp = ev.unit.timestamp
+        if stamp and stamp != last:
+            out.append(f"({stamp})\n{ev.text}")
+            last = stamp
+        else:
+            out.append(ev.text)
+    return {"role": "system", "content": "\n\n".join(out)}
+
+
+def redactions(messages: list[dict[str, Any]]) -> dict[str, int]:
+    """Secrets redacted at ingest that appear (as markers) in what memory added to the prompt."""
+    return count_markers([m["content"] if isinstance(m.get("content"), str) else json.dumps(m.get("content")) for m in messages])

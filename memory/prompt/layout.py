@@ -1,0 +1,397 @@
+"""The prompt layout: what goes where, and when the stable top of the prompt is rebuilt.
+
+    the app's system message(s), verbatim
+    base: the state block (decisions, constraints, open questions, glossary)   } the stable
+    the verbatim window: the conversation from the window's start on            } part
+    evidence retrieved for the current question (one context message)
+    the live tail, verbatim: the last user message and the tool calls and results after it
+
+A *frame* (base + where the window starts) is built at a rebase and reused while the budget allows:
+each turn appends its messages to the window, so consecutive prompts share a byte-identical prefix
+and the provider's prompt cache keeps hitting. Evidence is chosen per question and sits after the
+stable part, so it never breaks the next turn's cache. A rebase happens when the stable part no
+longer fits, or when the question needs memory that is out of view and the room left for evidence
+is well below what a fresh layout would give. A rebase *is* the library's fresh compile: state,
+the most recent turns, and evidence filling the rest of the budget.
+
+Pure: the caller brings the stored frame, the ranked chunks and the conversation; nothing here
+touches storage.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from memory.prompt.evidence import (EVIDENCE_HEADER, MAX_DROPPED_LISTED, Evidence, chronological, evidence_item, evidence_message,
+                       redactions, select_evidence)
+from memory.recall.index import SessionView
+from memory.prompt.policy import LayoutPolicy
+from memory.records import FrameRecord, StateItem
+from memory.ingest.redact import redact
+from memory.recall.retrieval import Scored
+from memory.prompt.state import render_state_block
+from memory.recall.tokens import REPLY_PRIMING_TOKENS, TiktokenCounter
+
+__all__ = ["Line", "LayoutInput", "Layout", "build_layout", "needs_memory"]
+
+# A rebase's window always offers its floor share to the last exchange (two messages).
+WINDOW_FLOOR_MESSAGES = 2
+_TOOL_ROLES = frozenset({"tool", "function"})
+
+
+@dataclass(frozen=True)
+class Line:
+    """One message of the conversation before the live tail, as it goes in the prompt."""
+
+    pos: int
+    message: dict[str, Any]
+    role: str
+    event_id: int | None
+    tokens: int
+
+    @property
+    def key(self) -> str | None:
+        return f"e{self.event_id}" if self.event_id is not None else None
+
+
+@dataclass(frozen=True)
+class LayoutInput:
+    session_id: str
+    model: str
+    budget: int
+    system: list[dict[str, Any]]
+    history: list[Line]
+    tail: list[dict[str, Any]]
+    query: str
+    state: list[StateItem]
+    ranked: list[Scored]
+    # Chain hash of the conversation's first n messages: what a frame is anchored to.
+    anchor: Callable[[int], str]
+    # Units that must never come back as evidence (stored copies of the live tail, a reply being
+    # regenerated): the live tail goes upstream exactly once.
+    hidden: frozenset[str] = frozenset()
+    frame: FrameRecord | None = None
+    # The evidence message an identical earlier request was sent with: a retry reuses it.
+    reuse_evidence: dict[str, Any] | None = None
+    # Standalone artifacts (library-ingested files, docs) shown in full when everything fits.
+    artifacts_block: dict[str, Any] | None = None
+    # A one-off compile (the library's `compile`): its rebase is reported as "compiled".
+    fresh: bool = False
+    policy: LayoutPolicy = LayoutPolicy()
+
+
+@dataclass(frozen=True)
+class Layout:
+    messages: list[dict[str, Any]]
+    tokens: int
+    mode: str  # over_budget | full_history | frame | rebased (compiled, for a one-off compile)
+    frame: FrameRecord | None
+    evidence: dict[str, Any] | None
+    items: int
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def over_budget(self) -> bool:
+        return self.mode == "over_budget"
+
+
+@dataclass
+class _Plan:
+    """A rebase: the base messages, the window's start, and the tokens both take."""
+
+    base: list[dict[str, Any]]
+    base_items: list[dict[str, Any]]
+    window_start: int
+    base_tokens: int
+    window_tokens: int
+
+
+def _tokens(counter: TiktokenCounter, messages: list[dict[str, Any]]) -> int:
+    return sum(counter.message_tokens(m) for m in messages)
+
+
+def _state_message(items: list[StateItem], counter: TiktokenCounter, cap: int) -> tuple[dict[str, Any] | None, list[StateItem], int]:
+    active = [i for i in items if i.status == "active"]
+    used: list[StateItem] = []
+    msg: dict[str, Any] | None = None
+    tokens = 0
+    for item in active:
+        trial = render_state_block(used + [item])
+        cost = counter.message_tokens({"role": "system", "content": trial})
+        if cost > cap:
+            continue
+        used.append(item)
+        msg, tokens = {"role": "system", "content": trial}, cost
+    return msg, used, tokens
+
+
+def _groups_newest_first(history: list[Line]) -> Iterator[tuple[int, int]]:
+    """(start, end) index ranges of the groups that must stay together, newest first: an assistant
+    tool call with the results answering it, every other message alone. Stops at tool results whose
+    call is missing: they are never shown without it. Lazy: the window stops early, and a long
+    history is not walked to its start."""
+    end = len(history)
+    while end > 0:
+        start = end - 1
+        while start >= 0 and history[start].role in _TOOL_ROLES:
+            start -= 1
+        if start < end - 1 and (start < 0 or not history[start].message.get("tool_calls")):
+            return
+        yield start, end
+        end = start
+
+
+def _window_start(history: list[Line], room: int, policy: LayoutPolicy) -> tuple[int, int]:
+    """Start (index into history) and tokens of the newest groups within the window share of
+    `room`; the last exchange may take the larger floor share."""
+    start, spent, kept = len(history), 0, 0
+    for first, end in _groups_newest_first(history):
+        cost = sum(line.tokens for line in history[first:end])
+        cap = room * (policy.window_floor_share if kept < WINDOW_FLOOR_MESSAGES else policy.window_share)
+        if spent + cost > cap:
+            break
+        start, spent, kept = first, spent + cost, kept + (end - first)
+    return start, spent
+
+
+def _rebase_plan(inp: LayoutInput, counter: TiktokenCounter, available: int) -> _Plan:
+    state_msg, used, state_tokens = _state_message(inp.state, counter, int(available * inp.policy.state_share))
+    start, window_tokens = _window_start(inp.history, available, inp.policy)
+    base = [state_msg] if state_msg is not None else []
+    items = [{"id": f"state:{s.label}", "kind": s.kind, "source": f"event {s.event_id}", "reason": "state", "score": None,
+              "tokens": counter.count(s.text) + 4, "event_id": s.event_id} for s in used]
+    window_start = inp.history[start].pos if start < len(inp.history) else (inp.history[-1].pos + 1 if inp.history else 0)
+    return _Plan(base, items, window_start, state_tokens, window_tokens)
+
+
+def _need(inp: LayoutInput, view: SessionView, visible: set[str]) -> tuple[str, float, float]:
+    """How far the question reaches beyond what the prompt already shows: ("strong" | "weak" |
+    "none", best score out of view, best score in view)."""
+    best_in = best_out = 0.0
+    for s in inp.ranked:  # best first
+        key = view.chunk_unit[s.pos]
+        if key in visible:
+            best_in = max(best_in, s.score)
+        elif key not in inp.hidden:
+            best_out = max(best_out, s.score)
+        if best_in and best_out:
+            break
+    if best_out >= inp.policy.need_min_score and best_out >= best_in + inp.policy.need_margin:
+        return "strong", best_out, best_in
+    return ("weak" if best_out > best_in else "none"), best_out, best_in
+
+
+def _evidence(inp: LayoutInput, view: SessionView, counter: TiktokenCounter, room: int,
+              visible: frozenset[str]) -> tuple[list[Evidence], list[dict[str, Any]], int, dict[str, Any] | None]:
+    header = counter.message_tokens({"role": "system", "content": EVIDENCE_HEADER})
+    if room <= header:
+        return [], [], 0, None
+    chosen, dropped, overflow = select_evidence(view, inp.ranked, counter, room - header, visible | inp.hidden)
+    return chosen, dropped, overflow, _fit(chosen, view, counter, room, dropped)
+
+
+def _fit(chosen: list[Evidence], view: SessionView, counter: TiktokenCounter, room: int,
+         dropped: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The evidence message within `room` exactly: item estimates can be off by a few tokens where
+    BPE merges across item boundaries, so the lowest-scored items go until the exact count fits."""
+    message = evidence_message(chosen, view)
+    while message is not None and counter.message_tokens(message) > room:
+        worst = min(chosen, key=lambda e: (e.score, -view.chunk_ids[e.pos]))
+        chosen.remove(worst)
+        dropped.insert(0, evidence_item(worst, view, "budget"))
+        message = evidence_message(chosen, view)
+    return message
+
+
+def _fixed_tokens(system: list[dict[str, Any]], tail: list[dict[str, Any]], counter: TiktokenCounter) -> int:
+    return _tokens(counter, system) + _tokens(counter, tail) + REPLY_PRIMING_TOKENS
+
+
+def _whole_fits(fixed_tokens: int, history: list[Line], block: list[dict[str, Any]], budget: int, counter: TiktokenCounter) -> bool:
+    return fixed_tokens + sum(line.tokens for line in history) + _tokens(counter, block) <= budget
+
+
+def needs_memory(system: list[dict[str, Any]], history: list[Line], tail: list[dict[str, Any]], budget: int,
+                 counter: TiktokenCounter) -> bool:
+    """Whether `build_layout` will use ranked evidence, state or a stored frame for this
+    conversation: not when it is over budget whatever is added, nor when the whole history fits.
+    A caller that knows this early skips retrieval (and the question's embedding) altogether."""
+    fixed = _fixed_tokens(system, tail, counter)
+    return fixed <= budget and not _whole_fits(fixed, history, [], budget, counter)
+
+
+def build_layout(inp: LayoutInput, view: SessionView, counter: TiktokenCounter) -> Layout:
+    """The prompt for `inp` within `inp.budget`, reusing `inp.frame` when it still serves."""
+    budget = inp.budget
+    fixed_tokens = _fixed_tokens(inp.system, inp.tail, counter)
+    manifest: dict[str, Any] = {
+        "session_id": inp.session_id, "model": inp.model, "encoding": counter.encoding_name, "budget_tokens": budget,
+        "query": redact(inp.query)[0], "tail_pos": inp.history[-1].pos + 1 if inp.history else 0,
+    }
+    fixed_items = [{"kind": "system", "reason": "system", "tokens": counter.message_tokens(m)} for m in inp.system]
+    tail_items = [{"kind": str(m.get("role")), "reason": "live_tail", "tokens": counter.message_tokens(m)} for m in inp.tail]
+    if fixed_tokens > budget:
+        manifest.update(mode="over_budget", over_budget=True, total_tokens=fixed_tokens, included=fixed_items + tail_items,
+                        dropped=[], dropped_count=0, totals={"fixed": fixed_tokens},
+                        note="the system message(s) and the live tail alone exceed the budget; nothing else was included")
+        return Layout(list(inp.system) + list(inp.tail), fixed_tokens, "over_budget", None, None, 0, manifest)
+
+    block = [inp.artifacts_block] if inp.artifacts_block else []
+    if _whole_fits(fixed_tokens, inp.history, block, budget, counter):
+        frame = FrameRecord(0, 0, inp.anchor(0), counter.encoding_name, budget, tuple(block), ())
+        return _assemble(inp, view, counter, manifest, "full_history", frame, 0, [], None, [], 0, fixed_items, tail_items)
+
+    available = budget - fixed_tokens
+    plan = _rebase_plan(inp, counter, available)
+    fresh_room = available - plan.base_tokens - plan.window_tokens
+    frame = inp.frame
+    if frame is not None and _serves(frame, inp, counter):
+        window = [line for line in inp.history if line.pos >= frame.window_start]
+        stable = _tokens(counter, list(frame.base)) + sum(line.tokens for line in window)
+        room = available - stable
+        if room >= 0:
+            visible = _with_quoted({line.key for line in window if line.key} | _base_keys(frame), view)
+            if inp.reuse_evidence is not None and counter.message_tokens(inp.reuse_evidence) <= room:
+                return _assemble(inp, view, counter, manifest, "frame", frame, frame.window_start, [], inp.reuse_evidence, [], 0,
+                                 fixed_items, tail_items, reused=True)
+            need, best_out, best_in = _need(inp, view, visible)
+            manifest["need"] = {"need": need, "best_out_of_view": round(best_out, 4), "best_in_view": round(best_in, 4)}
+            found = _frame_evidence(inp, view, counter, need, room, fresh_room, available, frozenset(visible), best_in, best_out)
+            if found is not None:
+                chosen, dropped, overflow, message = found
+                return _assemble(inp, view, counter, manifest, "frame", frame, frame.window_start, chosen, message, dropped,
+                                 overflow, fixed_items, tail_items)
+
+    window_keys = _with_quoted({line.key for line in inp.history if line.pos >= plan.window_start and line.key}, view)
+    chosen, dropped, overflow, _ = _evidence(inp, view, counter, fresh_room, frozenset(window_keys))
+    # The best-ranked part of the evidence joins the frame's base (before the window: the next turns
+    # find it in the provider's cache); the rest is for this question only (after the window).
+    kept, extra = _split(chosen, int(inp.policy.base_fill * available) - plan.base_tokens - plan.window_tokens)
+    base_message, message = _fit_pair(kept, extra, view, counter, fresh_room, dropped)
+    base = plan.base + ([base_message] if base_message else [])
+    items = plan.base_items + [{**evidence_item(e, view), "part": "base"} for e in chronological(kept, view)]
+    new_frame = FrameRecord(0, plan.window_start, inp.anchor(plan.window_start), counter.encoding_name, budget, tuple(base), tuple(items))
+    return _assemble(inp, view, counter, manifest, "compiled" if inp.fresh else "rebased", new_frame, plan.window_start, extra,
+                     message, dropped, overflow, fixed_items, tail_items)
+
+
+_Found = tuple[list[Evidence], list[dict[str, Any]], int, dict[str, Any] | None]
+
+
+def _frame_evidence(inp: LayoutInput, view: SessionView, counter: TiktokenCounter, need: str, room: int, fresh_room: int,
+                    available: int, visible: frozenset[str], best_in: float, best_out: float) -> _Found | None:
+    """Evidence for a question on a stored frame (chosen items, dropped ones, how many more were
+    dropped, the message), or None when the policy says the question deserves a fresh layout."""
+    policy = inp.policy
+    if need == "none":
+        return [], [], 0, None
+    if need == "weak":
+        return _evidence(inp, view, counter, min(room, int(policy.weak_share * available)), visible)
+    roomy = room >= policy.rebase_room * fresh_room
+    if not roomy and not (policy.strong_fit and best_out < best_in + policy.rebase_margin):
+        return None
+    found = _evidence(inp, view, counter, room, visible)
+    return found if roomy or _all_strong_in(inp, view, set(visible), found[0], best_in) else None
+
+
+def _all_strong_in(inp: LayoutInput, view: SessionView, visible: set[str], chosen: list[Evidence], best_in: float) -> bool:
+    """Whether every strong out-of-view match made it into the evidence."""
+    taken = {e.pos for e in chosen}
+    for s in inp.ranked:
+        if s.score < best_in + inp.policy.need_margin:
+            return True
+        key = view.chunk_unit[s.pos]
+        if key not in visible and key not in inp.hidden and view.render_pos[s.pos] not in taken and s.pos not in taken:
+            return False
+    return True
+
+
+def _with_quoted(keys: set[str], view: SessionView) -> set[str]:
+    """`keys` and the artifacts quoted in those messages: a code block shown in its message is not
+    evidence to add again."""
+    return keys.union(*(view.quoted.get(k, ()) for k in keys))
+
+
+def _split(chosen: list[Evidence], cap: int) -> tuple[list[Evidence], list[Evidence]]:
+    """The chosen items in selection order (best first): those within `cap` tokens, the rest."""
+    kept: list[Evidence] = []
+    spent = 0
+    for i, ev in enumerate(chosen):
+        if spent + ev.tokens > cap:
+            return kept, chosen[i:]
+        kept.append(ev)
+        spent += ev.tokens
+    return kept, []
+
+
+def _fit_pair(kept: list[Evidence], extra: list[Evidence], view: SessionView, counter: TiktokenCounter, room: int,
+              dropped: list[dict[str, Any]]) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The base and the per-question evidence messages within `room` together, exactly: the
+    lowest-scored items go first (per-question ones before base ones) until the count fits."""
+    while True:
+        first, second = evidence_message(kept, view), evidence_message(extra, view)
+        used = sum(counter.message_tokens(m) for m in (first, second) if m is not None)
+        if used <= room or not (kept or extra):
+            return first, second
+        pool = extra if extra else kept
+        worst = min(pool, key=lambda e: (e.score, -view.chunk_ids[e.pos]))
+        pool.remove(worst)
+        dropped.insert(0, evidence_item(worst, view, "budget"))
+
+
+def _serves(frame: FrameRecord, inp: LayoutInput, counter: TiktokenCounter) -> bool:
+    """A stored frame serves a request made for the same budget and encoding whose conversation
+    still begins with the messages the frame was anchored to."""
+    end = inp.history[-1].pos + 1 if inp.history else 0
+    return (frame.encoding == counter.encoding_name and frame.budget == inp.budget and frame.window_start <= end
+            and frame.anchor == inp.anchor(frame.window_start))
+
+
+def _base_keys(frame: FrameRecord) -> set[str]:
+    """Units whose evidence the frame's base already shows."""
+    keys: set[str] = set()
+    for item in frame.items:
+        if item.get("part") == "base":
+            if item.get("event_id"):
+                keys.add(f"e{item['event_id']}")
+            elif item.get("artifact_id"):
+                keys.add(f"a{item['artifact_id']}")
+    return keys
+
+
+def _assemble(inp: LayoutInput, view: SessionView, counter: TiktokenCounter, manifest: dict[str, Any], mode: str,
+              frame: FrameRecord, window_start: int, chosen: list[Evidence], evidence: dict[str, Any] | None,
+              dropped: list[dict[str, Any]], overflow: int, fixed_items: list[dict[str, Any]], tail_items: list[dict[str, Any]],
+              reused: bool = False) -> Layout:
+    window = [line for line in inp.history if line.pos >= window_start]
+    messages = list(inp.system) + list(frame.base) + [line.message for line in window]
+    memory_part = list(frame.base) + [line.message for line in window]
+    if evidence is not None:
+        messages.append(evidence)
+        memory_part.append(evidence)
+    messages += inp.tail
+    stable = _tokens(counter, list(inp.system) + list(frame.base)) + sum(line.tokens for line in window)
+    evidence_tokens = counter.message_tokens(evidence) if evidence is not None else 0
+    # Message counts add up exactly under the chat formula, so the parts' sum is the prompt's count.
+    total = stable + evidence_tokens + _tokens(counter, inp.tail) + REPLY_PRIMING_TOKENS
+    assert total <= inp.budget, "layout over budget"  # every branch above sized its parts to fit
+    window_items = [{"id": f"event:{line.event_id}" if line.event_id else f"message:{line.pos}", "kind": line.role,
+                     "source": f"turn {line.pos + 1}", "reason": "history" if window_start == 0 else "window", "score": None,
+                     "tokens": line.tokens, "event_id": line.event_id, "turn": line.pos + 1} for line in window]
+    evidence_items = [evidence_item(e, view) for e in chronological(chosen, view)]
+    if reused and evidence is not None:
+        evidence_items = [{"kind": "evidence", "reason": "retry", "tokens": counter.message_tokens(evidence)}]
+    manifest.update(
+        mode=mode, over_budget=False, total_tokens=total,
+        frame={"id": frame.id or None, "window_start": window_start, "rebased": mode in ("rebased", "compiled")},
+        included=fixed_items + list(frame.items) + window_items + evidence_items + tail_items,
+        dropped=dropped[:MAX_DROPPED_LISTED], dropped_count=len(dropped) + overflow,
+        redactions=redactions(memory_part),
+        totals={"stable": stable, "evidence": evidence_tokens,
+                "tail": sum(i["tokens"] for i in tail_items), "history": sum(line.tokens for line in window)},
+    )
+    items = len(frame.items) + len(window) + (len(chosen) if not reused else (1 if evidence else 0))
+    return Layout(messages, total, mode, frame, evidence, items, json.loads(json.dumps(manifest, default=str)))

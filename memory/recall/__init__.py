@@ -1,0 +1,1 @@
+"""Recall: exact token counts, embeddings and their queue, full-text and vector ranking, the session view."""

@@ -1,0 +1,79 @@
+"""Hashes and token counts of the messages a client resends on every call, remembered.
+
+A chat client sends its whole history with each request, so the same few hundred messages are
+hashed (for alignment) and counted (for the layout) again and again. A plain message (a role and
+a text, the bulk of any history) is remembered under its role and text: looking it up costs one
+hash of the string, against serialising it to JSON and running sha256 over it (300 messages:
+1.3 ms to hash, 0.9 ms to digest for the token cache, 0.03 ms to look up). Other messages (tool
+calls, content parts, extra fields) and long texts are keyed by a digest of their JSON.
+
+The caches are bounded (least recently added leaves first) and shared by the worker threads that
+plan turns, hence the lock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from typing import Any
+
+from memory.recall.tokens import TiktokenCounter
+from memory.ingest.transcript import message_hash
+
+__all__ = ["MessageMemo"]
+
+# Texts longer than this are keyed by digest: the cache must not hold megabytes of pasted content.
+MAX_KEYED_TEXT = 8_192
+
+
+def _plain_key(message: dict[str, Any]) -> tuple[str, str] | None:
+    """(role, text) for a message that is nothing but those two, and short enough to key by."""
+    if len(message) != 2:
+        return None
+    role, content = message.get("role"), message.get("content")
+    if isinstance(role, str) and isinstance(content, str) and len(content) <= MAX_KEYED_TEXT:
+        return role, content
+    return None
+
+
+def _digest(message: dict[str, Any]) -> bytes:
+    blob = json.dumps(message, sort_keys=True, ensure_ascii=False, default=str).encode("utf-8")
+    return hashlib.blake2b(blob, digest_size=16).digest()
+
+
+class MessageMemo:
+    """Bounded caches of `message_hash` and of each encoding's `message_tokens`."""
+
+    def __init__(self, max_entries: int) -> None:
+        self._max = max(1, max_entries)
+        self._hashes: dict[tuple[str, str], str] = {}
+        self._tokens: dict[tuple[str, Any], int] = {}
+        self._lock = threading.Lock()
+
+    def hash(self, message: dict[str, Any]) -> str:
+        """`memory.ingest.transcript.message_hash(message)`."""
+        key = _plain_key(message)
+        if key is None:
+            return message_hash(message)
+        found = self._hashes.get(key)
+        if found is None:
+            found = message_hash(message)
+            self._put(self._hashes, key, found)
+        return found
+
+    def tokens(self, counter: TiktokenCounter, message: dict[str, Any]) -> int:
+        """`counter.message_tokens(message)`."""
+        plain = _plain_key(message)
+        key = (counter.encoding_name, plain if plain is not None else _digest(message))
+        found = self._tokens.get(key)
+        if found is None:
+            found = counter.message_tokens(message)
+            self._put(self._tokens, key, found)
+        return found
+
+    def _put(self, cache: dict[Any, Any], key: Any, value: Any) -> None:
+        with self._lock:
+            cache[key] = value
+            while len(cache) > self._max:
+                del cache[next(iter(cache))]

@@ -1,0 +1,423 @@
+"""The PostgreSQL store: several processes (proxy instances) share one memory.
+
+psycopg 3 with its connection pool. Reads take a pooled connection for one statement (or one
+read-only snapshot when several statements must agree); writes go through `transaction()`, which
+yields a `PgTx` on one connection inside one transaction. Two pools: one for statements, and one
+for the per-session advisory locks, each of which holds its connection for a whole request; a lock
+holder only ever needs a statement connection for a moment, so exhausting either pool can never
+deadlock the other.
+
+Ordering across processes: every write transaction of a session starts with `ensure_session`,
+whose upsert locks the session's row until commit. So a session's writes are serialised across
+instances, and its ids are allocated and committed in increasing order; a reader that has seen id
+N of a session has seen everything of that session below N, which is what the in-process views'
+high-water marks rely on. `session_lock` serialises a whole request (sync, compile, reply) on top.
+
+Vectors are stored as bytes, keyed by content hash, and searched in process (each instance's view),
+as with SQLite. pgvector's HNSW was measured against that (`benchmarks.pg_vectors`): with a
+session filter it returns only part of a session's nearest chunks unless ef_search is raised to
+its maximum, where it is slower than the in-process product, and the index costs time on every
+insert; README "Running several instances" has the figures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from memory.errors import StorageError
+from memory.store.postgres.admin import SUMMARY, erase_sessions, expired_sessions, page_sessions, rename_session, summaries
+from memory.store.postgres.fts import parse_match, rank
+from memory.store.postgres.inspect import PgInspect
+from memory.store.postgres.migrations import apply_migrations
+from memory.store.postgres.reads import EVENT_COLUMNS, PgReads, event_from_row
+from memory.store.postgres.tx import PgTx
+from memory.records import ArtifactRow, ChunkRow, SessionDelta, SessionSummary
+from memory.store.open import redact_url
+
+if TYPE_CHECKING:
+    from memory.store.protocol import Store, StoreTx
+
+__all__ = ["PgStore", "PgTx", "advisory_key"]
+
+T = TypeVar("T")
+Conn = psycopg.AsyncConnection[Any]
+DEFAULT_SCHEMA = "memory_runtime"
+_MIGRATION_LOCK = "memory-runtime migrations"
+_CONNECT_TIMEOUT_S = 10
+HEALTH_TIMEOUT_S = 2.0  # a health check answers fast, even when the database does not
+
+
+def advisory_key(name: str) -> int:
+    """A signed 64-bit advisory lock key for `name` (the first 8 bytes of its sha256)."""
+    return int.from_bytes(hashlib.sha256(name.encode("utf-8")).digest()[:8], "big", signed=True)
+
+
+class PgStore(PgReads, PgInspect):
+    """Storage for every session in one PostgreSQL database (in its own schema)."""
+
+    def __init__(self, url: str, *, schema: str = DEFAULT_SCHEMA, pool_size: int = 8, lock_pool_size: int = 16) -> None:
+        self.url = url
+        self.schema = schema
+        self.pool_size = pool_size
+        self.lock_pool_size = lock_pool_size
+        self._pool: AsyncConnectionPool[Conn] | None = None
+        self._lock_pool: AsyncConnectionPool[Conn] | None = None
+        # In-process waiters queue here first, so one process holds at most one lock connection per session.
+        self._local_locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    def __repr__(self) -> str:
+        return f"PgStore({redact_url(self.url)!r}, schema={self.schema!r})"
+
+    @property
+    def pool(self) -> AsyncConnectionPool[Conn]:
+        if self._pool is None:
+            raise StorageError("the store is not open (use `async with create_runtime(...)` or await runtime.open())")
+        return self._pool
+
+    def _kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"autocommit": True}
+        try:
+            if "connect_timeout" not in psycopg.conninfo.conninfo_to_dict(self.url):
+                kwargs["connect_timeout"] = _CONNECT_TIMEOUT_S
+        except psycopg.ProgrammingError as exc:
+            raise StorageError(f"invalid PostgreSQL URL {redact_url(self.url)}: {exc}") from exc
+        return kwargs
+
+    async def _configure(self, conn: Conn) -> None:
+        await conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema)))
+
+    async def open(self) -> None:
+        if self._pool is not None:
+            return
+        try:
+            await self._migrate()
+            pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
+                self.url, kwargs=self._kwargs(), min_size=1, max_size=self.pool_size, configure=self._configure,
+                open=False, name="memory-runtime", timeout=30.0,
+            )
+            locks: AsyncConnectionPool[Conn] = AsyncConnectionPool(
+                self.url, kwargs=self._kwargs(), min_size=1, max_size=self.lock_pool_size, open=False,
+                name="memory-runtime-locks", timeout=60.0,
+            )
+            await pool.open(wait=True, timeout=_CONNECT_TIMEOUT_S)
+            try:
+                await locks.open(wait=True, timeout=_CONNECT_TIMEOUT_S)
+            except BaseException:
+                await pool.close()
+                raise
+        except psycopg.Error as exc:
+            raise StorageError(f"cannot open memory store {redact_url(self.url)}: {exc}") from exc
+        self._pool, self._lock_pool = pool, locks
+
+    async def close(self) -> None:
+        pools = [p for p in (self._pool, self._lock_pool) if p is not None]
+        self._pool = self._lock_pool = None
+        for pool in pools:
+            await pool.close()
+
+    async def _migrate(self) -> None:
+        conn = await psycopg.AsyncConnection.connect(self.url, **self._kwargs())
+        try:
+            await apply_migrations(conn, self.schema, advisory_key(f"{_MIGRATION_LOCK}:{self.schema}"))
+        finally:
+            await conn.close()
+
+    async def migrations_applied(self) -> list[str]:
+        return [r[0] for r in await self._rows("SELECT name FROM _migrations ORDER BY number")]
+
+    async def _first(self, pool: AsyncConnectionPool[Conn], query: str, params: Sequence[Any] = ()) -> Conn:
+        """A pooled connection on which `query`, the first statement of a unit of work, has run.
+        A pooled connection can die while idle (a database restart, a failover, a network blip):
+        when that first statement finds it dead, nothing has happened yet, so it runs once more
+        on a fresh connection. The caller gives the connection back with `pool.putconn`."""
+        for attempt in (1, 2):
+            try:
+                conn = await pool.getconn()
+            except PoolTimeout as exc:
+                raise StorageError(f"no database connection free: {exc}") from exc
+            try:
+                await conn.execute(query, params)
+                return conn
+            except psycopg.OperationalError as exc:
+                await pool.putconn(conn)  # a broken connection is discarded by the pool
+                if attempt == 2:
+                    raise StorageError(f"database unavailable: {exc}") from exc
+            except BaseException:
+                # Cancelled (say, while waiting for a lock): closing the connection is the one sure
+                # way to leave nothing behind on the server.
+                await conn.close()
+                await pool.putconn(conn)
+                raise
+        raise AssertionError("unreachable")
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[PgTx]:
+        pool = self.pool
+        conn = await self._first(pool, "BEGIN")
+        try:
+            yield PgTx(conn)
+            await conn.execute("COMMIT")
+        except BaseException as exc:
+            if not conn.broken:
+                try:
+                    await conn.execute("ROLLBACK")
+                except psycopg.Error:
+                    await conn.close()
+            if isinstance(exc, psycopg.Error):
+                raise StorageError(f"write failed: {exc}") from exc
+            raise
+        finally:
+            await pool.putconn(conn)
+
+    @asynccontextmanager
+    async def session_lock(self, session_id: str) -> AsyncIterator[None]:
+        """Hold the session's advisory lock, across every process on this database, for the block.
+
+        A session-level `pg_advisory_lock` on a connection kept for the duration: a transaction-level
+        lock would end with the first commit inside the block. If this process dies, PostgreSQL ends
+        its connection and releases the lock. Waiters of this process queue on an asyncio lock first."""
+        if self._lock_pool is None:
+            raise StorageError("the store is not open")
+        local, users = self._local_locks.get(session_id, (asyncio.Lock(), 0))
+        self._local_locks[session_id] = (local, users + 1)
+        try:
+            async with local:
+                async with self._held(self._lock_pool, advisory_key(f"memory-runtime session:{self.schema}:{session_id}")):
+                    yield
+        finally:
+            lock, users = self._local_locks[session_id]
+            if users <= 1:
+                del self._local_locks[session_id]
+            else:
+                self._local_locks[session_id] = (lock, users - 1)
+
+    @asynccontextmanager
+    async def _held(self, pool: AsyncConnectionPool[Conn], key: int) -> AsyncIterator[None]:
+        conn = await self._first(pool, "SELECT pg_advisory_lock(%s)", (key,))
+        try:
+            yield
+        finally:
+            try:
+                await conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+            except BaseException as exc:
+                await conn.close()  # the server releases the lock with the connection
+                if isinstance(exc, psycopg.Error):
+                    raise StorageError(f"session unlock failed: {exc}") from exc
+                raise
+            finally:
+                await pool.putconn(conn)
+
+    async def _read(self, work: Callable[[Conn], Awaitable[T]]) -> T:
+        """Run a read on a pooled connection; one retry on a fresh connection when the first was
+        broken (a pooled connection can die while idle: a database restart, a network blip)."""
+        for attempt in (1, 2):
+            try:
+                async with self.pool.connection() as conn:
+                    return await work(conn)
+            except PoolTimeout as exc:
+                raise StorageError(f"read failed: no database connection free: {exc}") from exc
+            except psycopg.OperationalError as exc:
+                if attempt == 2:
+                    raise StorageError(f"read failed: {exc}") from exc
+            except psycopg.Error as exc:
+                raise StorageError(f"read failed: {exc}") from exc
+        raise AssertionError("unreachable")
+
+    async def _rows(self, query: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[tuple[Any, ...]]:
+        async def work(conn: Conn) -> list[tuple[Any, ...]]:
+            return await (await conn.execute(query, params)).fetchall()
+
+        return await self._read(work)
+
+    @asynccontextmanager
+    async def _snapshot(self, conn: Conn) -> AsyncIterator[None]:
+        """Several reads that must see one committed state (another instance may commit between them)."""
+        await conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        try:
+            yield
+        finally:
+            await conn.execute("COMMIT")
+
+    async def check_writable(self) -> None:
+        """Raise `StorageError` unless the database takes writes now (reachable, not a read-only
+        standby or session): a turn must not go out as if memory will record it when it cannot."""
+        rows = await self._rows("SELECT pg_is_in_recovery() OR current_setting('transaction_read_only') = 'on'")
+        if rows[0][0]:
+            raise StorageError("the PostgreSQL database is read-only (a standby, or default_transaction_read_only)")
+
+    async def high_water(self, session_id: str) -> tuple[int, int, int]:
+        """(max event id, max chunk id, generation) of a session: a cheap freshness check for
+        caches. The generation changes when messages leave the transcript, and a session erased
+        and created again gets a new one (0 while it does not exist)."""
+        rows = await self._rows(
+            "SELECT (SELECT coalesce(max(id), 0) FROM events WHERE session_id = %s), "
+            "(SELECT coalesce(max(id), 0) FROM chunks WHERE session_id = %s), "
+            "(SELECT coalesce(max(generation), 0) FROM sessions WHERE id = %s)",
+            (session_id, session_id, session_id),
+        )
+        return int(rows[0][0]), int(rows[0][1]), int(rows[0][2])
+
+    async def load_delta(self, session_id: str, after_event: int, after_artifact: int, after_chunk: int) -> SessionDelta:
+        """Live events, artifacts and chunks after the marks, read in one snapshot (another
+        instance may commit between the three reads). Detached events are left out, and so are
+        artifacts only they referenced."""
+        async def work(conn: Conn) -> SessionDelta:
+            # One round trip: the three reads pipelined inside one read-only snapshot.
+            async with conn.pipeline():
+                await conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                cur_events = await conn.execute(
+                    f"SELECT {EVENT_COLUMNS} FROM events WHERE session_id = %s AND id > %s AND detached = 0 ORDER BY id",
+                    (session_id, after_event),
+                )
+                cur_artifacts = await conn.execute(
+                    "SELECT id, kind, source, version, pinned, previous_id, first_event_id, last_event_id, sha256 FROM artifacts a "
+                    "WHERE session_id = %s AND (id > %s OR last_event_id > %s) "
+                    "AND EXISTS (SELECT 1 FROM events e WHERE (e.artifact_id = a.id OR e.id = a.first_event_id) AND e.detached = 0) ORDER BY id",
+                    (session_id, after_artifact, after_event),
+                )
+                cur_chunks = await conn.execute(
+                    "SELECT id, event_id, artifact_id, ord, text, start_line, end_line, content_hash, parent_id, tokens "
+                    "FROM chunks WHERE session_id = %s AND id > %s ORDER BY id", (session_id, after_chunk),
+                )
+                await conn.execute("COMMIT")
+            events, artifacts, chunks = await cur_events.fetchall(), await cur_artifacts.fetchall(), await cur_chunks.fetchall()
+            return SessionDelta(
+                events=[event_from_row(r) for r in events],
+                artifacts=[ArtifactRow(r[0], r[1], r[2], r[3], bool(r[4]), r[5], r[6], r[7], r[8]) for r in artifacts],
+                chunks=[ChunkRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9]) for r in chunks],
+            )
+
+        return await self._read(work)
+
+    async def get_vectors(self, model: str, hashes: Sequence[str]) -> dict[str, bytes]:
+        unique = list(dict.fromkeys(hashes))
+        if not unique:
+            return {}
+        rows = await self._rows("SELECT content_hash, vector FROM embeddings WHERE model = %s AND content_hash = ANY(%s)", (model, unique))
+        return {r[0]: bytes(r[1]) for r in rows}
+
+    async def bm25(self, session_id: str, match: str, limit: int) -> list[tuple[int, float]]:
+        """Chunk ids of the session matching an FTS5 expression, best first, with FTS5's bm25 (lower is better)."""
+        expr = parse_match(match) if match else None
+        if expr is None:
+            return []
+        return await self._read(lambda conn: rank(conn, expr, session_id, limit))
+
+    async def find_session_by_head(self, scope: str, heads: Sequence[str]) -> str | None:
+        """The session (in `scope`) whose transcript head is the latest of `heads` (ordered oldest first)."""
+        if not heads:
+            return None
+        rank = {h: i for i, h in enumerate(heads)}
+        rows = await self._rows(
+            "SELECT id, head_hash FROM sessions WHERE scope = %s AND head_hash = ANY(%s) ORDER BY updated_at DESC, id", (scope, list(rank)),
+        )
+        best: tuple[int, str] | None = None
+        for session_id, head in rows:
+            if best is None or rank[head] > best[0]:
+                best = (rank[head], session_id)
+        return None if best is None else best[1]
+
+    async def find_session_by_chain(self, scope: str, chain_hash: str) -> list[tuple[str, int, int]]:
+        """Sessions (in `scope`) whose transcript holds the prefix `chain_hash`: (id, position of
+        that prefix's last message, transcript length), most recently updated first."""
+        rows = await self._rows(
+            "SELECT t.session_id, t.pos, (SELECT count(*) FROM transcript x WHERE x.session_id = t.session_id) "
+            "FROM transcript t JOIN sessions s ON s.id = t.session_id WHERE t.chain_hash = %s AND s.scope = %s "
+            "ORDER BY s.updated_at DESC, s.id LIMIT 20",
+            (chain_hash, scope),
+        )
+        return [(r[0], int(r[1]), int(r[2])) for r in rows]
+
+    async def session_exists(self, session_id: str) -> bool:
+        return bool(await self._rows("SELECT 1 FROM sessions WHERE id = %s", (session_id,)))
+
+    async def list_sessions(self, session_id: str | None = None) -> list[SessionSummary]:
+        """Every session with its counts, newest first; or just `session_id`'s."""
+        where, params = ("WHERE s.id = %s ", (session_id,)) if session_id is not None else ("", ())
+        return summaries(await self._rows(SUMMARY + f"{where}ORDER BY s.updated_at DESC, s.id", params))
+
+    async def last_manifest(self, session_id: str) -> str | None:
+        rows = await self._rows("SELECT last_manifest FROM sessions WHERE id = %s", (session_id,))
+        return rows[0][0] if rows else None
+
+    async def export_rows(self, session_id: str) -> dict[str, list[dict[str, Any]]]:
+        async def work(conn: Conn) -> dict[str, list[dict[str, Any]]]:
+            out: dict[str, list[dict[str, Any]]] = {}
+            async with self._snapshot(conn):
+                for table, order in (("events", "id"), ("artifacts", "id"), ("state_items", "id"), ("transcript", "pos"),
+                                     ("frames", "id"), ("turns", "id"), ("responses", "created_at"), ("response_items", "item_id")):
+                    cur = conn.cursor(row_factory=dict_row)
+                    await cur.execute(sql.SQL("SELECT * FROM {} WHERE session_id = %s ORDER BY {}").format(sql.Identifier(table), sql.Identifier(order)), (session_id,))
+                    out[table] = await cur.fetchall()
+            return out
+
+        return await self._read(work)
+
+    async def delete_session(self, session_id: str) -> bool:
+        """Erase one session for good (see `delete_sessions`)."""
+        return bool(await self.delete_sessions([session_id]))
+
+    async def delete_sessions(self, session_ids: Sequence[str]) -> list[str]:
+        """Erase sessions: their rows (cascade), their full-text entries (they live in those rows)
+        and the vectors no other session uses; returns the ids that existed. Every query on every
+        instance stops seeing them at commit; PostgreSQL's (auto)vacuum then reclaims the space."""
+        if not session_ids:
+            return []
+        async with self.transaction() as tx:
+            return await erase_sessions(tx.conn, session_ids)
+
+    async def rename_session(self, old_id: str, new_id: str, old_scope_prefix: str = "", new_scope_prefix: str = "") -> bool:
+        """Move a session to a new id (and its transcript-matching scope prefix); False when
+        `old_id` does not exist, `InvalidArgumentError` when `new_id` does."""
+        async with self.transaction() as tx:
+            return await rename_session(tx.conn, old_id, new_id, old_scope_prefix, new_scope_prefix)
+
+    async def page_sessions(self, prefix: str = "", after: str | None = None, limit: int = 100, contains: str = "") -> list[SessionSummary]:
+        """Sessions whose id starts with `prefix` (and contains `contains` after it, case-insensitive),
+        in id order, after the id `after`, at most `limit`."""
+        return await self._read(lambda conn: page_sessions(conn, prefix, after, limit, contains))
+
+    async def expired_sessions(self, updated_before: float | None, keep_per_namespace: int | None, limit: int = 500) -> list[str]:
+        """Ids of sessions to expire (see `memory.store.postgres.admin.expired_sessions`), at most `limit`."""
+        return await self._read(lambda conn: expired_sessions(conn, updated_before, keep_per_namespace, limit))
+
+    async def shared_secret(self, name: str, create: bool = True) -> bytes:
+        """The named random secret every instance on this database shares (32 bytes), created by
+        whichever asks first unless `create` is false. The proxy keys caller identities with it, so
+        a caller is the same principal whichever instance it reaches."""
+        async with self.transaction() as tx:
+            if create:
+                await tx.conn.execute(
+                    "INSERT INTO secrets(name, value, created_at) VALUES (%s, %s, %s) ON CONFLICT (name) DO NOTHING",
+                    (name, secrets.token_bytes(32), time.time()),
+                )
+            rows = await (await tx.conn.execute("SELECT value FROM secrets WHERE name = %s", (name,))).fetchall()
+        if not rows:
+            raise StorageError(f"no shared secret {name!r} in the database yet: start the proxy once to create it")
+        return bytes(rows[0][0])
+
+    async def health(self) -> str | None:
+        """None when the database takes writes; otherwise a one-line reason (for /healthz)."""
+        try:
+            await asyncio.wait_for(self.check_writable(), HEALTH_TIMEOUT_S)
+        except (StorageError, TimeoutError) as exc:
+            return f"PostgreSQL: {exc or 'no answer within ' + str(HEALTH_TIMEOUT_S) + ' s'}"
+        return None
+
+
+if TYPE_CHECKING:
+    def _implements(store: PgStore, tx: PgTx) -> tuple[Store, StoreTx]:
+        """Never called: mypy checks here that the PostgreSQL store implements both protocols
+        (nothing else names PgStore as a `Store` where mypy can see it)."""
+        return store, tx

@@ -1,0 +1,423 @@
+"""The embedded SQLite store (aiosqlite, one file, WAL).
+
+One connection per runtime: SQLite allows one writer at a time anyway, and aiosqlite runs every
+statement on the connection's own thread, so statements never interleave. Writes go through
+`transaction()`, which yields a `SqliteTx`; a failure rolls the whole unit back, so a rejected or
+crashed ingest leaves nothing behind.
+
+The files are created 0600 (SQLite gives the WAL and shared-memory files the database's mode). A
+connection keeps writing happily to a database file that was deleted or replaced under it, and all
+of it is gone at the next start; so every commit first checks that the path still names the file
+the connection opened, and refuses (rolls back, raises `StorageError`) when it does not. `health()`
+reports that, and a failed last write, for the proxy's /healthz.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from memory.errors import StorageError
+from memory.store.sqlite.fts_terms import MAX_POSTINGS, Tokenizer, or_query, rarest_within, split_or_query
+from memory.store.locks import SessionLocks
+from memory.store.sqlite.migrations import MIGRATIONS
+from memory.records import ArtifactRow, ChunkRow, SessionDelta, SessionSummary
+from memory.store.sqlite.admin import erase_sessions, expired_sessions, page_sessions, reclaim_space, rename_session
+from memory.store.sqlite.inspect import SqliteInspect
+from memory.store.sqlite.reads import SqliteReads, in_batches
+from memory.store.sqlite.rows import event_from_row, session_key
+from memory.store.sqlite.tx import SqliteTx
+
+__all__ = ["SqliteStore", "SqliteTx"]
+
+# The tokenizer migration m001 gave chunks_fts (a word is looked up by the terms it indexes as).
+INDEX_TOKENIZE = "porter unicode61 remove_diacritics 2"
+
+
+class SqliteStore(SqliteReads, SqliteInspect):
+    """Storage for every session in one SQLite file."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        self._db: aiosqlite.Connection | None = None
+        self._write_lock = asyncio.Lock()
+        # (st_dev, st_ino) of the file the connection opened; None for ":memory:".
+        self._file_id: tuple[int, int] | None = None
+        # Why the last write failed, until one succeeds.
+        self._write_failure: str | None = None
+        self._session_locks = SessionLocks()
+        self._tokenizer = Tokenizer(INDEX_TOKENIZE)
+        self.max_postings = MAX_POSTINGS  # see `memory.store.sqlite.fts_terms`
+
+    def session_lock(self, session_id: str) -> AbstractAsyncContextManager[None]:
+        """Serialises one session's read-decide-write sequences (sync, compile, commit). One
+        process owns an SQLite file, so an in-process lock is enough."""
+        return self._session_locks.hold(session_id)
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise StorageError("the store is not open (use `async with create_runtime(...)` or await runtime.open())")
+        return self._db
+
+    async def open(self) -> None:
+        if self._db is not None:
+            return
+        try:
+            if self.path != ":memory:":
+                _create_private(Path(self.path).expanduser().resolve())
+            # Held on self at once, so a failure below (a corrupt file fails at the first PRAGMA)
+            # still closes the connection and its thread.
+            self._db = db = await aiosqlite.connect(self.path, isolation_level=None)
+            db.row_factory = sqlite3.Row
+            await self._incremental_vacuum_mode()
+            for pragma in ("journal_mode=WAL", "foreign_keys=ON", "synchronous=NORMAL", "secure_delete=ON", "busy_timeout=5000"):
+                await db.execute(f"PRAGMA {pragma}")
+            await self._migrate()
+            # Rows per index term (see `memory.store.sqlite.fts_terms`); temp: per connection, nothing in the file.
+            await db.execute("CREATE VIRTUAL TABLE IF NOT EXISTS temp.chunks_vocab USING fts5vocab(main, chunks_fts, row)")
+            self._file_id = self._identity() if self.path != ":memory:" else None
+        except OSError as exc:
+            await self.close()
+            raise StorageError(f"cannot open memory store {self.path}: {exc}") from exc
+        except sqlite3.Error as exc:
+            await self.close()
+            raise StorageError(f"cannot open memory store {self.path}: {exc}") from exc
+        self._write_failure = None
+
+    async def _incremental_vacuum_mode(self) -> None:
+        """Erase frees pages with `incremental_vacuum` instead of rewriting the file, which needs
+        auto_vacuum=INCREMENTAL; a file created before that setting is converted once."""
+        db = self.db
+        if (await db.execute_fetchall("PRAGMA auto_vacuum"))[0][0] == 2:
+            return
+        await db.execute("PRAGMA auto_vacuum=INCREMENTAL")
+        if (await db.execute_fetchall("SELECT count(*) FROM sqlite_master"))[0][0]:
+            await db.execute("VACUUM")
+
+    def _identity(self) -> tuple[int, int]:
+        st = os.stat(Path(self.path).expanduser())
+        return st.st_dev, st.st_ino
+
+    def _file_problem(self) -> str | None:
+        """Why the open connection's file no longer is the one at the path, if it is not."""
+        if self._file_id is None:
+            return None
+        try:
+            current = self._identity()
+        except FileNotFoundError:
+            return f"database file {self.path} was deleted while open; restart to start a new one (nothing is being stored)"
+        except OSError as exc:
+            return f"database file {self.path} cannot be checked: {exc}"
+        if current != self._file_id:
+            return f"database file {self.path} was replaced while open; restart to use the new file (nothing is being stored)"
+        return None
+
+    async def health(self) -> str | None:
+        """None when writes land in the file at the path; otherwise why not. After a failed write
+        a probe write (rolled back) checks whether the cause has gone."""
+        problem = self._file_problem()
+        if problem is not None or self._write_failure is None:
+            return problem
+        async with self._write_lock:
+            db = self.db
+            waited = int((await db.execute_fetchall("PRAGMA busy_timeout"))[0][0])
+            try:
+                await db.execute("PRAGMA busy_timeout = 50")  # a health check must answer fast
+                await db.execute("BEGIN IMMEDIATE")
+                try:
+                    version = (await db.execute_fetchall("PRAGMA user_version"))[0][0]
+                    await db.execute(f"PRAGMA user_version = {int(version)}")
+                finally:
+                    await db.execute("ROLLBACK")
+            except sqlite3.Error as exc:
+                return f"writes fail: {exc}"
+            finally:
+                await db.execute(f"PRAGMA busy_timeout = {waited}")
+        self._write_failure = None
+        return None
+
+    async def close(self) -> None:
+        if self._db is not None:
+            db, self._db = self._db, None
+            await db.close()
+
+    async def _migrate(self) -> None:
+        db = self.db
+        await db.execute("CREATE TABLE IF NOT EXISTS _migrations (number INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)")
+        done = {r[0] for r in await db.execute_fetchall("SELECT number FROM _migrations")}
+        for number, name, sql in MIGRATIONS:
+            if number in done:
+                continue
+            # executescript would COMMIT first; run the statements one by one inside our transaction.
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in _split_sql(sql):
+                    await db.execute(statement)
+                await db.execute("INSERT INTO _migrations(number, name, applied_at) VALUES (?, ?, ?)", (number, name, time.time()))
+                await db.execute("COMMIT")
+            except BaseException:
+                await db.execute("ROLLBACK")
+                raise
+
+    async def migrations_applied(self) -> list[str]:
+        return [r[0] for r in await self.db.execute_fetchall("SELECT name FROM _migrations ORDER BY number")]
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[SqliteTx]:
+        async with self._write_lock:
+            db = self.db
+            try:
+                await db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise self._failed(f"cannot start a write: {exc}") from exc
+            try:
+                yield SqliteTx(db)
+            except sqlite3.Error as exc:
+                await db.execute("ROLLBACK")
+                raise self._failed(f"write failed: {exc}") from exc
+            except BaseException:
+                await db.execute("ROLLBACK")
+                raise
+            problem = self._file_problem()
+            if problem is not None:
+                await db.execute("ROLLBACK")
+                raise self._failed(problem)
+            try:
+                await db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                await db.execute("ROLLBACK")
+                raise self._failed(f"commit failed: {exc}") from exc
+            self._write_failure = None
+
+    def _failed(self, reason: str) -> StorageError:
+        self._write_failure = reason
+        return StorageError(reason)
+
+    async def check_writable(self) -> None:
+        """Raise `StorageError` unless a write could start now (read-only file, lock held too long):
+        a turn must not go out as if memory will record it when it cannot. One call on the
+        connection's thread (it runs on every proxied request): the write lock is taken and
+        released at once, so a read-only file or a writer holding the lock too long fails here."""
+        problem = self._file_problem()
+        if problem is not None:
+            raise self._failed(problem)
+        async with self._write_lock:
+            db = self.db
+            try:
+                await db.executescript("BEGIN IMMEDIATE; COMMIT;")
+            except sqlite3.Error as exc:
+                if db.in_transaction:  # BEGIN went through and COMMIT did not
+                    await db.execute("ROLLBACK")
+                raise self._failed(f"cannot start a write: {exc}") from exc
+        self._write_failure = None
+
+    async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        try:
+            # One call on the connection's thread: no cursor stays open across an await, so a
+            # VACUUM (which needs no statement in progress) can never land in the middle of a read.
+            return list(await self.db.execute_fetchall(sql, params))
+        except sqlite3.Error as exc:
+            raise StorageError(f"read failed: {exc}") from exc
+
+    async def high_water(self, session_id: str) -> tuple[int, int, int]:
+        """(max event id, max chunk id, generation) of a session: a cheap freshness check for
+        caches. The generation changes when messages leave the transcript (an edit, a retry), and
+        a session erased or renamed and then created again starts at a new one."""
+        rows = await self._all(
+            "SELECT (SELECT coalesce(max(id), 0) FROM events WHERE session_id = ?), "
+            "(SELECT coalesce(max(id), 0) FROM chunks WHERE session_id = ?), "
+            "(SELECT coalesce(max(generation), 0) FROM sessions WHERE id = ?)",
+            (session_id, session_id, session_id),
+        )
+        return int(rows[0][0]), int(rows[0][1]), int(rows[0][2])
+
+    async def load_delta(self, session_id: str, after_event: int, after_artifact: int, after_chunk: int) -> SessionDelta:
+        """Live events, artifacts and chunks after the marks. Detached events (edited away or
+        regenerated) are left out, and so are artifacts only they referenced."""
+        events = [
+            event_from_row(r)
+            for r in await self._all("SELECT * FROM events WHERE session_id = ? AND id > ? AND detached = 0 ORDER BY id", (session_id, after_event))
+        ]
+        artifacts = [
+            ArtifactRow(id=r["id"], kind=r["kind"], source=r["source"], version=r["version"], pinned=bool(r["pinned"]),
+                        previous_id=r["previous_id"], first_event_id=r["first_event_id"], last_event_id=r["last_event_id"], sha256=r["sha256"])
+            for r in await self._all(
+                "SELECT id, kind, source, version, pinned, previous_id, first_event_id, last_event_id, sha256 FROM artifacts a "
+                "WHERE session_id = ? AND (id > ? OR last_event_id > ?) "
+                "AND EXISTS (SELECT 1 FROM events e WHERE (e.artifact_id = a.id OR e.id = a.first_event_id) AND e.detached = 0) ORDER BY id",
+                (session_id, after_artifact, after_event),
+            )
+        ]
+        chunks = [
+            ChunkRow(id=r["id"], event_id=r["event_id"], artifact_id=r["artifact_id"], ord=r["ord"], text=r["text"],
+                     start_line=r["start_line"], end_line=r["end_line"], content_hash=r["content_hash"], parent_id=r["parent_id"],
+                     tokens=r["tokens"])
+            for r in await self._all("SELECT * FROM chunks WHERE session_id = ? AND id > ? ORDER BY id", (session_id, after_chunk))
+        ]
+        return SessionDelta(events=events, artifacts=artifacts, chunks=chunks)
+
+    async def get_vectors(self, model: str, hashes: Sequence[str]) -> dict[str, bytes]:
+        rows = await in_batches(self._all, "SELECT content_hash, vector FROM embeddings WHERE model = ? AND content_hash IN ({marks})",
+                                model, hashes)
+        return {r[0]: r[1] for r in rows}
+
+    async def bm25(self, session_id: str, match: str, limit: int) -> list[tuple[int, float]]:
+        """Chunk ids of the session matching an FTS5 expression, best first, with bm25 (lower is better)."""
+        if not match:
+            return []
+        match = await self._rarest(match)
+        rows = await self._all(
+            "SELECT rowid, bm25(chunks_fts, 1.0, 0.0) AS score FROM chunks_fts WHERE chunks_fts MATCH ? "
+            "ORDER BY score, rowid LIMIT ?",
+            (f'session_key:"{session_key(session_id)}" AND ({match})', limit),
+        )
+        return [(int(r[0]), float(r[1])) for r in rows]
+
+    async def _rarest(self, match: str) -> str:
+        """An OR-list of words less its most common words when together they match too many rows
+        (see `memory.store.sqlite.fts_terms`); any other expression as it is."""
+        words = split_or_query(match)
+        if words is None or len(words) <= 1:
+            return match
+        terms = self._tokenizer.terms(words)
+        wanted = sorted({t for ts in terms.values() for t in ts})
+        if not wanted:
+            return match
+        marks = ",".join("?" * len(wanted))
+        counts = {str(r[0]): int(r[1]) for r in await self._all(f"SELECT term, doc FROM temp.chunks_vocab WHERE term IN ({marks})", wanted)}
+        kept = rarest_within(words, terms, counts, self.max_postings)
+        return match if len(kept) == len(words) else or_query(kept)
+
+    async def find_session_by_head(self, scope: str, heads: Sequence[str]) -> str | None:
+        """The session (in `scope`) whose transcript head is the latest of `heads` (ordered oldest first)."""
+        if not heads:
+            return None
+        rank = {h: i for i, h in enumerate(heads)}
+        best: tuple[int, str] | None = None
+        for row in await in_batches(self._all, "SELECT id, head_hash FROM sessions WHERE scope = ? AND head_hash IN ({marks}) "
+                                    "ORDER BY updated_at DESC, id", scope, heads):
+            candidate = (rank[row[1]], row[0])
+            if best is None or candidate[0] > best[0]:
+                best = candidate
+        return None if best is None else best[1]
+
+    async def find_session_by_chain(self, scope: str, chain_hash: str) -> list[tuple[str, int, int]]:
+        """Sessions (in `scope`) whose transcript holds the prefix `chain_hash`: (id, position of
+        that prefix's last message, transcript length), most recently updated first."""
+        rows = await self._all(
+            "SELECT t.session_id, t.pos, (SELECT count(*) FROM transcript x WHERE x.session_id = t.session_id) "
+            "FROM transcript t JOIN sessions s ON s.id = t.session_id WHERE t.chain_hash = ? AND s.scope = ? "
+            "ORDER BY s.updated_at DESC, s.id LIMIT 20",
+            (chain_hash, scope),
+        )
+        return [(r[0], int(r[1]), int(r[2])) for r in rows]
+
+    async def session_exists(self, session_id: str) -> bool:
+        return bool(await self._all("SELECT 1 FROM sessions WHERE id = ?", (session_id,)))
+
+    async def list_sessions(self, session_id: str | None = None) -> list[SessionSummary]:
+        """Every session with its counts, newest first; or just `session_id`'s."""
+        where, params = ("WHERE s.id = ? ", (session_id,)) if session_id is not None else ("", ())
+        rows = await self._all(
+            "SELECT s.id, s.created_at, s.updated_at, "
+            "(SELECT count(*) FROM events e WHERE e.session_id = s.id AND e.detached = 0), "
+            "(SELECT count(*) FROM events e WHERE e.session_id = s.id AND e.role IS NOT NULL AND e.detached = 0), "
+            "(SELECT count(*) FROM artifacts a WHERE a.session_id = s.id), "
+            "(SELECT count(*) FROM chunks c WHERE c.session_id = s.id) "
+            f"FROM sessions s {where}ORDER BY s.updated_at DESC, s.id",
+            params,
+        )
+        return [SessionSummary(r[0], r[1], r[2], r[3], r[4], r[5], r[6]) for r in rows]
+
+    async def last_manifest(self, session_id: str) -> str | None:
+        rows = await self._all("SELECT last_manifest FROM sessions WHERE id = ?", (session_id,))
+        return rows[0][0] if rows else None
+
+    async def export_rows(self, session_id: str) -> dict[str, list[dict[str, Any]]]:
+        out: dict[str, list[dict[str, Any]]] = {}
+        for table, order in (("events", "id"), ("artifacts", "id"), ("state_items", "id"), ("transcript", "pos"), ("frames", "id"), ("turns", "id"),
+                             ("responses", "created_at"), ("response_items", "item_id")):
+            out[table] = [dict(r) for r in await self._all(f"SELECT * FROM {table} WHERE session_id = ? ORDER BY {order}", (session_id,))]
+        return out
+
+    async def delete_session(self, session_id: str) -> bool:
+        """Erase one session for good (see `delete_sessions`)."""
+        return bool(await self.delete_sessions([session_id]))
+
+    async def delete_sessions(self, session_ids: Sequence[str]) -> list[str]:
+        """Erase sessions for good: rows (cascade), FTS entries (trigger, then one segment merge),
+        vectors no other session uses; deleted content is zeroed (secure_delete), free pages are
+        returned and the WAL truncated, without rewriting the rest of the file. Returns the ids
+        that existed."""
+        if not session_ids:
+            return []
+        async with self.transaction() as _tx:
+            found = await erase_sessions(self.db, list(session_ids))
+        if found:
+            async with self._write_lock:
+                try:
+                    await reclaim_space(self.db)
+                except sqlite3.Error as exc:
+                    raise StorageError(f"reclaiming space after erase failed: {exc}") from exc
+        return found
+
+    async def rename_session(self, old_id: str, new_id: str, old_scope_prefix: str = "", new_scope_prefix: str = "") -> bool:
+        """Move a session to a new id (and its transcript-matching scope prefix); False when
+        `old_id` does not exist, `InvalidArgumentError` when `new_id` does."""
+        async with self.transaction() as _tx:
+            return await rename_session(self.db, old_id, new_id, old_scope_prefix, new_scope_prefix)
+
+    async def page_sessions(self, prefix: str = "", after: str | None = None, limit: int = 100, contains: str = "") -> list[SessionSummary]:
+        """Sessions whose id starts with `prefix` (and contains `contains` after it, case-insensitive), in id
+        order, after the id `after`, at most `limit`."""
+        try:
+            return await page_sessions(self.db, prefix, after, limit, contains)
+        except sqlite3.Error as exc:
+            raise StorageError(f"read failed: {exc}") from exc
+
+    async def expired_sessions(self, updated_before: float | None, keep_per_namespace: int | None, limit: int = 500) -> list[str]:
+        """Ids of sessions to expire (see `memory.store.sqlite.admin.expired_sessions`), at most `limit`."""
+        try:
+            return await expired_sessions(self.db, updated_before, keep_per_namespace, limit)
+        except sqlite3.Error as exc:
+            raise StorageError(f"read failed: {exc}") from exc
+
+
+def _create_private(path: Path) -> None:
+    """Create the database file readable by its owner only (SQLite copies the mode to the WAL and
+    shared-memory files); tighten files an older version left world-readable."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+    for name in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        try:
+            if name.stat().st_mode & 0o077:
+                name.chmod(0o600)
+        except OSError:
+            continue  # missing, or not ours to change: opening still works
+
+
+def _split_sql(script: str) -> list[str]:
+    """Split a migration into statements, keeping trigger bodies (which contain ';') whole."""
+    statements: list[str] = []
+    buf = ""
+    for line in script.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            if buf.strip():
+                statements.append(buf.strip())
+            buf = ""
+    if buf.strip():
+        statements.append(buf.strip())
+    return statements

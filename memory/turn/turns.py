@@ -1,0 +1,257 @@
+"""One forwarded turn of a conversation: plan the prompt, then record what happened.
+
+`prepare_turn` aligns the request with the stored transcript (`memory.turn.align`), stores the history
+the request brought that memory did not hold yet, and builds the prompt (`memory.prompt.layout`) from the
+session's stored frame: the live tail goes upstream verbatim and exactly once, and consecutive
+prompts keep a byte-identical prefix. Nothing of the live tail is stored here.
+
+`commit_turn` runs once the provider has answered: it stores the live tail and the reply (a retry
+replaces the reply it regenerates), the frame the prompt used, and a turn record with the tokens
+sent, forwarded and cached. A call that fails is never committed, so it leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from memory.turn.align import Alignment, align, tail_start
+from memory.prompt.compiler import CompileResult, result_of
+from memory.prompt.evidence import unit_message
+from memory.recall.index import SessionView
+from memory.prompt.layout import Layout, LayoutInput, Line, build_layout
+from memory.prompt.policy import LayoutPolicy
+from memory.records import FrameRecord, StateItem, TranscriptEntry, TurnRecord, UsageTotals
+from memory.recall.retrieval import Scored
+from memory.recall.tokens import REPLY_PRIMING_TOKENS, TiktokenCounter
+from memory.ingest.transcript import GENESIS_CHAIN, SYSTEM_ROLES, message_hash, message_text
+
+__all__ = ["TurnPlan", "TurnInputs", "Usage", "Request", "Aligned", "align_request", "turn_inputs", "build_plan", "request_key",
+           "query_text", "carried_query", "turn_record", "totals_dict"]
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What the provider reported for one call (None where it reported nothing)."""
+
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    cached_tokens: int | None = None
+
+    @classmethod
+    def from_openai(cls, usage: Any) -> Usage:
+        """From an OpenAI `usage` object (chat: prompt_tokens / prompt_tokens_details; Responses:
+        input_tokens / input_tokens_details)."""
+        if not isinstance(usage, dict):
+            return cls()
+        details = usage.get("prompt_tokens_details") or usage.get("input_tokens_details") or {}
+        cached = details.get("cached_tokens") if isinstance(details, dict) else None
+        prompt = usage.get("prompt_tokens", usage.get("input_tokens"))
+        completion = usage.get("completion_tokens", usage.get("output_tokens"))
+        return cls(_int(prompt), _int(completion), _int(cached))
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+@dataclass(frozen=True)
+class Request:
+    """A client's request split for alignment: its system messages, its conversation messages
+    (with their hashes), and the index in `messages` of each conversation message."""
+
+    messages: list[dict[str, Any]]
+    convo_index: list[int]
+    hashes: list[str]
+
+    @classmethod
+    def of(cls, messages: Sequence[dict[str, Any]], hash_of: Callable[[dict[str, Any]], str] = message_hash) -> Request:
+        """`hash_of` is `message_hash`, or a cache of it (`memory.recall.memo`)."""
+        msgs = list(messages)
+        index = [i for i, m in enumerate(msgs) if m.get("role") not in SYSTEM_ROLES]
+        return cls(msgs, index, [hash_of(msgs[i]) for i in index])
+
+    def convo(self, i: int) -> dict[str, Any]:
+        return self.messages[self.convo_index[i]]
+
+
+@dataclass(frozen=True)
+class TurnPlan:
+    """A planned turn: the prompt to forward and what `commit_turn` needs to record it."""
+
+    session_id: str
+    model: str
+    budget: int
+    request: Request
+    named: bool
+    scope: str
+    result: CompileResult
+    layout: Layout
+    tail_pos: int
+    request_key: str
+    sent_tokens: int
+    # The request starts where the conversation starts (it carries the whole history).
+    carries_history: bool = False
+
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        return self.result.messages
+
+
+def request_key(system: list[dict[str, Any]], anchor: str, tail: list[dict[str, Any]], model: str, budget: int) -> str:
+    """What makes two requests the same request: the app's system messages, the conversation
+    before the live tail (its chain hash), the live tail itself, the model and the budget."""
+    blob = json.dumps([system, anchor, tail, model, budget], sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Aligned:
+    """The conversation as the request means it: stored positions [0, keep) then the request's new
+    messages. `p` is where the live tail starts."""
+
+    alignment: Alignment
+    roles: list[str]
+    p: int
+
+    @property
+    def keep(self) -> int:
+        return self.alignment.keep
+
+
+def align_request(transcript: list[TranscriptEntry], request: Request, named: bool) -> Aligned:
+    stored = [e.msg_hash for e in transcript]
+    stored_roles = [e.role for e in transcript]
+    request_roles = [str(request.convo(i).get("role")) for i in range(len(request.hashes))]
+    alignment = align(stored, stored_roles, request.hashes, named, request_roles)
+    roles = stored_roles[: alignment.keep] + [str(request.convo(i).get("role")) for i in range(alignment.offset, len(request.hashes))]
+    return Aligned(alignment, roles, tail_start(roles) if roles else 0)
+
+
+def message_at(aligned: Aligned, pos: int, request: Request, transcript: list[TranscriptEntry],
+               view: SessionView) -> tuple[dict[str, Any], int | None]:
+    """The message at aligned position `pos` as it goes in the prompt, and its stored event id.
+    The request's own copy wins (it is what the client sends again next turn, so the prompt's
+    bytes stay stable); a position the request does not carry comes from memory."""
+    base = aligned.alignment.base
+    event_id = transcript[pos].event_id if pos < aligned.keep else None
+    if pos >= base and pos - base < len(request.hashes):
+        return request.convo(pos - base), event_id
+    unit = view.units.get(f"e{event_id}")
+    if unit is None:
+        raise LookupError(f"transcript position {pos} has no live event")
+    return unit_message(unit), event_id
+
+
+@dataclass(frozen=True)
+class TurnInputs:
+    """The request laid against memory: the conversation before the live tail as prompt lines,
+    the live tail, the app's system messages, the question, and the request's identity."""
+
+    history: list[Line]
+    tail: list[dict[str, Any]]
+    system: list[dict[str, Any]]
+    query: str
+    chains: list[str]
+    hidden: frozenset[str]
+    key: str
+    sent_tokens: int
+    carries_history: bool
+
+    def anchor(self, n: int) -> str:
+        return GENESIS_CHAIN if n == 0 else self.chains[n - 1]
+
+
+def turn_inputs(aligned: Aligned, request: Request, transcript: list[TranscriptEntry], view: SessionView, model: str,
+                budget: int, token_of: Callable[[dict[str, Any]], int]) -> TurnInputs:
+    """Everything the layout needs from the request and the stored transcript (pure)."""
+    p = aligned.p
+    history: list[Line] = []
+    for pos in range(p):
+        message, event_id = message_at(aligned, pos, request, transcript, view)
+        history.append(Line(pos, message, aligned.roles[pos], event_id, token_of(message)))
+    tail, system = _tail_and_system(aligned, request, transcript, view)
+    chains = [e.chain_hash for e in transcript[:p]]
+    anchor = chains[p - 1] if p else GENESIS_CHAIN
+    hidden = frozenset(f"e{e.event_id}" for e in transcript[p:] if e.event_id is not None)
+    sent = sum(token_of(m) for m in request.messages) + REPLY_PRIMING_TOKENS
+    return TurnInputs(history, tail, system, query_text(tail), chains, hidden, request_key(system, anchor, tail, model, budget), sent,
+                      aligned.alignment.base == 0)
+
+
+def build_plan(session_id: str, model: str, budget: int, request: Request, named: bool, scope: str, inputs: TurnInputs,
+               frames: list[FrameRecord], reuse: TurnRecord | None, ranked: list[Scored], state: list[StateItem],
+               view: SessionView, counter: TiktokenCounter, policy: LayoutPolicy) -> TurnPlan:
+    """Lay the prompt out on the newest stored frame that still serves (the one an identical
+    earlier request used, when this is a retry of it)."""
+    p = inputs.history[-1].pos + 1 if inputs.history else 0
+
+    def serves(f: FrameRecord) -> bool:
+        return (f.window_start <= p and f.anchor == inputs.anchor(f.window_start) and f.budget == budget
+                and f.encoding == counter.encoding_name)
+
+    reuse = reuse if reuse is not None and reuse.tail_pos == p else None
+    frame = _pick_frame(frames, reuse, serves)
+    reused_evidence = reuse.evidence if reuse is not None and frame is not None and reuse.frame_id == frame.id else None
+    layout = build_layout(
+        LayoutInput(session_id, model, budget, inputs.system, inputs.history, inputs.tail, inputs.query, state, ranked,
+                    anchor=inputs.anchor, hidden=inputs.hidden, frame=frame, reuse_evidence=reused_evidence, policy=policy),
+        view, counter,
+    )
+    return TurnPlan(session_id, model, budget, request, named, scope, result_of(layout, budget), layout, p, inputs.key,
+                    inputs.sent_tokens, inputs.carries_history)
+
+
+def _pick_frame(frames: list[FrameRecord], reuse: TurnRecord | None, serves: Callable[[FrameRecord], bool]) -> FrameRecord | None:
+    if reuse is not None:
+        for frame in frames:
+            if frame.id == reuse.frame_id and serves(frame):
+                return frame
+    return next((f for f in frames if serves(f)), None)
+
+
+def _tail_and_system(aligned: Aligned, request: Request, transcript: list[TranscriptEntry],
+                     view: SessionView) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The live tail, verbatim, and the app's system messages that go in front of everything.
+    When the request carries the tail's first message, the tail is the request from there on
+    (system messages inside it stay where they are); otherwise (a stateless client sending a tool
+    result) the tail starts with memory's copies of the turn in progress."""
+    p, base = aligned.p, aligned.alignment.base
+    if p >= base and p - base < len(request.hashes):
+        start = request.convo_index[p - base]
+        system = [m for m in request.messages[:start] if m.get("role") in SYSTEM_ROLES]
+        return list(request.messages[start:]), system
+    stored = [message_at(aligned, pos, request, transcript, view)[0] for pos in range(p, base)]
+    system = [m for m in request.messages if m.get("role") in SYSTEM_ROLES]
+    return stored + [m for m in request.messages if m.get("role") not in SYSTEM_ROLES], system
+
+
+def carried_query(aligned: Aligned, request: Request) -> str | None:
+    """The question's text when the request carries the start of its live tail, else None."""
+    offset = aligned.p - aligned.alignment.base
+    if not 0 <= offset < len(request.hashes):
+        return None
+    return query_text(request.messages[request.convo_index[offset] :])
+
+
+def query_text(tail: list[dict[str, Any]]) -> str:
+    users = [message_text(m.get("content")) for m in tail if m.get("role") == "user"]
+    return "\n".join(users) if users else message_text(tail[-1].get("content")) if tail else ""
+
+
+def turn_record(plan: TurnPlan, frame_id: int | None, usage: Usage) -> TurnRecord:
+    return TurnRecord(
+        request_key=plan.request_key, frame_id=frame_id, tail_pos=plan.tail_pos, evidence=plan.layout.evidence, model=plan.model,
+        mode=plan.layout.mode, sent_tokens=plan.sent_tokens, forwarded_tokens=plan.result.tokens,
+        prompt_tokens=usage.prompt_tokens, cached_tokens=usage.cached_tokens, completion_tokens=usage.completion_tokens,
+    )
+
+
+def totals_dict(totals: UsageTotals) -> dict[str, Any]:
+    out: dict[str, Any] = totals.as_dict()
+    out["saved_tokens"] = max(0, totals.sent_tokens - totals.forwarded_tokens)
+    out["cached_share"] = round(totals.cached_tokens / totals.prompt_tokens, 4) if totals.prompt_tokens else None
+    return out

@@ -1,0 +1,1 @@
+"""Who may do what: the request guard, caller identity, request limits."""

@@ -1,0 +1,1 @@
+"""The operator's side: /memory/* routes, the inspector page, retention."""

@@ -1,0 +1,1 @@
+"""The chat completions route: wire shapes, the upstream (litellm), replies."""

@@ -1,0 +1,1 @@
+"""The Responses API route: items, wire shapes, the upstream."""
