@@ -286,7 +286,7 @@ def _check_keys(raw: Mapping[str, Any], schema: type, where: str = "") -> None:
             hint = f"did you mean '{where}{near[0]}'?" if near else f"known here: {', '.join(sorted(known))}"
             raise ConfigError(f"unknown config key '{where}{key}' ({hint})")
         kind = hints[key]
-        if dataclasses.is_dataclass(kind) and isinstance(value, Mapping):
+        if isinstance(kind, type) and dataclasses.is_dataclass(kind) and isinstance(value, Mapping):
             _check_keys(value, kind, f"{where}{key}.")
         elif key == "tenants" and isinstance(value, list):
             for tenant in value:

@@ -242,8 +242,8 @@ def build_layout(inp: LayoutInput, view: SessionView, counter: TiktokenCounter) 
 
     block = [inp.artifacts_block] if inp.artifacts_block else []
     if _whole_fits(fixed_tokens, inp.history, block, budget, counter):
-        frame = FrameRecord(0, 0, inp.anchor(0), counter.encoding_name, budget, tuple(block), ())
-        return _assemble(inp, view, counter, manifest, "full_history", frame, 0, [], None, [], 0, fixed_items, tail_items)
+        whole = FrameRecord(0, 0, inp.anchor(0), counter.encoding_name, budget, tuple(block), ())
+        return _assemble(inp, view, counter, manifest, "full_history", whole, 0, [], None, [], 0, fixed_items, tail_items)
 
     available = budget - fixed_tokens
     plan = _rebase_plan(inp, counter, available)
