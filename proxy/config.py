@@ -269,7 +269,7 @@ def _check_server(server: ServerConfig) -> None:
 
 # Fields the YAML file never sets: keys come from the environment only (they must not sit in a
 # file), and only OpenAI takes a prompt_cache_key.
-_NOT_IN_FILE = {"upstreams.openai.api_key", "upstreams.gemini.api_key", "upstreams.gemini.prompt_cache_key"}
+_NOT_IN_FILE = frozenset({"upstreams.openai.api_key", "upstreams.gemini.api_key", "upstreams.gemini.prompt_cache_key"})
 
 
 def _check_keys(raw: Mapping[str, Any], schema: type, where: str = "") -> None:

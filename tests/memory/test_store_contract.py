@@ -258,7 +258,7 @@ async def test_responses_and_items(store: Store) -> None:
     assert await store.rename_session("s", "u", "alice", "carol")
     assert await store.find_response("resp_1", "carol") == ("u", 2, "c2") and await store.find_response("resp_1", "alice") is None
     assert await store.find_items("u", ["msg_b"]) == {"msg_b": '{"n": 3}'} and await store.find_items("s", ["msg_b"]) == {}
-    assert await store.delete_session("u")
+    assert await store.delete_sessions(["u"]) == ["u"]
     assert await store.find_response("resp_1", "carol") is None and await store.find_items("u", ["msg_a"]) == {}
     assert await store.find_response("resp_t", "bob") == ("t", 1, "c1")
 
@@ -308,9 +308,9 @@ async def test_delete_session_keeps_shared_vectors_only(store: Store) -> None:
             await tx.ensure_session(sid)
             await tx.add_events(sid, [_message("user", t) for t in texts])
         await tx.put_vectors("m", [("h-shared", b"s"), ("h-mine", b"m")])
-    assert await store.delete_session("gone") is True
-    assert await store.delete_session("gone") is False
-    assert await store.delete_session("never") is False
+    assert await store.delete_sessions(["gone"]) == ["gone"]
+    assert await store.delete_sessions(["gone"]) == []
+    assert await store.delete_sessions(["never"]) == []
     assert not await store.session_exists("gone") and await store.session_exists("kept")
     assert await store.high_water("gone") == (0, 0, 0) and await store.bm25("gone", '"mine" OR "shared"', 10) == []
     assert await store.get_vectors("m", ["h-shared", "h-mine"]) == {"h-shared": b"s"}

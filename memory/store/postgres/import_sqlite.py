@@ -28,12 +28,14 @@ from psycopg import sql
 
 from memory.errors import StorageError
 from memory.store.postgres.fts import TS_CONFIG, fts_text, session_lexeme, token_count
-from memory.store.postgres.store import Conn, PgStore
+from memory.store.postgres.store import PgStore
+from memory.store.postgres.tx import Conn
+from memory.store.rows import SESSION_TABLES
 
 __all__ = ["SessionCopy", "ImportReport", "import_sqlite", "COUNTED"]
 
 # Tables with a session_id column, copied in this order (parents first).
-COUNTED = ("artifacts", "events", "chunks", "state_items", "transcript", "frames", "turns", "responses", "response_items")
+COUNTED = tuple(SESSION_TABLES)
 # Columns the copy sets itself (ids, references, and PostgreSQL's full-text columns).
 _HANDLED = {
     "sessions": {"fts_docs", "fts_tokens", "generation"},  # a fresh generation from the target's sequence
@@ -125,10 +127,10 @@ class _Copier:
         self.ids: dict[str, dict[int, int]] = {}
         self.tables = _tables(db)
 
-    def rows(self, table: str, order: str) -> list[sqlite3.Row]:
+    def rows(self, table: str) -> list[sqlite3.Row]:
         if table not in self.tables:  # a file written before the table existed
             return []
-        return self.db.execute(f"SELECT * FROM {table} WHERE session_id = ? ORDER BY {order}", (self.session_id,)).fetchall()
+        return self.db.execute(f"SELECT * FROM {table} WHERE session_id = ? ORDER BY {SESSION_TABLES[table]}", (self.session_id,)).fetchall()
 
     async def allocate(self, table: str, old: Sequence[int]) -> dict[int, int]:
         if not old:
@@ -159,15 +161,7 @@ class _Copier:
 
     async def copy(self) -> None:
         (session,) = self.db.execute("SELECT * FROM sessions WHERE id = ?", (self.session_id,)).fetchall()
-        artifacts = self.rows("artifacts", "id")
-        events = self.rows("events", "id")
-        chunks = self.rows("chunks", "id")
-        items = self.rows("state_items", "id")
-        transcript = self.rows("transcript", "pos")
-        frames = self.rows("frames", "id")
-        turns = self.rows("turns", "id")
-        responses = self.rows("responses", "created_at")
-        response_items = self.rows("response_items", "item_id")
+        artifacts, events, chunks, items, transcript, frames, turns, responses, response_items = (self.rows(t) for t in COUNTED)
         await self.allocate("artifacts", [r["id"] for r in artifacts])
         await self.allocate("events", [r["id"] for r in events])
         await self.allocate("chunks", [r["id"] for r in chunks])
