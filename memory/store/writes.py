@@ -1,6 +1,6 @@
 """Writes inside one transaction, written once for both backends. A backend's transaction class
-adds `_exec` and `_exec_many`, and what differs in kind: appending events with their chunks and
-full-text entries (`add_events`, `add_probes`), and the full-text re-keying of a renamed session.
+adds `_exec` and `_exec_many`, and what differs in kind: allocating ids, inserting chunks with
+their full-text entries, and re-keying a renamed session's full-text entries.
 """
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from memory.errors import InvalidArgumentError
-from memory.records import FrameRecord, TurnRecord
+from memory.records import FrameRecord, NewEvent, TurnRecord
 from memory.store import rows as R
+from memory.store.events import INSERT_ARTIFACT, INSERT_EVENT, Batch, build, plan_events
 from memory.store.reads import SqlReads
 
 __all__ = ["SqlWrites"]
@@ -32,6 +33,49 @@ class SqlWrites(SqlReads):
     async def _rekey_chunks(self, old_id: str, new_id: str) -> None:
         """Move the session's chunks, and their full-text entries (keyed by the session id), to `new_id`."""
         raise NotImplementedError
+
+    async def _allocate(self, events: int, artifacts: int, chunks: int) -> tuple[list[int], list[int], list[int]]:
+        """That many new ids of each table, ascending, never used before."""
+        raise NotImplementedError
+
+    async def _add_chunks(self, session_id: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Insert chunk rows (`memory.store.events.CHUNK_ROW`) with this backend's full-text entries."""
+        raise NotImplementedError
+
+    async def add_events(self, session_id: str, events: Sequence[NewEvent]) -> list[int]:
+        """Append events (and their artifacts and chunks); returns the new event ids in order (see
+        `memory.store.events`)."""
+        shas = [s for ev in events for s in (ev.artifact_sha, ev.diff[0] if ev.diff else None) if s is not None]
+        known: dict[str, int | None] = {r[0]: r[1] for r in await self._rows(
+            f"SELECT sha256, id FROM artifacts WHERE session_id = ? AND {self.dialect.any('sha256')}", (session_id, self.dialect.many(shas)))
+        } if shas else {}
+        plan, n_artifacts, n_chunks = plan_events(events, known)
+        event_ids, artifact_ids, chunk_ids = await self._allocate(len(events), n_artifacts, n_chunks)
+        batch = Batch(session_id, event_ids)
+        build(batch, events, known, plan, iter(artifact_ids), iter(chunk_ids))
+        if batch.artifacts:
+            await self._exec_many(INSERT_ARTIFACT, batch.artifacts)
+        if batch.events:
+            await self._exec_many(INSERT_EVENT, batch.events)
+        if batch.touched:
+            await self._exec_many(f"UPDATE artifacts SET first_event_id = coalesce(first_event_id, ?), last_event_id = ?, "
+                                  f"pinned = {self.dialect.greatest}(pinned, ?) WHERE id = ?", batch.touched)
+        if batch.chunks:
+            await self._add_chunks(session_id, batch.chunks)
+        await self._exec("UPDATE sessions SET updated_at = ? WHERE id = ?", (batch.now, session_id))
+        return event_ids
+
+    async def add_probes(self, session_id: str, probes: Sequence[tuple[int, str, str]]) -> None:
+        """Probe rows (parent chunk id, text, content hash): extra search keys for a chunk."""
+        if not probes:
+            return
+        parents = {r[0]: r for r in await self._rows(f"SELECT id, event_id, artifact_id, ord, start_line, end_line FROM chunks WHERE "
+                                                     f"session_id = ? AND {self.dialect.any('id')}",
+                                                     (session_id, self.dialect.many(sorted({p for p, _, _ in probes}))))}
+        kept = [(parents[parent], text, digest) for parent, text, digest in probes if parent in parents]
+        _, _, ids = await self._allocate(0, 0, len(kept))
+        await self._add_chunks(session_id, [(i, session_id, p[1], p[2], p[3], text, p[4], p[5], digest, 0, p[0])
+                                            for i, (p, text, digest) in zip(ids, kept, strict=True)])
 
     async def ensure_session(self, session_id: str, scope: str = "") -> None:
         # The upsert locks the session's row until commit (on PostgreSQL, what serialises one

@@ -74,7 +74,7 @@ class PgStore(SqlReads):
         self._pool: AsyncConnectionPool[Conn] | None = None
         self._lock_pool: AsyncConnectionPool[Conn] | None = None
         # In-process waiters queue here first, so one process holds at most one lock connection per session.
-        self._local_locks = SessionLocks()
+        self._session_locks = SessionLocks()
 
     def __repr__(self) -> str:
         return f"PgStore({redact_url(self.url)!r}, schema={self.schema!r})"
@@ -189,7 +189,7 @@ class PgStore(SqlReads):
         its connection and releases the lock. Waiters of this process queue on an asyncio lock first."""
         if self._lock_pool is None:
             raise StorageError("the store is not open")
-        async with self._local_locks.hold(session_id):
+        async with self._session_locks.hold(session_id):
             async with self._held(self._lock_pool, advisory_key(f"memory-runtime session:{self.schema}:{session_id}")):
                 yield
 
