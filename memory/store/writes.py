@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from memory.errors import InvalidArgumentError
@@ -16,7 +17,7 @@ from memory.store import rows as R
 from memory.store.events import INSERT_ARTIFACT, INSERT_EVENT, Batch, build, plan_events
 from memory.store.reads import SqlReads
 
-__all__ = ["SqlWrites"]
+__all__ = ["SqlWrites", "SqlStore"]
 
 
 def _json(value: Any) -> str:
@@ -217,3 +218,18 @@ class SqlWrites(SqlReads):
         await self._rekey_chunks(old_id, new_id)
         await self._exec("DELETE FROM sessions WHERE id = ?", (old_id,))
         return True
+
+
+class SqlStore(SqlReads):
+    """What both stores do alike over their own transactions."""
+
+    def transaction(self) -> AbstractAsyncContextManager[SqlWrites]:
+        raise NotImplementedError
+
+    async def migrations_applied(self) -> list[str]:
+        return [str(r[0]) for r in await self._rows("SELECT name FROM _migrations ORDER BY number")]
+
+    async def rename_session(self, old_id: str, new_id: str, old_scope_prefix: str = "", new_scope_prefix: str = "") -> bool:
+        """Move a session to a new id (see `SqlWrites.rename_session`)."""
+        async with self.transaction() as tx:
+            return await tx.rename_session(old_id, new_id, old_scope_prefix, new_scope_prefix)

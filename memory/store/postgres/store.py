@@ -41,7 +41,7 @@ from memory.store.postgres.admin import erase_sessions
 from memory.store.postgres.fts import parse_match, rank
 from memory.store.postgres.migrations import apply_migrations
 from memory.store.postgres.tx import Conn, PgTx, together
-from memory.store.reads import SqlReads
+from memory.store.writes import SqlStore
 from memory.store.urls import redact_url
 
 if TYPE_CHECKING:
@@ -61,7 +61,7 @@ def advisory_key(name: str) -> int:
     return int.from_bytes(hashlib.sha256(name.encode("utf-8")).digest()[:8], "big", signed=True)
 
 
-class PgStore(SqlReads):
+class PgStore(SqlStore):
     """Storage for every session in one PostgreSQL database (in its own schema)."""
 
     dialect = POSTGRES
@@ -132,9 +132,6 @@ class PgStore(SqlReads):
             await apply_migrations(conn, self.schema, advisory_key(f"{_MIGRATION_LOCK}:{self.schema}"))
         finally:
             await conn.close()
-
-    async def migrations_applied(self) -> list[str]:
-        return [r[0] for r in await self._rows("SELECT name FROM _migrations ORDER BY number")]
 
     async def _first(self, pool: AsyncConnectionPool[Conn], query: str, params: Sequence[Any] = ()) -> Conn:
         """A pooled connection on which `query`, the first statement of a unit of work, has run.
@@ -258,11 +255,6 @@ class PgStore(SqlReads):
             return []
         async with self.transaction() as tx:
             return await erase_sessions(tx, session_ids)
-
-    async def rename_session(self, old_id: str, new_id: str, old_scope_prefix: str = "", new_scope_prefix: str = "") -> bool:
-        """Move a session to a new id (see `memory.store.writes.SqlWrites.rename_session`)."""
-        async with self.transaction() as tx:
-            return await tx.rename_session(old_id, new_id, old_scope_prefix, new_scope_prefix)
 
     async def shared_secret(self, name: str, create: bool = True) -> bytes:
         """The named random secret every instance on this database shares (32 bytes), created by

@@ -28,7 +28,7 @@ import aiosqlite
 from memory.errors import StorageError
 from memory.store.dialect import SQLITE
 from memory.store.locks import SessionLocks
-from memory.store.reads import SqlReads
+from memory.store.writes import SqlStore
 from memory.store.sqlite.admin import erase_sessions, reclaim_space
 from memory.store.sqlite.fts_terms import MAX_POSTINGS, Tokenizer, or_query, rarest_within, split_or_query
 from memory.store.sqlite.migrations import MIGRATIONS
@@ -41,7 +41,7 @@ __all__ = ["SqliteStore", "SqliteTx"]
 INDEX_TOKENIZE = "porter unicode61 remove_diacritics 2"
 
 
-class SqliteStore(SqlReads):
+class SqliteStore(SqlStore):
     """Storage for every session in one SQLite file."""
 
     dialect = SQLITE
@@ -169,9 +169,6 @@ class SqliteStore(SqlReads):
                 await db.execute("ROLLBACK")
                 raise
 
-    async def migrations_applied(self) -> list[str]:
-        return [r[0] for r in await self.db.execute_fetchall("SELECT name FROM _migrations ORDER BY number")]
-
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[SqliteTx]:
         async with self._write_lock:
@@ -277,11 +274,6 @@ class SqliteStore(SqlReads):
                 except sqlite3.Error as exc:
                     raise StorageError(f"reclaiming space after erase failed: {exc}") from exc
         return found
-
-    async def rename_session(self, old_id: str, new_id: str, old_scope_prefix: str = "", new_scope_prefix: str = "") -> bool:
-        """Move a session to a new id (see `memory.store.writes.SqlWrites.rename_session`)."""
-        async with self.transaction() as tx:
-            return await tx.rename_session(old_id, new_id, old_scope_prefix, new_scope_prefix)
 
 
 async def _value(db: aiosqlite.Connection, query: str) -> Any:
