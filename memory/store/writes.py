@@ -13,7 +13,6 @@ from typing import Any
 
 from memory.errors import InvalidArgumentError
 from memory.records import FrameRecord, NewEvent, TurnRecord
-from memory.store import rows as R
 from memory.store.events import INSERT_ARTIFACT, INSERT_EVENT, Batch, build, plan_events
 from memory.store.reads import SqlReads
 

@@ -8,8 +8,6 @@ import json
 from dataclasses import replace
 from typing import Any
 
-import pytest
-
 from memory.prompt.layout import LayoutInput, Layout, Line, build_layout, needs_memory
 from memory.prompt.policy import POLICIES, LayoutPolicy
 from memory.recall.index import SessionView

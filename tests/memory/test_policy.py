@@ -11,6 +11,7 @@ import pytest
 from starlette.requests import Request
 
 from memory import InvalidArgumentError
+from memory.prompt.layout import Line
 from memory.prompt.policy import POLICIES, LayoutPolicy, get_policy
 from memory.recall.index import SessionView
 from memory.recall.retrieval import Scored
@@ -18,7 +19,6 @@ from memory.records import FrameRecord
 from proxy.errors import InvalidRequestError
 from proxy.http import layout_policy
 from tests.memory.test_layout import _input, _layout, _need, _session
-from memory.prompt.layout import Line
 
 BUDGET = 1500
 OUT_OF_VIEW = 2  # chunk position of a message that left the window long ago
