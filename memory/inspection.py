@@ -107,7 +107,8 @@ async def last_prompt(session: Session) -> dict[str, Any] | None:
     tail = [i for i, item in enumerate(included) if item.get("reason") == "live_tail"]
     tail_pos = manifest.get("tail_pos")
     transcript = await store.transcript(session.id) if tail and isinstance(tail_pos, int) else []
-    tail_events = {i: transcript[tail_pos + n].event_id for n, i in enumerate(tail) if 0 <= tail_pos + n < len(transcript)}
+    start = tail_pos if isinstance(tail_pos, int) else 0  # no transcript was read otherwise
+    tail_events = {i: transcript[start + n].event_id for n, i in enumerate(tail) if 0 <= start + n < len(transcript)}
     event_ids |= {e for e in tail_events.values() if e is not None}
     events = {e.id: e for e in await store.events_by_id(session.id, sorted(event_ids))}
     chunks = {c.id: c for c in await store.chunks_by_id(session.id, sorted(chunk_ids))}

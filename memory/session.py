@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
@@ -95,36 +94,34 @@ class Session:
         the session's lock (saves reading it again); `then` writes more in the same transaction."""
         count = get_counter(_CHUNKING_COUNTER).count
         pre = await asyncio.to_thread(precompute, parsed, count)
-        try:
-            async with self._store.transaction() as tx:
-                await tx.ensure_session(self.id, scope)
-                if transcript is None:
-                    transcript = await tx.transcript(self.id)
-                start = len(transcript) if keep is None else keep
-                rebuild = False
-                if start < len(transcript):
-                    detached = await tx.detach_from(self.id, start)
-                    rebuild = any(extract_lines(text) for _, text in detached)
-                    transcript = transcript[:start]
-                rows, message_idx = await prepare_events(tx, self.id, parsed, count, pre)
-                ids = await tx.add_events(self.id, rows)
-                chat = [i for i in message_idx if rows[i].role in ("user", "assistant")]
-                if message_idx:
-                    entries = [(rows[i].message_hash or "", ids[i]) for i in message_idx]
-                    chain = chain_hashes([h for h, _ in entries], transcript[-1].chain_hash if transcript else None)
-                    await tx.replace_transcript(self.id, start, [(start + n, h, chain[n], eid) for n, (h, eid) in enumerate(entries)],
-                                                chain[-1])
-                if rebuild:
-                    await rebuild_state(tx, self.id)
-                else:
-                    for i in chat:
-                        await apply_state(tx, self.id, rows[i].content, ids[i])
-                if self.runtime.embedder is not None:
-                    await add_pair_probes(tx, self.id, [ids[i] for i in chat], [rows[i].content for i in chat])
-                if then is not None:
-                    await then(tx)
-        except sqlite3.Error as exc:
-            raise StorageError(f"write failed: {exc}") from exc
+        # The store turns its driver's errors into StorageError; the domain never sees sqlite3 or psycopg.
+        async with self._store.transaction() as tx:
+            await tx.ensure_session(self.id, scope)
+            if transcript is None:
+                transcript = await tx.transcript(self.id)
+            start = len(transcript) if keep is None else keep
+            rebuild = False
+            if start < len(transcript):
+                detached = await tx.detach_from(self.id, start)
+                rebuild = any(extract_lines(text) for _, text in detached)
+                transcript = transcript[:start]
+            rows, message_idx = await prepare_events(tx, self.id, parsed, count, pre)
+            ids = await tx.add_events(self.id, rows)
+            chat = [i for i in message_idx if rows[i].role in ("user", "assistant")]
+            if message_idx:
+                entries = [(rows[i].message_hash or "", ids[i]) for i in message_idx]
+                chain = chain_hashes([h for h, _ in entries], transcript[-1].chain_hash if transcript else None)
+                await tx.replace_transcript(self.id, start, [(start + n, h, chain[n], eid) for n, (h, eid) in enumerate(entries)],
+                                            chain[-1])
+            if rebuild:
+                await rebuild_state(tx, self.id)
+            else:
+                for i in chat:
+                    await apply_state(tx, self.id, rows[i].content, ids[i])
+            if self.runtime.embedder is not None:
+                await add_pair_probes(tx, self.id, [ids[i] for i in chat], [rows[i].content for i in chat])
+            if then is not None:
+                await then(tx)
         return [ids[i] for i in range(len(rows)) if rows[i].parent_index is None]
 
     async def sync_messages(self, messages: Sequence[dict[str, Any]], scope: str = "") -> SyncResult:

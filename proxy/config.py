@@ -25,13 +25,14 @@ Environment variables:
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import ipaddress
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_type_hints
 
 import yaml
 
@@ -266,7 +267,35 @@ def _check_server(server: ServerConfig) -> None:
         )
 
 
+# Fields the YAML file never sets: keys come from the environment only (they must not sit in a
+# file), and only OpenAI takes a prompt_cache_key.
+_NOT_IN_FILE = frozenset({"upstreams.openai.api_key", "upstreams.gemini.api_key", "upstreams.gemini.prompt_cache_key"})
+
+
+def _check_keys(raw: Mapping[str, Any], schema: type, where: str = "") -> None:
+    """Refuse a key the config object does not have, naming it (with the nearest known key): a
+    misspelt `budget_token` must not run silently on the default `budget_tokens`. The known keys
+    are the dataclasses' fields, so a new field is known the moment it exists."""
+    hints = get_type_hints(schema)
+    known = [f.name for f in dataclasses.fields(schema) if f"{where}{f.name}" not in _NOT_IN_FILE]
+    for key, value in raw.items():
+        if f"{where}{key}" in _NOT_IN_FILE:
+            raise ConfigError(f"config key '{where}{key}' is not read from the file (API keys come from the environment only)")
+        if key not in known:
+            near = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
+            hint = f"did you mean '{where}{near[0]}'?" if near else f"known here: {', '.join(sorted(known))}"
+            raise ConfigError(f"unknown config key '{where}{key}' ({hint})")
+        kind = hints[key]
+        if isinstance(kind, type) and dataclasses.is_dataclass(kind) and isinstance(value, Mapping):
+            _check_keys(value, kind, f"{where}{key}.")
+        elif key == "tenants" and isinstance(value, list):
+            for tenant in value:
+                if isinstance(tenant, Mapping):
+                    _check_keys(tenant, TenantConfig, "tenants[].")
+
+
 def _build(raw: Mapping[str, Any], env: Mapping[str, str]) -> ProxyConfig:
+    _check_keys(raw, ProxyConfig)
     server_raw = _section(raw, "server")
     ups_raw = _section(raw, "upstreams")
     openai_raw = _section(ups_raw, "openai")

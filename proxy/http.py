@@ -12,7 +12,7 @@ from memory import POLICIES
 
 from proxy.errors import InvalidRequestError, PayloadTooLargeError, ProxyError, envelope
 
-__all__ = ["read_body", "json_response", "error_response", "bearer_key", "bearer_value", "header_int", "session_header_of",
+__all__ = ["read_body", "json_response", "error_response", "bearer_value", "header_int", "session_header_of",
            "layout_policy", "MAX_SESSION_HEADER"]
 
 MAX_SESSION_HEADER = 256
@@ -46,11 +46,6 @@ def json_response(payload: Any, status: int = 200, headers: dict[str, str] | Non
 
 def error_response(exc: ProxyError, headers: dict[str, str] | None = None) -> Response:
     return json_response(envelope(exc), status=exc.status, headers=headers)
-
-
-def bearer_key(request: Request) -> str | None:
-    """The caller's own upstream key from `Authorization: Bearer ...`; never logged or stored."""
-    return bearer_value(request.headers.get("authorization", ""))
 
 
 def bearer_value(header: str) -> str | None:

@@ -2,7 +2,7 @@
 """One-command set-up for a fresh machine, then run something.
 
     python3 scripts/dev.py serve [serve args...]   # set up, then start the proxy
-    python3 scripts/dev.py test  [pytest args...]  # set up, then run the whole test suite
+    python3 scripts/dev.py test  [pytest args...]  # set up, then type-check (mypy) and run the whole test suite
     python3 scripts/dev.py bench [bench args...]   # set up, then run the benchmarks
     python3 scripts/dev.py postgres start|stop     # a local PostgreSQL in ./.pgdata (prints its URL), to try
                                                    # several instances sharing one memory
@@ -23,6 +23,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import venv
 from pathlib import Path
 
@@ -96,7 +97,15 @@ def main(argv: list[str]) -> int:
     if command == "serve":
         args = [str(BIN / "memory-runtime"), "serve", *rest]
     elif command == "test":
-        args = [str(BIN / "python"), "-m", "pytest", *rest]
+        # Types first (mypy as pyproject's [tool.mypy] says: strict on memory/ and proxy/), then the
+        # suite; both run, each one's time is printed apart, and either failing fails the command.
+        started = time.monotonic()
+        typed = subprocess.run([str(BIN / "python"), "-m", "mypy"], cwd=ROOT, env=env).returncode
+        print(f"[dev] mypy: {'clean' if typed == 0 else 'type errors'} in {time.monotonic() - started:.1f} s", flush=True)
+        started = time.monotonic()
+        tested = subprocess.run([str(BIN / "python"), "-m", "pytest", *rest], cwd=ROOT, env=env).returncode
+        print(f"[dev] pytest: exit {tested} in {time.monotonic() - started:.1f} s", flush=True)
+        return typed or tested
     elif command == "postgres":
         args = [str(BIN / "python"), "-m", "testkit.pg", *rest]
     else:

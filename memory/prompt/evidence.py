@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 import numpy as np
@@ -89,7 +90,7 @@ def evidence_item(ev: Evidence, view: SessionView, reason: str | None = None) ->
     }
 
 
-def select_evidence(view: SessionView, ranked: list[Scored], counter: TiktokenCounter, room: int, hidden: set[str],
+def select_evidence(view: SessionView, ranked: list[Scored], counter: TiktokenCounter, room: int, hidden: AbstractSet[str],
                     limit_score: float | None = None) -> tuple[list[Evidence], list[dict[str, Any]], int]:
     """Pinned chunks first, then the ranked list, within `room` tokens; units in `hidden` (already
     in the prompt, or not part of it by design) are skipped, and so are near-duplicates of chosen

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from memory.errors import MemoryRuntimeError
 from memory.prompt.evidence import (EVIDENCE_HEADER, MAX_DROPPED_LISTED, Evidence, chronological, evidence_item, evidence_message,
                        redactions, select_evidence)
 from memory.recall.index import SessionView
@@ -241,8 +242,8 @@ def build_layout(inp: LayoutInput, view: SessionView, counter: TiktokenCounter) 
 
     block = [inp.artifacts_block] if inp.artifacts_block else []
     if _whole_fits(fixed_tokens, inp.history, block, budget, counter):
-        frame = FrameRecord(0, 0, inp.anchor(0), counter.encoding_name, budget, tuple(block), ())
-        return _assemble(inp, view, counter, manifest, "full_history", frame, 0, [], None, [], 0, fixed_items, tail_items)
+        whole = FrameRecord(0, 0, inp.anchor(0), counter.encoding_name, budget, tuple(block), ())
+        return _assemble(inp, view, counter, manifest, "full_history", whole, 0, [], None, [], 0, fixed_items, tail_items)
 
     available = budget - fixed_tokens
     plan = _rebase_plan(inp, counter, available)
@@ -377,7 +378,8 @@ def _assemble(inp: LayoutInput, view: SessionView, counter: TiktokenCounter, man
     evidence_tokens = counter.message_tokens(evidence) if evidence is not None else 0
     # Message counts add up exactly under the chat formula, so the parts' sum is the prompt's count.
     total = stable + evidence_tokens + _tokens(counter, inp.tail) + REPLY_PRIMING_TOKENS
-    assert total <= inp.budget, "layout over budget"  # every branch above sized its parts to fit
+    if total > inp.budget:  # every branch above sized its parts to fit; a check `python -O` keeps
+        raise MemoryRuntimeError(f"layout over budget: {total} > {inp.budget} tokens")
     window_items = [{"id": f"event:{line.event_id}" if line.event_id else f"message:{line.pos}", "kind": line.role,
                      "source": f"turn {line.pos + 1}", "reason": "history" if window_start == 0 else "window", "score": None,
                      "tokens": line.tokens, "event_id": line.event_id, "turn": line.pos + 1} for line in window]

@@ -178,7 +178,8 @@ class FastEmbedder:
         vectors[order] = sorted_vectors
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         norms[norms == 0] = 1.0
-        return vectors / norms
+        unit: np.ndarray = vectors / norms
+        return unit
 
 
 def load_embedder(model: str | None, model_dir: str | Path | None = None) -> Embedder | None:

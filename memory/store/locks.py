@@ -32,5 +32,9 @@ class SessionLocks:
                 del self._users[session_id]
                 del self._locks[session_id]
 
+    def users(self, session_id: str) -> int:
+        """Tasks holding or waiting for the session's lock (a waiter can be seen waiting)."""
+        return self._users.get(session_id, 0)
+
     def __len__(self) -> int:
         return len(self._locks)

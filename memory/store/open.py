@@ -5,38 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 
 from memory.errors import InvalidArgumentError, StorageError
-from memory.store.sqlite.store import SqliteStore
 from memory.store.protocol import Store
+from memory.store.sqlite.store import SqliteStore
+from memory.store.urls import describe_storage, is_postgres_url, redact_url
 
 if TYPE_CHECKING:
     from memory.store.postgres.import_sqlite import ImportReport, Progress
 
 __all__ = ["store_for", "is_postgres_url", "describe_storage", "redact_url", "import_sqlite_file"]
-
-_POSTGRES_SCHEMES = ("postgresql://", "postgres://")
-
-
-def is_postgres_url(url: str | None) -> bool:
-    return bool(url) and url.strip().lower().startswith(_POSTGRES_SCHEMES)  # type: ignore[union-attr]
-
-
-def redact_url(url: str) -> str:
-    """A storage URL fit for logs: the password, if any, replaced by ***."""
-    try:
-        parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)).geturl()
-    except ValueError:
-        return "(an unparsable storage URL)"
-
-
-def describe_storage(storage_path: str | Path, storage_url: str | None) -> str:
-    """Where a runtime stores its memory, for logs and start-up messages (never a password)."""
-    return redact_url(storage_url) if storage_url else str(storage_path)
 
 
 def _postgres() -> tuple[ModuleType, ModuleType]:

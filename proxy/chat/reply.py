@@ -95,10 +95,6 @@ class ReplyAssembler:
         if isinstance(call.get("provider_specific_fields"), dict):
             slot.setdefault("provider_specific_fields", {}).update(call["provider_specific_fields"])
 
-    @property
-    def complete(self) -> bool:
-        return self.finish_reason is not None
-
     def message(self) -> dict[str, Any]:
         text = "".join(self.text)
         msg: dict[str, Any] = {"role": "assistant", "content": text if text or not self.tool_calls else None}

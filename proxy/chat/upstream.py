@@ -50,7 +50,8 @@ def load_litellm() -> ModuleType:
 
     litellm.suppress_debug_info = True
     adopt_loggers(LITELLM_LOGGERS)  # it attaches its own stderr handlers on import
-    return litellm
+    loaded: ModuleType = litellm  # mypy does not read litellm (pyproject's [tool.mypy]): typed here
+    return loaded
 
 
 def is_gemini(model: str) -> bool:

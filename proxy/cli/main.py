@@ -306,6 +306,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"memory-runtime: {exc}", file=sys.stderr)
         return 2
+    except MemoryRuntimeError as exc:  # a store that cannot open, a bad argument: one line, not a traceback
+        print(f"memory-runtime: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ _TURN_COLUMNS = (("n", "turn"), ("mode", "mode"), ("sent_tokens", "sent"), ("for
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
-    stats = sub.add_parser("stats", help="tokens sent, forwarded and cached: totals and per-session cost")
+    stats: argparse.ArgumentParser = sub.add_parser("stats", help="tokens sent, forwarded and cached: totals and per-session cost")
     stats.add_argument("--session", help="one session (its storage id <owner>/<id>): its totals and its cost per turn")
     stats.add_argument("--owner", help="only the sessions of this principal (k_..., t_name or local)")
     stats.add_argument("--limit", type=int, default=20, help="sessions listed, the most tokens forwarded first (default 20)")

@@ -180,7 +180,7 @@ def _stream(svc: Services, opened: Opened, turn: tuple[Prepared, list[dict[str, 
                     meter.first_chunk()
                 sequence = event.get("sequence_number", sequence + 1) if isinstance(event.get("sequence_number"), int) else sequence + 1
                 if kind in TERMINAL_EVENTS:
-                    done = event.get("response") if isinstance(event.get("response"), dict) else {}
+                    done = response if isinstance(response := event.get("response"), dict) else {}
                     meter.upstream_done(done.get("usage") if isinstance(done.get("usage"), dict) else None)
                 if kind == "response.completed" and isinstance(event.get("response"), dict):
                     # Stored before the client learns the response id, so its next request finds it.

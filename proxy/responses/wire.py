@@ -93,8 +93,8 @@ def clean_response(response: dict[str, Any]) -> dict[str, Any]:
     """A Response object with OpenAI's top-level fields only (nulls kept, as OpenAI sends them)."""
     out = {k: response.get(k) for k in RESPONSE_FIELDS if k in response}
     out["object"] = "response"
-    if isinstance(out.get("output"), list):
-        out["output"] = [_item(i) for i in out["output"]]
+    if isinstance(output := out.get("output"), list):
+        out["output"] = [_item(i) for i in output]
     if isinstance(out.get("usage"), dict):
         usage = _shaped(out["usage"], USAGE_SHAPE)
         usage.setdefault("input_tokens_details", {"cached_tokens": 0})

@@ -10,7 +10,7 @@ import json
 from dataclasses import replace
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from memory.records import FrameRecord, NewChunk, NewEvent, TurnRecord, UsageTot
 from memory.recall.retrieval import fts_query
 from memory.runtime import Runtime
 from memory.store.sqlite.store import SqliteStore
+from memory.store.locks import SessionLocks
 from memory.store.protocol import Store
 
 
@@ -258,7 +259,7 @@ async def test_responses_and_items(store: Store) -> None:
     assert await store.rename_session("s", "u", "alice", "carol")
     assert await store.find_response("resp_1", "carol") == ("u", 2, "c2") and await store.find_response("resp_1", "alice") is None
     assert await store.find_items("u", ["msg_b"]) == {"msg_b": '{"n": 3}'} and await store.find_items("s", ["msg_b"]) == {}
-    assert await store.delete_session("u")
+    assert await store.delete_sessions(["u"]) == ["u"]
     assert await store.find_response("resp_1", "carol") is None and await store.find_items("u", ["msg_a"]) == {}
     assert await store.find_response("resp_t", "bob") == ("t", 1, "c1")
 
@@ -269,7 +270,7 @@ async def test_session_lock_serialises_one_session_only(store: Store) -> None:
         same = asyncio.create_task(_locked(store, "s", order, "same session"))
         other = asyncio.create_task(_locked(store, "t", order, "other session"))
         await asyncio.wait_for(other, 10)
-        await asyncio.sleep(0.1)
+        await _until(lambda: _queued(store, "s", 2), "the second holder of s queued behind the first")
         assert not same.done()
         order.append("released")
     await asyncio.wait_for(same, 10)
@@ -308,9 +309,9 @@ async def test_delete_session_keeps_shared_vectors_only(store: Store) -> None:
             await tx.ensure_session(sid)
             await tx.add_events(sid, [_message("user", t) for t in texts])
         await tx.put_vectors("m", [("h-shared", b"s"), ("h-mine", b"m")])
-    assert await store.delete_session("gone") is True
-    assert await store.delete_session("gone") is False
-    assert await store.delete_session("never") is False
+    assert await store.delete_sessions(["gone"]) == ["gone"]
+    assert await store.delete_sessions(["gone"]) == []
+    assert await store.delete_sessions(["never"]) == []
     assert not await store.session_exists("gone") and await store.session_exists("kept")
     assert await store.high_water("gone") == (0, 0, 0) and await store.bm25("gone", '"mine" OR "shared"', 10) == []
     assert await store.get_vectors("m", ["h-shared", "h-mine"]) == {"h-shared": b"s"}
@@ -465,7 +466,7 @@ async def test_postgres_instances_see_each_others_writes_in_order(pg_url: str) -
         slow = asyncio.create_task(slow_writer())
         fast = asyncio.create_task(second_writer())
         await first_in.wait()
-        await asyncio.sleep(0.3)  # give the second writer every chance to overtake (it must not)
+        await _until(lambda: _pg_waiters(pg_url, 1), "the second writer waiting on the session's row lock")
         assert not fast.done()
         assert (await two.high_water("s"))[:2] == (1, 1)  # nothing uncommitted is visible
         release.set()
@@ -481,7 +482,7 @@ async def test_postgres_session_lock_excludes_across_instances(pg_url: str) -> N
             waiting = asyncio.create_task(_locked(two, "s", order, "two"))
             other = asyncio.create_task(_locked(two, "t", order, "other session"))
             await asyncio.wait_for(other, 10)  # another session never waits
-            await asyncio.sleep(0.3)
+            await _until(lambda: _pg_waiters(pg_url, 1), "instance two waiting on the advisory lock")
             assert not waiting.done()
             order.append("one releases")
         await asyncio.wait_for(waiting, 10)
@@ -489,7 +490,7 @@ async def test_postgres_session_lock_excludes_across_instances(pg_url: str) -> N
         # In one process, holders of the same session queue too (one lock connection per session).
         async with one.session_lock("s"):
             queued = asyncio.create_task(_locked(one, "s", order, "same process"))
-            await asyncio.sleep(0.2)
+            await _until(lambda: _queued(one, "s", 2), "the second holder in one process queued behind the first")
             assert not queued.done()
         await asyncio.wait_for(queued, 10)
 
@@ -507,7 +508,7 @@ async def test_postgres_session_lock_dies_with_its_holder(pg_url: str) -> None:
         task = asyncio.create_task(hold_forever())
         await entered.wait()
         waiting = asyncio.create_task(_locked(other, "s", order, "other"))
-        await asyncio.sleep(0.2)
+        await _until(lambda: _pg_waiters(pg_url, 1), "the other instance waiting on the advisory lock")
         assert not waiting.done()
         # The holding instance crashes: PostgreSQL ends its connections, the lock goes with them.
         async with other.transaction() as tx:
@@ -520,6 +521,32 @@ async def test_postgres_session_lock_dies_with_its_holder(pg_url: str) -> None:
         task.cancel()
         with pytest.raises((asyncio.CancelledError, StorageError)):
             await task
+
+
+async def _until(check: Callable[[], Awaitable[bool]], what: str, deadline_s: float = 10.0) -> None:
+    """Wait until `check` holds, polling with a deadline: a waiter is seen waiting, not assumed to
+    be after a pause (a pause passes just as well when the waiter never started)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + deadline_s
+    while not await check():
+        if loop.time() > deadline:
+            raise AssertionError(f"never saw {what}")
+        await asyncio.sleep(0.01)
+
+
+async def _queued(store: Store, session_id: str, users: int) -> bool:
+    """The store's in-process lock of the session has `users` holders and waiters."""
+    locks: SessionLocks = getattr(store, "_session_locks")
+    return locks.users(session_id) == users
+
+
+async def _pg_waiters(pg_url: str, count: int) -> bool:
+    """`count` backends of this database wait for a lock (an advisory lock, a row lock)."""
+    async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
+        row = await (await conn.execute(
+            "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE NOT l.granted AND a.datname = current_database()"
+        )).fetchone()
+    return row is not None and int(row[0]) == count
 
 
 async def _locked(store: Store, session_id: str, order: list[str], name: str) -> None:

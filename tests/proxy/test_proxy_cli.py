@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -96,3 +97,23 @@ def test_serve_runs_the_proxy_with_the_example_config_on_the_given_host_and_port
         served.stop()
     assert served.process.returncode == 0
     assert served.log.read_text().startswith(f"memory-runtime proxy on http://127.0.0.1:{port}/v1")
+
+
+@pytest.mark.parametrize("storage_arg", ["{tmp}/a-file/under/it.sqlite", "{tmp}", "postgresql://nobody@127.0.0.1:1/none"])
+def test_a_storage_that_cannot_open_is_one_line_not_a_traceback(storage_arg: str, tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "a-file").write_text("not a folder")
+    assert main(["sessions", "list", "--storage", storage_arg.format(tmp=tmp_path)]) == 1
+    err = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("memory: embeddings are OFF")]
+    assert len(err) == 1 and err[0].startswith("memory-runtime: cannot open memory store"), err
+    assert "Traceback" not in err[0]
+
+
+def test_serve_stops_at_a_misspelt_key_naming_it(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("budget_token: 2000\n")
+    cli = Path(sys.executable).parent / "memory-runtime"
+    done = subprocess.run([str(cli), "serve", "--config", str(cfg), "--port", str(free_port())], capture_output=True, text=True,
+                          timeout=120, env={**clean_env(), "MEMORY_RUNTIME_EMBEDDING_MODEL": "none"}, cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.strip() == "memory-runtime: unknown config key 'budget_token' (did you mean 'budget_tokens'?)"

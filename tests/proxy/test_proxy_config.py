@@ -120,3 +120,30 @@ def test_loopback_is_decided_by_parsed_address(host: str, loopback: bool) -> Non
 def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError):
         load_config(tmp_path / "nope.yaml", env={})
+
+
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("budget_token: 2000\n", "unknown config key 'budget_token' (did you mean 'budget_tokens'?)"),
+        ("server: {prot: 9999}\n", "unknown config key 'server.prot' (did you mean 'server.port'?)"),
+        ("upstreams: {openai: {api_bse: 'http://x'}}\n", "unknown config key 'upstreams.openai.api_bse' (did you mean 'upstreams.openai.api_base'?)"),
+        ("retention: {session_ttl: 3}\n", "unknown config key 'retention.session_ttl' (did you mean 'retention.session_ttl_days'?)"),
+        ("tenants: [{name: alice, tokne: long-enough-token-123}]\n", "unknown config key 'tenants[].tokne' (did you mean 'tenants[].token'?)"),
+        ("upstreams: {openai: {api_key: sk-in-a-file}}\n",
+         "config key 'upstreams.openai.api_key' is not read from the file (API keys come from the environment only)"),
+    ],
+)
+def test_unknown_keys_are_refused_by_name(tmp_path: Path, text: str, message: str) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(cfg, env={})
+    assert str(caught.value) == message
+
+
+def test_an_unknown_key_with_no_near_name_lists_the_known_ones(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("limits: {zzz: 1}\n")
+    with pytest.raises(ConfigError, match=r"unknown config key 'limits.zzz' \(known here: max_message_tokens, max_messages\)"):
+        load_config(cfg, env={})

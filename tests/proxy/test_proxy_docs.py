@@ -99,7 +99,24 @@ def test_quick_start_test_command_is_what_ci_runs_and_runs_pytest(monkeypatch: p
     monkeypatch.setattr(dev, "setup", lambda: None)
     monkeypatch.setattr(dev.subprocess, "run", lambda args, **kw: ran.append((args, kw.get("cwd"))) or Done())
     assert dev.main([*shlex.split(test[0])[2:], "-q"]) == 0
-    assert ran == [([str(dev.BIN / "python"), "-m", "pytest", "-q"], dev.ROOT)]
+    assert ran == [([str(dev.BIN / "python"), "-m", "mypy"], dev.ROOT), ([str(dev.BIN / "python"), "-m", "pytest", "-q"], dev.ROOT)]
+
+
+def test_the_test_command_fails_on_type_errors_and_still_runs_the_suite(monkeypatch: pytest.MonkeyPatch) -> None:
+    dev = _dev_script()
+    ran: list[str] = []
+
+    class Done:
+        def __init__(self, args: list[str]) -> None:
+            ran.append(args[2])
+            self.returncode = 1 if args[2] == "mypy" else 0
+
+    monkeypatch.setattr(dev, "setup", lambda: None)
+    monkeypatch.setattr(dev.subprocess, "run", lambda args, **kw: Done(args))
+    assert dev.main(["test"]) == 1
+    assert ran == ["mypy", "pytest"]
+    mypy = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["mypy"]
+    assert mypy["strict"] is True and set(mypy["files"]) == {"memory", "proxy"}
 
 
 def _resolved_extra(project: dict[str, Any], extra: str) -> set[str]:

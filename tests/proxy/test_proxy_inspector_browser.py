@@ -259,3 +259,21 @@ def test_export_asks_first(inspected: Proxy, driver: WebDriver) -> None:
     WebDriverWait(driver, 10).until(lambda d: dialog.get_attribute("open") is not None)
     driver.find_element(By.ID, "confirm-ok").click()
     WebDriverWait(driver, 10).until(lambda d: "exported" in d.find_element(By.ID, "notice").text)
+
+
+def test_a_failing_click_shows_its_error(inspected: Proxy, driver: WebDriver) -> None:
+    """The three in-page loads (a state item's sources, an artifact version, older events) show a
+    failed request in the notice instead of doing nothing."""
+    _open(driver, inspected, "ledger-importer")
+    # The credentials go stale behind the page's back (a revoked token): every request now gets a 401.
+    driver.execute_script("credentials.token = 'revoked-token-0000'")
+    for selector in ("#state .state-item button", "#artifacts button.version"):
+        driver.execute_script("document.getElementById('notice').textContent = ''")
+        driver.find_element(By.CSS_SELECTOR, selector).click()
+        WebDriverWait(driver, 10).until(lambda d: "not allowed" in d.find_element(By.ID, "notice").text)
+        assert driver.find_element(By.ID, "notice").get_attribute("class") == "error"
+    # "Older events" is enabled only when there are more; make it clickable to fail the same way.
+    driver.execute_script("const b = document.getElementById('older'); b.disabled = false; "
+                          "document.getElementById('notice').textContent = ''")
+    driver.find_element(By.ID, "older").click()
+    WebDriverWait(driver, 10).until(lambda d: "not allowed" in d.find_element(By.ID, "notice").text)

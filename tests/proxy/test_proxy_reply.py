@@ -16,10 +16,10 @@ def test_assembles_text_and_split_tool_calls() -> None:
     a.feed(_chunk({"tool_calls": [{"index": 0, "id": "call_1", "type": "function", "function": {"name": "get", "arguments": '{"ci'}}]}))
     a.feed(_chunk({"tool_calls": [{"index": 1, "id": "call_2", "type": "function", "function": {"name": "put", "arguments": "{}"}}]}))
     a.feed(_chunk({"tool_calls": [{"index": 0, "function": {"arguments": 'ty": "Rome"}'}, "provider_specific_fields": {"thought_signature": "S1"}}]}))
-    assert not a.complete
+    assert a.finish_reason is None
     a.feed(_chunk({}, "tool_calls"))
     a.feed({"choices": [], "usage": {"total_tokens": 3}})
-    assert a.complete
+    assert a.finish_reason == "tool_calls"
     msg = a.message()
     assert msg["content"] == "Hello"
     assert [c["id"] for c in msg["tool_calls"]] == ["call_1", "call_2"]

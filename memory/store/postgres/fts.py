@@ -24,7 +24,6 @@ prefix queries) is refused with a clear error rather than half-supported.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from typing import Any
 import psycopg
 
 from memory.errors import StorageError
+from memory.store.rows import session_key
 
 __all__ = [
     "TS_CONFIG",
@@ -68,9 +68,9 @@ def token_count(folded: str) -> int:
 
 
 def session_lexeme(session_id: str) -> str:
-    """The lexeme that stands for a session in every one of its rows. '#' never survives
-    `fts_text`, so no word of any text can collide with it."""
-    return "#k" + hashlib.sha256(session_id.encode("utf-8")).hexdigest()[:24]
+    """The lexeme that stands for a session in every one of its rows: its `session_key`, behind a
+    '#' that never survives `fts_text`, so no word of any text can collide with it."""
+    return "#" + session_key(session_id)
 
 
 @dataclass(frozen=True)

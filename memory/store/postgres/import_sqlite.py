@@ -19,34 +19,38 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
-from psycopg import sql
-
 from memory.errors import StorageError
+from memory.store.dialect import SQLITE
 from memory.store.postgres.fts import TS_CONFIG, fts_text, session_lexeme, token_count
-from memory.store.postgres.store import Conn, PgStore
+from memory.store.postgres.store import PgStore
+from memory.store.postgres.tx import PgTx
+from memory.store.rows import SESSION_TABLES
 
 __all__ = ["SessionCopy", "ImportReport", "import_sqlite", "COUNTED"]
 
 # Tables with a session_id column, copied in this order (parents first).
-COUNTED = ("artifacts", "events", "chunks", "state_items", "transcript", "frames", "turns", "responses", "response_items")
-# Columns the copy sets itself (ids, references, and PostgreSQL's full-text columns).
-_HANDLED = {
-    "sessions": {"fts_docs", "fts_tokens", "generation"},  # a fresh generation from the target's sequence
-    "artifacts": {"id", "previous_id", "first_event_id", "last_event_id"},
-    "events": {"id", "artifact_id", "parent_event_id"},
-    "chunks": {"id", "event_id", "artifact_id", "parent_id", "session_key", "doc_len", "tsv"},
-    "state_items": {"id", "superseded_by", "event_id", "source_events"},
-    "transcript": {"event_id"},
-    "frames": {"id"},
-    "turns": {"id", "frame_id"},
-    "responses": set(),  # keyed by the provider's response id and transcript positions: nothing to rewrite
-    "response_items": set(),
-}
+COUNTED = tuple(SESSION_TABLES)
+# The ids each table's rows carry: column -> the table whose ids it holds, rewritten to the ids the
+# target allocates (a table referring to itself by `id` gets new ids). Responses are keyed by the
+# provider's ids and transcript positions: nothing to rewrite.
+_REFS: Mapping[str, Mapping[str, str]] = MappingProxyType({
+    "artifacts": {"id": "artifacts", "previous_id": "artifacts", "first_event_id": "events", "last_event_id": "events"},
+    "events": {"id": "events", "artifact_id": "artifacts", "parent_event_id": "events"},
+    "chunks": {"id": "chunks", "event_id": "events", "artifact_id": "artifacts", "parent_id": "chunks"},
+    "state_items": {"id": "state_items", "event_id": "events"},
+    "transcript": {"event_id": "events"}, "frames": {"id": "frames"}, "turns": {"id": "turns", "frame_id": "frames"},
+    "responses": {}, "response_items": {},
+})
+# Columns the copy sets itself besides those: a fresh generation, PostgreSQL's full-text columns,
+# state items' event ids (JSON) and successors (set once every item exists).
+_SET = {"sessions": {"fts_docs", "fts_tokens", "generation"}, "chunks": {"session_key", "doc_len", "tsv"},
+        "state_items": {"superseded_by", "source_events"}}
 _BATCH = 2000
 Progress = Callable[[int, int, "SessionCopy"], None]
 
@@ -88,150 +92,93 @@ def _source(path: Path) -> sqlite3.Connection:
     return db
 
 
-def _tables(db: sqlite3.Connection) -> set[str]:
-    return {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()}
+def _columns(db: sqlite3.Connection) -> dict[str, list[str]]:
+    """The source's tables and their columns (a file written before a table existed lacks it)."""
+    tables: dict[str, list[str]] = {}
+    for table, column in db.execute(SQLITE.columns).fetchall():
+        tables.setdefault(table, []).append(column)
+    return tables
 
 
-def _source_counts(db: sqlite3.Connection, session_id: str) -> dict[str, int]:
-    """Rows per table; a table an older file does not have yet counts 0."""
-    present = _tables(db)
+def _source_counts(db: sqlite3.Connection, session_id: str, present: Mapping[str, list[str]]) -> dict[str, int]:
     return {t: int(db.execute(f"SELECT count(*) FROM {t} WHERE session_id = ?", (session_id,)).fetchone()[0]) if t in present else 0
             for t in COUNTED}
 
 
-async def _target_counts(conn: Conn, session_id: str) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for table in COUNTED:
-        row = await (await conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE session_id = %s").format(sql.Identifier(table)), (session_id,))).fetchone()
-        out[table] = int(row[0]) if row else 0
-    return out
-
-
-async def _columns(conn: Conn, table: str) -> set[str]:
-    rows = await (await conn.execute(
-        "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = %s", (table,)
-    )).fetchall()
-    return {r[0] for r in rows}
+async def _target_counts(tx: PgTx, session_id: str) -> dict[str, int]:
+    return {t: int((await tx._rows(f"SELECT count(*) FROM {t} WHERE session_id = ?", (session_id,)))[0][0]) for t in COUNTED}
 
 
 class _Copier:
     """Copies one session's rows inside one target transaction."""
 
-    def __init__(self, conn: Conn, db: sqlite3.Connection, session_id: str, shared: dict[str, list[str]]) -> None:
-        self.conn = conn
-        self.db = db
-        self.session_id = session_id
+    def __init__(self, tx: PgTx, db: sqlite3.Connection, session_id: str, shared: dict[str, list[str]]) -> None:
+        self.tx, self.db, self.session_id = tx, db, session_id
         self.shared = shared  # table -> columns copied as they are
         self.ids: dict[str, dict[int, int]] = {}
-        self.tables = _tables(db)
 
-    def rows(self, table: str, order: str) -> list[sqlite3.Row]:
-        if table not in self.tables:  # a file written before the table existed
+    def rows(self, table: str) -> list[sqlite3.Row]:
+        if table not in self.shared:  # a file written before the table existed
             return []
-        return self.db.execute(f"SELECT * FROM {table} WHERE session_id = ? ORDER BY {order}", (self.session_id,)).fetchall()
+        return self.db.execute(f"SELECT * FROM {table} WHERE session_id = ? ORDER BY {SESSION_TABLES[table]}", (self.session_id,)).fetchall()
 
-    async def allocate(self, table: str, old: Sequence[int]) -> dict[int, int]:
-        if not old:
-            self.ids[table] = {}
-            return self.ids[table]
-        row = await (await self.conn.execute(
-            "SELECT array_agg(nextval(%s::regclass)) FROM generate_series(1, %s)", (f"{table}_id_seq", len(old))
-        )).fetchone()
-        assert row is not None
+    async def allocate(self, table: str, old: Sequence[int]) -> None:
+        (row,) = await self.tx._rows("SELECT coalesce(array_agg(nextval(?::regclass)), '{}') FROM generate_series(1, ?)",
+                                     (f"{table}_id_seq", len(old)))
         self.ids[table] = dict(zip(sorted(old), sorted(row[0]), strict=True))
-        return self.ids[table]
 
     def ref(self, table: str, old: int | None) -> int | None:
         return None if old is None else self.ids[table].get(old)
 
-    async def insert(self, table: str, extra: Sequence[str], rows: list[tuple[Any, ...]], values: str | None = None) -> None:
+    async def insert(self, table: str, extra: Sequence[str], rows: list[tuple[Any, ...]], tail: str = "") -> None:
+        """Rows of the shared columns then `extra`; `tail`: SQL for values computed from the last parameters."""
         columns = [*self.shared[table], *extra]
-        placeholders = values or ", ".join(["%s"] * len(columns))
-        statement = sql.SQL("INSERT INTO {} ({}) VALUES (" + placeholders + ")").format(
-            sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, columns))
-        )
-        async with self.conn.cursor() as cur:
-            for i in range(0, len(rows), _BATCH):
-                await cur.executemany(statement, rows[i : i + _BATCH])
+        marks = ", ".join(["?"] * (len(columns) - (1 if tail else 0)))
+        for i in range(0, len(rows), _BATCH):
+            await self.tx._exec_many(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks}{tail})", rows[i : i + _BATCH])
+
+    async def copy(self) -> None:
+        (session,) = self.db.execute("SELECT * FROM sessions WHERE id = ?", (self.session_id,)).fetchall()
+        rows = {t: self.rows(t) for t in COUNTED}
+        for table, refs in _REFS.items():
+            if "id" in refs:
+                await self.allocate(table, [r["id"] for r in rows[table]])
+        folded = [fts_text(r["text"]) for r in rows["chunks"]]
+        lengths = [token_count(f) for f in folded]
+        await self.insert("sessions", ["fts_docs", "fts_tokens"], [(*self.plain("sessions", session), len(folded), sum(lengths))])
+        key = session_lexeme(self.session_id)
+        for table in COUNTED:
+            refs = _REFS[table]
+            values = [(*self.plain(table, r), *(self.ref(refs[c], r[c]) for c in refs)) for r in rows[table]]
+            if table == "chunks":
+                await self.insert(table, [*refs, "doc_len", "tsv"], [(*v, n, f, key) for v, n, f in zip(values, lengths, folded, strict=True)],
+                                  tail=f", to_tsvector('{TS_CONFIG}'::regconfig, ?::text) || array_to_tsvector(ARRAY[?::text])")
+            elif table == "state_items":
+                await self.insert(table, [*refs, "source_events"], [
+                    (*v, json.dumps([e for e in (self.ref("events", old) for old in json.loads(r["source_events"])) if e is not None]))
+                    for v, r in zip(values, rows[table], strict=True)])
+            else:
+                await self.insert(table, list(refs), values)
+        await self.tx._exec_many("UPDATE state_items SET superseded_by = ? WHERE id = ?", [
+            (self.ref("state_items", r["superseded_by"]), self.ref("state_items", r["id"])) for r in rows["state_items"] if r["superseded_by"]])
+        vectors = self.db.execute(
+            "SELECT model, content_hash, vector FROM embeddings WHERE content_hash IN (SELECT content_hash FROM chunks WHERE session_id = ?) "
+            "ORDER BY model, content_hash", (self.session_id,)).fetchall()
+        for i in range(0, len(vectors), _BATCH):
+            await self.tx._exec_many("INSERT INTO embeddings(model, content_hash, vector) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                                     [tuple(v) for v in vectors[i : i + _BATCH]])
 
     def plain(self, table: str, row: sqlite3.Row) -> tuple[Any, ...]:
         return tuple(row[c] for c in self.shared[table])
 
-    async def copy(self) -> None:
-        (session,) = self.db.execute("SELECT * FROM sessions WHERE id = ?", (self.session_id,)).fetchall()
-        artifacts = self.rows("artifacts", "id")
-        events = self.rows("events", "id")
-        chunks = self.rows("chunks", "id")
-        items = self.rows("state_items", "id")
-        transcript = self.rows("transcript", "pos")
-        frames = self.rows("frames", "id")
-        turns = self.rows("turns", "id")
-        responses = self.rows("responses", "created_at")
-        response_items = self.rows("response_items", "item_id")
-        await self.allocate("artifacts", [r["id"] for r in artifacts])
-        await self.allocate("events", [r["id"] for r in events])
-        await self.allocate("chunks", [r["id"] for r in chunks])
-        await self.allocate("state_items", [r["id"] for r in items])
-        await self.allocate("frames", [r["id"] for r in frames])
-        folded = [fts_text(r["text"]) for r in chunks]
-        lengths = [token_count(f) for f in folded]
-        await self.insert("sessions", ["fts_docs", "fts_tokens"], [(*self.plain("sessions", session), len(chunks), sum(lengths))])
-        await self.insert("artifacts", ["id", "previous_id", "first_event_id", "last_event_id"], [
-            (*self.plain("artifacts", r), self.ref("artifacts", r["id"]), self.ref("artifacts", r["previous_id"]),
-             self.ref("events", r["first_event_id"]), self.ref("events", r["last_event_id"])) for r in artifacts])
-        await self.insert("events", ["id", "artifact_id", "parent_event_id"], [
-            (*self.plain("events", r), self.ref("events", r["id"]), self.ref("artifacts", r["artifact_id"]),
-             self.ref("events", r["parent_event_id"])) for r in events])
-        key = session_lexeme(self.session_id)
-        chunk_values = ", ".join(["%s"] * (len(self.shared["chunks"]) + 5)) + f", to_tsvector('{TS_CONFIG}'::regconfig, %s::text) || array_to_tsvector(ARRAY[%s::text])"
-        await self.insert("chunks", ["id", "event_id", "artifact_id", "parent_id", "doc_len", "tsv"], [
-            (*self.plain("chunks", r), self.ref("chunks", r["id"]), self.ref("events", r["event_id"]), self.ref("artifacts", r["artifact_id"]),
-             self.ref("chunks", r["parent_id"]), length, text, key) for r, text, length in zip(chunks, folded, lengths, strict=True)],
-            values=chunk_values)
-        # superseded_by may point at a later item: set it once every item exists.
-        await self.insert("state_items", ["id", "event_id", "source_events"], [
-            (*self.plain("state_items", r), self.ref("state_items", r["id"]), self.ref("events", r["event_id"]),
-             json.dumps([self.ref("events", e) for e in json.loads(r["source_events"]) if self.ref("events", e) is not None]))
-            for r in items])
-        async with self.conn.cursor() as cur:
-            await cur.executemany("UPDATE state_items SET superseded_by = %s WHERE id = %s", [
-                (self.ref("state_items", r["superseded_by"]), self.ref("state_items", r["id"])) for r in items if r["superseded_by"] is not None])
-        await self.insert("transcript", ["event_id"], [(*self.plain("transcript", r), self.ref("events", r["event_id"])) for r in transcript])
-        await self.insert("frames", ["id"], [(*self.plain("frames", r), self.ref("frames", r["id"])) for r in frames])
-        await self.insert("turns", ["frame_id"], [(*self.plain("turns", r), self.ref("frames", r["frame_id"])) for r in turns])
-        await self.insert("responses", [], [self.plain("responses", r) for r in responses])
-        await self.insert("response_items", [], [self.plain("response_items", r) for r in response_items])
-        vectors = self.db.execute(
-            "SELECT model, content_hash, vector FROM embeddings WHERE content_hash IN (SELECT content_hash FROM chunks WHERE session_id = ?) "
-            "ORDER BY model, content_hash", (self.session_id,),
-        ).fetchall()
-        async with self.conn.cursor() as cur:
-            for i in range(0, len(vectors), _BATCH):
-                await cur.executemany("INSERT INTO embeddings(model, content_hash, vector) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
-                                      [tuple(v) for v in vectors[i : i + _BATCH]])
 
-
-async def _shared_columns(conn: Conn, db: sqlite3.Connection) -> dict[str, list[str]]:
-    shared: dict[str, list[str]] = {}
-    for table in ("sessions", *COUNTED):
-        source = [r[1] for r in db.execute(f"PRAGMA table_info({table})").fetchall()]
-        target = await _columns(conn, table)
-        shared[table] = [c for c in source if c in target and c not in _HANDLED[table]]
-    return shared
-
-
-async def _missing_vectors(conn: Conn, db: sqlite3.Connection) -> int:
+async def _missing_vectors(tx: PgTx, db: sqlite3.Connection) -> int:
     missing = 0
-    for model in [r[0] for r in db.execute("SELECT DISTINCT model FROM embeddings").fetchall()]:
+    for (model,) in db.execute("SELECT DISTINCT model FROM embeddings").fetchall():
         hashes = [r[0] for r in db.execute(
-            "SELECT content_hash FROM embeddings WHERE model = ? AND content_hash IN (SELECT content_hash FROM chunks)", (model,)
-        ).fetchall()]
-        for i in range(0, len(hashes), 5000):
-            batch = hashes[i : i + 5000]
-            row = await (await conn.execute(
-                "SELECT count(*) FROM embeddings WHERE model = %s AND content_hash = ANY(%s)", (model, batch)
-            )).fetchone()
-            missing += len(batch) - (int(row[0]) if row else 0)
+            "SELECT content_hash FROM embeddings WHERE model = ? AND content_hash IN (SELECT content_hash FROM chunks)", (model,)).fetchall()]
+        found = {h for (h,) in await tx._rows("SELECT content_hash FROM embeddings WHERE model = ? AND content_hash = ANY(?)", (model, hashes))}
+        missing += len(set(hashes) - found)
     return missing
 
 
@@ -243,28 +190,29 @@ async def import_sqlite(source: str | Path, target: PgStore, progress: Progress 
     try:
         await target.open()
         session_ids = [r[0] for r in db.execute("SELECT id FROM sessions ORDER BY created_at, id").fetchall()]
+        present = _columns(db)
         async with target.transaction() as tx:
-            shared = await _shared_columns(tx.conn, db)
+            columns = await tx.table_columns()
+        skip = {t: set(_REFS.get(t, {})) | _SET.get(t, set()) for t in ("sessions", *COUNTED)}
+        shared = {t: [c for c in present[t] if c in columns[t] and c not in skip[t]] for t in ("sessions", *COUNTED) if t in present}
         for n, session_id in enumerate(session_ids, 1):
             db.execute("BEGIN")  # one snapshot of the source per session, even while a proxy writes to it
             try:
-                counts = _source_counts(db, session_id)
+                counts = _source_counts(db, session_id, present)
                 async with target.transaction() as tx:
-                    exists = await (await tx.conn.execute("SELECT 1 FROM sessions WHERE id = %s FOR UPDATE", (session_id,))).fetchall()
-                    if exists:
-                        found = await _target_counts(tx.conn, session_id)
+                    if await tx._rows("SELECT 1 FROM sessions WHERE id = ? FOR UPDATE", (session_id,)):
+                        found = await _target_counts(tx, session_id)
                         status = "already there" if found == counts else "conflict"
                     else:
-                        await _Copier(tx.conn, db, session_id, shared).copy()
-                        status = "copied"
-                        found = await _target_counts(tx.conn, session_id)
+                        await _Copier(tx, db, session_id, shared).copy()
+                        status, found = "copied", await _target_counts(tx, session_id)
             finally:
                 db.execute("COMMIT")
             report.sessions.append(SessionCopy(session_id, status, counts, found))
             if progress is not None:
                 progress(n, len(session_ids), report.sessions[-1])
         async with target.transaction() as tx:
-            report.vectors = await _missing_vectors(tx.conn, db)
+            report.vectors = await _missing_vectors(tx, db)
     except sqlite3.Error as exc:
         raise StorageError(f"reading {source} failed: {exc}") from exc
     finally:

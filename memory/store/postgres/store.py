@@ -32,18 +32,17 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg
 from psycopg import sql
-from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from memory.errors import StorageError
-from memory.store.postgres.admin import SUMMARY, erase_sessions, expired_sessions, page_sessions, rename_session, summaries
+from memory.store.dialect import POSTGRES
+from memory.store.locks import SessionLocks
+from memory.store.postgres.admin import erase_sessions
 from memory.store.postgres.fts import parse_match, rank
-from memory.store.postgres.inspect import PgInspect
 from memory.store.postgres.migrations import apply_migrations
-from memory.store.postgres.reads import EVENT_COLUMNS, PgReads, event_from_row
-from memory.store.postgres.tx import PgTx
-from memory.records import ArtifactRow, ChunkRow, SessionDelta, SessionSummary
-from memory.store.open import redact_url
+from memory.store.postgres.tx import Conn, PgTx, together
+from memory.store.writes import SqlStore
+from memory.store.urls import redact_url
 
 if TYPE_CHECKING:
     from memory.store.protocol import Store, StoreTx
@@ -51,7 +50,6 @@ if TYPE_CHECKING:
 __all__ = ["PgStore", "PgTx", "advisory_key"]
 
 T = TypeVar("T")
-Conn = psycopg.AsyncConnection[Any]
 DEFAULT_SCHEMA = "memory_runtime"
 _MIGRATION_LOCK = "memory-runtime migrations"
 _CONNECT_TIMEOUT_S = 10
@@ -63,8 +61,10 @@ def advisory_key(name: str) -> int:
     return int.from_bytes(hashlib.sha256(name.encode("utf-8")).digest()[:8], "big", signed=True)
 
 
-class PgStore(PgReads, PgInspect):
+class PgStore(SqlStore):
     """Storage for every session in one PostgreSQL database (in its own schema)."""
+
+    dialect = POSTGRES
 
     def __init__(self, url: str, *, schema: str = DEFAULT_SCHEMA, pool_size: int = 8, lock_pool_size: int = 16) -> None:
         self.url = url
@@ -74,7 +74,7 @@ class PgStore(PgReads, PgInspect):
         self._pool: AsyncConnectionPool[Conn] | None = None
         self._lock_pool: AsyncConnectionPool[Conn] | None = None
         # In-process waiters queue here first, so one process holds at most one lock connection per session.
-        self._local_locks: dict[str, tuple[asyncio.Lock, int]] = {}
+        self._session_locks = SessionLocks()
 
     def __repr__(self) -> str:
         return f"PgStore({redact_url(self.url)!r}, schema={self.schema!r})"
@@ -133,9 +133,6 @@ class PgStore(PgReads, PgInspect):
         finally:
             await conn.close()
 
-    async def migrations_applied(self) -> list[str]:
-        return [r[0] for r in await self._rows("SELECT name FROM _migrations ORDER BY number")]
-
     async def _first(self, pool: AsyncConnectionPool[Conn], query: str, params: Sequence[Any] = ()) -> Conn:
         """A pooled connection on which `query`, the first statement of a unit of work, has run.
         A pooled connection can die while idle (a database restart, a failover, a network blip):
@@ -189,18 +186,9 @@ class PgStore(PgReads, PgInspect):
         its connection and releases the lock. Waiters of this process queue on an asyncio lock first."""
         if self._lock_pool is None:
             raise StorageError("the store is not open")
-        local, users = self._local_locks.get(session_id, (asyncio.Lock(), 0))
-        self._local_locks[session_id] = (local, users + 1)
-        try:
-            async with local:
-                async with self._held(self._lock_pool, advisory_key(f"memory-runtime session:{self.schema}:{session_id}")):
-                    yield
-        finally:
-            lock, users = self._local_locks[session_id]
-            if users <= 1:
-                del self._local_locks[session_id]
-            else:
-                self._local_locks[session_id] = (lock, users - 1)
+        async with self._session_locks.hold(session_id):
+            async with self._held(self._lock_pool, advisory_key(f"memory-runtime session:{self.schema}:{session_id}")):
+                yield
 
     @asynccontextmanager
     async def _held(self, pool: AsyncConnectionPool[Conn], key: int) -> AsyncIterator[None]:
@@ -234,20 +222,16 @@ class PgStore(PgReads, PgInspect):
                 raise StorageError(f"read failed: {exc}") from exc
         raise AssertionError("unreachable")
 
-    async def _rows(self, query: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[tuple[Any, ...]]:
-        async def work(conn: Conn) -> list[tuple[Any, ...]]:
-            return await (await conn.execute(query, params)).fetchall()
+    async def _rows(self, query: str, params: Sequence[Any] = ()) -> list[Sequence[Any]]:
+        async def work(conn: Conn) -> list[Sequence[Any]]:
+            return list(await (await conn.execute(self.dialect.sql(query), params)).fetchall())
 
         return await self._read(work)
 
-    @asynccontextmanager
-    async def _snapshot(self, conn: Conn) -> AsyncIterator[None]:
-        """Several reads that must see one committed state (another instance may commit between them)."""
-        await conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        try:
-            yield
-        finally:
-            await conn.execute("COMMIT")
+    async def _together(self, queries: Sequence[tuple[str, Sequence[Any]]], named: bool = False) -> list[list[Any]]:
+        """One round trip: the reads pipelined inside one read-only snapshot (another instance may
+        commit between them otherwise)."""
+        return await self._read(lambda conn: together(conn, queries, named, snapshot=True))
 
     async def check_writable(self) -> None:
         """Raise `StorageError` unless the database takes writes now (reachable, not a read-only
@@ -256,117 +240,12 @@ class PgStore(PgReads, PgInspect):
         if rows[0][0]:
             raise StorageError("the PostgreSQL database is read-only (a standby, or default_transaction_read_only)")
 
-    async def high_water(self, session_id: str) -> tuple[int, int, int]:
-        """(max event id, max chunk id, generation) of a session: a cheap freshness check for
-        caches. The generation changes when messages leave the transcript, and a session erased
-        and created again gets a new one (0 while it does not exist)."""
-        rows = await self._rows(
-            "SELECT (SELECT coalesce(max(id), 0) FROM events WHERE session_id = %s), "
-            "(SELECT coalesce(max(id), 0) FROM chunks WHERE session_id = %s), "
-            "(SELECT coalesce(max(generation), 0) FROM sessions WHERE id = %s)",
-            (session_id, session_id, session_id),
-        )
-        return int(rows[0][0]), int(rows[0][1]), int(rows[0][2])
-
-    async def load_delta(self, session_id: str, after_event: int, after_artifact: int, after_chunk: int) -> SessionDelta:
-        """Live events, artifacts and chunks after the marks, read in one snapshot (another
-        instance may commit between the three reads). Detached events are left out, and so are
-        artifacts only they referenced."""
-        async def work(conn: Conn) -> SessionDelta:
-            # One round trip: the three reads pipelined inside one read-only snapshot.
-            async with conn.pipeline():
-                await conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                cur_events = await conn.execute(
-                    f"SELECT {EVENT_COLUMNS} FROM events WHERE session_id = %s AND id > %s AND detached = 0 ORDER BY id",
-                    (session_id, after_event),
-                )
-                cur_artifacts = await conn.execute(
-                    "SELECT id, kind, source, version, pinned, previous_id, first_event_id, last_event_id, sha256 FROM artifacts a "
-                    "WHERE session_id = %s AND (id > %s OR last_event_id > %s) "
-                    "AND EXISTS (SELECT 1 FROM events e WHERE (e.artifact_id = a.id OR e.id = a.first_event_id) AND e.detached = 0) ORDER BY id",
-                    (session_id, after_artifact, after_event),
-                )
-                cur_chunks = await conn.execute(
-                    "SELECT id, event_id, artifact_id, ord, text, start_line, end_line, content_hash, parent_id, tokens "
-                    "FROM chunks WHERE session_id = %s AND id > %s ORDER BY id", (session_id, after_chunk),
-                )
-                await conn.execute("COMMIT")
-            events, artifacts, chunks = await cur_events.fetchall(), await cur_artifacts.fetchall(), await cur_chunks.fetchall()
-            return SessionDelta(
-                events=[event_from_row(r) for r in events],
-                artifacts=[ArtifactRow(r[0], r[1], r[2], r[3], bool(r[4]), r[5], r[6], r[7], r[8]) for r in artifacts],
-                chunks=[ChunkRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9]) for r in chunks],
-            )
-
-        return await self._read(work)
-
-    async def get_vectors(self, model: str, hashes: Sequence[str]) -> dict[str, bytes]:
-        unique = list(dict.fromkeys(hashes))
-        if not unique:
-            return {}
-        rows = await self._rows("SELECT content_hash, vector FROM embeddings WHERE model = %s AND content_hash = ANY(%s)", (model, unique))
-        return {r[0]: bytes(r[1]) for r in rows}
-
     async def bm25(self, session_id: str, match: str, limit: int) -> list[tuple[int, float]]:
         """Chunk ids of the session matching an FTS5 expression, best first, with FTS5's bm25 (lower is better)."""
         expr = parse_match(match) if match else None
         if expr is None:
             return []
         return await self._read(lambda conn: rank(conn, expr, session_id, limit))
-
-    async def find_session_by_head(self, scope: str, heads: Sequence[str]) -> str | None:
-        """The session (in `scope`) whose transcript head is the latest of `heads` (ordered oldest first)."""
-        if not heads:
-            return None
-        rank = {h: i for i, h in enumerate(heads)}
-        rows = await self._rows(
-            "SELECT id, head_hash FROM sessions WHERE scope = %s AND head_hash = ANY(%s) ORDER BY updated_at DESC, id", (scope, list(rank)),
-        )
-        best: tuple[int, str] | None = None
-        for session_id, head in rows:
-            if best is None or rank[head] > best[0]:
-                best = (rank[head], session_id)
-        return None if best is None else best[1]
-
-    async def find_session_by_chain(self, scope: str, chain_hash: str) -> list[tuple[str, int, int]]:
-        """Sessions (in `scope`) whose transcript holds the prefix `chain_hash`: (id, position of
-        that prefix's last message, transcript length), most recently updated first."""
-        rows = await self._rows(
-            "SELECT t.session_id, t.pos, (SELECT count(*) FROM transcript x WHERE x.session_id = t.session_id) "
-            "FROM transcript t JOIN sessions s ON s.id = t.session_id WHERE t.chain_hash = %s AND s.scope = %s "
-            "ORDER BY s.updated_at DESC, s.id LIMIT 20",
-            (chain_hash, scope),
-        )
-        return [(r[0], int(r[1]), int(r[2])) for r in rows]
-
-    async def session_exists(self, session_id: str) -> bool:
-        return bool(await self._rows("SELECT 1 FROM sessions WHERE id = %s", (session_id,)))
-
-    async def list_sessions(self, session_id: str | None = None) -> list[SessionSummary]:
-        """Every session with its counts, newest first; or just `session_id`'s."""
-        where, params = ("WHERE s.id = %s ", (session_id,)) if session_id is not None else ("", ())
-        return summaries(await self._rows(SUMMARY + f"{where}ORDER BY s.updated_at DESC, s.id", params))
-
-    async def last_manifest(self, session_id: str) -> str | None:
-        rows = await self._rows("SELECT last_manifest FROM sessions WHERE id = %s", (session_id,))
-        return rows[0][0] if rows else None
-
-    async def export_rows(self, session_id: str) -> dict[str, list[dict[str, Any]]]:
-        async def work(conn: Conn) -> dict[str, list[dict[str, Any]]]:
-            out: dict[str, list[dict[str, Any]]] = {}
-            async with self._snapshot(conn):
-                for table, order in (("events", "id"), ("artifacts", "id"), ("state_items", "id"), ("transcript", "pos"),
-                                     ("frames", "id"), ("turns", "id"), ("responses", "created_at"), ("response_items", "item_id")):
-                    cur = conn.cursor(row_factory=dict_row)
-                    await cur.execute(sql.SQL("SELECT * FROM {} WHERE session_id = %s ORDER BY {}").format(sql.Identifier(table), sql.Identifier(order)), (session_id,))
-                    out[table] = await cur.fetchall()
-            return out
-
-        return await self._read(work)
-
-    async def delete_session(self, session_id: str) -> bool:
-        """Erase one session for good (see `delete_sessions`)."""
-        return bool(await self.delete_sessions([session_id]))
 
     async def delete_sessions(self, session_ids: Sequence[str]) -> list[str]:
         """Erase sessions: their rows (cascade), their full-text entries (they live in those rows)
@@ -375,22 +254,7 @@ class PgStore(PgReads, PgInspect):
         if not session_ids:
             return []
         async with self.transaction() as tx:
-            return await erase_sessions(tx.conn, session_ids)
-
-    async def rename_session(self, old_id: str, new_id: str, old_scope_prefix: str = "", new_scope_prefix: str = "") -> bool:
-        """Move a session to a new id (and its transcript-matching scope prefix); False when
-        `old_id` does not exist, `InvalidArgumentError` when `new_id` does."""
-        async with self.transaction() as tx:
-            return await rename_session(tx.conn, old_id, new_id, old_scope_prefix, new_scope_prefix)
-
-    async def page_sessions(self, prefix: str = "", after: str | None = None, limit: int = 100, contains: str = "") -> list[SessionSummary]:
-        """Sessions whose id starts with `prefix` (and contains `contains` after it, case-insensitive),
-        in id order, after the id `after`, at most `limit`."""
-        return await self._read(lambda conn: page_sessions(conn, prefix, after, limit, contains))
-
-    async def expired_sessions(self, updated_before: float | None, keep_per_namespace: int | None, limit: int = 500) -> list[str]:
-        """Ids of sessions to expire (see `memory.store.postgres.admin.expired_sessions`), at most `limit`."""
-        return await self._read(lambda conn: expired_sessions(conn, updated_before, keep_per_namespace, limit))
+            return await erase_sessions(tx, session_ids)
 
     async def shared_secret(self, name: str, create: bool = True) -> bytes:
         """The named random secret every instance on this database shares (32 bytes), created by

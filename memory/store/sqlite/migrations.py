@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Final
 
+from memory.store.schema import ARTIFACT_FIELDS, CHUNK_FIELDS, EVENT_FIELDS, FRAME_FIELDS, STATE_FIELDS, TURN_FIELDS
+
 __all__ = ["MIGRATIONS"]
 
 M001_INITIAL: Final = """
@@ -21,12 +23,7 @@ CREATE INDEX sessions_head ON sessions(scope, head_hash);
 CREATE TABLE artifacts (
     id            INTEGER PRIMARY KEY AUTOINCREMENT,
     session_id    TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
-    sha256        TEXT NOT NULL,
-    kind          TEXT NOT NULL,
-    source        TEXT,
-    version       INTEGER NOT NULL DEFAULT 1,
-    content       TEXT NOT NULL,
-    pinned        INTEGER NOT NULL DEFAULT 0,
+""" + ARTIFACT_FIELDS + """\
     previous_id   INTEGER REFERENCES artifacts(id) ON DELETE SET NULL,
     first_event_id INTEGER,
     last_event_id  INTEGER,
@@ -37,13 +34,7 @@ CREATE INDEX artifacts_source ON artifacts(session_id, source, id);
 CREATE TABLE events (
     id            INTEGER PRIMARY KEY AUTOINCREMENT,
     session_id    TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
-    type          TEXT NOT NULL,
-    role          TEXT,
-    content       TEXT NOT NULL,
-    source        TEXT,
-    pinned        INTEGER NOT NULL DEFAULT 0,
-    timestamp     TEXT,
-    payload       TEXT NOT NULL DEFAULT '{}',
+""" + EVENT_FIELDS + """\
     artifact_id   INTEGER REFERENCES artifacts(id) ON DELETE CASCADE,
     parent_event_id INTEGER REFERENCES events(id) ON DELETE CASCADE,
     created_at    REAL NOT NULL
@@ -55,12 +46,7 @@ CREATE TABLE chunks (
     session_id    TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
     event_id      INTEGER REFERENCES events(id) ON DELETE CASCADE,
     artifact_id   INTEGER REFERENCES artifacts(id) ON DELETE CASCADE,
-    ord           INTEGER NOT NULL,
-    text          TEXT NOT NULL,
-    start_line    INTEGER NOT NULL,
-    end_line      INTEGER NOT NULL,
-    content_hash  TEXT NOT NULL,
-    tokens        INTEGER NOT NULL DEFAULT 0,
+""" + CHUNK_FIELDS + """\
     session_key   TEXT NOT NULL,
     parent_id     INTEGER REFERENCES chunks(id) ON DELETE CASCADE
 );
@@ -89,12 +75,7 @@ CREATE TABLE embeddings (
 CREATE TABLE state_items (
     id            INTEGER PRIMARY KEY AUTOINCREMENT,
     session_id    TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
-    kind          TEXT NOT NULL,
-    label         TEXT NOT NULL,
-    subject       TEXT,
-    text          TEXT NOT NULL,
-    norm          TEXT NOT NULL,
-    status        TEXT NOT NULL DEFAULT 'active',
+""" + STATE_FIELDS + """\
     superseded_by INTEGER REFERENCES state_items(id) ON DELETE SET NULL,
     event_id      INTEGER REFERENCES events(id) ON DELETE CASCADE,
     source_events TEXT NOT NULL DEFAULT '[]',
@@ -130,12 +111,7 @@ CREATE INDEX events_parent ON events(parent_event_id);
 CREATE TABLE frames (
     id            INTEGER PRIMARY KEY AUTOINCREMENT,
     session_id    TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
-    window_start  INTEGER NOT NULL,
-    anchor        TEXT NOT NULL,
-    encoding      TEXT NOT NULL,
-    budget        INTEGER NOT NULL,
-    base          TEXT NOT NULL,
-    items         TEXT NOT NULL DEFAULT '[]',
+""" + FRAME_FIELDS + """\
     created_at    REAL NOT NULL
 );
 CREATE INDEX frames_session ON frames(session_id, id);
@@ -145,15 +121,7 @@ CREATE TABLE turns (
     session_id        TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
     request_key       TEXT NOT NULL,
     frame_id          INTEGER REFERENCES frames(id) ON DELETE SET NULL,
-    tail_pos          INTEGER NOT NULL,
-    evidence          TEXT,
-    model             TEXT NOT NULL,
-    mode              TEXT NOT NULL,
-    sent_tokens       INTEGER NOT NULL,
-    forwarded_tokens  INTEGER NOT NULL,
-    prompt_tokens     INTEGER,
-    cached_tokens     INTEGER,
-    completion_tokens INTEGER,
+""" + TURN_FIELDS + """\
     created_at        REAL NOT NULL
 );
 CREATE INDEX turns_key ON turns(session_id, request_key);

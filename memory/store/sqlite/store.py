@@ -26,15 +26,14 @@ from typing import Any
 import aiosqlite
 
 from memory.errors import StorageError
-from memory.store.sqlite.fts_terms import MAX_POSTINGS, Tokenizer, or_query, rarest_within, split_or_query
+from memory.store.dialect import SQLITE
 from memory.store.locks import SessionLocks
+from memory.store.writes import SqlStore
+from memory.store.sqlite.admin import erase_sessions, reclaim_space
+from memory.store.sqlite.fts_terms import MAX_POSTINGS, Tokenizer, or_query, rarest_within, split_or_query
 from memory.store.sqlite.migrations import MIGRATIONS
-from memory.records import ArtifactRow, ChunkRow, SessionDelta, SessionSummary
-from memory.store.sqlite.admin import erase_sessions, expired_sessions, page_sessions, reclaim_space, rename_session
-from memory.store.sqlite.inspect import SqliteInspect
-from memory.store.sqlite.reads import SqliteReads, in_batches
-from memory.store.sqlite.rows import event_from_row, session_key
-from memory.store.sqlite.tx import SqliteTx
+from memory.store.sqlite.tx import SqliteTx, together
+from memory.store.rows import session_key
 
 __all__ = ["SqliteStore", "SqliteTx"]
 
@@ -42,8 +41,10 @@ __all__ = ["SqliteStore", "SqliteTx"]
 INDEX_TOKENIZE = "porter unicode61 remove_diacritics 2"
 
 
-class SqliteStore(SqliteReads, SqliteInspect):
+class SqliteStore(SqlStore):
     """Storage for every session in one SQLite file."""
+
+    dialect = SQLITE
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
@@ -97,10 +98,10 @@ class SqliteStore(SqliteReads, SqliteInspect):
         """Erase frees pages with `incremental_vacuum` instead of rewriting the file, which needs
         auto_vacuum=INCREMENTAL; a file created before that setting is converted once."""
         db = self.db
-        if (await db.execute_fetchall("PRAGMA auto_vacuum"))[0][0] == 2:
+        if await _value(db, "PRAGMA auto_vacuum") == 2:
             return
         await db.execute("PRAGMA auto_vacuum=INCREMENTAL")
-        if (await db.execute_fetchall("SELECT count(*) FROM sqlite_master"))[0][0]:
+        if await _value(db, "SELECT count(*) FROM sqlite_master"):
             await db.execute("VACUUM")
 
     def _identity(self) -> tuple[int, int]:
@@ -129,12 +130,12 @@ class SqliteStore(SqliteReads, SqliteInspect):
             return problem
         async with self._write_lock:
             db = self.db
-            waited = int((await db.execute_fetchall("PRAGMA busy_timeout"))[0][0])
+            waited = int(await _value(db, "PRAGMA busy_timeout"))
             try:
                 await db.execute("PRAGMA busy_timeout = 50")  # a health check must answer fast
                 await db.execute("BEGIN IMMEDIATE")
                 try:
-                    version = (await db.execute_fetchall("PRAGMA user_version"))[0][0]
+                    version = await _value(db, "PRAGMA user_version")
                     await db.execute(f"PRAGMA user_version = {int(version)}")
                 finally:
                     await db.execute("ROLLBACK")
@@ -167,9 +168,6 @@ class SqliteStore(SqliteReads, SqliteInspect):
             except BaseException:
                 await db.execute("ROLLBACK")
                 raise
-
-    async def migrations_applied(self) -> list[str]:
-        return [r[0] for r in await self.db.execute_fetchall("SELECT name FROM _migrations ORDER BY number")]
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[SqliteTx]:
@@ -220,62 +218,25 @@ class SqliteStore(SqliteReads, SqliteInspect):
                 raise self._failed(f"cannot start a write: {exc}") from exc
         self._write_failure = None
 
-    async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+    async def _rows(self, query: str, params: Sequence[Any] = ()) -> list[Sequence[Any]]:
         try:
             # One call on the connection's thread: no cursor stays open across an await, so a
             # VACUUM (which needs no statement in progress) can never land in the middle of a read.
-            return list(await self.db.execute_fetchall(sql, params))
+            return list(await self.db.execute_fetchall(query, params))
         except sqlite3.Error as exc:
             raise StorageError(f"read failed: {exc}") from exc
 
-    async def high_water(self, session_id: str) -> tuple[int, int, int]:
-        """(max event id, max chunk id, generation) of a session: a cheap freshness check for
-        caches. The generation changes when messages leave the transcript (an edit, a retry), and
-        a session erased or renamed and then created again starts at a new one."""
-        rows = await self._all(
-            "SELECT (SELECT coalesce(max(id), 0) FROM events WHERE session_id = ?), "
-            "(SELECT coalesce(max(id), 0) FROM chunks WHERE session_id = ?), "
-            "(SELECT coalesce(max(generation), 0) FROM sessions WHERE id = ?)",
-            (session_id, session_id, session_id),
-        )
-        return int(rows[0][0]), int(rows[0][1]), int(rows[0][2])
-
-    async def load_delta(self, session_id: str, after_event: int, after_artifact: int, after_chunk: int) -> SessionDelta:
-        """Live events, artifacts and chunks after the marks. Detached events (edited away or
-        regenerated) are left out, and so are artifacts only they referenced."""
-        events = [
-            event_from_row(r)
-            for r in await self._all("SELECT * FROM events WHERE session_id = ? AND id > ? AND detached = 0 ORDER BY id", (session_id, after_event))
-        ]
-        artifacts = [
-            ArtifactRow(id=r["id"], kind=r["kind"], source=r["source"], version=r["version"], pinned=bool(r["pinned"]),
-                        previous_id=r["previous_id"], first_event_id=r["first_event_id"], last_event_id=r["last_event_id"], sha256=r["sha256"])
-            for r in await self._all(
-                "SELECT id, kind, source, version, pinned, previous_id, first_event_id, last_event_id, sha256 FROM artifacts a "
-                "WHERE session_id = ? AND (id > ? OR last_event_id > ?) "
-                "AND EXISTS (SELECT 1 FROM events e WHERE (e.artifact_id = a.id OR e.id = a.first_event_id) AND e.detached = 0) ORDER BY id",
-                (session_id, after_artifact, after_event),
-            )
-        ]
-        chunks = [
-            ChunkRow(id=r["id"], event_id=r["event_id"], artifact_id=r["artifact_id"], ord=r["ord"], text=r["text"],
-                     start_line=r["start_line"], end_line=r["end_line"], content_hash=r["content_hash"], parent_id=r["parent_id"],
-                     tokens=r["tokens"])
-            for r in await self._all("SELECT * FROM chunks WHERE session_id = ? AND id > ? ORDER BY id", (session_id, after_chunk))
-        ]
-        return SessionDelta(events=events, artifacts=artifacts, chunks=chunks)
-
-    async def get_vectors(self, model: str, hashes: Sequence[str]) -> dict[str, bytes]:
-        rows = await in_batches(self._all, "SELECT content_hash, vector FROM embeddings WHERE model = ? AND content_hash IN ({marks})",
-                                model, hashes)
-        return {r[0]: r[1] for r in rows}
+    async def _together(self, queries: Sequence[tuple[str, Sequence[Any]]], named: bool = False) -> list[list[Any]]:
+        # One connection, one writer: a commit lands between two reads only when another task's
+        # transaction is waiting, as it always could between a store's reads.
+        return await together(self._rows, queries, named)
 
     async def bm25(self, session_id: str, match: str, limit: int) -> list[tuple[int, float]]:
         """Chunk ids of the session matching an FTS5 expression, best first, with bm25 (lower is better)."""
         if not match:
             return []
         match = await self._rarest(match)
-        rows = await self._all(
+        rows = await self._rows(
             "SELECT rowid, bm25(chunks_fts, 1.0, 0.0) AS score FROM chunks_fts WHERE chunks_fts MATCH ? "
             "ORDER BY score, rowid LIMIT ?",
             (f'session_key:"{session_key(session_id)}" AND ({match})', limit),
@@ -293,65 +254,9 @@ class SqliteStore(SqliteReads, SqliteInspect):
         if not wanted:
             return match
         marks = ",".join("?" * len(wanted))
-        counts = {str(r[0]): int(r[1]) for r in await self._all(f"SELECT term, doc FROM temp.chunks_vocab WHERE term IN ({marks})", wanted)}
+        counts = {str(r[0]): int(r[1]) for r in await self._rows(f"SELECT term, doc FROM temp.chunks_vocab WHERE term IN ({marks})", wanted)}
         kept = rarest_within(words, terms, counts, self.max_postings)
         return match if len(kept) == len(words) else or_query(kept)
-
-    async def find_session_by_head(self, scope: str, heads: Sequence[str]) -> str | None:
-        """The session (in `scope`) whose transcript head is the latest of `heads` (ordered oldest first)."""
-        if not heads:
-            return None
-        rank = {h: i for i, h in enumerate(heads)}
-        best: tuple[int, str] | None = None
-        for row in await in_batches(self._all, "SELECT id, head_hash FROM sessions WHERE scope = ? AND head_hash IN ({marks}) "
-                                    "ORDER BY updated_at DESC, id", scope, heads):
-            candidate = (rank[row[1]], row[0])
-            if best is None or candidate[0] > best[0]:
-                best = candidate
-        return None if best is None else best[1]
-
-    async def find_session_by_chain(self, scope: str, chain_hash: str) -> list[tuple[str, int, int]]:
-        """Sessions (in `scope`) whose transcript holds the prefix `chain_hash`: (id, position of
-        that prefix's last message, transcript length), most recently updated first."""
-        rows = await self._all(
-            "SELECT t.session_id, t.pos, (SELECT count(*) FROM transcript x WHERE x.session_id = t.session_id) "
-            "FROM transcript t JOIN sessions s ON s.id = t.session_id WHERE t.chain_hash = ? AND s.scope = ? "
-            "ORDER BY s.updated_at DESC, s.id LIMIT 20",
-            (chain_hash, scope),
-        )
-        return [(r[0], int(r[1]), int(r[2])) for r in rows]
-
-    async def session_exists(self, session_id: str) -> bool:
-        return bool(await self._all("SELECT 1 FROM sessions WHERE id = ?", (session_id,)))
-
-    async def list_sessions(self, session_id: str | None = None) -> list[SessionSummary]:
-        """Every session with its counts, newest first; or just `session_id`'s."""
-        where, params = ("WHERE s.id = ? ", (session_id,)) if session_id is not None else ("", ())
-        rows = await self._all(
-            "SELECT s.id, s.created_at, s.updated_at, "
-            "(SELECT count(*) FROM events e WHERE e.session_id = s.id AND e.detached = 0), "
-            "(SELECT count(*) FROM events e WHERE e.session_id = s.id AND e.role IS NOT NULL AND e.detached = 0), "
-            "(SELECT count(*) FROM artifacts a WHERE a.session_id = s.id), "
-            "(SELECT count(*) FROM chunks c WHERE c.session_id = s.id) "
-            f"FROM sessions s {where}ORDER BY s.updated_at DESC, s.id",
-            params,
-        )
-        return [SessionSummary(r[0], r[1], r[2], r[3], r[4], r[5], r[6]) for r in rows]
-
-    async def last_manifest(self, session_id: str) -> str | None:
-        rows = await self._all("SELECT last_manifest FROM sessions WHERE id = ?", (session_id,))
-        return rows[0][0] if rows else None
-
-    async def export_rows(self, session_id: str) -> dict[str, list[dict[str, Any]]]:
-        out: dict[str, list[dict[str, Any]]] = {}
-        for table, order in (("events", "id"), ("artifacts", "id"), ("state_items", "id"), ("transcript", "pos"), ("frames", "id"), ("turns", "id"),
-                             ("responses", "created_at"), ("response_items", "item_id")):
-            out[table] = [dict(r) for r in await self._all(f"SELECT * FROM {table} WHERE session_id = ? ORDER BY {order}", (session_id,))]
-        return out
-
-    async def delete_session(self, session_id: str) -> bool:
-        """Erase one session for good (see `delete_sessions`)."""
-        return bool(await self.delete_sessions([session_id]))
 
     async def delete_sessions(self, session_ids: Sequence[str]) -> list[str]:
         """Erase sessions for good: rows (cascade), FTS entries (trigger, then one segment merge),
@@ -360,8 +265,8 @@ class SqliteStore(SqliteReads, SqliteInspect):
         that existed."""
         if not session_ids:
             return []
-        async with self.transaction() as _tx:
-            found = await erase_sessions(self.db, list(session_ids))
+        async with self.transaction() as tx:
+            found = await erase_sessions(tx, session_ids)
         if found:
             async with self._write_lock:
                 try:
@@ -370,26 +275,10 @@ class SqliteStore(SqliteReads, SqliteInspect):
                     raise StorageError(f"reclaiming space after erase failed: {exc}") from exc
         return found
 
-    async def rename_session(self, old_id: str, new_id: str, old_scope_prefix: str = "", new_scope_prefix: str = "") -> bool:
-        """Move a session to a new id (and its transcript-matching scope prefix); False when
-        `old_id` does not exist, `InvalidArgumentError` when `new_id` does."""
-        async with self.transaction() as _tx:
-            return await rename_session(self.db, old_id, new_id, old_scope_prefix, new_scope_prefix)
 
-    async def page_sessions(self, prefix: str = "", after: str | None = None, limit: int = 100, contains: str = "") -> list[SessionSummary]:
-        """Sessions whose id starts with `prefix` (and contains `contains` after it, case-insensitive), in id
-        order, after the id `after`, at most `limit`."""
-        try:
-            return await page_sessions(self.db, prefix, after, limit, contains)
-        except sqlite3.Error as exc:
-            raise StorageError(f"read failed: {exc}") from exc
-
-    async def expired_sessions(self, updated_before: float | None, keep_per_namespace: int | None, limit: int = 500) -> list[str]:
-        """Ids of sessions to expire (see `memory.store.sqlite.admin.expired_sessions`), at most `limit`."""
-        try:
-            return await expired_sessions(self.db, updated_before, keep_per_namespace, limit)
-        except sqlite3.Error as exc:
-            raise StorageError(f"read failed: {exc}") from exc
+async def _value(db: aiosqlite.Connection, query: str) -> Any:
+    """The one value `query` reads (a PRAGMA, a count)."""
+    return list(await db.execute_fetchall(query))[0][0]
 
 
 def _create_private(path: Path) -> None:

@@ -251,10 +251,10 @@ function stateSection(session, state) {
       const sources = el("ol", { class: "items sources" });
       const ids = item.source_events || [];
       const button = el("button", { type: "button", class: "link", text: `from event${ids.length > 1 ? "s" : ""} ${ids.join(", ")}`,
-        onclick: async () => {
+        onclick: shown(async () => {
           const found = await api(sessionPath(session, "/events?ids=" + ids.join(",")));
           sources.replaceChildren(...found.data.map(eventRow));
-        } });
+        }) });
       return el("li", { class: "state-item" }, el("strong", { text: item.id + " " }), item.text, " ", button, sources);
     })));
   }).filter(Boolean);
@@ -271,11 +271,11 @@ function artifactsSection(session, page) {
   const content = el("div", { id: "artifact-content" });
   const rows = [...bySource.entries()].map(([key, versions]) => el("li", {}, el("strong", { text: key }), " ",
     versions.map((a) => el("button", { type: "button", class: "link version", text: `v${a.version} (#${a.id}, ${fmt(a.chars)} chars)`,
-      onclick: async () => {
+      onclick: shown(async () => {
         const full = await api(sessionPath(session, "/artifacts/" + a.id));
         content.replaceChildren(el("h3", { text: `${full.source || full.kind} v${full.version} · sha256 ${full.sha256.slice(0, 12)}` }),
           el("pre", { class: "text" }, full.content));
-      } }))));
+      }) }))));
   const more = page.has_more ? el("p", { class: "muted", text: "more artifacts than shown: export the session to see them all" }) : null;
   return section("Artifacts and versions", "artifacts",
     rows.length ? el("ul", { class: "artifacts" }, rows) : el("p", { class: "muted", text: "no artifacts" }), more, content);
@@ -285,12 +285,12 @@ function eventsSection(session, first) {
   const list = el("ol", { class: "items", id: "events" }, first.data.map(eventRow));
   const older = el("button", { type: "button", id: "older", text: "Older events", disabled: !first.has_more });
   let cursor = first.next_before;
-  older.addEventListener("click", async () => {
+  older.addEventListener("click", shown(async () => {
     const page = await api(sessionPath(session, `/events?limit=${PAGE}&before=${cursor}`));
     list.append(...page.data.map(eventRow));
     cursor = page.next_before;
     older.disabled = !page.has_more;
-  });
+  }));
   return section("Event log (newest first)", "log", list, older);
 }
 
@@ -326,8 +326,8 @@ async function renderSession(view, id) {
     el("p", { class: "facts" }, `${fmt(c.events)} events · ${fmt(c.messages)} messages · ${fmt(c.artifacts)} artifacts · ` +
       `${fmt(c.chunks)} chunks · updated ${when(info.updated_at)}`),
     el("div", { class: "actions" },
-      el("button", { type: "button", id: "export", text: "Export…", onclick: () => exportSession(id).catch(fail) }),
-      el("button", { type: "button", id: "erase", class: "danger", text: "Erase…", onclick: () => eraseSession(id).catch(fail) })));
+      el("button", { type: "button", id: "export", text: "Export…", onclick: shown(() => exportSession(id)) }),
+      el("button", { type: "button", id: "erase", class: "danger", text: "Erase…", onclick: shown(() => eraseSession(id)) })));
   view.replaceChildren(head, costSection(info.usage, turns.data), promptSection(prompt), stateSection(id, info.state),
     artifactsSection(id, artifacts), eventsSection(id, events));
 }
@@ -337,6 +337,10 @@ async function renderSession(view, id) {
 function fail(err) {
   notice(err.status === 401 ? "not allowed: enter an access token or your API key above" : String(err.message || err), "error");
 }
+
+// A click handler whose failure (a lost connection, an erased session, a 401) shows in the notice
+// instead of vanishing into the console.
+const shown = (handler) => () => handler().catch(fail);
 
 async function route() {
   const view = document.getElementById("view");

@@ -1,0 +1,234 @@
+"""Writes inside one transaction, written once for both backends. A backend's transaction class
+adds `_exec` and `_exec_many`, and what differs in kind: allocating ids, inserting chunks with
+their full-text entries, and re-keying a renamed session's full-text entries.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+from memory.errors import InvalidArgumentError
+from memory.records import FrameRecord, NewEvent, TurnRecord
+from memory.store.events import INSERT_ARTIFACT, INSERT_EVENT, Batch, build, plan_events
+from memory.store.reads import SqlReads
+
+__all__ = ["SqlWrites", "SqlStore"]
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+class SqlWrites(SqlReads):
+    async def _exec(self, query: str, params: Sequence[Any] = ()) -> None:
+        raise NotImplementedError
+
+    async def _exec_many(self, query: str, rows: Sequence[Sequence[Any]]) -> None:
+        raise NotImplementedError
+
+    async def _rekey_chunks(self, old_id: str, new_id: str) -> None:
+        """Move the session's chunks, and their full-text entries (keyed by the session id), to `new_id`."""
+        raise NotImplementedError
+
+    async def _allocate(self, events: int, artifacts: int, chunks: int) -> tuple[list[int], list[int], list[int]]:
+        """That many new ids of each table, ascending, never used before."""
+        raise NotImplementedError
+
+    async def _add_chunks(self, session_id: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Insert chunk rows (`memory.store.events.CHUNK_ROW`) with this backend's full-text entries."""
+        raise NotImplementedError
+
+    async def add_events(self, session_id: str, events: Sequence[NewEvent]) -> list[int]:
+        """Append events (and their artifacts and chunks); returns the new event ids in order (see
+        `memory.store.events`)."""
+        shas = [s for ev in events for s in (ev.artifact_sha, ev.diff[0] if ev.diff else None) if s is not None]
+        known: dict[str, int | None] = {r[0]: r[1] for r in await self._rows(
+            f"SELECT sha256, id FROM artifacts WHERE session_id = ? AND {self.dialect.any('sha256')}", (session_id, self.dialect.many(shas)))
+        } if shas else {}
+        plan, n_artifacts, n_chunks = plan_events(events, known)
+        event_ids, artifact_ids, chunk_ids = await self._allocate(len(events), n_artifacts, n_chunks)
+        batch = Batch(session_id, event_ids)
+        build(batch, events, known, plan, iter(artifact_ids), iter(chunk_ids))
+        if batch.artifacts:
+            await self._exec_many(INSERT_ARTIFACT, batch.artifacts)
+        if batch.events:
+            await self._exec_many(INSERT_EVENT, batch.events)
+        if batch.touched:
+            await self._exec_many(f"UPDATE artifacts SET first_event_id = coalesce(first_event_id, ?), last_event_id = ?, "
+                                  f"pinned = {self.dialect.greatest}(pinned, ?) WHERE id = ?", batch.touched)
+        if batch.chunks:
+            await self._add_chunks(session_id, batch.chunks)
+        await self._exec("UPDATE sessions SET updated_at = ? WHERE id = ?", (batch.now, session_id))
+        return event_ids
+
+    async def add_probes(self, session_id: str, probes: Sequence[tuple[int, str, str]]) -> None:
+        """Probe rows (parent chunk id, text, content hash): extra search keys for a chunk."""
+        if not probes:
+            return
+        parents = {r[0]: r for r in await self._rows(f"SELECT id, event_id, artifact_id, ord, start_line, end_line FROM chunks WHERE "
+                                                     f"session_id = ? AND {self.dialect.any('id')}",
+                                                     (session_id, self.dialect.many(sorted({p for p, _, _ in probes}))))}
+        kept = [(parents[parent], text, digest) for parent, text, digest in probes if parent in parents]
+        _, _, ids = await self._allocate(0, 0, len(kept))
+        await self._add_chunks(session_id, [(i, session_id, p[1], p[2], p[3], text, p[4], p[5], digest, 0, p[0])
+                                            for i, (p, text, digest) in zip(ids, kept, strict=True)])
+
+    async def ensure_session(self, session_id: str, scope: str = "") -> None:
+        # The upsert locks the session's row until commit (on PostgreSQL, what serialises one
+        # session's writes across instances: see memory.store.postgres.store), so it must stay the
+        # first write of a transaction.
+        now = time.time()
+        await self._exec(f"INSERT INTO sessions(id, scope, created_at, updated_at, generation) VALUES (?, ?, ?, ?, {self.dialect.new_generation}) "
+                         "ON CONFLICT (id) DO UPDATE SET updated_at = excluded.updated_at", (session_id, scope, now, now))
+
+    async def last_message_before(self, session_id: str, event_id: int) -> tuple[int, str] | None:
+        """(id, content) of the session's last user/assistant message before `event_id`."""
+        r = await self._one("SELECT id, content FROM events WHERE session_id = ? AND id < ? AND role IN ('user', 'assistant') "
+                            "ORDER BY id DESC LIMIT 1", (session_id, event_id))
+        return None if r is None else (r[0], r[1])
+
+    async def first_chunk_ids(self, event_ids: Sequence[int]) -> dict[int, int]:
+        """The first (ord 0, non-probe) chunk of each event that has one."""
+        if not event_ids:
+            return {}
+        found = await self._rows(f"SELECT event_id, min(id) FROM chunks WHERE {self.dialect.any('event_id')} AND parent_id IS NULL "
+                                 "GROUP BY event_id", (self.dialect.many(event_ids),))
+        return {r[0]: r[1] for r in found}
+
+    async def latest_artifact(self, session_id: str, source: str) -> tuple[int, int, str] | None:
+        """(id, version, content) of the newest snapshot of `source`, diffs excluded."""
+        r = await self._one("SELECT id, version, content FROM artifacts WHERE session_id = ? AND source = ? AND kind != 'diff' "
+                            "ORDER BY id DESC LIMIT 1", (session_id, source))
+        return None if r is None else (r[0], r[1], r[2])
+
+    async def artifact_exists(self, session_id: str, sha: str) -> bool:
+        return await self._one("SELECT 1 FROM artifacts WHERE session_id = ? AND sha256 = ?", (session_id, sha)) is not None
+
+    async def add_state_item(self, session_id: str, kind: str, label: str, subject: str | None, text: str, norm: str, event_id: int | None) -> int:
+        (r,) = await self._rows(
+            "INSERT INTO state_items(session_id, kind, label, subject, text, norm, event_id, source_events, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            (session_id, kind, label, subject, text, norm, event_id, json.dumps([event_id] if event_id else []), time.time()))
+        return int(r[0])
+
+    async def set_state_status(self, item_id: int, status: str, superseded_by: int | None = None) -> None:
+        await self._exec("UPDATE state_items SET status = ?, superseded_by = ? WHERE id = ?", (status, superseded_by, item_id))
+
+    async def add_state_source(self, item_id: int, event_id: int) -> None:
+        r = await self._one("SELECT source_events FROM state_items WHERE id = ?", (item_id,))
+        if r is not None and event_id not in (sources := json.loads(r[0])):
+            await self._exec("UPDATE state_items SET source_events = ? WHERE id = ?", (json.dumps([*sources, event_id]), item_id))
+
+    async def replace_transcript(self, session_id: str, from_pos: int, rows: Sequence[tuple[int, str, str, int | None]], head: str | None) -> None:
+        """Drop transcript positions >= from_pos and append `rows` (pos, msg_hash, chain_hash, event_id)."""
+        await self._exec("DELETE FROM transcript WHERE session_id = ? AND pos >= ?", (session_id, from_pos))
+        if rows:
+            await self._exec_many("INSERT INTO transcript(session_id, pos, msg_hash, chain_hash, event_id) VALUES (?, ?, ?, ?, ?)",
+                                  [(session_id, *r) for r in rows])
+        await self._exec("UPDATE sessions SET head_hash = ? WHERE id = ?", (head, session_id))
+
+    async def detach_from(self, session_id: str, pos: int) -> list[tuple[int, str]]:
+        """Take transcript positions >= `pos` out of the transcript: their events (and artifacts
+        extracted from them) stay in the log, marked detached, and leave retrieval. Returns the
+        detached messages as (event id, content), so the caller can tell whether state came from
+        them. Moves the session's generation on, so every in-process view reloads."""
+        found = await self._rows("SELECT e.id, e.content FROM transcript t JOIN events e ON e.id = t.event_id "
+                                 "WHERE t.session_id = ? AND t.pos >= ?", (session_id, pos))
+        if found:
+            ids = self.dialect.many(int(r[0]) for r in found)
+            await self._exec(f"UPDATE events SET detached = 1 WHERE {self.dialect.any('id')} OR {self.dialect.any('parent_event_id')}", (ids, ids))
+        await self._exec("DELETE FROM transcript WHERE session_id = ? AND pos >= ?", (session_id, pos))
+        await self._exec(f"UPDATE sessions SET generation = {self.dialect.next_generation} WHERE id = ?", (session_id,))
+        return [(int(r[0]), str(r[1])) for r in found]
+
+    async def live_messages(self, session_id: str) -> list[tuple[int, str]]:
+        """(event id, content) of the user and assistant messages on the transcript, in order."""
+        found = await self._rows("SELECT e.id, e.content FROM transcript t JOIN events e ON e.id = t.event_id "
+                                 "WHERE t.session_id = ? AND e.role IN ('user', 'assistant') ORDER BY t.pos", (session_id,))
+        return [(int(r[0]), str(r[1])) for r in found]
+
+    async def clear_state(self, session_id: str) -> None:
+        await self._exec("DELETE FROM state_items WHERE session_id = ?", (session_id,))
+
+    async def save_frame(self, session_id: str, frame: FrameRecord) -> int:
+        (r,) = await self._rows(
+            "INSERT INTO frames(session_id, window_start, anchor, encoding, budget, base, items, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            (session_id, frame.window_start, frame.anchor, frame.encoding, frame.budget, _json(list(frame.base)), _json(list(frame.items)),
+             time.time()))
+        return int(r[0])
+
+    async def add_turn(self, session_id: str, turn: TurnRecord) -> None:
+        await self._exec(
+            "INSERT INTO turns(session_id, request_key, frame_id, tail_pos, evidence, model, mode, sent_tokens, forwarded_tokens, "
+            "prompt_tokens, cached_tokens, completion_tokens, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (session_id, turn.request_key, turn.frame_id, turn.tail_pos, None if turn.evidence is None else _json(turn.evidence), turn.model,
+             turn.mode, turn.sent_tokens, turn.forwarded_tokens, turn.prompt_tokens, turn.cached_tokens, turn.completion_tokens, time.time()))
+
+    async def add_response(self, session_id: str, response_id: str, pos: int, chain_hash: str) -> None:
+        """Record a response id of the session: its reply ends at transcript position `pos` (the
+        transcript's length then), whose prefix has `chain_hash`. A regenerated id moves (keeping
+        its first creation time)."""
+        await self._exec("INSERT INTO responses(id, session_id, pos, chain_hash, created_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) "
+                         "DO UPDATE SET session_id = excluded.session_id, pos = excluded.pos, chain_hash = excluded.chain_hash",
+                         (response_id, session_id, pos, chain_hash, time.time()))
+
+    async def add_items(self, session_id: str, items: Sequence[tuple[str, str]]) -> None:
+        """Remember wire items by id (item id, the item's JSON), for later references to them."""
+        # One row per id (the last wins), sorted: two writers of overlapping items take their row
+        # locks in one order (never a deadlock between two PostgreSQL instances).
+        rows = sorted({item_id: item for item_id, item in items}.items())
+        if rows:
+            await self._exec_many("INSERT INTO response_items(session_id, item_id, item) VALUES (?, ?, ?) "
+                                  "ON CONFLICT (session_id, item_id) DO UPDATE SET item = excluded.item", [(session_id, *r) for r in rows])
+
+    async def put_vectors(self, model: str, items: Iterable[tuple[str, bytes]]) -> None:
+        rows = sorted({h: v for h, v in items}.items())  # sorted, as in add_items
+        if rows:
+            await self._exec_many("INSERT INTO embeddings(model, content_hash, vector) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                                  [(model, h, v) for h, v in rows])
+
+    async def save_manifest(self, session_id: str, manifest_json: str) -> None:
+        await self._exec("UPDATE sessions SET last_manifest = ? WHERE id = ?", (manifest_json, session_id))
+
+    async def rename_session(self, old_id: str, new_id: str, old_scope_prefix: str = "", new_scope_prefix: str = "") -> bool:
+        """Move every row of `old_id` to `new_id`; a scope starting with `old_scope_prefix` gets
+        `new_scope_prefix` instead. False when `old_id` does not exist, `InvalidArgumentError` when
+        `new_id` does. The renamed session starts at a new generation, so no view of the old id's
+        rows is reused."""
+        if not await self.session_exists(old_id):
+            return False
+        if await self.session_exists(new_id):
+            raise InvalidArgumentError(f"session {new_id!r} already exists")
+        tables = await self.table_columns()
+        kept = ", ".join(c for c in tables["sessions"] if c not in ("id", "scope", "generation"))
+        cut = len(old_scope_prefix)
+        await self._exec(f"INSERT INTO sessions(id, scope, generation, {kept}) SELECT ?, CASE WHEN substr(scope, 1, ?) = ? "
+                         f"THEN ? || substr(scope, ? + 1) ELSE scope END, {self.dialect.new_generation}, {kept} FROM sessions WHERE id = ?",
+                         (new_id, cut, old_scope_prefix, new_scope_prefix, cut, old_id))
+        # Every table that belongs to a session, whatever later migrations add; chunks carry the
+        # session in their full-text entries too.
+        for table in sorted(t for t, columns in tables.items() if "session_id" in columns and t not in ("sessions", "chunks")):
+            await self._exec(f"UPDATE {table} SET session_id = ? WHERE session_id = ?", (new_id, old_id))
+        await self._rekey_chunks(old_id, new_id)
+        await self._exec("DELETE FROM sessions WHERE id = ?", (old_id,))
+        return True
+
+
+class SqlStore(SqlReads):
+    """What both stores do alike over their own transactions."""
+
+    def transaction(self) -> AbstractAsyncContextManager[SqlWrites]:
+        raise NotImplementedError
+
+    async def migrations_applied(self) -> list[str]:
+        return [str(r[0]) for r in await self._rows("SELECT name FROM _migrations ORDER BY number")]
+
+    async def rename_session(self, old_id: str, new_id: str, old_scope_prefix: str = "", new_scope_prefix: str = "") -> bool:
+        """Move a session to a new id (see `SqlWrites.rename_session`)."""
+        async with self.transaction() as tx:
+            return await tx.rename_session(old_id, new_id, old_scope_prefix, new_scope_prefix)

@@ -1,0 +1,129 @@
+"""The layout's rules, one at a time, on a hand-built session view (no store, no HTTP): when the
+whole history goes, when a frame is built (a rebase) and reused, how far a question reaches beyond
+the prompt (need), and where the `cache` and `recall` policies part ways."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from typing import Any
+
+from memory.prompt.layout import LayoutInput, Layout, Line, build_layout, needs_memory
+from memory.prompt.policy import POLICIES, LayoutPolicy
+from memory.recall.index import SessionView
+from memory.recall.retrieval import Scored
+from memory.recall.tokens import get_counter
+from memory.records import ChunkRow, EventRow, SessionDelta
+
+COUNTER = get_counter("gpt-4o-mini")
+SYSTEM = [{"role": "system", "content": "You are terse."}]
+TOPICS = ["ledger", "invoices", "payroll", "backups", "deploys", "alerts", "billing", "quotas", "tokens", "exports"]
+
+
+def _text(i: int) -> str:
+    role = "user" if i % 2 == 0 else "assistant"
+    return f"{role} turn {i} about {TOPICS[i % len(TOPICS)]}: " + " ".join(f"w{i}x{k}" for k in range(30))
+
+
+def _session(n: int) -> tuple[SessionView, list[Line]]:
+    """A view of `n` messages (event i+1 at transcript position i, one chunk each) and their lines."""
+    events = [EventRow(i + 1, "user_message" if i % 2 == 0 else "assistant_message", "user" if i % 2 == 0 else "assistant", _text(i),
+                       None, False, None, {"content": _text(i)}, None, None) for i in range(n)]
+    chunks = [ChunkRow(i + 1, i + 1, None, 0, _text(i), 1, 1, f"h{i}", COUNTER.count(_text(i))) for i in range(n)]
+    view = SessionView(dim=4)
+    view.apply(SessionDelta(events=events, artifacts=[], chunks=chunks), {})
+    lines = []
+    for i, ev in enumerate(events):
+        message = {"role": ev.role, "content": ev.content}
+        lines.append(Line(i, message, str(ev.role), ev.id, COUNTER.message_tokens(message)))
+    return view, lines
+
+
+def _anchor(n: int) -> str:
+    return f"anchor-{n}"
+
+
+def _input(lines: list[Line], budget: int, *, ranked: list[Scored] | None = None, frame: Any = None,
+           policy: LayoutPolicy = POLICIES["cache"], query: str = "what about the ledger?") -> LayoutInput:
+    return LayoutInput(session_id="s", model="gpt-4o-mini", budget=budget, system=SYSTEM, history=lines,
+                       tail=[{"role": "user", "content": query}], query=query, state=[], ranked=ranked or [], anchor=_anchor,
+                       frame=frame, policy=policy)
+
+
+def _layout(view: SessionView, inp: LayoutInput) -> Layout:
+    layout = build_layout(inp, view, COUNTER)
+    assert layout.tokens == sum(COUNTER.message_tokens(m) for m in layout.messages) + 3  # reply priming; the count is exact
+    assert layout.tokens <= inp.budget or layout.over_budget
+    return layout
+
+
+def _window_positions(layout: Layout, lines: list[Line]) -> list[int]:
+    shown = [json.dumps(m, sort_keys=True) for m in layout.messages]
+    return [line.pos for line in lines if json.dumps(line.message, sort_keys=True) in shown]
+
+
+def test_the_whole_history_goes_when_it_fits() -> None:
+    view, lines = _session(6)
+    inp = _input(lines, 8000)
+    assert not needs_memory(inp.system, lines, inp.tail, inp.budget, COUNTER)
+    layout = _layout(view, inp)
+    assert layout.mode == "full_history"
+    assert layout.messages == SYSTEM + [line.message for line in lines] + inp.tail
+
+
+def test_over_budget_sends_the_system_and_the_tail_alone() -> None:
+    view, lines = _session(6)
+    layout = _layout(view, _input(lines, 5))  # less than the system message and the question take
+    assert layout.mode == "over_budget" and layout.messages == SYSTEM + [{"role": "user", "content": "what about the ledger?"}]
+
+
+def test_a_rebase_keeps_the_newest_turns_and_anchors_its_frame_there() -> None:
+    view, lines = _session(40)
+    inp = _input(lines, 1500)
+    assert needs_memory(inp.system, lines, inp.tail, inp.budget, COUNTER)
+    layout = _layout(view, inp)
+    assert layout.mode == "rebased" and layout.frame is not None
+    start = layout.frame.window_start
+    assert 0 < start < 40 and _window_positions(layout, lines) == list(range(start, 40))  # the newest turns, in order
+    assert layout.frame.anchor == _anchor(start) and layout.frame.budget == 1500
+    # The window takes at most its share of the room (the last exchange may take the floor share).
+    window_tokens = sum(line.tokens for line in lines[start:])
+    assert window_tokens <= POLICIES["cache"].window_floor_share * (1500 - 3)
+
+
+def test_a_frame_is_reused_while_it_serves_and_the_prompt_keeps_its_prefix() -> None:
+    view, lines = _session(44)
+    first = _layout(view, _input(lines[:40], 1500))
+    assert first.frame is not None
+    frame = replace(first.frame, id=7)
+    then = _layout(view, _input(lines[:42], 1500, frame=frame))  # one more exchange on the same conversation
+    assert then.mode == "frame" and then.frame == frame
+    stable = len(SYSTEM) + len(frame.base) + (40 - frame.window_start)
+    assert then.messages[:stable] == first.messages[:stable]  # byte-identical prefix: the provider's cache hits
+    # Another budget, or a conversation that no longer begins as the frame was anchored, gets a new frame.
+    assert _layout(view, _input(lines[:42], 1600, frame=frame)).mode == "rebased"
+    moved = LayoutInput(**{**_input(lines[:42], 1500, frame=frame).__dict__, "anchor": lambda n: f"edited-{n}"})
+    assert _layout(view, moved).mode == "rebased"
+
+
+def _need(layout: Layout) -> str:
+    return str(layout.manifest["need"]["need"])
+
+
+def test_need_compares_the_best_match_out_of_view_with_the_best_in_view() -> None:
+    view, lines = _session(44)
+    frame = replace(_layout(view, _input(lines[:40], 1500)).frame, id=7)  # type: ignore[arg-type]
+    out_of_view, in_view = 2, 41  # chunk positions: message 2 left the window long ago, 41 is in it
+    cases = {
+        "none": [Scored(in_view, 2.0), Scored(out_of_view, 1.5)],  # the prompt already shows the best match
+        "weak": [Scored(out_of_view, 1.6), Scored(in_view, 1.2)],  # better out of view, by less than the margin
+        "strong": [Scored(out_of_view, 2.4), Scored(in_view, 1.2)],  # by the margin or more
+    }
+    for need, ranked in cases.items():
+        layout = _layout(view, _input(lines[:42], 1500, frame=frame, ranked=ranked))
+        assert layout.mode == "frame" and _need(layout) == need, need
+        # Evidence is added for a weak or strong need (the out-of-view message comes back), none otherwise.
+        assert ("w2x29" in json.dumps(layout.evidence)) is (need != "none"), need
+    # Below the floor score a match out of view is never strong, whatever the margin.
+    low = _layout(view, _input(lines[:42], 1500, frame=frame, ranked=[Scored(out_of_view, 0.4), Scored(in_view, -1.0)]))
+    assert _need(low) == "weak"
