@@ -99,11 +99,14 @@ def test_serve_runs_the_proxy_with_the_example_config_on_the_given_host_and_port
     assert served.log.read_text().startswith(f"memory-runtime proxy on http://127.0.0.1:{port}/v1")
 
 
-@pytest.mark.parametrize("storage_arg", ["{tmp}/a-file/under/it.sqlite", "{tmp}", "postgresql://nobody@127.0.0.1:1/none"])
+@pytest.mark.parametrize("storage_arg", ["{tmp}/a-file/under/it.sqlite", "{tmp}/folder", "postgresql://nobody@127.0.0.1:1/none"])
 def test_a_storage_that_cannot_open_is_one_line_not_a_traceback(storage_arg: str, tmp_path: Path,
                                                                 capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "a-file").write_text("not a folder")
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "folder").chmod(0o755)
     assert main(["sessions", "list", "--storage", storage_arg.format(tmp=tmp_path)]) == 1
+    assert (tmp_path / "folder").stat().st_mode & 0o777 == 0o755  # a folder named as the database keeps its mode
     err = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("memory: embeddings are OFF")]
     assert len(err) == 1 and err[0].startswith("memory-runtime: cannot open memory store"), err
     assert "Traceback" not in err[0]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
+import stat
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -284,6 +285,10 @@ async def _value(db: aiosqlite.Connection, query: str) -> Any:
 def _create_private(path: Path) -> None:
     """Create the database file readable by its owner only (SQLite copies the mode to the WAL and
     shared-memory files); tighten files an older version left world-readable."""
+    if path.is_dir():
+        # A folder is never a database; refusing it here also keeps the mode change below off it
+        # (`--storage /etc` once left /etc readable by root alone).
+        raise IsADirectoryError(f"{path} is a folder, not a database file")
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
@@ -291,7 +296,9 @@ def _create_private(path: Path) -> None:
         pass
     for name in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
         try:
-            if name.stat().st_mode & 0o077:
+            mode = name.lstat().st_mode
+            # Only our own regular files: never a folder, a device or what a symlink points at.
+            if stat.S_ISREG(mode) and mode & 0o077:
                 name.chmod(0o600)
         except OSError:
             continue  # missing, or not ours to change: opening still works
