@@ -15,13 +15,18 @@ writes, relative to the base input price). Reported: the cost through the proxy 
 baseline before the client's prompt outgrows the budget (target: never above 1.0x) and after
 (target: at most 0.8x), per request and in total.
 
-    python -m benchmarks.anthropic_cost [--turns 60] [--budget 8000]
+    python -m benchmarks.anthropic_cost [--turns 30,60] [--budget 6000,12000] [--write]
+
+`--write` splices the figures into benchmarks/RESULTS.md as section I (`benchmarks.run_all` does
+not run this one: it takes under two minutes on its own).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -35,13 +40,15 @@ from testkit.fake_anthropic import anthropic_requests
 from testkit.harness import config_for, serve_upstream, start_proxy
 from testkit.script import Reply, ToolCall
 
-from .corpus import assistant_turn, code_windows, user_turn
+from .corpus import REPO_ROOT, assistant_turn, code_windows, user_turn
 
-__all__ = ["RequestCost", "run", "price", "WRITE", "READ"]
+__all__ = ["RequestCost", "run", "price", "summary", "section_i", "splice", "WRITE", "READ", "HEADING", "TARGET_PAST", "TARGET_BEFORE"]
 
 MODEL = "claude-sonnet-4-5"
 KEY = "sk-ant-bench-cost"
 WRITE, READ = 1.25, 0.1
+TARGET_PAST, TARGET_BEFORE = 0.8, 1.0
+HEADING = "## I. Claude Code under Anthropic's cache rule"
 SYSTEM = [
     {"type": "text", "text": "You are Claude Code, Anthropic's official CLI for Claude.", "cache_control": {"type": "ephemeral"}},
     {"type": "text", "text": "\n".join(f"- Rule {i}: read the code before changing it; keep diffs small; run the tests you touched; "
@@ -133,14 +140,65 @@ def summary(costs: Sequence[RequestCost], budget: int) -> dict[str, Any]:
     }
 
 
+def _x(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}×"
+
+
+def section_i(rows: Sequence[tuple[int, dict[str, Any]]], command: str, commit: str) -> list[str]:
+    """The markdown of section I for (turns, summary) rows."""
+    lines = [HEADING, "",
+             "A Claude-Code-shaped session (two cached system blocks, six tools; each turn: a question, a `Read` tool call, a 50-line "
+             "window of this project's source as its result, an answer) replayed through the running proxy (lexical memory, "
+             "`X-Memory-Budget`) against the fake Anthropic upstream, which bills each prompt by the breakpoint rule (prefixes of "
+             "1,024 tokens or more, 20-block lookback). *Resend everything* is the client's own requests, its breakpoints on both "
+             "system blocks and on the last block of the last message, billed by the same rule. Cost = input + 1.25 × cache writes "
+             "+ 0.1 × cache reads, through the proxy relative to resending everything; tokens are o200k_base estimates (no Claude "
+             "tokenizer offline).", "",
+             f"- Command: `{command}`", f"- Commit: {commit}", "",
+             "| turns (requests) | budget | last prompt (tokens) | requests before / past budget | cost before budget (worst request) "
+             "| cost past budget | last 20 requests | rebases |",
+             "|---|---|---|---|---|---|---|---|"]
+    for turns, row in rows:
+        lines.append(f"| {turns} ({row['requests']}) | {row['budget']:,} | {row['client_tokens_last']:,} | {row['requests_before_budget']} / "
+                     f"{row['requests_past_budget']} | {_x(row['cost_before_budget'])} ({_x(row['worst_request_before_budget'])}) | "
+                     f"{_x(row['cost_past_budget'])} | {_x(row['cost_last_20_requests'])} | {row['modes'].get('rebased', 0)} |")
+    lines += ["", f"Targets: never above {TARGET_BEFORE:.1f}× before the budget is passed, at most {TARGET_PAST:.1f}× past it:"]
+    for turns, row in rows:
+        before = row["worst_request_before_budget"] <= TARGET_BEFORE
+        past = row["cost_past_budget"] is not None and row["cost_past_budget"] <= TARGET_PAST
+        lines.append(f"- {turns} turns at {row['budget']:,}: before {'met' if before else '**not met**'}, "
+                     f"past {'met' if past else '**not met**'} ({_x(row['cost_past_budget'])})")
+    return lines + [""]
+
+
+def splice(markdown: str, section: Sequence[str]) -> str:
+    """`markdown` with section I replaced by `section` (appended when it has none)."""
+    text = "\n".join(section)
+    start = markdown.find(HEADING)
+    if start < 0:
+        return markdown.rstrip("\n") + "\n\n" + text
+    end = markdown.find("\n## ", start + len(HEADING))
+    return markdown[:start] + text + (markdown[end + 1:] if end >= 0 else "")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--turns", type=int, default=60)
-    parser.add_argument("--budget", default="8000", help="comma-separated budgets")
+    parser.add_argument("--turns", default="30,60", help="comma-separated session lengths")
+    parser.add_argument("--budget", default="6000,12000", help="comma-separated budgets")
+    parser.add_argument("--write", action="store_true", help="splice section I into benchmarks/RESULTS.md")
     args = parser.parse_args(argv)
-    for budget in (int(b) for b in args.budget.split(",")):
-        with tempfile.TemporaryDirectory(prefix="bench-anthropic-") as tmp:
-            print(json.dumps(summary(run(args.turns, budget, Path(tmp)), budget)), flush=True)
+    rows: list[tuple[int, dict[str, Any]]] = []
+    for turns in (int(t) for t in args.turns.split(",")):
+        for budget in (int(b) for b in args.budget.split(",")):
+            with tempfile.TemporaryDirectory(prefix="bench-anthropic-") as tmp:
+                row = summary(run(turns, budget, Path(tmp)), budget)
+            print(json.dumps({"turns": turns, **row}), flush=True)
+            rows.append((turns, row))
+    if args.write:
+        commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, cwd=REPO_ROOT).stdout.strip()
+        command = "python -m benchmarks.anthropic_cost " + " ".join(argv if argv is not None else sys.argv[1:])
+        results = REPO_ROOT / "benchmarks" / "RESULTS.md"
+        results.write_text(splice(results.read_text(encoding="utf-8"), section_i(rows, command, commit)), encoding="utf-8")
     return 0
 
 
