@@ -132,6 +132,12 @@ def test_tool_loop_over_budget_is_compiled_paired_and_cached(aproxy: Proxy, upst
     again = client.messages.create(model=MODEL, max_tokens=256, system=SYSTEM, tools=[READ_FILE], messages=messages)
     assert again.usage.cache_read_input_tokens and again.usage.cache_read_input_tokens >= 1024
     assert len(_live(_export(aproxy, "msg-tools"), "tool_message")) == 13
+    with httpx.Client(base_url=aproxy.url, timeout=30) as http:
+        metrics = http.get("/metrics").text
+    written = [line for line in metrics.splitlines() if line.startswith('memory_runtime_cache_write_tokens_total{model_family="claude"}')]
+    read = [line for line in metrics.splitlines() if line.startswith('memory_runtime_cached_tokens_total{model_family="claude"}')]
+    assert written and float(written[0].split()[-1]) > 0 and read and float(read[0].split()[-1]) > 0
+    assert 'memory_runtime_requests_total{model_family="claude",route="messages",status="200"}' in metrics
 
 
 def test_thinking_blocks_keep_their_signatures_over_budget(aproxy: Proxy, upstream: Upstream) -> None:
@@ -214,3 +220,23 @@ def test_keys_the_caller_and_count_tokens(proxy_factory: Callable[..., Proxy], u
     _client(with_env, "msg-who").messages.create(model=MODEL, max_tokens=64, messages=[{"role": "user", "content": "who"}])
     with httpx.Client(base_url=with_env.url, timeout=30, headers={"Authorization": f"Bearer {KEY}"}) as http:
         assert http.get("/memory/sessions/msg-who/export").status_code == 200
+
+
+def test_a_stateless_client_gets_memorys_copies_rebuilt_exactly(aproxy: Proxy, upstream: Upstream) -> None:
+    """Only the newest message each call, with the session header: the prompt's history comes
+    from memory's stored copies (their blocks, signatures included), and still pairs."""
+    client = _client(aproxy, "msg-stateless")
+    thinking = {"type": "enabled", "budget_tokens": 1024}
+    upstream.fake.enqueue(Reply(tool_calls=(ToolCall("read_file", {"path": "a.go"}, id="toolu_s1"),)))
+    first = client.messages.create(model=MODEL, max_tokens=2048, thinking=thinking, messages=[{"role": "user", "content": "read a.go"}])
+    call = [b.model_dump(exclude_none=True) for b in first.content]
+    # A stateless tool loop: the assistant's call and the result, nothing before.
+    client.messages.create(model=MODEL, max_tokens=2048, thinking=thinking, messages=[
+        {"role": "user", "content": "read a.go"}, {"role": "assistant", "content": call},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_s1", "content": "package a"}]}])
+    client.messages.create(model=MODEL, max_tokens=2048, thinking=thinking, messages=[{"role": "user", "content": "and now?"}])
+    body = _sent(upstream)
+    assert [m["role"] for m in body["messages"]] == ["user", "assistant", "user", "assistant", "user"]
+    assert body["messages"][1]["content"] == call  # memory's copy of the reply, blocks and signature as the provider sent them
+    assert body["messages"][2]["content"] == [{"type": "tool_result", "tool_use_id": "toolu_s1", "content": "package a"}]
+    assert body["messages"][-1] == {"role": "user", "content": "and now?"}
