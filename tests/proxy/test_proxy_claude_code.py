@@ -64,3 +64,14 @@ def test_claude_code_turns_are_compiled_over_budget_and_stored(proxy_factory: Ca
     assert len(turns) == len(requests) == 7  # six prompts, one of them a tool loop of two calls
     assert turns[-1]["mode"] in ("rebased", "frame") and turns[-1]["forwarded_tokens"] < turns[-1]["sent_tokens"]
     assert turns[-1]["forwarded_tokens"] <= BUDGET
+
+
+def test_claude_code_without_a_session_header_is_one_session_by_its_transcript(proxy: Proxy, upstream: Upstream, tmp_path: Path) -> None:
+    (tmp_path / "work").mkdir()
+    (tmp_path / "home").mkdir()
+    claude = ClaudeCode(proxy.url, KEY + "-2", tmp_path / "home", tmp_path / "work")
+    for n, question in enumerate(("first question", "second question", "third question")):
+        assert f"echo: {question}" in claude.ask(question, resume=n > 0)
+    with proxy.http(None) as http:
+        sessions = http.get("/memory/sessions", headers={"x-api-key": KEY + "-2"}).json()["data"]
+    assert len(sessions) == 1 and sessions[0]["messages"] == 6
