@@ -241,7 +241,8 @@ def to_anthropic(messages: list[dict[str, Any]], sent: Collection[int] = (), fra
                 marks.append(("memory", None, 0, in_frame, True))
             continue
         carried = _carried(message)
-        carrier = message.get(CARRIER) if isinstance(message.get(CARRIER), dict) else {}
+        found = message.get(CARRIER)
+        carrier: dict[str, Any] = found if isinstance(found, dict) else {}
         group, part = carrier.get("group"), int(carrier.get("part", 0) or 0)
         if carried is not None:
             content = copy.deepcopy(carried) if id(message) in sent else strip_cache_control(carried)

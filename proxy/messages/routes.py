@@ -142,7 +142,8 @@ async def _complete(svc: Services, opened: Opened, prepared: Prepared, headers: 
     meter.cache_written(cache_figures(usage)[0])
     _usage_headers(headers, usage)
     if response.get("type") == "message":
-        content = response.get("content") if isinstance(response.get("content"), list) else []
+        blocks = response.get("content")
+        content: list[dict[str, Any]] = [b for b in blocks if isinstance(b, dict)] if isinstance(blocks, list) else []
         problem = await commit(svc.runtime, prepared, reply_message(content), memory_usage(usage))
         meter.committed(problem)
         if problem:
