@@ -24,7 +24,8 @@ Rebuilding (`to_anthropic`): the client's system message goes back as `system`; 
 wrote (the state block, evidence: system role) become text blocks of a user message in their
 place; a chat message whose content no longer matches its carried blocks (a tool result the
 agent-loop compaction replaced by a stub) is rebuilt from its chat form, keeping the
-tool_use_id; messages of memory's own (stored from the chat route) are rebuilt from their chat
+tool_use_id (`rewrite` does the same for the compaction's hook, tool-call arguments included);
+messages of memory's own (stored from the chat route) are rebuilt from their chat
 form. When the laid-out conversation would start with an assistant message (the window begins
 mid-exchange), a one-line user message says earlier turns are not shown: Anthropic wants the
 user to speak first.
@@ -39,7 +40,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["CARRIER", "SYSTEM_KEY", "OMITTED_NOTE", "to_messages", "to_anthropic", "Rebuilt", "reply_message", "system_text",
+__all__ = ["CARRIER", "SYSTEM_KEY", "OMITTED_NOTE", "to_messages", "to_anthropic", "Rebuilt", "rewrite", "reply_message", "system_text",
            "strip_cache_control"]
 
 CARRIER = "x_anthropic"
@@ -144,6 +145,41 @@ def to_messages(system: Any, messages: list[dict[str, Any]]) -> list[dict[str, A
     for message in messages:
         out.extend(_user(message) if message.get("role") == "user" else [_assistant(message)])
     return out
+
+
+def rewrite(original: dict[str, Any], rewritten: dict[str, Any]) -> dict[str, Any] | None:
+    """A chat message memory rewrote (the agent-loop compaction: a tool output stubbed, long
+    tool-call arguments shortened), with its carried blocks changed to say the same: a tool_result
+    whose content is the new text (same tool_use_id, `is_error` and breakpoint kept), tool_use
+    inputs from the new arguments, the one text block's new text. None when the blocks cannot carry
+    the change (the message then stays whole)."""
+    carrier = original.get(CARRIER)
+    if not isinstance(carrier, dict) or not isinstance(carrier.get("content"), (str, list)):
+        return {**original, **rewritten}
+    content = carrier["content"]
+    text = rewritten.get("content")
+    if original.get("role") == "tool":
+        result = next((b for b in content if isinstance(b, dict) and b.get("type") == "tool_result"), None) if isinstance(content, list) else None
+        if result is None or not isinstance(text, str):
+            return None
+        block = {k: v for k, v in result.items() if k in ("type", "tool_use_id", "is_error", "cache_control")}
+        block["content"] = text
+        return {**original, **rewritten, CARRIER: {**carrier, "content": [block]}}
+    blocks = [{"type": "text", "text": content}] if isinstance(content, str) else [dict(b) if isinstance(b, dict) else b for b in content]
+    if text != original.get("content"):
+        texts = [b for b in blocks if isinstance(b, dict) and b.get("type") == "text"]
+        if len(texts) != 1 or not isinstance(text, str):
+            return None
+        texts[0]["text"] = text
+    arguments = {str(c.get("id")): (c.get("function") or {}).get("arguments") for c in rewritten.get("tool_calls") or ()}
+    for block in blocks:
+        if isinstance(block, dict) and block.get("type") == "tool_use" and str(block.get("id")) in arguments:
+            try:
+                block["input"] = json.loads(arguments[str(block.get("id"))] or "{}")
+            except ValueError:
+                return None
+    new_content: Any = blocks[0]["text"] if isinstance(content, str) else blocks
+    return {**original, **rewritten, CARRIER: {**carrier, "content": new_content}}
 
 
 def reply_message(content: list[dict[str, Any]]) -> dict[str, Any] | None:

@@ -8,7 +8,7 @@ from typing import Any
 
 from memory.ingest.transcript import message_hash
 
-from proxy.messages.blocks import OMITTED_NOTE, reply_message, to_anthropic, to_messages
+from proxy.messages.blocks import OMITTED_NOTE, reply_message, rewrite, to_anthropic, to_messages
 from proxy.messages.cache import MAX_BREAKPOINTS, breakpoints, mark_frame_end
 from proxy.messages.reply import Assembler
 
@@ -130,3 +130,20 @@ def test_assembler_rebuilds_the_streamed_message() -> None:
                                  {"type": "tool_use", "id": "t", "name": "read", "input": {"path": "x"}}]
     stored = reply_message(assembler.content)
     assert stored is not None and stored["tool_calls"][0]["id"] == "t" and stored["item_key"]
+
+
+def test_the_compaction_hook_rewrites_the_carried_blocks() -> None:
+    chat = to_messages(None, CONVERSATION)
+    stub = rewrite(chat[2], {**chat[2], "content": "[memory-runtime: compacted output of read a.py]"})
+    assert stub is not None
+    calls = [{**c, "function": {**c["function"], "arguments": '{"path": "a.py…"}'}} if c["id"] == "toolu_a" else c for c in chat[1]["tool_calls"]]
+    shortened = rewrite(chat[1], {**chat[1], "tool_calls": calls})
+    assert shortened is not None
+    rebuilt = to_anthropic([chat[0], shortened, stub, chat[3], chat[4], chat[5]], {id(m) for m in chat}).messages
+    assert rebuilt[1]["content"][2] == {"type": "tool_use", "id": "toolu_a", "name": "read", "input": {"path": "a.py…"}}
+    assert rebuilt[1]["content"][0]["signature"] == "sig-1"  # the thinking block untouched
+    assert rebuilt[2]["content"][0] == {"type": "tool_result", "tool_use_id": "toolu_a", "content": "[memory-runtime: compacted output of read a.py]"}
+    assert rebuilt[2]["content"][1]["tool_use_id"] == "toolu_b"  # the other result of the same message, whole
+    assert rewrite(chat[1], {**chat[1], "content": "two texts?"}) is not None  # one text block: it carries the new text
+    two_texts = to_messages(None, [{"role": "assistant", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}])[0]
+    assert rewrite(two_texts, {**two_texts, "content": "ab, shorter"}) is None
