@@ -11,6 +11,7 @@ from memory.ingest.transcript import message_hash
 from proxy.messages.blocks import OMITTED_NOTE, reply_message, rewrite, to_anthropic, to_messages
 from proxy.messages.cache import MAX_BREAKPOINTS, breakpoints, mark_frame_end
 from proxy.messages.reply import Assembler
+from proxy.messages.upstream import forwarded_headers
 
 SYSTEM = [{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}]
 CONVERSATION: list[dict[str, Any]] = [
@@ -147,3 +148,12 @@ def test_the_compaction_hook_rewrites_the_carried_blocks() -> None:
     assert rewrite(chat[1], {**chat[1], "content": "two texts?"}) is not None  # one text block: it carries the new text
     two_texts = to_messages(None, [{"role": "assistant", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}])[0]
     assert rewrite(two_texts, {**two_texts, "content": "ab, shorter"}) is None
+
+
+def test_anthropic_headers_go_up_as_sent_and_the_environment_key_only_without_one() -> None:
+    raw = [(b"host", b"x"), (b"anthropic-beta", b"b2,b1"), (b"x-memory-session", b"s"), (b"anthropic-version", b"2023-06-01"),
+           (b"anthropic-beta", b"b0"), (b"cookie", b"c=1"), (b"x-api-key", b"sk-ant-caller")]
+    assert forwarded_headers(raw, "sk-ant-env") == [(b"anthropic-beta", b"b2,b1"), (b"anthropic-version", b"2023-06-01"),
+                                                    (b"anthropic-beta", b"b0"), (b"x-api-key", b"sk-ant-caller")]
+    assert forwarded_headers(raw[:4], "sk-ant-env")[-1] == (b"x-api-key", b"sk-ant-env")
+    assert forwarded_headers(raw[:4], None) == [(b"anthropic-beta", b"b2,b1"), (b"anthropic-version", b"2023-06-01")]
