@@ -34,7 +34,7 @@ def memory_usage(usage: dict[str, Any] | None) -> dict[str, Any] | None:
         return None
     written, read = cache_figures(usage)
     return {"prompt_tokens": _int(usage.get("input_tokens")) + written + read, "completion_tokens": _int(usage.get("output_tokens")),
-            "prompt_tokens_details": {"cached_tokens": read}}
+            "prompt_tokens_details": {"cached_tokens": read}, "cache_creation_input_tokens": written}
 
 
 @dataclass

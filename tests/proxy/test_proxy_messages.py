@@ -138,6 +138,12 @@ def test_tool_loop_over_budget_is_compiled_paired_and_cached(aproxy: Proxy, upst
     read = [line for line in metrics.splitlines() if line.startswith('memory_runtime_cached_tokens_total{model_family="claude"}')]
     assert written and float(written[0].split()[-1]) > 0 and read and float(read[0].split()[-1]) > 0
     assert 'memory_runtime_requests_total{model_family="claude",route="messages",status="200"}' in metrics
+    with httpx.Client(base_url=aproxy.url, headers={"x-api-key": KEY}, timeout=30) as http:
+        turns = http.get("/memory/sessions/msg-tools/turns").json()["data"]
+    assert all(t["cache_write_tokens"] is not None for t in turns) and sum(t["cache_write_tokens"] for t in turns) > 0
+    assert turns[-1]["cached_tokens"] == again.usage.cache_read_input_tokens
+    assert turns[-1]["cache_write_tokens"] == again.usage.cache_creation_input_tokens
+    assert turns[-1]["prompt_tokens"] == again.usage.input_tokens + again.usage.cache_read_input_tokens + again.usage.cache_creation_input_tokens
 
 
 def test_thinking_blocks_keep_their_signatures_over_budget(aproxy: Proxy, upstream: Upstream) -> None:

@@ -15,7 +15,7 @@ EVENT_COLUMNS = "id, type, role, content, source, pinned, timestamp, payload, ar
 STATE_COLUMNS = "id, kind, label, subject, text, status, superseded_by, event_id, source_events"
 _FRAME_COLUMNS = "id, window_start, anchor, encoding, budget, base, items"
 _TURN_COLUMNS = ("request_key, frame_id, tail_pos, evidence, model, mode, sent_tokens, forwarded_tokens, prompt_tokens, cached_tokens, "
-                 "completion_tokens, created_at")
+                 "completion_tokens, created_at, cache_write_tokens")
 
 
 def event_from_row(r: Sequence[Any]) -> EventRow:
@@ -36,7 +36,7 @@ def _frame(r: Sequence[Any]) -> FrameRecord:
 def _turn(r: Sequence[Any]) -> TurnRecord:
     return TurnRecord(request_key=r[0], frame_id=r[1], tail_pos=r[2], evidence=json.loads(r[3]) if r[3] else None, model=r[4],
                       mode=r[5], sent_tokens=r[6], forwarded_tokens=r[7], prompt_tokens=r[8], cached_tokens=r[9],
-                      completion_tokens=r[10], created_at=r[11])
+                      completion_tokens=r[10], created_at=r[11], cache_write_tokens=r[12])
 
 
 class PgReads:

@@ -300,10 +300,12 @@ class PgTx(PgReads):
     async def add_turn(self, session_id: str, turn: TurnRecord) -> None:
         await self.conn.execute(
             "INSERT INTO turns(session_id, request_key, frame_id, tail_pos, evidence, model, mode, sent_tokens, forwarded_tokens, "
-            "prompt_tokens, cached_tokens, completion_tokens, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            "prompt_tokens, cached_tokens, completion_tokens, created_at, cache_write_tokens) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
             (session_id, turn.request_key, turn.frame_id, turn.tail_pos,
              json.dumps(turn.evidence, ensure_ascii=False) if turn.evidence is not None else None, turn.model, turn.mode,
-             turn.sent_tokens, turn.forwarded_tokens, turn.prompt_tokens, turn.cached_tokens, turn.completion_tokens, time.time()),
+             turn.sent_tokens, turn.forwarded_tokens, turn.prompt_tokens, turn.cached_tokens, turn.completion_tokens, time.time(),
+             turn.cache_write_tokens),
         )
 
     async def add_response(self, session_id: str, response_id: str, pos: int, chain_hash: str) -> None:

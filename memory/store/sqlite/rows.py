@@ -45,4 +45,5 @@ def turn_from_row(row: sqlite3.Row) -> TurnRecord:
         evidence=json.loads(row["evidence"]) if row["evidence"] else None, model=row["model"], mode=row["mode"],
         sent_tokens=row["sent_tokens"], forwarded_tokens=row["forwarded_tokens"], prompt_tokens=row["prompt_tokens"],
         cached_tokens=row["cached_tokens"], completion_tokens=row["completion_tokens"], created_at=row["created_at"],
+        cache_write_tokens=row["cache_write_tokens"],
     )
