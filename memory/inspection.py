@@ -83,7 +83,7 @@ async def turns(session: Session, limit: int = MAX_PAGE) -> list[dict[str, Any]]
     for n, t in enumerate(await session.runtime.store.turns(session.id, _limit(limit)), start=1):
         out.append({"n": n, "created_at": t.created_at, "model": t.model, "mode": t.mode, "sent_tokens": t.sent_tokens,
                     "forwarded_tokens": t.forwarded_tokens, "prompt_tokens": t.prompt_tokens, "cached_tokens": t.cached_tokens,
-                    "completion_tokens": t.completion_tokens})
+                    "completion_tokens": t.completion_tokens, "cache_write_tokens": t.cache_write_tokens})
     return out
 
 

@@ -175,6 +175,8 @@ class TurnRecord:
     cached_tokens: int | None = None
     completion_tokens: int | None = None
     created_at: float = 0.0
+    # Prompt tokens the provider wrote to its cache (Anthropic's cache_creation_input_tokens).
+    cache_write_tokens: int | None = None
 
 
 @dataclass(frozen=True)

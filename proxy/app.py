@@ -32,6 +32,8 @@ from proxy.metrics import Metrics, MetricsMiddleware
 from proxy.admin.retention import Sweeper
 from proxy.relay import Relay
 from proxy.responses.upstream import ResponsesUpstream
+from proxy.messages.upstream import AnthropicUpstream
+from proxy.messages.routes import count_tokens, create_message
 from proxy.chat.routes import chat_completions
 from proxy.admin.inspect_routes import routes as inspect_routes
 from proxy.responses.routes import create_response
@@ -101,9 +103,11 @@ def create_app(config: ProxyConfig) -> Starlette:
         relay_client = Relay(config.upstreams)
         upstream = Upstream(config.upstreams)
         responses_client = ResponsesUpstream(config.upstreams, upstream)
+        anthropic_client = AnthropicUpstream(config.upstreams)
         app.state.services = Services(
             config=config, runtime=runtime, upstream=upstream, relay=relay_client,
             identities=Identities(secret, config.server.access_token, config.tenants), responses=responses_client, metrics=metrics,
+            anthropic=anthropic_client,
         )
         sweeper = Sweeper(runtime, config.retention)
         sweeper.start()
@@ -112,6 +116,7 @@ def create_app(config: ProxyConfig) -> Starlette:
         finally:
             await sweeper.stop()
             await responses_client.aclose()
+            await anthropic_client.aclose()
             await relay_client.aclose()
             await runtime.close()
 
@@ -119,6 +124,8 @@ def create_app(config: ProxyConfig) -> Starlette:
         Route("/healthz", healthz, methods=["GET"]),
         Route("/v1/chat/completions", chat_completions, methods=["POST"]),
         Route("/v1/responses", create_response, methods=["POST"]),
+        Route("/v1/messages", create_message, methods=["POST"]),
+        Route("/v1/messages/count_tokens", count_tokens, methods=["POST"]),
         *inspect_routes(),
         *memory_routes(),
         *inspector_routes(),

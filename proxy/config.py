@@ -20,6 +20,10 @@ Environment variables:
     OPENAI_BASE_URL                upstreams.openai.api_base
     GEMINI_API_BASE                upstreams.gemini.api_base
     OPENAI_API_KEY / GEMINI_API_KEY  fallback keys when a request carries no Authorization header
+    ANTHROPIC_API_BASE             upstreams.anthropic.api_base (not ANTHROPIC_BASE_URL: that is what
+                                   Claude Code reads to find the proxy, often set in the same shell)
+    ANTHROPIC_API_KEY              fallback key for /v1/messages when a request carries neither
+                                   x-api-key nor Authorization
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ __all__ = [
 
 DEFAULT_OPENAI_BASE = "https://api.openai.com/v1"
 DEFAULT_GEMINI_BASE = "https://generativelanguage.googleapis.com/v1beta"
+DEFAULT_ANTHROPIC_BASE = "https://api.anthropic.com"
 _TENANT_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
@@ -96,6 +101,8 @@ class UpstreamConfig:
 class UpstreamsConfig:
     openai: UpstreamConfig = UpstreamConfig(api_base=DEFAULT_OPENAI_BASE)
     gemini: UpstreamConfig = UpstreamConfig(api_base=DEFAULT_GEMINI_BASE)
+    # `POST /v1/messages` (and its count_tokens) go here: Anthropic's Messages API, without /v1.
+    anthropic: UpstreamConfig = UpstreamConfig(api_base=DEFAULT_ANTHROPIC_BASE)
     timeout_seconds: float = 600.0
     connect_timeout_seconds: float = 10.0
     # Retries for connection failures, 429 and 5xx before any byte reached the client.
@@ -300,6 +307,7 @@ def _build(raw: Mapping[str, Any], env: Mapping[str, str]) -> ProxyConfig:
     ups_raw = _section(raw, "upstreams")
     openai_raw = _section(ups_raw, "openai")
     gemini_raw = _section(ups_raw, "gemini")
+    anthropic_raw = _section(ups_raw, "anthropic")
     emb_raw = _section(raw, "embedding")
 
     def pick(env_key: str, value: Any) -> Any:
@@ -323,6 +331,10 @@ def _build(raw: Mapping[str, Any], env: Mapping[str, str]) -> ProxyConfig:
         gemini=UpstreamConfig(
             api_base=str(pick("GEMINI_API_BASE", gemini_raw.get("api_base") or DEFAULT_GEMINI_BASE)).rstrip("/"),
             api_key=env.get("GEMINI_API_KEY") or None,
+        ),
+        anthropic=UpstreamConfig(
+            api_base=str(pick("ANTHROPIC_API_BASE", anthropic_raw.get("api_base") or DEFAULT_ANTHROPIC_BASE)).rstrip("/"),
+            api_key=env.get("ANTHROPIC_API_KEY") or None,
         ),
         timeout_seconds=_typed(ups_raw.get("timeout_seconds", UpstreamsConfig.timeout_seconds), float, "upstreams.timeout_seconds"),
         connect_timeout_seconds=_typed(

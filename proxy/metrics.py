@@ -21,6 +21,8 @@ Never a session id, a user, a key or a raw model name.
     memory_runtime_forwarded_tokens_total{model_family}               tokens the proxy forwarded
     memory_runtime_prompt_tokens_total{model_family}                  prompt tokens the provider billed
     memory_runtime_cached_tokens_total{model_family}                  of those, served from its cache
+    memory_runtime_cache_write_tokens_total{model_family}             of those, written to its cache (Anthropic's
+                                                                      cache_creation_input_tokens)
     memory_runtime_completion_tokens_total{model_family}              completion tokens it reported
     memory_runtime_memory_errors_total{stage}                         memory failed, the call went on
                                                                       (fail open): stage prepare|commit
@@ -48,15 +50,16 @@ from memory import Usage
 __all__ = ["Metrics", "ChatMeter", "MetricsMiddleware", "model_family", "route_name", "CONTENT_TYPE", "ROUTES", "MODEL_FAMILIES"]
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
-ROUTES = ("chat_completions", "responses", "relay", "memory", "inspector", "metrics", "healthz", "other")
+ROUTES = ("chat_completions", "responses", "messages", "relay", "memory", "inspector", "metrics", "healthz", "other")
 # Longest prefix first: "gpt-4o" before "gpt-4", "gpt-4.1" before "gpt-4".
 _FAMILY_PREFIXES = (
     ("gpt-5", "gpt-5"), ("gpt-4.1", "gpt-4.1"), ("gpt-4o", "gpt-4o"), ("gpt-4", "gpt-4"), ("gpt-3.5", "gpt-3.5"),
     ("o1", "o-series"), ("o3", "o-series"), ("o4", "o-series"),
     ("gemini-2.5", "gemini-2.5"), ("gemini-2.0", "gemini-2.0"), ("gemini", "gemini-other"),
+    ("claude", "claude"),
 )
 MODEL_FAMILIES = tuple(dict.fromkeys(f for _, f in _FAMILY_PREFIXES)) + ("other", "none")
-_PROVIDER_PREFIX = re.compile(r"^(openai|gemini|google|azure)/", re.I)
+_PROVIDER_PREFIX = re.compile(r"^(openai|gemini|google|azure|anthropic)/", re.I)
 _LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 _FAST = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 # Where the chat route leaves its findings for the middleware (request.state is scope["state"]).
@@ -79,6 +82,8 @@ def route_name(path: str) -> str:
         return "chat_completions"
     if path == "/v1/responses":
         return "responses"  # POST, with memory; /v1/responses/{id} and its items are relayed
+    if path in ("/v1/messages", "/v1/messages/count_tokens"):
+        return "messages"
     if path.startswith("/v1/"):
         return "relay"
     if path == "/memory/ui" or path.startswith("/memory/ui/"):
@@ -118,6 +123,8 @@ class Metrics:
         self.forwarded_tokens = Counter("memory_runtime_forwarded_tokens", "Prompt tokens the proxy forwarded", family, registry=r)
         self.prompt_tokens = Counter("memory_runtime_prompt_tokens", "Prompt tokens the provider reported", family, registry=r)
         self.cached_tokens = Counter("memory_runtime_cached_tokens", "Prompt tokens the provider served from its cache", family, registry=r)
+        self.cache_write_tokens = Counter("memory_runtime_cache_write_tokens", "Prompt tokens the provider wrote to its cache", family,
+                                          registry=r)
         self.completion_tokens = Counter("memory_runtime_completion_tokens", "Completion tokens the provider reported", family, registry=r)
         self.memory_errors = Counter("memory_runtime_memory_errors", "Memory failures the call went on without (fail open)", ["stage"],
                                      registry=r)
@@ -177,6 +184,11 @@ class ChatMeter:
             if value:
                 counter.labels(self.family).inc(value)
         return found
+
+    def cache_written(self, tokens: int) -> None:
+        """Prompt tokens the provider reported writing to its cache (Anthropic bills them apart)."""
+        if tokens:
+            self.metrics.cache_write_tokens.labels(self.family).inc(tokens)
 
     def committed(self, problem: str | None) -> None:
         if problem:

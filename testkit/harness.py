@@ -84,6 +84,7 @@ def config_for(upstream: Upstream, folder: Path, yaml_text: str = "upstreams: {r
     values = {
         "OPENAI_BASE_URL": upstream.url + "/v1",
         "GEMINI_API_BASE": upstream.url + "/v1beta",
+        "ANTHROPIC_API_BASE": upstream.url,
         "MEMORY_RUNTIME_STORAGE_PATH": str(folder / "memory.sqlite"),
         "MEMORY_RUNTIME_EMBEDDING_MODEL": "none",
     }

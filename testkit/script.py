@@ -48,6 +48,8 @@ class Reply:
     hold: threading.Event | None = None
     # Responses API only: end the response "failed" or "incomplete" instead of "completed".
     responses_status: str | None = None
+    # Anthropic Messages only: after the first delta, send an `error` event with this message.
+    stream_error: str | None = None
 
 
 @dataclass

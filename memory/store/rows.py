@@ -23,7 +23,7 @@ CHUNK = "id, event_id, artifact_id, ord, text, start_line, end_line, content_has
 STATE = "id, kind, label, subject, text, status, superseded_by, event_id, source_events"
 FRAME = "id, window_start, anchor, encoding, budget, base, items"
 TURN = ("request_key, frame_id, tail_pos, evidence, model, mode, sent_tokens, forwarded_tokens, prompt_tokens, cached_tokens, "
-        "completion_tokens, created_at")
+        "completion_tokens, created_at, cache_write_tokens")
 SUMS = ("count(*), coalesce(sum(t.sent_tokens), 0), coalesce(sum(t.forwarded_tokens), 0), coalesce(sum(t.prompt_tokens), 0), "
         "coalesce(sum(t.cached_tokens), 0), coalesce(sum(t.completion_tokens), 0)")
 SUMMARY = (
@@ -74,7 +74,7 @@ def frame(r: Row) -> FrameRecord:
 
 
 def turn(r: Row) -> TurnRecord:
-    return TurnRecord(r[0], r[1], r[2], json.loads(r[3]) if r[3] else None, r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11])
+    return TurnRecord(r[0], r[1], r[2], json.loads(r[3]) if r[3] else None, r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11], r[12])
 
 
 def totals(r: Row) -> UsageTotals:

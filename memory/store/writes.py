@@ -165,9 +165,11 @@ class SqlWrites(SqlReads):
     async def add_turn(self, session_id: str, turn: TurnRecord) -> None:
         await self._exec(
             "INSERT INTO turns(session_id, request_key, frame_id, tail_pos, evidence, model, mode, sent_tokens, forwarded_tokens, "
-            "prompt_tokens, cached_tokens, completion_tokens, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "prompt_tokens, cached_tokens, completion_tokens, created_at, cache_write_tokens) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (session_id, turn.request_key, turn.frame_id, turn.tail_pos, None if turn.evidence is None else _json(turn.evidence), turn.model,
-             turn.mode, turn.sent_tokens, turn.forwarded_tokens, turn.prompt_tokens, turn.cached_tokens, turn.completion_tokens, time.time()))
+             turn.mode, turn.sent_tokens, turn.forwarded_tokens, turn.prompt_tokens, turn.cached_tokens, turn.completion_tokens, time.time(),
+             turn.cache_write_tokens))
 
     async def add_response(self, session_id: str, response_id: str, pos: int, chain_hash: str) -> None:
         """Record a response id of the session: its reply ends at transcript position `pos` (the

@@ -40,18 +40,20 @@ class Usage:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     cached_tokens: int | None = None
+    cache_write_tokens: int | None = None
 
     @classmethod
     def from_openai(cls, usage: Any) -> Usage:
         """From an OpenAI `usage` object (chat: prompt_tokens / prompt_tokens_details; Responses:
-        input_tokens / input_tokens_details)."""
+        input_tokens / input_tokens_details), or the chat form of Anthropic's, which adds
+        `cache_creation_input_tokens` (tokens written to the provider's cache)."""
         if not isinstance(usage, dict):
             return cls()
         details = usage.get("prompt_tokens_details") or usage.get("input_tokens_details") or {}
         cached = details.get("cached_tokens") if isinstance(details, dict) else None
         prompt = usage.get("prompt_tokens", usage.get("input_tokens"))
         completion = usage.get("completion_tokens", usage.get("output_tokens"))
-        return cls(_int(prompt), _int(completion), _int(cached))
+        return cls(_int(prompt), _int(completion), _int(cached), _int(usage.get("cache_creation_input_tokens")))
 
 
 def _int(value: Any) -> int | None:
@@ -247,6 +249,7 @@ def turn_record(plan: TurnPlan, frame_id: int | None, usage: Usage) -> TurnRecor
         request_key=plan.request_key, frame_id=frame_id, tail_pos=plan.tail_pos, evidence=plan.layout.evidence, model=plan.model,
         mode=plan.layout.mode, sent_tokens=plan.sent_tokens, forwarded_tokens=plan.result.tokens,
         prompt_tokens=usage.prompt_tokens, cached_tokens=usage.cached_tokens, completion_tokens=usage.completion_tokens,
+        cache_write_tokens=usage.cache_write_tokens,
     )
 
 

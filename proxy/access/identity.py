@@ -4,6 +4,7 @@
     operator token (server.access_token)    -> operator: sees and manages every session; its own
                                                chats are scoped like anyone's (by its API key)
     Authorization: Bearer <key>             -> "k_<hmac>"            HMAC-SHA256(secret, key), 32 hex
+      (or x-api-key: <key>, Anthropic's)
     no key at all                           -> "local"               the proxy's environment key pays
 
 The HMAC secret is 32 random bytes the proxy creates on first start beside the database
@@ -171,7 +172,8 @@ class Identities:
         """The caller for these request headers; `AccessDeniedError` when tokens are configured and
         none of them was sent."""
         browser = is_browser(headers)
-        key = bearer_value(headers.get("authorization", ""))
+        # Anthropic's clients send their key as x-api-key: the same caller as with Bearer.
+        key = bearer_value(headers.get("authorization", "")) or headers.get("x-api-key", "").strip() or None
         tenant: str | None = None
         operator = False
         if self._tokens:

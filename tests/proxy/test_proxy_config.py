@@ -25,7 +25,7 @@ def test_example_config_names_every_key() -> None:
     assert set(raw["server"]) == {"host", "port", "access_token", "max_body_bytes", "allowed_hosts", "allowed_origins"}
     assert set(raw["limits"]) == {"max_messages", "max_message_tokens"}
     assert set(raw["retention"]) == {"session_ttl_days", "max_sessions_per_caller", "sweep_interval_seconds"}
-    assert set(raw["upstreams"]) == {"openai", "gemini", "timeout_seconds", "connect_timeout_seconds", "retries"}
+    assert set(raw["upstreams"]) == {"openai", "gemini", "anthropic", "timeout_seconds", "connect_timeout_seconds", "retries"}
     assert set(raw["embedding"]) == {"model", "model_dir"}
 
 

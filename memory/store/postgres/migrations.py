@@ -177,10 +177,16 @@ CREATE TABLE response_items (
 );
 """
 
+# `turns.cache_write_tokens`: prompt tokens the provider wrote to its cache (Anthropic bills them apart).
+M003_CACHE_WRITES: Final = """
+ALTER TABLE turns ADD COLUMN cache_write_tokens INTEGER;
+"""
+
 # (number, name, sql); append only. PostgreSQL runs a multi-statement string in one call.
 MIGRATIONS: Final[list[tuple[int, str, str]]] = [
     (1, "m001_initial", M001_INITIAL),
     (2, "m002_responses", M002_RESPONSES),
+    (3, "m003_cache_writes", M003_CACHE_WRITES),
 ]
 
 

@@ -167,10 +167,17 @@ CREATE TABLE response_items (
 );
 """
 
+# - `turns.cache_write_tokens`: prompt tokens the provider wrote to its cache for the turn (Anthropic
+#   bills them apart, at 1.25x; `cached_tokens` stays what it read from the cache).
+M005_CACHE_WRITES: Final = """
+ALTER TABLE turns ADD COLUMN cache_write_tokens INTEGER;
+"""
+
 # (number, name, sql); append only.
 MIGRATIONS: Final[list[tuple[int, str, str]]] = [
     (1, "m001_initial", M001_INITIAL),
     (2, "m002_frames_turns", M002_FRAMES_TURNS),
     (3, "m003_foreign_key_indexes", M003_FOREIGN_KEY_INDEXES),
     (4, "m004_responses", M004_RESPONSES),
+    (5, "m005_cache_writes", M005_CACHE_WRITES),
 ]

@@ -191,7 +191,8 @@ function costChart(turns) {
     const i = Math.max(0, Math.min(turns.length - 1, Math.round(((at - pad) / (width - 2 * pad)) * (turns.length - 1))));
     const t = turns[i];
     readout.textContent = `turn ${t.n} (${t.mode}, ${t.model}): sent ${fmt(t.sent_tokens)}, forwarded ${fmt(t.forwarded_tokens)}, ` +
-      `cached ${fmt(t.cached_tokens)}, completion ${fmt(t.completion_tokens)}`;
+      `cached ${fmt(t.cached_tokens)}` + (t.cache_write_tokens ? `, written to the cache ${fmt(t.cache_write_tokens)}` : "") +
+      `, completion ${fmt(t.completion_tokens)}`;
   });
   const legend = el("ul", { class: "legend" }, series.map(([, name, cls]) => el("li", { class: cls, text: name })));
   return el("div", {}, chart, legend, readout);

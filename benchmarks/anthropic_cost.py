@@ -1,0 +1,206 @@
+"""What a Claude-Code-shaped session costs through the proxy, priced by Anthropic's cache rule.
+
+The session: a Claude-Code-like system prompt (two text blocks, both breakpoints, as Claude Code
+sends them) and tools, then turns of "look at this part of the code": the user asks, the
+assistant calls `Read`, the tool result is a 50-line window of this project's source, the
+assistant answers. Every request resends the whole history with a third breakpoint on the last
+block of the last message (Claude Code moves it along each call). Replayed through the running
+proxy (lexical memory, `X-Memory-Session`, `X-Memory-Budget`) against the fake Anthropic upstream,
+which bills every prompt by the breakpoint rule (prefixes of 1,024 tokens or more; a read looks
+back up to 20 blocks; `testkit.anthropic_rules`).
+
+The baseline, *resend everything*, is the client's own requests billed by the same rule with a
+ledger of their own. Cost of a request = input + 1.25 x cache writes + 0.1 x cache reads (5-minute
+writes, relative to the base input price). Reported: the cost through the proxy relative to the
+baseline before the client's prompt outgrows the budget (target: never above 1.0x) and after
+(target: at most 0.8x), per request and in total.
+
+    python -m benchmarks.anthropic_cost [--turns 30,60] [--budget 6000,12000] [--write]
+
+`--write` splices the figures into benchmarks/RESULTS.md as section I (`benchmarks.run_all` does
+not run this one: it takes under two minutes on its own).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from testkit.anthropic_rules import Billed, CacheLedger
+from testkit.fake_anthropic import anthropic_requests
+from testkit.harness import config_for, serve_upstream, start_proxy
+from testkit.script import Reply, ToolCall
+
+from .corpus import REPO_ROOT, assistant_turn, code_windows, user_turn
+
+__all__ = ["RequestCost", "run", "price", "summary", "section_i", "splice", "WRITE", "READ", "HEADING", "TARGET_PAST", "TARGET_BEFORE"]
+
+MODEL = "claude-sonnet-4-5"
+KEY = "sk-ant-bench-cost"
+WRITE, READ = 1.25, 0.1
+TARGET_PAST, TARGET_BEFORE = 0.8, 1.0
+HEADING = "## I. Claude Code under Anthropic's cache rule"
+SYSTEM = [
+    {"type": "text", "text": "You are Claude Code, Anthropic's official CLI for Claude.", "cache_control": {"type": "ephemeral"}},
+    {"type": "text", "text": "\n".join(f"- Rule {i}: read the code before changing it; keep diffs small; run the tests you touched; "
+                                       f"say plainly what you could not do (guideline {i} of the house)." for i in range(60)),
+     "cache_control": {"type": "ephemeral"}},
+]
+TOOLS = [{"name": name, "description": f"The {name} tool: " + "use it as documented. " * 12,
+          "input_schema": {"type": "object", "properties": {"file_path": {"type": "string"}}, "required": ["file_path"]}}
+         for name in ("Read", "Edit", "Write", "Bash", "Grep", "Glob")]
+
+
+def price(usage: dict[str, Any] | Billed) -> float:
+    if isinstance(usage, Billed):
+        return usage.input_tokens + WRITE * usage.cache_creation_input_tokens + READ * usage.cache_read_input_tokens
+    return (usage["input_tokens"] + WRITE * usage.get("cache_creation_input_tokens", 0)
+            + READ * usage.get("cache_read_input_tokens", 0))
+
+
+@dataclass(frozen=True)
+class RequestCost:
+    turn: int
+    client_tokens: int  # the client's prompt as the proxy counts it
+    mode: str
+    resend: float
+    proxy: float
+
+
+def _with_moving_breakpoint(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The messages as Claude Code sends them: a breakpoint on the last block of the last one."""
+    out = json.loads(json.dumps(messages))
+    last = out[-1]
+    if isinstance(last["content"], str):
+        last["content"] = [{"type": "text", "text": last["content"]}]
+    last["content"][-1]["cache_control"] = {"type": "ephemeral"}
+    return out
+
+
+def run(turns: int, budget: int, folder: Path) -> list[RequestCost]:
+    upstream = serve_upstream()
+    proxy = start_proxy(config_for(upstream, folder, "upstreams: {retries: 0}\n"))
+    resend = CacheLedger()
+    costs: list[RequestCost] = []
+    history: list[dict[str, Any]] = []
+    headers = {"x-api-key": KEY, "anthropic-version": "2023-06-01", "anthropic-beta": "claude-code-20250219",
+               "X-Memory-Session": f"bench-anthropic-{budget}", "X-Memory-Budget": str(budget)}
+    try:
+        with httpx.Client(base_url=proxy.url, timeout=300) as http:
+            def call(turn: int) -> dict[str, Any]:
+                body = {"model": MODEL, "max_tokens": 1024, "system": SYSTEM, "tools": TOOLS, "messages": _with_moving_breakpoint(history)}
+                response = http.post("/v1/messages", json=body, headers=headers)
+                response.raise_for_status()
+                usage = anthropic_requests(upstream.fake)[-1].reported
+                assert usage is not None
+                costs.append(RequestCost(turn, int(response.headers["x-memory-original-tokens"]), response.headers["x-memory-mode"],
+                                         price(resend.bill(KEY, body)), price(usage)))
+                return dict(response.json())
+
+            for turn, window in enumerate(code_windows(turns), start=1):
+                history.append({"role": "user", "content": user_turn(window)})
+                call_id = f"toolu_{turn:05d}"
+                upstream.fake.enqueue(Reply(tool_calls=(ToolCall("Read", {"file_path": window.path}, id=call_id),)))
+                history.append({"role": "assistant", "content": call(turn)["content"]})
+                history.append({"role": "user", "content": [{"type": "tool_result", "tool_use_id": call_id,
+                                                             "content": f"{window.source}\n{window.text}"}]})
+                upstream.fake.enqueue(Reply(text=assistant_turn(window)))
+                history.append({"role": "assistant", "content": call(turn)["content"]})
+    finally:
+        proxy.served.stop()
+        upstream.served.stop()
+    return costs
+
+
+def summary(costs: Sequence[RequestCost], budget: int) -> dict[str, Any]:
+    past = next((i for i, c in enumerate(costs) if c.client_tokens > budget), len(costs))
+    before, after = costs[:past], costs[past:]
+
+    def ratio(part: Sequence[RequestCost]) -> float | None:
+        base = sum(c.resend for c in part)
+        return round(sum(c.proxy for c in part) / base, 4) if base else None
+
+    return {
+        "budget": budget, "requests": len(costs), "requests_before_budget": len(before), "requests_past_budget": len(after),
+        "cost_before_budget": ratio(before), "worst_request_before_budget": round(max((c.proxy / c.resend for c in before), default=0), 4),
+        "cost_past_budget": ratio(after), "cost_all": ratio(costs),
+        "cost_last_20_requests": ratio(costs[-20:]),
+        "modes": {m: sum(1 for c in costs if c.mode == m) for m in sorted({c.mode for c in costs})},
+        "resend_units": round(sum(c.resend for c in costs)), "proxy_units": round(sum(c.proxy for c in costs)),
+        "client_tokens_last": costs[-1].client_tokens if costs else 0,
+    }
+
+
+def _x(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}×"
+
+
+def section_i(rows: Sequence[tuple[int, dict[str, Any]]], command: str, commit: str) -> list[str]:
+    """The markdown of section I for (turns, summary) rows."""
+    lines = [HEADING, "",
+             "A Claude-Code-shaped session (two cached system blocks, six tools; each turn: a question, a `Read` tool call, a 50-line "
+             "window of this project's source as its result, an answer) replayed through the running proxy (lexical memory, "
+             "`X-Memory-Budget`) against the fake Anthropic upstream, which bills each prompt by the breakpoint rule (prefixes of "
+             "1,024 tokens or more, 20-block lookback). *Resend everything* is the client's own requests, its breakpoints on both "
+             "system blocks and on the last block of the last message, billed by the same rule. Cost = input + 1.25 × cache writes "
+             "+ 0.1 × cache reads, through the proxy relative to resending everything; tokens are o200k_base estimates (no Claude "
+             "tokenizer offline).", "",
+             f"- Command: `{command}`", f"- Commit: {commit}", "",
+             "| turns (requests) | budget | last prompt (tokens) | requests before / past budget | cost before budget (worst request) "
+             "| cost past budget | last 20 requests | rebases |",
+             "|---|---|---|---|---|---|---|---|"]
+    for turns, row in rows:
+        lines.append(f"| {turns} ({row['requests']}) | {row['budget']:,} | {row['client_tokens_last']:,} | {row['requests_before_budget']} / "
+                     f"{row['requests_past_budget']} | {_x(row['cost_before_budget'])} ({_x(row['worst_request_before_budget'])}) | "
+                     f"{_x(row['cost_past_budget'])} | {_x(row['cost_last_20_requests'])} | {row['modes'].get('rebased', 0)} |")
+    lines += ["", f"Targets: never above {TARGET_BEFORE:.1f}× before the budget is passed, at most {TARGET_PAST:.1f}× past it:"]
+    for turns, row in rows:
+        before = row["worst_request_before_budget"] <= TARGET_BEFORE
+        past = row["cost_past_budget"] is not None and row["cost_past_budget"] <= TARGET_PAST
+        lines.append(f"- {turns} turns at {row['budget']:,}: before {'met' if before else '**not met**'}, "
+                     f"past {'met' if past else '**not met**'} ({_x(row['cost_past_budget'])})")
+    return lines + [""]
+
+
+def splice(markdown: str, section: Sequence[str]) -> str:
+    """`markdown` with section I replaced by `section` (appended when it has none)."""
+    text = "\n".join(section)
+    start = markdown.find(HEADING)
+    if start < 0:
+        return markdown.rstrip("\n") + "\n\n" + text
+    end = markdown.find("\n## ", start + len(HEADING))
+    return markdown[:start] + text + (markdown[end + 1:] if end >= 0 else "")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--turns", default="30,60", help="comma-separated session lengths")
+    parser.add_argument("--budget", default="6000,12000", help="comma-separated budgets")
+    parser.add_argument("--write", action="store_true", help="splice section I into benchmarks/RESULTS.md")
+    args = parser.parse_args(argv)
+    rows: list[tuple[int, dict[str, Any]]] = []
+    for turns in (int(t) for t in args.turns.split(",")):
+        for budget in (int(b) for b in args.budget.split(",")):
+            with tempfile.TemporaryDirectory(prefix="bench-anthropic-") as tmp:
+                row = summary(run(turns, budget, Path(tmp)), budget)
+            print(json.dumps({"turns": turns, **row}), flush=True)
+            rows.append((turns, row))
+    if args.write:
+        commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, cwd=REPO_ROOT).stdout.strip()
+        command = "python -m benchmarks.anthropic_cost " + " ".join(argv if argv is not None else sys.argv[1:])
+        results = REPO_ROOT / "benchmarks" / "RESULTS.md"
+        results.write_text(splice(results.read_text(encoding="utf-8"), section_i(rows, command, commit)), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
