@@ -113,6 +113,7 @@ def create_app(config: ProxyConfig) -> Starlette:
             await sweeper.stop()
             await responses_client.aclose()
             await relay_client.aclose()
+            await upstream.aclose()
             await runtime.close()
 
     routes = [

@@ -25,6 +25,7 @@ from starlette.responses import StreamingResponse
 from proxy.config import UpstreamConfig, UpstreamsConfig
 from proxy.errors import InvalidRequestError, UpstreamError
 from proxy.chat.upstream import to_upstream_error
+from proxy.outbound import outbound_client
 
 __all__ = ["Relay", "relay_path"]
 
@@ -67,10 +68,7 @@ class Relay:
 
     def __init__(self, config: UpstreamsConfig) -> None:
         self._upstream = config.openai
-        self._client = httpx.AsyncClient(
-            timeout=httpx.Timeout(config.timeout_seconds, connect=config.connect_timeout_seconds),
-            follow_redirects=False,
-        )
+        self._client = outbound_client(httpx.Timeout(config.timeout_seconds, connect=config.connect_timeout_seconds))
 
     async def aclose(self) -> None:
         await self._client.aclose()

@@ -16,10 +16,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
+from .cookies import SetsCookie
 from .fake_gemini import GeminiApi
 from .fake_openai import OpenAIApi
 from .fake_responses import ResponsesApi
@@ -47,7 +49,7 @@ class FakeUpstream(Script):
         openai = OpenAIApi(self, self.faults)
         gemini = GeminiApi(self)
         return Starlette(routes=[Route("/healthz", _healthz), *openai.routes(), *gemini.routes(), *self.responses_api.routes(),
-                                 openai.catch_all()])
+                                 openai.catch_all()], middleware=[Middleware(SetsCookie)])
 
 
 async def _healthz(request: Request) -> Response:

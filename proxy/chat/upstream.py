@@ -28,13 +28,14 @@ import openai  # litellm's exceptions subclass the openai SDK's
 from proxy.config import UpstreamsConfig, prepare_litellm_environment
 from proxy.errors import MissingKeyError, UpstreamError
 from proxy.logs import LITELLM_LOGGERS, adopt_loggers
+from proxy.outbound import outbound_client
 
 __all__ = ["Target", "Upstream", "is_gemini", "load_litellm", "to_upstream_error", "error_from_body", "provider_headers", "retryable", "close_stream"]
 
 log = logging.getLogger("memory_runtime.upstream")
 
 # Fields of the client's body that the proxy sets itself on the litellm call.
-_OWN_FIELDS = frozenset({"model", "messages", "stream", "stream_options", "api_key", "api_base", "base_url", "max_retries", "timeout"})
+_OWN_FIELDS = frozenset({"model", "messages", "stream", "stream_options", "api_key", "api_base", "base_url", "max_retries", "timeout", "client"})
 _RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
 _PASSED_HEADERS = frozenset({"x-request-id", "openai-processing-ms"})
 _LITELLM_PREFIX = "llm_provider-"
@@ -189,6 +190,12 @@ class Upstream:
         self._config = config
         self._litellm = load_litellm()
         self._timeout = httpx.Timeout(config.timeout_seconds, connect=config.connect_timeout_seconds)
+        # litellm's OpenAI clients (one per key, shared by every caller with that key: tenants on the
+        # environment key, say) keep httpx's cookie jar; ours keeps none (`proxy.outbound`).
+        self._http = outbound_client(self._timeout)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
 
     @property
     def litellm(self) -> ModuleType:
@@ -221,6 +228,9 @@ class Upstream:
             # package and fails without it; we never use that gateway.
             _skip_mcp_handler=True,
         )
+        if target.provider == "openai":
+            kwargs["client"] = openai.AsyncOpenAI(api_key=target.api_key or "no-key", base_url=target.api_base, http_client=self._http,
+                                                  max_retries=0, timeout=self._timeout)
         if target.provider == "gemini":
             # OpenAI-only fields (user, seed, logit_bias...) would make litellm refuse the call.
             kwargs["drop_params"] = True
