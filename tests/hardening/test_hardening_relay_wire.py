@@ -81,3 +81,55 @@ def test_tenants_sharing_the_environment_key_share_no_cookie(served_proxy: Calla
 def test_a_clients_own_cookie_on_a_relayed_call_is_its_own_business(served: Proxy, faulty: Upstream) -> None:
     status, _, _ = _raw(served, "GET", "/v1/models", {"Cookie": "mine=1"})
     assert status == 200 and faulty.fake.requests[-1].headers["cookie"] == "mine=1"
+
+
+# -- item 2: double-encoded paths ---------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    "path",
+    ["/v1/%252e%252e/%252e%252e/admin", "/v1/models/..%252f..%252fx", "/v1/%25252e%25252e/x", "/v1/models%252F..%252F..%252Fx",
+     "/v1/a%255c..%255cb", "/v1/%252e/models", "/v1/models/%252e%252e", "/v1/x%2500y", "/v1/x%00y", "/v1/models%0a",
+     "/v1/" + "%25" * 12 + "2e"],
+)
+def test_paths_that_decode_out_of_v1_are_refused(served: Proxy, faulty: Upstream, path: str, caplog: pytest.LogCaptureFixture) -> None:
+    before = len(faulty.fake.requests)
+    with caplog.at_level(logging.ERROR):
+        status, _, body = _raw(served, "GET", path)
+    assert status == 400, (path, status, body)
+    assert b"invalid_path" in body and b'"error"' in body
+    assert len(faulty.fake.requests) == before
+    assert not [r for r in caplog.records if r.exc_info], "no traceback for a refused path"
+
+
+@pytest.mark.parametrize("path", ["/v1/files/a%2Bb/content", "/v1/files/file%20one", "/v1/files/report.v2.json", "/v1/files/x%25y",
+                                  "/v1/files/%7Euser"])
+def test_accepted_paths_reach_the_upstream_byte_for_byte(served: Proxy, faulty: Upstream, path: str) -> None:
+    status, _, body = _raw(served, "GET", path + "?limit=2&after=a%2Fb")
+    assert status == 200, body
+    rec = faulty.fake.requests[-1]
+    assert rec.raw_path == path and rec.query == "limit=2&after=a%2Fb"
+
+
+# -- item 5: hop-by-hop headers and the reply's own headers ---------------------------------------------
+
+def test_headers_named_in_connection_stay_on_their_hop(served: Proxy, faulty: Upstream) -> None:
+    status, _, _ = _raw(served, "GET", "/v1/models", {"Connection": "keep-alive, X-Hop-Secret, x-other-hop", "X-Hop-Secret": "s3cr3t",
+                                                      "X-Other-Hop": "1", "X-Kept": "yes"})
+    assert status == 200
+    received = faulty.fake.requests[-1].headers
+    assert "x-hop-secret" not in received and "x-other-hop" not in received
+    assert "hop" not in received.get("connection", "").lower()  # the proxy's own connection header, not the caller's
+    assert received["x-kept"] == "yes"
+
+
+def test_a_relayed_reply_has_one_date_and_one_server_header(served: Proxy) -> None:
+    for path in ("/v1/models", "/v1/files/abc"):
+        status, headers, _ = _raw(served, "GET", path)
+        names = [k.lower() for k, _ in headers]
+        assert status == 200 and names.count("date") == 1 and names.count("server") == 1, headers
+
+
+def test_reply_headers_named_in_the_upstreams_connection_header_are_dropped(served: Proxy, faulty: Upstream) -> None:
+    status, headers, _ = _raw(served, "GET", "/v1/hop-reply")
+    names = [k.lower() for k, _ in headers]
+    assert status == 200 and "x-upstream-hop" not in names and "x-fake-header" in names
