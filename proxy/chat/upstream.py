@@ -6,8 +6,9 @@ and a Gemini `thoughtSignature` rides in the tool call id so it comes back on th
 everything else goes to the OpenAI-compatible upstream. Request fields the proxy does not use are
 passed through untouched.
 
-litellm is imported and configured by `load_litellm` when `Upstream` is built in the app's
-start-up (about 2.5 s), never at module import and never on a request. Its own retries are off
+litellm is imported and configured by `load_litellm` in a worker thread that the app's start-up
+launches (`Upstream.start`: about 2.5 s on an idle machine, 6 s and more on a busy one), never at
+module import; the app answers meanwhile, and a model call that comes before it is done waits for it. Its own retries are off
 (`max_retries=0`); `Upstream` retries connection failures, 429 and 5xx itself, and only before the
 first byte of a reply has reached the client.
 """
@@ -188,19 +189,27 @@ class Upstream:
 
     def __init__(self, config: UpstreamsConfig) -> None:
         self._config = config
-        self._litellm = load_litellm()
+        self._loading: asyncio.Task[ModuleType] | None = None
         self._timeout = httpx.Timeout(config.timeout_seconds, connect=config.connect_timeout_seconds)
         # litellm's OpenAI clients (one per key, shared by every caller with that key: tenants on the
         # environment key, say) keep httpx's cookie jar; ours keeps none (`proxy.outbound`).
         self._http = outbound_client(self._timeout)
 
+    def start(self) -> asyncio.Task[ModuleType]:
+        """Start importing litellm in a worker thread (once); called by the app's start-up, so that
+        the proxy answers (/healthz, memory routes, the relay) while it loads."""
+        if self._loading is None:
+            self._loading = asyncio.get_running_loop().create_task(asyncio.to_thread(load_litellm))
+        return self._loading
+
+    async def litellm(self) -> ModuleType:
+        """The configured litellm module, once its import has finished."""
+        return await asyncio.shield(self.start())
+
     async def aclose(self) -> None:
         await self._http.aclose()
-
-    @property
-    def litellm(self) -> ModuleType:
-        """The configured litellm module (loaded at start-up)."""
-        return self._litellm
+        if self._loading is not None and not self._loading.done():
+            self._loading.cancel()  # the import finishes in its thread; nobody waits for it
 
     def require_key(self, model: str, api_key: str | None) -> None:
         """Raise `MissingKeyError` (OpenAI's 401) when neither the request nor the proxy's
@@ -259,7 +268,7 @@ class Upstream:
         attempt = 0
         while True:
             try:
-                response = await self._litellm.acompletion(**kwargs)
+                response = await (await self.litellm()).acompletion(**kwargs)
                 return _dump(response), _headers_of(response)
             except Exception as exc:  # litellm raises many unrelated classes; all map to UpstreamError
                 err = to_upstream_error(exc)
@@ -280,7 +289,7 @@ class Upstream:
         while True:
             wrapper: Any = None
             try:
-                wrapper = await self._litellm.acompletion(**kwargs)
+                wrapper = await (await self.litellm()).acompletion(**kwargs)
                 first = await wrapper.__anext__()
                 return _chunks(wrapper, first), _headers_of(wrapper)
             except StopAsyncIteration:

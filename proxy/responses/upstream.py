@@ -125,7 +125,7 @@ class ResponsesUpstream:
         if body.get("stream"):
             kwargs["stream"] = True
         try:
-            result = await self._upstream.litellm.aresponses(**kwargs)
+            result = await (await self._upstream.litellm()).aresponses(**kwargs)
         except Exception as exc:  # litellm raises many unrelated classes; all map to UpstreamError
             raise to_upstream_error(exc) from None
         if not body.get("stream"):
