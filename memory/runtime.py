@@ -54,8 +54,10 @@ class Runtime:
     def __init__(self, storage_path: str | Path, embedding_model: str | None = DEFAULT_MODEL,
                  embedding_model_dir: str | Path | None = None, embedder: Embedder | None = None,
                  store: Store | None = None, max_views: int = MAX_VIEWS, rank_options: RankOptions = DEFAULT_OPTIONS,
-                 model_in_background: bool = False) -> None:
+                 model_in_background: bool = False, store_images: bool = True) -> None:
         self.store: Store = store if store is not None else SqliteStore(storage_path)
+        # False: images are stored as a text note (`memory.ingest.images`).
+        self.store_images = store_images
         self._model = BackgroundModel(self._model_ready) if model_in_background else None
         self.rank_options = rank_options
         self._embedding_model = embedding_model
@@ -292,7 +294,8 @@ class Runtime:
 
 def create_runtime(storage_path: str | Path = "./.memory.sqlite", embedding_model: str | None = DEFAULT_MODEL,
                    embedding_model_dir: str | Path | None = None, embedder: Embedder | None = None,
-                   rank_options: RankOptions = DEFAULT_OPTIONS, storage_url: str | None = None, model_in_background: bool = False) -> Runtime:
+                   rank_options: RankOptions = DEFAULT_OPTIONS, storage_url: str | None = None, model_in_background: bool = False,
+                   store_images: bool = True) -> Runtime:
     """Create a runtime over one SQLite file, or over a PostgreSQL database shared by several
     processes when `storage_url` (postgresql://user@host:port/db) is given (`storage_path` is then
     ignored; needs the `postgres` extra). `embedding_model` is a fastembed model name (default
@@ -300,6 +303,7 @@ def create_runtime(storage_path: str | Path = "./.memory.sqlite", embedding_mode
     points at a local model folder. Nothing is downloaded. `rank_options` switches ranking stages
     off (for ablations; the default runs them all). `model_in_background` opens at once and ranks
     lexically until the model has loaded in a worker thread (a server answering from its first
-    second), instead of loading it before `open` returns."""
+    second), instead of loading it before `open` returns. `store_images=False` stores a text note in
+    place of every image (`memory.ingest.images`)."""
     return Runtime(storage_path, embedding_model, embedding_model_dir, embedder, store=store_for(storage_path, storage_url),
-                   rank_options=rank_options, model_in_background=model_in_background)
+                   rank_options=rank_options, model_in_background=model_in_background, store_images=store_images)

@@ -93,6 +93,7 @@ def create_app(config: ProxyConfig) -> Starlette:
             embedding_model_dir=config.embedding.model_dir,
             # Answer from the first second: the model loads in a worker thread, ranking is lexical meanwhile.
             model_in_background=True,
+            store_images=config.store_images,
         )
         try:
             await runtime.open()
