@@ -96,6 +96,12 @@ class Runtime:
             self._opened = True
 
     @property
+    def embeds(self) -> bool:
+        """Whether what is stored gets vectors: a model is loaded, or loading in the background
+        (what is stored meanwhile, pair probes included, is embedded once it is ready)."""
+        return self.embedder is not None or (self._model is not None and self._model.loading)
+
+    @property
     def model_note(self) -> str | None:
         """Why ranking is lexical for now (the model is loading, or failed to load); None otherwise."""
         return self._model.note() if self._model is not None else None

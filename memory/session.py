@@ -122,7 +122,7 @@ class Session:
                 else:
                     for i in chat:
                         await apply_state(tx, self.id, rows[i].content, ids[i])
-                if self.runtime.embedder is not None:
+                if self.runtime.embeds:
                     await add_pair_probes(tx, self.id, [ids[i] for i in chat], [rows[i].content for i in chat])
                 if then is not None:
                     await then(tx)

@@ -54,11 +54,16 @@ class BackgroundModel:
         self._on_ready(embedder)
         log.info("memory: embedding model %s ready after %.1f s; ranking with vectors", name, time.monotonic() - started)
 
+    @property
+    def loading(self) -> bool:
+        """Whether a load is under way."""
+        return self._task is not None and not self._task.done()
+
     def note(self) -> str | None:
         """Why ranking is lexical for now, or None (the model is ready, or none was asked for)."""
         if self._problem is not None:
             return f"embedding model failed to load, ranking lexically: {self._problem}"
-        if self._task is not None and not self._task.done():
+        if self.loading:
             return "embedding model loading, ranking lexically until it is ready"
         return None
 

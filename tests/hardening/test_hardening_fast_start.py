@@ -71,7 +71,8 @@ async def test_the_proxy_answers_while_the_model_loads_then_uses_vectors(proxy_c
             messages += [reply.json()["choices"][0]["message"], {"role": "user", "content": f"Follow-up {n} about qzearlyredis."}]
         assert r.runtime.embedder is None
         chunks, missing = await _unembedded(r, "early", "held-test-model")
-        assert chunks > 0
+        probes = await r.connection.execute_fetchall("SELECT count(*) FROM chunks WHERE session_id LIKE '%/early' AND parent_id IS NOT NULL")
+        assert chunks > 0 and probes[0][0] > 0  # pair probes too, for the model to embed once it is ready
         held.release.set()
         await asyncio.wait_for(r.runtime.wait_for_model(), 30)
         assert isinstance(r.runtime.embedder, HashEmbedder)
