@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from memory.recall.embedding_queue import EMBED_NOW_CHARS, EmbeddingQueue
+from memory.recall.background_model import BackgroundModel
 from memory.recall.embeddings import DEFAULT_MODEL, Embedder, load_embedder
 from memory.errors import InvalidArgumentError, MemoryRuntimeError
 from memory.recall.index import SessionView
@@ -52,8 +53,12 @@ class Runtime:
 
     def __init__(self, storage_path: str | Path, embedding_model: str | None = DEFAULT_MODEL,
                  embedding_model_dir: str | Path | None = None, embedder: Embedder | None = None,
-                 store: Store | None = None, max_views: int = MAX_VIEWS, rank_options: RankOptions = DEFAULT_OPTIONS) -> None:
+                 store: Store | None = None, max_views: int = MAX_VIEWS, rank_options: RankOptions = DEFAULT_OPTIONS,
+                 model_in_background: bool = False, store_images: bool = True) -> None:
         self.store: Store = store if store is not None else SqliteStore(storage_path)
+        # False: images are stored as a text note (`memory.ingest.images`).
+        self.store_images = store_images
+        self._model = BackgroundModel(self._model_ready) if model_in_background else None
         self.rank_options = rank_options
         self._embedding_model = embedding_model
         self._embedding_model_dir = embedding_model_dir
@@ -74,18 +79,49 @@ class Runtime:
         await self.close()
 
     async def open(self) -> None:
-        """Open the store (running migrations) and load the embedding model."""
+        """Open the store (running migrations) and load the embedding model; with
+        `model_in_background`, the model loads in a worker thread instead, and ranking is lexical
+        until it is ready (`model_note`, `wait_for_model`)."""
         async with self._open_lock:
             if self._opened:
                 return
-            if self.embedder is None and (self._embedding_model or DEFAULT_MODEL).lower() != "none":
+            wanted = self.embedder is None and (self._embedding_model or DEFAULT_MODEL).lower() != "none"
+            if wanted and self._model is not None:
+                self._model.start(self._embedding_model or DEFAULT_MODEL, lambda: load_embedder(self._embedding_model, self._embedding_model_dir))
+            elif wanted:
                 self.embedder = await asyncio.to_thread(load_embedder, self._embedding_model, self._embedding_model_dir)
-            if self.embedder is None:
+            if self.embedder is None and not wanted:
                 log.warning("memory: embeddings are OFF (embedding model 'none'); retrieval is lexical only")
             await self.store.open()
             self._opened = True
 
+    @property
+    def embeds(self) -> bool:
+        """Whether what is stored gets vectors: a model is loaded, or loading in the background
+        (what is stored meanwhile, pair probes included, is embedded once it is ready)."""
+        return self.embedder is not None or (self._model is not None and self._model.loading)
+
+    @property
+    def model_note(self) -> str | None:
+        """Why ranking is lexical for now (the model is loading, or failed to load); None otherwise."""
+        return self._model.note() if self._model is not None else None
+
+    async def wait_for_model(self) -> None:
+        """Return once a model loading in the background is ready (or failed to load)."""
+        if self._model is not None:
+            await self._model.wait()
+
+    def _model_ready(self, embedder: Embedder) -> None:
+        # Views built meanwhile have no vectors; `_fresh_view` rebuilds each at its next use, and
+        # the sessions they belong to are embedded now, in the background.
+        touched = list(self._views)
+        self.embedder = embedder
+        for session_id in touched:
+            self.embed_soon(session_id)
+
     async def close(self) -> None:
+        if self._model is not None:
+            await self._model.stop()
         await self._embeddings.close()
         await self.store.close()
         self._views.clear()
@@ -221,7 +257,8 @@ class Runtime:
         """Embed `query` and what `view` misses (see `view`); the caller holds the session's lock."""
         qvec: np.ndarray | None = None
         query = query if query and query.strip() else None
-        if self.embedder is not None and (view.missing or query):
+        # A view built before the model was ready ranks by words this once.
+        if self.embedder is not None and view.dim == self.embedder.dim and (view.missing or query):
             qvec = await self._embeddings.fill(view, query, embed_limit, wait)
             if view.missing:
                 self.embed_soon(session_id)
@@ -229,18 +266,21 @@ class Runtime:
 
     async def _fresh_view(self, session_id: str) -> SessionView:
         view = self._views.get(session_id)
+        embedder = self.embedder  # read once: a model loading in the background may arrive meanwhile
+        dim = embedder.dim if embedder else 1
         max_event, max_chunk, generation = await self.store.high_water(session_id)
-        if view is None or view.generation != generation or max_event < view.max_event or max_chunk < view.max_chunk:
+        if view is None or view.generation != generation or max_event < view.max_event or max_chunk < view.max_chunk or view.dim != dim:
             # New, or messages left the transcript since (an edit, a retry), or the session was
-            # erased or renamed (and maybe created again) under this view: start over.
-            view = SessionView(self.embedder.dim if self.embedder else 1, generation)
+            # erased or renamed (and maybe created again) under this view, or the model arrived
+            # since it was built: start over.
+            view = SessionView(dim, generation)
         self._views[session_id] = view
         self._views.move_to_end(session_id)
         while len(self._views) > self._max_views:
             self._views.popitem(last=False)
         if max_event > view.max_event or max_chunk > view.max_chunk:
             delta = await self.store.load_delta(session_id, view.max_event, view.max_artifact, view.max_chunk)
-            vectors = await self.store.get_vectors(self.embedding_name, [c.content_hash for c in delta.chunks]) if self.embedder else {}
+            vectors = await self.store.get_vectors(embedder.name, [c.content_hash for c in delta.chunks]) if embedder else {}
             if len(delta.events) + len(delta.chunks) > APPLY_OFF_LOOP:
                 # A first contact with a long history: building its view would stall the loop. The
                 # caller holds the session's lock, so nothing else touches this view meanwhile.
@@ -260,12 +300,16 @@ class Runtime:
 
 def create_runtime(storage_path: str | Path = "./.memory.sqlite", embedding_model: str | None = DEFAULT_MODEL,
                    embedding_model_dir: str | Path | None = None, embedder: Embedder | None = None,
-                   rank_options: RankOptions = DEFAULT_OPTIONS, storage_url: str | None = None) -> Runtime:
+                   rank_options: RankOptions = DEFAULT_OPTIONS, storage_url: str | None = None, model_in_background: bool = False,
+                   store_images: bool = True) -> Runtime:
     """Create a runtime over one SQLite file, or over a PostgreSQL database shared by several
     processes when `storage_url` (postgresql://user@host:port/db) is given (`storage_path` is then
     ignored; needs the `postgres` extra). `embedding_model` is a fastembed model name (default
     all-MiniLM-L6-v2, provisioned locally) or "none" for lexical-only retrieval; `embedding_model_dir`
     points at a local model folder. Nothing is downloaded. `rank_options` switches ranking stages
-    off (for ablations; the default runs them all)."""
+    off (for ablations; the default runs them all). `model_in_background` opens at once and ranks
+    lexically until the model has loaded in a worker thread (a server answering from its first
+    second), instead of loading it before `open` returns. `store_images=False` stores a text note in
+    place of every image (`memory.ingest.images`)."""
     return Runtime(storage_path, embedding_model, embedding_model_dir, embedder, store=store_for(storage_path, storage_url),
-                   rank_options=rank_options)
+                   rank_options=rank_options, model_in_background=model_in_background, store_images=store_images)

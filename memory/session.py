@@ -24,6 +24,7 @@ from memory.ingest.ingest import add_pair_probes, apply_state, precompute, prepa
 from memory.prompt.layout import needs_memory
 from memory.prompt.policy import LayoutPolicy, get_policy
 from memory.records import FrameRecord, StateItem, TranscriptEntry, TurnRecord
+from memory.ingest.images import event_without_images, without_images
 from memory.ingest.redact import redact_value
 from memory.recall.retrieval import CANDIDATES, fts_query, is_change_query, rank_chunks
 from memory.prompt.state import extract_lines, state_as_dict
@@ -93,6 +94,8 @@ class Session:
         that came from it is rebuilt. `transcript` is the stored one when the caller read it under
         the session's lock (saves reading it again); `then` writes more in the same transaction."""
         count = get_counter(_CHUNKING_COUNTER).count
+        if not self.runtime.store_images:
+            parsed = [event_without_images(e) for e in parsed]
         pre = await asyncio.to_thread(precompute, parsed, count)
         # The store turns its driver's errors into StorageError; the domain never sees sqlite3 or psycopg.
         async with self._store.transaction() as tx:
@@ -118,7 +121,7 @@ class Session:
             else:
                 for i in chat:
                     await apply_state(tx, self.id, rows[i].content, ids[i])
-            if self.runtime.embedder is not None:
+            if self.runtime.embeds:
                 await add_pair_probes(tx, self.id, [ids[i] for i in chat], [rows[i].content for i in chat])
             if then is not None:
                 await then(tx)
@@ -254,7 +257,7 @@ class Session:
         the reply ends at, for `prepare_turn(resume_at=...)`; `items` (id, wire item) are kept,
         redacted, for later references to them."""
         usage = usage or Usage()
-        stored_items = await asyncio.to_thread(_redacted_items, items)
+        stored_items = await asyncio.to_thread(_redacted_items, items, self.runtime.store_images)
         store = self._store
         await self.runtime.open()
         async with store.session_lock(self.id):
@@ -392,9 +395,10 @@ class Session:
         return {"session_id": self.id, **rows, "state": await self.state(include_inactive=True), "usage": await self.usage()}
 
 
-def _redacted_items(items: Sequence[tuple[str, dict[str, Any]]]) -> list[tuple[str, str]]:
+def _redacted_items(items: Sequence[tuple[str, dict[str, Any]]], images: bool = True) -> list[tuple[str, str]]:
     found: Counter[str] = Counter()
-    return [(str(item_id), json.dumps(redact_value(item, found), ensure_ascii=False)) for item_id, item in items]
+    return [(str(item_id), json.dumps(redact_value(item if images else without_images(item), found), ensure_ascii=False))
+            for item_id, item in items]
 
 
 def _check_budget(budget_tokens: Any) -> None:

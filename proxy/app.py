@@ -47,12 +47,16 @@ log = logging.getLogger("memory_runtime.app")
 
 
 async def healthz(request: Request) -> Response:
-    """200 "ok" while memory can store what it is given; 503 with the reason otherwise (the
-    database file was deleted or replaced, the last write failed, the store cannot open)."""
-    problem = await services(request).runtime.health()
+    """200 "ok" while memory can store what it is given ("ok (embedding model loading, ranking
+    lexically ...)" while the model loads after start, or if it failed to); 503 with the reason
+    otherwise (the database file was deleted or replaced, the last write failed, the store cannot
+    open)."""
+    runtime = services(request).runtime
+    problem = await runtime.health()
     if problem is not None:
         return error_response(MemoryUnavailableError(f"memory unavailable: {problem}", code="memory_unavailable"))
-    return PlainTextResponse("ok")
+    note = runtime.model_note  # the model loading (or failed): memory works, ranking by words meanwhile
+    return PlainTextResponse("ok" if note is None else f"ok ({note})")
 
 
 async def relay(request: Request) -> Response:
@@ -89,6 +93,9 @@ def create_app(config: ProxyConfig) -> Starlette:
             storage_url=config.storage_url,
             embedding_model=config.embedding.model,
             embedding_model_dir=config.embedding.model_dir,
+            # Answer from the first second: the model loads in a worker thread, ranking is lexical meanwhile.
+            model_in_background=True,
+            store_images=config.store_images,
         )
         try:
             await runtime.open()
@@ -102,6 +109,7 @@ def create_app(config: ProxyConfig) -> Starlette:
         secret = await identity_secret(config, runtime.store)
         relay_client = Relay(config.upstreams)
         upstream = Upstream(config.upstreams)
+        upstream.start()  # litellm imports in a worker thread while the proxy already answers
         responses_client = ResponsesUpstream(config.upstreams, upstream)
         anthropic_client = AnthropicUpstream(config.upstreams)
         app.state.services = Services(
@@ -118,6 +126,7 @@ def create_app(config: ProxyConfig) -> Starlette:
             await responses_client.aclose()
             await anthropic_client.aclose()
             await relay_client.aclose()
+            await upstream.aclose()
             await runtime.close()
 
     routes = [

@@ -14,6 +14,7 @@ Environment variables:
     MEMORY_RUNTIME_LAYOUT_POLICY   layout_policy
     MEMORY_RUNTIME_ACCESS_TOKEN    server.access_token
     MEMORY_RUNTIME_EMBEDDING_MODEL embedding.model
+    MEMORY_RUNTIME_STORE_IMAGES    store_images (true/false)
     MEMORY_RUNTIME_LOG_LEVEL       log_level
     MEMORY_RUNTIME_LOG_CONTENT     log_content (true/false)
     MEMORY_RUNTIME_LOG_FILE        log_file
@@ -151,6 +152,8 @@ class ProxyConfig:
     # How prompts trade the provider's prompt cache against fresh evidence: "cache" or "recall"
     # (memory.prompt.policy).
     layout_policy: str = "cache"
+    # False: memory stores a text note in place of every image (data URLs and links alike).
+    store_images: bool = True
     upstreams: UpstreamsConfig = UpstreamsConfig()
     embedding: EmbeddingConfig = EmbeddingConfig()
     tenants: tuple[TenantConfig, ...] = ()
@@ -365,6 +368,7 @@ def _build(raw: Mapping[str, Any], env: Mapping[str, str]) -> ProxyConfig:
         storage_url=None if storage_url is None else str(storage_url),
         budget_tokens=budget,
         layout_policy=layout_policy,
+        store_images=_flag(pick("MEMORY_RUNTIME_STORE_IMAGES", raw.get("store_images", True)), "store_images"),
         upstreams=upstreams,
         embedding=embedding,
         tenants=_tenants(raw.get("tenants"), server.access_token),

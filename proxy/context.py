@@ -60,7 +60,8 @@ class Prepared:
 
 
 def _reason(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())[:160]
+    # A header value: ASCII, and no trailing space where the cut falls (h11 refuses one, a 500).
+    text = " ".join(str(exc).encode("ascii", "replace").decode("ascii").split())[:160].rstrip()
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 

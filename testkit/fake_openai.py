@@ -151,11 +151,15 @@ class OpenAIApi:
                 for i in range(3):
                     yield f"part{i};".encode()
             return StreamingResponse(gen(), media_type="text/plain", status_code=200)
+        headers = {"x-fake-header": "yes", "access-control-allow-origin": "*", "access-control-allow-headers": "*"}
+        if rec.path.endswith("/hop-reply"):
+            # A header the upstream declares hop-by-hop (RFC 9110 7.6.1): meant for the proxy alone.
+            headers.update({"connection": "x-upstream-hop", "x-upstream-hop": "for-the-proxy-only"})
         return JSONResponse(
             {"method": rec.method, "path": rec.path, "query": rec.query, "authorization": rec.headers.get("authorization"), "body": rec.body.decode("utf-8", "replace")},
             status_code=201 if rec.method == "POST" else 200,
             # Like OpenAI's API, a permissive CORS answer: the proxy must not pass it on.
-            headers={"x-fake-header": "yes", "access-control-allow-origin": "*", "access-control-allow-headers": "*"},
+            headers=headers,
         )
 
 

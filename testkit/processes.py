@@ -18,6 +18,8 @@ from typing import Any
 import httpx
 import yaml
 
+from .serve import is_ready
+
 __all__ = ["Server", "free_port", "start_server", "clean_env", "start_upstream_process", "start_proxy_process", "REPO_ROOT"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -55,7 +57,8 @@ class Server:
 
 def start_server(name: str, cmd: Sequence[str], port: int, health: str, log: Path, cwd: Path,
                  env: Mapping[str, str] | None = None, deadline_s: float = 120.0) -> Server:
-    """Start `cmd` (which must listen on 127.0.0.1:`port`) and wait until `health` answers 200."""
+    """Start `cmd` (which must listen on 127.0.0.1:`port`) and wait until `health` answers 200
+    (and, for the proxy, its embedding model has loaded: `testkit.serve.is_ready`)."""
     with log.open("wb") as out:
         process = subprocess.Popen(list(cmd), cwd=cwd, stdout=out, stderr=subprocess.STDOUT, env=dict(env) if env else None)
     server = Server(name, f"http://127.0.0.1:{port}", process, log)
@@ -65,7 +68,7 @@ def start_server(name: str, cmd: Sequence[str], port: int, health: str, log: Pat
             if process.poll() is not None:
                 raise RuntimeError(f"{name} exited during start-up (code {process.returncode}); see {log}")
             try:
-                if client.get(server.url + health).status_code == 200:
+                if is_ready(client.get(server.url + health)):
                     return server
             except httpx.TransportError:
                 pass

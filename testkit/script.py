@@ -61,6 +61,8 @@ class Recorded:
     body: bytes
     # The usage the fake reported for a model call (None for other calls, errors and faults).
     reported: dict[str, Any] | None = None
+    # The path exactly as it arrived on the wire, percent-encoding and all (`path` is decoded).
+    raw_path: str = ""
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -118,6 +120,7 @@ class Script:
             query=request.url.query,
             headers={k.lower(): v for k, v in request.headers.items()},
             body=await request.body(),
+            raw_path=bytes(request.scope.get("raw_path") or b"").decode("latin-1"),
         )
         if self.keep_requests:
             with self._lock:

@@ -3,7 +3,8 @@
 The socket is bound before uvicorn starts (so the port is known without races) and created with
 IPPROTO_TCP explicitly: uvicorn only sets TCP_NODELAY on sockets whose proto says TCP, and without
 it every keep-alive request waits ~40 ms on Nagle + delayed ACK. Readiness is polled on a health
-path with a deadline; nothing sleeps a fixed time.
+path with a deadline (`is_ready`: for the proxy, until its embedding model has loaded); nothing
+sleeps a fixed time.
 """
 
 from __future__ import annotations
@@ -17,7 +18,13 @@ from typing import Any, Literal
 import httpx
 import uvicorn
 
-__all__ = ["ServedApp", "serve_in_thread"]
+__all__ = ["ServedApp", "serve_in_thread", "is_ready"]
+
+
+def is_ready(response: httpx.Response) -> bool:
+    """A health answer of a server ready for tests: 200, and (for the proxy) its embedding model
+    loaded: tests and benchmarks measure the proxy as it runs once started, not its first seconds."""
+    return response.status_code == 200 and "loading" not in response.text
 
 
 @dataclass
@@ -56,7 +63,7 @@ def serve_in_thread(
             if not thread.is_alive():
                 raise RuntimeError("test server thread died during start-up")
             try:
-                if client.get(url + health_path).status_code == 200:
+                if is_ready(client.get(url + health_path)):
                     break
             except httpx.TransportError:
                 pass

@@ -16,11 +16,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from .fake_anthropic import AnthropicApi
+from .cookies import SetsCookie
 from .fake_gemini import GeminiApi
 from .fake_openai import OpenAIApi
 from .fake_responses import ResponsesApi
@@ -53,7 +55,7 @@ class FakeUpstream(Script):
         gemini = GeminiApi(self)
         return Starlette(routes=[Route("/healthz", _healthz), *openai.routes(), *gemini.routes(), *self.responses_api.routes(),
                                  *self.anthropic_api.routes(),
-                                 openai.catch_all()])
+                                 openai.catch_all()], middleware=[Middleware(SetsCookie)])
 
 
 async def _healthz(request: Request) -> Response:

@@ -1,8 +1,10 @@
 """Who is calling: every request acts as one *principal*, and memory is namespaced by it.
 
     tenant token in X-Memory-Access-Token   -> "t_<name>"            (tenants configured)
-    operator token (server.access_token)    -> operator: sees and manages every session; its own
-                                               chats are scoped like anyone's (by its API key)
+    operator token (server.access_token)    -> operator: sees and manages every session through
+                                               /memory/* by `<owner>/<id>`; its own chats are
+                                               scoped like anyone's (by its API key), whatever
+                                               the X-Memory-Session it sends looks like
     Authorization: Bearer <key>             -> "k_<hmac>"            HMAC-SHA256(secret, key), 32 hex
       (or x-api-key: <key>, Anthropic's)
     no key at all                           -> "local"               the proxy's environment key pays
@@ -70,12 +72,23 @@ class Caller:
     key: str | None = field(default=None, repr=False)
 
     def storage_id(self, session_id: str) -> str:
-        """The id memory stores a client's session under (the operator names storage ids itself)."""
-        return session_id if self.operator else f"{self.principal}/{session_id}"
+        """The id memory stores one of this caller's chat sessions under: always under its own
+        principal, the operator's chats included, whatever `session_id` looks like (an operator's
+        `t_alice/s1` is its own session of that name, never tenant alice's)."""
+        return f"{self.principal}/{session_id}"
 
     def client_id(self, storage_id: str) -> str:
-        """What the client sees for one of its storage ids."""
-        return storage_id if self.operator else storage_id.removeprefix(f"{self.principal}/")
+        """What the client sees for one of its chat sessions' storage ids."""
+        return storage_id.removeprefix(f"{self.principal}/")
+
+    def managed_id(self, session_id: str) -> str:
+        """The storage id a `/memory/*` management route names: the operator names any session by
+        `<owner>/<id>`; everyone else, their own by the id they chose."""
+        return session_id if self.operator else self.storage_id(session_id)
+
+    def shown_id(self, storage_id: str) -> str:
+        """A storage id as a `/memory/*` route shows it: whole to the operator, unprefixed to its owner."""
+        return storage_id if self.operator else self.client_id(storage_id)
 
     def owned_prefix(self) -> str:
         """Storage ids this caller may see start with this ("" for the operator: all of them)."""

@@ -75,14 +75,14 @@ def shown(caller: Caller, value: Any) -> Any:
         return [shown(caller, v) for v in value]
     if isinstance(value, dict):
         return {
-            k: (caller.client_id(v) if k in ("session_id", "id") and isinstance(v, str) and v.startswith(prefix) else shown(caller, v))
+            k: (caller.shown_id(v) if k in ("session_id", "id") and isinstance(v, str) and v.startswith(prefix) else shown(caller, v))
             for k, v in value.items()
         }
     return value
 
 
 async def existing_session(request: Request) -> Session:
-    session = services(request).runtime.session(_caller(request).storage_id(request.path_params["session_id"]))
+    session = services(request).runtime.session(_caller(request).managed_id(request.path_params["session_id"]))
     if not await session.exists():
         raise NotFoundError(f"no memory session {request.path_params['session_id']!r}")
     return session
@@ -108,11 +108,11 @@ async def list_sessions(request: Request) -> Response:
     after = request.query_params.get("after")
     contains = request.query_params.get("q", "").strip()
     prefix = caller.owned_prefix()
-    page = await services(request).runtime.page_sessions(prefix, None if after is None else caller.storage_id(after), limit + 1, contains)
+    page = await services(request).runtime.page_sessions(prefix, None if after is None else caller.managed_id(after), limit + 1, contains)
     data: list[dict[str, Any]] = []
     for summary in page[:limit]:
         item = dataclasses.asdict(summary)
-        item["id"] = caller.client_id(summary.id)
+        item["id"] = caller.shown_id(summary.id)
         if caller.operator:
             item["owner"] = owner_of(summary.id)
         data.append(item)
@@ -163,7 +163,7 @@ async def export(request: Request) -> Response:
 
 async def delete(request: Request) -> Response:
     session_id = request.path_params["session_id"]
-    if not await services(request).runtime.delete_session(_caller(request).storage_id(session_id)):
+    if not await services(request).runtime.delete_session(_caller(request).managed_id(session_id)):
         raise NotFoundError(f"no memory session {session_id!r}")
     return json_response({"id": session_id, "object": "memory.session", "deleted": True})
 

@@ -6,8 +6,10 @@ and a Gemini `thoughtSignature` rides in the tool call id so it comes back on th
 everything else goes to the OpenAI-compatible upstream. Request fields the proxy does not use are
 passed through untouched.
 
-litellm is imported and configured by `load_litellm` when `Upstream` is built in the app's
-start-up (about 2.5 s), never at module import and never on a request. Its own retries are off
+litellm (and the openai SDK under it) is imported and configured by `load_litellm` in a worker
+thread that the app's start-up launches (`Upstream.start`: about 3 s on an idle machine, 6 s and more
+on a busy one), never at module import; the app answers meanwhile, and a model call that comes
+before it is done waits for it. Its own retries are off
 (`max_retries=0`); `Upstream` retries connection failures, 429 and 5xx itself, and only before the
 first byte of a reply has reached the client.
 """
@@ -17,41 +19,58 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import sys
 from collections.abc import AsyncGenerator, Iterator
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
 import httpx
-import openai  # litellm's exceptions subclass the openai SDK's
 
 from proxy.config import UpstreamsConfig, prepare_litellm_environment
 from proxy.errors import MissingKeyError, UpstreamError
 from proxy.logs import LITELLM_LOGGERS, adopt_loggers
+from proxy.outbound import outbound_client
 
-__all__ = ["Target", "Upstream", "is_gemini", "load_litellm", "to_upstream_error", "error_from_body", "provider_headers", "retryable", "close_stream"]
+__all__ = ["Loaded", "Target", "Upstream", "is_gemini", "load_litellm", "to_upstream_error", "error_from_body", "provider_headers", "retryable", "close_stream"]
 
 log = logging.getLogger("memory_runtime.upstream")
 
 # Fields of the client's body that the proxy sets itself on the litellm call.
-_OWN_FIELDS = frozenset({"model", "messages", "stream", "stream_options", "api_key", "api_base", "base_url", "max_retries", "timeout"})
+_OWN_FIELDS = frozenset({"model", "messages", "stream", "stream_options", "api_key", "api_base", "base_url", "max_retries", "timeout", "client"})
 _RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
 _PASSED_HEADERS = frozenset({"x-request-id", "openai-processing-ms"})
 _LITELLM_PREFIX = "llm_provider-"
 
 
-def load_litellm() -> ModuleType:
-    """Import and configure litellm, at app start-up. Imported here rather than at the top of the
-    module because it reads its environment during import (without the variable that
-    `prepare_litellm_environment` sets, the import fetches a model cost map over the network) and
-    because the import costs ~2.5 s that nothing but a running proxy should pay."""
+@dataclass(frozen=True)
+class Loaded:
+    """litellm, configured, and the openai SDK it is built on."""
+
+    litellm: ModuleType
+    sdk: ModuleType
+
+
+def load_litellm() -> Loaded:
+    """Import and configure litellm (and the openai SDK, which it imports anyway), at app start-up.
+    Imported here rather than at the top of the module because litellm reads its environment during
+    import (without the variable that `prepare_litellm_environment` sets, the import fetches a model
+    cost map over the network) and because the two imports cost ~3 s that nothing but a running
+    proxy should pay, and that it pays in a worker thread while it already answers."""
     prepare_litellm_environment()
     import litellm
+    import openai
 
     litellm.suppress_debug_info = True
     adopt_loggers(LITELLM_LOGGERS)  # it attaches its own stderr handlers on import
-    loaded: ModuleType = litellm  # mypy does not read litellm (pyproject's [tool.mypy]): typed here
-    return loaded
+    return Loaded(litellm, openai)
+
+
+def _sdk_errors(*names: str) -> tuple[type[BaseException], ...]:
+    """The openai SDK's exception classes of these names (litellm's subclass them). Before the SDK
+    is imported (by `load_litellm`) no exception can be one of them: then there are none."""
+    sdk = sys.modules.get("openai")
+    return tuple(getattr(sdk, name) for name in names) if sdk is not None else ()
 
 
 def is_gemini(model: str) -> bool:
@@ -72,11 +91,11 @@ def to_upstream_error(exc: BaseException) -> UpstreamError:
     if isinstance(exc, UpstreamError):
         return exc
     # litellm reports a refused connection as a 500 "InternalServerError"; the cause chain tells the truth.
-    if _caused_by(exc, (openai.APITimeoutError, httpx.TimeoutException, asyncio.TimeoutError)):
+    if _caused_by(exc, (*_sdk_errors("APITimeoutError"), httpx.TimeoutException, asyncio.TimeoutError)):
         return UpstreamError("upstream timed out", status=504, type="timeout", code="upstream_timeout")
     if _caused_by(exc, (httpx.TransportError, ConnectionError)):
         return UpstreamError(f"upstream connection failed: {_short(exc)}", status=502, type="upstream_error", code="upstream_unreachable")
-    if _caused_by(exc, (openai.APIConnectionError,)):
+    if _caused_by(exc, _sdk_errors("APIConnectionError")):
         # With no transport error behind it, litellm's APIConnectionError means it could not build
         # the provider's request from these messages (a Gemini tool result without its call, say):
         # nothing was sent, and retrying cannot help. The request is what is wrong.
@@ -188,13 +207,31 @@ class Upstream:
 
     def __init__(self, config: UpstreamsConfig) -> None:
         self._config = config
-        self._litellm = load_litellm()
+        self._loading: asyncio.Task[Loaded] | None = None
         self._timeout = httpx.Timeout(config.timeout_seconds, connect=config.connect_timeout_seconds)
+        # litellm's OpenAI clients (one per key, shared by every caller with that key: tenants on the
+        # environment key, say) keep httpx's cookie jar; ours keeps none (`proxy.outbound`).
+        self._http = outbound_client(self._timeout)
 
-    @property
-    def litellm(self) -> ModuleType:
-        """The configured litellm module (loaded at start-up)."""
-        return self._litellm
+    def start(self) -> asyncio.Task[Loaded]:
+        """Start importing litellm in a worker thread (once); called by the app's start-up, so that
+        the proxy answers (/healthz, memory routes, the relay) while it loads."""
+        if self._loading is None:
+            self._loading = asyncio.get_running_loop().create_task(asyncio.to_thread(load_litellm))
+        return self._loading
+
+    async def loaded(self) -> Loaded:
+        """litellm and the openai SDK, once their import has finished."""
+        return await asyncio.shield(self.start())
+
+    async def litellm(self) -> ModuleType:
+        """The configured litellm module, once its import has finished."""
+        return (await self.loaded()).litellm
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+        if self._loading is not None and not self._loading.done():
+            self._loading.cancel()  # the import finishes in its thread; nobody waits for it
 
     def require_key(self, model: str, api_key: str | None) -> None:
         """Raise `MissingKeyError` (OpenAI's 401) when neither the request nor the proxy's
@@ -208,7 +245,7 @@ class Upstream:
             return Target("gemini", f"gemini/{name}", self._config.gemini.api_base, api_key or self._config.gemini.api_key)
         return Target("openai", f"openai/{model}", self._config.openai.api_base, api_key or self._config.openai.api_key)
 
-    def _kwargs(self, body: dict[str, Any], messages: list[dict[str, Any]], target: Target, stream: bool) -> dict[str, Any]:
+    def _kwargs(self, sdk: ModuleType, body: dict[str, Any], messages: list[dict[str, Any]], target: Target, stream: bool) -> dict[str, Any]:
         kwargs = {k: v for k, v in body.items() if k not in _OWN_FIELDS}
         kwargs.update(
             model=target.litellm_model,
@@ -222,6 +259,9 @@ class Upstream:
             # package and fails without it; we never use that gateway.
             _skip_mcp_handler=True,
         )
+        if target.provider == "openai":
+            kwargs["client"] = sdk.AsyncOpenAI(api_key=target.api_key or "no-key", base_url=target.api_base, http_client=self._http,
+                                                  max_retries=0, timeout=self._timeout)
         if target.provider == "gemini":
             # OpenAI-only fields (user, seed, logit_bias...) would make litellm refuse the call.
             kwargs["drop_params"] = True
@@ -246,11 +286,12 @@ class Upstream:
         """One non-streaming completion; returns the OpenAI-format response as a dict, and the
         provider's headers to pass back (`provider_headers`)."""
         target = self.target(str(body["model"]), api_key)
-        kwargs = self._kwargs(body, messages, target, stream=False)
+        loaded = await self.loaded()
+        kwargs = self._kwargs(loaded.sdk, body, messages, target, stream=False)
         attempt = 0
         while True:
             try:
-                response = await self._litellm.acompletion(**kwargs)
+                response = await loaded.litellm.acompletion(**kwargs)
                 return _dump(response), _headers_of(response)
             except Exception as exc:  # litellm raises many unrelated classes; all map to UpstreamError
                 err = to_upstream_error(exc)
@@ -266,12 +307,13 @@ class Upstream:
         with the provider's headers to pass back; iterating yields OpenAI chunk dicts and raises
         `UpstreamError` if the stream breaks."""
         target = self.target(str(body["model"]), api_key)
-        kwargs = self._kwargs(body, messages, target, stream=True)
+        loaded = await self.loaded()
+        kwargs = self._kwargs(loaded.sdk, body, messages, target, stream=True)
         attempt = 0
         while True:
             wrapper: Any = None
             try:
-                wrapper = await self._litellm.acompletion(**kwargs)
+                wrapper = await loaded.litellm.acompletion(**kwargs)
                 first = await wrapper.__anext__()
                 return _chunks(wrapper, first), _headers_of(wrapper)
             except StopAsyncIteration:

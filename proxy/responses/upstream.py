@@ -31,6 +31,7 @@ import httpx
 
 from proxy.config import UpstreamsConfig
 from proxy.errors import UpstreamError
+from proxy.outbound import outbound_client
 from proxy.responses.wire import clean_event, clean_response
 from proxy.sse import SSEDecoder
 from proxy.chat.upstream import Upstream, close_stream, error_from_body, is_gemini, provider_headers, retryable, to_upstream_error
@@ -64,7 +65,7 @@ class ResponsesUpstream:
         self._config = config
         self._upstream = upstream
         self._timeout = httpx.Timeout(config.timeout_seconds, connect=config.connect_timeout_seconds)
-        self._client = httpx.AsyncClient(timeout=self._timeout, follow_redirects=False)
+        self._client = outbound_client(self._timeout)
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -124,7 +125,7 @@ class ResponsesUpstream:
         if body.get("stream"):
             kwargs["stream"] = True
         try:
-            result = await self._upstream.litellm.aresponses(**kwargs)
+            result = await (await self._upstream.litellm()).aresponses(**kwargs)
         except Exception as exc:  # litellm raises many unrelated classes; all map to UpstreamError
             raise to_upstream_error(exc) from None
         if not body.get("stream"):

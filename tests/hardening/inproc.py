@@ -39,9 +39,12 @@ class Running:
 
 
 @asynccontextmanager
-async def running(config: ProxyConfig) -> AsyncIterator[Running]:
+async def running(config: ProxyConfig, wait_for_model: bool = True) -> AsyncIterator[Running]:
+    """The app started; by default once its embedding model (loading in the background) is ready."""
     app = create_app(config)
     async with app.router.lifespan_context(app):
+        if wait_for_model:
+            await app.state.services.runtime.wait_for_model()
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1", timeout=30) as http:
             yield Running(app, http)

@@ -21,7 +21,7 @@ def test_example_config_documents_exactly_the_defaults() -> None:
 def test_example_config_names_every_key() -> None:
     raw = yaml.safe_load(EXAMPLE.read_text())
     assert set(raw) == {"server", "storage_path", "storage_url", "budget_tokens", "layout_policy", "upstreams", "embedding", "tenants", "limits",
-                        "retention", "log_level", "log_content", "log_file"}
+                        "retention", "log_level", "log_content", "log_file", "store_images"}
     assert set(raw["server"]) == {"host", "port", "access_token", "max_body_bytes", "allowed_hosts", "allowed_origins"}
     assert set(raw["limits"]) == {"max_messages", "max_message_tokens"}
     assert set(raw["retention"]) == {"session_ttl_days", "max_sessions_per_caller", "sweep_interval_seconds"}

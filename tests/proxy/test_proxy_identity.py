@@ -39,7 +39,10 @@ def test_storage_ids_and_scopes_are_namespaced() -> None:
     assert caller.storage_id("my/session") == "k_abc/my/session" and caller.client_id("k_abc/my/session") == "my/session"
     assert caller.scope("alice") == "k_abc/alice" and caller.new_session_id().startswith("k_abc/sess_")
     operator = Caller("k_abc", "key", operator=True)
-    assert operator.storage_id("t_x/s") == "t_x/s" and operator.owned_prefix() == ""
+    # Its chats live under its own key whatever the id looks like; `<owner>/<id>` is for /memory/* only.
+    assert operator.storage_id("t_x/s") == "k_abc/t_x/s" and operator.client_id("k_abc/t_x/s") == "t_x/s"
+    assert operator.managed_id("t_x/s") == "t_x/s" and operator.shown_id("t_x/s") == "t_x/s" and operator.owned_prefix() == ""
+    assert caller.managed_id("t_x/s") == "k_abc/t_x/s" and caller.shown_id("k_abc/t_x/s") == "t_x/s"
 
 
 def test_tokens_gate_and_name_the_caller() -> None:

@@ -48,20 +48,21 @@ def test_imports_inside_functions_only_for_start_up_cost_and_litellm_set_up() ->
 
 def test_importing_the_app_has_no_side_effects_until_it_starts() -> None:
     # A fresh interpreter: litellm is imported, and the environment written, only by the app's
-    # start-up (building `Upstream`), never by importing the package.
+    # start-up (`Upstream.start`, in a worker thread), never by importing the package or building `Upstream`.
     code = (
-        "import os, sys\n"
+        "import asyncio, os, sys\n"
         "import proxy.app, proxy.chat.upstream\n"
         "print('litellm' in sys.modules, os.environ.get('LITELLM_LOCAL_MODEL_COST_MAP'))\n"
         "from proxy.config import UpstreamsConfig\n"
-        "proxy.chat.upstream.Upstream(UpstreamsConfig())\n"
-        "import litellm\n"
+        "upstream = proxy.chat.upstream.Upstream(UpstreamsConfig())\n"
+        "print('litellm' in sys.modules)\n"
+        "litellm = asyncio.run(upstream.litellm())\n"
         "print('litellm' in sys.modules, os.environ.get('LITELLM_LOCAL_MODEL_COST_MAP'), litellm.suppress_debug_info)\n"
     )
     env = {"PYTHONPATH": str(PROXY.parent)}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env, cwd=PROXY.parent)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.split("\n")[:2] == ["False None", "True True True"]
+    assert done.stdout.split("\n")[:3] == ["False None", "False", "True True True"]
 
 
 def test_modules_stay_small() -> None:

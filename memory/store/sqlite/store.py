@@ -8,8 +8,9 @@ crashed ingest leaves nothing behind.
 The files are created 0600 (SQLite gives the WAL and shared-memory files the database's mode). A
 connection keeps writing happily to a database file that was deleted or replaced under it, and all
 of it is gone at the next start; so every commit first checks that the path still names the file
-the connection opened, and refuses (rolls back, raises `StorageError`) when it does not. `health()`
-reports that, and a failed last write, for the proxy's /healthz.
+(and the `-wal` file) the connection opened, and refuses (rolls back, raises `StorageError`) when it
+does not (`memory.store.sqlite.files`). `health()` reports that, and a failed last write, for the
+proxy's /healthz.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import aiosqlite
 
 from memory.errors import StorageError
 from memory.store.dialect import SQLITE
+from memory.store.sqlite.files import OpenFiles
 from memory.store.locks import SessionLocks
 from memory.store.writes import SqlStore
 from memory.store.sqlite.admin import erase_sessions, reclaim_space
@@ -51,8 +53,8 @@ class SqliteStore(SqlStore):
         self.path = str(path)
         self._db: aiosqlite.Connection | None = None
         self._write_lock = asyncio.Lock()
-        # (st_dev, st_ino) of the file the connection opened; None for ":memory:".
-        self._file_id: tuple[int, int] | None = None
+        # The database file and its WAL as the connection opened them.
+        self._files = OpenFiles(self.path)
         # Why the last write failed, until one succeeds.
         self._write_failure: str | None = None
         self._session_locks = SessionLocks()
@@ -86,7 +88,7 @@ class SqliteStore(SqlStore):
             await self._migrate()
             # Rows per index term (see `memory.store.sqlite.fts_terms`); temp: per connection, nothing in the file.
             await db.execute("CREATE VIRTUAL TABLE IF NOT EXISTS temp.chunks_vocab USING fts5vocab(main, chunks_fts, row)")
-            self._file_id = self._identity() if self.path != ":memory:" else None
+            self._files.record()
         except OSError as exc:
             await self.close()
             raise StorageError(f"cannot open memory store {self.path}: {exc}") from exc
@@ -105,23 +107,9 @@ class SqliteStore(SqlStore):
         if await _value(db, "SELECT count(*) FROM sqlite_master"):
             await db.execute("VACUUM")
 
-    def _identity(self) -> tuple[int, int]:
-        st = os.stat(Path(self.path).expanduser())
-        return st.st_dev, st.st_ino
-
     def _file_problem(self) -> str | None:
-        """Why the open connection's file no longer is the one at the path, if it is not."""
-        if self._file_id is None:
-            return None
-        try:
-            current = self._identity()
-        except FileNotFoundError:
-            return f"database file {self.path} was deleted while open; restart to start a new one (nothing is being stored)"
-        except OSError as exc:
-            return f"database file {self.path} cannot be checked: {exc}"
-        if current != self._file_id:
-            return f"database file {self.path} was replaced while open; restart to use the new file (nothing is being stored)"
-        return None
+        """Why the open connection's files no longer are the ones at the path, if they are not."""
+        return self._files.problem()
 
     async def health(self) -> str | None:
         """None when writes land in the file at the path; otherwise why not. After a failed write
