@@ -31,8 +31,8 @@ from memory.prompt.state import extract_lines, state_as_dict
 from memory.store.protocol import StoreTx
 from memory.recall.tokens import get_counter
 from memory.ingest.transcript import SYSTEM_ROLES, chain_hashes, message_text, message_to_event
-from memory.turn.turns import (Request, TurnInputs, TurnPlan, Usage, align_request, build_plan, query_text, totals_dict, turn_inputs,
-                    turn_record)
+from memory.turn.turns import (Request, TurnInputs, TurnPlan, Usage, align_request, build_plan, classify_fixed, query_text, totals_dict,
+                    turn_inputs, turn_record)
 
 if TYPE_CHECKING:
     from memory.runtime import Runtime
@@ -193,6 +193,7 @@ class Session:
             if resume_at is not None:
                 request = await self._resumed(request, transcript, resume_at)
                 named = True
+            request = classify_fixed(transcript, request, named)
             aligned = align_request(transcript, request, named)
             history_new = aligned.p - aligned.keep
             if history_new > 0:

@@ -11,6 +11,10 @@ positions `base .. base+offset`; `request[offset:]` are new and belong after `tr
 (`keep == base + offset`). What the transcript holds beyond `keep` is the stored continuation of
 this request: with new messages it is an abandoned branch (an edit); without, the request is a
 retry and that continuation is the reply being regenerated.
+
+`fixed_context` picks out, before alignment, what an agent re-sends every call that is not a
+turn of the conversation (see its docstring): those messages go up in their place each call and
+are never stored as turns.
 """
 
 from __future__ import annotations
@@ -18,7 +22,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["Alignment", "align", "tail_start"]
+__all__ = ["Alignment", "align", "tail_start", "fixed_context", "leading_context", "FIXED_HEAD_MAX"]
+
+# How many leading messages may be a client's fixed head (few-shot pairs, context messages) that
+# precedes the stored conversation; bounds the extra lookups of a request matched by content.
+FIXED_HEAD_MAX = 12
 
 
 @dataclass(frozen=True)
@@ -113,3 +121,37 @@ def tail_start(roles: Sequence[str]) -> int:
     while start > 0 and roles[start] in ("tool", "function"):
         start -= 1
     return max(start, 0)
+
+
+def leading_context(roles: Sequence[str]) -> int:
+    """How many user messages open the conversation each followed by another user message: context
+    an agent sends ahead of the first question (Codex's `<environment_context>`, an AGENTS.md)."""
+    n = 0
+    while n + 1 < len(roles) and roles[n] == "user" and roles[n + 1] == "user":
+        n += 1
+    return n
+
+
+def fixed_context(stored: Sequence[str], request: Sequence[str], request_roles: Sequence[str], named: bool) -> list[int]:
+    """Positions of the request's conversation messages that are the client's fixed context, sent
+    every call and never a turn: the user messages ahead of the first question (`leading_context`);
+    and, for a session matched by its content (no session header), everything the request carries
+    besides the stored conversation and the live tail: on the first call, all the history the
+    client brings (a few-shot exchange, aider's files and repository map, a history from before the
+    proxy); on later calls, the messages ahead of the stored conversation (found among the first
+    `FIXED_HEAD_MAX`) and those between its end and the live tail (aider sends its files message
+    after the history). A named session stores what its client sends as the conversation (a
+    stateless or sliding-window client's request does not start where the conversation starts)."""
+    head = leading_context(request_roles)
+    if named:
+        return list(range(head))
+    tail = tail_start(request_roles)
+    if not stored:
+        return list(range(tail))
+    for k in range(head, min(len(request), FIXED_HEAD_MAX + 1)):
+        common = _common_prefix(stored, request[k:])
+        if common == len(stored):
+            return list(range(k)) + list(range(k + common, max(tail, k + common)))
+        if common and common == len(request) - k:
+            return list(range(k))  # a retry of the stored conversation's last turn
+    return list(range(head))
