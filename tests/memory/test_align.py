@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from memory.turn.align import Alignment, align, tail_start
+from memory.turn.align import Alignment, align, fixed_context, leading_context, tail_start
 
 T = ["u1", "a1", "u2", "a2"]
 ROLES = ["user", "assistant", "user", "assistant"]
@@ -64,3 +64,40 @@ def test_recurring_messages_take_the_reading_that_explains_more_and_removes_noth
     # A stateless retry of the last turn beats rewinding to the first message with the same text.
     stored, roles = ["hi", "a1", "hi", "a2"], ["user", "assistant", "user", "assistant"]
     assert align(stored, roles, ["hi"], named=True) == Alignment("retry", 2, 1)
+
+
+# -- the client's fixed context ------------------------------------------------------------------
+# aider: a few-shot exchange first, then the history, then its files message and "Ok", then the
+# question. Codex: an <environment_context> user message ahead of the first question.
+FEW_SHOT = ["ex_u", "ex_a", "switch_u", "ok_a"]
+FEW_SHOT_ROLES = ["user", "assistant", "user", "assistant"]
+FILES, FILES_ROLES = ["files_u", "files_a"], ["user", "assistant"]
+
+
+def test_context_messages_ahead_of_the_first_question_are_fixed_named_or_not() -> None:
+    assert leading_context(["user", "user", "user"]) == 2
+    assert leading_context(["user", "assistant", "user"]) == 0
+    for named in (True, False):
+        assert fixed_context([], ["env", "task"], ["user", "user"], named=named) == [0]
+    # Later calls: still ahead of the stored conversation, still not a turn.
+    assert fixed_context(["task", "a1"], ["env", "task", "a1", "task2"], ["user", "user", "assistant", "user"], named=True) == [0]
+
+
+def test_a_first_call_without_a_session_header_sends_what_it_brings_as_fixed_context() -> None:
+    request = FEW_SHOT + FILES + ["q1"]
+    assert fixed_context([], request, FEW_SHOT_ROLES + FILES_ROLES + ["user"], named=False) == list(range(6))
+    # A named session stores what its client brings: it may be a stateless or sliding-window client.
+    assert fixed_context([], request, FEW_SHOT_ROLES + FILES_ROLES + ["user"], named=True) == []
+
+
+def test_later_calls_set_apart_the_few_shot_head_and_the_files_message_after_the_history() -> None:
+    stored = ["q1", "r1"]
+    request = FEW_SHOT + ["q1", "r1"] + FILES + ["q2"]
+    roles = FEW_SHOT_ROLES + ["user", "assistant"] + FILES_ROLES + ["user"]
+    assert fixed_context(stored, request, roles, named=False) == [0, 1, 2, 3, 6, 7]
+    # An ordinary client that resends its history has no fixed context.
+    assert fixed_context(T, T + ["u3"], ROLES + ["user"], named=False) == []
+    # A tool loop in progress continues the stored turn: nothing is set apart.
+    assert fixed_context(["task", "call"], ["env", "task", "call", "result"], ["user", "user", "assistant", "tool"], named=False) == [0]
+    # A retry of the last turn (the request stops before the stored reply).
+    assert fixed_context(["q1", "r1"], FEW_SHOT + FILES + ["q1"], FEW_SHOT_ROLES + FILES_ROLES + ["user"], named=False) == list(range(6))
