@@ -19,10 +19,14 @@ are never stored as turns.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-__all__ = ["Alignment", "align", "tail_start", "fixed_context", "leading_context", "FIXED_HEAD_MAX"]
+from memory.ingest.transcript import message_text
+
+__all__ = ["Alignment", "align", "tail_start", "fixed_context", "leading_context", "is_observation", "FIXED_HEAD_MAX"]
 
 # How many leading messages may be a client's fixed head (few-shot pairs, context messages) that
 # precedes the stored conversation; bounds the extra lookups of a request matched by content.
@@ -110,12 +114,26 @@ def _partial(stored: Sequence[str], roles: Sequence[str], request: Sequence[str]
     return None
 
 
-def tail_start(roles: Sequence[str]) -> int:
+# A tool's output sent back as a user message, the ReAct way ("Observation: ..."); smolagents'
+# ToolCallingAgent sends "Call id: call_x\nObservation:\n...".
+_OBSERVATION = re.compile(r"\A(?:Call id: [^\n]*\n)?Observation:")
+
+
+def is_observation(message: dict[str, Any]) -> bool:
+    """Whether a user message is a tool's output in a text-protocol agent loop, not a new request."""
+    if message.get("role") != "user":
+        return False
+    content = message.get("content")
+    return isinstance(content, (str, list)) and bool(_OBSERVATION.match(message_text(content).lstrip()))
+
+
+def tail_start(roles: Sequence[str], observations: Collection[int] = ()) -> int:
     """Index where the live tail starts: the last user message and everything after it (a tool loop
-    in progress). Without a user message, the last assistant tool call with its results, or the last
+    in progress; a user message at a position in `observations` is a tool's output and belongs to
+    the loop). Without a user message, the last assistant tool call with its results, or the last
     message."""
     for i in range(len(roles) - 1, -1, -1):
-        if roles[i] == "user":
+        if roles[i] == "user" and i not in observations:
             return i
     start = len(roles) - 1
     while start > 0 and roles[start] in ("tool", "function"):
@@ -132,7 +150,8 @@ def leading_context(roles: Sequence[str]) -> int:
     return n
 
 
-def fixed_context(stored: Sequence[str], request: Sequence[str], request_roles: Sequence[str], named: bool) -> list[int]:
+def fixed_context(stored: Sequence[str], request: Sequence[str], request_roles: Sequence[str], named: bool,
+                  observations: Collection[int] = ()) -> list[int]:
     """Positions of the request's conversation messages that are the client's fixed context, sent
     every call and never a turn: the user messages ahead of the first question (`leading_context`);
     and, for a session matched by its content (no session header), everything the request carries
@@ -141,11 +160,12 @@ def fixed_context(stored: Sequence[str], request: Sequence[str], request_roles: 
     proxy); on later calls, the messages ahead of the stored conversation (found among the first
     `FIXED_HEAD_MAX`) and those between its end and the live tail (aider sends its files message
     after the history). A named session stores what its client sends as the conversation (a
-    stateless or sliding-window client's request does not start where the conversation starts)."""
+    stateless or sliding-window client's request does not start where the conversation starts).
+    `observations`: positions of user messages that are tool outputs (`is_observation`)."""
     head = leading_context(request_roles)
     if named:
         return list(range(head))
-    tail = tail_start(request_roles)
+    tail = tail_start(request_roles, observations)
     if not stored:
         return list(range(tail))
     for k in range(head, min(len(request), FIXED_HEAD_MAX + 1)):

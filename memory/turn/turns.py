@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from memory.turn.align import Alignment, align, fixed_context, tail_start
+from memory.turn.align import Alignment, align, fixed_context, is_observation, tail_start
 from memory.prompt.compiler import CompileResult, result_of
 from memory.prompt.evidence import unit_message
 from memory.recall.index import SessionView
@@ -152,7 +152,8 @@ def classify_fixed(transcript: list[TranscriptEntry], request: Request, named: b
     if request.fixed:
         return request
     roles = [str(request.convo(i).get("role")) for i in range(len(request.hashes))]
-    return request.with_fixed(fixed_context(_stored_hashes(transcript, request), request.hashes, roles, named))
+    observations = {i for i in range(len(request.hashes)) if is_observation(request.convo(i))}
+    return request.with_fixed(fixed_context(_stored_hashes(transcript, request), request.hashes, roles, named, observations))
 
 
 def _stored_hashes(transcript: list[TranscriptEntry], request: Request) -> list[str]:
@@ -172,7 +173,8 @@ def align_request(transcript: list[TranscriptEntry], request: Request, named: bo
     request_roles = [str(request.convo(i).get("role")) for i in range(len(request.hashes))]
     alignment = align(stored, stored_roles, request.hashes, named, request_roles)
     roles = stored_roles[: alignment.keep] + [str(request.convo(i).get("role")) for i in range(alignment.offset, len(request.hashes))]
-    return Aligned(alignment, roles, tail_start(roles) if roles else 0)
+    observations = {alignment.base + i for i in range(len(request.hashes)) if is_observation(request.convo(i))}
+    return Aligned(alignment, roles, tail_start(roles, observations) if roles else 0)
 
 
 def message_at(aligned: Aligned, pos: int, request: Request, transcript: list[TranscriptEntry],

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from memory.turn.align import Alignment, align, fixed_context, leading_context, tail_start
+from memory.turn.align import Alignment, align, fixed_context, is_observation, leading_context, tail_start
 
 T = ["u1", "a1", "u2", "a2"]
 ROLES = ["user", "assistant", "user", "assistant"]
@@ -101,3 +101,15 @@ def test_later_calls_set_apart_the_few_shot_head_and_the_files_message_after_the
     assert fixed_context(["task", "call"], ["env", "task", "call", "result"], ["user", "user", "assistant", "tool"], named=False) == [0]
     # A retry of the last turn (the request stops before the stored reply).
     assert fixed_context(["q1", "r1"], FEW_SHOT + FILES + ["q1"], FEW_SHOT_ROLES + FILES_ROLES + ["user"], named=False) == list(range(6))
+
+
+def test_an_observation_sent_as_a_user_message_continues_the_turn_in_progress() -> None:
+    assert is_observation({"role": "user", "content": "Call id: call_3\nObservation:\n42 results"})
+    assert is_observation({"role": "user", "content": [{"type": "text", "text": "Observation: file written"}]})
+    assert not is_observation({"role": "user", "content": "What is an Observation: in ReAct?"})
+    assert not is_observation({"role": "assistant", "content": "Observation: none"})
+    roles = ["user", "assistant", "user", "assistant", "user"]
+    assert tail_start(roles) == 4
+    assert tail_start(roles, observations={2, 4}) == 0  # smolagents: the task and every step after it
+    # Unnamed and first seen mid-loop: the whole loop is the turn, nothing is set apart as fixed.
+    assert fixed_context([], ["task", "a1", "obs1"], ["user", "assistant", "user"], named=False, observations={2}) == []
