@@ -29,7 +29,7 @@ from memory.recall.retrieval import Scored
 from memory.recall.tokens import REPLY_PRIMING_TOKENS, TiktokenCounter
 from memory.ingest.transcript import GENESIS_CHAIN, SYSTEM_ROLES, legacy_message_hash, message_hash, message_text
 
-__all__ = ["TurnPlan", "TurnInputs", "Usage", "Request", "Aligned", "align_request", "classify_fixed", "turn_inputs", "build_plan", "request_key",
+__all__ = ["TurnPlan", "TurnInputs", "Usage", "Request", "Aligned", "align_request", "classify_fixed", "in_formula_of", "turn_inputs", "build_plan", "request_key",
            "query_text", "carried_query", "turn_record", "totals_dict"]
 
 
@@ -148,27 +148,34 @@ class Aligned:
 
 
 def classify_fixed(transcript: list[TranscriptEntry], request: Request, named: bool) -> Request:
-    """`request` with its fixed context set apart (`memory.turn.align.fixed_context`)."""
+    """`request` as `transcript` reads it: hashed the way the transcript was stored (`in_formula_of`),
+    with its fixed context set apart (`memory.turn.align.fixed_context`)."""
     if request.fixed:
         return request
+    request = in_formula_of(transcript, request)
     roles = [str(request.convo(i).get("role")) for i in range(len(request.hashes))]
     observations = {i for i in range(len(request.hashes)) if is_observation(request.convo(i))}
-    return request.with_fixed(fixed_context(_stored_hashes(transcript, request), request.hashes, roles, named, observations))
-
-
-def _stored_hashes(transcript: list[TranscriptEntry], request: Request) -> list[str]:
-    """The transcript's hashes, an entry stored under the older hash formula read as the request's
-    message it stands for (see `legacy_message_hash`)."""
     stored = [e.msg_hash for e in transcript]
+    return request.with_fixed(fixed_context(stored, request.hashes, roles, named, observations))
+
+
+def in_formula_of(transcript: list[TranscriptEntry], request: Request) -> Request:
+    """`request` hashed with `legacy_message_hash` when `transcript` was stored under that older
+    formula (one of its entries is the older hash of a request message and not the current one):
+    such a session keeps its formula, so it continues as stored instead of being detached and
+    stored again (a compatibility path: nothing stored is rewritten)."""
     known = set(request.hashes)
-    if all(h in known for h in stored):
-        return stored
-    alias = {legacy_message_hash(request.convo(i)): h for i, h in enumerate(request.hashes)}
-    return [h if h in known else alias.get(h, h) for h in stored]
+    unknown = {e.msg_hash for e in transcript} - known
+    if not unknown:
+        return request
+    legacy = [legacy_message_hash(request.convo(i)) for i in range(len(request.hashes))]
+    if unknown.isdisjoint(legacy):
+        return request
+    return Request(request.messages, request.convo_index, legacy, request.fixed)
 
 
 def align_request(transcript: list[TranscriptEntry], request: Request, named: bool) -> Aligned:
-    stored = _stored_hashes(transcript, request)
+    stored = [e.msg_hash for e in transcript]
     stored_roles = [e.role for e in transcript]
     request_roles = [str(request.convo(i).get("role")) for i in range(len(request.hashes))]
     alignment = align(stored, stored_roles, request.hashes, named, request_roles)

@@ -8,7 +8,7 @@ import json
 
 from memory.ingest.transcript import chain_hashes, legacy_message_hash, message_hash
 from memory.records import TranscriptEntry
-from memory.turn.turns import Request, align_request
+from memory.turn.turns import Request, align_request, classify_fixed
 
 
 def _call(arguments: str) -> dict:
@@ -41,13 +41,20 @@ def test_a_message_with_nothing_to_normalise_hashes_as_it_always_did() -> None:
     assert message_hash({"role": "user", "content": "hi"}) == hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def test_a_transcript_stored_under_the_older_hashes_continues_instead_of_being_detached() -> None:
+def test_a_transcript_stored_under_the_older_hashes_continues_in_that_formula() -> None:
     history = [{"role": "user", "content": "What is the weather\nin Paris?"}, _call('{"city": "Paris"}'),
                {"role": "tool", "tool_call_id": "call_1", "content": "18C"}, {"role": "assistant", "content": "It is 18C."}]
     legacy = [legacy_message_hash(m) for m in history]
     chains = chain_hashes(legacy)
     transcript = [TranscriptEntry(i, legacy[i], chains[i], i + 1, str(m["role"])) for i, m in enumerate(history)]
-    request = Request.of(history + [{"role": "user", "content": "And tomorrow?"}])
+    question = {"role": "user", "content": "And tomorrow?\n"}
+    request = Request.of(history + [question])
     assert request.hashes[:4] != legacy  # the formula changed for these messages ...
-    aligned = align_request(transcript, request, named=True)
-    assert (aligned.alignment.kind, aligned.keep) == ("extend", 4)  # ... and they still continue
+    read = classify_fixed(transcript, request, named=True)
+    assert read.hashes == legacy + [legacy_message_hash(question)]  # ... the session keeps the one it was stored under
+    aligned = align_request(transcript, read, named=True)
+    assert (aligned.alignment.kind, aligned.keep) == ("extend", 4)  # and continues, nothing detached
+    # A session stored under the current formula is read in it.
+    current = [TranscriptEntry(i, h, c, i + 1, str(m["role"])) for i, (h, c, m) in
+               enumerate(zip(request.hashes[:4], chain_hashes(request.hashes[:4]), history, strict=True))]
+    assert classify_fixed(current, request, named=True).hashes == request.hashes

@@ -5,11 +5,14 @@ tool-call arguments re-serialised by the client, and a named session's request t
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from testkit.harness import Proxy, Upstream
+from memory.ingest import transcript
+from memory.ingest.transcript import legacy_message_hash
+from testkit.harness import Proxy, Upstream, config_for, start_proxy
 from testkit.script import Reply, ToolCall
 
 SYSTEM = {"role": "system", "content": "Act as an expert software developer. " + "Follow the house rules. " * 20}
@@ -126,3 +129,41 @@ def test_a_named_request_that_starts_over_is_never_called_full_history(proxy: Pr
     assert int(retry.headers["x-memory-compiled-tokens"]) > int(retry.headers["x-memory-original-tokens"])
     forwarded = upstream.fake.last_chat().json()["messages"]
     assert {"role": "user", "content": "Question: what is six times seven?"} in forwarded
+
+
+def test_sessions_stored_before_the_hash_change_continue_after_it(upstream: Upstream, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A store written by a proxy that hashed messages the older way (whitespace and JSON arguments
+    as sent), then served by this one: named and unnamed sessions continue, nothing is detached."""
+    canonical = transcript._canonical
+    monkeypatch.setattr(transcript, "_canonical", lambda message, normalise=True: canonical(message, normalise=False))
+    assert transcript.message_hash({"role": "user", "content": "a\nb"}) == legacy_message_hash({"role": "user", "content": "a\nb"})
+    before = start_proxy(config_for(upstream, tmp_path))
+    question = {"role": "user", "content": "What is the weather\nin Paris?"}
+    upstream.fake.enqueue(*[Reply(tool_calls=(ToolCall("get_weather", {"city": "Paris"}, id=f"call_{n}"),)) for n in range(2)])
+    calls = {}
+    try:
+        for session in ("legacy-named", None):
+            client = before.client(default_headers={"X-Memory-Session": session} if session else {})
+            calls[session] = client.chat.completions.create(model="gpt-4o-mini", messages=[question]).choices[0].message
+    finally:
+        before.served.stop()
+    monkeypatch.undo()
+    after = start_proxy(config_for(upstream, tmp_path))
+    try:
+        for session, call in calls.items():
+            client = after.client(default_headers={"X-Memory-Session": session} if session else {})
+            history = [question, call.model_dump(exclude_none=True),
+                       {"role": "tool", "tool_call_id": call.tool_calls[0].id, "content": "18C\n\nclear"}]
+            upstream.fake.enqueue(Reply(text="It is 18C."), Reply(text="Same tomorrow."))
+            first = client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=history)
+            history += [{"role": "assistant", "content": "It is 18C."}, {"role": "user", "content": "And tomorrow?"}]
+            second = client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=history)
+            sid = first.headers["x-memory-session"]
+            assert second.headers["x-memory-session"] == sid and (session is None or sid == session)
+            events = _export(after, sid)["events"]
+            assert not [e for e in events if e["detached"]]
+            assert [e["type"] for e in events] == ["user_message", "assistant_message", "tool_message", "assistant_message",
+                                                   "user_message", "assistant_message"]
+    finally:
+        after.served.stop()
