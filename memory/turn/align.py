@@ -155,9 +155,10 @@ def fixed_context(stored: Sequence[str], request: Sequence[str], request_roles: 
     """Positions of the request's conversation messages that are the client's fixed context, sent
     every call and never a turn: the user messages ahead of the first question (`leading_context`);
     and, for a session matched by its content (no session header), everything the request carries
-    besides the stored conversation and the live tail: on the first call, all the history the
-    client brings (a few-shot exchange, aider's files and repository map, a history from before the
-    proxy); on later calls, the messages ahead of the stored conversation (found among the first
+    besides the stored conversation and the live tail: on the first call, the history the client
+    brings when it is `FIXED_HEAD_MAX` messages or fewer (a few-shot exchange, aider's files and
+    repository map; a longer one is a conversation from before the proxy, stored as such); on later
+    calls, the messages ahead of the stored conversation (found among the first
     `FIXED_HEAD_MAX`) and those between its end and the live tail (aider sends its files message
     after the history). A named session stores what its client sends as the conversation (a
     stateless or sliding-window client's request does not start where the conversation starts).
@@ -167,7 +168,7 @@ def fixed_context(stored: Sequence[str], request: Sequence[str], request_roles: 
         return list(range(head))
     tail = tail_start(request_roles, observations)
     if not stored:
-        return list(range(tail))
+        return list(range(tail)) if tail <= FIXED_HEAD_MAX else list(range(head))
     for k in range(head, min(len(request), FIXED_HEAD_MAX + 1)):
         common = _common_prefix(stored, request[k:])
         if common == len(stored):

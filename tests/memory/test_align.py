@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from memory.turn.align import Alignment, align, fixed_context, is_observation, leading_context, tail_start
+from memory.turn.align import FIXED_HEAD_MAX, Alignment, align, fixed_context, is_observation, leading_context, tail_start
 
 T = ["u1", "a1", "u2", "a2"]
 ROLES = ["user", "assistant", "user", "assistant"]
@@ -113,3 +113,9 @@ def test_an_observation_sent_as_a_user_message_continues_the_turn_in_progress() 
     assert tail_start(roles, observations={2, 4}) == 0  # smolagents: the task and every step after it
     # Unnamed and first seen mid-loop: the whole loop is the turn, nothing is set apart as fixed.
     assert fixed_context([], ["task", "a1", "obs1"], ["user", "assistant", "user"], named=False, observations={2}) == []
+
+
+def test_a_long_history_brought_on_a_first_call_is_a_conversation_not_fixed_context() -> None:
+    long = [f"m{i}" for i in range(FIXED_HEAD_MAX + 2)] + ["q"]
+    roles = ["user", "assistant"] * ((FIXED_HEAD_MAX + 2) // 2) + ["user"]
+    assert fixed_context([], long, roles, named=False) == []
