@@ -25,7 +25,7 @@ from memory.store.open import store_for
 from memory.store.protocol import Store
 from memory.recall.tokens import TiktokenCounter
 from memory.ingest.transcript import SYSTEM_ROLES, chain_hashes, legacy_message_hash
-from memory.turn.align import FIXED_HEAD_MAX, is_observation, leading_context, tail_start
+from memory.turn.align import FIXED_HEAD_MAX, is_observation, is_tagged_context, leading_context, tail_start
 
 __all__ = ["create_runtime", "Runtime"]
 
@@ -142,7 +142,8 @@ class Runtime:
             return found
         roles = [str(m.get("role")) for m in convo]
         tail = tail_start(roles, {i for i, m in enumerate(convo) if is_observation(m)})
-        for k in range(max(1, leading_context(roles)), min(tail, FIXED_HEAD_MAX) + 1):
+        head = leading_context(roles, {i for i, m in enumerate(convo) if is_tagged_context(m)})
+        for k in range(max(1, head), min(tail, FIXED_HEAD_MAX) + 1):
             # Two messages at least: a lone message matches nothing (as above).
             found = await self.store.find_session_by_head(scope, chain_hashes(hashes[k:])[1:])
             if found is not None:

@@ -26,7 +26,8 @@ from typing import Any
 
 from memory.ingest.transcript import message_text
 
-__all__ = ["Alignment", "align", "tail_start", "fixed_context", "leading_context", "is_observation", "FIXED_HEAD_MAX"]
+__all__ = ["Alignment", "align", "tail_start", "fixed_context", "leading_context", "is_observation", "is_tagged_context",
+           "FIXED_HEAD_MAX"]
 
 # How many leading messages may be a client's fixed head (few-shot pairs, context messages) that
 # precedes the stored conversation; bounds the extra lookups of a request matched by content.
@@ -141,17 +142,33 @@ def tail_start(roles: Sequence[str], observations: Collection[int] = ()) -> int:
     return max(start, 0)
 
 
-def leading_context(roles: Sequence[str]) -> int:
-    """How many user messages open the conversation each followed by another user message: context
-    an agent sends ahead of the first question (Codex's `<environment_context>`, an AGENTS.md)."""
+# Context an agent writes for the model, not a person's words: one tagged block, perhaps under a
+# heading line (Codex: "<environment_context>...</environment_context>", "# AGENTS.md instructions
+# for /repo\n\n<INSTRUCTIONS>...</INSTRUCTIONS>").
+_TAGGED = re.compile(r"\A(?:[^\n<]*\n\s*)?<([A-Za-z][\w.-]*)(?:\s[^>]*)?>.*</\1>\Z", re.S)
+
+
+def is_tagged_context(message: dict[str, Any]) -> bool:
+    """Whether a user message is context an agent generated: one tagged block (see `_TAGGED`)."""
+    if message.get("role") != "user":
+        return False
+    content = message.get("content")
+    return isinstance(content, (str, list)) and bool(_TAGGED.match(message_text(content).strip()))
+
+
+def leading_context(roles: Sequence[str], tagged: Collection[int]) -> int:
+    """How many user messages open the conversation, each a tagged context block (positions in
+    `tagged`, see `is_tagged_context`) followed by another user message: context an agent sends
+    ahead of the first question (Codex's `<environment_context>`, its AGENTS.md message). A person's
+    message re-sent ahead of the next one (a retry after a failed call) is conversation."""
     n = 0
-    while n + 1 < len(roles) and roles[n] == "user" and roles[n + 1] == "user":
+    while n + 1 < len(roles) and n in tagged and roles[n] == "user" and roles[n + 1] == "user":
         n += 1
     return n
 
 
 def fixed_context(stored: Sequence[str], request: Sequence[str], request_roles: Sequence[str], named: bool,
-                  observations: Collection[int] = ()) -> list[int]:
+                  observations: Collection[int] = (), tagged: Collection[int] = ()) -> list[int]:
     """Positions of the request's conversation messages that are the client's fixed context, sent
     every call and never a turn: the user messages ahead of the first question (`leading_context`);
     and, for a session matched by its content (no session header), everything the request carries
@@ -162,8 +179,9 @@ def fixed_context(stored: Sequence[str], request: Sequence[str], request_roles: 
     `FIXED_HEAD_MAX`) and those between its end and the live tail (aider sends its files message
     after the history). A named session stores what its client sends as the conversation (a
     stateless or sliding-window client's request does not start where the conversation starts).
-    `observations`: positions of user messages that are tool outputs (`is_observation`)."""
-    head = leading_context(request_roles)
+    `observations`: positions of user messages that are tool outputs (`is_observation`); `tagged`:
+    those that are tagged context blocks (`is_tagged_context`)."""
+    head = leading_context(request_roles, tagged)
     if named:
         return list(range(head))
     tail = tail_start(request_roles, observations)

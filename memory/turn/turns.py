@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from memory.turn.align import Alignment, align, fixed_context, is_observation, tail_start
+from memory.turn.align import Alignment, align, fixed_context, is_observation, is_tagged_context, tail_start
 from memory.prompt.compiler import CompileResult, result_of
 from memory.prompt.evidence import unit_message
 from memory.recall.index import SessionView
@@ -155,8 +155,9 @@ def classify_fixed(transcript: list[TranscriptEntry], request: Request, named: b
     request = in_formula_of(transcript, request)
     roles = [str(request.convo(i).get("role")) for i in range(len(request.hashes))]
     observations = {i for i in range(len(request.hashes)) if is_observation(request.convo(i))}
+    tagged = {i for i in range(len(request.hashes)) if is_tagged_context(request.convo(i))}
     stored = [e.msg_hash for e in transcript]
-    return request.with_fixed(fixed_context(stored, request.hashes, roles, named, observations))
+    return request.with_fixed(fixed_context(stored, request.hashes, roles, named, observations, tagged))
 
 
 def in_formula_of(transcript: list[TranscriptEntry], request: Request) -> Request:

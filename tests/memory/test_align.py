@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from memory.turn.align import FIXED_HEAD_MAX, Alignment, align, fixed_context, is_observation, leading_context, tail_start
+from memory.turn.align import (FIXED_HEAD_MAX, Alignment, align, fixed_context, is_observation, is_tagged_context, leading_context,
+                               tail_start)
 
 T = ["u1", "a1", "u2", "a2"]
 ROLES = ["user", "assistant", "user", "assistant"]
@@ -75,12 +76,20 @@ FILES, FILES_ROLES = ["files_u", "files_a"], ["user", "assistant"]
 
 
 def test_context_messages_ahead_of_the_first_question_are_fixed_named_or_not() -> None:
-    assert leading_context(["user", "user", "user"]) == 2
-    assert leading_context(["user", "assistant", "user"]) == 0
+    env = {"role": "user", "content": "<environment_context>\n  <cwd>/repo</cwd>\n</environment_context>"}
+    agents_md = {"role": "user", "content": "# AGENTS.md instructions for /repo\n\n<INSTRUCTIONS>\nRun the tests.\n</INSTRUCTIONS>"}
+    assert is_tagged_context(env) and is_tagged_context(agents_md)
+    assert not is_tagged_context({"role": "user", "content": "Why does <b>bold</b> not render?"})
+    assert not is_tagged_context({**env, "role": "assistant"})
+    assert leading_context(["user", "user", "user"], tagged={0, 1}) == 2
+    assert leading_context(["user", "assistant", "user"], tagged={0}) == 0
+    # A person's message sent again ahead of the next one (a retry after a failed call) is conversation.
+    assert leading_context(["user", "user"], tagged=()) == 0
     for named in (True, False):
-        assert fixed_context([], ["env", "task"], ["user", "user"], named=named) == [0]
+        assert fixed_context([], ["env", "task"], ["user", "user"], named=named, tagged={0}) == [0]
     # Later calls: still ahead of the stored conversation, still not a turn.
-    assert fixed_context(["task", "a1"], ["env", "task", "a1", "task2"], ["user", "user", "assistant", "user"], named=True) == [0]
+    assert fixed_context(["task", "a1"], ["env", "task", "a1", "task2"], ["user", "user", "assistant", "user"], named=True,
+                         tagged={0}) == [0]
 
 
 def test_a_first_call_without_a_session_header_sends_what_it_brings_as_fixed_context() -> None:
@@ -98,7 +107,8 @@ def test_later_calls_set_apart_the_few_shot_head_and_the_files_message_after_the
     # An ordinary client that resends its history has no fixed context.
     assert fixed_context(T, T + ["u3"], ROLES + ["user"], named=False) == []
     # A tool loop in progress continues the stored turn: nothing is set apart.
-    assert fixed_context(["task", "call"], ["env", "task", "call", "result"], ["user", "user", "assistant", "tool"], named=False) == [0]
+    assert fixed_context(["task", "call"], ["env", "task", "call", "result"], ["user", "user", "assistant", "tool"], named=False,
+                         tagged={0}) == [0]
     # A retry of the last turn (the request stops before the stored reply).
     assert fixed_context(["q1", "r1"], FEW_SHOT + FILES + ["q1"], FEW_SHOT_ROLES + FILES_ROLES + ["user"], named=False) == list(range(6))
 
