@@ -167,3 +167,22 @@ def test_sessions_stored_before_the_hash_change_continue_after_it(upstream: Upst
                                                    "user_message", "assistant_message"]
     finally:
         after.served.stop()
+
+
+def test_re_serialised_function_call_arguments_on_the_responses_api(proxy: Proxy, upstream: Upstream) -> None:
+    client = proxy.client(default_headers={"X-Memory-Session": "vercel-responses"})
+    upstream.fake.enqueue(Reply(tool_calls=(ToolCall("get_weather", {"city": "Paris", "unit": "C"}, id="call_rp"),)),
+                          Reply(text="It is 18C in Paris."), Reply(text="Tomorrow looks the same."))
+    question = {"role": "user", "content": "What is the weather in Paris?"}
+    first = client.responses.create(model="gpt-4o-mini", input=[question], store=False)
+    call = next(i for i in first.output if i.type == "function_call")
+    assert call.arguments == '{"city": "Paris", "unit": "C"}'
+    echoed = {"type": "function_call", "call_id": call.call_id, "name": "get_weather", "arguments": '{"unit":"C","city":"Paris"}'}
+    result = {"type": "function_call_output", "call_id": call.call_id, "output": "18C, clear"}
+    second = client.responses.create(model="gpt-4o-mini", input=[question, echoed, result], store=False)
+    client.responses.create(model="gpt-4o-mini", store=False, input=[
+        question, echoed, result, {"role": "assistant", "content": second.output_text}, {"role": "user", "content": "And tomorrow?"}])
+    events = _export(proxy, "vercel-responses")["events"]
+    assert not [e for e in events if e["detached"]]
+    assert [e["type"] for e in events if e["type"].endswith("_message")] == [
+        "user_message", "assistant_message", "tool_message", "assistant_message", "user_message", "assistant_message"]
