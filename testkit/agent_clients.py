@@ -63,6 +63,12 @@ class Codex:
             "stream_max_retries = 0\n"
             "[analytics]\n"
             "enabled = false\n"
+            # The curated plugin marketplace is synced from the internet at start-up otherwise.
+            "[features]\n"
+            "plugins = false\n"
+            "remote_plugin = false\n"
+            "plugin_sharing = false\n"
+            "apps = false\n"
         )
 
     @property
