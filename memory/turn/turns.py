@@ -29,8 +29,8 @@ from memory.recall.retrieval import Scored
 from memory.recall.tokens import REPLY_PRIMING_TOKENS, TiktokenCounter
 from memory.ingest.transcript import GENESIS_CHAIN, SYSTEM_ROLES, legacy_message_hash, message_hash, message_text
 
-__all__ = ["TurnPlan", "TurnInputs", "Usage", "Request", "Aligned", "align_request", "classify_fixed", "in_formula_of", "turn_inputs", "build_plan", "request_key",
-           "query_text", "carried_query", "turn_record", "totals_dict"]
+__all__ = ["TurnPlan", "TurnInputs", "Usage", "Request", "Aligned", "align_request", "classify_fixed", "in_formula_of", "turn_inputs",
+           "build_plan", "request_key", "query_text", "carried_query", "turn_record", "totals_dict"]
 
 
 @dataclass(frozen=True)
@@ -232,8 +232,8 @@ def turn_inputs(aligned: Aligned, request: Request, transcript: list[TranscriptE
     anchor = chains[p - 1] if p else GENESIS_CHAIN
     hidden = frozenset(f"e{e.event_id}" for e in transcript[p:] if e.event_id is not None)
     sent = sum(token_of(m) for m in request.messages) + REPLY_PRIMING_TOKENS
-    fixed = [request.messages[i] for i in request.fixed]
-    asked = [m for m in tail if not any(m is f for f in fixed)]  # the question, without re-sent context
+    fixed = {id(request.messages[i]) for i in request.fixed}
+    asked = [m for m in tail if id(m) not in fixed]  # the question, without the context re-sent with it
     return TurnInputs(history, tail, system, query_text(asked or tail), chains, hidden, request_key(system, anchor, tail, model, budget), sent,
                       aligned.alignment.base == 0)
 
