@@ -25,7 +25,8 @@ from memory.store.sqlite.store import SqliteStore
 from memory.store.open import store_for
 from memory.store.protocol import Store
 from memory.recall.tokens import TiktokenCounter
-from memory.ingest.transcript import SYSTEM_ROLES, chain_hashes
+from memory.ingest.transcript import SYSTEM_ROLES, chain_hashes, legacy_message_hash
+from memory.turn.align import FIXED_HEAD_MAX, is_observation, is_tagged_context, leading_context, tail_start
 
 __all__ = ["create_runtime", "Runtime"]
 
@@ -164,14 +165,30 @@ class Runtime:
         """The stored session (within `scope`) this message list continues: the one whose whole
         transcript is the longest prefix of `messages`; else the one session that holds
         `messages` (two messages or more) followed only by the reply to its last turn: a retry of
-        that turn."""
+        that turn. The stored conversation may start after the client's fixed head (a few-shot
+        exchange, context messages: see `memory.turn.align.fixed_context`), and a transcript stored
+        under the older hash formula is found by it."""
         await self.open()
-        hashes = [self.memo.hash(m) for m in messages if isinstance(m, dict) and m.get("role") not in SYSTEM_ROLES]
+        convo = [m for m in messages if isinstance(m, dict) and m.get("role") not in SYSTEM_ROLES]
+        hashes = [self.memo.hash(m) for m in convo]
         chain = chain_hashes(hashes)
         found = await self.store.find_session_by_head(scope, chain)
         if found is not None or len(chain) < 2:
             # A lone first message is a new conversation even if another one opened the same way.
             return found
+        roles = [str(m.get("role")) for m in convo]
+        tail = tail_start(roles, {i for i, m in enumerate(convo) if is_observation(m)})
+        head = leading_context(roles, {i for i, m in enumerate(convo) if is_tagged_context(m)})
+        for k in range(max(1, head), min(tail, FIXED_HEAD_MAX) + 1):
+            # Two messages at least: a lone message matches nothing (as above).
+            found = await self.store.find_session_by_head(scope, chain_hashes(hashes[k:])[1:])
+            if found is not None:
+                return found
+        legacy = [legacy_message_hash(m) for m in convo]
+        if legacy != hashes:
+            found = await self.store.find_session_by_head(scope, chain_hashes(legacy))
+            if found is not None:
+                return found
         retried = []
         for session_id, pos, _length in await self.store.find_session_by_chain(scope, chain[-1]):
             roles = [e.role for e in (await self.store.transcript(session_id))[pos + 1 :]]

@@ -31,8 +31,8 @@ from memory.prompt.state import extract_lines, state_as_dict
 from memory.store.protocol import StoreTx
 from memory.recall.tokens import get_counter
 from memory.ingest.transcript import SYSTEM_ROLES, chain_hashes, message_text, message_to_event
-from memory.turn.turns import (Request, TurnInputs, TurnPlan, Usage, align_request, build_plan, query_text, totals_dict, turn_inputs,
-                    turn_record)
+from memory.turn.turns import (Request, TurnInputs, TurnPlan, Usage, align_request, build_plan, classify_fixed, in_formula_of, query_text,
+                    totals_dict, turn_inputs, turn_record)
 
 if TYPE_CHECKING:
     from memory.runtime import Runtime
@@ -136,6 +136,7 @@ class Session:
         await self.runtime.open()
         async with self._store.session_lock(self.id):
             transcript = await self._store.transcript(self.id)
+            request = in_formula_of(transcript, request)
             aligned = align_request(transcript, request, named=True)
             new = [request.convo(i) for i in range(aligned.alignment.offset, len(request.hashes))]
             if not new:
@@ -193,6 +194,7 @@ class Session:
             if resume_at is not None:
                 request = await self._resumed(request, transcript, resume_at)
                 named = True
+            request = classify_fixed(transcript, request, named)
             aligned = align_request(transcript, request, named)
             history_new = aligned.p - aligned.keep
             if history_new > 0:

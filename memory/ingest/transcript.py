@@ -15,7 +15,7 @@ from typing import Any
 
 from memory.errors import InvalidEventError
 
-__all__ = ["message_text", "message_hash", "chain_hashes", "message_to_event", "extract_artifacts", "event_to_message", "SYSTEM_ROLES",
+__all__ = ["message_text", "message_hash", "legacy_message_hash", "chain_hashes", "message_to_event", "extract_artifacts", "event_to_message", "SYSTEM_ROLES",
            "GENESIS_CHAIN"]
 
 SYSTEM_ROLES = frozenset({"system", "developer"})
@@ -44,7 +44,7 @@ def message_text(content: Any) -> str:
     raise InvalidEventError(f"message content must be a string or a list of parts, got {type(content).__name__}")
 
 
-def _canonical(message: dict[str, Any]) -> dict[str, Any]:
+def _canonical(message: dict[str, Any], normalise: bool = True) -> dict[str, Any]:
     # `item_key` tells apart messages that stand for items of another wire format (the Responses
     # API's reasoning or other opaque items) whose text alone is the same; chat messages never carry
     # it, so their hashes are what they always were.
@@ -54,15 +54,52 @@ def _canonical(message: dict[str, Any]) -> dict[str, Any]:
     if isinstance(calls, list):
         # Providers add or drop cosmetic fields on echo (index, empty ids); hash what identifies the call.
         out["tool_calls"] = [
-            {"id": c.get("id"), "name": (c.get("function") or {}).get("name"), "arguments": (c.get("function") or {}).get("arguments")}
+            {"id": c.get("id"), "name": (c.get("function") or {}).get("name"),
+             "arguments": _arguments((c.get("function") or {}).get("arguments"), normalise)}
             for c in calls
             if isinstance(c, dict)
         ]
+    if normalise and "content" in out:
+        out["content"] = _normalised_content(out["content"])
     return out
 
 
+def _arguments(value: Any, normalise: bool) -> Any:
+    """Tool-call arguments as compact JSON with sorted keys: clients re-serialise what they got
+    (`{"city":"Paris"}` comes back as `{"city": "Paris"}`), and that is the same call."""
+    if not normalise or not isinstance(value, str):
+        return value
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        return value
+    return json.dumps(parsed, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+def _normalised_content(content: Any) -> Any:
+    """Text with every run of whitespace read as one space: agents that rebuild their history from
+    a log (aider's restored chat) change line breaks and indentation, not what was said."""
+    if isinstance(content, str):
+        return " ".join(content.split())
+    if isinstance(content, list):
+        return [{**part, "text": " ".join(part["text"].split())} if isinstance(part, dict) and isinstance(part.get("text"), str)
+                else part for part in content]
+    return content
+
+
 def message_hash(message: dict[str, Any]) -> str:
+    """The message's identity in a transcript: whitespace-only differences in its text and the
+    formatting of its tool calls' JSON arguments do not count (a message with neither hashes as
+    it always did)."""
     blob = json.dumps(_canonical(message), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def legacy_message_hash(message: dict[str, Any]) -> str:
+    """The hash transcripts stored before whitespace and JSON arguments were normalised; alignment
+    reads a stored entry with this hash as the request's message (a compatibility path, so a
+    stored session continues after the upgrade instead of being detached and stored again)."""
+    blob = json.dumps(_canonical(message, normalise=False), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 

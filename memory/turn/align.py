@@ -11,14 +11,27 @@ positions `base .. base+offset`; `request[offset:]` are new and belong after `tr
 (`keep == base + offset`). What the transcript holds beyond `keep` is the stored continuation of
 this request: with new messages it is an abandoned branch (an edit); without, the request is a
 retry and that continuation is the reply being regenerated.
+
+`fixed_context` picks out, before alignment, what an agent re-sends every call that is not a
+turn of the conversation (see its docstring): those messages go up in their place each call and
+are never stored as turns.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-__all__ = ["Alignment", "align", "tail_start"]
+from memory.ingest.transcript import message_text
+
+__all__ = ["Alignment", "align", "tail_start", "fixed_context", "leading_context", "is_observation", "is_tagged_context",
+           "FIXED_HEAD_MAX"]
+
+# How many leading messages may be a client's fixed head (few-shot pairs, context messages) that
+# precedes the stored conversation; bounds the extra lookups of a request matched by content.
+FIXED_HEAD_MAX = 12
 
 
 @dataclass(frozen=True)
@@ -102,14 +115,82 @@ def _partial(stored: Sequence[str], roles: Sequence[str], request: Sequence[str]
     return None
 
 
-def tail_start(roles: Sequence[str]) -> int:
+# A tool's output sent back as a user message, the ReAct way ("Observation: ..."); smolagents'
+# ToolCallingAgent sends "Call id: call_x\nObservation:\n...".
+_OBSERVATION = re.compile(r"\A(?:Call id: [^\n]*\n)?Observation:")
+
+
+def is_observation(message: dict[str, Any]) -> bool:
+    """Whether a user message is a tool's output in a text-protocol agent loop, not a new request."""
+    if message.get("role") != "user":
+        return False
+    content = message.get("content")
+    return isinstance(content, (str, list)) and bool(_OBSERVATION.match(message_text(content).lstrip()))
+
+
+def tail_start(roles: Sequence[str], observations: Collection[int] = ()) -> int:
     """Index where the live tail starts: the last user message and everything after it (a tool loop
-    in progress). Without a user message, the last assistant tool call with its results, or the last
+    in progress; a user message at a position in `observations` is a tool's output and belongs to
+    the loop). Without a user message, the last assistant tool call with its results, or the last
     message."""
     for i in range(len(roles) - 1, -1, -1):
-        if roles[i] == "user":
+        if roles[i] == "user" and i not in observations:
             return i
     start = len(roles) - 1
     while start > 0 and roles[start] in ("tool", "function"):
         start -= 1
     return max(start, 0)
+
+
+# Context an agent writes for the model, not a person's words: one tagged block, perhaps under a
+# heading line (Codex: "<environment_context>...</environment_context>", "# AGENTS.md instructions
+# for /repo\n\n<INSTRUCTIONS>...</INSTRUCTIONS>").
+_TAGGED = re.compile(r"\A(?:[^\n<]*\n\s*)?<([A-Za-z][\w.-]*)(?:\s[^>]*)?>.*</\1>\Z", re.S)
+
+
+def is_tagged_context(message: dict[str, Any]) -> bool:
+    """Whether a user message is context an agent generated: one tagged block (see `_TAGGED`)."""
+    if message.get("role") != "user":
+        return False
+    content = message.get("content")
+    return isinstance(content, (str, list)) and bool(_TAGGED.match(message_text(content).strip()))
+
+
+def leading_context(roles: Sequence[str], tagged: Collection[int]) -> int:
+    """How many user messages open the conversation, each a tagged context block (positions in
+    `tagged`, see `is_tagged_context`) followed by another user message: context an agent sends
+    ahead of the first question (Codex's `<environment_context>`, its AGENTS.md message). A person's
+    message re-sent ahead of the next one (a retry after a failed call) is conversation."""
+    n = 0
+    while n + 1 < len(roles) and n in tagged and roles[n] == "user" and roles[n + 1] == "user":
+        n += 1
+    return n
+
+
+def fixed_context(stored: Sequence[str], request: Sequence[str], request_roles: Sequence[str], named: bool,
+                  observations: Collection[int] = (), tagged: Collection[int] = ()) -> list[int]:
+    """Positions of the request's conversation messages that are the client's fixed context, sent
+    every call and never a turn: the user messages ahead of the first question (`leading_context`);
+    and, for a session matched by its content (no session header), everything the request carries
+    besides the stored conversation and the live tail: on the first call, the history the client
+    brings when it is `FIXED_HEAD_MAX` messages or fewer (a few-shot exchange, aider's files and
+    repository map; a longer one is a conversation from before the proxy, stored as such); on later
+    calls, the messages ahead of the stored conversation (found among the first
+    `FIXED_HEAD_MAX`) and those between its end and the live tail (aider sends its files message
+    after the history). A named session stores what its client sends as the conversation (a
+    stateless or sliding-window client's request does not start where the conversation starts).
+    `observations`: positions of user messages that are tool outputs (`is_observation`); `tagged`:
+    those that are tagged context blocks (`is_tagged_context`)."""
+    head = leading_context(request_roles, tagged)
+    if named:
+        return list(range(head))
+    tail = tail_start(request_roles, observations)
+    if not stored:
+        return list(range(tail)) if tail <= FIXED_HEAD_MAX else list(range(head))
+    for k in range(head, min(len(request), FIXED_HEAD_MAX + 1)):
+        common = _common_prefix(stored, request[k:])
+        if common == len(stored):
+            return list(range(k)) + list(range(k + common, max(tail, k + common)))
+        if common and common == len(request) - k:
+            return list(range(k))  # a retry of the stored conversation's last turn
+    return list(range(head))

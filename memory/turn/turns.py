@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from memory.turn.align import Alignment, align, tail_start
+from memory.turn.align import Alignment, align, fixed_context, is_observation, is_tagged_context, tail_start
 from memory.prompt.compiler import CompileResult, result_of
 from memory.prompt.evidence import unit_message
 from memory.recall.index import SessionView
@@ -27,10 +27,10 @@ from memory.prompt.policy import LayoutPolicy
 from memory.records import FrameRecord, StateItem, TranscriptEntry, TurnRecord, UsageTotals
 from memory.recall.retrieval import Scored
 from memory.recall.tokens import REPLY_PRIMING_TOKENS, TiktokenCounter
-from memory.ingest.transcript import GENESIS_CHAIN, SYSTEM_ROLES, message_hash, message_text
+from memory.ingest.transcript import GENESIS_CHAIN, SYSTEM_ROLES, legacy_message_hash, message_hash, message_text
 
-__all__ = ["TurnPlan", "TurnInputs", "Usage", "Request", "Aligned", "align_request", "turn_inputs", "build_plan", "request_key",
-           "query_text", "carried_query", "turn_record", "totals_dict"]
+__all__ = ["TurnPlan", "TurnInputs", "Usage", "Request", "Aligned", "align_request", "classify_fixed", "in_formula_of", "turn_inputs",
+           "build_plan", "request_key", "query_text", "carried_query", "turn_record", "totals_dict"]
 
 
 @dataclass(frozen=True)
@@ -63,11 +63,14 @@ def _int(value: Any) -> int | None:
 @dataclass(frozen=True)
 class Request:
     """A client's request split for alignment: its system messages, its conversation messages
-    (with their hashes), and the index in `messages` of each conversation message."""
+    (with their hashes), the index in `messages` of each conversation message, and the indexes of
+    the client's fixed context (`memory.turn.align.fixed_context`), which like system messages is
+    sent every call and never stored as a turn."""
 
     messages: list[dict[str, Any]]
     convo_index: list[int]
     hashes: list[str]
+    fixed: frozenset[int] = frozenset()
 
     @classmethod
     def of(cls, messages: Sequence[dict[str, Any]], hash_of: Callable[[dict[str, Any]], str] = message_hash) -> Request:
@@ -78,6 +81,19 @@ class Request:
 
     def convo(self, i: int) -> dict[str, Any]:
         return self.messages[self.convo_index[i]]
+
+    def with_fixed(self, positions: Sequence[int]) -> Request:
+        """The request with the conversation messages at `positions` read as fixed context."""
+        if not positions:
+            return self
+        drop = set(positions)
+        keep = [i for i in range(len(self.hashes)) if i not in drop]
+        return Request(self.messages, [self.convo_index[i] for i in keep], [self.hashes[i] for i in keep],
+                       self.fixed | {self.convo_index[i] for i in drop})
+
+    def is_context(self, index: int) -> bool:
+        """Whether `messages[index]` is sent every call rather than a turn (system or fixed)."""
+        return index in self.fixed or self.messages[index].get("role") in SYSTEM_ROLES
 
 
 @dataclass(frozen=True)
@@ -102,6 +118,15 @@ class TurnPlan:
     def messages(self) -> list[dict[str, Any]]:
         return self.result.messages
 
+    @property
+    def mode(self) -> str:
+        """The layout's mode, except that a whole-conversation prompt holding stored messages the
+        request did not carry (a stateless or sliding-window client, or a named request that starts
+        over) is `restored`: `full_history` always means the conversation exactly as sent."""
+        if self.layout.mode == "full_history" and not self.carries_history and self.tail_pos > 0:
+            return "restored"
+        return self.layout.mode
+
 
 def request_key(system: list[dict[str, Any]], anchor: str, tail: list[dict[str, Any]], model: str, budget: int) -> str:
     """What makes two requests the same request: the app's system messages, the conversation
@@ -124,13 +149,42 @@ class Aligned:
         return self.alignment.keep
 
 
+def classify_fixed(transcript: list[TranscriptEntry], request: Request, named: bool) -> Request:
+    """`request` as `transcript` reads it: hashed the way the transcript was stored (`in_formula_of`),
+    with its fixed context set apart (`memory.turn.align.fixed_context`)."""
+    if request.fixed:
+        return request
+    request = in_formula_of(transcript, request)
+    roles = [str(request.convo(i).get("role")) for i in range(len(request.hashes))]
+    observations = {i for i in range(len(request.hashes)) if is_observation(request.convo(i))}
+    tagged = {i for i in range(len(request.hashes)) if is_tagged_context(request.convo(i))}
+    stored = [e.msg_hash for e in transcript]
+    return request.with_fixed(fixed_context(stored, request.hashes, roles, named, observations, tagged))
+
+
+def in_formula_of(transcript: list[TranscriptEntry], request: Request) -> Request:
+    """`request` hashed with `legacy_message_hash` when `transcript` was stored under that older
+    formula (one of its entries is the older hash of a request message and not the current one):
+    such a session keeps its formula, so it continues as stored instead of being detached and
+    stored again (a compatibility path: nothing stored is rewritten)."""
+    known = set(request.hashes)
+    unknown = {e.msg_hash for e in transcript} - known
+    if not unknown:
+        return request
+    legacy = [legacy_message_hash(request.convo(i)) for i in range(len(request.hashes))]
+    if unknown.isdisjoint(legacy):
+        return request
+    return Request(request.messages, request.convo_index, legacy, request.fixed)
+
+
 def align_request(transcript: list[TranscriptEntry], request: Request, named: bool) -> Aligned:
     stored = [e.msg_hash for e in transcript]
     stored_roles = [e.role for e in transcript]
     request_roles = [str(request.convo(i).get("role")) for i in range(len(request.hashes))]
     alignment = align(stored, stored_roles, request.hashes, named, request_roles)
     roles = stored_roles[: alignment.keep] + [str(request.convo(i).get("role")) for i in range(alignment.offset, len(request.hashes))]
-    return Aligned(alignment, roles, tail_start(roles) if roles else 0)
+    observations = {alignment.base + i for i in range(len(request.hashes)) if is_observation(request.convo(i))}
+    return Aligned(alignment, roles, tail_start(roles, observations) if roles else 0)
 
 
 def message_at(aligned: Aligned, pos: int, request: Request, transcript: list[TranscriptEntry],
@@ -180,7 +234,9 @@ def turn_inputs(aligned: Aligned, request: Request, transcript: list[TranscriptE
     anchor = chains[p - 1] if p else GENESIS_CHAIN
     hidden = frozenset(f"e{e.event_id}" for e in transcript[p:] if e.event_id is not None)
     sent = sum(token_of(m) for m in request.messages) + REPLY_PRIMING_TOKENS
-    return TurnInputs(history, tail, system, query_text(tail), chains, hidden, request_key(system, anchor, tail, model, budget), sent,
+    fixed = {id(request.messages[i]) for i in request.fixed}
+    asked = [m for m in tail if id(m) not in fixed]  # the question, without the context re-sent with it
+    return TurnInputs(history, tail, system, query_text(asked or tail), chains, hidden, request_key(system, anchor, tail, model, budget), sent,
                       aligned.alignment.base == 0)
 
 
@@ -220,15 +276,19 @@ def _tail_and_system(aligned: Aligned, request: Request, transcript: list[Transc
     """The live tail, verbatim, and the app's system messages that go in front of everything.
     When the request carries the tail's first message, the tail is the request from there on
     (system messages inside it stay where they are); otherwise (a stateless client sending a tool
-    result) the tail starts with memory's copies of the turn in progress."""
+    result) the tail starts with memory's copies of the turn in progress. The client's fixed
+    context goes where the client put it: right before the tail (aider's files message) it opens
+    the tail, elsewhere it stays with the system messages."""
     p, base = aligned.p, aligned.alignment.base
     if p >= base and p - base < len(request.hashes):
         start = request.convo_index[p - base]
-        system = [m for m in request.messages[:start] if m.get("role") in SYSTEM_ROLES]
+        while start > 0 and start - 1 in request.fixed:
+            start -= 1
+        system = [m for i, m in enumerate(request.messages[:start]) if request.is_context(i)]
         return list(request.messages[start:]), system
     stored = [message_at(aligned, pos, request, transcript, view)[0] for pos in range(p, base)]
-    system = [m for m in request.messages if m.get("role") in SYSTEM_ROLES]
-    return stored + [m for m in request.messages if m.get("role") not in SYSTEM_ROLES], system
+    system = [m for i, m in enumerate(request.messages) if request.is_context(i)]
+    return stored + [m for i, m in enumerate(request.messages) if not request.is_context(i)], system
 
 
 def carried_query(aligned: Aligned, request: Request) -> str | None:
@@ -247,7 +307,7 @@ def query_text(tail: list[dict[str, Any]]) -> str:
 def turn_record(plan: TurnPlan, frame_id: int | None, usage: Usage) -> TurnRecord:
     return TurnRecord(
         request_key=plan.request_key, frame_id=frame_id, tail_pos=plan.tail_pos, evidence=plan.layout.evidence, model=plan.model,
-        mode=plan.layout.mode, sent_tokens=plan.sent_tokens, forwarded_tokens=plan.result.tokens,
+        mode=plan.mode, sent_tokens=plan.sent_tokens, forwarded_tokens=plan.result.tokens,
         prompt_tokens=usage.prompt_tokens, cached_tokens=usage.cached_tokens, completion_tokens=usage.completion_tokens,
         cache_write_tokens=usage.cache_write_tokens,
     )

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from memory.turn.align import Alignment, align, tail_start
+from memory.turn.align import (FIXED_HEAD_MAX, Alignment, align, fixed_context, is_observation, is_tagged_context, leading_context,
+                               tail_start)
 
 T = ["u1", "a1", "u2", "a2"]
 ROLES = ["user", "assistant", "user", "assistant"]
@@ -64,3 +65,67 @@ def test_recurring_messages_take_the_reading_that_explains_more_and_removes_noth
     # A stateless retry of the last turn beats rewinding to the first message with the same text.
     stored, roles = ["hi", "a1", "hi", "a2"], ["user", "assistant", "user", "assistant"]
     assert align(stored, roles, ["hi"], named=True) == Alignment("retry", 2, 1)
+
+
+# -- the client's fixed context ------------------------------------------------------------------
+# aider: a few-shot exchange first, then the history, then its files message and "Ok", then the
+# question. Codex: an <environment_context> user message ahead of the first question.
+FEW_SHOT = ["ex_u", "ex_a", "switch_u", "ok_a"]
+FEW_SHOT_ROLES = ["user", "assistant", "user", "assistant"]
+FILES, FILES_ROLES = ["files_u", "files_a"], ["user", "assistant"]
+
+
+def test_context_messages_ahead_of_the_first_question_are_fixed_named_or_not() -> None:
+    env = {"role": "user", "content": "<environment_context>\n  <cwd>/repo</cwd>\n</environment_context>"}
+    agents_md = {"role": "user", "content": "# AGENTS.md instructions for /repo\n\n<INSTRUCTIONS>\nRun the tests.\n</INSTRUCTIONS>"}
+    assert is_tagged_context(env) and is_tagged_context(agents_md)
+    assert not is_tagged_context({"role": "user", "content": "Why does <b>bold</b> not render?"})
+    assert not is_tagged_context({**env, "role": "assistant"})
+    assert leading_context(["user", "user", "user"], tagged={0, 1}) == 2
+    assert leading_context(["user", "assistant", "user"], tagged={0}) == 0
+    # A person's message sent again ahead of the next one (a retry after a failed call) is conversation.
+    assert leading_context(["user", "user"], tagged=()) == 0
+    for named in (True, False):
+        assert fixed_context([], ["env", "task"], ["user", "user"], named=named, tagged={0}) == [0]
+    # Later calls: still ahead of the stored conversation, still not a turn.
+    assert fixed_context(["task", "a1"], ["env", "task", "a1", "task2"], ["user", "user", "assistant", "user"], named=True,
+                         tagged={0}) == [0]
+
+
+def test_a_first_call_without_a_session_header_sends_what_it_brings_as_fixed_context() -> None:
+    request = FEW_SHOT + FILES + ["q1"]
+    assert fixed_context([], request, FEW_SHOT_ROLES + FILES_ROLES + ["user"], named=False) == list(range(6))
+    # A named session stores what its client brings: it may be a stateless or sliding-window client.
+    assert fixed_context([], request, FEW_SHOT_ROLES + FILES_ROLES + ["user"], named=True) == []
+
+
+def test_later_calls_set_apart_the_few_shot_head_and_the_files_message_after_the_history() -> None:
+    stored = ["q1", "r1"]
+    request = FEW_SHOT + ["q1", "r1"] + FILES + ["q2"]
+    roles = FEW_SHOT_ROLES + ["user", "assistant"] + FILES_ROLES + ["user"]
+    assert fixed_context(stored, request, roles, named=False) == [0, 1, 2, 3, 6, 7]
+    # An ordinary client that resends its history has no fixed context.
+    assert fixed_context(T, T + ["u3"], ROLES + ["user"], named=False) == []
+    # A tool loop in progress continues the stored turn: nothing is set apart.
+    assert fixed_context(["task", "call"], ["env", "task", "call", "result"], ["user", "user", "assistant", "tool"], named=False,
+                         tagged={0}) == [0]
+    # A retry of the last turn (the request stops before the stored reply).
+    assert fixed_context(["q1", "r1"], FEW_SHOT + FILES + ["q1"], FEW_SHOT_ROLES + FILES_ROLES + ["user"], named=False) == list(range(6))
+
+
+def test_an_observation_sent_as_a_user_message_continues_the_turn_in_progress() -> None:
+    assert is_observation({"role": "user", "content": "Call id: call_3\nObservation:\n42 results"})
+    assert is_observation({"role": "user", "content": [{"type": "text", "text": "Observation: file written"}]})
+    assert not is_observation({"role": "user", "content": "What is an Observation: in ReAct?"})
+    assert not is_observation({"role": "assistant", "content": "Observation: none"})
+    roles = ["user", "assistant", "user", "assistant", "user"]
+    assert tail_start(roles) == 4
+    assert tail_start(roles, observations={2, 4}) == 0  # smolagents: the task and every step after it
+    # Unnamed and first seen mid-loop: the whole loop is the turn, nothing is set apart as fixed.
+    assert fixed_context([], ["task", "a1", "obs1"], ["user", "assistant", "user"], named=False, observations={2}) == []
+
+
+def test_a_long_history_brought_on_a_first_call_is_a_conversation_not_fixed_context() -> None:
+    long = [f"m{i}" for i in range(FIXED_HEAD_MAX + 2)] + ["q"]
+    roles = ["user", "assistant"] * ((FIXED_HEAD_MAX + 2) // 2) + ["user"]
+    assert fixed_context([], long, roles, named=False) == []
