@@ -18,7 +18,7 @@ from testkit.harness import Proxy, Upstream
 MODEL = "claude-sonnet-4-5"
 KEY = "sk-ant-test-error-key-77a1"
 TOKEN = "operator-token-for-envelopes-0123"
-BODY = {"model": MODEL, "max_tokens": 64, "messages": [{"role": "user", "content": "hi"}]}
+BODY: dict[str, Any] = {"model": MODEL, "max_tokens": 64, "messages": [{"role": "user", "content": "hi"}]}
 CONFIG = (f"upstreams: {{retries: 0}}\nserver: {{access_token: {TOKEN}, max_body_bytes: 20000}}\n"
           "limits: {max_messages: 3, max_message_tokens: 2000}\n")
 
