@@ -91,7 +91,9 @@ def _with_moving_breakpoint(messages: list[dict[str, Any]]) -> list[dict[str, An
     return out
 
 
-def run(turns: int, budget: int, folder: Path) -> list[RequestCost]:
+def run(turns: int, budget: int, folder: Path, system_breakpoints: bool = True) -> list[RequestCost]:
+    """Replay the session; `system_breakpoints=False`: a client that marks only its last message."""
+    system = SYSTEM if system_breakpoints else [{k: v for k, v in b.items() if k != "cache_control"} for b in SYSTEM]
     upstream = serve_upstream()
     proxy = start_proxy(config_for(upstream, folder, "upstreams: {retries: 0}\n"))
     resend = CacheLedger()
@@ -102,7 +104,7 @@ def run(turns: int, budget: int, folder: Path) -> list[RequestCost]:
     try:
         with httpx.Client(base_url=proxy.url, timeout=300) as http:
             def call(turn: int) -> dict[str, Any]:
-                body = {"model": MODEL, "max_tokens": 1024, "system": SYSTEM, "tools": TOOLS, "messages": _with_moving_breakpoint(history)}
+                body = {"model": MODEL, "max_tokens": 1024, "system": system, "tools": TOOLS, "messages": _with_moving_breakpoint(history)}
                 response = http.post("/v1/messages", json=body, headers=headers)
                 response.raise_for_status()
                 usage = anthropic_requests(upstream.fake)[-1].reported
@@ -145,13 +147,14 @@ def summary(costs: Sequence[RequestCost], budget: int) -> dict[str, Any]:
     }
 
 
-def run_section(turns: Sequence[int] = TURNS, budgets: Sequence[int] = BUDGETS) -> list[tuple[int, dict[str, Any]]]:
+def run_section(turns: Sequence[int] = TURNS, budgets: Sequence[int] = BUDGETS,
+                system_breakpoints: bool = True) -> list[tuple[int, dict[str, Any]]]:
     """(turns, summary) for every session length and budget, each on a fresh proxy and memory."""
     rows: list[tuple[int, dict[str, Any]]] = []
     for n in turns:
         for budget in budgets:
             with tempfile.TemporaryDirectory(prefix="bench-anthropic-") as tmp:
-                row = summary(run(n, budget, Path(tmp)), budget)
+                row = summary(run(n, budget, Path(tmp), system_breakpoints), budget)
             print(json.dumps({"turns": n, **row}), flush=True)
             rows.append((n, row))
     return rows
@@ -209,9 +212,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--turns", default="30,60", help="comma-separated session lengths")
     parser.add_argument("--budget", default="6000,12000", help="comma-separated budgets")
     parser.add_argument("--write", action="store_true", help="splice section I into benchmarks/RESULTS.md")
+    parser.add_argument("--no-system-breakpoints", action="store_true",
+                        help="a client that marks only its last message (not written to RESULTS.md)")
     args = parser.parse_args(argv)
-    rows = run_section([int(t) for t in args.turns.split(",")], [int(b) for b in args.budget.split(",")])
-    if args.write:
+    rows = run_section([int(t) for t in args.turns.split(",")], [int(b) for b in args.budget.split(",")], not args.no_system_breakpoints)
+    if args.write and not args.no_system_breakpoints:
         commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, cwd=REPO_ROOT).stdout.strip()
         command = ("python -m benchmarks.anthropic_cost " + " ".join(argv if argv is not None else sys.argv[1:])).strip()
         results = REPO_ROOT / "benchmarks" / "RESULTS.md"
