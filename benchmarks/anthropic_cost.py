@@ -17,8 +17,10 @@ baseline before the client's prompt outgrows the budget (target: never above 1.0
 
     python -m benchmarks.anthropic_cost [--turns 30,60] [--budget 6000,12000] [--write]
 
-`--write` splices the figures into benchmarks/RESULTS.md as section I (`benchmarks.run_all` does
-not run this one: it takes under two minutes on its own).
+`benchmarks.run_all` runs it as section I at these sizes (not in `--quick`: the smallest useful
+session takes ~10 s, the proxy's start included). `--write` splices the figures into
+benchmarks/RESULTS.md as section I and into results.json as "I", then regenerates the README's
+headline block from results.json.
 """
 
 from __future__ import annotations
@@ -41,13 +43,16 @@ from testkit.harness import config_for, serve_upstream, start_proxy
 from testkit.script import Reply, ToolCall
 
 from .corpus import REPO_ROOT, assistant_turn, code_windows, user_turn
+from .headline import main as write_headline
 
-__all__ = ["RequestCost", "run", "price", "summary", "section_i", "splice", "WRITE", "READ", "HEADING", "TARGET_PAST", "TARGET_BEFORE"]
+__all__ = ["RequestCost", "run", "run_section", "price", "summary", "section_i", "results_i", "splice", "WRITE", "READ", "HEADING",
+           "TARGET_PAST", "TARGET_BEFORE", "TURNS", "BUDGETS"]
 
 MODEL = "claude-sonnet-4-5"
 KEY = "sk-ant-bench-cost"
 WRITE, READ = 1.25, 0.1
 TARGET_PAST, TARGET_BEFORE = 0.8, 1.0
+TURNS, BUDGETS = (30, 60), (6000, 12000)
 HEADING = "## I. Claude Code under Anthropic's cache rule"
 SYSTEM = [
     {"type": "text", "text": "You are Claude Code, Anthropic's official CLI for Claude.", "cache_control": {"type": "ephemeral"}},
@@ -63,8 +68,8 @@ TOOLS = [{"name": name, "description": f"The {name} tool: " + "use it as documen
 def price(usage: dict[str, Any] | Billed) -> float:
     if isinstance(usage, Billed):
         return usage.input_tokens + WRITE * usage.cache_creation_input_tokens + READ * usage.cache_read_input_tokens
-    return (usage["input_tokens"] + WRITE * usage.get("cache_creation_input_tokens", 0)
-            + READ * usage.get("cache_read_input_tokens", 0))
+    return float(usage["input_tokens"] + WRITE * usage.get("cache_creation_input_tokens", 0)
+                 + READ * usage.get("cache_read_input_tokens", 0))
 
 
 @dataclass(frozen=True)
@@ -78,7 +83,7 @@ class RequestCost:
 
 def _with_moving_breakpoint(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The messages as Claude Code sends them: a breakpoint on the last block of the last one."""
-    out = json.loads(json.dumps(messages))
+    out: list[dict[str, Any]] = json.loads(json.dumps(messages))
     last = out[-1]
     if isinstance(last["content"], str):
         last["content"] = [{"type": "text", "text": last["content"]}]
@@ -86,7 +91,9 @@ def _with_moving_breakpoint(messages: list[dict[str, Any]]) -> list[dict[str, An
     return out
 
 
-def run(turns: int, budget: int, folder: Path) -> list[RequestCost]:
+def run(turns: int, budget: int, folder: Path, system_breakpoints: bool = True) -> list[RequestCost]:
+    """Replay the session; `system_breakpoints=False`: a client that marks only its last message."""
+    system = SYSTEM if system_breakpoints else [{k: v for k, v in b.items() if k != "cache_control"} for b in SYSTEM]
     upstream = serve_upstream()
     proxy = start_proxy(config_for(upstream, folder, "upstreams: {retries: 0}\n"))
     resend = CacheLedger()
@@ -97,7 +104,7 @@ def run(turns: int, budget: int, folder: Path) -> list[RequestCost]:
     try:
         with httpx.Client(base_url=proxy.url, timeout=300) as http:
             def call(turn: int) -> dict[str, Any]:
-                body = {"model": MODEL, "max_tokens": 1024, "system": SYSTEM, "tools": TOOLS, "messages": _with_moving_breakpoint(history)}
+                body = {"model": MODEL, "max_tokens": 1024, "system": system, "tools": TOOLS, "messages": _with_moving_breakpoint(history)}
                 response = http.post("/v1/messages", json=body, headers=headers)
                 response.raise_for_status()
                 usage = anthropic_requests(upstream.fake)[-1].reported
@@ -138,6 +145,25 @@ def summary(costs: Sequence[RequestCost], budget: int) -> dict[str, Any]:
         "resend_units": round(sum(c.resend for c in costs)), "proxy_units": round(sum(c.proxy for c in costs)),
         "client_tokens_last": costs[-1].client_tokens if costs else 0,
     }
+
+
+def run_section(turns: Sequence[int] = TURNS, budgets: Sequence[int] = BUDGETS,
+                system_breakpoints: bool = True) -> list[tuple[int, dict[str, Any]]]:
+    """(turns, summary) for every session length and budget, each on a fresh proxy and memory."""
+    rows: list[tuple[int, dict[str, Any]]] = []
+    for n in turns:
+        for budget in budgets:
+            with tempfile.TemporaryDirectory(prefix="bench-anthropic-") as tmp:
+                row = summary(run(n, budget, Path(tmp), system_breakpoints), budget)
+            print(json.dumps({"turns": n, **row}), flush=True)
+            rows.append((n, row))
+    return rows
+
+
+def results_i(rows: Sequence[tuple[int, dict[str, Any]]], command: str, commit: str) -> dict[str, Any]:
+    """Section I as results.json keeps it (what `benchmarks.headline` reads)."""
+    return {"command": command, "commit": commit, "targets": {"past_budget": TARGET_PAST, "before_budget": TARGET_BEFORE},
+            "rows": [{"turns": n, **row} for n, row in rows]}
 
 
 def _x(value: float | None) -> str:
@@ -186,19 +212,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--turns", default="30,60", help="comma-separated session lengths")
     parser.add_argument("--budget", default="6000,12000", help="comma-separated budgets")
     parser.add_argument("--write", action="store_true", help="splice section I into benchmarks/RESULTS.md")
+    parser.add_argument("--no-system-breakpoints", action="store_true",
+                        help="a client that marks only its last message (not written to RESULTS.md)")
     args = parser.parse_args(argv)
-    rows: list[tuple[int, dict[str, Any]]] = []
-    for turns in (int(t) for t in args.turns.split(",")):
-        for budget in (int(b) for b in args.budget.split(",")):
-            with tempfile.TemporaryDirectory(prefix="bench-anthropic-") as tmp:
-                row = summary(run(turns, budget, Path(tmp)), budget)
-            print(json.dumps({"turns": turns, **row}), flush=True)
-            rows.append((turns, row))
-    if args.write:
+    rows = run_section([int(t) for t in args.turns.split(",")], [int(b) for b in args.budget.split(",")], not args.no_system_breakpoints)
+    if args.write and not args.no_system_breakpoints:
         commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, cwd=REPO_ROOT).stdout.strip()
-        command = "python -m benchmarks.anthropic_cost " + " ".join(argv if argv is not None else sys.argv[1:])
+        command = ("python -m benchmarks.anthropic_cost " + " ".join(argv if argv is not None else sys.argv[1:])).strip()
         results = REPO_ROOT / "benchmarks" / "RESULTS.md"
         results.write_text(splice(results.read_text(encoding="utf-8"), section_i(rows, command, commit)), encoding="utf-8")
+        figures = REPO_ROOT / "benchmarks" / "results.json"
+        payload = json.loads(figures.read_text(encoding="utf-8"))
+        payload["I"] = results_i(rows, command, commit)
+        figures.write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
+        write_headline([])
     return 0
 
 

@@ -172,11 +172,31 @@ def _cost(f: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _anthropic(i: dict[str, Any]) -> list[str]:
+    rows = i["rows"]
+    budgets = sorted({int(r["budget"]) for r in rows})
+    by = {(int(r["turns"]), int(r["budget"])): r for r in rows}
+
+    def x(value: float | None) -> str:
+        return "–" if value is None else f"{value:.2f}×"
+
+    past = "; ".join(f"{n} turns {_slash([x(by[(n, b)]['cost_past_budget']) if (n, b) in by else '–' for b in budgets])}"
+                     for n in sorted({int(r["turns"]) for r in rows}))
+    worst = max(r["worst_request_before_budget"] for r in rows)
+    targets = i.get("targets") or {}
+    met = sum(1 for r in rows if r["cost_past_budget"] is not None and r["cost_past_budget"] <= targets.get("past_budget", 0.8))
+    return [f"- Claude Code under Anthropic's cache rule (a Claude-Code-shaped tool loop through the proxy, priced writes 1.25×, "
+            f"reads 0.1×, against resending everything with the client's breakpoints), at budgets {_slash([format(b, ',') for b in budgets])}: "
+            f"past the budget {past}; before it at most {x(worst)} per request. Target ≤ {targets.get('past_budget', 0.8):.1f}× past the "
+            f"budget: {'met' if met == len(rows) else f'met in {met} of {len(rows)} runs'}."]
+
+
 def headline(results: dict[str, Any]) -> str:
     """The generated block's content (between the markers) for one results file."""
     lines = [_intro(results.get("run") or {}), ""]
     sections = (("A", _session, "50-turn session"), ("B", _recall, "LoCoMo recall"), ("C", _overhead, "proxy overhead"),
-                ("D", _scale, "scale"), ("E", _stress, "stress"), ("F", _cost, "cost under prompt caching"))
+                ("D", _scale, "scale"), ("E", _stress, "stress"), ("F", _cost, "cost under prompt caching"),
+                ("I", _anthropic, "Claude Code under Anthropic's cache rule"))
     for key, render, name in sections:
         value = results.get(key)
         lines += render(value) if value else [f"- {name}: not measured in that run."]

@@ -4,7 +4,8 @@ benchmarks/, the README's headline figures through `benchmarks.headline`):
     python -m benchmarks.run_all                 # the full run (~20-25 min on 2 cores)
     python -m benchmarks.run_all --quick         # smoke sizes, well under a minute; used by the test suite
     python -m benchmarks.run_all --sections AB   # a subset (A session, B LoCoMo, C proxy, D scale, E stress,
-                                                 # F cost under prompt caching)
+                                                 # F cost under prompt caching, I Claude Code under
+                                                 # Anthropic's cache rule)
     python -m benchmarks.run_all --postgres      # also B, D, E on PostgreSQL (section G); --pg-url URL: an existing server
 """
 
@@ -26,6 +27,7 @@ from typing import Any
 from memory.recall.embeddings import load_embedder
 from testkit.pg import PgServer
 
+from .anthropic_cost import HEADING as SECTION_I, results_i, run_section, section_i
 from .cache_cost import BUDGETS as COST_BUDGETS
 from .cache_cost import CostResult, run_cache_cost
 from .corpus import REPO_ROOT
@@ -57,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true", help="smoke sizes (structure and invariants, not figures)")
     parser.add_argument("--locomo", default=DEFAULT_LOCOMO, help="path of locomo10.json (relative paths: from the repo root)")
     parser.add_argument("--out", default="benchmarks", help="folder for RESULTS.md, results.json and plots (relative: repo root)")
-    parser.add_argument("--sections", default="ABCDEF", help="which sections to run, e.g. AB")
+    parser.add_argument("--sections", default="ABCDEFI", help="which sections to run, e.g. AB")
     parser.add_argument("--litellm-bin", default=None, help="LiteLLM proxy executable for the peer in section C "
                         f"(default: {default_bin()} when present; see benchmarks/litellm_peer.py)")
     parser.add_argument("--scale-sizes", default=None, help="comma-separated session sizes for section D")
@@ -195,14 +197,25 @@ def _run(args: argparse.Namespace, argv: list[str] | None, server: PgServer | No
             if args.quick:
                 notes.append("section F replayed the first 150 turns of the first conversation and a 12-turn coding session at budget 4,000")
 
+    i_rows: list[tuple[int, dict[str, Any]]] | None = None
+    if "I" in sections and args.quick:
+        skipped["I"] = "not in --quick (the smallest useful session takes ~10 s); run python -m benchmarks.anthropic_cost"
+    elif "I" in sections:
+        t0 = time.perf_counter()
+        i_rows = run_section()
+        seconds["I"] = time.perf_counter() - t0
+
     command = "python -m benchmarks.run_all" + ("" if not argv and len(sys.argv) <= 1 else " " + shlex.join(argv if argv is not None else sys.argv[1:]))
     info = RunInfo(command=command, date=started.strftime("%Y-%m-%d %H:%M UTC"), quick=args.quick, machine=machine,
                    load_start=load_start, load_end=load_average(), seconds=seconds, notes=notes)
     markdown = render(info, a, b, c, d, skipped, e)
     markdown += "\n".join(section_f(f) if f else ["## F. Cost under prompt caching", "", f"Not run: {skipped.get('F', 'not selected')}", ""]) + "\n"
     markdown += "\n".join(render_postgres(pg))
+    markdown = markdown.rstrip("\n") + "\n\n" + "\n".join(section_i(i_rows, command, machine.commit) if i_rows else
+                                                          [SECTION_I, "", f"Not run: {skipped.get('I', 'not selected')}", ""])
     (out / "RESULTS.md").write_text(markdown, encoding="utf-8")
-    payload = {"run": info, "A": a, "B": b, "C": c, "D": d, "E": e, "F": summaries(f) if f else None, "G": pg, "skipped": skipped}
+    payload = {"run": info, "A": a, "B": b, "C": c, "D": d, "E": e, "F": summaries(f) if f else None, "G": pg, "skipped": skipped,
+               "I": results_i(i_rows, command, machine.commit) if i_rows else None}
     (out / "results.json").write_text(json.dumps(_jsonable(payload), indent=1) + "\n", encoding="utf-8")
     if out.resolve() == (REPO_ROOT / "benchmarks").resolve():
         write_headline([])  # the README's figures follow the results file they come from

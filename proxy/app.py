@@ -65,21 +65,21 @@ async def relay(request: Request) -> Response:
 
 async def _proxy_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ProxyError)
-    return error_response(exc)
+    return error_response(exc, path=request.url.path)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if exc.status_code == 404:
-        return error_response(NotFoundError(f"no route {request.method} {request.url.path}"))
+        return error_response(NotFoundError(f"no route {request.method} {request.url.path}"), path=request.url.path)
     err = InvalidRequestError(str(exc.detail))
     err.status = exc.status_code
-    return error_response(err, headers=dict(exc.headers or {}))
+    return error_response(err, headers=dict(exc.headers or {}), path=request.url.path)
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
-    return error_response(ProxyError("internal proxy error"))
+    return error_response(ProxyError("internal proxy error"), path=request.url.path)
 
 
 def create_app(config: ProxyConfig) -> Starlette:

@@ -16,11 +16,16 @@
                                     the upstream's HTTP status (502 when there was no answer, 504 on
                                     timeout) and, when it sent one, its error type and code
 
-Every error that leaves the proxy is rendered by `envelope`, chosen by class, never by message text.
+Every error that leaves the proxy is rendered by `envelope_for(path, exc)`, chosen by class, never by
+message text, in the envelope of the API the path belongs to: Anthropic's
+(`{"type": "error", "error": {"type", "message"}}`, `anthropic_envelope`) on `/v1/messages` and
+below it, OpenAI's (`envelope`) everywhere else. The guard, the app's handlers and the routes all
+ask that one rule, so a 401, 403, 413 or 415 on Claude Code's route reads as Anthropic's.
 """
 
 from __future__ import annotations
 
+from types import MappingProxyType
 from typing import Any
 
 # What OpenAI answers a request without a key (401, type invalid_request_error, code null).
@@ -43,6 +48,10 @@ __all__ = [
     "MemoryUnavailableError",
     "UpstreamError",
     "envelope",
+    "anthropic_envelope",
+    "envelope_for",
+    "is_anthropic_path",
+    "ANTHROPIC_TYPES",
 ]
 
 
@@ -125,3 +134,40 @@ class UpstreamError(ProxyError):
 def envelope(exc: ProxyError) -> dict[str, Any]:
     """The OpenAI error body for `exc`: `{"error": {"message", "type", "param", "code"}}`."""
     return {"error": {"message": exc.message, "type": exc.type, "param": exc.param, "code": exc.code}}
+
+
+# Anthropic's error types, by the HTTP status it sends them with.
+_ANTHROPIC_BY_STATUS = MappingProxyType({400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+                                         404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error", 500: "api_error",
+                                         529: "overloaded_error"})
+ANTHROPIC_TYPES = frozenset(_ANTHROPIC_BY_STATUS.values()) | {"timeout_error", "billing_error"}
+_ANTHROPIC_PREFIX = "/v1/messages"
+
+
+def is_anthropic_path(path: str | None) -> bool:
+    """Whether `path` belongs to Anthropic's Messages API (`/v1/messages` and below it)."""
+    return path is not None and (path == _ANTHROPIC_PREFIX or path.startswith(_ANTHROPIC_PREFIX + "/"))
+
+
+def _anthropic_type(exc: ProxyError) -> str:
+    if isinstance(exc, UpstreamError):
+        if exc.type in ANTHROPIC_TYPES:
+            return exc.type
+        return _ANTHROPIC_BY_STATUS.get(exc.status, "api_error" if exc.status >= 500 else "invalid_request_error")
+    for cls, kind in ((PayloadTooLargeError, "request_too_large"), (UnsupportedMediaError, "invalid_request_error"),
+                      (InvalidRequestError, _ANTHROPIC_BY_STATUS.get(exc.status, "invalid_request_error")),
+                      (AccessDeniedError, "authentication_error"), (MissingKeyError, "authentication_error"),
+                      (ForbiddenError, "permission_error"), (NotFoundError, "not_found_error")):
+        if isinstance(exc, cls):
+            return kind
+    return "api_error"
+
+
+def anthropic_envelope(exc: ProxyError) -> dict[str, Any]:
+    """Anthropic's error body for `exc`: `{"type": "error", "error": {"type", "message"}}`."""
+    return {"type": "error", "error": {"type": _anthropic_type(exc), "message": exc.message}}
+
+
+def envelope_for(path: str | None, exc: ProxyError) -> dict[str, Any]:
+    """The error body for `exc` on a request to `path`: Anthropic's on its routes, else OpenAI's."""
+    return anthropic_envelope(exc) if is_anthropic_path(path) else envelope(exc)

@@ -10,7 +10,7 @@ from starlette.responses import Response
 
 from memory import POLICIES
 
-from proxy.errors import InvalidRequestError, PayloadTooLargeError, ProxyError, envelope
+from proxy.errors import InvalidRequestError, PayloadTooLargeError, ProxyError, envelope_for
 
 __all__ = ["read_body", "json_response", "error_response", "bearer_value", "header_int", "session_header_of",
            "layout_policy", "MAX_SESSION_HEADER"]
@@ -44,8 +44,9 @@ def json_response(payload: Any, status: int = 200, headers: dict[str, str] | Non
     return Response(body, status_code=status, headers=headers, media_type="application/json")
 
 
-def error_response(exc: ProxyError, headers: dict[str, str] | None = None) -> Response:
-    return json_response(envelope(exc), status=exc.status, headers=headers)
+def error_response(exc: ProxyError, headers: dict[str, str] | None = None, path: str | None = None) -> Response:
+    """The error response for `exc`, in the envelope of the API `path` belongs to (`envelope_for`)."""
+    return json_response(envelope_for(path, exc), status=exc.status, headers=headers)
 
 
 def bearer_value(header: str) -> str | None:

@@ -13,7 +13,9 @@ gave it.
 
 Billing (`CacheLedger`): the prompt is the sequence tools, system blocks, message blocks. Tokens:
 o200k_base, the encoding the proxy counts Claude models with (no Claude tokenizer ships offline),
-over each block's text (other blocks: their JSON), plus 3 per message. A breakpoint caches the
+over each block's text (other blocks: their JSON), plus 3 per message; an image costs
+width x height / 750 after scaling to a 1,568 px long edge, at most 1,600 (Anthropic's documented
+rule; the size read from base64 data's header, 1,600 for a URL or an unreadable header). A breakpoint caches the
 prefix ending at its block when that prefix has at least 1,024 tokens; a request reads the longest
 cached prefix found at a breakpoint or up to 20 blocks before one (Anthropic's lookback), and
 writes what lies between that and its last cacheable breakpoint. Usage: `input_tokens` (after
@@ -25,11 +27,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from memory.recall.tokens import get_counter
+from memory.recall.image_size import base64_image_size
+from memory.recall.tokens import TiktokenCounter, get_counter
 
 __all__ = ["Refusal", "check_request", "CacheLedger", "Billed", "sign", "MIN_CACHEABLE", "LOOKBACK", "prompt_tokens"]
 
@@ -165,6 +169,26 @@ def _block_text(block: dict[str, Any]) -> str:
     return json.dumps(_identity(block), sort_keys=True)
 
 
+def _image_tokens(block: dict[str, Any]) -> int:
+    found = block.get("source")
+    source: dict[str, Any] = found if isinstance(found, dict) else {}
+    size = base64_image_size(source["data"]) if source.get("type") == "base64" and isinstance(source.get("data"), str) else None
+    if size is None:
+        return 1600
+    width, height = size
+    if max(width, height) > 1568:
+        width, height = round(width * 1568 / max(size)), round(height * 1568 / max(size))
+    return min(1600, math.ceil(width * height / 750))
+
+
+def _block_tokens(counter: TiktokenCounter, block: dict[str, Any]) -> int:
+    if block.get("type") == "image":
+        return _image_tokens(block)
+    if block.get("type") == "tool_result" and isinstance(block.get("content"), list):
+        return sum(_block_tokens(counter, b) if isinstance(b, dict) else 0 for b in block["content"])
+    return counter.count(_block_text(block))
+
+
 @dataclass(frozen=True)
 class _Unit:
     """One block of the prompt in order: its identity, tokens, and breakpoint TTL if it has one."""
@@ -182,7 +206,7 @@ def _units(body: dict[str, Any]) -> list[_Unit]:
         control = block.get("cache_control")
         ttl = str(control.get("ttl", "5m")) if isinstance(control, dict) else None
         identity = where + json.dumps(_identity(block), sort_keys=True, ensure_ascii=False)
-        units.append(_Unit(identity, counter.count(_block_text(block)) + extra, ttl))
+        units.append(_Unit(identity, _block_tokens(counter, block) + extra, ttl))
 
     for tool in body.get("tools") or []:
         add("tool:", {"type": "tool", **tool} if isinstance(tool, dict) else {"type": "tool"})

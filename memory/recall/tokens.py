@@ -20,7 +20,7 @@ import tiktoken
 
 from memory.errors import InvalidArgumentError, MemoryRuntimeError
 
-__all__ = ["TokenCounter", "TiktokenCounter", "encoding_name_for_model", "get_counter"]
+__all__ = ["TokenCounter", "TiktokenCounter", "encoding_name_for_model", "get_counter", "EXTRA_TOKENS_KEY"]
 
 # Reply priming: every chat completion prompt is followed by <|start|>assistant<|message|>.
 REPLY_PRIMING_TOKENS = 3
@@ -29,6 +29,9 @@ TOKENS_PER_NAME = 1
 # Vision input cost for one image part; OpenAI's fixed "low" cost, and its 512px-tile default otherwise.
 IMAGE_TOKENS_LOW = 85
 IMAGE_TOKENS_DEFAULT = 765
+# A message may say how many tokens it carries beyond what this counter sees (an API whose images
+# ride outside the chat content, such as Anthropic's blocks); they are added to its count.
+EXTRA_TOKENS_KEY = "x_extra_tokens"
 
 _O200K_PAT = "|".join(
     [
@@ -167,6 +170,8 @@ class TiktokenCounter:
                 total += self.count(json.dumps(value, sort_keys=True, ensure_ascii=False))
             elif key == "function_call" and value:
                 total += self.count(json.dumps(value, sort_keys=True, ensure_ascii=False))
+            elif key == EXTRA_TOKENS_KEY and isinstance(value, int) and value > 0:
+                total += value
         return total
 
     def messages_tokens(self, messages: list[dict[str, Any]]) -> int:

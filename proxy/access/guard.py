@@ -108,7 +108,7 @@ class Guard:
                 scope.setdefault("state", {})["caller"] = caller
                 log.debug("%s %s as a %s caller%s", scope["method"], scope["path"], caller.kind, " (operator)" if caller.operator else "")
         except ProxyError as exc:
-            await error_response(exc)(scope, receive, send)
+            await error_response(exc, path=scope["path"])(scope, receive, send)  # Anthropic's envelope on its routes
             return
         if origin is None or origin.lower() in self._same_origins(headers):
             await self.app(scope, receive, send)

@@ -18,7 +18,9 @@ upstream are rebuilt from the blocks exactly as the client sent them (thinking s
 
 Messages whose meaning is not all in their text (images, thinking, is_error, documents) add an
 `item_key`, a digest of their blocks without `cache_control` (clients move their breakpoints from
-message to message, and a moved breakpoint must not make a resent message look new).
+message to message, and a moved breakpoint must not make a resent message look new). Messages
+with images add their tokens by Anthropic's rule (`images`) under `EXTRA_TOKENS_KEY`, which
+memory's counter adds to the text's, so images count toward the budget.
 
 Rebuilding (`to_anthropic`): the client's system message goes back as `system`; messages memory
 wrote (the state block, evidence: system role) become text blocks of a user message in their
@@ -39,6 +41,10 @@ import json
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
+
+from memory.recall.tokens import EXTRA_TOKENS_KEY
+
+from proxy.messages.images import blocks_image_tokens
 
 __all__ = ["CARRIER", "SYSTEM_KEY", "OMITTED_NOTE", "to_messages", "to_anthropic", "Rebuilt", "rewrite", "reply_message", "system_text",
            "strip_cache_control"]
@@ -98,6 +104,7 @@ def _user(message: dict[str, Any]) -> list[dict[str, Any]]:
         out: dict[str, Any] = {"role": "user", "content": _text(content), CARRIER: {"content": content}}
         if isinstance(content, list) and _opaque(content, _TEXT_KINDS):
             out["item_key"] = _digest(_identity(content))
+        _count_images(out, content)
         return [out]
     group = _digest(_identity(content))
     parts: list[list[dict[str, Any]]] = []
@@ -119,8 +126,17 @@ def _user(message: dict[str, Any]) -> list[dict[str, Any]]:
                                 CARRIER: {"content": blocks, "group": group, "part": n}}
         if len(blocks) > 1 or not isinstance(result.get("content"), (str, type(None))) or result.get("is_error"):
             part["item_key"] = _digest(_identity(blocks))
+        _count_images(part, blocks)
         out_parts.append(part)
     return out_parts
+
+
+def _count_images(message: dict[str, Any], blocks: Any) -> None:
+    """Images are not in the chat text: their tokens (Anthropic's rule) ride with the message so
+    memory's counter and the budget see them."""
+    tokens = blocks_image_tokens(blocks)
+    if tokens:
+        message[EXTRA_TOKENS_KEY] = tokens
 
 
 def _assistant(message: dict[str, Any]) -> dict[str, Any]:
@@ -164,7 +180,8 @@ def rewrite(original: dict[str, Any], rewritten: dict[str, Any]) -> dict[str, An
             return None
         block = {k: v for k, v in result.items() if k in ("type", "tool_use_id", "is_error", "cache_control")}
         block["content"] = text
-        return {**original, **rewritten, CARRIER: {**carrier, "content": [block]}}
+        stub = {k: v for k, v in {**original, **rewritten}.items() if k != EXTRA_TOKENS_KEY}  # its images are gone
+        return {**stub, CARRIER: {**carrier, "content": [block]}}
     blocks = [{"type": "text", "text": content}] if isinstance(content, str) else [dict(b) if isinstance(b, dict) else b for b in content]
     if text != original.get("content"):
         texts = [b for b in blocks if isinstance(b, dict) and b.get("type") == "text"]

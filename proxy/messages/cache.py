@@ -14,7 +14,12 @@ the live tail, so the frame is what should be cached. The rule, applied to a com
   compiled part (before the frame's end) moves to the frame's end; when none of them is inside
   (all in tools, system or the tail, which cache the frame with them), none is added;
 - its TTL is one hour when a later breakpoint asks for one hour (Anthropic wants longer TTLs
-  first), else the default five minutes.
+  first), else the default five minutes;
+- then, when a slot is left and the client marked nothing in `tools` or `system`, one more goes on
+  the last system block (else the last tool): the part no rebase changes. Without it a client that
+  only marks its last message (the usual "moving breakpoint") has every rebuilt frame write its
+  system prompt and tools again, since a read only finds prefixes cached at a breakpoint. It
+  costs nothing: the later breakpoints write that prefix anyway.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["MAX_BREAKPOINTS", "breakpoints", "mark_frame_end"]
+__all__ = ["MAX_BREAKPOINTS", "breakpoints", "mark_frame_end", "mark_stable_top"]
 
 MAX_BREAKPOINTS = 4
 _UNCACHEABLE = frozenset({"thinking", "redacted_thinking"})
@@ -109,3 +114,26 @@ def _after(messages: list[dict[str, Any]], target: dict[str, Any]) -> set[int]:
             if block is target:
                 seen = True
     return found
+
+
+def _ttl(places: list[Place]) -> dict[str, str]:
+    one_hour = any((p[2].get("cache_control") or {}).get("ttl") == "1h" for p in places)
+    return {"type": "ephemeral", "ttl": "1h"} if one_hour else {"type": "ephemeral"}
+
+
+def mark_stable_top(body: dict[str, Any]) -> bool:
+    """Put a breakpoint on the last system block (else the last tool) of a compiled `body`, in
+    place, by the rule in the module docstring. Returns whether the body changed."""
+    places = breakpoints(body)
+    if len(places) >= MAX_BREAKPOINTS or any(p[0] in ("tools", "system") for p in places):
+        return False
+    system = body.get("system")
+    if isinstance(system, str) and system:
+        body["system"] = system = [{"type": "text", "text": system}]
+    texts = [b for b in system if isinstance(b, dict) and b.get("type") == "text" and b.get("text")] if isinstance(system, list) else []
+    tools = [t for t in body.get("tools") or [] if isinstance(t, dict)]
+    target = texts[-1] if texts else tools[-1] if tools else None
+    if target is None:
+        return False
+    target["cache_control"] = _ttl(places)  # every other breakpoint comes later: one hour if any of them is
+    return True

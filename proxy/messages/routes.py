@@ -5,8 +5,8 @@ Validate (400 in Anthropic's envelope, nothing stored) -> the conversation: `X-M
 else the transcript (matched within the caller's scope and `metadata.user_id`) -> map the blocks
 to chat messages (`blocks`) and plan the prompt on the session's frame (`proxy.context`, fail
 open) -> rebuild `system` and `messages` from the original blocks, put a breakpoint at the frame's
-end (`cache`) -> post it with the caller's key and the client's `anthropic-*` headers -> return
-the reply as the provider sent it, or relay its events one by one, committing the turn (live tail,
+end and one on the stable system / tools when the client marked none (`cache`) -> post it with
+the caller's key and the client's `anthropic-*` headers -> return the reply as the provider sent it, or relay its events one by one, committing the turn (live tail,
 reply, usage) before the reply or `message_stop` goes out. A prompt that fits whole is forwarded
 exactly as sent. An upstream error, an `error` event, or a stream that stops before
 `message_stop` (which then ends with an `error` event) store nothing.
@@ -33,7 +33,7 @@ from proxy.errors import ProxyError, UpstreamError
 from proxy.http import header_int, json_response, layout_policy, read_body, session_header_of
 from proxy.messages import wire
 from proxy.messages.blocks import reply_message, to_anthropic, to_messages
-from proxy.messages.cache import mark_frame_end
+from proxy.messages.cache import mark_frame_end, mark_stable_top
 from proxy.messages.reply import Assembler, cache_figures, memory_usage
 from proxy.messages.upstream import Opened, forwarded_headers
 from proxy.metrics import ChatMeter
@@ -95,6 +95,7 @@ def _compiled_body(raw: dict[str, Any], prepared: Prepared, messages: list[dict[
         body["system"] = rebuilt.system
     body["messages"] = rebuilt.messages
     mark_frame_end(body, rebuilt.frame_last)
+    mark_stable_top(body)
     return body
 
 

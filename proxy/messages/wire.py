@@ -14,23 +14,15 @@ the exception's class (`envelope`), never by its text.
 
 from __future__ import annotations
 
-from types import MappingProxyType
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError, field_validator
 
-from proxy.errors import (AccessDeniedError, ForbiddenError, InvalidRequestError, MissingKeyError, NotFoundError, PayloadTooLargeError,
-                          ProxyError, UpstreamError)
+from proxy.errors import ANTHROPIC_TYPES, InvalidRequestError, MissingKeyError
+from proxy.errors import anthropic_envelope as envelope
 from proxy.wire import parse_json
 
 __all__ = ["MessagesRequest", "parse_messages_request", "check_tool_pairing", "envelope", "NoAnthropicKeyError", "ANTHROPIC_TYPES"]
-
-# Anthropic's error types, by the HTTP status it sends them with.
-_TYPE_BY_STATUS = MappingProxyType({400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-                                    404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error", 500: "api_error",
-                                    529: "overloaded_error"})
-ANTHROPIC_TYPES = frozenset(_TYPE_BY_STATUS.values()) | {"timeout_error", "billing_error"}
-
 
 class NoAnthropicKeyError(MissingKeyError):
     """No `x-api-key` / `Authorization` on the request and no ANTHROPIC_API_KEY in the proxy's
@@ -130,21 +122,3 @@ def parse_messages_request(body: bytes) -> tuple[MessagesRequest, dict[str, Any]
         raise _invalid(exc) from None
     check_tool_pairing(raw["messages"])
     return parsed, raw
-
-
-def _anthropic_type(exc: ProxyError) -> str:
-    if isinstance(exc, UpstreamError):
-        if exc.type in ANTHROPIC_TYPES:
-            return exc.type
-        return _TYPE_BY_STATUS.get(exc.status, "api_error" if exc.status >= 500 else "invalid_request_error")
-    for cls, kind in ((PayloadTooLargeError, "request_too_large"), (InvalidRequestError, "invalid_request_error"),
-                      (AccessDeniedError, "authentication_error"), (MissingKeyError, "authentication_error"),
-                      (ForbiddenError, "permission_error"), (NotFoundError, "not_found_error")):
-        if isinstance(exc, cls):
-            return kind
-    return "api_error"
-
-
-def envelope(exc: ProxyError) -> dict[str, Any]:
-    """Anthropic's error body for `exc`: `{"type": "error", "error": {"type", "message"}}`."""
-    return {"type": "error", "error": {"type": _anthropic_type(exc), "message": exc.message}}

@@ -9,7 +9,7 @@ from typing import Any
 from memory.ingest.transcript import message_hash
 
 from proxy.messages.blocks import OMITTED_NOTE, reply_message, rewrite, to_anthropic, to_messages
-from proxy.messages.cache import MAX_BREAKPOINTS, breakpoints, mark_frame_end
+from proxy.messages.cache import MAX_BREAKPOINTS, breakpoints, mark_frame_end, mark_stable_top
 from proxy.messages.reply import Assembler
 from proxy.messages.upstream import forwarded_headers
 
@@ -81,7 +81,8 @@ def test_memory_context_goes_in_user_messages_and_the_user_speaks_first() -> Non
 
 def test_frame_breakpoint_is_added_moved_or_left_by_the_rule() -> None:
     def body(marks: int) -> dict[str, Any]:
-        messages = [{"role": "user" if i % 2 == 0 else "assistant", "content": [{"type": "text", "text": f"m{i}"}]} for i in range(8)]
+        messages: list[dict[str, Any]] = [{"role": "user" if i % 2 == 0 else "assistant", "content": [{"type": "text", "text": f"m{i}"}]}
+                                          for i in range(8)]
         for i in range(marks):
             messages[7 - 2 * i]["content"][0]["cache_control"] = {"type": "ephemeral"}
         return {"system": [{"type": "text", "text": "s"}], "messages": messages}
@@ -102,15 +103,42 @@ def test_frame_breakpoint_is_added_moved_or_left_by_the_rule() -> None:
     assert mark_frame_end(hour, 2) and hour["messages"][2]["content"][0]["cache_control"]["ttl"] == "1h"
 
 
+def test_the_stable_top_gets_a_breakpoint_only_when_the_client_marked_none_there() -> None:
+    def body(system: Any, marks: int = 1, tools: bool = True) -> dict[str, Any]:
+        messages: list[dict[str, Any]] = [{"role": "user" if i % 2 == 0 else "assistant", "content": [{"type": "text", "text": f"m{i}"}]}
+                                          for i in range(8)]
+        for i in range(marks):
+            messages[7 - 2 * i]["content"][0]["cache_control"] = {"type": "ephemeral"}
+        out: dict[str, Any] = {"system": system, "messages": messages}
+        if tools:
+            out["tools"] = [{"name": "a", "input_schema": {}}, {"name": "b", "input_schema": {}}]
+        return out
+
+    plain = body("You are terse.")
+    assert mark_stable_top(plain) and plain["system"] == [{"type": "text", "text": "You are terse.", "cache_control": {"type": "ephemeral"}}]
+    blocks = body([{"type": "text", "text": "one"}, {"type": "text", "text": "two"}])
+    assert mark_stable_top(blocks) and "cache_control" in blocks["system"][1] and "cache_control" not in blocks["system"][0]
+    no_system = body(None)
+    assert mark_stable_top(no_system) and no_system["tools"][1]["cache_control"] == {"type": "ephemeral"}
+    assert not mark_stable_top(body(None, tools=False))
+    marked = body([{"type": "text", "text": "one", "cache_control": {"type": "ephemeral"}}])
+    assert not mark_stable_top(marked) and len(breakpoints(marked)) == 2  # the client's own stays the only one there
+    full = body("s", marks=4)
+    assert not mark_stable_top(full) and len(breakpoints(full)) == MAX_BREAKPOINTS
+    hour = body("s")
+    hour["messages"][7]["content"][0]["cache_control"] = {"type": "ephemeral", "ttl": "1h"}
+    assert mark_stable_top(hour) and hour["system"][0]["cache_control"] == {"type": "ephemeral", "ttl": "1h"}  # longer TTLs first
+
+
 def test_thinking_blocks_never_carry_the_breakpoint() -> None:
-    body = {"messages": [{"role": "user", "content": "q"},
+    body: dict[str, Any] = {"messages": [{"role": "user", "content": "q"},
                          {"role": "assistant", "content": [{"type": "text", "text": "a"}, {"type": "thinking", "thinking": "t", "signature": "s"}]}]}
     assert mark_frame_end(body, 1)
     assert body["messages"][1]["content"][0]["cache_control"] == {"type": "ephemeral"} and "cache_control" not in body["messages"][1]["content"][1]
 
 
 def test_assembler_rebuilds_the_streamed_message() -> None:
-    events = [
+    events: list[tuple[str, dict[str, Any]]] = [
         ("message_start", {"type": "message_start", "message": {"id": "m", "content": [], "usage": {"input_tokens": 5, "output_tokens": 1}}}),
         ("content_block_start", {"index": 0, "content_block": {"type": "thinking", "thinking": ""}}),
         ("content_block_delta", {"index": 0, "delta": {"type": "thinking_delta", "thinking": "plan"}}),
