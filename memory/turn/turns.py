@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from memory.turn.align import Alignment, align, tail_start
-from memory.turn.compact import CompactMemo, CompactPolicy, Compaction, Rewrite, compact_tail
+from memory.turn.compact import TOOL_ROLES, CompactMemo, CompactPolicy, Compaction, Rewrite, compact_tail
+from memory.turn.excerpts import candidates, excerpt_message, step_query
 from memory.prompt.compiler import CompileResult, result_of
 from memory.prompt.evidence import unit_message
 from memory.recall.index import SessionView
@@ -194,9 +195,30 @@ def turn_inputs(aligned: Aligned, request: Request, transcript: list[TranscriptE
     sent = sum(token_of(m) for m in request.messages) + REPLY_PRIMING_TOKENS
     key = request_key(system, anchor, tail, model, budget)
     room = tail_room(budget, sum(token_of(m) for m in system), bool(history), compact_policy)
-    compaction = compact_tail(tail, room, token_of, compact_policy, rewrite, memo)
-    return TurnInputs(history, compaction.messages, system, query_text(tail), chains, hidden, key, sent,
+    messages, compaction = compacted_tail(tail, room, int(budget * compact_policy.evidence_share), token_of, compact_policy,
+                                          rewrite, memo)
+    return TurnInputs(history, messages, system, query_text(tail), chains, hidden, key, sent,
                       aligned.alignment.base == 0, compaction)
+
+
+def compacted_tail(tail: list[dict[str, Any]], room: int, evidence_room: int, token_of: Callable[[dict[str, Any]], int],
+                   policy: CompactPolicy = CompactPolicy(), rewrite: Rewrite | None = None,
+                   memo: CompactMemo | None = None) -> tuple[list[dict[str, Any]], Compaction]:
+    """The live tail as it goes up: compacted to `room - evidence_room` tokens when it outgrows
+    that, then, when outputs were compacted, the lines of them that match the current step in one
+    message of at most `evidence_room` tokens, last (`memory.turn.excerpts`)."""
+    compaction = compact_tail(tail, room - evidence_room, token_of, policy, rewrite, memo)
+    if not compaction.stubbed:
+        return compaction.messages, compaction
+    messages = compaction.messages[: len(compaction.messages) - (len(tail) - compaction.point)]  # up to the compaction point
+    found = (memo or CompactMemo()).get(("excerpts", compaction.key), lambda: candidates(compaction.stubbed, frozenset(
+        line.rstrip() for m in messages if m.get("role") in TOOL_ROLES and isinstance(m.get("content"), str) for line in m["content"].splitlines())))
+    evidence = excerpt_message(found, step_query(tail), evidence_room, lambda text: _text_tokens(token_of, text))
+    return (compaction.messages + [evidence] if evidence else compaction.messages), compaction
+
+
+def _text_tokens(token_of: Callable[[dict[str, Any]], int], text: str) -> int:
+    return max(0, token_of({"role": "system", "content": text}) - token_of({"role": "system", "content": ""}))
 
 
 def tail_room(budget: int, system_tokens: int, has_history: bool, policy: CompactPolicy) -> int:
