@@ -32,7 +32,7 @@ from memory.recall.tokens import REPLY_PRIMING_TOKENS, TiktokenCounter
 from memory.ingest.transcript import GENESIS_CHAIN, SYSTEM_ROLES, message_hash, message_text
 
 __all__ = ["TurnPlan", "TurnInputs", "Usage", "Request", "Aligned", "align_request", "turn_inputs", "build_plan", "request_key",
-           "query_text", "carried_query", "turn_record", "totals_dict", "tail_room"]
+           "query_text", "carried_query", "turn_record", "totals_dict", "tail_room", "effective_budget", "compacted_tail"]
 
 
 @dataclass(frozen=True)
@@ -172,6 +172,8 @@ class TurnInputs:
     sent_tokens: int
     carries_history: bool
     compaction: Compaction | None = None
+    # The budget the prompt is laid out in (`effective_budget`).
+    budget: int = 0
 
     def anchor(self, n: int) -> str:
         return GENESIS_CHAIN if n == 0 else self.chains[n - 1]
@@ -194,11 +196,22 @@ def turn_inputs(aligned: Aligned, request: Request, transcript: list[TranscriptE
     hidden = frozenset(f"e{e.event_id}" for e in transcript[p:] if e.event_id is not None)
     sent = sum(token_of(m) for m in request.messages) + REPLY_PRIMING_TOKENS
     key = request_key(system, anchor, tail, model, budget)
-    room = tail_room(budget, sum(token_of(m) for m in system), bool(history), compact_policy)
+    system_tokens = sum(token_of(m) for m in system)
+    budget = effective_budget(budget, system_tokens)
+    room = tail_room(budget, system_tokens, bool(history), compact_policy)
     messages, compaction = compacted_tail(tail, room, int(budget * compact_policy.evidence_share), token_of, compact_policy,
                                           rewrite, memo)
     return TurnInputs(history, messages, system, query_text(tail), chains, hidden, key, sent,
-                      aligned.alignment.base == 0, compaction)
+                      aligned.alignment.base == 0, compaction, budget)
+
+
+def effective_budget(budget: int, system_tokens: int) -> int:
+    """The budget a prompt is laid out in: the app's fixed part (its system and developer
+    messages) counts against `budget` up to half of it, and goes on top beyond that. A chat app's
+    short system prompt changes nothing; an agent's 4-20k tokens of instructions (Codex, Claude
+    Code) leave memory half the budget for the conversation instead of putting every request
+    over budget."""
+    return budget + max(0, system_tokens - budget // 2)
 
 
 def compacted_tail(tail: list[dict[str, Any]], room: int, evidence_room: int, token_of: Callable[[dict[str, Any]], int],
