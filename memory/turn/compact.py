@@ -99,6 +99,8 @@ class Compaction:
     stubbed: tuple[tuple[int, str, str], ...] = ()
     # Identifies the last compaction (its messages and room) within this process.
     key: int = 0
+    # Per message sent: (its index in the tail, or None for the note; verbatim or how it was rewritten).
+    origin: tuple[tuple[int | None, str], ...] = ()
 
     @property
     def compacted(self) -> bool:
@@ -230,18 +232,22 @@ def _dumps(value: Any) -> str:
 
 def _result(t: _Tail, decided: _Decided, point: int, compactions: int, total: int, key: int) -> Compaction:
     messages: list[dict[str, Any]] = []
+    origin: list[tuple[int | None, str]] = []
     changes: list[Change] = []
     stubbed: list[tuple[int, str, str]] = []
     for i, m in enumerate(t.messages):
         if decided.note is not None and i == decided.note[0]:
             messages.append(decided.note[1])
+            origin.append((None, "note"))
         found = decided.out.get(i)
         if found is None:
             messages.append(m)
+            origin.append((i, "verbatim"))
             continue
         kind, wire, after, target = found
         if kind != "dropped":
             messages.append(wire)
+            origin.append((i, kind))
         call_id = str(m.get("tool_call_id") or ",".join(str(c.get("id")) for c in m.get("tool_calls") or ()))
         tool = t.calls.get(str(m.get("tool_call_id") or ""), ("", ""))[0] if m.get("role") in TOOL_ROLES else "assistant"
         text = t.texts[i]
@@ -249,7 +255,7 @@ def _result(t: _Tail, decided: _Decided, point: int, compactions: int, total: in
         if kind in ("stub", "dropped") and text is not None:
             stubbed.append((i, t.label(i), text))
     after_total = total - decided.saved(t)
-    return Compaction(messages, tuple(changes), point, compactions, after_total, total, tuple(stubbed), key)
+    return Compaction(messages, tuple(changes), point, compactions, after_total, total, tuple(stubbed), key, tuple(origin))
 
 
 @dataclass

@@ -264,8 +264,26 @@ def build_plan(session_id: str, model: str, budget: int, request: Request, named
     )
     if inputs.compaction is not None and inputs.compaction.compacted:
         layout.manifest["compaction"] = inputs.compaction.manifest()
+        layout.manifest["included"] = _tail_items(layout.manifest.get("included") or [], inputs.compaction)
     return TurnPlan(session_id, model, budget, request, named, scope, result_of(layout, budget), layout, p, inputs.key,
                     inputs.sent_tokens, inputs.carries_history, inputs.compaction)
+
+
+def _tail_items(included: list[dict[str, Any]], compaction: Compaction) -> list[dict[str, Any]]:
+    """The manifest's live-tail items as compacted: each says which tail message it stands for
+    (`tail_index`) and how it went up (verbatim, stub, pointer, diff, arguments), the note for
+    dropped steps and the excerpts (after the compacted tail) say so."""
+    tail = [n for n, item in enumerate(included) if item.get("reason") == "live_tail"]
+    out = list(included)
+    for k, n in enumerate(tail):
+        if k < len(compaction.origin):
+            index, how = compaction.origin[k]
+            out[n] = {**included[n], "tail_index": index, "compaction": how}
+            if index is None:
+                out[n]["reason"] = "compaction_note"
+        else:
+            out[n] = {**included[n], "reason": "excerpts", "tail_index": None}
+    return out
 
 
 def _pick_frame(frames: list[FrameRecord], reuse: TurnRecord | None, serves: Callable[[FrameRecord], bool]) -> FrameRecord | None:

@@ -132,8 +132,17 @@ def test_a_long_chat_tool_loop_is_compacted_and_accepted(loop_proxy: Proxy, upst
     assert _without_excerpts(forwarded[-1])[-2:] == messages[-4:-2]
     with loop_proxy.http() as http:
         manifest = http.get(f"/memory/sessions/loop-chat-{stream}/manifest").json()
+        prompt = http.get(f"/memory/sessions/loop-chat-{stream}/prompt").json()
     compaction = manifest["compaction"]
     assert compaction["saved"] > 0 and compaction["changes"] and {"stub", "dropped"} & set(compaction["counts"])
+    assert all(c["saved"] == c["tokens_before"] - c["tokens_after"] > 0 for c in compaction["changes"] if c["kind"] != "dropped")
+    # The inspector's prompt view: each live-tail item says which message it stands for and how it went up,
+    # with the stored text of that message.
+    tail = [i for i in prompt["included"] if "tail_index" in i]
+    assert prompt["compaction"]["counts"] == compaction["counts"]
+    assert {i["compaction"] for i in tail if i.get("compaction")} >= {"verbatim"} and any(i["compaction"] != "verbatim" for i in tail if i.get("compaction"))
+    newest = next(i for i in reversed(tail) if i.get("compaction") == "verbatim")
+    assert newest["text"] == messages[1 + newest["tail_index"]]["content"]
 
 
 @pytest.mark.parametrize("stream", [False, True])
