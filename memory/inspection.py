@@ -108,7 +108,9 @@ async def last_prompt(session: Session) -> dict[str, Any] | None:
     tail_pos = manifest.get("tail_pos")
     transcript = await store.transcript(session.id) if tail and isinstance(tail_pos, int) else []
     start = tail_pos if isinstance(tail_pos, int) else 0  # no transcript was read otherwise
-    tail_events = {i: transcript[start + n].event_id for n, i in enumerate(tail) if 0 <= start + n < len(transcript)}
+    # A compacted tail's items say which tail message they stand for (`tail_index`).
+    offsets = {i: included[i].get("tail_index", n) for n, i in enumerate(tail)}
+    tail_events = {i: transcript[start + k].event_id for i, k in offsets.items() if isinstance(k, int) and 0 <= start + k < len(transcript)}
     event_ids |= {e for e in tail_events.values() if e is not None}
     events = {e.id: e for e in await store.events_by_id(session.id, sorted(event_ids))}
     chunks = {c.id: c for c in await store.chunks_by_id(session.id, sorted(chunk_ids))}

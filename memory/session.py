@@ -21,7 +21,7 @@ from memory.errors import InvalidArgumentError, InvalidEventError, SessionNotFou
 from memory.ingest.events import Event, parse_event
 from memory.prompt.evidence import unit_message
 from memory.ingest.ingest import add_pair_probes, apply_state, precompute, prepare_events, rebuild_state
-from memory.prompt.layout import needs_memory
+from memory.prompt.layout import fixed_over_budget, needs_memory
 from memory.prompt.policy import LayoutPolicy, get_policy
 from memory.records import FrameRecord, StateItem, TranscriptEntry, TurnRecord
 from memory.ingest.images import event_without_images, without_images
@@ -31,6 +31,7 @@ from memory.prompt.state import extract_lines, state_as_dict
 from memory.store.protocol import StoreTx
 from memory.recall.tokens import get_counter
 from memory.ingest.transcript import SYSTEM_ROLES, chain_hashes, message_text, message_to_event
+from memory.turn.compact import Rewrite
 from memory.turn.turns import (Request, TurnInputs, TurnPlan, Usage, align_request, build_plan, classify_fixed, in_formula_of, query_text,
                     totals_dict, turn_inputs, turn_record)
 
@@ -170,7 +171,7 @@ class Session:
     # -- turns (what the proxy does per request) -----------------------------------------------
     async def prepare_turn(self, messages: Sequence[dict[str, Any]], budget_tokens: int, model: str = "gpt-4o-mini",
                            scope: str = "", named: bool = True, policy: LayoutPolicy | str = "cache",
-                           resume_at: int | None = None) -> TurnPlan:
+                           resume_at: int | None = None, rewrite: Rewrite | None = None) -> TurnPlan:
         """Plan the prompt for one request of a client's conversation: align it with what is
         stored, store the history it brings that memory lacked, and lay the prompt out on the
         session's stable frame within `budget_tokens`. The live tail (the last user message and
@@ -178,6 +179,8 @@ class Session:
         has answered. `named` says the caller named the session (so a request that does not start
         where the conversation starts continues it: a stateless or sliding-window client);
         `policy` (see `memory.prompt.policy`) trades the provider's prompt cache against fresh evidence.
+        `rewrite` puts a compacted live-tail message back in the client's wire form
+        (`memory.turn.compact.Rewrite`; default: chat messages).
         `resume_at` says the messages continue the stored transcript from that position (a
         Responses API `previous_response_id`): the request is then memory's copy of the
         transcript up to there followed by `messages`, so a continuation from an earlier reply
@@ -206,11 +209,14 @@ class Session:
                 aligned = align_request(transcript, request, named)
             view = await self.runtime.loaded_view(self.id)
 
-            def lay_against_memory() -> tuple[TurnInputs, bool]:
-                inputs = turn_inputs(aligned, request, transcript, view, model, budget_tokens, self.runtime.tokens_for(counter))
-                return inputs, needs_memory(inputs.system, inputs.history, inputs.tail, budget_tokens, counter)
+            def lay_against_memory() -> tuple[TurnInputs, bool, bool]:
+                inputs = turn_inputs(aligned, request, transcript, view, model, budget_tokens, self.runtime.tokens_for(counter),
+                                     rewrite, self.runtime.compact_memo)
+                return (inputs, needs_memory(inputs.system, inputs.history, inputs.tail, inputs.budget, counter),
+                        fixed_over_budget(inputs.system, inputs.tail, inputs.budget, counter))
 
-            inputs, needed = await asyncio.to_thread(lay_against_memory)
+            inputs, needed, over = await asyncio.to_thread(lay_against_memory)
+            budget_tokens = inputs.budget
             query = inputs.query
             pool = max(2 * CANDIDATES, budget_tokens // 8)
             qvec: np.ndarray | None = None
@@ -225,6 +231,8 @@ class Session:
                 state = await store.state_items(self.id)
                 frames = await store.frames(self.id)
                 reuse = await store.find_turn(self.id, inputs.key)
+            elif over:  # over budget the state block still goes (`memory.prompt.layout`)
+                state = await store.state_items(self.id)
 
             def build() -> TurnPlan:
                 ranked = rank_chunks(view, lexical, qvec, change_query=is_change_query(query), candidates=pool,

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from memory.turn.align import Alignment, align, fixed_context, is_observation, is_tagged_context, tail_start
+from memory.turn.compact import TOOL_ROLES, CompactMemo, CompactPolicy, Compaction, Rewrite, compact_tail
+from memory.turn.excerpts import candidates, excerpt_message, step_query
 from memory.prompt.compiler import CompileResult, result_of
 from memory.prompt.evidence import unit_message
 from memory.recall.index import SessionView
@@ -30,7 +32,8 @@ from memory.recall.tokens import REPLY_PRIMING_TOKENS, TiktokenCounter
 from memory.ingest.transcript import GENESIS_CHAIN, SYSTEM_ROLES, legacy_message_hash, message_hash, message_text
 
 __all__ = ["TurnPlan", "TurnInputs", "Usage", "Request", "Aligned", "align_request", "classify_fixed", "in_formula_of", "turn_inputs",
-           "build_plan", "request_key", "query_text", "carried_query", "turn_record", "totals_dict"]
+           "build_plan", "request_key", "query_text", "carried_query", "turn_record", "totals_dict", "tail_room", "effective_budget",
+           "compacted_tail"]
 
 
 @dataclass(frozen=True)
@@ -113,6 +116,8 @@ class TurnPlan:
     sent_tokens: int
     # The request starts where the conversation starts (it carries the whole history).
     carries_history: bool = False
+    # The live tail as compacted for this prompt (None: it went up verbatim).
+    compaction: Compaction | None = None
 
     @property
     def messages(self) -> list[dict[str, Any]]:
@@ -120,9 +125,12 @@ class TurnPlan:
 
     @property
     def mode(self) -> str:
-        """The layout's mode, except that a whole-conversation prompt holding stored messages the
-        request did not carry (a stateless or sliding-window client, or a named request that starts
-        over) is `restored`: `full_history` always means the conversation exactly as sent."""
+        """The layout's mode, or `compacted` when the live tail went up compacted (and within budget);
+        a whole-conversation prompt holding stored messages the request did not carry (a stateless or
+        sliding-window client, or a named request that starts over) is `restored`: `full_history`
+        always means the conversation exactly as sent."""
+        if self.compaction is not None and self.compaction.compacted and self.layout.mode != "over_budget":
+            return "compacted"
         if self.layout.mode == "full_history" and not self.carries_history and self.tail_pos > 0:
             return "restored"
         return self.layout.mode
@@ -216,14 +224,20 @@ class TurnInputs:
     key: str
     sent_tokens: int
     carries_history: bool
+    compaction: Compaction | None = None
+    # The budget the prompt is laid out in (`effective_budget`).
+    budget: int = 0
 
     def anchor(self, n: int) -> str:
         return GENESIS_CHAIN if n == 0 else self.chains[n - 1]
 
 
 def turn_inputs(aligned: Aligned, request: Request, transcript: list[TranscriptEntry], view: SessionView, model: str,
-                budget: int, token_of: Callable[[dict[str, Any]], int]) -> TurnInputs:
-    """Everything the layout needs from the request and the stored transcript (pure)."""
+                budget: int, token_of: Callable[[dict[str, Any]], int], rewrite: Rewrite | None = None,
+                memo: CompactMemo | None = None, compact_policy: CompactPolicy = CompactPolicy()) -> TurnInputs:
+    """Everything the layout needs from the request and the stored transcript (pure). A live tail
+    that outgrows its room (`tail_room`) is compacted (`memory.turn.compact`); `rewrite` puts a
+    compacted message back in the client's wire form."""
     p = aligned.p
     history: list[Line] = []
     for pos in range(p):
@@ -236,8 +250,53 @@ def turn_inputs(aligned: Aligned, request: Request, transcript: list[TranscriptE
     sent = sum(token_of(m) for m in request.messages) + REPLY_PRIMING_TOKENS
     fixed = {id(request.messages[i]) for i in request.fixed}
     asked = [m for m in tail if id(m) not in fixed]  # the question, without the context re-sent with it
-    return TurnInputs(history, tail, system, query_text(asked or tail), chains, hidden, request_key(system, anchor, tail, model, budget), sent,
-                      aligned.alignment.base == 0)
+    key = request_key(system, anchor, tail, model, budget)
+    system_tokens = sum(token_of(m) for m in system)
+    # The client's fixed part: its system messages and the context it re-sends in the tail.
+    budget = effective_budget(budget, system_tokens + sum(token_of(m) for m in tail if id(m) in fixed))
+    room = tail_room(budget, system_tokens, bool(history), compact_policy)
+    messages, compaction = compacted_tail(tail, room, int(budget * compact_policy.evidence_share), token_of, compact_policy,
+                                          rewrite, memo)
+    return TurnInputs(history, messages, system, query_text(asked or tail), chains, hidden, key, sent,
+                      aligned.alignment.base == 0, compaction, budget)
+
+
+def effective_budget(budget: int, system_tokens: int) -> int:
+    """The budget a prompt is laid out in: the app's fixed part (its system and developer
+    messages) counts against `budget` up to half of it, and goes on top beyond that. A chat app's
+    short system prompt changes nothing; an agent's 4-20k tokens of instructions (Codex, Claude
+    Code) leave memory half the budget for the conversation instead of putting every request
+    over budget."""
+    return budget + max(0, system_tokens - budget // 2)
+
+
+def compacted_tail(tail: list[dict[str, Any]], room: int, evidence_room: int, token_of: Callable[[dict[str, Any]], int],
+                   policy: CompactPolicy = CompactPolicy(), rewrite: Rewrite | None = None,
+                   memo: CompactMemo | None = None) -> tuple[list[dict[str, Any]], Compaction]:
+    """The live tail as it goes up: compacted to `room - evidence_room` tokens when it outgrows
+    that, then, when outputs were compacted, the lines of them that match the current step in one
+    message of at most `evidence_room` tokens, last (`memory.turn.excerpts`)."""
+    compaction = compact_tail(tail, room - evidence_room, token_of, policy, rewrite, memo)
+    if not compaction.stubbed:
+        return compaction.messages, compaction
+    messages = compaction.messages[: len(compaction.messages) - (len(tail) - compaction.point)]  # up to the compaction point
+    found = (memo or CompactMemo()).get(("excerpts", compaction.key), lambda: candidates(compaction.stubbed, frozenset(
+        line.rstrip() for m in messages if m.get("role") in TOOL_ROLES and isinstance(m.get("content"), str) for line in m["content"].splitlines())))
+    evidence = excerpt_message(found, step_query(tail), evidence_room, lambda text: _text_tokens(token_of, text))
+    return (compaction.messages + [evidence] if evidence else compaction.messages), compaction
+
+
+def _text_tokens(token_of: Callable[[dict[str, Any]], int], text: str) -> int:
+    return max(0, token_of({"role": "system", "content": text}) - token_of({"role": "system", "content": ""}))
+
+
+def tail_room(budget: int, system_tokens: int, has_history: bool, policy: CompactPolicy) -> int:
+    """The tokens the live tail may take before it is compacted: the budget less the app's system
+    messages, the reply priming and, when there is earlier conversation, `memory_share` of the
+    budget kept for it (the state block, recent turns, evidence). Constant within a turn, so the
+    tail's compaction points are too."""
+    reserve = int(budget * policy.memory_share) if has_history else 0
+    return budget - system_tokens - REPLY_PRIMING_TOKENS - reserve
 
 
 def build_plan(session_id: str, model: str, budget: int, request: Request, named: bool, scope: str, inputs: TurnInputs,
@@ -259,8 +318,28 @@ def build_plan(session_id: str, model: str, budget: int, request: Request, named
                     anchor=inputs.anchor, hidden=inputs.hidden, frame=frame, reuse_evidence=reused_evidence, policy=policy),
         view, counter,
     )
+    if inputs.compaction is not None and inputs.compaction.compacted:
+        layout.manifest["compaction"] = inputs.compaction.manifest()
+        layout.manifest["included"] = _tail_items(layout.manifest.get("included") or [], inputs.compaction)
     return TurnPlan(session_id, model, budget, request, named, scope, result_of(layout, budget), layout, p, inputs.key,
-                    inputs.sent_tokens, inputs.carries_history)
+                    inputs.sent_tokens, inputs.carries_history, inputs.compaction)
+
+
+def _tail_items(included: list[dict[str, Any]], compaction: Compaction) -> list[dict[str, Any]]:
+    """The manifest's live-tail items as compacted: each says which tail message it stands for
+    (`tail_index`) and how it went up (verbatim, stub, pointer, diff, arguments), the note for
+    dropped steps and the excerpts (after the compacted tail) say so."""
+    tail = [n for n, item in enumerate(included) if item.get("reason") == "live_tail"]
+    out = list(included)
+    for k, n in enumerate(tail):
+        if k < len(compaction.origin):
+            index, how = compaction.origin[k]
+            out[n] = {**included[n], "tail_index": index, "compaction": how}
+            if index is None:
+                out[n]["reason"] = "compaction_note"
+        else:
+            out[n] = {**included[n], "reason": "excerpts", "tail_index": None}
+    return out
 
 
 def _pick_frame(frames: list[FrameRecord], reuse: TurnRecord | None, serves: Callable[[FrameRecord], bool]) -> FrameRecord | None:
