@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 
+from proxy.outbound import outbound_client
 from proxy.config import UpstreamsConfig
 from proxy.errors import UpstreamError
 from proxy.sse import SSEDecoder
@@ -94,8 +95,7 @@ class AnthropicUpstream:
 
     def __init__(self, config: UpstreamsConfig) -> None:
         self._config = config
-        self._client = httpx.AsyncClient(timeout=httpx.Timeout(config.timeout_seconds, connect=config.connect_timeout_seconds),
-                                         follow_redirects=False)
+        self._client = outbound_client(httpx.Timeout(config.timeout_seconds, connect=config.connect_timeout_seconds))
 
     @property
     def env_key(self) -> str | None:

@@ -72,19 +72,22 @@ def test_an_aider_layout_without_a_header_is_one_session_and_its_fixed_context_a
 def test_a_leading_context_message_is_sent_from_the_first_request_even_over_budget(small: Proxy, upstream: Upstream) -> None:
     developer = {"role": "developer", "content": "You are a coding agent. " + "Be precise and safe. " * 150}
     env = {"role": "user", "content": "<environment_context>\n  <cwd>/work/repo</cwd>\n  <shell>bash</shell>\n</environment_context>"}
+    # The developer message counts against half the budget (the rest goes on top: the budget is a
+    # target); a long task then puts the prompt over it.
+    task = "Task one. " + "Read the module and list what each function returns. " * 40
     client = small.client(default_headers={"X-Memory-Session": "codex-shaped"})
     upstream.fake.enqueue(Reply(text="Noted."), Reply(text="Sure."))
     first = client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=[developer, env,
-                                                                                             {"role": "user", "content": "Task one."}])
+                                                                                             {"role": "user", "content": task}])
     assert first.headers["x-memory-mode"] == "over_budget"
     # (litellm sends the developer message as a system one to this model)
-    assert upstream.fake.last_chat().json()["messages"][1:] == [env, {"role": "user", "content": "Task one."}]
-    client.chat.completions.create(model="gpt-4o-mini", messages=[developer, env, {"role": "user", "content": "Task one."},
+    assert upstream.fake.last_chat().json()["messages"][1:] == [env, {"role": "user", "content": task}]
+    client.chat.completions.create(model="gpt-4o-mini", messages=[developer, env, {"role": "user", "content": task},
                                                                   {"role": "assistant", "content": "Noted."},
                                                                   {"role": "user", "content": "Task two."}])
     assert env in upstream.fake.last_chat().json()["messages"]
     stored = [e["content"] for e in _export(small, "codex-shaped")["events"] if e["type"] == "user_message"]
-    assert stored == ["Task one.", "Task two."]
+    assert stored == [task, "Task two."]
 
 
 def test_re_serialised_tool_call_arguments_do_not_detach_the_stored_turn(proxy: Proxy, upstream: Upstream) -> None:
