@@ -138,6 +138,11 @@ def _stress(e: list[Any]) -> list[str]:
         if load and single:
             line += (f"; added latency, paired per request, p50 / p99 {load['p50']:,.1f} / {load['p99']:,.1f} ms under that load, "
                      f"{single['p50']:,.1f} / {single['p99']:,.1f} ms for one client alone")
+        peer = r.get("peer")
+        if peer:  # LiteLLM's proxy, same load, same run (benchmarks.stress)
+            line += (f"; LiteLLM's proxy under the same load in the same run {peer['throughput']:,.1f} req/s against our "
+                     f"{r['throughput']:,.1f}, added p50 / p99 {peer['added_under_load']['p50']:,.1f} / {peer['added_under_load']['p99']:,.1f} ms "
+                     f"under load, {peer['added_single']['p50']:,.1f} / {peer['added_single']['p99']:,.1f} ms alone")
         lines.append(line + ".")
     return lines
 

@@ -2,7 +2,7 @@
 
     python -m benchmarks.stress [--seconds 60] [--clients 100] [--sessions 20] [--max-requests N]
                                 [--embedding-model none|<model>] [--upstream-ms 0] [--budget 64]
-                                [--storage-url postgresql://... [--instances 3]]
+                                [--storage-url postgresql://... [--instances 3]] [--litellm-bin PATH | --no-litellm]
     python -m benchmarks.stress --largest-request [--embedding-model ...] [--scale 1.0]
                                 (`benchmarks.bounded`: /healthz while the largest allowed request runs)
 
@@ -23,6 +23,11 @@ proxy adds is measured paired instead: the same request sent straight to the ups
 the proxy, back to back, and the percentiles taken over those per-request differences, by one
 probe client during the load and by one client alone afterwards (first 20 pairs dropped as
 warm-up). Bounded by time and by request count; loopback only.
+
+The peer: LiteLLM's own proxy (`benchmarks.litellm_peer` sets it up; found at its default place
+unless `--litellm-bin` names it) in front of the same fake upstream, under the same load (clients,
+sessions, seconds, the same probe and single client), right after ours in the same run, so
+both see the same machine. It has no memory, so there is nothing to verify; its errors are counted.
 """
 
 from __future__ import annotations
@@ -39,12 +44,14 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from testkit.load import Tally, exchange, run_load, user_text, verify
+from testkit.load import CLIENT_KEY, Tally, exchange, run_load, user_text, verify
 from testkit.processes import Server, start_proxy_process, start_upstream_process
 
 from .bounded import main as bounded_main
+from .litellm_peer import default_bin
+from .overhead import _start_litellm
 
-__all__ = ["Added", "StressResult", "run", "main"]
+__all__ = ["Added", "PeerResult", "StressResult", "run", "main"]
 
 # Characters per streamed chunk from the fake upstream: a few chunks per reply, as a model sends.
 CHUNK_CHARS = 32
@@ -108,6 +115,19 @@ def _added(diffs: list[float]) -> Added:
 
 
 @dataclass(frozen=True)
+class PeerResult:
+    """LiteLLM's proxy under the same load in the same run (no memory: nothing to verify)."""
+
+    requests: int
+    completed: int
+    errors: dict[str, int]
+    latency_ms: tuple[float, float]
+    throughput: float
+    added_under_load: Added
+    added_single: Added
+
+
+@dataclass(frozen=True)
 class StressResult:
     clients: int
     sessions: int
@@ -125,6 +145,8 @@ class StressResult:
     added_single: Added
     store: str = "sqlite"
     instances: int = 1
+    peer: PeerResult | None = None
+    peer_note: str = "not measured"
 
     def markdown(self) -> str:
         p50, p99 = self.proxy_ms
@@ -143,8 +165,23 @@ class StressResult:
             (f"added latency under load, paired ({load.pairs} pairs from a probe client) p50 / p99", f"{load.p50:.1f} / {load.p99:.1f} ms"),
             (f"added latency, 1 client alone, paired ({single.pairs} pairs) p50 / p99", f"{single.p50:.1f} / {single.p99:.1f} ms"),
         ]
-        lines = ["| measure | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]
-        return "\n".join(lines)
+        if self.peer is None:
+            lines = ["| measure | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]
+            return "\n".join(lines) + f"\n\nLiteLLM's proxy under the same load: {self.peer_note}."
+        peer = self.peer
+        theirs = {
+            "requests (completed)": f"{peer.requests} ({peer.completed})",
+            "throughput": f"{peer.throughput:.1f} req/s",
+            "errors": f"{sum(peer.errors.values())}" + (f" {dict(peer.errors)}" if peer.errors else ""),
+            "latency under load, through proxy p50 / p99": f"{peer.latency_ms[0]:.1f} / {peer.latency_ms[1]:.1f} ms",
+            f"added latency under load, paired ({load.pairs} pairs from a probe client) p50 / p99":
+                f"{peer.added_under_load.p50:.1f} / {peer.added_under_load.p99:.1f} ms ({peer.added_under_load.pairs} pairs)",
+            f"added latency, 1 client alone, paired ({single.pairs} pairs) p50 / p99":
+                f"{peer.added_single.p50:.1f} / {peer.added_single.p99:.1f} ms ({peer.added_single.pairs} pairs)",
+        }
+        lines = ["| measure | memory-runtime | LiteLLM proxy (same load, same run) |", "|---|---|---|"]
+        lines += [f"| {k} | {v} | {theirs.get(k, '')} |" for k, v in rows]
+        return "\n".join(lines) + f"\n\nLiteLLM's proxy: {self.peer_note}."
 
 
 def _p50_p99(samples: list[float]) -> tuple[float, float]:
@@ -156,8 +193,9 @@ def _p50_p99(samples: list[float]) -> tuple[float, float]:
 
 def run(seconds: float, clients: int, sessions: int, max_requests: int, embedding_model: str = "none", upstream_ms: float = 0.0,
         budget: int = 64, direct_seconds: float | None = None, folder: Path | None = None, single_requests: int = 300,
-        storage_url: str | None = None, instances: int = 1) -> StressResult:
-    """One load run. With `storage_url` (an empty PostgreSQL database), `instances` proxies share it."""
+        storage_url: str | None = None, instances: int = 1, litellm_bin: Path | None = None) -> StressResult:
+    """One load run. With `storage_url` (an empty PostgreSQL database), `instances` proxies share it.
+    With `litellm_bin`, LiteLLM's proxy then takes the same load in front of the same upstream."""
     if instances > 1 and not storage_url:
         raise ValueError("several instances need a shared PostgreSQL database (storage_url)")
     folder = folder or Path(tempfile.mkdtemp(prefix="stress-", dir=_tmp_root()))
@@ -177,6 +215,10 @@ def run(seconds: float, clients: int, sessions: int, max_requests: int, embeddin
         elapsed = time.monotonic() - started
         lost, duplicated = verify(urls[0], tally.completed, [f"stress-{k}" for k in range(sessions)])
         single = asyncio.run(_paired(urls[0], upstream.url, "single", single_requests, budget))
+        for proxy in proxies:
+            proxy.stop()
+        peer, note = (None, "not measured: no LiteLLM proxy executable (see benchmarks/litellm_peer.py)") if litellm_bin is None else (
+            _peer(folder, upstream.url, litellm_bin, clients, sessions, seconds, max_requests, budget, single_requests), f"measured ({litellm_bin})")
     finally:
         for proxy in proxies:
             proxy.stop()
@@ -184,8 +226,26 @@ def run(seconds: float, clients: int, sessions: int, max_requests: int, embeddin
     return StressResult(
         clients, sessions, seconds, tally.requests, len(tally.completed), dict(tally.errors), lost, duplicated,
         _p50_p99(tally.latencies_ms), _p50_p99(direct), len(tally.completed) / elapsed if elapsed else 0.0,
-        _added(under_load), _added(single[WARMUP:]), "postgres" if storage_url else "sqlite", instances,
+        _added(under_load), _added(single[WARMUP:]), "postgres" if storage_url else "sqlite", instances, peer, note,
     )
+
+
+def _peer(folder: Path, upstream_url: str, litellm_bin: Path, clients: int, sessions: int, seconds: float, max_requests: int,
+          budget: int, single_requests: int) -> PeerResult:
+    """LiteLLM's proxy in front of the same upstream, under the same load and probes as ours. Its
+    master key is the clients' key, so the same clients authenticate unchanged (our headers it ignores)."""
+    home = folder / "litellm"
+    home.mkdir(exist_ok=True)
+    server = _start_litellm(home, upstream_url, litellm_bin, CLIENT_KEY)
+    try:
+        started = time.monotonic()
+        tally, under_load = asyncio.run(_load_with_probe([server.url], upstream_url, clients, sessions, seconds, max_requests, budget))
+        elapsed = time.monotonic() - started
+        single = asyncio.run(_paired(server.url, upstream_url, "single", single_requests, budget))
+    finally:
+        server.stop()
+    return PeerResult(tally.requests, len(tally.completed), dict(tally.errors), _p50_p99(tally.latencies_ms),
+                      len(tally.completed) / elapsed if elapsed else 0.0, _added(under_load), _added(single[WARMUP:]))
 
 
 def _tmp_root() -> str:
@@ -205,13 +265,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget", type=int, default=64, help="X-Memory-Budget, below each request's size so every request compiles")
     parser.add_argument("--storage-url", default=None, help="an empty PostgreSQL database the proxies share (default: SQLite)")
     parser.add_argument("--instances", type=int, default=1, help="proxies on --storage-url, each taking a share of the clients")
+    parser.add_argument("--litellm-bin", type=Path, default=None,
+                        help=f"LiteLLM proxy executable for the peer (default: {default_bin()} when present)")
+    parser.add_argument("--no-litellm", action="store_true", help="do not run LiteLLM's proxy under the same load")
     parser.add_argument("--largest-request", action="store_true", help="instead: the largest allowed request, /healthz timed meanwhile")
     parser.add_argument("--scale", type=float, default=1.0, help="with --largest-request: shrink it for a quick run")
     args = parser.parse_args(argv)
     if args.largest_request:
         return bounded_main(["--embedding-model", args.embedding_model, "--scale", str(args.scale)])
+    litellm = None if args.no_litellm else args.litellm_bin or (default_bin() if default_bin().exists() else None)
     result = run(args.seconds, args.clients, args.sessions, args.max_requests, args.embedding_model, args.upstream_ms, args.budget,
-                 storage_url=args.storage_url, instances=args.instances)
+                 storage_url=args.storage_url, instances=args.instances, litellm_bin=litellm)
     print(result.markdown())
     return 0 if not result.errors and not result.lost and not result.duplicated else 1
 

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import psycopg
+
 from memory import create_runtime
+from memory.store.postgres.fts import parse_match, phrases_of, rarest
+from memory.store.postgres.store import PgStore
 from memory.store.sqlite.fts_terms import Tokenizer, or_query, rarest_within, split_or_query
 from memory.recall.retrieval import fts_query
 from memory.store.sqlite.store import INDEX_TOKENIZE
@@ -49,3 +53,55 @@ def test_a_full_memo_still_answers_for_every_word_asked() -> None:
     # "boats" is remembered, the new words push it and each other out of a memo of two.
     terms = tokenizer.terms(["boats", "running", "walked", "photography"], cache_size=2)
     assert terms == {"boats": ("boat",), "running": ("run",), "walked": ("walk",), "photography": ("photographi",)}
+
+
+async def _recount(store: PgStore) -> tuple[list[tuple[str, str, int]], list[tuple[str, str, int]]]:
+    """The kept per-lexeme counts, and the same counted afresh from the chunks."""
+    async with store.pool.connection() as conn:
+        kept = await (await conn.execute("SELECT session_id, lexeme, docs FROM fts_terms ORDER BY 1, 2")).fetchall()
+        fresh = await (await conn.execute(
+            "SELECT c.session_id, u.lexeme, count(*) FROM chunks c, unnest(c.tsv) AS u WHERE left(u.lexeme, 1) <> '#' "
+            "GROUP BY 1, 2 ORDER BY 1, 2")).fetchall()
+    return [tuple(r) for r in kept], [tuple(r) for r in fresh]  # type: ignore[misc]
+
+
+async def test_postgres_searches_by_the_rare_words_from_counts_kept_at_ingest(pg_url: str) -> None:
+    async with create_runtime(storage_url=pg_url, embedding_model="none") as rt:
+        store = rt.store
+        assert isinstance(store, PgStore)
+        filler = [{"type": "user_message", "payload": {"content": f"the common widget note number {n}"}} for n in range(60)]
+        await rt.session("s").ingest_many(filler[:30])
+        await rt.session("s").ingest_many(filler[30:] + [{"type": "assistant_message", "payload": {"content": "qzrare widget fix"}}])
+        match = fts_query("widget qzrare note number common")
+        full = await store.bm25("s", match, 100)
+        store.max_postings = 10  # every word but qzrare is in 60 rows or more: over the cap
+        async with store.pool.connection() as conn:
+            assert phrases_of(await rarest(conn, parse_match(match) or parse_match("x"), "s", 10)) == ["qzrare", "note", "number"]
+            assert await rarest(conn, parse_match('"widget" AND "qzrare"') or parse_match("x"), "s", 10) == parse_match('"widget" AND "qzrare"')
+        pruned = await store.bm25("s", match, 100)
+        assert pruned[0][0] == full[0][0]  # the rare word's row still ranks first
+        assert len(full) == 61 and len(pruned) == 61
+        store.max_postings = 1_000  # under the cap: the query is unchanged
+        assert await store.bm25("s", match, 100) == full
+        # The counts follow the chunks through another session's writes, a rename and an erase.
+        await rt.session("t").ingest({"type": "user_message", "payload": {"content": "widget widget elsewhere"}})
+        await store.rename_session("t", "u")
+        kept, fresh = await _recount(store)
+        assert kept == fresh and ("s", "widget", 61) in kept and ("u", "widget", 1) in kept
+        await store.delete_sessions(["s"])
+        kept, fresh = await _recount(store)
+        assert kept == fresh and {r[0] for r in kept} == {"u"}
+
+
+async def test_postgres_migration_counts_what_was_stored_before_it(pg_url: str) -> None:
+    async with create_runtime(storage_url=pg_url, embedding_model="none") as rt:
+        await rt.session("old").ingest_many([{"type": "user_message", "payload": {"content": f"legacy words {n}"}} for n in range(5)])
+        assert isinstance(rt.store, PgStore)
+        schema = rt.store.schema
+    with psycopg.connect(pg_url, autocommit=True) as conn:  # as a database from before m004 was
+        conn.execute(f'DROP TABLE "{schema}".fts_terms')
+        conn.execute(f'DELETE FROM "{schema}"._migrations WHERE number = 4')
+    async with create_runtime(storage_url=pg_url, embedding_model="none") as rt:
+        assert isinstance(rt.store, PgStore)
+        kept, fresh = await _recount(rt.store)
+        assert kept == fresh and ("old", "legaci", 5) in kept

@@ -398,10 +398,10 @@ async def test_runtime_on_postgres_by_url(pg_url: str) -> None:
 
 async def test_postgres_migrations_race_and_apply_once(pg_url: str) -> None:
     async with _instances(pg_url, 4) as stores:  # four instances starting together
-        assert await stores[0].migrations_applied() == ["m001_initial", "m002_responses", "m003_cache_writes"]
+        assert await stores[0].migrations_applied() == ["m001_initial", "m002_responses", "m003_cache_writes", "m004_fts_terms"]
         again = PgStore(pg_url)
         await again.open()
-        assert await again.migrations_applied() == ["m001_initial", "m002_responses", "m003_cache_writes"]
+        assert await again.migrations_applied() == ["m001_initial", "m002_responses", "m003_cache_writes", "m004_fts_terms"]
         await again.close()
 
 

@@ -12,6 +12,8 @@ it with PostgreSQL's own machinery instead of inventing another one:
 - matching: a `tsvector` column under a GIN index; the session is one extra lexeme in every row's
   vector (as `session_key` is in FTS5), so a query intersects the session's posting list inside the
   index instead of matching every session and filtering afterwards;
+- trimming: a question whose words together match more than `rare_words.MAX_POSTINGS` rows keeps
+  its rarest ones, as on SQLite; the rows per lexeme come from `fts_terms`, counted at ingest;
 - ranking: Okapi BM25 with FTS5's constants and formula, computed in SQL from the positions of the
   query's lexemes in each matching row (`ts_filter` keeps just those). Statistics (rows, average
   length, document frequency) are per session, kept as counters on the session row; FTS5 counts
@@ -32,6 +34,7 @@ from typing import Any
 import psycopg
 
 from memory.errors import StorageError
+from memory.store.rare_words import MAX_POSTINGS, rarest_within
 from memory.store.rows import session_key
 
 __all__ = [
@@ -47,6 +50,7 @@ __all__ = [
     "to_tsquery",
     "BM25_OR_SQL",
     "BM25_BOOLEAN_SQL",
+    "rarest",
     "rank",
 ]
 
@@ -296,7 +300,7 @@ idf AS (
                         ELSE ln((st.docs - df.n + 0.5) / (df.n + 0.5)) END AS w
     FROM df CROSS JOIN st
 )
-SELECT tf.id, -sum(idf.w * tf.tf * 2.2 / (tf.tf + 1.2 * (0.25 + 0.75 * (tf.doc_len + 1) / st.avgdl))) AS score
+SELECT tf.id, -sum(idf.w * tf.tf * 2.2 / (tf.tf + 1.2 * (0.25 + 0.75 * (tf.doc_len + 1)::float8 / st.avgdl))) AS score
 FROM tf JOIN idf USING (pid) CROSS JOIN st
 GROUP BY tf.id
 ORDER BY score, tf.id
@@ -313,8 +317,40 @@ df AS (
 ),""" + _BM25_TAIL
 
 
-async def rank(conn: psycopg.AsyncConnection[Any], expr: Expr, session_id: str, limit: int) -> list[tuple[int, float]]:
-    """The session's chunks matching `expr`, best first, with FTS5's bm25 score (lower is better)."""
+# Each phrase's lexemes and the session's rows holding each (0 for a lexeme it never had).
+_TERM_ROWS_SQL = f"""
+SELECT x.i, u.lexeme, coalesce(t.docs, 0)
+FROM unnest(%s::text[]) WITH ORDINALITY AS x(t, i)
+CROSS JOIN LATERAL unnest(to_tsvector('{TS_CONFIG}'::regconfig, x.t)) AS u
+LEFT JOIN fts_terms t ON t.session_id = %s AND t.lexeme = u.lexeme
+"""
+
+
+async def rarest(conn: psycopg.AsyncConnection[Any], expr: Expr, session_id: str, max_postings: int = MAX_POSTINGS) -> Expr:
+    """A query of phrases joined by OR less its most common phrases when together they match more
+    than `max_postings` rows (`memory.store.rare_words`); any other query as it is."""
+    if isinstance(expr, Phrase) or not is_pure_or(expr):
+        return expr
+    phrases = phrases_of(expr)
+    distinct = list(dict.fromkeys(phrases))
+    if len(distinct) <= 1:
+        return expr
+    terms: dict[str, list[str]] = {p: [] for p in distinct}
+    rows: dict[str, int] = {}
+    for i, lexeme, docs in await (await conn.execute(_TERM_ROWS_SQL, (distinct, session_id))).fetchall():
+        terms[distinct[i - 1]].append(lexeme)
+        rows[lexeme] = int(docs)
+    kept = set(rarest_within(distinct, terms, rows, max_postings))
+    if len(kept) == len(distinct):
+        return expr
+    return Node("OR", tuple(Phrase(p) for p in phrases if p in kept))
+
+
+async def rank(conn: psycopg.AsyncConnection[Any], expr: Expr, session_id: str, limit: int,
+               max_postings: int = MAX_POSTINGS) -> list[tuple[int, float]]:
+    """The session's chunks matching `expr` (its rarest words when they are too common, see
+    `rarest`), best first, with FTS5's bm25 score (lower is better)."""
+    expr = await rarest(conn, expr, session_id, max_postings)
     session_query = "'" + session_lexeme(session_id) + "'"
     phrases = phrases_of(expr)
     if is_pure_or(expr):

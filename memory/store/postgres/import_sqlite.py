@@ -159,6 +159,7 @@ class _Copier:
                     for v, r in zip(values, rows[table], strict=True)])
             else:
                 await self.insert(table, list(refs), values)
+        await self.tx.count_terms(self.session_id)
         await self.tx._exec_many("UPDATE state_items SET superseded_by = ? WHERE id = ?", [
             (self.ref("state_items", r["superseded_by"]), self.ref("state_items", r["id"])) for r in rows["state_items"] if r["superseded_by"]])
         vectors = self.db.execute(

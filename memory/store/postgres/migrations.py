@@ -182,11 +182,29 @@ M003_CACHE_WRITES: Final = """
 ALTER TABLE turns ADD COLUMN cache_write_tokens INTEGER;
 """
 
+# Rows per full-text lexeme, per session: what the full-text query's rare-word trimming reads
+# (`memory.store.rare_words`; SQLite reads its FTS5 index's vocabulary instead). Kept as chunks are
+# written (the chunk insert adds its lexemes' counts), filled here for the chunks already stored;
+# a session's rows go with it (cascade) and move with a rename (every `session_id` table does).
+# Index state, like the tsvector it counts: not exported.
+M004_FTS_TERMS: Final = """
+CREATE TABLE fts_terms (
+    session_id TEXT COLLATE "C" NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+    lexeme     TEXT NOT NULL,
+    docs       BIGINT NOT NULL,
+    PRIMARY KEY (session_id, lexeme)
+);
+INSERT INTO fts_terms(session_id, lexeme, docs)
+SELECT c.session_id, u.lexeme, count(*) FROM chunks c, unnest(c.tsv) AS u
+WHERE left(u.lexeme, 1) <> '#' GROUP BY c.session_id, u.lexeme;
+"""
+
 # (number, name, sql); append only. PostgreSQL runs a multi-statement string in one call.
 MIGRATIONS: Final[list[tuple[int, str, str]]] = [
     (1, "m001_initial", M001_INITIAL),
     (2, "m002_responses", M002_RESPONSES),
     (3, "m003_cache_writes", M003_CACHE_WRITES),
+    (4, "m004_fts_terms", M004_FTS_TERMS),
 ]
 
 

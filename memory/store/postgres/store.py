@@ -41,6 +41,7 @@ from memory.store.postgres.admin import erase_sessions
 from memory.store.postgres.fts import parse_match, rank
 from memory.store.postgres.migrations import apply_migrations
 from memory.store.postgres.tx import Conn, PgTx, together
+from memory.store.rare_words import MAX_POSTINGS
 from memory.store.writes import SqlStore
 from memory.store.urls import redact_url
 
@@ -75,6 +76,7 @@ class PgStore(SqlStore):
         self._lock_pool: AsyncConnectionPool[Conn] | None = None
         # In-process waiters queue here first, so one process holds at most one lock connection per session.
         self._session_locks = SessionLocks()
+        self.max_postings = MAX_POSTINGS  # see `memory.store.rare_words`
 
     def __repr__(self) -> str:
         return f"PgStore({redact_url(self.url)!r}, schema={self.schema!r})"
@@ -245,7 +247,7 @@ class PgStore(SqlStore):
         expr = parse_match(match) if match else None
         if expr is None:
             return []
-        return await self._read(lambda conn: rank(conn, expr, session_id, limit))
+        return await self._read(lambda conn: rank(conn, expr, session_id, limit, self.max_postings))
 
     async def delete_sessions(self, session_ids: Sequence[str]) -> list[str]:
         """Erase sessions: their rows (cascade), their full-text entries (they live in those rows)

@@ -1,11 +1,6 @@
-"""Which words of a question the full-text query keeps: the rarest, within a cost cap.
-
-`retrieval.fts_query` ORs every content word of a question. FTS5 reads and scores every row that
-matches any of them, so at 100k events one common word ("py" in 64% of the rows) made the query
-cost ~75 ms while adding nothing to the ranking (BM25 weighs such a word near zero). The store
-looks up how many rows hold each word (the fts5vocab table of the index) and keeps the rarest
-words while the rows they match stay under `MAX_POSTINGS`; below that size (every store of a few
-thousand turns) the query is unchanged.
+"""Which words of a question the full-text query keeps on SQLite: the rarest, within a cost cap
+(the rule, `memory.store.rare_words`, is both stores'). The store looks up how many rows hold each
+word in the fts5vocab table of its index.
 
 The index stems words (porter tokenizer), so a word is looked up by its index terms: `Tokenizer`
 asks SQLite itself, through an in-memory FTS5 table with the index's tokenizer, and remembers.
@@ -15,14 +10,12 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
+
+from memory.store.rare_words import MAX_POSTINGS, MIN_WORDS, rarest_within
 
 __all__ = ["MAX_POSTINGS", "MIN_WORDS", "Tokenizer", "split_or_query", "or_query", "rarest_within"]
 
-# Rows a question's words may match together before the most common ones are left out; and the
-# rarest words always kept whatever they cost.
-MAX_POSTINGS = 20_000
-MIN_WORDS = 3
 _QUOTED = re.compile(r'"((?:[^"]|"")*)"')
 _CACHE = 4_096
 
@@ -42,24 +35,6 @@ def split_or_query(match: str) -> list[str] | None:
 
 def or_query(words: Sequence[str]) -> str:
     return " OR ".join('"' + w.replace('"', '""') + '"' for w in words)
-
-
-def rarest_within(words: Sequence[str], terms: Mapping[str, Sequence[str]], rows: Mapping[str, int],
-                  max_postings: int = MAX_POSTINGS, min_words: int = MIN_WORDS) -> list[str]:
-    """`words` (in their order) less the most common ones: rarest first, a word is kept while the
-    rows all kept words match stay within `max_postings` (the `min_words` rarest always are). A
-    word's rows are those of its most common index term (a quoted word may be a phrase)."""
-    cost = {w: max((rows.get(t, 0) for t in terms.get(w, ())), default=0) for w in words}
-    if sum(cost.values()) <= max_postings:
-        return list(words)
-    kept: set[str] = set()
-    spent = 0
-    for word in sorted(words, key=lambda w: (cost[w], words.index(w))):
-        if len(kept) >= min_words and spent + cost[word] > max_postings:
-            break
-        kept.add(word)
-        spent += cost[word]
-    return [w for w in words if w in kept]
 
 
 class Tokenizer:

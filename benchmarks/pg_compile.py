@@ -1,0 +1,110 @@
+"""Compile on PostgreSQL against SQLite, interleaved in one process (issue 23, "PostgreSQL parity"):
+
+    python -m benchmarks.pg_compile --events 10000 --rounds 15 [--pg-url postgresql://...] [--profile out.prof]
+
+Builds the same generated session in an SQLite file and a PostgreSQL database (lexical memory:
+`embedding_model="none"`, so the figure is the store's and the compiler's, the query embedding
+excluded as in section D), warms both, then compiles the same fresh questions alternating SQLite,
+PostgreSQL, SQLite, ... so both see the machine's load at the same moments. Prints each store's
+median and p90 and their ratio, and the statements each store ran per compile; `--profile` writes a
+cProfile of the PostgreSQL compiles. The machine's load average is printed with the figures
+(a shared 2-core machine swings; a ratio from interleaved runs is what compares).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import os
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from memory import Runtime, create_runtime
+from testkit.pg import start_pg
+
+from .common import MODEL, Stopwatch
+from .workload import queries, session_events
+
+__all__ = ["main"]
+
+BATCH = 1000
+
+
+def _count_statements(runtime: Runtime) -> list[int]:
+    """Wrap the store's statement entry points so a compile's round trips can be counted."""
+    counter = [0]
+    store: Any = runtime.store
+    for name in ("_rows", "_together", "bm25"):
+        inner = getattr(store, name)
+
+        async def counted(*args: Any, _inner: Any = inner, **kwargs: Any) -> Any:
+            counter[0] += 1
+            return await _inner(*args, **kwargs)
+
+        setattr(store, name, counted)
+    return counter
+
+
+async def run(events: int, rounds: int, budget: int, pg_url: str | None, profile: str | None) -> int:
+    stream = list(session_events(events))
+    questions = queries(rounds, seed=123)
+    with tempfile.TemporaryDirectory(prefix="bench-pgc-") as tmp:
+        server = start_pg(Path(tmp) / "pg", pg_url)
+        try:
+            lite = create_runtime(storage_path=str(Path(tmp) / "c.sqlite"), embedding_model="none")
+            pg = create_runtime(storage_url=server.create_database("pgc"), embedding_model="none")
+            async with lite, pg:
+                for name, runtime in (("sqlite", lite), ("postgres", pg)):
+                    with Stopwatch() as sw:
+                        for start in range(0, len(stream), BATCH):
+                            await runtime.session("pgc").ingest_many(stream[start : start + BATCH])
+                    print(f"{name}: ingested {events:,} events in {sw.ms / 1000:.1f} s", file=sys.stderr)
+                    for q in queries(3, seed=7):  # warm: view loaded, caches filled
+                        await runtime.session("pgc").compile(user_message=q, budget_tokens=budget, model=MODEL)
+                counts = {"sqlite": _count_statements(lite), "postgres": _count_statements(pg)}
+                times: dict[str, list[float]] = {"sqlite": [], "postgres": []}
+                statements: dict[str, list[int]] = {"sqlite": [], "postgres": []}
+                profiler = cProfile.Profile() if profile else None
+                load_before = os.getloadavg()[0]
+                for question in questions:
+                    for name, runtime in (("sqlite", lite), ("postgres", pg)):
+                        before = counts[name][0]
+                        if profiler is not None and name == "postgres":
+                            profiler.enable()
+                        with Stopwatch() as sw:
+                            await runtime.session("pgc").compile(user_message=question, budget_tokens=budget, model=MODEL)
+                        if profiler is not None and name == "postgres":
+                            profiler.disable()
+                        times[name].append(sw.ms)
+                        statements[name].append(counts[name][0] - before)
+                load_after = os.getloadavg()[0]
+                if profiler is not None and profile:
+                    profiler.dump_stats(profile)
+        finally:
+            server.stop()
+    med = {k: statistics.median(v) for k, v in times.items()}
+    for name, values in times.items():
+        p90 = sorted(values)[max(0, int(len(values) * 0.9) - 1)]
+        print(f"{name:8s} compile p50 {med[name]:7.1f} ms  p90 {p90:7.1f} ms  statements/compile {statistics.median(statements[name]):.0f}")
+    print(f"postgres / sqlite (p50): {med['postgres'] / med['sqlite']:.2f}x  "
+          f"({events:,} events, {rounds} rounds interleaved, load average {load_before:.1f} -> {load_after:.1f})")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=10_000)
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--budget", type=int, default=2000)
+    parser.add_argument("--pg-url", default=None, help="an existing server's maintenance database (default: a private pgserver)")
+    parser.add_argument("--profile", default=None, help="write a cProfile of the PostgreSQL compiles here")
+    args = parser.parse_args(argv)
+    return asyncio.run(run(args.events, args.rounds, args.budget, args.pg_url, args.profile))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,39 @@
+"""Which words of a question the full-text query keeps: the rarest, within a cost cap (both stores).
+
+`retrieval.fts_query` ORs every content word of a question. The index reads and scores every row
+that matches any of them, so at 100k events one common word ("py" in 64% of the rows) made an
+SQLite query cost ~75 ms while adding nothing to the ranking (BM25 weighs such a word near zero).
+Each store looks up how many rows hold each word's index terms (SQLite: the fts5vocab table of its
+index; PostgreSQL: the `fts_terms` counts kept at ingest) and keeps the rarest words while the rows
+they match stay under `MAX_POSTINGS`; below that size (every store of a few thousand turns) the
+query is unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+__all__ = ["MAX_POSTINGS", "MIN_WORDS", "rarest_within"]
+
+# Rows a question's words may match together before the most common ones are left out; and the
+# rarest words always kept whatever they cost.
+MAX_POSTINGS = 20_000
+MIN_WORDS = 3
+
+
+def rarest_within(words: Sequence[str], terms: Mapping[str, Sequence[str]], rows: Mapping[str, int],
+                  max_postings: int = MAX_POSTINGS, min_words: int = MIN_WORDS) -> list[str]:
+    """`words` (in their order) less the most common ones: rarest first, a word is kept while the
+    rows all kept words match stay within `max_postings` (the `min_words` rarest always are). A
+    word's rows are those of its most common index term (a quoted word may be a phrase)."""
+    cost = {w: max((rows.get(t, 0) for t in terms.get(w, ())), default=0) for w in words}
+    if sum(cost.values()) <= max_postings:
+        return list(words)
+    kept: set[str] = set()
+    spent = 0
+    for word in sorted(words, key=lambda w: (cost[w], words.index(w))):
+        if len(kept) >= min_words and spent + cost[word] > max_postings:
+            break
+        kept.add(word)
+        spent += cost[word]
+    return [w for w in words if w in kept]
