@@ -12,11 +12,17 @@ built, so both columns are comparable token for token. Effective input cost at a
 r (cached input costs r of the normal price: 0.1 gpt-5 family, 0.25 gpt-4.1 and Gemini 2.5,
 0.5 gpt-4o) is `uncached + r * cached`, reported relative to resending everything.
 
-At the end of each conversation every scorable LoCoMo question is asked through the proxy as the
-next turn and strict evidence recall is read off what the upstream received, next to the library's
-fresh compile of the same question on the same stored session (`POST /memory/sessions/{id}/compile`).
-The upstream answers each question with an error, so the proxy stores nothing of it and every
-question meets the memory the conversation left (not the previous question's).
+At the end of each conversation every scorable LoCoMo question (in file order) is asked through the
+proxy two ways, and strict evidence recall is read off what the upstream received:
+
+- *alone*: each question as the next turn after the conversation. The upstream answers it with an
+  error, so the proxy stores nothing of it and every question meets the memory the conversation left;
+  next to it, the library's fresh compile of the same question on the same stored session
+  (`POST /memory/sessions/{id}/compile`);
+- *in sequence*: one after another in the same chat, as any real chat goes on. The upstream answers
+  each with a short fixed reply, which the client keeps in the history it resends, so the window
+  fills with recent questions and answers. These requests are chat turns like the others and are
+  priced with them (`cost`; `cost_conversation` prices the conversation alone).
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ __all__ = ["Step", "chat_steps", "coding_steps", "TurnCost", "ConversationCost",
 RATIOS = (0.1, 0.25, 0.5)
 BUDGETS = (2000, 4000, 8000)
 CODING = "coding-session"
+QUESTION_REPLY = "Thanks, let me think about that."
 SYSTEM = {"role": "system", "content": "You are a friendly, attentive conversation partner. Keep track of what the user tells you."}
 
 
@@ -98,6 +105,7 @@ class TurnCost:
     forwarded: int  # the prompt the proxy forwarded (provider tokens)
     cached: int  # its cached part, as the provider reported it
     mode: str
+    question: bool = False  # a question asked in sequence after the conversation
 
 
 @dataclass
@@ -107,8 +115,9 @@ class ConversationCost:
     policy: str
     turns: list[TurnCost] = field(default_factory=list)
     questions: int = 0
-    proxy_hits: int = 0  # questions whose evidence all reached the upstream through the proxy
+    proxy_hits: int = 0  # questions asked alone whose evidence all reached the upstream through the proxy
     fresh_hits: int = 0  # ... and in the library's fresh compile
+    sequential_hits: int = 0  # questions asked in sequence whose evidence all reached the upstream
 
 
 @dataclass(frozen=True)
@@ -128,9 +137,10 @@ class CostResult:
         cached = sum(t.cached for t in turns)
         questions = sum(c.questions for c in convs)
 
-        def cost(r: float) -> float:
-            base = (sent - sent_cached) + r * sent_cached
-            return ((forwarded - cached) + r * cached) / base if base else float("nan")
+        def cost(r: float, only_conversation: bool = False) -> float:
+            part = [t for t in turns if not (only_conversation and t.question)]
+            base = sum((t.sent - t.sent_cached) + r * t.sent_cached for t in part)
+            return sum((t.forwarded - t.cached) + r * t.cached for t in part) / base if base else float("nan")
 
         return {
             "budget": budget, "policy": policy, "conversations": len(convs), "turns": len(turns),
@@ -138,15 +148,21 @@ class CostResult:
             "resend_cached_share": sent_cached / sent if sent else float("nan"),
             "cached_share": cached / forwarded if forwarded else float("nan"),
             "cost": {str(r): cost(r) for r in self.ratios},
+            "cost_conversation": {str(r): cost(r, True) for r in self.ratios},
             "rebases": sum(1 for t in turns if t.mode in ("rebased", "compiled")),
             "questions": questions,
             "recall_proxy": sum(c.proxy_hits for c in convs) / questions if questions else float("nan"),
             "recall_fresh": sum(c.fresh_hits for c in convs) / questions if questions else float("nan"),
+            "recall_sequential": sum(c.sequential_hits for c in convs) / questions if questions else float("nan"),
         }
 
 
 def _count(cache: PromptCache, messages: list[dict[str, Any]]) -> int:
     return len(cache.render(messages))
+
+
+def _found(text: str, evidence: list[str], question: Any) -> bool:
+    return all(c in text for c in evidence) and len(evidence) == len(question.evidence)
 
 
 def _replay(http: httpx.Client, name: str, budget: int, policy: str, steps: list[Step], conv: Conversation | None,
@@ -157,33 +173,39 @@ def _replay(http: httpx.Client, name: str, budget: int, policy: str, steps: list
     resend = PromptCache()
     out = ConversationCost(name, budget, policy)
     history: list[dict[str, Any]] = [SYSTEM]
-    for step in steps:
-        history += [{"role": "user", "content": text} for text in step.users]
-        fake.enqueue(Reply(text=step.reply))
+
+    def turn(users: Sequence[str], reply: str, question: bool) -> str:
+        history.extend({"role": "user", "content": text} for text in users)
+        fake.enqueue(Reply(text=reply))
         response = http.post("/v1/chat/completions", json={"model": MODEL, "messages": history}, headers=headers)
         response.raise_for_status()
         usage = response.json()["usage"]
         hit = resend.lookup(session, resend.render(history))
         out.turns.append(TurnCost(hit.prompt_tokens, hit.cached_tokens, usage["prompt_tokens"],
-                                  usage["prompt_tokens_details"]["cached_tokens"], response.headers["x-memory-mode"]))
-        history.append({"role": "assistant", "content": step.reply})
+                                  usage["prompt_tokens_details"]["cached_tokens"], response.headers["x-memory-mode"], question))
+        history.append({"role": "assistant", "content": reply})
+        return messages_text(fake.last_chat().json()["messages"])
+
+    for step in steps:
+        turn(step.users, step.reply, False)
     if conv is None:
         return out
     index = conv.turn_index()
-    for question in conv.questions:
+    for question in conv.questions:  # alone: nothing of the question is stored
         evidence = [index[e].content for e in question.resolved]
         fake.enqueue(Reply(error_status=503, error_message="benchmark: the question is measured, not answered"))
         asked = history + [{"role": "user", "content": question.text}]
         response = http.post("/v1/chat/completions", json={"model": MODEL, "messages": asked}, headers=headers)
         assert response.status_code == 503, response.text
-        text = messages_text(fake.last_chat().json()["messages"])
         out.questions += 1
-        out.proxy_hits += all(c in text for c in evidence) and len(evidence) == len(question.evidence)
+        out.proxy_hits += _found(messages_text(fake.last_chat().json()["messages"]), evidence, question)
         fresh = http.post(f"/memory/sessions/{session}/compile", json={"user_message": question.text, "budget_tokens": budget, "model": MODEL},
                           headers={"Authorization": headers["Authorization"], "Content-Type": "application/json"})
         fresh.raise_for_status()
-        fresh_text = messages_text(fresh.json()["messages"])
-        out.fresh_hits += all(c in fresh_text for c in evidence) and len(evidence) == len(question.evidence)
+        out.fresh_hits += _found(messages_text(fresh.json()["messages"]), evidence, question)
+    for question in conv.questions:  # in sequence: each question and its reply join the chat
+        evidence = [index[e].content for e in question.resolved]
+        out.sequential_hits += _found(turn([question.text], QUESTION_REPLY, True), evidence, question)
     return out
 
 

@@ -32,7 +32,7 @@ class CodeWindow:
 def code_windows(count: int, lines: int = 50, root: Path = REPO_ROOT) -> list[CodeWindow]:
     """`count` windows of `lines` lines (the last window of a file may be shorter, down to 10) over the project's source files in sorted order, cycling
     when the files run out (a cycled window repeats content and source exactly)."""
-    files = sorted(p for d in SOURCE_DIRS for p in (root / d).glob("*.py") if p.stat().st_size > 0)
+    files = sorted(p for d in SOURCE_DIRS for p in (root / d).rglob("*.py") if p.stat().st_size > 0)
     pool: list[CodeWindow] = []
     for path in files:
         text_lines = path.read_text(encoding="utf-8").splitlines()

@@ -165,8 +165,10 @@ def _cost(f: dict[str, Any]) -> list[str]:
             f"{per_budget('cached_share', '.2f')} of them cached by the provider (resending everything: "
             f"{per_budget('resend_cached_share', '.2f')}); effective input cost relative to resending everything {costs}, "
             f"where r is the cached-token price ratio (0.1 gpt-5 family, 0.25 gpt-4.1 and Gemini 2.5, 0.5 gpt-4o). "
-            f"Evidence recall of questions asked through the proxy {per_budget('recall_proxy', '.3f')}, "
-            f"fresh compile {per_budget('recall_fresh', '.3f')}.")
+            f"Evidence recall of questions asked through the proxy {per_budget('recall_proxy', '.3f')}"
+            + (f" each alone, {per_budget('recall_sequential', '.3f')} one after another in the same chat"
+               if all("recall_sequential" in rows[(group, "cache", b)] for b in budgets) else "")
+            + f", fresh compile {per_budget('recall_fresh', '.3f')}.")
     lines = [line]
     if ("coding", "cache", budgets[0]) in rows:
         coding = [rows[("coding", "cache", b)] for b in budgets if ("coding", "cache", b) in rows]

@@ -39,6 +39,10 @@ MESSAGE_MEMO = 50_000
 # from the store on its next use.
 MAX_VIEWS = 256
 APPLY_OFF_LOOP = 500  # rows of a view update above which it is built off the event loop
+# What `Session.compile` does with chunks ingested but not embedded yet (see `Runtime`).
+STRICT = "strict"
+BOUNDED = "bounded"
+CONSISTENCY = (STRICT, BOUNDED)
 
 
 def _check_session_id(session_id: Any) -> str:
@@ -49,19 +53,37 @@ def _check_session_id(session_id: Any) -> str:
     return session_id
 
 
+def _check_consistency(consistency: Any) -> str:
+    if consistency not in CONSISTENCY:
+        raise InvalidArgumentError(f"consistency must be one of {list(CONSISTENCY)}, not {consistency!r}")
+    return str(consistency)
+
+
 class Runtime:
     """Owns the store, the embedder and the per-session views. Use as an async context manager, or
-    call `open()` / `close()`; every session call opens it lazily if needed."""
+    call `open()` / `close()`; every session call opens it lazily if needed.
+
+    `consistency` says what a compile does with chunks ingested but not embedded yet (new chunks
+    are embedded in the background after every write). ``"strict"`` (the default): the compile
+    embeds all of them first and waits for those another task is embedding, so it sees everything
+    ingested before it and two compiles of the same question give the same prompt; a compile right
+    after a large ingest pays for embedding it (as `flush` does). ``"bounded"``: the compile embeds
+    at most `EMBED_NOW_CHARS` characters of them (newest first) and ranks the rest by their words
+    alone until the background has embedded them: a bounded wait, at the price of missing
+    paraphrases of what was just ingested. The proxy's per-request path (`Session.prepare_turn`) is
+    always bounded: a client's first contact may bring a huge history, and later turns leave a
+    small backlog."""
 
     def __init__(self, storage_path: str | Path, embedding_model: str | None = DEFAULT_MODEL,
                  embedding_model_dir: str | Path | None = None, embedder: Embedder | None = None,
                  store: Store | None = None, max_views: int = MAX_VIEWS, rank_options: RankOptions = DEFAULT_OPTIONS,
-                 model_in_background: bool = False, store_images: bool = True) -> None:
+                 model_in_background: bool = False, store_images: bool = True, consistency: str = STRICT) -> None:
         self.store: Store = store if store is not None else SqliteStore(storage_path)
         # False: images are stored as a text note (`memory.ingest.images`).
         self.store_images = store_images
         self._model = BackgroundModel(self._model_ready) if model_in_background else None
         self.rank_options = rank_options
+        self.consistency = _check_consistency(consistency)
         self._embedding_model = embedding_model
         self._embedding_model_dir = embedding_model_dir
         self.embedder: Embedder | None = embedder
@@ -134,6 +156,11 @@ class Runtime:
     @property
     def embedding_name(self) -> str:
         return self.embedder.name if self.embedder is not None else "none"
+
+    @property
+    def compile_embed_limit(self) -> int | None:
+        """Characters of not-yet-embedded chunks a compile embeds before it ranks (None: all)."""
+        return None if self.consistency == STRICT else EMBED_NOW_CHARS
 
     def session(self, session_id: str) -> Session:
         """A handle on one session (nothing is stored until something is ingested)."""
@@ -321,7 +348,7 @@ class Runtime:
 def create_runtime(storage_path: str | Path = "./.memory.sqlite", embedding_model: str | None = DEFAULT_MODEL,
                    embedding_model_dir: str | Path | None = None, embedder: Embedder | None = None,
                    rank_options: RankOptions = DEFAULT_OPTIONS, storage_url: str | None = None, model_in_background: bool = False,
-                   store_images: bool = True) -> Runtime:
+                   store_images: bool = True, consistency: str = STRICT) -> Runtime:
     """Create a runtime over one SQLite file, or over a PostgreSQL database shared by several
     processes when `storage_url` (postgresql://user@host:port/db) is given (`storage_path` is then
     ignored; needs the `postgres` extra). `embedding_model` is a fastembed model name (default
@@ -330,6 +357,9 @@ def create_runtime(storage_path: str | Path = "./.memory.sqlite", embedding_mode
     off (for ablations; the default runs them all). `model_in_background` opens at once and ranks
     lexically until the model has loaded in a worker thread (a server answering from its first
     second), instead of loading it before `open` returns. `store_images=False` stores a text note in
-    place of every image (`memory.ingest.images`)."""
+    place of every image (`memory.ingest.images`). `consistency` ("strict", the default, or
+    "bounded") trades a compile's view of what was just ingested against its latency (see
+    `Runtime`)."""
     return Runtime(storage_path, embedding_model, embedding_model_dir, embedder, store=store_for(storage_path, storage_url),
-                   rank_options=rank_options, model_in_background=model_in_background, store_images=store_images)
+                   rank_options=rank_options, model_in_background=model_in_background, store_images=store_images,
+                   consistency=_check_consistency(consistency))

@@ -318,8 +318,9 @@ class Session:
                       remember: bool = False) -> CompileResult:
         """Compile the prompt for the next call: system message(s), state, recent turns, retrieved
         evidence and the new user message, never above `budget_tokens` as counted by the
-        provider's formula. Read-only (the user message is not stored) and deterministic.
-        `user_message` may be a string, one message, or the live tail of messages (kept verbatim)."""
+        provider's formula. Read-only (the user message is not stored) and deterministic: under the
+        runtime's default `consistency="strict"` it ranks every chunk ingested before it by meaning
+        too (embedding what the background has not yet). `user_message` may be a string, one message, or the live tail of messages (kept verbatim)."""
         _check_budget(budget_tokens)
         counter = get_counter(model)
         tail = _as_messages(user_message, "user")
@@ -327,7 +328,8 @@ class Session:
         query = query_text(tail)
         await self.runtime.open()
         async with self._store.session_lock(self.id):
-            view, qvec = await self.runtime.view(self.id, query)
+            # Strict (the default): every chunk ingested before this call is embedded and ranked.
+            view, qvec = await self.runtime.view(self.id, query, embed_limit=self.runtime.compile_embed_limit)
             pool = max(2 * CANDIDATES, budget_tokens // 8)
             lexical = await self._store.bm25(self.id, fts_query(query), pool)
             state = await self._store.state_items(self.id)
@@ -350,8 +352,8 @@ class Session:
         return {k: json.loads(v) for k, v in found.items()}
 
     async def flush(self) -> None:
-        """Embed every stored chunk that has no vector yet (a compile embeds a bounded batch and
-        leaves the rest to the background)."""
+        """Embed every stored chunk that has no vector yet (what a strict compile does first; a
+        bounded one embeds a bounded batch and leaves the rest to the background)."""
         await self.runtime.open()
         async with self._store.session_lock(self.id):
             await self.runtime.view(self.id, embed_limit=None)

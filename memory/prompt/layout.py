@@ -9,9 +9,12 @@
 A *frame* (base + where the window starts) is built at a rebase and reused while the budget allows:
 each turn appends its messages to the window, so consecutive prompts share a byte-identical prefix
 and the provider's prompt cache keeps hitting. Evidence is chosen per question and sits after the
-stable part, so it never breaks the next turn's cache. A rebase happens when the stable part no
-longer fits, or when the question needs memory that is out of view and the room left for evidence
-is well below what a fresh layout would give. A rebase *is* the library's fresh compile: state,
+stable part, so it never breaks the next turn's cache. On a frame, the evidence is sized by the
+question's need: the candidates out of view, best first, down to a share of the best one's score
+and within a share of the room (see `memory.prompt.policy`); nothing the prompt already shows is
+repeated.
+A rebase happens only when the budget forces it (the stable part no longer fits) or that block
+does not fit in the room the stable part leaves. A rebase *is* the library's fresh compile: state,
 the most recent turns, and evidence filling the rest of the budget.
 
 Pure: the caller brings the stored frame, the ranked chunks and the conversation; nothing here
@@ -182,9 +185,8 @@ def _rebase_plan(inp: LayoutInput, counter: TiktokenCounter, available: int) -> 
     return _Plan(base, items, window_start, state_tokens, window_tokens)
 
 
-def _need(inp: LayoutInput, view: SessionView, visible: set[str]) -> tuple[str, float, float]:
-    """How far the question reaches beyond what the prompt already shows: ("strong" | "weak" |
-    "none", best score out of view, best score in view)."""
+def _best_scores(inp: LayoutInput, view: SessionView, visible: set[str]) -> tuple[float, float]:
+    """The question's best match out of view and in view."""
     best_in = best_out = 0.0
     for s in inp.ranked:  # best first
         key = view.chunk_unit[s.pos]
@@ -194,17 +196,15 @@ def _need(inp: LayoutInput, view: SessionView, visible: set[str]) -> tuple[str, 
             best_out = max(best_out, s.score)
         if best_in and best_out:
             break
-    if best_out >= inp.policy.need_min_score and best_out >= best_in + inp.policy.need_margin:
-        return "strong", best_out, best_in
-    return ("weak" if best_out > best_in else "none"), best_out, best_in
+    return best_out, best_in
 
 
-def _evidence(inp: LayoutInput, view: SessionView, counter: TiktokenCounter, room: int,
-              visible: frozenset[str]) -> tuple[list[Evidence], list[dict[str, Any]], int, dict[str, Any] | None]:
+def _evidence(inp: LayoutInput, view: SessionView, counter: TiktokenCounter, room: int, visible: frozenset[str],
+              floor: float | None = None) -> tuple[list[Evidence], list[dict[str, Any]], int, dict[str, Any] | None]:
     header = counter.message_tokens({"role": "system", "content": EVIDENCE_HEADER})
     if room <= header:
         return [], [], 0, None
-    chosen, dropped, overflow = select_evidence(view, inp.ranked, counter, room - header, visible | inp.hidden)
+    chosen, dropped, overflow = select_evidence(view, inp.ranked, counter, room - header, visible | inp.hidden, limit_score=floor)
     return chosen, dropped, overflow, _fit(chosen, view, counter, room, dropped)
 
 
@@ -274,9 +274,10 @@ def build_layout(inp: LayoutInput, view: SessionView, counter: TiktokenCounter) 
             if inp.reuse_evidence is not None and counter.message_tokens(inp.reuse_evidence) <= room:
                 return _assemble(inp, view, counter, manifest, "frame", frame, frame.window_start, [], inp.reuse_evidence, [], 0,
                                  fixed_items, tail_items, reused=True)
-            need, best_out, best_in = _need(inp, view, visible)
-            manifest["need"] = {"need": need, "best_out_of_view": round(best_out, 4), "best_in_view": round(best_in, 4)}
-            found = _frame_evidence(inp, view, counter, need, room, fresh_room, available, frozenset(visible), best_in, best_out)
+            best_out, best_in = _best_scores(inp, view, visible)
+            found = _frame_evidence(inp, view, counter, room, fresh_room, available, frozenset(visible), best_out)
+            manifest["need"] = {"best_out_of_view": round(best_out, 4), "best_in_view": round(best_in, 4), "room": room,
+                                "block_tokens": counter.message_tokens(found[3]) if found and found[3] else 0, "fits": found is not None}
             if found is not None:
                 chosen, dropped, overflow, message = found
                 return _assemble(inp, view, counter, manifest, "frame", frame, frame.window_start, chosen, message, dropped,
@@ -298,32 +299,23 @@ def build_layout(inp: LayoutInput, view: SessionView, counter: TiktokenCounter) 
 _Found = tuple[list[Evidence], list[dict[str, Any]], int, dict[str, Any] | None]
 
 
-def _frame_evidence(inp: LayoutInput, view: SessionView, counter: TiktokenCounter, need: str, room: int, fresh_room: int,
-                    available: int, visible: frozenset[str], best_in: float, best_out: float) -> _Found | None:
-    """Evidence for a question on a stored frame (chosen items, dropped ones, how many more were
-    dropped, the message), or None when the policy says the question deserves a fresh layout."""
-    policy = inp.policy
-    if need == "none":
+def _frame_evidence(inp: LayoutInput, view: SessionView, counter: TiktokenCounter, room: int, fresh_room: int,
+                    available: int, visible: frozenset[str], best_out: float) -> _Found | None:
+    """The question's own evidence on a stored frame (chosen items, dropped ones, how many more
+    were dropped, the message): the candidates out of view, best first, down to the policy's
+    `evidence_floor` of the best one's score, within its `evidence_share` of `available` (or a
+    fresh layout's evidence room, if smaller), or its best part within `room` (what the stable part
+    leaves) while that is at least the policy's `evidence_min_share` of `available`. None when the
+    room is smaller: the question deserves a rebase."""
+    if best_out <= 0.0:
         return [], [], 0, None
-    if need == "weak":
-        return _evidence(inp, view, counter, min(room, int(policy.weak_share * available)), visible)
-    roomy = room >= policy.rebase_room * fresh_room
-    if not roomy and not (policy.strong_fit and best_out < best_in + policy.rebase_margin):
-        return None
-    found = _evidence(inp, view, counter, room, visible)
-    return found if roomy or _all_strong_in(inp, view, set(visible), found[0], best_in) else None
-
-
-def _all_strong_in(inp: LayoutInput, view: SessionView, visible: set[str], chosen: list[Evidence], best_in: float) -> bool:
-    """Whether every strong out-of-view match made it into the evidence."""
-    taken = {e.pos for e in chosen}
-    for s in inp.ranked:
-        if s.score < best_in + inp.policy.need_margin:
-            return True
-        key = view.chunk_unit[s.pos]
-        if key not in visible and key not in inp.hidden and view.render_pos[s.pos] not in taken and s.pos not in taken:
-            return False
-    return True
+    policy = inp.policy
+    floor = policy.evidence_floor * best_out
+    found = _evidence(inp, view, counter, max(min(fresh_room, int(policy.evidence_share * available)), 0), visible, floor)
+    if found[3] is None or counter.message_tokens(found[3]) <= room:
+        return found
+    # The whole block does not fit: its best part does while the room left is not too small.
+    return _evidence(inp, view, counter, room, visible, floor) if room >= policy.evidence_min_share * available else None
 
 
 def _with_quoted(keys: set[str], view: SessionView) -> set[str]:

@@ -4,15 +4,19 @@ A layout (see `memory.prompt.layout`) keeps a stable top that the provider cache
 each question after it. When the question reaches far beyond what the prompt shows, rebuilding the
 top around it (a *rebase*, the library's fresh compile) brings the most evidence, at the price of one
 uncached prompt. `LayoutPolicy` holds every threshold of that trade; its presets were tuned on LoCoMo
-conversations 1-5 only (benchmarks section F; 6-10 are reported as held out):
+dev conversations only (benchmarks section F; 6-10 are reported as held out):
 
-- ``cache`` (the default): rebase when the budget forces it, or when the question's strongest
-  matches out of view do not fit in the room the stable part leaves (or stand far above anything in
-  view). On the dev conversations at budget 4,000: cached share 0.80, input cost 0.63× / 0.39× /
-  0.30× of resending everything at cache price ratios 0.1 / 0.25 / 0.5; evidence recall of a
-  question asked through the proxy 0.78 against a fresh compile's 0.88.
-- ``recall``: rebase whenever the question clearly needs memory out of view and the room left is
-  small. Same conversations: cached share 0.67, cost 0.81× / 0.44× / 0.30×, recall 0.84.
+- ``cache`` (the default): each question's own evidence after the cached part, the matches out
+  of view down to 0.4 of the best one's score within 0.35 of the room; a rebase when the budget
+  forces it or the room the stable part leaves is below 0.15 of the room. Chosen on LoCoMo 1-2 at
+  budget 4,000 with the questions asked in sequence (section F's protocol), against 0.5 / 0.25 /
+  0.10: recall in sequence 0.766 against 0.714, alone 0.801 against 0.758, at cost 0.70× / 0.41×
+  / 0.31× against 0.61× / 0.38× / 0.30× (main before: 0.589, 0.784, 0.69× / 0.39× / 0.29×).
+- ``recall``: weaker matches too, within a larger share: closer to a fresh compile's evidence, at
+  more uncached tokens per question and more rebases.
+
+Measured figures (cost against resending everything, recall of questions asked alone and in
+sequence) are in benchmarks/RESULTS.md section F.
 """
 
 from __future__ import annotations
@@ -35,24 +39,20 @@ class LayoutPolicy:
     # ... and the frame's base (state, best-ranked evidence) plus the window fill at most `base_fill`
     # of the room: the rest is for this question's other evidence, then for the turns to come.
     base_fill: float = 0.6
-    # A question *needs* memory when its best match out of view (fused retrieval score, roughly
-    # standard deviations above the candidates' mean) beats its best match in view: *strongly* by
-    # `need_margin` (and scoring at least `need_min_score`), else *weakly*.
-    need_min_score: float = 0.5
-    need_margin: float = 1.0
-    # Weak need: evidence for this question only, within `weak_share` of the room.
-    weak_share: float = 0.15
-    # Strong need: evidence filling the room left; a rebase when that room is below `rebase_room` of
-    # a fresh layout's, unless (`strong_fit`) every strong match fits in it and none stands
-    # `rebase_margin` above the best match in view.
-    rebase_room: float = 0.8
-    strong_fit: bool = True
-    rebase_margin: float = 2.5
-
+    # On a stored frame, the question's own evidence (after the window, uncached): the candidates
+    # out of view, best first, down to `evidence_floor` of the best one's fused score, within
+    # `evidence_share` of the room (or a fresh layout's evidence room, if smaller). The floor is
+    # relative to what is out of view: a run of recent look-alike questions in view must not hide
+    # the turn the question asks about. When the block does not fit in the room the stable part
+    # leaves, its best part fills that room; the prompt is rebased only when that room is below
+    # `evidence_min_share` of the room (or the stable part no longer fits at all).
+    evidence_floor: float = 0.4
+    evidence_share: float = 0.35
+    evidence_min_share: float = 0.15
 
 POLICIES: dict[str, LayoutPolicy] = {
     "cache": LayoutPolicy(),
-    "recall": LayoutPolicy(name="recall", strong_fit=False),
+    "recall": LayoutPolicy(name="recall", evidence_floor=0.3, evidence_share=0.5),
 }
 
 

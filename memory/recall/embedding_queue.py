@@ -5,7 +5,8 @@ a time, one batch in the whole runtime at once), so most are ready when the next
 model runs *outside* the session's lock: a request of the same session never waits for a
 background batch (the previous turn's reply, say) to finish; the lock is held only to read what is
 missing and to put the vectors into the view. What a compile still finds missing it embeds itself,
-newest first and bounded, in the same model call as its question. A chunk that someone else is
+in the same model call as its question: all of it (the library's strict compile, and `flush`), or
+newest first and bounded (a bounded compile, and the proxy's per-request path). A chunk that someone else is
 embedding at that moment is awaited (`wait=True`: the library's `compile` and `flush`, whose
 results must not depend on timing) or, on the proxy's per-request path, ranks by its words for
 this once.
@@ -34,7 +35,7 @@ __all__ = ["EmbeddingQueue", "EMBED_NOW_CHARS", "EMBED_BATCH_CHARS", "QUERY_VECT
 
 log = logging.getLogger("memory")
 QUERY_VECTOR_CACHE = 256
-# A compile embeds at most this much missing text (newest first, in characters: the model's cost
+# A bounded compile (and the proxy's per-request path) embeds at most this much missing text (newest first, in characters: the model's cost
 # follows length: ~0.5 s for this much on 2 idle cores, ~3 s on a loaded one) before it answers; the
 # rest is embedded in the background, EMBED_BATCH_CHARS at a time, so a huge first history costs a
 # bounded wait and never holds a session's lock for long. Until then those chunks rank by their

@@ -145,3 +145,6 @@ def test_cost_under_caching_section(quick_run: tuple[Path, dict[str, Any]]) -> N
         assert row["raw_vs_resend"] < 1.0  # the proxy forwards fewer tokens than the client sends
         assert set(row["cost"]) == {"0.1", "0.25", "0.5"}
     assert locomo["questions"] > 0 and 0.0 <= locomo["recall_proxy"] <= 1.0
+    # The questions asked one after another in the same chat are turns of the chat, priced with it.
+    assert 0.0 <= locomo["recall_sequential"] <= 1.0 and set(locomo["cost_conversation"]) == {"0.1", "0.25", "0.5"}
+    assert "recall alone / in sequence / fresh" in text
