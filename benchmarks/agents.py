@@ -1,0 +1,129 @@
+"""Section H on its own: real coding-agent tool loops through the running proxy (issue 18).
+
+    python -m benchmarks.agents --write          # all 23 trajectories at 8,000 / 16,000 / 32,000, then section H
+                                                 # spliced into benchmarks/RESULTS.md, results.json["H"] and the README headline
+    python -m benchmarks.agents --save run.json  # keep the step records of the run (to render it again)
+    python -m benchmarks.agents --from run.json --before main.json --write   # render a saved run, with an earlier one as "before"
+    python -m benchmarks.agents --budgets 8000 --only pyvista --steps 30     # a quick look: prints the figures, writes nothing
+
+`python -m benchmarks.run_all` runs the same replay as its section H (and a small form with
+`--quick`). The trajectories are read from `--agent-traces` (default
+`../shared/data/agent-traces/mini-swe-agent-dev`, relative to the repository); without them the
+section is skipped with a message. How the replay works: `benchmarks/agent_replay.py`; the
+metrics: `benchmarks/agent_metrics.py`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .agent_replay import BUDGETS, AgentsRun, load_run, run_agents, save_run
+from .agent_traces import DEFAULT_TRACES, Trajectory, load_trajectories
+from .corpus import REPO_ROOT
+from .headline import main as write_headline
+from .machine import describe_machine, load_average
+from .report_agents import section_h, splice_section, summaries
+
+__all__ = ["main", "measure", "quick_selection", "traces_or_reason"]
+
+QUICK_BUDGET = 4000
+QUICK_STEPS = 14
+
+
+def _path(raw: str) -> Path:
+    path = Path(raw).expanduser()
+    return path if path.is_absolute() else REPO_ROOT / path
+
+
+def traces_or_reason(raw: str) -> tuple[list[Trajectory], str | None]:
+    """The trajectories under `raw`, or none and why (the section is then skipped, not failed)."""
+    folder = _path(raw)
+    found = load_trajectories(folder) if folder.is_dir() else []
+    if not found:
+        return [], f"agent trajectories not found at {folder} (pass --agent-traces PATH)"
+    return found, None
+
+
+def quick_selection(trajectories: list[Trajectory]) -> list[Trajectory]:
+    """The smoke run's share: the first trajectory of each split."""
+    return [next(t for t in trajectories if t.split == split) for split in ("tuning", "held_out")
+            if any(t.split == split for t in trajectories)]
+
+
+def measure(trajectories: list[Trajectory], command: str, budgets: tuple[int, ...] = BUDGETS, max_steps: int | None = None,
+            embedding_model: str | None = None, show_progress: bool = True, label: str = "") -> tuple[AgentsRun, dict[str, Any]]:
+    """Run the replay and describe how it was made (command, commit, date, load average)."""
+    machine = describe_machine()
+    load_start = load_average()
+    started = datetime.now(timezone.utc)
+    with tempfile.TemporaryDirectory(prefix="bench-agents-") as tmp:
+        run = run_agents(trajectories, Path(tmp), budgets, max_steps, embedding_model, show_progress)
+    meta = {"command": command, "commit": machine.commit, "date": started.strftime("%Y-%m-%d %H:%M UTC"), "cores": machine.cores,
+            "load_start": list(load_start), "load_end": list(load_average()), "label": label}
+    return run, meta
+
+
+def _write(out: Path, h: dict[str, Any]) -> None:
+    results_path, markdown_path = out / "results.json", out / "RESULTS.md"
+    results = json.loads(results_path.read_text(encoding="utf-8")) if results_path.exists() else {}
+    results["H"] = h
+    results.get("skipped", {}).pop("H", None)
+    results_path.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+    markdown = markdown_path.read_text(encoding="utf-8") if markdown_path.exists() else "# memory-runtime benchmark results\n"
+    markdown_path.write_text(splice_section(markdown, section_h(h)), encoding="utf-8")
+    if out.resolve() == (REPO_ROOT / "benchmarks").resolve():
+        write_headline([])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.agents", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--agent-traces", default=DEFAULT_TRACES, help="folder of *.traj.json (relative paths: from the repo root)")
+    parser.add_argument("--budgets", default=",".join(map(str, BUDGETS)))
+    parser.add_argument("--only", default="", help="comma-separated parts of trajectory names to replay (default: all)")
+    parser.add_argument("--steps", type=int, default=None, help="replay only the first N steps of each trajectory")
+    parser.add_argument("--embedding-model", default=None, help="the proxy's embedding model (default: its default)")
+    parser.add_argument("--save", default=None, help="write the run's step records here (JSON)")
+    parser.add_argument("--from", dest="from_", default=None, help="no replay: render the step records saved in this file")
+    parser.add_argument("--before", default=None, help="step records of an earlier run, shown as 'before'")
+    parser.add_argument("--write", action="store_true", help="splice section H into RESULTS.md and results.json under --out")
+    parser.add_argument("--out", default="benchmarks")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    if args.from_:
+        run, meta = load_run(_path(args.from_))
+    else:
+        trajectories, reason = traces_or_reason(args.agent_traces)
+        if reason:
+            print(f"section H skipped: {reason}")
+            return 0
+        wanted = [w for w in args.only.split(",") if w]
+        trajectories = [t for t in trajectories if not wanted or any(w in t.name for w in wanted)]
+        command = "python -m benchmarks.agents " + shlex.join(argv if argv is not None else sys.argv[1:])
+        run, meta = measure(trajectories, command.strip(), tuple(int(b) for b in args.budgets.split(",")), args.steps,
+                            args.embedding_model, not args.no_progress)
+        if args.save:
+            save_run(run, meta, _path(args.save))
+    before = None
+    if args.before:
+        earlier, earlier_meta = load_run(_path(args.before))
+        before = summaries(earlier, earlier_meta)
+    h = summaries(run, meta, before)
+    for row in h["rows"]:
+        print(json.dumps({k: row[k] for k in ("split", "budget", "steps", "raw_vs_resend", "cached_share", "cost", "rejected",
+                                              "over_budget", "recall", "needed")} | {"window": row["window"], "added_p50": row["added_ms"]["p50"]}))
+    if args.write:
+        _write(_path(args.out), h)
+        print(f"wrote section H into {_path(args.out) / 'RESULTS.md'} and results.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

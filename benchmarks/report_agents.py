@@ -1,0 +1,163 @@
+"""Section H of RESULTS.md (agents through the proxy) and what results.json keeps of it. Pure:
+step records in, summaries and markdown out."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict
+from typing import Any
+
+from .agent_replay import AgentsRun, StepRecord
+from .agent_traces import HELD_OUT, TUNING
+from .common import percentiles
+
+__all__ = ["summarize", "summaries", "section_h", "splice_section", "RATIOS", "TARGETS", "TARGET_BUDGET", "HEADING"]
+
+RATIOS = (0.1, 0.25, 0.5)
+HEADING = "## H. Agents: real tool loops through the proxy"
+# Issue 18's targets, on the held-out trajectories at budget 8,000.
+TARGET_BUDGET = 8000
+TARGETS = {"raw_vs_resend": 0.45, "0.1": 0.80, "0.25": 0.60, "recall": 0.90, "rejected": 0, "added_p50_ms": 30.0}
+SPLITS = (("held_out", "held out (" + ", ".join(HELD_OUT) + ")"), ("tuning", "tuning (" + ", ".join(TUNING) + ")"), ("all", "all"))
+
+
+def _cost(tokens: int, cached: int, sent: int, sent_cached: int, r: float) -> float:
+    base = (sent - sent_cached) + r * sent_cached
+    return ((tokens - cached) + r * cached) / base if base else float("nan")
+
+
+def summarize(steps: Sequence[StepRecord]) -> dict[str, Any]:
+    """The figures of one group of steps (a split at a budget)."""
+    sent = sum(s.sent for s in steps)
+    sent_cached = sum(s.sent_cached for s in steps)
+    forwarded = sum(s.forwarded for s in steps)
+    cached = sum(s.cached for s in steps)
+    window = sum(s.window for s in steps)
+    window_cached = sum(s.window_cached for s in steps)
+    needed = sum(s.needed for s in steps)
+
+    def share(part: float, whole: float) -> float:
+        return part / whole if whole else float("nan")
+
+    return {
+        "trajectories": len({s.trajectory for s in steps}), "steps": len(steps), "sent": sent, "forwarded": forwarded,
+        "raw_vs_resend": share(forwarded, sent), "cached_share": share(cached, forwarded), "resend_cached_share": share(sent_cached, sent),
+        "cost": {str(r): _cost(forwarded, cached, sent, sent_cached, r) for r in RATIOS},
+        "rejected": sum(1 for s in steps if s.status == 400), "failed": sum(1 for s in steps if s.status not in (200, 400)),
+        "over_budget": sum(1 for s in steps if s.mode == "over_budget"), "modes": dict(sorted(Counter(s.mode for s in steps).items())),
+        "needed": needed, "recall": share(sum(s.carried for s in steps), needed),
+        "window": {"raw_vs_resend": share(window, sent), "cached_share": share(window_cached, window),
+                   "cost": {str(r): _cost(window, window_cached, sent, sent_cached, r) for r in RATIOS},
+                   "recall": share(sum(s.window_carried for s in steps), needed), "over_budget": sum(1 for s in steps if s.window_over)},
+        "added_ms": asdict(percentiles(s.proxy_ms - s.direct_ms for s in steps)),
+        "direct_ms": asdict(percentiles(s.direct_ms for s in steps)), "proxy_ms": asdict(percentiles(s.proxy_ms for s in steps)),
+    }
+
+
+def _group(run: AgentsRun, split: str, budget: int) -> list[StepRecord]:
+    return [s for s in run.steps if s.budget == budget and (split == "all" or s.split == split)]
+
+
+def summaries(run: AgentsRun, meta: dict[str, Any], before: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What results.json keeps of section H: how the run was made and every split at every budget
+    (no per-step series). `before`: the same of an earlier run, shown next to this one."""
+    rows = [{"split": split, "budget": budget, **summarize(_group(run, split, budget))}
+            for budget in run.budgets for split, _ in SPLITS if _group(run, split, budget)]
+    return {"meta": meta, "embedding_model": run.embedding_model, "seconds": run.seconds, "budgets": list(run.budgets),
+            "trajectories": [{"name": n, "split": s, "steps": k} for n, s, k in run.trajectories], "ratios": list(RATIOS),
+            "targets": TARGETS, "target_budget": TARGET_BUDGET, "rows": rows, "before": before}
+
+
+def _row(label: str, r: dict[str, Any]) -> str:
+    cost = " / ".join(f"{r['cost'][str(x)]:.2f}×" for x in RATIOS)
+    w = r["window"]
+    wcost = " / ".join(f"{w['cost'][str(x)]:.2f}×" for x in RATIOS)
+    added = r["added_ms"]
+    return (f"| {label} | {r['budget']:,} | {r['trajectories']} / {r['steps']:,} | {r['raw_vs_resend']:.2f}× | {r['cached_share']:.2f} "
+            f"({r['resend_cached_share']:.2f}) | {cost} | {r['rejected']} | {r['over_budget']:,} | {r['recall']:.3f} ({r['needed']:,}) "
+            f"| {w['raw_vs_resend']:.2f}× / {w['cached_share']:.2f} / {wcost} / {w['recall']:.3f} ({w['over_budget']:,} over) "
+            f"| {added['p50']:+.1f} / {added['p99']:+.1f} |")
+
+
+def _table(h: dict[str, Any]) -> list[str]:
+    out = ["| split | budget | trajectories / steps | forwarded vs resend | cached share (resend) | cost at r=" + " / ".join(map(str, RATIOS))
+           + " | rejected | `over_budget` | identifier recall (needed) | clearing window: forwarded / cached / cost / recall "
+           "| added ms p50 / p99 |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    labels = dict(SPLITS)
+    for row in h["rows"]:
+        out.append(_row(labels[row["split"]], row))
+    return out
+
+
+def _targets(h: dict[str, Any]) -> list[str]:
+    row = next((r for r in h["rows"] if r["split"] == "held_out" and r["budget"] == TARGET_BUDGET), None)
+    if row is None:
+        return [f"Targets: not measured (the run has no held-out trajectories at budget {TARGET_BUDGET:,})."]
+
+    def met(flag: bool) -> str:
+        return "met" if flag else "**not met**"
+
+    t = TARGETS
+    return [f"Targets (held out, budget {TARGET_BUDGET:,}):", "",
+            f"- forwarded {row['raw_vs_resend']:.2f}× of resending everything (target ≤ {t['raw_vs_resend']:.2f}×): "
+            + met(row["raw_vs_resend"] <= t["raw_vs_resend"]),
+            f"- cost at r=0.1 {row['cost']['0.1']:.2f}× (target ≤ {t['0.1']:.2f}×): " + met(row["cost"]["0.1"] <= t["0.1"]),
+            f"- cost at r=0.25 {row['cost']['0.25']:.2f}× (target ≤ {t['0.25']:.2f}×): " + met(row["cost"]["0.25"] <= t["0.25"]),
+            f"- identifier recall {row['recall']:.3f} (target ≥ {t['recall']:.2f}; clearing window {row['window']['recall']:.3f}): "
+            + met(row["recall"] >= t["recall"]),
+            f"- {row['rejected']} requests rejected by the strict fake (target {t['rejected']}): " + met(row["rejected"] <= t["rejected"]),
+            f"- added latency p50 {row['added_ms']['p50']:+.1f} ms per step (target ≤ {t['added_p50_ms']:.0f} ms): "
+            + met(row["added_ms"]["p50"] <= t["added_p50_ms"])]
+
+
+def _run_line(meta: dict[str, Any], seconds: float) -> str:
+    load0, load1 = meta.get("load_start") or (0, 0, 0), meta.get("load_end") or (0, 0, 0)
+    return (f"Run: `{meta.get('command', '?')}` at commit {meta.get('commit', '?')}, {meta.get('date', '?')}, {seconds:,.0f} s; "
+            f"load average (1/5/15 min) {load0[0]:.2f}/{load0[1]:.2f}/{load0[2]:.2f} at start, "
+            f"{load1[0]:.2f}/{load1[1]:.2f}/{load1[2]:.2f} at end.")
+
+
+def section_h(h: dict[str, Any] | None, skipped: str | None = None) -> list[str]:
+    """The section's markdown from its results.json entry (or why it did not run)."""
+    if h is None:
+        return [HEADING, "", f"Not run: {skipped or 'not selected'}", ""]
+    out = [
+        HEADING, "",
+        "Real coding-agent trajectories (mini-swe-agent with deepseek-chat on SWE-bench dev tasks, `../shared/data/agent-traces/"
+        "mini-swe-agent-dev/`, read in place) replayed through a running `memory-runtime serve` (default configuration, embedding "
+        f"model `{h['embedding_model']}`) in front of the strict fake upstream, which rejects what OpenAI rejects and caches prompt "
+        "prefixes by OpenAI's rule. Each trajectory is one user turn; before step i the agent sends its whole message list "
+        "`messages[:i]` with the `bash` tool declared (agents resend everything), `X-Memory-Session` (one per trajectory and budget) "
+        "and `X-Memory-Budget` set to the budget of the row; the fake answers with the agent's recorded step i. The budget is sent "
+        "as is and counts the whole forwarded prompt (OpenAI's formula, tool definitions aside).", "",
+        "*Resend everything* is the same request sent straight to the fake under its own key, right before or after the proxy's "
+        "(the order alternates): its usage prices the baseline by the same cache rule, and the pair gives the proxy's added latency "
+        "per step. Cost = uncached + r × cached input tokens, relative to resending everything. *Rejected*: requests the fake "
+        "refused (status 400) after the proxy forwarded them; *`over_budget`*: replies whose `X-Memory-Mode` said so.", "",
+        "*Identifier recall*: identifiers (`[A-Za-z_][A-Za-z0-9_]{5,}`) in the agent's recorded next step (text and command) that "
+        "an earlier tool output contained and that neither the system message, the task nor the latest tool output contains; the "
+        "share of them the forwarded prompt carries with their context: a whole line (12+ characters, trailing whitespace aside), "
+        "verbatim, of an earlier output that held the identifier or of one of the agent's own earlier steps (a bare list of names "
+        "does not count). *Clearing window*: the baseline computed on the same steps: every assistant step kept, tool outputs newest "
+        "first verbatim while the whole prompt fits the budget, older ones replaced by a one-line placeholder (the latest output is "
+        "always kept; *over* counts the steps where the assistant steps alone already exceed the budget), priced by the same cache "
+        "rule.", "",
+        _run_line(h["meta"], h["seconds"]), "",
+        *_table(h), "", *_targets(h), "",
+    ]
+    before = h.get("before")
+    if before:
+        out += [f"Before: the same protocol at commit {before['meta'].get('commit', '?')} ({before['meta'].get('label', 'earlier run')}).", "",
+                _run_line(before["meta"], before["seconds"]), "", *_table(before), ""]
+    return out
+
+
+def splice_section(markdown: str, section: Sequence[str]) -> str:
+    """`markdown` (a RESULTS.md) with section H replaced by `section`, or `section` appended."""
+    text = "\n".join(section).rstrip("\n") + "\n"
+    start = markdown.find("\n## H. ")
+    if start < 0:
+        return markdown.rstrip("\n") + "\n\n" + text
+    end = markdown.find("\n## ", start + 1)
+    return markdown[: start + 1] + text + (markdown[end:] if end >= 0 else "")
