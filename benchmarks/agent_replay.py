@@ -138,6 +138,18 @@ class _Replay:
         )
 
 
+def _warm_up(http: httpx.Client, fake: FakeUpstream, upstream_url: str, proxy_url: str) -> None:
+    """One small exchange each way before the replay (not measured): the first request of a fresh
+    proxy pays its start-up (connections, tokenizer), which is no step's cost."""
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "warm-up"}], "tools": TOOLS}
+    for url, headers in ((upstream_url, {"Authorization": "Bearer sk-bench-agents-warm-up"}),
+                         (proxy_url, {"Authorization": f"Bearer {PROXY_KEY}", "X-Memory-Session": "agents-warm-up"})):
+        fake.enqueue(Reply(text="ready"))
+        http.post(url + "/v1/chat/completions", json=body, headers=headers).raise_for_status()
+    fake.take_requests()
+    fake.cache.reset()
+
+
 def run_agents(trajectories: Sequence[Trajectory], folder: Path, budgets: Sequence[int] = BUDGETS, max_steps: int | None = None,
                embedding_model: str | None = None, show_progress: bool = True) -> AgentsRun:
     """Replay `trajectories` (their first `max_steps` steps, or all) at each budget through one
@@ -151,6 +163,7 @@ def run_agents(trajectories: Sequence[Trajectory], folder: Path, budgets: Sequen
         proxy = start_proxy_process(folder, upstream.url, embedding_model=embedding_model)
         try:
             with httpx.Client(timeout=300.0) as http:
+                _warm_up(http, upstream.fake, upstream.url, proxy.url)
                 for trajectory in trajectories:
                     needs = needs_by_step(trajectory.messages)
                     sizes = [counter.message_tokens(m) for m in trajectory.messages]

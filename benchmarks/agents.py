@@ -31,10 +31,10 @@ from .headline import main as write_headline
 from .machine import describe_machine, load_average
 from .report_agents import section_h, splice_section, summaries
 
-__all__ = ["main", "measure", "quick_selection", "traces_or_reason"]
+__all__ = ["main", "measure", "quick_trajectories", "traces_or_reason"]
 
-QUICK_BUDGET = 4000
-QUICK_STEPS = 14
+QUICK_BUDGET = 2000
+QUICK_STEPS = 10
 
 
 def _path(raw: str) -> Path:
@@ -51,7 +51,7 @@ def traces_or_reason(raw: str) -> tuple[list[Trajectory], str | None]:
     return found, None
 
 
-def quick_selection(trajectories: list[Trajectory]) -> list[Trajectory]:
+def quick_trajectories(trajectories: list[Trajectory]) -> list[Trajectory]:
     """The smoke run's share: the first trajectory of each split."""
     return [next(t for t in trajectories if t.split == split) for split in ("tuning", "held_out")
             if any(t.split == split for t in trajectories)]

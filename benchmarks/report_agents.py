@@ -69,24 +69,26 @@ def summaries(run: AgentsRun, meta: dict[str, Any], before: dict[str, Any] | Non
             "targets": TARGETS, "target_budget": TARGET_BUDGET, "rows": rows, "before": before}
 
 
-def _row(label: str, r: dict[str, Any]) -> str:
-    cost = " / ".join(f"{r['cost'][str(x)]:.2f}×" for x in RATIOS)
-    w = r["window"]
-    wcost = " / ".join(f"{w['cost'][str(x)]:.2f}×" for x in RATIOS)
-    added = r["added_ms"]
-    return (f"| {label} | {r['budget']:,} | {r['trajectories']} / {r['steps']:,} | {r['raw_vs_resend']:.2f}× | {r['cached_share']:.2f} "
-            f"({r['resend_cached_share']:.2f}) | {cost} | {r['rejected']} | {r['over_budget']:,} | {r['recall']:.3f} ({r['needed']:,}) "
-            f"| {w['raw_vs_resend']:.2f}× / {w['cached_share']:.2f} / {wcost} / {w['recall']:.3f} ({w['over_budget']:,} over) "
-            f"| {added['p50']:+.1f} / {added['p99']:+.1f} |")
+def _costs(cost: dict[str, float]) -> str:
+    return " / ".join(f"{cost[str(x)]:.2f}×" for x in RATIOS)
 
 
 def _table(h: dict[str, Any]) -> list[str]:
-    out = ["| split | budget | trajectories / steps | forwarded vs resend | cached share (resend) | cost at r=" + " / ".join(map(str, RATIOS))
-           + " | rejected | `over_budget` | identifier recall (needed) | clearing window: forwarded / cached / cost / recall "
-           "| added ms p50 / p99 |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     labels = dict(SPLITS)
-    for row in h["rows"]:
-        out.append(_row(labels[row["split"]], row))
+    ratios = " / ".join(map(str, RATIOS))
+    out = [f"| split | budget | trajectories / steps | forwarded vs resend | cached share (resend) | cost at r={ratios} | rejected "
+           "| `over_budget` | identifier recall (needed) | added ms p50 / p99 |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in h["rows"]:
+        out.append(f"| {labels[r['split']]} | {r['budget']:,} | {r['trajectories']} / {r['steps']:,} | {r['raw_vs_resend']:.2f}× "
+                   f"| {r['cached_share']:.2f} ({r['resend_cached_share']:.2f}) | {_costs(r['cost'])} | {r['rejected']} "
+                   f"| {r['over_budget']:,} | {r['recall']:.3f} ({r['needed']:,}) | {r['added_ms']['p50']:+.1f} / {r['added_ms']['p99']:+.1f} |")
+    out += ["", "The clearing window on the same steps:", "",
+            f"| split | budget | forwarded vs resend | cached share | cost at r={ratios} | identifier recall | steps over budget |",
+            "|---|---|---|---|---|---|---|"]
+    for r in h["rows"]:
+        w = r["window"]
+        out.append(f"| {labels[r['split']]} | {r['budget']:,} | {w['raw_vs_resend']:.2f}× | {w['cached_share']:.2f} | {_costs(w['cost'])} "
+                   f"| {w['recall']:.3f} | {w['over_budget']:,} |")
     return out
 
 
@@ -133,7 +135,7 @@ def section_h(h: dict[str, Any] | None, skipped: str | None = None) -> list[str]
         "as is and counts the whole forwarded prompt (OpenAI's formula, tool definitions aside).", "",
         "*Resend everything* is the same request sent straight to the fake under its own key, right before or after the proxy's "
         "(the order alternates): its usage prices the baseline by the same cache rule, and the pair gives the proxy's added latency "
-        "per step. Cost = uncached + r × cached input tokens, relative to resending everything. *Rejected*: requests the fake "
+        "per step (non-streaming; one warm-up exchange before the replay is not counted). Cost = uncached + r × cached input tokens, relative to resending everything. *Rejected*: requests the fake "
         "refused (status 400) after the proxy forwarded them; *`over_budget`*: replies whose `X-Memory-Mode` said so.", "",
         "*Identifier recall*: identifiers (`[A-Za-z_][A-Za-z0-9_]{5,}`) in the agent's recorded next step (text and command) that "
         "an earlier tool output contained and that neither the system message, the task nor the latest tool output contains; the "
@@ -141,7 +143,7 @@ def section_h(h: dict[str, Any] | None, skipped: str | None = None) -> list[str]
         "verbatim, of an earlier output that held the identifier or of one of the agent's own earlier steps (a bare list of names "
         "does not count). *Clearing window*: the baseline computed on the same steps: every assistant step kept, tool outputs newest "
         "first verbatim while the whole prompt fits the budget, older ones replaced by a one-line placeholder (the latest output is "
-        "always kept; *over* counts the steps where the assistant steps alone already exceed the budget), priced by the same cache "
+        "always kept; *steps over budget*: those where the assistant steps and the latest output alone exceed it), priced by the same cache "
         "rule.", "",
         _run_line(h["meta"], h["seconds"]), "",
         *_table(h), "", *_targets(h), "",
