@@ -3,6 +3,7 @@
     python -m benchmarks.agents --write          # all 23 trajectories at 8,000 / 16,000 / 32,000, then section H
                                                  # spliced into benchmarks/RESULTS.md, results.json["H"] and the README headline
     python -m benchmarks.agents --save run.json  # keep the step records of the run (to render it again)
+    python -m benchmarks.agents --parallel ...   # the three budgets at once, each through its own proxy process
     python -m benchmarks.agents --from run.json --before main.json --write   # render a saved run, with an earlier one as "before"
     python -m benchmarks.agents --budgets 8000 --only pyvista --steps 30     # a quick look: prints the figures, writes nothing
 
@@ -20,8 +21,11 @@ import json
 import shlex
 import sys
 import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
+from multiprocessing import get_context
 from typing import Any
 
 from .agent_replay import BUDGETS, AgentsRun, load_run, run_agents, save_run
@@ -57,16 +61,34 @@ def quick_trajectories(trajectories: list[Trajectory]) -> list[Trajectory]:
             if any(t.split == split for t in trajectories)]
 
 
+def _replay_budgets(trajectories: list[Trajectory], folder: Path, budgets: tuple[int, ...], max_steps: int | None,
+                    embedding_model: str | None, show_progress: bool, parallel: bool) -> AgentsRun:
+    if not parallel or len(budgets) < 2:
+        return run_agents(trajectories, folder, budgets, max_steps, embedding_model, show_progress)
+    # One process per budget, each with its own fake and its own `serve`: the budgets share nothing
+    # but the machine (the latency pairs then include that contention; the section says so).
+    started = time.perf_counter()
+    for budget in budgets:
+        (folder / f"b{budget}").mkdir()
+    with ProcessPoolExecutor(max_workers=len(budgets), mp_context=get_context("spawn")) as pool:
+        jobs = [pool.submit(run_agents, trajectories, folder / f"b{b}", (b,), max_steps, embedding_model, False) for b in budgets]
+        parts = [job.result() for job in jobs]
+    return AgentsRun(budgets, parts[0].trajectories, tuple(s for part in parts for s in part.steps), parts[0].embedding_model,
+                     time.perf_counter() - started)
+
+
 def measure(trajectories: list[Trajectory], command: str, budgets: tuple[int, ...] = BUDGETS, max_steps: int | None = None,
-            embedding_model: str | None = None, show_progress: bool = True, label: str = "") -> tuple[AgentsRun, dict[str, Any]]:
-    """Run the replay and describe how it was made (command, commit, date, load average)."""
+            embedding_model: str | None = None, show_progress: bool = True, label: str = "",
+            parallel: bool = False) -> tuple[AgentsRun, dict[str, Any]]:
+    """Run the replay (`parallel`: the budgets at once, one process each) and describe how it was
+    made (command, commit, date, load average)."""
     machine = describe_machine()
     load_start = load_average()
     started = datetime.now(timezone.utc)
     with tempfile.TemporaryDirectory(prefix="bench-agents-") as tmp:
-        run = run_agents(trajectories, Path(tmp), budgets, max_steps, embedding_model, show_progress)
+        run = _replay_budgets(trajectories, Path(tmp), budgets, max_steps, embedding_model, show_progress, parallel)
     meta = {"command": command, "commit": machine.commit, "date": started.strftime("%Y-%m-%d %H:%M UTC"), "cores": machine.cores,
-            "load_start": list(load_start), "load_end": list(load_average()), "label": label}
+            "load_start": list(load_start), "load_end": list(load_average()), "label": label, "parallel": parallel and len(budgets) > 1}
     return run, meta
 
 
@@ -90,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default="", help="comma-separated parts of trajectory names to replay (default: all)")
     parser.add_argument("--steps", type=int, default=None, help="replay only the first N steps of each trajectory")
     parser.add_argument("--embedding-model", default=None, help="the proxy's embedding model (default: its default)")
+    parser.add_argument("--parallel", action="store_true", help="replay the budgets at once, each through its own proxy process")
     parser.add_argument("--save", default=None, help="write the run's step records here (JSON)")
     parser.add_argument("--from", dest="from_", default=None, help="no replay: render the step records saved in this file")
     parser.add_argument("--before", default=None, help="step records of an earlier run, shown as 'before'")
@@ -108,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         trajectories = [t for t in trajectories if not wanted or any(w in t.name for w in wanted)]
         command = "python -m benchmarks.agents " + shlex.join(argv if argv is not None else sys.argv[1:])
         run, meta = measure(trajectories, command.strip(), tuple(int(b) for b in args.budgets.split(",")), args.steps,
-                            args.embedding_model, not args.no_progress)
+                            args.embedding_model, not args.no_progress, parallel=args.parallel)
         if args.save:
             save_run(run, meta, _path(args.save))
     before = None
