@@ -55,6 +55,9 @@ def summarize(steps: Sequence[StepRecord]) -> dict[str, Any]:
     }
 
 
+_PER_TRAJECTORY = ("steps", "raw_vs_resend", "cached_share", "cost", "rejected", "over_budget", "needed", "recall", "window")
+
+
 def _group(run: AgentsRun, split: str, budget: int) -> list[StepRecord]:
     return [s for s in run.steps if s.budget == budget and (split == "all" or s.split == split)]
 
@@ -64,9 +67,12 @@ def summaries(run: AgentsRun, meta: dict[str, Any], before: dict[str, Any] | Non
     (no per-step series). `before`: the same of an earlier run, shown next to this one."""
     rows = [{"split": split, "budget": budget, **summarize(_group(run, split, budget))}
             for budget in run.budgets for split, _ in SPLITS if _group(run, split, budget)]
+    per_trajectory = [{"name": name, "split": split, **{k: v for k, v in summarize(picked).items() if k in _PER_TRAJECTORY}}
+                      for name, split, _ in run.trajectories
+                      if (picked := [s for s in run.steps if s.trajectory == name and s.budget == TARGET_BUDGET])]
     return {"meta": meta, "embedding_model": run.embedding_model, "seconds": run.seconds, "budgets": list(run.budgets),
             "trajectories": [{"name": n, "split": s, "steps": k} for n, s, k in run.trajectories], "ratios": list(RATIOS),
-            "targets": TARGETS, "target_budget": TARGET_BUDGET, "rows": rows, "before": before}
+            "targets": TARGETS, "target_budget": TARGET_BUDGET, "rows": rows, "per_trajectory": per_trajectory, "before": before}
 
 
 def _costs(cost: dict[str, float]) -> str:
@@ -90,6 +96,20 @@ def _table(h: dict[str, Any]) -> list[str]:
         out.append(f"| {labels[r['split']]} | {r['budget']:,} | {w['raw_vs_resend']:.2f}× | {w['cached_share']:.2f} | {_costs(w['cost'])} "
                    f"| {w['recall']:.3f} | {w['over_budget']:,} |")
     return out
+
+
+def _per_trajectory(h: dict[str, Any]) -> list[str]:
+    rows = h.get("per_trajectory") or []
+    if not rows:
+        return []
+    out = [f"Each trajectory at budget {TARGET_BUDGET:,}:", "",
+           "| trajectory | split | steps | forwarded vs resend | cached share | cost at r=0.25 | rejected | `over_budget` "
+           "| identifier recall (needed) | clearing window: forwarded / recall |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        out.append(f"| {r['name']} | {r['split'].replace('_', ' ')} | {r['steps']} | {r['raw_vs_resend']:.2f}× | {r['cached_share']:.2f} "
+                   f"| {r['cost']['0.25']:.2f}× | {r['rejected']} | {r['over_budget']} | {r['recall']:.3f} ({r['needed']}) "
+                   f"| {r['window']['raw_vs_resend']:.2f}× / {r['window']['recall']:.3f} |")
+    return out + [""]
 
 
 def _targets(h: dict[str, Any]) -> list[str]:
@@ -117,7 +137,9 @@ def _run_line(meta: dict[str, Any], seconds: float) -> str:
     load0, load1 = meta.get("load_start") or (0, 0, 0), meta.get("load_end") or (0, 0, 0)
     return (f"Run: `{meta.get('command', '?')}` at commit {meta.get('commit', '?')}, {meta.get('date', '?')}, {seconds:,.0f} s; "
             f"load average (1/5/15 min) {load0[0]:.2f}/{load0[1]:.2f}/{load0[2]:.2f} at start, "
-            f"{load1[0]:.2f}/{load1[1]:.2f}/{load1[2]:.2f} at end.")
+            f"{load1[0]:.2f}/{load1[1]:.2f}/{load1[2]:.2f} at end"
+            + ("; the budgets replayed at once, each through its own proxy process (the latency pairs include that contention)."
+               if meta.get("parallel") else "; one replay at a time."))
 
 
 def section_h(h: dict[str, Any] | None, skipped: str | None = None) -> list[str]:
@@ -146,7 +168,7 @@ def section_h(h: dict[str, Any] | None, skipped: str | None = None) -> list[str]
         "always kept; *steps over budget*: those where the assistant steps and the latest output alone exceed it), priced by the same cache "
         "rule.", "",
         _run_line(h["meta"], h["seconds"]), "",
-        *_table(h), "", *_targets(h), "",
+        *_table(h), "", *_targets(h), "", *_per_trajectory(h),
     ]
     before = h.get("before")
     if before:
