@@ -33,7 +33,7 @@ from .agent_metrics import carried, clearing_window, needs_by_step, prompt_lines
 from .agent_traces import BASH_TOOL, Trajectory
 from .common import MODEL, progress
 
-__all__ = ["BUDGETS", "StepRecord", "AgentsRun", "run_agents", "reply_of", "save_run", "load_run"]
+__all__ = ["BUDGETS", "StepRecord", "AgentsRun", "run_agents", "run_jobs", "reply_of", "save_run", "load_run"]
 
 BUDGETS = (8000, 16000, 32000)
 PROXY_KEY = "sk-bench-agents-through-the-proxy"
@@ -154,31 +154,39 @@ def run_agents(trajectories: Sequence[Trajectory], folder: Path, budgets: Sequen
                embedding_model: str | None = None, show_progress: bool = True) -> AgentsRun:
     """Replay `trajectories` (their first `max_steps` steps, or all) at each budget through one
     `memory-runtime serve` process (`embedding_model=None`: the default model) in front of one fake."""
+    return run_jobs([(t, b) for t in trajectories for b in budgets], folder, max_steps, embedding_model, show_progress)
+
+
+def run_jobs(jobs: Sequence[tuple[Trajectory, int]], folder: Path, max_steps: int | None = None, embedding_model: str | None = None,
+             show_progress: bool = True) -> AgentsRun:
+    """Replay each (trajectory, budget) of `jobs`, in order, through one `serve` process in front
+    of one fake; every pair is its own session."""
     started = time.perf_counter()
     upstream = serve_upstream(FakeUpstream(keep_requests=True))
     records: list[StepRecord] = []
-    replayed: list[tuple[str, str, int]] = []
+    replayed: dict[str, tuple[str, str, int]] = {}
     counter = get_counter(MODEL)
     try:
-        proxy = start_proxy_process(folder, upstream.url, embedding_model=embedding_model)
+        # A shared machine under load can take minutes to start a process that loads the model.
+        proxy = start_proxy_process(folder, upstream.url, embedding_model=embedding_model, deadline_s=300.0)
         try:
             with httpx.Client(timeout=300.0) as http:
                 _warm_up(http, upstream.fake, upstream.url, proxy.url)
-                for trajectory in trajectories:
+                for trajectory, budget in jobs:
                     needs = needs_by_step(trajectory.messages)
                     sizes = [counter.message_tokens(m) for m in trajectory.messages]
                     steps = [i for i in trajectory.steps() if trajectory.is_step(i)][:max_steps]
-                    replayed.append((trajectory.name, trajectory.split, len(steps)))
-                    for budget in budgets:
-                        replay = _Replay(http, upstream.fake, upstream.url, proxy.url, trajectory, budget)
-                        for i in progress(steps, f"{trajectory.name} @{budget:,}", enabled=show_progress):
-                            records.append(replay.step(i, sizes, needs))
-                        upstream.fake.cache.reset()  # its namespaces were this replay's alone: free them
+                    replayed[trajectory.name] = (trajectory.name, trajectory.split, len(steps))
+                    replay = _Replay(http, upstream.fake, upstream.url, proxy.url, trajectory, budget)
+                    for i in progress(steps, f"{trajectory.name} @{budget:,}", enabled=show_progress):
+                        records.append(replay.step(i, sizes, needs))
+                    upstream.fake.cache.reset()  # its namespaces were this replay's alone: free them
         finally:
             proxy.stop()
     finally:
         upstream.served.stop()
-    return AgentsRun(tuple(budgets), tuple(replayed), tuple(records), embedding_model or "sentence-transformers/all-MiniLM-L6-v2",
+    budgets = tuple(dict.fromkeys(b for _, b in jobs))
+    return AgentsRun(budgets, tuple(replayed.values()), tuple(records), embedding_model or "sentence-transformers/all-MiniLM-L6-v2",
                      time.perf_counter() - started)
 
 

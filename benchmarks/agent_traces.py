@@ -48,7 +48,7 @@ class Trajectory:
         return range(2, len(self.messages))
 
     def is_step(self, i: int) -> bool:
-        return self.messages[i]["role"] == "assistant"
+        return bool(self.messages[i]["role"] == "assistant")
 
 
 def split_of(name: str) -> str:

@@ -3,7 +3,7 @@
     python -m benchmarks.agents --write          # all 23 trajectories at 8,000 / 16,000 / 32,000, then section H
                                                  # spliced into benchmarks/RESULTS.md, results.json["H"] and the README headline
     python -m benchmarks.agents --save run.json  # keep the step records of the run (to render it again)
-    python -m benchmarks.agents --parallel ...   # the three budgets at once, each through its own proxy process
+    python -m benchmarks.agents --workers 3 ...  # three processes at once, each with its own fake and proxy
     python -m benchmarks.agents --from run.json --before main.json --write   # render a saved run, with an earlier one as "before"
     python -m benchmarks.agents --budgets 8000 --only pyvista --steps 30     # a quick look: prints the figures, writes nothing
 
@@ -28,7 +28,7 @@ from pathlib import Path
 from multiprocessing import get_context
 from typing import Any
 
-from .agent_replay import BUDGETS, AgentsRun, load_run, run_agents, save_run
+from .agent_replay import BUDGETS, AgentsRun, load_run, run_agents, run_jobs, save_run
 from .agent_traces import DEFAULT_TRACES, Trajectory, load_trajectories
 from .corpus import REPO_ROOT
 from .headline import main as write_headline
@@ -61,34 +61,51 @@ def quick_trajectories(trajectories: list[Trajectory]) -> list[Trajectory]:
             if any(t.split == split for t in trajectories)]
 
 
-def _replay_budgets(trajectories: list[Trajectory], folder: Path, budgets: tuple[int, ...], max_steps: int | None,
-                    embedding_model: str | None, show_progress: bool, parallel: bool) -> AgentsRun:
-    if not parallel or len(budgets) < 2:
+def _shares(jobs: list[tuple[Trajectory, int]], workers: int, max_steps: int | None) -> list[list[tuple[Trajectory, int]]]:
+    """`jobs` dealt to `workers` by their number of steps, largest first, each to the lightest share."""
+    shares: list[list[tuple[Trajectory, int]]] = [[] for _ in range(workers)]
+    load = [0] * workers
+    for job in sorted(jobs, key=lambda j: -len(list(j[0].steps())[:max_steps])):
+        k = load.index(min(load))
+        shares[k].append(job)
+        load[k] += len(list(job[0].steps())[:max_steps])
+    return [share for share in shares if share]
+
+
+def _replay(trajectories: list[Trajectory], folder: Path, budgets: tuple[int, ...], max_steps: int | None,
+            embedding_model: str | None, show_progress: bool, workers: int) -> AgentsRun:
+    jobs = [(t, b) for b in budgets for t in trajectories]
+    if workers < 2 or len(jobs) < 2:
         return run_agents(trajectories, folder, budgets, max_steps, embedding_model, show_progress)
-    # One process per budget, each with its own fake and its own `serve`: the budgets share nothing
-    # but the machine (the latency pairs then include that contention; the section says so).
+    # Each worker runs its own fake and its own `serve`: the sessions share nothing but the machine
+    # (the latency pairs then include that contention; the section says so).
     started = time.perf_counter()
-    for budget in budgets:
-        (folder / f"b{budget}").mkdir()
-    with ProcessPoolExecutor(max_workers=len(budgets), mp_context=get_context("spawn")) as pool:
-        jobs = [pool.submit(run_agents, trajectories, folder / f"b{b}", (b,), max_steps, embedding_model, False) for b in budgets]
-        parts = [job.result() for job in jobs]
-    return AgentsRun(budgets, parts[0].trajectories, tuple(s for part in parts for s in part.steps), parts[0].embedding_model,
+    shares = _shares(jobs, workers, max_steps)
+    for k in range(len(shares)):
+        (folder / f"w{k}").mkdir()
+    with ProcessPoolExecutor(max_workers=len(shares), mp_context=get_context("spawn")) as pool:
+        parts = [job.result() for job in [pool.submit(run_jobs, share, folder / f"w{k}", max_steps, embedding_model, False)
+                                          for k, share in enumerate(shares)]]
+    order = {(t.name, b): n for n, (t, b) in enumerate(jobs)}
+    steps = sorted((s for part in parts for s in part.steps), key=lambda s: (order[(s.trajectory, s.budget)], s.step))
+    replayed = {name: (name, split, n) for part in parts for name, split, n in part.trajectories}
+    return AgentsRun(budgets, tuple(replayed[t.name] for t in trajectories), tuple(steps), parts[0].embedding_model,
                      time.perf_counter() - started)
 
 
 def measure(trajectories: list[Trajectory], command: str, budgets: tuple[int, ...] = BUDGETS, max_steps: int | None = None,
             embedding_model: str | None = None, show_progress: bool = True, label: str = "",
-            parallel: bool = False) -> tuple[AgentsRun, dict[str, Any]]:
-    """Run the replay (`parallel`: the budgets at once, one process each) and describe how it was
-    made (command, commit, date, load average)."""
+            workers: int = 1) -> tuple[AgentsRun, dict[str, Any]]:
+    """Run the replay (`workers` > 1: that many processes, each with its own fake and `serve`,
+    replaying a share of the (trajectory, budget) pairs) and describe how it was made (command,
+    commit, date, load average)."""
     machine = describe_machine()
     load_start = load_average()
     started = datetime.now(timezone.utc)
     with tempfile.TemporaryDirectory(prefix="bench-agents-") as tmp:
-        run = _replay_budgets(trajectories, Path(tmp), budgets, max_steps, embedding_model, show_progress, parallel)
+        run = _replay(trajectories, Path(tmp), budgets, max_steps, embedding_model, show_progress, workers)
     meta = {"command": command, "commit": machine.commit, "date": started.strftime("%Y-%m-%d %H:%M UTC"), "cores": machine.cores,
-            "load_start": list(load_start), "load_end": list(load_average()), "label": label, "parallel": parallel and len(budgets) > 1}
+            "load_start": list(load_start), "load_end": list(load_average()), "label": label, "workers": workers}
     return run, meta
 
 
@@ -112,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default="", help="comma-separated parts of trajectory names to replay (default: all)")
     parser.add_argument("--steps", type=int, default=None, help="replay only the first N steps of each trajectory")
     parser.add_argument("--embedding-model", default=None, help="the proxy's embedding model (default: its default)")
-    parser.add_argument("--parallel", action="store_true", help="replay the budgets at once, each through its own proxy process")
+    parser.add_argument("--workers", type=int, default=1, help="replay in this many processes, each with its own fake and proxy")
     parser.add_argument("--save", default=None, help="write the run's step records here (JSON)")
     parser.add_argument("--from", dest="from_", default=None, help="no replay: render the step records saved in this file")
     parser.add_argument("--before", default=None, help="step records of an earlier run, shown as 'before'")
@@ -131,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         trajectories = [t for t in trajectories if not wanted or any(w in t.name for w in wanted)]
         command = "python -m benchmarks.agents " + shlex.join(argv if argv is not None else sys.argv[1:])
         run, meta = measure(trajectories, command.strip(), tuple(int(b) for b in args.budgets.split(",")), args.steps,
-                            args.embedding_model, not args.no_progress, parallel=args.parallel)
+                            args.embedding_model, not args.no_progress, workers=args.workers)
         if args.save:
             save_run(run, meta, _path(args.save))
     before = None

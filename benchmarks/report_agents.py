@@ -138,8 +138,13 @@ def _run_line(meta: dict[str, Any], seconds: float) -> str:
     return (f"Run: `{meta.get('command', '?')}` at commit {meta.get('commit', '?')}, {meta.get('date', '?')}, {seconds:,.0f} s; "
             f"load average (1/5/15 min) {load0[0]:.2f}/{load0[1]:.2f}/{load0[2]:.2f} at start, "
             f"{load1[0]:.2f}/{load1[1]:.2f}/{load1[2]:.2f} at end"
-            + ("; the budgets replayed at once, each through its own proxy process (the latency pairs include that contention)."
-               if meta.get("parallel") else "; one replay at a time."))
+            + (f"; {_workers(meta)} replays at once, each through its own proxy process (the latency pairs include that contention)."
+               if _workers(meta) > 1 else "; one replay at a time."))
+
+
+def _workers(meta: dict[str, Any]) -> int:
+    # Runs saved before `workers` existed said `parallel`: one process per budget.
+    return int(meta.get("workers") or (3 if meta.get("parallel") else 1))
 
 
 def section_h(h: dict[str, Any] | None, skipped: str | None = None) -> list[str]:

@@ -214,8 +214,8 @@ def _run(args: argparse.Namespace, argv: list[str] | None, server: PgServer | No
                 notes.append(f"section H replayed the first {QUICK_STEPS} steps of {len(run.trajectories)} trajectories at budget "
                              f"{QUICK_BUDGET:,}, lexical memory")
             else:
-                # The budgets at once, one proxy process each: one after the other would take ~3x as long.
-                run, meta = measure(trajectories, command, show_progress=show, parallel=True)
+                # Three replays at once, one proxy process each: one after the other would take ~3x as long.
+                run, meta = measure(trajectories, command, show_progress=show, workers=3)
             h = agents_summaries(run, meta)
             seconds["H"] = time.perf_counter() - t0
     info = RunInfo(command=command, date=started.strftime("%Y-%m-%d %H:%M UTC"), quick=args.quick, machine=machine,
