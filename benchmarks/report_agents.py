@@ -65,6 +65,8 @@ def _group(run: AgentsRun, split: str, budget: int) -> list[StepRecord]:
 def summaries(run: AgentsRun, meta: dict[str, Any], before: dict[str, Any] | None = None) -> dict[str, Any]:
     """What results.json keeps of section H: how the run was made and every split at every budget
     (no per-step series). `before`: the same of an earlier run, shown next to this one."""
+    if meta.get("parallel") and not meta.get("workers"):  # saved before `workers` existed: one process per budget
+        meta = {**meta, "workers": len(run.budgets)}
     rows = [{"split": split, "budget": budget, **summarize(_group(run, split, budget))}
             for budget in run.budgets for split, _ in SPLITS if _group(run, split, budget)]
     per_trajectory = [{"name": name, "split": split, **{k: v for k, v in summarize(picked).items() if k in _PER_TRAJECTORY}}
@@ -143,8 +145,7 @@ def _run_line(meta: dict[str, Any], seconds: float) -> str:
 
 
 def _workers(meta: dict[str, Any]) -> int:
-    # Runs saved before `workers` existed said `parallel`: one process per budget.
-    return int(meta.get("workers") or (3 if meta.get("parallel") else 1))
+    return int(meta.get("workers") or 1)
 
 
 def section_h(h: dict[str, Any] | None, skipped: str | None = None) -> list[str]:
@@ -177,8 +178,26 @@ def section_h(h: dict[str, Any] | None, skipped: str | None = None) -> list[str]
     ]
     before = h.get("before")
     if before:
-        out += [f"Before: the same protocol at commit {before['meta'].get('commit', '?')} ({before['meta'].get('label', 'earlier run')}).", "",
-                _run_line(before["meta"], before["seconds"]), "", *_table(before), ""]
+        out += ["### Before and after", "", f"Before: the same protocol at commit {before['meta'].get('commit', '?')}"
+                + (f" ({before['meta']['label']})" if before["meta"].get("label") else "") + ". " + _run_line(before["meta"], before["seconds"]), "",
+                *_compare(before, h), "", "The whole before run:", "", *_table(before), ""]
+    return out
+
+
+def _compare(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """Before → after for every split and budget both runs measured."""
+    earlier = {(r["split"], r["budget"]): r for r in before["rows"]}
+    labels = dict(SPLITS)
+    out = ["| split | budget | forwarded vs resend | cost at r=0.1 | cost at r=0.25 | identifier recall | rejected | `over_budget` "
+           "| added ms p50 |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in after["rows"]:
+        b = earlier.get((r["split"], r["budget"]))
+        if b is None:
+            continue
+        out.append(f"| {labels[r['split']]} | {r['budget']:,} | {b['raw_vs_resend']:.2f}× → {r['raw_vs_resend']:.2f}× "
+                   f"| {b['cost']['0.1']:.2f}× → {r['cost']['0.1']:.2f}× | {b['cost']['0.25']:.2f}× → {r['cost']['0.25']:.2f}× "
+                   f"| {b['recall']:.3f} → {r['recall']:.3f} | {b['rejected']} → {r['rejected']} | {b['over_budget']:,} → {r['over_budget']:,} "
+                   f"| {b['added_ms']['p50']:+.1f} → {r['added_ms']['p50']:+.1f} |")
     return out
 
 
