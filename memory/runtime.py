@@ -17,6 +17,7 @@ from memory.recall.embeddings import DEFAULT_MODEL, Embedder, load_embedder
 from memory.errors import InvalidArgumentError, MemoryRuntimeError
 from memory.recall.index import SessionView
 from memory.recall.memo import MessageMemo
+from memory.turn.compact import CompactMemo
 from memory.records import SessionSummary
 from memory.recall.retrieval import DEFAULT_OPTIONS, RankOptions
 from memory.session import Session
@@ -62,6 +63,8 @@ class Runtime:
         self._max_views = max(1, max_views)
         # A client resends its history every call: its messages are hashed and counted once.
         self.memo = MessageMemo(MESSAGE_MEMO)
+        # A tool loop's compactions are replayed on every request: their renderings are remembered.
+        self.compact_memo = CompactMemo()
         self._open_lock = asyncio.Lock()
         self._opened = False
         self._embeddings = EmbeddingQueue(self.store, lambda: self.embedder, self._fresh_view)

@@ -31,6 +31,7 @@ from memory.prompt.state import extract_lines, state_as_dict
 from memory.store.protocol import StoreTx
 from memory.recall.tokens import get_counter
 from memory.ingest.transcript import SYSTEM_ROLES, chain_hashes, message_text, message_to_event
+from memory.turn.compact import Rewrite
 from memory.turn.turns import (Request, TurnInputs, TurnPlan, Usage, align_request, build_plan, query_text, totals_dict, turn_inputs,
                     turn_record)
 
@@ -169,7 +170,7 @@ class Session:
     # -- turns (what the proxy does per request) -----------------------------------------------
     async def prepare_turn(self, messages: Sequence[dict[str, Any]], budget_tokens: int, model: str = "gpt-4o-mini",
                            scope: str = "", named: bool = True, policy: LayoutPolicy | str = "cache",
-                           resume_at: int | None = None) -> TurnPlan:
+                           resume_at: int | None = None, rewrite: Rewrite | None = None) -> TurnPlan:
         """Plan the prompt for one request of a client's conversation: align it with what is
         stored, store the history it brings that memory lacked, and lay the prompt out on the
         session's stable frame within `budget_tokens`. The live tail (the last user message and
@@ -177,6 +178,8 @@ class Session:
         has answered. `named` says the caller named the session (so a request that does not start
         where the conversation starts continues it: a stateless or sliding-window client);
         `policy` (see `memory.prompt.policy`) trades the provider's prompt cache against fresh evidence.
+        `rewrite` puts a compacted live-tail message back in the client's wire form
+        (`memory.turn.compact.Rewrite`; default: chat messages).
         `resume_at` says the messages continue the stored transcript from that position (a
         Responses API `previous_response_id`): the request is then memory's copy of the
         transcript up to there followed by `messages`, so a continuation from an earlier reply
@@ -205,7 +208,8 @@ class Session:
             view = await self.runtime.loaded_view(self.id)
 
             def lay_against_memory() -> tuple[TurnInputs, bool]:
-                inputs = turn_inputs(aligned, request, transcript, view, model, budget_tokens, self.runtime.tokens_for(counter))
+                inputs = turn_inputs(aligned, request, transcript, view, model, budget_tokens, self.runtime.tokens_for(counter),
+                                     rewrite, self.runtime.compact_memo)
                 return inputs, needs_memory(inputs.system, inputs.history, inputs.tail, budget_tokens, counter)
 
             inputs, needed = await asyncio.to_thread(lay_against_memory)

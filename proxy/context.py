@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from memory import Runtime, TurnPlan, Usage, get_counter
+from memory.turn.compact import Rewrite
 from memory import errors as memory_errors
 
 __all__ = ["Prepared", "prepare", "commit", "new_session_id"]
@@ -44,7 +45,7 @@ class Prepared:
 
     @property
     def mode(self) -> str:
-        return self.plan.layout.mode if self.plan is not None else "unmodified"
+        return self.plan.mode if self.plan is not None else "unmodified"
 
     def headers(self) -> dict[str, str]:
         out = {
@@ -74,10 +75,12 @@ async def _unmodified(session_id: str, messages: list[dict[str, Any]], model: st
 
 
 async def prepare(runtime: Runtime, messages: list[dict[str, Any]], model: str, budget: int, session_header: str | None,
-                  scope: str, new_id: Callable[[], str] = new_session_id, policy: str = "cache", resume_at: int | None = None) -> Prepared:
+                  scope: str, new_id: Callable[[], str] = new_session_id, policy: str = "cache", resume_at: int | None = None,
+                  rewrite: Rewrite | None = None) -> Prepared:
     """Resolve the session and plan the prompt; never raises (memory failures fail open). `new_id`
     names a session the request does not name and no stored transcript matches. `resume_at`: the
-    messages continue the named session's transcript from that position."""
+    messages continue the named session's transcript from that position; `rewrite` puts a compacted
+    message back in the route's wire form."""
     session_id = session_header
     if session_id is None:
         try:
@@ -87,7 +90,7 @@ async def prepare(runtime: Runtime, messages: list[dict[str, Any]], model: str, 
             return await _unmodified(new_id(), messages, model, _reason(exc))
     try:
         plan = await runtime.session(session_id).prepare_turn(
-            messages, budget, model, scope=scope, named=session_header is not None, policy=policy, resume_at=resume_at
+            messages, budget, model, scope=scope, named=session_header is not None, policy=policy, resume_at=resume_at, rewrite=rewrite
         )
     except memory_errors.MemoryRuntimeError as exc:
         log.warning("memory failed; forwarding unmodified: %s", _reason(exc))
@@ -98,7 +101,7 @@ async def prepare(runtime: Runtime, messages: list[dict[str, Any]], model: str, 
     forwarded = plan.messages
     # The plan counted what the client sent (each resent message once, from memory's cache); with
     # `resume_at` that is the whole chain the id stands for, which the provider would read.
-    if resume_at is None and plan.layout.mode == "full_history" and plan.carries_history:
+    if resume_at is None and plan.mode == "full_history" and plan.carries_history:
         # Everything fits and the client sent the whole conversation: forward it exactly as sent.
         forwarded = messages
     return Prepared(session_id, forwarded, plan.sent_tokens, plan.result.tokens, plan.result.items_included, plan)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from memory.turn.align import Alignment, align, tail_start
+from memory.turn.compact import CompactMemo, CompactPolicy, Compaction, Rewrite, compact_tail
 from memory.prompt.compiler import CompileResult, result_of
 from memory.prompt.evidence import unit_message
 from memory.recall.index import SessionView
@@ -30,7 +31,7 @@ from memory.recall.tokens import REPLY_PRIMING_TOKENS, TiktokenCounter
 from memory.ingest.transcript import GENESIS_CHAIN, SYSTEM_ROLES, message_hash, message_text
 
 __all__ = ["TurnPlan", "TurnInputs", "Usage", "Request", "Aligned", "align_request", "turn_inputs", "build_plan", "request_key",
-           "query_text", "carried_query", "turn_record", "totals_dict"]
+           "query_text", "carried_query", "turn_record", "totals_dict", "tail_room"]
 
 
 @dataclass(frozen=True)
@@ -95,10 +96,19 @@ class TurnPlan:
     sent_tokens: int
     # The request starts where the conversation starts (it carries the whole history).
     carries_history: bool = False
+    # The live tail as compacted for this prompt (None: it went up verbatim).
+    compaction: Compaction | None = None
 
     @property
     def messages(self) -> list[dict[str, Any]]:
         return self.result.messages
+
+    @property
+    def mode(self) -> str:
+        """The layout's mode, or `compacted` when the live tail went up compacted (and within budget)."""
+        if self.compaction is not None and self.compaction.compacted and self.layout.mode != "over_budget":
+            return "compacted"
+        return self.layout.mode
 
 
 def request_key(system: list[dict[str, Any]], anchor: str, tail: list[dict[str, Any]], model: str, budget: int) -> str:
@@ -160,14 +170,18 @@ class TurnInputs:
     key: str
     sent_tokens: int
     carries_history: bool
+    compaction: Compaction | None = None
 
     def anchor(self, n: int) -> str:
         return GENESIS_CHAIN if n == 0 else self.chains[n - 1]
 
 
 def turn_inputs(aligned: Aligned, request: Request, transcript: list[TranscriptEntry], view: SessionView, model: str,
-                budget: int, token_of: Callable[[dict[str, Any]], int]) -> TurnInputs:
-    """Everything the layout needs from the request and the stored transcript (pure)."""
+                budget: int, token_of: Callable[[dict[str, Any]], int], rewrite: Rewrite | None = None,
+                memo: CompactMemo | None = None, compact_policy: CompactPolicy = CompactPolicy()) -> TurnInputs:
+    """Everything the layout needs from the request and the stored transcript (pure). A live tail
+    that outgrows its room (`tail_room`) is compacted (`memory.turn.compact`); `rewrite` puts a
+    compacted message back in the client's wire form."""
     p = aligned.p
     history: list[Line] = []
     for pos in range(p):
@@ -178,8 +192,20 @@ def turn_inputs(aligned: Aligned, request: Request, transcript: list[TranscriptE
     anchor = chains[p - 1] if p else GENESIS_CHAIN
     hidden = frozenset(f"e{e.event_id}" for e in transcript[p:] if e.event_id is not None)
     sent = sum(token_of(m) for m in request.messages) + REPLY_PRIMING_TOKENS
-    return TurnInputs(history, tail, system, query_text(tail), chains, hidden, request_key(system, anchor, tail, model, budget), sent,
-                      aligned.alignment.base == 0)
+    key = request_key(system, anchor, tail, model, budget)
+    room = tail_room(budget, sum(token_of(m) for m in system), bool(history), compact_policy)
+    compaction = compact_tail(tail, room, token_of, compact_policy, rewrite, memo)
+    return TurnInputs(history, compaction.messages, system, query_text(tail), chains, hidden, key, sent,
+                      aligned.alignment.base == 0, compaction)
+
+
+def tail_room(budget: int, system_tokens: int, has_history: bool, policy: CompactPolicy) -> int:
+    """The tokens the live tail may take before it is compacted: the budget less the app's system
+    messages, the reply priming and, when there is earlier conversation, `memory_share` of the
+    budget kept for it (the state block, recent turns, evidence). Constant within a turn, so the
+    tail's compaction points are too."""
+    reserve = int(budget * policy.memory_share) if has_history else 0
+    return budget - system_tokens - REPLY_PRIMING_TOKENS - reserve
 
 
 def build_plan(session_id: str, model: str, budget: int, request: Request, named: bool, scope: str, inputs: TurnInputs,
@@ -201,8 +227,10 @@ def build_plan(session_id: str, model: str, budget: int, request: Request, named
                     anchor=inputs.anchor, hidden=inputs.hidden, frame=frame, reuse_evidence=reused_evidence, policy=policy),
         view, counter,
     )
+    if inputs.compaction is not None and inputs.compaction.compacted:
+        layout.manifest["compaction"] = inputs.compaction.manifest()
     return TurnPlan(session_id, model, budget, request, named, scope, result_of(layout, budget), layout, p, inputs.key,
-                    inputs.sent_tokens, inputs.carries_history)
+                    inputs.sent_tokens, inputs.carries_history, inputs.compaction)
 
 
 def _pick_frame(frames: list[FrameRecord], reuse: TurnRecord | None, serves: Callable[[FrameRecord], bool]) -> FrameRecord | None:
@@ -245,7 +273,7 @@ def query_text(tail: list[dict[str, Any]]) -> str:
 def turn_record(plan: TurnPlan, frame_id: int | None, usage: Usage) -> TurnRecord:
     return TurnRecord(
         request_key=plan.request_key, frame_id=frame_id, tail_pos=plan.tail_pos, evidence=plan.layout.evidence, model=plan.model,
-        mode=plan.layout.mode, sent_tokens=plan.sent_tokens, forwarded_tokens=plan.result.tokens,
+        mode=plan.mode, sent_tokens=plan.sent_tokens, forwarded_tokens=plan.result.tokens,
         prompt_tokens=usage.prompt_tokens, cached_tokens=usage.cached_tokens, completion_tokens=usage.completion_tokens,
     )
 

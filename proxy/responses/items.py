@@ -27,7 +27,7 @@ import hashlib
 import json
 from typing import Any
 
-__all__ = ["to_messages", "to_input", "reply_message", "item_ids", "INSTRUCTIONS_KEY", "is_assistant_side"]
+__all__ = ["to_messages", "to_input", "reply_message", "item_ids", "rewrite", "INSTRUCTIONS_KEY", "is_assistant_side"]
 
 # Marks the system message that stands for the request's `instructions`.
 INSTRUCTIONS_KEY = "x_memory_instructions"
@@ -176,3 +176,46 @@ def to_input(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
         else:
             out.extend(_chat_to_items(message))
     return out
+
+
+def rewrite(original: dict[str, Any], rewritten: dict[str, Any]) -> dict[str, Any] | None:
+    """A message memory compacted (`memory.turn.compact`), back in Responses form: a tool output
+    item with its output replaced (same kind, same call_id), an assistant run with its calls'
+    arguments (a custom tool's input) and its one text message replaced, every other item (reasoning
+    with its `encrypted_content`) untouched. None where the items cannot carry the change."""
+    item = original.get("item")
+    if isinstance(item, dict):
+        if not _kind(item).endswith("_output") or not isinstance(rewritten.get("content"), str):
+            return None
+        text = rewritten["content"]
+        output = item.get("output")
+        if isinstance(output, list) and output and all(isinstance(o, dict) and "stdout" in o for o in output):
+            new_output: Any = [{**output[0], "stdout": text, "stderr": ""}]  # a shell call's output
+        elif isinstance(output, str):
+            new_output = text
+        else:
+            return None
+        return {**original, **rewritten, "item": {**item, "output": new_output}}
+    items = original.get("items")
+    if not isinstance(items, list):
+        return {**original, **rewritten}
+    before = {str(c.get("id")): (c.get("function") or {}).get("arguments") for c in original.get("tool_calls") or ()}
+    arguments = {k: v for k, v in ((str(c.get("id")), (c.get("function") or {}).get("arguments")) for c in rewritten.get("tool_calls") or ())
+                 if v != before.get(k)}
+    texts = [n for n, i in enumerate(items) if _kind(i) == "message"]
+    if rewritten.get("content") != original.get("content") and len(texts) != 1:
+        return None
+    out: list[dict[str, Any]] = []
+    for n, i in enumerate(items):
+        kind = _kind(i)
+        call_id = str(i.get("call_id")) if i.get("call_id") is not None else None
+        if n in texts and rewritten.get("content") != original.get("content"):
+            i = {**i, "content": [{"type": "output_text", "text": rewritten.get("content") or "", "annotations": []}]}
+        elif call_id in arguments and kind == "function_call" and isinstance(i.get("arguments"), str):
+            i = {**i, "arguments": arguments[call_id]}
+        elif call_id in arguments and kind == "custom_tool_call" and isinstance(i.get("input"), str):
+            i = {**i, "input": arguments[call_id]}
+        elif call_id in arguments:
+            return None  # a call whose arguments live elsewhere (an action object): left whole
+        out.append(i)
+    return {**original, **rewritten, "items": out}

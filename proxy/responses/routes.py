@@ -35,7 +35,7 @@ from proxy.access.guard import caller_of
 from proxy.http import error_response, header_int, json_response, layout_policy, read_body, session_header_of
 from proxy.access.limits import check_limits
 from proxy.metrics import ChatMeter
-from proxy.responses.items import item_ids, reply_message, to_input, to_messages
+from proxy.responses.items import item_ids, reply_message, rewrite, to_input, to_messages
 from proxy.responses.upstream import TERMINAL_EVENTS, Opened
 from proxy.services import Services, services
 from proxy.sse import encode_event
@@ -109,7 +109,7 @@ async def create_response(request: Request) -> Response:
     messages = to_messages(items, parsed.instructions)
     await check_limits(messages, parsed.model, svc.config.limits)
     prepared = await prepare(svc.runtime, messages, parsed.model, budget, session_id, scope, caller.new_session_id,
-                             layout_policy(request, svc.config.layout_policy), resume_at)
+                             layout_policy(request, svc.config.layout_policy), resume_at, rewrite)
     meter.prepared(prepared.mode, prepared.original_tokens, prepared.compiled_tokens, prepared.error is not None)
     forward = raw
     if prepared.plan is not None:

@@ -1,0 +1,146 @@
+"""The rules of live-tail compaction (`memory.turn.compact`): what is compacted, what never is, and
+the cache-stable batching."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from memory.recall.tokens import get_counter
+from memory.turn.compact import CompactPolicy, compact_tail
+from memory.turn.stubs import STUB_MARK, artifact_id
+from testkit.checks import orphan_problems
+from testkit.openai_rules import check_chat
+
+COUNTER = get_counter("gpt-4o-mini")
+TASK = {"role": "user", "content": "Make the pager's last page never empty, then run the tests."}
+
+
+def _output(k: int, lines: int = 40) -> str:
+    return "\n".join(f"src/pager_{k}.py:{n}: def page_{k}_{n}(items, size): return items[{n}:{n} + size]" for n in range(lines))
+
+
+def _step(k: int, command: str, output: str) -> list[dict[str, Any]]:
+    return [{"role": "assistant", "content": f"Step {k}: I run {command}.",
+             "tool_calls": [{"id": f"call_{k}", "type": "function", "function": {"name": "bash", "arguments": json.dumps({"command": command})}}]},
+            {"role": "tool", "tool_call_id": f"call_{k}", "content": output}]
+
+
+def _loop(steps: int, output: Any = _output) -> list[dict[str, Any]]:
+    tail = [TASK]
+    for k in range(steps):
+        command, text = output(k) if not isinstance(output(k), str) else (f"grep -rn page_{k} src", output(k))
+        tail += _step(k, command, text)
+    return tail
+
+
+def _tokens(messages: list[dict[str, Any]]) -> int:
+    return sum(COUNTER.message_tokens(m) for m in messages)
+
+
+def test_a_tail_that_fits_goes_up_unchanged() -> None:
+    tail = _loop(3)
+    result = compact_tail(tail, 10_000, COUNTER.message_tokens)
+    assert result.messages == tail and not result.compacted and result.saved == 0
+
+
+def test_a_long_loop_fits_its_room_keeps_the_task_the_newest_steps_and_every_answer() -> None:
+    tail = _loop(40, lambda k: (f"grep -rn page_{k} src", _output(k, 20)))
+    room = 6_000
+    result = compact_tail(tail, room, COUNTER.message_tokens)
+    assert _tokens(tail) > 4 * room
+    assert result.compacted and _tokens(result.messages) == result.tokens <= room
+    assert result.messages[0] == TASK
+    assert result.messages[-4:] == tail[-4:]  # the newest two steps, verbatim
+    assert orphan_problems(result.messages) == []
+    assert check_chat({"model": "m", "messages": [{"role": "system", "content": "s"}, *result.messages]}) is None
+    stubs = [m for m in result.messages if m.get("role") == "tool" and str(m["content"]).startswith(STUB_MARK)]
+    assert stubs and all("re-run the tool" in m["content"] or "identical" in m["content"] for m in stubs)
+    # A stub names the call that made it and the content's address.
+    stub = next(m for m in stubs if "compacted output" in m["content"])
+    original = next(m for m in tail if m.get("tool_call_id") == stub["tool_call_id"])
+    assert artifact_id(original["content"]) in stub["content"] and "grep -rn page_" in stub["content"]
+
+
+def test_between_compactions_the_prompt_only_grows() -> None:
+    tail = _loop(80, lambda k: (f"grep -rn page_{k} src", _output(k, 8)))
+    room = 6_000
+    previous = None
+    compactions = appends = 0
+    for n in range(3, len(tail) + 1, 2):
+        result = compact_tail(tail[:n], room, COUNTER.message_tokens)
+        assert result.tokens <= room
+        if previous is not None:
+            if result.compactions == previous.compactions:
+                assert result.messages[: len(previous.messages)] == previous.messages
+                appends += 1
+            else:
+                compactions += 1
+        previous = result
+    assert compactions >= 3 and appends > 4 * compactions  # batches, not a compaction per step
+
+
+def test_a_compaction_goes_well_below_the_room() -> None:
+    tail = _loop(40)
+    result = compact_tail(tail, 6_000, COUNTER.message_tokens, CompactPolicy(low_water=0.5))
+    # The last compaction brought it to half the room; the steps after it were appended.
+    at_point = compact_tail(tail[: result.point], 6_000, COUNTER.message_tokens, CompactPolicy(low_water=0.5))
+    assert at_point.tokens <= 3_000
+
+
+def test_an_identical_output_goes_up_once_pointing_at_the_newer_copy() -> None:
+    same = _output(1)
+    tail = _loop(16, lambda k: ("cat src/pager.py", same) if k in (10, 14) else (f"grep -rn page_{k} src", _output(k, 8)))
+    result = compact_tail(tail, 6_000, COUNTER.message_tokens, CompactPolicy(verbatim_share=0.9))
+    older = next(m for m in result.messages if m.get("tool_call_id") == "call_10")
+    newer = next(m for m in result.messages if m.get("tool_call_id") == "call_14")
+    assert newer["content"] == same
+    assert "identical to the output of the later call call_14" in older["content"]
+
+
+def test_a_re_read_after_an_edit_goes_up_as_a_diff_while_the_earlier_read_is_verbatim() -> None:
+    before = _output(1)
+    after = before.replace("def page_1_7(items, size)", "def page_1_7(items, size, strict=True)")
+
+    def steps(k: int) -> tuple[str, str]:
+        if k == 20:
+            return "cat src/pager.py", before
+        if k == 22:
+            return "cat src/pager.py", after
+        return f"grep -rn page_{k} src", _output(k, 8)
+
+    tail = _loop(26, steps)
+    result = compact_tail(tail, 4_500, COUNTER.message_tokens, CompactPolicy(verbatim_share=0.9))
+    base = next(m for m in result.messages if m.get("tool_call_id") == "call_20")
+    diff = next(m for m in result.messages if m.get("tool_call_id") == "call_22")
+    assert base["content"] == before
+    assert "with this diff applied" in diff["content"] and "+src/pager_1.py:7: def page_1_7(items, size, strict=True)" in diff["content"]
+    # With the earlier read stubbed, the re-read goes up whole.
+    tight = compact_tail(tail, 1_500, COUNTER.message_tokens)
+    first = next((m for m in tight.messages if m.get("tool_call_id") == "call_20"), None)
+    second = next((m for m in tight.messages if m.get("tool_call_id") == "call_22"), None)
+    if second is not None and "with this diff applied" in str(second["content"]):
+        assert first is not None and first["content"] == before
+
+
+def test_long_arguments_of_older_steps_keep_head_tail_and_stay_valid_json() -> None:
+    body = "\n".join(f"line {n} of the new module" for n in range(400))
+    tail = _loop(20, lambda k: (f"cat <<'EOF' > src/new_{k}.py\n{body}\nEOF", "ok") if k == 2 else (f"grep -rn page_{k} src", _output(k, 10)))
+    result = compact_tail(tail, 6_000, COUNTER.message_tokens)
+    call = next(m for m in result.messages if m.get("role") == "assistant" and any(c["id"] == "call_2" for c in m.get("tool_calls") or ()))
+    arguments = json.loads(call["tool_calls"][0]["function"]["arguments"])
+    assert arguments["command"].startswith("cat <<'EOF' > src/new_2.py") and arguments["command"].endswith("EOF")
+    assert "chars elided here" in arguments["command"] and call["tool_calls"][0]["function"]["name"] == "bash"
+
+
+def test_a_rewrite_hook_that_cannot_carry_a_change_leaves_the_message_whole() -> None:
+    tail = _loop(40)
+    result = compact_tail(tail, 4_000, COUNTER.message_tokens, rewrite=lambda original, new: None)
+    assert all(m in tail for m in result.messages if m.get("role") != "system")
+
+
+def test_the_same_messages_compact_the_same_way() -> None:
+    tail = _loop(50)
+    first = compact_tail(tail, 5_000, COUNTER.message_tokens)
+    second = compact_tail(json.loads(json.dumps(tail)), 5_000, COUNTER.message_tokens)
+    assert json.dumps(first.messages) == json.dumps(second.messages)
