@@ -35,7 +35,7 @@ from .headline import main as write_headline
 from .machine import describe_machine, load_average
 from .report_agents import section_h, splice_section, summaries
 
-__all__ = ["main", "measure", "quick_trajectories", "traces_or_reason"]
+__all__ = ["main", "measure", "quick_trajectories", "traces_or_reason", "load_runs"]
 
 QUICK_BUDGET = 2000
 QUICK_STEPS = 10
@@ -109,6 +109,29 @@ def measure(trajectories: list[Trajectory], command: str, budgets: tuple[int, ..
     return run, meta
 
 
+def load_runs(raw: str) -> tuple[AgentsRun, dict[str, Any]]:
+    """The step records saved in one file, or in several (comma-separated) from runs of the same
+    commit made at the same time (say, every trajectory at one budget and some at others), as one run."""
+    loaded = [load_run(_path(p)) for p in raw.split(",") if p]
+    if len(loaded) == 1:
+        return loaded[0]
+    commits = {meta["commit"] for _, meta in loaded}
+    if len(commits) != 1:
+        raise SystemExit(f"the saved runs were made at different commits ({', '.join(sorted(commits))}); render them apart")
+    runs = [run for run, _ in loaded]
+    metas = [meta for _, meta in loaded]
+    trajectories = {name: (name, split, n) for run in runs for name, split, n in run.trajectories}
+    budgets = tuple(sorted({b for run in runs for b in run.budgets}))
+    steps = tuple(sorted((s for run in runs for s in run.steps), key=lambda s: (s.budget, s.trajectory, s.step)))
+    if len({(s.trajectory, s.budget, s.step) for s in steps}) != len(steps):
+        raise SystemExit("the saved runs replayed the same step at the same budget twice; render them apart")
+    run = AgentsRun(budgets, tuple(sorted(trajectories.values())), steps, runs[0].embedding_model, max(r.seconds for r in runs))
+    meta = {**metas[0], "command": "; ".join(m["command"] for m in metas) + " (at the same time)",
+            "load_end": max((m["load_end"] for m in metas), key=lambda x: x[0]),
+            "workers": sum(int(m.get("workers") or 1) for m in metas)}
+    return run, meta
+
+
 def _write(out: Path, h: dict[str, Any]) -> None:
     results_path, markdown_path = out / "results.json", out / "RESULTS.md"
     results = json.loads(results_path.read_text(encoding="utf-8")) if results_path.exists() else {}
@@ -131,14 +154,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--embedding-model", default=None, help="the proxy's embedding model (default: its default)")
     parser.add_argument("--workers", type=int, default=1, help="replay in this many processes, each with its own fake and proxy")
     parser.add_argument("--save", default=None, help="write the run's step records here (JSON)")
-    parser.add_argument("--from", dest="from_", default=None, help="no replay: render the step records saved in this file")
-    parser.add_argument("--before", default=None, help="step records of an earlier run, shown as 'before'")
+    parser.add_argument("--from", dest="from_", default=None, help="no replay: render the step records saved in this file "
+                        "(or in these comma-separated files of one commit)")
+    parser.add_argument("--before", default=None, help="step records of an earlier run (file or files), shown as 'before'")
     parser.add_argument("--write", action="store_true", help="splice section H into RESULTS.md and results.json under --out")
     parser.add_argument("--out", default="benchmarks")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     if args.from_:
-        run, meta = load_run(_path(args.from_))
+        run, meta = load_runs(args.from_)
     else:
         trajectories, reason = traces_or_reason(args.agent_traces)
         if reason:
@@ -153,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
             save_run(run, meta, _path(args.save))
     before = None
     if args.before:
-        earlier, earlier_meta = load_run(_path(args.before))
+        earlier, earlier_meta = load_runs(args.before)
         before = summaries(earlier, earlier_meta)
     h = summaries(run, meta, before)
     for row in h["rows"]:
