@@ -33,7 +33,7 @@ from .agent_metrics import carried, clearing_window, needs_by_step, prompt_lines
 from .agent_traces import BASH_TOOL, Trajectory
 from .common import MODEL, progress
 
-__all__ = ["BUDGETS", "StepRecord", "AgentsRun", "run_agents", "run_jobs", "reply_of", "save_run", "load_run"]
+__all__ = ["BUDGETS", "StepRecord", "AgentsRun", "run_agents", "run_jobs", "reply_of", "save_run", "load_run", "load_journal"]
 
 BUDGETS = (8000, 16000, 32000)
 PROXY_KEY = "sk-bench-agents-through-the-proxy"
@@ -158,9 +158,10 @@ def run_agents(trajectories: Sequence[Trajectory], folder: Path, budgets: Sequen
 
 
 def run_jobs(jobs: Sequence[tuple[Trajectory, int]], folder: Path, max_steps: int | None = None, embedding_model: str | None = None,
-             show_progress: bool = True) -> AgentsRun:
+             show_progress: bool = True, journal: Path | None = None) -> AgentsRun:
     """Replay each (trajectory, budget) of `jobs`, in order, through one `serve` process in front
-    of one fake; every pair is its own session."""
+    of one fake; every pair is its own session. `journal`: a JSON-lines file that gets each pair's
+    step records as soon as the pair is done (a run cut short keeps what it finished)."""
     started = time.perf_counter()
     upstream = serve_upstream(FakeUpstream(keep_requests=True))
     records: list[StepRecord] = []
@@ -178,8 +179,12 @@ def run_jobs(jobs: Sequence[tuple[Trajectory, int]], folder: Path, max_steps: in
                     steps = [i for i in trajectory.steps() if trajectory.is_step(i)][:max_steps]
                     replayed[trajectory.name] = (trajectory.name, trajectory.split, len(steps))
                     replay = _Replay(http, upstream.fake, upstream.url, proxy.url, trajectory, budget)
-                    for i in progress(steps, f"{trajectory.name} @{budget:,}", enabled=show_progress):
-                        records.append(replay.step(i, sizes, needs))
+                    done = [replay.step(i, sizes, needs) for i in progress(steps, f"{trajectory.name} @{budget:,}", enabled=show_progress)]
+                    records += done
+                    if journal is not None:
+                        with journal.open("a", encoding="utf-8") as fh:
+                            fh.write(json.dumps({"trajectory": [trajectory.name, trajectory.split, len(steps)],
+                                                 "steps": [asdict(r) for r in done]}) + "\n")
                     upstream.fake.cache.reset()  # its namespaces were this replay's alone: free them
         finally:
             proxy.stop()
@@ -202,3 +207,21 @@ def load_run(path: Path) -> tuple[AgentsRun, dict[str, Any]]:
     run = AgentsRun(tuple(raw["budgets"]), tuple((str(n), str(s), int(k)) for n, s, k in raw["trajectories"]),
                     tuple(StepRecord(**s) for s in raw["steps"]), raw["embedding_model"], float(raw["seconds"]))
     return run, raw["meta"]
+
+
+def load_journal(folder: Path) -> tuple[AgentsRun, dict[str, Any]]:
+    """The pairs a journalled run finished so far (`folder/meta.json` and `folder/*.jsonl`)."""
+    meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+    trajectories: dict[str, tuple[str, str, int]] = {}
+    steps: list[StepRecord] = []
+    for path in sorted(folder.glob("*.jsonl")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            entry = json.loads(line)
+            name, split, n = entry["trajectory"]
+            trajectories[name] = (str(name), str(split), int(n))
+            steps += [StepRecord(**s) for s in entry["steps"]]
+    budgets = tuple(sorted({s.budget for s in steps}))
+    steps.sort(key=lambda s: (s.budget, s.trajectory, s.step))
+    last = max((p.stat().st_mtime for p in folder.glob("*.jsonl")), default=float(meta["started"]))
+    meta = {**meta, "journal": True}
+    return AgentsRun(budgets, tuple(sorted(trajectories.values())), tuple(steps), meta["embedding_model"], last - float(meta["started"])), meta

@@ -28,7 +28,7 @@ from pathlib import Path
 from multiprocessing import get_context
 from typing import Any
 
-from .agent_replay import BUDGETS, AgentsRun, load_run, run_agents, run_jobs, save_run
+from .agent_replay import BUDGETS, AgentsRun, load_journal, load_run, run_jobs, save_run
 from .agent_traces import DEFAULT_TRACES, Trajectory, load_trajectories
 from .corpus import REPO_ROOT
 from .headline import main as write_headline
@@ -73,10 +73,11 @@ def _shares(jobs: list[tuple[Trajectory, int]], workers: int, max_steps: int | N
 
 
 def _replay(trajectories: list[Trajectory], folder: Path, budgets: tuple[int, ...], max_steps: int | None,
-            embedding_model: str | None, show_progress: bool, workers: int) -> AgentsRun:
+            embedding_model: str | None, show_progress: bool, workers: int, journal: Path | None) -> AgentsRun:
     jobs = [(t, b) for b in budgets for t in trajectories]
     if workers < 2 or len(jobs) < 2:
-        return run_agents(trajectories, folder, budgets, max_steps, embedding_model, show_progress)
+        return run_jobs([(t, b) for t in trajectories for b in budgets], folder, max_steps, embedding_model, show_progress,
+                        journal / "w0.jsonl" if journal else None)
     # Each worker runs its own fake and its own `serve`: the sessions share nothing but the machine
     # (the latency pairs then include that contention; the section says so).
     started = time.perf_counter()
@@ -84,7 +85,8 @@ def _replay(trajectories: list[Trajectory], folder: Path, budgets: tuple[int, ..
     for k in range(len(shares)):
         (folder / f"w{k}").mkdir()
     with ProcessPoolExecutor(max_workers=len(shares), mp_context=get_context("spawn")) as pool:
-        parts = [job.result() for job in [pool.submit(run_jobs, share, folder / f"w{k}", max_steps, embedding_model, False)
+        parts = [job.result() for job in [pool.submit(run_jobs, share, folder / f"w{k}", max_steps, embedding_model, False,
+                                                      journal / f"w{k}.jsonl" if journal else None)
                                           for k, share in enumerate(shares)]]
     order = {(t.name, b): n for n, (t, b) in enumerate(jobs)}
     steps = sorted((s for part in parts for s in part.steps), key=lambda s: (order[(s.trajectory, s.budget)], s.step))
@@ -95,24 +97,29 @@ def _replay(trajectories: list[Trajectory], folder: Path, budgets: tuple[int, ..
 
 def measure(trajectories: list[Trajectory], command: str, budgets: tuple[int, ...] = BUDGETS, max_steps: int | None = None,
             embedding_model: str | None = None, show_progress: bool = True, label: str = "",
-            workers: int = 1) -> tuple[AgentsRun, dict[str, Any]]:
+            workers: int = 1, journal: Path | None = None) -> tuple[AgentsRun, dict[str, Any]]:
     """Run the replay (`workers` > 1: that many processes, each with its own fake and `serve`,
     replaying a share of the (trajectory, budget) pairs) and describe how it was made (command,
     commit, date, load average)."""
     machine = describe_machine()
     load_start = load_average()
     started = datetime.now(timezone.utc)
-    with tempfile.TemporaryDirectory(prefix="bench-agents-") as tmp:
-        run = _replay(trajectories, Path(tmp), budgets, max_steps, embedding_model, show_progress, workers)
     meta = {"command": command, "commit": machine.commit, "date": started.strftime("%Y-%m-%d %H:%M UTC"), "cores": machine.cores,
-            "load_start": list(load_start), "load_end": list(load_average()), "label": label, "workers": workers}
+            "load_start": list(load_start), "load_end": list(load_start), "label": label, "workers": workers,
+            "embedding_model": embedding_model or "sentence-transformers/all-MiniLM-L6-v2", "started": time.time()}
+    if journal is not None:
+        journal.mkdir(parents=True, exist_ok=False)
+        (journal / "meta.json").write_text(json.dumps(meta) + "\n", encoding="utf-8")
+    with tempfile.TemporaryDirectory(prefix="bench-agents-") as tmp:
+        run = _replay(trajectories, Path(tmp), budgets, max_steps, embedding_model, show_progress, workers, journal)
+    meta["load_end"] = list(load_average())
     return run, meta
 
 
 def load_runs(raw: str) -> tuple[AgentsRun, dict[str, Any]]:
     """The step records saved in one file, or in several (comma-separated) from runs of the same
     commit made at the same time (say, every trajectory at one budget and some at others), as one run."""
-    loaded = [load_run(_path(p)) for p in raw.split(",") if p]
+    loaded = [load_journal(_path(p)) if _path(p).is_dir() else load_run(_path(p)) for p in raw.split(",") if p]
     if len(loaded) == 1:
         return loaded[0]
     commits = {meta["commit"] for _, meta in loaded}
@@ -154,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--embedding-model", default=None, help="the proxy's embedding model (default: its default)")
     parser.add_argument("--workers", type=int, default=1, help="replay in this many processes, each with its own fake and proxy")
     parser.add_argument("--save", default=None, help="write the run's step records here (JSON)")
+    parser.add_argument("--journal", default=None, help="a new folder that gets each trajectory's records as soon as it is done "
+                        "(--from FOLDER renders what a run cut short finished)")
     parser.add_argument("--from", dest="from_", default=None, help="no replay: render the step records saved in this file "
                         "(or in these comma-separated files of one commit)")
     parser.add_argument("--before", default=None, help="step records of an earlier run (file or files), shown as 'before'")
@@ -172,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
         trajectories = [t for t in trajectories if not wanted or any(w in t.name for w in wanted)]
         command = "python -m benchmarks.agents " + shlex.join(argv if argv is not None else sys.argv[1:])
         run, meta = measure(trajectories, command.strip(), tuple(int(b) for b in args.budgets.split(",")), args.steps,
-                            args.embedding_model, not args.no_progress, workers=args.workers)
+                            args.embedding_model, not args.no_progress, workers=args.workers,
+                            journal=_path(args.journal) if args.journal else None)
         if args.save:
             save_run(run, meta, _path(args.save))
     before = None

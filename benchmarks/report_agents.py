@@ -141,7 +141,9 @@ def _run_line(meta: dict[str, Any], seconds: float) -> str:
             f"load average (1/5/15 min) {load0[0]:.2f}/{load0[1]:.2f}/{load0[2]:.2f} at start, "
             f"{load1[0]:.2f}/{load1[1]:.2f}/{load1[2]:.2f} at end"
             + (f"; {_workers(meta)} replays at once, each through its own proxy process (the latency pairs include that contention)."
-               if _workers(meta) > 1 else "; one replay at a time."))
+               if _workers(meta) > 1 else "; one replay at a time.")
+            + (" Rendered from the run's journal: the trajectory-budget pairs it had finished (load at end not recorded)."
+               if meta.get("journal") else ""))
 
 
 def _workers(meta: dict[str, Any]) -> int:
