@@ -100,6 +100,23 @@ class _Replay:
         self.window_cache = PromptCache()
         self.counter = get_counter(MODEL)
 
+    def _post(self, url: str, body: dict[str, Any], headers: dict[str, str], reply: Reply) -> tuple[float, httpx.Response]:
+        """(milliseconds, response). Once more when the server closed the kept-alive connection as
+        the request went out (uvicorn drops idle connections after 5 s; a loaded machine gets there)."""
+        for attempt in (1, 2):
+            self.fake.enqueue(reply)
+            start = time.perf_counter()
+            try:
+                response = self.http.post(url, json=body, headers=headers)
+            except httpx.RemoteProtocolError:
+                if attempt == 2:
+                    raise
+                continue
+            finally:
+                self.fake.discard_replies()
+            return (time.perf_counter() - start) * 1000.0, response
+        raise AssertionError("unreachable")
+
     def step(self, i: int, sizes: Sequence[int], needs: Any) -> StepRecord:
         messages = list(self.trajectory.messages[:i])
         body = {"model": MODEL, "messages": messages, "tools": TOOLS}
@@ -107,12 +124,8 @@ class _Replay:
         timed: dict[str, tuple[float, httpx.Response]] = {}
         order = ("direct", "proxy") if i % 2 == 0 else ("proxy", "direct")
         for path in order:
-            self.fake.enqueue(reply)
             url, headers = (self.direct_url, self.direct_headers) if path == "direct" else (self.proxy_url, self.proxy_headers)
-            start = time.perf_counter()
-            response = self.http.post(url, json=body, headers=headers)
-            timed[path] = ((time.perf_counter() - start) * 1000.0, response)
-            self.fake.discard_replies()
+            timed[path] = self._post(url, body, headers, reply)
         direct_ms, direct = timed["direct"]
         proxy_ms, through = timed["proxy"]
         if direct.status_code != 200:

@@ -168,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--before", default=None, help="step records of an earlier run (file or files), shown as 'before'")
     parser.add_argument("--write", action="store_true", help="splice section H into RESULTS.md and results.json under --out")
     parser.add_argument("--out", default="benchmarks")
+    parser.add_argument("--label", default="", help="what the measured code is, when its commit does not say (shown in the section)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     if args.from_:
@@ -181,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         trajectories = [t for t in trajectories if not wanted or any(w in t.name for w in wanted)]
         command = "python -m benchmarks.agents " + shlex.join(argv if argv is not None else sys.argv[1:])
         run, meta = measure(trajectories, command.strip(), tuple(int(b) for b in args.budgets.split(",")), args.steps,
-                            args.embedding_model, not args.no_progress, workers=args.workers,
+                            args.embedding_model, not args.no_progress, args.label, workers=args.workers,
                             journal=_path(args.journal) if args.journal else None)
         if args.save:
             save_run(run, meta, _path(args.save))
