@@ -187,14 +187,14 @@ def section_h(h: dict[str, Any] | None, skipped: str | None = None) -> list[str]
 
 
 def _compare(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
-    """Before → after for every split and budget both runs measured."""
+    """Before → after for every split and budget both runs measured on the same steps."""
     earlier = {(r["split"], r["budget"]): r for r in before["rows"]}
     labels = dict(SPLITS)
     out = ["| split | budget | forwarded vs resend | cost at r=0.1 | cost at r=0.25 | identifier recall | rejected | `over_budget` "
            "| added ms p50 |", "|---|---|---|---|---|---|---|---|---|"]
     for r in after["rows"]:
         b = earlier.get((r["split"], r["budget"]))
-        if b is None:
+        if b is None or (b["trajectories"], b["steps"]) != (r["trajectories"], r["steps"]):
             continue
         out.append(f"| {labels[r['split']]} | {r['budget']:,} | {b['raw_vs_resend']:.2f}× → {r['raw_vs_resend']:.2f}× "
                    f"| {b['cost']['0.1']:.2f}× → {r['cost']['0.1']:.2f}× | {b['cost']['0.25']:.2f}× → {r['cost']['0.25']:.2f}× "
