@@ -29,7 +29,7 @@ from testkit.prompt_cache import PromptCache
 from testkit.script import Reply, ToolCall
 from testkit.upstream import FakeUpstream
 
-from .agent_metrics import carried, clearing_window, needs_by_step, prompt_lines
+from .agent_metrics import carried, clearing_window, identifiers, message_texts, needs_by_step, prompt_lines
 from .agent_traces import BASH_TOOL, Trajectory
 from .common import MODEL, progress
 
@@ -62,6 +62,7 @@ class StepRecord:
     window_cached: int
     window_carried: int
     window_over: bool  # the latest output alone put the clearing window over the budget
+    named: int = -1  # needed identifiers the forwarded prompt holds anywhere, context or not (-1: not recorded)
 
 
 @dataclass(frozen=True)
@@ -148,6 +149,7 @@ class _Replay:
             carried(step_needs, prompt_lines(forwarded_messages)) if needed else 0,
             window_hit.prompt_tokens, window_hit.cached_tokens,
             carried(step_needs, prompt_lines(window)) if needed else 0, window_over,
+            len(set(step_needs.needed) & identifiers("\n".join(t for m in forwarded_messages for t in message_texts(m)))) if needed else 0,
         )
 
 

@@ -47,6 +47,8 @@ def summarize(steps: Sequence[StepRecord]) -> dict[str, Any]:
         "rejected": sum(1 for s in steps if s.status == 400), "failed": sum(1 for s in steps if s.status not in (200, 400)),
         "over_budget": sum(1 for s in steps if s.mode == "over_budget"), "modes": dict(sorted(Counter(s.mode for s in steps).items())),
         "needed": needed, "recall": share(sum(s.carried for s in steps), needed),
+        # Needed identifiers the prompt held somewhere (with or without their line), where recorded.
+        "named": share(sum(s.named for s in steps if s.named >= 0), sum(s.needed for s in steps if s.named >= 0)),
         "window": {"raw_vs_resend": share(window, sent), "cached_share": share(window_cached, window),
                    "cost": {str(r): _cost(window, window_cached, sent, sent_cached, r) for r in RATIOS},
                    "recall": share(sum(s.window_carried for s in steps), needed), "over_budget": sum(1 for s in steps if s.window_over)},
@@ -128,7 +130,9 @@ def _targets(h: dict[str, Any]) -> list[str]:
             + met(row["raw_vs_resend"] <= t["raw_vs_resend"]),
             f"- cost at r=0.1 {row['cost']['0.1']:.2f}× (target ≤ {t['0.1']:.2f}×): " + met(row["cost"]["0.1"] <= t["0.1"]),
             f"- cost at r=0.25 {row['cost']['0.25']:.2f}× (target ≤ {t['0.25']:.2f}×): " + met(row["cost"]["0.25"] <= t["0.25"]),
-            f"- identifier recall {row['recall']:.3f} (target ≥ {t['recall']:.2f}; clearing window {row['window']['recall']:.3f}): "
+            f"- identifier recall {row['recall']:.3f} (target ≥ {t['recall']:.2f}; clearing window {row['window']['recall']:.3f}"
+            + (f"; {row['named']:.3f} of the needed identifiers were somewhere in the forwarded prompt, with or without their line"
+               if row.get("named") == row.get("named") and row.get("named") is not None else "") + "): "
             + met(row["recall"] >= t["recall"]),
             f"- {row['rejected']} requests rejected by the strict fake (target {t['rejected']}): " + met(row["rejected"] <= t["rejected"]),
             f"- added latency p50 {row['added_ms']['p50']:+.1f} ms per step (target ≤ {t['added_p50_ms']:.0f} ms): "
