@@ -107,7 +107,9 @@ async def last_prompt(session: Session) -> dict[str, Any] | None:
     tail = [i for i, item in enumerate(included) if item.get("reason") == "live_tail"]
     tail_pos = manifest.get("tail_pos")
     transcript = await store.transcript(session.id) if tail and isinstance(tail_pos, int) else []
-    tail_events = {i: transcript[tail_pos + n].event_id for n, i in enumerate(tail) if 0 <= tail_pos + n < len(transcript)}
+    # A compacted tail's items say which tail message they stand for (`tail_index`).
+    offsets = {i: included[i].get("tail_index", n) for n, i in enumerate(tail)}
+    tail_events = {i: transcript[tail_pos + k].event_id for i, k in offsets.items() if isinstance(k, int) and 0 <= tail_pos + k < len(transcript)}
     event_ids |= {e for e in tail_events.values() if e is not None}
     events = {e.id: e for e in await store.events_by_id(session.id, sorted(event_ids))}
     chunks = {c.id: c for c in await store.chunks_by_id(session.id, sorted(chunk_ids))}

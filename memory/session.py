@@ -22,7 +22,7 @@ from memory.errors import InvalidArgumentError, InvalidEventError, SessionNotFou
 from memory.ingest.events import Event, parse_event
 from memory.prompt.evidence import unit_message
 from memory.ingest.ingest import add_pair_probes, apply_state, precompute, prepare_events, rebuild_state
-from memory.prompt.layout import needs_memory
+from memory.prompt.layout import fixed_over_budget, needs_memory
 from memory.prompt.policy import LayoutPolicy, get_policy
 from memory.records import FrameRecord, StateItem, TranscriptEntry, TurnRecord
 from memory.ingest.redact import redact_value
@@ -207,12 +207,14 @@ class Session:
                 aligned = align_request(transcript, request, named)
             view = await self.runtime.loaded_view(self.id)
 
-            def lay_against_memory() -> tuple[TurnInputs, bool]:
+            def lay_against_memory() -> tuple[TurnInputs, bool, bool]:
                 inputs = turn_inputs(aligned, request, transcript, view, model, budget_tokens, self.runtime.tokens_for(counter),
                                      rewrite, self.runtime.compact_memo)
-                return inputs, needs_memory(inputs.system, inputs.history, inputs.tail, budget_tokens, counter)
+                return (inputs, needs_memory(inputs.system, inputs.history, inputs.tail, inputs.budget, counter),
+                        fixed_over_budget(inputs.system, inputs.tail, inputs.budget, counter))
 
-            inputs, needed = await asyncio.to_thread(lay_against_memory)
+            inputs, needed, over = await asyncio.to_thread(lay_against_memory)
+            budget_tokens = inputs.budget
             query = inputs.query
             pool = max(2 * CANDIDATES, budget_tokens // 8)
             qvec: np.ndarray | None = None
@@ -227,6 +229,8 @@ class Session:
                 state = await store.state_items(self.id)
                 frames = await store.frames(self.id)
                 reuse = await store.find_turn(self.id, inputs.key)
+            elif over:  # over budget the state block still goes (`memory.prompt.layout`)
+                state = await store.state_items(self.id)
 
             def build() -> TurnPlan:
                 ranked = rank_chunks(view, lexical, qvec, change_query=is_change_query(query), candidates=pool,

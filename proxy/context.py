@@ -99,6 +99,9 @@ async def prepare(runtime: Runtime, messages: list[dict[str, Any]], model: str, 
         log.exception("unexpected memory failure; forwarding unmodified")
         return await _unmodified(session_id, messages, model, _reason(exc))
     forwarded = plan.messages
+    if plan.mode == "over_budget":
+        log.warning("memory: session %s is over budget by %d tokens (budget %d): the system message(s) and the live turn "
+                    "alone exceed it", session_id, plan.layout.manifest.get("over_budget_by", 0), plan.budget)
     # The plan counted what the client sent (each resent message once, from memory's cache); with
     # `resume_at` that is the whole chain the id stands for, which the provider would read.
     if resume_at is None and plan.mode == "full_history" and plan.carries_history:

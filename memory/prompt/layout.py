@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from memory.prompt.evidence import (EVIDENCE_HEADER, MAX_DROPPED_LISTED, Evidence, chronological, evidence_item, evidence_message,
@@ -35,7 +35,7 @@ from memory.recall.retrieval import Scored
 from memory.prompt.state import render_state_block
 from memory.recall.tokens import REPLY_PRIMING_TOKENS, TiktokenCounter
 
-__all__ = ["Line", "LayoutInput", "Layout", "build_layout", "needs_memory"]
+__all__ = ["Line", "LayoutInput", "Layout", "build_layout", "needs_memory", "fixed_over_budget"]
 
 # A rebase's window always offers its floor share to the last exchange (two messages).
 WINDOW_FLOOR_MESSAGES = 2
@@ -121,11 +121,25 @@ def _state_message(items: list[StateItem], counter: TiktokenCounter, cap: int) -
     for item in active:
         trial = render_state_block(used + [item])
         cost = counter.message_tokens({"role": "system", "content": trial})
+        if cost > cap and not used:
+            # An item larger than the whole share (a long one-line message) is shortened, never
+            # the reason the block is skipped.
+            item = _shortened(item, counter, cap)
+            trial = render_state_block([item])
+            cost = counter.message_tokens({"role": "system", "content": trial})
         if cost > cap:
             continue
         used.append(item)
         msg, tokens = {"role": "system", "content": trial}, cost
     return msg, used, tokens
+
+
+def _shortened(item: StateItem, counter: TiktokenCounter, cap: int) -> StateItem:
+    """`item` with its text cut (at a word, with an ellipsis) so the block of it alone fits `cap`."""
+    text = item.text
+    while text and counter.message_tokens({"role": "system", "content": render_state_block([replace(item, text=text + " …")])}) > cap:
+        text = text[: max(0, min(len(text) - 1, int(len(text) * 0.8)))].rsplit(" ", 1)[0]
+    return replace(item, text=text + " …") if text else item
 
 
 def _groups_newest_first(history: list[Line]) -> Iterator[tuple[int, int]]:
@@ -223,6 +237,11 @@ def needs_memory(system: list[dict[str, Any]], history: list[Line], tail: list[d
     return fixed <= budget and not _whole_fits(fixed, history, [], budget, counter)
 
 
+def fixed_over_budget(system: list[dict[str, Any]], tail: list[dict[str, Any]], budget: int, counter: TiktokenCounter) -> bool:
+    """Whether the app's system messages and the live tail alone exceed the budget."""
+    return _fixed_tokens(system, tail, counter) > budget
+
+
 def build_layout(inp: LayoutInput, view: SessionView, counter: TiktokenCounter) -> Layout:
     """The prompt for `inp` within `inp.budget`, reusing `inp.frame` when it still serves."""
     budget = inp.budget
@@ -234,10 +253,7 @@ def build_layout(inp: LayoutInput, view: SessionView, counter: TiktokenCounter) 
     fixed_items = [{"kind": "system", "reason": "system", "tokens": counter.message_tokens(m)} for m in inp.system]
     tail_items = [{"kind": str(m.get("role")), "reason": "live_tail", "tokens": counter.message_tokens(m)} for m in inp.tail]
     if fixed_tokens > budget:
-        manifest.update(mode="over_budget", over_budget=True, total_tokens=fixed_tokens, included=fixed_items + tail_items,
-                        dropped=[], dropped_count=0, totals={"fixed": fixed_tokens},
-                        note="the system message(s) and the live tail alone exceed the budget; nothing else was included")
-        return Layout(list(inp.system) + list(inp.tail), fixed_tokens, "over_budget", None, None, 0, manifest)
+        return _over_budget(inp, counter, manifest, fixed_tokens, fixed_items, tail_items)
 
     block = [inp.artifacts_block] if inp.artifacts_block else []
     if _whole_fits(fixed_tokens, inp.history, block, budget, counter):
@@ -395,3 +411,32 @@ def _assemble(inp: LayoutInput, view: SessionView, counter: TiktokenCounter, man
     )
     items = len(frame.items) + len(window) + (len(chosen) if not reused else (1 if evidence else 0))
     return Layout(messages, total, mode, frame, evidence, items, json.loads(json.dumps(manifest, default=str)))
+
+
+# Over budget, memory still sends the state block and the newest turns within this share of the budget.
+OVER_BUDGET_FLOOR = 0.15
+
+
+def _over_budget(inp: LayoutInput, counter: TiktokenCounter, manifest: dict[str, Any], fixed_tokens: int,
+                 fixed_items: list[dict[str, Any]], tail_items: list[dict[str, Any]]) -> Layout:
+    """The budget is a target, not a guillotine: when the app's system messages and the live tail
+    alone exceed it, the prompt still carries them whole, the state block (its share of a floor,
+    an oversized item shortened) and the newest turns within the rest of the floor."""
+    floor = int(inp.budget * OVER_BUDGET_FLOOR)
+    state_msg, used, state_tokens = _state_message(inp.state, counter, floor // 2)
+    start, window_tokens = _window_start(inp.history, floor - state_tokens, LayoutPolicy(window_share=1.0, window_floor_share=1.0))
+    window = inp.history[start:]
+    base = [state_msg] if state_msg is not None else []
+    messages = list(inp.system) + base + [line.message for line in window] + list(inp.tail)
+    total = fixed_tokens + state_tokens + window_tokens
+    state_items = [{"id": f"state:{s.label}", "kind": s.kind, "source": f"event {s.event_id}", "reason": "state", "score": None,
+                    "event_id": s.event_id} for s in used]
+    window_items = [{"id": f"event:{line.event_id}" if line.event_id else f"message:{line.pos}", "kind": line.role,
+                     "source": f"turn {line.pos + 1}", "reason": "floor", "score": None, "tokens": line.tokens, "event_id": line.event_id,
+                     "turn": line.pos + 1} for line in window]
+    manifest.update(mode="over_budget", over_budget=True, over_budget_by=total - inp.budget, total_tokens=total,
+                    included=fixed_items + state_items + window_items + tail_items, dropped=[], dropped_count=0,
+                    totals={"fixed": fixed_tokens, "state": state_tokens, "history": window_tokens},
+                    note="the system message(s) and the live tail alone exceed the budget; the state block and the newest "
+                         "turns went with them within a floor of the budget")
+    return Layout(messages, total, "over_budget", None, None, len(used) + len(window), manifest)

@@ -22,10 +22,12 @@ chat-form message back into the client's wire form (a Responses item, an Anthrop
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from memory.turn.digest import as_message, mentions, note_text, salient_lines
 from memory.turn.stubs import artifact_id, call_label, diff_text, pointer_text, shorten_arguments, shorten_text, stub_text
 
 __all__ = ["CompactPolicy", "Change", "Compaction", "CompactMemo", "Rewrite", "compact_tail", "chat_rewrite", "TOOL_ROLES"]
@@ -41,7 +43,7 @@ Rewrite = Callable[[dict[str, Any], dict[str, Any]], "dict[str, Any] | None"]
 class CompactPolicy:
     """When and how far the tail is compacted (shares of the tail's room; sizes in tokens/chars)."""
 
-    low_water: float = 0.6
+    low_water: float = 0.7
     # Of a compaction's target, what the newest steps may keep verbatim before older ones are stubbed.
     verbatim_share: float = 0.5
     keep_steps: int = 2
@@ -58,6 +60,10 @@ class CompactPolicy:
     note_chars: int = 80
     # Kept out of the tail's room for the earlier conversation (state, recent turns, evidence).
     memory_share: float = 0.2
+    # Of a compaction's target, what the lines kept in the note for dropped steps may take (`memory.turn.digest`).
+    digest_share: float = 0.6
+    # Of the budget, what the excerpts of compacted outputs may take (`memory.turn.excerpts`).
+    evidence_share: float = 0.05
 
 
 @dataclass(frozen=True)
@@ -91,6 +97,10 @@ class Compaction:
     tokens: int = 0
     original_tokens: int = 0
     stubbed: tuple[tuple[int, str, str], ...] = ()
+    # Identifies the last compaction (its messages and room) within this process.
+    key: int = 0
+    # Per message sent: (its index in the tail, or None for the note; verbatim or how it was rewritten).
+    origin: tuple[tuple[int | None, str], ...] = ()
 
     @property
     def compacted(self) -> bool:
@@ -191,6 +201,9 @@ def compact_tail(tail: Sequence[dict[str, Any]], room: int, token_of: Callable[[
     prefix = [0]
     for n in tokens:
         prefix.append(prefix[-1] + n)
+    chain = [hash((room, policy))]
+    for m in tail:
+        chain.append(hash((chain[-1], _fingerprint(m))))
     decided = _Decided({}, None)
     point = compactions = saved = 0
     for j in range(1, len(tail) + 1):
@@ -198,26 +211,43 @@ def compact_tail(tail: Sequence[dict[str, Any]], room: int, token_of: Callable[[
             continue  # a request never ends between a call and its answers
         if prefix[j] - saved <= room:
             continue
-        decided = _compact(t, j, int(room * policy.low_water))
+        # The same messages compact the same way: a request replays its predecessors' compactions.
+        decided = t.memo.get(("compact", chain[j], j), lambda j=j: _compact(t, j, int(room * policy.low_water)))
         saved = decided.saved(t)
         point, compactions = j, compactions + 1
-    return _result(t, decided, point, compactions, total)
+    return _result(t, decided, point, compactions, total, chain[point])
 
 
-def _result(t: _Tail, decided: _Decided, point: int, compactions: int, total: int) -> Compaction:
+def _fingerprint(m: dict[str, Any]) -> int:
+    """What a compaction of a message depends on, hashed (within this process)."""
+    content = m.get("content")
+    wire = m.get("item", m.get("items"))
+    return hash((m.get("role"), content if isinstance(content, str) else _dumps(content), m.get("tool_call_id"),
+                 _dumps(m.get("tool_calls")) if m.get("tool_calls") else None, _dumps(wire) if wire is not None else None))
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
+
+
+def _result(t: _Tail, decided: _Decided, point: int, compactions: int, total: int, key: int) -> Compaction:
     messages: list[dict[str, Any]] = []
+    origin: list[tuple[int | None, str]] = []
     changes: list[Change] = []
     stubbed: list[tuple[int, str, str]] = []
     for i, m in enumerate(t.messages):
         if decided.note is not None and i == decided.note[0]:
             messages.append(decided.note[1])
+            origin.append((None, "note"))
         found = decided.out.get(i)
         if found is None:
             messages.append(m)
+            origin.append((i, "verbatim"))
             continue
         kind, wire, after, target = found
         if kind != "dropped":
             messages.append(wire)
+            origin.append((i, kind))
         call_id = str(m.get("tool_call_id") or ",".join(str(c.get("id")) for c in m.get("tool_calls") or ()))
         tool = t.calls.get(str(m.get("tool_call_id") or ""), ("", ""))[0] if m.get("role") in TOOL_ROLES else "assistant"
         text = t.texts[i]
@@ -225,7 +255,7 @@ def _result(t: _Tail, decided: _Decided, point: int, compactions: int, total: in
         if kind in ("stub", "dropped") and text is not None:
             stubbed.append((i, t.label(i), text))
     after_total = total - decided.saved(t)
-    return Compaction(messages, tuple(changes), point, compactions, after_total, total, tuple(stubbed))
+    return Compaction(messages, tuple(changes), point, compactions, after_total, total, tuple(stubbed), key, tuple(origin))
 
 
 @dataclass
@@ -262,28 +292,41 @@ def _steps(t: _Tail, keep_from: int) -> list[tuple[int, int]]:
 def _compact(t: _Tail, j: int, target: int) -> _Decided:
     """The renderings of tail[:j] that bring it to `target` tokens or as near as the rules allow:
     pointers and diffs (they lose nothing); then the newest steps within `verbatim_share` of the
-    target stay whole and the older ones are stubbed; then the oldest go further, level by level."""
+    target stay whole and the older ones are stubbed; then the oldest go further, level by level.
+    When steps must be dropped, `digest_share` of the target is kept for their note's lines."""
     keep_from = _protected(t, j)
     steps = _steps(t, keep_from)
+    first = _render(t, j, keep_from, steps, [0] * len(steps))
+    if sum(t.tokens[:j]) - first.saved(t) <= target:
+        return first
+    levels, decided = _levels(t, j, keep_from, steps, first, target, target)
+    if decided.note is None:
+        return decided
+    digest = int(target * t.policy.digest_share)
+    levels, decided = _levels(t, j, keep_from, steps, first, target - digest, target)
+    return _render(t, j, keep_from, steps, levels, digest * 4)
+
+
+def _levels(t: _Tail, j: int, keep_from: int, steps: list[tuple[int, int]], first: _Decided, target: int,
+            window_target: int) -> tuple[list[int], _Decided]:
+    """Each step's level (and the rendering) that brings tail[:j] to `target`; the verbatim window
+    is `verbatim_share` of `window_target`."""
     levels = [0] * len(steps)
     cost = sum(t.tokens[:j])
-    decided = _render(t, j, keep_from, steps, levels)
-    current = cost - decided.saved(t)
-    if current <= target:
-        return decided
+
     def shown(i: int) -> int:
-        return decided.out[i][2] if i in decided.out else t.tokens[i]
+        return first.out[i][2] if i in first.out else t.tokens[i]
 
     window = sum(shown(i) for i in range(keep_from, j))
     for n in range(len(steps) - 1, -1, -1):
         a, end = steps[n]
         window += sum(shown(i) for i in range(a, end))
-        if window > t.policy.verbatim_share * target:
+        if window > t.policy.verbatim_share * window_target:
             levels[: n + 1] = [1] * (n + 1)
             break
     # A diff in the window keeps its base whole: the base costs about what the diff saves.
     start = next((a for (a, _), level in zip(steps, levels, strict=True) if level == 0), keep_from)
-    for i, (kind, _, _, call) in decided.out.items():
+    for i, (kind, _, _, call) in first.out.items():
         if kind == "diff" and i >= start:
             base = next(n for n, (a, end) in enumerate(steps) if any(str(t.messages[b].get("tool_call_id")) == call for b in range(a, end)))
             levels[base] = 0
@@ -308,7 +351,7 @@ def _compact(t: _Tail, j: int, target: int) -> _Decided:
             if changed:
                 decided = _render(t, j, keep_from, steps, levels)
                 current = cost - decided.saved(t)
-    return decided
+    return levels, decided
 
 
 def _alone(t: _Tail, i: int, level: int) -> _Rendering:
@@ -379,7 +422,7 @@ def _protected(t: _Tail, j: int) -> int:
     return steps[-min(t.policy.keep_steps, len(steps))] if t.policy.keep_steps > 0 else j
 
 
-def _render(t: _Tail, j: int, keep_from: int, steps: list[tuple[int, int]], levels: list[int]) -> _Decided:
+def _render(t: _Tail, j: int, keep_from: int, steps: list[tuple[int, int]], levels: list[int], digest_chars: int = 0) -> _Decided:
     """Each rewritten message of tail[:j] given each step's level: an output identical to a later
     one that stays verbatim becomes a pointer to it; an output of a call made again with the same
     arguments goes up as a diff against the earlier output when that one is verbatim; the rest of
@@ -436,17 +479,25 @@ def _render(t: _Tail, j: int, keep_from: int, steps: list[tuple[int, int]], leve
         elif level_of[i] >= 3:
             out[i] = ("dropped", {}, 0, None)
             dropped.append(i)
-    return _Decided(out, _note(t, dropped))
+    briefed = [i for i in range(j) if level_of[i] == 2]
+    return _Decided(out, _note(t, j, dropped, briefed, digest_chars))
 
 
-def _note(t: _Tail, dropped: list[int]) -> tuple[int, dict[str, Any], int] | None:
-    """One message standing for the dropped steps: how many, and the calls they made (the newest
-    first, as many as `note_calls`)."""
+def _note(t: _Tail, j: int, dropped: list[int], briefed: list[int], digest_chars: int) -> tuple[int, dict[str, Any], int] | None:
+    """One message standing for the dropped steps (`memory.turn.digest`), where they were."""
     if not dropped:
         return None
     calls = [call_label(*t.calls.get(str(c.get("id")), ("", ""))) for i in dropped for c in t.messages[i].get("tool_calls") or ()]
-    shown = calls[-t.policy.note_calls:]
-    lines = [f"[memory-runtime: {len(calls)} earlier tool calls of this task and their outputs are left out to fit the context; "
-             f"the last {len(shown)} of them were:"] + [f"- {c[:t.policy.note_chars]}" for c in shown] + ["]"]
-    note = {"role": "system", "content": "\n".join(lines)}
+    lines: list[tuple[str, list[str]]] = []
+    if digest_chars > 0:
+        sources = [(i, t.label(i), t.texts[i] or "") for i in sorted(dropped + briefed) if t.texts[i]]
+        steps = [_step_text(t.messages[i]) for i in range(j) if t.messages[i].get("role") == "assistant"]
+        lines = salient_lines(sources, mentions(steps), digest_chars)
+    note = as_message(note_text(calls, t.policy.note_calls, t.policy.note_chars, lines))
     return dropped[0], note, t.token_of(note)
+
+
+def _step_text(m: dict[str, Any]) -> str:
+    parts = [m.get("content") if isinstance(m.get("content"), str) else ""]
+    parts += [str((c.get("function") or {}).get("arguments") or "") for c in m.get("tool_calls") or () if isinstance(c, dict)]
+    return "\n".join(p for p in parts if p)

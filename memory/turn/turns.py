@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from memory.turn.align import Alignment, align, tail_start
-from memory.turn.compact import CompactMemo, CompactPolicy, Compaction, Rewrite, compact_tail
+from memory.turn.compact import TOOL_ROLES, CompactMemo, CompactPolicy, Compaction, Rewrite, compact_tail
+from memory.turn.excerpts import candidates, excerpt_message, step_query
 from memory.prompt.compiler import CompileResult, result_of
 from memory.prompt.evidence import unit_message
 from memory.recall.index import SessionView
@@ -31,7 +32,7 @@ from memory.recall.tokens import REPLY_PRIMING_TOKENS, TiktokenCounter
 from memory.ingest.transcript import GENESIS_CHAIN, SYSTEM_ROLES, message_hash, message_text
 
 __all__ = ["TurnPlan", "TurnInputs", "Usage", "Request", "Aligned", "align_request", "turn_inputs", "build_plan", "request_key",
-           "query_text", "carried_query", "turn_record", "totals_dict", "tail_room"]
+           "query_text", "carried_query", "turn_record", "totals_dict", "tail_room", "effective_budget", "compacted_tail"]
 
 
 @dataclass(frozen=True)
@@ -171,6 +172,8 @@ class TurnInputs:
     sent_tokens: int
     carries_history: bool
     compaction: Compaction | None = None
+    # The budget the prompt is laid out in (`effective_budget`).
+    budget: int = 0
 
     def anchor(self, n: int) -> str:
         return GENESIS_CHAIN if n == 0 else self.chains[n - 1]
@@ -193,10 +196,42 @@ def turn_inputs(aligned: Aligned, request: Request, transcript: list[TranscriptE
     hidden = frozenset(f"e{e.event_id}" for e in transcript[p:] if e.event_id is not None)
     sent = sum(token_of(m) for m in request.messages) + REPLY_PRIMING_TOKENS
     key = request_key(system, anchor, tail, model, budget)
-    room = tail_room(budget, sum(token_of(m) for m in system), bool(history), compact_policy)
-    compaction = compact_tail(tail, room, token_of, compact_policy, rewrite, memo)
-    return TurnInputs(history, compaction.messages, system, query_text(tail), chains, hidden, key, sent,
-                      aligned.alignment.base == 0, compaction)
+    system_tokens = sum(token_of(m) for m in system)
+    budget = effective_budget(budget, system_tokens)
+    room = tail_room(budget, system_tokens, bool(history), compact_policy)
+    messages, compaction = compacted_tail(tail, room, int(budget * compact_policy.evidence_share), token_of, compact_policy,
+                                          rewrite, memo)
+    return TurnInputs(history, messages, system, query_text(tail), chains, hidden, key, sent,
+                      aligned.alignment.base == 0, compaction, budget)
+
+
+def effective_budget(budget: int, system_tokens: int) -> int:
+    """The budget a prompt is laid out in: the app's fixed part (its system and developer
+    messages) counts against `budget` up to half of it, and goes on top beyond that. A chat app's
+    short system prompt changes nothing; an agent's 4-20k tokens of instructions (Codex, Claude
+    Code) leave memory half the budget for the conversation instead of putting every request
+    over budget."""
+    return budget + max(0, system_tokens - budget // 2)
+
+
+def compacted_tail(tail: list[dict[str, Any]], room: int, evidence_room: int, token_of: Callable[[dict[str, Any]], int],
+                   policy: CompactPolicy = CompactPolicy(), rewrite: Rewrite | None = None,
+                   memo: CompactMemo | None = None) -> tuple[list[dict[str, Any]], Compaction]:
+    """The live tail as it goes up: compacted to `room - evidence_room` tokens when it outgrows
+    that, then, when outputs were compacted, the lines of them that match the current step in one
+    message of at most `evidence_room` tokens, last (`memory.turn.excerpts`)."""
+    compaction = compact_tail(tail, room - evidence_room, token_of, policy, rewrite, memo)
+    if not compaction.stubbed:
+        return compaction.messages, compaction
+    messages = compaction.messages[: len(compaction.messages) - (len(tail) - compaction.point)]  # up to the compaction point
+    found = (memo or CompactMemo()).get(("excerpts", compaction.key), lambda: candidates(compaction.stubbed, frozenset(
+        line.rstrip() for m in messages if m.get("role") in TOOL_ROLES and isinstance(m.get("content"), str) for line in m["content"].splitlines())))
+    evidence = excerpt_message(found, step_query(tail), evidence_room, lambda text: _text_tokens(token_of, text))
+    return (compaction.messages + [evidence] if evidence else compaction.messages), compaction
+
+
+def _text_tokens(token_of: Callable[[dict[str, Any]], int], text: str) -> int:
+    return max(0, token_of({"role": "system", "content": text}) - token_of({"role": "system", "content": ""}))
 
 
 def tail_room(budget: int, system_tokens: int, has_history: bool, policy: CompactPolicy) -> int:
@@ -229,8 +264,26 @@ def build_plan(session_id: str, model: str, budget: int, request: Request, named
     )
     if inputs.compaction is not None and inputs.compaction.compacted:
         layout.manifest["compaction"] = inputs.compaction.manifest()
+        layout.manifest["included"] = _tail_items(layout.manifest.get("included") or [], inputs.compaction)
     return TurnPlan(session_id, model, budget, request, named, scope, result_of(layout, budget), layout, p, inputs.key,
                     inputs.sent_tokens, inputs.carries_history, inputs.compaction)
+
+
+def _tail_items(included: list[dict[str, Any]], compaction: Compaction) -> list[dict[str, Any]]:
+    """The manifest's live-tail items as compacted: each says which tail message it stands for
+    (`tail_index`) and how it went up (verbatim, stub, pointer, diff, arguments), the note for
+    dropped steps and the excerpts (after the compacted tail) say so."""
+    tail = [n for n, item in enumerate(included) if item.get("reason") == "live_tail"]
+    out = list(included)
+    for k, n in enumerate(tail):
+        if k < len(compaction.origin):
+            index, how = compaction.origin[k]
+            out[n] = {**included[n], "tail_index": index, "compaction": how}
+            if index is None:
+                out[n]["reason"] = "compaction_note"
+        else:
+            out[n] = {**included[n], "reason": "excerpts", "tail_index": None}
+    return out
 
 
 def _pick_frame(frames: list[FrameRecord], reuse: TurnRecord | None, serves: Callable[[FrameRecord], bool]) -> FrameRecord | None:

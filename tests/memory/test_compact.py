@@ -13,6 +13,8 @@ from testkit.checks import orphan_problems
 from testkit.openai_rules import check_chat
 
 COUNTER = get_counter("gpt-4o-mini")
+# The rules of stubs, pointers and diffs, without the note for dropped steps taking the room.
+RULES = CompactPolicy(digest_share=0.0, low_water=0.6)
 TASK = {"role": "user", "content": "Make the pager's last page never empty, then run the tests."}
 
 
@@ -47,7 +49,7 @@ def test_a_tail_that_fits_goes_up_unchanged() -> None:
 def test_a_long_loop_fits_its_room_keeps_the_task_the_newest_steps_and_every_answer() -> None:
     tail = _loop(40, lambda k: (f"grep -rn page_{k} src", _output(k, 20)))
     room = 6_000
-    result = compact_tail(tail, room, COUNTER.message_tokens)
+    result = compact_tail(tail, room, COUNTER.message_tokens, RULES)
     assert _tokens(tail) > 4 * room
     assert result.compacted and _tokens(result.messages) == result.tokens <= room
     assert result.messages[0] == TASK
@@ -91,7 +93,7 @@ def test_a_compaction_goes_well_below_the_room() -> None:
 def test_an_identical_output_goes_up_once_pointing_at_the_newer_copy() -> None:
     same = _output(1)
     tail = _loop(16, lambda k: ("cat src/pager.py", same) if k in (10, 14) else (f"grep -rn page_{k} src", _output(k, 8)))
-    result = compact_tail(tail, 6_000, COUNTER.message_tokens, CompactPolicy(verbatim_share=0.9))
+    result = compact_tail(tail, 6_000, COUNTER.message_tokens, CompactPolicy(verbatim_share=0.9, digest_share=0.0, low_water=0.6))
     older = next(m for m in result.messages if m.get("tool_call_id") == "call_10")
     newer = next(m for m in result.messages if m.get("tool_call_id") == "call_14")
     assert newer["content"] == same
@@ -110,7 +112,7 @@ def test_a_re_read_after_an_edit_goes_up_as_a_diff_while_the_earlier_read_is_ver
         return f"grep -rn page_{k} src", _output(k, 8)
 
     tail = _loop(26, steps)
-    result = compact_tail(tail, 4_500, COUNTER.message_tokens, CompactPolicy(verbatim_share=0.9))
+    result = compact_tail(tail, 4_500, COUNTER.message_tokens, CompactPolicy(verbatim_share=0.9, digest_share=0.0, low_water=0.6))
     base = next(m for m in result.messages if m.get("tool_call_id") == "call_20")
     diff = next(m for m in result.messages if m.get("tool_call_id") == "call_22")
     assert base["content"] == before
@@ -126,7 +128,7 @@ def test_a_re_read_after_an_edit_goes_up_as_a_diff_while_the_earlier_read_is_ver
 def test_long_arguments_of_older_steps_keep_head_tail_and_stay_valid_json() -> None:
     body = "\n".join(f"line {n} of the new module" for n in range(400))
     tail = _loop(20, lambda k: (f"cat <<'EOF' > src/new_{k}.py\n{body}\nEOF", "ok") if k == 2 else (f"grep -rn page_{k} src", _output(k, 10)))
-    result = compact_tail(tail, 6_000, COUNTER.message_tokens)
+    result = compact_tail(tail, 6_000, COUNTER.message_tokens, RULES)
     call = next(m for m in result.messages if m.get("role") == "assistant" and any(c["id"] == "call_2" for c in m.get("tool_calls") or ()))
     arguments = json.loads(call["tool_calls"][0]["function"]["arguments"])
     assert arguments["command"].startswith("cat <<'EOF' > src/new_2.py") and arguments["command"].endswith("EOF")

@@ -105,8 +105,9 @@ async def test_over_budget_flag_when_fixed_parts_do_not_fit():
         session = rt.session("s")
         await session.ingest({"type": "user_message", "payload": {"content": "earlier"}})
         result = await session.compile(user_message="word " * 200, budget_tokens=50, system="sys")
-    assert result.over_budget and result.manifest["over_budget"] and result.items_included == 0
-    assert [m["role"] for m in result.messages] == ["system", "user"]
+    # The budget is a target: the fixed parts go whole, with the newest turn within the floor.
+    assert result.over_budget and result.manifest["over_budget"] and result.manifest["over_budget_by"] == result.tokens - 50
+    assert [m["content"] for m in result.messages] == ["sys", "earlier", "word " * 200] and result.items_included == 1
 
 
 async def test_layout_and_labels_and_content_parts():

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from memory import get_counter
+from memory.turn.excerpts import EXCERPTS_HEADER
 from memory.turn.stubs import STUB_MARK
 from testkit.checks import orphan_problems
 from testkit.harness import Proxy, Upstream
@@ -26,7 +27,7 @@ BASH = {"type": "function", "function": {"name": "bash", "description": "Run a s
 BASH_RESPONSES = {"type": "function", "name": "bash", "description": "Run a shell command",
                   "parameters": {"type": "object", "properties": {"command": {"type": "string"}}}}
 STEPS = 64
-BUDGET = 8000
+BUDGET = 12000
 
 
 def _file(version: int) -> str:
@@ -57,8 +58,15 @@ def _texts(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
+def _without_excerpts(prompt: list[Any]) -> list[Any]:
+    """The prompt less its last message when that is memory's excerpts (it follows the stable part)."""
+    last = prompt[-1] if prompt else {}
+    return prompt[:-1] if isinstance(last.get("content"), str) and last["content"].startswith(EXCERPTS_HEADER) else prompt
+
+
 def _appended(before: list[Any], after: list[Any]) -> bool:
-    """`after` continues `before` unchanged (the prompt only grew at its end)."""
+    """`after` continues `before` unchanged (the prompt only grew at its end, memory's excerpts aside)."""
+    before, after = _without_excerpts(before), _without_excerpts(after)
     return len(after) > len(before) and after[: len(before)] == before
 
 
@@ -69,6 +77,7 @@ def _check_loop(forwarded: list[list[Any]], cached: list[int | None], modes: lis
     assert any("with this diff applied" in j for j in joined), "the re-read after the edit never went up as a diff"
     assert any("identical to the output of the later call" in j for j in joined), "an identical re-read went up twice"
     assert "compacted" in modes
+    assert any(EXCERPTS_HEADER in j for j in joined), "no excerpts of compacted outputs came back"
     appends = [n for n in range(1, len(forwarded)) if _appended(forwarded[n - 1], forwarded[n])]
     # Between compactions the prompt only grows, so its prefix is in the provider's cache.
     assert len(appends) >= len(forwarded) // 2, f"only {len(appends)} of {len(forwarded)} prompts kept the previous one"
@@ -120,11 +129,20 @@ def test_a_long_chat_tool_loop_is_compacted_and_accepted(loop_proxy: Proxy, upst
     assert len(statuses) == STEPS  # one call per step, none rejected (a rejection would have raised)
     _check_loop(forwarded, cached, modes)
     # The newest step always goes up verbatim, answer right after its call.
-    assert forwarded[-1][-2:] == messages[-4:-2]
+    assert _without_excerpts(forwarded[-1])[-2:] == messages[-4:-2]
     with loop_proxy.http() as http:
         manifest = http.get(f"/memory/sessions/loop-chat-{stream}/manifest").json()
+        prompt = http.get(f"/memory/sessions/loop-chat-{stream}/prompt").json()
     compaction = manifest["compaction"]
     assert compaction["saved"] > 0 and compaction["changes"] and {"stub", "dropped"} & set(compaction["counts"])
+    assert all(c["saved"] == c["tokens_before"] - c["tokens_after"] > 0 for c in compaction["changes"] if c["kind"] != "dropped")
+    # The inspector's prompt view: each live-tail item says which message it stands for and how it went up,
+    # with the stored text of that message.
+    tail = [i for i in prompt["included"] if "tail_index" in i]
+    assert prompt["compaction"]["counts"] == compaction["counts"]
+    assert {i["compaction"] for i in tail if i.get("compaction")} >= {"verbatim"} and any(i["compaction"] != "verbatim" for i in tail if i.get("compaction"))
+    newest = next(i for i in reversed(tail) if i.get("compaction") == "verbatim")
+    assert newest["text"] == messages[1 + newest["tail_index"]]["content"]
 
 
 @pytest.mark.parametrize("stream", [False, True])
@@ -155,6 +173,7 @@ def test_a_long_responses_tool_loop_is_compacted_and_accepted(loop_proxy: Proxy,
         items.append({"type": "function_call_output", "call_id": f"call_{k}", "output": _tool_output(k)})
     assert len(upstream.fake.responses_requests()) == STEPS  # every request accepted by the strict fake
     _check_loop(forwarded, cached, modes)
+    assert _without_excerpts(forwarded[-1])[-2:] == items[-4:-2]  # the newest step verbatim, its output right after its call
     outputs = [i for i in forwarded[-1] if i.get("type") == "function_call_output"]
     calls = [i for i in forwarded[-1] if i.get("type") == "function_call"]
     assert [o["call_id"] for o in outputs] == [c["call_id"] for c in calls]  # every call keeps its output

@@ -230,7 +230,22 @@ function promptSection(prompt) {
     ? el("ol", { class: "items dropped", id: "dropped" }, dropped.map(itemRow))
     : el("p", { class: "muted", text: "nothing dropped" });
   return section("Last prompt, as the model saw it", "prompt", facts, included,
-    el("h3", { text: `Dropped (${fmt(prompt.dropped_count || dropped.length)})` }), droppedList);
+    el("h3", { text: `Dropped (${fmt(prompt.dropped_count || dropped.length)})` }), droppedList, compactionList(prompt.compaction));
+}
+
+function compactionList(compaction) {
+  // What the live tail's compaction stubbed, pointed, diffed, shortened or dropped, and what each saved.
+  if (!compaction) return null;
+  const counts = Object.entries(compaction.counts || {}).map(([k, v]) => `${v} ${k}`).join(", ");
+  const rows = (compaction.changes || []).map((c) => el("li", { class: "item reason-compacted" },
+    el("div", { class: "meta" },
+      el("span", { class: "pos", text: "tail #" + (c.index + 1) }), el("span", { class: "badge", text: c.kind }),
+      el("span", { text: c.tool || "" }), el("span", { class: "muted", text: c.call_id + (c.target ? " → " + c.target : "") }),
+      el("span", { class: "muted", text: c.artifact || "" }),
+      el("span", { class: "num tokens", text: `${fmt(c.tokens_before)} → ${fmt(c.tokens_after)} tokens (saved ${fmt(c.saved)})` }))));
+  return el("div", { id: "compaction" },
+    el("h3", { text: `Compacted tool loop (${counts}; saved ${fmt(compaction.saved)} of ${fmt(compaction.tokens_before)} tokens)` }),
+    el("ol", { class: "items" }, rows));
 }
 
 function eventRow(e) {
