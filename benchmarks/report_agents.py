@@ -42,6 +42,7 @@ def summarize(steps: Sequence[StepRecord]) -> dict[str, Any]:
 
     return {
         "trajectories": len({s.trajectory for s in steps}), "steps": len(steps), "sent": sent, "forwarded": forwarded,
+        "max_forwarded": max((s.forwarded for s in steps), default=0),
         "raw_vs_resend": share(forwarded, sent), "cached_share": share(cached, forwarded), "resend_cached_share": share(sent_cached, sent),
         "cost": {str(r): _cost(forwarded, cached, sent, sent_cached, r) for r in RATIOS},
         "rejected": sum(1 for s in steps if s.status == 400), "failed": sum(1 for s in steps if s.status not in (200, 400)),
@@ -135,6 +136,8 @@ def _targets(h: dict[str, Any]) -> list[str]:
                if row.get("named") == row.get("named") and row.get("named") is not None else "") + "): "
             + met(row["recall"] >= t["recall"]),
             f"- {row['rejected']} requests rejected by the strict fake (target {t['rejected']}): " + met(row["rejected"] <= t["rejected"]),
+            f"- largest forwarded prompt {row.get('max_forwarded', 0):,} tokens as the provider counts it (tool definition and "
+            f"message framing included), {row['over_budget']} replies `over_budget`",
             f"- added latency p50 {row['added_ms']['p50']:+.1f} ms per step (target ≤ {t['added_p50_ms']:.0f} ms): "
             + met(row["added_ms"]["p50"] <= t["added_p50_ms"])]
 
@@ -166,7 +169,8 @@ def section_h(h: dict[str, Any] | None, skipped: str | None = None) -> list[str]
         "prefixes by OpenAI's rule. Each trajectory is one user turn; before step i the agent sends its whole message list "
         "`messages[:i]` with the `bash` tool declared (agents resend everything), `X-Memory-Session` (one per trajectory and budget) "
         "and `X-Memory-Budget` set to the budget of the row; the fake answers with the agent's recorded step i. The budget is sent "
-        "as is and counts the whole forwarded prompt (OpenAI's formula, tool definitions aside).", "",
+        "as is and counts the whole forwarded prompt (OpenAI's formula, tool definitions aside): these trajectories' system message "
+        "is 20 tokens, so a rule that puts an app's large fixed part on top of the budget changes nothing here.", "",
         "*Resend everything* is the same request sent straight to the fake under its own key, right before or after the proxy's "
         "(the order alternates): its usage prices the baseline by the same cache rule, and the pair gives the proxy's added latency "
         "per step (non-streaming; one warm-up exchange before the replay is not counted). Cost = uncached + r × cached input tokens, relative to resending everything. *Rejected*: requests the fake "
