@@ -70,8 +70,9 @@ def summaries(run: AgentsRun, meta: dict[str, Any], before: dict[str, Any] | Non
     (no per-step series). `before`: the same of an earlier run, shown next to this one."""
     if meta.get("parallel") and not meta.get("workers"):  # saved before `workers` existed: one process per budget
         meta = {**meta, "workers": len(run.budgets)}
+    one_split = len({s.split for s in run.steps}) < 2  # then "all" would repeat that split's row
     rows = [{"split": split, "budget": budget, **summarize(_group(run, split, budget))}
-            for budget in run.budgets for split, _ in SPLITS if _group(run, split, budget)]
+            for budget in run.budgets for split, _ in SPLITS if _group(run, split, budget) and not (one_split and split == "all")]
     per_trajectory = [{"name": name, "split": split, **{k: v for k, v in summarize(picked).items() if k in _PER_TRAJECTORY}}
                       for name, split, _ in run.trajectories
                       if (picked := [s for s in run.steps if s.trajectory == name and s.budget == TARGET_BUDGET])]
@@ -144,7 +145,8 @@ def _targets(h: dict[str, Any]) -> list[str]:
 
 def _run_line(meta: dict[str, Any], seconds: float) -> str:
     load0, load1 = meta.get("load_start") or (0, 0, 0), meta.get("load_end") or (0, 0, 0)
-    return (f"Run: `{meta.get('command', '?')}` at commit {meta.get('commit', '?')}, {meta.get('date', '?')}, {seconds:,.0f} s; "
+    at = meta["label"] if meta.get("label") else f"commit {meta.get('commit', '?')}"
+    return (f"Run: `{meta.get('command', '?')}` on {at}, {meta.get('date', '?')}, {seconds:,.0f} s; "
             f"load average (1/5/15 min) {load0[0]:.2f}/{load0[1]:.2f}/{load0[2]:.2f} at start, "
             f"{load1[0]:.2f}/{load1[1]:.2f}/{load1[2]:.2f} at end"
             + (f"; {_workers(meta)} replays at once, each through its own proxy process (the latency pairs include that contention)."
@@ -188,8 +190,8 @@ def section_h(h: dict[str, Any] | None, skipped: str | None = None) -> list[str]
     ]
     before = h.get("before")
     if before:
-        out += ["### Before and after", "", f"Before: the same protocol at commit {before['meta'].get('commit', '?')}"
-                + (f" ({before['meta']['label']})" if before["meta"].get("label") else "") + ". " + _run_line(before["meta"], before["seconds"]), "",
+        what = before["meta"].get("label") or f"commit {before['meta'].get('commit', '?')}"
+        out += ["### Before and after", "", f"Before: the same protocol on {what}. " + _run_line(before["meta"], before["seconds"]), "",
                 *_compare(before, h), "", "The whole before run:", "", *_table(before), ""]
     return out
 
