@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import subprocess
 import sys
 import tempfile
 import time
@@ -116,15 +117,24 @@ def measure(trajectories: list[Trajectory], command: str, budgets: tuple[int, ..
     return run, meta
 
 
+def _same_measured_code(commits: list[str]) -> bool:
+    """Whether clean commits differ only outside what a replay measures and runs."""
+    if any(" " in c or c == "unknown" for c in commits):
+        return False
+    paths = ["memory", "proxy", "testkit", "benchmarks/agent_replay.py", "benchmarks/agent_metrics.py", "benchmarks/agent_traces.py"]
+    return all(subprocess.run(["git", "diff", "--quiet", commits[0], c, "--", *paths], cwd=REPO_ROOT, check=False).returncode == 0
+               for c in commits[1:])
+
+
 def load_runs(raw: str) -> tuple[AgentsRun, dict[str, Any]]:
     """The step records saved in one file, or in several (comma-separated) from runs of the same
     commit made at the same time (say, every trajectory at one budget and some at others), as one run."""
     loaded = [load_journal(_path(p)) if _path(p).is_dir() else load_run(_path(p)) for p in raw.split(",") if p]
     if len(loaded) == 1:
         return loaded[0]
-    commits = {meta["commit"] for _, meta in loaded}
-    if len(commits) != 1:
-        raise SystemExit(f"the saved runs were made at different commits ({', '.join(sorted(commits))}); render them apart")
+    commits = sorted({meta["commit"] for _, meta in loaded})
+    if len(commits) != 1 and not _same_measured_code(commits):
+        raise SystemExit(f"the saved runs measured different code ({', '.join(commits)}); render them apart")
     runs = [run for run, _ in loaded]
     metas = [meta for _, meta in loaded]
     trajectories = {name: (name, split, n) for run in runs for name, split, n in run.trajectories}
@@ -134,6 +144,7 @@ def load_runs(raw: str) -> tuple[AgentsRun, dict[str, Any]]:
         raise SystemExit("the saved runs replayed the same step at the same budget twice; render them apart")
     run = AgentsRun(budgets, tuple(sorted(trajectories.values())), steps, runs[0].embedding_model, max(r.seconds for r in runs))
     meta = {**metas[0], "command": "; ".join(m["command"] for m in metas) + " (at the same time)",
+            "commit": " / ".join(commits) + (" (the same memory/, proxy/, testkit/ and replay code)" if len(commits) > 1 else ""),
             "load_end": max((m["load_end"] for m in metas), key=lambda x: x[0]),
             "workers": sum(int(m.get("workers") or 1) for m in metas)}
     return run, meta
