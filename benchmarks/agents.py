@@ -146,7 +146,7 @@ def load_runs(raw: str) -> tuple[AgentsRun, dict[str, Any]]:
     meta = {**metas[0], "command": "; ".join(m["command"] for m in metas) + " (at the same time)",
             "commit": " / ".join(commits) + (" (the same memory/, proxy/, testkit/ and replay code)" if len(commits) > 1 else ""),
             "load_end": max((m["load_end"] for m in metas), key=lambda x: x[0]),
-            "workers": sum(int(m.get("workers") or 1) for m in metas)}
+            "workers": sum(int(m.get("workers") or 1) for m in metas), "journal": any(m.get("journal") for m in metas)}
     return run, meta
 
 

@@ -179,6 +179,10 @@ def _agents(h: dict[str, Any]) -> list[str]:
     if not budgets:
         return []
     picked = [rows[(split, b)] for b in budgets]
+    # Only the budgets that replayed the same steps (a run cut short may hold fewer at some).
+    full = max((r["trajectories"], r["steps"]) for r in picked)
+    picked = [r for r in picked if (r["trajectories"], r["steps"]) == full]
+    budgets = [int(r["budget"]) for r in picked]
 
     def each(fmt: Any) -> str:
         return _slash([fmt(r) for r in picked])
