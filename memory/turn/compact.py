@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from functools import partial
 from dataclasses import dataclass
 from typing import Any
 
@@ -212,7 +213,7 @@ def compact_tail(tail: Sequence[dict[str, Any]], room: int, token_of: Callable[[
         if prefix[j] - saved <= room:
             continue
         # The same messages compact the same way: a request replays its predecessors' compactions.
-        decided = t.memo.get(("compact", chain[j], j), lambda j=j: _compact(t, j, int(room * policy.low_water)))
+        decided = t.memo.get(("compact", chain[j], j), partial(_compact, t, j, int(room * policy.low_water)))
         saved = decided.saved(t)
         point, compactions = j, compactions + 1
     return _result(t, decided, point, compactions, total, chain[point])
@@ -393,15 +394,15 @@ def _stub(t: _Tail, i: int, level: int) -> _Rendering | None:
         function = (call.get("function") or {}) if isinstance(call, dict) else {}
         args = function.get("arguments")
         if isinstance(args, str) and len(args) > arg_chars:
-            short = t.memo.get(("args", args, arg_chars, arg_keep), lambda a=args: shorten_arguments(a, arg_chars, arg_keep))
+            short = t.memo.get(("args", args, arg_chars, arg_keep), partial(shorten_arguments, args, arg_chars, arg_keep))
             call = {**call, "function": {**function, "arguments": short}}
         new_calls.append(call)
     if new_content == content and new_calls == list(calls):
         return None
-    chat: dict[str, Any] = {"role": "assistant", "content": new_content}
+    step: dict[str, Any] = {"role": "assistant", "content": new_content}
     if calls:
-        chat["tool_calls"] = new_calls
-    return _checked(t, i, ("arguments", chat, t.token_of(chat), None))
+        step["tool_calls"] = new_calls
+    return _checked(t, i, ("arguments", step, t.token_of(step), None))
 
 
 def _checked(t: _Tail, i: int, rendering: _Rendering) -> _Rendering | None:
@@ -441,7 +442,7 @@ def _render(t: _Tail, j: int, keep_from: int, steps: list[tuple[int, int]], leve
         if i < keep_from and target is not None:
             call = str(t.messages[target].get("tool_call_id"))
             label = t.label(i)
-            chat = _chat_tool(t, i, t.memo.get(("ptr", text, label, call), lambda: pointer_text(text, label, call)))
+            chat = _chat_tool(t, i, t.memo.get(("ptr", text, label, call), partial(pointer_text, text, label, call)))
             found = _checked(t, i, ("pointer", chat, t.token_of(chat), call))
             if found is not None:
                 out[i] = found

@@ -9,7 +9,7 @@ import hashlib
 import json
 
 from memory.ingest.transcript import message_hash
-from proxy.responses.items import INSTRUCTIONS_KEY, item_ids, reply_message, to_input, to_messages
+from proxy.responses.items import INSTRUCTIONS_KEY, item_ids, reply_message, rewrite, to_input, to_messages
 
 ITEMS = [
     {"role": "user", "content": "hello"},
@@ -77,3 +77,23 @@ def test_messages_memory_wrote_become_easy_input_items() -> None:
     assert to_input(laid_out) == [{"role": "system", "content": "Session state: ..."}, {"role": "assistant", "content": "ok"},
                                   {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"},
                                   {"type": "function_call_output", "call_id": "c1", "output": "result"}]
+
+
+def test_a_compacted_message_is_rebuilt_as_an_item_of_the_same_kind_and_call() -> None:
+    items = [{"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": "gAAAA-opaque"},
+             {"type": "function_call", "id": "fc_1", "call_id": "call_1", "name": "bash", "arguments": '{"command": "cat a.py"}'},
+             {"type": "custom_tool_call", "id": "ct_2", "call_id": "call_2", "name": "apply_patch", "input": "*** Begin Patch\n" + "x\n" * 50},
+             {"type": "function_call_output", "call_id": "call_1", "output": "line\n" * 100},
+             {"type": "custom_tool_call_output", "call_id": "call_2", "output": "Done!"},
+             {"type": "shell_call_output", "call_id": "call_3", "output": [{"stdout": "a\n" * 50, "stderr": "", "outcome": {"type": "exit", "exit_code": 0}}]}]
+    assistant, out_1, out_2, shell = to_messages(items)
+    stub = rewrite(out_1, {**out_1, "content": "[stub]"})
+    assert stub is not None and to_input([stub]) == [{"type": "function_call_output", "call_id": "call_1", "output": "[stub]"}]
+    assert to_input([rewrite(out_2, {**out_2, "content": "[stub]"})]) == [{"type": "custom_tool_call_output", "call_id": "call_2", "output": "[stub]"}]
+    rebuilt = to_input([rewrite(shell, {**shell, "content": "[stub]"})])[0]
+    assert rebuilt["type"] == "shell_call_output" and rebuilt["call_id"] == "call_3" and rebuilt["output"][0]["stdout"] == "[stub]"
+    calls = [dict(c) for c in assistant["tool_calls"]]
+    calls[1] = {**calls[1], "function": {**calls[1]["function"], "arguments": "*** Begin Patch … [elided]"}}
+    shortened = to_input([rewrite(assistant, {"role": "assistant", "content": None, "tool_calls": calls})])
+    assert shortened[0] == items[0]  # the reasoning item with its encrypted_content, untouched
+    assert shortened[1] == items[1] and shortened[2] == {**items[2], "input": "*** Begin Patch … [elided]"}
