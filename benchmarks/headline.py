@@ -198,12 +198,40 @@ def _anthropic(i: dict[str, Any]) -> list[str]:
             f"budget: {'met' if met == len(rows) else f'met in {met} of {len(rows)} runs'}."]
 
 
+def _agents(h: dict[str, Any]) -> list[str]:
+    rows = {(r["split"], int(r["budget"])): r for r in h["rows"]}
+    split = "held_out" if any(k[0] == "held_out" for k in rows) else "all"
+    budgets = sorted(b for s, b in rows if s == split)
+    if not budgets:
+        return []
+    picked = [rows[(split, b)] for b in budgets]
+    # Only the budgets that replayed the same steps (a run cut short may hold fewer at some).
+    full = max((r["trajectories"], r["steps"]) for r in picked)
+    picked = [r for r in picked if (r["trajectories"], r["steps"]) == full]
+    budgets = [int(r["budget"]) for r in picked]
+
+    def each(fmt: Any) -> str:
+        return _slash([fmt(r) for r in picked])
+
+    label = (("the held-out ones (pyvista, sqlfluff): " if split == "held_out" else "")
+             + f"{picked[0]['trajectories']} trajectories, {picked[0]['steps']:,} steps")
+    meta = h.get("meta") or {}
+    return [f"- Agents (real mini-swe-agent tool loops replayed through the proxy, {label}; budgets "
+            f"{_slash([format(b, ',') for b in budgets])}; commit {meta.get('commit', '?')}): forwarded "
+            f"{each(lambda r: format(r['raw_vs_resend'], '.2f') + '×')} the tokens of resending everything, cost at r=0.1 "
+            f"{each(lambda r: format(r['cost']['0.1'], '.2f') + '×')}, at r=0.25 {each(lambda r: format(r['cost']['0.25'], '.2f') + '×')}; "
+            f"identifier recall {each(lambda r: format(r['recall'], '.3f'))} (clearing window {each(lambda r: format(r['window']['recall'], '.3f'))} "
+            f"at {each(lambda r: format(r['window']['raw_vs_resend'], '.2f') + '×')}); {each(lambda r: str(r['rejected']))} requests rejected by "
+            f"the strict fake, {each(lambda r: format(r['over_budget'], ','))} answered `over_budget`; added latency p50 "
+            f"{each(lambda r: format(r['added_ms']['p50'], '.1f'))} ms per step."]
+
+
 def headline(results: dict[str, Any]) -> str:
     """The generated block's content (between the markers) for one results file."""
     lines = [_intro(results.get("run") or {}), ""]
     sections = (("A", _session, "50-turn session"), ("B", _recall, "LoCoMo recall"), ("C", _overhead, "proxy overhead"),
                 ("D", _scale, "scale"), ("E", _stress, "stress"), ("F", _cost, "cost under prompt caching"),
-                ("I", _anthropic, "Claude Code under Anthropic's cache rule"))
+                ("H", _agents, "agents through the proxy"), ("I", _anthropic, "Claude Code under Anthropic's cache rule"))
     for key, render, name in sections:
         value = results.get(key)
         lines += render(value) if value else [f"- {name}: not measured in that run."]

@@ -4,8 +4,8 @@ benchmarks/, the README's headline figures through `benchmarks.headline`):
     python -m benchmarks.run_all                 # the full run (~20-25 min on 2 cores)
     python -m benchmarks.run_all --quick         # smoke sizes, well under a minute; used by the test suite
     python -m benchmarks.run_all --sections AB   # a subset (A session, B LoCoMo, C proxy, D scale, E stress,
-                                                 # F cost under prompt caching, I Claude Code under
-                                                 # Anthropic's cache rule)
+                                                 # F cost under prompt caching, H agents through the proxy,
+                                                 # I Claude Code under Anthropic's cache rule)
     python -m benchmarks.run_all --postgres      # also B, D, E on PostgreSQL (section G); --pg-url URL: an existing server
 """
 
@@ -27,6 +27,8 @@ from typing import Any
 from memory.recall.embeddings import load_embedder
 from testkit.pg import PgServer
 
+from .agent_traces import DEFAULT_TRACES
+from .agents import QUICK_BUDGET, QUICK_STEPS, measure, quick_trajectories, traces_or_reason
 from .anthropic_cost import HEADING as SECTION_I, results_i, run_section, section_i
 from .cache_cost import BUDGETS as COST_BUDGETS
 from .cache_cost import CostResult, run_cache_cost
@@ -42,6 +44,8 @@ from .postgres import PostgresResult, RecallPair, describe, pg_server
 from .recall import OURS, OURS_PG, RecallResult, quick_selection, run_recall
 from .report import RunInfo, render
 from .report_cost import DEV, plot_cost_per_turn, section_f, summaries
+from .report_agents import section_h
+from .report_agents import summaries as agents_summaries
 from .report_pg import render_postgres
 from .scale import ScaleResult, probe_row, run_scale
 from .section_a import SectionA, run_section_a
@@ -59,7 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true", help="smoke sizes (structure and invariants, not figures)")
     parser.add_argument("--locomo", default=DEFAULT_LOCOMO, help="path of locomo10.json (relative paths: from the repo root)")
     parser.add_argument("--out", default="benchmarks", help="folder for RESULTS.md, results.json and plots (relative: repo root)")
-    parser.add_argument("--sections", default="ABCDEFI", help="which sections to run, e.g. AB")
+    parser.add_argument("--sections", default="ABCDEFHI", help="which sections to run, e.g. AB")
+    parser.add_argument("--agent-traces", default=DEFAULT_TRACES, help="folder of agent trajectories for section H "
+                        "(relative paths: from the repo root)")
     parser.add_argument("--litellm-bin", default=None, help="LiteLLM proxy executable for the peer in section C "
                         f"(default: {default_bin()} when present; see benchmarks/litellm_peer.py)")
     parser.add_argument("--scale-sizes", default=None, help="comma-separated session sizes for section D")
@@ -208,16 +214,33 @@ def _run(args: argparse.Namespace, argv: list[str] | None, server: PgServer | No
         seconds["I"] = time.perf_counter() - t0
 
     command = "python -m benchmarks.run_all" + ("" if not argv and len(sys.argv) <= 1 else " " + shlex.join(argv if argv is not None else sys.argv[1:]))
+    h: dict[str, Any] | None = None
+    if "H" in sections:
+        trajectories, reason = traces_or_reason(args.agent_traces)
+        if reason:
+            skipped["H"] = reason
+        else:
+            t0 = time.perf_counter()
+            if args.quick:  # lexical memory: the smoke run checks the wiring, and a model load would double its time
+                run, meta = measure(quick_trajectories(trajectories), command, (QUICK_BUDGET,), QUICK_STEPS, "none", show)
+                notes.append(f"section H replayed the first {QUICK_STEPS} steps of {len(run.trajectories)} trajectories at budget "
+                             f"{QUICK_BUDGET:,}, lexical memory")
+            else:
+                # Three replays at once, one proxy process each: one after the other would take ~3x as long.
+                run, meta = measure(trajectories, command, show_progress=show, workers=3)
+            h = agents_summaries(run, meta)
+            seconds["H"] = time.perf_counter() - t0
     info = RunInfo(command=command, date=started.strftime("%Y-%m-%d %H:%M UTC"), quick=args.quick, machine=machine,
                    load_start=load_start, load_end=load_average(), seconds=seconds, notes=notes)
     markdown = render(info, a, b, c, d, skipped, e)
     markdown += "\n".join(section_f(f) if f else ["## F. Cost under prompt caching", "", f"Not run: {skipped.get('F', 'not selected')}", ""]) + "\n"
     markdown += "\n".join(render_postgres(pg))
+    markdown += "\n" + "\n".join(section_h(h, skipped.get("H")))
     markdown = markdown.rstrip("\n") + "\n\n" + "\n".join(section_i(i_rows, command, machine.commit) if i_rows else
                                                           [SECTION_I, "", f"Not run: {skipped.get('I', 'not selected')}", ""])
     (out / "RESULTS.md").write_text(markdown, encoding="utf-8")
-    payload = {"run": info, "A": a, "B": b, "C": c, "D": d, "E": e, "F": summaries(f) if f else None, "G": pg, "skipped": skipped,
-               "I": results_i(i_rows, command, machine.commit) if i_rows else None}
+    payload = {"run": info, "A": a, "B": b, "C": c, "D": d, "E": e, "F": summaries(f) if f else None, "G": pg, "H": h,
+               "skipped": skipped, "I": results_i(i_rows, command, machine.commit) if i_rows else None}
     (out / "results.json").write_text(json.dumps(_jsonable(payload), indent=1) + "\n", encoding="utf-8")
     if out.resolve() == (REPO_ROOT / "benchmarks").resolve():
         write_headline([])  # the README's figures follow the results file they come from

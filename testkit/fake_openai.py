@@ -73,7 +73,7 @@ class OpenAIApi:
                                                "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0}}
         rec.reported = usage
         tool_calls = [
-            {"id": tc.id, "type": "function", "function": {"name": tc.name, "arguments": json.dumps(tc.arguments)}}
+            {"id": tc.id, "type": "function", "function": {"name": tc.name, "arguments": tc.arguments_json()}}
             for tc in reply.tool_calls
         ]
         finish = "tool_calls" if tool_calls else "stop"

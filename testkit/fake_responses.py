@@ -145,7 +145,7 @@ class ResponsesApi:
                            "content": [{"type": "output_text", "text": reply.text, "annotations": [], "logprobs": []}]})
         for call in reply.tool_calls:
             output.append({"id": self._new_id("fc"), "type": "function_call", "status": "completed", "call_id": call.id,
-                           "name": call.name, "arguments": json.dumps(call.arguments)})
+                           "name": call.name, "arguments": call.arguments_json()})
         status = reply.responses_status or "completed"
         completion = len(reply.text or "") // 4 + 1
         return {

@@ -94,7 +94,7 @@ def start_upstream_process(folder: Path, latency_ms: float = 0.0, chunk_chars: i
 
 def start_proxy_process(folder: Path, upstream_url: str, *, embedding_model: str | None = "none", budget_tokens: int | None = None,
                         port: int | None = None, log_level: str = "warning", env: Mapping[str, str] | None = None,
-                        health: str = "/healthz") -> Server:
+                        health: str = "/healthz", deadline_s: float = 60.0) -> Server:
     """`memory-runtime serve` on a fresh port (or `port`), storing in `folder/memory.sqlite`,
     configured by `folder/proxy.yaml` (no upstream retries; `embedding_model=None` keeps the
     default model), logging to `folder/proxy.log`, with `env` added to a clean environment that
@@ -115,4 +115,4 @@ def start_proxy_process(folder: Path, upstream_url: str, *, embedding_model: str
     cmd = [sys.executable, "-m", "proxy.cli.main", "serve", "--config", str(config), "--port", str(port)]
     keys = {"OPENAI_API_KEY": "sk-" + "process-fallback-key-3b9e", "GEMINI_API_KEY": "AIza" + "-process-fallback-key-6d1f"}
     return start_server("memory-runtime proxy", cmd, port, health, folder / "proxy.log", REPO_ROOT,
-                        {**clean_env(), **keys, **(env or {})}, 60.0)
+                        {**clean_env(), **keys, **(env or {})}, deadline_s)

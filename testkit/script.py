@@ -28,6 +28,12 @@ class ToolCall:
     arguments: dict[str, Any]
     id: str = "call_fake_1"
     thought_signature: str | None = None
+    # OpenAI APIs only: the arguments exactly as this JSON text (a recorded agent's own bytes)
+    # instead of `json.dumps(arguments)`.
+    raw_arguments: str | None = None
+
+    def arguments_json(self) -> str:
+        return self.raw_arguments if self.raw_arguments is not None else json.dumps(self.arguments)
 
 
 @dataclass(frozen=True)
@@ -92,6 +98,19 @@ class Script:
             self.replies.clear()
             self.requests.clear()
         self.cache.reset()
+
+    def take_requests(self) -> list[Recorded]:
+        """The request log so far, emptied: a long replay reads each step's requests and keeps none."""
+        with self._lock:
+            taken, self.requests = self.requests, []
+        return taken
+
+    def discard_replies(self) -> int:
+        """Drop what is still queued (a request the fake rejected never took its reply); how many."""
+        with self._lock:
+            left = len(self.replies)
+            self.replies.clear()
+        return left
 
     def chat_requests(self) -> list[Recorded]:
         return [r for r in self.requests if any(p in r.path for p in CHAT_PATHS)]

@@ -13,6 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 LOCOMO = ROOT.parent / "shared" / "data" / "locomo" / "locomo10.json"
+TRACES = ROOT.parent / "shared" / "data" / "agent-traces" / "mini-swe-agent-dev"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -30,7 +31,7 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str,
 def test_writes_results_and_plots(quick_run: tuple[Path, dict[str, Any]]) -> None:
     out, results = quick_run
     text = (out / "RESULTS.md").read_text(encoding="utf-8")
-    for heading in ("## A.", "## B.", "## C.", "## D.", "## E.", "## F.", "## G.", "Command: `python -m benchmarks.run_all --quick"):
+    for heading in ("## A.", "## B.", "## C.", "## D.", "## E.", "## F.", "## G.", "## H.", "Command: `python -m benchmarks.run_all --quick"):
         assert heading in text
     pngs = ["tokens_per_turn.png", "proxy_overhead.png", "latency_vs_size.png"]
     if results["B"] is not None:
@@ -148,3 +149,23 @@ def test_cost_under_caching_section(quick_run: tuple[Path, dict[str, Any]]) -> N
     # The questions asked one after another in the same chat are turns of the chat, priced with it.
     assert 0.0 <= locomo["recall_sequential"] <= 1.0 and set(locomo["cost_conversation"]) == {"0.1", "0.25", "0.5"}
     assert "recall alone / in sequence / fresh" in text
+
+
+def test_agents_section(quick_run: tuple[Path, dict[str, Any]]) -> None:
+    """Section H's smoke form: real trajectories through the running proxy, every forwarded request
+    accepted by the strict fake, recall and cost figures in range."""
+    out, results = quick_run
+    assert "## H. Agents: real tool loops through the proxy" in (out / "RESULTS.md").read_text(encoding="utf-8")
+    if not TRACES.exists():
+        assert "agent trajectories not found" in results["skipped"]["H"]
+        return
+    h = results["H"]
+    rows = {(r["split"], r["budget"]): r for r in h["rows"]}
+    assert set(rows) == {("held_out", 2000), ("tuning", 2000), ("all", 2000)}
+    assert [t["split"] for t in h["trajectories"]] == ["tuning", "held_out"]
+    for row in rows.values():
+        assert row["steps"] == 10 * row["trajectories"] and row["added_ms"]["n"] == row["steps"]
+        assert row["rejected"] == 0 and row["failed"] == 0
+        assert row["needed"] > 0 and 0.0 <= row["recall"] <= 1.0 and 0.0 <= row["window"]["recall"] <= 1.0
+        assert row["window"]["raw_vs_resend"] < 1.0  # budget 2,000: the clearing window clears something
+        assert 0.0 <= row["cached_share"] <= 1.0 and set(row["cost"]) == {"0.1", "0.25", "0.5"}
