@@ -106,24 +106,31 @@ def test_a_frame_is_reused_while_it_serves_and_the_prompt_keeps_its_prefix() -> 
     assert _layout(view, moved).mode == "rebased"
 
 
-def _need(layout: Layout) -> str:
-    return str(layout.manifest["need"]["need"])
+def _shown(layout: Layout, pos: int) -> bool:
+    """Whether message `pos` of `_session` came back as evidence (its last word is unique to it)."""
+    return f"w{pos}x29" in json.dumps(layout.evidence)
 
 
-def test_need_compares_the_best_match_out_of_view_with_the_best_in_view() -> None:
+def test_on_a_frame_the_question_gets_its_matches_out_of_view_down_to_the_floor() -> None:
+    """The question's own evidence after the cached part: the best matches out of view, down to the
+    policy's `evidence_floor` of the best one's score, however well something in view scores (a run
+    of look-alike questions in view must not hide the turn asked about)."""
     view, lines = _session(44)
     frame = replace(_layout(view, _input(lines[:40], 1500)).frame, id=7)  # type: ignore[arg-type]
-    out_of_view, in_view = 2, 41  # chunk positions: message 2 left the window long ago, 41 is in it
-    cases = {
-        "none": [Scored(in_view, 2.0), Scored(out_of_view, 1.5)],  # the prompt already shows the best match
-        "weak": [Scored(out_of_view, 1.6), Scored(in_view, 1.2)],  # better out of view, by less than the margin
-        "strong": [Scored(out_of_view, 2.4), Scored(in_view, 1.2)],  # by the margin or more
-    }
-    for need, ranked in cases.items():
+    out_a, out_b, in_view = 2, 4, 41  # chunk positions: messages 2 and 4 left the window long ago, 41 is in it
+    floor = POLICIES["cache"].evidence_floor
+
+    def on_frame(ranked: list[Scored]) -> Layout:
         layout = _layout(view, _input(lines[:42], 1500, frame=frame, ranked=ranked))
-        assert layout.mode == "frame" and _need(layout) == need, need
-        # Evidence is added for a weak or strong need (the out-of-view message comes back), none otherwise.
-        assert ("w2x29" in json.dumps(layout.evidence)) is (need != "none"), need
-    # Below the floor score a match out of view is never strong, whatever the margin.
-    low = _layout(view, _input(lines[:42], 1500, frame=frame, ranked=[Scored(out_of_view, 0.4), Scored(in_view, -1.0)]))
-    assert _need(low) == "weak"
+        assert layout.mode == "frame" and layout.frame == frame
+        return layout
+
+    shadowed = on_frame([Scored(in_view, 3.0), Scored(out_a, 1.0)])
+    assert _shown(shadowed, out_a)
+    assert shadowed.manifest["need"]["best_out_of_view"] == 1.0 and shadowed.manifest["need"]["best_in_view"] == 3.0
+    above = on_frame([Scored(out_a, 2.0), Scored(out_b, 2.0 * floor + 0.1)])
+    assert _shown(above, out_a) and _shown(above, out_b)
+    below = on_frame([Scored(out_a, 2.0), Scored(out_b, 2.0 * floor - 0.1)])
+    assert _shown(below, out_a) and not _shown(below, out_b)
+    nothing_out = on_frame([Scored(in_view, 2.0)])
+    assert not _shown(nothing_out, out_a) and nothing_out.manifest["need"]["best_out_of_view"] == 0.0

@@ -1,10 +1,11 @@
 """The two layout policies where they part ways, on the layout's own inputs (see test_layout for
-the harness): a stored frame whose room for evidence has shrunk below what a fresh layout would
-give, and a question that strongly needs memory out of view. Also how a policy is chosen by name,
-per request (`X-Memory-Layout-Policy`) or by the configuration."""
+the harness): how weak a match out of view may be and still come back as the question's evidence
+on a stored frame. Also how a policy is chosen by name, per request (`X-Memory-Layout-Policy`) or
+by the configuration."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import pytest
@@ -18,7 +19,7 @@ from memory.recall.retrieval import Scored
 from memory.records import FrameRecord
 from proxy.errors import InvalidRequestError
 from proxy.http import layout_policy
-from tests.memory.test_layout import _input, _layout, _need, _session
+from tests.memory.test_layout import _input, _layout, _session
 
 BUDGET = 1500
 OUT_OF_VIEW = 2  # chunk position of a message that left the window long ago
@@ -30,43 +31,39 @@ def _frame(view: SessionView, lines: list[Line]) -> FrameRecord:
     return replace(built, id=7)
 
 
-def _mode(view: SessionView, lines: list[Line], frame: FrameRecord, n: int, best_out: float, policy: str) -> tuple[str, str]:
-    """(mode, need) of the prompt for the first `n` messages on `frame`; the best match in view scores 1.2."""
-    layout = _layout(view, _input(lines[:n], BUDGET, frame=frame, ranked=[Scored(OUT_OF_VIEW, best_out), Scored(n - 1, 1.2)],
-                                  policy=POLICIES[policy]))
-    return layout.mode, _need(layout) if "need" in layout.manifest else "-"
+def _layout_on(view: SessionView, lines: list[Line], frame: FrameRecord, n: int, ranked: list[Scored], policy: str) -> str:
+    """The mode of the prompt for the first `n` messages on `frame`, and which out-of-view messages
+    came back as evidence, e.g. "frame 2 4"."""
+    layout = _layout(view, _input(lines[:n], BUDGET, frame=frame, ranked=ranked, policy=POLICIES[policy]))
+    shown = [str(s.pos) for s in ranked if f"w{s.pos}x29" in json.dumps(layout.evidence)]
+    return " ".join([layout.mode, *shown])
 
 
 @pytest.mark.parametrize("policy", ["cache", "recall"])
 def test_with_room_to_spare_both_keep_the_frame_and_add_evidence(policy: str) -> None:
     view, lines = _session(60)
-    assert _mode(view, lines, _frame(view, lines), 40, 2.4, policy) == ("frame", "strong")
+    assert _layout_on(view, lines, _frame(view, lines), 40, [Scored(OUT_OF_VIEW, 2.4), Scored(39, 1.2)], policy) == "frame 2"
 
 
-def test_where_the_policies_part_a_strong_need_that_fits_in_the_shrunken_room() -> None:
-    """Six messages later the window has eaten the room; the strong match still fits in what is left
-    and stands less than `rebase_margin` above the best match in view: `cache` keeps the frame (and
-    the provider's cache), `recall` rebuilds the prompt around the question."""
+def test_where_the_policies_part_a_weaker_match_out_of_view() -> None:
+    """A second match out of view at 0.35 of the best one's score: under `cache` (floor 0.4) it stays
+    out, under `recall` (floor 0.3) it comes back too; both keep the frame."""
     view, lines = _session(60)
     frame = _frame(view, lines)
-    assert _mode(view, lines, frame, 46, 2.4, "cache") == ("frame", "strong")
-    assert _mode(view, lines, frame, 46, 2.4, "recall") == ("rebased", "strong")
-    # A match far above anything in view (rebase_margin) rebases under `cache` too.
-    assert _mode(view, lines, frame, 46, 4.0, "cache") == ("rebased", "strong")
-    # Without a strong need neither policy gives up the frame.
-    for policy in ("cache", "recall"):
-        assert _mode(view, lines, frame, 46, 1.6, policy) == ("frame", "weak")
+    ranked = [Scored(OUT_OF_VIEW, 2.0), Scored(OUT_OF_VIEW + 2, 0.7)]
+    assert _layout_on(view, lines, frame, 40, ranked, "cache") == "frame 2"
+    assert _layout_on(view, lines, frame, 40, ranked, "recall") == "frame 2 4"
 
 
 @pytest.mark.parametrize("policy", ["cache", "recall"])
 def test_the_budget_forces_a_rebase_under_either_policy(policy: str) -> None:
     view, lines = _session(60)
-    assert _mode(view, lines, _frame(view, lines), 56, 1.0, policy)[0] == "rebased"
+    assert _layout_on(view, lines, _frame(view, lines), 56, [Scored(OUT_OF_VIEW, 1.0)], policy).split()[0] == "rebased"
 
 
 def test_the_policies_differ_only_where_documented() -> None:
     assert POLICIES["cache"] == LayoutPolicy()
-    assert POLICIES["recall"] == replace(LayoutPolicy(), name="recall", strong_fit=False)
+    assert POLICIES["recall"] == replace(LayoutPolicy(), name="recall", evidence_floor=0.3, evidence_share=0.5)
     assert get_policy("recall") is POLICIES["recall"]
     with pytest.raises(InvalidArgumentError, match="unknown layout policy 'fast'"):
         get_policy("fast")

@@ -151,8 +151,10 @@ class CountingEmbedder:
 
 
 async def test_a_huge_first_history_embeds_a_bounded_batch_then_the_rest_in_the_background(tmp_path: Path) -> None:
+    """The `bounded` consistency (the proxy's per-request path; the library's default is `strict`,
+    see test_compile_consistency)."""
     embedder = CountingEmbedder()
-    async with Runtime(tmp_path / "huge.sqlite", embedder=embedder) as rt:
+    async with Runtime(tmp_path / "huge.sqlite", embedder=embedder, consistency="bounded") as rt:
         session = rt.session("huge")
         filler = " with enough words around it to make a paragraph of realistic length for one chat turn" * 4
         history = [_msg(f"message {n} about topic {n % 17} and item qzitem{n}{filler}", "user" if n % 2 == 0 else "assistant") for n in range(600)]
