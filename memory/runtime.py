@@ -340,10 +340,6 @@ class Runtime:
         """Embed a session's new chunks in the background, so the next compile finds them ready."""
         self._embeddings.soon(session_id)
 
-    async def embed_query(self, query: str) -> np.ndarray | None:
-        """The embedding of one question (None without an embedder)."""
-        return await self._embeddings.embed_query(query)
-
 
 def create_runtime(storage_path: str | Path = "./.memory.sqlite", embedding_model: str | None = DEFAULT_MODEL,
                    embedding_model_dir: str | Path | None = None, embedder: Embedder | None = None,

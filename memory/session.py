@@ -12,11 +12,12 @@ import json
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from memory.prompt.compiler import CompileInput, CompileResult, assemble
+from memory.host import SessionHost
 from memory.errors import InvalidArgumentError, InvalidEventError, SessionNotFoundError, StorageError
 from memory.ingest.events import Event, parse_event
 from memory.prompt.evidence import unit_message
@@ -35,8 +36,6 @@ from memory.turn.compact import Rewrite
 from memory.turn.turns import (Request, TurnInputs, TurnPlan, Usage, align_request, build_plan, classify_fixed, in_formula_of, query_text,
                     totals_dict, turn_inputs, turn_record)
 
-if TYPE_CHECKING:
-    from memory.runtime import Runtime
 
 __all__ = ["Session", "SyncResult"]
 
@@ -63,7 +62,7 @@ def _parse_messages(messages: list[dict[str, Any]], hashes: list[str]) -> list[E
 class Session:
     """One conversation's memory. All methods are coroutines; see the README for the event types."""
 
-    def __init__(self, runtime: Runtime, session_id: str) -> None:
+    def __init__(self, runtime: SessionHost, session_id: str) -> None:
         self.runtime = runtime
         self.id = session_id
 

@@ -39,7 +39,7 @@ from memory.recall.retrieval import Scored
 from memory.prompt.state import render_state_block
 from memory.recall.tokens import REPLY_PRIMING_TOKENS, TiktokenCounter
 
-__all__ = ["Line", "LayoutInput", "Layout", "build_layout", "needs_memory", "fixed_over_budget"]
+__all__ = ["Line", "LayoutInput", "Layout", "build_layout", "needs_memory", "fixed_over_budget", "frame_serves"]
 
 # A rebase's window always offers its floor share to the last exchange (two messages).
 WINDOW_FLOOR_MESSAGES = 2
@@ -351,12 +351,17 @@ def _fit_pair(kept: list[Evidence], extra: list[Evidence], view: SessionView, co
         dropped.insert(0, evidence_item(worst, view, "budget"))
 
 
-def _serves(frame: FrameRecord, inp: LayoutInput, counter: TiktokenCounter) -> bool:
+def frame_serves(frame: FrameRecord, end: int, anchor: Callable[[int], str], budget: int, encoding: str) -> bool:
     """A stored frame serves a request made for the same budget and encoding whose conversation
-    still begins with the messages the frame was anchored to."""
-    end = inp.history[-1].pos + 1 if inp.history else 0
-    return (frame.encoding == counter.encoding_name and frame.budget == inp.budget and frame.window_start <= end
-            and frame.anchor == inp.anchor(frame.window_start))
+    (`end` messages before the live tail; `anchor(n)`: the chain hash of its first n) still begins
+    with the messages the frame was anchored to. The one rule: the turn planner picks a frame with
+    it and the layout lays the prompt out on it only while it holds."""
+    return (frame.encoding == encoding and frame.budget == budget and frame.window_start <= end
+            and frame.anchor == anchor(frame.window_start))
+
+
+def _serves(frame: FrameRecord, inp: LayoutInput, counter: TiktokenCounter) -> bool:
+    return frame_serves(frame, inp.history[-1].pos + 1 if inp.history else 0, inp.anchor, inp.budget, counter.encoding_name)
 
 
 def _base_keys(frame: FrameRecord) -> set[str]:

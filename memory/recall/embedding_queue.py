@@ -187,14 +187,6 @@ class EmbeddingQueue:
                 self._recent.popitem(last=False)
         return vectors, qvec
 
-    async def embed_query(self, query: str) -> np.ndarray | None:
-        """The vector of one question (None without an embedder)."""
-        embedder = self._embedder()
-        if embedder is None:
-            return None
-        found = self.recent(query)
-        return found if found is not None else (await self._embed(embedder, {}, query))[1]
-
     def soon(self, session_id: str) -> None:
         """Embed a session's missing chunks in the background. One task per session; it loops
         until nothing is missing."""

@@ -24,7 +24,7 @@ from memory.turn.excerpts import candidates, excerpt_message, step_query
 from memory.prompt.compiler import CompileResult, result_of
 from memory.prompt.evidence import unit_message
 from memory.recall.index import SessionView
-from memory.prompt.layout import Layout, LayoutInput, Line, build_layout
+from memory.prompt.layout import Layout, LayoutInput, Line, build_layout, frame_serves
 from memory.prompt.policy import LayoutPolicy
 from memory.records import FrameRecord, StateItem, TranscriptEntry, TurnRecord, UsageTotals
 from memory.recall.retrieval import Scored
@@ -32,7 +32,7 @@ from memory.recall.tokens import REPLY_PRIMING_TOKENS, TiktokenCounter
 from memory.ingest.transcript import GENESIS_CHAIN, SYSTEM_ROLES, legacy_message_hash, message_hash, message_text
 
 __all__ = ["TurnPlan", "TurnInputs", "Usage", "Request", "Aligned", "align_request", "classify_fixed", "in_formula_of", "turn_inputs",
-           "build_plan", "request_key", "query_text", "carried_query", "turn_record", "totals_dict", "tail_room", "effective_budget",
+           "build_plan", "request_key", "query_text", "turn_record", "totals_dict", "tail_room", "effective_budget",
            "compacted_tail"]
 
 
@@ -307,8 +307,7 @@ def build_plan(session_id: str, model: str, budget: int, request: Request, named
     p = inputs.history[-1].pos + 1 if inputs.history else 0
 
     def serves(f: FrameRecord) -> bool:
-        return (f.window_start <= p and f.anchor == inputs.anchor(f.window_start) and f.budget == budget
-                and f.encoding == counter.encoding_name)
+        return frame_serves(f, p, inputs.anchor, budget, counter.encoding_name)
 
     reuse = reuse if reuse is not None and reuse.tail_pos == p else None
     frame = _pick_frame(frames, reuse, serves)
@@ -368,14 +367,6 @@ def _tail_and_system(aligned: Aligned, request: Request, transcript: list[Transc
     stored = [message_at(aligned, pos, request, transcript, view)[0] for pos in range(p, base)]
     system = [m for i, m in enumerate(request.messages) if request.is_context(i)]
     return stored + [m for i, m in enumerate(request.messages) if not request.is_context(i)], system
-
-
-def carried_query(aligned: Aligned, request: Request) -> str | None:
-    """The question's text when the request carries the start of its live tail, else None."""
-    offset = aligned.p - aligned.alignment.base
-    if not 0 <= offset < len(request.hashes):
-        return None
-    return query_text(request.messages[request.convo_index[offset] :])
 
 
 def query_text(tail: list[dict[str, Any]]) -> str:
