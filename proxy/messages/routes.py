@@ -32,7 +32,7 @@ from proxy.context import Prepared, commit, prepare
 from proxy.errors import ProxyError, UpstreamError
 from proxy.http import header_int, json_response, layout_policy, read_body, session_header_of
 from proxy.messages import wire
-from proxy.messages.blocks import reply_message, to_anthropic, to_messages
+from proxy.messages.blocks import reply_message, rewrite, to_anthropic, to_messages
 from proxy.messages.cache import mark_frame_end, mark_stable_top
 from proxy.messages.reply import Assembler, cache_figures, memory_usage
 from proxy.messages.upstream import Opened, forwarded_headers
@@ -115,7 +115,7 @@ async def _create(request: Request) -> Response:
     user = parsed.metadata.user_id if parsed.metadata is not None and parsed.metadata.user_id else ""
     session_id = caller.storage_id(session_header) if session_header is not None else None
     prepared = await prepare(svc.runtime, messages, parsed.model, budget, session_id, caller.scope(user), caller.new_session_id,
-                             layout_policy(request, svc.config.layout_policy))
+                             layout_policy(request, svc.config.layout_policy), rewrite=rewrite)
     meter.prepared(prepared.mode, prepared.original_tokens, prepared.compiled_tokens, prepared.error is not None)
     forward = _compiled_body(raw, prepared, messages)
     memory_headers = prepared.headers()

@@ -246,3 +246,29 @@ def test_a_stateless_client_gets_memorys_copies_rebuilt_exactly(aproxy: Proxy, u
     assert body["messages"][1]["content"] == call  # memory's copy of the reply, blocks and signature as the provider sent them
     assert body["messages"][2]["content"] == [{"type": "tool_result", "tool_use_id": "toolu_s1", "content": "package a"}]
     assert body["messages"][-1] == {"role": "user", "content": "and now?"}
+
+
+def test_a_long_tool_loop_in_one_turn_is_compacted_in_anthropic_form(aproxy: Proxy, upstream: Upstream) -> None:
+    """Claude Code works inside one user turn: a task, then tool_use / tool_result pairs. Over the
+    budget, older tool_results go up as stubs (same tool_use_id, in the very next user message),
+    the task and the newest results verbatim, and the strict fake accepts every request."""
+    client = _client(aproxy, "msg-loop", **{"X-Memory-Budget": "8000"})
+    task = "Task: find where the retry budget is computed and fix the off-by-one."
+    messages: list[dict[str, Any]] = [{"role": "user", "content": task}]
+    modes = []
+    for i in range(1, 25):
+        upstream.fake.enqueue(Reply(tool_calls=(ToolCall("read_file", {"path": f"pkg/m{i}.go"}, id=f"toolu_{i:03d}"),)))
+        raw = client.messages.with_raw_response.create(model=MODEL, max_tokens=256, system=SYSTEM, tools=[READ_FILE], messages=messages)
+        modes.append(raw.headers["x-memory-mode"])
+        reply = raw.parse()
+        messages.append({"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in reply.content]})
+        output = "\n".join(f"line {n} of pkg/m{i}.go: func step{i}_{n}() int {{ return {n} }}" for n in range(40))
+        messages.append({"role": "user", "content": [{"type": "tool_result", "tool_use_id": f"toolu_{i:03d}", "content": output}]})
+    assert "compacted" in modes and modes[0] == "full_history"
+    body = _sent(upstream)  # the request that carried steps 1-23
+    results = {b["tool_use_id"]: b["content"] for m in body["messages"] if isinstance(m["content"], list)
+               for b in m["content"] if b.get("type") == "tool_result"}
+    assert sorted(results) == [f"toolu_{i:03d}" for i in range(1, 24)]  # every tool_use answered, ids kept
+    assert results["toolu_001"].startswith("[memory-runtime: compacted output of read_file")  # a stub, in Anthropic form
+    assert results["toolu_023"] == messages[-3]["content"][0]["content"]  # the newest output verbatim
+    assert task in json.dumps(body["messages"][0])
