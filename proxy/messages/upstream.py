@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from proxy.outbound import outbound_client
+from proxy.outbound import outbound_client, post_json
 from proxy.config import UpstreamsConfig
 from proxy.errors import UpstreamError
 from proxy.sse import SSEDecoder
@@ -120,21 +120,10 @@ class AnthropicUpstream:
     async def _once(self, path: str, query: str, body: dict[str, Any], headers: list[tuple[bytes, bytes]]) -> Opened:
         stream = bool(body.get("stream"))
         sent = [(b"content-type", b"application/json"), (b"accept", b"text/event-stream" if stream else b"application/json"), *headers]
-        payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
         url = self._config.anthropic.api_base + path + (f"?{query}" if query else "")
-        request = self._client.build_request("POST", url, headers=sent, content=payload)
-        try:
-            response = await self._client.send(request, stream=True)
-        except httpx.HTTPError as exc:
-            raise to_upstream_error(exc) from None
+        response, raw = await post_json(self._client, url, sent, body, to_upstream_error)
         passed = _passed(response.headers)
-        if response.status_code >= 400 or not stream:
-            try:
-                raw = await response.aread()
-            except httpx.HTTPError as exc:
-                raise to_upstream_error(exc) from None
-            finally:
-                await response.aclose()
+        if raw is not None:
             if response.status_code >= 400:
                 err = _error(response.status_code, raw)
                 err.headers = passed

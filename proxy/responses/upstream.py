@@ -31,7 +31,7 @@ import httpx
 
 from proxy.config import UpstreamsConfig
 from proxy.errors import UpstreamError
-from proxy.outbound import outbound_client
+from proxy.outbound import outbound_client, post_json
 from proxy.responses.wire import clean_event, clean_response
 from proxy.sse import SSEDecoder
 from proxy.chat.upstream import Upstream, close_stream, error_from_body, is_gemini, provider_headers, retryable, to_upstream_error
@@ -91,20 +91,9 @@ class ResponsesUpstream:
         headers = {"content-type": "application/json", "accept": "text/event-stream" if body.get("stream") else "application/json"}
         if key:
             headers["authorization"] = f"Bearer {key}"
-        payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-        request = self._client.build_request("POST", self._config.openai.api_base + "/responses", headers=headers, content=payload)
-        try:
-            response = await self._client.send(request, stream=True)
-        except httpx.HTTPError as exc:
-            raise to_upstream_error(exc) from None
+        response, raw = await post_json(self._client, self._config.openai.api_base + "/responses", headers, body, to_upstream_error)
         passed = provider_headers(response.headers)
-        if response.status_code >= 400 or not body.get("stream"):
-            try:
-                raw = await response.aread()
-            except httpx.HTTPError as exc:
-                raise to_upstream_error(exc) from None
-            finally:
-                await response.aclose()
+        if raw is not None:
             data = _json(raw)
             if response.status_code >= 400:
                 err = error_from_body(response.status_code, data or {}, raw[:200].decode("utf-8", "replace"))
