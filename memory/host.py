@@ -8,8 +8,7 @@ one direction, runtime -> session -> host.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
@@ -40,7 +39,7 @@ class SessionHost(Protocol):
 
     async def open(self) -> None: ...
 
-    def tokens_for(self, counter: TiktokenCounter) -> Callable[[dict[str, Any]], int]: ...
+    def tokens_for(self, counter: TiktokenCounter) -> TiktokenCounter: ...
 
     async def view(self, session_id: str, query: str | None = None, embed_limit: int | None = ...,
                    wait: bool = True) -> tuple[SessionView, np.ndarray | None]: ...

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -166,10 +166,9 @@ class Runtime:
         """A handle on one session (nothing is stored until something is ingested)."""
         return Session(self, _check_session_id(session_id))
 
-    def tokens_for(self, counter: TiktokenCounter) -> Callable[[dict[str, Any]], int]:
-        """`counter.message_tokens`, remembered per message (see `memory.recall.memo`)."""
-        memo = self.memo
-        return lambda message: memo.tokens(counter, message)
+    def tokens_for(self, counter: TiktokenCounter) -> TiktokenCounter:
+        """`counter` for one request, its `message_tokens` remembered (see `memory.recall.memo`)."""
+        return self.memo.counter(counter)
 
     async def list_sessions(self) -> list[SessionSummary]:
         await self.open()

@@ -186,7 +186,7 @@ class Session:
         branches there, and a repeated one is a retry."""
         _check_budget(budget_tokens)
         layout_policy = get_policy(policy) if isinstance(policy, str) else policy
-        counter = get_counter(model)
+        counter = self.runtime.tokens_for(get_counter(model))  # every stage counts the same messages: once each
         request = await asyncio.to_thread(Request.of, _checked(messages), self.runtime.memo.hash)
         await self.runtime.open()
         store = self._store
@@ -209,7 +209,7 @@ class Session:
             view = await self.runtime.loaded_view(self.id)
 
             def lay_against_memory() -> tuple[TurnInputs, bool, bool]:
-                inputs = turn_inputs(aligned, request, transcript, view, model, budget_tokens, self.runtime.tokens_for(counter),
+                inputs = turn_inputs(aligned, request, transcript, view, model, budget_tokens, counter.message_tokens,
                                      rewrite, self.runtime.compact_memo)
                 return (inputs, needs_memory(inputs.system, inputs.history, inputs.tail, inputs.budget, counter),
                         fixed_over_budget(inputs.system, inputs.tail, inputs.budget, counter))
@@ -266,7 +266,7 @@ class Session:
         the reply ends at, for `prepare_turn(resume_at=...)`; `items` (id, wire item) are kept,
         redacted, for later references to them."""
         usage = usage or Usage()
-        stored_items = await asyncio.to_thread(_redacted_items, items, self.runtime.store_images)
+        stored_items = await asyncio.to_thread(_redacted_items, items, self.runtime.store_images) if items else []
         store = self._store
         await self.runtime.open()
         async with store.session_lock(self.id):

@@ -19,9 +19,10 @@ import binascii
 import re
 from collections import Counter
 from collections.abc import Callable
+from functools import lru_cache
 from typing import Any
 
-__all__ = ["redact", "redact_value", "count_markers", "MARKER"]
+__all__ = ["redact", "redacted", "redact_value", "count_markers", "MARKER"]
 
 MARKER = re.compile(r"\[REDACTED:([a-z_]+)\]")
 # Ciphertext, never text a person wrote (like a data: URL's payload): a Responses API reasoning
@@ -123,6 +124,13 @@ def redact(text: str) -> tuple[str, Counter[str]]:
 
     text = _ASSIGNMENT.sub(_assignment, text)
     return text, found
+
+
+@lru_cache(maxsize=256)
+def redacted(text: str) -> str:
+    """`redact(text)`'s text, remembered: an agent's task is the question of every request of its
+    tool loop, and the manifest shows it redacted each time."""
+    return redact(text)[0]
 
 
 _DATA_URL = re.compile(r"(?is)^(data:[^,]{0,200},)(.*)$")

@@ -34,7 +34,7 @@ from memory.prompt.evidence import (EVIDENCE_HEADER, MAX_DROPPED_LISTED, Evidenc
 from memory.recall.index import SessionView
 from memory.prompt.policy import LayoutPolicy
 from memory.records import FrameRecord, StateItem
-from memory.ingest.redact import redact
+from memory.ingest.redact import redacted
 from memory.recall.retrieval import Scored
 from memory.prompt.state import render_state_block
 from memory.recall.tokens import REPLY_PRIMING_TOKENS, TiktokenCounter
@@ -249,7 +249,7 @@ def build_layout(inp: LayoutInput, view: SessionView, counter: TiktokenCounter) 
     fixed_tokens = _fixed_tokens(inp.system, inp.tail, counter)
     manifest: dict[str, Any] = {
         "session_id": inp.session_id, "model": inp.model, "encoding": counter.encoding_name, "budget_tokens": budget,
-        "query": redact(inp.query)[0], "tail_pos": inp.history[-1].pos + 1 if inp.history else 0,
+        "query": redacted(inp.query), "tail_pos": inp.history[-1].pos + 1 if inp.history else 0,
     }
     fixed_items = [{"kind": "system", "reason": "system", "tokens": counter.message_tokens(m)} for m in inp.system]
     tail_items = [{"kind": str(m.get("role")), "reason": "live_tail", "tokens": counter.message_tokens(m)} for m in inp.tail]

@@ -9,6 +9,12 @@ calls, content parts, extra fields) and long texts are keyed by a digest of thei
 
 The caches are bounded (least recently added leaves first) and shared by the worker threads that
 plan turns, hence the lock.
+
+`MessageMemo.counter` gives the planning of one request a `TiktokenCounter` whose
+`message_tokens` answers from these caches, and remembers each message object it has counted for
+the rest of that request: the alignment, the compaction, the layout and the manifest each count
+the same resent messages, which tiktoken would otherwise encode five times per request (an agent
+step: 11% of the proxy's CPU before this).
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from typing import Any
 from memory.recall.tokens import TiktokenCounter
 from memory.ingest.transcript import message_hash
 
-__all__ = ["MessageMemo"]
+__all__ = ["MessageMemo", "MemoCounter"]
 
 # Texts longer than this are keyed by digest: the cache must not hold megabytes of pasted content.
 MAX_KEYED_TEXT = 8_192
@@ -72,8 +78,33 @@ class MessageMemo:
             self._put(self._tokens, key, found)
         return found
 
+    def counter(self, counter: TiktokenCounter) -> MemoCounter:
+        """A counter for one request's planning that counts messages through this memo."""
+        return MemoCounter(counter, self)
+
     def _put(self, cache: dict[Any, Any], key: Any, value: Any) -> None:
         with self._lock:
             cache[key] = value
             while len(cache) > self._max:
                 del cache[next(iter(cache))]
+
+
+class MemoCounter(TiktokenCounter):
+    """`counter` with `message_tokens` remembered: by content across requests (`MessageMemo`), and
+    by object within the one request it serves (a message is counted by several stages; the
+    object is kept alongside its count, so its id cannot be reused meanwhile). Use one per
+    request: the messages of a request are never modified, which the per-object memory relies on."""
+
+    def __init__(self, counter: TiktokenCounter, memo: MessageMemo) -> None:
+        super().__init__(counter.encoding_name)
+        self._plain_counter = counter
+        self._memo = memo
+        self._seen: dict[int, tuple[dict[str, Any], int]] = {}
+
+    def message_tokens(self, message: dict[str, Any]) -> int:
+        seen = self._seen.get(id(message))
+        if seen is not None and seen[0] is message:
+            return seen[1]
+        tokens = self._memo.tokens(self._plain_counter, message)
+        self._seen[id(message)] = (message, tokens)
+        return tokens

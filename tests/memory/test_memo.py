@@ -43,3 +43,24 @@ def test_bounded_and_long_texts_not_kept_as_keys() -> None:
     assert len(memo._hashes) <= 3 and len(memo._tokens) <= 3
     assert all(len(k[1]) == 16 or len(k[1][1]) <= MAX_KEYED_TEXT for k in memo._tokens)
     assert all(len(text) <= MAX_KEYED_TEXT for _, text in memo._hashes)
+
+
+def test_memo_counter_counts_as_the_counter_does_and_each_message_once() -> None:
+    memo = MessageMemo(100)
+    plain = get_counter("gpt-4o-mini")
+    counter = memo.counter(plain)
+    assert counter.encoding_name == plain.encoding_name
+    for _ in range(2):
+        for message in MESSAGES:
+            assert counter.message_tokens(message) == plain.message_tokens(message)
+    assert counter.messages_tokens(MESSAGES) == plain.messages_tokens(MESSAGES)
+    assert counter.count("a few words") == plain.count("a few words")
+    # Within its request a message object is counted once, whatever the content memo holds.
+    memo._tokens.clear()
+    counter.message_tokens(MESSAGES[4])
+    assert memo._tokens == {}
+    # Another request's counter knows objects only by their content.
+    fresh = memo.counter(plain)
+    same_content = dict(MESSAGES[4])
+    assert fresh.message_tokens(same_content) == plain.message_tokens(same_content)
+    assert len(memo._tokens) == 1

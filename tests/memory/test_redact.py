@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from memory import create_runtime
-from memory.ingest.redact import redact
+from memory.ingest.redact import redact, redacted
 
 OPENAI = "sk-proj-" + "A1b2C3d4E5f6G7h8I9j0" * 2
 GOOGLE = "AIza" + "SyD-abcdefghijklmnopqrstuvwxyz01234"
@@ -103,3 +103,11 @@ async def test_every_stored_field_is_redacted(tmp_path):
     tool_call = export["events"][1]["payload"]["tool_calls"][0]["id"]
     assert tool_call == export["events"][2]["payload"]["tool_call_id"]  # a redacted id still pairs its call and result
     assert ("iVBORw0KGgo" + url_key) in str(export["events"][3]["payload"])  # a data: URL payload is an image, kept as is
+
+
+def test_redacted_is_redact_text_remembered() -> None:
+    from_scratch = "deploy with api_key = 'sk-live-0123456789abcdefABCDEF' please"
+    assert redacted(from_scratch) == redact(from_scratch)[0]
+    assert "sk-live-0123456789abcdefABCDEF" not in redacted(from_scratch)
+    assert redacted(from_scratch) is redacted(from_scratch)  # the second answer is the remembered one
+    assert redacted("") == ""
