@@ -8,6 +8,7 @@ one direction, runtime -> session -> host.
 
 from __future__ import annotations
 
+from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
 import numpy as np
@@ -38,6 +39,8 @@ class SessionHost(Protocol):
     def compile_embed_limit(self) -> int | None: ...
 
     async def open(self) -> None: ...
+
+    def busy(self) -> AbstractAsyncContextManager[None]: ...
 
     def tokens_for(self, counter: TiktokenCounter) -> TiktokenCounter: ...
 

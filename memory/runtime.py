@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections import OrderedDict
 from collections.abc import Sequence
-from contextlib import AsyncExitStack
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from memory.recall.embeddings import DEFAULT_MODEL, Embedder, load_embedder
 from memory.errors import InvalidArgumentError, MemoryRuntimeError
 from memory.recall.index import SessionView
 from memory.recall.memo import MessageMemo
+from memory.recall.quiet import TurnActivity
 from memory.turn.compact import CompactMemo
 from memory.records import SessionSummary
 from memory.recall.retrieval import DEFAULT_OPTIONS, RankOptions
@@ -95,7 +96,9 @@ class Runtime:
         self.compact_memo = CompactMemo()
         self._open_lock = asyncio.Lock()
         self._opened = False
-        self._embeddings = EmbeddingQueue(self.store, lambda: self.embedder, self._fresh_view)
+        # Turns being planned or committed: the background embedding waits for a quiet moment.
+        self._activity = TurnActivity()
+        self._embeddings = EmbeddingQueue(self.store, lambda: self.embedder, self._fresh_view, self._activity.quiet)
 
     async def __aenter__(self) -> Runtime:
         await self.open()
@@ -165,6 +168,10 @@ class Runtime:
     def session(self, session_id: str) -> Session:
         """A handle on one session (nothing is stored until something is ingested)."""
         return Session(self, _check_session_id(session_id))
+
+    def busy(self) -> AbstractAsyncContextManager[None]:
+        """Turn work (planning or committing a turn) in progress while the block runs."""
+        return self._activity.busy()
 
     def tokens_for(self, counter: TiktokenCounter) -> TiktokenCounter:
         """`counter` for one request, its `message_tokens` remembered (see `memory.recall.memo`)."""

@@ -190,7 +190,7 @@ class Session:
         request = await asyncio.to_thread(Request.of, _checked(messages), self.runtime.memo.hash)
         await self.runtime.open()
         store = self._store
-        async with store.session_lock(self.id):
+        async with self.runtime.busy(), store.session_lock(self.id):
             await store.check_writable()
             transcript = await store.transcript(self.id)
             if resume_at is not None:
@@ -269,7 +269,7 @@ class Session:
         stored_items = await asyncio.to_thread(_redacted_items, items, self.runtime.store_images) if items else []
         store = self._store
         await self.runtime.open()
-        async with store.session_lock(self.id):
+        async with self.runtime.busy(), store.session_lock(self.id):
             transcript = await store.transcript(self.id)
             aligned = align_request(transcript, plan.request, plan.named)
             first = aligned.alignment.offset

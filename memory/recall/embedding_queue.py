@@ -1,7 +1,8 @@
 """Vectors for a session's chunks: what a compile embeds now, and what is left to the background.
 
 Chunks are embedded in the background after each write (one task per session, a bounded batch at
-a time, one batch in the whole runtime at once), so most are ready when the next compile runs. The
+a time, one batch in the whole runtime at once, each batch in a quiet moment between turns:
+`memory.recall.quiet`), so most are ready when the next compile runs. The
 model runs *outside* the session's lock: a request of the same session never waits for a
 background batch (the previous turn's reply, say) to finish; the lock is held only to read what is
 missing and to put the vectors into the view. What a compile still finds missing it embeds itself,
@@ -81,8 +82,12 @@ def _settle(view: SessionView, picked: _Picked, vectors: dict[str, bytes]) -> No
 class EmbeddingQueue:
     """Embeds chunks for the runtime's views, now (for a compile) or in the background."""
 
-    def __init__(self, store: Store, embedder: Callable[[], Embedder | None], fresh_view: Callable[[str], Awaitable[SessionView]]) -> None:
+    def __init__(self, store: Store, embedder: Callable[[], Embedder | None], fresh_view: Callable[[str], Awaitable[SessionView]],
+                 quiet: Callable[[], Awaitable[None]] | None = None) -> None:
         self._store = store
+        # Awaited before each background batch: the batches wait for a quiet moment between turns
+        # (`memory.recall.quiet`); None: at once.
+        self._quiet = quiet
         self._embedder = embedder  # read at each use: the runtime may load or swap its model later
         self._fresh_view = fresh_view
         self._inflight: dict[str, asyncio.Future[bytes]] = {}
@@ -200,6 +205,8 @@ class EmbeddingQueue:
     async def _run(self, session_id: str) -> None:
         try:
             while True:
+                if self._quiet is not None:
+                    await self._quiet()
                 async with self._slot:
                     if not await self._step(session_id):
                         return
