@@ -14,7 +14,9 @@ least a batch): a compaction brings the tail down to `low_water` of its room; la
 appended untouched until the room is reached again, so the prompt's prefix is byte-identical
 between compactions. The compaction points are not stored: they are a deterministic function of the
 messages, found by replaying the tail's growth (every point where a request can end) against the
-room. A request sees the same points its predecessors saw, because it carries their messages.
+room. A request sees the same points its predecessors saw, because it carries their messages; so
+the replay resumes where the previous request of the tail stopped (`CompactMemo` keeps that, in
+memory only) and a step costs its new messages, not the tail's whole growth.
 
 Pure: the caller brings the tail, the room and a token counter; a `Rewrite` hook turns a rewritten
 chat-form message back into the client's wire form (a Responses item, an Anthropic block).
@@ -25,7 +27,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from functools import partial
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from memory.turn.digest import as_message, mentions, note_text, salient_lines
@@ -121,11 +123,24 @@ class Compaction:
 
 class CompactMemo:
     """Bounded cache of renderings (stub, pointer, diff texts and their tokens): a request
-    re-plays its tail's compactions, which render the same messages every time."""
+    re-plays its tail's compactions, which render the same messages every time. It also keeps
+    the last plan of each tail (`_Plan`, by the tail's first message and room), so the next
+    request, which carries its predecessor's messages, resumes the replay where that one stopped."""
 
-    def __init__(self, max_entries: int = 20_000) -> None:
+    def __init__(self, max_entries: int = 20_000, max_plans: int = 1_024) -> None:
         self._max = max_entries
         self._cache: dict[Any, Any] = {}
+        self._max_plans = max_plans
+        self._plans: dict[int, _Plan] = {}
+
+    def plan(self, key: int) -> _Plan | None:
+        return self._plans.get(key)
+
+    def keep_plan(self, key: int, plan: _Plan) -> None:
+        self._plans.pop(key, None)
+        self._plans[key] = plan
+        while len(self._plans) > self._max_plans:
+            del self._plans[next(iter(self._plans))]
 
     def get(self, key: Any, make: Callable[[], Any]) -> Any:
         found = self._cache.get(key)
@@ -205,9 +220,14 @@ def compact_tail(tail: Sequence[dict[str, Any]], room: int, token_of: Callable[[
     chain = [hash((room, policy))]
     for m in tail:
         chain.append(hash((chain[-1], _fingerprint(m))))
-    decided = _Decided({}, None)
-    point = compactions = saved = 0
-    for j in range(1, len(tail) + 1):
+    # Resume after the points the previous request of this tail replayed (its last one is looked
+    # at again: whether a request may end there depends on the message after it).
+    found = t.memo.plan(chain[1])
+    start, plan = (found.end, found) if found is not None and found.end <= len(tail) and chain[found.end] == found.chain else (1, _Plan())
+    decided, point, compactions, saved = plan.decided, plan.point, plan.compactions, plan.saved
+    for j in range(start, len(tail) + 1):
+        if j == len(tail):
+            t.memo.keep_plan(chain[1], _Plan(j, chain[j], decided, point, compactions, saved))
         if j < len(tail) and tail[j].get("role") in TOOL_ROLES:
             continue  # a request never ends between a call and its answers
         if prefix[j] - saved <= room:
@@ -217,6 +237,19 @@ def compact_tail(tail: Sequence[dict[str, Any]], room: int, token_of: Callable[[
         saved = decided.saved(t)
         point, compactions = j, compactions + 1
     return _result(t, decided, point, compactions, total, chain[point])
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Where a replay of the tail's growth stood before it looked at tail index `end` (the tail's
+    length then): valid for any tail whose first `end` messages hash to `chain`."""
+
+    end: int = 1
+    chain: int = 0
+    decided: _Decided = field(default_factory=lambda: _Decided({}, None))
+    point: int = 0
+    compactions: int = 0
+    saved: int = 0
 
 
 def _fingerprint(m: dict[str, Any]) -> int:

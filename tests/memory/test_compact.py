@@ -7,7 +7,8 @@ import json
 from typing import Any
 
 from memory.recall.tokens import get_counter
-from memory.turn.compact import CompactPolicy, compact_tail
+from memory.turn.compact import CompactMemo, CompactPolicy, compact_tail
+from memory.turn.compact import _fingerprint as _fingerprint_of
 from memory.turn.stubs import STUB_MARK, artifact_id
 from testkit.checks import orphan_problems
 from testkit.openai_rules import check_chat
@@ -146,3 +147,34 @@ def test_the_same_messages_compact_the_same_way() -> None:
     first = compact_tail(tail, 5_000, COUNTER.message_tokens)
     second = compact_tail(json.loads(json.dumps(tail)), 5_000, COUNTER.message_tokens)
     assert json.dumps(first.messages) == json.dumps(second.messages)
+
+
+def _same(a: Any, b: Any) -> bool:
+    return (a.messages, a.changes, a.point, a.compactions, a.tokens, a.original_tokens, a.stubbed, a.key, a.origin) == (
+        b.messages, b.changes, b.point, b.compactions, b.tokens, b.original_tokens, b.stubbed, b.key, b.origin)
+
+
+def test_a_request_resumes_its_predecessors_plan_with_the_full_replays_result() -> None:
+    # Every request of a growing loop (and requests that end anywhere, even right after a call),
+    # planned with one memo that resumes where the previous request stopped, equals the replay of
+    # the whole tail's growth with nothing remembered.
+    tail = _loop(30, lambda k: (f"cat src/pager_{k % 7}.py", _output(k % 7 if k % 3 else k, 30)))
+    room = 3_000
+    shared = CompactMemo()
+    resumed = 0
+    for end in range(2, len(tail) + 1):
+        plan = shared.plan(hash((hash((room, RULES)), _fingerprint_of(tail[0]))))  # the key: the tail's first chain hash
+        resumed += plan is not None and plan.end > 1
+        incremental = compact_tail(tail[:end], room, COUNTER.message_tokens, RULES, memo=shared)
+        full = compact_tail(tail[:end], room, COUNTER.message_tokens, RULES, memo=CompactMemo())
+        assert _same(incremental, full), end
+    assert resumed > 40 and full.compactions >= 3
+
+
+def test_an_edited_tail_does_not_resume_a_plan_it_does_not_extend() -> None:
+    tail = _loop(24, lambda k: (f"grep -rn page_{k} src", _output(k, 30)))
+    shared = CompactMemo()
+    compact_tail(tail, 2_500, COUNTER.message_tokens, RULES, memo=shared)
+    edited = [*tail[:5], {**tail[5], "content": "a different output"}, *tail[6:], *_step(99, "ls", _output(99, 30))]
+    assert _same(compact_tail(edited, 2_500, COUNTER.message_tokens, RULES, memo=shared),
+                 compact_tail(edited, 2_500, COUNTER.message_tokens, RULES, memo=CompactMemo()))
