@@ -9,32 +9,26 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
-from memory.prompt.compiler import CompileInput, CompileResult, assemble
+from memory.errors import InvalidArgumentError, InvalidEventError, SessionNotFoundError
 from memory.host import SessionHost
-from memory.errors import InvalidArgumentError, InvalidEventError, SessionNotFoundError, StorageError
 from memory.ingest.events import Event, parse_event
-from memory.prompt.evidence import unit_message
+from memory.ingest.images import event_without_images
 from memory.ingest.ingest import add_pair_probes, apply_state, precompute, prepare_events, rebuild_state
-from memory.prompt.layout import fixed_over_budget, needs_memory
-from memory.prompt.policy import LayoutPolicy, get_policy
-from memory.records import FrameRecord, StateItem, TranscriptEntry, TurnRecord
-from memory.ingest.images import event_without_images, without_images
-from memory.ingest.redact import redact_value
-from memory.recall.retrieval import CANDIDATES, fts_query, is_change_query, rank_chunks
+from memory.ingest.transcript import chain_hashes, message_text, message_to_event
+from memory.prompt.compiler import CompileInput, CompileResult, assemble
+from memory.prompt.policy import LayoutPolicy
 from memory.prompt.state import extract_lines, state_as_dict
-from memory.store.protocol import StoreTx
+from memory.recall.retrieval import CANDIDATES, fts_query, is_change_query, rank_chunks
 from memory.recall.tokens import get_counter
-from memory.ingest.transcript import SYSTEM_ROLES, chain_hashes, message_text, message_to_event
+from memory.records import TranscriptEntry
+from memory.store.protocol import StoreTx
 from memory.turn.compact import Rewrite
-from memory.turn.turns import (Request, TurnInputs, TurnPlan, Usage, align_request, build_plan, classify_fixed, in_formula_of, query_text,
-                    totals_dict, turn_inputs, turn_record)
+from memory.turn.protocol import TurnProtocol, check_budget, checked_messages, parse_messages
+from memory.turn.turns import Request, TurnPlan, Usage, align_request, in_formula_of, query_text, totals_dict
 
 
 __all__ = ["Session", "SyncResult"]
@@ -50,13 +44,6 @@ class SyncResult:
     stored: int
 
 
-def _parse_messages(messages: list[dict[str, Any]], hashes: list[str]) -> list[Event]:
-    events: list[Event] = []
-    for m, h in zip(messages, hashes, strict=True):
-        event = message_to_event(m)
-        if event is not None:
-            events.append(replace(parse_event(event), message_hash=h))
-    return events
 
 
 class Session:
@@ -65,6 +52,7 @@ class Session:
     def __init__(self, runtime: SessionHost, session_id: str) -> None:
         self.runtime = runtime
         self.id = session_id
+        self._turns = TurnProtocol(runtime, session_id, self._write)
 
     @property
     def _store(self):  # type: ignore[no-untyped-def]
@@ -132,7 +120,7 @@ class Session:
         (see `memory.turn.align`): a resent history stores only its new messages, an edit detaches the
         abandoned branch, a repeated request stores nothing. System/developer messages are not
         stored."""
-        request = await asyncio.to_thread(Request.of, _checked(messages), self.runtime.memo.hash)
+        request = await asyncio.to_thread(Request.of, checked_messages(messages), self.runtime.memo.hash)
         await self.runtime.open()
         async with self._store.session_lock(self.id):
             transcript = await self._store.transcript(self.id)
@@ -141,7 +129,7 @@ class Session:
             new = [request.convo(i) for i in range(aligned.alignment.offset, len(request.hashes))]
             if not new:
                 return SyncResult(aligned.keep, 0)
-            parsed = await asyncio.to_thread(_parse_messages, new, request.hashes[aligned.alignment.offset:])
+            parsed = await asyncio.to_thread(parse_messages, new, request.hashes[aligned.alignment.offset:])
             await self._write(parsed, keep=aligned.keep, scope=scope)
         self.runtime.embed_soon(self.id)
         return SyncResult(aligned.keep, len(new))
@@ -171,145 +159,16 @@ class Session:
     async def prepare_turn(self, messages: Sequence[dict[str, Any]], budget_tokens: int, model: str = "gpt-4o-mini",
                            scope: str = "", named: bool = True, policy: LayoutPolicy | str = "cache",
                            resume_at: int | None = None, rewrite: Rewrite | None = None) -> TurnPlan:
-        """Plan the prompt for one request of a client's conversation: align it with what is
-        stored, store the history it brings that memory lacked, and lay the prompt out on the
-        session's stable frame within `budget_tokens`. The live tail (the last user message and
-        the tool calls after it) is not stored here: `commit_turn` does that once the provider
-        has answered. `named` says the caller named the session (so a request that does not start
-        where the conversation starts continues it: a stateless or sliding-window client);
-        `policy` (see `memory.prompt.policy`) trades the provider's prompt cache against fresh evidence.
-        `rewrite` puts a compacted live-tail message back in the client's wire form
-        (`memory.turn.compact.Rewrite`; default: chat messages).
-        `resume_at` says the messages continue the stored transcript from that position (a
-        Responses API `previous_response_id`): the request is then memory's copy of the
-        transcript up to there followed by `messages`, so a continuation from an earlier reply
-        branches there, and a repeated one is a retry."""
-        _check_budget(budget_tokens)
-        layout_policy = get_policy(policy) if isinstance(policy, str) else policy
-        counter = self.runtime.tokens_for(get_counter(model))  # every stage counts the same messages: once each
-        request = await asyncio.to_thread(Request.of, _checked(messages), self.runtime.memo.hash)
-        await self.runtime.open()
-        store = self._store
-        async with self.runtime.busy(), store.session_lock(self.id):
-            await store.check_writable()
-            transcript = await store.transcript(self.id)
-            if resume_at is not None:
-                request = await self._resumed(request, transcript, resume_at)
-                named = True
-            request = classify_fixed(transcript, request, named)
-            aligned = align_request(transcript, request, named)
-            history_new = aligned.p - aligned.keep
-            if history_new > 0:
-                first = aligned.alignment.offset
-                parsed = await asyncio.to_thread(_parse_messages, [request.convo(i) for i in range(first, first + history_new)],
-                                                 request.hashes[first : first + history_new])
-                await self._write(parsed, keep=aligned.keep, scope=scope, transcript=transcript)
-                transcript = await store.transcript(self.id)
-                aligned = align_request(transcript, request, named)
-            view = await self.runtime.loaded_view(self.id)
-
-            def lay_against_memory() -> tuple[TurnInputs, bool, bool]:
-                inputs = turn_inputs(aligned, request, transcript, view, model, budget_tokens, counter.message_tokens,
-                                     rewrite, self.runtime.compact_memo)
-                return (inputs, needs_memory(inputs.system, inputs.history, inputs.tail, inputs.budget, counter),
-                        fixed_over_budget(inputs.system, inputs.tail, inputs.budget, counter))
-
-            inputs, needed, over = await asyncio.to_thread(lay_against_memory)
-            budget_tokens = inputs.budget
-            query = inputs.query
-            pool = max(2 * CANDIDATES, budget_tokens // 8)
-            qvec: np.ndarray | None = None
-            lexical: list[tuple[int, float]] = []
-            state: list[StateItem] = []
-            frames: list[FrameRecord] = []
-            reuse: TurnRecord | None = None
-            if needed:  # else the whole conversation fits (or nothing but the tail can): no retrieval
-                # Chunks the background is embedding (the previous reply) rank by their words this once.
-                qvec = await self.runtime.embed_for(self.id, view, query, wait=False)
-                lexical = await store.bm25(self.id, fts_query(query), pool)
-                state = await store.state_items(self.id)
-                frames = await store.frames(self.id)
-                reuse = await store.find_turn(self.id, inputs.key)
-            elif over:  # over budget the state block still goes (`memory.prompt.layout`)
-                state = await store.state_items(self.id)
-
-            def build() -> TurnPlan:
-                ranked = rank_chunks(view, lexical, qvec, change_query=is_change_query(query), candidates=pool,
-                                     options=self.runtime.rank_options) if needed else []
-                return build_plan(self.id, model, budget_tokens, request, named, scope, inputs, frames, reuse, ranked, state,
-                                  view, counter, layout_policy)
-
-            return await asyncio.to_thread(build)
-
-    async def _resumed(self, request: Request, transcript: list[TranscriptEntry], resume_at: int) -> Request:
-        """`request` behind memory's copies of transcript[:resume_at], which keep their stored
-        hashes (a copy's text may differ from what was sent: secrets are redacted on storage)."""
-        if isinstance(resume_at, bool) or not isinstance(resume_at, int) or not 0 <= resume_at <= len(transcript):
-            raise InvalidArgumentError(f"resume_at must be a transcript position 0..{len(transcript)}")
-        view = await self.runtime.loaded_view(self.id)  # only its units: nothing to embed for this
-        prefix: list[dict[str, Any]] = []
-        for entry in transcript[:resume_at]:
-            unit = view.units.get(f"e{entry.event_id}")
-            if unit is None:
-                raise StorageError(f"transcript position {entry.pos} of session {self.id!r} has no live event")
-            prefix.append(unit_message(unit))
-        n = len(prefix)
-        return Request(prefix + list(request.messages), list(range(n)) + [n + i for i in request.convo_index],
-                       [e.msg_hash for e in transcript[:resume_at]] + list(request.hashes))
+        """Plan the prompt for one request of a client's conversation, within `budget_tokens`;
+        the live tail is stored by `commit_turn` once the provider has answered. The arguments are
+        described at `memory.turn.protocol.TurnProtocol.prepare_turn`."""
+        return await self._turns.prepare_turn(messages, budget_tokens, model, scope, named, policy, resume_at, rewrite)
 
     async def commit_turn(self, plan: TurnPlan, reply: dict[str, Any] | None, usage: Usage | None = None,
                           response_id: str | None = None, items: Sequence[tuple[str, dict[str, Any]]] = ()) -> None:
-        """Record a turn the provider answered: the live tail and the reply join the transcript
-        (a retry's reply replaces the one it regenerates; the same reply again stores nothing), the
-        frame the prompt used is kept for the next turn, and the turn's tokens are counted.
-        `response_id` (the provider's id of this reply) is recorded with the transcript position
-        the reply ends at, for `prepare_turn(resume_at=...)`; `items` (id, wire item) are kept,
-        redacted, for later references to them."""
-        usage = usage or Usage()
-        stored_items = await asyncio.to_thread(_redacted_items, items, self.runtime.store_images) if items else []
-        store = self._store
-        await self.runtime.open()
-        async with self.runtime.busy(), store.session_lock(self.id):
-            transcript = await store.transcript(self.id)
-            aligned = align_request(transcript, plan.request, plan.named)
-            first = aligned.alignment.offset
-            new = [plan.request.convo(i) for i in range(first, len(plan.request.hashes))]
-            hashes = plan.request.hashes[first:]
-            # Where the reply ends in the transcript once this turn is stored.
-            end = aligned.keep + len(new)
-            if reply is not None:
-                reply_hash = Request.of([reply]).hashes[0]
-                same_reply = not new and aligned.keep < len(transcript) and transcript[aligned.keep].msg_hash == reply_hash
-                end += 1
-                if not same_reply:
-                    new, hashes = new + [reply], hashes + [reply_hash]
-            frame = plan.layout.frame
-            manifest = {**plan.result.manifest, "usage": {"prompt_tokens": usage.prompt_tokens, "cached_tokens": usage.cached_tokens,
-                                                          "completion_tokens": usage.completion_tokens}}
-
-            async def record(tx: StoreTx) -> None:
-                frame_id = frame.id if frame is not None and frame.id else None
-                if frame is not None and not frame.id and plan.layout.mode == "rebased":
-                    frame_id = await tx.save_frame(self.id, frame)
-                await tx.add_turn(self.id, turn_record(plan, frame_id, usage))
-                await tx.save_manifest(self.id, json.dumps(manifest, ensure_ascii=False))
-                if response_id is not None:
-                    after = await tx.transcript(self.id)
-                    if 0 < end <= len(after):
-                        await tx.add_response(self.id, response_id, end, after[end - 1].chain_hash)
-                if stored_items:
-                    await tx.add_items(self.id, stored_items)
-
-            # One transaction for the messages and the turn record.
-            if new:
-                parsed = await asyncio.to_thread(_parse_messages, new, hashes)
-                await self._write(parsed, keep=aligned.keep, scope=plan.scope, transcript=transcript, then=record)
-            else:
-                async with store.transaction() as tx:
-                    await tx.ensure_session(self.id, plan.scope)
-                    await record(tx)
-        if new:
-            self.runtime.embed_soon(self.id)
+        """Record a turn the provider answered (`memory.turn.protocol.TurnProtocol.commit_turn`):
+        the live tail and the reply join the transcript, the frame and the turn's tokens are kept."""
+        await self._turns.commit_turn(plan, reply, usage, response_id, items)
 
     # -- reading -------------------------------------------------------------------------------
     async def compile(self, user_message: str | dict[str, Any] | list[dict[str, Any]], budget_tokens: int,
@@ -320,7 +179,7 @@ class Session:
         provider's formula. Read-only (the user message is not stored) and deterministic: under the
         runtime's default `consistency="strict"` it ranks every chunk ingested before it by meaning
         too (embedding what the background has not yet). `user_message` may be a string, one message, or the live tail of messages (kept verbatim)."""
-        _check_budget(budget_tokens)
+        check_budget(budget_tokens)
         counter = get_counter(model)
         tail = _as_messages(user_message, "user")
         system_msgs = _as_messages(system, "system") if system is not None else []
@@ -404,30 +263,6 @@ class Session:
         for turn in rows.get("turns", []):
             turn["evidence"] = json.loads(turn["evidence"]) if turn["evidence"] else None
         return {"session_id": self.id, **rows, "state": await self.state(include_inactive=True), "usage": await self.usage()}
-
-
-def _redacted_items(items: Sequence[tuple[str, dict[str, Any]]], images: bool = True) -> list[tuple[str, str]]:
-    found: Counter[str] = Counter()
-    return [(str(item_id), json.dumps(redact_value(item if images else without_images(item), found), ensure_ascii=False))
-            for item_id, item in items]
-
-
-def _check_budget(budget_tokens: Any) -> None:
-    if isinstance(budget_tokens, bool) or not isinstance(budget_tokens, int):
-        raise InvalidArgumentError("budget_tokens must be an integer")
-    if budget_tokens < 0:
-        raise InvalidArgumentError("budget_tokens must not be negative")
-
-
-def _checked(messages: Any) -> list[dict[str, Any]]:
-    if not isinstance(messages, Sequence) or isinstance(messages, (str, bytes)):
-        raise InvalidEventError("messages must be a list of message objects")
-    for m in messages:
-        if not isinstance(m, dict):
-            raise InvalidEventError("each message must be an object")
-        if m.get("role") not in SYSTEM_ROLES:
-            message_to_event(m)  # raises InvalidEventError on an unsupported role or content
-    return list(messages)
 
 
 def _as_messages(value: Any, role: str) -> list[dict[str, Any]]:

@@ -1,4 +1,5 @@
-"""One forwarded turn of a conversation: plan the prompt, then record what happened.
+"""One forwarded turn of a conversation, its pure parts: the request, its plan and its record
+(`memory.turn.protocol` runs the turn with the store).
 
 `prepare_turn` aligns the request with the stored transcript (`memory.turn.align`), stores the history
 the request brought that memory did not hold yet, and builds the prompt (`memory.prompt.layout`) from the
