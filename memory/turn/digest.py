@@ -56,7 +56,8 @@ def salient_lines(sources: Sequence[tuple[int, str, str]], mentioned: Counter[st
         frequency.update(c[4])
 
     def score(names: set[str]) -> float:
-        return sum(math.log(1 + mentioned[x]) * math.log(1 + len(candidates) / frequency[x]) for x in names)
+        # In a fixed order: a set's order follows the process's hash seed (a last-bit difference reorders ties).
+        return sum(math.log(1 + mentioned[x]) * math.log(1 + len(candidates) / frequency[x]) for x in sorted(names))
 
     ranked = sorted(range(len(candidates)), key=lambda k: (-score(candidates[k][4]), k))
     chosen: list[int] = []

@@ -94,7 +94,9 @@ def excerpt_message(found: Candidates, query: tuple[str, str], room: int, count:
 
     scored: list[tuple[float, int]] = []
     for k, ids in enumerate(found.idents):
-        score = sum(2 * weight(i) for i in ids & step) + sum(weight(i) for i in ids & rest - step)
+        # Summed in a fixed order: a set's order follows the process's hash seed, and a last-bit
+        # difference between two scores would reorder them after a restart.
+        score = sum(2 * weight(i) for i in sorted(ids & step)) + sum(weight(i) for i in sorted(ids & rest - step))
         if score > 0:
             scored.append((score, k))
     scored.sort(key=lambda s: (-s[0], s[1]))
