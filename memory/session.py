@@ -229,7 +229,8 @@ class Session:
                 lexical = await store.bm25(self.id, fts_query(query), pool)
                 state = await store.state_items(self.id)
                 frames = await store.frames(self.id)
-                reuse = await store.find_turn(self.id, inputs.key)
+                # An identical earlier request (a retry), else the request that opened this turn.
+                reuse = await store.find_turn(self.id, inputs.key) or await store.find_turn(self.id, inputs.turn_key)
             elif over:  # over budget the state block still goes (`memory.prompt.layout`)
                 state = await store.state_items(self.id)
 

@@ -78,7 +78,8 @@ class LayoutInput:
     # regenerated): the live tail goes upstream exactly once.
     hidden: frozenset[str] = frozenset()
     frame: FrameRecord | None = None
-    # The evidence message an identical earlier request was sent with: a retry reuses it.
+    # The evidence message an identical earlier request (a retry), or the request that opened this
+    # turn (a later step of a tool loop), was sent with: reused, so the prefix stays the same.
     reuse_evidence: dict[str, Any] | None = None
     # Standalone artifacts (library-ingested files, docs) shown in full when everything fits.
     artifacts_block: dict[str, Any] | None = None
@@ -398,7 +399,7 @@ def _assemble(inp: LayoutInput, view: SessionView, counter: TiktokenCounter, man
                      "tokens": line.tokens, "event_id": line.event_id, "turn": line.pos + 1} for line in window]
     evidence_items = [evidence_item(e, view) for e in chronological(chosen, view)]
     if reused and evidence is not None:
-        evidence_items = [{"kind": "evidence", "reason": "retry", "tokens": counter.message_tokens(evidence)}]
+        evidence_items = [{"kind": "evidence", "reason": "reused", "tokens": counter.message_tokens(evidence)}]
     manifest.update(
         mode=mode, over_budget=False, total_tokens=total,
         frame={"id": frame.id or None, "window_start": window_start, "rebased": mode in ("rebased", "compiled")},

@@ -138,8 +138,10 @@ class TurnPlan:
 
 def request_key(system: list[dict[str, Any]], anchor: str, tail: list[dict[str, Any]], model: str, budget: int) -> str:
     """What makes two requests the same request: the app's system messages, the conversation
-    before the live tail (its chain hash), the live tail itself, the model and the budget."""
-    blob = json.dumps([system, anchor, tail, model, budget], sort_keys=True, ensure_ascii=False, default=str)
+    before the live tail (its chain hash), the live tail itself, the model and the budget. Messages
+    count by identity (`message_hash`): a client that moves its cache breakpoint along (Claude
+    Code) still sends the same messages."""
+    blob = json.dumps([[message_hash(m) for m in system], anchor, [message_hash(m) for m in tail], model, budget])
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
@@ -227,6 +229,9 @@ class TurnInputs:
     compaction: Compaction | None = None
     # The budget the prompt is laid out in (`effective_budget`).
     budget: int = 0
+    # The key of the request that opened this turn (its tail up to the last user message): a later
+    # step of a tool loop reuses that request's evidence, so the turn's prefix stays cached.
+    turn_key: str = ""
 
     def anchor(self, n: int) -> str:
         return GENESIS_CHAIN if n == 0 else self.chains[n - 1]
@@ -251,6 +256,8 @@ def turn_inputs(aligned: Aligned, request: Request, transcript: list[TranscriptE
     fixed = {id(request.messages[i]) for i in request.fixed}
     asked = [m for m in tail if id(m) not in fixed]  # the question, without the context re-sent with it
     key = request_key(system, anchor, tail, model, budget)
+    opened = next((n for n in range(len(tail) - 1, -1, -1) if tail[n].get("role") == "user"), len(tail) - 1)
+    turn_key = request_key(system, anchor, tail[: opened + 1], model, budget)
     system_tokens = sum(token_of(m) for m in system)
     # The client's fixed part: its system messages and the context it re-sends in the tail.
     budget = effective_budget(budget, system_tokens + sum(token_of(m) for m in tail if id(m) in fixed))
@@ -258,7 +265,7 @@ def turn_inputs(aligned: Aligned, request: Request, transcript: list[TranscriptE
     messages, compaction = compacted_tail(tail, room, int(budget * compact_policy.evidence_share), token_of, compact_policy,
                                           rewrite, memo)
     return TurnInputs(history, messages, system, query_text(asked or tail), chains, hidden, key, sent,
-                      aligned.alignment.base == 0, compaction, budget)
+                      aligned.alignment.base == 0, compaction, budget, turn_key)
 
 
 def effective_budget(budget: int, system_tokens: int) -> int:

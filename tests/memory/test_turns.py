@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from memory import create_runtime, get_counter
-from memory.turn.turns import effective_budget
+from memory.turn.turns import effective_budget, request_key
 
 COUNTER = get_counter("gpt-4o-mini")
 
@@ -56,3 +56,32 @@ async def test_over_budget_the_task_the_state_block_and_recent_turns_still_go() 
     state = [m for m in sent if m.get("role") == "system" and "Session state" in str(m.get("content"))]
     assert len(state) == 1 and "ship the beta to ten customers" in state[0]["content"] and "…" in state[0]["content"]
     assert {"role": "assistant", "content": "ok."} in sent  # the newest turn within the floor
+
+
+def test_a_request_is_its_messages_identity_not_their_wire_extras() -> None:
+    asked = {"role": "user", "content": "Which service renders invoices?"}
+    marked = {**asked, "x_anthropic": {"content": [{"type": "text", "text": asked["content"], "cache_control": {"type": "ephemeral"}}]}}
+    assert request_key([], "a", [asked], "m", 100) == request_key([], "a", [marked], "m", 100)  # a moved breakpoint
+    assert request_key([], "a", [asked], "m", 100) != request_key([], "a", [{**asked, "content": "Which one?"}], "m", 100)
+    assert request_key([], "a", [asked], "m", 100) != request_key([], "b", [asked], "m", 100)
+
+
+async def test_a_tool_step_reuses_the_evidence_of_the_request_that_opened_its_turn() -> None:
+    call = {"role": "assistant", "content": None,
+            "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "read", "arguments": "{}"}}]}
+    async with create_runtime(storage_path=":memory:", embedding_model="none") as rt:
+        session = rt.session("steps")
+        history = [{"role": "user", "content": "Remember: invoices are rendered by the quill-pdf service."},
+                   {"role": "assistant", "content": "Noted."}] + _history(30)
+        warm = [{"role": "user", "content": "Go on with the checklist."}, {"role": "assistant", "content": "Done."}]
+        await session.commit_turn(await session.prepare_turn(history + warm[:1], 1500), warm[1])  # builds the frame
+        history += warm
+        question = {"role": "user", "content": "Which service renders the invoices?"}
+        first = await session.prepare_turn(history + [question], 1500)
+        assert first.mode == "frame"
+        assert first.layout.evidence is not None and "quill-pdf" in str(first.layout.evidence["content"])
+        await session.commit_turn(first, call)
+        step = history + [question, call, {"role": "tool", "tool_call_id": "c1", "content": "quill_pdf.render(invoice) " * 3}]
+        second = await session.prepare_turn(step, 1500)
+    assert second.mode == "frame" and second.layout.evidence == first.layout.evidence
+    assert [i for i in second.layout.manifest["included"] if i.get("kind") == "evidence"][0]["reason"] == "reused"
