@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from memory import Runtime, TurnPlan, Usage, get_counter
+from memory import LayoutPolicy, Runtime, TurnPlan, Usage, get_counter
 from memory.turn.compact import Rewrite
 from memory import errors as memory_errors
 
@@ -76,7 +76,7 @@ async def _unmodified(session_id: str, messages: list[dict[str, Any]], model: st
 
 
 async def prepare(runtime: Runtime, messages: list[dict[str, Any]], model: str, budget: int, session_header: str | None,
-                  scope: str, new_id: Callable[[], str] = new_session_id, policy: str = "cache", resume_at: int | None = None,
+                  scope: str, new_id: Callable[[], str] = new_session_id, policy: LayoutPolicy | str = "cache", resume_at: int | None = None,
                   rewrite: Rewrite | None = None) -> Prepared:
     """Resolve the session and plan the prompt; never raises (memory failures fail open). `new_id`
     names a session the request does not name and no stored transcript matches. `resume_at`: the
