@@ -13,7 +13,8 @@ The baseline, *resend everything*, is the client's own requests billed by the sa
 ledger of their own. Cost of a request = input + 1.25 x cache writes + 0.1 x cache reads (5-minute
 writes, relative to the base input price). Reported: the cost through the proxy relative to the
 baseline before the client's prompt outgrows the budget (target: never above 1.0x) and after
-(target: at most 0.8x), per request and in total.
+(target: at most 0.8x), per request and in total, and where each side's cost goes past the budget
+(uncached input, cache writes, cache reads).
 
     python -m benchmarks.anthropic_cost [--turns 30,60] [--budget 6000,12000] [--write]
 
@@ -79,6 +80,15 @@ class RequestCost:
     mode: str
     resend: float
     proxy: float
+    # Where each side's cost went: (uncached input, cache writes, cache reads) in tokens.
+    resend_split: tuple[int, int, int] = (0, 0, 0)
+    proxy_split: tuple[int, int, int] = (0, 0, 0)
+
+
+def _split(usage: dict[str, Any] | Billed) -> tuple[int, int, int]:
+    if isinstance(usage, Billed):
+        return usage.input_tokens, usage.cache_creation_input_tokens, usage.cache_read_input_tokens
+    return int(usage["input_tokens"]), int(usage.get("cache_creation_input_tokens", 0)), int(usage.get("cache_read_input_tokens", 0))
 
 
 def _with_moving_breakpoint(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -109,8 +119,9 @@ def run(turns: int, budget: int, folder: Path, system_breakpoints: bool = True) 
                 response.raise_for_status()
                 usage = anthropic_requests(upstream.fake)[-1].reported
                 assert usage is not None
+                billed = resend.bill(KEY, body)
                 costs.append(RequestCost(turn, int(response.headers["x-memory-original-tokens"]), response.headers["x-memory-mode"],
-                                         price(resend.bill(KEY, body)), price(usage)))
+                                         price(billed), price(usage), _split(billed), _split(usage)))
                 return dict(response.json())
 
             for turn, window in enumerate(code_windows(turns), start=1):
@@ -128,6 +139,18 @@ def run(turns: int, budget: int, folder: Path, system_breakpoints: bool = True) 
     return costs
 
 
+def _where(part: Sequence[RequestCost]) -> dict[str, dict[str, float]]:
+    """Each side's cost split into uncached input, cache writes and cache reads (priced), as shares
+    of resending everything's total over `part`."""
+    base = sum(c.resend for c in part) or 1.0
+    out: dict[str, dict[str, float]] = {}
+    for side in ("resend", "proxy"):
+        splits = [c.resend_split if side == "resend" else c.proxy_split for c in part]
+        out[side] = {"input": round(sum(s[0] for s in splits) / base, 4), "write": round(WRITE * sum(s[1] for s in splits) / base, 4),
+                     "read": round(READ * sum(s[2] for s in splits) / base, 4)}
+    return out
+
+
 def summary(costs: Sequence[RequestCost], budget: int) -> dict[str, Any]:
     past = next((i for i, c in enumerate(costs) if c.client_tokens > budget), len(costs))
     before, after = costs[:past], costs[past:]
@@ -141,6 +164,7 @@ def summary(costs: Sequence[RequestCost], budget: int) -> dict[str, Any]:
         "cost_before_budget": ratio(before), "worst_request_before_budget": round(max((c.proxy / c.resend for c in before), default=0), 4),
         "cost_past_budget": ratio(after), "cost_all": ratio(costs),
         "cost_last_20_requests": ratio(costs[-20:]),
+        "where_past_budget": _where(after),
         "modes": {m: sum(1 for c in costs if c.mode == m) for m in sorted({c.mode for c in costs})},
         "resend_units": round(sum(c.resend for c in costs)), "proxy_units": round(sum(c.proxy for c in costs)),
         "client_tokens_last": costs[-1].client_tokens if costs else 0,
@@ -188,6 +212,14 @@ def section_i(rows: Sequence[tuple[int, dict[str, Any]]], command: str, commit: 
         lines.append(f"| {turns} ({row['requests']}) | {row['budget']:,} | {row['client_tokens_last']:,} | {row['requests_before_budget']} / "
                      f"{row['requests_past_budget']} | {_x(row['cost_before_budget'])} ({_x(row['worst_request_before_budget'])}) | "
                      f"{_x(row['cost_past_budget'])} | {_x(row['cost_last_20_requests'])} | {row['modes'].get('rebased', 0)} |")
+    split = [(turns, row) for turns, row in rows if row.get("where_past_budget")]
+    if split:
+        lines += ["", "Where the cost goes past the budget, as shares of resending everything's cost there (uncached input at 1×, "
+                  "cache writes at 1.25×, cache reads at 0.1×):", "",
+                  "| turns | budget | resend: writes / reads | proxy: uncached / writes / reads |", "|---|---|---|---|"]
+        for turns, row in split:
+            r, q = row["where_past_budget"]["resend"], row["where_past_budget"]["proxy"]
+            lines.append(f"| {turns} | {row['budget']:,} | {r['write']:.2f} / {r['read']:.2f} | {q['input']:.2f} / {q['write']:.2f} / {q['read']:.2f} |")
     lines += ["", f"Targets: never above {TARGET_BEFORE:.1f}× before the budget is passed, at most {TARGET_PAST:.1f}× past it:"]
     for turns, row in rows:
         before = row["worst_request_before_budget"] <= TARGET_BEFORE

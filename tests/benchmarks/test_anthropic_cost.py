@@ -37,6 +37,10 @@ def test_the_section_and_its_splice() -> None:
     lines = section_i([(30, _row(6000, 0.9)), (60, _row(6000, 0.7))], "cmd", "abc123")
     assert lines[0] == HEADING and "- 30 turns at 6,000: before met, past **not met** (0.90×)" in lines
     assert "- 60 turns at 6,000: before met, past met (0.70×)" in lines
+    assert not any(line.startswith("| turns | budget | resend: writes") for line in lines)  # older rows carry no split
+    where = {"resend": {"input": 0.0, "write": 0.2, "read": 0.8}, "proxy": {"input": 0.11, "write": 0.26, "read": 0.35}}
+    split = section_i([(30, {**_row(12000, 0.72), "where_past_budget": where})], "cmd", "abc123")
+    assert "| 30 | 12,000 | 0.20 / 0.80 | 0.11 / 0.26 / 0.35 |" in split
     text = "# R\n\n## H. other\n\nx\n"
     once = splice(text, lines)
     assert once.startswith(text.rstrip("\n")) and HEADING in once
