@@ -34,7 +34,7 @@ from memory.recall.tokens import get_counter
 from memory.ingest.transcript import SYSTEM_ROLES, chain_hashes, message_text, message_to_event
 from memory.turn.compact import Rewrite
 from memory.turn.turns import (Request, TurnInputs, TurnPlan, Usage, align_request, build_plan, classify_fixed, in_formula_of, query_text,
-                    totals_dict, turn_inputs, turn_record)
+                    tools_tokens, totals_dict, turn_inputs, turn_record)
 
 
 __all__ = ["Session", "SyncResult"]
@@ -170,7 +170,8 @@ class Session:
     # -- turns (what the proxy does per request) -----------------------------------------------
     async def prepare_turn(self, messages: Sequence[dict[str, Any]], budget_tokens: int, model: str = "gpt-4o-mini",
                            scope: str = "", named: bool = True, policy: LayoutPolicy | str = "cache",
-                           resume_at: int | None = None, rewrite: Rewrite | None = None) -> TurnPlan:
+                           resume_at: int | None = None, rewrite: Rewrite | None = None,
+                           tools: Sequence[dict[str, Any]] | None = None) -> TurnPlan:
         """Plan the prompt for one request of a client's conversation: align it with what is
         stored, store the history it brings that memory lacked, and lay the prompt out on the
         session's stable frame within `budget_tokens`. The live tail (the last user message and
@@ -179,7 +180,8 @@ class Session:
         where the conversation starts continues it: a stateless or sliding-window client);
         `policy` (see `memory.prompt.policy`) trades the provider's prompt cache against fresh evidence.
         `rewrite` puts a compacted live-tail message back in the client's wire form
-        (`memory.turn.compact.Rewrite`; default: chat messages).
+        (`memory.turn.compact.Rewrite`; default: chat messages). `tools`: the tool definitions the
+        request declares; they count toward the budget as part of the app's fixed part.
         `resume_at` says the messages continue the stored transcript from that position (a
         Responses API `previous_response_id`): the request is then memory's copy of the
         transcript up to there followed by `messages`, so a continuation from an earlier reply
@@ -210,7 +212,7 @@ class Session:
 
             def lay_against_memory() -> tuple[TurnInputs, bool, bool]:
                 inputs = turn_inputs(aligned, request, transcript, view, model, budget_tokens, self.runtime.tokens_for(counter),
-                                     rewrite, self.runtime.compact_memo)
+                                     rewrite, self.runtime.compact_memo, tools_tokens=tools_tokens(tools, counter))
                 return (inputs, needs_memory(inputs.system, inputs.history, inputs.tail, inputs.budget, counter),
                         fixed_over_budget(inputs.system, inputs.tail, inputs.budget, counter))
 

@@ -32,7 +32,7 @@ from memory.recall.tokens import REPLY_PRIMING_TOKENS, TiktokenCounter
 from memory.ingest.transcript import GENESIS_CHAIN, SYSTEM_ROLES, legacy_message_hash, message_hash, message_text
 
 __all__ = ["TurnPlan", "TurnInputs", "Usage", "Request", "Aligned", "align_request", "classify_fixed", "in_formula_of", "turn_inputs",
-           "build_plan", "request_key", "query_text", "turn_record", "totals_dict", "tail_room", "effective_budget",
+           "build_plan", "request_key", "query_text", "turn_record", "totals_dict", "tail_room", "effective_budget", "tools_tokens",
            "compacted_tail"]
 
 
@@ -239,7 +239,7 @@ class TurnInputs:
 
 def turn_inputs(aligned: Aligned, request: Request, transcript: list[TranscriptEntry], view: SessionView, model: str,
                 budget: int, token_of: Callable[[dict[str, Any]], int], rewrite: Rewrite | None = None,
-                memo: CompactMemo | None = None, compact_policy: CompactPolicy = CompactPolicy()) -> TurnInputs:
+                memo: CompactMemo | None = None, compact_policy: CompactPolicy = CompactPolicy(), tools_tokens: int = 0) -> TurnInputs:
     """Everything the layout needs from the request and the stored transcript (pure). A live tail
     that outgrows its room (`tail_room`) is compacted (`memory.turn.compact`); `rewrite` puts a
     compacted message back in the client's wire form."""
@@ -259,13 +259,20 @@ def turn_inputs(aligned: Aligned, request: Request, transcript: list[TranscriptE
     opened = next((n for n in range(len(tail) - 1, -1, -1) if tail[n].get("role") == "user"), len(tail) - 1)
     turn_key = request_key(system, anchor, tail[: opened + 1], model, budget)
     system_tokens = sum(token_of(m) for m in system)
-    # The client's fixed part: its system messages and the context it re-sends in the tail.
-    budget = effective_budget(budget, system_tokens + sum(token_of(m) for m in tail if id(m) in fixed))
+    # The client's fixed part: its system messages, the context it re-sends in the tail and the tool
+    # definitions it declares; the messages get the budget less the tools'.
+    budget = effective_budget(budget, system_tokens + sum(token_of(m) for m in tail if id(m) in fixed) + tools_tokens) - tools_tokens
     room = tail_room(budget, system_tokens, bool(history), compact_policy)
     messages, compaction = compacted_tail(tail, room, int(budget * compact_policy.evidence_share), token_of, compact_policy,
                                           rewrite, memo)
     return TurnInputs(history, messages, system, query_text(asked or tail), chains, hidden, key, sent,
                       aligned.alignment.base == 0, compaction, budget, turn_key)
+
+
+def tools_tokens(tools: Sequence[Any] | None, counter: TiktokenCounter) -> int:
+    """The tokens of the tool definitions a request declares, estimated from their JSON. They go
+    up on every call, like the app's system messages, so they are part of its fixed part."""
+    return counter.count(json.dumps(list(tools), sort_keys=True, ensure_ascii=False)) if tools else 0
 
 
 def effective_budget(budget: int, system_tokens: int) -> int:

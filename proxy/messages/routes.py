@@ -136,7 +136,7 @@ async def _create(request: Request) -> Response:
     session_id = caller.storage_id(session_header) if session_header is not None else None
     policy = replace(get_policy(layout_policy(request, svc.config.layout_policy)), prices=ANTHROPIC_CACHE)  # priced: `memory.prompt.pricing`
     prepared = await prepare(svc.runtime, messages, parsed.model, budget, session_id, caller.scope(user), caller.new_session_id, policy,
-                             rewrite=rewrite)
+                             rewrite=rewrite, tools=raw.get("tools"))
     meter.prepared(prepared.mode, prepared.original_tokens, prepared.compiled_tokens, prepared.error is not None)
     forward = _compiled_body(raw, prepared, messages)
     memory_headers = prepared.headers()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from memory import create_runtime, get_counter
-from memory.turn.turns import effective_budget, request_key
+from memory.turn.turns import effective_budget, request_key, tools_tokens
 
 COUNTER = get_counter("gpt-4o-mini")
 
@@ -85,3 +85,24 @@ async def test_a_tool_step_reuses_the_evidence_of_the_request_that_opened_its_tu
         second = await session.prepare_turn(step, 1500)
     assert second.mode == "frame" and second.layout.evidence == first.layout.evidence
     assert [i for i in second.layout.manifest["included"] if i.get("kind") == "evidence"][0]["reason"] == "reused"
+
+
+TOOLS = [{"type": "function", "function": {"name": f"tool_{n}", "description": "Does one thing well. " * 40,
+                                           "parameters": {"type": "object", "properties": {"path": {"type": "string"}}}}} for n in range(4)]
+
+
+async def test_the_declared_tools_count_toward_the_budget_as_part_of_the_fixed_part() -> None:
+    tools = tools_tokens(TOOLS, COUNTER)
+    assert 800 < tools < 2000 and tools_tokens(None, COUNTER) == tools_tokens([], COUNTER) == 0
+    messages = _history(6) + [{"role": "user", "content": "And item 3?"}]
+    one = tools_tokens(TOOLS[:1], COUNTER)
+    budget = COUNTER.messages_tokens(messages) + one // 2  # the messages fit; with the tool they do not
+    assert one < budget // 2
+    async with create_runtime(storage_path=":memory:", embedding_model="none") as rt:
+        bare = await rt.session("bare").prepare_turn(messages, budget)
+        declared = await rt.session("declared").prepare_turn(messages, budget, tools=TOOLS[:1])
+        agent = await rt.session("agent").prepare_turn(_history(30) + messages[-1:], 2000, tools=TOOLS * 2)
+    assert bare.mode == "full_history" and declared.mode != "full_history"
+    assert declared.result.tokens + one <= budget
+    # Tools beyond half the budget go on top, like long instructions: the conversation keeps half.
+    assert agent.mode != "over_budget" and agent.result.tokens <= 1000
