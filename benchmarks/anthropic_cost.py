@@ -38,6 +38,8 @@ from typing import Any
 
 import httpx
 
+from memory import get_counter
+from memory.turn.turns import tools_tokens
 from testkit.anthropic_rules import Billed, CacheLedger
 from testkit.fake_anthropic import anthropic_requests
 from testkit.harness import config_for, serve_upstream, start_proxy
@@ -76,7 +78,7 @@ def price(usage: dict[str, Any] | Billed) -> float:
 @dataclass(frozen=True)
 class RequestCost:
     turn: int
-    client_tokens: int  # the client's prompt as the proxy counts it
+    client_tokens: int  # the client's prompt as the proxy counts it against the budget: messages and tools
     mode: str
     resend: float
     proxy: float
@@ -107,6 +109,7 @@ def run(turns: int, budget: int, folder: Path, system_breakpoints: bool = True) 
     upstream = serve_upstream()
     proxy = start_proxy(config_for(upstream, folder, "upstreams: {retries: 0}\n"))
     resend = CacheLedger()
+    tools = tools_tokens(TOOLS, get_counter(MODEL))
     costs: list[RequestCost] = []
     history: list[dict[str, Any]] = []
     headers = {"x-api-key": KEY, "anthropic-version": "2023-06-01", "anthropic-beta": "claude-code-20250219",
@@ -120,7 +123,8 @@ def run(turns: int, budget: int, folder: Path, system_breakpoints: bool = True) 
                 usage = anthropic_requests(upstream.fake)[-1].reported
                 assert usage is not None
                 billed = resend.bill(KEY, body)
-                costs.append(RequestCost(turn, int(response.headers["x-memory-original-tokens"]), response.headers["x-memory-mode"],
+                client = int(response.headers["x-memory-original-tokens"]) + tools
+                costs.append(RequestCost(turn, client, response.headers["x-memory-mode"],
                                          price(billed), price(usage), _split(billed), _split(usage)))
                 return dict(response.json())
 
