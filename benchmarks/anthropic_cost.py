@@ -88,7 +88,7 @@ def fixed_tokens(size: str) -> int:
     """The system prompt's and the tools' tokens of a session size, as the proxy counts them."""
     system, tools = SIZES[size]
     counter = get_counter(MODEL)
-    return counter.count("\n".join(b["text"] for b in system)) + tools_tokens(tools, counter)
+    return counter.count("\n".join(str(b["text"]) for b in system)) + tools_tokens(tools, counter)
 
 
 def price(usage: dict[str, Any] | Billed) -> float:

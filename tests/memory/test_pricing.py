@@ -12,8 +12,8 @@ import pytest
 from memory.prompt.policy import POLICIES, CachePrices, LayoutPolicy
 from memory.prompt.pricing import ANTHROPIC_CACHE, EVIDENCE_SPEND, PRICED_FILL, priced_fill, priced_policy
 from memory.recall.retrieval import Scored
-from tests.memory.test_layout import COUNTER, _input, _layout, _window_positions
-from tests.memory.test_policy import BUDGET, OUT_OF_VIEW, _frame, _session
+from tests.memory.test_layout import COUNTER, _input, _layout, _session, _window_positions
+from tests.memory.test_policy import BUDGET, OUT_OF_VIEW, _frame
 
 PRICED = replace(POLICIES["cache"], prices=ANTHROPIC_CACHE)
 RANKED = [Scored(OUT_OF_VIEW, 2.4), Scored(OUT_OF_VIEW + 2, 2.0), Scored(OUT_OF_VIEW + 4, 1.9)]
