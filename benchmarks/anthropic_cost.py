@@ -16,7 +16,7 @@ baseline before the client's prompt outgrows the budget (target: never above 1.0
 (target: at most 0.8x), per request and in total, and where each side's cost goes past the budget
 (uncached input, cache writes, cache reads).
 
-    python -m benchmarks.anthropic_cost [--turns 30,60] [--budget 6000,12000] [--real-turns 30] [--write]
+    python -m benchmarks.anthropic_cost [--turns 30,60] [--budget 6000,12000] [--real-turns 30,60] [--write]
 
 The same session is also replayed at Claude Code's own size (`--real-turns`): a system prompt of
 about 16,000 tokens and fifteen tools, which the proxy counts toward the budget as the app's fixed
@@ -81,7 +81,7 @@ REAL_TOOLS = [{"name": name, "description": f"The {name} tool: " + "use it as do
               for name in ("Task", "Bash", "Glob", "Grep", "LS", "ExitPlanMode", "Read", "Edit", "MultiEdit", "Write", "NotebookEdit",
                            "WebFetch", "TodoWrite", "WebSearch", "BashOutput")]
 SIZES = {"shaped": (SYSTEM, TOOLS), "claude-code": (REAL_SYSTEM, REAL_TOOLS)}
-REAL_TURNS = (30,)
+REAL_TURNS = (30, 60)
 
 
 def fixed_tokens(size: str) -> int:
