@@ -53,7 +53,7 @@ from .corpus import REPO_ROOT, assistant_turn, code_windows, user_turn
 from .headline import main as write_headline
 
 __all__ = ["RequestCost", "run", "run_section", "price", "summary", "section_i", "results_i", "splice", "WRITE", "READ", "HEADING",
-           "TARGET_PAST", "TARGET_BEFORE", "TURNS", "BUDGETS", "SIZES", "fixed_tokens"]
+           "TARGET_PAST", "TARGET_BEFORE", "TURNS", "BUDGETS", "REAL_TURNS", "SIZES", "fixed_tokens"]
 
 MODEL = "claude-sonnet-4-5"
 KEY = "sk-ant-bench-cost"
