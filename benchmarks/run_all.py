@@ -29,7 +29,7 @@ from testkit.pg import PgServer
 
 from .agent_traces import DEFAULT_TRACES
 from .agents import QUICK_BUDGET, QUICK_STEPS, measure, quick_trajectories, traces_or_reason
-from .anthropic_cost import HEADING as SECTION_I, results_i, run_section, section_i
+from .anthropic_cost import HEADING as SECTION_I, REAL_TURNS, results_i, run_section, section_i
 from .cache_cost import BUDGETS as COST_BUDGETS
 from .cache_cost import CostResult, run_cache_cost
 from .corpus import REPO_ROOT
@@ -206,11 +206,13 @@ def _run(args: argparse.Namespace, argv: list[str] | None, server: PgServer | No
                 notes.append("section F replayed the first 150 turns of the first conversation and a 12-turn coding session at budget 4,000")
 
     i_rows: list[tuple[int, dict[str, Any]]] | None = None
+    i_real: list[tuple[int, dict[str, Any]]] = []
     if "I" in sections and args.quick:
         skipped["I"] = "not in --quick (the smallest useful session takes ~10 s); run python -m benchmarks.anthropic_cost"
     elif "I" in sections:
         t0 = time.perf_counter()
         i_rows = run_section()
+        i_real = run_section(REAL_TURNS, size="claude-code")
         seconds["I"] = time.perf_counter() - t0
 
     command = "python -m benchmarks.run_all" + ("" if not argv and len(sys.argv) <= 1 else " " + shlex.join(argv if argv is not None else sys.argv[1:]))
@@ -236,11 +238,11 @@ def _run(args: argparse.Namespace, argv: list[str] | None, server: PgServer | No
     markdown += "\n".join(section_f(f) if f else ["## F. Cost under prompt caching", "", f"Not run: {skipped.get('F', 'not selected')}", ""]) + "\n"
     markdown += "\n".join(render_postgres(pg))
     markdown += "\n" + "\n".join(section_h(h, skipped.get("H")))
-    markdown = markdown.rstrip("\n") + "\n\n" + "\n".join(section_i(i_rows, command, machine.commit) if i_rows else
+    markdown = markdown.rstrip("\n") + "\n\n" + "\n".join(section_i(i_rows, command, machine.commit, i_real) if i_rows else
                                                           [SECTION_I, "", f"Not run: {skipped.get('I', 'not selected')}", ""])
     (out / "RESULTS.md").write_text(markdown, encoding="utf-8")
     payload = {"run": info, "A": a, "B": b, "C": c, "D": d, "E": e, "F": summaries(f) if f else None, "G": pg, "H": h,
-               "skipped": skipped, "I": results_i(i_rows, command, machine.commit) if i_rows else None}
+               "skipped": skipped, "I": results_i(i_rows, command, machine.commit, i_real) if i_rows else None}
     (out / "results.json").write_text(json.dumps(_jsonable(payload), indent=1) + "\n", encoding="utf-8")
     if out.resolve() == (REPO_ROOT / "benchmarks").resolve():
         write_headline([])  # the README's figures follow the results file they come from

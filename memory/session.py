@@ -158,11 +158,12 @@ class Session:
     # -- turns (what the proxy does per request) -----------------------------------------------
     async def prepare_turn(self, messages: Sequence[dict[str, Any]], budget_tokens: int, model: str = "gpt-4o-mini",
                            scope: str = "", named: bool = True, policy: LayoutPolicy | str = "cache",
-                           resume_at: int | None = None, rewrite: Rewrite | None = None) -> TurnPlan:
+                           resume_at: int | None = None, rewrite: Rewrite | None = None,
+                           tools: Sequence[dict[str, Any]] | None = None) -> TurnPlan:
         """Plan the prompt for one request of a client's conversation, within `budget_tokens`;
         the live tail is stored by `commit_turn` once the provider has answered. The arguments are
         described at `memory.turn.protocol.TurnProtocol.prepare_turn`."""
-        return await self._turns.prepare_turn(messages, budget_tokens, model, scope, named, policy, resume_at, rewrite)
+        return await self._turns.prepare_turn(messages, budget_tokens, model, scope, named, policy, resume_at, rewrite, tools)
 
     async def commit_turn(self, plan: TurnPlan, reply: dict[str, Any] | None, usage: Usage | None = None,
                           response_id: str | None = None, items: Sequence[tuple[str, dict[str, Any]]] = ()) -> None:

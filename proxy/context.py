@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from memory import Runtime, TurnPlan, Usage, get_counter
+from memory import LayoutPolicy, Runtime, TurnPlan, Usage, get_counter
 from memory.turn.compact import Rewrite
 from memory import errors as memory_errors
 
@@ -76,12 +76,13 @@ async def _unmodified(session_id: str, messages: list[dict[str, Any]], model: st
 
 
 async def prepare(runtime: Runtime, messages: list[dict[str, Any]], model: str, budget: int, session_header: str | None,
-                  scope: str, new_id: Callable[[], str] = new_session_id, policy: str = "cache", resume_at: int | None = None,
-                  rewrite: Rewrite | None = None) -> Prepared:
+                  scope: str, new_id: Callable[[], str] = new_session_id, policy: LayoutPolicy | str = "cache", resume_at: int | None = None,
+                  rewrite: Rewrite | None = None, tools: list[dict[str, Any]] | None = None) -> Prepared:
     """Resolve the session and plan the prompt; never raises (memory failures fail open). `new_id`
     names a session the request does not name and no stored transcript matches. `resume_at`: the
     messages continue the named session's transcript from that position; `rewrite` puts a compacted
-    message back in the route's wire form."""
+    message back in the route's wire form; `tools`: the request's tool definitions (they count
+    toward the budget with the app's system messages)."""
     session_id = session_header
     if session_id is None:
         try:
@@ -91,8 +92,8 @@ async def prepare(runtime: Runtime, messages: list[dict[str, Any]], model: str, 
             return await _unmodified(new_id(), messages, model, _reason(exc))
     try:
         plan = await runtime.session(session_id).prepare_turn(
-            messages, budget, model, scope=scope, named=session_header is not None, policy=policy, resume_at=resume_at, rewrite=rewrite
-        )
+            messages, budget, model, scope=scope, named=session_header is not None, policy=policy, resume_at=resume_at, rewrite=rewrite,
+            tools=tools)
     except memory_errors.MemoryRuntimeError as exc:
         log.warning("memory failed; forwarding unmodified: %s", _reason(exc))
         return await _unmodified(session_id, messages, model, _reason(exc))

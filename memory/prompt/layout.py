@@ -33,6 +33,7 @@ from memory.prompt.evidence import (EVIDENCE_HEADER, MAX_DROPPED_LISTED, Evidenc
                        redactions, select_evidence)
 from memory.recall.index import SessionView
 from memory.prompt.policy import LayoutPolicy
+from memory.prompt.pricing import priced_fill, priced_policy
 from memory.records import FrameRecord, StateItem
 from memory.ingest.redact import redacted
 from memory.recall.retrieval import Scored
@@ -78,7 +79,8 @@ class LayoutInput:
     # regenerated): the live tail goes upstream exactly once.
     hidden: frozenset[str] = frozenset()
     frame: FrameRecord | None = None
-    # The evidence message an identical earlier request was sent with: a retry reuses it.
+    # The evidence message an identical earlier request (a retry), or the request that opened this
+    # turn (a later step of a tool loop), was sent with: reused, so the prefix stays the same.
     reuse_evidence: dict[str, Any] | None = None
     # Standalone artifacts (library-ingested files, docs) shown in full when everything fits.
     artifacts_block: dict[str, Any] | None = None
@@ -262,6 +264,8 @@ def build_layout(inp: LayoutInput, view: SessionView, counter: TiktokenCounter) 
         return _assemble(inp, view, counter, manifest, "full_history", whole, 0, [], None, [], 0, fixed_items, tail_items)
 
     available = budget - fixed_tokens
+    history = sum(line.tokens for line in inp.history)
+    inp = replace(inp, policy=priced_fill(inp.policy))
     plan = _rebase_plan(inp, counter, available)
     fresh_room = available - plan.base_tokens - plan.window_tokens
     frame = inp.frame
@@ -270,6 +274,7 @@ def build_layout(inp: LayoutInput, view: SessionView, counter: TiktokenCounter) 
         stable = _tokens(counter, list(frame.base)) + sum(line.tokens for line in window)
         room = available - stable
         if room >= 0:
+            inp = replace(inp, policy=priced_policy(inp.policy, available, history - stable, plan.base_tokens + plan.window_tokens, stable))
             visible = _with_quoted({line.key for line in window if line.key} | _base_keys(frame), view)
             if inp.reuse_evidence is not None and counter.message_tokens(inp.reuse_evidence) <= room:
                 return _assemble(inp, view, counter, manifest, "frame", frame, frame.window_start, [], inp.reuse_evidence, [], 0,
@@ -284,10 +289,13 @@ def build_layout(inp: LayoutInput, view: SessionView, counter: TiktokenCounter) 
                                  overflow, fixed_items, tail_items)
 
     window_keys = _with_quoted({line.key for line in inp.history if line.pos >= plan.window_start and line.key}, view)
-    chosen, dropped, overflow, _ = _evidence(inp, view, counter, fresh_room, frozenset(window_keys))
+    inp = replace(inp, policy=priced_policy(inp.policy, available, history - plan.window_tokens, plan.base_tokens + plan.window_tokens, 0))
+    base_room = int(inp.policy.base_fill * available) - plan.base_tokens - plan.window_tokens
+    evidence_room = min(fresh_room, max(base_room, 0) + int(inp.policy.rebase_evidence_share * available))
+    chosen, dropped, overflow, _ = _evidence(inp, view, counter, evidence_room, frozenset(window_keys))
     # The best-ranked part of the evidence joins the frame's base (before the window: the next turns
     # find it in the provider's cache); the rest is for this question only (after the window).
-    kept, extra = _split(chosen, int(inp.policy.base_fill * available) - plan.base_tokens - plan.window_tokens)
+    kept, extra = _split(chosen, base_room)
     base_message, message = _fit_pair(kept, extra, view, counter, fresh_room, dropped)
     base = plan.base + ([base_message] if base_message else [])
     items = plan.base_items + [{**evidence_item(e, view), "part": "base"} for e in chronological(kept, view)]
@@ -398,7 +406,7 @@ def _assemble(inp: LayoutInput, view: SessionView, counter: TiktokenCounter, man
                      "tokens": line.tokens, "event_id": line.event_id, "turn": line.pos + 1} for line in window]
     evidence_items = [evidence_item(e, view) for e in chronological(chosen, view)]
     if reused and evidence is not None:
-        evidence_items = [{"kind": "evidence", "reason": "retry", "tokens": counter.message_tokens(evidence)}]
+        evidence_items = [{"kind": "evidence", "reason": "reused", "tokens": counter.message_tokens(evidence)}]
     manifest.update(
         mode=mode, over_budget=False, total_tokens=total,
         frame={"id": frame.id or None, "window_start": window_start, "rebased": mode in ("rebased", "compiled")},

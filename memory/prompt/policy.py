@@ -25,7 +25,17 @@ from dataclasses import dataclass
 
 from memory.errors import InvalidArgumentError
 
-__all__ = ["LayoutPolicy", "POLICIES", "get_policy"]
+__all__ = ["CachePrices", "LayoutPolicy", "POLICIES", "get_policy"]
+
+
+@dataclass(frozen=True)
+class CachePrices:
+    """What the provider charges for its prompt cache, per token, relative to an uncached input
+    token: `write` for a token a request writes to the cache, `read` for one read from it
+    (Anthropic's 5-minute cache: 1.25 / 0.1). `memory.prompt.pricing` lays prompts out by them."""
+
+    write: float
+    read: float
 
 
 @dataclass(frozen=True)
@@ -39,6 +49,9 @@ class LayoutPolicy:
     # ... and the frame's base (state, best-ranked evidence) plus the window fill at most `base_fill`
     # of the room: the rest is for this question's other evidence, then for the turns to come.
     base_fill: float = 0.6
+    # ... and this question's own evidence (after the window) within `rebase_evidence_share` of the
+    # room; 1.0: all the room the frame leaves (the fresh compile's).
+    rebase_evidence_share: float = 1.0
     # On a stored frame, the question's own evidence (after the window, uncached): the candidates
     # out of view, best first, down to `evidence_floor` of the best one's fused score, within
     # `evidence_share` of the room (or a fresh layout's evidence room, if smaller). The floor is
@@ -49,6 +62,9 @@ class LayoutPolicy:
     evidence_floor: float = 0.4
     evidence_share: float = 0.35
     evidence_min_share: float = 0.15
+    # The route's cache prices when it knows them (the Anthropic route): the shares above are then
+    # priced per request (`memory.prompt.pricing`). None: as tuned above.
+    prices: CachePrices | None = None
 
 POLICIES: dict[str, LayoutPolicy] = {
     "cache": LayoutPolicy(),

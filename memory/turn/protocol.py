@@ -35,7 +35,8 @@ from memory.recall.retrieval import CANDIDATES, fts_query, is_change_query, rank
 from memory.recall.tokens import get_counter
 from memory.store.protocol import StoreTx
 from memory.turn.compact import Rewrite
-from memory.turn.turns import Request, TurnInputs, TurnPlan, Usage, align_request, build_plan, classify_fixed, turn_inputs, turn_record
+from memory.turn.turns import (Request, TurnInputs, TurnPlan, Usage, align_request, build_plan, classify_fixed, tools_tokens, turn_inputs,
+                               turn_record)
 
 __all__ = ["TurnProtocol", "Writer", "parse_messages", "check_budget", "checked_messages"]
 
@@ -67,7 +68,8 @@ class TurnProtocol:
 
     async def prepare_turn(self, messages: Sequence[dict[str, Any]], budget_tokens: int, model: str = "gpt-4o-mini",
                            scope: str = "", named: bool = True, policy: LayoutPolicy | str = "cache",
-                           resume_at: int | None = None, rewrite: Rewrite | None = None) -> TurnPlan:
+                           resume_at: int | None = None, rewrite: Rewrite | None = None,
+                           tools: Sequence[dict[str, Any]] | None = None) -> TurnPlan:
         """Plan the prompt for one request of a client's conversation: align it with what is
         stored, store the history it brings that memory lacked, and lay the prompt out on the
         session's stable frame within `budget_tokens`. The live tail (the last user message and
@@ -76,7 +78,8 @@ class TurnProtocol:
         where the conversation starts continues it: a stateless or sliding-window client);
         `policy` (see `memory.prompt.policy`) trades the provider's prompt cache against fresh evidence.
         `rewrite` puts a compacted live-tail message back in the client's wire form
-        (`memory.turn.compact.Rewrite`; default: chat messages).
+        (`memory.turn.compact.Rewrite`; default: chat messages). `tools`: the tool definitions the
+        request declares; they count toward the budget as part of the app's fixed part.
         `resume_at` says the messages continue the stored transcript from that position (a
         Responses API `previous_response_id`): the request is then memory's copy of the
         transcript up to there followed by `messages`, so a continuation from an earlier reply
@@ -107,7 +110,7 @@ class TurnProtocol:
 
             def lay_against_memory() -> tuple[TurnInputs, bool, bool]:
                 inputs = turn_inputs(aligned, request, transcript, view, model, budget_tokens, counter.message_tokens,
-                                     rewrite, self.host.compact_memo)
+                                     rewrite, self.host.compact_memo, tools_tokens=tools_tokens(tools, counter))
                 return (inputs, needs_memory(inputs.system, inputs.history, inputs.tail, inputs.budget, counter),
                         fixed_over_budget(inputs.system, inputs.tail, inputs.budget, counter))
 
@@ -126,7 +129,8 @@ class TurnProtocol:
                 lexical = await store.bm25(self.id, fts_query(query), pool)
                 state = await store.state_items(self.id)
                 frames = await store.frames(self.id)
-                reuse = await store.find_turn(self.id, inputs.key)
+                # An identical earlier request (a retry), else the request that opened this turn.
+                reuse = await store.find_turn(self.id, inputs.key) or await store.find_turn(self.id, inputs.turn_key)
             elif over:  # over budget the state block still goes (`memory.prompt.layout`)
                 state = await store.state_items(self.id)
 

@@ -33,7 +33,7 @@ from memory.recall.tokens import REPLY_PRIMING_TOKENS, TiktokenCounter
 from memory.ingest.transcript import GENESIS_CHAIN, SYSTEM_ROLES, legacy_message_hash, message_hash, message_text
 
 __all__ = ["TurnPlan", "TurnInputs", "Usage", "Request", "Aligned", "align_request", "classify_fixed", "in_formula_of", "turn_inputs",
-           "build_plan", "request_key", "query_text", "turn_record", "totals_dict", "tail_room", "effective_budget",
+           "build_plan", "request_key", "query_text", "turn_record", "totals_dict", "tail_room", "effective_budget", "tools_tokens",
            "compacted_tail"]
 
 
@@ -139,8 +139,10 @@ class TurnPlan:
 
 def request_key(system: list[dict[str, Any]], anchor: str, tail: list[dict[str, Any]], model: str, budget: int) -> str:
     """What makes two requests the same request: the app's system messages, the conversation
-    before the live tail (its chain hash), the live tail itself, the model and the budget."""
-    blob = json.dumps([system, anchor, tail, model, budget], sort_keys=True, ensure_ascii=False, default=str)
+    before the live tail (its chain hash), the live tail itself, the model and the budget. Messages
+    count by identity (`message_hash`): a client that moves its cache breakpoint along (Claude
+    Code) still sends the same messages."""
+    blob = json.dumps([[message_hash(m) for m in system], anchor, [message_hash(m) for m in tail], model, budget])
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
@@ -228,6 +230,9 @@ class TurnInputs:
     compaction: Compaction | None = None
     # The budget the prompt is laid out in (`effective_budget`).
     budget: int = 0
+    # The key of the request that opened this turn (its tail up to the last user message): a later
+    # step of a tool loop reuses that request's evidence, so the turn's prefix stays cached.
+    turn_key: str = ""
 
     def anchor(self, n: int) -> str:
         return GENESIS_CHAIN if n == 0 else self.chains[n - 1]
@@ -235,7 +240,7 @@ class TurnInputs:
 
 def turn_inputs(aligned: Aligned, request: Request, transcript: list[TranscriptEntry], view: SessionView, model: str,
                 budget: int, token_of: Callable[[dict[str, Any]], int], rewrite: Rewrite | None = None,
-                memo: CompactMemo | None = None, compact_policy: CompactPolicy = CompactPolicy()) -> TurnInputs:
+                memo: CompactMemo | None = None, compact_policy: CompactPolicy = CompactPolicy(), tools_tokens: int = 0) -> TurnInputs:
     """Everything the layout needs from the request and the stored transcript (pure). A live tail
     that outgrows its room (`tail_room`) is compacted (`memory.turn.compact`); `rewrite` puts a
     compacted message back in the client's wire form."""
@@ -252,14 +257,23 @@ def turn_inputs(aligned: Aligned, request: Request, transcript: list[TranscriptE
     fixed = {id(request.messages[i]) for i in request.fixed}
     asked = [m for m in tail if id(m) not in fixed]  # the question, without the context re-sent with it
     key = request_key(system, anchor, tail, model, budget)
+    opened = next((n for n in range(len(tail) - 1, -1, -1) if tail[n].get("role") == "user"), len(tail) - 1)
+    turn_key = request_key(system, anchor, tail[: opened + 1], model, budget)
     system_tokens = sum(token_of(m) for m in system)
-    # The client's fixed part: its system messages and the context it re-sends in the tail.
-    budget = effective_budget(budget, system_tokens + sum(token_of(m) for m in tail if id(m) in fixed))
+    # The client's fixed part: its system messages, the context it re-sends in the tail and the tool
+    # definitions it declares; the messages get the budget less the tools'.
+    budget = effective_budget(budget, system_tokens + sum(token_of(m) for m in tail if id(m) in fixed) + tools_tokens) - tools_tokens
     room = tail_room(budget, system_tokens, bool(history), compact_policy)
     messages, compaction = compacted_tail(tail, room, int(budget * compact_policy.evidence_share), token_of, compact_policy,
                                           rewrite, memo)
     return TurnInputs(history, messages, system, query_text(asked or tail), chains, hidden, key, sent,
-                      aligned.alignment.base == 0, compaction, budget)
+                      aligned.alignment.base == 0, compaction, budget, turn_key)
+
+
+def tools_tokens(tools: Sequence[Any] | None, counter: TiktokenCounter) -> int:
+    """The tokens of the tool definitions a request declares, estimated from their JSON. They go
+    up on every call, like the app's system messages, so they are part of its fixed part."""
+    return counter.count(json.dumps(list(tools), sort_keys=True, ensure_ascii=False)) if tools else 0
 
 
 def effective_budget(budget: int, system_tokens: int) -> int:

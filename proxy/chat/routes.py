@@ -55,7 +55,7 @@ async def chat_completions(request: Request) -> Response:
     await check_limits(messages, chat.model, svc.config.limits)
     session_id = caller.storage_id(session_header) if session_header is not None else None
     prepared = await prepare(svc.runtime, messages, chat.model, budget, session_id, caller.scope(chat.user or ""), caller.new_session_id,
-                             layout_policy(request, svc.config.layout_policy))
+                             layout_policy(request, svc.config.layout_policy), tools=raw.get("tools") or raw.get("functions"))
     meter.prepared(prepared.mode, prepared.original_tokens, prepared.compiled_tokens, prepared.error is not None)
     forward = svc.upstream.with_cache_key(raw, prepared.session_id)
     response = await (_stream if chat.stream else _complete)(svc, forward, prepared, api_key, meter)

@@ -3,9 +3,10 @@ front of it, as on chat; and `POST /v1/messages/count_tokens`, relayed.
 
 Validate (400 in Anthropic's envelope, nothing stored) -> the conversation: `X-Memory-Session`,
 else the transcript (matched within the caller's scope and `metadata.user_id`) -> map the blocks
-to chat messages (`blocks`) and plan the prompt on the session's frame (`proxy.context`, fail
-open) -> rebuild `system` and `messages` from the original blocks, put a breakpoint at the frame's
-end and one on the stable system / tools when the client marked none (`cache`) -> post it with
+to chat messages (`blocks`) and plan the prompt on the session's frame at Anthropic's cache prices
+(`proxy.context`, `memory.prompt.pricing`; fail open) -> rebuild `system` and `messages` from the
+original blocks, the question's evidence after the client's last message, put a breakpoint at the
+frame's end and one on the stable system / tools when the client marked none (`cache`) -> post it with
 the caller's key and the client's `anthropic-*` headers -> return the reply as the provider sent it, or relay its events one by one, committing the turn (live tail,
 reply, usage) before the reply or `message_stop` goes out. A prompt that fits whole is forwarded
 exactly as sent. An upstream error, an `error` event, or a stream that stops before
@@ -21,10 +22,14 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
+
+from memory.prompt.policy import get_policy
+from memory.prompt.pricing import ANTHROPIC_CACHE
 
 from proxy.access.guard import caller_of
 from proxy.access.limits import check_limits
@@ -85,11 +90,26 @@ def _frame_end(prepared: Prepared) -> int:
     return len(prepared.messages) - tail - (1 if layout.evidence is not None else 0)
 
 
+def _evidence_last(prepared: Prepared, frame_end: int) -> list[dict[str, Any]]:
+    """The laid-out chat messages with the question's evidence moved from just after the frame to
+    the very end, when the live tail ends with the user's turn (not an assistant prefill).
+    Anthropic writes a cached prefix at 1.25x: between the frame and the live tail, the evidence
+    would make the provider cache the turn's messages behind it and write them all again at the
+    next turn, when they join the frame; after the tail (and after the client's breakpoint on its
+    last message) the turn's messages are written once and the evidence goes uncached."""
+    laid = prepared.messages
+    assert prepared.plan is not None
+    if prepared.plan.layout.evidence is None or frame_end >= len(laid) - 1 or laid[-1].get("role") == "assistant":
+        return laid
+    return laid[:frame_end] + laid[frame_end + 1:] + [laid[frame_end]]
+
+
 def _compiled_body(raw: dict[str, Any], prepared: Prepared, messages: list[dict[str, Any]]) -> dict[str, Any]:
     """The body to forward: as sent when memory changed nothing, else rebuilt from the layout."""
     if prepared.plan is None or prepared.messages is messages:
         return raw
-    rebuilt = to_anthropic(prepared.messages, {id(m) for m in messages}, _frame_end(prepared))
+    frame_end = _frame_end(prepared)
+    rebuilt = to_anthropic(_evidence_last(prepared, frame_end), {id(m) for m in messages}, frame_end)
     body = {k: v for k, v in raw.items() if k not in ("system", "messages")}
     if rebuilt.system is not None:
         body["system"] = rebuilt.system
@@ -114,8 +134,9 @@ async def _create(request: Request) -> Response:
     await check_limits(messages, parsed.model, svc.config.limits)
     user = parsed.metadata.user_id if parsed.metadata is not None and parsed.metadata.user_id else ""
     session_id = caller.storage_id(session_header) if session_header is not None else None
-    prepared = await prepare(svc.runtime, messages, parsed.model, budget, session_id, caller.scope(user), caller.new_session_id,
-                             layout_policy(request, svc.config.layout_policy), rewrite=rewrite)
+    policy = replace(get_policy(layout_policy(request, svc.config.layout_policy)), prices=ANTHROPIC_CACHE)  # priced: `memory.prompt.pricing`
+    prepared = await prepare(svc.runtime, messages, parsed.model, budget, session_id, caller.scope(user), caller.new_session_id, policy,
+                             rewrite=rewrite, tools=raw.get("tools"))
     meter.prepared(prepared.mode, prepared.original_tokens, prepared.compiled_tokens, prepared.error is not None)
     forward = _compiled_body(raw, prepared, messages)
     memory_headers = prepared.headers()

@@ -110,7 +110,7 @@ async def create_response(request: Request) -> Response:
     messages = to_messages(items, parsed.instructions)
     await check_limits(messages, parsed.model, svc.config.limits)
     prepared = await prepare(svc.runtime, messages, parsed.model, budget, session_id, scope, caller.new_session_id,
-                             layout_policy(request, svc.config.layout_policy), resume_at, rewrite)
+                             layout_policy(request, svc.config.layout_policy), resume_at, rewrite, raw.get("tools"))
     meter.prepared(prepared.mode, prepared.original_tokens, prepared.compiled_tokens, prepared.error is not None)
     forward = raw
     if prepared.plan is not None:

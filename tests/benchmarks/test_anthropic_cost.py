@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from benchmarks.anthropic_cost import HEADING, results_i, section_i, splice
+from benchmarks.anthropic_cost import HEADING, RequestCost, results_i, section_i, splice, summary
 from benchmarks.headline import headline
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,7 +37,22 @@ def test_the_section_and_its_splice() -> None:
     lines = section_i([(30, _row(6000, 0.9)), (60, _row(6000, 0.7))], "cmd", "abc123")
     assert lines[0] == HEADING and "- 30 turns at 6,000: before met, past **not met** (0.90×)" in lines
     assert "- 60 turns at 6,000: before met, past met (0.70×)" in lines
+    assert not any(line.startswith("| turns | budget | resend: writes") for line in lines)  # older rows carry no split
+    where = {"resend": {"input": 0.0, "write": 0.2, "read": 0.8}, "proxy": {"input": 0.11, "write": 0.26, "read": 0.35}}
+    split = section_i([(30, {**_row(12000, 0.72), "where_past_budget": where})], "cmd", "abc123")
+    assert "| 30 | 12,000 | 0.20 / 0.80 | 0.11 / 0.26 / 0.35 |" in split
+    real = {**_row(12000, 0.85), "size": "claude-code", "fixed_tokens": 22665, "where_past_budget": where}
+    both = section_i([(30, _row(12000, 0.72))], "cmd", "abc123", [(30, real)])
+    assert any("fifteen tools of 22,665 tokens" in line for line in both)
+    assert "- 30 turns at 12,000 (Claude Code size): before met, past **not met** (0.85×)" in both
+    assert "| 30 (Claude Code size) | 12,000 | 0.20 / 0.80 | 0.11 / 0.26 / 0.35 |" in both
     text = "# R\n\n## H. other\n\nx\n"
     once = splice(text, lines)
     assert once.startswith(text.rstrip("\n")) and HEADING in once
     assert splice(once, lines) == once and splice(once + "\n## J. after\n", lines).endswith("## J. after\n")
+
+
+def test_past_the_budget_means_past_the_budget_the_proxy_lays_the_prompt_out_in() -> None:
+    costs = [RequestCost(1, tokens, "frame", 1.0, 0.5) for tokens in (5000, 7000, 20_000, 24_000)]
+    assert summary(costs, 6000)["requests_before_budget"] == 1
+    assert summary(costs, 6000, fixed=20_000)["requests_before_budget"] == 3  # 20,000 beyond 3,000 go on top: 23,000

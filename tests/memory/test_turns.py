@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from memory import create_runtime, get_counter
-from memory.turn.turns import effective_budget
+from memory.turn.turns import effective_budget, request_key, tools_tokens
 
 COUNTER = get_counter("gpt-4o-mini")
 
@@ -56,3 +56,53 @@ async def test_over_budget_the_task_the_state_block_and_recent_turns_still_go() 
     state = [m for m in sent if m.get("role") == "system" and "Session state" in str(m.get("content"))]
     assert len(state) == 1 and "ship the beta to ten customers" in state[0]["content"] and "…" in state[0]["content"]
     assert {"role": "assistant", "content": "ok."} in sent  # the newest turn within the floor
+
+
+def test_a_request_is_its_messages_identity_not_their_wire_extras() -> None:
+    asked = {"role": "user", "content": "Which service renders invoices?"}
+    marked = {**asked, "x_anthropic": {"content": [{"type": "text", "text": asked["content"], "cache_control": {"type": "ephemeral"}}]}}
+    assert request_key([], "a", [asked], "m", 100) == request_key([], "a", [marked], "m", 100)  # a moved breakpoint
+    assert request_key([], "a", [asked], "m", 100) != request_key([], "a", [{**asked, "content": "Which one?"}], "m", 100)
+    assert request_key([], "a", [asked], "m", 100) != request_key([], "b", [asked], "m", 100)
+
+
+async def test_a_tool_step_reuses_the_evidence_of_the_request_that_opened_its_turn() -> None:
+    call = {"role": "assistant", "content": None,
+            "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "read", "arguments": "{}"}}]}
+    async with create_runtime(storage_path=":memory:", embedding_model="none") as rt:
+        session = rt.session("steps")
+        history = [{"role": "user", "content": "Remember: invoices are rendered by the quill-pdf service."},
+                   {"role": "assistant", "content": "Noted."}] + _history(30)
+        warm = [{"role": "user", "content": "Go on with the checklist."}, {"role": "assistant", "content": "Done."}]
+        await session.commit_turn(await session.prepare_turn(history + warm[:1], 1500), warm[1])  # builds the frame
+        history += warm
+        question = {"role": "user", "content": "Which service renders the invoices?"}
+        first = await session.prepare_turn(history + [question], 1500)
+        assert first.mode == "frame"
+        assert first.layout.evidence is not None and "quill-pdf" in str(first.layout.evidence["content"])
+        await session.commit_turn(first, call)
+        step = history + [question, call, {"role": "tool", "tool_call_id": "c1", "content": "quill_pdf.render(invoice) " * 3}]
+        second = await session.prepare_turn(step, 1500)
+    assert second.mode == "frame" and second.layout.evidence == first.layout.evidence
+    assert [i for i in second.layout.manifest["included"] if i.get("kind") == "evidence"][0]["reason"] == "reused"
+
+
+TOOLS = [{"type": "function", "function": {"name": f"tool_{n}", "description": "Does one thing well. " * 40,
+                                           "parameters": {"type": "object", "properties": {"path": {"type": "string"}}}}} for n in range(4)]
+
+
+async def test_the_declared_tools_count_toward_the_budget_as_part_of_the_fixed_part() -> None:
+    tools = tools_tokens(TOOLS, COUNTER)
+    assert 800 < tools < 2000 and tools_tokens(None, COUNTER) == tools_tokens([], COUNTER) == 0
+    messages = _history(6) + [{"role": "user", "content": "And item 3?"}]
+    one = tools_tokens(TOOLS[:1], COUNTER)
+    budget = COUNTER.messages_tokens(messages) + one // 2  # the messages fit; with the tool they do not
+    assert one < budget // 2
+    async with create_runtime(storage_path=":memory:", embedding_model="none") as rt:
+        bare = await rt.session("bare").prepare_turn(messages, budget)
+        declared = await rt.session("declared").prepare_turn(messages, budget, tools=TOOLS[:1])
+        agent = await rt.session("agent").prepare_turn(_history(30) + messages[-1:], 2000, tools=TOOLS * 2)
+    assert bare.mode == "full_history" and declared.mode != "full_history"
+    assert declared.result.tokens + one <= budget
+    # Tools beyond half the budget go on top, like long instructions: the conversation keeps half.
+    assert agent.mode != "over_budget" and agent.result.tokens <= 1000

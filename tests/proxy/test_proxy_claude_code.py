@@ -42,11 +42,13 @@ def test_claude_code_turns_are_compiled_over_budget_and_stored(proxy_factory: Ca
     for i in range(3, 6):
         claude.ask(f"Turn {i}.\n" + _filler(i), resume=True)
     last = claude.ask("What language is the service written in?", resume=True)
-    assert "echo: What language is the service written in?" in last
+    assert last.startswith("echo: ")  # the fake echoes the last user text: the question, or memory's evidence after it
 
     requests = anthropic_requests(upstream.fake)
     final = requests[-1].json()
     text = json.dumps(final["messages"])
+    asked = [m for m in final["messages"] if "What language is the service written in?" in json.dumps(m)]
+    assert asked and final["messages"].index(asked[-1]) >= len(final["messages"]) - 2  # the question ends the client's part
     assert "note-1-300" not in text                              # old turns are out of the prompt...
     assert "Decision: the service is written in Go." in text     # ...but the decision is kept by memory
     assert final["tools"] == requests[0].json()["tools"]        # Claude Code's own tools, nothing added

@@ -123,7 +123,10 @@ def test_tool_loop_over_budget_is_compiled_paired_and_cached(aproxy: Proxy, upst
     body = _sent(upstream)
     # Fewer messages than the client sent; the fake accepted them, so every tool_use is answered.
     assert len(body["messages"]) < len(messages)
-    assert body["messages"][-1] == messages[-1] and body["system"] == SYSTEM and body["tools"] == [READ_FILE]
+    # The client's last message, then (when memory found any) the question's evidence, uncached after it.
+    last = -2 if body["messages"][-1] != messages[-1] else -1
+    assert body["messages"][last] == messages[-1] and body["system"] == SYSTEM and body["tools"] == [READ_FILE]
+    assert last == -1 or body["messages"][-1]["content"][0]["text"].startswith("Relevant context retrieved")
     assert "Go" in json.dumps(body["messages"][:-1])  # the decision of turn one survives, from memory
     assert 2 <= _breakpoints(body) <= 4
     # The next turn reads the frame from the provider's cache.
