@@ -42,6 +42,11 @@ class SqlWrites(SqlReads):
         """Insert chunk rows (`memory.store.events.CHUNK_ROW`) with this backend's full-text entries."""
         raise NotImplementedError
 
+    async def _erase(self, session_ids: Sequence[str]) -> list[str]:
+        """Delete every row of these sessions and the vectors nobody else uses; returns the ids
+        that existed, in id order."""
+        raise NotImplementedError
+
     async def add_events(self, session_id: str, events: Sequence[NewEvent]) -> list[int]:
         """Append events (and their artifacts and chunks); returns the new event ids in order (see
         `memory.store.events`)."""
@@ -222,10 +227,51 @@ class SqlWrites(SqlReads):
 
 
 class SqlStore(SqlReads):
-    """What both stores do alike over their own transactions."""
+    """What both stores do alike over their own transactions, and what each does in its own way.
+
+    Session ids are opaque to the store, except that expiry's per-namespace cap treats the part of
+    an id before its first "/" as its namespace ("" when there is none)."""
+
+    async def open(self) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
 
     def transaction(self) -> AbstractAsyncContextManager[SqlWrites]:
+        """One atomic unit of writes: all of them land, or none."""
         raise NotImplementedError
+
+    def session_lock(self, session_id: str) -> AbstractAsyncContextManager[None]:
+        """Serialises one session's read-decide-write sequences (a proxy request's sync and
+        compile, its commit) across every process that shares the store."""
+        raise NotImplementedError
+
+    async def check_writable(self) -> None:
+        """Raise `StorageError` unless a write could start now."""
+        raise NotImplementedError
+
+    async def health(self) -> str | None:
+        """None when what is written lands in durable storage; otherwise a one-line reason."""
+        raise NotImplementedError
+
+    async def bm25(self, session_id: str, match: str, limit: int) -> list[tuple[int, float]]:
+        """Chunk ids of the session matching an FTS5 expression, best first, with FTS5's bm25 (lower is better)."""
+        raise NotImplementedError
+
+    async def delete_sessions(self, session_ids: Sequence[str]) -> list[str]:
+        """Erase sessions for good: their rows, full-text entries and the vectors no other session
+        uses, without rewriting the whole store. Returns the ids that existed."""
+        if not session_ids:
+            return []
+        async with self.transaction() as tx:
+            found = await tx._erase(session_ids)
+        if found:
+            await self._reclaim()
+        return found
+
+    async def _reclaim(self) -> None:
+        """Hand back the space erased rows held, after the erase has committed."""
 
     async def migrations_applied(self) -> list[str]:
         return [str(r[0]) for r in await self._rows("SELECT name FROM _migrations ORDER BY number")]

@@ -28,7 +28,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg import sql
@@ -37,16 +37,12 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from memory.errors import StorageError
 from memory.store.dialect import POSTGRES
 from memory.store.locks import SessionLocks
-from memory.store.postgres.admin import erase_sessions
 from memory.store.postgres.fts import parse_match, rank
 from memory.store.postgres.migrations import apply_migrations
 from memory.store.postgres.tx import Conn, PgTx, together
 from memory.store.rare_words import MAX_POSTINGS
 from memory.store.writes import SqlStore
 from memory.store.urls import redact_url
-
-if TYPE_CHECKING:
-    from memory.store.protocol import Store, StoreTx
 
 __all__ = ["PgStore", "PgTx", "advisory_key"]
 
@@ -249,15 +245,6 @@ class PgStore(SqlStore):
             return []
         return await self._read(lambda conn: rank(conn, expr, session_id, limit, self.max_postings))
 
-    async def delete_sessions(self, session_ids: Sequence[str]) -> list[str]:
-        """Erase sessions: their rows (cascade), their full-text entries (they live in those rows)
-        and the vectors no other session uses; returns the ids that existed. Every query on every
-        instance stops seeing them at commit; PostgreSQL's (auto)vacuum then reclaims the space."""
-        if not session_ids:
-            return []
-        async with self.transaction() as tx:
-            return await erase_sessions(tx, session_ids)
-
     async def shared_secret(self, name: str, create: bool = True) -> bytes:
         """The named random secret every instance on this database shares (32 bytes), created by
         whichever asks first unless `create` is false. The proxy keys caller identities with it, so
@@ -281,9 +268,3 @@ class PgStore(SqlStore):
             return f"PostgreSQL: {exc or 'no answer within ' + str(HEALTH_TIMEOUT_S) + ' s'}"
         return None
 
-
-if TYPE_CHECKING:
-    def _implements(store: PgStore, tx: PgTx) -> tuple[Store, StoreTx]:
-        """Never called: mypy checks here that the PostgreSQL store implements both protocols
-        (nothing else names PgStore as a `Store` where mypy can see it)."""
-        return store, tx

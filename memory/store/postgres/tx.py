@@ -1,6 +1,6 @@
 """What the PostgreSQL store writes in its own way: ids drawn from its sequences, chunks with their
-`tsvector` and the per-session BM25 counters, and the full-text re-keying of a renamed session.
-Every other write is `memory.store.writes`."""
+`tsvector` and the per-session BM25 counters, the full-text re-keying of a renamed session, and
+erase. Every other write is `memory.store.writes`."""
 
 from __future__ import annotations
 
@@ -92,3 +92,15 @@ class PgTx(SqlWrites):
         # The session's lexeme in each chunk's full-text vector derives from the id: replaced too.
         await self._exec("UPDATE chunks SET session_id = ?, tsv = ts_delete(tsv, ?::text) || array_to_tsvector(ARRAY[?::text]) "
                          "WHERE session_id = ?", (new_id, session_lexeme(old_id), session_lexeme(new_id), old_id))
+
+    async def _erase(self, session_ids: Sequence[str]) -> list[str]:
+        # The sessions' rows stay locked until commit; their full-text entries live in their rows.
+        # (Auto)vacuum reclaims the space later.
+        ids = list(dict.fromkeys(session_ids))
+        found = [str(r[0]) for r in await self._rows("SELECT id FROM sessions WHERE id = ANY(?) ORDER BY id FOR UPDATE", (ids,))]
+        if found:
+            await self._exec("DELETE FROM embeddings e WHERE e.content_hash IN (SELECT content_hash FROM chunks WHERE session_id = ANY(?)) "
+                             "AND NOT EXISTS (SELECT 1 FROM chunks c WHERE c.content_hash = e.content_hash AND c.session_id <> ALL(?))",
+                             (found, found))
+            await self._exec("DELETE FROM sessions WHERE id = ANY(?)", (found,))
+        return found

@@ -32,7 +32,6 @@ from memory.store.dialect import SQLITE
 from memory.store.sqlite.files import OpenFiles
 from memory.store.locks import SessionLocks
 from memory.store.writes import SqlStore
-from memory.store.sqlite.admin import erase_sessions, reclaim_space
 from memory.store.sqlite.fts_terms import MAX_POSTINGS, Tokenizer, or_query, rarest_within, split_or_query
 from memory.store.sqlite.migrations import MIGRATIONS
 from memory.store.sqlite.tx import SqliteTx, together
@@ -247,22 +246,14 @@ class SqliteStore(SqlStore):
         kept = rarest_within(words, terms, counts, self.max_postings)
         return match if len(kept) == len(words) else or_query(kept)
 
-    async def delete_sessions(self, session_ids: Sequence[str]) -> list[str]:
-        """Erase sessions for good: rows (cascade), FTS entries (trigger, then one segment merge),
-        vectors no other session uses; deleted content is zeroed (secure_delete), free pages are
-        returned and the WAL truncated, without rewriting the rest of the file. Returns the ids
-        that existed."""
-        if not session_ids:
-            return []
-        async with self.transaction() as tx:
-            found = await erase_sessions(tx, session_ids)
-        if found:
-            async with self._write_lock:
-                try:
-                    await reclaim_space(self.db)
-                except sqlite3.Error as exc:
-                    raise StorageError(f"reclaiming space after erase failed: {exc}") from exc
-        return found
+    async def _reclaim(self) -> None:
+        """Return the pages an erase freed to the file system and truncate the WAL."""
+        async with self._write_lock:
+            try:
+                await self.db.execute_fetchall("PRAGMA incremental_vacuum")
+                await self.db.execute_fetchall("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error as exc:
+                raise StorageError(f"reclaiming space after erase failed: {exc}") from exc
 
 
 async def _value(db: aiosqlite.Connection, query: str) -> Any:
