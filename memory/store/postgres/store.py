@@ -240,10 +240,10 @@ class PgStore(SqlStore):
 
     async def bm25(self, session_id: str, match: str, limit: int) -> list[tuple[int, float]]:
         """Chunk ids of the session matching an FTS5 expression, best first, with FTS5's bm25 (lower is better)."""
-        expr = parse_match(match) if match else None
-        if expr is None:
+        tokens = parse_match(match)
+        if not tokens:
             return []
-        return await self._read(lambda conn: rank(conn, expr, session_id, limit, self.max_postings))
+        return await self._read(lambda conn: rank(conn, tokens, session_id, limit, self.max_postings))
 
     async def shared_secret(self, name: str, create: bool = True) -> bytes:
         """The named random secret every instance on this database shares (32 bytes), created by
