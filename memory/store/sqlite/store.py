@@ -88,10 +88,7 @@ class SqliteStore(SqlStore):
             # Rows per index term (see `memory.store.sqlite.fts_terms`); temp: per connection, nothing in the file.
             await db.execute("CREATE VIRTUAL TABLE IF NOT EXISTS temp.chunks_vocab USING fts5vocab(main, chunks_fts, row)")
             self._files.record()
-        except OSError as exc:
-            await self.close()
-            raise StorageError(f"cannot open memory store {self.path}: {exc}") from exc
-        except sqlite3.Error as exc:
+        except (OSError, sqlite3.Error) as exc:
             await self.close()
             raise StorageError(f"cannot open memory store {self.path}: {exc}") from exc
         self._write_failure = None
@@ -106,14 +103,10 @@ class SqliteStore(SqlStore):
         if await _value(db, "SELECT count(*) FROM sqlite_master"):
             await db.execute("VACUUM")
 
-    def _file_problem(self) -> str | None:
-        """Why the open connection's files no longer are the ones at the path, if they are not."""
-        return self._files.problem()
-
     async def health(self) -> str | None:
         """None when writes land in the file at the path; otherwise why not. After a failed write
         a probe write (rolled back) checks whether the cause has gone."""
-        problem = self._file_problem()
+        problem = self._files.problem()
         if problem is not None or self._write_failure is None:
             return problem
         async with self._write_lock:
@@ -146,15 +139,15 @@ class SqliteStore(SqlStore):
         for number, name, sql in MIGRATIONS:
             if number in done:
                 continue
-            # executescript would COMMIT first; run the statements one by one inside our transaction.
-            await db.execute("BEGIN IMMEDIATE")
+            # One transaction per migration; executescript runs its statements (trigger bodies
+            # hold ';') without committing the transaction it starts.
             try:
-                for statement in _split_sql(sql):
-                    await db.execute(statement)
+                await db.executescript("BEGIN IMMEDIATE;\n" + sql)
                 await db.execute("INSERT INTO _migrations(number, name, applied_at) VALUES (?, ?, ?)", (number, name, time.time()))
                 await db.execute("COMMIT")
             except BaseException:
-                await db.execute("ROLLBACK")
+                if db.in_transaction:
+                    await db.execute("ROLLBACK")
                 raise
 
     @asynccontextmanager
@@ -173,7 +166,7 @@ class SqliteStore(SqlStore):
             except BaseException:
                 await db.execute("ROLLBACK")
                 raise
-            problem = self._file_problem()
+            problem = self._files.problem()
             if problem is not None:
                 await db.execute("ROLLBACK")
                 raise self._failed(problem)
@@ -193,7 +186,7 @@ class SqliteStore(SqlStore):
         a turn must not go out as if memory will record it when it cannot. One call on the
         connection's thread (it runs on every proxied request): the write lock is taken and
         released at once, so a read-only file or a writer holding the lock too long fails here."""
-        problem = self._file_problem()
+        problem = self._files.problem()
         if problem is not None:
             raise self._failed(problem)
         async with self._write_lock:
@@ -282,17 +275,3 @@ def _create_private(path: Path) -> None:
         except OSError:
             continue  # missing, or not ours to change: opening still works
 
-
-def _split_sql(script: str) -> list[str]:
-    """Split a migration into statements, keeping trigger bodies (which contain ';') whole."""
-    statements: list[str] = []
-    buf = ""
-    for line in script.splitlines(keepends=True):
-        buf += line
-        if sqlite3.complete_statement(buf):
-            if buf.strip():
-                statements.append(buf.strip())
-            buf = ""
-    if buf.strip():
-        statements.append(buf.strip())
-    return statements
