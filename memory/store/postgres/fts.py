@@ -46,7 +46,7 @@ _SEPARATORS = re.compile(r"[\W_]+")
 # (kind, value): ("phrase", its folded text), ("op", "AND" | "OR" | "NOT") or ("paren", "(" | ")").
 Token = tuple[str, str]
 # FTS5 barewords: ASCII letters, digits and '_', and every non-ASCII character.
-_TOKEN = re.compile(r'\s*(?:(")|(\()|(\))|([A-Za-z0-9_\u0080-\U0010ffff]+)|(\S))')
+_TOKEN = re.compile(r'\s*(?:"((?:[^"]|"")*)"|(\()|(\))|([A-Za-z0-9_\u0080-\U0010ffff]+)|(\S))')
 _OPERATORS = {"AND": "&", "OR": "|", "NOT": "& !"}  # FTS5's `a NOT b` is `a AND NOT b`
 # A lexeme in no row ('#' never survives `fts_text`; a session's lexeme is longer): what a phrase
 # without lexemes (nothing but punctuation) becomes, so that it matches nothing, as in FTS5.
@@ -75,56 +75,30 @@ def session_lexeme(session_id: str) -> str:
 def parse_match(match: str) -> list[Token]:
     """The tokens of an FTS5 query string, phrases folded by `fts_text` ([] for an empty query)."""
     tokens: list[Token] = []
-    pos = 0
-    while pos < len(match):
-        m = _TOKEN.match(match, pos)
-        if m is None:  # only trailing whitespace is left
-            break
-        if m.group(1):
-            end = m.end()
-            text = ""
-            while True:
-                close = match.find('"', end)
-                if close < 0:
-                    raise StorageError(f"full-text query has an unterminated string: {match[:80]!r}")
-                text += match[end:close]
-                if match.startswith('""', close):  # "" is a literal quote inside a string
-                    text += '"'
-                    end = close + 2
-                    continue
-                pos = close + 1
-                break
-            tokens.append(("phrase", fts_text(text)))
-            continue
-        pos = m.end()
-        if m.group(2) or m.group(3):
-            tokens.append(("paren", m.group(2) or m.group(3)))
-        elif m.group(4):
-            word = m.group(4)
-            if word in _OPERATORS:
-                tokens.append(("op", word))
-            elif word.startswith("NEAR") and match.startswith("(", pos):
+    for m in _TOKEN.finditer(match):
+        quoted, opening, closing, word, other = m.groups()
+        if quoted is not None:
+            tokens.append(("phrase", fts_text(quoted.replace('""', '"'))))  # "" is a literal quote inside a string
+        elif opening or closing:
+            tokens.append(("paren", opening or closing))
+        elif word in _OPERATORS:
+            tokens.append(("op", word))
+        elif word is not None:
+            if word.startswith("NEAR") and match.startswith("(", m.end()):
                 raise StorageError("full-text query: NEAR is not supported by the PostgreSQL store")
-            else:
-                tokens.append(("phrase", fts_text(word)))
+            tokens.append(("phrase", fts_text(word)))
+        elif other == '"':
+            raise StorageError(f"full-text query has an unterminated string: {match[:80]!r}")
         else:
-            raise StorageError(f"full-text query: {m.group(5)!r} is not supported (prefix, column filter and initial-token syntax are not)")
+            raise StorageError(f"full-text query: {other!r} is not supported (prefix, column filter and initial-token syntax are not)")
     return tokens
 
 
-def _ends(token: Token) -> bool:
-    return token[0] == "phrase" or token[1] == ")"
-
-
-def _starts(token: Token) -> bool:
-    return token[0] == "phrase" or token[1] == "("
-
-
 def is_pure_or(tokens: Sequence[Token]) -> bool:
-    """True when the query is phrases joined by OR: then every row holding a phrase is a match,
-    and document frequencies can be counted from the matches alone."""
-    return (all(v == "OR" for k, v in tokens if k == "op")
-            and not any(_ends(a) and _starts(b) for a, b in zip(tokens, tokens[1:])))  # juxtaposition is AND
+    """True when the query is phrases joined by OR (juxtaposition and NOT are ANDs too): then
+    every row holding a phrase is a match, and document frequencies can be counted from the
+    matches alone."""
+    return "&" not in to_tsquery(tokens, {}).split()
 
 
 def _quote(lexeme: str) -> str:

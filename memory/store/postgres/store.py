@@ -39,7 +39,7 @@ from memory.store.dialect import POSTGRES
 from memory.store.locks import SessionLocks
 from memory.store.postgres.fts import parse_match, rank
 from memory.store.postgres.migrations import apply_migrations
-from memory.store.postgres.tx import Conn, PgTx, together
+from memory.store.postgres.tx import Conn, PgTx
 from memory.store.rare_words import MAX_POSTINGS
 from memory.store.writes import SqlStore
 from memory.store.urls import redact_url
@@ -131,19 +131,18 @@ class PgStore(SqlStore):
         finally:
             await conn.close()
 
-    async def _first(self, pool: AsyncConnectionPool[Conn], query: str, params: Sequence[Any] = ()) -> Conn:
-        """A pooled connection on which `query`, the first statement of a unit of work, has run.
-        A pooled connection can die while idle (a database restart, a failover, a network blip):
-        when that first statement finds it dead, nothing has happened yet, so it runs once more
-        on a fresh connection. The caller gives the connection back with `pool.putconn`."""
+    async def _first(self, pool: AsyncConnectionPool[Conn], first: Callable[[Conn], Awaitable[T]]) -> tuple[Conn, T]:
+        """A pooled connection on which `first`, the first step of a unit of work, has run, and
+        what it returned. A pooled connection can die while idle (a database restart, a failover,
+        a network blip): when that first step finds it dead, nothing has happened yet, so it runs
+        once more on a fresh connection. The caller gives the connection back with `pool.putconn`."""
         for attempt in (1, 2):
             try:
                 conn = await pool.getconn()
             except PoolTimeout as exc:
                 raise StorageError(f"no database connection free: {exc}") from exc
             try:
-                await conn.execute(query, params)
-                return conn
+                return conn, await first(conn)
             except psycopg.OperationalError as exc:
                 await pool.putconn(conn)  # a broken connection is discarded by the pool
                 if attempt == 2:
@@ -159,7 +158,7 @@ class PgStore(SqlStore):
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[PgTx]:
         pool = self.pool
-        conn = await self._first(pool, "BEGIN")
+        conn, _ = await self._first(pool, lambda c: c.execute("BEGIN"))
         try:
             yield PgTx(conn)
             await conn.execute("COMMIT")
@@ -190,7 +189,7 @@ class PgStore(SqlStore):
 
     @asynccontextmanager
     async def _held(self, pool: AsyncConnectionPool[Conn], key: int) -> AsyncIterator[None]:
-        conn = await self._first(pool, "SELECT pg_advisory_lock(%s)", (key,))
+        conn, _ = await self._first(pool, lambda c: c.execute("SELECT pg_advisory_lock(%s)", (key,)))
         try:
             yield
         finally:
@@ -205,20 +204,13 @@ class PgStore(SqlStore):
                 await pool.putconn(conn)
 
     async def _read(self, work: Callable[[Conn], Awaitable[T]]) -> T:
-        """Run a read on a pooled connection; one retry on a fresh connection when the first was
-        broken (a pooled connection can die while idle: a database restart, a network blip)."""
-        for attempt in (1, 2):
-            try:
-                async with self.pool.connection() as conn:
-                    return await work(conn)
-            except PoolTimeout as exc:
-                raise StorageError(f"read failed: no database connection free: {exc}") from exc
-            except psycopg.OperationalError as exc:
-                if attempt == 2:
-                    raise StorageError(f"read failed: {exc}") from exc
-            except psycopg.Error as exc:
-                raise StorageError(f"read failed: {exc}") from exc
-        raise AssertionError("unreachable")
+        """Run a read on a pooled connection (on a fresh one when the first was broken: `_first`)."""
+        try:
+            conn, found = await self._first(self.pool, work)
+        except psycopg.Error as exc:
+            raise StorageError(f"read failed: {exc}") from exc
+        await self.pool.putconn(conn)
+        return found
 
     async def _rows(self, query: str, params: Sequence[Any] = ()) -> list[Sequence[Any]]:
         async def work(conn: Conn) -> list[Sequence[Any]]:
@@ -226,10 +218,17 @@ class PgStore(SqlStore):
 
         return await self._read(work)
 
-    async def _together(self, queries: Sequence[tuple[str, Sequence[Any]]], named: bool = False) -> list[list[Any]]:
+    async def _together(self, queries: Sequence[tuple[str, Sequence[Any]]]) -> list[list[Sequence[Any]]]:
         """One round trip: the reads pipelined inside one read-only snapshot (another instance may
         commit between them otherwise)."""
-        return await self._read(lambda conn: together(conn, queries, named, snapshot=True))
+        async def work(conn: Conn) -> list[list[Sequence[Any]]]:
+            async with conn.pipeline():
+                await conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                cursors = [await conn.cursor().execute(self.dialect.sql(query), params) for query, params in queries]
+                await conn.execute("COMMIT")
+            return [list(await cur.fetchall()) for cur in cursors]
+
+        return await self._read(work)
 
     async def check_writable(self) -> None:
         """Raise `StorageError` unless the database takes writes now (reachable, not a read-only
@@ -251,11 +250,9 @@ class PgStore(SqlStore):
         a caller is the same principal whichever instance it reaches."""
         async with self.transaction() as tx:
             if create:
-                await tx.conn.execute(
-                    "INSERT INTO secrets(name, value, created_at) VALUES (%s, %s, %s) ON CONFLICT (name) DO NOTHING",
-                    (name, secrets.token_bytes(32), time.time()),
-                )
-            rows = await (await tx.conn.execute("SELECT value FROM secrets WHERE name = %s", (name,))).fetchall()
+                await tx._exec("INSERT INTO secrets(name, value, created_at) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING",
+                               (name, secrets.token_bytes(32), time.time()))
+            rows = await tx._rows("SELECT value FROM secrets WHERE name = ?", (name,))
         if not rows:
             raise StorageError(f"no shared secret {name!r} in the database yet: start the proxy once to create it")
         return bytes(rows[0][0])

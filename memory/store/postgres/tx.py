@@ -8,31 +8,15 @@ from collections.abc import Sequence
 from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
 
 from memory.store.dialect import POSTGRES
 from memory.store.events import CHUNK_ROW
 from memory.store.postgres.fts import TS_CONFIG, fts_text, session_lexeme, token_count
 from memory.store.writes import SqlWrites
 
-__all__ = ["PgTx", "Conn", "together"]
+__all__ = ["PgTx", "Conn"]
 
 Conn = psycopg.AsyncConnection[Any]
-
-
-async def together(conn: Conn, queries: Sequence[tuple[str, Sequence[Any]]], named: bool, snapshot: bool) -> list[list[Any]]:
-    """Several reads pipelined (one round trip), as tuples or (`named`) dicts; in a read-only
-    snapshot of their own when `snapshot` (outside a transaction)."""
-    async with conn.pipeline():
-        if snapshot:
-            await conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        cursors = []
-        for query, params in queries:
-            cur = conn.cursor(row_factory=dict_row) if named else conn.cursor()
-            cursors.append(await cur.execute(POSTGRES.sql(query), params))
-        if snapshot:
-            await conn.execute("COMMIT")
-    return [list(await cur.fetchall()) for cur in cursors]
 
 
 class PgTx(SqlWrites):
@@ -45,9 +29,6 @@ class PgTx(SqlWrites):
 
     async def _rows(self, query: str, params: Sequence[Any] = ()) -> list[Sequence[Any]]:
         return list(await (await self.conn.execute(self.dialect.sql(query), params)).fetchall())
-
-    async def _together(self, queries: Sequence[tuple[str, Sequence[Any]]], named: bool = False) -> list[list[Any]]:
-        return await together(self.conn, queries, named, snapshot=False)
 
     async def _exec(self, query: str, params: Sequence[Any] = ()) -> None:
         await self.conn.execute(self.dialect.sql(query), params)

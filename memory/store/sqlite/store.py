@@ -34,7 +34,7 @@ from memory.store.locks import SessionLocks
 from memory.store.writes import SqlStore
 from memory.store.sqlite.fts_terms import MAX_POSTINGS, Tokenizer, or_query, rarest_within, split_or_query
 from memory.store.sqlite.migrations import MIGRATIONS
-from memory.store.sqlite.tx import SqliteTx, together
+from memory.store.sqlite.tx import SqliteTx
 from memory.store.rows import session_key
 
 __all__ = ["SqliteStore", "SqliteTx"]
@@ -160,21 +160,16 @@ class SqliteStore(SqlStore):
                 raise self._failed(f"cannot start a write: {exc}") from exc
             try:
                 yield SqliteTx(db)
-            except sqlite3.Error as exc:
+                problem = self._files.problem()
+                if problem is not None:
+                    raise self._failed(problem)
+                await db.execute("COMMIT")
+            except sqlite3.Error as exc:  # a statement or the commit
                 await db.execute("ROLLBACK")
                 raise self._failed(f"write failed: {exc}") from exc
             except BaseException:
                 await db.execute("ROLLBACK")
                 raise
-            problem = self._files.problem()
-            if problem is not None:
-                await db.execute("ROLLBACK")
-                raise self._failed(problem)
-            try:
-                await db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                await db.execute("ROLLBACK")
-                raise self._failed(f"commit failed: {exc}") from exc
             self._write_failure = None
 
     def _failed(self, reason: str) -> StorageError:
@@ -206,11 +201,6 @@ class SqliteStore(SqlStore):
             return list(await self.db.execute_fetchall(query, params))
         except sqlite3.Error as exc:
             raise StorageError(f"read failed: {exc}") from exc
-
-    async def _together(self, queries: Sequence[tuple[str, Sequence[Any]]], named: bool = False) -> list[list[Any]]:
-        # One connection, one writer: a commit lands between two reads only when another task's
-        # transaction is waiting, as it always could between a store's reads.
-        return await together(self._rows, queries, named)
 
     async def bm25(self, session_id: str, match: str, limit: int) -> list[tuple[int, float]]:
         """Chunk ids of the session matching an FTS5 expression, best first, with bm25 (lower is better)."""

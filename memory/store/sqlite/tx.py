@@ -11,7 +11,7 @@ the file system and truncates the WAL (`SqliteStore._reclaim`).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import aiosqlite
@@ -21,7 +21,7 @@ from memory.store.events import CHUNK_ROW
 from memory.store.rows import session_key
 from memory.store.writes import SqlWrites
 
-__all__ = ["SqliteTx", "together"]
+__all__ = ["SqliteTx"]
 
 # The distinct models of the embeddings table by index seeks (a loose index scan), not a table scan.
 _MODELS = (
@@ -29,12 +29,6 @@ _MODELS = (
     "UNION ALL SELECT (SELECT min(model) FROM embeddings WHERE model > m.model) FROM m WHERE m.model IS NOT NULL) "
     "SELECT model FROM m WHERE model IS NOT NULL"
 )
-
-
-async def together(rows: Callable[[str, Sequence[Any]], Awaitable[list[Sequence[Any]]]], queries: Sequence[tuple[str, Sequence[Any]]],
-                   named: bool) -> list[list[Any]]:
-    """Several reads on the one connection, as tuples or (`named`) dicts."""
-    return [[dict(r) if named else r for r in await rows(q, p)] for q, p in queries]
 
 
 class SqliteTx(SqlWrites):
@@ -47,9 +41,6 @@ class SqliteTx(SqlWrites):
 
     async def _rows(self, query: str, params: Sequence[Any] = ()) -> list[Sequence[Any]]:
         return list(await self._db.execute_fetchall(query, params))
-
-    async def _together(self, queries: Sequence[tuple[str, Sequence[Any]]], named: bool = False) -> list[list[Any]]:
-        return await together(self._rows, queries, named)
 
     async def _exec(self, query: str, params: Sequence[Any] = ()) -> None:
         await self._db.execute(query, params)
