@@ -125,11 +125,8 @@ class SqlReads:
         rank = {h: i for i, h in enumerate(heads)}
         found = await self._rows(f"SELECT id, head_hash FROM sessions WHERE scope = ? AND {self.dialect.any('head_hash')} "
                                  "ORDER BY updated_at DESC, id", (scope, self.dialect.many(rank)))
-        best: tuple[int, str] | None = None
-        for session_id, head in found:
-            if best is None or rank[head] > best[0]:
-                best = (rank[head], session_id)
-        return None if best is None else best[1]
+        best = max(found, key=lambda r: rank[r[1]], default=None)  # the first of the latest: most recently updated
+        return None if best is None else str(best[0])
 
     async def find_session_by_chain(self, scope: str, chain_hash: str) -> list[tuple[str, int, int]]:
         """Sessions (in `scope`) whose transcript holds the prefix `chain_hash`: (id, position of

@@ -14,6 +14,8 @@ from typing import Any
 from memory.errors import InvalidArgumentError
 from memory.records import FrameRecord, NewEvent, TurnRecord
 from memory.store.events import INSERT_ARTIFACT, INSERT_EVENT, Batch, build, plan_events
+from memory.store.locks import SessionLocks
+from memory.store.rare_words import MAX_POSTINGS
 from memory.store.reads import SqlReads
 
 __all__ = ["SqlWrites", "SqlStore"]
@@ -232,6 +234,10 @@ class SqlStore(SqlReads):
     Session ids are opaque to the store, except that expiry's per-namespace cap treats the part of
     an id before its first "/" as its namespace ("" when there is none)."""
 
+    def __init__(self) -> None:
+        self._session_locks = SessionLocks()
+        self.max_postings = MAX_POSTINGS  # the full-text query's cap (`memory.store.rare_words`)
+
     async def open(self) -> None:
         raise NotImplementedError
 
@@ -244,8 +250,9 @@ class SqlStore(SqlReads):
 
     def session_lock(self, session_id: str) -> AbstractAsyncContextManager[None]:
         """Serialises one session's read-decide-write sequences (a proxy request's sync and
-        compile, its commit) across every process that shares the store."""
-        raise NotImplementedError
+        compile, its commit) across every process that shares the store: here an in-process lock
+        (one process owns an SQLite file), on which a store shared by processes queues first."""
+        return self._session_locks.hold(session_id)
 
     async def check_writable(self) -> None:
         """Raise `StorageError` unless a write could start now."""

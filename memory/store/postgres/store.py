@@ -36,11 +36,9 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from memory.errors import StorageError
 from memory.store.dialect import POSTGRES
-from memory.store.locks import SessionLocks
 from memory.store.postgres.fts import parse_match, rank
 from memory.store.postgres.migrations import apply_migrations
 from memory.store.postgres.tx import Conn, PgTx
-from memory.store.rare_words import MAX_POSTINGS
 from memory.store.writes import SqlStore
 from memory.store.urls import redact_url
 
@@ -64,15 +62,13 @@ class PgStore(SqlStore):
     dialect = POSTGRES
 
     def __init__(self, url: str, *, schema: str = DEFAULT_SCHEMA, pool_size: int = 8, lock_pool_size: int = 16) -> None:
+        super().__init__()
         self.url = url
         self.schema = schema
         self.pool_size = pool_size
         self.lock_pool_size = lock_pool_size
         self._pool: AsyncConnectionPool[Conn] | None = None
         self._lock_pool: AsyncConnectionPool[Conn] | None = None
-        # In-process waiters queue here first, so one process holds at most one lock connection per session.
-        self._session_locks = SessionLocks()
-        self.max_postings = MAX_POSTINGS  # see `memory.store.rare_words`
 
     def __repr__(self) -> str:
         return f"PgStore({redact_url(self.url)!r}, schema={self.schema!r})"
@@ -180,7 +176,8 @@ class PgStore(SqlStore):
 
         A session-level `pg_advisory_lock` on a connection kept for the duration: a transaction-level
         lock would end with the first commit inside the block. If this process dies, PostgreSQL ends
-        its connection and releases the lock. Waiters of this process queue on an asyncio lock first."""
+        its connection and releases the lock. Waiters of this process queue on an asyncio lock first,
+        so one process holds at most one lock connection per session."""
         if self._lock_pool is None:
             raise StorageError("the store is not open")
         async with self._session_locks.hold(session_id):
@@ -238,7 +235,6 @@ class PgStore(SqlStore):
             raise StorageError("the PostgreSQL database is read-only (a standby, or default_transaction_read_only)")
 
     async def bm25(self, session_id: str, match: str, limit: int) -> list[tuple[int, float]]:
-        """Chunk ids of the session matching an FTS5 expression, best first, with FTS5's bm25 (lower is better)."""
         tokens = parse_match(match)
         if not tokens:
             return []

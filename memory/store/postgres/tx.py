@@ -38,10 +38,8 @@ class PgTx(SqlWrites):
             await cur.executemany(self.dialect.sql(query), rows)
 
     async def _allocate(self, events: int, artifacts: int, chunks: int) -> tuple[list[int], list[int], list[int]]:
-        (r,) = await self._rows(
-            "SELECT (SELECT coalesce(array_agg(nextval('events_id_seq')), '{}') FROM generate_series(1, ?)), "
-            "(SELECT coalesce(array_agg(nextval('artifacts_id_seq')), '{}') FROM generate_series(1, ?)), "
-            "(SELECT coalesce(array_agg(nextval('chunks_id_seq')), '{}') FROM generate_series(1, ?))", (events, artifacts, chunks))
+        (r,) = await self._rows("SELECT " + ", ".join(f"(SELECT coalesce(array_agg(nextval('{t}_id_seq')), '{{}}') FROM generate_series(1, ?))"
+                                                      for t in ("events", "artifacts", "chunks")), (events, artifacts, chunks))
         return sorted(r[0]), sorted(r[1]), sorted(r[2])
 
     async def _add_chunks(self, session_id: str, rows: Sequence[Sequence[Any]]) -> None:

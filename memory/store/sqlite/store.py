@@ -5,12 +5,10 @@ statement on the connection's own thread, so statements never interleave. Writes
 `transaction()`, which yields a `SqliteTx`; a failure rolls the whole unit back, so a rejected or
 crashed ingest leaves nothing behind.
 
-The files are created 0600 (SQLite gives the WAL and shared-memory files the database's mode). A
-connection keeps writing happily to a database file that was deleted or replaced under it, and all
-of it is gone at the next start; so every commit first checks that the path still names the file
-(and the `-wal` file) the connection opened, and refuses (rolls back, raises `StorageError`) when it
-does not (`memory.store.sqlite.files`). `health()` reports that, and a failed last write, for the
-proxy's /healthz.
+The files are created 0600 (SQLite gives the WAL and shared-memory files the database's mode).
+Every commit first checks that the path still names the files the connection opened, and refuses
+(rolls back, raises `StorageError`) when it does not (`memory.store.sqlite.files` says why).
+`health()` reports that, and a failed last write, for the proxy's /healthz.
 """
 
 from __future__ import annotations
@@ -21,7 +19,7 @@ import sqlite3
 import stat
 import time
 from collections.abc import AsyncIterator, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +28,8 @@ import aiosqlite
 from memory.errors import StorageError
 from memory.store.dialect import SQLITE
 from memory.store.sqlite.files import OpenFiles
-from memory.store.locks import SessionLocks
 from memory.store.writes import SqlStore
-from memory.store.sqlite.fts_terms import MAX_POSTINGS, Tokenizer, or_query, rarest_within, split_or_query
+from memory.store.sqlite.fts_terms import Tokenizer, or_query, rarest_within, split_or_query
 from memory.store.sqlite.migrations import MIGRATIONS
 from memory.store.sqlite.tx import SqliteTx
 from memory.store.rows import session_key
@@ -49,6 +46,7 @@ class SqliteStore(SqlStore):
     dialect = SQLITE
 
     def __init__(self, path: str | Path) -> None:
+        super().__init__()
         self.path = str(path)
         self._db: aiosqlite.Connection | None = None
         self._write_lock = asyncio.Lock()
@@ -56,14 +54,7 @@ class SqliteStore(SqlStore):
         self._files = OpenFiles(self.path)
         # Why the last write failed, until one succeeds.
         self._write_failure: str | None = None
-        self._session_locks = SessionLocks()
         self._tokenizer = Tokenizer(INDEX_TOKENIZE)
-        self.max_postings = MAX_POSTINGS  # see `memory.store.sqlite.fts_terms`
-
-    def session_lock(self, session_id: str) -> AbstractAsyncContextManager[None]:
-        """Serialises one session's read-decide-write sequences (sync, compile, commit). One
-        process owns an SQLite file, so an in-process lock is enough."""
-        return self._session_locks.hold(session_id)
 
     @property
     def db(self) -> aiosqlite.Connection:
@@ -203,7 +194,6 @@ class SqliteStore(SqlStore):
             raise StorageError(f"read failed: {exc}") from exc
 
     async def bm25(self, session_id: str, match: str, limit: int) -> list[tuple[int, float]]:
-        """Chunk ids of the session matching an FTS5 expression, best first, with bm25 (lower is better)."""
         if not match:
             return []
         match = await self._rarest(match)
