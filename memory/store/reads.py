@@ -14,7 +14,7 @@ from typing import Any
 from memory.records import (ArtifactInfo, ChunkRow, FrameRecord, LoggedEvent, SessionDelta, SessionSummary, SessionUsage, StateItem,
                             TranscriptEntry, TurnRecord, UsageTotals)
 from memory.store import rows as R
-from memory.store.dialect import Dialect
+from memory.store.dialect import Dialect, by_table
 
 __all__ = ["SqlReads"]
 
@@ -42,10 +42,7 @@ class SqlReads:
 
     async def table_columns(self) -> dict[str, list[str]]:
         """Every table of the schema and its columns, as the migrations left them."""
-        tables: dict[str, list[str]] = {}
-        for table, column in await self._rows(self.dialect.columns):
-            tables.setdefault(table, []).append(column)
-        return tables
+        return by_table(await self._rows(self.dialect.columns))
 
     async def high_water(self, session_id: str) -> tuple[int, int, int]:
         """(max event id, max chunk id, generation) of a session: a cheap freshness check for

@@ -228,10 +228,7 @@ def rarest(tokens: list[Token], stems: Mapping[str, Sequence[str]], docs: Mappin
     kept = set(rarest_within(list(dict.fromkeys(phrases)), stems, docs, max_postings))
     if len(kept) == len(set(phrases)):
         return tokens
-    trimmed: list[Token] = []
-    for phrase in (p for p in phrases if p in kept):
-        trimmed += [("op", "OR"), ("phrase", phrase)] if trimmed else [("phrase", phrase)]
-    return trimmed
+    return [t for p in phrases if p in kept for t in (("op", "OR"), ("phrase", p))][1:]  # the kept phrases, ORed
 
 
 async def rank(conn: psycopg.AsyncConnection[Any], tokens: list[Token], session_id: str, limit: int,

@@ -104,15 +104,14 @@ class PgStore(SqlStore):
                 self.url, kwargs=self._kwargs(), min_size=1, max_size=self.lock_pool_size, open=False,
                 name="memory-runtime-locks", timeout=60.0,
             )
+            self._pool, self._lock_pool = pool, locks
             await pool.open(wait=True, timeout=_CONNECT_TIMEOUT_S)
-            try:
-                await locks.open(wait=True, timeout=_CONNECT_TIMEOUT_S)
-            except BaseException:
-                await pool.close()
-                raise
-        except psycopg.Error as exc:
-            raise StorageError(f"cannot open memory store {redact_url(self.url)}: {exc}") from exc
-        self._pool, self._lock_pool = pool, locks
+            await locks.open(wait=True, timeout=_CONNECT_TIMEOUT_S)
+        except BaseException as exc:
+            await self.close()
+            if isinstance(exc, psycopg.Error):
+                raise StorageError(f"cannot open memory store {redact_url(self.url)}: {exc}") from exc
+            raise
 
     async def close(self) -> None:
         pools = [p for p in (self._pool, self._lock_pool) if p is not None]
@@ -180,25 +179,21 @@ class PgStore(SqlStore):
         so one process holds at most one lock connection per session."""
         if self._lock_pool is None:
             raise StorageError("the store is not open")
+        pool, key = self._lock_pool, advisory_key(f"memory-runtime session:{self.schema}:{session_id}")
         async with self._session_locks.hold(session_id):
-            async with self._held(self._lock_pool, advisory_key(f"memory-runtime session:{self.schema}:{session_id}")):
-                yield
-
-    @asynccontextmanager
-    async def _held(self, pool: AsyncConnectionPool[Conn], key: int) -> AsyncIterator[None]:
-        conn, _ = await self._first(pool, lambda c: c.execute("SELECT pg_advisory_lock(%s)", (key,)))
-        try:
-            yield
-        finally:
+            conn, _ = await self._first(pool, lambda c: c.execute("SELECT pg_advisory_lock(%s)", (key,)))
             try:
-                await conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
-            except BaseException as exc:
-                await conn.close()  # the server releases the lock with the connection
-                if isinstance(exc, psycopg.Error):
-                    raise StorageError(f"session unlock failed: {exc}") from exc
-                raise
+                yield
             finally:
-                await pool.putconn(conn)
+                try:
+                    await conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+                except BaseException as exc:
+                    await conn.close()  # the server releases the lock with the connection
+                    if isinstance(exc, psycopg.Error):
+                        raise StorageError(f"session unlock failed: {exc}") from exc
+                    raise
+                finally:
+                    await pool.putconn(conn)
 
     async def _read(self, work: Callable[[Conn], Awaitable[T]]) -> T:
         """Run a read on a pooled connection (on a fresh one when the first was broken: `_first`)."""

@@ -212,8 +212,6 @@ class SqliteStore(SqlStore):
             return match
         terms = self._tokenizer.terms(words)
         wanted = sorted({t for ts in terms.values() for t in ts})
-        if not wanted:
-            return match
         marks = ",".join("?" * len(wanted))
         counts = {str(r[0]): int(r[1]) for r in await self._rows(f"SELECT term, doc FROM temp.chunks_vocab WHERE term IN ({marks})", wanted)}
         kept = rarest_within(words, terms, counts, self.max_postings)
