@@ -17,18 +17,17 @@ if TYPE_CHECKING:
 __all__ = ["store_for", "is_postgres_url", "describe_storage", "redact_url", "import_sqlite_file"]
 
 
-def _postgres() -> tuple[ModuleType, ModuleType]:
-    """The PostgreSQL store and importer modules."""
+def _postgres() -> ModuleType:
+    """The importer from SQLite, which holds the PostgreSQL store too."""
     try:
         # Imported only when PostgreSQL is asked for: psycopg is an optional extra
-        # (`memory-runtime[postgres]`), and `import memory` must work without it. Not a cycle.
-        from memory.store.postgres import import_sqlite as pg_import
-        from memory.store.postgres import store as pg_store
+        # (`memory-runtime[postgres]`), and `import memory` must work without it.
+        from memory.store.postgres import import_sqlite
     except ImportError as exc:
         raise StorageError(
             f"PostgreSQL storage needs its driver, which is missing ({exc.name}): pip install 'memory-runtime[postgres]'"
         ) from exc
-    return pg_store, pg_import
+    return import_sqlite
 
 
 def store_for(storage_path: str | Path, storage_url: str | None = None) -> Store:
@@ -38,7 +37,7 @@ def store_for(storage_path: str | Path, storage_url: str | None = None) -> Store
         return SqliteStore(storage_path)
     if not is_postgres_url(storage_url):
         raise InvalidArgumentError("storage_url must be a postgresql:// URL (leave it unset for the SQLite file at storage_path)")
-    store: Store = _postgres()[0].PgStore(storage_url.strip())
+    store: Store = _postgres().PgStore(storage_url.strip())
     return store
 
 
@@ -47,10 +46,10 @@ async def import_sqlite_file(source: str | Path, storage_url: str, progress: Pro
     `storage_url` (idempotent and resumable, counts verified; see `memory.store.postgres.import_sqlite`)."""
     if not is_postgres_url(storage_url):
         raise InvalidArgumentError("the target must be a postgresql:// URL")
-    pg_store, pg_import = _postgres()
-    target = pg_store.PgStore(storage_url.strip())
+    pg = _postgres()
+    target = pg.PgStore(storage_url.strip())
     try:
-        report: ImportReport = await pg_import.import_sqlite(source, target, progress)
+        report: ImportReport = await pg.import_sqlite(source, target, progress)
     finally:
         await target.close()
     return report

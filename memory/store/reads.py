@@ -1,6 +1,5 @@
 """Every read of the store, written once for both backends (and their transactions, which see
-their own writes). A backend supplies `_rows` (one statement) and `_together` (several statements
-that must see one committed state), and its dialect.
+their own writes). A backend supplies `_rows` (one statement) and its dialect.
 
 Reads for looking into memory (an inspector page, cost reports) are here too: read-only, and one
 query each, so a page of a 10,000-event session costs what a page of a small one does. A `prefix`
@@ -15,7 +14,7 @@ from typing import Any
 from memory.records import (ArtifactInfo, ChunkRow, FrameRecord, LoggedEvent, SessionDelta, SessionSummary, SessionUsage, StateItem,
                             TranscriptEntry, TurnRecord, UsageTotals)
 from memory.store import rows as R
-from memory.store.dialect import Dialect
+from memory.store.dialect import Dialect, by_table
 
 __all__ = ["SqlReads"]
 
@@ -30,9 +29,12 @@ class SqlReads:
     async def _rows(self, query: str, params: Sequence[Any] = ()) -> list[Sequence[Any]]:
         raise NotImplementedError
 
-    async def _together(self, queries: Sequence[tuple[str, Sequence[Any]]], named: bool = False) -> list[list[Any]]:
-        """The rows of each query (dicts when `named`), all read from one committed state."""
-        raise NotImplementedError
+    async def _together(self, queries: Sequence[tuple[str, Sequence[Any]]]) -> list[list[Sequence[Any]]]:
+        """The rows of each query, all read from one committed state: here one after the other,
+        which is that state inside a transaction and on SQLite's one connection (a commit lands
+        between two reads only when another task's transaction waits, as between any two reads).
+        A store that other processes write to overrides it."""
+        return [await self._rows(q, p) for q, p in queries]
 
     async def _one(self, query: str, params: Sequence[Any] = ()) -> Sequence[Any] | None:
         found = await self._rows(query, params)
@@ -40,10 +42,7 @@ class SqlReads:
 
     async def table_columns(self) -> dict[str, list[str]]:
         """Every table of the schema and its columns, as the migrations left them."""
-        tables: dict[str, list[str]] = {}
-        for table, column in await self._rows(self.dialect.columns):
-            tables.setdefault(table, []).append(column)
-        return tables
+        return by_table(await self._rows(self.dialect.columns))
 
     async def high_water(self, session_id: str) -> tuple[int, int, int]:
         """(max event id, max chunk id, generation) of a session: a cheap freshness check for
@@ -123,11 +122,8 @@ class SqlReads:
         rank = {h: i for i, h in enumerate(heads)}
         found = await self._rows(f"SELECT id, head_hash FROM sessions WHERE scope = ? AND {self.dialect.any('head_hash')} "
                                  "ORDER BY updated_at DESC, id", (scope, self.dialect.many(rank)))
-        best: tuple[int, str] | None = None
-        for session_id, head in found:
-            if best is None or rank[head] > best[0]:
-                best = (rank[head], session_id)
-        return None if best is None else best[1]
+        best = max(found, key=lambda r: rank[r[1]], default=None)  # the first of the latest: most recently updated
+        return None if best is None else str(best[0])
 
     async def find_session_by_chain(self, scope: str, chain_hash: str) -> list[tuple[str, int, int]]:
         """Sessions (in `scope`) whose transcript holds the prefix `chain_hash`: (id, position of
@@ -151,10 +147,11 @@ class SqlReads:
         return None if r is None else r[0]
 
     async def export_rows(self, session_id: str) -> dict[str, list[dict[str, Any]]]:
-        """Every row of the session's tables (`rows.EXPORTED`), read in one snapshot."""
-        found = await self._together([(f"SELECT * FROM {t} WHERE session_id = ? ORDER BY {R.SESSION_TABLES[t]}", (session_id,))
-                                      for t in R.EXPORTED], named=True)
-        return dict(zip(R.EXPORTED, found, strict=True))
+        """Every row of the session's tables (`rows.EXPORTED`) by column name, read in one snapshot."""
+        columns = await self.table_columns()
+        found = await self._together([(f"SELECT {', '.join(columns[t])} FROM {t} WHERE session_id = ? ORDER BY {R.SESSION_TABLES[t]}",
+                                       (session_id,)) for t in R.EXPORTED])
+        return {t: [dict(zip(columns[t], r, strict=True)) for r in rows] for t, rows in zip(R.EXPORTED, found, strict=True)}
 
     async def page_sessions(self, prefix: str = "", after: str | None = None, limit: int = 100, contains: str = "") -> list[SessionSummary]:
         """Sessions whose id starts with `prefix` (and contains `contains` after it, case-insensitive),

@@ -14,6 +14,8 @@ from typing import Any
 from memory.errors import InvalidArgumentError
 from memory.records import FrameRecord, NewEvent, TurnRecord
 from memory.store.events import INSERT_ARTIFACT, INSERT_EVENT, Batch, build, plan_events
+from memory.store.locks import SessionLocks
+from memory.store.rare_words import MAX_POSTINGS
 from memory.store.reads import SqlReads
 
 __all__ = ["SqlWrites", "SqlStore"]
@@ -40,6 +42,11 @@ class SqlWrites(SqlReads):
 
     async def _add_chunks(self, session_id: str, rows: Sequence[Sequence[Any]]) -> None:
         """Insert chunk rows (`memory.store.events.CHUNK_ROW`) with this backend's full-text entries."""
+        raise NotImplementedError
+
+    async def _erase(self, session_ids: Sequence[str]) -> list[str]:
+        """Delete every row of these sessions and the vectors nobody else uses; returns the ids
+        that existed, in id order."""
         raise NotImplementedError
 
     async def add_events(self, session_id: str, events: Sequence[NewEvent]) -> list[int]:
@@ -222,10 +229,56 @@ class SqlWrites(SqlReads):
 
 
 class SqlStore(SqlReads):
-    """What both stores do alike over their own transactions."""
+    """What both stores do alike over their own transactions, and what each does in its own way.
+
+    Session ids are opaque to the store, except that expiry's per-namespace cap treats the part of
+    an id before its first "/" as its namespace ("" when there is none)."""
+
+    def __init__(self) -> None:
+        self._session_locks = SessionLocks()
+        self.max_postings = MAX_POSTINGS  # the full-text query's cap (`memory.store.rare_words`)
+
+    async def open(self) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
 
     def transaction(self) -> AbstractAsyncContextManager[SqlWrites]:
+        """One atomic unit of writes: all of them land, or none."""
         raise NotImplementedError
+
+    def session_lock(self, session_id: str) -> AbstractAsyncContextManager[None]:
+        """Serialises one session's read-decide-write sequences (a proxy request's sync and
+        compile, its commit) across every process that shares the store: here an in-process lock
+        (one process owns an SQLite file), on which a store shared by processes queues first."""
+        return self._session_locks.hold(session_id)
+
+    async def check_writable(self) -> None:
+        """Raise `StorageError` unless a write could start now."""
+        raise NotImplementedError
+
+    async def health(self) -> str | None:
+        """None when what is written lands in durable storage; otherwise a one-line reason."""
+        raise NotImplementedError
+
+    async def bm25(self, session_id: str, match: str, limit: int) -> list[tuple[int, float]]:
+        """Chunk ids of the session matching an FTS5 expression, best first, with FTS5's bm25 (lower is better)."""
+        raise NotImplementedError
+
+    async def delete_sessions(self, session_ids: Sequence[str]) -> list[str]:
+        """Erase sessions for good: their rows, full-text entries and the vectors no other session
+        uses, without rewriting the whole store. Returns the ids that existed."""
+        if not session_ids:
+            return []
+        async with self.transaction() as tx:
+            found = await tx._erase(session_ids)
+        if found:
+            await self._reclaim()
+        return found
+
+    async def _reclaim(self) -> None:
+        """Hand back the space erased rows held, after the erase has committed."""
 
     async def migrations_applied(self) -> list[str]:
         return [str(r[0]) for r in await self._rows("SELECT name FROM _migrations ORDER BY number")]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from itertools import groupby
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,16 +27,14 @@ from types import MappingProxyType
 from typing import Any
 
 from memory.errors import StorageError
-from memory.store.dialect import SQLITE
+from memory.store.dialect import SQLITE, by_table
 from memory.store.postgres.fts import TS_CONFIG, fts_text, session_lexeme, token_count
 from memory.store.postgres.store import PgStore
 from memory.store.postgres.tx import PgTx
 from memory.store.rows import SESSION_TABLES
 
-__all__ = ["SessionCopy", "ImportReport", "import_sqlite", "COUNTED"]
+__all__ = ["SessionCopy", "ImportReport", "import_sqlite"]
 
-# Tables with a session_id column, copied in this order (parents first).
-COUNTED = tuple(SESSION_TABLES)
 # The ids each table's rows carry: column -> the table whose ids it holds, rewritten to the ids the
 # target allocates (a table referring to itself by `id` gets new ids). Responses are keyed by the
 # provider's ids and transcript positions: nothing to rewrite.
@@ -51,7 +50,6 @@ _REFS: Mapping[str, Mapping[str, str]] = MappingProxyType({
 # state items' event ids (JSON) and successors (set once every item exists).
 _SET = {"sessions": {"fts_docs", "fts_tokens", "generation"}, "chunks": {"session_key", "doc_len", "tsv"},
         "state_items": {"superseded_by", "source_events"}}
-_BATCH = 2000
 Progress = Callable[[int, int, "SessionCopy"], None]
 
 
@@ -92,21 +90,13 @@ def _source(path: Path) -> sqlite3.Connection:
     return db
 
 
-def _columns(db: sqlite3.Connection) -> dict[str, list[str]]:
-    """The source's tables and their columns (a file written before a table existed lacks it)."""
-    tables: dict[str, list[str]] = {}
-    for table, column in db.execute(SQLITE.columns).fetchall():
-        tables.setdefault(table, []).append(column)
-    return tables
-
-
 def _source_counts(db: sqlite3.Connection, session_id: str, present: Mapping[str, list[str]]) -> dict[str, int]:
     return {t: int(db.execute(f"SELECT count(*) FROM {t} WHERE session_id = ?", (session_id,)).fetchone()[0]) if t in present else 0
-            for t in COUNTED}
+            for t in SESSION_TABLES}
 
 
 async def _target_counts(tx: PgTx, session_id: str) -> dict[str, int]:
-    return {t: int((await tx._rows(f"SELECT count(*) FROM {t} WHERE session_id = ?", (session_id,)))[0][0]) for t in COUNTED}
+    return {t: int((await tx._rows(f"SELECT count(*) FROM {t} WHERE session_id = ?", (session_id,)))[0][0]) for t in SESSION_TABLES}
 
 
 class _Copier:
@@ -134,12 +124,11 @@ class _Copier:
         """Rows of the shared columns then `extra`; `tail`: SQL for values computed from the last parameters."""
         columns = [*self.shared[table], *extra]
         marks = ", ".join(["?"] * (len(columns) - (1 if tail else 0)))
-        for i in range(0, len(rows), _BATCH):
-            await self.tx._exec_many(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks}{tail})", rows[i : i + _BATCH])
+        await self.tx._exec_many(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks}{tail})", rows)
 
     async def copy(self) -> None:
         (session,) = self.db.execute("SELECT * FROM sessions WHERE id = ?", (self.session_id,)).fetchall()
-        rows = {t: self.rows(t) for t in COUNTED}
+        rows = {t: self.rows(t) for t in SESSION_TABLES}
         for table, refs in _REFS.items():
             if "id" in refs:
                 await self.allocate(table, [r["id"] for r in rows[table]])
@@ -147,7 +136,7 @@ class _Copier:
         lengths = [token_count(f) for f in folded]
         await self.insert("sessions", ["fts_docs", "fts_tokens"], [(*self.plain("sessions", session), len(folded), sum(lengths))])
         key = session_lexeme(self.session_id)
-        for table in COUNTED:
+        for table in SESSION_TABLES:
             refs = _REFS[table]
             values = [(*self.plain(table, r), *(self.ref(refs[c], r[c]) for c in refs)) for r in rows[table]]
             if table == "chunks":
@@ -165,9 +154,8 @@ class _Copier:
         vectors = self.db.execute(
             "SELECT model, content_hash, vector FROM embeddings WHERE content_hash IN (SELECT content_hash FROM chunks WHERE session_id = ?) "
             "ORDER BY model, content_hash", (self.session_id,)).fetchall()
-        for i in range(0, len(vectors), _BATCH):
-            await self.tx._exec_many("INSERT INTO embeddings(model, content_hash, vector) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
-                                     [tuple(v) for v in vectors[i : i + _BATCH]])
+        for model, found in groupby(vectors, key=lambda v: str(v[0])):
+            await self.tx.put_vectors(model, ((h, v) for _, h, v in found))
 
     def plain(self, table: str, row: sqlite3.Row) -> tuple[Any, ...]:
         return tuple(row[c] for c in self.shared[table])
@@ -191,11 +179,11 @@ async def import_sqlite(source: str | Path, target: PgStore, progress: Progress 
     try:
         await target.open()
         session_ids = [r[0] for r in db.execute("SELECT id FROM sessions ORDER BY created_at, id").fetchall()]
-        present = _columns(db)
+        present = by_table(db.execute(SQLITE.columns))  # a file written before a table existed lacks it
         async with target.transaction() as tx:
             columns = await tx.table_columns()
-        skip = {t: set(_REFS.get(t, {})) | _SET.get(t, set()) for t in ("sessions", *COUNTED)}
-        shared = {t: [c for c in present[t] if c in columns[t] and c not in skip[t]] for t in ("sessions", *COUNTED) if t in present}
+        skip = {t: set(_REFS.get(t, {})) | _SET.get(t, set()) for t in ("sessions", *SESSION_TABLES)}
+        shared = {t: [c for c in present[t] if c in columns[t] and c not in skip[t]] for t in ("sessions", *SESSION_TABLES) if t in present}
         for n, session_id in enumerate(session_ids, 1):
             db.execute("BEGIN")  # one snapshot of the source per session, even while a proxy writes to it
             try:

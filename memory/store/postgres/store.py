@@ -28,7 +28,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg import sql
@@ -36,17 +36,11 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from memory.errors import StorageError
 from memory.store.dialect import POSTGRES
-from memory.store.locks import SessionLocks
-from memory.store.postgres.admin import erase_sessions
 from memory.store.postgres.fts import parse_match, rank
 from memory.store.postgres.migrations import apply_migrations
-from memory.store.postgres.tx import Conn, PgTx, together
-from memory.store.rare_words import MAX_POSTINGS
+from memory.store.postgres.tx import Conn, PgTx
 from memory.store.writes import SqlStore
 from memory.store.urls import redact_url
-
-if TYPE_CHECKING:
-    from memory.store.protocol import Store, StoreTx
 
 __all__ = ["PgStore", "PgTx", "advisory_key"]
 
@@ -68,15 +62,13 @@ class PgStore(SqlStore):
     dialect = POSTGRES
 
     def __init__(self, url: str, *, schema: str = DEFAULT_SCHEMA, pool_size: int = 8, lock_pool_size: int = 16) -> None:
+        super().__init__()
         self.url = url
         self.schema = schema
         self.pool_size = pool_size
         self.lock_pool_size = lock_pool_size
         self._pool: AsyncConnectionPool[Conn] | None = None
         self._lock_pool: AsyncConnectionPool[Conn] | None = None
-        # In-process waiters queue here first, so one process holds at most one lock connection per session.
-        self._session_locks = SessionLocks()
-        self.max_postings = MAX_POSTINGS  # see `memory.store.rare_words`
 
     def __repr__(self) -> str:
         return f"PgStore({redact_url(self.url)!r}, schema={self.schema!r})"
@@ -112,15 +104,14 @@ class PgStore(SqlStore):
                 self.url, kwargs=self._kwargs(), min_size=1, max_size=self.lock_pool_size, open=False,
                 name="memory-runtime-locks", timeout=60.0,
             )
+            self._pool, self._lock_pool = pool, locks
             await pool.open(wait=True, timeout=_CONNECT_TIMEOUT_S)
-            try:
-                await locks.open(wait=True, timeout=_CONNECT_TIMEOUT_S)
-            except BaseException:
-                await pool.close()
-                raise
-        except psycopg.Error as exc:
-            raise StorageError(f"cannot open memory store {redact_url(self.url)}: {exc}") from exc
-        self._pool, self._lock_pool = pool, locks
+            await locks.open(wait=True, timeout=_CONNECT_TIMEOUT_S)
+        except BaseException as exc:
+            await self.close()
+            if isinstance(exc, psycopg.Error):
+                raise StorageError(f"cannot open memory store {redact_url(self.url)}: {exc}") from exc
+            raise
 
     async def close(self) -> None:
         pools = [p for p in (self._pool, self._lock_pool) if p is not None]
@@ -135,19 +126,18 @@ class PgStore(SqlStore):
         finally:
             await conn.close()
 
-    async def _first(self, pool: AsyncConnectionPool[Conn], query: str, params: Sequence[Any] = ()) -> Conn:
-        """A pooled connection on which `query`, the first statement of a unit of work, has run.
-        A pooled connection can die while idle (a database restart, a failover, a network blip):
-        when that first statement finds it dead, nothing has happened yet, so it runs once more
-        on a fresh connection. The caller gives the connection back with `pool.putconn`."""
+    async def _first(self, pool: AsyncConnectionPool[Conn], first: Callable[[Conn], Awaitable[T]]) -> tuple[Conn, T]:
+        """A pooled connection on which `first`, the first step of a unit of work, has run, and
+        what it returned. A pooled connection can die while idle (a database restart, a failover,
+        a network blip): when that first step finds it dead, nothing has happened yet, so it runs
+        once more on a fresh connection. The caller gives the connection back with `pool.putconn`."""
         for attempt in (1, 2):
             try:
                 conn = await pool.getconn()
             except PoolTimeout as exc:
                 raise StorageError(f"no database connection free: {exc}") from exc
             try:
-                await conn.execute(query, params)
-                return conn
+                return conn, await first(conn)
             except psycopg.OperationalError as exc:
                 await pool.putconn(conn)  # a broken connection is discarded by the pool
                 if attempt == 2:
@@ -163,7 +153,7 @@ class PgStore(SqlStore):
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[PgTx]:
         pool = self.pool
-        conn = await self._first(pool, "BEGIN")
+        conn, _ = await self._first(pool, lambda c: c.execute("BEGIN"))
         try:
             yield PgTx(conn)
             await conn.execute("COMMIT")
@@ -185,44 +175,34 @@ class PgStore(SqlStore):
 
         A session-level `pg_advisory_lock` on a connection kept for the duration: a transaction-level
         lock would end with the first commit inside the block. If this process dies, PostgreSQL ends
-        its connection and releases the lock. Waiters of this process queue on an asyncio lock first."""
+        its connection and releases the lock. Waiters of this process queue on an asyncio lock first,
+        so one process holds at most one lock connection per session."""
         if self._lock_pool is None:
             raise StorageError("the store is not open")
+        pool, key = self._lock_pool, advisory_key(f"memory-runtime session:{self.schema}:{session_id}")
         async with self._session_locks.hold(session_id):
-            async with self._held(self._lock_pool, advisory_key(f"memory-runtime session:{self.schema}:{session_id}")):
-                yield
-
-    @asynccontextmanager
-    async def _held(self, pool: AsyncConnectionPool[Conn], key: int) -> AsyncIterator[None]:
-        conn = await self._first(pool, "SELECT pg_advisory_lock(%s)", (key,))
-        try:
-            yield
-        finally:
+            conn, _ = await self._first(pool, lambda c: c.execute("SELECT pg_advisory_lock(%s)", (key,)))
             try:
-                await conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
-            except BaseException as exc:
-                await conn.close()  # the server releases the lock with the connection
-                if isinstance(exc, psycopg.Error):
-                    raise StorageError(f"session unlock failed: {exc}") from exc
-                raise
+                yield
             finally:
-                await pool.putconn(conn)
+                try:
+                    await conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+                except BaseException as exc:
+                    await conn.close()  # the server releases the lock with the connection
+                    if isinstance(exc, psycopg.Error):
+                        raise StorageError(f"session unlock failed: {exc}") from exc
+                    raise
+                finally:
+                    await pool.putconn(conn)
 
     async def _read(self, work: Callable[[Conn], Awaitable[T]]) -> T:
-        """Run a read on a pooled connection; one retry on a fresh connection when the first was
-        broken (a pooled connection can die while idle: a database restart, a network blip)."""
-        for attempt in (1, 2):
-            try:
-                async with self.pool.connection() as conn:
-                    return await work(conn)
-            except PoolTimeout as exc:
-                raise StorageError(f"read failed: no database connection free: {exc}") from exc
-            except psycopg.OperationalError as exc:
-                if attempt == 2:
-                    raise StorageError(f"read failed: {exc}") from exc
-            except psycopg.Error as exc:
-                raise StorageError(f"read failed: {exc}") from exc
-        raise AssertionError("unreachable")
+        """Run a read on a pooled connection (on a fresh one when the first was broken: `_first`)."""
+        try:
+            conn, found = await self._first(self.pool, work)
+        except psycopg.Error as exc:
+            raise StorageError(f"read failed: {exc}") from exc
+        await self.pool.putconn(conn)
+        return found
 
     async def _rows(self, query: str, params: Sequence[Any] = ()) -> list[Sequence[Any]]:
         async def work(conn: Conn) -> list[Sequence[Any]]:
@@ -230,10 +210,17 @@ class PgStore(SqlStore):
 
         return await self._read(work)
 
-    async def _together(self, queries: Sequence[tuple[str, Sequence[Any]]], named: bool = False) -> list[list[Any]]:
+    async def _together(self, queries: Sequence[tuple[str, Sequence[Any]]]) -> list[list[Sequence[Any]]]:
         """One round trip: the reads pipelined inside one read-only snapshot (another instance may
         commit between them otherwise)."""
-        return await self._read(lambda conn: together(conn, queries, named, snapshot=True))
+        async def work(conn: Conn) -> list[list[Sequence[Any]]]:
+            async with conn.pipeline():
+                await conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                cursors = [await conn.cursor().execute(self.dialect.sql(query), params) for query, params in queries]
+                await conn.execute("COMMIT")
+            return [list(await cur.fetchall()) for cur in cursors]
+
+        return await self._read(work)
 
     async def check_writable(self) -> None:
         """Raise `StorageError` unless the database takes writes now (reachable, not a read-only
@@ -243,20 +230,10 @@ class PgStore(SqlStore):
             raise StorageError("the PostgreSQL database is read-only (a standby, or default_transaction_read_only)")
 
     async def bm25(self, session_id: str, match: str, limit: int) -> list[tuple[int, float]]:
-        """Chunk ids of the session matching an FTS5 expression, best first, with FTS5's bm25 (lower is better)."""
-        expr = parse_match(match) if match else None
-        if expr is None:
+        tokens = parse_match(match)
+        if not tokens:
             return []
-        return await self._read(lambda conn: rank(conn, expr, session_id, limit, self.max_postings))
-
-    async def delete_sessions(self, session_ids: Sequence[str]) -> list[str]:
-        """Erase sessions: their rows (cascade), their full-text entries (they live in those rows)
-        and the vectors no other session uses; returns the ids that existed. Every query on every
-        instance stops seeing them at commit; PostgreSQL's (auto)vacuum then reclaims the space."""
-        if not session_ids:
-            return []
-        async with self.transaction() as tx:
-            return await erase_sessions(tx, session_ids)
+        return await self._read(lambda conn: rank(conn, tokens, session_id, limit, self.max_postings))
 
     async def shared_secret(self, name: str, create: bool = True) -> bytes:
         """The named random secret every instance on this database shares (32 bytes), created by
@@ -264,11 +241,9 @@ class PgStore(SqlStore):
         a caller is the same principal whichever instance it reaches."""
         async with self.transaction() as tx:
             if create:
-                await tx.conn.execute(
-                    "INSERT INTO secrets(name, value, created_at) VALUES (%s, %s, %s) ON CONFLICT (name) DO NOTHING",
-                    (name, secrets.token_bytes(32), time.time()),
-                )
-            rows = await (await tx.conn.execute("SELECT value FROM secrets WHERE name = %s", (name,))).fetchall()
+                await tx._exec("INSERT INTO secrets(name, value, created_at) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING",
+                               (name, secrets.token_bytes(32), time.time()))
+            rows = await tx._rows("SELECT value FROM secrets WHERE name = ?", (name,))
         if not rows:
             raise StorageError(f"no shared secret {name!r} in the database yet: start the proxy once to create it")
         return bytes(rows[0][0])
@@ -281,9 +256,3 @@ class PgStore(SqlStore):
             return f"PostgreSQL: {exc or 'no answer within ' + str(HEALTH_TIMEOUT_S) + ' s'}"
         return None
 
-
-if TYPE_CHECKING:
-    def _implements(store: PgStore, tx: PgTx) -> tuple[Store, StoreTx]:
-        """Never called: mypy checks here that the PostgreSQL store implements both protocols
-        (nothing else names PgStore as a `Store` where mypy can see it)."""
-        return store, tx

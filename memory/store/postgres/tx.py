@@ -1,6 +1,6 @@
 """What the PostgreSQL store writes in its own way: ids drawn from its sequences, chunks with their
-`tsvector` and the per-session BM25 counters, and the full-text re-keying of a renamed session.
-Every other write is `memory.store.writes`."""
+`tsvector` and the per-session BM25 counters, the full-text re-keying of a renamed session, and
+erase. Every other write is `memory.store.writes`."""
 
 from __future__ import annotations
 
@@ -8,31 +8,15 @@ from collections.abc import Sequence
 from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
 
 from memory.store.dialect import POSTGRES
 from memory.store.events import CHUNK_ROW
 from memory.store.postgres.fts import TS_CONFIG, fts_text, session_lexeme, token_count
 from memory.store.writes import SqlWrites
 
-__all__ = ["PgTx", "Conn", "together"]
+__all__ = ["PgTx", "Conn"]
 
 Conn = psycopg.AsyncConnection[Any]
-
-
-async def together(conn: Conn, queries: Sequence[tuple[str, Sequence[Any]]], named: bool, snapshot: bool) -> list[list[Any]]:
-    """Several reads pipelined (one round trip), as tuples or (`named`) dicts; in a read-only
-    snapshot of their own when `snapshot` (outside a transaction)."""
-    async with conn.pipeline():
-        if snapshot:
-            await conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        cursors = []
-        for query, params in queries:
-            cur = conn.cursor(row_factory=dict_row) if named else conn.cursor()
-            cursors.append(await cur.execute(POSTGRES.sql(query), params))
-        if snapshot:
-            await conn.execute("COMMIT")
-    return [list(await cur.fetchall()) for cur in cursors]
 
 
 class PgTx(SqlWrites):
@@ -46,9 +30,6 @@ class PgTx(SqlWrites):
     async def _rows(self, query: str, params: Sequence[Any] = ()) -> list[Sequence[Any]]:
         return list(await (await self.conn.execute(self.dialect.sql(query), params)).fetchall())
 
-    async def _together(self, queries: Sequence[tuple[str, Sequence[Any]]], named: bool = False) -> list[list[Any]]:
-        return await together(self.conn, queries, named, snapshot=False)
-
     async def _exec(self, query: str, params: Sequence[Any] = ()) -> None:
         await self.conn.execute(self.dialect.sql(query), params)
 
@@ -57,10 +38,8 @@ class PgTx(SqlWrites):
             await cur.executemany(self.dialect.sql(query), rows)
 
     async def _allocate(self, events: int, artifacts: int, chunks: int) -> tuple[list[int], list[int], list[int]]:
-        (r,) = await self._rows(
-            "SELECT (SELECT coalesce(array_agg(nextval('events_id_seq')), '{}') FROM generate_series(1, ?)), "
-            "(SELECT coalesce(array_agg(nextval('artifacts_id_seq')), '{}') FROM generate_series(1, ?)), "
-            "(SELECT coalesce(array_agg(nextval('chunks_id_seq')), '{}') FROM generate_series(1, ?))", (events, artifacts, chunks))
+        (r,) = await self._rows("SELECT " + ", ".join(f"(SELECT coalesce(array_agg(nextval('{t}_id_seq')), '{{}}') FROM generate_series(1, ?))"
+                                                      for t in ("events", "artifacts", "chunks")), (events, artifacts, chunks))
         return sorted(r[0]), sorted(r[1]), sorted(r[2])
 
     async def _add_chunks(self, session_id: str, rows: Sequence[Sequence[Any]]) -> None:
@@ -92,3 +71,15 @@ class PgTx(SqlWrites):
         # The session's lexeme in each chunk's full-text vector derives from the id: replaced too.
         await self._exec("UPDATE chunks SET session_id = ?, tsv = ts_delete(tsv, ?::text) || array_to_tsvector(ARRAY[?::text]) "
                          "WHERE session_id = ?", (new_id, session_lexeme(old_id), session_lexeme(new_id), old_id))
+
+    async def _erase(self, session_ids: Sequence[str]) -> list[str]:
+        # The sessions' rows stay locked until commit; their full-text entries live in their rows.
+        # (Auto)vacuum reclaims the space later.
+        ids = list(dict.fromkeys(session_ids))
+        found = [str(r[0]) for r in await self._rows("SELECT id FROM sessions WHERE id = ANY(?) ORDER BY id FOR UPDATE", (ids,))]
+        if found:
+            await self._exec("DELETE FROM embeddings e WHERE e.content_hash IN (SELECT content_hash FROM chunks WHERE session_id = ANY(?)) "
+                             "AND NOT EXISTS (SELECT 1 FROM chunks c WHERE c.content_hash = e.content_hash AND c.session_id <> ALL(?))",
+                             (found, found))
+            await self._exec("DELETE FROM sessions WHERE id = ANY(?)", (found,))
+        return found

@@ -16,6 +16,7 @@ from pathlib import Path
 __all__ = ["OpenFiles", "WAL_SUFFIX"]
 
 WAL_SUFFIX = "-wal"
+_NOT_STORED = "(nothing is being stored)"
 
 
 def _identity(path: str) -> tuple[int, int]:
@@ -28,48 +29,34 @@ class OpenFiles:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        # Expanded once: the check runs on every commit.
-        self._file = str(Path(path).expanduser()) if path != ":memory:" else path
-        self._wal = self._file + WAL_SUFFIX
-        self._file_id: tuple[int, int] | None = None
-        self._wal_id: tuple[int, int] | None = None
+        # Per file: what it is, its path as shown and as checked (expanded once: the check runs on
+        # every commit), its identity, and what a restart does once it was deleted or replaced.
+        self._watched: list[tuple[str, str, str, tuple[int, int], str, str]] = []
 
     def record(self) -> None:
         """Remember the files at the path; called once the connection is open in WAL mode (whose
         first read created the -wal file)."""
         if self.path == ":memory:":
             return
-        self._file_id = _identity(self._file)
+        file = str(Path(self.path).expanduser())
+        self._watched = [("database file", self.path, file, _identity(file), f"start a new one {_NOT_STORED}", f"use the new file {_NOT_STORED}")]
+        wal = file + WAL_SUFFIX
         try:
-            self._wal_id = _identity(self._wal)
+            self._watched.append(("WAL file", self.path + WAL_SUFFIX, wal, _identity(wal),
+                                  "store again (nothing is being stored, and what it held since the last checkpoint is lost at exit)",
+                                  f"store again {_NOT_STORED}"))
         except FileNotFoundError:
-            self._wal_id = None  # not in WAL mode after all: nothing to watch
+            pass  # not in WAL mode after all: nothing to watch
 
     def problem(self) -> str | None:
         """Why the open connection's files no longer are the ones at the path, if they are not."""
-        if self._file_id is None:
-            return None
-        try:
-            current = _identity(self._file)
-        except FileNotFoundError:
-            return f"database file {self.path} was deleted while open; restart to start a new one (nothing is being stored)"
-        except OSError as exc:
-            return f"database file {self.path} cannot be checked: {exc}"
-        if current != self._file_id:
-            return f"database file {self.path} was replaced while open; restart to use the new file (nothing is being stored)"
-        return self._wal_problem()
-
-    def _wal_problem(self) -> str | None:
-        if self._wal_id is None:
-            return None
-        wal = self.path + WAL_SUFFIX
-        try:
-            current = _identity(self._wal)
-        except FileNotFoundError:
-            return (f"WAL file {wal} was deleted while open; restart to store again (nothing is being stored, and what it "
-                    "held since the last checkpoint is lost at exit)")
-        except OSError as exc:
-            return f"WAL file {wal} cannot be checked: {exc}"
-        if current != self._wal_id:
-            return f"WAL file {wal} was replaced while open; restart to store again (nothing is being stored)"
+        for what, shown, checked, seen, after_delete, after_replace in self._watched:
+            try:
+                current = _identity(checked)
+            except FileNotFoundError:
+                return f"{what} {shown} was deleted while open; restart to {after_delete}"
+            except OSError as exc:
+                return f"{what} {shown} cannot be checked: {exc}"
+            if current != seen:
+                return f"{what} {shown} was replaced while open; restart to {after_replace}"
         return None

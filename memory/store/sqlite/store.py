@@ -5,12 +5,10 @@ statement on the connection's own thread, so statements never interleave. Writes
 `transaction()`, which yields a `SqliteTx`; a failure rolls the whole unit back, so a rejected or
 crashed ingest leaves nothing behind.
 
-The files are created 0600 (SQLite gives the WAL and shared-memory files the database's mode). A
-connection keeps writing happily to a database file that was deleted or replaced under it, and all
-of it is gone at the next start; so every commit first checks that the path still names the file
-(and the `-wal` file) the connection opened, and refuses (rolls back, raises `StorageError`) when it
-does not (`memory.store.sqlite.files`). `health()` reports that, and a failed last write, for the
-proxy's /healthz.
+The files are created 0600 (SQLite gives the WAL and shared-memory files the database's mode).
+Every commit first checks that the path still names the files the connection opened, and refuses
+(rolls back, raises `StorageError`) when it does not (`memory.store.sqlite.files` says why).
+`health()` reports that, and a failed last write, for the proxy's /healthz.
 """
 
 from __future__ import annotations
@@ -21,7 +19,7 @@ import sqlite3
 import stat
 import time
 from collections.abc import AsyncIterator, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +28,10 @@ import aiosqlite
 from memory.errors import StorageError
 from memory.store.dialect import SQLITE
 from memory.store.sqlite.files import OpenFiles
-from memory.store.locks import SessionLocks
 from memory.store.writes import SqlStore
-from memory.store.sqlite.admin import erase_sessions, reclaim_space
-from memory.store.sqlite.fts_terms import MAX_POSTINGS, Tokenizer, or_query, rarest_within, split_or_query
+from memory.store.sqlite.fts_terms import Tokenizer, or_query, rarest_within, split_or_query
 from memory.store.sqlite.migrations import MIGRATIONS
-from memory.store.sqlite.tx import SqliteTx, together
+from memory.store.sqlite.tx import SqliteTx
 from memory.store.rows import session_key
 
 __all__ = ["SqliteStore", "SqliteTx"]
@@ -50,6 +46,7 @@ class SqliteStore(SqlStore):
     dialect = SQLITE
 
     def __init__(self, path: str | Path) -> None:
+        super().__init__()
         self.path = str(path)
         self._db: aiosqlite.Connection | None = None
         self._write_lock = asyncio.Lock()
@@ -57,14 +54,7 @@ class SqliteStore(SqlStore):
         self._files = OpenFiles(self.path)
         # Why the last write failed, until one succeeds.
         self._write_failure: str | None = None
-        self._session_locks = SessionLocks()
         self._tokenizer = Tokenizer(INDEX_TOKENIZE)
-        self.max_postings = MAX_POSTINGS  # see `memory.store.sqlite.fts_terms`
-
-    def session_lock(self, session_id: str) -> AbstractAsyncContextManager[None]:
-        """Serialises one session's read-decide-write sequences (sync, compile, commit). One
-        process owns an SQLite file, so an in-process lock is enough."""
-        return self._session_locks.hold(session_id)
 
     @property
     def db(self) -> aiosqlite.Connection:
@@ -89,10 +79,7 @@ class SqliteStore(SqlStore):
             # Rows per index term (see `memory.store.sqlite.fts_terms`); temp: per connection, nothing in the file.
             await db.execute("CREATE VIRTUAL TABLE IF NOT EXISTS temp.chunks_vocab USING fts5vocab(main, chunks_fts, row)")
             self._files.record()
-        except OSError as exc:
-            await self.close()
-            raise StorageError(f"cannot open memory store {self.path}: {exc}") from exc
-        except sqlite3.Error as exc:
+        except (OSError, sqlite3.Error) as exc:
             await self.close()
             raise StorageError(f"cannot open memory store {self.path}: {exc}") from exc
         self._write_failure = None
@@ -107,14 +94,10 @@ class SqliteStore(SqlStore):
         if await _value(db, "SELECT count(*) FROM sqlite_master"):
             await db.execute("VACUUM")
 
-    def _file_problem(self) -> str | None:
-        """Why the open connection's files no longer are the ones at the path, if they are not."""
-        return self._files.problem()
-
     async def health(self) -> str | None:
         """None when writes land in the file at the path; otherwise why not. After a failed write
         a probe write (rolled back) checks whether the cause has gone."""
-        problem = self._file_problem()
+        problem = self._files.problem()
         if problem is not None or self._write_failure is None:
             return problem
         async with self._write_lock:
@@ -147,15 +130,15 @@ class SqliteStore(SqlStore):
         for number, name, sql in MIGRATIONS:
             if number in done:
                 continue
-            # executescript would COMMIT first; run the statements one by one inside our transaction.
-            await db.execute("BEGIN IMMEDIATE")
+            # One transaction per migration; executescript runs its statements (trigger bodies
+            # hold ';') without committing the transaction it starts.
             try:
-                for statement in _split_sql(sql):
-                    await db.execute(statement)
+                await db.executescript("BEGIN IMMEDIATE;\n" + sql)
                 await db.execute("INSERT INTO _migrations(number, name, applied_at) VALUES (?, ?, ?)", (number, name, time.time()))
                 await db.execute("COMMIT")
             except BaseException:
-                await db.execute("ROLLBACK")
+                if db.in_transaction:
+                    await db.execute("ROLLBACK")
                 raise
 
     @asynccontextmanager
@@ -168,21 +151,16 @@ class SqliteStore(SqlStore):
                 raise self._failed(f"cannot start a write: {exc}") from exc
             try:
                 yield SqliteTx(db)
-            except sqlite3.Error as exc:
+                problem = self._files.problem()
+                if problem is not None:
+                    raise self._failed(problem)
+                await db.execute("COMMIT")
+            except sqlite3.Error as exc:  # a statement or the commit
                 await db.execute("ROLLBACK")
                 raise self._failed(f"write failed: {exc}") from exc
             except BaseException:
                 await db.execute("ROLLBACK")
                 raise
-            problem = self._file_problem()
-            if problem is not None:
-                await db.execute("ROLLBACK")
-                raise self._failed(problem)
-            try:
-                await db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                await db.execute("ROLLBACK")
-                raise self._failed(f"commit failed: {exc}") from exc
             self._write_failure = None
 
     def _failed(self, reason: str) -> StorageError:
@@ -194,7 +172,7 @@ class SqliteStore(SqlStore):
         a turn must not go out as if memory will record it when it cannot. One call on the
         connection's thread (it runs on every proxied request): the write lock is taken and
         released at once, so a read-only file or a writer holding the lock too long fails here."""
-        problem = self._file_problem()
+        problem = self._files.problem()
         if problem is not None:
             raise self._failed(problem)
         async with self._write_lock:
@@ -215,13 +193,7 @@ class SqliteStore(SqlStore):
         except sqlite3.Error as exc:
             raise StorageError(f"read failed: {exc}") from exc
 
-    async def _together(self, queries: Sequence[tuple[str, Sequence[Any]]], named: bool = False) -> list[list[Any]]:
-        # One connection, one writer: a commit lands between two reads only when another task's
-        # transaction is waiting, as it always could between a store's reads.
-        return await together(self._rows, queries, named)
-
     async def bm25(self, session_id: str, match: str, limit: int) -> list[tuple[int, float]]:
-        """Chunk ids of the session matching an FTS5 expression, best first, with bm25 (lower is better)."""
         if not match:
             return []
         match = await self._rarest(match)
@@ -240,29 +212,19 @@ class SqliteStore(SqlStore):
             return match
         terms = self._tokenizer.terms(words)
         wanted = sorted({t for ts in terms.values() for t in ts})
-        if not wanted:
-            return match
         marks = ",".join("?" * len(wanted))
         counts = {str(r[0]): int(r[1]) for r in await self._rows(f"SELECT term, doc FROM temp.chunks_vocab WHERE term IN ({marks})", wanted)}
         kept = rarest_within(words, terms, counts, self.max_postings)
         return match if len(kept) == len(words) else or_query(kept)
 
-    async def delete_sessions(self, session_ids: Sequence[str]) -> list[str]:
-        """Erase sessions for good: rows (cascade), FTS entries (trigger, then one segment merge),
-        vectors no other session uses; deleted content is zeroed (secure_delete), free pages are
-        returned and the WAL truncated, without rewriting the rest of the file. Returns the ids
-        that existed."""
-        if not session_ids:
-            return []
-        async with self.transaction() as tx:
-            found = await erase_sessions(tx, session_ids)
-        if found:
-            async with self._write_lock:
-                try:
-                    await reclaim_space(self.db)
-                except sqlite3.Error as exc:
-                    raise StorageError(f"reclaiming space after erase failed: {exc}") from exc
-        return found
+    async def _reclaim(self) -> None:
+        """Return the pages an erase freed to the file system and truncate the WAL."""
+        async with self._write_lock:
+            try:
+                await self.db.execute_fetchall("PRAGMA incremental_vacuum")
+                await self.db.execute_fetchall("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error as exc:
+                raise StorageError(f"reclaiming space after erase failed: {exc}") from exc
 
 
 async def _value(db: aiosqlite.Connection, query: str) -> Any:
@@ -291,17 +253,3 @@ def _create_private(path: Path) -> None:
         except OSError:
             continue  # missing, or not ours to change: opening still works
 
-
-def _split_sql(script: str) -> list[str]:
-    """Split a migration into statements, keeping trigger bodies (which contain ';') whole."""
-    statements: list[str] = []
-    buf = ""
-    for line in script.splitlines(keepends=True):
-        buf += line
-        if sqlite3.complete_statement(buf):
-            if buf.strip():
-                statements.append(buf.strip())
-            buf = ""
-    if buf.strip():
-        statements.append(buf.strip())
-    return statements

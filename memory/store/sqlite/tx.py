@@ -1,10 +1,17 @@
 """What the SQLite store writes in its own way: ids past AUTOINCREMENT's high-water mark, chunks
-(whose FTS5 entries come from a trigger) and the re-keying of a renamed session's FTS5 entries.
-Every other write is `memory.store.writes`."""
+(whose FTS5 entries come from a trigger), the re-keying of a renamed session's FTS5 entries, and
+erase. Every other write is `memory.store.writes`.
+
+Erase never VACUUMs (a full rewrite of the file, every other session's rows and vectors included).
+`secure_delete` (set when the connection opens) overwrites deleted rows and freed pages with zeros;
+the FTS index gets a delete marker per chunk from its trigger, and one `optimize` merge afterwards
+drops the erased terms from its segments; after the commit the store hands the freed pages back to
+the file system and truncates the WAL (`SqliteStore._reclaim`).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import aiosqlite
@@ -14,13 +21,14 @@ from memory.store.events import CHUNK_ROW
 from memory.store.rows import session_key
 from memory.store.writes import SqlWrites
 
-__all__ = ["SqliteTx", "together"]
+__all__ = ["SqliteTx"]
 
-
-async def together(rows: Callable[[str, Sequence[Any]], Awaitable[list[Sequence[Any]]]], queries: Sequence[tuple[str, Sequence[Any]]],
-                   named: bool) -> list[list[Any]]:
-    """Several reads on the one connection, as tuples or (`named`) dicts."""
-    return [[dict(r) if named else r for r in await rows(q, p)] for q, p in queries]
+# The distinct models of the embeddings table by index seeks (a loose index scan), not a table scan.
+_MODELS = (
+    "WITH RECURSIVE m(model) AS (SELECT min(model) FROM embeddings "
+    "UNION ALL SELECT (SELECT min(model) FROM embeddings WHERE model > m.model) FROM m WHERE m.model IS NOT NULL) "
+    "SELECT model FROM m WHERE model IS NOT NULL"
+)
 
 
 class SqliteTx(SqlWrites):
@@ -33,9 +41,6 @@ class SqliteTx(SqlWrites):
 
     async def _rows(self, query: str, params: Sequence[Any] = ()) -> list[Sequence[Any]]:
         return list(await self._db.execute_fetchall(query, params))
-
-    async def _together(self, queries: Sequence[tuple[str, Sequence[Any]]], named: bool = False) -> list[list[Any]]:
-        return await together(self._rows, queries, named)
 
     async def _exec(self, query: str, params: Sequence[Any] = ()) -> None:
         await self._db.execute(query, params)
@@ -63,3 +68,21 @@ class SqliteTx(SqlWrites):
         await self._exec("UPDATE chunks SET session_id = ?, session_key = ? WHERE session_id = ?", (new_id, session_key(new_id), old_id))
         await self._exec("INSERT INTO chunks_fts(rowid, text, session_key) SELECT id, text, session_key FROM chunks WHERE session_id = ?",
                          (new_id,))
+
+    async def _erase(self, session_ids: Sequence[str]) -> list[str]:
+        any_of, ids = self.dialect.any, self.dialect.many(dict.fromkeys(session_ids))
+        found = [str(r[0]) for r in await self._rows(f"SELECT id FROM sessions WHERE {any_of('id')} ORDER BY id", (ids,))]
+        if not found:
+            return []
+        hashes = self.dialect.many(r[0] for r in await self._rows(f"SELECT DISTINCT content_hash FROM chunks WHERE {any_of('session_id')}",
+                                                                  (ids,)))
+        await self._exec(f"DELETE FROM chunks WHERE {any_of('session_id')}", (ids,))  # FTS delete markers via trigger
+        await self._exec(f"DELETE FROM sessions WHERE {any_of('id')}", (ids,))  # events, artifacts, state, transcript cascade
+        # Per model, so the primary key (model, content_hash) finds the rows.
+        for (model,) in await self._rows(_MODELS):
+            await self._exec(f"DELETE FROM embeddings WHERE model = ? AND {any_of('content_hash')} "
+                             "AND NOT EXISTS (SELECT 1 FROM chunks c WHERE c.content_hash = embeddings.content_hash)", (model, hashes))
+        # Merge the FTS segments: entries behind delete markers are dropped, the old pages freed
+        # (and zeroed by secure_delete). Proportional to the index, not to the whole file.
+        await self._exec("INSERT INTO chunks_fts(chunks_fts) VALUES ('optimize')")
+        return found
