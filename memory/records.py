@@ -43,6 +43,7 @@ class NewEvent:
     diff: tuple[str, str, list[NewChunk]] | None = None  # (sha, text, chunks)
     message_hash: str | None = None  # transcript hash of the message as sent
     parent_index: int | None = None  # index of the message event this artifact was extracted from
+    tokens: int | None = None  # a message's count under `memory.recall.tokens.STORED_ENCODING`
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,7 @@ class EventRow:
     payload: dict[str, Any]
     artifact_id: int | None
     parent_event_id: int | None
+    tokens: int | None = None  # a message's stored count (`STORED_ENCODING`); None: not counted yet
 
 
 @dataclass(frozen=True)

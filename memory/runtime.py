@@ -15,7 +15,7 @@ import numpy as np
 from memory.recall.embedding_queue import EMBED_NOW_CHARS, EmbeddingQueue
 from memory.recall.background_model import BackgroundModel
 from memory.recall.embeddings import DEFAULT_MODEL, Embedder, load_embedder
-from memory.errors import InvalidArgumentError, MemoryRuntimeError
+from memory.errors import InvalidArgumentError, MemoryRuntimeError, StorageError
 from memory.recall.index import SessionView
 from memory.recall.memo import MessageMemo
 from memory.turn.compact import CompactMemo
@@ -334,7 +334,23 @@ class Runtime:
                 await asyncio.to_thread(view.apply, delta, vectors)
             else:
                 view.apply(delta, vectors)
+        if view.uncounted:
+            await self._store_counts(view)
         return view
+
+    async def _store_counts(self, view: SessionView) -> None:
+        """Count the messages a view loaded without a stored count (stored before counts were
+        taken at ingest) and store their counts: the next restart reads them. Only an optimisation:
+        a store that refuses the write leaves them counted in memory."""
+        if len(view.uncounted) > APPLY_OFF_LOOP:
+            counted = await asyncio.to_thread(view.count_stored)
+        else:
+            counted = view.count_stored()
+        try:
+            async with self.store.transaction() as tx:
+                await tx.set_event_tokens(counted)
+        except StorageError as exc:
+            log.warning("memory: token counts of %d old messages not stored: %s", len(counted), exc)
 
     def embed_soon(self, session_id: str) -> None:
         """Embed a session's new chunks in the background, so the next compile finds them ready."""

@@ -13,7 +13,7 @@ import numpy as np
 from memory.recall.index import SessionView, Unit, dot
 from memory.ingest.redact import count_markers
 from memory.recall.retrieval import Scored
-from memory.recall.tokens import TiktokenCounter
+from memory.recall.tokens import STORED_ENCODING, TiktokenCounter
 from memory.ingest.transcript import event_to_message
 
 __all__ = ["Evidence", "EVIDENCE_HEADER", "select_evidence", "evidence_message", "evidence_item", "unit_message", "chronological",
@@ -40,6 +40,8 @@ def unit_message(unit: Unit) -> dict[str, Any]:
 
 
 def message_tokens(unit: Unit, view: SessionView, counter: TiktokenCounter) -> int:
+    if unit.tokens is not None and counter.encoding_name == STORED_ENCODING:
+        return unit.tokens  # counted at ingest
     key = (counter.encoding_name, unit.key)
     cached = view.token_cache.get(key)
     if cached is None:

@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from memory.ingest.transcript import event_to_message
+from memory.recall.tokens import stored_counter
 from memory.records import ArtifactRow, ChunkRow, EventRow, SessionDelta
 
 __all__ = ["Unit", "SessionView", "RankArrays", "dot"]
@@ -56,6 +58,7 @@ class Unit:
     content: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
     chunk_idx: list[int] = field(default_factory=list)
+    tokens: int | None = None  # a message's stored count under `STORED_ENCODING` (None: not stored)
 
 
 class SessionView:
@@ -86,6 +89,8 @@ class SessionView:
         self.source_order: dict[str, int] = {}  # artifact source -> latest event that touched it
         self.quoted: dict[str, set[str]] = {}  # message unit key -> artifacts extracted from it
         self._arrays: RankArrays | None = None
+        # Messages stored before counts were taken at ingest: counted by `count_stored`.
+        self.uncounted: list[Unit] = []
 
     @property
     def vectors(self) -> np.ndarray:
@@ -128,6 +133,17 @@ class SessionView:
         if rows:
             self._pending_rows.append(np.vstack(rows).astype(np.float32, copy=False))
 
+    def count_stored(self) -> list[tuple[int, int]]:
+        """Count the messages loaded without a stored count (stored before m006) under
+        `STORED_ENCODING`; returns (event id, count) for the caller to store."""
+        counter = stored_counter()
+        counted = []
+        for unit in self.uncounted:
+            unit.tokens = counter.message_tokens(event_to_message(unit.role or "user", unit.content, unit.extra))
+            counted.append((int(unit.key[1:]), unit.tokens))
+        self.uncounted = []
+        return counted
+
     def set_vector(self, pos: int, vector: np.ndarray) -> None:
         self.vectors[pos] = vector
         self.missing.discard(pos)
@@ -169,13 +185,15 @@ class SessionView:
             return
         unit = Unit(
             key=f"e{ev.id}", kind=ev.type, order=ev.id, first_order=ev.id, source=ev.source, pinned=ev.pinned,
-            role=ev.role, timestamp=ev.timestamp, content=ev.content, extra=ev.payload,
+            role=ev.role, timestamp=ev.timestamp, content=ev.content, extra=ev.payload, tokens=ev.tokens,
         )
         if ev.pinned:
             self.pinned.add(unit.key)
         if ev.role is not None:
             unit.turn = len(self.messages) + 1
             self.messages.append(unit)
+            if ev.tokens is None:
+                self.uncounted.append(unit)
         self.units[unit.key] = unit
 
     def _add_artifact(self, art: ArtifactRow) -> None:
