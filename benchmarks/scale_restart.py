@@ -4,8 +4,12 @@ process did (tokeniser calls, rows read), on a database built once and kept.
     python -m benchmarks.scale_restart build --db /tmp/s100k.sqlite --events 100000 --unique 10000
     python -m benchmarks.scale_restart measure --db /tmp/s100k.sqlite [--queries 30] [--tracemalloc]
 
-`build` ingests `benchmarks.workload.session_events` with the model (flush waits for every vector),
-so later `measure` runs need no embedding but the questions'. `measure` runs in a fresh process:
+`build` ingests `benchmarks.workload.session_events` and flushes, as the scale probe does, so every
+chunk (pair probes included) has a vector under the model's name: with `--vectors model` the
+model's own (20k texts: 5 min on a quiet machine, an hour at load 25), with `--vectors random` (the
+default) a unit vector seeded by the text's sha256. Restart time, RSS and counts do not depend on
+the vectors' values; ranking quality does, and is measured on LoCoMo (`benchmarks.locomo`), never
+here. Later `measure` runs embed only the questions, with the model. `measure` runs in a fresh process:
 it loads the model, opens the store (running any new migration: run it twice after an upgrade and
 report the second), times the first compile (wall and this process's CPU time) and counts the
 tokeniser's calls during it, then warm compiles, then prints one JSON object on stdout's last line.
@@ -17,18 +21,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import hashlib
 import statistics
 import sys
 import time
 import tracemalloc
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from memory import create_runtime
 from memory.recall import tokens as tokens_module
-from memory.recall.embeddings import load_embedder
+from memory.recall.embeddings import Embedder, load_embedder
 
 from .common import MODEL, peak_rss_mb, rss_mb
 from .timed_embedder import TimedEmbedder
@@ -40,24 +47,44 @@ BATCH = 1000
 SESSION = "scale"
 
 
-async def build(db: Path, events: int, unique: int | None) -> dict[str, Any]:
-    """Ingest the generated session into a new file at `db` and embed all of it."""
+async def build(db: Path, events: int, unique: int | None, vectors: str) -> dict[str, Any]:
+    """Ingest the generated session into a new file at `db`, then give every chunk a vector."""
     if db.exists():
         raise SystemExit(f"{db} exists; remove it first")
     inner = load_embedder(None)
     if inner is None:
-        raise SystemExit("building needs the embedding model")
+        raise SystemExit("building needs the embedding model (its name keys the vectors)")
     stream = list(session_events(events, unique=unique))
     # The generator draws on this project's identifiers: keep the questions with the database, so
     # runs on later code ask the same ones.
     _questions_file(db).write_text(json.dumps({"first": queries(1, seed=5)[0], "warm": queries(100)}))
     started = time.perf_counter()
-    async with create_runtime(storage_path=str(db), embedder=inner) as runtime:
+    embedder: Embedder = inner if vectors == "model" else SeededEmbedder(inner.name, inner.dim)
+    async with create_runtime(storage_path=str(db), embedder=embedder) as runtime:
         session = runtime.session(SESSION)
         for start in range(0, len(stream), BATCH):
             await session.ingest_many(stream[start : start + BATCH])
         await session.flush()
-    return {"db": str(db), "events": events, "unique": unique, "build_s": time.perf_counter() - started}
+    return {"db": str(db), "events": events, "unique": unique, "vectors": vectors, "build_s": time.perf_counter() - started}
+
+
+class SeededEmbedder:
+    """Stands in for the model while building: a unit vector seeded by each text's sha256, stored
+    under the model's name and size."""
+
+    def __init__(self, name: str, dim: int) -> None:
+        self.name, self.dim = name, dim
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return np.stack([_seeded_unit(hashlib.sha256(t.encode("utf-8")).hexdigest(), self.dim) for t in texts])
+
+
+def _seeded_unit(content_hash: str, dim: int) -> np.ndarray:
+    row = np.random.default_rng(int(content_hash[:16], 16)).standard_normal(dim).astype(np.float32)
+    unit: np.ndarray = row / np.linalg.norm(row)
+    return unit
 
 
 @contextmanager
@@ -145,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--db", type=Path, required=True)
     b.add_argument("--events", type=int, required=True)
     b.add_argument("--unique", type=int, default=None)
+    b.add_argument("--vectors", choices=("random", "model"), default="random")
     m = sub.add_parser("measure")
     m.add_argument("--db", type=Path, required=True)
     m.add_argument("--queries", type=int, default=30)
@@ -152,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--tracemalloc", action="store_true")
     args = parser.parse_args(argv)
     if args.command == "build":
-        result = asyncio.run(build(args.db, args.events, args.unique))
+        result = asyncio.run(build(args.db, args.events, args.unique, args.vectors))
     else:
         result = asyncio.run(measure(args.db, args.queries, args.budget, args.tracemalloc))
     sys.stdout.write(json.dumps(result) + "\n")

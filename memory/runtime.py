@@ -16,7 +16,7 @@ from memory.recall.embedding_queue import EMBED_NOW_CHARS, EmbeddingQueue
 from memory.recall.background_model import BackgroundModel
 from memory.recall.embeddings import DEFAULT_MODEL, Embedder, load_embedder
 from memory.errors import InvalidArgumentError, MemoryRuntimeError, StorageError
-from memory.recall.index import SessionView
+from memory.recall.index import SessionView, delta_parts
 from memory.recall.memo import MessageMemo
 from memory.turn.compact import CompactMemo
 from memory.records import SessionSummary
@@ -39,6 +39,7 @@ MESSAGE_MEMO = 50_000
 # from the store on its next use.
 MAX_VIEWS = 256
 APPLY_OFF_LOOP = 500  # rows of a view update above which it is built off the event loop
+VECTOR_SLICE = 20_000  # chunks whose vectors a view load reads at a time
 # What `Session.compile` does with chunks ingested but not embedded yet (see `Runtime`).
 STRICT = "strict"
 BOUNDED = "bounded"
@@ -327,13 +328,16 @@ class Runtime:
             self._views.popitem(last=False)
         if max_event > view.max_event or max_chunk > view.max_chunk:
             delta = await self.store.load_delta(session_id, view.max_event, view.max_artifact, view.max_chunk)
-            vectors = await self.store.get_vectors(embedder.name, [c.content_hash for c in delta.chunks]) if embedder else {}
-            if len(delta.events) + len(delta.chunks) > APPLY_OFF_LOOP:
-                # A first contact with a long history: building its view would stall the loop. The
-                # caller holds the session's lock, so nothing else touches this view meanwhile.
-                await asyncio.to_thread(view.apply, delta, vectors)
-            else:
-                view.apply(delta, vectors)
+            # Vectors are read a slice of chunks at a time: a 100k-event session's float32 blobs
+            # (~300 MiB) never sit in memory at once beside their int8 codes.
+            for part in delta_parts(delta, VECTOR_SLICE):
+                vectors = await self.store.get_vectors(embedder.name, [c.content_hash for c in part.chunks]) if embedder else {}
+                if len(part.events) + len(part.chunks) > APPLY_OFF_LOOP:
+                    # A first contact with a long history: building its view would stall the loop.
+                    # The caller holds the session's lock, so nothing else touches this view meanwhile.
+                    await asyncio.to_thread(view.apply, part, vectors)
+                else:
+                    view.apply(part, vectors)
         if view.uncounted:
             await self._store_counts(view)
         return view

@@ -103,10 +103,9 @@ def select_evidence(view: SessionView, ranked: list[Scored], counter: TiktokenCo
     overflow = 0
     stamps: set[str] = set()
     seen_hashes: set[str] = set()
-    vectors = view.vectors
     # Vectors of the chosen items, in a buffer that doubles when full (stacking one row per pick
     # made the near-duplicate check quadratic in copies).
-    chosen_vecs = np.zeros((16, vectors.shape[1]), dtype=np.float32)
+    chosen_vecs = np.zeros((16, view.dim), dtype=np.float32)
     n_chosen = 0
     score_of = {s.pos: s.score for s in ranked}
     pinned_positions = [p for key in sorted(view.pinned) if key not in hidden for p in view.units[key].chunk_idx]
@@ -129,7 +128,7 @@ def select_evidence(view: SessionView, ranked: list[Scored], counter: TiktokenCo
             cost += _stamp_cost(view, counter, unit.timestamp)
         ev = Evidence(pos, unit, "", cost, score, reason)
         duplicate = row.content_hash in seen_hashes or (
-            pos not in view.missing and n_chosen > 0 and float(np.max(dot(chosen_vecs[:n_chosen], vectors[pos]))) > NEAR_DUPLICATE
+            pos not in view.missing and n_chosen > 0 and float(np.max(dot(chosen_vecs[:n_chosen], view.vector(pos)))) > NEAR_DUPLICATE
         )
         if duplicate or ev.tokens > room:
             if len(dropped) < MAX_DROPPED_LISTED:
@@ -146,7 +145,7 @@ def select_evidence(view: SessionView, ranked: list[Scored], counter: TiktokenCo
         if pos not in view.missing:
             if n_chosen == len(chosen_vecs):
                 chosen_vecs = np.concatenate([chosen_vecs, np.zeros_like(chosen_vecs)])
-            chosen_vecs[n_chosen] = vectors[pos]
+            chosen_vecs[n_chosen] = view.vector(pos)
             n_chosen += 1
     return chosen, dropped, overflow
 
