@@ -16,7 +16,7 @@ from memory.recall.embedding_queue import EMBED_NOW_CHARS, EmbeddingQueue
 from memory.recall.background_model import BackgroundModel
 from memory.recall.embeddings import DEFAULT_MODEL, Embedder, load_embedder
 from memory.errors import InvalidArgumentError, MemoryRuntimeError, StorageError
-from memory.recall.index import SessionView, delta_parts
+from memory.recall.index import SessionView, delta_parts, release_freed_memory
 from memory.recall.memo import MessageMemo
 from memory.turn.compact import CompactMemo
 from memory.records import SessionSummary
@@ -40,6 +40,7 @@ MESSAGE_MEMO = 50_000
 MAX_VIEWS = 256
 APPLY_OFF_LOOP = 500  # rows of a view update above which it is built off the event loop
 VECTOR_SLICE = 20_000  # chunks whose vectors a view load reads at a time
+RELEASE_AFTER = 5_000  # rows of a view update after which freed heap pages go back to the system
 # What `Session.compile` does with chunks ingested but not embedded yet (see `Runtime`).
 STRICT = "strict"
 BOUNDED = "bounded"
@@ -342,6 +343,8 @@ class Runtime:
                     await asyncio.to_thread(view.apply, part, vectors)
                 else:
                     view.apply(part, vectors)
+            if len(delta.events) + len(delta.chunks) > RELEASE_AFTER:
+                release_freed_memory()
         if view.uncounted:
             await self._store_counts(view)
         return view
