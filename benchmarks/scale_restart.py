@@ -154,11 +154,12 @@ async def measure(db: Path, n_queries: int, budget: int, trace: bool) -> dict[st
                 excl.append(wall - (embedder.seconds - before) * 1000)
                 cpu.append((time.process_time() - cpu0) * 1000)
         out["warm_tokeniser_calls_per_compile"] = calls["count"] / max(1, n_queries)
+        out["rss_after_mib"] = rss_mb()  # the view still held
     if excl:
         out["compile_excl_embed_p50_ms"] = statistics.median(excl)
         out["compile_excl_embed_p95_ms"] = sorted(excl)[max(0, int(len(excl) * 0.95) - 1)]
         out["compile_cpu_p50_ms"] = statistics.median(cpu)
-    out.update(rss_model_mib=rss_model, rss_after_mib=rss_mb(), peak_rss_mib=peak_rss_mb(), load=list(_load()))
+    out.update(rss_model_mib=rss_model, rss_closed_mib=rss_mb(), peak_rss_mib=peak_rss_mb(), load=list(_load()))
     return out
 
 

@@ -4,7 +4,7 @@ the store sees a database row."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 __all__ = [
     "EventRow", "ArtifactRow", "ChunkRow", "StateItem", "NewChunk", "NewEvent", "SessionSummary", "SessionDelta",
@@ -74,8 +74,11 @@ class ArtifactRow:
     sha256: str
 
 
-@dataclass(frozen=True)
-class ChunkRow:
+class ChunkRow(NamedTuple):
+    """A stored chunk (a probe when `parent_id` is set: a short window that stands in for its
+    chunk). A named tuple, not a frozen dataclass: a 100,000-event view loads ~290,000 of them, and
+    building frozen dataclasses (one `object.__setattr__` per field) was most of that load's CPU."""
+
     id: int
     event_id: int | None
     artifact_id: int | None
@@ -85,7 +88,7 @@ class ChunkRow:
     end_line: int
     content_hash: str
     parent_id: int | None = None
-    tokens: int = 0  # o200k_base count of `text`  # set on probes: short windows that stand in for their chunk
+    tokens: int = 0  # o200k_base count of `text`
 
 
 @dataclass(frozen=True)

@@ -178,7 +178,7 @@ class SessionView:
                 continue
             pos = len(self.chunk_ids)
             self.chunk_ids.append(ch.id)
-            self.chunk_unit.append(key)
+            self.chunk_unit.append(unit.key)  # the unit's own string: one per unit, not per chunk
             self.chunk_rows.append(ch)
             self.chunk_pos[ch.id] = pos
             if ch.parent_id is None:

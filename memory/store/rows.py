@@ -63,7 +63,7 @@ def artifact_info(r: Row) -> ArtifactInfo:
 
 
 def chunk(r: Row) -> ChunkRow:
-    return ChunkRow(*r)
+    return ChunkRow._make(r)
 
 
 def state(r: Row) -> StateItem:
