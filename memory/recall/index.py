@@ -49,7 +49,7 @@ def quantize(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _malloc_trim() -> Callable[[int], int] | None:
     try:
         found: Callable[[int], int] | None = getattr(ctypes.CDLL(None), "malloc_trim", None)
-    except OSError:
+    except (OSError, TypeError):  # no C library to load by that name (Windows takes no None)
         return None
     return found
 
