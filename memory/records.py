@@ -4,7 +4,7 @@ the store sees a database row."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 __all__ = [
     "EventRow", "ArtifactRow", "ChunkRow", "StateItem", "NewChunk", "NewEvent", "SessionSummary", "SessionDelta",
@@ -43,6 +43,7 @@ class NewEvent:
     diff: tuple[str, str, list[NewChunk]] | None = None  # (sha, text, chunks)
     message_hash: str | None = None  # transcript hash of the message as sent
     parent_index: int | None = None  # index of the message event this artifact was extracted from
+    tokens: int | None = None  # a message's count under `memory.recall.tokens.STORED_ENCODING`
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,7 @@ class EventRow:
     payload: dict[str, Any]
     artifact_id: int | None
     parent_event_id: int | None
+    tokens: int | None = None  # a message's stored count (`STORED_ENCODING`); None: not counted yet
 
 
 @dataclass(frozen=True)
@@ -72,8 +74,11 @@ class ArtifactRow:
     sha256: str
 
 
-@dataclass(frozen=True)
-class ChunkRow:
+class ChunkRow(NamedTuple):
+    """A stored chunk (a probe when `parent_id` is set: a short window that stands in for its
+    chunk). A named tuple, not a frozen dataclass: a 100,000-event view loads ~290,000 of them, and
+    building frozen dataclasses (one `object.__setattr__` per field) was most of that load's CPU."""
+
     id: int
     event_id: int | None
     artifact_id: int | None
@@ -83,7 +88,7 @@ class ChunkRow:
     end_line: int
     content_hash: str
     parent_id: int | None = None
-    tokens: int = 0  # o200k_base count of `text`  # set on probes: short windows that stand in for their chunk
+    tokens: int = 0  # o200k_base count of `text`
 
 
 @dataclass(frozen=True)

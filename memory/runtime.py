@@ -15,8 +15,8 @@ import numpy as np
 from memory.recall.embedding_queue import EMBED_NOW_CHARS, EmbeddingQueue
 from memory.recall.background_model import BackgroundModel
 from memory.recall.embeddings import DEFAULT_MODEL, Embedder, load_embedder
-from memory.errors import InvalidArgumentError, MemoryRuntimeError
-from memory.recall.index import SessionView
+from memory.errors import InvalidArgumentError, MemoryRuntimeError, StorageError
+from memory.recall.index import SessionView, delta_parts, release_freed_memory
 from memory.recall.memo import MessageMemo
 from memory.recall.quiet import TurnActivity
 from memory.turn.compact import CompactMemo
@@ -26,7 +26,7 @@ from memory.session import Session
 from memory.store.sqlite.store import SqliteStore
 from memory.store.open import store_for
 from memory.store.protocol import Store
-from memory.recall.tokens import TiktokenCounter
+from memory.recall.tokens import TiktokenCounter, stored_counter
 from memory.ingest.transcript import SYSTEM_ROLES, chain_hashes, legacy_message_hash
 from memory.turn.align import FIXED_HEAD_MAX, is_observation, is_tagged_context, leading_context, tail_start
 
@@ -40,6 +40,8 @@ MESSAGE_MEMO = 50_000
 # from the store on its next use.
 MAX_VIEWS = 256
 APPLY_OFF_LOOP = 500  # rows of a view update above which it is built off the event loop
+VECTOR_SLICE = 20_000  # chunks whose vectors a view load reads at a time
+RELEASE_AFTER = 5_000  # rows of a view update after which freed heap pages go back to the system
 # What `Session.compile` does with chunks ingested but not embedded yet (see `Runtime`).
 STRICT = "strict"
 BOUNDED = "bounded"
@@ -115,6 +117,9 @@ class Runtime:
             if self._opened:
                 return
             wanted = self.embedder is None and (self._embedding_model or DEFAULT_MODEL).lower() != "none"
+            # The stored counts' tokeniser (reading its 200k ranks: ~0.4 s of CPU) loads beside the
+            # model and the store, not in the first compile after a restart.
+            tokeniser = asyncio.ensure_future(asyncio.to_thread(stored_counter))
             if wanted and self._model is not None:
                 self._model.start(self._embedding_model or DEFAULT_MODEL, lambda: load_embedder(self._embedding_model, self._embedding_model_dir))
             elif wanted:
@@ -122,6 +127,7 @@ class Runtime:
             if self.embedder is None and not wanted:
                 log.warning("memory: embeddings are OFF (embedding model 'none'); retrieval is lexical only")
             await self.store.open()
+            await tokeniser
             self._opened = True
 
     @property
@@ -333,14 +339,35 @@ class Runtime:
             self._views.popitem(last=False)
         if max_event > view.max_event or max_chunk > view.max_chunk:
             delta = await self.store.load_delta(session_id, view.max_event, view.max_artifact, view.max_chunk)
-            vectors = await self.store.get_vectors(embedder.name, [c.content_hash for c in delta.chunks]) if embedder else {}
-            if len(delta.events) + len(delta.chunks) > APPLY_OFF_LOOP:
-                # A first contact with a long history: building its view would stall the loop. The
-                # caller holds the session's lock, so nothing else touches this view meanwhile.
-                await asyncio.to_thread(view.apply, delta, vectors)
-            else:
-                view.apply(delta, vectors)
+            # Vectors are read a slice of chunks at a time: a 100k-event session's float32 blobs
+            # (~300 MiB) never sit in memory at once beside their int8 codes.
+            for part in delta_parts(delta, VECTOR_SLICE):
+                vectors = await self.store.get_vectors(embedder.name, [c.content_hash for c in part.chunks]) if embedder else {}
+                if len(part.events) + len(part.chunks) > APPLY_OFF_LOOP:
+                    # A first contact with a long history: building its view would stall the loop.
+                    # The caller holds the session's lock, so nothing else touches this view meanwhile.
+                    await asyncio.to_thread(view.apply, part, vectors)
+                else:
+                    view.apply(part, vectors)
+            if len(delta.events) + len(delta.chunks) > RELEASE_AFTER:
+                release_freed_memory()
+        if view.uncounted:
+            await self._store_counts(view)
         return view
+
+    async def _store_counts(self, view: SessionView) -> None:
+        """Count the messages a view loaded without a stored count (stored before counts were
+        taken at ingest) and store their counts: the next restart reads them. Only an optimisation:
+        a store that refuses the write leaves them counted in memory."""
+        if len(view.uncounted) > APPLY_OFF_LOOP:
+            counted = await asyncio.to_thread(view.count_stored)
+        else:
+            counted = view.count_stored()
+        try:
+            async with self.store.transaction() as tx:
+                await tx.set_event_tokens(counted)
+        except StorageError as exc:
+            log.warning("memory: token counts of %d old messages not stored: %s", len(counted), exc)
 
     def embed_soon(self, session_id: str) -> None:
         """Embed a session's new chunks in the background, so the next compile finds them ready."""

@@ -13,7 +13,8 @@ from memory.ingest.events import Event, parse_event
 from memory.records import NewChunk, NewEvent
 from memory.store.protocol import StoreTx
 from memory.prompt.state import KIND_PREFIX, extract_lines, plan_state_ops
-from memory.ingest.transcript import extract_artifacts
+from memory.ingest.transcript import event_to_message, extract_artifacts
+from memory.recall.tokens import stored_counter
 
 __all__ = ["prepare_events", "precompute", "apply_state", "rebuild_state", "sha256_text", "Precomputed"]
 
@@ -31,23 +32,27 @@ def _chunks(text: str, count: Counter, kind: str) -> list[NewChunk]:
     ]
 
 
-# What `precompute` works out off the event loop, per event: the message's chunks and, for each code
-# block or diff inside it, the derived event and its chunks; for an artifact event, its chunks.
-Precomputed = list[tuple[list[NewChunk], list[tuple[Event, list[NewChunk]]]]]
+# What `precompute` works out off the event loop, per event: the message's chunks, for each code
+# block or diff inside it the derived event and its chunks, and the message's token count (stored,
+# so a view rebuilt after a restart need not count the history again); for an artifact event, its
+# chunks (and no count).
+Precomputed = list[tuple[list[NewChunk], list[tuple[Event, list[NewChunk]]], int | None]]
 
 
 def precompute(events: list[Event], count: Counter) -> Precomputed:
     """The CPU-bound part of preparing events (chunking, token counts, extracting code blocks), pure,
     so the caller can run it in a worker thread and keep the event loop free."""
     out: Precomputed = []
+    counter = stored_counter()
     for ev in events:
         if not ev.is_message:
-            out.append((_chunks(ev.content, count, "diff" if ev.type == "repo_diff" else "text"), []))
+            out.append((_chunks(ev.content, count, "diff" if ev.type == "repo_diff" else "text"), [], None))
             continue
         derived = [parse_event({"type": kind, "payload": {"content": body, "source": source}})
                    for kind, source, body in extract_artifacts(ev.content)]
         out.append((_chunks(ev.content, count, "message"),
-                    [(d, _chunks(d.content, count, "diff" if d.type == "repo_diff" else "text")) for d in derived]))
+                    [(d, _chunks(d.content, count, "diff" if d.type == "repo_diff" else "text")) for d in derived],
+                    counter.message_tokens(event_to_message(ev.role or "user", ev.content, ev.extra))))
     return out
 
 
@@ -88,13 +93,13 @@ async def prepare_events(tx: StoreTx, session_id: str, events: list[Event], coun
     rows: list[NewEvent] = []
     message_idx: list[int] = []
     pending: dict[str, tuple[int, str]] = {}
-    for ev, (chunks, derived) in zip(events, pre, strict=True):
+    for ev, (chunks, derived, tokens) in zip(events, pre, strict=True):
         if not ev.is_message:
             rows.append(await _artifact_event(tx, session_id, ev, count, None, pending, chunks))
             continue
         rows.append(NewEvent(
             type=ev.type, role=ev.role, content=ev.content, source=ev.source, pinned=ev.pinned, timestamp=ev.timestamp,
-            payload=ev.payload_json(), chunks=chunks, message_hash=ev.message_hash,
+            payload=ev.payload_json(), chunks=chunks, message_hash=ev.message_hash, tokens=tokens,
         ))
         index = len(rows) - 1
         message_idx.append(index)

@@ -13,7 +13,7 @@ import numpy as np
 from memory.recall.index import SessionView, Unit, dot
 from memory.ingest.redact import count_markers
 from memory.recall.retrieval import Scored
-from memory.recall.tokens import TiktokenCounter
+from memory.recall.tokens import STORED_ENCODING, TiktokenCounter
 from memory.ingest.transcript import event_to_message
 
 __all__ = ["Evidence", "EVIDENCE_HEADER", "select_evidence", "evidence_message", "evidence_item", "unit_message", "chronological",
@@ -40,6 +40,8 @@ def unit_message(unit: Unit) -> dict[str, Any]:
 
 
 def message_tokens(unit: Unit, view: SessionView, counter: TiktokenCounter) -> int:
+    if unit.tokens is not None and counter.encoding_name == STORED_ENCODING:
+        return unit.tokens  # counted at ingest
     key = (counter.encoding_name, unit.key)
     cached = view.token_cache.get(key)
     if cached is None:
@@ -101,10 +103,9 @@ def select_evidence(view: SessionView, ranked: list[Scored], counter: TiktokenCo
     overflow = 0
     stamps: set[str] = set()
     seen_hashes: set[str] = set()
-    vectors = view.vectors
     # Vectors of the chosen items, in a buffer that doubles when full (stacking one row per pick
     # made the near-duplicate check quadratic in copies).
-    chosen_vecs = np.zeros((16, vectors.shape[1]), dtype=np.float32)
+    chosen_vecs = np.zeros((16, view.dim), dtype=np.float32)
     n_chosen = 0
     score_of = {s.pos: s.score for s in ranked}
     pinned_positions = [p for key in sorted(view.pinned) if key not in hidden for p in view.units[key].chunk_idx]
@@ -127,7 +128,7 @@ def select_evidence(view: SessionView, ranked: list[Scored], counter: TiktokenCo
             cost += _stamp_cost(view, counter, unit.timestamp)
         ev = Evidence(pos, unit, "", cost, score, reason)
         duplicate = row.content_hash in seen_hashes or (
-            pos not in view.missing and n_chosen > 0 and float(np.max(dot(chosen_vecs[:n_chosen], vectors[pos]))) > NEAR_DUPLICATE
+            pos not in view.missing and n_chosen > 0 and float(np.max(dot(chosen_vecs[:n_chosen], view.vector(pos)))) > NEAR_DUPLICATE
         )
         if duplicate or ev.tokens > room:
             if len(dropped) < MAX_DROPPED_LISTED:
@@ -144,7 +145,7 @@ def select_evidence(view: SessionView, ranked: list[Scored], counter: TiktokenCo
         if pos not in view.missing:
             if n_chosen == len(chosen_vecs):
                 chosen_vecs = np.concatenate([chosen_vecs, np.zeros_like(chosen_vecs)])
-            chosen_vecs[n_chosen] = vectors[pos]
+            chosen_vecs[n_chosen] = view.vector(pos)
             n_chosen += 1
     return chosen, dropped, overflow
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from memory.recall.index import SessionView, dot
+from memory.recall.index import SessionView
 
 __all__ = ["Scored", "RankOptions", "DEFAULT_OPTIONS", "fts_query", "rank_chunks", "is_change_query", "CANDIDATES"]
 
@@ -98,7 +98,7 @@ def rank_chunks(
                 lex_picked.setdefault(int(render[pos]), -score)  # FTS5 bm25 is lower-is-better
         _add_scaled(fused, scored, lex_picked, LEXICAL_WEIGHT)
     if options.dense and query_vector is not None:
-        sims = dot(view.vectors, query_vector).astype(np.float64)
+        sims = view.similarities(query_vector).astype(np.float64)
         sims[arrays.missing] = -np.inf
         best = sims.copy()
         np.maximum.at(best, render[arrays.probe_rows], sims[arrays.probe_rows])

@@ -20,7 +20,8 @@ import tiktoken
 
 from memory.errors import InvalidArgumentError, MemoryRuntimeError
 
-__all__ = ["TokenCounter", "TiktokenCounter", "encoding_name_for_model", "get_counter", "EXTRA_TOKENS_KEY"]
+__all__ = ["TokenCounter", "TiktokenCounter", "encoding_name_for_model", "get_counter", "stored_counter", "EXTRA_TOKENS_KEY",
+           "STORED_ENCODING"]
 
 # Reply priming: every chat completion prompt is followed by <|start|>assistant<|message|>.
 REPLY_PRIMING_TOKENS = 3
@@ -68,6 +69,10 @@ _ENCODINGS: dict[str, dict[str, Any]] = {
         },
     },
 }
+# The encoding of the counts stored with the rows (a chunk's text, a message under the chat formula),
+# taken once at ingest: gpt-4o's and every later OpenAI model's. A prompt for a model on another
+# encoding counts again (and caches in memory).
+STORED_ENCODING = "o200k_base"
 _BPE_DIR = Path(__file__).resolve().parent / "tokenizers"
 _CL100K_PREFIXES = ("gpt-4-", "gpt-3.5", "gpt-35", "text-embedding-3", "text-embedding-ada")
 
@@ -183,3 +188,13 @@ class TiktokenCounter:
 def get_counter(model: str) -> TiktokenCounter:
     """The shared counter for a model name (encodings are loaded once per process)."""
     return TiktokenCounter(encoding_name_for_model(model))
+
+
+def stored_counter() -> TiktokenCounter:
+    """The counter of `STORED_ENCODING`: what ingest counts with, and what may read stored counts."""
+    return _stored_counter(STORED_ENCODING)
+
+
+@cache
+def _stored_counter(encoding_name: str) -> TiktokenCounter:
+    return TiktokenCounter(encoding_name)

@@ -20,7 +20,7 @@ CHUNK_ROW = "id, session_id, event_id, artifact_id, ord, text, start_line, end_l
 INSERT_ARTIFACT = ("INSERT INTO artifacts(id, session_id, sha256, kind, source, version, content, pinned, previous_id, first_event_id, "
                    "last_event_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 INSERT_EVENT = ("INSERT INTO events(id, session_id, type, role, content, source, pinned, timestamp, payload, artifact_id, parent_event_id, "
-                "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+                "created_at, tokens) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 
 
 @dataclass
@@ -85,7 +85,7 @@ def build(batch: Batch, events: Sequence[NewEvent], known: dict[str, int | None]
                 batch.touched.append((event_id, event_id, int(ev.pinned), artifact_id))
         parent = batch.event_ids[ev.parent_index] if ev.parent_index is not None else None
         batch.events.append([event_id, batch.session_id, ev.type, ev.role, "" if artifact_id is not None else ev.content, ev.source,
-                             int(ev.pinned), ev.timestamp, ev.payload, artifact_id, parent, batch.now])
+                             int(ev.pinned), ev.timestamp, ev.payload, artifact_id, parent, batch.now, ev.tokens])
         if artifact_id is None:
             batch.add_chunks(ev.chunks, chunk_ids, event_id, None)
         elif creates:

@@ -115,6 +115,11 @@ class SqlWrites(SqlReads):
     async def artifact_exists(self, session_id: str, sha: str) -> bool:
         return await self._one("SELECT 1 FROM artifacts WHERE session_id = ? AND sha256 = ?", (session_id, sha)) is not None
 
+    async def set_event_tokens(self, counts: Sequence[tuple[int, int]]) -> None:
+        """Store token counts (event id, count) of events stored before they were counted at ingest."""
+        if counts:
+            await self._exec_many("UPDATE events SET tokens = ? WHERE id = ?", [(n, event_id) for event_id, n in counts])
+
     async def add_state_item(self, session_id: str, kind: str, label: str, subject: str | None, text: str, norm: str, event_id: int | None) -> int:
         (r,) = await self._rows(
             "INSERT INTO state_items(session_id, kind, label, subject, text, norm, event_id, source_events, created_at) "

@@ -300,7 +300,26 @@ async def test_sessions_listing_manifest_and_export(store: Store) -> None:
     assert [e["type"] for e in rows["events"]] == ["user_message", "snippet"]
     assert json.loads(rows["state_items"][0]["source_events"]) == [rows["events"][0]["id"]]
     assert set(rows["events"][0]) == {"id", "session_id", "type", "role", "content", "source", "pinned", "timestamp", "payload",
-                                      "artifact_id", "parent_event_id", "created_at", "detached"}
+                                      "artifact_id", "parent_event_id", "created_at", "detached", "tokens"}
+
+
+async def test_event_token_counts_stored_read_and_filled_later(store: Store) -> None:
+    """A message's count taken at ingest comes back with the row; one stored without a count
+    (before m006) reads as None until `set_event_tokens` fills it, in that session only."""
+    counted = replace(_message("user", "counted at ingest"), tokens=17)
+    async with store.transaction() as tx:
+        await tx.ensure_session("s")
+        await tx.ensure_session("t")
+        ids = await tx.add_events("s", [counted, _message("assistant", "stored before counts"), _artifact("x", "code")])
+        (other,) = await tx.add_events("t", [_message("user", "elsewhere")])
+    delta = await store.load_delta("s", 0, 0, 0)
+    assert [(e.id, e.tokens) for e in delta.events] == [(ids[0], 17), (ids[1], None), (ids[2], None)]
+    async with store.transaction() as tx:
+        await tx.set_event_tokens([(ids[1], 5)])
+    assert [e.tokens for e in (await store.load_delta("s", 0, 0, 0)).events] == [17, 5, None]
+    assert [e.tokens for e in (await store.load_delta("t", 0, 0, 0)).events] == [None]
+    assert [e.tokens for e in await store.events_by_id("s", ids)] == [17, 5, None]
+    assert other not in ids
 
 
 async def test_delete_session_keeps_shared_vectors_only(store: Store) -> None:
@@ -398,10 +417,10 @@ async def test_runtime_on_postgres_by_url(pg_url: str) -> None:
 
 async def test_postgres_migrations_race_and_apply_once(pg_url: str) -> None:
     async with _instances(pg_url, 4) as stores:  # four instances starting together
-        assert await stores[0].migrations_applied() == ["m001_initial", "m002_responses", "m003_cache_writes", "m004_fts_terms"]
+        assert await stores[0].migrations_applied() == ["m001_initial", "m002_responses", "m003_cache_writes", "m004_fts_terms", "m005_event_tokens"]
         again = PgStore(pg_url)
         await again.open()
-        assert await again.migrations_applied() == ["m001_initial", "m002_responses", "m003_cache_writes", "m004_fts_terms"]
+        assert await again.migrations_applied() == ["m001_initial", "m002_responses", "m003_cache_writes", "m004_fts_terms", "m005_event_tokens"]
         await again.close()
 
 

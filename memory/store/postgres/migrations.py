@@ -199,12 +199,18 @@ SELECT c.session_id, u.lexeme, count(*) FROM chunks c, unnest(c.tsv) AS u
 WHERE left(u.lexeme, 1) <> '#' GROUP BY c.session_id, u.lexeme;
 """
 
+# `events.tokens`: a message's token count taken at ingest, NULL until counted (SQLite's m006 says why).
+M005_EVENT_TOKENS: Final = """
+ALTER TABLE events ADD COLUMN tokens INTEGER;
+"""
+
 # (number, name, sql); append only. PostgreSQL runs a multi-statement string in one call.
 MIGRATIONS: Final[list[tuple[int, str, str]]] = [
     (1, "m001_initial", M001_INITIAL),
     (2, "m002_responses", M002_RESPONSES),
     (3, "m003_cache_writes", M003_CACHE_WRITES),
     (4, "m004_fts_terms", M004_FTS_TERMS),
+    (5, "m005_event_tokens", M005_EVENT_TOKENS),
 ]
 
 
