@@ -115,9 +115,10 @@ def _partial(stored: Sequence[str], roles: Sequence[str], request: Sequence[str]
     return None
 
 
-# A tool's output sent back as a user message, the ReAct way ("Observation: ..."); smolagents'
-# ToolCallingAgent sends "Call id: call_x\nObservation:\n...".
-_OBSERVATION = re.compile(r"\A(?:Call id: [^\n]*\n)?Observation:")
+# A tool's output sent back as a user message, the ReAct way: it starts "Observation:" (the
+# convention's word, which smolagents and LangChain's ReAct agents keep), or it names the call it
+# answers on its first line ("Call id: call_x") and then is the call's observation or error.
+_OBSERVATION = re.compile(r"\A(?:Observation:|Call id: [^\n]*\n(?:Observation|Error):)")
 
 
 def is_observation(message: dict[str, Any]) -> bool:

@@ -21,6 +21,7 @@ from typing import Any
 from memory.turn.align import Alignment, align, fixed_context, is_observation, is_tagged_context, tail_start
 from memory.turn.compact import TOOL_ROLES, CompactMemo, CompactPolicy, Compaction, Rewrite, compact_tail
 from memory.turn.excerpts import candidates, excerpt_message, step_query
+from memory.turn.observations import text_loop
 from memory.prompt.compiler import CompileResult, result_of
 from memory.prompt.evidence import unit_message
 from memory.recall.index import SessionView
@@ -275,7 +276,18 @@ def compacted_tail(tail: list[dict[str, Any]], room: int, evidence_room: int, to
                    memo: CompactMemo | None = None) -> tuple[list[dict[str, Any]], Compaction]:
     """The live tail as it goes up: compacted to `room - evidence_room` tokens when it outgrows
     that, then, when outputs were compacted, the lines of them that match the current step in one
-    message of at most `evidence_room` tokens, last (`memory.turn.excerpts`)."""
+    message of at most `evidence_room` tokens, last (`memory.turn.excerpts`). A loop written as
+    text (observations sent as user messages) is compacted in tool form (`memory.turn.observations`)."""
+    loop = text_loop(tail)
+    if loop is not None:
+        messages, compaction = _compacted(loop.messages, room, evidence_room, loop.tokens(token_of), policy, loop.rewrite(rewrite),
+                                          memo)
+        return loop.restore(messages), compaction
+    return _compacted(tail, room, evidence_room, token_of, policy, rewrite, memo)
+
+
+def _compacted(tail: list[dict[str, Any]], room: int, evidence_room: int, token_of: Callable[[dict[str, Any]], int],
+               policy: CompactPolicy, rewrite: Rewrite | None, memo: CompactMemo | None) -> tuple[list[dict[str, Any]], Compaction]:
     compaction = compact_tail(tail, room - evidence_room, token_of, policy, rewrite, memo)
     if not compaction.stubbed:
         return compaction.messages, compaction
@@ -370,7 +382,7 @@ def _tail_and_system(aligned: Aligned, request: Request, transcript: list[Transc
 
 
 def query_text(tail: list[dict[str, Any]]) -> str:
-    users = [message_text(m.get("content")) for m in tail if m.get("role") == "user"]
+    users = [message_text(m.get("content")) for m in tail if m.get("role") == "user" and not is_observation(m)]
     return "\n".join(users) if users else message_text(tail[-1].get("content")) if tail else ""
 
 
