@@ -172,22 +172,25 @@ def fixed_context(stored: Sequence[str], request: Sequence[str], request_roles: 
                   observations: Collection[int] = (), tagged: Collection[int] = ()) -> list[int]:
     """Positions of the request's conversation messages that are the client's fixed context, sent
     every call and never a turn: the user messages ahead of the first question (`leading_context`);
-    and, for a session matched by its content (no session header), everything the request carries
-    besides the stored conversation and the live tail, named session or not: on the first call,
+    and, named session or not, everything the request carries besides the stored conversation and
+    the live tail: on the first call,
     the history the client brings when it is `FIXED_HEAD_MAX` messages or fewer (a few-shot
     exchange, aider's files and repository map; a longer one is a conversation from before the
     proxy, stored as such); on later calls, the messages ahead of the stored conversation (found
-    among the first `FIXED_HEAD_MAX`: a stateless or sliding-window client's request never has
-    messages ahead of the conversation's start, so only a fixed head can) and those between its end
-    and the live tail (aider sends its files message after the history). The rule is the same
-    with or without a session header.
+    among the first `FIXED_HEAD_MAX`, none of them a stored message: a stateless or sliding-window
+    client's request never has messages ahead of the conversation's start, so only a fixed head
+    can, and a window that repeats the conversation's first messages is not read as one) and those
+    between its end and the live tail (aider sends its files message after the history).
     `observations`: positions of user messages that are tool outputs (`is_observation`); `tagged`:
     those that are tagged context blocks (`is_tagged_context`)."""
     head = leading_context(request_roles, tagged)
     tail = tail_start(request_roles, observations)
     if not stored:
         return list(range(tail)) if tail <= FIXED_HEAD_MAX else list(range(head))
+    known = set(stored)
     for k in range(head, min(len(request), FIXED_HEAD_MAX + 1)):
+        if k > head and request[k - 1] in known:
+            break  # a head is what the client sends and memory never stored (a window's start is conversation)
         common = _common_prefix(stored, request[k:])
         if common == len(stored):
             return list(range(k)) + list(range(k + common, max(tail, k + common)))

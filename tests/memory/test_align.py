@@ -102,6 +102,10 @@ def test_later_calls_of_a_named_session_set_apart_the_few_shot_head_but_not_a_st
     assert fixed_context(T, ["u3"], ["user"]) == []
     assert fixed_context(T, T[2:] + ["u3"], ROLES[2:] + ["user"]) == []
     assert fixed_context(stored, ["q1", "r1", "q2"], ["user", "assistant", "user"]) == []
+    # A window whose last messages repeat the conversation's first ones is no head before them.
+    window = ["t1", "t2", "a1", "u1"]
+    assert fixed_context(["u1", "a1", "u2", "call", "t1", "t2", "a1"], window, ["tool", "tool", "assistant", "user"]) == []
+    assert fixed_context(["u", "a", "u", "a"], ["a", "u", "a", "u"], ["assistant", "user", "assistant", "user"]) == []
 
 
 def test_later_calls_set_apart_the_few_shot_head_and_the_files_message_after_the_history() -> None:
