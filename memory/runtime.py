@@ -19,6 +19,7 @@ from memory.errors import InvalidArgumentError, MemoryRuntimeError
 from memory.recall.index import SessionView
 from memory.recall.memo import MessageMemo
 from memory.turn.compact import CompactMemo
+from memory.turn.fixed import FixedAnchors, FixedPolicy
 from memory.records import SessionSummary
 from memory.recall.retrieval import DEFAULT_OPTIONS, RankOptions
 from memory.session import Session
@@ -93,6 +94,9 @@ class Runtime:
         self.memo = MessageMemo(MESSAGE_MEMO)
         # A tool loop's compactions are replayed on every request: their renderings are remembered.
         self.compact_memo = CompactMemo()
+        # The fixed context each session's prompts carry whole, and how an updated one goes up.
+        self.fixed_anchors = FixedAnchors()
+        self.fixed_policy = FixedPolicy()
         self._open_lock = asyncio.Lock()
         self._opened = False
         self._embeddings = EmbeddingQueue(self.store, lambda: self.embedder, self._fresh_view)

@@ -210,7 +210,8 @@ class Session:
 
             def lay_against_memory() -> tuple[TurnInputs, bool, bool]:
                 inputs = turn_inputs(aligned, request, transcript, view, model, budget_tokens, self.runtime.tokens_for(counter),
-                                     rewrite, self.runtime.compact_memo)
+                                     rewrite, self.runtime.compact_memo,
+                                     placing=(self.runtime.fixed_anchors, f"{scope}\0{self.id}", self.runtime.fixed_policy))
                 return (inputs, needs_memory(inputs.system, inputs.history, inputs.tail, inputs.budget, counter),
                         fixed_over_budget(inputs.system, inputs.tail, inputs.budget, counter))
 

@@ -21,6 +21,7 @@ from typing import Any
 from memory.turn.align import Alignment, align, fixed_context, is_observation, is_tagged_context, tail_start
 from memory.turn.compact import TOOL_ROLES, CompactMemo, CompactPolicy, Compaction, Rewrite, compact_tail
 from memory.turn.excerpts import candidates, excerpt_message, step_query
+from memory.turn.fixed import FixedAnchors, FixedPolicy, anchored
 from memory.turn.observations import text_loop
 from memory.prompt.compiler import CompileResult, result_of
 from memory.prompt.evidence import unit_message
@@ -119,6 +120,8 @@ class TurnPlan:
     carries_history: bool = False
     # The live tail as compacted for this prompt (None: it went up verbatim).
     compaction: Compaction | None = None
+    # The client's fixed context went up other than where and as it was sent (`memory.turn.fixed`).
+    rearranged: bool = False
 
     @property
     def messages(self) -> list[dict[str, Any]]:
@@ -128,12 +131,15 @@ class TurnPlan:
     def mode(self) -> str:
         """The layout's mode, or `compacted` when the live tail went up compacted (and within budget);
         a whole-conversation prompt holding stored messages the request did not carry (a stateless or
-        sliding-window client, or a named request that starts over) is `restored`: `full_history`
-        always means the conversation exactly as sent."""
+        sliding-window client, or a named request that starts over) is `restored`; one whose fixed
+        context went up anchored (`memory.turn.fixed`) is `anchored`: `full_history` always means
+        the conversation exactly as sent."""
         if self.compaction is not None and self.compaction.compacted and self.layout.mode != "over_budget":
             return "compacted"
         if self.layout.mode == "full_history" and not self.carries_history and self.tail_pos > 0:
             return "restored"
+        if self.layout.mode == "full_history" and self.rearranged:
+            return "anchored"
         return self.layout.mode
 
 
@@ -228,6 +234,7 @@ class TurnInputs:
     compaction: Compaction | None = None
     # The budget the prompt is laid out in (`effective_budget`).
     budget: int = 0
+    rearranged: bool = False
 
     def anchor(self, n: int) -> str:
         return GENESIS_CHAIN if n == 0 else self.chains[n - 1]
@@ -235,10 +242,12 @@ class TurnInputs:
 
 def turn_inputs(aligned: Aligned, request: Request, transcript: list[TranscriptEntry], view: SessionView, model: str,
                 budget: int, token_of: Callable[[dict[str, Any]], int], rewrite: Rewrite | None = None,
-                memo: CompactMemo | None = None, compact_policy: CompactPolicy = CompactPolicy()) -> TurnInputs:
-    """Everything the layout needs from the request and the stored transcript (pure). A live tail
-    that outgrows its room (`tail_room`) is compacted (`memory.turn.compact`); `rewrite` puts a
-    compacted message back in the client's wire form."""
+                memo: CompactMemo | None = None, compact_policy: CompactPolicy = CompactPolicy(),
+                placing: tuple[FixedAnchors, str, FixedPolicy] | None = None) -> TurnInputs:
+    """Everything the layout needs from the request and the stored transcript (pure but for
+    `placing`: the session's anchors, its key and the policy that place its fixed context,
+    `memory.turn.fixed`). A live tail that outgrows its room (`tail_room`) is compacted
+    (`memory.turn.compact`); `rewrite` puts a compacted message back in the client's wire form."""
     p = aligned.p
     history: list[Line] = []
     for pos in range(p):
@@ -252,6 +261,12 @@ def turn_inputs(aligned: Aligned, request: Request, transcript: list[TranscriptE
     fixed = {id(request.messages[i]) for i in request.fixed}
     asked = [m for m in tail if id(m) not in fixed]  # the question, without the context re-sent with it
     key = request_key(system, anchor, tail, model, budget)
+    rearranged = False
+    if placing is not None:  # where the fixed context goes, and an updated one as a diff (`memory.turn.fixed`)
+        placed = anchored(placing[1], system, tail, fixed, placing[0], placing[2])
+        rearranged = placed.system != system or placed.tail != tail
+        system, tail = placed.system, placed.tail
+        fixed |= {id(m) for m in placed.added}
     system_tokens = sum(token_of(m) for m in system)
     # The client's fixed part: its system messages and the context it re-sends in the tail.
     budget = effective_budget(budget, system_tokens + sum(token_of(m) for m in tail if id(m) in fixed))
@@ -259,7 +274,7 @@ def turn_inputs(aligned: Aligned, request: Request, transcript: list[TranscriptE
     messages, compaction = compacted_tail(tail, room, int(budget * compact_policy.evidence_share), token_of, compact_policy,
                                           rewrite, memo)
     return TurnInputs(history, messages, system, query_text(asked or tail), chains, hidden, key, sent,
-                      aligned.alignment.base == 0, compaction, budget)
+                      aligned.alignment.base == 0, compaction, budget, rearranged)
 
 
 def effective_budget(budget: int, system_tokens: int) -> int:
@@ -333,7 +348,7 @@ def build_plan(session_id: str, model: str, budget: int, request: Request, named
         layout.manifest["compaction"] = inputs.compaction.manifest()
         layout.manifest["included"] = _tail_items(layout.manifest.get("included") or [], inputs.compaction)
     return TurnPlan(session_id, model, budget, request, named, scope, result_of(layout, budget), layout, p, inputs.key,
-                    inputs.sent_tokens, inputs.carries_history, inputs.compaction)
+                    inputs.sent_tokens, inputs.carries_history, inputs.compaction, inputs.rearranged)
 
 
 def _tail_items(included: list[dict[str, Any]], compaction: Compaction) -> list[dict[str, Any]]:

@@ -12,6 +12,8 @@ import pytest
 
 from memory.ingest import transcript
 from memory.ingest.transcript import legacy_message_hash
+from memory.turn.fixed import DIFF_HEADER
+from testkit.diffs import apply_diff
 from testkit.harness import Proxy, Upstream, config_for, start_proxy
 from testkit.script import Reply, ToolCall
 
@@ -58,9 +60,13 @@ def test_an_aider_layout_without_a_header_is_one_session_and_its_fixed_context_a
                                                                                {"role": "user", "content": question}])
         history += [{"role": "user", "content": question}, {"role": "assistant", "content": reply.choices[0].message.content}]
         sent = upstream.fake.last_chat().json()["messages"]
-        # The files message, updated, right before the question whatever the budget (n=2 is over it).
-        assert sent[-3:] == [*_files(body), {"role": "user", "content": question}], sent[-3:]
         assert [m["content"] for m in sent[1:5]] == [m["content"] for m in FEW_SHOT]  # the few-shot head, in its place
+        # The files message whatever the budget (n=2 is over it): as first sent, in front of the
+        # conversation (inside the cached prefix), and the edits since as a diff before the question.
+        assert sent[5:7] == _files(FILE_BODY + "# edit 0\n") and sent[-1] == {"role": "user", "content": question}
+        if n:
+            assert sent[-2]["content"].startswith(DIFF_HEADER) and f"+# edit {n}" in sent[-2]["content"]
+            assert apply_diff(sent[5]["content"], sent[-2]["content"]) == _files(body)[0]["content"]
     new = set(_sessions(small)) - before
     assert len(new) == 1, new
     events = [e for e in _export(small, new.pop())["events"] if e["type"] in ("user_message", "assistant_message")]
@@ -82,7 +88,7 @@ def test_a_few_shot_head_is_fixed_context_in_a_named_session_too(small: Proxy, u
         history += [{"role": "user", "content": question}, {"role": "assistant", "content": reply.choices[0].message.content}]
         sent = upstream.fake.last_chat().json()["messages"]
         assert [m["content"] for m in sent[1:5]] == [m["content"] for m in FEW_SHOT]
-        assert sent[-3:] == [*_files(FILE_BODY), {"role": "user", "content": question}]
+        assert sent[5:7] == _files(FILE_BODY) and sent[-1] == {"role": "user", "content": question}
     events = [e for e in _export(small, "aider-named")["events"] if e["type"] in ("user_message", "assistant_message")]
     assert not any(e["detached"] for e in events)
     assert [e["content"] for e in events if e["type"] == "user_message"] == questions
