@@ -19,6 +19,7 @@ from memory.recall.retrieval import RankOptions
 from memory.recall.tokens import TiktokenCounter
 from memory.store.protocol import Store
 from memory.turn.compact import CompactMemo
+from memory.turn.fixed import FixedAnchors, FixedPolicy
 
 __all__ = ["SessionHost"]
 
@@ -31,6 +32,8 @@ class SessionHost(Protocol):
     rank_options: RankOptions
     memo: MessageMemo
     compact_memo: CompactMemo
+    fixed_anchors: FixedAnchors
+    fixed_policy: FixedPolicy
 
     @property
     def embeds(self) -> bool: ...

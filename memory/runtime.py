@@ -20,6 +20,7 @@ from memory.recall.index import SessionView, delta_parts, release_freed_memory
 from memory.recall.memo import MessageMemo
 from memory.recall.quiet import TurnActivity
 from memory.turn.compact import CompactMemo
+from memory.turn.fixed import FixedAnchors, FixedPolicy
 from memory.records import SessionSummary
 from memory.recall.retrieval import DEFAULT_OPTIONS, RankOptions
 from memory.session import Session
@@ -96,6 +97,9 @@ class Runtime:
         self.memo = MessageMemo(MESSAGE_MEMO)
         # A tool loop's compactions are replayed on every request: their renderings are remembered.
         self.compact_memo = CompactMemo()
+        # The fixed context each session's prompts carry whole, and how an updated one goes up.
+        self.fixed_anchors = FixedAnchors()
+        self.fixed_policy = FixedPolicy()
         self._open_lock = asyncio.Lock()
         self._opened = False
         # Turns being planned or committed: the background embedding waits for a quiet moment.

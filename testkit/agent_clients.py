@@ -93,6 +93,8 @@ class Aider:
     base_url: str
     api_key: str
     model: str = "gpt-4o-mini"
+    # Headers aider sends with every call (`extra_params.extra_headers` of its model settings).
+    headers: dict[str, str] | None = None
 
     def __post_init__(self) -> None:
         _checked(AIDER, "aider")
@@ -102,6 +104,13 @@ class Aider:
         self.metadata.write_text(json.dumps({self.model: {
             "max_input_tokens": 128000, "max_output_tokens": 16384, "input_cost_per_token": 1.5e-7,
             "output_cost_per_token": 6e-7, "litellm_provider": "openai", "mode": "chat"}}))
+        # A settings entry replaces aider's own settings for the model (those of its
+        # model-settings.yml for gpt-4o-mini are repeated): written only to add headers.
+        self.settings: Path | None = None
+        if self.headers:
+            self.settings = self.home / "model-settings.json"  # YAML, written as JSON (a subset of it)
+            self.settings.write_text(json.dumps([{"name": self.model, "weak_model_name": self.model, "lazy": True, "reminder": "sys",
+                                                  "extra_params": {"extra_headers": self.headers}}]))
 
     @property
     def work(self) -> Path:
@@ -109,6 +118,7 @@ class Aider:
 
     def message(self, text: str, *files: str, timeout_s: float = 180.0) -> str:
         args = [str(AIDER), "--model", self.model, "--openai-api-base", self.base_url, "--model-metadata-file", str(self.metadata),
+                *(["--model-settings-file", str(self.settings)] if self.settings else []),
                 "--no-check-update", "--analytics-disable", "--no-show-release-notes", "--no-gitignore", "--yes-always",
                 "--no-git", "--no-pretty", "--no-fancy-input", "--no-detect-urls", "--no-suggest-shell-commands",
                 "--no-show-model-warnings", "--restore-chat-history", "--message", text, *files]

@@ -115,9 +115,10 @@ def _partial(stored: Sequence[str], roles: Sequence[str], request: Sequence[str]
     return None
 
 
-# A tool's output sent back as a user message, the ReAct way ("Observation: ..."); smolagents'
-# ToolCallingAgent sends "Call id: call_x\nObservation:\n...".
-_OBSERVATION = re.compile(r"\A(?:Call id: [^\n]*\n)?Observation:")
+# A tool's output sent back as a user message, the ReAct way: it starts "Observation:" (the
+# convention's word, which smolagents and LangChain's ReAct agents keep), or it names the call it
+# answers on its first line ("Call id: call_x") and then is the call's observation or error.
+_OBSERVATION = re.compile(r"\A(?:Observation:|Call id: [^\n]*\n(?:Observation|Error):)")
 
 
 def is_observation(message: dict[str, Any]) -> bool:
@@ -167,27 +168,29 @@ def leading_context(roles: Sequence[str], tagged: Collection[int]) -> int:
     return n
 
 
-def fixed_context(stored: Sequence[str], request: Sequence[str], request_roles: Sequence[str], named: bool,
+def fixed_context(stored: Sequence[str], request: Sequence[str], request_roles: Sequence[str],
                   observations: Collection[int] = (), tagged: Collection[int] = ()) -> list[int]:
     """Positions of the request's conversation messages that are the client's fixed context, sent
     every call and never a turn: the user messages ahead of the first question (`leading_context`);
-    and, for a session matched by its content (no session header), everything the request carries
-    besides the stored conversation and the live tail: on the first call, the history the client
-    brings when it is `FIXED_HEAD_MAX` messages or fewer (a few-shot exchange, aider's files and
-    repository map; a longer one is a conversation from before the proxy, stored as such); on later
-    calls, the messages ahead of the stored conversation (found among the first
-    `FIXED_HEAD_MAX`) and those between its end and the live tail (aider sends its files message
-    after the history). A named session stores what its client sends as the conversation (a
-    stateless or sliding-window client's request does not start where the conversation starts).
+    and, named session or not, everything the request carries besides the stored conversation and
+    the live tail: on the first call,
+    the history the client brings when it is `FIXED_HEAD_MAX` messages or fewer (a few-shot
+    exchange, aider's files and repository map; a longer one is a conversation from before the
+    proxy, stored as such); on later calls, the messages ahead of the stored conversation (found
+    among the first `FIXED_HEAD_MAX`, none of them a stored message: a stateless or sliding-window
+    client's request never has messages ahead of the conversation's start, so only a fixed head
+    can, and a window that repeats the conversation's first messages is not read as one) and those
+    between its end and the live tail (aider sends its files message after the history).
     `observations`: positions of user messages that are tool outputs (`is_observation`); `tagged`:
     those that are tagged context blocks (`is_tagged_context`)."""
     head = leading_context(request_roles, tagged)
-    if named:
-        return list(range(head))
     tail = tail_start(request_roles, observations)
     if not stored:
         return list(range(tail)) if tail <= FIXED_HEAD_MAX else list(range(head))
+    known = set(stored)
     for k in range(head, min(len(request), FIXED_HEAD_MAX + 1)):
+        if k > head and request[k - 1] in known:
+            break  # a head is what the client sends and memory never stored (a window's start is conversation)
         common = _common_prefix(stored, request[k:])
         if common == len(stored):
             return list(range(k)) + list(range(k + common, max(tail, k + common)))

@@ -22,6 +22,8 @@ from typing import Any
 from memory.turn.align import Alignment, align, fixed_context, is_observation, is_tagged_context, tail_start
 from memory.turn.compact import TOOL_ROLES, CompactMemo, CompactPolicy, Compaction, Rewrite, compact_tail
 from memory.turn.excerpts import candidates, excerpt_message, step_query
+from memory.turn.fixed import FixedAnchors, FixedPolicy, anchored
+from memory.turn.observations import text_loop
 from memory.prompt.compiler import CompileResult, result_of
 from memory.prompt.evidence import unit_message
 from memory.recall.index import SessionView
@@ -119,6 +121,8 @@ class TurnPlan:
     carries_history: bool = False
     # The live tail as compacted for this prompt (None: it went up verbatim).
     compaction: Compaction | None = None
+    # The client's fixed context went up other than where and as it was sent (`memory.turn.fixed`).
+    rearranged: bool = False
 
     @property
     def messages(self) -> list[dict[str, Any]]:
@@ -128,12 +132,15 @@ class TurnPlan:
     def mode(self) -> str:
         """The layout's mode, or `compacted` when the live tail went up compacted (and within budget);
         a whole-conversation prompt holding stored messages the request did not carry (a stateless or
-        sliding-window client, or a named request that starts over) is `restored`: `full_history`
-        always means the conversation exactly as sent."""
+        sliding-window client, or a named request that starts over) is `restored`; one whose fixed
+        context went up anchored (`memory.turn.fixed`) is `anchored`: `full_history` always means
+        the conversation exactly as sent."""
         if self.compaction is not None and self.compaction.compacted and self.layout.mode != "over_budget":
             return "compacted"
         if self.layout.mode == "full_history" and not self.carries_history and self.tail_pos > 0:
             return "restored"
+        if self.layout.mode == "full_history" and self.rearranged:
+            return "anchored"
         return self.layout.mode
 
 
@@ -170,7 +177,7 @@ def classify_fixed(transcript: list[TranscriptEntry], request: Request, named: b
     observations = {i for i in range(len(request.hashes)) if is_observation(request.convo(i))}
     tagged = {i for i in range(len(request.hashes)) if is_tagged_context(request.convo(i))}
     stored = [e.msg_hash for e in transcript]
-    return request.with_fixed(fixed_context(stored, request.hashes, roles, named, observations, tagged))
+    return request.with_fixed(fixed_context(stored, request.hashes, roles, observations, tagged))
 
 
 def in_formula_of(transcript: list[TranscriptEntry], request: Request) -> Request:
@@ -233,6 +240,7 @@ class TurnInputs:
     # The key of the request that opened this turn (its tail up to the last user message): a later
     # step of a tool loop reuses that request's evidence, so the turn's prefix stays cached.
     turn_key: str = ""
+    rearranged: bool = False
 
     def anchor(self, n: int) -> str:
         return GENESIS_CHAIN if n == 0 else self.chains[n - 1]
@@ -240,10 +248,12 @@ class TurnInputs:
 
 def turn_inputs(aligned: Aligned, request: Request, transcript: list[TranscriptEntry], view: SessionView, model: str,
                 budget: int, token_of: Callable[[dict[str, Any]], int], rewrite: Rewrite | None = None,
-                memo: CompactMemo | None = None, compact_policy: CompactPolicy = CompactPolicy(), tools_tokens: int = 0) -> TurnInputs:
-    """Everything the layout needs from the request and the stored transcript (pure). A live tail
-    that outgrows its room (`tail_room`) is compacted (`memory.turn.compact`); `rewrite` puts a
-    compacted message back in the client's wire form."""
+                memo: CompactMemo | None = None, compact_policy: CompactPolicy = CompactPolicy(), tools_tokens: int = 0,
+                placing: tuple[FixedAnchors, str, FixedPolicy] | None = None) -> TurnInputs:
+    """Everything the layout needs from the request and the stored transcript (pure but for
+    `placing`: the session's anchors, its key and the policy that place its fixed context,
+    `memory.turn.fixed`). A live tail that outgrows its room (`tail_room`) is compacted
+    (`memory.turn.compact`); `rewrite` puts a compacted message back in the client's wire form."""
     p = aligned.p
     history: list[Line] = []
     for pos in range(p):
@@ -259,6 +269,12 @@ def turn_inputs(aligned: Aligned, request: Request, transcript: list[TranscriptE
     key = request_key(system, anchor, tail, model, budget)
     opened = next((n for n in range(len(tail) - 1, -1, -1) if tail[n].get("role") == "user"), len(tail) - 1)
     turn_key = request_key(system, anchor, tail[: opened + 1], model, budget)
+    rearranged = False
+    if placing is not None:  # where the fixed context goes, and an updated one as a diff (`memory.turn.fixed`)
+        placed = anchored(placing[1], system, tail, fixed, placing[0], placing[2])
+        rearranged = placed.system != system or placed.tail != tail
+        system, tail = placed.system, placed.tail
+        fixed |= {id(m) for m in placed.added}
     system_tokens = sum(token_of(m) for m in system)
     # The client's fixed part: its system messages, the context it re-sends in the tail and the tool
     # definitions it declares; the messages get the budget less the tools'.
@@ -267,7 +283,7 @@ def turn_inputs(aligned: Aligned, request: Request, transcript: list[TranscriptE
     messages, compaction = compacted_tail(tail, room, int(budget * compact_policy.evidence_share), token_of, compact_policy,
                                           rewrite, memo)
     return TurnInputs(history, messages, system, query_text(asked or tail), chains, hidden, key, sent,
-                      aligned.alignment.base == 0, compaction, budget, turn_key)
+                      aligned.alignment.base == 0, compaction, budget, turn_key, rearranged)
 
 
 def tools_tokens(tools: Sequence[Any] | None, counter: TiktokenCounter) -> int:
@@ -290,7 +306,18 @@ def compacted_tail(tail: list[dict[str, Any]], room: int, evidence_room: int, to
                    memo: CompactMemo | None = None) -> tuple[list[dict[str, Any]], Compaction]:
     """The live tail as it goes up: compacted to `room - evidence_room` tokens when it outgrows
     that, then, when outputs were compacted, the lines of them that match the current step in one
-    message of at most `evidence_room` tokens, last (`memory.turn.excerpts`)."""
+    message of at most `evidence_room` tokens, last (`memory.turn.excerpts`). A loop written as
+    text (observations sent as user messages) is compacted in tool form (`memory.turn.observations`)."""
+    loop = text_loop(tail)
+    if loop is not None:
+        messages, compaction = _compacted(loop.messages, room, evidence_room, loop.tokens(token_of), policy, loop.rewrite(rewrite),
+                                          memo)
+        return loop.restore(messages), compaction
+    return _compacted(tail, room, evidence_room, token_of, policy, rewrite, memo)
+
+
+def _compacted(tail: list[dict[str, Any]], room: int, evidence_room: int, token_of: Callable[[dict[str, Any]], int],
+               policy: CompactPolicy, rewrite: Rewrite | None, memo: CompactMemo | None) -> tuple[list[dict[str, Any]], Compaction]:
     compaction = compact_tail(tail, room - evidence_room, token_of, policy, rewrite, memo)
     if not compaction.stubbed:
         return compaction.messages, compaction
@@ -336,7 +363,7 @@ def build_plan(session_id: str, model: str, budget: int, request: Request, named
         layout.manifest["compaction"] = inputs.compaction.manifest()
         layout.manifest["included"] = _tail_items(layout.manifest.get("included") or [], inputs.compaction)
     return TurnPlan(session_id, model, budget, request, named, scope, result_of(layout, budget), layout, p, inputs.key,
-                    inputs.sent_tokens, inputs.carries_history, inputs.compaction)
+                    inputs.sent_tokens, inputs.carries_history, inputs.compaction, inputs.rearranged)
 
 
 def _tail_items(included: list[dict[str, Any]], compaction: Compaction) -> list[dict[str, Any]]:
@@ -385,7 +412,7 @@ def _tail_and_system(aligned: Aligned, request: Request, transcript: list[Transc
 
 
 def query_text(tail: list[dict[str, Any]]) -> str:
-    users = [message_text(m.get("content")) for m in tail if m.get("role") == "user"]
+    users = [message_text(m.get("content")) for m in tail if m.get("role") == "user" and not is_observation(m)]
     return "\n".join(users) if users else message_text(tail[-1].get("content")) if tail else ""
 
 

@@ -44,6 +44,9 @@ async def test_over_budget_the_task_the_state_block_and_recent_turns_still_go() 
         session = rt.session("over")
         history = [{"role": "system", "content": "You are the release assistant."},
                    {"role": "user", "content": decision}, {"role": "assistant", "content": "Noted."}] + _history(4)
+        # The earlier conversation stored as such (brought whole on a first call, up to 12 messages
+        # would be read as the client's fixed context: `memory.turn.align.fixed_context`).
+        await session.sync_messages(history)
         first = await session.prepare_turn(history + [{"role": "user", "content": "ok"}], 4000)
         await session.commit_turn(first, {"role": "assistant", "content": "ok."})
         assert (await session.state())["decisions"]

@@ -1,8 +1,8 @@
 """Real coding agents through the proxy, against the strict fake upstream, asserted on what the
 upstream received: the Codex CLI (`codex exec`, then `codex exec resume`) at the default
-configuration; aider's `--message` runs without a session header; a client scripted the way
-smolagents' ToolCallingAgent sends its steps. The set-up installs the CLIs (`scripts/dev.py`); a
-missing one fails these tests, it never skips them."""
+configuration; aider's `--message` runs without a session header; smolagents' ToolCallingAgent
+(a package of the `test` extras) in a tool loop over budget. The set-up installs the CLIs
+(`scripts/dev.py`); a missing one fails these tests, it never skips them."""
 
 from __future__ import annotations
 
@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from smolagents import OpenAIServerModel, ToolCallingAgent, tool
 
 from testkit.agent_clients import Aider, Codex
 from testkit.harness import OPENAI_KEY, Proxy, Upstream
-from testkit.script import Reply
+from testkit.script import Reply, ToolCall
 
 
 def _text(item: dict[str, Any]) -> str:
@@ -89,26 +90,64 @@ def test_aider_message_runs_without_a_header_continue_one_session_and_send_the_f
     assert [" ".join(e["content"].split()) for e in events if e["type"] == "user_message"] == questions
 
 
-SMOL_SYSTEM = ("You are an expert assistant who can solve any task using tool calls. You will be given a task to solve as best "
-               "you can. To do so, you have been given access to some tools. The tool call you write is an action: after the "
-               "tool is executed, you will get the result of the tool call as an \"observation\". " * 12
-               + "\nTools:\n- web_search: Performs a search and returns the top results.\n- final_answer: Provides a final answer.")
+def test_aider_with_a_session_header_never_stores_its_few_shot_example_as_a_turn(small: Proxy, upstream: Upstream,
+                                                                                  tmp_path: Path) -> None:
+    aider = Aider(tmp_path, small.url + "/v1", OPENAI_KEY, headers={"X-Memory-Session": "aider-real-named"})
+    (aider.work / "notes.py").write_text("".join(f"def helper_{i}(x):\n    return x * {i}  # marker-{i}\n\n" for i in range(40)))
+    questions = ["Remember: the deploy codename is heliotrope.", "What was the deploy codename?"]
+    for n, question in enumerate(questions):
+        upstream.fake.enqueue(Reply(text=f"Answer {n}: noted."))
+        assert f"Answer {n}: noted." in aider.message(question, "notes.py")
+    sent = [r.json()["messages"] for r in upstream.fake.chat_requests()]
+    assert len(sent) == 2 and all(any("marker-39" in _text(m) for m in messages) for messages in sent)
+    events = [e for e in _events(small, "aider-real-named") if e["type"] in ("user_message", "assistant_message")]
+    assert not any(e["detached"] for e in events), [(e["type"], e["detached"], e["content"][:70]) for e in events]
+    assert [" ".join(e["content"].split()) for e in events if e["type"] == "user_message"] == questions
 
 
-def test_a_smolagents_shaped_tool_loop_keeps_the_task_at_every_step(proxy: Proxy, upstream: Upstream) -> None:
-    """ToolCallingAgent's layout: a ~1,000-token system prompt, the task, then per step the model's
-    tool call as an assistant message and the tool's answer as a user "Observation:" message."""
-    client = proxy.client()
-    task = "New task:\nFind the release codename of project Aurora and the date it shipped."
-    messages: list[dict[str, Any]] = [{"role": "system", "content": SMOL_SYSTEM}, {"role": "user", "content": task}]
-    steps = 10
-    for step in range(steps):
-        upstream.fake.enqueue(Reply(text=f"Calling tools:\n[{{'id': 'call_{step}', 'type': 'function', 'function': "
-                                         f"{{'name': 'web_search', 'arguments': {{'query': 'aurora release step {step}'}}}}}}]"))
-        reply = client.chat.completions.create(model="gpt-4o-mini", messages=messages, stop=["Observation:", "Calling tools:"])
-        received = upstream.fake.last_chat().json()["messages"]
-        assert any(m.get("role") == "user" and _text(m) == task for m in received), f"step {step}: the task is missing upstream"
-        observation = "\n".join(f"result {step}.{k}: aurora build log line {k}, nothing about the codename" for k in range(60))
-        messages += [{"role": "assistant", "content": reply.choices[0].message.content},
-                     {"role": "user", "content": f"Call id: call_{step}\nObservation:\n{observation}"}]
-    assert len(json.dumps(messages)) > 4 * 4000  # the loop went well over the default budget
+def _log(run: int) -> str:
+    return "\n".join(f"run {run} line {k}: aurora build step {k} finished in {k * 7 + run} ms" for k in range(40))
+
+
+@pytest.fixture(scope="module")
+def tight(proxy_factory: Callable[..., Proxy]) -> Proxy:
+    # smolagents' own system prompt is ~800 tokens; 14 log reads are ~10,000.
+    return proxy_factory("upstreams: {retries: 0}\nbudget_tokens: 8000\n")
+
+
+def test_the_real_smolagents_tool_loop_is_compacted_over_budget_and_keeps_the_task(tight: Proxy, upstream: Upstream) -> None:
+    """smolagents' ToolCallingAgent through the proxy: its calls reach the upstream as assistant
+    text and each tool's output as a user "Observation:" message (its default role conversions).
+    Over budget those observations are compacted like tool outputs (stubs, pointers), the task
+    goes up at every step, the newest observation whole, and the strict fake accepts every call."""
+    @tool
+    def read_log(run: int) -> str:
+        """Read the build log of one run.
+
+        Args:
+            run: the run's number.
+        """
+        return _log(run % 5)  # runs 5 apart print the same log: read again, it goes up once
+
+    steps = 14
+    upstream.fake.enqueue(*[Reply(tool_calls=(ToolCall("read_log", {"run": n}, id=f"call_s{n}"),)) for n in range(steps)],
+                          Reply(tool_calls=(ToolCall("final_answer", {"answer": "The codename is heliotrope."}, id="call_end"),)))
+    model = OpenAIServerModel(model_id="gpt-4o-mini", api_base=tight.url + "/v1", api_key=OPENAI_KEY)
+    agent = ToolCallingAgent(tools=[read_log], model=model, max_steps=steps + 2, verbosity_level=0)
+    task = "Find the release codename of project Aurora in its build logs."
+    assert agent.run(task) == "The codename is heliotrope."
+    sent = [r.json()["messages"] for r in upstream.fake.chat_requests()]
+    assert len(sent) == steps + 1  # no call rejected, none retried
+    for messages in sent:
+        assert any(m["role"] == "user" and task in _text(m) for m in messages), "the task is missing upstream"
+    last = sent[-1]
+    observations = [_text(m) for m in last if m["role"] == "user" and _text(m).startswith("Observation:")]
+    stubs = [_text(m) for m in last if m["role"] == "user" and "[memory-runtime" in _text(m)]
+    assert stubs, [(m['role'], _text(m)[:60]) for m in last]  # older observations compacted...
+    assert any("identical to the output of the later call" in t for t in stubs)  # ...and a log read again goes up once
+    assert observations[-1] == f"Observation:\n{_log((steps - 1) % 5)}"  # the newest whole
+    # Every observation the agent received is still in the prompt whole, as a stub or as a pointer.
+    assert len(observations) + len(stubs) == steps
+    assert sum(map(len, observations + stubs)) < 0.6 * steps * len(_log(0))  # the agent sent all of them whole
+
+

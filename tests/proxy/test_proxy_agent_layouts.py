@@ -12,6 +12,8 @@ import pytest
 
 from memory.ingest import transcript
 from memory.ingest.transcript import legacy_message_hash
+from memory.turn.fixed import DIFF_HEADER
+from testkit.diffs import apply_diff
 from testkit.harness import Proxy, Upstream, config_for, start_proxy
 from testkit.script import Reply, ToolCall
 
@@ -58,15 +60,39 @@ def test_an_aider_layout_without_a_header_is_one_session_and_its_fixed_context_a
                                                                                {"role": "user", "content": question}])
         history += [{"role": "user", "content": question}, {"role": "assistant", "content": reply.choices[0].message.content}]
         sent = upstream.fake.last_chat().json()["messages"]
-        # The files message, updated, right before the question whatever the budget (n=2 is over it).
-        assert sent[-3:] == [*_files(body), {"role": "user", "content": question}], sent[-3:]
         assert [m["content"] for m in sent[1:5]] == [m["content"] for m in FEW_SHOT]  # the few-shot head, in its place
+        # The files message whatever the budget (n=2 is over it): as first sent, in front of the
+        # conversation (inside the cached prefix), and the edits since as a diff before the question.
+        assert sent[5:7] == _files(FILE_BODY + "# edit 0\n") and sent[-1] == {"role": "user", "content": question}
+        if n:
+            assert sent[-2]["content"].startswith(DIFF_HEADER) and f"+# edit {n}" in sent[-2]["content"]
+            assert apply_diff(sent[5]["content"], sent[-2]["content"]) == _files(body)[0]["content"]
     new = set(_sessions(small)) - before
     assert len(new) == 1, new
     events = [e for e in _export(small, new.pop())["events"] if e["type"] in ("user_message", "assistant_message")]
     assert not any(e["detached"] for e in events)
     # Only the conversation is stored: no few-shot example, no files message (never evidence either).
     assert [e["content"] for e in events if e["type"] == "user_message"] == questions
+
+
+def test_a_few_shot_head_is_fixed_context_in_a_named_session_too(small: Proxy, upstream: Upstream) -> None:
+    """aider run with `X-Memory-Session`: its few-shot exchange and files message are sent every
+    call, and never stored as turn 1 (so never evidence)."""
+    client = small.client(default_headers={"X-Memory-Session": "aider-named"})
+    questions = ["Remember: the deploy codename is heliotrope.", "Which helper returns x times 7?", "What was the deploy codename?"]
+    history: list[dict[str, Any]] = []
+    for n, question in enumerate(questions):
+        upstream.fake.enqueue(Reply(text=f"Answer {n}: ok."))
+        reply = client.chat.completions.create(model="gpt-4o-mini", messages=[SYSTEM, *FEW_SHOT, *history, *_files(FILE_BODY),
+                                                                               {"role": "user", "content": question}])
+        history += [{"role": "user", "content": question}, {"role": "assistant", "content": reply.choices[0].message.content}]
+        sent = upstream.fake.last_chat().json()["messages"]
+        assert [m["content"] for m in sent[1:5]] == [m["content"] for m in FEW_SHOT]
+        assert sent[5:7] == _files(FILE_BODY) and sent[-1] == {"role": "user", "content": question}
+    events = [e for e in _export(small, "aider-named")["events"] if e["type"] in ("user_message", "assistant_message")]
+    assert not any(e["detached"] for e in events)
+    assert [e["content"] for e in events if e["type"] == "user_message"] == questions
+    assert not any("greeting" in e["content"] or "files to the chat" in e["content"] for e in events)
 
 
 def test_a_leading_context_message_is_sent_from_the_first_request_even_over_budget(small: Proxy, upstream: Upstream) -> None:
