@@ -97,7 +97,8 @@ TOOLS = [{"type": "function", "function": {"name": f"tool_{n}", "description": "
 async def test_the_declared_tools_count_toward_the_budget_as_part_of_the_fixed_part() -> None:
     tools = tools_tokens(TOOLS, COUNTER)
     assert 800 < tools < 2000 and tools_tokens(None, COUNTER) == tools_tokens([], COUNTER) == 0
-    messages = _history(6) + [{"role": "user", "content": "And item 3?"}]
+    # 14 earlier messages: more than a first call can bring as fixed context (`memory.turn.align.fixed_context`).
+    messages = _history(7) + [{"role": "user", "content": "And item 3?"}]
     one = tools_tokens(TOOLS[:1], COUNTER)
     budget = COUNTER.messages_tokens(messages) + one // 2  # the messages fit; with the tool they do not
     assert one < budget // 2
