@@ -123,11 +123,12 @@ def _best_scores(inp: LayoutInput, view: SessionView, visible: set[str]) -> tupl
 
 
 def _evidence(inp: LayoutInput, view: SessionView, counter: TiktokenCounter, room: int, visible: frozenset[str],
-              floor: float | None = None) -> tuple[list[Evidence], list[dict[str, Any]], int, dict[str, Any] | None]:
+              floor: float | None = None, floor_after: int = 0) -> tuple[list[Evidence], list[dict[str, Any]], int, dict[str, Any] | None]:
     header = counter.message_tokens({"role": "system", "content": EVIDENCE_HEADER})
     if room <= header:
         return [], [], 0, None
-    chosen, dropped, overflow = select_evidence(view, inp.ranked, counter, room - header, visible | inp.hidden, limit_score=floor)
+    chosen, dropped, overflow = select_evidence(view, inp.ranked, counter, room - header, visible | inp.hidden, limit_score=floor,
+                                                floor_after=floor_after)
     return chosen, dropped, overflow, _fit(chosen, view, counter, room, dropped)
 
 
@@ -226,12 +227,12 @@ def _frame_evidence(inp: LayoutInput, view: SessionView, counter: TiktokenCounte
     if best_out <= 0.0:
         return [], [], 0, None
     policy = inp.policy
-    floor = policy.evidence_floor * best_out
-    found = _evidence(inp, view, counter, max(min(fresh_room, int(policy.evidence_share * available)), 0), visible, floor)
+    floor, floor_after = policy.evidence_floor * best_out, int(policy.evidence_min_block * available)
+    found = _evidence(inp, view, counter, max(min(fresh_room, int(policy.evidence_share * available)), 0), visible, floor, floor_after)
     if found[3] is None or counter.message_tokens(found[3]) <= room:
         return found
     # The whole block does not fit: its best part does while the room left is not too small.
-    return _evidence(inp, view, counter, room, visible, floor) if room >= policy.evidence_min_share * available else None
+    return _evidence(inp, view, counter, room, visible, floor, floor_after) if room >= policy.evidence_min_share * available else None
 
 
 def _with_quoted(keys: set[str], view: SessionView) -> set[str]:
