@@ -31,7 +31,7 @@ import argparse
 import json
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,7 @@ from .locomo import Conversation, load_locomo
 from .session50 import FIRST_ASSISTANT, FIRST_USER, NEEDLE_SOURCE, needle_snippet
 
 __all__ = ["Step", "chat_steps", "coding_steps", "TurnCost", "ConversationCost", "CostResult", "run_cache_cost", "RATIOS", "BUDGETS",
-           "CODING"]
+           "CODING", "load_dumps"]
 
 RATIOS = (0.1, 0.25, 0.5)
 BUDGETS = (2000, 4000, 8000)
@@ -279,6 +279,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--policy", default="cache")
     parser.add_argument("--embedding-model", default="sentence-transformers/all-MiniLM-L6-v2")
     parser.add_argument("--sequence-only", action="store_true", help="tuning: ask the questions in sequence only (no alone, no fresh)")
+    parser.add_argument("--dump", help="write every priced turn and the recall counts to this JSON file (runs split across processes add up)")
     parser.add_argument("--misses", help="write each question missed in sequence, with the layout's account of it, to this JSONL file")
     args = parser.parse_args(argv)
     misses: list[dict[str, Any]] | None = [] if args.misses else None
@@ -292,9 +293,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 misses=misses)
     if args.misses and misses is not None:
         Path(args.misses).write_text("".join(json.dumps(m) + "\n" for m in misses))
+    if args.dump:
+        Path(args.dump).write_text(json.dumps([asdict(c) for c in result.conversations]))
     for budget in budgets:
         print(json.dumps(result.summary(budget, policy=args.policy)))
     return 0
+
+
+def load_dumps(paths: Sequence[Path]) -> CostResult:
+    """The runs that `--dump` wrote, as one result (conversations split across processes)."""
+    convs = [ConversationCost(**{**c, "turns": [TurnCost(**t) for t in c["turns"]]}) for p in paths for c in json.loads(p.read_text())]
+    return CostResult(tuple(convs))
 
 
 if __name__ == "__main__":
