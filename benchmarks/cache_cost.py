@@ -31,7 +31,7 @@ import argparse
 import json
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,7 @@ from .locomo import Conversation, load_locomo
 from .session50 import FIRST_ASSISTANT, FIRST_USER, NEEDLE_SOURCE, needle_snippet
 
 __all__ = ["Step", "chat_steps", "coding_steps", "TurnCost", "ConversationCost", "CostResult", "run_cache_cost", "RATIOS", "BUDGETS",
-           "CODING"]
+           "CODING", "load_dumps"]
 
 RATIOS = (0.1, 0.25, 0.5)
 BUDGETS = (2000, 4000, 8000)
@@ -166,7 +166,7 @@ def _found(text: str, evidence: list[str], question: Any) -> bool:
 
 
 def _replay(http: httpx.Client, name: str, budget: int, policy: str, steps: list[Step], conv: Conversation | None,
-            fake: Any) -> ConversationCost:
+            fake: Any, alone: bool = True, misses: list[dict[str, Any]] | None = None) -> ConversationCost:
     session = f"{name}-b{budget}-{policy}"
     headers = {"X-Memory-Session": session, "X-Memory-Budget": str(budget), "X-Memory-Layout-Policy": policy,
                "Authorization": "Bearer sk-bench-cost"}
@@ -191,7 +191,7 @@ def _replay(http: httpx.Client, name: str, budget: int, policy: str, steps: list
     if conv is None:
         return out
     index = conv.turn_index()
-    for question in conv.questions:  # alone: nothing of the question is stored
+    for question in conv.questions if alone else ():  # alone: nothing of the question is stored
         evidence = [index[e].content for e in question.resolved]
         fake.enqueue(Reply(error_status=503, error_message="benchmark: the question is measured, not answered"))
         asked = history + [{"role": "user", "content": question.text}]
@@ -203,15 +203,43 @@ def _replay(http: httpx.Client, name: str, budget: int, policy: str, steps: list
                           headers={"Authorization": headers["Authorization"], "Content-Type": "application/json"})
         fresh.raise_for_status()
         out.fresh_hits += _found(messages_text(fresh.json()["messages"]), evidence, question)
-    for question in conv.questions:  # in sequence: each question and its reply join the chat
+    auth = {"Authorization": headers["Authorization"], "Content-Type": "application/json"}
+    for number, question in enumerate(conv.questions):  # in sequence: each question and its reply join the chat
         evidence = [index[e].content for e in question.resolved]
-        out.sequential_hits += _found(turn([question.text], QUESTION_REPLY, True), evidence, question)
+        hit = _found(text := turn([question.text], QUESTION_REPLY, True), evidence, question)
+        out.sequential_hits += hit
+        out.questions += not alone  # asked alone too, they were counted there
+        if misses is not None and not hit:
+            misses.append(_miss(http, session, auth, budget, number, question, evidence, text, out.turns[-1].mode))
     return out
+
+
+def _miss(http: httpx.Client, session: str, auth: dict[str, str], budget: int, number: int, question: Any, evidence: list[str],
+          forwarded: str, mode: str) -> dict[str, Any]:
+    """Why a question asked in sequence missed its evidence: the layout's own account (its mode, the
+    need it measured, the parts' tokens, the dropped items) next to a fresh compile of the same
+    question on the session as it stands (recent questions and replies stored): evidence that the
+    fresh compile finds was lost by the layout; evidence it misses too was ranked out."""
+    shown = http.get(f"/memory/sessions/{session}/manifest", headers=auth).json()
+    manifest = shown.get("manifest", shown)
+    fresh = http.post(f"/memory/sessions/{session}/compile", json={"user_message": question.text, "budget_tokens": budget, "model": MODEL},
+                      headers=auth).json()
+    fresh_text = messages_text(fresh["messages"])
+    return {
+        "session": session, "number": number, "question": question.text, "mode": mode, "need": manifest.get("need"),
+        "totals": manifest.get("totals"), "evidence": list(question.resolved), "unresolved": len(evidence) != len(question.evidence),
+        "missing": [e for e, text in zip(question.resolved, evidence) if text not in forwarded],
+        "fresh_now_missing": [e for e, text in zip(question.resolved, evidence) if text not in fresh_text],
+        "dropped": [(d.get("turn"), d.get("reason"), d.get("score")) for d in manifest.get("dropped", [])[:8]],
+        "included_evidence": [(i.get("turn"), i.get("part"), i.get("score")) for i in manifest.get("included", [])
+                              if i.get("reason") in ("retrieved", "pinned")],
+    }
 
 
 def run_cache_cost(conversations: Sequence[Conversation], folder: Path, budgets: Sequence[int] = BUDGETS, ask: bool = True,
                    embedding_model: str = "sentence-transformers/all-MiniLM-L6-v2", policies: Sequence[tuple[str, Sequence[int]]] = (),
-                   coding_turns: int = 50, show_progress: bool = True) -> CostResult:
+                   coding_turns: int = 50, show_progress: bool = True, alone: bool = True,
+                   misses: list[dict[str, Any]] | None = None) -> CostResult:
     """Replay the coding session and `conversations` at each budget through one proxy (one
     database: identical texts are embedded once) and price every forwarded prompt by the cache
     rule. `policies` adds runs of other layout policies at the budgets given."""
@@ -232,7 +260,8 @@ def run_cache_cost(conversations: Sequence[Conversation], folder: Path, budgets:
                 steps = chat_steps(conv)
                 for policy, policy_budgets in runs:
                     for budget in policy_budgets:
-                        results.append(_replay(http, conv.sample_id, budget, policy, steps, conv if ask else None, upstream.fake))
+                        results.append(_replay(http, conv.sample_id, budget, policy, steps, conv if ask else None, upstream.fake,
+                                               alone, misses))
                         upstream.fake.reset()
     finally:
         proxy.served.stop()
@@ -249,17 +278,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-questions", action="store_true")
     parser.add_argument("--policy", default="cache")
     parser.add_argument("--embedding-model", default="sentence-transformers/all-MiniLM-L6-v2")
+    parser.add_argument("--sequence-only", action="store_true", help="tuning: ask the questions in sequence only (no alone, no fresh)")
+    parser.add_argument("--dump", help="write every priced turn and the recall counts to this JSON file (runs split across processes add up)")
+    parser.add_argument("--misses", help="write each question missed in sequence, with the layout's account of it, to this JSONL file")
     args = parser.parse_args(argv)
+    misses: list[dict[str, Any]] | None = [] if args.misses else None
     first, _, last = args.conversations.partition("-")
     convs = load_locomo(Path(args.locomo))[int(first) - 1 : int(last or first)]
     budgets = [int(b) for b in args.budgets.split(",")]
     with tempfile.TemporaryDirectory(prefix="bench-cost-") as tmp:
         result = run_cache_cost(convs, Path(tmp), budgets if args.policy == "cache" else (), ask=not args.no_questions,
                                 embedding_model=args.embedding_model, coding_turns=0,
-                                policies=() if args.policy == "cache" else ((args.policy, budgets),))
+                                policies=() if args.policy == "cache" else ((args.policy, budgets),), alone=not args.sequence_only,
+                                misses=misses)
+    if args.misses and misses is not None:
+        Path(args.misses).write_text("".join(json.dumps(m) + "\n" for m in misses))
+    if args.dump:
+        Path(args.dump).write_text(json.dumps([asdict(c) for c in result.conversations]))
     for budget in budgets:
         print(json.dumps(result.summary(budget, policy=args.policy)))
     return 0
+
+
+def load_dumps(paths: Sequence[Path]) -> CostResult:
+    """The runs that `--dump` wrote, as one result (conversations split across processes)."""
+    convs = [ConversationCost(**{**c, "turns": [TurnCost(**t) for t in c["turns"]]}) for p in paths for c in json.loads(p.read_text())]
+    return CostResult(tuple(convs))
 
 
 if __name__ == "__main__":

@@ -93,11 +93,12 @@ def evidence_item(ev: Evidence, view: SessionView, reason: str | None = None) ->
 
 
 def select_evidence(view: SessionView, ranked: list[Scored], counter: TiktokenCounter, room: int, hidden: AbstractSet[str],
-                    limit_score: float | None = None) -> tuple[list[Evidence], list[dict[str, Any]], int]:
+                    limit_score: float | None = None, floor_after: int = 0) -> tuple[list[Evidence], list[dict[str, Any]], int]:
     """Pinned chunks first, then the ranked list, within `room` tokens; units in `hidden` (already
     in the prompt, or not part of it by design) are skipped, and so are near-duplicates of chosen
-    items. With `limit_score`, only candidates scoring at least that are taken. Returns the chosen
-    items, the dropped ones worth listing, and how many more were dropped."""
+    items. With `limit_score`, only candidates scoring at least that are taken once `floor_after`
+    tokens are chosen. Returns the chosen items, the dropped ones worth listing, and how many more
+    were dropped."""
     chosen: list[Evidence] = []
     dropped: list[dict[str, Any]] = []
     overflow = 0
@@ -113,8 +114,9 @@ def select_evidence(view: SessionView, ranked: list[Scored], counter: TiktokenCo
     pinned_sorted = sorted(pinned_positions, key=lambda p: (-score_of.get(p, 0.0), view.chunk_ids[p]))
     candidates = [(p, score_of.get(p, 0.0), "pinned") for p in pinned_sorted]
     candidates += [(s.pos, s.score, "retrieved") for s in ranked if s.pos not in pinned_set]
+    spent = 0
     for pos, score, reason in candidates:
-        if reason != "pinned" and limit_score is not None and score < limit_score:
+        if reason != "pinned" and limit_score is not None and score < limit_score and spent >= floor_after:
             break
         if room < MIN_ITEM_TOKENS and len(dropped) >= MAX_DROPPED_LISTED:
             overflow += 1
@@ -141,6 +143,7 @@ def select_evidence(view: SessionView, ranked: list[Scored], counter: TiktokenCo
         if unit.timestamp:
             stamps.add(unit.timestamp)
         room -= ev.tokens
+        spent += ev.tokens
         seen_hashes.add(row.content_hash)
         if pos not in view.missing:
             if n_chosen == len(chosen_vecs):

@@ -24,7 +24,7 @@ touches storage.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -34,33 +34,14 @@ from memory.prompt.evidence import (EVIDENCE_HEADER, MAX_DROPPED_LISTED, Evidenc
 from memory.recall.index import SessionView
 from memory.prompt.policy import LayoutPolicy
 from memory.prompt.pricing import priced_fill, priced_policy
+from memory.prompt.state_fit import state_message
+from memory.prompt.window import Line, choose_window
 from memory.records import FrameRecord, StateItem
 from memory.ingest.redact import redacted
 from memory.recall.retrieval import Scored
-from memory.prompt.state import render_state_block
 from memory.recall.tokens import REPLY_PRIMING_TOKENS, TiktokenCounter
 
 __all__ = ["Line", "LayoutInput", "Layout", "build_layout", "needs_memory", "fixed_over_budget", "frame_serves"]
-
-# A rebase's window always offers its floor share to the last exchange (two messages).
-WINDOW_FLOOR_MESSAGES = 2
-_TOOL_ROLES = frozenset({"tool", "function"})
-
-
-@dataclass(frozen=True)
-class Line:
-    """One message of the conversation before the live tail, as it goes in the prompt."""
-
-    pos: int
-    message: dict[str, Any]
-    role: str
-    event_id: int | None
-    tokens: int
-
-    @property
-    def key(self) -> str | None:
-        return f"e{self.event_id}" if self.event_id is not None else None
-
 
 @dataclass(frozen=True)
 class LayoutInput:
@@ -119,67 +100,9 @@ def _tokens(counter: TiktokenCounter, messages: list[dict[str, Any]]) -> int:
     return sum(counter.message_tokens(m) for m in messages)
 
 
-def _state_message(items: list[StateItem], counter: TiktokenCounter, cap: int) -> tuple[dict[str, Any] | None, list[StateItem], int]:
-    active = [i for i in items if i.status == "active"]
-    used: list[StateItem] = []
-    msg: dict[str, Any] | None = None
-    tokens = 0
-    for item in active:
-        trial = render_state_block(used + [item])
-        cost = counter.message_tokens({"role": "system", "content": trial})
-        if cost > cap and not used:
-            # An item larger than the whole share (a long one-line message) is shortened, never
-            # the reason the block is skipped.
-            item = _shortened(item, counter, cap)
-            trial = render_state_block([item])
-            cost = counter.message_tokens({"role": "system", "content": trial})
-        if cost > cap:
-            continue
-        used.append(item)
-        msg, tokens = {"role": "system", "content": trial}, cost
-    return msg, used, tokens
-
-
-def _shortened(item: StateItem, counter: TiktokenCounter, cap: int) -> StateItem:
-    """`item` with its text cut (at a word, with an ellipsis) so the block of it alone fits `cap`."""
-    text = item.text
-    while text and counter.message_tokens({"role": "system", "content": render_state_block([replace(item, text=text + " …")])}) > cap:
-        text = text[: max(0, min(len(text) - 1, int(len(text) * 0.8)))].rsplit(" ", 1)[0]
-    return replace(item, text=text + " …") if text else item
-
-
-def _groups_newest_first(history: list[Line]) -> Iterator[tuple[int, int]]:
-    """(start, end) index ranges of the groups that must stay together, newest first: an assistant
-    tool call with the results answering it, every other message alone. Stops at tool results whose
-    call is missing: they are never shown without it. Lazy: the window stops early, and a long
-    history is not walked to its start."""
-    end = len(history)
-    while end > 0:
-        start = end - 1
-        while start >= 0 and history[start].role in _TOOL_ROLES:
-            start -= 1
-        if start < end - 1 and (start < 0 or not history[start].message.get("tool_calls")):
-            return
-        yield start, end
-        end = start
-
-
-def _window_start(history: list[Line], room: int, policy: LayoutPolicy) -> tuple[int, int]:
-    """Start (index into history) and tokens of the newest groups within the window share of
-    `room`; the last exchange may take the larger floor share."""
-    start, spent, kept = len(history), 0, 0
-    for first, end in _groups_newest_first(history):
-        cost = sum(line.tokens for line in history[first:end])
-        cap = room * (policy.window_floor_share if kept < WINDOW_FLOOR_MESSAGES else policy.window_share)
-        if spent + cost > cap:
-            break
-        start, spent, kept = first, spent + cost, kept + (end - first)
-    return start, spent
-
-
 def _rebase_plan(inp: LayoutInput, counter: TiktokenCounter, available: int) -> _Plan:
-    state_msg, used, state_tokens = _state_message(inp.state, counter, int(available * inp.policy.state_share))
-    start, window_tokens = _window_start(inp.history, available, inp.policy)
+    state_msg, used, state_tokens = state_message(inp.state, counter, int(available * inp.policy.state_share))
+    start, window_tokens = choose_window(inp.history, available, inp.policy)
     base = [state_msg] if state_msg is not None else []
     items = [{"id": f"state:{s.label}", "kind": s.kind, "source": f"event {s.event_id}", "reason": "state", "score": None,
               "tokens": counter.count(s.text) + 4, "event_id": s.event_id} for s in used]
@@ -202,11 +125,12 @@ def _best_scores(inp: LayoutInput, view: SessionView, visible: set[str]) -> tupl
 
 
 def _evidence(inp: LayoutInput, view: SessionView, counter: TiktokenCounter, room: int, visible: frozenset[str],
-              floor: float | None = None) -> tuple[list[Evidence], list[dict[str, Any]], int, dict[str, Any] | None]:
+              floor: float | None = None, floor_after: int = 0) -> tuple[list[Evidence], list[dict[str, Any]], int, dict[str, Any] | None]:
     header = counter.message_tokens({"role": "system", "content": EVIDENCE_HEADER})
     if room <= header:
         return [], [], 0, None
-    chosen, dropped, overflow = select_evidence(view, inp.ranked, counter, room - header, visible | inp.hidden, limit_score=floor)
+    chosen, dropped, overflow = select_evidence(view, inp.ranked, counter, room - header, visible | inp.hidden, limit_score=floor,
+                                                floor_after=floor_after)
     return chosen, dropped, overflow, _fit(chosen, view, counter, room, dropped)
 
 
@@ -249,26 +173,20 @@ def build_layout(inp: LayoutInput, view: SessionView, counter: TiktokenCounter) 
     """The prompt for `inp` within `inp.budget`, reusing `inp.frame` when it still serves."""
     budget = inp.budget
     fixed_tokens = _fixed_tokens(inp.system, inp.tail, counter)
-    manifest: dict[str, Any] = {
-        "session_id": inp.session_id, "model": inp.model, "encoding": counter.encoding_name, "budget_tokens": budget,
-        "query": redacted(inp.query), "tail_pos": inp.history[-1].pos + 1 if inp.history else 0,
-    }
-    fixed_items = [{"kind": "system", "reason": "system", "tokens": counter.message_tokens(m)} for m in inp.system]
-    tail_items = [{"kind": str(m.get("role")), "reason": "live_tail", "tokens": counter.message_tokens(m)} for m in inp.tail]
     if fixed_tokens > budget:
-        return _over_budget(inp, counter, manifest, fixed_tokens, fixed_items, tail_items)
+        return _over_budget(inp, counter, fixed_tokens)
 
     block = [inp.artifacts_block] if inp.artifacts_block else []
     if _whole_fits(fixed_tokens, inp.history, block, budget, counter):
         whole = FrameRecord(0, 0, inp.anchor(0), counter.encoding_name, budget, tuple(block), ())
-        return _assemble(inp, view, counter, manifest, "full_history", whole, 0, [], None, [], 0, fixed_items, tail_items)
+        return _assemble(inp, view, counter, _Parts("full_history", whole, 0))
 
     available = budget - fixed_tokens
     history = sum(line.tokens for line in inp.history)
     inp = replace(inp, policy=priced_fill(inp.policy))
     plan = _rebase_plan(inp, counter, available)
     fresh_room = available - plan.base_tokens - plan.window_tokens
-    frame = inp.frame
+    frame, need = inp.frame, None
     if frame is not None and _serves(frame, inp, counter):
         window = [line for line in inp.history if line.pos >= frame.window_start]
         stable = _tokens(counter, list(frame.base)) + sum(line.tokens for line in window)
@@ -277,16 +195,15 @@ def build_layout(inp: LayoutInput, view: SessionView, counter: TiktokenCounter) 
             inp = replace(inp, policy=priced_policy(inp.policy, available, history - stable, plan.base_tokens + plan.window_tokens, stable))
             visible = _with_quoted({line.key for line in window if line.key} | _base_keys(frame), view)
             if inp.reuse_evidence is not None and counter.message_tokens(inp.reuse_evidence) <= room:
-                return _assemble(inp, view, counter, manifest, "frame", frame, frame.window_start, [], inp.reuse_evidence, [], 0,
-                                 fixed_items, tail_items, reused=True)
+                return _assemble(inp, view, counter, _Parts("frame", frame, frame.window_start, evidence=inp.reuse_evidence, reused=True))
             best_out, best_in = _best_scores(inp, view, visible)
             found = _frame_evidence(inp, view, counter, room, fresh_room, available, frozenset(visible), best_out)
-            manifest["need"] = {"best_out_of_view": round(best_out, 4), "best_in_view": round(best_in, 4), "room": room,
-                                "block_tokens": counter.message_tokens(found[3]) if found and found[3] else 0, "fits": found is not None}
+            need = {"best_out_of_view": round(best_out, 4), "best_in_view": round(best_in, 4), "room": room,
+                    "block_tokens": counter.message_tokens(found[3]) if found and found[3] else 0, "fits": found is not None}
             if found is not None:
                 chosen, dropped, overflow, message = found
-                return _assemble(inp, view, counter, manifest, "frame", frame, frame.window_start, chosen, message, dropped,
-                                 overflow, fixed_items, tail_items)
+                return _assemble(inp, view, counter, _Parts("frame", frame, frame.window_start, tuple(chosen), message, tuple(dropped),
+                                                            overflow, need=need))
 
     window_keys = _with_quoted({line.key for line in inp.history if line.pos >= plan.window_start and line.key}, view)
     inp = replace(inp, policy=priced_policy(inp.policy, available, history - plan.window_tokens, plan.base_tokens + plan.window_tokens, 0))
@@ -300,8 +217,8 @@ def build_layout(inp: LayoutInput, view: SessionView, counter: TiktokenCounter) 
     base = plan.base + ([base_message] if base_message else [])
     items = plan.base_items + [{**evidence_item(e, view), "part": "base"} for e in chronological(kept, view)]
     new_frame = FrameRecord(0, plan.window_start, inp.anchor(plan.window_start), counter.encoding_name, budget, tuple(base), tuple(items))
-    return _assemble(inp, view, counter, manifest, "compiled" if inp.fresh else "rebased", new_frame, plan.window_start, extra,
-                     message, dropped, overflow, fixed_items, tail_items)
+    return _assemble(inp, view, counter, _Parts("compiled" if inp.fresh else "rebased", new_frame, plan.window_start, tuple(extra),
+                                                message, tuple(dropped), overflow, need=need))
 
 
 _Found = tuple[list[Evidence], list[dict[str, Any]], int, dict[str, Any] | None]
@@ -318,12 +235,12 @@ def _frame_evidence(inp: LayoutInput, view: SessionView, counter: TiktokenCounte
     if best_out <= 0.0:
         return [], [], 0, None
     policy = inp.policy
-    floor = policy.evidence_floor * best_out
-    found = _evidence(inp, view, counter, max(min(fresh_room, int(policy.evidence_share * available)), 0), visible, floor)
+    floor, floor_after = policy.evidence_floor * best_out, int(policy.evidence_min_block * available)
+    found = _evidence(inp, view, counter, max(min(fresh_room, int(policy.evidence_share * available)), 0), visible, floor, floor_after)
     if found[3] is None or counter.message_tokens(found[3]) <= room:
         return found
     # The whole block does not fit: its best part does while the room left is not too small.
-    return _evidence(inp, view, counter, room, visible, floor) if room >= policy.evidence_min_share * available else None
+    return _evidence(inp, view, counter, room, visible, floor, floor_after) if room >= policy.evidence_min_share * available else None
 
 
 def _with_quoted(keys: set[str], view: SessionView) -> set[str]:
@@ -384,65 +301,93 @@ def _base_keys(frame: FrameRecord) -> set[str]:
     return keys
 
 
-def _assemble(inp: LayoutInput, view: SessionView, counter: TiktokenCounter, manifest: dict[str, Any], mode: str,
-              frame: FrameRecord, window_start: int, chosen: list[Evidence], evidence: dict[str, Any] | None,
-              dropped: list[dict[str, Any]], overflow: int, fixed_items: list[dict[str, Any]], tail_items: list[dict[str, Any]],
-              reused: bool = False) -> Layout:
-    window = [line for line in inp.history if line.pos >= window_start]
-    messages = list(inp.system) + list(frame.base) + [line.message for line in window]
-    memory_part = list(frame.base) + [line.message for line in window]
-    if evidence is not None:
-        messages.append(evidence)
-        memory_part.append(evidence)
-    messages += inp.tail
+@dataclass(frozen=True)
+class _Parts:
+    """What one branch of `build_layout` chose, for `_assemble` to lay out and account for: the
+    mode, the frame (its base and anchor), where the window starts, the evidence after the window
+    (the chosen items and their message, or a retry's reused message), what was dropped, and the
+    need measured on a stored frame."""
+
+    mode: str
+    frame: FrameRecord
+    window_start: int
+    chosen: tuple[Evidence, ...] = ()
+    evidence: dict[str, Any] | None = None
+    dropped: tuple[dict[str, Any], ...] = ()
+    overflow: int = 0
+    reused: bool = False
+    need: dict[str, Any] | None = None
+
+
+def _manifest_head(inp: LayoutInput, counter: TiktokenCounter) -> dict[str, Any]:
+    return {"session_id": inp.session_id, "model": inp.model, "encoding": counter.encoding_name, "budget_tokens": inp.budget,
+            "query": redacted(inp.query), "tail_pos": inp.history[-1].pos + 1 if inp.history else 0}
+
+
+def _edge_items(inp: LayoutInput, counter: TiktokenCounter) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Manifest items of the app's system messages and of the live tail."""
+    return ([{"kind": "system", "reason": "system", "tokens": counter.message_tokens(m)} for m in inp.system],
+            [{"kind": str(m.get("role")), "reason": "live_tail", "tokens": counter.message_tokens(m)} for m in inp.tail])
+
+
+def _window_items(window: list[Line], reason: str) -> list[dict[str, Any]]:
+    return [{"id": f"event:{line.event_id}" if line.event_id else f"message:{line.pos}", "kind": line.role, "source": f"turn {line.pos + 1}",
+             "reason": reason, "score": None, "tokens": line.tokens, "event_id": line.event_id, "turn": line.pos + 1} for line in window]
+
+
+def _assemble(inp: LayoutInput, view: SessionView, counter: TiktokenCounter, parts: _Parts) -> Layout:
+    frame, evidence = parts.frame, parts.evidence
+    window = [line for line in inp.history if line.pos >= parts.window_start]
+    memory_part = list(frame.base) + [line.message for line in window] + ([evidence] if evidence is not None else [])
+    messages = list(inp.system) + memory_part + list(inp.tail)
     stable = _tokens(counter, list(inp.system) + list(frame.base)) + sum(line.tokens for line in window)
     evidence_tokens = counter.message_tokens(evidence) if evidence is not None else 0
     # Message counts add up exactly under the chat formula, so the parts' sum is the prompt's count.
     total = stable + evidence_tokens + _tokens(counter, inp.tail) + REPLY_PRIMING_TOKENS
     if total > inp.budget:  # every branch above sized its parts to fit; a check `python -O` keeps
         raise MemoryRuntimeError(f"layout over budget: {total} > {inp.budget} tokens")
-    window_items = [{"id": f"event:{line.event_id}" if line.event_id else f"message:{line.pos}", "kind": line.role,
-                     "source": f"turn {line.pos + 1}", "reason": "history" if window_start == 0 else "window", "score": None,
-                     "tokens": line.tokens, "event_id": line.event_id, "turn": line.pos + 1} for line in window]
-    evidence_items = [evidence_item(e, view) for e in chronological(chosen, view)]
-    if reused and evidence is not None:
-        evidence_items = [{"kind": "evidence", "reason": "reused", "tokens": counter.message_tokens(evidence)}]
+    fixed_items, tail_items = _edge_items(inp, counter)
+    evidence_items = [evidence_item(e, view) for e in chronological(list(parts.chosen), view)]
+    if parts.reused and evidence is not None:
+        evidence_items = [{"kind": "evidence", "reason": "reused", "tokens": evidence_tokens}]
+    manifest = _manifest_head(inp, counter)
+    if parts.need is not None:
+        manifest["need"] = parts.need
     manifest.update(
-        mode=mode, over_budget=False, total_tokens=total,
-        frame={"id": frame.id or None, "window_start": window_start, "rebased": mode in ("rebased", "compiled")},
-        included=fixed_items + list(frame.items) + window_items + evidence_items + tail_items,
-        dropped=dropped[:MAX_DROPPED_LISTED], dropped_count=len(dropped) + overflow,
+        mode=parts.mode, over_budget=False, total_tokens=total,
+        frame={"id": frame.id or None, "window_start": parts.window_start, "rebased": parts.mode in ("rebased", "compiled")},
+        included=fixed_items + list(frame.items) + _window_items(window, "history" if parts.window_start == 0 else "window")
+        + evidence_items + tail_items,
+        dropped=list(parts.dropped[:MAX_DROPPED_LISTED]), dropped_count=len(parts.dropped) + parts.overflow,
         redactions=redactions(memory_part),
         totals={"stable": stable, "evidence": evidence_tokens,
                 "tail": sum(i["tokens"] for i in tail_items), "history": sum(line.tokens for line in window)},
     )
-    items = len(frame.items) + len(window) + (len(chosen) if not reused else (1 if evidence else 0))
-    return Layout(messages, total, mode, frame, evidence, items, json.loads(json.dumps(manifest, default=str)))
+    items = len(frame.items) + len(window) + (len(parts.chosen) if not parts.reused else (1 if evidence else 0))
+    return Layout(messages, total, parts.mode, frame, evidence, items, json.loads(json.dumps(manifest, default=str)))
 
 
 # Over budget, memory still sends the state block and the newest turns within this share of the budget.
 OVER_BUDGET_FLOOR = 0.15
 
 
-def _over_budget(inp: LayoutInput, counter: TiktokenCounter, manifest: dict[str, Any], fixed_tokens: int,
-                 fixed_items: list[dict[str, Any]], tail_items: list[dict[str, Any]]) -> Layout:
+def _over_budget(inp: LayoutInput, counter: TiktokenCounter, fixed_tokens: int) -> Layout:
     """The budget is a target, not a guillotine: when the app's system messages and the live tail
     alone exceed it, the prompt still carries them whole, the state block (its share of a floor,
     an oversized item shortened) and the newest turns within the rest of the floor."""
     floor = int(inp.budget * OVER_BUDGET_FLOOR)
-    state_msg, used, state_tokens = _state_message(inp.state, counter, floor // 2)
-    start, window_tokens = _window_start(inp.history, floor - state_tokens, LayoutPolicy(window_share=1.0, window_floor_share=1.0))
+    state_msg, used, state_tokens = state_message(inp.state, counter, floor // 2)
+    start, window_tokens = choose_window(inp.history, floor - state_tokens, LayoutPolicy(window_share=1.0, window_floor_share=1.0))
     window = inp.history[start:]
     base = [state_msg] if state_msg is not None else []
     messages = list(inp.system) + base + [line.message for line in window] + list(inp.tail)
     total = fixed_tokens + state_tokens + window_tokens
     state_items = [{"id": f"state:{s.label}", "kind": s.kind, "source": f"event {s.event_id}", "reason": "state", "score": None,
                     "event_id": s.event_id} for s in used]
-    window_items = [{"id": f"event:{line.event_id}" if line.event_id else f"message:{line.pos}", "kind": line.role,
-                     "source": f"turn {line.pos + 1}", "reason": "floor", "score": None, "tokens": line.tokens, "event_id": line.event_id,
-                     "turn": line.pos + 1} for line in window]
+    fixed_items, tail_items = _edge_items(inp, counter)
+    manifest = _manifest_head(inp, counter)
     manifest.update(mode="over_budget", over_budget=True, over_budget_by=total - inp.budget, total_tokens=total,
-                    included=fixed_items + state_items + window_items + tail_items, dropped=[], dropped_count=0,
+                    included=fixed_items + state_items + _window_items(window, "floor") + tail_items, dropped=[], dropped_count=0,
                     totals={"fixed": fixed_tokens, "state": state_tokens, "history": window_tokens},
                     note="the system message(s) and the live tail alone exceed the budget; the state block and the newest "
                          "turns went with them within a floor of the budget")

@@ -7,13 +7,21 @@ uncached prompt. `LayoutPolicy` holds every threshold of that trade; its presets
 dev conversations only (benchmarks section F; 6-10 are reported as held out):
 
 - ``cache`` (the default): each question's own evidence after the cached part, the matches out
-  of view down to 0.4 of the best one's score within 0.35 of the room; a rebase when the budget
-  forces it or the room the stable part leaves is below 0.15 of the room. Chosen on LoCoMo 1-2 at
-  budget 4,000 with the questions asked in sequence (section F's protocol), against 0.5 / 0.25 /
-  0.10: recall in sequence 0.766 against 0.714, alone 0.801 against 0.758, at cost 0.70× / 0.41×
-  / 0.31× against 0.61× / 0.38× / 0.30× (main before: 0.589, 0.784, 0.69× / 0.39× / 0.29×).
-- ``recall``: weaker matches too, within a larger share: closer to a fresh compile's evidence, at
-  more uncached tokens per question and more rebases.
+  of view down to 0.15 of the best one's score within 0.6 of the room; the frame's base and window
+  fill at most 0.4 of the room at a rebase; a rebase when the budget forces it or the room the
+  stable part leaves is below 0.2 of the room. Why: of the 54 questions (of 231, LoCoMo 1-2, budget
+  4,000, asked in sequence) the previous values (floor 0.4, share 0.35, base 0.6, 0.15) missed, 30
+  were found by a fresh compile of the same session at that moment; in 25 of those the block had
+  room to spare and the floor (0.4 of a best match 2-3× stronger than the rest) had cut it short.
+  Measured there (`benchmarks.cache_cost --conversations 1-2 --sequence-only --misses`), recall in
+  sequence / cost at r = 0.1 / 0.25 / 0.5:
+  previous 0.766 / 0.70× / 0.41× / 0.31×; floor 0.25, share 0.55, base 0.45: 0.805 / 0.86× / 0.48×
+  / 0.34×; floor 0.4 with the first 0.25 of the room unfloored (`evidence_min_block`), share 0.45:
+  0.801 / 0.85× / 0.48× / 0.34×; **these values: 0.831 / 1.03× / 0.54× / 0.37×**; no floor, share
+  0.7, base 0.3, 0.25 (now ``recall``): 0.840 / 1.22× / 0.62× / 0.40×. Held out (6-10) a
+  conversation costs less against resending (its history is longer), 0.76 of dev's at the old values.
+- ``recall``: every match out of view while the block has room (no floor), within 0.7 of the room,
+  a small base: the closest to a fresh compile's evidence, at the most uncached tokens per question.
 
 Measured figures (cost against resending everything, recall of questions asked alone and in
 sequence) are in benchmarks/RESULTS.md section F.
@@ -48,7 +56,7 @@ class LayoutPolicy:
     window_floor_share: float = 0.30
     # ... and the frame's base (state, best-ranked evidence) plus the window fill at most `base_fill`
     # of the room: the rest is for this question's other evidence, then for the turns to come.
-    base_fill: float = 0.6
+    base_fill: float = 0.4
     # ... and this question's own evidence (after the window) within `rebase_evidence_share` of the
     # room; 1.0: all the room the frame leaves (the fresh compile's).
     rebase_evidence_share: float = 1.0
@@ -59,16 +67,20 @@ class LayoutPolicy:
     # the turn the question asks about. When the block does not fit in the room the stable part
     # leaves, its best part fills that room; the prompt is rebased only when that room is below
     # `evidence_min_share` of the room (or the stable part no longer fits at all).
-    evidence_floor: float = 0.4
-    evidence_share: float = 0.35
-    evidence_min_share: float = 0.15
+    evidence_floor: float = 0.15
+    evidence_share: float = 0.6
+    evidence_min_share: float = 0.2
+    # The floor applies once the block holds `evidence_min_block` of the room: below that, the next
+    # best candidates go in whatever their score (a question whose evidence is one strong hit and
+    # weaker ones still gets the weaker ones).
+    evidence_min_block: float = 0.0
     # The route's cache prices when it knows them (the Anthropic route): the shares above are then
     # priced per request (`memory.prompt.pricing`). None: as tuned above.
     prices: CachePrices | None = None
 
 POLICIES: dict[str, LayoutPolicy] = {
     "cache": LayoutPolicy(),
-    "recall": LayoutPolicy(name="recall", evidence_floor=0.3, evidence_share=0.5),
+    "recall": LayoutPolicy(name="recall", base_fill=0.3, evidence_floor=0.0, evidence_share=0.7, evidence_min_share=0.25),
 }
 
 

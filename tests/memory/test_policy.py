@@ -31,10 +31,11 @@ def _frame(view: SessionView, lines: list[Line]) -> FrameRecord:
     return replace(built, id=7)
 
 
-def _layout_on(view: SessionView, lines: list[Line], frame: FrameRecord, n: int, ranked: list[Scored], policy: str) -> str:
+def _layout_on(view: SessionView, lines: list[Line], frame: FrameRecord, n: int, ranked: list[Scored], policy: str | LayoutPolicy) -> str:
     """The mode of the prompt for the first `n` messages on `frame`, and which out-of-view messages
     came back as evidence, e.g. "frame 2 4"."""
-    layout = _layout(view, _input(lines[:n], BUDGET, frame=frame, ranked=ranked, policy=POLICIES[policy]))
+    chosen = POLICIES[policy] if isinstance(policy, str) else policy
+    layout = _layout(view, _input(lines[:n], BUDGET, frame=frame, ranked=ranked, policy=chosen))
     shown = [str(s.pos) for s in ranked if f"w{s.pos}x29" in json.dumps(layout.evidence)]
     return " ".join([layout.mode, *shown])
 
@@ -46,13 +47,27 @@ def test_with_room_to_spare_both_keep_the_frame_and_add_evidence(policy: str) ->
 
 
 def test_where_the_policies_part_a_weaker_match_out_of_view() -> None:
-    """A second match out of view at 0.35 of the best one's score: under `cache` (floor 0.4) it stays
-    out, under `recall` (floor 0.3) it comes back too; both keep the frame."""
+    """A second match out of view at 0.1 of the best one's score: under `cache` (floor 0.15) it stays
+    out, under `recall` (no floor) it comes back too; both keep the frame."""
     view, lines = _session(60)
     frame = _frame(view, lines)
-    ranked = [Scored(OUT_OF_VIEW, 2.0), Scored(OUT_OF_VIEW + 2, 0.7)]
+    ranked = [Scored(OUT_OF_VIEW, 2.0), Scored(OUT_OF_VIEW + 2, 0.2)]
     assert _layout_on(view, lines, frame, 40, ranked, "cache") == "frame 2"
     assert _layout_on(view, lines, frame, 40, ranked, "recall") == "frame 2 4"
+
+
+def test_below_the_minimum_block_the_floor_does_not_cut() -> None:
+    """A second match out of view at a quarter of the best one's score is under the floor; while the
+    block holds less than its minimum share of the room it comes back all the same, and once the
+    block is full enough the floor cuts it again."""
+    view, lines = _session(60)
+    frame = _frame(view, lines)
+    ranked = [Scored(OUT_OF_VIEW, 2.0), Scored(OUT_OF_VIEW + 2, 0.5)]
+    floor_only = LayoutPolicy(evidence_floor=0.4, evidence_min_block=0.0)
+    assert _layout_on(view, lines, frame, 40, ranked, floor_only) == "frame 2"
+    assert _layout_on(view, lines, frame, 40, ranked, replace(floor_only, evidence_min_block=0.1)) == "frame 2 4"
+    # One item already fills a minimum of 0.001 of the room: the floor applies from the second on.
+    assert _layout_on(view, lines, frame, 40, ranked, replace(floor_only, evidence_min_block=0.001)) == "frame 2"
 
 
 @pytest.mark.parametrize("policy", ["cache", "recall"])
@@ -63,7 +78,8 @@ def test_the_budget_forces_a_rebase_under_either_policy(policy: str) -> None:
 
 def test_the_policies_differ_only_where_documented() -> None:
     assert POLICIES["cache"] == LayoutPolicy()
-    assert POLICIES["recall"] == replace(LayoutPolicy(), name="recall", evidence_floor=0.3, evidence_share=0.5)
+    assert POLICIES["recall"] == replace(LayoutPolicy(), name="recall", base_fill=0.3, evidence_floor=0.0, evidence_share=0.7,
+                                         evidence_min_share=0.25)
     assert get_policy("recall") is POLICIES["recall"]
     with pytest.raises(InvalidArgumentError, match="unknown layout policy 'fast'"):
         get_policy("fast")

@@ -193,6 +193,7 @@ def test_consecutive_prompts_keep_their_prefix_and_cost_is_reported(upstream: Up
     prompts: list[list[dict[str, Any]]] = []
     cached_headers: list[int] = []
     modes: list[str] = []
+    restart_at: int | None = None
     try:
         for i in range(60):
             messages.append({"role": "user", "content": _turn(i)})
@@ -202,7 +203,10 @@ def test_consecutive_prompts_keep_their_prefix_and_cost_is_reported(upstream: Up
             modes.append(raw.headers["x-memory-mode"])
             prompts.append(_sent(upstream))
             messages.append({"role": "assistant", "content": reply.choices[0].message.content})
-            if i == 45:  # a restart: the frame comes from the database, not from process memory
+            if restart_at is None and i >= 40 and modes[-1] == "rebased":
+                # A restart right after a fresh frame: the next turn's frame comes from the database,
+                # not from process memory.
+                restart_at = i + 1
                 proxy.served.stop()
                 proxy = start_proxy(config)
                 client = proxy.client(default_headers={"X-Memory-Session": "cache"})
@@ -217,11 +221,14 @@ def test_consecutive_prompts_keep_their_prefix_and_cost_is_reported(upstream: Up
             previous = prompts[i - 1]
             stable = len(previous) - 1 - (1 if previous[-2]["role"] == "system" and previous[-2] is not SYSTEM else 0)
             assert _common_prefix(previous, prompts[i]) >= stable, f"turn {i} rewrote the top of the prompt"
-    assert modes[46] == "frame"  # the restart continued the same frame
+    assert restart_at is not None and modes[restart_at] == "frame"  # the restart continued the same frame
     counter = get_counter(MODEL)
     forwarded = sum(counter.messages_tokens(p) for p in prompts)
     cached = sum(cached_headers)
-    assert cached / forwarded > 0.5  # the provider's cache keeps hitting
+    # The provider's cache keeps hitting. Each turn's own evidence (uncached, up to 0.6 of the room
+    # since issue 19's retune) is most of what is not cached: 0.40 of this chat's tokens are cached
+    # (over 0.5 before the retune, when the block stopped at 0.4 of the best match's score).
+    assert cached / forwarded > 0.35
     usage = info["usage"]
     assert usage["turns"] == 60 and usage["cached_tokens"] == cached and usage["forwarded_tokens"] == forwarded
     assert usage["sent_tokens"] > usage["forwarded_tokens"]

@@ -1,0 +1,60 @@
+"""The verbatim window: the newest messages of the conversation that a prompt shows as they were
+sent, chosen newest first in groups that must stay together (a tool call with its results)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from memory.prompt.policy import LayoutPolicy
+
+__all__ = ["Line", "WINDOW_FLOOR_MESSAGES", "choose_window"]
+
+# A rebase's window always offers its floor share to the last exchange (two messages).
+WINDOW_FLOOR_MESSAGES = 2
+_TOOL_ROLES = frozenset({"tool", "function"})
+
+
+@dataclass(frozen=True)
+class Line:
+    """One message of the conversation before the live tail, as it goes in the prompt."""
+
+    pos: int
+    message: dict[str, Any]
+    role: str
+    event_id: int | None
+    tokens: int
+
+    @property
+    def key(self) -> str | None:
+        return f"e{self.event_id}" if self.event_id is not None else None
+
+
+def _groups_newest_first(history: list[Line]) -> Iterator[tuple[int, int]]:
+    """(start, end) index ranges of the groups that must stay together, newest first: an assistant
+    tool call with the results answering it, every other message alone. Stops at tool results whose
+    call is missing: they are never shown without it. Lazy: the window stops early, and a long
+    history is not walked to its start."""
+    end = len(history)
+    while end > 0:
+        start = end - 1
+        while start >= 0 and history[start].role in _TOOL_ROLES:
+            start -= 1
+        if start < end - 1 and (start < 0 or not history[start].message.get("tool_calls")):
+            return
+        yield start, end
+        end = start
+
+
+def choose_window(history: list[Line], room: int, policy: LayoutPolicy) -> tuple[int, int]:
+    """Start (index into history) and tokens of the newest groups within the window share of
+    `room`; the last exchange may take the larger floor share."""
+    start, spent, kept = len(history), 0, 0
+    for first, end in _groups_newest_first(history):
+        cost = sum(line.tokens for line in history[first:end])
+        cap = room * (policy.window_floor_share if kept < WINDOW_FLOOR_MESSAGES else policy.window_share)
+        if spent + cost > cap:
+            break
+        start, spent, kept = first, spent + cost, kept + (end - first)
+    return start, spent
