@@ -65,7 +65,15 @@ def compact(t: Tail, j: int, target: int) -> Decided:
         return decided
     digest = int(target * t.policy.digest_share)
     levels, decided = _levels(t, j, keep_from, steps, first, target - digest, target)
-    return _render(t, j, keep_from, steps, levels, digest * 4)
+    decided = _render(t, j, keep_from, steps, levels, digest * 4)
+    note = decided.note[2] if decided.note else 0
+    if note >= digest or not t.policy.fill:
+        return decided
+    # The note came out smaller than its share (its outputs had fewer salient lines): the room it
+    # left goes to the steps, so the compaction lands near its target rather than far below it.
+    levels, _ = _levels(t, j, keep_from, steps, first, target - note, target)
+    filled = _render(t, j, keep_from, steps, levels, note * 4)
+    return filled if sum(t.tokens[:j]) - filled.saved(t) <= target else decided
 
 
 def _levels(t: Tail, j: int, keep_from: int, steps: list[tuple[int, int]], first: Decided, target: int,
@@ -103,8 +111,10 @@ def _levels(t: Tail, j: int, keep_from: int, steps: list[tuple[int, int]], first
                 if levels[n] >= level or old[n] != among_old:
                     continue
                 before = sum(_alone(t, i, levels[n])[2] for i in range(a, end))
-                # A dropped step still takes a line of the note.
-                after = sum(_alone(t, i, level)[2] for i in range(a, end)) + (_NOTE_LINE if level == 3 else 0)
+                # A dropped step takes a line of the note while the note lists fewer than
+                # `note_calls` calls; past that it only pushes an older call out of the list.
+                listed = level == 3 and levels.count(3) < t.policy.note_calls
+                after = sum(_alone(t, i, level)[2] for i in range(a, end)) + (_NOTE_LINE if listed else 0)
                 levels[n], changed = level, True
                 estimate -= before - after
                 if estimate <= target:

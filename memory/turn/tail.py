@@ -45,8 +45,10 @@ class CompactPolicy:
     memory_share: float = 0.2
     # Of a compaction's target, what the lines kept in the note for dropped steps may take (`memory.turn.digest`).
     digest_share: float = 0.6
+    # Give the room a note leaves unused (fewer salient lines than its share) back to the steps.
+    fill: bool = True
     # Of the budget, what the excerpts of compacted outputs may take (`memory.turn.excerpts`).
-    evidence_share: float = 0.05
+    evidence_share: float = 0.025
 
 
 
