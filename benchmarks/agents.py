@@ -6,6 +6,8 @@
     python -m benchmarks.agents --workers 3 ...  # three processes at once, each with its own fake and proxy
     python -m benchmarks.agents --from run.json --before main.json --write   # render a saved run, with an earlier one as "before"
     python -m benchmarks.agents --budgets 8000 --only pyvista --steps 30     # a quick look: prints the figures, writes nothing
+    python -m benchmarks.agents --only marshmallow,pvlib,pydicom,astroid --write-tuning   # the tuning split as section H's
+                                                 # sub-section; the held-out tables stay as they are
 
 `python -m benchmarks.run_all` runs the same replay as its section H (and a small form with
 `--quick`). The trajectories are read from `--agent-traces` (default
@@ -36,7 +38,7 @@ from .headline import main as write_headline
 from .machine import describe_machine, load_average
 from .report_agents import section_h, splice_section, summaries
 
-__all__ = ["main", "measure", "quick_trajectories", "traces_or_reason", "load_runs"]
+__all__ = ["main", "measure", "write_section", "quick_trajectories", "traces_or_reason", "load_runs"]
 
 QUICK_BUDGET = 2000
 QUICK_STEPS = 10
@@ -150,9 +152,20 @@ def load_runs(raw: str) -> tuple[AgentsRun, dict[str, Any]]:
     return run, meta
 
 
-def _write(out: Path, h: dict[str, Any]) -> None:
+def write_section(out: Path, h: dict[str, Any], tuning: bool = False) -> None:
+    """Section H from `h`; with `tuning`, `h` is a run of the tuning split, kept as the section's
+    tuning sub-section (the held-out tables stay as they are). Either keeps the other."""
     results_path, markdown_path = out / "results.json", out / "RESULTS.md"
     results = json.loads(results_path.read_text(encoding="utf-8")) if results_path.exists() else {}
+    earlier = results.get("H") or {}
+    if tuning:
+        if not earlier:
+            raise SystemExit("--write-tuning: results.json has no section H to add the tuning split to")
+        if any(row["split"] != "tuning" for row in h["rows"]):
+            raise SystemExit("--write-tuning: the run has trajectories outside the tuning split")
+        h = {**earlier, "tuning": h}
+    elif earlier.get("tuning"):
+        h = {**h, "tuning": earlier["tuning"]}
     results["H"] = h
     results.get("skipped", {}).pop("H", None)
     results_path.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
@@ -178,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
                         "(or in these comma-separated files of one commit)")
     parser.add_argument("--before", default=None, help="step records of an earlier run (file or files), shown as 'before'")
     parser.add_argument("--write", action="store_true", help="splice section H into RESULTS.md and results.json under --out")
+    parser.add_argument("--write-tuning", action="store_true", help="a run of the tuning split only: write it as section H's "
+                        "tuning sub-section (the held-out tables stay)")
     parser.add_argument("--out", default="benchmarks")
     parser.add_argument("--label", default="", help="what the measured code is, when its commit does not say (shown in the section)")
     parser.add_argument("--no-progress", action="store_true")
@@ -205,8 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     for row in h["rows"]:
         print(json.dumps({k: row[k] for k in ("split", "budget", "steps", "raw_vs_resend", "cached_share", "cost", "rejected",
                                               "over_budget", "recall", "needed")} | {"window": row["window"], "added_p50": row["added_ms"]["p50"]}))
-    if args.write:
-        _write(_path(args.out), h)
+    if args.write or args.write_tuning:
+        write_section(_path(args.out), h, tuning=args.write_tuning)
         print(f"wrote section H into {_path(args.out) / 'RESULTS.md'} and results.json")
     return 0
 

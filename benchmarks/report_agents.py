@@ -12,10 +12,11 @@ from .agent_replay import AgentsRun, StepRecord
 from .agent_traces import HELD_OUT, TUNING
 from .common import percentiles
 
-__all__ = ["summarize", "summaries", "section_h", "splice_section", "RATIOS", "TARGETS", "TARGET_BUDGET", "HEADING"]
+__all__ = ["summarize", "summaries", "section_h", "tuning_section", "splice_section", "RATIOS", "TARGETS", "TARGET_BUDGET", "HEADING"]
 
 RATIOS = (0.1, 0.25, 0.5)
 HEADING = "## H. Agents: real tool loops through the proxy"
+TUNING_HEADING = "### The tuning split"
 # Issue 18's targets, on the held-out trajectories at budget 8,000.
 TARGET_BUDGET = 8000
 TARGETS = {"raw_vs_resend": 0.45, "0.1": 0.80, "0.25": 0.60, "recall": 0.90, "rejected": 0, "added_p50_ms": 30.0}
@@ -193,6 +194,22 @@ def section_h(h: dict[str, Any] | None, skipped: str | None = None) -> list[str]
         what = before["meta"].get("label") or f"commit {before['meta'].get('commit', '?')}"
         out += ["### Before and after", "", f"Before: the same protocol on {what}. " + _run_line(before["meta"], before["seconds"]), "",
                 *_compare(before, h), "", "The whole before run:", "", *_table(before), ""]
+    if h.get("tuning"):
+        out += tuning_section(h["tuning"])
+    return out
+
+
+def tuning_section(t: dict[str, Any]) -> list[str]:
+    """The sub-section for a run of the tuning split (`summaries` of it): kept in results.json as
+    `H["tuning"]`, so a held-out run written later keeps it, and the held-out tables never come
+    from it."""
+    out = [TUNING_HEADING, "",
+           "The trajectories the compaction is tuned on (" + ", ".join(TUNING) + "), by the same protocol as the tables above. "
+           + _run_line(t["meta"], t["seconds"]), "", *_table(t), "", *_per_trajectory(t)]
+    before = t.get("before")
+    if before:
+        what = before["meta"].get("label") or f"commit {before['meta'].get('commit', '?')}"
+        out += [f"Before: the same protocol on {what}. " + _run_line(before["meta"], before["seconds"]), "", *_compare(before, t), ""]
     return out
 
 

@@ -12,6 +12,7 @@ import pytest
 from benchmarks.agent_metrics import carried, clearing_window, identifiers, needs_by_step, placeholder, prompt_lines
 from benchmarks.agent_replay import AgentsRun, StepRecord, reply_of
 from benchmarks.agent_traces import clean_message, split_of
+from benchmarks.agents import write_section
 from benchmarks.report_agents import section_h, splice_section, summaries, summarize
 from memory.recall.tokens import get_counter
 
@@ -145,3 +146,22 @@ def test_the_section_is_spliced_in_place() -> None:
     assert splice_section("# R\n", ["## H. x", ""]) == "# R\n\n## H. x\n"
     middle = splice_section("# R\n\n## H. a\n\nold\n\n## I. next\n", ["## H. b", "", "new", ""])
     assert middle == "# R\n\n## H. b\n\nnew\n\n## I. next\n"
+
+
+def test_a_tuning_run_is_written_as_a_sub_section_and_a_held_out_run_keeps_it(tmp_path: Any) -> None:
+    held = AgentsRun((8000,), (("t-held_out", "held_out", 1),), (_record("held_out"),), "none", 1.0)
+    tuning = AgentsRun((8000,), (("t-tuning", "tuning", 1),), (_record("tuning", carried=4),), "none", 1.0)
+    write_section(tmp_path, summaries(held, {"command": "held", "commit": "abc"}))
+    held_text = (tmp_path / "RESULTS.md").read_text(encoding="utf-8")
+    write_section(tmp_path, summaries(tuning, {"command": "tuning", "commit": "def"}), tuning=True)
+    both = (tmp_path / "RESULTS.md").read_text(encoding="utf-8")
+    assert both.startswith(held_text.rstrip("\n")) and "### The tuning split" in both
+    assert "| tuning (" in both and "1.000 (4)" in both and "identifier recall 0.750" in both  # held-out targets unchanged
+    results = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))
+    assert [r["split"] for r in results["H"]["rows"]] == ["held_out"] and results["H"]["tuning"]["meta"]["commit"] == "def"
+    # A later held-out run replaces the held-out tables and keeps the tuning sub-section.
+    write_section(tmp_path, summaries(held, {"command": "held again", "commit": "ghi"}))
+    again = (tmp_path / "RESULTS.md").read_text(encoding="utf-8")
+    assert "held again" in again and "### The tuning split" in again and "`tuning` on commit def" in again
+    with pytest.raises(SystemExit):
+        write_section(tmp_path, summaries(held, {"command": "held", "commit": "abc"}), tuning=True)

@@ -178,3 +178,37 @@ def test_an_edited_tail_does_not_resume_a_plan_it_does_not_extend() -> None:
     edited = [*tail[:5], {**tail[5], "content": "a different output"}, *tail[6:], *_step(99, "ls", _output(99, 30))]
     assert _same(compact_tail(edited, 2_500, COUNTER.message_tokens, RULES, memo=shared),
                  compact_tail(edited, 2_500, COUNTER.message_tokens, RULES, memo=CompactMemo()))
+
+
+def _runs(k: int) -> tuple[str, str]:
+    """A step whose output names nothing the agent mentions (no salient line for the note)."""
+    return f"python run_{k}.py", "\n".join(f"progress {n} of step {k}: still running" for n in range(30))
+
+
+def _at_points(tail: list[dict[str, Any]], room: int, policy: CompactPolicy) -> list[int]:
+    """The tail's tokens right after each compaction, as the tail grows a step at a time."""
+    out: list[int] = []
+    memo = CompactMemo()
+    for n in range(3, len(tail) + 1, 2):
+        result = compact_tail(tail[:n], room, COUNTER.message_tokens, policy, memo=memo)
+        if result.compactions > len(out):
+            out.append(result.tokens)
+    return out
+
+
+def test_room_the_note_leaves_unused_goes_back_to_the_steps() -> None:
+    tail = _loop(40, _runs)
+    room, target = 6_000, 4_200
+    filled = _at_points(tail, room, CompactPolicy(low_water=0.7))
+    unfilled = _at_points(tail, room, CompactPolicy(low_water=0.7, fill=False))
+    # Once steps are dropped, the note's share of the target would sit empty without the rule.
+    assert unfilled[-1] < 0.5 * target
+    assert all(0.85 * target < tokens <= target for tokens in filled)
+
+
+def test_compactions_land_as_high_late_in_a_long_loop_as_early() -> None:
+    # The note lists only the newest `note_calls` calls, so a step dropped beyond those costs the
+    # note nothing: counting a line for each would sink every later compaction further below its target.
+    tail = _loop(120, _runs)
+    points = _at_points(tail, 6_000, CompactPolicy(low_water=0.7))
+    assert len(points) > 10 and min(points) > 0.85 * 4_200 and max(points) <= 4_200

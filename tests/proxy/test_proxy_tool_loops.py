@@ -27,7 +27,7 @@ BASH = {"type": "function", "function": {"name": "bash", "description": "Run a s
 BASH_RESPONSES = {"type": "function", "name": "bash", "description": "Run a shell command",
                   "parameters": {"type": "object", "properties": {"command": {"type": "string"}}}}
 STEPS = 64
-BUDGET = 12000
+BUDGET = 13000
 
 
 def _file(version: int) -> str:

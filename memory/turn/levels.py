@@ -1,0 +1,274 @@
+"""One compaction of a tool loop: how far each older step goes to bring the tail to its target.
+
+A step's level: 0 verbatim; 1 its outputs stubbed with their first and last lines, its long
+arguments and text shortened; 2 its outputs reduced to their stub's header and its text to its
+start; 3 dropped, listed in one note (`memory.turn.digest`) with the salient lines of its outputs.
+Whatever the levels, an output identical to a later verbatim one becomes a pointer to it, and a
+re-run whose output changed goes up as a diff against the earlier output while that one is verbatim
+(they lose nothing). The newest steps within `verbatim_share` of the target stay whole; older ones
+go further first, level by level.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from memory.turn.digest import as_message, mentions, note_text, salient_lines
+from memory.turn.stubs import call_label, diff_text, pointer_text, shorten_arguments, shorten_text, stub_text
+from memory.turn.tail import TOOL_ROLES, Rendering, Tail
+
+__all__ = ["Decided", "compact", "protected"]
+
+
+@dataclass
+class Decided:
+    """A compaction's renderings of tail[:j] (a dropped message renders as nothing) and the note
+    standing for dropped steps: (the index it goes before, the message, its tokens)."""
+
+    out: dict[int, Rendering]
+    note: tuple[int, dict[str, Any], int] | None
+
+    def saved(self, t: Tail) -> int:
+        return sum(t.tokens[i] - r[2] for i, r in self.out.items()) - (self.note[2] if self.note else 0)
+
+
+_NOTE_LINE = 24  # tokens a dropped step's line in the note takes, about
+
+
+def _steps(t: Tail, keep_from: int) -> list[tuple[int, int]]:
+    """(start, end) of the assistant steps before `keep_from`: a call and the outputs answering it."""
+    out: list[tuple[int, int]] = []
+    for a in t.steps:
+        if a >= keep_from:
+            break
+        end = a + 1
+        while end < keep_from and t.messages[end].get("role") in TOOL_ROLES:
+            end += 1
+        out.append((a, end))
+    return out
+
+
+def compact(t: Tail, j: int, target: int) -> Decided:
+    """The renderings of tail[:j] that bring it to `target` tokens or as near as the rules allow:
+    pointers and diffs (they lose nothing); then the newest steps within `verbatim_share` of the
+    target stay whole and the older ones are stubbed; then the oldest go further, level by level.
+    When steps must be dropped, `digest_share` of the target is kept for their note's lines."""
+    keep_from = protected(t, j)
+    steps = _steps(t, keep_from)
+    first = _render(t, j, keep_from, steps, [0] * len(steps))
+    if sum(t.tokens[:j]) - first.saved(t) <= target:
+        return first
+    levels, decided = _levels(t, j, keep_from, steps, first, target, target)
+    if decided.note is None:
+        return decided
+    digest = int(target * t.policy.digest_share)
+    levels, decided = _levels(t, j, keep_from, steps, first, target - digest, target)
+    decided = _render(t, j, keep_from, steps, levels, digest * 4)
+    note = decided.note[2] if decided.note else 0
+    if note >= digest or not t.policy.fill:
+        return decided
+    # The note came out smaller than its share (its outputs had fewer salient lines): the room it
+    # left goes to the steps, so the compaction lands near its target rather than far below it.
+    levels, _ = _levels(t, j, keep_from, steps, first, target - note, target)
+    filled = _render(t, j, keep_from, steps, levels, note * 4)
+    return filled if sum(t.tokens[:j]) - filled.saved(t) <= target else decided
+
+
+def _levels(t: Tail, j: int, keep_from: int, steps: list[tuple[int, int]], first: Decided, target: int,
+            window_target: int) -> tuple[list[int], Decided]:
+    """Each step's level (and the rendering) that brings tail[:j] to `target`; the verbatim window
+    is `verbatim_share` of `window_target`."""
+    levels = [0] * len(steps)
+    cost = sum(t.tokens[:j])
+
+    def shown(i: int) -> int:
+        return first.out[i][2] if i in first.out else t.tokens[i]
+
+    window = sum(shown(i) for i in range(keep_from, j))
+    for n in range(len(steps) - 1, -1, -1):
+        a, end = steps[n]
+        window += sum(shown(i) for i in range(a, end))
+        if window > t.policy.verbatim_share * window_target:
+            levels[: n + 1] = [1] * (n + 1)
+            break
+    # A diff in the window keeps its base whole: the base costs about what the diff saves.
+    start = next((a for (a, _), level in zip(steps, levels, strict=True) if level == 0), keep_from)
+    for i, (kind, _, _, call) in first.out.items():
+        if kind == "diff" and i >= start:
+            base = next(n for n, (a, end) in enumerate(steps) if any(str(t.messages[b].get("tool_call_id")) == call for b in range(a, end)))
+            levels[base] = 0
+    decided = _render(t, j, keep_from, steps, levels)
+    current = cost - decided.saved(t)
+    old = [level > 0 for level in levels]
+    # The older steps go further first; the window's steps only when nothing older is left to take.
+    for level, among_old in ((2, True), (3, True), (1, False), (2, False), (3, False)):
+        changed = True
+        while current > target and changed:
+            estimate, changed = current, False
+            for n, (a, end) in enumerate(steps):
+                if levels[n] >= level or old[n] != among_old:
+                    continue
+                before = sum(_alone(t, i, levels[n])[2] for i in range(a, end))
+                # A dropped step takes a line of the note while the note lists fewer than
+                # `note_calls` calls; past that it only pushes an older call out of the list.
+                listed = level == 3 and levels.count(3) < t.policy.note_calls
+                after = sum(_alone(t, i, level)[2] for i in range(a, end)) + (_NOTE_LINE if listed else 0)
+                levels[n], changed = level, True
+                estimate -= before - after
+                if estimate <= target:
+                    break
+            if changed:
+                decided = _render(t, j, keep_from, steps, levels)
+                current = cost - decided.saved(t)
+    return levels, decided
+
+
+def _alone(t: Tail, i: int, level: int) -> Rendering:
+    """Message i at `level`, on its own (no pointer or diff); the message itself at level 0."""
+    if level == 0:
+        return ("verbatim", dict(t.messages[i]), t.tokens[i], None)
+    if level >= 3:
+        return ("dropped", {}, 0, None)
+    return _stub(t, i, level) or ("verbatim", dict(t.messages[i]), t.tokens[i], None)
+
+
+def _chat_tool(t: Tail, i: int, text: str) -> dict[str, Any]:
+    m = t.messages[i]
+    return {"role": m.get("role"), "tool_call_id": m.get("tool_call_id"), "content": text}
+
+
+def _stub(t: Tail, i: int, level: int) -> Rendering | None:
+    """The lossy rendering of message i at level 1 or 2: a stub of a tool output, or an assistant
+    step with its long arguments and text shortened; None when nothing would get shorter."""
+    m, p = t.messages[i], t.policy
+    if m.get("role") in TOOL_ROLES:
+        text = t.texts[i]
+        if text is None or (level == 1 and t.tokens[i] < p.min_output_tokens):
+            return None
+        label = t.label(i)
+        head, tail = (p.head_lines, p.tail_lines) if level == 1 else (0, 0)
+        stub = t.memo.get(("stub", text, label, head, tail), lambda: stub_text(text, label, head, tail))
+        chat = _chat_tool(t, i, stub)
+        return _checked(t, i, ("stub", chat, t.token_of(chat), None))
+    if m.get("role") != "assistant":
+        return None
+    content = m.get("content")
+    calls = m.get("tool_calls") or []
+    text_chars, text_keep, arg_chars, arg_keep = ((p.content_chars, p.content_keep, p.arg_chars, p.arg_keep) if level == 1
+                                                  else (p.brief_chars, p.brief_chars // 2, p.brief_chars, p.brief_chars // 3))
+    new_content = shorten_text(content, text_keep) if isinstance(content, str) and len(content) > text_chars else content
+    new_calls = []
+    for call in calls:
+        function = (call.get("function") or {}) if isinstance(call, dict) else {}
+        args = function.get("arguments")
+        if isinstance(args, str) and len(args) > arg_chars:
+            short = t.memo.get(("args", args, arg_chars, arg_keep), partial(shorten_arguments, args, arg_chars, arg_keep))
+            call = {**call, "function": {**function, "arguments": short}}
+        new_calls.append(call)
+    if new_content == content and new_calls == list(calls):
+        return None
+    step: dict[str, Any] = {"role": "assistant", "content": new_content}
+    if calls:
+        step["tool_calls"] = new_calls
+    return _checked(t, i, ("arguments", step, t.token_of(step), None))
+
+
+def _checked(t: Tail, i: int, rendering: Rendering) -> Rendering | None:
+    """`rendering` with its chat form turned into the client's wire form, when it is shorter and
+    that form can carry it; else None."""
+    kind, chat, tokens, target = rendering
+    if tokens >= t.tokens[i]:
+        return None
+    wire = t.rewrite(t.messages[i], chat)
+    return (kind, wire, tokens, target) if wire is not None else None
+
+
+def protected(t: Tail, j: int) -> int:
+    """The first index of the newest `keep_steps` steps before `j` (everything from there on stays)."""
+    steps = [s for s in t.steps if s < j]
+    if not steps:
+        return j
+    return steps[-min(t.policy.keep_steps, len(steps))] if t.policy.keep_steps > 0 else j
+
+
+def _render(t: Tail, j: int, keep_from: int, steps: list[tuple[int, int]], levels: list[int], digest_chars: int = 0) -> Decided:
+    """Each rewritten message of tail[:j] given each step's level: an output identical to a later
+    one that stays verbatim becomes a pointer to it; an output of a call made again with the same
+    arguments goes up as a diff against the earlier output when that one is verbatim; the rest of
+    a compacted step as its level says; dropped steps are listed in one note."""
+    level_of = [0] * j
+    for (a, end), level in zip(steps, levels, strict=True):
+        for i in range(a, end):
+            level_of[i] = level
+    out: dict[int, Rendering] = {}
+    latest: dict[str, int] = {}  # text -> the newest verbatim output with it
+    for i in range(j - 1, -1, -1):
+        text = t.texts[i]
+        if text is None or level_of[i] >= 3 or t.tokens[i] < t.policy.min_output_tokens:
+            continue
+        target = latest.get(text)
+        if i < keep_from and target is not None:
+            call = str(t.messages[target].get("tool_call_id"))
+            label = t.label(i)
+            chat = _chat_tool(t, i, t.memo.get(("ptr", text, label, call), partial(pointer_text, text, label, call)))
+            found = _checked(t, i, ("pointer", chat, t.token_of(chat), call))
+            if found is not None:
+                out[i] = found
+                continue
+        if level_of[i] == 0:
+            latest.setdefault(text, i)
+    targets = {r[3] for r in out.values()}
+    by_key: dict[tuple[str, str], int] = {}  # call -> its newest verbatim output so far
+    for i in range(j):
+        text, key = t.texts[i], t.key(i)
+        if text is None or key is None or i in out or level_of[i] != 0 or t.tokens[i] < t.policy.min_output_tokens:
+            continue
+        base = by_key.get(key)
+        if i < keep_from and str(t.messages[i].get("tool_call_id")) not in targets and base is not None:
+            base_text = t.texts[base] or ""
+            base_call = str(t.messages[base].get("tool_call_id"))
+            label = t.label(i)
+            diff = t.memo.get(("diff", base_text, text, label, base_call),
+                              lambda: diff_text(base_text, text, label, base_call, t.policy.diff_share) or "")
+            if diff:
+                chat = _chat_tool(t, i, diff)
+                found = _checked(t, i, ("diff", chat, t.token_of(chat), base_call))
+                if found is not None:
+                    out[i] = found
+                    continue
+        by_key[key] = i
+    dropped: list[int] = []
+    for i in range(j):
+        if level_of[i] and i not in out:
+            rendering = _alone(t, i, level_of[i])
+            if rendering[0] != "verbatim":
+                out[i] = rendering
+            if rendering[0] == "dropped":
+                dropped.append(i)
+        elif level_of[i] >= 3:
+            out[i] = ("dropped", {}, 0, None)
+            dropped.append(i)
+    briefed = [i for i in range(j) if level_of[i] == 2]
+    return Decided(out, _note(t, j, dropped, briefed, digest_chars))
+
+
+def _note(t: Tail, j: int, dropped: list[int], briefed: list[int], digest_chars: int) -> tuple[int, dict[str, Any], int] | None:
+    """One message standing for the dropped steps (`memory.turn.digest`), where they were."""
+    if not dropped:
+        return None
+    calls = [call_label(*t.calls.get(str(c.get("id")), ("", ""))) for i in dropped for c in t.messages[i].get("tool_calls") or ()]
+    lines: list[tuple[str, list[str]]] = []
+    if digest_chars > 0:
+        sources = [(i, t.label(i), t.texts[i] or "") for i in sorted(dropped + briefed) if t.texts[i]]
+        steps = [_step_text(t.messages[i]) for i in range(j) if t.messages[i].get("role") == "assistant"]
+        lines = salient_lines(sources, mentions(steps), digest_chars)
+    note = as_message(note_text(calls, t.policy.note_calls, t.policy.note_chars, lines))
+    return dropped[0], note, t.token_of(note)
+
+
+def _step_text(m: dict[str, Any]) -> str:
+    parts = [m.get("content") if isinstance(m.get("content"), str) else ""]
+    parts += [str((c.get("function") or {}).get("arguments") or "") for c in m.get("tool_calls") or () if isinstance(c, dict)]
+    return "\n".join(p for p in parts if p)

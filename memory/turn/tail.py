@@ -1,0 +1,138 @@
+"""The shared vocabulary of tool-loop compaction: its policy, its memo, and the tail it works on.
+
+`memory.turn.compact` finds the compaction points and assembles the result; `memory.turn.levels`
+decides, at one compaction, how far each older step goes. Both read the tail through `Tail`: the
+messages, their tokens, the calls by id, the steps and the outputs' text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from memory.turn.stubs import call_label
+
+if TYPE_CHECKING:  # the plan a replay resumes from is the compaction's own record
+    from memory.turn.compact import Plan
+
+__all__ = ["TOOL_ROLES", "Rewrite", "CompactPolicy", "CompactMemo", "chat_rewrite", "Rendering", "Tail", "output_text", "tool_calls"]
+
+TOOL_ROLES = frozenset({"tool", "function"})
+
+# (the message as the client sent it, its rewritten chat form) -> the rewritten message in the
+# client's wire form, or None when that form cannot carry the rewrite (the message then stays whole).
+Rewrite = Callable[[dict[str, Any], dict[str, Any]], "dict[str, Any] | None"]
+
+
+@dataclass(frozen=True)
+class CompactPolicy:
+    """When and how far the tail is compacted (shares of the tail's room; sizes in tokens/chars)."""
+
+    low_water: float = 0.7
+    # Of a compaction's target, what the newest steps may keep verbatim before older ones are stubbed.
+    verbatim_share: float = 0.5
+    keep_steps: int = 2
+    min_output_tokens: int = 120
+    head_lines: int = 4
+    tail_lines: int = 3
+    diff_share: float = 0.6
+    arg_chars: int = 600
+    arg_keep: int = 160
+    content_chars: int = 1_000
+    content_keep: int = 250
+    brief_chars: int = 240
+    note_calls: int = 12
+    note_chars: int = 80
+    # Kept out of the tail's room for the earlier conversation (state, recent turns, evidence).
+    memory_share: float = 0.2
+    # Of a compaction's target, what the lines kept in the note for dropped steps may take (`memory.turn.digest`).
+    digest_share: float = 0.6
+    # Give the room a note leaves unused (fewer salient lines than its share) back to the steps.
+    fill: bool = True
+    # Of the budget, what the excerpts of compacted outputs may take (`memory.turn.excerpts`).
+    evidence_share: float = 0.025
+
+
+
+class CompactMemo:
+    """Bounded cache of renderings (stub, pointer, diff texts and their tokens): a request
+    re-plays its tail's compactions, which render the same messages every time. It also keeps
+    the last plan of each tail (`memory.turn.compact.Plan`, by the tail's first message and room),
+    so the next request, which carries its predecessor's messages, resumes the replay where that
+    one stopped."""
+
+    def __init__(self, max_entries: int = 20_000, max_plans: int = 1_024) -> None:
+        self._max = max_entries
+        self._cache: dict[Any, Any] = {}
+        self._max_plans = max_plans
+        self._plans: dict[int, Plan] = {}
+
+    def plan(self, key: int) -> Plan | None:
+        return self._plans.get(key)
+
+    def keep_plan(self, key: int, plan: Plan) -> None:
+        self._plans.pop(key, None)
+        self._plans[key] = plan
+        while len(self._plans) > self._max_plans:
+            del self._plans[next(iter(self._plans))]
+
+    def get(self, key: Any, make: Callable[[], Any]) -> Any:
+        found = self._cache.get(key)
+        if found is None:
+            found = make()
+            self._cache[key] = found
+            while len(self._cache) > self._max:
+                del self._cache[next(iter(self._cache))]
+        return found
+
+
+def chat_rewrite(original: dict[str, Any], rewritten: dict[str, Any]) -> dict[str, Any]:
+    """The chat wire form: the client's message with the rewritten fields."""
+    return {**original, **rewritten}
+
+
+# (kind, the message in the client's wire form, its tokens, the call a pointer or diff refers to)
+Rendering = tuple[str, dict[str, Any], int, "str | None"]
+
+
+@dataclass
+class Tail:
+    messages: Sequence[dict[str, Any]]
+    tokens: list[int]
+    calls: dict[str, tuple[str, str]]  # call id -> (name, arguments)
+    steps: list[int]  # indexes of the assistant messages
+    texts: list[str | None]  # a tool output's text (None for other messages and non-text outputs)
+    token_of: Callable[[dict[str, Any]], int]
+    memo: CompactMemo
+    policy: CompactPolicy
+    rewrite: Rewrite
+
+    def label(self, i: int) -> str:
+        call_id = str(self.messages[i].get("tool_call_id") or "")
+        name, args = self.calls.get(call_id, ("tool call", call_id))
+        return call_label(name, args)
+
+    def key(self, i: int) -> tuple[str, str] | None:
+        """What makes two calls the same call: the tool and its arguments."""
+        return self.calls.get(str(self.messages[i].get("tool_call_id") or ""))
+
+
+def output_text(message: dict[str, Any]) -> str | None:
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list) and all(isinstance(p, dict) and p.get("type") in ("text", "input_text") for p in content):
+        return "\n".join(str(p.get("text", "")) for p in content)
+    return None
+
+
+def tool_calls(messages: Sequence[dict[str, Any]]) -> dict[str, tuple[str, str]]:
+    out: dict[str, tuple[str, str]] = {}
+    for m in messages:
+        for call in m.get("tool_calls") or ():
+            if isinstance(call, dict):
+                function = call.get("function") or {}
+                out[str(call.get("id"))] = (str(function.get("name") or ""), str(function.get("arguments") or ""))
+    return out
+
