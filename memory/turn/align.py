@@ -168,12 +168,12 @@ def leading_context(roles: Sequence[str], tagged: Collection[int]) -> int:
     return n
 
 
-def fixed_context(stored: Sequence[str], request: Sequence[str], request_roles: Sequence[str],
+def fixed_context(stored: Sequence[str], request: Sequence[str], request_roles: Sequence[str], named: bool,
                   observations: Collection[int] = (), tagged: Collection[int] = ()) -> list[int]:
     """Positions of the request's conversation messages that are the client's fixed context, sent
     every call and never a turn: the user messages ahead of the first question (`leading_context`);
-    and, named session or not, everything the request carries besides the stored conversation and
-    the live tail: on the first call,
+    and, for a session matched by its content (no session header), everything the request carries
+    besides the stored conversation and the live tail: on the first call,
     the history the client brings when it is `FIXED_HEAD_MAX` messages or fewer (a few-shot
     exchange, aider's files and repository map; a longer one is a conversation from before the
     proxy, stored as such); on later calls, the messages ahead of the stored conversation (found
@@ -181,9 +181,14 @@ def fixed_context(stored: Sequence[str], request: Sequence[str], request_roles: 
     client's request never has messages ahead of the conversation's start, so only a fixed head
     can, and a window that repeats the conversation's first messages is not read as one) and those
     between its end and the live tail (aider sends its files message after the history).
+    A named session stores what its client sends as the conversation: a request that brings turns
+    memory failed to store (a reply cut off, a store that refused a write) or a conversation from
+    before the proxy must be caught up, never taken for fixed context.
     `observations`: positions of user messages that are tool outputs (`is_observation`); `tagged`:
     those that are tagged context blocks (`is_tagged_context`)."""
     head = leading_context(request_roles, tagged)
+    if named:
+        return list(range(head))
     tail = tail_start(request_roles, observations)
     if not stored:
         return list(range(tail)) if tail <= FIXED_HEAD_MAX else list(range(head))

@@ -177,7 +177,7 @@ def classify_fixed(transcript: list[TranscriptEntry], request: Request, named: b
     observations = {i for i in range(len(request.hashes)) if is_observation(request.convo(i))}
     tagged = {i for i in range(len(request.hashes)) if is_tagged_context(request.convo(i))}
     stored = [e.msg_hash for e in transcript]
-    return request.with_fixed(fixed_context(stored, request.hashes, roles, observations, tagged))
+    return request.with_fixed(fixed_context(stored, request.hashes, roles, named, observations, tagged))
 
 
 def in_formula_of(transcript: list[TranscriptEntry], request: Request) -> Request:

@@ -85,41 +85,44 @@ def test_context_messages_ahead_of_the_first_question_are_fixed_named_or_not() -
     assert leading_context(["user", "assistant", "user"], tagged={0}) == 0
     # A person's message sent again ahead of the next one (a retry after a failed call) is conversation.
     assert leading_context(["user", "user"], tagged=()) == 0
-    assert fixed_context([], ["env", "task"], ["user", "user"], tagged={0}) == [0]
+    assert fixed_context([], ["env", "task"], ["user", "user"], tagged={0}, named=False) == [0]
     # Later calls: still ahead of the stored conversation, still not a turn.
     assert fixed_context(["task", "a1"], ["env", "task", "a1", "task2"], ["user", "user", "assistant", "user"],
-                         tagged={0}) == [0]
+                         tagged={0}, named=False) == [0]
 
 
-def test_a_first_call_sends_what_it_brings_as_fixed_context_with_or_without_a_session_header() -> None:
+def test_a_first_call_without_a_session_header_sends_what_it_brings_as_fixed_context() -> None:
     request = FEW_SHOT + FILES + ["q1"]
-    assert fixed_context([], request, FEW_SHOT_ROLES + FILES_ROLES + ["user"]) == list(range(6))
+    assert fixed_context([], request, FEW_SHOT_ROLES + FILES_ROLES + ["user"], named=False) == list(range(6))
+    # A named session stores what its client brings: it may be turns memory failed to store.
+    assert fixed_context([], request, FEW_SHOT_ROLES + FILES_ROLES + ["user"], named=True) == []
+    assert fixed_context(["q1", "r1"], ["q1", "r1", "q2", "r2", "q3"], ["user", "assistant"] * 2 + ["user"], named=True) == []
 
 
-def test_later_calls_of_a_named_session_set_apart_the_few_shot_head_but_not_a_stateless_or_window_request() -> None:
+def test_later_calls_without_a_header_set_apart_the_few_shot_head_but_not_a_stateless_or_window_request() -> None:
     stored = ["q1", "r1"]
     # Stateless: only the next message; a sliding window: a stored suffix, then what is new.
-    assert fixed_context(T, ["u3"], ["user"]) == []
-    assert fixed_context(T, T[2:] + ["u3"], ROLES[2:] + ["user"]) == []
-    assert fixed_context(stored, ["q1", "r1", "q2"], ["user", "assistant", "user"]) == []
+    assert fixed_context(T, ["u3"], ["user"], named=False) == []
+    assert fixed_context(T, T[2:] + ["u3"], ROLES[2:] + ["user"], named=False) == []
+    assert fixed_context(stored, ["q1", "r1", "q2"], ["user", "assistant", "user"], named=False) == []
     # A window whose last messages repeat the conversation's first ones is no head before them.
     window = ["t1", "t2", "a1", "u1"]
-    assert fixed_context(["u1", "a1", "u2", "call", "t1", "t2", "a1"], window, ["tool", "tool", "assistant", "user"]) == []
-    assert fixed_context(["u", "a", "u", "a"], ["a", "u", "a", "u"], ["assistant", "user", "assistant", "user"]) == []
+    assert fixed_context(["u1", "a1", "u2", "call", "t1", "t2", "a1"], window, ["tool", "tool", "assistant", "user"], named=False) == []
+    assert fixed_context(["u", "a", "u", "a"], ["a", "u", "a", "u"], ["assistant", "user", "assistant", "user"], named=False) == []
 
 
 def test_later_calls_set_apart_the_few_shot_head_and_the_files_message_after_the_history() -> None:
     stored = ["q1", "r1"]
     request = FEW_SHOT + ["q1", "r1"] + FILES + ["q2"]
     roles = FEW_SHOT_ROLES + ["user", "assistant"] + FILES_ROLES + ["user"]
-    assert fixed_context(stored, request, roles) == [0, 1, 2, 3, 6, 7]
+    assert fixed_context(stored, request, roles, named=False) == [0, 1, 2, 3, 6, 7]
     # An ordinary client that resends its history has no fixed context.
-    assert fixed_context(T, T + ["u3"], ROLES + ["user"]) == []
+    assert fixed_context(T, T + ["u3"], ROLES + ["user"], named=False) == []
     # A tool loop in progress continues the stored turn: nothing is set apart.
     assert fixed_context(["task", "call"], ["env", "task", "call", "result"], ["user", "user", "assistant", "tool"],
-                         tagged={0}) == [0]
+                         tagged={0}, named=False) == [0]
     # A retry of the last turn (the request stops before the stored reply).
-    assert fixed_context(["q1", "r1"], FEW_SHOT + FILES + ["q1"], FEW_SHOT_ROLES + FILES_ROLES + ["user"]) == list(range(6))
+    assert fixed_context(["q1", "r1"], FEW_SHOT + FILES + ["q1"], FEW_SHOT_ROLES + FILES_ROLES + ["user"], named=False) == list(range(6))
 
 
 def test_an_observation_sent_as_a_user_message_continues_the_turn_in_progress() -> None:
@@ -131,10 +134,10 @@ def test_an_observation_sent_as_a_user_message_continues_the_turn_in_progress() 
     assert tail_start(roles) == 4
     assert tail_start(roles, observations={2, 4}) == 0  # smolagents: the task and every step after it
     # Unnamed and first seen mid-loop: the whole loop is the turn, nothing is set apart as fixed.
-    assert fixed_context([], ["task", "a1", "obs1"], ["user", "assistant", "user"], observations={2}) == []
+    assert fixed_context([], ["task", "a1", "obs1"], ["user", "assistant", "user"], observations={2}, named=False) == []
 
 
 def test_a_long_history_brought_on_a_first_call_is_a_conversation_not_fixed_context() -> None:
     long = [f"m{i}" for i in range(FIXED_HEAD_MAX + 2)] + ["q"]
     roles = ["user", "assistant"] * ((FIXED_HEAD_MAX + 2) // 2) + ["user"]
-    assert fixed_context([], long, roles) == []
+    assert fixed_context([], long, roles, named=False) == []
