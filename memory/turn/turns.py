@@ -144,12 +144,21 @@ class TurnPlan:
         return self.layout.mode
 
 
+def _unmarked(value: Any) -> Any:
+    """`value` without Anthropic's `cache_control` marks, at any depth."""
+    if isinstance(value, dict):
+        return {k: _unmarked(v) for k, v in value.items() if k != "cache_control"}
+    if isinstance(value, list):
+        return [_unmarked(v) for v in value]
+    return value
+
+
 def request_key(system: list[dict[str, Any]], anchor: str, tail: list[dict[str, Any]], model: str, budget: int) -> str:
     """What makes two requests the same request: the app's system messages, the conversation
-    before the live tail (its chain hash), the live tail itself, the model and the budget. Messages
-    count by identity (`message_hash`): a client that moves its cache breakpoint along (Claude
+    before the live tail (its chain hash), the live tail itself, the model and the budget. Cache
+    breakpoints (`cache_control`) do not count: a client that moves its breakpoint along (Claude
     Code) still sends the same messages."""
-    blob = json.dumps([[message_hash(m) for m in system], anchor, [message_hash(m) for m in tail], model, budget])
+    blob = json.dumps([_unmarked(system), anchor, _unmarked(tail), model, budget], sort_keys=True, ensure_ascii=False, default=str)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 

@@ -63,8 +63,9 @@ async def test_over_budget_the_task_the_state_block_and_recent_turns_still_go() 
 
 def test_a_request_is_its_messages_identity_not_their_wire_extras() -> None:
     asked = {"role": "user", "content": "Which service renders invoices?"}
+    plain = {**asked, "x_anthropic": {"content": [{"type": "text", "text": asked["content"]}]}}
     marked = {**asked, "x_anthropic": {"content": [{"type": "text", "text": asked["content"], "cache_control": {"type": "ephemeral"}}]}}
-    assert request_key([], "a", [asked], "m", 100) == request_key([], "a", [marked], "m", 100)  # a moved breakpoint
+    assert request_key([], "a", [plain], "m", 100) == request_key([], "a", [marked], "m", 100)  # a moved breakpoint
     assert request_key([], "a", [asked], "m", 100) != request_key([], "a", [{**asked, "content": "Which one?"}], "m", 100)
     assert request_key([], "a", [asked], "m", 100) != request_key([], "b", [asked], "m", 100)
 
