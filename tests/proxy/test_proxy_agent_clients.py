@@ -90,21 +90,6 @@ def test_aider_message_runs_without_a_header_continue_one_session_and_send_the_f
     assert [" ".join(e["content"].split()) for e in events if e["type"] == "user_message"] == questions
 
 
-def test_aider_with_a_session_header_never_stores_its_few_shot_example_as_a_turn(small: Proxy, upstream: Upstream,
-                                                                                  tmp_path: Path) -> None:
-    aider = Aider(tmp_path, small.url + "/v1", OPENAI_KEY, headers={"X-Memory-Session": "aider-real-named"})
-    (aider.work / "notes.py").write_text("".join(f"def helper_{i}(x):\n    return x * {i}  # marker-{i}\n\n" for i in range(40)))
-    questions = ["Remember: the deploy codename is heliotrope.", "What was the deploy codename?"]
-    for n, question in enumerate(questions):
-        upstream.fake.enqueue(Reply(text=f"Answer {n}: noted."))
-        assert f"Answer {n}: noted." in aider.message(question, "notes.py")
-    sent = [r.json()["messages"] for r in upstream.fake.chat_requests()]
-    assert len(sent) == 2 and all(any("marker-39" in _text(m) for m in messages) for messages in sent)
-    events = [e for e in _events(small, "aider-real-named") if e["type"] in ("user_message", "assistant_message")]
-    assert not any(e["detached"] for e in events), [(e["type"], e["detached"], e["content"][:70]) for e in events]
-    assert [" ".join(e["content"].split()) for e in events if e["type"] == "user_message"] == questions
-
-
 def _log(run: int) -> str:
     return "\n".join(f"run {run} line {k}: aurora build step {k} finished in {k * 7 + run} ms" for k in range(40))
 

@@ -75,26 +75,6 @@ def test_an_aider_layout_without_a_header_is_one_session_and_its_fixed_context_a
     assert [e["content"] for e in events if e["type"] == "user_message"] == questions
 
 
-def test_a_few_shot_head_is_fixed_context_in_a_named_session_too(small: Proxy, upstream: Upstream) -> None:
-    """aider run with `X-Memory-Session`: its few-shot exchange and files message are sent every
-    call, and never stored as turn 1 (so never evidence)."""
-    client = small.client(default_headers={"X-Memory-Session": "aider-named"})
-    questions = ["Remember: the deploy codename is heliotrope.", "Which helper returns x times 7?", "What was the deploy codename?"]
-    history: list[dict[str, Any]] = []
-    for n, question in enumerate(questions):
-        upstream.fake.enqueue(Reply(text=f"Answer {n}: ok."))
-        reply = client.chat.completions.create(model="gpt-4o-mini", messages=[SYSTEM, *FEW_SHOT, *history, *_files(FILE_BODY),
-                                                                               {"role": "user", "content": question}])
-        history += [{"role": "user", "content": question}, {"role": "assistant", "content": reply.choices[0].message.content}]
-        sent = upstream.fake.last_chat().json()["messages"]
-        assert [m["content"] for m in sent[1:5]] == [m["content"] for m in FEW_SHOT]
-        assert sent[5:7] == _files(FILE_BODY) and sent[-1] == {"role": "user", "content": question}
-    events = [e for e in _export(small, "aider-named")["events"] if e["type"] in ("user_message", "assistant_message")]
-    assert not any(e["detached"] for e in events)
-    assert [e["content"] for e in events if e["type"] == "user_message"] == questions
-    assert not any("greeting" in e["content"] or "files to the chat" in e["content"] for e in events)
-
-
 def test_a_leading_context_message_is_sent_from_the_first_request_even_over_budget(small: Proxy, upstream: Upstream) -> None:
     developer = {"role": "developer", "content": "You are a coding agent. " + "Be precise and safe. " * 150}
     env = {"role": "user", "content": "<environment_context>\n  <cwd>/work/repo</cwd>\n  <shell>bash</shell>\n</environment_context>"}
