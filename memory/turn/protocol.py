@@ -35,8 +35,8 @@ from memory.recall.retrieval import CANDIDATES, fts_query, is_change_query, rank
 from memory.recall.tokens import get_counter
 from memory.store.protocol import StoreTx
 from memory.turn.compact import Rewrite
-from memory.turn.turns import (Request, TurnInputs, TurnPlan, Usage, align_request, build_plan, classify_fixed, tools_tokens, turn_inputs,
-                               turn_record)
+from memory.turn.room import tools_tokens
+from memory.turn.turns import Request, TurnInputs, TurnPlan, Usage, align_request, build_plan, classify_fixed, turn_inputs, turn_record
 
 __all__ = ["TurnProtocol", "Writer", "parse_messages", "check_budget", "checked_messages"]
 
