@@ -15,7 +15,7 @@ from typing import Any
 
 from memory.errors import InvalidEventError
 
-__all__ = ["message_text", "message_hash", "legacy_message_hash", "chain_hashes", "message_to_event", "extract_artifacts", "event_to_message", "SYSTEM_ROLES",
+__all__ = ["message_text", "message_hash", "legacy_message_hash", "strip_cache_control", "chain_hashes", "message_to_event", "extract_artifacts", "event_to_message", "SYSTEM_ROLES",
            "GENESIS_CHAIN"]
 
 SYSTEM_ROLES = frozenset({"system", "developer"})
@@ -93,6 +93,16 @@ def message_hash(message: dict[str, Any]) -> str:
     it always did)."""
     blob = json.dumps(_canonical(message), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def strip_cache_control(value: Any) -> Any:
+    """`value` without Anthropic's `cache_control` marks, at any depth (a copy; the argument is
+    untouched): a client moves its breakpoints from request to request, the messages stay the same."""
+    if isinstance(value, dict):
+        return {k: strip_cache_control(v) for k, v in value.items() if k != "cache_control"}
+    if isinstance(value, list):
+        return [strip_cache_control(v) for v in value]
+    return value
 
 
 def legacy_message_hash(message: dict[str, Any]) -> str:

@@ -31,7 +31,7 @@ from memory.prompt.policy import LayoutPolicy
 from memory.records import FrameRecord, StateItem, TranscriptEntry, TurnRecord, UsageTotals
 from memory.recall.retrieval import Scored
 from memory.recall.tokens import REPLY_PRIMING_TOKENS, TiktokenCounter
-from memory.ingest.transcript import GENESIS_CHAIN, SYSTEM_ROLES, legacy_message_hash, message_hash, message_text
+from memory.ingest.transcript import GENESIS_CHAIN, SYSTEM_ROLES, legacy_message_hash, message_hash, message_text, strip_cache_control
 
 __all__ = ["TurnPlan", "TurnInputs", "Usage", "Request", "Aligned", "align_request", "classify_fixed", "in_formula_of", "turn_inputs",
            "build_plan", "request_key", "query_text", "turn_record", "totals_dict", "tail_room", "effective_budget", "tools_tokens",
@@ -143,21 +143,12 @@ class TurnPlan:
         return self.layout.mode
 
 
-def _unmarked(value: Any) -> Any:
-    """`value` without Anthropic's `cache_control` marks, at any depth."""
-    if isinstance(value, dict):
-        return {k: _unmarked(v) for k, v in value.items() if k != "cache_control"}
-    if isinstance(value, list):
-        return [_unmarked(v) for v in value]
-    return value
-
-
 def request_key(system: list[dict[str, Any]], anchor: str, tail: list[dict[str, Any]], model: str, budget: int) -> str:
     """What makes two requests the same request: the app's system messages, the conversation
     before the live tail (its chain hash), the live tail itself, the model and the budget. Cache
     breakpoints (`cache_control`) do not count: a client that moves its breakpoint along (Claude
     Code) still sends the same messages."""
-    blob = json.dumps([_unmarked(system), anchor, _unmarked(tail), model, budget], sort_keys=True, ensure_ascii=False, default=str)
+    blob = json.dumps([strip_cache_control(system), anchor, strip_cache_control(tail), model, budget], sort_keys=True, ensure_ascii=False, default=str)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 

@@ -42,6 +42,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
+from memory.ingest.transcript import strip_cache_control
 from memory.recall.tokens import EXTRA_TOKENS_KEY
 
 from proxy.messages.images import blocks_image_tokens
@@ -58,15 +59,6 @@ _TEXT_KINDS = frozenset({"text"})
 def _digest(value: Any) -> str:
     blob = json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:32]
-
-
-def strip_cache_control(value: Any) -> Any:
-    """`value` without `cache_control` keys, at any depth (a copy; the argument is untouched)."""
-    if isinstance(value, dict):
-        return {k: strip_cache_control(v) for k, v in value.items() if k != "cache_control"}
-    if isinstance(value, list):
-        return [strip_cache_control(v) for v in value]
-    return value
 
 
 def _identity(blocks: Any) -> Any:
