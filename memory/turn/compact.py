@@ -18,8 +18,8 @@ room. A request sees the same points its predecessors saw, because it carries th
 the replay resumes where the previous request of the tail stopped (`CompactMemo` keeps that, in
 memory only) and a step costs its new messages, not the tail's whole growth.
 
-How far each older step goes at one compaction is `memory.turn.levels`; the policy, the memo and
-the tail's view that both share are `memory.turn.tail`.
+How far each older step goes at one compaction is `memory.turn.levels`; the policy, the memo, the
+tail's view and the records both pass (a compaction's renderings, a replay's plan) are `memory.turn.tail`.
 
 Pure: the caller brings the tail, the room and a token counter; a `Rewrite` hook turns a rewritten
 chat-form message back into the client's wire form (a Responses item, an Anthropic block).
@@ -29,13 +29,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from memory.turn.levels import Decided, compact
+from memory.turn.levels import compact
 from memory.turn.stubs import artifact_id
-from memory.turn.tail import TOOL_ROLES, CompactMemo, CompactPolicy, Rewrite, Tail, chat_rewrite, output_text, tool_calls
+from memory.turn.tail import TOOL_ROLES, CompactMemo, CompactPolicy, Decided, Plan, Rewrite, Tail, chat_rewrite, output_text, tool_calls
 
 __all__ = ["CompactPolicy", "Change", "Compaction", "CompactMemo", "Rewrite", "compact_tail", "chat_rewrite", "TOOL_ROLES"]
 
@@ -128,19 +128,6 @@ def compact_tail(tail: Sequence[dict[str, Any]], room: int, token_of: Callable[[
         saved = decided.saved(t)
         point, compactions = j, compactions + 1
     return _result(t, decided, point, compactions, total, chain[point])
-
-
-@dataclass(frozen=True)
-class Plan:
-    """Where a replay of the tail's growth stood before it looked at tail index `end` (the tail's
-    length then): valid for any tail whose first `end` messages hash to `chain`."""
-
-    end: int = 1
-    chain: int = 0
-    decided: Decided = field(default_factory=lambda: Decided({}, None))
-    point: int = 0
-    compactions: int = 0
-    saved: int = 0
 
 
 def _fingerprint(m: dict[str, Any]) -> int:

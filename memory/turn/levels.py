@@ -17,21 +17,9 @@ from typing import Any
 
 from memory.turn.digest import as_message, mentions, note_text, salient_lines
 from memory.turn.stubs import call_label, diff_text, pointer_text, shorten_arguments, shorten_text, stub_text
-from memory.turn.tail import TOOL_ROLES, Rendering, Tail
+from memory.turn.tail import TOOL_ROLES, Decided, Rendering, Tail
 
-__all__ = ["Decided", "compact", "protected"]
-
-
-@dataclass
-class Decided:
-    """A compaction's renderings of tail[:j] (a dropped message renders as nothing) and the note
-    standing for dropped steps: (the index it goes before, the message, its tokens)."""
-
-    out: dict[int, Rendering]
-    note: tuple[int, dict[str, Any], int] | None
-
-    def saved(self, t: Tail) -> int:
-        return sum(t.tokens[i] - r[2] for i, r in self.out.items()) - (self.note[2] if self.note else 0)
+__all__ = ["compact", "protected"]
 
 
 _NOTE_LINE = 24  # tokens a dropped step's line in the note takes, about

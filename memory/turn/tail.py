@@ -8,15 +8,12 @@ messages, their tokens, the calls by id, the steps and the outputs' text.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import Any
 
 from memory.turn.stubs import call_label
 
-if TYPE_CHECKING:  # the plan a replay resumes from is the compaction's own record
-    from memory.turn.compact import Plan
-
-__all__ = ["TOOL_ROLES", "Rewrite", "CompactPolicy", "CompactMemo", "chat_rewrite", "Rendering", "Tail", "output_text", "tool_calls"]
+__all__ = ["TOOL_ROLES", "Rewrite", "CompactPolicy", "CompactMemo", "chat_rewrite", "Rendering", "Tail", "output_text", "tool_calls", "Decided", "Plan"]
 
 TOOL_ROLES = frozenset({"tool", "function"})
 
@@ -58,7 +55,7 @@ class CompactPolicy:
 class CompactMemo:
     """Bounded cache of renderings (stub, pointer, diff texts and their tokens): a request
     re-plays its tail's compactions, which render the same messages every time. It also keeps
-    the last plan of each tail (`memory.turn.compact.Plan`, by the tail's first message and room),
+    the last plan of each tail (`Plan`, by the tail's first message and room),
     so the next request, which carries its predecessor's messages, resumes the replay where that
     one stopped."""
 
@@ -136,3 +133,27 @@ def tool_calls(messages: Sequence[dict[str, Any]]) -> dict[str, tuple[str, str]]
                 out[str(call.get("id"))] = (str(function.get("name") or ""), str(function.get("arguments") or ""))
     return out
 
+
+@dataclass
+class Decided:
+    """A compaction's renderings of tail[:j] (a dropped message renders as nothing) and the note
+    standing for dropped steps: (the index it goes before, the message, its tokens)."""
+
+    out: dict[int, Rendering]
+    note: tuple[int, dict[str, Any], int] | None
+
+    def saved(self, t: Tail) -> int:
+        return sum(t.tokens[i] - r[2] for i, r in self.out.items()) - (self.note[2] if self.note else 0)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Where a replay of the tail's growth stood before it looked at tail index `end` (the tail's
+    length then): valid for any tail whose first `end` messages hash to `chain`."""
+
+    end: int = 1
+    chain: int = 0
+    decided: Decided = field(default_factory=lambda: Decided({}, None))
+    point: int = 0
+    compactions: int = 0
+    saved: int = 0
