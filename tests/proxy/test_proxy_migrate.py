@@ -90,6 +90,18 @@ def _migrate(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict[
     return code, json.loads(captured.out), captured.err
 
 
+async def _fts_counters(pg_url: str) -> list[Any]:
+    """Sessions whose BM25 counters or per-lexeme row counts differ from what their chunks hold."""
+    async with create_runtime(storage_url=pg_url, embedding_model="none") as runtime:
+        store: Any = runtime.store
+        return await store._rows(
+            "SELECT s.id FROM sessions s WHERE s.fts_docs <> (SELECT count(*) FROM chunks c WHERE c.session_id = s.id) "
+            "OR s.fts_tokens <> (SELECT coalesce(sum(doc_len), 0) FROM chunks c WHERE c.session_id = s.id) "
+            "OR EXISTS (SELECT u.lexeme, count(*) FROM chunks c, unnest(c.tsv) AS u WHERE c.session_id = s.id AND left(u.lexeme, 1) <> '#' "
+            "GROUP BY u.lexeme EXCEPT SELECT lexeme, docs FROM fts_terms WHERE session_id = s.id) "
+            "OR EXISTS (SELECT 1 FROM fts_terms t WHERE t.session_id = s.id AND t.docs = 0)")
+
+
 def test_migrate_copies_everything_and_is_idempotent_and_resumable(
     tmp_path: Path, pg_url: str, real_embedder: Embedder, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -105,6 +117,7 @@ def test_migrate_copies_everything_and_is_idempotent_and_resumable(
     assert len(before["delta"][0]["frames"]) >= 1 and len(before["delta"][0]["turns"]) == 6
     assert len(before["delta"][0]["responses"]) == len(before["delta"][0]["response_items"]) == 5
     assert after == before  # rows, state, transcript, frames, turns, usage, manifest, and the prompts compiled from them
+    assert asyncio.run(_fts_counters(pg_url)) == []  # the full-text counters as the copied chunks hold them
 
     assert main(["sessions", "list", "--storage", pg_url]) == 0  # the CLI reads PostgreSQL by URL too
     assert sorted(s["id"] for s in json.loads(capsys.readouterr().out)) == sorted(NAMES)

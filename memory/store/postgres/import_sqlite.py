@@ -11,8 +11,9 @@ same order as in the source, and every reference is rewritten: events, artifacts
 response ids and items (keyed by the provider's ids and transcript positions), and the vectors the
 session's chunks use. The last compile manifest is copied as it was (a record of that compile, in
 the source's ids). Columns are copied by name wherever both schemas have them, so a column added by a later
-migration on both sides travels without a change here. After the copy, counts are compared per
-session and per table.
+migration on both sides travels without a change here; chunks go through the store's own chunk
+insert (`PgTx._add_chunks`, which builds their full-text entries and counts). After the copy, counts
+are compared per session and per table.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import Any
 
 from memory.errors import StorageError
 from memory.store.dialect import SQLITE, by_table
-from memory.store.postgres.fts import TS_CONFIG, fts_text, session_lexeme, token_count
+from memory.store.events import CHUNK_ROW
 from memory.store.postgres.store import PgStore
 from memory.store.postgres.tx import PgTx
 from memory.store.rows import SESSION_TABLES
@@ -46,10 +47,9 @@ _REFS: Mapping[str, Mapping[str, str]] = MappingProxyType({
     "transcript": {"event_id": "events"}, "frames": {"id": "frames"}, "turns": {"id": "turns", "frame_id": "frames"},
     "responses": {}, "response_items": {},
 })
-# Columns the copy sets itself besides those: a fresh generation, PostgreSQL's full-text columns,
-# state items' event ids (JSON) and successors (set once every item exists).
-_SET = {"sessions": {"fts_docs", "fts_tokens", "generation"}, "chunks": {"session_key", "doc_len", "tsv"},
-        "state_items": {"superseded_by", "source_events"}}
+# Columns the copy sets itself besides those: a fresh generation, PostgreSQL's full-text counters
+# (the chunk insert adds to them), state items' event ids (JSON) and successors (set once every item exists).
+_SET = {"sessions": {"fts_docs", "fts_tokens", "generation"}, "state_items": {"superseded_by", "source_events"}}
 Progress = Callable[[int, int, "SessionCopy"], None]
 
 
@@ -120,11 +120,10 @@ class _Copier:
     def ref(self, table: str, old: int | None) -> int | None:
         return None if old is None else self.ids[table].get(old)
 
-    async def insert(self, table: str, extra: Sequence[str], rows: list[tuple[Any, ...]], tail: str = "") -> None:
-        """Rows of the shared columns then `extra`; `tail`: SQL for values computed from the last parameters."""
+    async def insert(self, table: str, extra: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
+        """Rows of the shared columns then `extra`."""
         columns = [*self.shared[table], *extra]
-        marks = ", ".join(["?"] * (len(columns) - (1 if tail else 0)))
-        await self.tx._exec_many(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks}{tail})", rows)
+        await self.tx._exec_many(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(['?'] * len(columns))})", rows)
 
     async def copy(self) -> None:
         (session,) = self.db.execute("SELECT * FROM sessions WHERE id = ?", (self.session_id,)).fetchall()
@@ -132,23 +131,19 @@ class _Copier:
         for table, refs in _REFS.items():
             if "id" in refs:
                 await self.allocate(table, [r["id"] for r in rows[table]])
-        folded = [fts_text(r["text"]) for r in rows["chunks"]]
-        lengths = [token_count(f) for f in folded]
-        await self.insert("sessions", ["fts_docs", "fts_tokens"], [(*self.plain("sessions", session), len(folded), sum(lengths))])
-        key = session_lexeme(self.session_id)
+        await self.insert("sessions", [], [self.plain("sessions", session)])
         for table in SESSION_TABLES:
             refs = _REFS[table]
             values = [(*self.plain(table, r), *(self.ref(refs[c], r[c]) for c in refs)) for r in rows[table]]
             if table == "chunks":
-                await self.insert(table, [*refs, "doc_len", "tsv"], [(*v, n, f, key) for v, n, f in zip(values, lengths, folded, strict=True)],
-                                  tail=f", to_tsvector('{TS_CONFIG}'::regconfig, ?::text) || array_to_tsvector(ARRAY[?::text])")
+                named = [dict(zip([*self.shared[table], *refs], v, strict=True)) for v in values]
+                await self.tx._add_chunks(self.session_id, [tuple(n[c] for c in CHUNK_ROW.split(", ")) for n in named])
             elif table == "state_items":
                 await self.insert(table, [*refs, "source_events"], [
                     (*v, json.dumps([e for e in (self.ref("events", old) for old in json.loads(r["source_events"])) if e is not None]))
                     for v, r in zip(values, rows[table], strict=True)])
             else:
                 await self.insert(table, list(refs), values)
-        await self.tx.count_terms(self.session_id)
         await self.tx._exec_many("UPDATE state_items SET superseded_by = ? WHERE id = ?", [
             (self.ref("state_items", r["superseded_by"]), self.ref("state_items", r["id"])) for r in rows["state_items"] if r["superseded_by"]])
         vectors = self.db.execute(

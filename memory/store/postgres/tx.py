@@ -53,19 +53,12 @@ class PgTx(SqlWrites):
             "|| array_to_tsvector(ARRAY[?::text]))", [(*r, n, f, key) for r, n, f in zip(rows, lengths, folded, strict=True)])
         await self._exec("UPDATE sessions SET fts_docs = fts_docs + ?, fts_tokens = fts_tokens + ? WHERE id = ?",
                          (len(rows), sum(lengths), session_id))
-        await self.count_terms(session_id, [r[0] for r in rows])
-
-    async def count_terms(self, session_id: str, chunk_ids: Sequence[int] | None = None) -> None:
-        """Add the lexemes of these chunks of the session (None: all of them) to its per-lexeme row
-        counts (`fts_terms`, what the rare-word trimming reads), in lexeme order so that two writers
-        never wait on each other's rows in opposite orders."""
-        which, params = ("c.session_id = ?", (session_id,)) if chunk_ids is None else ("c.id = ANY(?)", (list(chunk_ids),))
+        # Each lexeme's rows (`fts_terms`, what the rare-word trimming reads) grow too, in lexeme
+        # order so that two writers never wait on each other's rows in opposite orders.
         await self._exec(
-            "INSERT INTO fts_terms(session_id, lexeme, docs) "
-            f"SELECT ?, u.lexeme, count(*) FROM chunks c, unnest(c.tsv) AS u WHERE {which} AND u.lexeme <> ? "
-            "GROUP BY u.lexeme ORDER BY u.lexeme "
-            "ON CONFLICT (session_id, lexeme) DO UPDATE SET docs = fts_terms.docs + excluded.docs",
-            (session_id, *params, session_lexeme(session_id)))
+            "INSERT INTO fts_terms(session_id, lexeme, docs) SELECT ?, u.lexeme, count(*) FROM chunks c, unnest(c.tsv) AS u "
+            "WHERE c.id = ANY(?) AND u.lexeme <> ? GROUP BY u.lexeme ORDER BY u.lexeme "
+            "ON CONFLICT (session_id, lexeme) DO UPDATE SET docs = fts_terms.docs + excluded.docs", (session_id, [r[0] for r in rows], key))
 
     async def _rekey_chunks(self, old_id: str, new_id: str) -> None:
         # The session's lexeme in each chunk's full-text vector derives from the id: replaced too.
