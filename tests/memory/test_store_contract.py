@@ -19,6 +19,7 @@ import psycopg
 import pytest
 
 from memory import InvalidArgumentError, StorageError, create_runtime
+from memory.store.postgres.fts import skippable, stem
 from memory.store.postgres.store import PgStore
 from memory.records import FrameRecord, NewChunk, NewEvent, TurnRecord, UsageTotals
 from memory.recall.retrieval import fts_query
@@ -695,3 +696,29 @@ async def test_postgres_rename_gives_a_new_generation_and_health_answers_when_do
         with pytest.raises(StorageError):
             await store.shared_secret("never-created", create=False)
     assert await PgStore(f"postgresql://nobody@/db?host=/nonexistent&connect_timeout=1").health() is not None
+
+async def test_bm25_skipping_the_most_common_words_ranks_like_fts5(tmp_path: Path, pg_url: str) -> None:
+    """PostgreSQL first scores only the rows holding a question's rarer words when its most common
+    words cannot lift a row above the best `limit` of those (`fts.skippable`), and scores every
+    match when they might: either way the rows, order and scores FTS5 gives."""
+    turns = [f"common words filler {i} " + ("alpha " * (i % 3)) + ("beta " if i % 4 == 0 else "") for i in range(80)]
+    turns += [f"rare gamma {i} delta" + (" beta" if i % 2 else "") for i in range(12)]
+    stores: list[Store] = [SqliteStore(tmp_path / "m.sqlite"), PgStore(pg_url)]
+    results = []
+    for store in stores:
+        async with _runtime(store) as runtime:
+            await runtime.session("s").ingest_many([{"type": "user_message", "payload": {"content": t}} for t in turns])
+            if isinstance(store, PgStore):
+                async with store.pool.connection() as conn:
+                    stems, docs, rows = await stem(conn, ["common", "alpha", "beta", "gamma", "delta"], "s")
+                # 'common' and 'alpha' are in most rows: skipped for a limit the rarer words fill, not for one they cannot.
+                assert [stems[w][0] for w in ("common", "alpha")] == ["common", "alpha"]
+                assert skippable([stems[w] for w in ("common", "alpha", "beta", "gamma")], docs, rows, 10) == [0, 1]
+                assert skippable([stems[w] for w in ("common", "alpha", "beta", "gamma")], docs, rows, 60) == []
+            results.append([await store.bm25("s", fts_query(q), limit) for q in ("common alpha beta gamma", "common alpha gamma delta")
+                            for limit in (5, 10, 12, 30, 35, 100)])
+    sqlite_hits, pg_hits = results
+    for a, b in zip(sqlite_hits, pg_hits, strict=True):
+        assert [i for i, _ in a] == [i for i, _ in b]
+        assert [s for _, s in a] == pytest.approx([s for _, s in b], rel=1e-9, abs=1e-12)
+    assert [len(h) for h in pg_hits] == [5, 10, 12, 30, 35, 92] * 2

@@ -15,9 +15,9 @@ it with PostgreSQL's own machinery instead of inventing another one:
 - trimming: a question whose words together match more than `rare_words.MAX_POSTINGS` rows keeps
   its rarest ones, as on SQLite; the rows per lexeme come from `fts_terms`, counted at ingest;
 - ranking: Okapi BM25 with FTS5's constants and formula, computed in SQL from the positions of the
-  query's lexemes in each matching row (`ts_filter` keeps just those). Statistics (rows, average
-  length, document frequency) are per session, kept as counters on the session row; FTS5 counts
-  every session of the file, so the two stores agree exactly on a file holding one session.
+  query's lexemes in each matching row (`ts_filter` keeps just those). Statistics are per session:
+  rows and average length kept as counters on the session row, a lexeme's rows in `fts_terms`;
+  FTS5 counts every session of the file, so the two stores agree exactly on a file holding one session.
 
 `parse_match` reads the FTS5 query syntax the runtime emits (`memory.recall.retrieval.fts_query`): quoted
 phrases, barewords, AND / OR / NOT, parentheses, implicit AND. Anything else (NEAR, column filters,
@@ -28,6 +28,7 @@ token, each phrase as its lexemes in sequence.
 
 from __future__ import annotations
 
+import math
 import re
 import unicodedata
 from collections.abc import Mapping, Sequence
@@ -39,7 +40,7 @@ from memory.errors import StorageError
 from memory.store.rare_words import MAX_POSTINGS, rarest_within
 from memory.store.rows import session_key
 
-__all__ = ["TS_CONFIG", "fts_text", "token_count", "session_lexeme", "parse_match", "is_pure_or", "to_tsquery", "stem", "rarest", "rank"]
+__all__ = ["TS_CONFIG", "fts_text", "token_count", "session_lexeme", "parse_match", "is_pure_or", "to_tsquery", "stem", "idf", "skippable", "rarest", "rank"]
 
 TS_CONFIG = "memory_fts"
 _SEPARATORS = re.compile(r"[\W_]+")
@@ -141,66 +142,52 @@ def to_tsquery(tokens: Sequence[Token], stems: Mapping[str, Sequence[str]]) -> s
     return " ".join(out)
 
 
-# The query's terms: one row per (phrase, offset, lexeme), `n` the phrase's length, and `query`:
-# the tsquery to match and the lexemes to keep.
-_TERMS = """
-WITH terms AS (
-    SELECT * FROM unnest(%(pid)s::int[], %(off)s::int[], %(lex)s::text[], %(len)s::int[]) AS t(pid, off, lexeme, n)
+# A phrase's document frequency: for one lexeme, its rows in `fts_terms` (a parameter); for a
+# longer phrase, the session's rows holding it, counted here. Constants and formula are FTS5's
+# (k1 = 1.2, b = 0.75, an IDF of at most 0 raised to 1e-6, the score negated so that lower is
+# better, each phrase's term added in phrase order); FTS5's document length and average count its
+# one session_key token too, hence the `+ 1`s. A one-lexeme phrase occurs as often as its lexeme; a
+# longer one once per start position at which every offset finds its lexeme. Each matching row's
+# positions of the query's lexemes come from its tsvector (`ts_filter` keeps just those); the
+# LATERAL joins keep the planner from rescanning the matches once per query term.
+BM25_SQL = """
+WITH st AS (
+    SELECT fts_docs::float8 AS docs, (fts_tokens + fts_docs)::float8 / greatest(fts_docs, 1) AS avgdl FROM sessions WHERE id = %(session_id)s
 ),
-query AS (SELECT %(query)s::tsquery AS q, %(lexemes)s::text[] AS lexemes),"""
-# A one-lexeme phrase occurs as often as its lexeme; a longer one once per start position at which
-# every offset finds its lexeme. Constants and formula are FTS5's (k1 = 1.2, b = 0.75, an IDF of
-# at most 0 raised to 1e-6, the score negated so that lower is better); FTS5's document length and
-# average count its one session_key token too, hence the `+ 1`s.
-_MATCHES = """
+w AS (
+    SELECT array_agg(CASE WHEN ln((st.docs - d.n + 0.5) / (d.n + 0.5)) <= 0 THEN 1e-6 ELSE ln((st.docs - d.n + 0.5) / (d.n + 0.5)) END
+                     ORDER BY d.pid) AS w
+    FROM st, (SELECT pid, coalesce(df, (SELECT count(*) FROM chunks c WHERE c.tsv @@ (%(session_query)s::tsquery && q)
+                                        AND c.session_id = %(session_id)s))::float8 AS n
+              FROM unnest(%(df)s::int[], %(phrase_queries)s::tsquery[]) WITH ORDINALITY AS x(df, q, pid) OFFSET 0) AS d  -- each count once
+),
 m AS (
-    SELECT c.id, c.doc_len, ts_filter(setweight(c.tsv, 'A', (SELECT lexemes FROM query)), '{a}') AS hits
-    FROM chunks c
-    WHERE c.tsv @@ (SELECT q FROM query) AND c.session_id = %(session_id)s
-),
-occ AS (
-    SELECT m.id, m.doc_len, o.lexeme, o.positions FROM m, unnest(m.hits) AS o
+    SELECT c.id, c.doc_len, o.lexeme, o.positions
+    FROM chunks c, unnest(ts_filter(setweight(c.tsv, 'A', %(lexemes)s::text[]), '{a}')) AS o
+    WHERE c.tsv @@ %(query)s::tsquery AND c.session_id = %(session_id)s
 ),
 tf AS (
-    SELECT occ.id, occ.doc_len, t.pid, cardinality(occ.positions)::float8 AS tf
-    FROM occ JOIN terms t ON t.lexeme = occ.lexeme AND t.n = 1
+    SELECT m.id, m.doc_len, t.pid, cardinality(m.positions)::float8 AS tf
+    FROM m, LATERAL (SELECT * FROM unnest(%(pid)s::int[], %(lex)s::text[], %(len)s::int[]) AS t(pid, lexeme, n)
+                     WHERE t.lexeme = m.lexeme AND t.n = 1) AS t
     UNION ALL
     SELECT id, doc_len, pid, count(*)::float8 FROM (
-        SELECT occ.id, occ.doc_len, t.pid
-        FROM occ JOIN terms t ON t.lexeme = occ.lexeme AND t.n > 1, unnest(occ.positions) AS p
-        GROUP BY occ.id, occ.doc_len, t.pid, p - t.off, t.n
-        HAVING count(*) = t.n
+        SELECT m.id, m.doc_len, t.pid
+        FROM m, LATERAL (SELECT * FROM unnest(%(pid)s::int[], %(off)s::int[], %(lex)s::text[], %(len)s::int[]) AS t(pid, off, lexeme, n)
+                         WHERE t.lexeme = m.lexeme AND t.n > 1) AS t, unnest(m.positions) AS p
+        GROUP BY m.id, m.doc_len, t.pid, p - t.off, t.n HAVING count(*) = t.n
     ) AS starts GROUP BY id, doc_len, pid
-),
-"""
-_BM25_TAIL = """
-st AS (
-    SELECT fts_docs::float8 AS docs, (fts_tokens + fts_docs)::float8 / greatest(fts_docs, 1) AS avgdl
-    FROM sessions WHERE id = %(session_id)s
-),
-idf AS (
-    SELECT df.pid, CASE WHEN ln((st.docs - df.n + 0.5) / (df.n + 0.5)) <= 0 THEN 1e-6
-                        ELSE ln((st.docs - df.n + 0.5) / (df.n + 0.5)) END AS w
-    FROM df CROSS JOIN st
 )
-SELECT tf.id, -sum(idf.w * tf.tf * 2.2 / (tf.tf + 1.2 * (0.25 + 0.75 * (tf.doc_len + 1)::float8 / st.avgdl))) AS score
-FROM tf JOIN idf USING (pid) CROSS JOIN st
+SELECT tf.id, -sum(w.w[tf.pid] * tf.tf * 2.2 / (tf.tf + 1.2 * (0.25 + 0.75 * (tf.doc_len + 1)::float8 / st.avgdl)) ORDER BY tf.pid) AS score
+FROM tf CROSS JOIN w CROSS JOIN st
 GROUP BY tf.id
 ORDER BY score, tf.id
 LIMIT %(limit)s
 """
-# With OR only, every row holding a phrase is a match: document frequencies come from the matches.
-BM25_OR_SQL = _TERMS + _MATCHES + "df AS (SELECT pid, count(*)::float8 AS n FROM tf GROUP BY pid)," + _BM25_TAIL
-# With AND / NOT a row holding a phrase need not match, so each phrase's rows are counted apart.
-BM25_BOOLEAN_SQL = _TERMS + _MATCHES + """
-df AS (
-    SELECT x.pid::int AS pid, (SELECT count(*) FROM chunks c
-                               WHERE c.tsv @@ (%(session_query)s::tsquery && x.q) AND c.session_id = %(session_id)s)::float8 AS n
-    FROM unnest(%(phrase_queries)s::tsquery[]) WITH ORDINALITY AS x(q, pid)
-),""" + _BM25_TAIL
-# Each phrase's lexemes in order, and the session's rows holding each (0 for a lexeme it never had).
+# Each phrase's lexemes in order, the session's rows holding each (0 for a lexeme it never had), and
+# the session's rows.
 _STEMS_SQL = f"""
-SELECT x.i, u.lexeme, coalesce(t.docs, 0)
+SELECT x.i, u.lexeme, coalesce(t.docs, 0), (SELECT fts_docs FROM sessions WHERE id = %s)
 FROM unnest(%s::text[]) WITH ORDINALITY AS x(t, i)
 CROSS JOIN LATERAL unnest(to_tsvector('{TS_CONFIG}'::regconfig, x.t)) AS u CROSS JOIN LATERAL unnest(u.positions) AS p
 LEFT JOIN fts_terms t ON t.session_id = %s AND t.lexeme = u.lexeme
@@ -208,15 +195,43 @@ ORDER BY x.i, p
 """
 
 
-async def stem(conn: psycopg.AsyncConnection[Any], phrases: Sequence[str], session_id: str) -> tuple[dict[str, list[str]], dict[str, int]]:
-    """Each phrase's lexemes in order, and the session's rows holding each lexeme (one round trip)."""
+async def stem(conn: psycopg.AsyncConnection[Any], phrases: Sequence[str], session_id: str) -> tuple[dict[str, list[str]], dict[str, int], int]:
+    """Each phrase's lexemes in order, the session's rows holding each lexeme, and the session's
+    rows (one round trip)."""
     distinct = list(dict.fromkeys(phrases))
     stems: dict[str, list[str]] = {p: [] for p in distinct}
     docs: dict[str, int] = {}
-    for i, lexeme, n in await (await conn.execute(_STEMS_SQL, (distinct, session_id))).fetchall():
+    rows = 0
+    for i, lexeme, n, rows in await (await conn.execute(_STEMS_SQL, (session_id, distinct, session_id))).fetchall():
         stems[distinct[i - 1]].append(lexeme)
         docs[lexeme] = int(n)
-    return stems, docs
+    return stems, docs, int(rows or 0)
+
+
+def idf(rows: int, df: int) -> float:
+    """FTS5's IDF of a phrase in `df` of `rows` rows (what BM25_SQL computes)."""
+    w = math.log((rows - df + 0.5) / (df + 0.5))
+    return w if w > 0 else 1e-6
+
+
+def skippable(kept: Sequence[Sequence[str]], docs: Mapping[str, int], rows: int, limit: int) -> list[int]:
+    """The one-lexeme phrases (indexes into `kept`) a first, cheaper pass may leave out of what it
+    matches: the most common ones, as many as can be while together they cannot score a row as
+    high as one occurrence of any other phrase in a row of average length would, and the other
+    phrases still hold `limit` rows. Each phrase term of a row is below 2.2 times its IDF (FTS5's
+    k1 + 1), so a row holding only skipped phrases scores below `2.2 * sum(their IDFs)`; `rank`
+    checks that bound."""
+    weights = [idf(rows, docs[lx[0]]) if len(lx) == 1 else math.inf for lx in kept]
+    order = sorted(range(len(kept)), key=lambda i: weights[i])
+    rest = sum(docs[lx[0]] for lx in kept if len(lx) == 1)  # rows the phrases not skipped hold, at most
+    skipped: list[int] = []
+    for k in range(1, len(order)):
+        rest -= docs[kept[order[k - 1]][0]]
+        if rest < limit or weights[order[k - 1]] == math.inf:
+            break
+        if 2.2 * sum(weights[i] for i in order[:k]) <= weights[order[k]]:
+            skipped = order[:k]
+    return skipped
 
 
 def rarest(tokens: list[Token], stems: Mapping[str, Sequence[str]], docs: Mapping[str, int], max_postings: int = MAX_POSTINGS) -> list[Token]:
@@ -235,7 +250,7 @@ async def rank(conn: psycopg.AsyncConnection[Any], tokens: list[Token], session_
                max_postings: int = MAX_POSTINGS) -> list[tuple[int, float]]:
     """The session's chunks matching the query (its rarest words when they are too common, see
     `rarest`), best first, with FTS5's bm25 score (lower is better)."""
-    stems, docs = await stem(conn, [v for k, v in tokens if k == "phrase"], session_id)
+    stems, docs, rows = await stem(conn, [v for k, v in tokens if k == "phrase"], session_id)
     tokens = rarest(tokens, stems, docs, max_postings)
     query = to_tsquery(tokens, stems)
     # FTS5 scores each occurrence of a phrase; a phrase without lexemes matches nothing.
@@ -248,6 +263,19 @@ async def rank(conn: psycopg.AsyncConnection[Any], tokens: list[Token], session_
         "session_id": session_id, "query": f"{session_query} & ({query})", "limit": limit, "session_query": session_query,
         "lexemes": sorted({t[2] for t in terms}), "pid": [t[0] for t in terms], "off": [t[1] for t in terms],
         "lex": [t[2] for t in terms], "len": [t[3] for t in terms], "phrase_queries": [_phrase(lexemes) for lexemes in kept],
+        "df": [docs[lexemes[0]] if len(lexemes) == 1 else None for lexemes in kept],
     }
-    rows = await (await conn.execute(BM25_OR_SQL if is_pure_or(tokens) else BM25_BOOLEAN_SQL, params)).fetchall()
-    return [(int(r[0]), float(r[1])) for r in rows]
+    # A question of common and rare words matches most of a big session through its common words
+    # alone, and every match costs its tsvector's positions. Rows holding only the most common
+    # words score below a bound (`skippable`): when the best `limit` rows among those holding the
+    # other words all score at least that, they are the answer (ties included: below is strict);
+    # otherwise every match is scored.
+    skipped = skippable(kept, docs, rows, limit) if is_pure_or(tokens) else []
+    if skipped:
+        others = " | ".join(_phrase(lexemes) for i, lexemes in enumerate(kept) if i not in skipped)
+        found = await (await conn.execute(BM25_SQL, {**params, "query": f"{session_query} & ({others})"})).fetchall()
+        bound = 2.2 * sum(idf(rows, docs[kept[i][0]]) for i in skipped)
+        if len(found) == limit and -float(found[-1][1]) >= bound * (1 + 1e-9):
+            return [(int(r[0]), float(r[1])) for r in found]
+    found = await (await conn.execute(BM25_SQL, params)).fetchall()
+    return [(int(r[0]), float(r[1])) for r in found]
