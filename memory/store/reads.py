@@ -146,12 +146,12 @@ class SqlReads:
         r = await self._one("SELECT last_manifest FROM sessions WHERE id = ?", (session_id,))
         return None if r is None else r[0]
 
-    async def export_rows(self, session_id: str) -> dict[str, list[dict[str, Any]]]:
-        """Every row of the session's tables (`rows.EXPORTED`) by column name, read in one snapshot."""
+    async def export_rows(self, session_id: str, tables: Sequence[str] = R.EXPORTED) -> dict[str, list[dict[str, Any]]]:
+        """Every row of the session in `tables` (an export's: `rows.EXPORTED`) by column name, read in one snapshot."""
         columns = await self.table_columns()
         found = await self._together([(f"SELECT {', '.join(columns[t])} FROM {t} WHERE session_id = ? ORDER BY {R.SESSION_TABLES[t]}",
-                                       (session_id,)) for t in R.EXPORTED])
-        return {t: [dict(zip(columns[t], r, strict=True)) for r in rows] for t, rows in zip(R.EXPORTED, found, strict=True)}
+                                       (session_id,)) for t in tables])
+        return {t: [dict(zip(columns[t], r, strict=True)) for r in rows] for t, rows in zip(tables, found, strict=True)}
 
     async def page_sessions(self, prefix: str = "", after: str | None = None, limit: int = 100, contains: str = "") -> list[SessionSummary]:
         """Sessions whose id starts with `prefix` (and contains `contains` after it, case-insensitive),

@@ -20,19 +20,20 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from itertools import groupby
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Container, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 from memory.errors import StorageError
-from memory.store.dialect import SQLITE, by_table
+from memory.store.dialect import SQLITE
 from memory.store.events import CHUNK_ROW
 from memory.store.postgres.store import PgStore
 from memory.store.postgres.tx import PgTx
+from memory.store.reads import SqlReads
 from memory.store.rows import SESSION_TABLES
+from memory.store.sqlite.tx import DISTINCT_MODELS
 
 __all__ = ["SessionCopy", "ImportReport", "import_sqlite"]
 
@@ -78,89 +79,68 @@ class ImportReport:
         return self.vectors == 0 and all(s.verified and s.status != "conflict" for s in self.sessions)
 
 
-def _source(path: Path) -> sqlite3.Connection:
-    if not path.is_file():
-        raise StorageError(f"no SQLite memory file at {path}")
-    try:
-        db = sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True, isolation_level=None)
-        db.row_factory = sqlite3.Row
-        db.execute("SELECT count(*) FROM sessions").fetchone()
-    except sqlite3.Error as exc:
-        raise StorageError(f"cannot read {path} as a memory file: {exc}") from exc
-    return db
+class _Source(SqlReads):
+    """The SQLite file, read-only, through the reads every store shares."""
+
+    dialect = SQLITE
+
+    def __init__(self, path: Path) -> None:
+        if not path.is_file():
+            raise StorageError(f"no SQLite memory file at {path}")
+        try:
+            self.db = sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True, isolation_level=None)
+            self.db.execute("SELECT count(*) FROM sessions").fetchone()
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot read {path} as a memory file: {exc}") from exc
+
+    async def _rows(self, query: str, params: Sequence[Any] = ()) -> list[Sequence[Any]]:
+        return self.db.execute(query, params).fetchall()
 
 
-def _source_counts(db: sqlite3.Connection, session_id: str, present: Mapping[str, list[str]]) -> dict[str, int]:
-    return {t: int(db.execute(f"SELECT count(*) FROM {t} WHERE session_id = ?", (session_id,)).fetchone()[0]) if t in present else 0
+async def _counts(reads: SqlReads, session_id: str, tables: Container[str]) -> dict[str, int]:
+    return {t: int((await reads._rows(f"SELECT count(*) FROM {t} WHERE session_id = ?", (session_id,)))[0][0]) if t in tables else 0
             for t in SESSION_TABLES}
 
 
-async def _target_counts(tx: PgTx, session_id: str) -> dict[str, int]:
-    return {t: int((await tx._rows(f"SELECT count(*) FROM {t} WHERE session_id = ?", (session_id,)))[0][0]) for t in SESSION_TABLES}
+async def _copy(tx: PgTx, source: _Source, session_id: str, shared: Mapping[str, list[str]]) -> None:
+    """Copy one session's rows inside one target transaction, under ids the target allocates."""
+    rows = await source.export_rows(session_id, [t for t in SESSION_TABLES if t in shared])
+    rows["sessions"] = [dict(zip(shared["sessions"], r, strict=True)) for r in await source._rows(
+        f"SELECT {', '.join(shared['sessions'])} FROM sessions WHERE id = ?", (session_id,))]
+    ids: dict[str, dict[int, int]] = {}
+    for table, refs in _REFS.items():
+        if "id" in refs:
+            old = sorted(r["id"] for r in rows.get(table, []))
+            ((new,),) = await tx._rows("SELECT coalesce(array_agg(nextval(?::regclass)), '{}') FROM generate_series(1, ?)",
+                                       (f"{table}_id_seq", len(old)))
+            ids[table] = dict(zip(old, sorted(new), strict=True))
+
+    def ref(table: str, old: int | None) -> int | None:
+        return None if old is None else ids[table].get(old)
+
+    for table in ("sessions", *SESSION_TABLES):
+        refs = _REFS.get(table, {})
+        new = [{**{c: r[c] for c in shared[table]}, **{c: ref(refs[c], r[c]) for c in refs}} for r in rows.get(table, [])]
+        if table == "state_items":
+            for n, r in zip(new, rows.get(table, []), strict=True):
+                n["source_events"] = json.dumps([e for e in (ref("events", old) for old in json.loads(r["source_events"])) if e is not None])
+        if table == "chunks":
+            await tx._add_chunks(session_id, [tuple(n[c] for c in CHUNK_ROW.split(", ")) for n in new])
+        elif new:
+            await tx._exec_many(f"INSERT INTO {table} ({', '.join(new[0])}) VALUES ({', '.join(['?'] * len(new[0]))})",
+                                [tuple(n.values()) for n in new])
+    await tx._exec_many("UPDATE state_items SET superseded_by = ? WHERE id = ?", [
+        (ref("state_items", r["superseded_by"]), ref("state_items", r["id"])) for r in rows.get("state_items", []) if r["superseded_by"]])
+    hashes = [c["content_hash"] for c in rows.get("chunks", [])]
+    for (model,) in await source._rows(DISTINCT_MODELS):
+        await tx.put_vectors(model, (await source.get_vectors(model, hashes)).items())
 
 
-class _Copier:
-    """Copies one session's rows inside one target transaction."""
-
-    def __init__(self, tx: PgTx, db: sqlite3.Connection, session_id: str, shared: dict[str, list[str]]) -> None:
-        self.tx, self.db, self.session_id = tx, db, session_id
-        self.shared = shared  # table -> columns copied as they are
-        self.ids: dict[str, dict[int, int]] = {}
-
-    def rows(self, table: str) -> list[sqlite3.Row]:
-        if table not in self.shared:  # a file written before the table existed
-            return []
-        return self.db.execute(f"SELECT * FROM {table} WHERE session_id = ? ORDER BY {SESSION_TABLES[table]}", (self.session_id,)).fetchall()
-
-    async def allocate(self, table: str, old: Sequence[int]) -> None:
-        (row,) = await self.tx._rows("SELECT coalesce(array_agg(nextval(?::regclass)), '{}') FROM generate_series(1, ?)",
-                                     (f"{table}_id_seq", len(old)))
-        self.ids[table] = dict(zip(sorted(old), sorted(row[0]), strict=True))
-
-    def ref(self, table: str, old: int | None) -> int | None:
-        return None if old is None else self.ids[table].get(old)
-
-    async def insert(self, table: str, extra: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
-        """Rows of the shared columns then `extra`."""
-        columns = [*self.shared[table], *extra]
-        await self.tx._exec_many(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(['?'] * len(columns))})", rows)
-
-    async def copy(self) -> None:
-        (session,) = self.db.execute("SELECT * FROM sessions WHERE id = ?", (self.session_id,)).fetchall()
-        rows = {t: self.rows(t) for t in SESSION_TABLES}
-        for table, refs in _REFS.items():
-            if "id" in refs:
-                await self.allocate(table, [r["id"] for r in rows[table]])
-        await self.insert("sessions", [], [self.plain("sessions", session)])
-        for table in SESSION_TABLES:
-            refs = _REFS[table]
-            values = [(*self.plain(table, r), *(self.ref(refs[c], r[c]) for c in refs)) for r in rows[table]]
-            if table == "chunks":
-                named = [dict(zip([*self.shared[table], *refs], v, strict=True)) for v in values]
-                await self.tx._add_chunks(self.session_id, [tuple(n[c] for c in CHUNK_ROW.split(", ")) for n in named])
-            elif table == "state_items":
-                await self.insert(table, [*refs, "source_events"], [
-                    (*v, json.dumps([e for e in (self.ref("events", old) for old in json.loads(r["source_events"])) if e is not None]))
-                    for v, r in zip(values, rows[table], strict=True)])
-            else:
-                await self.insert(table, list(refs), values)
-        await self.tx._exec_many("UPDATE state_items SET superseded_by = ? WHERE id = ?", [
-            (self.ref("state_items", r["superseded_by"]), self.ref("state_items", r["id"])) for r in rows["state_items"] if r["superseded_by"]])
-        vectors = self.db.execute(
-            "SELECT model, content_hash, vector FROM embeddings WHERE content_hash IN (SELECT content_hash FROM chunks WHERE session_id = ?) "
-            "ORDER BY model, content_hash", (self.session_id,)).fetchall()
-        for model, found in groupby(vectors, key=lambda v: str(v[0])):
-            await self.tx.put_vectors(model, ((h, v) for _, h, v in found))
-
-    def plain(self, table: str, row: sqlite3.Row) -> tuple[Any, ...]:
-        return tuple(row[c] for c in self.shared[table])
-
-
-async def _missing_vectors(tx: PgTx, db: sqlite3.Connection) -> int:
+async def _missing_vectors(tx: PgTx, source: _Source) -> int:
     missing = 0
-    for (model,) in db.execute("SELECT DISTINCT model FROM embeddings").fetchall():
-        hashes = [r[0] for r in db.execute(
-            "SELECT content_hash FROM embeddings WHERE model = ? AND content_hash IN (SELECT content_hash FROM chunks)", (model,)).fetchall()]
+    for (model,) in await source._rows(DISTINCT_MODELS):
+        hashes = [r[0] for r in await source._rows(
+            "SELECT content_hash FROM embeddings WHERE model = ? AND content_hash IN (SELECT content_hash FROM chunks)", (model,))]
         found = {h for (h,) in await tx._rows("SELECT content_hash FROM embeddings WHERE model = ? AND content_hash = ANY(?)", (model, hashes))}
         missing += len(set(hashes) - found)
     return missing
@@ -169,36 +149,36 @@ async def _missing_vectors(tx: PgTx, db: sqlite3.Connection) -> int:
 async def import_sqlite(source: str | Path, target: PgStore, progress: Progress | None = None) -> ImportReport:
     """Copy every session of the SQLite file `source` into `target` (opened here if needed), then
     verify counts. Safe to run again: sessions already copied are checked, not copied twice."""
-    db = _source(Path(source))
+    reads = _Source(Path(source))
     report = ImportReport()
     try:
         await target.open()
-        session_ids = [r[0] for r in db.execute("SELECT id FROM sessions ORDER BY created_at, id").fetchall()]
-        present = by_table(db.execute(SQLITE.columns))  # a file written before a table existed lacks it
+        session_ids = [r[0] for r in await reads._rows("SELECT id FROM sessions ORDER BY created_at, id")]
+        present = await reads.table_columns()  # a file written before a table existed lacks it
         async with target.transaction() as tx:
             columns = await tx.table_columns()
         skip = {t: set(_REFS.get(t, {})) | _SET.get(t, set()) for t in ("sessions", *SESSION_TABLES)}
         shared = {t: [c for c in present[t] if c in columns[t] and c not in skip[t]] for t in ("sessions", *SESSION_TABLES) if t in present}
         for n, session_id in enumerate(session_ids, 1):
-            db.execute("BEGIN")  # one snapshot of the source per session, even while a proxy writes to it
+            reads.db.execute("BEGIN")  # one snapshot of the source per session, even while a proxy writes to it
             try:
-                counts = _source_counts(db, session_id, present)
+                counts = await _counts(reads, session_id, present)
                 async with target.transaction() as tx:
                     if await tx._rows("SELECT 1 FROM sessions WHERE id = ? FOR UPDATE", (session_id,)):
-                        found = await _target_counts(tx, session_id)
+                        found = await _counts(tx, session_id, SESSION_TABLES)
                         status = "already there" if found == counts else "conflict"
                     else:
-                        await _Copier(tx, db, session_id, shared).copy()
-                        status, found = "copied", await _target_counts(tx, session_id)
+                        await _copy(tx, reads, session_id, shared)
+                        status, found = "copied", await _counts(tx, session_id, SESSION_TABLES)
             finally:
-                db.execute("COMMIT")
+                reads.db.execute("COMMIT")
             report.sessions.append(SessionCopy(session_id, status, counts, found))
             if progress is not None:
                 progress(n, len(session_ids), report.sessions[-1])
         async with target.transaction() as tx:
-            report.vectors = await _missing_vectors(tx, db)
+            report.vectors = await _missing_vectors(tx, reads)
     except sqlite3.Error as exc:
         raise StorageError(f"reading {source} failed: {exc}") from exc
     finally:
-        db.close()
+        reads.db.close()
     return report

@@ -21,10 +21,10 @@ from memory.store.events import CHUNK_ROW
 from memory.store.rows import session_key
 from memory.store.writes import SqlWrites
 
-__all__ = ["SqliteTx"]
+__all__ = ["SqliteTx", "DISTINCT_MODELS"]
 
 # The distinct models of the embeddings table by index seeks (a loose index scan), not a table scan.
-_MODELS = (
+DISTINCT_MODELS = (
     "WITH RECURSIVE m(model) AS (SELECT min(model) FROM embeddings "
     "UNION ALL SELECT (SELECT min(model) FROM embeddings WHERE model > m.model) FROM m WHERE m.model IS NOT NULL) "
     "SELECT model FROM m WHERE model IS NOT NULL"
@@ -79,7 +79,7 @@ class SqliteTx(SqlWrites):
         await self._exec(f"DELETE FROM chunks WHERE {any_of('session_id')}", (ids,))  # FTS delete markers via trigger
         await self._exec(f"DELETE FROM sessions WHERE {any_of('id')}", (ids,))  # events, artifacts, state, transcript cascade
         # Per model, so the primary key (model, content_hash) finds the rows.
-        for (model,) in await self._rows(_MODELS):
+        for (model,) in await self._rows(DISTINCT_MODELS):
             await self._exec(f"DELETE FROM embeddings WHERE model = ? AND {any_of('content_hash')} "
                              "AND NOT EXISTS (SELECT 1 FROM chunks c WHERE c.content_hash = embeddings.content_hash)", (model, hashes))
         # Merge the FTS segments: entries behind delete markers are dropped, the old pages freed
