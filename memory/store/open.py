@@ -46,10 +46,5 @@ async def import_sqlite_file(source: str | Path, storage_url: str, progress: Pro
     `storage_url` (idempotent and resumable, counts verified; see `memory.store.postgres.import_sqlite`)."""
     if not is_postgres_url(storage_url):
         raise InvalidArgumentError("the target must be a postgresql:// URL")
-    pg = _postgres()
-    target = pg.PgStore(storage_url.strip())
-    try:
-        report: ImportReport = await pg.import_sqlite(source, target, progress)
-    finally:
-        await target.close()
+    report: ImportReport = await _postgres().import_sqlite(source, storage_url.strip(), progress)
     return report

@@ -46,7 +46,6 @@ _REFS: Mapping[str, Mapping[str, str]] = MappingProxyType({
     "chunks": {"id": "chunks", "event_id": "events", "artifact_id": "artifacts", "parent_id": "chunks"},
     "state_items": {"id": "state_items", "event_id": "events"},
     "transcript": {"event_id": "events"}, "frames": {"id": "frames"}, "turns": {"id": "turns", "frame_id": "frames"},
-    "responses": {}, "response_items": {},
 })
 # Columns the copy sets itself besides those: a fresh generation, PostgreSQL's full-text counters
 # (the chunk insert adds to them), state items' event ids (JSON) and successors (set once every item exists).
@@ -146,10 +145,10 @@ async def _missing_vectors(tx: PgTx, source: _Source) -> int:
     return missing
 
 
-async def import_sqlite(source: str | Path, target: PgStore, progress: Progress | None = None) -> ImportReport:
-    """Copy every session of the SQLite file `source` into `target` (opened here if needed), then
-    verify counts. Safe to run again: sessions already copied are checked, not copied twice."""
-    reads = _Source(Path(source))
+async def import_sqlite(source: str | Path, target_url: str, progress: Progress | None = None) -> ImportReport:
+    """Copy every session of the SQLite file `source` into the PostgreSQL store at `target_url`,
+    then verify counts. Safe to run again: sessions already copied are checked, not copied twice."""
+    reads, target = _Source(Path(source)), PgStore(target_url)
     report = ImportReport()
     try:
         await target.open()
@@ -181,4 +180,5 @@ async def import_sqlite(source: str | Path, target: PgStore, progress: Progress 
         raise StorageError(f"reading {source} failed: {exc}") from exc
     finally:
         reads.db.close()
+        await target.close()
     return report
