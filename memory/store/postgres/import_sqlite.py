@@ -106,13 +106,9 @@ async def _copy(tx: PgTx, source: _Source, session_id: str, shared: Mapping[str,
     rows = await source.export_rows(session_id, [t for t in SESSION_TABLES if t in shared])
     rows["sessions"] = [dict(zip(shared["sessions"], r, strict=True)) for r in await source._rows(
         f"SELECT {', '.join(shared['sessions'])} FROM sessions WHERE id = ?", (session_id,))]
-    ids: dict[str, dict[int, int]] = {}
-    for table, refs in _REFS.items():
-        if "id" in refs:
-            old = sorted(r["id"] for r in rows.get(table, []))
-            ((new,),) = await tx._rows("SELECT coalesce(array_agg(nextval(?::regclass)), '{}') FROM generate_series(1, ?)",
-                                       (f"{table}_id_seq", len(old)))
-            ids[table] = dict(zip(old, sorted(new), strict=True))
+    old = {t: sorted(r["id"] for r in rows.get(t, [])) for t, refs in _REFS.items() if "id" in refs}
+    allocated = await tx._new_ids({t: len(found) for t, found in old.items()})
+    ids = {t: dict(zip(old[t], allocated[t], strict=True)) for t in old}
 
     def ref(table: str, old: int | None) -> int | None:
         return None if old is None else ids[table].get(old)

@@ -4,7 +4,7 @@ erase. Every other write is `memory.store.writes`."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import psycopg
@@ -38,9 +38,14 @@ class PgTx(SqlWrites):
             await cur.executemany(self.dialect.sql(query), rows)
 
     async def _allocate(self, events: int, artifacts: int, chunks: int) -> tuple[list[int], list[int], list[int]]:
+        ids = await self._new_ids({"events": events, "artifacts": artifacts, "chunks": chunks})
+        return ids["events"], ids["artifacts"], ids["chunks"]
+
+    async def _new_ids(self, counts: Mapping[str, int]) -> dict[str, list[int]]:
+        """That many new ids of each table, from its sequence, ascending (one round trip)."""
         (r,) = await self._rows("SELECT " + ", ".join(f"(SELECT coalesce(array_agg(nextval('{t}_id_seq')), '{{}}') FROM generate_series(1, ?))"
-                                                      for t in ("events", "artifacts", "chunks")), (events, artifacts, chunks))
-        return sorted(r[0]), sorted(r[1]), sorted(r[2])
+                                                      for t in counts), tuple(counts.values()))
+        return {t: sorted(ids) for t, ids in zip(counts, r, strict=True)}
 
     async def _add_chunks(self, session_id: str, rows: Sequence[Sequence[Any]]) -> None:
         # Each row's text as FTS5 would tokenize it, its length for BM25, and the session's lexeme;
