@@ -16,7 +16,7 @@ from memory.recall.embedding_queue import EMBED_NOW_CHARS, EmbeddingQueue
 from memory.recall.background_model import BackgroundModel
 from memory.recall.embeddings import DEFAULT_MODEL, Embedder, load_embedder
 from memory.errors import InvalidArgumentError, MemoryRuntimeError, StorageError
-from memory.recall.index import SessionView, delta_parts, release_freed_memory
+from memory.recall.index import SessionView, release_freed_memory
 from memory.recall.memo import MessageMemo
 from memory.recall.quiet import TurnActivity
 from memory.turn.compact import CompactMemo
@@ -41,7 +41,7 @@ MESSAGE_MEMO = 50_000
 # from the store on its next use.
 MAX_VIEWS = 256
 APPLY_OFF_LOOP = 500  # rows of a view update above which it is built off the event loop
-VECTOR_SLICE = 20_000  # chunks whose vectors a view load reads at a time
+VECTOR_SLICE = 20_000  # distinct vectors a view load reads at a time
 RELEASE_AFTER = 5_000  # rows of a view update after which freed heap pages go back to the system
 # What `Session.compile` does with chunks ingested but not embedded yet (see `Runtime`).
 STRICT = "strict"
@@ -343,16 +343,23 @@ class Runtime:
             self._views.popitem(last=False)
         if max_event > view.max_event or max_chunk > view.max_chunk:
             delta = await self.store.load_delta(session_id, view.max_event, view.max_artifact, view.max_chunk)
-            # Vectors are read a slice of chunks at a time: a 100k-event session's float32 blobs
-            # (~300 MiB) never sit in memory at once beside their int8 codes.
-            for part in delta_parts(delta, VECTOR_SLICE):
-                vectors = await self.store.get_vectors(embedder.name, [c.content_hash for c in part.chunks]) if embedder else {}
-                if len(part.events) + len(part.chunks) > APPLY_OFF_LOOP:
-                    # A first contact with a long history: building its view would stall the loop.
-                    # The caller holds the session's lock, so nothing else touches this view meanwhile.
-                    await asyncio.to_thread(view.apply, part, vectors)
-                else:
-                    view.apply(part, vectors)
+            large = len(delta.events) + len(delta.chunks) > APPLY_OFF_LOOP
+            if embedder:
+                # Each distinct vector is read once (chunks with the same text share it), a slice
+                # of hashes at a time: the float32 blobs never sit in memory at once beside their codes.
+                unknown = view.unknown_hashes(delta)
+                for start in range(0, len(unknown), VECTOR_SLICE):
+                    vectors = await self.store.get_vectors(embedder.name, unknown[start : start + VECTOR_SLICE])
+                    if large:
+                        await asyncio.to_thread(view.add_vectors, vectors)
+                    else:
+                        view.add_vectors(vectors)
+            if large:
+                # A first contact with a long history: building its view would stall the loop.
+                # The caller holds the session's lock, so nothing else touches this view meanwhile.
+                await asyncio.to_thread(view.apply, delta)
+            else:
+                view.apply(delta)
             if len(delta.events) + len(delta.chunks) > RELEASE_AFTER:
                 release_freed_memory()
         if view.uncounted:
