@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from array import array
 from bisect import bisect_left
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -40,7 +41,8 @@ def quantize(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 class ChunkColumns:
     """Per-chunk fields in insertion order (position = index). `unit` holds the owning unit's key
     (one shared string per unit); `render` a probe's chunk position (a chunk's own position for a
-    chunk); `hash_row` the chunk's row in `HashVectors`; `text` None for a probe that has a vector."""
+    chunk); `hash_row` the chunk's row in `HashVectors`; `text` None for a probe that has a vector
+    (its text is not needed) and for a chunk whose text is its unit's content (a one-chunk message)."""
 
     def __init__(self) -> None:
         self.ids = array("q")
@@ -82,9 +84,10 @@ class Positions:
 class ChunkRows(Sequence[ChunkRow]):
     """`view.chunk_rows[pos]`: the stored record of one chunk, built from the columns on demand."""
 
-    def __init__(self, columns: ChunkColumns, hashes: HashVectors) -> None:
+    def __init__(self, columns: ChunkColumns, hashes: HashVectors, units: Mapping[str, Any]) -> None:
         self._c = columns
         self._hashes = hashes
+        self._units = units  # key -> Unit (for `content`)
 
     def __len__(self) -> int:
         return len(self._c.ids)
@@ -94,7 +97,10 @@ class ChunkRows(Sequence[ChunkRow]):
         key = c.unit[pos]
         event_id, artifact_id = (int(key[1:]), None) if key[0] == "e" else (None, int(key[1:]))
         parent = c.parent[pos]
-        return ChunkRow(c.ids[pos], event_id, artifact_id, c.ord[pos], c.text[pos] or "", c.start[pos], c.end[pos],
+        text = c.text[pos]
+        if text is None:
+            text = "" if parent >= 0 else self._units[key].content
+        return ChunkRow(c.ids[pos], event_id, artifact_id, c.ord[pos], text, c.start[pos], c.end[pos],
                         self._hashes.hashes[c.hash_row[pos]], None if parent < 0 else parent, c.tokens[pos])
 
 

@@ -99,7 +99,7 @@ class SessionView:
         self.chunk_unit = self._columns.unit
         self.render_pos = self._columns.render  # probe position -> its chunk's position (itself for a chunk)
         self.chunk_pos = Positions(self._columns.ids)
-        self.chunk_rows = ChunkRows(self._columns, self._vectors)
+        self.chunk_rows = ChunkRows(self._columns, self._vectors, self.units)
         self.missing: set[int] = set()  # chunk positions without a vector yet
         self.max_event = 0
         self.max_artifact = 0
@@ -192,11 +192,12 @@ class SessionView:
             c.start.append(start)
             c.end.append(end)
             c.tokens.append(tokens or 0)
+            if parent is None:
+                c.text.append(None if text == unit.content else text)  # a one-chunk message: its content
+            else:
+                c.text.append(text if row in without else None)  # a probe's text only feeds its embedding
             if row in without:
                 missing.add(pos)
-                c.text.append(text)
-            else:
-                c.text.append(text if parent is None else None)  # a probe's text only feeds its embedding
 
     def count_stored(self) -> list[tuple[int, int]]:
         """Count the messages loaded without a stored count (stored before m006) under

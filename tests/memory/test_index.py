@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
+import memory.runtime as runtime_module
+from memory import create_runtime
 from memory.recall.embeddings import Embedder
 from memory.recall.index import SessionView, quantize
 from memory.records import ChunkRow, EventRow, SessionDelta
@@ -90,3 +92,23 @@ def test_chunks_are_given_back_as_stored_and_texts_share_one_vector_row() -> Non
     view.set_vector(4, rows[2])
     assert 4 not in view.missing and view.chunk_rows[4].text == "" and abs(float(view.similarities(rows[2])[4]) - 1.0) < 0.01
     assert view.chunk_rows[3].text == "no vector yet"  # still to be embedded
+
+
+async def test_a_session_reopened_in_pages_compiles_as_one_loaded_at_once(tmp_path, monkeypatch, real_embedder: Embedder) -> None:
+    db = tmp_path / "m.sqlite"
+    async with create_runtime(storage_path=db, embedder=real_embedder) as runtime:
+        session = runtime.session("s")
+        for i in range(12):
+            await session.ingest({"type": "user_message", "payload": {"content": f"The cache for module {i} holds {i * 7} entries"}})
+            await session.ingest({"type": "assistant_message", "payload": {"content": f"Noted: module {i} and its {i * 7} entries"}})
+            await session.ingest({"type": "snippet", "payload": {"source": f"src/m{i % 3}.py", "content": f"def m{i}():\n    return {i}\n" * 3}})
+        await session.flush()
+
+    async def compiled() -> tuple[list[dict[str, object]], list[int]]:
+        async with create_runtime(storage_path=db, embedder=real_embedder) as runtime:
+            out = [(await runtime.session("s").compile(q, budget_tokens=300)).manifest for q in ("entries of module 5?", "what does m2 return")]
+            return out, list((await runtime.loaded_view("s")).render_pos)
+
+    whole = await compiled()
+    monkeypatch.setattr(runtime_module, "LOAD_PAGE", 4)  # pages that split chunks from their probes
+    assert await compiled() == whole and len(whole[1]) > 8
