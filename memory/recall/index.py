@@ -8,7 +8,7 @@ stays the source of truth; a second process writing the same file is picked up o
 from __future__ import annotations
 
 import ctypes
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +17,7 @@ import numpy as np
 from memory.ingest.transcript import event_to_message
 from memory.recall.columns import ChunkColumns, ChunkRows, HashVectors, Positions, quantize
 from memory.recall.tokens import stored_counter
-from memory.records import ArtifactRow, EventRow, SessionDelta
+from memory.records import ArtifactRow, ChunkRow, EventRow, SessionDelta
 
 __all__ = ["Unit", "SessionView", "RankArrays", "dot", "quantize", "release_freed_memory"]
 
@@ -162,42 +162,51 @@ class SessionView:
             self.max_event = max(self.max_event, ev.id)
         if delta.chunks:
             self.max_chunk = max(self.max_chunk, max(ch[0] for ch in delta.chunks))
+        self._add_chunks(delta.chunks)
+
+    def _add_chunks(self, chunks: Sequence[ChunkRow]) -> None:
+        # The loop a 100k-event load runs ~290k times: columns' appends bound once, a unit looked
+        # up once per run of its chunks, a hash's row read from the dict without a call.
         c, hv, units, missing = self._columns, self._vectors, self.units, self.missing
-        without = hv.without
+        without, row_of = hv.without, hv.row_of
+        add_id, add_unit, add_render, add_parent, add_row = c.ids.append, c.unit.append, c.render.append, c.parent.append, c.hash_row.append
+        add_ord, add_start, add_end, add_tokens, add_text = c.ord.append, c.start.append, c.end.append, c.tokens.append, c.text.append
         added: dict[int, int] = {}  # chunk id -> position, for this delta's probes to find their chunk
-        last_key, unit = "", None
-        for cid, event_id, artifact_id, order, text, start, end, content_hash, parent, tokens in delta.chunks:
-            key = f"e{event_id}" if event_id is not None else f"a{artifact_id}"
-            if key != last_key:
-                last_key, unit = key, units.get(key)
+        last: tuple[int | None, int | None] = (0, 0)
+        unit: Unit | None = None
+        pos = len(c.ids)
+        for cid, event_id, artifact_id, order, text, start, end, content_hash, parent, tokens in chunks:
+            if (event_id, artifact_id) != last:
+                last = (event_id, artifact_id)
+                unit = units.get(f"e{event_id}" if event_id is not None else f"a{artifact_id}")
             if unit is None:
                 continue
-            pos = len(c.ids)
-            c.ids.append(cid)
-            c.unit.append(unit.key)  # the unit's own string: one per unit, not per chunk
+            add_id(cid)
+            add_unit(unit.key)  # the unit's own string: one per unit, not per chunk
+            row = row_of.get(content_hash)
+            if row is None:
+                row = hv.row(content_hash)
+            add_row(row)
+            add_ord(order)
+            add_start(start)
+            add_end(end)
+            add_tokens(tokens or 0)
             if parent is None:
-                c.render.append(pos)
-                c.parent.append(-1)
+                add_render(pos)
+                add_parent(-1)
                 unit.chunk_idx.append(pos)
                 added[cid] = pos
+                add_text(None if text == unit.content else text)  # a one-chunk message: its content
             else:
                 found = added.get(parent)
                 if found is None:  # its chunk came in an earlier load
                     found = self.chunk_pos.get(parent)
-                c.render.append(pos if found is None else found)
-                c.parent.append(parent)
-            row = hv.row(content_hash)
-            c.hash_row.append(row)
-            c.ord.append(order)
-            c.start.append(start)
-            c.end.append(end)
-            c.tokens.append(tokens or 0)
-            if parent is None:
-                c.text.append(None if text == unit.content else text)  # a one-chunk message: its content
-            else:
-                c.text.append(text if row in without else None)  # a probe's text only feeds its embedding
+                add_render(pos if found is None else found)
+                add_parent(parent)
+                add_text(text if row in without else None)  # a probe's text only feeds its embedding
             if row in without:
                 missing.add(pos)
+            pos += 1
 
     def count_stored(self) -> list[tuple[int, int]]:
         """Count the messages loaded without a stored count (stored before m006) under
