@@ -23,6 +23,7 @@ from memory.records import ChunkRow
 __all__ = ["ChunkColumns", "ChunkRows", "Positions", "HashVectors", "quantize"]
 
 QUANTIZE_ROWS = 8_192  # rows quantized at a time while loading: a bounded float32 copy
+RECENT_ROWS = 4_096  # chunk records kept once built (see `ChunkRows`)
 
 
 def quantize(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -88,11 +89,27 @@ class ChunkRows(Sequence[ChunkRow]):
         self._c = columns
         self._hashes = hashes
         self._units = units  # key -> Unit (for `content`)
+        # Records built lately: a compile asks for each candidate's several times (its hash, its
+        # cost, its rendering, its manifest item). Bounded; emptied when full.
+        self._recent: dict[int, ChunkRow] = {}
 
     def __len__(self) -> int:
         return len(self._c.ids)
 
+    def forget(self, pos: int) -> None:
+        """Drop a cached record whose columns changed."""
+        self._recent.pop(pos, None)
+
     def __getitem__(self, pos: int) -> ChunkRow:  # type: ignore[override]  # positions only, no slices
+        found = self._recent.get(pos)
+        if found is not None:
+            return found
+        if len(self._recent) >= RECENT_ROWS:
+            self._recent.clear()
+        found = self._recent[pos] = self._build(pos)
+        return found
+
+    def _build(self, pos: int) -> ChunkRow:
         c = self._c
         key = c.unit[pos]
         event_id, artifact_id = (int(key[1:]), None) if key[0] == "e" else (None, int(key[1:]))

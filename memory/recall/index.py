@@ -109,6 +109,8 @@ class SessionView:
         self.token_cache: dict[tuple[str, int | str], int] = {}
         # compiler.history_lines per encoding: (messages covered, their lines, open tool call ids)
         self.history_cache: dict[str, tuple[int, list[Any], frozenset[str]]] = {}
+        # What a compile derives from all the units (compiler._artifacts_block), until `apply` changes them.
+        self.derived_cache: dict[str, Any] = {}
         self.pinned: set[str] = set()
         self.source_order: dict[str, int] = {}  # artifact source -> latest event that touched it
         self.quoted: dict[str, set[str]] = {}  # message unit key -> artifacts extracted from it
@@ -152,6 +154,7 @@ class SessionView:
         """Add `delta` (rows after the view's marks, in id order); `vectors` as for `add_vectors`."""
         self._arrays = None
         self._hash_rows = None
+        self.derived_cache.clear()
         if vectors:
             self._vectors.add(vectors)
         for art in delta.artifacts:
@@ -224,6 +227,7 @@ class SessionView:
         self.missing.discard(pos)
         if self._columns.parent[pos] >= 0:
             self._columns.text[pos] = None
+            self.chunk_rows.forget(pos)
         self._arrays = None
 
     def arrays(self) -> RankArrays:
