@@ -3,7 +3,10 @@ a view loaded in slices equal to one loaded at once."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pytest
 
 import memory.runtime as runtime_module
 from memory import create_runtime
@@ -94,7 +97,8 @@ def test_chunks_are_given_back_as_stored_and_texts_share_one_vector_row() -> Non
     assert view.chunk_rows[3].text == "no vector yet"  # still to be embedded
 
 
-async def test_a_session_reopened_in_pages_compiles_as_one_loaded_at_once(tmp_path, monkeypatch, real_embedder: Embedder) -> None:
+async def test_a_session_reopened_in_pages_compiles_as_one_loaded_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                        real_embedder: Embedder) -> None:
     db = tmp_path / "m.sqlite"
     async with create_runtime(storage_path=db, embedder=real_embedder) as runtime:
         session = runtime.session("s")
