@@ -182,5 +182,7 @@ class HashVectors:
     def set(self, row: int, vector: np.ndarray) -> None:
         codes, scales = self.matrix()
         row_codes, row_scale = quantize(np.asarray(vector, dtype=np.float32).reshape(1, -1))
+        if codes.dtype != row_codes.dtype:  # codes of another kind (benchmarks.scale_vector_codes' float32): never truncate
+            codes = self._codes = codes.astype(np.result_type(codes, row_codes))
         codes[row], scales[row] = row_codes[0], row_scale[0]
         self.without.discard(row)
