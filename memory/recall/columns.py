@@ -3,7 +3,7 @@
 A 100,000-event session has ~290,000 chunks (two thirds of them pair probes). Holding each as a
 record (a named tuple with its text, a dict entry from id to position, a float copy of its vector)
 made a reopened view cost seconds of CPU and hundreds of MiB. Here each field is one compact
-array (`array('q')`, 8 bytes a chunk, no object per value); a chunk's record is built only when
+array (8 or 4 bytes a chunk, no object per value); a chunk's record is built only when
 asked for (`ChunkRows[pos]`: the few a compile renders); a probe's text is kept only while it has
 no vector (its one use is being embedded); and vectors are held once per content hash, as the
 store keys them, with each chunk pointing at its row.
@@ -46,15 +46,16 @@ class ChunkColumns:
     (its text is not needed) and for a chunk whose text is its unit's content (a one-chunk message)."""
 
     def __init__(self) -> None:
+        # Ids are 8 bytes (a store's ids may pass 2**31); positions, rows, lines and counts 4.
         self.ids = array("q")
         self.unit: list[str] = []
-        self.render = array("q")
-        self.hash_row = array("q")
+        self.render = array("i")
+        self.hash_row = array("i")
         self.parent = array("q")  # parent chunk id, -1: none
-        self.ord = array("q")
-        self.start = array("q")
-        self.end = array("q")
-        self.tokens = array("q")
+        self.ord = array("i")
+        self.start = array("i")
+        self.end = array("i")
+        self.tokens = array("i")
         self.text: list[str | None] = []
 
 
