@@ -3,7 +3,7 @@ same run with float32 vectors, in one process on one set of embeddings:
 
     python -m benchmarks.scale_vector_codes --locomo ../shared/data/locomo/locomo10.json --conversations 6-10
 
-The float32 run swaps `memory.recall.index.quantize` for an identity (float32 rows, scale 1), which
+The float32 run swaps `memory.recall.columns.quantize` for an identity (float32 rows, scale 1), which
 is what the view held before the codes; everything else, ingest included, is the same code. The
 model embeds each text once (a `CachedEmbedder` serves the second run). Prints one JSON object.
 """
@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from memory.recall import index
+from memory.recall import columns
 from memory.recall.embeddings import load_embedder
 
 from .locomo import load_locomo
@@ -42,14 +42,14 @@ async def compare(path: Path, first: int, last: int, budgets: tuple[int, ...]) -
     embedder = CachedEmbedder(inner)
     conversations = load_locomo(path)[first - 1 : last]
     out: dict[str, Any] = {"conversations": f"{first}-{last}", "questions": sum(len(c.questions) for c in conversations)}
-    quantize = index.quantize
+    quantize = columns.quantize
     for name, codes in (("int8", quantize), ("float32", _float32)):
-        setattr(index, "quantize", codes)
+        setattr(columns, "quantize", codes)
         try:
             started = time.perf_counter()
             result = await run_recall(conversations, embedder, budgets, show_progress=False)
         finally:
-            setattr(index, "quantize", quantize)
+            setattr(columns, "quantize", quantize)
         out[name] = {f"{s.split} @{s.budget}": round(s.strict, 4) for s in result.scores if s.method == OURS}
         out[name + "_s"] = round(time.perf_counter() - started, 1)
     return out

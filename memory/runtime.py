@@ -16,12 +16,12 @@ from memory.recall.embedding_queue import EMBED_NOW_CHARS, EmbeddingQueue
 from memory.recall.background_model import BackgroundModel
 from memory.recall.embeddings import DEFAULT_MODEL, Embedder, load_embedder
 from memory.errors import InvalidArgumentError, MemoryRuntimeError, StorageError
-from memory.recall.index import SessionView, delta_parts, release_freed_memory
+from memory.recall.index import SessionView, release_freed_memory
 from memory.recall.memo import MessageMemo
 from memory.recall.quiet import TurnActivity
 from memory.turn.compact import CompactMemo
 from memory.turn.fixed import FixedAnchors, FixedPolicy
-from memory.records import SessionSummary
+from memory.records import SessionDelta, SessionSummary
 from memory.recall.retrieval import DEFAULT_OPTIONS, RankOptions
 from memory.session import Session
 from memory.store.sqlite.store import SqliteStore
@@ -41,7 +41,7 @@ MESSAGE_MEMO = 50_000
 # from the store on its next use.
 MAX_VIEWS = 256
 APPLY_OFF_LOOP = 500  # rows of a view update above which it is built off the event loop
-VECTOR_SLICE = 20_000  # chunks whose vectors a view load reads at a time
+LOAD_PAGE = 20_000  # chunks a view load reads at a time (what it keeps is not scattered among freed rows)
 RELEASE_AFTER = 5_000  # rows of a view update after which freed heap pages go back to the system
 # What `Session.compile` does with chunks ingested but not embedded yet (see `Runtime`).
 STRICT = "strict"
@@ -342,22 +342,26 @@ class Runtime:
         while len(self._views) > self._max_views:
             self._views.popitem(last=False)
         if max_event > view.max_event or max_chunk > view.max_chunk:
-            delta = await self.store.load_delta(session_id, view.max_event, view.max_artifact, view.max_chunk)
-            # Vectors are read a slice of chunks at a time: a 100k-event session's float32 blobs
-            # (~300 MiB) never sit in memory at once beside their int8 codes.
-            for part in delta_parts(delta, VECTOR_SLICE):
-                vectors = await self.store.get_vectors(embedder.name, [c.content_hash for c in part.chunks]) if embedder else {}
-                if len(part.events) + len(part.chunks) > APPLY_OFF_LOOP:
-                    # A first contact with a long history: building its view would stall the loop.
-                    # The caller holds the session's lock, so nothing else touches this view meanwhile.
-                    await asyncio.to_thread(view.apply, part, vectors)
-                else:
-                    view.apply(part, vectors)
-            if len(delta.events) + len(delta.chunks) > RELEASE_AFTER:
+            # A page of chunks at a time: ~290k rows at 100k events never sit in memory at once.
+            loaded, page = 0, LOAD_PAGE
+            while page == LOAD_PAGE:
+                delta = await self.store.load_delta(session_id, view.max_event, view.max_artifact, view.max_chunk, chunk_limit=LOAD_PAGE)
+                await self._apply(view, delta, embedder)
+                loaded, page = loaded + len(delta.events) + len(delta.chunks), len(delta.chunks)
+            if loaded > RELEASE_AFTER:
                 release_freed_memory()
         if view.uncounted:
             await self._store_counts(view)
         return view
+
+    async def _apply(self, view: SessionView, delta: SessionDelta, embedder: Embedder | None) -> None:
+        # Each distinct vector is read once (chunks with the same text share it). A first contact
+        # with a long history is built off the loop (the caller holds the session's lock).
+        vectors = await self.store.get_vectors(embedder.name, view.unknown_hashes(delta)) if embedder else {}
+        if len(delta.events) + len(delta.chunks) > APPLY_OFF_LOOP:
+            await asyncio.to_thread(view.apply, delta, vectors)
+        else:
+            view.apply(delta, vectors)
 
     async def _store_counts(self, view: SessionView) -> None:
         """Count the messages a view loaded without a stored count (stored before counts were

@@ -78,7 +78,15 @@ def history_lines(view: SessionView, counter: TiktokenCounter) -> list[Line]:
 
 def _artifacts_block(view: SessionView) -> dict[str, Any] | None:
     """Every snapshot the caller ingested (older versions too: they are part of the history);
-    derived diffs and code blocks already inside messages are not."""
+    derived diffs and code blocks already inside messages are not. Kept on the view until it changes:
+    walking every unit took a third of a warm compile at 10k events."""
+    if "artifacts" not in view.derived_cache:
+        view.derived_cache["artifacts"] = _artifacts_of(view)
+    block: dict[str, Any] | None = view.derived_cache["artifacts"]
+    return block
+
+
+def _artifacts_of(view: SessionView) -> dict[str, Any] | None:
     artifacts: list[Unit] = sorted((u for u in view.units.values() if u.key.startswith("a") and not u.derived and u.kind != "diff"),
                                    key=lambda u: (u.first_order, u.key))
     if not artifacts:

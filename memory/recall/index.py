@@ -8,20 +8,18 @@ stays the source of truth; a second process writing the same file is picked up o
 from __future__ import annotations
 
 import ctypes
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from memory.ingest.transcript import event_to_message
+from memory.recall.columns import ChunkColumns, ChunkRows, HashVectors, Positions, quantize
 from memory.recall.tokens import stored_counter
 from memory.records import ArtifactRow, ChunkRow, EventRow, SessionDelta
 
-__all__ = ["Unit", "SessionView", "RankArrays", "dot", "quantize", "delta_parts", "release_freed_memory"]
-
-QUANTIZE_ROWS = 8_192  # rows quantized at a time while loading: a bounded float32 copy
-
+__all__ = ["Unit", "SessionView", "RankArrays", "dot", "quantize", "release_freed_memory"]
 
 def dot(matrix: np.ndarray, vector: np.ndarray) -> np.ndarray:
     """`matrix @ vector` without BLAS. OpenBLAS hands even a 1,000 x 384 product to its thread
@@ -30,20 +28,6 @@ def dot(matrix: np.ndarray, vector: np.ndarray) -> np.ndarray:
     measured (1k-150k rows)."""
     product: np.ndarray = np.einsum("ij,j->i", matrix, vector)
     return product
-
-
-def quantize(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Vectors as int8 codes and one float32 scale per row (`row ~= codes * scale`). A view holds
-    its vectors this way: a quarter of float32's memory (100k events: ~200k rows, 293 MiB as
-    float32, 75 MiB as codes), and the full scan stays cheap. float16 was measured first: numpy
-    converts it in software, 140 ms per scan of 200k rows against 12 ms for float32 and 23 ms for
-    these codes (`similarities`). The error is under half a step (scale/2) per component: cosine
-    similarities move by about 1e-3, far below the gaps ranking works on."""
-    rows = np.asarray(rows, dtype=np.float32)
-    peak = np.abs(rows).max(axis=1) if rows.size else np.zeros(len(rows), dtype=np.float32)
-    scales = np.where(peak > 0, peak / 127.0, 1.0).astype(np.float32)
-    codes = np.rint(rows / scales[:, None]).astype(np.int8)
-    return codes, scales
 
 
 def _malloc_trim() -> Callable[[int], int] | None:
@@ -66,14 +50,6 @@ def release_freed_memory() -> None:
         _TRIM(0)
 
 
-def delta_parts(delta: SessionDelta, chunks: int) -> list[SessionDelta]:
-    """`delta` as parts applied in order: the first has every event and artifact and the first
-    `chunks` chunks, each later one the next `chunks` chunks."""
-    parts = [SessionDelta(delta.events, delta.artifacts, delta.chunks[:chunks])]
-    parts += [SessionDelta([], [], delta.chunks[i : i + chunks]) for i in range(chunks, len(delta.chunks), chunks)]
-    return parts
-
-
 @dataclass(frozen=True)
 class RankArrays:
     """Per-chunk arrays the ranker needs, rebuilt only when the view has grown."""
@@ -85,7 +61,7 @@ class RankArrays:
     missing: np.ndarray  # bool: no vector yet
 
 
-@dataclass
+@dataclass(slots=True)  # slots: a 100k-event view holds ~100k units
 class Unit:
     """A retrievable thing: one message event ("e<id>") or one artifact ("a<id>")."""
 
@@ -108,21 +84,22 @@ class Unit:
 
 
 class SessionView:
-    """Units, chunks and the chunk-vector matrix of one session, in insertion order."""
+    """Units, chunks and the chunk-vector matrix of one session, in insertion order. Chunks are
+    columns (`memory.recall.columns`): `chunk_ids`, `chunk_unit` and `render_pos` index by
+    position, `chunk_pos` maps an id to its position, `chunk_rows[pos]` gives the stored record."""
 
     def __init__(self, dim: int, generation: int = 0) -> None:
         self.dim = dim
         self.generation = generation  # the session's generation this view was loaded at
         self.units: dict[str, Unit] = {}
         self.messages: list[Unit] = []  # message units in order
-        self.chunk_ids: list[int] = []
-        self.chunk_unit: list[str] = []
-        self.chunk_rows: list[ChunkRow] = []
-        self.chunk_pos: dict[int, int] = {}
-        self.render_pos: list[int] = []  # probe position -> its chunk's position (itself for a chunk)
-        self._codes = np.zeros((0, dim), dtype=np.int8)  # vectors, quantized (see `quantize`)
-        self._scales = np.zeros(0, dtype=np.float32)
-        self._pending_rows: list[tuple[np.ndarray, np.ndarray]] = []
+        self._columns = ChunkColumns()
+        self._vectors = HashVectors(dim)  # vectors, quantized (see `quantize`), one row per content hash
+        self.chunk_ids = self._columns.ids
+        self.chunk_unit = self._columns.unit
+        self.render_pos = self._columns.render  # probe position -> its chunk's position (itself for a chunk)
+        self.chunk_pos = Positions(self._columns.ids)
+        self.chunk_rows = ChunkRows(self._columns, self._vectors, self.units)
         self.missing: set[int] = set()  # chunk positions without a vector yet
         self.max_event = 0
         self.max_artifact = 0
@@ -132,71 +109,107 @@ class SessionView:
         self.token_cache: dict[tuple[str, int | str], int] = {}
         # compiler.history_lines per encoding: (messages covered, their lines, open tool call ids)
         self.history_cache: dict[str, tuple[int, list[Any], frozenset[str]]] = {}
+        # What a compile derives from all the units (compiler._artifacts_block), until `apply` changes them.
+        self.derived_cache: dict[str, Any] = {}
         self.pinned: set[str] = set()
         self.source_order: dict[str, int] = {}  # artifact source -> latest event that touched it
         self.quoted: dict[str, set[str]] = {}  # message unit key -> artifacts extracted from it
         self._arrays: RankArrays | None = None
-        self._zero = np.zeros(dim, dtype=np.float32)
+        self._hash_rows: np.ndarray | None = None  # `_columns.hash_row` as numpy, until the next chunk
         # Messages stored before counts were taken at ingest: counted by `count_stored`.
         self.uncounted: list[Unit] = []
 
-    def _matrix(self) -> tuple[np.ndarray, np.ndarray]:
-        if self._pending_rows:
-            self._codes = np.vstack([self._codes, *(c for c, _ in self._pending_rows)])
-            self._scales = np.concatenate([self._scales, *(s for _, s in self._pending_rows)])
-            self._pending_rows = []
-        return self._codes, self._scales
+    def _rows(self) -> np.ndarray:
+        if self._hash_rows is None:
+            # A copy: a numpy view would pin the array's buffer, and appending to it would fail.
+            self._hash_rows = np.array(self._columns.hash_row, dtype=np.int64)
+        return self._hash_rows
 
     def similarities(self, query: np.ndarray) -> np.ndarray:
         """Dot product of every chunk's vector with `query` (float32; 0 where a vector is missing).
-        The int8 codes are cast in einsum's small buffers, never as a whole float copy."""
-        codes, scales = self._matrix()
+        Each distinct vector is scanned once; the int8 codes are cast in einsum's small buffers,
+        never as a whole float copy."""
+        codes, scales = self._vectors.matrix()
         raw: np.ndarray = np.einsum("ij,j->i", codes, np.asarray(query, dtype=np.float32), dtype=np.float32, casting="unsafe")
-        sims: np.ndarray = raw * scales
+        sims: np.ndarray = (raw * scales)[self._rows()]
         return sims
 
     def vector(self, pos: int) -> np.ndarray:
         """One chunk's vector (float32, as the codes give it back)."""
-        codes, scales = self._matrix()
-        row: np.ndarray = codes[pos].astype(np.float32) * scales[pos]
-        return row
+        codes, scales = self._vectors.matrix()
+        row = self._columns.hash_row[pos]
+        vec: np.ndarray = codes[row].astype(np.float32) * scales[row]
+        return vec
 
-    def apply(self, delta: SessionDelta, vectors: dict[str, bytes]) -> None:
+    def unknown_hashes(self, delta: SessionDelta) -> list[str]:
+        """Distinct content hashes of `delta`'s chunks this view has no vector for: what a load
+        reads from the store (each once, however many chunks share it)."""
+        return self._vectors.unknown(ch.content_hash for ch in delta.chunks)
+
+    def add_vectors(self, vectors: dict[str, bytes]) -> None:
+        """Stored vectors (float32 blobs by content hash) for chunks `apply` adds next."""
+        self._vectors.add(vectors)
+
+    def apply(self, delta: SessionDelta, vectors: dict[str, bytes] | None = None) -> None:
+        """Add `delta` (rows after the view's marks, in id order); `vectors` as for `add_vectors`."""
         self._arrays = None
+        self._hash_rows = None
+        self.derived_cache.clear()
+        if vectors:
+            self._vectors.add(vectors)
         for art in delta.artifacts:
             self._add_artifact(art)
             self.max_artifact = max(self.max_artifact, art.id)
         for ev in delta.events:
             self._add_event(ev)
             self.max_event = max(self.max_event, ev.id)
-        rows: list[np.ndarray] = []
-        for ch in delta.chunks:
-            self.max_chunk = max(self.max_chunk, ch.id)
-            key = f"e{ch.event_id}" if ch.event_id is not None else f"a{ch.artifact_id}"
-            unit = self.units.get(key)
+        if delta.chunks:
+            self.max_chunk = max(self.max_chunk, max(ch[0] for ch in delta.chunks))
+        self._add_chunks(delta.chunks)
+
+    def _add_chunks(self, chunks: Sequence[ChunkRow]) -> None:
+        # The loop a 100k-event load runs ~290k times: columns' appends bound once, a unit looked
+        # up once per run of its chunks, a hash's row read from the dict without a call.
+        c, hv, units, missing = self._columns, self._vectors, self.units, self.missing
+        without, row_of = hv.without, hv.row_of
+        add_id, add_unit, add_render, add_parent, add_row = c.ids.append, c.unit.append, c.render.append, c.parent.append, c.hash_row.append
+        add_ord, add_start, add_end, add_tokens, add_text = c.ord.append, c.start.append, c.end.append, c.tokens.append, c.text.append
+        added: dict[int, int] = {}  # chunk id -> position, for this delta's probes to find their chunk
+        last: tuple[int | None, int | None] = (0, 0)
+        unit: Unit | None = None
+        pos = len(c.ids)
+        for cid, event_id, artifact_id, order, text, start, end, content_hash, parent, tokens in chunks:
+            if (event_id, artifact_id) != last:
+                last = (event_id, artifact_id)
+                unit = units.get(f"e{event_id}" if event_id is not None else f"a{artifact_id}")
             if unit is None:
                 continue
-            pos = len(self.chunk_ids)
-            self.chunk_ids.append(ch.id)
-            self.chunk_unit.append(unit.key)  # the unit's own string: one per unit, not per chunk
-            self.chunk_rows.append(ch)
-            self.chunk_pos[ch.id] = pos
-            if ch.parent_id is None:
-                self.render_pos.append(pos)
+            add_id(cid)
+            add_unit(unit.key)  # the unit's own string: one per unit, not per chunk
+            row = row_of.get(content_hash)
+            if row is None:
+                row = hv.row(content_hash)
+            add_row(row)
+            add_ord(order)
+            add_start(start)
+            add_end(end)
+            add_tokens(tokens or 0)
+            if parent is None:
+                add_render(pos)
+                add_parent(-1)
                 unit.chunk_idx.append(pos)
+                added[cid] = pos
+                add_text(None if text == unit.content else text)  # a one-chunk message: its content
             else:
-                self.render_pos.append(self.chunk_pos.get(ch.parent_id, pos))
-            blob = vectors.get(ch.content_hash)
-            if blob is None:
-                self.missing.add(pos)
-                rows.append(self._zero)
-            else:
-                rows.append(np.frombuffer(blob, dtype=np.float32))
-            if len(rows) == QUANTIZE_ROWS:
-                self._pending_rows.append(quantize(np.vstack(rows)))
-                rows = []
-        if rows:
-            self._pending_rows.append(quantize(np.vstack(rows)))
+                found = added.get(parent)
+                if found is None:  # its chunk came in an earlier load
+                    found = self.chunk_pos.get(parent)
+                add_render(pos if found is None else found)
+                add_parent(parent)
+                add_text(text if row in without else None)  # a probe's text only feeds its embedding
+            if row in without:
+                missing.add(pos)
+            pos += 1
 
     def count_stored(self) -> list[tuple[int, int]]:
         """Count the messages loaded without a stored count (stored before m006) under
@@ -210,17 +223,18 @@ class SessionView:
         return counted
 
     def set_vector(self, pos: int, vector: np.ndarray) -> None:
-        codes, scales = self._matrix()
-        row_codes, row_scale = quantize(np.asarray(vector, dtype=np.float32).reshape(1, -1))
-        codes[pos], scales[pos] = row_codes[0], row_scale[0]
+        self._vectors.set(self._columns.hash_row[pos], vector)
         self.missing.discard(pos)
+        if self._columns.parent[pos] >= 0:
+            self._columns.text[pos] = None
+            self.chunk_rows.forget(pos)
         self._arrays = None
 
     def arrays(self) -> RankArrays:
         """The ranker's arrays, cached until the next change to the view."""
         if self._arrays is None:
             n = len(self.chunk_ids)
-            render = np.asarray(self.render_pos, dtype=np.int64)
+            render = np.array(self.render_pos, dtype=np.int64)  # a copy (see `_rows`)
             prev_turn = np.full(n, -1, dtype=np.int64)
             next_turn = np.full(n, -1, dtype=np.int64)
             # Neighbours in turn order: a message's chunks, then the next message's chunks.
@@ -250,10 +264,10 @@ class SessionView:
                     # A code block or diff quoted in a message: shown wherever the message is shown.
                     self.quoted.setdefault(f"e{ev.parent_event_id}", set()).add(key)
             return
-        unit = Unit(
-            key=f"e{ev.id}", kind=ev.type, order=ev.id, first_order=ev.id, source=ev.source, pinned=ev.pinned,
-            role=ev.role, timestamp=ev.timestamp, content=ev.content, extra=ev.payload, tokens=ev.tokens,
-        )
+        # Positional, the rest set after: a 100k-event load makes ~100k units, and keywords took
+        # ~2.5x as long (key, kind, order, first_order, source, pinned, role, turn, timestamp).
+        unit = Unit(f"e{ev.id}", ev.type, ev.id, ev.id, ev.source, ev.pinned, ev.role, None, ev.timestamp)
+        unit.content, unit.extra, unit.tokens = ev.content, ev.payload, ev.tokens
         if ev.pinned:
             self.pinned.add(unit.key)
         if ev.role is not None:

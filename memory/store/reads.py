@@ -54,15 +54,18 @@ class SqlReads:
             "(SELECT coalesce(max(generation), 0) FROM sessions WHERE id = ?)", (session_id, session_id, session_id))
         return int(r[0]), int(r[1]), int(r[2])
 
-    async def load_delta(self, session_id: str, after_event: int, after_artifact: int, after_chunk: int) -> SessionDelta:
+    async def load_delta(self, session_id: str, after_event: int, after_artifact: int, after_chunk: int,
+                         chunk_limit: int | None = None) -> SessionDelta:
         """Live events, artifacts and chunks after the marks, read in one snapshot. Detached events
-        (edited away or regenerated) are left out, and so are artifacts only they referenced."""
+        (edited away or regenerated) are left out, and so are artifacts only they referenced. With
+        `chunk_limit`, only the first that many chunks (a caller pages through a large session)."""
         events, artifacts, chunks = await self._together([
             (f"SELECT {R.EVENT} FROM events WHERE session_id = ? AND id > ? AND detached = 0 ORDER BY id", (session_id, after_event)),
             (f"SELECT {R.ARTIFACT} FROM artifacts a WHERE session_id = ? AND (id > ? OR last_event_id > ?) "
              "AND EXISTS (SELECT 1 FROM events e WHERE (e.artifact_id = a.id OR e.id = a.first_event_id) AND e.detached = 0) ORDER BY id",
              (session_id, after_artifact, after_event)),
-            (f"SELECT {R.CHUNK} FROM chunks WHERE session_id = ? AND id > ? ORDER BY id", (session_id, after_chunk)),
+            (f"SELECT {R.CHUNK} FROM chunks WHERE session_id = ? AND id > ? ORDER BY id" + ("" if chunk_limit is None else " LIMIT ?"),
+             (session_id, after_chunk) + (() if chunk_limit is None else (chunk_limit,))),
         ])
         return SessionDelta([R.event(r) for r in events], [R.artifact(r) for r in artifacts], [R.chunk(r) for r in chunks])
 

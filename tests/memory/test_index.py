@@ -3,10 +3,15 @@ a view loaded in slices equal to one loaded at once."""
 
 from __future__ import annotations
 
-import numpy as np
+from pathlib import Path
 
+import numpy as np
+import pytest
+
+import memory.runtime as runtime_module
+from memory import create_runtime
 from memory.recall.embeddings import Embedder
-from memory.recall.index import SessionView, delta_parts, quantize
+from memory.recall.index import SessionView, quantize
 from memory.records import ChunkRow, EventRow, SessionDelta
 
 DIM = 384
@@ -22,6 +27,12 @@ def _delta(n: int) -> SessionDelta:
     events = [EventRow(i + 1, "user_message", "user", f"text {i}", None, False, None, {}, None, None, 5) for i in range(n)]
     chunks = [ChunkRow(100 + i, i + 1, None, 0, f"text {i}", 1, 1, f"h{i}", None, 3) for i in range(n)]
     return SessionDelta(events, [], chunks)
+
+
+def delta_parts(delta: SessionDelta, chunks: int) -> list[SessionDelta]:
+    """`delta` as parts applied in order: the first has every event and the first `chunks` chunks."""
+    parts = [SessionDelta(delta.events, delta.artifacts, delta.chunks[:chunks])]
+    return parts + [SessionDelta([], [], delta.chunks[i : i + chunks]) for i in range(chunks, len(delta.chunks), chunks)]
 
 
 def test_codes_give_back_each_vector_within_half_a_step() -> None:
@@ -66,3 +77,42 @@ def test_a_view_loaded_in_parts_is_the_view_loaded_at_once() -> None:
     assert whole.chunk_ids == parted.chunk_ids and [u.tokens for u in parted.messages] == [5] * 50
     parted.set_vector(7, rows[7])
     assert 7 not in parted.missing and abs(float(parted.similarities(rows[7])[7]) - 1.0) < 0.01
+
+
+def test_chunks_are_given_back_as_stored_and_texts_share_one_vector_row() -> None:
+    rows = _unit_rows(3)
+    events = [EventRow(i + 1, "user_message", "user", f"text {i}", None, False, None, {}, None, None, 5) for i in range(4)]
+    chunks = [ChunkRow(10, 1, None, 0, "same words", 1, 2, "hA", None, 3), ChunkRow(11, 1, None, 0, "probe of 10", 0, 0, "hP", 10, 4),
+              ChunkRow(12, 2, None, 0, "same words", 1, 2, "hA", None, 3), ChunkRow(13, 3, None, 0, "no vector yet", 1, 1, "hB", None, 2),
+              ChunkRow(14, 4, None, 0, "probe, no vector", 0, 0, "hQ", 13, 2)]
+    view = SessionView(DIM)
+    view.apply(SessionDelta(events, [], chunks), {"hA": rows[0].tobytes(), "hP": rows[1].tobytes()})
+    assert [view.chunk_rows[p] for p in range(5)] == [c._replace(text="") if c.id == 11 else c for c in chunks]  # a probe with a vector keeps no text
+    assert list(view.render_pos) == [0, 0, 2, 3, 3] and view.missing == {3, 4}
+    assert view.chunk_pos.get(12) == 2 and view.chunk_pos.get(99) is None and view.unknown_hashes(SessionDelta([], [], chunks)) == ["hB", "hQ"]
+    sims = view.similarities(rows[0])
+    assert sims[0] == sims[2] and abs(float(sims[0]) - 1.0) < 0.01 and sims[3] == 0.0
+    view.set_vector(4, rows[2])
+    assert 4 not in view.missing and view.chunk_rows[4].text == "" and abs(float(view.similarities(rows[2])[4]) - 1.0) < 0.01
+    assert view.chunk_rows[3].text == "no vector yet"  # still to be embedded
+
+
+async def test_a_session_reopened_in_pages_compiles_as_one_loaded_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                        real_embedder: Embedder) -> None:
+    db = tmp_path / "m.sqlite"
+    async with create_runtime(storage_path=db, embedder=real_embedder) as runtime:
+        session = runtime.session("s")
+        for i in range(12):
+            await session.ingest({"type": "user_message", "payload": {"content": f"The cache for module {i} holds {i * 7} entries"}})
+            await session.ingest({"type": "assistant_message", "payload": {"content": f"Noted: module {i} and its {i * 7} entries"}})
+            await session.ingest({"type": "snippet", "payload": {"source": f"src/m{i % 3}.py", "content": f"def m{i}():\n    return {i}\n" * 3}})
+        await session.flush()
+
+    async def compiled() -> tuple[list[dict[str, object]], list[int]]:
+        async with create_runtime(storage_path=db, embedder=real_embedder) as runtime:
+            out = [(await runtime.session("s").compile(q, budget_tokens=300)).manifest for q in ("entries of module 5?", "what does m2 return")]
+            return out, list((await runtime.loaded_view("s")).render_pos)
+
+    whole = await compiled()
+    monkeypatch.setattr(runtime_module, "LOAD_PAGE", 4)  # pages that split chunks from their probes
+    assert await compiled() == whole and len(whole[1]) > 8

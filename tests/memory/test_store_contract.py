@@ -90,6 +90,8 @@ async def test_add_events_ids_artifacts_and_chunks_in_order(store: Store) -> Non
     later = await store.load_delta("s", 3, 1, 5)
     assert [e.id for e in later.events] == [4] and [c.id for c in later.chunks] == [6]
     assert [a.id for a in later.artifacts] == [1]  # touched again by event 4
+    page = await store.load_delta("s", 0, 0, 2, chunk_limit=2)  # a page of chunks; events and artifacts whole
+    assert [c.id for c in page.chunks] == [3, 4] and len(page.events) == 4 and [a.id for a in page.artifacts] == [1]
 
 
 async def test_a_failed_transaction_leaves_nothing(store: Store) -> None:
