@@ -43,6 +43,17 @@ def _plain_key(message: dict[str, Any]) -> tuple[str, str] | None:
     return None
 
 
+def _flat_key(message: dict[str, Any]) -> tuple[tuple[str, str], ...] | None:
+    """The (field, text) pairs of a message whose every field is a text, short enough to key by:
+    a tool result (role, content, tool_call_id) is looked up without serialising it to JSON."""
+    size = 0
+    for value in message.values():
+        if not isinstance(value, str):
+            return None
+        size += len(value)
+    return tuple(sorted(message.items())) if size <= MAX_KEYED_TEXT else None
+
+
 def _digest(message: dict[str, Any]) -> bytes:
     blob = json.dumps(message, sort_keys=True, ensure_ascii=False, default=str).encode("utf-8")
     return hashlib.blake2b(blob, digest_size=16).digest()
@@ -70,7 +81,7 @@ class MessageMemo:
 
     def tokens(self, counter: TiktokenCounter, message: dict[str, Any]) -> int:
         """`counter.message_tokens(message)`."""
-        plain = _plain_key(message)
+        plain = _plain_key(message) or _flat_key(message)
         key = (counter.encoding_name, plain if plain is not None else _digest(message))
         found = self._tokens.get(key)
         if found is None:
