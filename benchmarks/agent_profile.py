@@ -51,8 +51,7 @@ __all__ = ["main", "process_cpu_ns", "PHASES"]
 # whose marker is in the sample's stack names it. Samples of threads waiting (the event loop's
 # select, an idle worker thread, aiosqlite's queue) are not CPU time and are left out.
 PHASES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("embedding model (background batches)", ("memory-embed",)),  # their own thread (`memory.recall.embedding_queue`)
-    ("embedding model (other threads)", ("FastEmbedder.embed",)),
+    ("embedding model (background)", ("FastEmbedder.embed",)),
     ("token counting", ("TiktokenCounter.count", "encode_ordinary")),
     ("compaction: excerpts", ("excerpt_message", "candidates (memory/turn/excerpts")),
     ("compaction", ("compact_tail", "compacted_tail")),
