@@ -21,10 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import sys
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
@@ -47,19 +43,6 @@ QUERY_VECTOR_CACHE = 256
 # words alone.
 EMBED_NOW_CHARS = 16_000
 EMBED_BATCH_CHARS = 8_000
-
-# Background batches run in a thread of their own, this much nicer than the process (Linux keeps a
-# nice value per thread): on a busy machine the turns being planned get the cores first, and the
-# batch takes what they leave. A request's own embedding (its question) keeps the usual priority.
-BACKGROUND_NICE = 10
-
-
-def _lower_priority() -> None:
-    if sys.platform.startswith("linux"):  # elsewhere the call would reach the whole process
-        with suppress(OSError):
-            tid = threading.get_native_id()
-            os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + BACKGROUND_NICE))
-
 
 # content hash -> (text, positions in the view that hold it)
 _Picked = dict[str, tuple[str, list[int]]]
@@ -115,7 +98,6 @@ class EmbeddingQueue:
         self._calls: set[asyncio.Future[np.ndarray]] = set()
         self._sessions: set[str] = set()  # sessions with a background task
         self._slot = asyncio.Semaphore(1)  # one background batch at a time: one core at most
-        self._background: ThreadPoolExecutor | None = None  # the batches' own thread (BACKGROUND_NICE)
 
     async def close(self) -> None:
         """Cancel the background tasks and wait for every model call still running (a
@@ -127,9 +109,6 @@ class EmbeddingQueue:
         if self._calls:
             await asyncio.gather(*self._calls, return_exceptions=True)
         self._sessions.clear()
-        if self._background is not None:
-            self._background.shutdown(wait=False)  # idle: every call has finished
-            self._background = None
 
     def _call_done(self, call: asyncio.Future[np.ndarray]) -> None:
         self._calls.discard(call)
@@ -175,20 +154,15 @@ class EmbeddingQueue:
         _settle(view, picked, known)
         return qvec
 
-    async def _embed(self, embedder: Embedder, texts: dict[str, str], query: str | None,
-                     background: bool = False) -> tuple[dict[str, bytes], np.ndarray | None]:
+    async def _embed(self, embedder: Embedder, texts: dict[str, str], query: str | None) -> tuple[dict[str, bytes], np.ndarray | None]:
         """Embed `texts` (by content hash) and `query` in one model call (each call has a fixed
-        cost), store the texts' vectors, and settle whoever waits for them. `background`: in the
-        background batches' own, lower-priority thread."""
+        cost), store the texts' vectors, and settle whoever waits for them."""
         loop = asyncio.get_running_loop()
         mine = {h: loop.create_future() for h in texts if h not in self._inflight}
         self._inflight.update(mine)
         try:
             batch = list(texts.values()) + ([query] if query is not None else [])
-            if background and self._background is None:
-                self._background = ThreadPoolExecutor(1, thread_name_prefix="memory-embed", initializer=_lower_priority)
-            call = asyncio.ensure_future(loop.run_in_executor(self._background, embedder.embed, batch) if background
-                                         else asyncio.to_thread(embedder.embed, batch))
+            call = asyncio.ensure_future(asyncio.to_thread(embedder.embed, batch))
             self._calls.add(call)
             call.add_done_callback(self._call_done)
             matrix = await asyncio.shield(call)  # a cancelled caller leaves the call to `close`
@@ -263,7 +237,7 @@ class EmbeddingQueue:
             await asyncio.wait(waits)
         if not todo:
             return True
-        vectors, _ = await self._embed(embedder, todo, None, background=True)  # the lock is free meanwhile
+        vectors, _ = await self._embed(embedder, todo, None)  # the lock is free meanwhile
         async with lock(session_id):
             if await self._fresh_view(session_id) is view:  # a rebuilt view loaded them from the store
                 _settle(view, picked, vectors)

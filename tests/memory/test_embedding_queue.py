@@ -5,17 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
-import sys
 import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import pytest
 
-from memory.recall.embedding_queue import BACKGROUND_NICE
 from memory.runtime import Runtime
 
 DEADLINE_S = 30.0
@@ -98,42 +94,3 @@ async def test_close_waits_for_a_model_call_already_running(tmp_path: Path) -> N
             await rt.close()
         else:
             await asyncio.wait_for(closing, DEADLINE_S)
-
-
-class NiceRecorder:
-    """Deterministic vectors; records each call's texts and the nice value of the thread it ran on."""
-
-    name = "nice-recording-embedder"
-    dim = 8
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[list[str], int]] = []
-        self.called = threading.Event()
-
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
-        self.calls.append((list(texts), os.getpriority(os.PRIO_PROCESS, threading.get_native_id())))
-        self.called.set()
-        rows = [np.frombuffer(hashlib.sha256(t.encode()).digest()[: self.dim], dtype=np.uint8).astype(np.float32) + 1 for t in texts]
-        matrix = np.vstack(rows) if rows else np.zeros((0, self.dim), dtype=np.float32)
-        return matrix / np.linalg.norm(matrix, axis=1, keepdims=True)
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a thread's own nice value is a Linux feature")
-async def test_background_batches_run_nicer_than_the_turns(tmp_path: Path) -> None:
-    embedder = NiceRecorder()
-    base = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-    rt = Runtime(tmp_path / "n.sqlite", embedder=embedder)
-    try:
-        session = rt.session("s")
-        history = _history(20)
-        await session.sync_messages(history)  # schedules the background batch
-        await _until(embedder.called)
-        (texts, nice), = embedder.calls
-        assert any("qzq0" in t for t in texts) and nice == min(19, base + BACKGROUND_NICE)
-        # A turn's own question is embedded on its path, at the process's priority.
-        await session.prepare_turn(history + [{"role": "user", "content": "what about the qzq3 parser?"}], budget_tokens=120)
-        asked = [n for texts, n in embedder.calls if "what about the qzq3 parser?" in texts]
-        assert asked == [base]
-        assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base  # the event loop's thread is untouched
-    finally:
-        await rt.close()
