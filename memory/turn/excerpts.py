@@ -87,12 +87,12 @@ def candidates(compacted: Sequence[tuple[int, str, str]], shown: frozenset[str] 
             lines.append((index, n, label, stripped[:_LINE_CHARS]))
     idents = [_idents(c[3]) for c in lines]
     frequency: Counter[str] = Counter()
-    index: dict[str, list[int]] = {}
+    by_ident: dict[str, list[int]] = {}
     for k, ids in enumerate(idents):
         frequency.update(ids)
         for i in ids:
-            index.setdefault(i, []).append(k)
-    return Candidates(lines, idents, frequency, index)
+            by_ident.setdefault(i, []).append(k)
+    return Candidates(lines, idents, frequency, by_ident)
 
 
 def excerpt_message(found: Candidates, query: tuple[str, str], room: int, count: Callable[[str], int]) -> dict[str, Any] | None:
