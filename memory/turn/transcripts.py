@@ -24,18 +24,26 @@ from collections import OrderedDict
 from memory.records import TranscriptEntry
 from memory.store.protocol import Store, StoreTx
 
-__all__ = ["TranscriptCache", "Mark"]
+__all__ = ["TranscriptCache", "Mark", "MAX_ENTRIES"]
 
 # (max event id, generation) of a session
 Mark = tuple[int, int]
 
 
-class TranscriptCache:
-    """Transcripts by session id, each under the high-water mark it was read at (bounded: the
-    least recently used session leaves first)."""
+# Transcript positions kept in all (~410 bytes each: two hex digests and the record), so the copies
+# stay within ~40 MiB however many sessions a proxy serves; the least recently used
+# session leaves first, and a transcript longer than this is read from the store each time.
+MAX_ENTRIES = 100_000
 
-    def __init__(self, max_sessions: int = 256) -> None:
+
+class TranscriptCache:
+    """Transcripts by session id, each under the high-water mark it was read at (bounded by
+    session count and by `max_entries` positions in all; least recently used first out)."""
+
+    def __init__(self, max_sessions: int = 256, max_entries: int = MAX_ENTRIES) -> None:
         self._max = max(1, max_sessions)
+        self._max_entries = max_entries
+        self._size = 0
         self._entries: OrderedDict[str, tuple[Mark, list[TranscriptEntry]]] = OrderedDict()
 
     @staticmethod
@@ -66,10 +74,21 @@ class TranscriptCache:
             self.forget(session_id)
 
     def forget(self, session_id: str) -> None:
-        self._entries.pop(session_id, None)
+        found = self._entries.pop(session_id, None)
+        if found is not None:
+            self._size -= len(found[1])
+
+    @property
+    def size(self) -> int:
+        """Transcript positions held, over all sessions."""
+        return self._size
 
     def _keep(self, session_id: str, mark: Mark, transcript: list[TranscriptEntry]) -> None:
+        self.forget(session_id)
+        if len(transcript) > self._max_entries:
+            return
         self._entries[session_id] = (mark, transcript)
-        self._entries.move_to_end(session_id)
-        while len(self._entries) > self._max:
-            self._entries.popitem(last=False)
+        self._size += len(transcript)
+        while len(self._entries) > self._max or self._size > self._max_entries:
+            _, (_, dropped) = self._entries.popitem(last=False)
+            self._size -= len(dropped)

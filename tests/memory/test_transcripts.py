@@ -8,6 +8,8 @@ from __future__ import annotations
 import pytest
 
 from memory import create_runtime
+from memory.records import TranscriptEntry
+from memory.turn.transcripts import TranscriptCache
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -111,3 +113,40 @@ async def test_a_write_by_another_runtime_is_seen(store_args):
         await session.commit_turn(plan, {"role": "assistant", "content": "fresh"})
         await _same_as_store(rt, "shared")
         assert len(await rt.transcripts.read(rt.store, "shared")) == 2
+
+
+class FakeReads:
+    """A store's two reads the cache uses, for the bound's arithmetic."""
+
+    def __init__(self, transcripts: dict) -> None:
+        self.transcripts = transcripts
+        self.reads = 0
+
+    async def high_water(self, session_id):
+        return len(self.transcripts[session_id]), 0, 1
+
+    async def transcript(self, session_id):
+        self.reads += 1
+        return list(self.transcripts[session_id])
+
+
+def _entries(n: int) -> list[TranscriptEntry]:
+    return [TranscriptEntry(i, f"h{i}", f"c{i}", i + 1, "user") for i in range(n)]
+
+
+async def test_the_copies_stay_within_their_bound():
+    reads = FakeReads({"a": _entries(40), "b": _entries(50), "c": _entries(30), "huge": _entries(101)})
+    cache = TranscriptCache(max_sessions=10, max_entries=100)
+    for sid in ("a", "b"):
+        await cache.read(reads, sid)
+    assert cache.size == 90
+    await cache.read(reads, "a")  # a hit: "a" is now the most recently used
+    assert reads.reads == 2
+    await cache.read(reads, "c")  # 120 > 100: the least recently used ("b") leaves
+    assert cache.size == 70
+    await cache.read(reads, "a")
+    await cache.read(reads, "b")
+    assert reads.reads == 4  # "a" was kept, "b" read again
+    await cache.read(reads, "huge")  # longer than the bound: served, never kept
+    await cache.read(reads, "huge")
+    assert reads.reads == 6 and cache.size <= 100
