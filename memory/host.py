@@ -20,6 +20,7 @@ from memory.recall.tokens import TiktokenCounter
 from memory.store.protocol import Store
 from memory.turn.compact import CompactMemo
 from memory.turn.fixed import FixedAnchors, FixedPolicy
+from memory.turn.transcripts import TranscriptCache
 
 __all__ = ["SessionHost"]
 
@@ -32,6 +33,7 @@ class SessionHost(Protocol):
     rank_options: RankOptions
     memo: MessageMemo
     compact_memo: CompactMemo
+    transcripts: TranscriptCache
     fixed_anchors: FixedAnchors
     fixed_policy: FixedPolicy
 

@@ -21,6 +21,7 @@ from memory.recall.memo import MessageMemo
 from memory.recall.quiet import TurnActivity
 from memory.turn.compact import CompactMemo
 from memory.turn.fixed import FixedAnchors, FixedPolicy
+from memory.turn.transcripts import TranscriptCache
 from memory.records import SessionDelta, SessionSummary
 from memory.recall.retrieval import DEFAULT_OPTIONS, RankOptions
 from memory.session import Session
@@ -97,6 +98,8 @@ class Runtime:
         self.memo = MessageMemo(MESSAGE_MEMO)
         # A tool loop's compactions are replayed on every request: their renderings are remembered.
         self.compact_memo = CompactMemo()
+        # Stored transcripts by session, current while their high-water mark is (`memory.turn.transcripts`).
+        self.transcripts = TranscriptCache()
         # The fixed context each session's prompts carry whole, and how an updated one goes up.
         self.fixed_anchors = FixedAnchors()
         self.fixed_policy = FixedPolicy()

@@ -28,6 +28,7 @@ from memory.records import TranscriptEntry
 from memory.store.protocol import StoreTx
 from memory.turn.compact import Rewrite
 from memory.turn.protocol import TurnProtocol, check_budget, checked_messages, parse_messages
+from memory.turn.transcripts import TranscriptCache
 from memory.turn.turns import Request, TurnPlan, Usage, align_request, in_formula_of, query_text, totals_dict
 
 
@@ -90,6 +91,7 @@ class Session:
             await tx.ensure_session(self.id, scope)
             if transcript is None:
                 transcript = await tx.transcript(self.id)
+            base = transcript
             start = len(transcript) if keep is None else keep
             rebuild = False
             if start < len(transcript):
@@ -104,6 +106,8 @@ class Session:
                 chain = chain_hashes([h for h, _ in entries], transcript[-1].chain_hash if transcript else None)
                 await tx.replace_transcript(self.id, start, [(start + n, h, chain[n], eid) for n, (h, eid) in enumerate(entries)],
                                             chain[-1])
+                transcript = transcript + [TranscriptEntry(start + n, h, chain[n], eid, role if (role := rows[i].role) is not None else "user")
+                                           for n, ((h, eid), i) in enumerate(zip(entries, message_idx, strict=True))]
             if rebuild:
                 await rebuild_state(tx, self.id)
             else:
@@ -113,6 +117,8 @@ class Session:
                 await add_pair_probes(tx, self.id, [ids[i] for i in chat], [rows[i].content for i in chat])
             if then is not None:
                 await then(tx)
+            mark = await TranscriptCache.mark(tx, self.id)
+        self.runtime.transcripts.wrote(self.id, base, transcript, mark)  # the next turn need not read it again
         return [ids[i] for i in range(len(rows)) if rows[i].parent_index is None]
 
     async def sync_messages(self, messages: Sequence[dict[str, Any]], scope: str = "") -> SyncResult:

@@ -18,7 +18,7 @@ import math
 import re
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from memory.turn.stubs import STUB_MARK
@@ -59,6 +59,17 @@ class Candidates:
     lines: list[tuple[int, int, str, str]]
     idents: list[set[str]]
     frequency: Counter[str]
+    # The lines that have each identifier (ascending), so a step scores only the lines it shares an
+    # identifier with; and the token counts of lines and labels, taken once per compaction (the
+    # candidates live as long as it does, `memory.turn.room`) instead of at every step.
+    index: dict[str, list[int]] = field(default_factory=dict, compare=False)
+    tokens: dict[str, int] = field(default_factory=dict, compare=False)
+
+    def count(self, text: str, count: Callable[[str], int]) -> int:
+        found = self.tokens.get(text)
+        if found is None:
+            found = self.tokens[text] = count(text)
+        return found
 
 
 def candidates(compacted: Sequence[tuple[int, str, str]], shown: frozenset[str] = frozenset()) -> Candidates:
@@ -76,9 +87,12 @@ def candidates(compacted: Sequence[tuple[int, str, str]], shown: frozenset[str] 
             lines.append((index, n, label, stripped[:_LINE_CHARS]))
     idents = [_idents(c[3]) for c in lines]
     frequency: Counter[str] = Counter()
-    for ids in idents:
+    by_ident: dict[str, list[int]] = {}
+    for k, ids in enumerate(idents):
         frequency.update(ids)
-    return Candidates(lines, idents, frequency)
+        for i in ids:
+            by_ident.setdefault(i, []).append(k)
+    return Candidates(lines, idents, frequency, by_ident)
 
 
 def excerpt_message(found: Candidates, query: tuple[str, str], room: int, count: Callable[[str], int]) -> dict[str, Any] | None:
@@ -93,19 +107,21 @@ def excerpt_message(found: Candidates, query: tuple[str, str], room: int, count:
         return math.log(1 + total / found.frequency[ident])
 
     scored: list[tuple[float, int]] = []
-    for k, ids in enumerate(found.idents):
+    hit = sorted({k for i in step | rest for k in found.index.get(i, ())}) if found.index else range(len(found.idents))
+    for k in hit:
+        ids = found.idents[k]
         # Summed in a fixed order: a set's order follows the process's hash seed, and a last-bit
         # difference between two scores would reorder them after a restart.
         score = sum(2 * weight(i) for i in sorted(ids & step)) + sum(weight(i) for i in sorted(ids & rest - step))
         if score > 0:
             scored.append((score, k))
     scored.sort(key=lambda s: (-s[0], s[1]))
-    budget = room - count(EXCERPTS_HEADER) - 8
+    budget = room - found.count(EXCERPTS_HEADER, count) - 8
     chosen: list[int] = []
     labels: set[str] = set()
     for _, k in scored:
         label = found.lines[k][2]
-        cost = count(found.lines[k][3]) + 1 + (0 if label in labels else count(label) + 4)
+        cost = found.count(found.lines[k][3], count) + 1 + (0 if label in labels else found.count(label, count) + 4)
         if cost > budget:
             continue
         chosen.append(k)

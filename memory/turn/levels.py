@@ -115,6 +115,13 @@ def _levels(t: Tail, j: int, keep_from: int, steps: list[tuple[int, int]], first
 
 def _alone(t: Tail, i: int, level: int) -> Rendering:
     """Message i at `level`, on its own (no pointer or diff); the message itself at level 0."""
+    found = t.alone.get((i, level))
+    if found is None:
+        found = t.alone[(i, level)] = _rendered_alone(t, i, level)
+    return found
+
+
+def _rendered_alone(t: Tail, i: int, level: int) -> Rendering:
     if level == 0:
         return ("verbatim", dict(t.messages[i]), t.tokens[i], None)
     if level >= 3:

@@ -92,7 +92,7 @@ class TurnProtocol:
         store = self.host.store
         async with self.host.busy(), store.session_lock(self.id):
             await store.check_writable()
-            transcript = await store.transcript(self.id)
+            transcript = await self.host.transcripts.read(store, self.id)
             if resume_at is not None:
                 request = await self._resumed(request, transcript, resume_at)
                 named = True
@@ -104,7 +104,7 @@ class TurnProtocol:
                 parsed = await asyncio.to_thread(parse_messages, [request.convo(i) for i in range(first, first + history_new)],
                                                  request.hashes[first : first + history_new])
                 await self._write(parsed, keep=aligned.keep, scope=scope, transcript=transcript)
-                transcript = await store.transcript(self.id)
+                transcript = await self.host.transcripts.read(store, self.id)
                 aligned = align_request(transcript, request, named)
             view = await self.host.loaded_view(self.id)
 
@@ -172,7 +172,7 @@ class TurnProtocol:
         store = self.host.store
         await self.host.open()
         async with self.host.busy(), store.session_lock(self.id):
-            transcript = await store.transcript(self.id)
+            transcript = await self.host.transcripts.read(store, self.id)
             aligned = align_request(transcript, plan.request, plan.named)
             first = aligned.alignment.offset
             new = [plan.request.convo(i) for i in range(first, len(plan.request.hashes))]

@@ -104,6 +104,8 @@ class Tail:
     memo: CompactMemo
     policy: CompactPolicy
     rewrite: Rewrite
+    # Message i at a level on its own, by (i, level): one compaction weighs and renders each many times.
+    alone: dict[tuple[int, int], Rendering] = field(default_factory=dict)
 
     def label(self, i: int) -> str:
         call_id = str(self.messages[i].get("tool_call_id") or "")

@@ -64,3 +64,22 @@ def test_memo_counter_counts_as_the_counter_does_and_each_message_once() -> None
     same_content = dict(MESSAGES[4])
     assert fresh.message_tokens(same_content) == plain.message_tokens(same_content)
     assert len(memo._tokens) == 1
+
+
+def test_tool_results_are_remembered_by_every_field() -> None:
+    memo = MessageMemo(100)
+    counter = get_counter("gpt-4o-mini")
+    first = {"role": "tool", "tool_call_id": "call_1", "content": "same output"}
+    other = {"role": "tool", "tool_call_id": "call_22222222", "content": "same output"}
+    named = {"role": "tool", "tool_call_id": "call_1", "content": "same output", "name": "bash"}
+    for _ in range(2):
+        for message in (first, other, named):
+            assert memo.hash(message) == message_hash(message)
+            assert memo.tokens(counter, message) == counter.message_tokens(message)
+    assert len({memo.hash(m) for m in (first, other, named)}) == 3
+    assert memo.tokens(counter, other) > memo.tokens(counter, first)
+    # Remembered under their fields, not recomputed: a long output is not (it is keyed by digest).
+    assert any(isinstance(k, tuple) and ("tool_call_id", "call_1") in k for k in memo._hashes)
+    long = {"role": "tool", "tool_call_id": "call_3", "content": "z" * MAX_KEYED_TEXT}
+    assert memo.hash(long) == message_hash(long)
+    assert not any(isinstance(k, tuple) and ("tool_call_id", "call_3") in k for k in memo._hashes)
