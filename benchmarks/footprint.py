@@ -1,5 +1,5 @@
 """Footprint: resident memory of the proxy after touching many sessions, and what the bounded view
-cache (`memory.runtime.MAX_VIEWS`) saves against an unbounded one.
+cache (`memory.recall.views.MAX_VIEWS`) saves against an unbounded one.
 
     python -m benchmarks.footprint [--sessions 10000] [--turns 3]
 
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import httpx
 
-from memory.runtime import MAX_VIEWS
+from memory.recall.views import MAX_VIEWS
 from testkit.processes import start_proxy_process, start_upstream_process
 
 __all__ = ["rss_mib", "through_proxy", "library", "main"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from pathlib import Path
@@ -15,14 +14,15 @@ import numpy as np
 from memory.recall.embedding_queue import EMBED_NOW_CHARS, EmbeddingQueue
 from memory.recall.background_model import BackgroundModel
 from memory.recall.embeddings import DEFAULT_MODEL, Embedder, load_embedder
-from memory.errors import InvalidArgumentError, MemoryRuntimeError, StorageError
-from memory.recall.index import SessionView, release_freed_memory
+from memory.errors import InvalidArgumentError, MemoryRuntimeError
+from memory.recall.index import SessionView
+from memory.recall.views import MAX_VIEWS, Views
 from memory.recall.memo import MessageMemo
 from memory.recall.quiet import TurnActivity
 from memory.turn.compact import CompactMemo
 from memory.turn.fixed import FixedAnchors, FixedPolicy
 from memory.turn.transcripts import TranscriptCache
-from memory.records import SessionDelta, SessionSummary
+from memory.records import SessionSummary
 from memory.recall.retrieval import DEFAULT_OPTIONS, RankOptions
 from memory.session import Session
 from memory.store.sqlite.store import SqliteStore
@@ -38,12 +38,6 @@ log = logging.getLogger("memory")
 # Room for a caller's namespace in front of a 256-character id ("<namespace>/<id>").
 MAX_SESSION_ID = 512
 MESSAGE_MEMO = 50_000
-# Session views kept in process (least recently used dropped first); a dropped view is rebuilt
-# from the store on its next use.
-MAX_VIEWS = 256
-APPLY_OFF_LOOP = 500  # rows of a view update above which it is built off the event loop
-LOAD_PAGE = 20_000  # chunks a view load reads at a time (what it keeps is not scattered among freed rows)
-RELEASE_AFTER = 5_000  # rows of a view update after which freed heap pages go back to the system
 # What `Session.compile` does with chunks ingested but not embedded yet (see `Runtime`).
 STRICT = "strict"
 BOUNDED = "bounded"
@@ -92,8 +86,7 @@ class Runtime:
         self._embedding_model = embedding_model
         self._embedding_model_dir = embedding_model_dir
         self.embedder: Embedder | None = embedder
-        self._views: OrderedDict[str, SessionView] = OrderedDict()
-        self._max_views = max(1, max_views)
+        self._views = Views(self.store, max_views)
         # A client resends its history every call: its messages are hashed and counted once.
         self.memo = MessageMemo(MESSAGE_MEMO)
         # A tool loop's compactions are replayed on every request: their renderings are remembered.
@@ -331,54 +324,8 @@ class Runtime:
         return qvec
 
     async def _fresh_view(self, session_id: str) -> SessionView:
-        view = self._views.get(session_id)
-        embedder = self.embedder  # read once: a model loading in the background may arrive meanwhile
-        dim = embedder.dim if embedder else 1
-        max_event, max_chunk, generation = await self.store.high_water(session_id)
-        if view is None or view.generation != generation or max_event < view.max_event or max_chunk < view.max_chunk or view.dim != dim:
-            # New, or messages left the transcript since (an edit, a retry), or the session was
-            # erased or renamed (and maybe created again) under this view, or the model arrived
-            # since it was built: start over.
-            view = SessionView(dim, generation)
-        self._views[session_id] = view
-        self._views.move_to_end(session_id)
-        while len(self._views) > self._max_views:
-            self._views.popitem(last=False)
-        if max_event > view.max_event or max_chunk > view.max_chunk:
-            # A page of chunks at a time: ~290k rows at 100k events never sit in memory at once.
-            loaded, page = 0, LOAD_PAGE
-            while page == LOAD_PAGE:
-                delta = await self.store.load_delta(session_id, view.max_event, view.max_artifact, view.max_chunk, chunk_limit=LOAD_PAGE)
-                await self._apply(view, delta, embedder)
-                loaded, page = loaded + len(delta.events) + len(delta.chunks), len(delta.chunks)
-            if loaded > RELEASE_AFTER:
-                release_freed_memory()
-        if view.uncounted:
-            await self._store_counts(view)
-        return view
-
-    async def _apply(self, view: SessionView, delta: SessionDelta, embedder: Embedder | None) -> None:
-        # Each distinct vector is read once (chunks with the same text share it). A first contact
-        # with a long history is built off the loop (the caller holds the session's lock).
-        vectors = await self.store.get_vectors(embedder.name, view.unknown_hashes(delta)) if embedder else {}
-        if len(delta.events) + len(delta.chunks) > APPLY_OFF_LOOP:
-            await asyncio.to_thread(view.apply, delta, vectors)
-        else:
-            view.apply(delta, vectors)
-
-    async def _store_counts(self, view: SessionView) -> None:
-        """Count the messages a view loaded without a stored count (stored before counts were
-        taken at ingest) and store their counts: the next restart reads them. Only an optimisation:
-        a store that refuses the write leaves them counted in memory."""
-        if len(view.uncounted) > APPLY_OFF_LOOP:
-            counted = await asyncio.to_thread(view.count_stored)
-        else:
-            counted = view.count_stored()
-        try:
-            async with self.store.transaction() as tx:
-                await tx.set_event_tokens(counted)
-        except StorageError as exc:
-            log.warning("memory: token counts of %d old messages not stored: %s", len(counted), exc)
+        # The embedder is read once: a model loading in the background may arrive meanwhile.
+        return await self._views.fresh(session_id, self.embedder)
 
     def embed_soon(self, session_id: str) -> None:
         """Embed a session's new chunks in the background, so the next compile finds them ready."""

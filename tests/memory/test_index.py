@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import memory.runtime as runtime_module
+import memory.recall.views as views_module
 from memory import create_runtime
 from memory.recall.embeddings import Embedder
 from memory.recall.index import SessionView, quantize
@@ -114,5 +114,5 @@ async def test_a_session_reopened_in_pages_compiles_as_one_loaded_at_once(tmp_pa
             return out, list((await runtime.loaded_view("s")).render_pos)
 
     whole = await compiled()
-    monkeypatch.setattr(runtime_module, "LOAD_PAGE", 4)  # pages that split chunks from their probes
+    monkeypatch.setattr(views_module, "LOAD_PAGE", 4)  # pages that split chunks from their probes
     assert await compiled() == whole and len(whole[1]) > 8
