@@ -63,6 +63,9 @@ class LayoutInput:
     # The evidence message an identical earlier request (a retry), or the request that opened this
     # turn (a later step of a tool loop), was sent with: reused, so the prefix stays the same.
     reuse_evidence: dict[str, Any] | None = None
+    # The request is identical to one laid out on this frame (a retry): its evidence goes again,
+    # and so does its lack of evidence (a retry forwards the prompt it repeats).
+    retry: bool = False
     # Standalone artifacts (library-ingested files, docs) shown in full when everything fits.
     artifacts_block: dict[str, Any] | None = None
     # A one-off compile (the library's `compile`): its rebase is reported as "compiled".
@@ -194,6 +197,8 @@ def build_layout(inp: LayoutInput, view: SessionView, counter: TiktokenCounter) 
         if room >= 0:
             inp = replace(inp, policy=priced_policy(inp.policy, available, history - stable, plan.base_tokens + plan.window_tokens, stable))
             visible = _with_quoted({line.key for line in window if line.key} | _base_keys(frame), view)
+            if inp.retry and inp.reuse_evidence is None:
+                return _assemble(inp, view, counter, _Parts("frame", frame, frame.window_start, reused=True))
             if inp.reuse_evidence is not None and counter.message_tokens(inp.reuse_evidence) <= room:
                 return _assemble(inp, view, counter, _Parts("frame", frame, frame.window_start, evidence=inp.reuse_evidence, reused=True))
             best_out, best_in = _best_scores(inp, view, visible)

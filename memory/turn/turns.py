@@ -297,10 +297,12 @@ def build_plan(session_id: str, model: str, budget: int, request: Request, named
 
     reuse = reuse if reuse is not None and reuse.tail_pos == p else None
     frame = _pick_frame(frames, reuse, serves)
-    reused_evidence = reuse.evidence if reuse is not None and frame is not None and reuse.frame_id == frame.id else None
+    on_frame = reuse is not None and frame is not None and reuse.frame_id == frame.id
+    reused_evidence = reuse.evidence if reuse is not None and on_frame else None
     layout = build_layout(
         LayoutInput(session_id, model, budget, inputs.system, inputs.history, inputs.tail, inputs.query, state, ranked,
-                    anchor=inputs.anchor, hidden=inputs.hidden, frame=frame, reuse_evidence=reused_evidence, policy=policy),
+                    anchor=inputs.anchor, hidden=inputs.hidden, frame=frame, reuse_evidence=reused_evidence, policy=policy,
+                    retry=on_frame and reuse is not None and reuse.request_key == inputs.key),
         view, counter,
     )
     if inputs.compaction is not None and inputs.compaction.compacted:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from memory import create_runtime, get_counter
@@ -111,3 +112,23 @@ async def test_the_declared_tools_count_toward_the_budget_as_part_of_the_fixed_p
     assert declared.result.tokens + one <= budget
     # Tools beyond half the budget go on top, like long instructions: the conversation keeps half.
     assert agent.mode != "over_budget" and agent.result.tokens <= 1000
+
+
+async def test_a_retry_forwards_the_prompt_it_repeats_even_one_that_carried_no_evidence(tmp_path: Path) -> None:
+    # Found by the property test: the first time, the rebased frame's base held the evidence and
+    # nothing went after the window; at the retry, with the reply stored, a block did.
+    said = [("deploy deploy deploy", "deploy deploy deploy"), ("deploy deploy deploy", "deploy deploy deploy"),
+            ("deploy deploy deploy", "deploy deploy 42"), ("deploy deploy deploy", "deploy deploy deploy cache 42 42"),
+            ("deploy " * 11 + "cache 42 漢字", "deploy deploy deploy"), ("deploy " * 14, "deploy deploy deploy")]
+    system = {"role": "system", "content": "You are a careful assistant."}
+    async with create_runtime(storage_path=tmp_path / "m.sqlite", embedding_model="none") as rt:
+        session, history = rt.session("p"), []
+        for text, answer in said:
+            history.append({"role": "user", "content": text.strip()})
+            request = [system, *history]
+            plan = await session.prepare_turn(request, 120, model="gpt-4o-mini")
+            await session.commit_turn(plan, {"role": "assistant", "content": answer})
+            history.append({"role": "assistant", "content": answer})
+        again = await session.prepare_turn(request, 120, model="gpt-4o-mini")
+    assert plan.layout.evidence is None  # the frame's base held what it needed; nothing after the window
+    assert again.messages == plan.messages
