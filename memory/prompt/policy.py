@@ -29,7 +29,7 @@ sequence) are in benchmarks/RESULTS.md section F.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from memory.errors import InvalidArgumentError
 
@@ -74,13 +74,30 @@ class LayoutPolicy:
     # best candidates go in whatever their score (a question whose evidence is one strong hit and
     # weaker ones still gets the weaker ones).
     evidence_min_block: float = 0.0
+    # A message that only tells (`memory.prompt.need.asks` is false; not in a tool loop, not a
+    # one-off compile) gets a smaller block of the strongest matches: the floor at least
+    # `statement_floor` of the best, within `statement_share` of the room, on a frame and at a
+    # rebase alike. None: every message gets the full block.
+    statement_floor: float | None = 0.4
+    statement_share: float | None = 0.25
     # The route's cache prices when it knows them (the Anthropic route): the shares above are then
     # priced per request (`memory.prompt.pricing`). None: as tuned above.
     prices: CachePrices | None = None
 
+    def for_statement(self) -> LayoutPolicy:
+        """The policy for a message that only tells (see `statement_floor`): unchanged without
+        statement values."""
+        if self.statement_floor is None and self.statement_share is None:
+            return self
+        floor = max(self.evidence_floor, self.statement_floor or 0.0)
+        share = min(self.evidence_share, self.statement_share if self.statement_share is not None else 1.0)
+        return replace(self, evidence_floor=floor, evidence_share=share, rebase_evidence_share=min(self.rebase_evidence_share, share))
+
+
 POLICIES: dict[str, LayoutPolicy] = {
     "cache": LayoutPolicy(),
-    "recall": LayoutPolicy(name="recall", base_fill=0.3, evidence_floor=0.0, evidence_share=0.7, evidence_min_share=0.25),
+    "recall": LayoutPolicy(name="recall", base_fill=0.3, evidence_floor=0.0, evidence_share=0.7, evidence_min_share=0.25,
+                           statement_floor=None, statement_share=None),
 }
 
 

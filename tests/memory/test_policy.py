@@ -70,6 +70,32 @@ def test_below_the_minimum_block_the_floor_does_not_cut() -> None:
     assert _layout_on(view, lines, frame, 40, ranked, replace(floor_only, evidence_min_block=0.001)) == "frame 2"
 
 
+def _statement_layout(view: SessionView, lines: list[Line], frame: FrameRecord, ranked: list[Scored], query: str,
+                      tail: list[dict[str, object]] | None = None) -> str:
+    inp = _input(lines[:40], BUDGET, frame=frame, ranked=ranked, query=query)
+    if tail is not None:
+        inp = replace(inp, tail=tail)
+    layout = _layout(view, inp)
+    return " ".join([layout.mode, *(str(s.pos) for s in ranked if f"w{s.pos}x29" in json.dumps(layout.evidence))])
+
+
+def test_a_message_that_only_tells_gets_the_strongest_matches_only() -> None:
+    """Under `cache`, a second match out of view at a quarter of the best one's score comes back for
+    a question (floor 0.15) but not for a message that only tells (floor 0.4), unless that message
+    is a step of a tool loop; `recall` makes no difference between them."""
+    view, lines = _session(60)
+    frame = _frame(view, lines)
+    ranked = [Scored(OUT_OF_VIEW, 2.0), Scored(OUT_OF_VIEW + 2, 0.5)]
+    assert _statement_layout(view, lines, frame, ranked, "what about the ledger?") == "frame 2 4"
+    assert _statement_layout(view, lines, frame, ranked, "The ledger is balanced now.") == "frame 2"
+    call = {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function",
+                                                                  "function": {"name": "read", "arguments": "{}"}}]}
+    loop = [{"role": "user", "content": "The ledger is balanced now."}, call, {"role": "tool", "tool_call_id": "c1", "content": "ok"}]
+    assert _statement_layout(view, lines, frame, ranked, "The ledger is balanced now.", tail=loop) == "frame 2 4"
+    recall = _layout(view, _input(lines[:40], BUDGET, frame=frame, ranked=ranked, policy=POLICIES["recall"], query="The ledger is balanced now."))
+    assert "w4x29" in json.dumps(recall.evidence)
+
+
 @pytest.mark.parametrize("policy", ["cache", "recall"])
 def test_the_budget_forces_a_rebase_under_either_policy(policy: str) -> None:
     view, lines = _session(60)
@@ -79,7 +105,7 @@ def test_the_budget_forces_a_rebase_under_either_policy(policy: str) -> None:
 def test_the_policies_differ_only_where_documented() -> None:
     assert POLICIES["cache"] == LayoutPolicy()
     assert POLICIES["recall"] == replace(LayoutPolicy(), name="recall", base_fill=0.3, evidence_floor=0.0, evidence_share=0.7,
-                                         evidence_min_share=0.25)
+                                         evidence_min_share=0.25, statement_floor=None, statement_share=None)
     assert get_policy("recall") is POLICIES["recall"]
     with pytest.raises(InvalidArgumentError, match="unknown layout policy 'fast'"):
         get_policy("fast")
