@@ -184,9 +184,9 @@ def build_layout(inp: LayoutInput, view: SessionView, counter: TiktokenCounter) 
 
     available = budget - fixed_tokens
     history = sum(line.tokens for line in inp.history)
+    if not inp.fresh and not uses_tools(inp.tail) and not uses_tools(line.message for line in inp.history):
+        inp = replace(inp, policy=inp.policy.for_chat(asks(inp.query)))
     inp = replace(inp, policy=priced_fill(inp.policy))
-    if not inp.fresh and not asks(inp.query) and not uses_tools(inp.tail) and not uses_tools(line.message for line in inp.history):
-        inp = replace(inp, policy=inp.policy.for_statement())
     plan = _rebase_plan(inp, counter, available)
     fresh_room = available - plan.base_tokens - plan.window_tokens
     frame, need = inp.frame, None

@@ -29,11 +29,11 @@ sequence) are in benchmarks/RESULTS.md section F.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from memory.errors import InvalidArgumentError
 
-__all__ = ["CachePrices", "LayoutPolicy", "POLICIES", "get_policy"]
+__all__ = ["CachePrices", "ChatTuning", "LayoutPolicy", "POLICIES", "get_policy"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,23 @@ class CachePrices:
 
     write: float
     read: float
+
+
+@dataclass(frozen=True)
+class ChatTuning:
+    """Where a plain chat's messages (no tool call or result in the conversation) depart from the
+    policy's values, which tool loops keep. A message that asks (`memory.prompt.need.asks`: a
+    question, a request) reaches for memory out of view: a smaller rebased frame (`base_fill`),
+    a rebase as soon as its block is starved below `evidence_min_share` of the room, and the
+    floor only once the block holds `evidence_min_block` of it. A message that only tells gets
+    the strongest matches: down to `statement_floor` of the best, within `statement_share` of the
+    room, on a frame and after a rebase's window alike."""
+
+    base_fill: float = 0.3
+    evidence_min_share: float = 0.4
+    evidence_min_block: float = 0.25
+    statement_floor: float = 0.4
+    statement_share: float = 0.1
 
 
 @dataclass(frozen=True)
@@ -74,30 +91,31 @@ class LayoutPolicy:
     # best candidates go in whatever their score (a question whose evidence is one strong hit and
     # weaker ones still gets the weaker ones).
     evidence_min_block: float = 0.0
-    # A message that only tells (`memory.prompt.need.asks` is false; not in a tool loop, not a
-    # one-off compile) gets a smaller block of the strongest matches: the floor at least
-    # `statement_floor` of the best, within `statement_share` of the room, on a frame and at a
-    # rebase alike. None: every message gets the full block.
-    statement_floor: float | None = 0.4
-    statement_share: float | None = 0.25
+    # A plain chat (no tool loop) departs from the values above as `chat` says; None: it does not.
+    chat: ChatTuning | None = field(default_factory=lambda: ChatTuning())
     # The route's cache prices when it knows them (the Anthropic route): the shares above are then
     # priced per request (`memory.prompt.pricing`). None: as tuned above.
     prices: CachePrices | None = None
 
-    def for_statement(self) -> LayoutPolicy:
-        """The policy for a message that only tells (see `statement_floor`): unchanged without
-        statement values."""
-        if self.statement_floor is None and self.statement_share is None:
+    def for_chat(self, asking: bool) -> LayoutPolicy:
+        """The policy for one message of a plain chat (not a tool loop): the `chat` tuning's
+        values, and for a message that only tells (`asking` false) its smaller block."""
+        chat = self.chat
+        if chat is None:
             return self
-        floor = max(self.evidence_floor, self.statement_floor or 0.0)
-        share = min(self.evidence_share, self.statement_share if self.statement_share is not None else 1.0)
-        return replace(self, evidence_floor=floor, evidence_share=share, rebase_evidence_share=min(self.rebase_evidence_share, share))
+        tuned = replace(self, base_fill=chat.base_fill, evidence_min_share=chat.evidence_min_share,
+                        evidence_min_block=chat.evidence_min_block)
+        if asking:
+            return tuned
+        share = min(tuned.evidence_share, chat.statement_share)
+        return replace(tuned, evidence_floor=max(tuned.evidence_floor, chat.statement_floor), evidence_share=share,
+                       rebase_evidence_share=min(tuned.rebase_evidence_share, share), evidence_min_block=0.0)
 
 
 POLICIES: dict[str, LayoutPolicy] = {
     "cache": LayoutPolicy(),
     "recall": LayoutPolicy(name="recall", base_fill=0.3, evidence_floor=0.0, evidence_share=0.7, evidence_min_share=0.25,
-                           statement_floor=None, statement_share=None),
+                           chat=None),
 }
 
 

@@ -13,7 +13,7 @@ from starlette.requests import Request
 
 from memory import InvalidArgumentError
 from memory.prompt.layout import Line
-from memory.prompt.policy import POLICIES, LayoutPolicy, get_policy
+from memory.prompt.policy import POLICIES, ChatTuning, LayoutPolicy, get_policy
 from memory.recall.index import SessionView
 from memory.recall.retrieval import Scored
 from memory.records import FrameRecord
@@ -47,12 +47,14 @@ def test_with_room_to_spare_both_keep_the_frame_and_add_evidence(policy: str) ->
 
 
 def test_where_the_policies_part_a_weaker_match_out_of_view() -> None:
-    """A second match out of view at 0.1 of the best one's score: under `cache` (floor 0.15) it stays
-    out, under `recall` (no floor) it comes back too; both keep the frame."""
+    """A second match out of view at 0.1 of the best one's score: under `cache`'s own values (a tool
+    loop's; floor 0.15) it stays out, under `recall` (no floor) it comes back too; both keep the
+    frame. In a plain chat `cache` takes it too: the block is below its minimum (0.25 of the room)."""
     view, lines = _session(60)
     frame = _frame(view, lines)
     ranked = [Scored(OUT_OF_VIEW, 2.0), Scored(OUT_OF_VIEW + 2, 0.2)]
-    assert _layout_on(view, lines, frame, 40, ranked, "cache") == "frame 2"
+    assert _layout_on(view, lines, frame, 40, ranked, replace(POLICIES["cache"], chat=None)) == "frame 2"
+    assert _layout_on(view, lines, frame, 40, ranked, "cache") == "frame 2 4"
     assert _layout_on(view, lines, frame, 40, ranked, "recall") == "frame 2 4"
 
 
@@ -63,7 +65,7 @@ def test_below_the_minimum_block_the_floor_does_not_cut() -> None:
     view, lines = _session(60)
     frame = _frame(view, lines)
     ranked = [Scored(OUT_OF_VIEW, 2.0), Scored(OUT_OF_VIEW + 2, 0.5)]
-    floor_only = LayoutPolicy(evidence_floor=0.4, evidence_min_block=0.0)
+    floor_only = LayoutPolicy(evidence_floor=0.4, evidence_min_block=0.0, chat=None)
     assert _layout_on(view, lines, frame, 40, ranked, floor_only) == "frame 2"
     assert _layout_on(view, lines, frame, 40, ranked, replace(floor_only, evidence_min_block=0.1)) == "frame 2 4"
     # One item already fills a minimum of 0.001 of the room: the floor applies from the second on.
@@ -71,8 +73,8 @@ def test_below_the_minimum_block_the_floor_does_not_cut() -> None:
 
 
 def _statement_layout(view: SessionView, lines: list[Line], frame: FrameRecord, ranked: list[Scored], query: str,
-                      tail: list[dict[str, object]] | None = None) -> str:
-    inp = _input(lines[:40], BUDGET, frame=frame, ranked=ranked, query=query)
+                      tail: list[dict[str, object]] | None = None, policy: LayoutPolicy = POLICIES["cache"]) -> str:
+    inp = _input(lines[:40], BUDGET, frame=frame, ranked=ranked, query=query, policy=policy)
     if tail is not None:
         inp = replace(inp, tail=tail)
     layout = _layout(view, inp)
@@ -81,17 +83,22 @@ def _statement_layout(view: SessionView, lines: list[Line], frame: FrameRecord, 
 
 def test_a_message_that_only_tells_gets_the_strongest_matches_only() -> None:
     """Under `cache`, a second match out of view at a quarter of the best one's score comes back for
-    a question (floor 0.15) but not for a message that only tells (floor 0.4), unless that message
-    is a step of a tool loop; `recall` makes no difference between them."""
+    a question but not for a message that only tells (floor 0.4; here within 0.3 of the room, not
+    the default 0.1: one item of this session takes more than 0.1 of a 1,500-token budget), unless
+    that message is a step of a tool loop; `recall` makes no difference between them. With the
+    default share a message that tells gets at most 0.1 of the room."""
     view, lines = _session(60)
     frame = _frame(view, lines)
     ranked = [Scored(OUT_OF_VIEW, 2.0), Scored(OUT_OF_VIEW + 2, 0.5)]
+    wider = replace(POLICIES["cache"], chat=ChatTuning(statement_share=0.3))
+    assert _statement_layout(view, lines, frame, ranked, "what about the ledger?", policy=wider) == "frame 2 4"
+    assert _statement_layout(view, lines, frame, ranked, "The ledger is balanced now.", policy=wider) == "frame 2"
+    assert _statement_layout(view, lines, frame, ranked, "The ledger is balanced now.") == "frame"
     assert _statement_layout(view, lines, frame, ranked, "what about the ledger?") == "frame 2 4"
-    assert _statement_layout(view, lines, frame, ranked, "The ledger is balanced now.") == "frame 2"
     call = {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function",
                                                                   "function": {"name": "read", "arguments": "{}"}}]}
     loop = [{"role": "user", "content": "The ledger is balanced now."}, call, {"role": "tool", "tool_call_id": "c1", "content": "ok"}]
-    assert _statement_layout(view, lines, frame, ranked, "The ledger is balanced now.", tail=loop) == "frame 2 4"
+    assert _statement_layout(view, lines, frame, ranked, "The ledger is balanced now.", tail=loop, policy=wider) == "frame 2 4"
     recall = _layout(view, _input(lines[:40], BUDGET, frame=frame, ranked=ranked, policy=POLICIES["recall"], query="The ledger is balanced now."))
     assert "w4x29" in json.dumps(recall.evidence)
 
@@ -105,7 +112,7 @@ def test_the_budget_forces_a_rebase_under_either_policy(policy: str) -> None:
 def test_the_policies_differ_only_where_documented() -> None:
     assert POLICIES["cache"] == LayoutPolicy()
     assert POLICIES["recall"] == replace(LayoutPolicy(), name="recall", base_fill=0.3, evidence_floor=0.0, evidence_share=0.7,
-                                         evidence_min_share=0.25, statement_floor=None, statement_share=None)
+                                         evidence_min_share=0.25, chat=None)
     assert get_policy("recall") is POLICIES["recall"]
     with pytest.raises(InvalidArgumentError, match="unknown layout policy 'fast'"):
         get_policy("fast")
