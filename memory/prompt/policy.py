@@ -57,10 +57,10 @@ class ChatTuning:
     room, on a frame and after a rebase's window alike."""
 
     base_fill: float = 0.3
-    evidence_min_share: float = 0.4
+    evidence_min_share: float = 0.35
     evidence_min_block: float = 0.25
-    statement_floor: float = 0.4
-    statement_share: float = 0.1
+    statement_floor: float = 0.5
+    statement_share: float = 0.08
 
 
 @dataclass(frozen=True)

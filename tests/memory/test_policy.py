@@ -83,10 +83,10 @@ def _statement_layout(view: SessionView, lines: list[Line], frame: FrameRecord, 
 
 def test_a_message_that_only_tells_gets_the_strongest_matches_only() -> None:
     """Under `cache`, a second match out of view at a quarter of the best one's score comes back for
-    a question but not for a message that only tells (floor 0.4; here within 0.3 of the room, not
-    the default 0.1: one item of this session takes more than 0.1 of a 1,500-token budget), unless
+    a question but not for a message that only tells (floor 0.5; here within 0.3 of the room, not
+    the default 0.08: one item of this session takes more than that of a 1,500-token budget), unless
     that message is a step of a tool loop; `recall` makes no difference between them. With the
-    default share a message that tells gets at most 0.1 of the room."""
+    default share a message that tells gets at most 0.08 of the room."""
     view, lines = _session(60)
     frame = _frame(view, lines)
     ranked = [Scored(OUT_OF_VIEW, 2.0), Scored(OUT_OF_VIEW + 2, 0.5)]
