@@ -19,7 +19,7 @@ from memory.recall.retrieval import Scored
 from memory.records import FrameRecord
 from proxy.errors import InvalidRequestError
 from proxy.http import layout_policy
-from tests.memory.test_layout import _input, _layout, _session
+from tests.memory.test_layout import COUNTER, SYSTEM, _input, _layout, _session
 
 BUDGET = 1500
 OUT_OF_VIEW = 2  # chunk position of a message that left the window long ago
@@ -130,3 +130,22 @@ def test_the_header_chooses_the_policy_per_request_else_the_configured_one() -> 
     with pytest.raises(InvalidRequestError) as refused:
         layout_policy(_request(("X-Memory-Layout-Policy", "fastest")), "cache")
     assert refused.value.param == "X-Memory-Layout-Policy"
+
+
+def test_a_chat_question_whose_block_is_starved_rebases_where_a_tool_loop_keeps_its_frame() -> None:
+    """The room the stable part leaves has shrunk to between 0.2 and 0.35 of the room and the
+    question's block does not fit it: a plain chat's question gets a rebase (its tuning's
+    `evidence_min_share` 0.35), a step of a tool loop keeps the frame and the block's best part
+    (the policy's own 0.2)."""
+    view, lines = _session(60)
+    frame = _frame(view, lines)
+    ranked = [Scored(p, 2.0 - p * 0.01) for p in range(20)]
+    call = {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function",
+                                                                  "function": {"name": "read", "arguments": "{}"}}]}
+    loop = [{"role": "user", "content": "what about the ledger?"}, call, {"role": "tool", "tool_call_id": "c1", "content": "ok"}]
+    chat = _layout(view, _input(lines[:46], BUDGET, frame=frame, ranked=ranked))
+    tools = _layout(view, replace(_input(lines[:46], BUDGET, frame=frame, ranked=ranked), tail=loop))
+    assert chat.mode == "rebased"
+    assert tools.mode == "frame" and tools.evidence is not None
+    available = BUDGET - sum(COUNTER.message_tokens(m) for m in SYSTEM + loop) - 3
+    assert 0.2 * available <= tools.manifest["need"]["room"] < 0.35 * available
