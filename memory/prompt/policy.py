@@ -20,6 +20,21 @@ dev conversations only (benchmarks section F; 6-10 are reported as held out):
   0.801 / 0.85× / 0.48× / 0.34×; **these values: 0.831 / 1.03× / 0.54× / 0.37×**; no floor, share
   0.7, base 0.3, 0.25 (now ``recall``): 0.840 / 1.22× / 0.62× / 0.40×. Held out (6-10) a
   conversation costs less against resending (its history is longer), 0.76 of dev's at the old values.
+- a plain chat (no tool call or result in it; `ChatTuning`) departs from these values. The
+  conversation's own turns paid for the full block too: the conversation alone cost 1.06× of
+  resending everything at r = 0.1 held out (5b3c15d), 1.31× on conv-26, while most of its messages
+  only tell (news, reactions: `memory.prompt.need`) and need the strongest matches at most. Its
+  questions lost evidence the fresh compile found in two ways: the block starved by a stable part
+  grown with recent questions and replies (1,000-2,200 of 4,000 tokens), and a very strong match
+  whose floor cut the rest of a small block. Measured on LoCoMo conv-26 (budget 4,000,
+  `benchmarks.cache_cost --conversations 1 --sequence-only`, in sequence / cost at r = 0.1 /
+  conversation alone at r = 0.1): as before 0.793 / 0.93× / 1.31×; a message that tells within
+  0.25 of the room, floor 0.4: 0.807 / 0.82× / 1.04×; and a rebase below 0.4 of the room: 0.827 /
+  0.91× / 1.12× (an evidence share of 0.75 instead of 0.6: the same, the room binds); and no
+  floor below 0.25 of the room, tells within 0.15: 0.840 / 0.89× / 1.03× (rebase below 0.3:
+  0.833 / 0.86× / 1.01×); and a base of 0.3, tells within 0.1: 0.847 / 0.87× / 0.96× (rebase
+  below 0.3: 0.847 / 0.83× / 0.93×); **rebase below 0.35, tells down to 0.5 of the best within
+  0.08: 0.853 / 0.84× / 0.91×**. Tool loops (section H) keep the values above.
 - ``recall``: every match out of view while the block has room (no floor), within 0.7 of the room,
   a small base: the closest to a fresh compile's evidence, at the most uncached tokens per question.
 
