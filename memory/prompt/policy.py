@@ -72,8 +72,8 @@ class ChatTuning:
     room, on a frame and after a rebase's window alike."""
 
     base_fill: float = 0.3
-    evidence_min_share: float = 0.35
-    evidence_min_block: float = 0.25
+    evidence_min_share: float = 0.5
+    evidence_min_block: float = 0.5
     statement_floor: float = 0.5
     statement_share: float = 0.08
 
