@@ -33,8 +33,12 @@ dev conversations only (benchmarks section F; 6-10 are reported as held out):
   0.91× / 1.12× (an evidence share of 0.75 instead of 0.6: the same, the room binds); and no
   floor below 0.25 of the room, tells within 0.15: 0.840 / 0.89× / 1.03× (rebase below 0.3:
   0.833 / 0.86× / 1.01×); and a base of 0.3, tells within 0.1: 0.847 / 0.87× / 0.96× (rebase
-  below 0.3: 0.847 / 0.83× / 0.93×); **rebase below 0.35, tells down to 0.5 of the best within
-  0.08: 0.853 / 0.84× / 0.91×**. Tool loops (section H) keep the values above.
+  below 0.3: 0.847 / 0.83× / 0.93×); rebase below 0.35, tells down to 0.5 of the best within
+  0.08: 0.853 / 0.84× / 0.91× (held out: 0.763 against a fresh compile's 0.834, RESULTS.md F2,
+  20 of its misses starved at 0.36-0.50 of the room, 21 floored past 0.25 of it); **rebase and
+  floor from 0.5 of the room: 0.853 / 0.94× / 0.98×** (0.45 / 0.4: 0.853 / 0.90× / 0.95×). On
+  conv-41 (`--conversations 3`) the last two: 0.822 / 0.58× / 0.60× and **0.849 / 0.64× /
+  0.62×**. Tool loops (section H) keep the values above.
 - ``recall``: every match out of view while the block has room (no floor), within 0.7 of the room,
   a small base: the closest to a fresh compile's evidence, at the most uncached tokens per question.
 
