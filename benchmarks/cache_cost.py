@@ -166,7 +166,7 @@ def _found(text: str, evidence: list[str], question: Any) -> bool:
 
 
 def _replay(http: httpx.Client, name: str, budget: int, policy: str, steps: list[Step], conv: Conversation | None,
-            fake: Any, alone: bool = True, misses: list[dict[str, Any]] | None = None) -> ConversationCost:
+            fake: Any, alone: bool = True, misses: list[dict[str, Any]] | None = None, fresh: bool = True) -> ConversationCost:
     session = f"{name}-b{budget}-{policy}"
     headers = {"X-Memory-Session": session, "X-Memory-Budget": str(budget), "X-Memory-Layout-Policy": policy,
                "Authorization": "Bearer sk-bench-cost"}
@@ -191,24 +191,26 @@ def _replay(http: httpx.Client, name: str, budget: int, policy: str, steps: list
     if conv is None:
         return out
     index = conv.turn_index()
-    for question in conv.questions if alone else ():  # alone: nothing of the question is stored
+    out.questions = len(conv.questions)
+    for question in conv.questions if alone or fresh else ():  # alone: nothing of the question is stored
         evidence = [index[e].content for e in question.resolved]
-        fake.enqueue(Reply(error_status=503, error_message="benchmark: the question is measured, not answered"))
-        asked = history + [{"role": "user", "content": question.text}]
-        response = http.post("/v1/chat/completions", json={"model": MODEL, "messages": asked}, headers=headers)
-        assert response.status_code == 503, response.text
-        out.questions += 1
-        out.proxy_hits += _found(messages_text(fake.last_chat().json()["messages"]), evidence, question)
-        fresh = http.post(f"/memory/sessions/{session}/compile", json={"user_message": question.text, "budget_tokens": budget, "model": MODEL},
+        if alone:
+            fake.enqueue(Reply(error_status=503, error_message="benchmark: the question is measured, not answered"))
+            asked = history + [{"role": "user", "content": question.text}]
+            response = http.post("/v1/chat/completions", json={"model": MODEL, "messages": asked}, headers=headers)
+            assert response.status_code == 503, response.text
+            out.proxy_hits += _found(messages_text(fake.last_chat().json()["messages"]), evidence, question)
+        if not fresh:
+            continue
+        compiled = http.post(f"/memory/sessions/{session}/compile", json={"user_message": question.text, "budget_tokens": budget, "model": MODEL},
                           headers={"Authorization": headers["Authorization"], "Content-Type": "application/json"})
-        fresh.raise_for_status()
-        out.fresh_hits += _found(messages_text(fresh.json()["messages"]), evidence, question)
+        compiled.raise_for_status()
+        out.fresh_hits += _found(messages_text(compiled.json()["messages"]), evidence, question)
     auth = {"Authorization": headers["Authorization"], "Content-Type": "application/json"}
     for number, question in enumerate(conv.questions):  # in sequence: each question and its reply join the chat
         evidence = [index[e].content for e in question.resolved]
         hit = _found(text := turn([question.text], QUESTION_REPLY, True), evidence, question)
         out.sequential_hits += hit
-        out.questions += not alone  # asked alone too, they were counted there
         if misses is not None and not hit:
             misses.append(_miss(http, session, auth, budget, number, question, evidence, text, out.turns[-1].mode))
     return out
@@ -239,7 +241,7 @@ def _miss(http: httpx.Client, session: str, auth: dict[str, str], budget: int, n
 def run_cache_cost(conversations: Sequence[Conversation], folder: Path, budgets: Sequence[int] = BUDGETS, ask: bool = True,
                    embedding_model: str = "sentence-transformers/all-MiniLM-L6-v2", policies: Sequence[tuple[str, Sequence[int]]] = (),
                    coding_turns: int = 50, show_progress: bool = True, alone: bool = True,
-                   misses: list[dict[str, Any]] | None = None) -> CostResult:
+                   misses: list[dict[str, Any]] | None = None, fresh: bool = True) -> CostResult:
     """Replay the coding session and `conversations` at each budget through one proxy (one
     database: identical texts are embedded once) and price every forwarded prompt by the cache
     rule. `policies` adds runs of other layout policies at the budgets given."""
@@ -261,7 +263,7 @@ def run_cache_cost(conversations: Sequence[Conversation], folder: Path, budgets:
                 for policy, policy_budgets in runs:
                     for budget in policy_budgets:
                         results.append(_replay(http, conv.sample_id, budget, policy, steps, conv if ask else None, upstream.fake,
-                                               alone, misses))
+                                               alone, misses, fresh))
                         upstream.fake.reset()
     finally:
         proxy.served.stop()
@@ -279,6 +281,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--policy", default="cache")
     parser.add_argument("--embedding-model", default="sentence-transformers/all-MiniLM-L6-v2")
     parser.add_argument("--sequence-only", action="store_true", help="tuning: ask the questions in sequence only (no alone, no fresh)")
+    parser.add_argument("--with-fresh", action="store_true", help="with --sequence-only: the fresh compile of each question after the conversation too")
     parser.add_argument("--dump", help="write every priced turn and the recall counts to this JSON file (runs split across processes add up)")
     parser.add_argument("--misses", help="write each question missed in sequence, with the layout's account of it, to this JSONL file")
     args = parser.parse_args(argv)
@@ -290,7 +293,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = run_cache_cost(convs, Path(tmp), budgets if args.policy == "cache" else (), ask=not args.no_questions,
                                 embedding_model=args.embedding_model, coding_turns=0,
                                 policies=() if args.policy == "cache" else ((args.policy, budgets),), alone=not args.sequence_only,
-                                misses=misses)
+                                misses=misses, fresh=not args.sequence_only or args.with_fresh)
     if args.misses and misses is not None:
         Path(args.misses).write_text("".join(json.dumps(m) + "\n" for m in misses))
     if args.dump:

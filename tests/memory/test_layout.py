@@ -114,14 +114,16 @@ def _shown(layout: Layout, pos: int) -> bool:
 def test_on_a_frame_the_question_gets_its_matches_out_of_view_down_to_the_floor() -> None:
     """The question's own evidence after the cached part: the best matches out of view, down to the
     policy's `evidence_floor` of the best one's score, however well something in view scores (a run
-    of look-alike questions in view must not hide the turn asked about)."""
+    of look-alike questions in view must not hide the turn asked about). The policy's own values, as
+    a tool loop gets them (a plain chat's tuning lifts the floor for a small block: test_policy)."""
     view, lines = _session(44)
+    policy = replace(POLICIES["cache"], chat=None)
     frame = replace(_layout(view, _input(lines[:40], 1500)).frame, id=7)  # type: ignore[arg-type]
     out_a, out_b, in_view = 2, 4, 41  # chunk positions: messages 2 and 4 left the window long ago, 41 is in it
     floor = POLICIES["cache"].evidence_floor
 
     def on_frame(ranked: list[Scored]) -> Layout:
-        layout = _layout(view, _input(lines[:42], 1500, frame=frame, ranked=ranked))
+        layout = _layout(view, _input(lines[:42], 1500, frame=frame, ranked=ranked, policy=policy))
         assert layout.mode == "frame" and layout.frame == frame
         return layout
 
