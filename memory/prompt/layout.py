@@ -29,6 +29,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from memory.errors import MemoryRuntimeError
+from memory.prompt.frames import base_keys, frame_serves
 from memory.prompt.evidence import (EVIDENCE_HEADER, MAX_DROPPED_LISTED, Evidence, chronological, evidence_item, evidence_message,
                        redactions, select_evidence)
 from memory.recall.index import SessionView
@@ -42,7 +43,7 @@ from memory.ingest.redact import redacted
 from memory.recall.retrieval import Scored
 from memory.recall.tokens import REPLY_PRIMING_TOKENS, TiktokenCounter
 
-__all__ = ["Line", "LayoutInput", "Layout", "build_layout", "needs_memory", "fixed_over_budget", "frame_serves"]
+__all__ = ["Line", "LayoutInput", "Layout", "build_layout", "needs_memory", "fixed_over_budget"]
 
 @dataclass(frozen=True)
 class LayoutInput:
@@ -199,7 +200,7 @@ def build_layout(inp: LayoutInput, view: SessionView, counter: TiktokenCounter) 
         room = available - stable
         if room >= 0:
             inp = replace(inp, policy=priced_policy(inp.policy, available, history - stable, plan.base_tokens + plan.window_tokens, stable))
-            visible = _with_quoted({line.key for line in window if line.key} | _base_keys(frame), view)
+            visible = _with_quoted({line.key for line in window if line.key} | base_keys(frame), view)
             if inp.retry and inp.reuse_evidence is None:
                 return _assemble(inp, view, counter, _Parts("frame", frame, frame.window_start, reused=True))
             if inp.reuse_evidence is not None and counter.message_tokens(inp.reuse_evidence) <= room:
@@ -284,29 +285,8 @@ def _fit_pair(kept: list[Evidence], extra: list[Evidence], view: SessionView, co
         dropped.insert(0, evidence_item(worst, view, "budget"))
 
 
-def frame_serves(frame: FrameRecord, end: int, anchor: Callable[[int], str], budget: int, encoding: str) -> bool:
-    """A stored frame serves a request made for the same budget and encoding whose conversation
-    (`end` messages before the live tail; `anchor(n)`: the chain hash of its first n) still begins
-    with the messages the frame was anchored to. The one rule: the turn planner picks a frame with
-    it and the layout lays the prompt out on it only while it holds."""
-    return (frame.encoding == encoding and frame.budget == budget and frame.window_start <= end
-            and frame.anchor == anchor(frame.window_start))
-
-
 def _serves(frame: FrameRecord, inp: LayoutInput, counter: TiktokenCounter) -> bool:
     return frame_serves(frame, inp.history[-1].pos + 1 if inp.history else 0, inp.anchor, inp.budget, counter.encoding_name)
-
-
-def _base_keys(frame: FrameRecord) -> set[str]:
-    """Units whose evidence the frame's base already shows."""
-    keys: set[str] = set()
-    for item in frame.items:
-        if item.get("part") == "base":
-            if item.get("event_id"):
-                keys.add(f"e{item['event_id']}")
-            elif item.get("artifact_id"):
-                keys.add(f"a{item['artifact_id']}")
-    return keys
 
 
 @dataclass(frozen=True)

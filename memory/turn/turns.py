@@ -26,7 +26,8 @@ from memory.turn.room import compacted_tail, effective_budget, tail_room, tools_
 from memory.prompt.compiler import CompileResult, result_of
 from memory.prompt.evidence import unit_message
 from memory.recall.index import SessionView
-from memory.prompt.layout import Layout, LayoutInput, Line, build_layout, frame_serves
+from memory.prompt.frames import frame_serves
+from memory.prompt.layout import Layout, LayoutInput, Line, build_layout
 from memory.prompt.policy import LayoutPolicy
 from memory.records import FrameRecord, StateItem, TranscriptEntry, TurnRecord, UsageTotals
 from memory.recall.retrieval import Scored
