@@ -27,6 +27,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from memory.prompt.evidence import EVIDENCE_HEADER
 from memory.recall.tokens import get_counter
 
 from .anthropic_rules import Billed, CacheLedger, Refusal, check_request, prompt_tokens, sign
@@ -50,7 +51,10 @@ def _last_user_text(messages: list[dict[str, Any]]) -> str:
             content = m.get("content")
             if isinstance(content, str):
                 return content
-            texts = [str(b.get("text", "")) for b in content or [] if isinstance(b, dict) and b.get("type") == "text"]
+            # The client's own words: memory's evidence block, which `/v1/messages` appends after
+            # the client's last message, is not what the client asked.
+            texts = [str(b.get("text", "")) for b in content or [] if isinstance(b, dict) and b.get("type") == "text"
+                     and not str(b.get("text", "")).startswith(EVIDENCE_HEADER)]
             if texts:
                 return texts[-1]
     return ""
