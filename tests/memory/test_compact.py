@@ -94,7 +94,7 @@ def test_a_compaction_goes_well_below_the_room() -> None:
     assert at_point.tokens <= 3_000
     reaching = CompactPolicy(low_water=0.5)
     at_reach = compact_tail(tail[: compact_tail(tail, 6_000, COUNTER.message_tokens, reaching).point], 6_000, COUNTER.message_tokens, reaching)
-    assert at_reach.tokens <= 3_000 + (6_000 - 3_000) // 2
+    assert at_reach.tokens <= 3_000 + int(reaching.digest_reach * (6_000 - 3_000))
 
 
 def test_an_identical_output_goes_up_once_pointing_at_the_newer_copy() -> None:
