@@ -124,7 +124,7 @@ def compact_tail(tail: Sequence[dict[str, Any]], room: int, token_of: Callable[[
         if prefix[j] - saved <= room:
             continue
         # The same messages compact the same way: a request replays its predecessors' compactions.
-        decided = t.memo.get(("compact", chain[j], j), partial(compact, t, j, int(room * policy.low_water)))
+        decided = t.memo.get(("compact", chain[j], j), partial(compact, t, j, int(room * policy.low_water), room))
         saved = decided.saved(t)
         point, compactions = j, compactions + 1
     return _result(t, decided, point, compactions, total, chain[point])

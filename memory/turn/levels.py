@@ -23,6 +23,7 @@ __all__ = ["compact", "protected"]
 
 
 _NOTE_LINE = 24  # tokens a dropped step's line in the note takes, about
+_CHARS_PER_TOKEN = 4
 
 
 def _steps(t: Tail, keep_from: int) -> list[tuple[int, int]]:
@@ -38,11 +39,14 @@ def _steps(t: Tail, keep_from: int) -> list[tuple[int, int]]:
     return out
 
 
-def compact(t: Tail, j: int, target: int) -> Decided:
+def compact(t: Tail, j: int, target: int, limit: int | None = None) -> Decided:
     """The renderings of tail[:j] that bring it to `target` tokens or as near as the rules allow:
     pointers and diffs (they lose nothing); then the newest steps within `verbatim_share` of the
     target stay whole and the older ones are stubbed; then the oldest go further, level by level.
-    When steps must be dropped, `digest_share` of the target is kept for their note's lines."""
+    When steps must be dropped, `digest_share` of the target is kept for their note's lines, never
+    more than the steps leave of it; when every step is dropped (a long loop: the newest steps
+    alone fill the target), the note takes what they leave of `digest_reach` of the way from the
+    target to `limit` (the room; never past it)."""
     keep_from = protected(t, j)
     steps = _steps(t, keep_from)
     first = _render(t, j, keep_from, steps, [0] * len(steps))
@@ -51,17 +55,26 @@ def compact(t: Tail, j: int, target: int) -> Decided:
     levels, decided = _levels(t, j, keep_from, steps, first, target, target)
     if decided.note is None:
         return decided
-    digest = int(target * t.policy.digest_share)
-    levels, decided = _levels(t, j, keep_from, steps, first, target - digest, target)
-    decided = _render(t, j, keep_from, steps, levels, digest * 4)
+    share = int(target * t.policy.digest_share)
+    levels, decided = _levels(t, j, keep_from, steps, first, target - share, target)
+    bare = decided.note[2] if decided.note else 0
+    rest = sum(t.tokens[:j]) - decided.saved(t) - bare  # what the steps take, the note aside
+    if all(level >= 3 for level in levels):
+        # Every step gave up its room: the note, all that is left of them, gets it, short of the
+        # room so the next steps are still appended untouched for a while (the cache keeps hitting).
+        reach = target + int(t.policy.digest_reach * (max(target, limit or target) - target))
+        digest = max(0, reach - rest)
+    else:
+        digest = max(0, min(share, target - rest))
+    decided = _render(t, j, keep_from, steps, levels, digest)
     note = decided.note[2] if decided.note else 0
     if note >= digest or not t.policy.fill:
         return decided
-    # The note came out smaller than its share (its outputs had fewer salient lines): the room it
+    # The note came out smaller than its room (its outputs had fewer salient lines): the room it
     # left goes to the steps, so the compaction lands near its target rather than far below it.
     levels, _ = _levels(t, j, keep_from, steps, first, target - note, target)
-    filled = _render(t, j, keep_from, steps, levels, note * 4)
-    return filled if sum(t.tokens[:j]) - filled.saved(t) <= target else decided
+    filled = _render(t, j, keep_from, steps, levels, note)
+    return filled if sum(t.tokens[:j]) - filled.saved(t) <= max(target, rest + note) else decided
 
 
 def _levels(t: Tail, j: int, keep_from: int, steps: list[tuple[int, int]], first: Decided, target: int,
@@ -188,7 +201,7 @@ def protected(t: Tail, j: int) -> int:
     return steps[-min(t.policy.keep_steps, len(steps))] if t.policy.keep_steps > 0 else j
 
 
-def _render(t: Tail, j: int, keep_from: int, steps: list[tuple[int, int]], levels: list[int], digest_chars: int = 0) -> Decided:
+def _render(t: Tail, j: int, keep_from: int, steps: list[tuple[int, int]], levels: list[int], digest: int = 0) -> Decided:
     """Each rewritten message of tail[:j] given each step's level: an output identical to a later
     one that stays verbatim becomes a pointer to it; an output of a call made again with the same
     arguments goes up as a diff against the earlier output when that one is verbatim; the rest of
@@ -246,20 +259,31 @@ def _render(t: Tail, j: int, keep_from: int, steps: list[tuple[int, int]], level
             out[i] = ("dropped", {}, 0, None)
             dropped.append(i)
     briefed = [i for i in range(j) if level_of[i] == 2]
-    return Decided(out, _note(t, j, dropped, briefed, digest_chars))
+    return Decided(out, _note(t, j, dropped, briefed, digest))
 
 
-def _note(t: Tail, j: int, dropped: list[int], briefed: list[int], digest_chars: int) -> tuple[int, dict[str, Any], int] | None:
-    """One message standing for the dropped steps (`memory.turn.digest`), where they were."""
+def _note(t: Tail, j: int, dropped: list[int], briefed: list[int], digest: int) -> tuple[int, dict[str, Any], int] | None:
+    """One message standing for the dropped steps (`memory.turn.digest`), where they were, within
+    `digest` tokens when it keeps lines of their outputs."""
     if not dropped:
         return None
     calls = [call_label(*t.calls.get(str(c.get("id")), ("", ""))) for i in dropped for c in t.messages[i].get("tool_calls") or ()]
-    lines: list[tuple[str, list[str]]] = []
-    if digest_chars > 0:
+    note = as_message(note_text(calls, t.policy.note_calls, t.policy.note_chars, []))
+    if digest > t.token_of(note):
         sources = [(i, t.label(i), t.texts[i] or "") for i in sorted(dropped + briefed) if t.texts[i]]
         steps = [_step_text(t.messages[i]) for i in range(j) if t.messages[i].get("role") == "assistant"]
-        lines = salient_lines(sources, mentions(steps), digest_chars)
-    note = as_message(note_text(calls, t.policy.note_calls, t.policy.note_chars, lines))
+        mentioned = mentions(steps)
+        # The lines are chosen by characters; code runs denser than 4 per token, and the calls'
+        # list comes on top: what is over is taken off the characters, three times at most.
+        chars = digest * _CHARS_PER_TOKEN
+        for _ in range(4):
+            lines = salient_lines(sources, mentioned, chars, t.policy.digest_others, t.policy.note_chars)
+            candidate = as_message(note_text(calls, t.policy.note_calls, t.policy.note_chars, lines))
+            tokens = t.token_of(candidate)
+            if tokens <= digest or not lines:
+                note = candidate if tokens <= digest else note
+                break
+            chars = int(chars * digest / tokens * 0.9)
     return dropped[0], note, t.token_of(note)
 
 

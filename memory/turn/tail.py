@@ -45,6 +45,12 @@ class CompactPolicy:
     memory_share: float = 0.2
     # Of a compaction's target, what the lines kept in the note for dropped steps may take (`memory.turn.digest`).
     digest_share: float = 0.6
+    # What a name the agent never wrote weighs in the note's lines (one it wrote once weighs log 2, about 0.69;
+    # on the tuning trajectories 0.15 carried more than 0.3, 0.05 or 0).
+    digest_others: float = 0.15
+    # When every older step is dropped, how far from the target towards the room the note may go
+    # (`memory.turn.levels.compact`): the rest of the room is left for the steps appended untouched.
+    digest_reach: float = 0.6
     # Give the room a note leaves unused (fewer salient lines than its share) back to the steps.
     fill: bool = True
     # Of the budget, what the excerpts of compacted outputs may take (`memory.turn.excerpts`).

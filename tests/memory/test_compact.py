@@ -85,10 +85,16 @@ def test_between_compactions_the_prompt_only_grows() -> None:
 
 def test_a_compaction_goes_well_below_the_room() -> None:
     tail = _loop(40)
-    result = compact_tail(tail, 6_000, COUNTER.message_tokens, CompactPolicy(low_water=0.5))
+    # Here the newest two steps leave the note less than its share, and every older step is
+    # dropped: the note's reach past the target is its own rule (tested below), held at 0 here.
+    policy = CompactPolicy(low_water=0.5, digest_reach=0.0)
+    result = compact_tail(tail, 6_000, COUNTER.message_tokens, policy)
     # The last compaction brought it to half the room; the steps after it were appended.
-    at_point = compact_tail(tail[: result.point], 6_000, COUNTER.message_tokens, CompactPolicy(low_water=0.5))
+    at_point = compact_tail(tail[: result.point], 6_000, COUNTER.message_tokens, policy)
     assert at_point.tokens <= 3_000
+    reaching = CompactPolicy(low_water=0.5)
+    at_reach = compact_tail(tail[: compact_tail(tail, 6_000, COUNTER.message_tokens, reaching).point], 6_000, COUNTER.message_tokens, reaching)
+    assert at_reach.tokens <= 3_000 + int(reaching.digest_reach * (6_000 - 3_000))
 
 
 def test_an_identical_output_goes_up_once_pointing_at_the_newer_copy() -> None:
@@ -212,3 +218,30 @@ def test_compactions_land_as_high_late_in_a_long_loop_as_early() -> None:
     tail = _loop(120, _runs)
     points = _at_points(tail, 6_000, CompactPolicy(low_water=0.7))
     assert len(points) > 10 and min(points) > 0.85 * 4_200 and max(points) <= 4_200
+
+
+def _note_tokens(tail: list[dict[str, Any]], room: int, policy: CompactPolicy) -> list[tuple[int, int]]:
+    """(the tail's tokens, its note's tokens) right after each compaction, as the tail grows."""
+    out: list[tuple[int, int]] = []
+    memo = CompactMemo()
+    for n in range(3, len(tail) + 1, 2):
+        result = compact_tail(tail[:n], room, COUNTER.message_tokens, policy, memo=memo)
+        if result.compactions > len(out):
+            notes = [m for m, (_, kind) in zip(result.messages, result.origin, strict=False) if kind == "note"]
+            out.append((result.tokens, sum(COUNTER.message_tokens(m) for m in notes)))
+    return out
+
+
+def test_when_every_older_step_is_dropped_the_note_gets_their_room_up_to_its_reach_never_past_the_room() -> None:
+    # The newest two steps alone nearly fill the target (a long loop reading large files): every
+    # older step is dropped at each compaction, and their note is all that is left of them.
+    tail = _loop(30, lambda k: (f"cat src/pager_{k}.py", _output(k, 55)))
+    room, target = 6_000, 4_200
+    held = _note_tokens(tail, room, CompactPolicy(low_water=0.7, digest_reach=0.0))
+    reaching = _note_tokens(tail, room, CompactPolicy(low_water=0.7, digest_reach=0.5))
+    assert len(held) > 5 and len(reaching) > 5
+    assert all(tokens <= target for tokens, _ in held)
+    # Half the way from the target to the room, never past it.
+    assert all(tokens <= target + (room - target) // 2 for tokens, _ in reaching)
+    assert any(tokens > target for tokens, _ in reaching)
+    assert max(note for _, note in reaching) > 1.5 * max(note for _, note in held)
