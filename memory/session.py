@@ -106,7 +106,7 @@ class Session:
                 chain = chain_hashes([h for h, _ in entries], transcript[-1].chain_hash if transcript else None)
                 await tx.replace_transcript(self.id, start, [(start + n, h, chain[n], eid) for n, (h, eid) in enumerate(entries)],
                                             chain[-1])
-                transcript = transcript + [TranscriptEntry(start + n, h, chain[n], eid, role if (role := rows[i].role) is not None else "user")
+                transcript = transcript + [TranscriptEntry(start + n, h, chain[n], eid, rows[i].role or "user")
                                            for n, ((h, eid), i) in enumerate(zip(entries, message_idx, strict=True))]
             if rebuild:
                 await rebuild_state(tx, self.id)

@@ -48,7 +48,7 @@ sequence) are in benchmarks/RESULTS.md section F.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 from memory.errors import InvalidArgumentError
 
@@ -111,7 +111,7 @@ class LayoutPolicy:
     # weaker ones still gets the weaker ones).
     evidence_min_block: float = 0.0
     # A plain chat (no tool loop) departs from the values above as `chat` says; None: it does not.
-    chat: ChatTuning | None = field(default_factory=lambda: ChatTuning())
+    chat: ChatTuning | None = ChatTuning()
     # The route's cache prices when it knows them (the Anthropic route): the shares above are then
     # priced per request (`memory.prompt.pricing`). None: as tuned above.
     prices: CachePrices | None = None

@@ -62,7 +62,7 @@ class Candidates:
     # The lines that have each identifier (ascending), so a step scores only the lines it shares an
     # identifier with; and the token counts of lines and labels, taken once per compaction (the
     # candidates live as long as it does, `memory.turn.room`) instead of at every step.
-    index: dict[str, list[int]] = field(default_factory=dict, compare=False)
+    index: dict[str, list[int]] = field(compare=False)
     tokens: dict[str, int] = field(default_factory=dict, compare=False)
 
     def count(self, text: str, count: Callable[[str], int]) -> int:
@@ -107,8 +107,7 @@ def excerpt_message(found: Candidates, query: tuple[str, str], room: int, count:
         return math.log(1 + total / found.frequency[ident])
 
     scored: list[tuple[float, int]] = []
-    hit = sorted({k for i in step | rest for k in found.index.get(i, ())}) if found.index else range(len(found.idents))
-    for k in hit:
+    for k in sorted({k for i in step | rest for k in found.index.get(i, ())}):
         ids = found.idents[k]
         # Summed in a fixed order: a set's order follows the process's hash seed, and a last-bit
         # difference between two scores would reorder them after a restart.

@@ -46,6 +46,11 @@ def _reply(n: int) -> dict:
             "tool_calls": [{"id": f"c{n}", "type": "function", "function": {"name": "bash", "arguments": f'{{"command": "cat f{n}.py"}}'}}]}
 
 
+async def _exchange(session, messages: list[dict], answer: str) -> None:
+    plan = await session.prepare_turn(messages, 8000)
+    await session.commit_turn(plan, {"role": "assistant", "content": answer})
+
+
 async def _same_as_store(rt, session_id: str) -> None:
     cached = await rt.transcripts.read(rt.store, session_id)
     assert cached == await rt.store.transcript(session_id)
@@ -70,22 +75,18 @@ async def test_an_edit_and_a_retry_leave_no_stale_copy(store_args):
     async with create_runtime(**store_args) as rt:
         session = rt.session("edits")
         chat = [{"role": "user", "content": "first question"}]
-        plan = await session.prepare_turn(chat, 8000)
-        await session.commit_turn(plan, {"role": "assistant", "content": "first answer"})
+        await _exchange(session, chat, "first answer")
         chat += [{"role": "assistant", "content": "first answer"}, {"role": "user", "content": "second question"}]
-        plan = await session.prepare_turn(chat, 8000)
-        await session.commit_turn(plan, {"role": "assistant", "content": "second answer"})
+        await _exchange(session, chat, "second answer")
         await _same_as_store(rt, "edits")
         # A retry of the last turn regenerates its reply: the old one leaves the transcript.
-        plan = await session.prepare_turn(chat, 8000)
-        await session.commit_turn(plan, {"role": "assistant", "content": "second answer, again"})
+        await _exchange(session, chat, "second answer, again")
         await _same_as_store(rt, "edits")
         assert [e.role for e in await rt.store.transcript("edits")] == ["user", "assistant", "user", "assistant"]
         before = await rt.transcripts.read(rt.store, "edits")
         # An edit of the second question detaches it and what came after it.
         edited = chat[:2] + [{"role": "user", "content": "the second question, edited"}]
-        plan = await session.prepare_turn(edited, 8000)
-        await session.commit_turn(plan, {"role": "assistant", "content": "an answer to the edit"})
+        await _exchange(session, edited, "an answer to the edit")
         await _same_as_store(rt, "edits")
         after = await rt.transcripts.read(rt.store, "edits")
         assert len(after) == 4 and after[:2] == before[:2] and after[2].msg_hash != before[2].msg_hash
@@ -95,22 +96,19 @@ async def test_a_write_by_another_runtime_is_seen(store_args):
     async with create_runtime(**store_args) as rt:
         session = rt.session("shared")
         chat = [{"role": "user", "content": "hello"}]
-        plan = await session.prepare_turn(chat, 8000)
-        await session.commit_turn(plan, {"role": "assistant", "content": "hi"})
+        await _exchange(session, chat, "hi")
         mine = await rt.transcripts.read(rt.store, "shared")
         assert len(mine) == 2
         # Another process serving the same memory continues the conversation.
         async with create_runtime(**store_args) as other:
             more = chat + [{"role": "assistant", "content": "hi"}, {"role": "user", "content": "and then?"}]
-            plan = await other.session("shared").prepare_turn(more, 8000)
-            await other.session("shared").commit_turn(plan, {"role": "assistant", "content": "then this"})
+            await _exchange(other.session("shared"), more, "then this")
         seen = await rt.transcripts.read(rt.store, "shared")
         assert len(seen) == 4 and seen == await rt.store.transcript("shared")
         # Erased (by anyone) and started again: nothing of the old copy comes back.
         await rt.delete_session("shared")
         assert await rt.transcripts.read(rt.store, "shared") == []
-        plan = await session.prepare_turn([{"role": "user", "content": "a new start"}], 8000)
-        await session.commit_turn(plan, {"role": "assistant", "content": "fresh"})
+        await _exchange(session, [{"role": "user", "content": "a new start"}], "fresh")
         await _same_as_store(rt, "shared")
         assert len(await rt.transcripts.read(rt.store, "shared")) == 2
 
