@@ -20,7 +20,7 @@ from typing import Any, Final
 import psycopg
 from psycopg import sql
 
-from memory.store.schema import ARTIFACT_FIELDS, CHUNK_FIELDS, EVENT_FIELDS, FRAME_FIELDS, STATE_FIELDS, TURN_FIELDS
+from memory.store.schema import ARTIFACT_FIELDS, CHUNK_FIELDS, EVENT_FIELDS, FRAME_FIELDS, STATE_FIELDS, TURN_FIELDS, numbered
 
 __all__ = ["MIGRATIONS", "apply_migrations"]
 
@@ -204,14 +204,8 @@ M005_EVENT_TOKENS: Final = """
 ALTER TABLE events ADD COLUMN tokens INTEGER;
 """
 
-# (number, name, sql); append only. PostgreSQL runs a multi-statement string in one call.
-MIGRATIONS: Final[list[tuple[int, str, str]]] = [
-    (1, "m001_initial", M001_INITIAL),
-    (2, "m002_responses", M002_RESPONSES),
-    (3, "m003_cache_writes", M003_CACHE_WRITES),
-    (4, "m004_fts_terms", M004_FTS_TERMS),
-    (5, "m005_event_tokens", M005_EVENT_TOKENS),
-]
+# (number, name, sql), from the constants above; append only. PostgreSQL runs a multi-statement string in one call.
+MIGRATIONS: Final = numbered(globals())
 
 
 async def apply_migrations(conn: psycopg.AsyncConnection[Any], schema: str, lock_key: int) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from memory.store.schema import ARTIFACT_FIELDS, CHUNK_FIELDS, EVENT_FIELDS, FRAME_FIELDS, STATE_FIELDS, TURN_FIELDS
+from memory.store.schema import ARTIFACT_FIELDS, CHUNK_FIELDS, EVENT_FIELDS, FRAME_FIELDS, STATE_FIELDS, TURN_FIELDS, numbered
 
 __all__ = ["MIGRATIONS"]
 
@@ -182,12 +182,5 @@ M006_EVENT_TOKENS: Final = """
 ALTER TABLE events ADD COLUMN tokens INTEGER;
 """
 
-# (number, name, sql); append only.
-MIGRATIONS: Final[list[tuple[int, str, str]]] = [
-    (1, "m001_initial", M001_INITIAL),
-    (2, "m002_frames_turns", M002_FRAMES_TURNS),
-    (3, "m003_foreign_key_indexes", M003_FOREIGN_KEY_INDEXES),
-    (4, "m004_responses", M004_RESPONSES),
-    (5, "m005_cache_writes", M005_CACHE_WRITES),
-    (6, "m006_event_tokens", M006_EVENT_TOKENS),
-]
+# (number, name, sql), from the constants above; append only.
+MIGRATIONS: Final = numbered(globals())
