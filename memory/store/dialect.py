@@ -8,11 +8,11 @@ differ too much to share a statement: those live in each backend's folder.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Dialect", "SQLITE", "POSTGRES", "by_table"]
+__all__ = ["Dialect", "SQLITE", "POSTGRES"]
 
 
 @dataclass(frozen=True)
@@ -53,11 +53,3 @@ POSTGRES = Dialect("postgres", new_generation="nextval('session_generation')", n
                    greatest="greatest", position="strpos", ascii_lower='lower({} COLLATE "C")', json_lists=False,
                    columns="SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = current_schema() "
                            "ORDER BY table_name, ordinal_position")
-
-
-def by_table(columns: Iterable[Sequence[Any]]) -> dict[str, list[str]]:
-    """The (table, column) rows a dialect's `columns` reads, as each table's columns in order."""
-    tables: dict[str, list[str]] = {}
-    for table, column in columns:
-        tables.setdefault(table, []).append(column)
-    return tables

@@ -14,7 +14,7 @@ from typing import Any
 from memory.records import (ArtifactInfo, ChunkRow, FrameRecord, LoggedEvent, SessionDelta, SessionSummary, SessionUsage, StateItem,
                             TranscriptEntry, TurnRecord, UsageTotals)
 from memory.store import rows as R
-from memory.store.dialect import Dialect, by_table
+from memory.store.dialect import Dialect
 
 __all__ = ["SqlReads"]
 
@@ -42,7 +42,10 @@ class SqlReads:
 
     async def table_columns(self) -> dict[str, list[str]]:
         """Every table of the schema and its columns, as the migrations left them."""
-        return by_table(await self._rows(self.dialect.columns))
+        tables: dict[str, list[str]] = {}
+        for table, column in await self._rows(self.dialect.columns):
+            tables.setdefault(table, []).append(column)
+        return tables
 
     async def high_water(self, session_id: str) -> tuple[int, int, int]:
         """(max event id, max chunk id, generation) of a session: a cheap freshness check for
@@ -67,7 +70,7 @@ class SqlReads:
             (f"SELECT {R.CHUNK} FROM chunks WHERE session_id = ? AND id > ? ORDER BY id" + ("" if chunk_limit is None else " LIMIT ?"),
              (session_id, after_chunk) + (() if chunk_limit is None else (chunk_limit,))),
         ])
-        return SessionDelta([R.event(r) for r in events], [R.artifact(r) for r in artifacts], [R.chunk(r) for r in chunks])
+        return SessionDelta([R.event(r) for r in events], [R.artifact(r) for r in artifacts], [ChunkRow._make(r) for r in chunks])
 
     async def get_vectors(self, model: str, hashes: Sequence[str]) -> dict[str, bytes]:
         if not hashes:
@@ -143,7 +146,7 @@ class SqlReads:
     async def list_sessions(self, session_id: str | None = None) -> list[SessionSummary]:
         """Every session with its counts, newest first; or just `session_id`'s."""
         where, params = ("WHERE s.id = ? ", (session_id,)) if session_id is not None else ("", ())
-        return [R.summary(r) for r in await self._rows(R.SUMMARY + f"{where}ORDER BY s.updated_at DESC, s.id", params)]
+        return [SessionSummary(*r) for r in await self._rows(R.SUMMARY + f"{where}ORDER BY s.updated_at DESC, s.id", params)]
 
     async def last_manifest(self, session_id: str) -> str | None:
         r = await self._one("SELECT last_manifest FROM sessions WHERE id = ?", (session_id,))
@@ -173,7 +176,7 @@ class SqlReads:
             where.append(f"{self.dialect.position}({lower.format('substr(s.id, ?)')}, {lower.format('?')}) > 0")
             params += [len(prefix) + 1, contains]
         found = await self._rows(R.SUMMARY + f"WHERE {' AND '.join(where)} ORDER BY s.id LIMIT ?", (*params, limit))
-        return [R.summary(r) for r in found]
+        return [SessionSummary(*r) for r in found]
 
     async def expired_sessions(self, updated_before: float | None, keep_per_namespace: int | None, limit: int = 500) -> list[str]:
         """Ids to expire: not updated since `updated_before`, or beyond the newest `keep_per_namespace`
@@ -203,7 +206,7 @@ class SqlReads:
         return [R.logged_event(r) for r in await self._by_id(R.LOGGED_EVENT, "events", session_id, ids)]
 
     async def chunks_by_id(self, session_id: str, ids: Sequence[int]) -> list[ChunkRow]:
-        return [R.chunk(r) for r in await self._by_id(R.CHUNK, "chunks", session_id, ids)]
+        return [ChunkRow._make(r) for r in await self._by_id(R.CHUNK, "chunks", session_id, ids)]
 
     async def _by_id(self, columns: str, table: str, session_id: str, ids: Sequence[int]) -> list[Sequence[Any]]:
         if not ids:

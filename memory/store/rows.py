@@ -1,6 +1,7 @@
 """Rows to records, written once for both stores: a read selects the columns named here, in this
-order, and one function turns such a row into its record. Also the tables a session owns (what an
-export, a rename and the import from SQLite walk) and the full-text token of a session."""
+order, and one function turns such a row into its record (a record whose fields are those columns
+in order, `ChunkRow` or `SessionSummary`, is built from the row itself). Also the tables a session
+owns (what an export, a rename and the import from SQLite walk) and the full-text token of a session."""
 
 from __future__ import annotations
 
@@ -10,11 +11,10 @@ from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
-from memory.records import (ArtifactInfo, ArtifactRow, ChunkRow, EventRow, FrameRecord, LoggedEvent, SessionSummary, StateItem, TurnRecord,
-                            UsageTotals)
+from memory.records import ArtifactInfo, ArtifactRow, EventRow, FrameRecord, LoggedEvent, StateItem, TurnRecord, UsageTotals
 
 __all__ = ["EVENT", "LOGGED_EVENT", "ARTIFACT", "CHUNK", "STATE", "FRAME", "TURN", "SUMS", "SUMMARY", "SESSION_TABLES", "EXPORTED",
-           "event", "logged_event", "artifact", "artifact_info", "chunk", "state", "frame", "turn", "totals", "summary", "session_key"]
+           "event", "logged_event", "artifact", "artifact_info", "state", "frame", "turn", "totals", "session_key"]
 
 EVENT = "id, type, role, content, source, pinned, timestamp, payload, artifact_id, parent_event_id, tokens"
 LOGGED_EVENT = f"{EVENT}, detached, created_at"
@@ -62,10 +62,6 @@ def artifact_info(r: Row) -> ArtifactInfo:
     return ArtifactInfo(r[0], r[1], r[2], r[3], bool(r[4]), r[5], r[6], r[7], r[8], int(r[9]))
 
 
-def chunk(r: Row) -> ChunkRow:
-    return ChunkRow._make(r)
-
-
 def state(r: Row) -> StateItem:
     return StateItem(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], tuple(json.loads(r[8])))
 
@@ -80,10 +76,6 @@ def turn(r: Row) -> TurnRecord:
 
 def totals(r: Row) -> UsageTotals:
     return UsageTotals(*(int(v) for v in r))
-
-
-def summary(r: Row) -> SessionSummary:
-    return SessionSummary(r[0], r[1], r[2], r[3], r[4], r[5], r[6])
 
 
 def session_key(session_id: str) -> str:

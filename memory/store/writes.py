@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -26,8 +26,10 @@ def _json(value: Any) -> str:
 
 
 class SqlWrites(SqlReads):
+    """Write operations inside one transaction (and every read, seeing its own writes)."""
+
     async def _exec(self, query: str, params: Sequence[Any] = ()) -> None:
-        raise NotImplementedError
+        await self._rows(query, params)  # a backend's `_rows` runs statements that return no rows too
 
     async def _exec_many(self, query: str, rows: Sequence[Sequence[Any]]) -> None:
         raise NotImplementedError
@@ -36,8 +38,8 @@ class SqlWrites(SqlReads):
         """Move the session's chunks, and their full-text entries (keyed by the session id), to `new_id`."""
         raise NotImplementedError
 
-    async def _allocate(self, events: int, artifacts: int, chunks: int) -> tuple[list[int], list[int], list[int]]:
-        """That many new ids of each table, ascending, never used before."""
+    async def _allocate(self, counts: Mapping[str, int]) -> dict[str, list[int]]:
+        """That many new ids of each table (table -> count), ascending, never used before."""
         raise NotImplementedError
 
     async def _add_chunks(self, session_id: str, rows: Sequence[Sequence[Any]]) -> None:
@@ -57,9 +59,9 @@ class SqlWrites(SqlReads):
             f"SELECT sha256, id FROM artifacts WHERE session_id = ? AND {self.dialect.any('sha256')}", (session_id, self.dialect.many(shas)))
         } if shas else {}
         plan, n_artifacts, n_chunks = plan_events(events, known)
-        event_ids, artifact_ids, chunk_ids = await self._allocate(len(events), n_artifacts, n_chunks)
-        batch = Batch(session_id, event_ids)
-        build(batch, events, known, plan, iter(artifact_ids), iter(chunk_ids))
+        ids = await self._allocate({"events": len(events), "artifacts": n_artifacts, "chunks": n_chunks})
+        batch = Batch(session_id, ids["events"])
+        build(batch, events, known, plan, iter(ids["artifacts"]), iter(ids["chunks"]))
         if batch.artifacts:
             await self._exec_many(INSERT_ARTIFACT, batch.artifacts)
         if batch.events:
@@ -70,7 +72,7 @@ class SqlWrites(SqlReads):
         if batch.chunks:
             await self._add_chunks(session_id, batch.chunks)
         await self._exec("UPDATE sessions SET updated_at = ? WHERE id = ?", (batch.now, session_id))
-        return event_ids
+        return batch.event_ids
 
     async def add_probes(self, session_id: str, probes: Sequence[tuple[int, str, str]]) -> None:
         """Probe rows (parent chunk id, text, content hash): extra search keys for a chunk."""
@@ -80,9 +82,9 @@ class SqlWrites(SqlReads):
                                                      f"session_id = ? AND {self.dialect.any('id')}",
                                                      (session_id, self.dialect.many(sorted({p for p, _, _ in probes}))))}
         kept = [(parents[parent], text, digest) for parent, text, digest in probes if parent in parents]
-        _, _, ids = await self._allocate(0, 0, len(kept))
+        ids = await self._allocate({"chunks": len(kept)})
         await self._add_chunks(session_id, [(i, session_id, p[1], p[2], p[3], text, p[4], p[5], digest, 0, p[0])
-                                            for i, (p, text, digest) in zip(ids, kept, strict=True)])
+                                            for i, (p, text, digest) in zip(ids["chunks"], kept, strict=True)])
 
     async def ensure_session(self, session_id: str, scope: str = "") -> None:
         # The upsert locks the session's row until commit (on PostgreSQL, what serialises one
@@ -209,30 +211,6 @@ class SqlWrites(SqlReads):
     async def save_manifest(self, session_id: str, manifest_json: str) -> None:
         await self._exec("UPDATE sessions SET last_manifest = ? WHERE id = ?", (manifest_json, session_id))
 
-    async def rename_session(self, old_id: str, new_id: str, old_scope_prefix: str = "", new_scope_prefix: str = "") -> bool:
-        """Move every row of `old_id` to `new_id`; a scope starting with `old_scope_prefix` gets
-        `new_scope_prefix` instead. False when `old_id` does not exist, `InvalidArgumentError` when
-        `new_id` does. The renamed session starts at a new generation, so no view of the old id's
-        rows is reused."""
-        if not await self.session_exists(old_id):
-            return False
-        if await self.session_exists(new_id):
-            raise InvalidArgumentError(f"session {new_id!r} already exists")
-        tables = await self.table_columns()
-        kept = ", ".join(c for c in tables["sessions"] if c not in ("id", "scope", "generation"))
-        cut = len(old_scope_prefix)
-        await self._exec(f"INSERT INTO sessions(id, scope, generation, {kept}) SELECT ?, CASE WHEN substr(scope, 1, ?) = ? "
-                         f"THEN ? || substr(scope, ? + 1) ELSE scope END, {self.dialect.new_generation}, {kept} FROM sessions WHERE id = ?",
-                         (new_id, cut, old_scope_prefix, new_scope_prefix, cut, old_id))
-        # Every table that belongs to a session, whatever later migrations add; chunks carry the
-        # session in their full-text entries too.
-        for table in sorted(t for t, columns in tables.items() if "session_id" in columns and t not in ("sessions", "chunks")):
-            await self._exec(f"UPDATE {table} SET session_id = ? WHERE session_id = ?", (new_id, old_id))
-        await self._rekey_chunks(old_id, new_id)
-        await self._exec("DELETE FROM sessions WHERE id = ?", (old_id,))
-        return True
-
-
 class SqlStore(SqlReads):
     """What both stores do alike over their own transactions, and what each does in its own way.
 
@@ -285,10 +263,26 @@ class SqlStore(SqlReads):
     async def _reclaim(self) -> None:
         """Hand back the space erased rows held, after the erase has committed."""
 
-    async def migrations_applied(self) -> list[str]:
-        return [str(r[0]) for r in await self._rows("SELECT name FROM _migrations ORDER BY number")]
-
     async def rename_session(self, old_id: str, new_id: str, old_scope_prefix: str = "", new_scope_prefix: str = "") -> bool:
-        """Move a session to a new id (see `SqlWrites.rename_session`)."""
+        """Move every row of `old_id` to `new_id`; a scope starting with `old_scope_prefix` gets
+        `new_scope_prefix` instead. False when `old_id` does not exist, `InvalidArgumentError` when
+        `new_id` does. The renamed session starts at a new generation, so no view of the old id's
+        rows is reused."""
         async with self.transaction() as tx:
-            return await tx.rename_session(old_id, new_id, old_scope_prefix, new_scope_prefix)
+            if not await tx.session_exists(old_id):
+                return False
+            if await tx.session_exists(new_id):
+                raise InvalidArgumentError(f"session {new_id!r} already exists")
+            tables = await tx.table_columns()
+            kept = ", ".join(c for c in tables["sessions"] if c not in ("id", "scope", "generation"))
+            cut = len(old_scope_prefix)
+            await tx._exec(f"INSERT INTO sessions(id, scope, generation, {kept}) SELECT ?, CASE WHEN substr(scope, 1, ?) = ? "
+                           f"THEN ? || substr(scope, ? + 1) ELSE scope END, {tx.dialect.new_generation}, {kept} FROM sessions WHERE id = ?",
+                           (new_id, cut, old_scope_prefix, new_scope_prefix, cut, old_id))
+            # Every table that belongs to a session, whatever later migrations add; chunks carry the
+            # session in their full-text entries too.
+            for table in sorted(t for t, columns in tables.items() if "session_id" in columns and t not in ("sessions", "chunks")):
+                await tx._exec(f"UPDATE {table} SET session_id = ? WHERE session_id = ?", (new_id, old_id))
+            await tx._rekey_chunks(old_id, new_id)
+            await tx._exec("DELETE FROM sessions WHERE id = ?", (old_id,))
+            return True

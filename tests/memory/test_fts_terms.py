@@ -9,7 +9,8 @@ import psycopg
 from memory import create_runtime
 from memory.store.postgres.fts import parse_match, rarest, stem
 from memory.store.postgres.store import PgStore
-from memory.store.sqlite.fts_terms import Tokenizer, or_query, rarest_within, split_or_query
+from memory.store.rare_words import rarest_within
+from memory.store.sqlite.fts_terms import Tokenizer, or_query, split_or_query
 from memory.recall.retrieval import fts_query
 from memory.store.sqlite.store import INDEX_TOKENIZE
 

@@ -107,7 +107,7 @@ async def _copy(tx: PgTx, source: _Source, session_id: str, shared: Mapping[str,
     rows["sessions"] = [dict(zip(shared["sessions"], r, strict=True)) for r in await source._rows(
         f"SELECT {', '.join(shared['sessions'])} FROM sessions WHERE id = ?", (session_id,))]
     old = {t: sorted(r["id"] for r in rows.get(t, [])) for t, refs in _REFS.items() if "id" in refs}
-    allocated = await tx._new_ids({t: len(found) for t, found in old.items()})
+    allocated = await tx._allocate({t: len(found) for t, found in old.items()})
     ids = {t: dict(zip(old[t], allocated[t], strict=True)) for t in old}
 
     def ref(table: str, old: int | None) -> int | None:

@@ -20,29 +20,21 @@ Conn = psycopg.AsyncConnection[Any]
 
 
 class PgTx(SqlWrites):
-    """Write operations inside one transaction (and every read, seeing its own writes)."""
-
     dialect = POSTGRES
 
     def __init__(self, conn: Conn) -> None:
         self.conn = conn
 
     async def _rows(self, query: str, params: Sequence[Any] = ()) -> list[Sequence[Any]]:
-        return list(await (await self.conn.execute(self.dialect.sql(query), params)).fetchall())
-
-    async def _exec(self, query: str, params: Sequence[Any] = ()) -> None:
-        await self.conn.execute(self.dialect.sql(query), params)
+        cur = await self.conn.execute(self.dialect.sql(query), params)
+        return list(await cur.fetchall()) if cur.description else []
 
     async def _exec_many(self, query: str, rows: Sequence[Sequence[Any]]) -> None:
         async with self.conn.cursor() as cur:
             await cur.executemany(self.dialect.sql(query), rows)
 
-    async def _allocate(self, events: int, artifacts: int, chunks: int) -> tuple[list[int], list[int], list[int]]:
-        ids = await self._new_ids({"events": events, "artifacts": artifacts, "chunks": chunks})
-        return ids["events"], ids["artifacts"], ids["chunks"]
-
-    async def _new_ids(self, counts: Mapping[str, int]) -> dict[str, list[int]]:
-        """That many new ids of each table, from its sequence, ascending (one round trip)."""
+    async def _allocate(self, counts: Mapping[str, int]) -> dict[str, list[int]]:
+        # From each table's sequence, in one round trip.
         (r,) = await self._rows("SELECT " + ", ".join(f"(SELECT coalesce(array_agg(nextval('{t}_id_seq')), '{{}}') FROM generate_series(1, ?))"
                                                       for t in counts), tuple(counts.values()))
         return {t: sorted(ids) for t, ids in zip(counts, r, strict=True)}

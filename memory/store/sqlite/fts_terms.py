@@ -12,9 +12,7 @@ import re
 import sqlite3
 from collections.abc import Sequence
 
-from memory.store.rare_words import MAX_POSTINGS, MIN_WORDS, rarest_within
-
-__all__ = ["MAX_POSTINGS", "MIN_WORDS", "Tokenizer", "split_or_query", "or_query", "rarest_within"]
+__all__ = ["Tokenizer", "split_or_query", "or_query"]
 
 _QUOTED = re.compile(r'"((?:[^"]|"")*)"')
 _CACHE = 4_096

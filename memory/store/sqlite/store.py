@@ -29,7 +29,8 @@ from memory.errors import StorageError
 from memory.store.dialect import SQLITE
 from memory.store.sqlite.files import OpenFiles
 from memory.store.writes import SqlStore
-from memory.store.sqlite.fts_terms import Tokenizer, or_query, rarest_within, split_or_query
+from memory.store.rare_words import rarest_within
+from memory.store.sqlite.fts_terms import Tokenizer, or_query, split_or_query
 from memory.store.sqlite.migrations import MIGRATIONS
 from memory.store.sqlite.tx import SqliteTx
 from memory.store.rows import session_key

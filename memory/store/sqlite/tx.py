@@ -11,7 +11,7 @@ the file system and truncates the WAL (`SqliteStore._reclaim`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import aiosqlite
@@ -32,8 +32,6 @@ DISTINCT_MODELS = (
 
 
 class SqliteTx(SqlWrites):
-    """Write operations inside one transaction (and every read, seeing its own writes)."""
-
     dialect = SQLITE
 
     def __init__(self, db: aiosqlite.Connection) -> None:
@@ -42,19 +40,14 @@ class SqliteTx(SqlWrites):
     async def _rows(self, query: str, params: Sequence[Any] = ()) -> list[Sequence[Any]]:
         return list(await self._db.execute_fetchall(query, params))
 
-    async def _exec(self, query: str, params: Sequence[Any] = ()) -> None:
-        await self._db.execute(query, params)
-
     async def _exec_many(self, query: str, rows: Sequence[Sequence[Any]]) -> None:
         await self._db.executemany(query, rows)
 
-    async def _allocate(self, events: int, artifacts: int, chunks: int) -> tuple[list[int], list[int], list[int]]:
+    async def _allocate(self, counts: Mapping[str, int]) -> dict[str, list[int]]:
         # AUTOINCREMENT keeps the largest id a table ever had in sqlite_sequence; an insert with an
         # explicit larger id moves it on. One writer at a time holds the file, so nobody races.
-        (r,) = await self._rows("SELECT " + ", ".join(f"coalesce((SELECT seq FROM sqlite_sequence WHERE name = '{t}'), 0)"
-                                                      for t in ("events", "artifacts", "chunks")))
-        return (list(range(r[0] + 1, r[0] + 1 + events)), list(range(r[1] + 1, r[1] + 1 + artifacts)),
-                list(range(r[2] + 1, r[2] + 1 + chunks)))
+        (r,) = await self._rows("SELECT " + ", ".join(f"coalesce((SELECT seq FROM sqlite_sequence WHERE name = '{t}'), 0)" for t in counts))
+        return {t: list(range(last + 1, last + 1 + n)) for (t, n), last in zip(counts.items(), r, strict=True)}
 
     async def _add_chunks(self, session_id: str, rows: Sequence[Sequence[Any]]) -> None:
         # FTS5 entries come from the chunks' insert trigger, keyed by the session's token.
