@@ -1,6 +1,6 @@
 """Writes inside one transaction, written once for both backends. A backend's transaction class
-adds `_exec` and `_exec_many`, and what differs in kind: allocating ids, inserting chunks with
-their full-text entries, and re-keying a renamed session's full-text entries.
+adds `_rows` and `_exec_many`, and what differs in kind: allocating ids, inserting chunks with
+their full-text entries, re-keying a renamed session's full-text entries, and erase.
 """
 
 from __future__ import annotations

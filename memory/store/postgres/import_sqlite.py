@@ -131,12 +131,12 @@ async def _copy(tx: PgTx, source: _Source, session_id: str, shared: Mapping[str,
         await tx.put_vectors(model, (await source.get_vectors(model, hashes)).items())
 
 
-async def _missing_vectors(tx: PgTx, source: _Source) -> int:
+async def _missing_vectors(target: PgStore, source: _Source) -> int:
     missing = 0
     for (model,) in await source._rows(DISTINCT_MODELS):
         hashes = [r[0] for r in await source._rows(
             "SELECT content_hash FROM embeddings WHERE model = ? AND content_hash IN (SELECT content_hash FROM chunks)", (model,))]
-        found = {h for (h,) in await tx._rows("SELECT content_hash FROM embeddings WHERE model = ? AND content_hash = ANY(?)", (model, hashes))}
+        found = {h for (h,) in await target._rows("SELECT content_hash FROM embeddings WHERE model = ? AND content_hash = ANY(?)", (model, hashes))}
         missing += len(set(hashes) - found)
     return missing
 
@@ -150,8 +150,7 @@ async def import_sqlite(source: str | Path, target_url: str, progress: Progress 
         await target.open()
         session_ids = [r[0] for r in await reads._rows("SELECT id FROM sessions ORDER BY created_at, id")]
         present = await reads.table_columns()  # a file written before a table existed lacks it
-        async with target.transaction() as tx:
-            columns = await tx.table_columns()
+        columns = await target.table_columns()
         skip = {t: set(_REFS.get(t, {})) | _SET.get(t, set()) for t in ("sessions", *SESSION_TABLES)}
         shared = {t: [c for c in present[t] if c in columns[t] and c not in skip[t]] for t in ("sessions", *SESSION_TABLES) if t in present}
         for n, session_id in enumerate(session_ids, 1):
@@ -170,8 +169,7 @@ async def import_sqlite(source: str | Path, target_url: str, progress: Progress 
             report.sessions.append(SessionCopy(session_id, status, counts, found))
             if progress is not None:
                 progress(n, len(session_ids), report.sessions[-1])
-        async with target.transaction() as tx:
-            report.vectors = await _missing_vectors(tx, reads)
+        report.vectors = await _missing_vectors(target, reads)
     except sqlite3.Error as exc:
         raise StorageError(f"reading {source} failed: {exc}") from exc
     finally:
