@@ -130,3 +130,52 @@ def test_imports_inside_functions_in_memory_only_for_optional_backends() -> None
             if any(isinstance(n, (ast.Import, ast.ImportFrom)) for n in ast.walk(fn)):
                 found.append(f"{path.name}:{fn.name}")
     assert sorted(found) == ["embeddings.py:_text_embedding", "open.py:_postgres"]
+
+
+def _import_graph(root: Path, packages: tuple[str, ...]) -> dict[str, set[str]]:
+    """Module -> the modules of `packages` it imports (anywhere in it, relative imports resolved;
+    `from a import b` counts a.b when that is a module, else a)."""
+    files = {p: ".".join(p.relative_to(root).with_suffix("").parts) for pkg in packages for p in sorted((root / pkg).rglob("*.py"))}
+    names = {p: n.removesuffix(".__init__") for p, n in files.items()}
+    known = set(names.values())
+
+    def module(name: str) -> str | None:
+        while name and name not in known:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    graph: dict[str, set[str]] = {}
+    for path, name in names.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        found: set[str | None] = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                found.update(module(alias.name) for alias in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else [])
+                base = ".".join(part for part in (base, node.module or "") if part)
+                found.update(f"{base}.{alias.name}" if f"{base}.{alias.name}" in known else module(base) for alias in node.names)
+        graph[name] = {m for m in found if m is not None and m != name}
+    return graph
+
+
+def _circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The groups of modules that import each other, directly or through others."""
+    reach = {m: set(deps) for m, deps in graph.items()}
+    for middle in graph:  # transitive closure (a few hundred modules: fast enough)
+        for m in graph:
+            if middle in reach[m]:
+                reach[m] |= reach[middle]
+    return sorted({tuple(sorted(n for n in graph if n in reach[m] and m in reach[n])) for m in graph if m in reach[m]})
+
+
+def test_no_import_circles_in_memory_or_proxy() -> None:
+    assert _circles(_import_graph(ROOT, ("memory", "proxy"))) == []
+
+
+def test_the_circle_check_finds_a_circle(tmp_path: Path) -> None:
+    (tmp_path / "pkg" / "sub").mkdir(parents=True)
+    for name, text in {"__init__.py": "", "a.py": "from pkg.sub import b\n", "c.py": "import pkg.a\n", "sub/__init__.py": "",
+                       "sub/b.py": "from .. import c\n"}.items():
+        (tmp_path / "pkg" / name).write_text(text)
+    assert _circles(_import_graph(tmp_path, ("pkg",))) == [("pkg.a", "pkg.c", "pkg.sub.b")]
