@@ -6,9 +6,12 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import pytest
+
 from memory.store.postgres.migrations import MIGRATIONS as PG_MIGRATIONS
 from memory.store.postgres.store import PgStore
 from memory.store.rows import SESSION_TABLES
+from memory.store.schema import numbered
 from memory.store.sqlite.migrations import MIGRATIONS as SQLITE_MIGRATIONS
 from memory.store.sqlite.store import SqliteStore
 
@@ -49,3 +52,13 @@ def test_landed_migrations_never_change() -> None:
     assert post[:2] == [(1, "m001_initial", "05541763cc0b0013"), (2, "m002_responses", "518e61504e60b2ff")]
     for migrations in (lite, post):
         assert [n for n, _, _ in migrations] == list(range(1, len(migrations) + 1))
+
+
+def test_a_backends_migrations_are_its_numbered_constants() -> None:
+    """Number and recorded name come from the constant (`M002_FRAMES` is 2, "m002_frames"); a gap
+    or a repeated number stops the module from loading."""
+    assert numbered({"M002_FRAMES": "b", "M001_INITIAL": "a", "SESSION_ROW": "x", "M003_LATER": 3}) == [
+        (1, "m001_initial", "a"), (2, "m002_frames", "b")]
+    for broken in ({"M001_A": "a", "M003_C": "c"}, {"M001_A": "a", "M001_B": "b"}, {"M002_B": "b"}):
+        with pytest.raises(ValueError, match="numbered"):
+            numbered(broken)
