@@ -1,6 +1,7 @@
 """Compile on PostgreSQL against SQLite, interleaved in one process (issue 23, "PostgreSQL parity"):
 
     python -m benchmarks.pg_compile --events 10000 --rounds 15 [--pg-url postgresql://...] [--profile out.prof]
+                                    [--vacuum] [--parity]
 
 Builds the same generated session in an SQLite file and a PostgreSQL database (lexical memory:
 `embedding_model="none"`, so the figure is the store's and the compiler's, the query embedding
@@ -12,6 +13,8 @@ cProfile of the PostgreSQL compiles. The machine's load average is printed with 
 loaded machine also depends on who gets the CPU (PostgreSQL's server runs at its own priority, a
 niced benchmark does not), so CPU time is printed too: this process's for SQLite, this process's
 plus the database's server processes' (found by the database name in their titles) for PostgreSQL.
+`--parity` first checks that both stores return the same full-text hits for the questions (rows,
+order, scores) at limits from 1 to 5,000, and the run exits 1 when they do not.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from typing import Any
 import psycopg
 
 from memory import Runtime, create_runtime
+from memory.recall.retrieval import fts_query
 from testkit.pg import start_pg
 
 from .common import MODEL, Stopwatch
@@ -66,6 +70,30 @@ def _server_cpu_s(dbname: str) -> float:
     return total
 
 
+PARITY_LIMITS = (1, 10, 100, 300, 1000, 5000)
+
+
+async def parity(lite: Runtime, pg: Runtime, questions: list[str], session_id: str) -> int:
+    """Each question's full-text hits on both stores at each of `PARITY_LIMITS`: the same rows in
+    the same order, with scores within 1e-9 of each other (one session in both, so FTS5's
+    file-wide statistics are the session's). Prints the comparison; returns the mismatches."""
+    mismatches, worst, compared = 0, 0.0, 0
+    for question in questions:
+        match = fts_query(question)
+        for limit in PARITY_LIMITS:
+            a, b = await lite.store.bm25(session_id, match, limit), await pg.store.bm25(session_id, match, limit)
+            compared += len(a)
+            if [i for i, _ in a] != [i for i, _ in b]:
+                mismatches += 1
+                print(f"parity: rows differ at limit {limit} for {question!r}", file=sys.stderr)
+                continue
+            worst = max([worst, *(abs(x - y) / max(abs(x), 1e-12) for (_, x), (_, y) in zip(a, b, strict=True))])
+    verdict = "identical rows and order" if not mismatches else f"{mismatches} lists differ"
+    print(f"parity: {len(questions)} questions x limits {'/'.join(map(str, PARITY_LIMITS))} ({compared:,} hits): {verdict}, "
+          f"largest relative score difference {worst:.1e}")
+    return mismatches + (worst > 1e-9)
+
+
 def _count_statements(runtime: Runtime) -> list[int]:
     """Wrap the store's statement entry points so a compile's round trips can be counted."""
     counter = [0]
@@ -81,7 +109,8 @@ def _count_statements(runtime: Runtime) -> list[int]:
     return counter
 
 
-async def run(events: int, rounds: int, budget: int, pg_url: str | None, profile: str | None, vacuum: bool = False) -> int:
+async def run(events: int, rounds: int, budget: int, pg_url: str | None, profile: str | None, vacuum: bool = False,
+              check: bool = False) -> int:
     stream = list(session_events(events))
     questions = queries(rounds, seed=123)
     with tempfile.TemporaryDirectory(prefix="bench-pgc-") as tmp:
@@ -102,6 +131,7 @@ async def run(events: int, rounds: int, budget: int, pg_url: str | None, profile
                             conn.execute("VACUUM ANALYZE")
                     for q in queries(3, seed=7):  # warm: view loaded, caches filled
                         await runtime.session("pgc").compile(user_message=q, budget_tokens=budget, model=MODEL)
+                failed = await parity(lite, pg, questions, "pgc") if check else 0
                 counts = {"sqlite": _count_statements(lite), "postgres": _count_statements(pg)}
                 times: dict[str, list[float]] = {"sqlite": [], "postgres": []}
                 cpu: dict[str, list[float]] = {"sqlite": [], "postgres": []}
@@ -142,7 +172,7 @@ async def run(events: int, rounds: int, budget: int, pg_url: str | None, profile
           f"mean {statistics.mean(server_cpu[1::2]):.1f} ms")
     print(f"postgres / sqlite (p50): {med['postgres'] / med['sqlite']:.2f}x  "
           f"({events:,} events, {rounds} rounds interleaved, load average {load_before:.1f} -> {load_after:.1f}{', vacuumed' if vacuum else ''})")
-    return 0
+    return 1 if failed else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -152,9 +182,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget", type=int, default=2000)
     parser.add_argument("--pg-url", default=None, help="an existing server's maintenance database (default: a private pgserver)")
     parser.add_argument("--profile", default=None, help="write a cProfile of the PostgreSQL compiles here")
+    parser.add_argument("--parity", action="store_true", help="first compare both stores' full-text hits for the questions at several limits")
     parser.add_argument("--vacuum", action="store_true", help="VACUUM ANALYZE the database after the ingest (the state autovacuum reaches)")
     args = parser.parse_args(argv)
-    return asyncio.run(run(args.events, args.rounds, args.budget, args.pg_url, args.profile, args.vacuum))
+    return asyncio.run(run(args.events, args.rounds, args.budget, args.pg_url, args.profile, args.vacuum, args.parity))
 
 
 if __name__ == "__main__":

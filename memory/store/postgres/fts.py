@@ -221,12 +221,13 @@ LIMIT %(limit)s
 
 
 # Each phrase's lexemes in order, the session's rows holding each (0 for a lexeme it never had), and
-# the session's rows.
+# the session's rows. Each count is looked up by its key: a join would let a planner without
+# statistics yet (a table just filled) hash every count of the session instead.
 _STEMS_SQL = f"""
-SELECT x.i, u.lexeme, coalesce(t.docs, 0), (SELECT fts_docs FROM sessions WHERE id = %s)
+SELECT x.i, u.lexeme, coalesce((SELECT t.docs FROM fts_terms t WHERE t.session_id = %s AND t.lexeme = u.lexeme), 0),
+       (SELECT fts_docs FROM sessions WHERE id = %s)
 FROM unnest(%s::text[]) WITH ORDINALITY AS x(t, i)
 CROSS JOIN LATERAL unnest(to_tsvector('{TS_CONFIG}'::regconfig, x.t)) AS u CROSS JOIN LATERAL unnest(u.positions) AS p
-LEFT JOIN fts_terms t ON t.session_id = %s AND t.lexeme = u.lexeme
 ORDER BY x.i, p
 """
 
@@ -238,7 +239,7 @@ async def stem(conn: psycopg.AsyncConnection[Any], phrases: Sequence[str], sessi
     stems: dict[str, list[str]] = {p: [] for p in distinct}
     docs: dict[str, int] = {}
     rows = 0
-    for i, lexeme, n, rows in await (await conn.execute(_STEMS_SQL, (session_id, distinct, session_id))).fetchall():
+    for i, lexeme, n, rows in await (await conn.execute(_STEMS_SQL, (session_id, session_id, distinct))).fetchall():
         stems[distinct[i - 1]].append(lexeme)
         docs[lexeme] = int(n)
     return stems, docs, int(rows or 0)
