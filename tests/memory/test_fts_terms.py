@@ -66,6 +66,17 @@ async def _recount(store: PgStore) -> tuple[list[tuple[str, str, int]], list[tup
     return [tuple(r) for r in kept], [tuple(r) for r in fresh]  # type: ignore[misc]
 
 
+async def _reindex(store: PgStore) -> tuple[list[tuple[str, str, int, int, int]], list[tuple[str, str, int, int, int]]]:
+    """The kept postings (session, lexeme, chunk, occurrences, row length), and the same read
+    afresh from the chunks' tsvectors."""
+    async with store.pool.connection() as conn:
+        kept = await (await conn.execute("SELECT session_id, lexeme, chunk_id, tf, doc_len FROM fts_postings ORDER BY 1, 2, 3")).fetchall()
+        fresh = await (await conn.execute(
+            "SELECT c.session_id, u.lexeme, c.id, cardinality(u.positions), c.doc_len FROM chunks c, unnest(c.tsv) AS u "
+            "WHERE left(u.lexeme, 1) <> '#' ORDER BY 1, 2, 3")).fetchall()
+    return [tuple(r) for r in kept], [tuple(r) for r in fresh]
+
+
 async def test_postgres_searches_by_the_rare_words_from_counts_kept_at_ingest(pg_url: str) -> None:
     async with create_runtime(storage_url=pg_url, embedding_model="none") as rt:
         store = rt.store
@@ -90,9 +101,13 @@ async def test_postgres_searches_by_the_rare_words_from_counts_kept_at_ingest(pg
         await store.rename_session("t", "u")
         kept, fresh = await _recount(store)
         assert kept == fresh and ("s", "widget", 61) in kept and ("u", "widget", 1) in kept
+        postings, read = await _reindex(store)
+        assert postings == read and [p[3] for p in postings if p[:2] == ("u", "widget")] == [2]
         await store.delete_sessions(["s"])
         kept, fresh = await _recount(store)
         assert kept == fresh and {r[0] for r in kept} == {"u"}
+        postings, read = await _reindex(store)
+        assert postings == read and {p[0] for p in postings} == {"u"}
 
 
 async def test_postgres_migration_counts_what_was_stored_before_it(pg_url: str) -> None:
@@ -107,3 +122,19 @@ async def test_postgres_migration_counts_what_was_stored_before_it(pg_url: str) 
         assert isinstance(rt.store, PgStore)
         kept, fresh = await _recount(rt.store)
         assert kept == fresh and ("old", "legaci", 5) in kept
+
+
+async def test_postgres_migration_posts_what_was_stored_before_it(pg_url: str) -> None:
+    async with create_runtime(storage_url=pg_url, embedding_model="none") as rt:
+        await rt.session("old").ingest_many([{"type": "user_message", "payload": {"content": f"legacy legacy words {n}"}} for n in range(5)])
+        assert isinstance(rt.store, PgStore)
+        schema = rt.store.schema
+        before = await rt.store.bm25("old", fts_query("legacy words 3"), 10)
+    with psycopg.connect(pg_url, autocommit=True) as conn:  # as a database from before m006 was
+        conn.execute(f'DROP TABLE "{schema}".fts_postings')
+        conn.execute(f'DELETE FROM "{schema}"._migrations WHERE number = 6')
+    async with create_runtime(storage_url=pg_url, embedding_model="none") as rt:
+        assert isinstance(rt.store, PgStore)
+        postings, read = await _reindex(rt.store)
+        assert postings == read and len([p for p in postings if p[1] == "legaci" and p[3] == 2]) == 5
+        assert await rt.store.bm25("old", fts_query("legacy words 3"), 10) == before and len(before) == 5

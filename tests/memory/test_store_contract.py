@@ -19,7 +19,6 @@ import psycopg
 import pytest
 
 from memory import InvalidArgumentError, StorageError, create_runtime
-from memory.store.postgres.fts import skippable, stem
 from memory.store.postgres.store import PgStore
 from memory.records import FrameRecord, NewChunk, NewEvent, TurnRecord, UsageTotals
 from memory.recall.retrieval import fts_query
@@ -424,10 +423,10 @@ async def _applied(store: PgStore) -> list[str]:
 
 async def test_postgres_migrations_race_and_apply_once(pg_url: str) -> None:
     async with _instances(pg_url, 4) as stores:  # four instances starting together
-        assert await _applied(stores[0]) == ["m001_initial", "m002_responses", "m003_cache_writes", "m004_fts_terms", "m005_event_tokens"]
+        assert await _applied(stores[0]) == ["m001_initial", "m002_responses", "m003_cache_writes", "m004_fts_terms", "m005_event_tokens", "m006_fts_postings"]
         again = PgStore(pg_url)
         await again.open()
-        assert await _applied(again) == ["m001_initial", "m002_responses", "m003_cache_writes", "m004_fts_terms", "m005_event_tokens"]
+        assert await _applied(again) == ["m001_initial", "m002_responses", "m003_cache_writes", "m004_fts_terms", "m005_event_tokens", "m006_fts_postings"]
         await again.close()
 
 
@@ -703,28 +702,27 @@ async def test_postgres_rename_gives_a_new_generation_and_health_answers_when_do
             await store.shared_secret("never-created", create=False)
     assert await PgStore(f"postgresql://nobody@/db?host=/nonexistent&connect_timeout=1").health() is not None
 
-async def test_bm25_skipping_the_most_common_words_ranks_like_fts5(tmp_path: Path, pg_url: str) -> None:
-    """PostgreSQL first scores only the rows holding a question's rarer words when its most common
-    words cannot lift a row above the best `limit` of those (`fts.skippable`), and scores every
-    match when they might: either way the rows, order and scores FTS5 gives."""
+async def test_bm25_from_postings_ranks_like_fts5(tmp_path: Path, pg_url: str) -> None:
+    """PostgreSQL scores a question's one-word terms from its postings (`fts_postings`), a longer
+    phrase (`user_id`) and an AND / NOT from tsvectors: every way, at every limit, the rows, order
+    and scores FTS5 gives, repeated words (tf > 1) and ties included."""
     turns = [f"common words filler {i} " + ("alpha " * (i % 3)) + ("beta " if i % 4 == 0 else "") for i in range(80)]
-    turns += [f"rare gamma {i} delta" + (" beta" if i % 2 else "") for i in range(12)]
+    turns += [f"rare gamma {i} delta" + (" beta" if i % 2 else "") + (" user_id gamma" if i % 3 == 0 else "") for i in range(12)]
+    turns += ["user id apart: the user and the id", "alpha alpha alpha alpha common"]
+    questions = [fts_query(q) for q in ("common alpha beta gamma", "common alpha gamma delta", "user_id gamma", "rare delta user_id alpha",
+                                        "alphas", "nothing xyzzy")]
+    questions += ['"alpha" AND "beta"', '"gamma" NOT "beta"', '("common" OR "rare") AND "beta"']
+    limits = (1, 2, 5, 10, 12, 30, 35, 100)
     stores: list[Store] = [SqliteStore(tmp_path / "m.sqlite"), PgStore(pg_url)]
     results = []
     for store in stores:
         async with _runtime(store) as runtime:
             await runtime.session("s").ingest_many([{"type": "user_message", "payload": {"content": t}} for t in turns])
-            if isinstance(store, PgStore):
-                async with store.pool.connection() as conn:
-                    stems, docs, rows = await stem(conn, ["common", "alpha", "beta", "gamma", "delta"], "s")
-                # 'common' and 'alpha' are in most rows: skipped for a limit the rarer words fill, not for one they cannot.
-                assert [stems[w][0] for w in ("common", "alpha")] == ["common", "alpha"]
-                assert skippable([stems[w] for w in ("common", "alpha", "beta", "gamma")], docs, rows, 10) == [0, 1]
-                assert skippable([stems[w] for w in ("common", "alpha", "beta", "gamma")], docs, rows, 60) == []
-            results.append([await store.bm25("s", fts_query(q), limit) for q in ("common alpha beta gamma", "common alpha gamma delta")
-                            for limit in (5, 10, 12, 30, 35, 100)])
+            results.append([await store.bm25("s", q, limit) for q in questions for limit in limits])
     sqlite_hits, pg_hits = results
-    for a, b in zip(sqlite_hits, pg_hits, strict=True):
-        assert [i for i, _ in a] == [i for i, _ in b]
+    for n, (a, b) in enumerate(zip(sqlite_hits, pg_hits, strict=True)):
+        assert [i for i, _ in a] == [i for i, _ in b], (questions[n // len(limits)], limits[n % len(limits)])
         assert [s for _, s in a] == pytest.approx([s for _, s in b], rel=1e-9, abs=1e-12)
-    assert [len(h) for h in pg_hits] == [5, 10, 12, 30, 35, 92] * 2
+    by_question = {q: [len(pg_hits[n * len(limits) + k]) for k in range(len(limits))] for n, q in enumerate(questions)}
+    assert by_question[questions[0]] == [1, 2, 5, 10, 12, 30, 35, 93] and by_question[fts_query("nothing xyzzy")] == [0] * len(limits)
+    assert by_question[fts_query("user_id gamma")][-1] == 13  # gamma's 12 rows, and the phrase "user id" once more

@@ -17,11 +17,13 @@ from memory.store.sqlite.store import SqliteStore
 
 # What only one backend has, and why: SQLite keys FTS5 rows by a session token kept on the chunk;
 # PostgreSQL keeps a tsvector and its length per chunk, BM25 counters per session, rows per lexeme
-# (what FTS5's vocabulary table gives SQLite: index state, not a session's data), and the secrets
-# every instance shares.
+# and postings (what FTS5's vocabulary table and index give SQLite: index state, not a session's
+# data), and the secrets every instance shares.
 ONLY_SQLITE = {("chunks", "session_key")}
 ONLY_POSTGRES = {("chunks", "doc_len"), ("chunks", "tsv"), ("sessions", "fts_docs"), ("sessions", "fts_tokens"),
                  ("fts_terms", "session_id"), ("fts_terms", "lexeme"), ("fts_terms", "docs"),
+                 ("fts_postings", "session_id"), ("fts_postings", "lexeme"), ("fts_postings", "chunk_id"), ("fts_postings", "tf"),
+                 ("fts_postings", "doc_len"),
                  ("secrets", "name"), ("secrets", "value"), ("secrets", "created_at")}
 
 

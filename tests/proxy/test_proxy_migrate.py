@@ -91,7 +91,7 @@ def _migrate(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict[
 
 
 async def _fts_counters(pg_url: str) -> list[Any]:
-    """Sessions whose BM25 counters or per-lexeme row counts differ from what their chunks hold."""
+    """Sessions whose BM25 counters, per-lexeme row counts or postings differ from what their chunks hold."""
     async with create_runtime(storage_url=pg_url, embedding_model="none") as runtime:
         store: Any = runtime.store
         return await store._rows(
@@ -99,7 +99,13 @@ async def _fts_counters(pg_url: str) -> list[Any]:
             "OR s.fts_tokens <> (SELECT coalesce(sum(doc_len), 0) FROM chunks c WHERE c.session_id = s.id) "
             "OR EXISTS (SELECT u.lexeme, count(*) FROM chunks c, unnest(c.tsv) AS u WHERE c.session_id = s.id AND left(u.lexeme, 1) <> '#' "
             "GROUP BY u.lexeme EXCEPT SELECT lexeme, docs FROM fts_terms WHERE session_id = s.id) "
-            "OR EXISTS (SELECT 1 FROM fts_terms t WHERE t.session_id = s.id AND t.docs = 0)")
+            "OR EXISTS (SELECT 1 FROM fts_terms t WHERE t.session_id = s.id AND t.docs = 0) "
+            "OR EXISTS ((SELECT u.lexeme, c.id, cardinality(u.positions), c.doc_len FROM chunks c, unnest(c.tsv) AS u "
+            "WHERE c.session_id = s.id AND left(u.lexeme, 1) <> '#') "
+            "UNION ALL SELECT lexeme, chunk_id, tf, doc_len FROM fts_postings WHERE session_id = s.id "
+            "EXCEPT ((SELECT u.lexeme, c.id, cardinality(u.positions), c.doc_len FROM chunks c, unnest(c.tsv) AS u "
+            "WHERE c.session_id = s.id AND left(u.lexeme, 1) <> '#') "
+            "INTERSECT SELECT lexeme, chunk_id, tf, doc_len FROM fts_postings WHERE session_id = s.id))")
 
 
 def test_migrate_copies_everything_and_is_idempotent_and_resumable(

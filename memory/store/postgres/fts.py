@@ -14,10 +14,16 @@ it with PostgreSQL's own machinery instead of inventing another one:
   index instead of matching every session and filtering afterwards;
 - trimming: a question whose words together match more than `rare_words.MAX_POSTINGS` rows keeps
   its rarest ones, as on SQLite; the rows per lexeme come from `fts_terms`, counted at ingest;
-- ranking: Okapi BM25 with FTS5's constants and formula, computed in SQL from the positions of the
-  query's lexemes in each matching row (`ts_filter` keeps just those). Statistics are per session:
-  rows and average length kept as counters on the session row, a lexeme's rows in `fts_terms`;
-  FTS5 counts every session of the file, so the two stores agree exactly on a file holding one session.
+- postings: each lexeme's rows in a session, with its occurrences and the row's length
+  (`fts_postings`, kept at ingest), read from their index alone; what FTS5's index holds and a
+  tsvector gives only at ~2 us a row (unpacked to find one lexeme's positions);
+- ranking: Okapi BM25 with FTS5's constants and formula, computed in SQL: a question's words
+  joined by OR (what the runtime asks) from the postings of its one-lexeme phrases, and, for a
+  longer phrase (`user_id` is "user id") or an AND / NOT, from the positions of the query's
+  lexemes in each matching row's tsvector (`ts_filter` keeps just those). Statistics are per
+  session: rows and average length kept as counters on the session row, a lexeme's rows in
+  `fts_terms`; FTS5 counts every session of the file, so the two stores agree exactly on a file
+  holding one session.
 
 `parse_match` reads the FTS5 query syntax the runtime emits (`memory.recall.retrieval.fts_query`): quoted
 phrases, barewords, AND / OR / NOT, parentheses, implicit AND. Anything else (NEAR, column filters,
@@ -40,7 +46,7 @@ from memory.errors import StorageError
 from memory.store.rare_words import MAX_POSTINGS, rarest_within
 from memory.store.rows import session_key
 
-__all__ = ["TS_CONFIG", "fts_text", "token_count", "session_lexeme", "parse_match", "is_pure_or", "to_tsquery", "stem", "idf", "skippable", "rarest", "rank"]
+__all__ = ["TS_CONFIG", "fts_text", "token_count", "session_lexeme", "parse_match", "is_pure_or", "to_tsquery", "stem", "idf", "rarest", "rank"]
 
 TS_CONFIG = "memory_fts"
 _SEPARATORS = re.compile(r"[\W_]+")
@@ -150,7 +156,7 @@ def to_tsquery(tokens: Sequence[Token], stems: Mapping[str, Sequence[str]]) -> s
 # longer one once per start position at which every offset finds its lexeme. Each matching row's
 # positions of the query's lexemes come from its tsvector (`ts_filter` keeps just those); the
 # LATERAL joins keep the planner from rescanning the matches once per query term.
-BM25_SQL = """
+_STATS_SQL = """
 WITH st AS (
     SELECT fts_docs::float8 AS docs, (fts_tokens + fts_docs)::float8 / greatest(fts_docs, 1) AS avgdl FROM sessions WHERE id = %(session_id)s
 ),
@@ -161,36 +167,67 @@ w AS (
                                         AND c.session_id = %(session_id)s))::float8 AS n
               FROM unnest(%(df)s::int[], %(phrase_queries)s::tsquery[]) WITH ORDINALITY AS x(df, q, pid) OFFSET 0) AS d  -- each count once
 ),
+"""
+# The rows matching %(query)s with the positions of the query's lexemes (%(lexemes)s) in each.
+_MATCHES_SQL = """
 m AS (
     SELECT c.id, c.doc_len, o.lexeme, o.positions
     FROM chunks c, unnest(ts_filter(setweight(c.tsv, 'A', %(lexemes)s::text[]), '{a}')) AS o
     WHERE c.tsv @@ %(query)s::tsquery AND c.session_id = %(session_id)s
 ),
-tf AS (
-    SELECT m.id, m.doc_len, t.pid, cardinality(m.positions)::float8 AS tf
-    FROM m, LATERAL (SELECT * FROM unnest(%(pid)s::int[], %(lex)s::text[], %(len)s::int[]) AS t(pid, lexeme, n)
-                     WHERE t.lexeme = m.lexeme AND t.n = 1) AS t
-    UNION ALL
+"""
+# Occurrences of each longer phrase in each matching row: start positions at which every offset finds its lexeme.
+_PHRASE_TF_SQL = """
     SELECT id, doc_len, pid, count(*)::float8 FROM (
         SELECT m.id, m.doc_len, t.pid
         FROM m, LATERAL (SELECT * FROM unnest(%(pid)s::int[], %(off)s::int[], %(lex)s::text[], %(len)s::int[]) AS t(pid, off, lexeme, n)
                          WHERE t.lexeme = m.lexeme AND t.n > 1) AS t, unnest(m.positions) AS p
         GROUP BY m.id, m.doc_len, t.pid, p - t.off, t.n HAVING count(*) = t.n
     ) AS starts GROUP BY id, doc_len, pid
-)
+"""
+_SCORE_SQL = """
 SELECT tf.id, -sum(w.w[tf.pid] * tf.tf * 2.2 / (tf.tf + 1.2 * (0.25 + 0.75 * (tf.doc_len + 1)::float8 / st.avgdl)) ORDER BY tf.pid) AS score
 FROM tf CROSS JOIN w CROSS JOIN st
 GROUP BY tf.id
 ORDER BY score, tf.id
 LIMIT %(limit)s
 """
+BM25_SQL = _STATS_SQL + _MATCHES_SQL + """
+tf AS (
+    SELECT m.id, m.doc_len, t.pid, cardinality(m.positions)::float8 AS tf
+    FROM m, LATERAL (SELECT * FROM unnest(%(pid)s::int[], %(lex)s::text[], %(len)s::int[]) AS t(pid, lexeme, n)
+                     WHERE t.lexeme = m.lexeme AND t.n = 1) AS t
+    UNION ALL""" + _PHRASE_TF_SQL + ")" + _SCORE_SQL
+# A query of phrases joined by OR with a longer phrase among them: the rows holding a one-lexeme
+# phrase of %(one_lex)s from the postings, each with its occurrences and length, and the rows
+# matching a longer phrase (%(query)s) with its occurrences counted from their tsvectors.
+PHRASES_SQL = _STATS_SQL + _MATCHES_SQL + """
+tf AS (
+    SELECT f.chunk_id AS id, f.doc_len, q.pid, f.tf::float8 AS tf
+    FROM unnest(%(one_pid)s::int[], %(one_lex)s::text[]) AS q(pid, lexeme)
+    JOIN fts_postings f ON f.session_id = %(session_id)s AND f.lexeme = q.lexeme
+    UNION ALL""" + _PHRASE_TF_SQL + ")" + _SCORE_SQL
+# A query of one-lexeme phrases joined by OR, from the postings alone: each phrase's IDF comes from
+# `idf` (the same arithmetic as `_STATS_SQL`'s), the average length from the session's counters.
+ONE_LEXEME_SQL = """
+SELECT f.chunk_id, -sum(q.w * f.tf::float8 * 2.2 / (f.tf::float8 + 1.2 * (0.25 + 0.75 * (f.doc_len + 1)::float8 / (
+           SELECT (fts_tokens + fts_docs)::float8 / greatest(fts_docs, 1) FROM sessions WHERE id = %(session_id)s))) ORDER BY q.pid) AS score
+FROM unnest(%(one_pid)s::int[], %(one_lex)s::text[], %(one_w)s::float8[]) AS q(pid, lexeme, w)
+JOIN fts_postings f ON f.session_id = %(session_id)s AND f.lexeme = q.lexeme
+GROUP BY f.chunk_id
+ORDER BY score, f.chunk_id
+LIMIT %(limit)s
+"""
+
+
 # Each phrase's lexemes in order, the session's rows holding each (0 for a lexeme it never had), and
-# the session's rows.
+# the session's rows. Each count is looked up by its key: a join would let a planner without
+# statistics yet (a table just filled) hash every count of the session instead.
 _STEMS_SQL = f"""
-SELECT x.i, u.lexeme, coalesce(t.docs, 0), (SELECT fts_docs FROM sessions WHERE id = %s)
+SELECT x.i, u.lexeme, coalesce((SELECT t.docs FROM fts_terms t WHERE t.session_id = %s AND t.lexeme = u.lexeme), 0),
+       (SELECT fts_docs FROM sessions WHERE id = %s)
 FROM unnest(%s::text[]) WITH ORDINALITY AS x(t, i)
 CROSS JOIN LATERAL unnest(to_tsvector('{TS_CONFIG}'::regconfig, x.t)) AS u CROSS JOIN LATERAL unnest(u.positions) AS p
-LEFT JOIN fts_terms t ON t.session_id = %s AND t.lexeme = u.lexeme
 ORDER BY x.i, p
 """
 
@@ -202,7 +239,7 @@ async def stem(conn: psycopg.AsyncConnection[Any], phrases: Sequence[str], sessi
     stems: dict[str, list[str]] = {p: [] for p in distinct}
     docs: dict[str, int] = {}
     rows = 0
-    for i, lexeme, n, rows in await (await conn.execute(_STEMS_SQL, (session_id, distinct, session_id))).fetchall():
+    for i, lexeme, n, rows in await (await conn.execute(_STEMS_SQL, (session_id, session_id, distinct))).fetchall():
         stems[distinct[i - 1]].append(lexeme)
         docs[lexeme] = int(n)
     return stems, docs, int(rows or 0)
@@ -212,26 +249,6 @@ def idf(rows: int, df: int) -> float:
     """FTS5's IDF of a phrase in `df` of `rows` rows (what BM25_SQL computes)."""
     w = math.log((rows - df + 0.5) / (df + 0.5))
     return w if w > 0 else 1e-6
-
-
-def skippable(kept: Sequence[Sequence[str]], docs: Mapping[str, int], rows: int, limit: int) -> list[int]:
-    """The one-lexeme phrases (indexes into `kept`) a first, cheaper pass may leave out of what it
-    matches: the most common ones, as many as can be while together they cannot score a row as
-    high as one occurrence of any other phrase in a row of average length would, and the other
-    phrases still hold `limit` rows. Each phrase term of a row is below 2.2 times its IDF (FTS5's
-    k1 + 1), so a row holding only skipped phrases scores below `2.2 * sum(their IDFs)`; `rank`
-    checks that bound."""
-    weights = [idf(rows, docs[lx[0]]) if len(lx) == 1 else math.inf for lx in kept]
-    order = sorted(range(len(kept)), key=lambda i: weights[i])
-    rest = sum(docs[lx[0]] for lx in kept if len(lx) == 1)  # rows the phrases not skipped hold, at most
-    skipped: list[int] = []
-    for k in range(1, len(order)):
-        rest -= docs[kept[order[k - 1]][0]]
-        if rest < limit or weights[order[k - 1]] == math.inf:
-            break
-        if 2.2 * sum(weights[i] for i in order[:k]) <= weights[order[k]]:
-            skipped = order[:k]
-    return skipped
 
 
 def rarest(tokens: list[Token], stems: Mapping[str, Sequence[str]], docs: Mapping[str, int], max_postings: int = MAX_POSTINGS) -> list[Token]:
@@ -265,17 +282,20 @@ async def rank(conn: psycopg.AsyncConnection[Any], tokens: list[Token], session_
         "lex": [t[2] for t in terms], "len": [t[3] for t in terms], "phrase_queries": [_phrase(lexemes) for lexemes in kept],
         "df": [docs[lexemes[0]] if len(lexemes) == 1 else None for lexemes in kept],
     }
-    # A question of common and rare words matches most of a big session through its common words
-    # alone, and every match costs its tsvector's positions. Rows holding only the most common
-    # words score below a bound (`skippable`): when the best `limit` rows among those holding the
-    # other words all score at least that, they are the answer (ties included: below is strict);
-    # otherwise every match is scored.
-    skipped = skippable(kept, docs, rows, limit) if is_pure_or(tokens) else []
-    if skipped:
-        others = " | ".join(_phrase(lexemes) for i, lexemes in enumerate(kept) if i not in skipped)
-        found = await (await conn.execute(BM25_SQL, {**params, "query": f"{session_query} & ({others})"})).fetchall()
-        bound = 2.2 * sum(idf(rows, docs[kept[i][0]]) for i in skipped)
-        if len(found) == limit and -float(found[-1][1]) >= bound * (1 + 1e-9):
-            return [(int(r[0]), float(r[1])) for r in found]
-    found = await (await conn.execute(BM25_SQL, params)).fetchall()
+    if not is_pure_or(tokens):  # AND / NOT: the rows the whole expression matches, by tsvector
+        return _scored(await (await conn.execute(BM25_SQL, params)).fetchall())
+    # Phrases joined by OR (what the runtime asks): one-lexeme phrases from the postings, longer
+    # ones by tsvector. `rarest` has already bounded the postings read.
+    singles = [(pid, lexemes[0]) for pid, lexemes in enumerate(kept, 1) if len(lexemes) == 1]
+    one = {"one_pid": [pid for pid, _ in singles], "one_lex": [lexeme for _, lexeme in singles]}
+    if len(singles) == len(kept):
+        weights = [idf(rows, docs[lexeme]) for _, lexeme in singles]
+        return _scored(await (await conn.execute(ONE_LEXEME_SQL, {"session_id": session_id, "limit": limit, **one, "one_w": weights})).fetchall())
+    longer = [lexemes for lexemes in kept if len(lexemes) > 1]
+    params |= {"query": f"{session_query} & (" + " | ".join(_phrase(lexemes) for lexemes in longer) + ")",
+               "lexemes": sorted({lexeme for lexemes in longer for lexeme in lexemes})}
+    return _scored(await (await conn.execute(PHRASES_SQL, {**params, **one})).fetchall())
+
+
+def _scored(found: Sequence[Sequence[Any]]) -> list[tuple[int, float]]:
     return [(int(r[0]), float(r[1])) for r in found]

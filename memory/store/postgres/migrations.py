@@ -200,6 +200,32 @@ M005_EVENT_TOKENS: Final = """
 ALTER TABLE events ADD COLUMN tokens INTEGER;
 """
 
+# Postings: each lexeme's rows in a session, with its occurrences there and the row's length, in
+# lexeme order under the primary key (which carries both, so BM25 reads them from the index alone).
+# What FTS5 keeps in its index and the tsvector cannot give cheaply: reading a row's vector to find
+# one lexeme's positions cost ~2 us a matching row before any scoring (`memory.store.postgres.fts`
+# scores one-lexeme phrases from here; phrases still read vectors). Kept as chunks are written
+# (`PgTx._add_chunks`), filled here for the chunks already stored. Chunks leave only with their
+# session, so the session's cascade (and a rename's update of every `session_id` table) keeps
+# postings and chunks together; no foreign key to chunks, which would cost an index on chunk_id
+# for nothing. An index-only scan reads the table for every row on a page not yet marked all-visible
+# by (auto)vacuum, and the pages written last are the active sessions': autovacuum visits after
+# inserts of 1% of the table (the default, 20%, leaves a fifth unmarked). Index state, like the
+# tsvector it reads: not exported.
+M006_FTS_POSTINGS: Final = """
+CREATE TABLE fts_postings (
+    session_id TEXT COLLATE "C" NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+    lexeme     TEXT NOT NULL,
+    chunk_id   BIGINT NOT NULL,
+    tf         INTEGER NOT NULL,
+    doc_len    INTEGER NOT NULL,
+    PRIMARY KEY (session_id, lexeme, chunk_id) INCLUDE (tf, doc_len)
+) WITH (autovacuum_vacuum_insert_scale_factor = 0.01);
+INSERT INTO fts_postings(session_id, lexeme, chunk_id, tf, doc_len)
+SELECT c.session_id, u.lexeme, c.id, cardinality(u.positions), c.doc_len FROM chunks c, unnest(c.tsv) AS u
+WHERE left(u.lexeme, 1) <> '#' ORDER BY 1, 2, 3;
+"""
+
 # (number, name, sql), from the constants above; append only. PostgreSQL runs a multi-statement string in one call.
 MIGRATIONS: Final = numbered(globals())
 

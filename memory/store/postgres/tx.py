@@ -50,12 +50,15 @@ class PgTx(SqlWrites):
             "|| array_to_tsvector(ARRAY[?::text]))", [(*r, n, f, key) for r, n, f in zip(rows, lengths, folded, strict=True)])
         await self._exec("UPDATE sessions SET fts_docs = fts_docs + ?, fts_tokens = fts_tokens + ? WHERE id = ?",
                          (len(rows), sum(lengths), session_id))
-        # Each lexeme's rows (`fts_terms`, what the rare-word trimming reads) grow too, in lexeme
-        # order so that two writers never wait on each other's rows in opposite orders.
+        # Each lexeme's postings (`fts_postings`, what BM25 scores one-word terms from) and rows
+        # (`fts_terms`, what the rare-word trimming reads) grow too, in one statement; the counts
+        # in lexeme order so that two writers never wait on each other's rows in opposite orders.
         await self._exec(
-            "INSERT INTO fts_terms(session_id, lexeme, docs) SELECT ?, u.lexeme, count(*) FROM chunks c, unnest(c.tsv) AS u "
-            "WHERE c.id = ANY(?) AND u.lexeme <> ? GROUP BY u.lexeme ORDER BY u.lexeme "
-            "ON CONFLICT (session_id, lexeme) DO UPDATE SET docs = fts_terms.docs + excluded.docs", (session_id, [r[0] for r in rows], key))
+            "WITH p AS (INSERT INTO fts_postings(session_id, lexeme, chunk_id, tf, doc_len) "
+            "SELECT c.session_id, u.lexeme, c.id, cardinality(u.positions), c.doc_len FROM chunks c, unnest(c.tsv) AS u "
+            "WHERE c.id = ANY(?) AND u.lexeme <> ? RETURNING lexeme) "
+            "INSERT INTO fts_terms(session_id, lexeme, docs) SELECT ?, lexeme, count(*) FROM p GROUP BY lexeme ORDER BY lexeme "
+            "ON CONFLICT (session_id, lexeme) DO UPDATE SET docs = fts_terms.docs + excluded.docs", ([r[0] for r in rows], key, session_id))
 
     async def _rekey_chunks(self, old_id: str, new_id: str) -> None:
         # The session's lexeme in each chunk's full-text vector derives from the id: replaced too.
