@@ -141,6 +141,13 @@ class SessionView:
         vec: np.ndarray = codes[row].astype(np.float32) * scales[row]
         return vec
 
+    def vectors(self, positions: Sequence[int]) -> np.ndarray:
+        """Chunks' vectors as rows (float32, each row as `vector` gives it)."""
+        codes, scales = self._vectors.matrix()
+        rows = np.fromiter((self._columns.hash_row[p] for p in positions), dtype=np.int64, count=len(positions))
+        block: np.ndarray = codes[rows].astype(np.float32) * scales[rows][:, None]
+        return block
+
     def unknown_hashes(self, delta: SessionDelta) -> list[str]:
         """Distinct content hashes of `delta`'s chunks this view has no vector for: what a load
         reads from the store (each once, however many chunks share it)."""
