@@ -17,11 +17,12 @@ fits, the history is returned unchanged (with standalone artifacts in one contex
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, cast
 
 from memory.prompt.evidence import EVIDENCE_HEADER, message_tokens, unit_message
 from memory.recall.index import SessionView, Unit
 from memory.prompt.layout import Layout, LayoutInput, Line, build_layout
+from memory.prompt.window import History
 from memory.records import StateItem
 from memory.recall.retrieval import Scored
 from memory.recall.tokens import TiktokenCounter
@@ -55,15 +56,16 @@ class CompileInput:
     ranked: list[Scored]
 
 
-def history_lines(view: SessionView, counter: TiktokenCounter) -> list[Line]:
+def history_lines(view: SessionView, counter: TiktokenCounter) -> History:
     """The session's live messages as prompt lines, in order. Tool results whose call is not right
     before them (possible with hand-ingested events) are left out: a provider rejects them.
     A view's messages only ever grow (a change to the past builds a new view), so the lines are
     kept on the view and extended: at 100k events rebuilding them took ~0.4 s per compile."""
-    done, lines, open_calls = view.history_cache.get(counter.encoding_name, (0, [], frozenset()))
+    done, cached, open_calls = view.history_cache.get(counter.encoding_name, (0, History(), frozenset()))
+    history = cast(History, cached)  # the view (memory.recall) keeps it without knowing the type
     if done == len(view.messages):
-        return lines
-    lines = list(lines)  # a new list: one handed out before never changes under its holder
+        return history
+    lines: list[Line] = []  # a new History below: one handed out before never changes under its holder
     for pos in range(done, len(view.messages)):
         unit = view.messages[pos]
         if unit.kind == "tool_message":
@@ -72,8 +74,9 @@ def history_lines(view: SessionView, counter: TiktokenCounter) -> list[Line]:
         else:
             open_calls = frozenset(str(c.get("id")) for c in unit.extra.get("tool_calls") or () if isinstance(c, dict))
         lines.append(Line(pos, unit_message(unit), unit.role or "user", int(unit.key[1:]), message_tokens(unit, view, counter)))
-    view.history_cache[counter.encoding_name] = (len(view.messages), lines, open_calls)
-    return lines
+    history = history.extended(lines)
+    view.history_cache[counter.encoding_name] = (len(view.messages), history, open_calls)
+    return history
 
 
 def _artifacts_block(view: SessionView) -> dict[str, Any] | None:

@@ -37,7 +37,7 @@ from memory.prompt.need import asks, uses_tools
 from memory.prompt.policy import LayoutPolicy
 from memory.prompt.pricing import priced_fill, priced_policy
 from memory.prompt.state_fit import state_message
-from memory.prompt.window import Line, choose_window
+from memory.prompt.window import Line, choose_window, history_tokens, lines_from
 from memory.records import FrameRecord, StateItem
 from memory.ingest.redact import redacted
 from memory.recall.retrieval import Scored
@@ -157,7 +157,7 @@ def _fixed_tokens(system: list[dict[str, Any]], tail: list[dict[str, Any]], coun
 
 
 def _whole_fits(fixed_tokens: int, history: list[Line], block: list[dict[str, Any]], budget: int, counter: TiktokenCounter) -> bool:
-    return fixed_tokens + sum(line.tokens for line in history) + _tokens(counter, block) <= budget
+    return fixed_tokens + history_tokens(history) + _tokens(counter, block) <= budget
 
 
 def needs_memory(system: list[dict[str, Any]], history: list[Line], tail: list[dict[str, Any]], budget: int,
@@ -187,7 +187,7 @@ def build_layout(inp: LayoutInput, view: SessionView, counter: TiktokenCounter) 
         return _assemble(inp, view, counter, _Parts("full_history", whole, 0))
 
     available = budget - fixed_tokens
-    history = sum(line.tokens for line in inp.history)
+    history = history_tokens(inp.history)
     if not inp.fresh and not uses_tools(inp.tail) and not uses_tools(line.message for line in inp.history):
         inp = replace(inp, policy=inp.policy.for_chat(asks(inp.query)))
     inp = replace(inp, policy=priced_fill(inp.policy))
@@ -195,7 +195,7 @@ def build_layout(inp: LayoutInput, view: SessionView, counter: TiktokenCounter) 
     fresh_room = available - plan.base_tokens - plan.window_tokens
     frame, need = inp.frame, None
     if frame is not None and _serves(frame, inp, counter):
-        window = [line for line in inp.history if line.pos >= frame.window_start]
+        window = lines_from(inp.history, frame.window_start)
         stable = _tokens(counter, list(frame.base)) + sum(line.tokens for line in window)
         room = available - stable
         if room >= 0:
@@ -214,7 +214,7 @@ def build_layout(inp: LayoutInput, view: SessionView, counter: TiktokenCounter) 
                 return _assemble(inp, view, counter, _Parts("frame", frame, frame.window_start, tuple(chosen), message, tuple(dropped),
                                                             overflow, need=need))
 
-    window_keys = _with_quoted({line.key for line in inp.history if line.pos >= plan.window_start and line.key}, view)
+    window_keys = _with_quoted({line.key for line in lines_from(inp.history, plan.window_start) if line.key}, view)
     inp = replace(inp, policy=priced_policy(inp.policy, available, history - plan.window_tokens, plan.base_tokens + plan.window_tokens, 0))
     base_room = int(inp.policy.base_fill * available) - plan.base_tokens - plan.window_tokens
     evidence_room = min(fresh_room, max(base_room, 0) + int(inp.policy.rebase_evidence_share * available))
@@ -325,7 +325,7 @@ def _window_items(window: list[Line], reason: str) -> list[dict[str, Any]]:
 
 def _assemble(inp: LayoutInput, view: SessionView, counter: TiktokenCounter, parts: _Parts) -> Layout:
     frame, evidence = parts.frame, parts.evidence
-    window = [line for line in inp.history if line.pos >= parts.window_start]
+    window = lines_from(inp.history, parts.window_start)
     memory_part = list(frame.base) + [line.message for line in window] + ([evidence] if evidence is not None else [])
     messages = list(inp.system) + memory_part + list(inp.tail)
     stable = _tokens(counter, list(inp.system) + list(frame.base)) + sum(line.tokens for line in window)

@@ -108,7 +108,7 @@ class SessionView:
         self._artifact_ids: dict[int, str] = {}
         self.token_cache: dict[tuple[str, int | str], int] = {}
         # compiler.history_lines per encoding: (messages covered, their lines, open tool call ids)
-        self.history_cache: dict[str, tuple[int, list[Any], frozenset[str]]] = {}
+        self.history_cache: dict[str, tuple[int, Any, frozenset[str]]] = {}
         # What a compile derives from all the units (compiler._artifacts_block), until `apply` changes them.
         self.derived_cache: dict[str, Any] = {}
         self.pinned: set[str] = set()
