@@ -81,8 +81,9 @@ def _cost(view: SessionView, counter: TiktokenCounter, unit: Unit, pos: int) -> 
     key = (counter.encoding_name, pos)
     cached = view.token_cache.get(key)
     if cached is None:
-        row = view.chunk_rows[pos]
-        body = row.tokens if counter.encoding_name == "o200k_base" and row.tokens else counter.count(row.text)
+        body = view.chunk_tokens(pos) if counter.encoding_name == "o200k_base" else 0
+        if not body:
+            body = counter.count(view.chunk_rows[pos].text)
         head, number, tail = _label_parts(unit, view, pos)
         label = counter.count(head) if number is None else counter.count_numbered(head, number, tail)
         cached = body + label + 2
@@ -130,7 +131,7 @@ def select_evidence(view: SessionView, ranked: list[Scored], counter: TiktokenCo
         unit = view.units[view.chunk_unit[pos]]
         if unit.key in hidden:
             continue
-        row = view.chunk_rows[pos]
+        content_hash = view.content_hash(pos)  # not the whole record: most candidates are never shown
         cost = _cost(view, counter, unit, pos)
         if unit.timestamp and unit.timestamp not in stamps:
             cost += _stamp_cost(view, counter, unit.timestamp)
@@ -138,7 +139,7 @@ def select_evidence(view: SessionView, ranked: list[Scored], counter: TiktokenCo
         if ev.tokens > room and len(dropped) >= MAX_DROPPED_LISTED:
             overflow += 1  # dropped and not listed, a near-duplicate or not
             continue
-        duplicate = row.content_hash in seen_hashes or near.of_chosen(i)
+        duplicate = content_hash in seen_hashes or near.of_chosen(i)
         if duplicate or ev.tokens > room:
             if len(dropped) < MAX_DROPPED_LISTED:
                 dropped.append(evidence_item(ev, view, "duplicate" if duplicate else "budget"))
@@ -151,7 +152,7 @@ def select_evidence(view: SessionView, ranked: list[Scored], counter: TiktokenCo
             stamps.add(unit.timestamp)
         room -= ev.tokens
         spent += ev.tokens
-        seen_hashes.add(row.content_hash)
+        seen_hashes.add(content_hash)
         near.choose(i)
     return chosen, dropped, overflow
 

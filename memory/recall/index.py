@@ -141,10 +141,18 @@ class SessionView:
         vec: np.ndarray = codes[row].astype(np.float32) * scales[row]
         return vec
 
+    def content_hash(self, pos: int) -> str:
+        """One chunk's content hash (`chunk_rows[pos].content_hash` without building the record)."""
+        return self._vectors.hashes[self._columns.hash_row[pos]]
+
+    def chunk_tokens(self, pos: int) -> int:
+        """One chunk's stored token count (`chunk_rows[pos].tokens` without building the record)."""
+        return self._columns.tokens[pos]
+
     def vectors(self, positions: Sequence[int]) -> np.ndarray:
         """Chunks' vectors as rows (float32, each row as `vector` gives it)."""
         codes, scales = self._vectors.matrix()
-        rows = np.fromiter((self._columns.hash_row[p] for p in positions), dtype=np.int64, count=len(positions))
+        rows = self._rows()[np.asarray(positions, dtype=np.int64)]
         block: np.ndarray = codes[rows].astype(np.float32) * scales[rows][:, None]
         return block
 
