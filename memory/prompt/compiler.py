@@ -16,6 +16,7 @@ fits, the history is returned unchanged (with standalone artifacts in one contex
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, cast
 
@@ -60,12 +61,13 @@ def history_lines(view: SessionView, counter: TiktokenCounter) -> History:
     """The session's live messages as prompt lines, in order. Tool results whose call is not right
     before them (possible with hand-ingested events) are left out: a provider rejects them.
     A view's messages only ever grow (a change to the past builds a new view), so the lines are
-    kept on the view and extended: at 100k events rebuilding them took ~0.4 s per compile."""
-    done, cached, open_calls = view.history_cache.get(counter.encoding_name, (0, History(), frozenset()))
-    history = cast(History, cached)  # the view (memory.recall) keeps it without knowing the type
+    kept on the view and extended: at 100k events rebuilding them took ~0.4 s per compile. A
+    line's message is built when the layout first asks for it (see `History`)."""
+    done, cached, open_calls = view.history_cache.get(counter.encoding_name, (0, None, frozenset()))
+    history = cast(History, cached) if cached is not None else History(make=_line_maker(view.messages))
     if done == len(view.messages):
         return history
-    lines: list[Line] = []  # a new History below: one handed out before never changes under its holder
+    kept: list[int] = []
     for pos in range(done, len(view.messages)):
         unit = view.messages[pos]
         if unit.kind == "tool_message":
@@ -73,10 +75,19 @@ def history_lines(view: SessionView, counter: TiktokenCounter) -> History:
                 continue
         else:
             open_calls = frozenset(str(c.get("id")) for c in unit.extra.get("tool_calls") or () if isinstance(c, dict))
-        lines.append(Line(pos, unit_message(unit), unit.role or "user", int(unit.key[1:]), message_tokens(unit, view, counter)))
-    history = history.extended(lines)
+        kept.append(pos)
+    # A new History: one handed out before never changes under its holder.
+    history = history.extended(kept, [message_tokens(view.messages[pos], view, counter) for pos in kept])
     view.history_cache[counter.encoding_name] = (len(view.messages), history, open_calls)
     return history
+
+
+def _line_maker(messages: list[Unit]) -> Callable[[int, int], Line]:
+    """How a History builds the line of message `pos` (the view's message list, which only grows)."""
+    def make(pos: int, tokens: int) -> Line:
+        unit = messages[pos]
+        return Line(pos, unit_message(unit), unit.role or "user", int(unit.key[1:]), tokens)
+    return make
 
 
 def _artifacts_block(view: SessionView) -> dict[str, Any] | None:

@@ -24,7 +24,7 @@ touches storage.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -51,7 +51,7 @@ class LayoutInput:
     model: str
     budget: int
     system: list[dict[str, Any]]
-    history: list[Line]
+    history: Sequence[Line]
     tail: list[dict[str, Any]]
     query: str
     state: list[StateItem]
@@ -156,11 +156,11 @@ def _fixed_tokens(system: list[dict[str, Any]], tail: list[dict[str, Any]], coun
     return _tokens(counter, system) + _tokens(counter, tail) + REPLY_PRIMING_TOKENS
 
 
-def _whole_fits(fixed_tokens: int, history: list[Line], block: list[dict[str, Any]], budget: int, counter: TiktokenCounter) -> bool:
+def _whole_fits(fixed_tokens: int, history: Sequence[Line], block: list[dict[str, Any]], budget: int, counter: TiktokenCounter) -> bool:
     return fixed_tokens + history_tokens(history) + _tokens(counter, block) <= budget
 
 
-def needs_memory(system: list[dict[str, Any]], history: list[Line], tail: list[dict[str, Any]], budget: int,
+def needs_memory(system: list[dict[str, Any]], history: Sequence[Line], tail: list[dict[str, Any]], budget: int,
                  counter: TiktokenCounter) -> bool:
     """Whether `build_layout` will use ranked evidence, state or a stored frame for this
     conversation: not when it is over budget whatever is added, nor when the whole history fits.
@@ -366,7 +366,7 @@ def _over_budget(inp: LayoutInput, counter: TiktokenCounter, fixed_tokens: int) 
     floor = int(inp.budget * OVER_BUDGET_FLOOR)
     state_msg, used, state_tokens = state_message(inp.state, counter, floor // 2)
     start, window_tokens = choose_window(inp.history, floor - state_tokens, LayoutPolicy(window_share=1.0, window_floor_share=1.0))
-    window = inp.history[start:]
+    window = list(inp.history[start:])
     base = [state_msg] if state_msg is not None else []
     messages = list(inp.system) + base + [line.message for line in window] + list(inp.tail)
     total = fixed_tokens + state_tokens + window_tokens
