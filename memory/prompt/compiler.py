@@ -31,6 +31,7 @@ from memory.recall.tokens import TiktokenCounter
 __all__ = ["CompileResult", "CompileInput", "assemble", "history_lines", "result_of"]
 
 _TOOL_ROLES = frozenset({"tool", "function"})
+_NO_CALLS: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,8 @@ def history_lines(view: SessionView, counter: TiktokenCounter) -> History:
             if str(unit.extra.get("tool_call_id")) not in open_calls:
                 continue
         else:
-            open_calls = frozenset(str(c.get("id")) for c in unit.extra.get("tool_calls") or () if isinstance(c, dict))
+            calls = unit.extra.get("tool_calls") if unit.extra else None
+            open_calls = frozenset(str(c.get("id")) for c in calls if isinstance(c, dict)) if calls else _NO_CALLS
         kept.append(pos)
     # A new History: one handed out before never changes under its holder.
     history = history.extended(kept, [message_tokens(view.messages[pos], view, counter) for pos in kept])
