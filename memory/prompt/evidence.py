@@ -81,14 +81,23 @@ def _cost(view: SessionView, counter: TiktokenCounter, unit: Unit, pos: int) -> 
     key = (counter.encoding_name, pos)
     cached = view.token_cache.get(key)
     if cached is None:
-        body = view.chunk_tokens(pos) if counter.encoding_name == "o200k_base" else 0
-        if not body:
-            body = counter.count(view.chunk_rows[pos].text)
+        body = _stored_body(view, counter, pos) or counter.count(view.chunk_rows[pos].text)
         head, number, tail = _label_parts(unit, view, pos)
         label = counter.count(head) if number is None else counter.count_numbered(head, number, tail)
         cached = body + label + 2
         view.token_cache[key] = cached
     return cached
+
+
+def _stored_body(view: SessionView, counter: TiktokenCounter, pos: int) -> int:
+    """The chunk's tokens as stored at ingest, when they are in `counter`'s encoding (0: count them)."""
+    return view.chunk_tokens(pos) if counter.encoding_name == STORED_ENCODING else 0
+
+
+def _least_cost(view: SessionView, counter: TiktokenCounter, pos: int) -> int:
+    """A floor under `_cost` known without counting anything: the stored body, a label of one
+    token at least, the separator."""
+    return _stored_body(view, counter, pos) + 3
 
 
 def evidence_item(ev: Evidence, view: SessionView, reason: str | None = None) -> dict[str, Any]:
@@ -130,6 +139,9 @@ def select_evidence(view: SessionView, ranked: list[Scored], counter: TiktokenCo
             continue
         unit = view.units[view.chunk_unit[pos]]
         if unit.key in hidden:
+            continue
+        if len(dropped) >= MAX_DROPPED_LISTED and _least_cost(view, counter, pos) > room:
+            overflow += 1  # too large for the room left whatever its label: dropped unlisted, its label never counted
             continue
         content_hash = view.content_hash(pos)  # not the whole record: most candidates are never shown
         cost = _cost(view, counter, unit, pos)

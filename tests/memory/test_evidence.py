@@ -1,5 +1,5 @@
 """Choosing evidence: near-duplicates of a chosen item are dropped exactly as a pairwise check
-drops them, and an item's estimated cost counts its label as tiktoken does."""
+drops them, an item's estimated cost counts its label as tiktoken does, and a full room takes what still fits."""
 
 from __future__ import annotations
 
@@ -64,3 +64,30 @@ def test_an_items_cost_counts_its_label_as_tiktoken_does() -> None:
             unit = view.units[view.chunk_unit[pos]]
             body = 4 if counter.encoding_name == "o200k_base" else counter.count(view.chunk_rows[pos].text)
             assert _cost(view, counter, unit, pos) == body + counter.count(_label(unit, view, pos)) + 2
+
+
+def test_a_small_room_takes_what_fits_in_rank_order_and_counts_every_item_it_drops() -> None:
+    n = 400
+    events = [EventRow(i + 1, "user_message", "user", f"note {i}", None, False, None, {}, None, None, 8) for i in range(n)]
+    chunks = [ChunkRow(1000 + i, i + 1, None, 0, f"note {i}", 1, 1, f"h{i}", None, 5_000 if i % 2 else 1) for i in range(n)]
+    view = SessionView(DIM)
+    view.apply(SessionDelta(events, [], chunks), {})  # no vectors: no near-duplicates
+    counter = get_counter("gpt-4o-mini")
+    ranked = [Scored(p, 1.0 - i / 1000) for i, p in enumerate(np.random.default_rng(7).permutation(n).tolist())]
+    chosen, dropped, overflow = select_evidence(view, ranked, counter, 470, frozenset({"e3", "e5"}))
+    room, expected, listed = 470, [], 0
+    for s in ranked:
+        if room < 8 and listed >= 50:  # a full room and a full list: every further candidate is counted, hidden or not
+            listed += 1
+            continue
+        if s.pos in (2, 4):  # hidden
+            continue
+        cost = _cost(view, counter, view.units[view.chunk_unit[s.pos]], s.pos)
+        if cost <= room:
+            expected.append(s.pos)
+            room -= cost
+        else:
+            listed += 1
+    assert [e.pos for e in chosen] == expected and room >= 0
+    assert len(dropped) == 50 and len(dropped) + overflow == listed
+    assert [int(d["id"].split(":")[1]) - 1000 for d in dropped] == [s.pos for s in ranked if s.pos not in (2, 4) and s.pos not in expected][:50]
