@@ -149,8 +149,10 @@ class TiktokenCounter:
         if number < 0 or head[-1:].isnumeric() or head[-2:].isspace() or tail[:1].isnumeric():
             return self.count(f"{head}{digits}{tail}")
         name = self.encoding_name
-        return (_piece_tokens(name, head) + sum(_piece_tokens(name, digits[i : i + 3]) for i in range(0, len(digits), 3))
-                + _piece_tokens(name, tail))
+        total = _piece_tokens(name, head) + _piece_tokens(name, tail)
+        for i in range(0, len(digits), 3):
+            total += _piece_tokens(name, digits[i : i + 3])
+        return total
 
     def encode(self, text: str) -> list[int]:
         """The token ids of `text` (special tokens read as plain text)."""
