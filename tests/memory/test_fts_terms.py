@@ -9,7 +9,7 @@ import psycopg
 from memory import create_runtime
 from memory.store.postgres.fts import parse_match, rarest, stem
 from memory.store.postgres.store import PgStore
-from memory.store.sqlite.fts_terms import Tokenizer, or_query, rarest_within, split_or_query
+from memory.store.sqlite.fts_terms import TermRows, Tokenizer, or_query, rarest_within, split_or_query
 from memory.recall.retrieval import fts_query
 from memory.store.sqlite.store import INDEX_TOKENIZE
 
@@ -63,6 +63,16 @@ async def test_remembered_word_counts_follow_this_connections_writes_and_another
         async with create_runtime(storage_path=path, embedding_model="none") as other:
             await other.session("t").ingest_many(messages("beta", 20))
         assert await rt.store._rarest(match) == '"alpha" OR "gamma" OR "delta"'  # beta: 21 rows
+
+
+def test_counts_are_remembered_under_their_stamp_only_and_never_inside_a_transaction() -> None:
+    rows = TermRows()
+    rows.add((), {"alpha": 1})  # () : counted inside a transaction
+    assert rows.known((), ["alpha"]) == ({}, ["alpha"])
+    assert rows.known((4, 1), ["alpha"]) == ({}, ["alpha"])
+    rows.add((4, 1), {"alpha": 3})
+    assert rows.known((4, 1), ["alpha", "beta"]) == ({"alpha": 3}, ["beta"])
+    assert rows.known((5, 1), ["alpha"]) == ({}, ["alpha"]) and rows.known((4, 1), ["alpha"]) == ({}, ["alpha"])
 
 
 def test_a_full_memo_still_answers_for_every_word_asked() -> None:

@@ -68,14 +68,11 @@ class Tokenizer:
 
 
 class TermRows:
-    """Rows per index term, as the fts5vocab table last gave them, while the file has not changed
-    since: counting a common term's rows reads its whole posting list (at 100,000 events a
-    question's terms took ~28 ms of CPU to count, a third of the full-text search). `stamp` is
-    what says the file is unchanged (this connection's total changes and SQLite's data version,
-    which moves when another connection commits); a new stamp forgets every count."""
+    """Rows per index term, remembered while `stamp` (this connection's total changes, SQLite's
+    data version) holds: counting a common term reads its whole posting list (~28 ms a compile at 100k)."""
 
     def __init__(self) -> None:
-        self._stamp: tuple[int, ...] | None = None
+        self._stamp: tuple[int, ...] = ()
         self._rows: dict[str, int] = {}
 
     def known(self, stamp: tuple[int, ...], terms: Sequence[str]) -> tuple[dict[str, int], list[str]]:
@@ -84,11 +81,8 @@ class TermRows:
             self._stamp, self._rows = stamp, {}
         return {t: self._rows[t] for t in terms if t in self._rows}, [t for t in terms if t not in self._rows]
 
-    def add(self, stamp: tuple[int, ...], counted: dict[str, int], cache_size: int = _CACHE) -> None:
-        """Remember counts taken under `stamp` (a term missing from `counted` is in no row)."""
-        if stamp == self._stamp:
-            while self._rows and len(self._rows) + len(counted) > cache_size:
-                del self._rows[next(iter(self._rows))]
+    def add(self, stamp: tuple[int, ...], counted: dict[str, int]) -> None:
+        if stamp and stamp == self._stamp and len(self._rows) + len(counted) <= _CACHE:  # (): in a transaction
             self._rows.update(counted)
 
 

@@ -213,17 +213,14 @@ class SqliteStore(SqlStore):
             return match
         terms = self._tokenizer.terms(words)
         wanted = sorted({t for ts in terms.values() for t in ts})
-        # Not remembered inside a transaction: what it wrote may yet be rolled back.
+        # Never remembered inside a transaction: what it wrote may yet be rolled back.
         stamp = () if self.db.in_transaction else tuple(
             (await self._rows("SELECT total_changes(), data_version FROM pragma_data_version"))[0])
-        counts, todo = self._term_rows.known(stamp, wanted) if stamp else ({}, wanted)
+        counts, todo = self._term_rows.known(stamp, wanted)
         if todo:
-            marks = ",".join("?" * len(todo))
-            counted = {t: 0 for t in todo} | {str(r[0]): int(r[1]) for r in await self._rows(
-                f"SELECT term, doc FROM temp.chunks_vocab WHERE term IN ({marks})", todo)}
-            counts |= counted
-            if stamp:
-                self._term_rows.add(stamp, counted)
+            counts |= (counted := {t: 0 for t in todo} | {str(r[0]): int(r[1]) for r in await self._rows(
+                f"SELECT term, doc FROM temp.chunks_vocab WHERE term IN ({','.join('?' * len(todo))})", todo)})
+            self._term_rows.add(stamp, counted)
         kept = rarest_within(words, terms, counts, self.max_postings)
         return match if len(kept) == len(words) else or_query(kept)
 
