@@ -187,7 +187,7 @@ class Session:
         runtime's default `consistency="strict"` it ranks every chunk ingested before it by meaning
         too (embedding what the background has not yet). `user_message` may be a string, one message, or the live tail of messages (kept verbatim)."""
         check_budget(budget_tokens)
-        counter = get_counter(model)
+        counter = self.runtime.tokens_for(get_counter(model))  # the layout counts its messages once each
         tail = _as_messages(user_message, "user")
         system_msgs = _as_messages(system, "system") if system is not None else []
         query = query_text(tail)

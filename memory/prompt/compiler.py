@@ -16,12 +16,14 @@ fits, the history is returned unchanged (with standalone artifacts in one contex
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, cast
 
 from memory.prompt.evidence import EVIDENCE_HEADER, message_tokens, unit_message
 from memory.recall.index import SessionView, Unit
 from memory.prompt.layout import Layout, LayoutInput, Line, build_layout
+from memory.prompt.window import History
 from memory.records import StateItem
 from memory.recall.retrieval import Scored
 from memory.recall.tokens import TiktokenCounter
@@ -29,6 +31,7 @@ from memory.recall.tokens import TiktokenCounter
 __all__ = ["CompileResult", "CompileInput", "assemble", "history_lines", "result_of"]
 
 _TOOL_ROLES = frozenset({"tool", "function"})
+_NO_CALLS: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -55,25 +58,38 @@ class CompileInput:
     ranked: list[Scored]
 
 
-def history_lines(view: SessionView, counter: TiktokenCounter) -> list[Line]:
+def history_lines(view: SessionView, counter: TiktokenCounter) -> History:
     """The session's live messages as prompt lines, in order. Tool results whose call is not right
     before them (possible with hand-ingested events) are left out: a provider rejects them.
     A view's messages only ever grow (a change to the past builds a new view), so the lines are
-    kept on the view and extended: at 100k events rebuilding them took ~0.4 s per compile."""
-    done, lines, open_calls = view.history_cache.get(counter.encoding_name, (0, [], frozenset()))
+    kept on the view and extended: at 100k events rebuilding them took ~0.4 s per compile. A
+    line's message is built when the layout first asks for it (see `History`)."""
+    done, cached, open_calls = view.history_cache.get(counter.encoding_name, (0, None, frozenset()))
+    history = cast(History, cached) if cached is not None else History(make=_line_maker(view.messages))
     if done == len(view.messages):
-        return lines
-    lines = list(lines)  # a new list: one handed out before never changes under its holder
+        return history
+    kept: list[int] = []
     for pos in range(done, len(view.messages)):
         unit = view.messages[pos]
         if unit.kind == "tool_message":
             if str(unit.extra.get("tool_call_id")) not in open_calls:
                 continue
         else:
-            open_calls = frozenset(str(c.get("id")) for c in unit.extra.get("tool_calls") or () if isinstance(c, dict))
-        lines.append(Line(pos, unit_message(unit), unit.role or "user", int(unit.key[1:]), message_tokens(unit, view, counter)))
-    view.history_cache[counter.encoding_name] = (len(view.messages), lines, open_calls)
-    return lines
+            calls = unit.extra.get("tool_calls") if unit.extra else None
+            open_calls = frozenset(str(c.get("id")) for c in calls if isinstance(c, dict)) if calls else _NO_CALLS
+        kept.append(pos)
+    # A new History: one handed out before never changes under its holder.
+    history = history.extended(kept, [message_tokens(view.messages[pos], view, counter) for pos in kept])
+    view.history_cache[counter.encoding_name] = (len(view.messages), history, open_calls)
+    return history
+
+
+def _line_maker(messages: list[Unit]) -> Callable[[int, int], Line]:
+    """How a History builds the line of message `pos` (the view's message list, which only grows)."""
+    def make(pos: int, tokens: int) -> Line:
+        unit = messages[pos]
+        return Line(pos, unit_message(unit), unit.role or "user", int(unit.key[1:]), tokens)
+    return make
 
 
 def _artifacts_block(view: SessionView) -> dict[str, Any] | None:

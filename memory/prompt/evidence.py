@@ -51,16 +51,23 @@ def message_tokens(unit: Unit, view: SessionView, counter: TiktokenCounter) -> i
 
 
 def _label(unit: Unit, view: SessionView, pos: int) -> str:
-    row = view.chunk_rows[pos]
+    head, number, tail = _label_parts(unit, view, pos)
+    return head if number is None else f"{head}{number}{tail}"
+
+
+def _label_parts(unit: Unit, view: SessionView, pos: int) -> tuple[str, int | None, str]:
+    """An item's label, its turn number apart (see `_cost`): (head, number, tail), or (label, None, "")."""
     excerpt = len(unit.chunk_idx) > 1
     if unit.role is not None:
         # Dates are not repeated per item: consecutive items share a "(date)" header line.
-        return f"[turn {unit.turn} {unit.role}{', excerpt' if excerpt else ''}]"
+        tail = f" {unit.role}{', excerpt' if excerpt else ''}]"
+        return ("[turn ", unit.turn, tail) if unit.turn is not None else (f"[turn None{tail}", None, "")
+    row = view.chunk_rows[pos]
     where = unit.source or unit.kind
     lines = f":{row.start_line}-{row.end_line}" if excerpt or unit.kind in ("file", "snippet") else ""
     version = f" v{unit.version}" if unit.version > 1 and unit.kind != "diff" else ""
     kind = "diff of" if unit.kind in ("diff", "repo_diff") else unit.kind.replace("_", " ")
-    return f"[{kind} {where}{lines}{version}]"
+    return f"[{kind} {where}{lines}{version}]", None, ""
 
 
 def _render(unit: Unit, view: SessionView, pos: int) -> str:
@@ -74,11 +81,23 @@ def _cost(view: SessionView, counter: TiktokenCounter, unit: Unit, pos: int) -> 
     key = (counter.encoding_name, pos)
     cached = view.token_cache.get(key)
     if cached is None:
-        row = view.chunk_rows[pos]
-        body = row.tokens if counter.encoding_name == "o200k_base" and row.tokens else counter.count(row.text)
-        cached = body + counter.count(_label(unit, view, pos)) + 2
+        body = _stored_body(view, counter, pos) or counter.count(view.chunk_rows[pos].text)
+        head, number, tail = _label_parts(unit, view, pos)
+        label = counter.count(head) if number is None else counter.count_numbered(head, number, tail)
+        cached = body + label + 2
         view.token_cache[key] = cached
     return cached
+
+
+def _stored_body(view: SessionView, counter: TiktokenCounter, pos: int) -> int:
+    """The chunk's tokens as stored at ingest, when they are in `counter`'s encoding (0: count them)."""
+    return view.chunk_tokens(pos) if counter.encoding_name == STORED_ENCODING else 0
+
+
+def _least_cost(view: SessionView, counter: TiktokenCounter, pos: int) -> int:
+    """A floor under `_cost` known without counting anything: the stored body, a label of one
+    token at least, the separator."""
+    return _stored_body(view, counter, pos) + 3
 
 
 def evidence_item(ev: Evidence, view: SessionView, reason: str | None = None) -> dict[str, Any]:
@@ -104,18 +123,15 @@ def select_evidence(view: SessionView, ranked: list[Scored], counter: TiktokenCo
     overflow = 0
     stamps: set[str] = set()
     seen_hashes: set[str] = set()
-    # Vectors of the chosen items, in a buffer that doubles when full (stacking one row per pick
-    # made the near-duplicate check quadratic in copies).
-    chosen_vecs = np.zeros((16, view.dim), dtype=np.float32)
-    n_chosen = 0
     score_of = {s.pos: s.score for s in ranked}
     pinned_positions = [p for key in sorted(view.pinned) if key not in hidden for p in view.units[key].chunk_idx]
     pinned_set = set(pinned_positions)
     pinned_sorted = sorted(pinned_positions, key=lambda p: (-score_of.get(p, 0.0), view.chunk_ids[p]))
     candidates = [(p, score_of.get(p, 0.0), "pinned") for p in pinned_sorted]
     candidates += [(s.pos, s.score, "retrieved") for s in ranked if s.pos not in pinned_set]
+    near = _NearDuplicates(view, [p for p, _, _ in candidates])
     spent = 0
-    for pos, score, reason in candidates:
+    for i, (pos, score, reason) in enumerate(candidates):
         if reason != "pinned" and limit_score is not None and score < limit_score and spent >= floor_after:
             break
         if room < MIN_ITEM_TOKENS and len(dropped) >= MAX_DROPPED_LISTED:
@@ -124,14 +140,18 @@ def select_evidence(view: SessionView, ranked: list[Scored], counter: TiktokenCo
         unit = view.units[view.chunk_unit[pos]]
         if unit.key in hidden:
             continue
-        row = view.chunk_rows[pos]
+        if len(dropped) >= MAX_DROPPED_LISTED and _least_cost(view, counter, pos) > room:
+            overflow += 1  # too large for the room left whatever its label: dropped unlisted, its label never counted
+            continue
+        content_hash = view.content_hash(pos)  # not the whole record: most candidates are never shown
         cost = _cost(view, counter, unit, pos)
         if unit.timestamp and unit.timestamp not in stamps:
             cost += _stamp_cost(view, counter, unit.timestamp)
         ev = Evidence(pos, unit, "", cost, score, reason)
-        duplicate = row.content_hash in seen_hashes or (
-            pos not in view.missing and n_chosen > 0 and float(np.max(dot(chosen_vecs[:n_chosen], view.vector(pos)))) > NEAR_DUPLICATE
-        )
+        if ev.tokens > room and len(dropped) >= MAX_DROPPED_LISTED:
+            overflow += 1  # dropped and not listed, a near-duplicate or not
+            continue
+        duplicate = content_hash in seen_hashes or near.of_chosen(i)
         if duplicate or ev.tokens > room:
             if len(dropped) < MAX_DROPPED_LISTED:
                 dropped.append(evidence_item(ev, view, "duplicate" if duplicate else "budget"))
@@ -144,13 +164,35 @@ def select_evidence(view: SessionView, ranked: list[Scored], counter: TiktokenCo
             stamps.add(unit.timestamp)
         room -= ev.tokens
         spent += ev.tokens
-        seen_hashes.add(row.content_hash)
-        if pos not in view.missing:
-            if n_chosen == len(chosen_vecs):
-                chosen_vecs = np.concatenate([chosen_vecs, np.zeros_like(chosen_vecs)])
-            chosen_vecs[n_chosen] = view.vector(pos)
-            n_chosen += 1
+        seen_hashes.add(content_hash)
+        near.choose(i)
     return chosen, dropped, overflow
+
+
+class _NearDuplicates:
+    """Whether a candidate's vector is within `NEAR_DUPLICATE` of a chosen item's. Each pick is
+    compared with the candidates after it in one product, instead of each candidate with every
+    pick (three numpy calls per candidate: most of `select_evidence`'s time). A product's terms and
+    their order are the same either way, so the similarities are bit for bit those of the pairwise
+    check. Candidates without a vector yet are never near-duplicates, and add nothing."""
+
+    def __init__(self, view: SessionView, positions: list[int]) -> None:
+        self._view = view
+        self._positions = positions
+        self._vectors: np.ndarray | None = None  # the candidates' vectors, once something is chosen
+        self._best: np.ndarray | None = None  # each candidate's highest similarity to a chosen item
+
+    def of_chosen(self, i: int) -> bool:
+        return self._best is not None and self._positions[i] not in self._view.missing and float(self._best[i]) > NEAR_DUPLICATE
+
+    def choose(self, i: int) -> None:
+        if self._positions[i] in self._view.missing:
+            return
+        if self._vectors is None or self._best is None:
+            self._vectors = self._view.vectors(self._positions)
+            self._best = np.full(len(self._positions), -np.inf, dtype=np.float32)
+        after = self._best[i + 1 :]
+        np.maximum(after, dot(self._vectors[i + 1 :], self._vectors[i]), out=after)
 
 
 def _stamp_cost(view: SessionView, counter: TiktokenCounter, stamp: str) -> int:

@@ -24,7 +24,7 @@ touches storage.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -37,7 +37,7 @@ from memory.prompt.need import asks, uses_tools
 from memory.prompt.policy import LayoutPolicy
 from memory.prompt.pricing import priced_fill, priced_policy
 from memory.prompt.state_fit import state_message
-from memory.prompt.window import Line, choose_window
+from memory.prompt.window import Line, choose_window, history_tokens, lines_from
 from memory.records import FrameRecord, StateItem
 from memory.ingest.redact import redacted
 from memory.recall.retrieval import Scored
@@ -51,7 +51,7 @@ class LayoutInput:
     model: str
     budget: int
     system: list[dict[str, Any]]
-    history: list[Line]
+    history: Sequence[Line]
     tail: list[dict[str, Any]]
     query: str
     state: list[StateItem]
@@ -156,11 +156,11 @@ def _fixed_tokens(system: list[dict[str, Any]], tail: list[dict[str, Any]], coun
     return _tokens(counter, system) + _tokens(counter, tail) + REPLY_PRIMING_TOKENS
 
 
-def _whole_fits(fixed_tokens: int, history: list[Line], block: list[dict[str, Any]], budget: int, counter: TiktokenCounter) -> bool:
-    return fixed_tokens + sum(line.tokens for line in history) + _tokens(counter, block) <= budget
+def _whole_fits(fixed_tokens: int, history: Sequence[Line], block: list[dict[str, Any]], budget: int, counter: TiktokenCounter) -> bool:
+    return fixed_tokens + history_tokens(history) + _tokens(counter, block) <= budget
 
 
-def needs_memory(system: list[dict[str, Any]], history: list[Line], tail: list[dict[str, Any]], budget: int,
+def needs_memory(system: list[dict[str, Any]], history: Sequence[Line], tail: list[dict[str, Any]], budget: int,
                  counter: TiktokenCounter) -> bool:
     """Whether `build_layout` will use ranked evidence, state or a stored frame for this
     conversation: not when it is over budget whatever is added, nor when the whole history fits.
@@ -187,7 +187,7 @@ def build_layout(inp: LayoutInput, view: SessionView, counter: TiktokenCounter) 
         return _assemble(inp, view, counter, _Parts("full_history", whole, 0))
 
     available = budget - fixed_tokens
-    history = sum(line.tokens for line in inp.history)
+    history = history_tokens(inp.history)
     if not inp.fresh and not uses_tools(inp.tail) and not uses_tools(line.message for line in inp.history):
         inp = replace(inp, policy=inp.policy.for_chat(asks(inp.query)))
     inp = replace(inp, policy=priced_fill(inp.policy))
@@ -195,7 +195,7 @@ def build_layout(inp: LayoutInput, view: SessionView, counter: TiktokenCounter) 
     fresh_room = available - plan.base_tokens - plan.window_tokens
     frame, need = inp.frame, None
     if frame is not None and _serves(frame, inp, counter):
-        window = [line for line in inp.history if line.pos >= frame.window_start]
+        window = lines_from(inp.history, frame.window_start)
         stable = _tokens(counter, list(frame.base)) + sum(line.tokens for line in window)
         room = available - stable
         if room >= 0:
@@ -214,7 +214,7 @@ def build_layout(inp: LayoutInput, view: SessionView, counter: TiktokenCounter) 
                 return _assemble(inp, view, counter, _Parts("frame", frame, frame.window_start, tuple(chosen), message, tuple(dropped),
                                                             overflow, need=need))
 
-    window_keys = _with_quoted({line.key for line in inp.history if line.pos >= plan.window_start and line.key}, view)
+    window_keys = _with_quoted({line.key for line in lines_from(inp.history, plan.window_start) if line.key}, view)
     inp = replace(inp, policy=priced_policy(inp.policy, available, history - plan.window_tokens, plan.base_tokens + plan.window_tokens, 0))
     base_room = int(inp.policy.base_fill * available) - plan.base_tokens - plan.window_tokens
     evidence_room = min(fresh_room, max(base_room, 0) + int(inp.policy.rebase_evidence_share * available))
@@ -325,7 +325,7 @@ def _window_items(window: list[Line], reason: str) -> list[dict[str, Any]]:
 
 def _assemble(inp: LayoutInput, view: SessionView, counter: TiktokenCounter, parts: _Parts) -> Layout:
     frame, evidence = parts.frame, parts.evidence
-    window = [line for line in inp.history if line.pos >= parts.window_start]
+    window = lines_from(inp.history, parts.window_start)
     memory_part = list(frame.base) + [line.message for line in window] + ([evidence] if evidence is not None else [])
     messages = list(inp.system) + memory_part + list(inp.tail)
     stable = _tokens(counter, list(inp.system) + list(frame.base)) + sum(line.tokens for line in window)
@@ -366,7 +366,7 @@ def _over_budget(inp: LayoutInput, counter: TiktokenCounter, fixed_tokens: int) 
     floor = int(inp.budget * OVER_BUDGET_FLOOR)
     state_msg, used, state_tokens = state_message(inp.state, counter, floor // 2)
     start, window_tokens = choose_window(inp.history, floor - state_tokens, LayoutPolicy(window_share=1.0, window_floor_share=1.0))
-    window = inp.history[start:]
+    window = list(inp.history[start:])
     base = [state_msg] if state_msg is not None else []
     messages = list(inp.system) + base + [line.message for line in window] + list(inp.tail)
     total = fixed_tokens + state_tokens + window_tokens

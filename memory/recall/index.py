@@ -108,7 +108,7 @@ class SessionView:
         self._artifact_ids: dict[int, str] = {}
         self.token_cache: dict[tuple[str, int | str], int] = {}
         # compiler.history_lines per encoding: (messages covered, their lines, open tool call ids)
-        self.history_cache: dict[str, tuple[int, list[Any], frozenset[str]]] = {}
+        self.history_cache: dict[str, tuple[int, Any, frozenset[str]]] = {}
         # What a compile derives from all the units (compiler._artifacts_block), until `apply` changes them.
         self.derived_cache: dict[str, Any] = {}
         self.pinned: set[str] = set()
@@ -140,6 +140,21 @@ class SessionView:
         row = self._columns.hash_row[pos]
         vec: np.ndarray = codes[row].astype(np.float32) * scales[row]
         return vec
+
+    def content_hash(self, pos: int) -> str:
+        """One chunk's content hash (`chunk_rows[pos].content_hash` without building the record)."""
+        return self._vectors.hashes[self._columns.hash_row[pos]]
+
+    def chunk_tokens(self, pos: int) -> int:
+        """One chunk's stored token count (`chunk_rows[pos].tokens` without building the record)."""
+        return self._columns.tokens[pos]
+
+    def vectors(self, positions: Sequence[int]) -> np.ndarray:
+        """Chunks' vectors as rows (float32, each row as `vector` gives it)."""
+        codes, scales = self._vectors.matrix()
+        rows = self._rows()[np.asarray(positions, dtype=np.int64)]
+        block: np.ndarray = codes[rows].astype(np.float32) * scales[rows][:, None]
+        return block
 
     def unknown_hashes(self, delta: SessionDelta) -> list[str]:
         """Distinct content hashes of `delta`'s chunks this view has no vector for: what a load

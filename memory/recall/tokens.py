@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -136,6 +136,24 @@ class TiktokenCounter:
             return 0
         return len(self._enc.encode_ordinary(text))
 
+    def count_numbered(self, head: str, number: int, tail: str) -> int:
+        """`count(f"{head}{number}{tail}")` (a label such as "[turn 812 user]") from remembered
+        counts of its pieces: the head, the number's digits in groups of three, the tail. Exact
+        because tiktoken splits text into pieces by its pattern before BPE, and BPE never merges
+        across pieces: a digit run is always its own pieces (of up to three digits), so the split
+        falls at the number's edges, and the head and tail split there as they do alone, unless
+        the head ends in a digit or in two whitespace characters (a lookahead would see the digit)
+        or the tail starts with a digit: those are counted whole. A compile labels ~400 evidence
+        candidates, each with its own turn: tiktoken took a third of a warm compile at 10k events."""
+        digits = str(number)
+        if number < 0 or head[-1:].isnumeric() or head[-2:].isspace() or tail[:1].isnumeric():
+            return self.count(f"{head}{digits}{tail}")
+        name = self.encoding_name
+        total = _piece_tokens(name, head) + _piece_tokens(name, tail)
+        for i in range(0, len(digits), 3):
+            total += _piece_tokens(name, digits[i : i + 3])
+        return total
+
     def encode(self, text: str) -> list[int]:
         """The token ids of `text` (special tokens read as plain text)."""
         return self._enc.encode_ordinary(text) if text else []
@@ -182,6 +200,12 @@ class TiktokenCounter:
     def messages_tokens(self, messages: list[dict[str, Any]]) -> int:
         """Prompt tokens of a whole message list, including the reply priming."""
         return sum(self.message_tokens(m) for m in messages) + REPLY_PRIMING_TOKENS
+
+
+@lru_cache(maxsize=4096)
+def _piece_tokens(encoding_name: str, piece: str) -> int:
+    """Tokens of a short recurring piece of text (see `TiktokenCounter.count_numbered`)."""
+    return len(_encoding(encoding_name).encode_ordinary(piece)) if piece else 0
 
 
 @cache

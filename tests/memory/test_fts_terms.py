@@ -10,7 +10,7 @@ from memory import create_runtime
 from memory.store.postgres.fts import parse_match, rarest, stem
 from memory.store.postgres.store import PgStore
 from memory.store.rare_words import rarest_within
-from memory.store.sqlite.fts_terms import Tokenizer, or_query, split_or_query
+from memory.store.sqlite.fts_terms import TermRows, Tokenizer, or_query, split_or_query
 from memory.recall.retrieval import fts_query
 from memory.store.sqlite.store import INDEX_TOKENIZE
 
@@ -46,6 +46,34 @@ async def test_a_large_store_searches_by_the_rare_words_and_still_finds_their_ro
         pruned = await rt.store.bm25("s", match, 100)
         assert pruned[0][0] == full[0][0]  # the rare word's row still ranks first
         assert len(full) == 61 and len(pruned) == 61  # the kept words still match the same rows here
+
+
+async def test_remembered_word_counts_follow_this_connections_writes_and_anothers(tmp_path: Path) -> None:
+    def messages(text: str, n: int) -> list[dict[str, object]]:
+        return [{"type": "user_message", "payload": {"content": f"{text} note {i}"}} for i in range(n)]
+
+    path = str(tmp_path / "fts.sqlite")
+    match = fts_query("alpha beta gamma delta")
+    async with create_runtime(storage_path=path, embedding_model="none") as rt:
+        await rt.session("s").ingest_many(messages("alpha", 5) + messages("beta", 1) + messages("gamma", 1))
+        rt.store.max_postings = 6
+        assert await rt.store._rarest(match) == '"beta" OR "gamma" OR "delta"'  # alpha: 5 rows
+        assert await rt.store._rarest(match) == '"beta" OR "gamma" OR "delta"'  # (from the remembered counts)
+        await rt.session("s").ingest_many(messages("delta", 10))
+        assert await rt.store._rarest(match) == '"alpha" OR "beta" OR "gamma"'  # delta: 10 rows
+        async with create_runtime(storage_path=path, embedding_model="none") as other:
+            await other.session("t").ingest_many(messages("beta", 20))
+        assert await rt.store._rarest(match) == '"alpha" OR "gamma" OR "delta"'  # beta: 21 rows
+
+
+def test_counts_are_remembered_under_their_stamp_only_and_never_inside_a_transaction() -> None:
+    rows = TermRows()
+    rows.add((), {"alpha": 1})  # () : counted inside a transaction
+    assert rows.known((), ["alpha"]) == ({}, ["alpha"])
+    assert rows.known((4, 1), ["alpha"]) == ({}, ["alpha"])
+    rows.add((4, 1), {"alpha": 3})
+    assert rows.known((4, 1), ["alpha", "beta"]) == ({"alpha": 3}, ["beta"])
+    assert rows.known((5, 1), ["alpha"]) == ({}, ["alpha"]) and rows.known((4, 1), ["alpha"]) == ({}, ["alpha"])
 
 
 def test_a_full_memo_still_answers_for_every_word_asked() -> None:

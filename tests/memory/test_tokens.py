@@ -90,3 +90,15 @@ def test_content_parts_counted():
         {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA", "detail": "low"}},
     ]})
     assert parts == text_only + 85
+
+
+@pytest.mark.parametrize("model", ["gpt-4o-mini", "gpt-4"])
+def test_a_numbered_label_counts_as_the_whole_text(model: str) -> None:
+    counter = get_counter(model)
+    heads = ["[turn ", "", "x", "turn-", "(", "é ", "line\n", "two  ", "ends in 12", "a\t"]
+    tails = [" user]", " assistant, excerpt]", "", "]", "7", ".5", "  ", "\n\n", "'s", "abc", " 🚀", "½"]
+    numbers = [0, 7, 42, 999, 1000, 1234, 99_999, 100_000, 123_456_789, -5]
+    for head in heads:
+        for tail in tails:
+            for number in numbers:
+                assert counter.count_numbered(head, number, tail) == counter.count(f"{head}{number}{tail}"), (head, number, tail)

@@ -12,7 +12,7 @@ import re
 import sqlite3
 from collections.abc import Sequence
 
-__all__ = ["Tokenizer", "split_or_query", "or_query"]
+__all__ = ["TermRows", "Tokenizer", "split_or_query", "or_query"]
 
 _QUOTED = re.compile(r'"((?:[^"]|"")*)"')
 _CACHE = 4_096
@@ -63,6 +63,25 @@ class Tokenizer:
                     del self._memo[next(iter(self._memo))]
                 self._memo[word] = found_here[word]
         return {w: found_here[w] for w in words}
+
+
+class TermRows:
+    """Rows per index term, remembered while `stamp` (this connection's total changes, SQLite's
+    data version) holds: counting a common term reads its whole posting list (~28 ms a compile at 100k)."""
+
+    def __init__(self) -> None:
+        self._stamp: tuple[int, ...] = ()
+        self._rows: dict[str, int] = {}
+
+    def known(self, stamp: tuple[int, ...], terms: Sequence[str]) -> tuple[dict[str, int], list[str]]:
+        """The remembered counts of `terms` under `stamp`, and the terms still to count."""
+        if stamp != self._stamp:
+            self._stamp, self._rows = stamp, {}
+        return {t: self._rows[t] for t in terms if t in self._rows}, [t for t in terms if t not in self._rows]
+
+    def add(self, stamp: tuple[int, ...], counted: dict[str, int]) -> None:
+        if stamp and stamp == self._stamp and len(self._rows) + len(counted) <= _CACHE:  # (): in a transaction
+            self._rows.update(counted)
 
 
 def _sql_string(text: str) -> str:

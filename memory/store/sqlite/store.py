@@ -30,7 +30,7 @@ from memory.store.dialect import SQLITE
 from memory.store.sqlite.files import OpenFiles
 from memory.store.writes import SqlStore
 from memory.store.rare_words import rarest_within
-from memory.store.sqlite.fts_terms import Tokenizer, or_query, split_or_query
+from memory.store.sqlite.fts_terms import TermRows, Tokenizer, or_query, split_or_query
 from memory.store.sqlite.migrations import MIGRATIONS
 from memory.store.sqlite.tx import SqliteTx
 from memory.store.rows import session_key
@@ -56,6 +56,7 @@ class SqliteStore(SqlStore):
         # Why the last write failed, until one succeeds.
         self._write_failure: str | None = None
         self._tokenizer = Tokenizer(INDEX_TOKENIZE)
+        self._term_rows = TermRows()
 
     @property
     def db(self) -> aiosqlite.Connection:
@@ -213,8 +214,14 @@ class SqliteStore(SqlStore):
             return match
         terms = self._tokenizer.terms(words)
         wanted = sorted({t for ts in terms.values() for t in ts})
-        marks = ",".join("?" * len(wanted))
-        counts = {str(r[0]): int(r[1]) for r in await self._rows(f"SELECT term, doc FROM temp.chunks_vocab WHERE term IN ({marks})", wanted)}
+        # Never remembered inside a transaction: what it wrote may yet be rolled back.
+        stamp = () if self.db.in_transaction else tuple(
+            (await self._rows("SELECT total_changes(), data_version FROM pragma_data_version"))[0])
+        counts, todo = self._term_rows.known(stamp, wanted)
+        if todo:
+            counts |= (counted := {t: 0 for t in todo} | {str(r[0]): int(r[1]) for r in await self._rows(
+                f"SELECT term, doc FROM temp.chunks_vocab WHERE term IN ({','.join('?' * len(todo))})", todo)})
+            self._term_rows.add(stamp, counted)
         kept = rarest_within(words, terms, counts, self.max_postings)
         return match if len(kept) == len(words) else or_query(kept)
 
