@@ -123,7 +123,6 @@ def create_app(config: ProxyConfig) -> Starlette:
             yield
         finally:
             await sweeper.stop()
-            await responses_client.aclose()
             await anthropic_client.aclose()
             await relay_client.aclose()
             await upstream.aclose()
