@@ -31,9 +31,12 @@ _LITELLM_PREFIX = "llm_provider-"
 
 def _sdk_errors(*names: str) -> tuple[type[BaseException], ...]:
     """The openai SDK's exception classes of these names (litellm's subclass them). Before the SDK
-    is imported (by `load_litellm`) no exception can be one of them: then there are none."""
+    is imported (by `load_litellm`) no exception can be one of them: then there are none. While it
+    is being imported (in its worker thread, as a direct call fails) the module exists half-built:
+    the classes not there yet are left out."""
     sdk = sys.modules.get("openai")
-    return tuple(getattr(sdk, name) for name in names) if sdk is not None else ()
+    found = (getattr(sdk, name, None) for name in names) if sdk is not None else ()
+    return tuple(c for c in found if isinstance(c, type) and issubclass(c, BaseException))
 
 
 def to_upstream_error(exc: BaseException) -> UpstreamError:

@@ -6,8 +6,14 @@ stream) reach the client in its envelope with nothing stored."""
 from __future__ import annotations
 
 import json
+import sys
+import types
 from typing import Any
 
+import httpx
+import pytest
+
+from proxy.upstream_errors import to_upstream_error
 from testkit.harness import OPENAI_KEY, Proxy, Upstream
 from testkit.script import Reply, ToolCall
 
@@ -116,3 +122,13 @@ def test_calls_share_one_kept_alive_connection(proxy: Proxy, upstream: Upstream)
         assert http.post("/v1/responses", json={"model": MODEL, "input": "and the Responses API"}).status_code == 200
     peers = {r.peer for r in upstream.fake.requests if r.path.endswith(("/chat/completions", "/responses"))}
     assert len(upstream.fake.requests) == 4 and len(peers) == 1, peers
+
+
+def test_a_failure_while_litellm_is_still_importing_maps_like_any_other(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A direct call does not wait for litellm, whose worker thread may be half way through
+    # importing the openai SDK: the module exists, its exception classes not yet.
+    monkeypatch.setitem(sys.modules, "openai", types.ModuleType("openai"))
+    request = httpx.Request("POST", "http://upstream.invalid/v1/chat/completions")
+    assert to_upstream_error(httpx.ReadTimeout("slow", request=request)).code == "upstream_timeout"
+    broken = to_upstream_error(httpx.RemoteProtocolError("peer closed connection", request=request))
+    assert (broken.status, broken.code) == (502, "upstream_unreachable")
