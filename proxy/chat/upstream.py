@@ -17,9 +17,10 @@ The chunks and the reply come back as the provider sent them, to the route's Ope
 `UpstreamError` after what it did send.
 
 litellm (and the openai SDK under it) is imported and configured by `load_litellm` in a worker
-thread that the app's start-up launches (`Upstream.start`: about 3 s on an idle machine, 6 s and more
-on a busy one), never at module import; the app answers meanwhile, and a Gemini call that comes
-before it is done waits for it (a direct call never does). Its own retries are off
+thread (`Upstream.start`: about 3 s on an idle machine, 6 s and more on a busy one, and ~130 MiB),
+never at module import: at the app's start-up when the operator set a Gemini key, else at the first
+Gemini call. The app answers meanwhile, and a Gemini call that comes before it is done waits for it
+(a direct call never does). Its own retries are off
 (`max_retries=0`); both paths retry connection failures, 429 and 5xx (`proxy.upstream_errors.retrying`),
 and only before the first byte of a reply has reached the client.
 """
@@ -99,8 +100,9 @@ class Upstream:
         self.direct = DirectOpenAI(config)
 
     def start(self) -> asyncio.Task[Loaded]:
-        """Start importing litellm in a worker thread (once); called by the app's start-up, so that
-        the proxy answers (/healthz, memory routes, the relay, OpenAI calls) while it loads."""
+        """Start importing litellm in a worker thread (once): at the app's start-up when a Gemini key
+        is configured, else by the first Gemini call; the proxy answers (/healthz, memory routes,
+        the relay, OpenAI calls) while it loads."""
         if self._loading is None:
             self._loading = asyncio.get_running_loop().create_task(asyncio.to_thread(load_litellm))
         return self._loading
