@@ -37,7 +37,7 @@ from typing import Any
 import httpx
 
 from testkit.harness import serve_upstream
-from testkit.processes import start_proxy_process
+from testkit.processes import await_litellm, start_proxy_process
 from testkit.upstream import FakeUpstream
 
 from .agent_replay import PROXY_KEY, TOOLS, reply_of
@@ -110,6 +110,7 @@ def replay(only: list[str], budget: int, traces: Path, steps: int | None, embedd
                 upstream.fake.enqueue(reply_of({"role": "assistant", "content": "ready"}))
                 http.post(proxy.url + "/v1/chat/completions", json=warm,
                           headers={"Authorization": f"Bearer {PROXY_KEY}", "X-Memory-Session": "profile-warm-up"}).raise_for_status()
+                await_litellm(http, proxy.url, PROXY_KEY)
                 upstream.fake.take_requests()
                 if py_spy is not None:
                     spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pid), "--format", "raw",
