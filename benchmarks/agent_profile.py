@@ -37,7 +37,7 @@ from typing import Any
 import httpx
 
 from testkit.harness import serve_upstream
-from testkit.processes import start_proxy_process
+from testkit.processes import await_litellm, start_proxy_process
 from testkit.upstream import FakeUpstream
 
 from .agent_replay import PROXY_KEY, TOOLS, reply_of
@@ -80,8 +80,16 @@ def process_cpu_ns(pid: int) -> int:
     return total
 
 
-def _digest(messages: list[dict[str, Any]]) -> str:
-    return hashlib.sha256(json.dumps(messages, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()
+def _digest(value: Any, size: int = 64) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()[:size]
+
+
+def _received(body: dict[str, Any]) -> dict[str, Any]:
+    """What the fake received, for `--compare`: a digest of the message list (as before), of every
+    top-level field, and of each message (keys sorted: JSON spacing and key order do not count)."""
+    messages = body.get("messages") or []
+    return {"forwarded": _digest(messages), "fields": {k: _digest(v, 16) for k, v in body.items()},
+            "message_digests": [_digest(m, 16) for m in messages]}
 
 
 def replay(only: list[str], budget: int, traces: Path, steps: int | None, embedding_model: str | None,
@@ -102,6 +110,7 @@ def replay(only: list[str], budget: int, traces: Path, steps: int | None, embedd
                 upstream.fake.enqueue(reply_of({"role": "assistant", "content": "ready"}))
                 http.post(proxy.url + "/v1/chat/completions", json=warm,
                           headers={"Authorization": f"Bearer {PROXY_KEY}", "X-Memory-Session": "profile-warm-up"}).raise_for_status()
+                await_litellm(http, proxy.url, PROXY_KEY)
                 upstream.fake.take_requests()
                 if py_spy is not None:
                     spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pid), "--format", "raw",
@@ -124,10 +133,10 @@ def replay(only: list[str], budget: int, traces: Path, steps: int | None, embedd
                         end = process_cpu_ns(pid)
                         upstream.fake.discard_replies()
                         seen = upstream.fake.take_requests()
-                        forwarded = seen[-1].json().get("messages") or [] if seen else []
+                        received = _received(seen[-1].json() if seen else {})
                         last = {"trajectory": trajectory.name, "step": i, "status": response.status_code,
                                 "mode": response.headers.get("x-memory-mode", ""), "request_ms": (end - before) / 1e6,
-                                "wall_ms": wall, "forwarded": _digest(forwarded), "_end": end}
+                                "wall_ms": wall, **received, "_end": end}
                         records.append(last)
                     upstream.fake.cache.reset()
                 if last is not None:
@@ -171,6 +180,15 @@ def compare(before: dict[str, Any], after: dict[str, Any]) -> None:
     print(f"forwarded prompts identical byte for byte: {same} of {len(a)} steps (after run has {len(b)})")
     for k in sorted(k for k in a if k in b and a[k] != b[k])[:10]:
         print("  differs:", k)
+    fields_before = {(s["trajectory"], s["step"]): s.get("fields") for s in before["steps"]}
+    fields_after = {(s["trajectory"], s["step"]): s.get("fields") for s in after["steps"]}
+    if all(fields_before.values()) and all(fields_after.values()):
+        moved: Counter[str] = Counter()
+        for k, old in fields_before.items():
+            new = fields_after.get(k) or {}
+            moved.update(f"{name}: {'added' if name not in old else 'dropped' if name not in new else 'changed'}"
+                         for name in set(old) | set(new) if old.get(name) != new.get(name))
+        print(f"top-level fields that differ (steps): {dict(moved) or 'none'}")
     for name, run in (("before", before), ("after", after)):
         print(name, json.dumps({k: round(v, 2) for k, v in summary(run).items()}), run.get("meta", {}))
 

@@ -24,7 +24,7 @@ import httpx
 
 from memory.recall.tokens import get_counter
 from testkit.harness import serve_upstream
-from testkit.processes import start_proxy_process
+from testkit.processes import await_litellm, start_proxy_process
 from testkit.prompt_cache import PromptCache
 from testkit.script import Reply, ToolCall
 from testkit.upstream import FakeUpstream
@@ -161,6 +161,7 @@ def _warm_up(http: httpx.Client, fake: FakeUpstream, upstream_url: str, proxy_ur
                          (proxy_url, {"Authorization": f"Bearer {PROXY_KEY}", "X-Memory-Session": "agents-warm-up"})):
         fake.enqueue(Reply(text="ready"))
         http.post(url + "/v1/chat/completions", json=body, headers=headers).raise_for_status()
+    await_litellm(http, proxy_url, PROXY_KEY)
     fake.take_requests()
     fake.cache.reset()
 

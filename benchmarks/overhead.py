@@ -8,13 +8,21 @@ same history as `input` to `/v1/responses` (with `store: false`, as a stateless 
 with a direct `/v1/responses` call, in the same rotation: its added latency against the chat row's
 is the Responses route's own cost at the same session size. Reported: non-streaming latency and
 streaming time-to-first-content-token, p50/p95/p99 of each path and of the paired difference.
+
+`python -m benchmarks.run_all` renders it as section C; for some sizes alone, with LiteLLM's proxy
+from `python -m benchmarks.litellm_peer`:
+
+    python -m benchmarks.overhead --turns 10,50 --iterations 100
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import secrets
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -25,10 +33,11 @@ from typing import Any
 import httpx
 import yaml
 
-from testkit.processes import Server, free_port, start_proxy_process, start_server, start_upstream_process
+from testkit.processes import Server, await_litellm, free_port, start_proxy_process, start_server, start_upstream_process
 
 from .common import MODEL, Percentiles, percentiles, progress
 from .corpus import REPO_ROOT
+from .litellm_peer import default_bin
 from .workload import chat_turns, queries
 
 __all__ = ["OverheadRow", "OverheadResult", "run_overhead"]
@@ -155,6 +164,7 @@ def run_overhead(sizes: Sequence[int], iterations: int, litellm_bin: Path | None
                     targets.append(_Target(LITELLM, peer.url, {"Authorization": f"Bearer {master_key}"}))
                     note = f"measured ({litellm_bin})"
             with httpx.Client(timeout=120.0) as client:
+                await_litellm(client, ours.url, DIRECT_KEY)
                 for turns in sizes:
                     rows += _measure_size(client, direct, targets, turns, iterations, show_progress)
         finally:
@@ -195,3 +205,28 @@ def _measure_size(client: httpx.Client, direct: _Target, targets: list[_Target],
             rows.append(OverheadRow(t.name, turns, mode, percentiles(samples[base.name]), percentiles(samples[t.name]),
                                     percentiles(added), compiled.get(t.name, 0) / iterations if t.name in sessions else None))
     return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.overhead", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--turns", default="10,50,300", help="comma-separated session sizes")
+    parser.add_argument("--iterations", type=int, default=100)
+    parser.add_argument("--litellm-bin", type=Path, default=None, help="LiteLLM's proxy (default: benchmarks.litellm_peer's, if set up)")
+    args = parser.parse_args(argv)
+    peer = args.litellm_bin or (default_bin() if default_bin().exists() else None)
+    commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True).stdout.strip()
+    with open("/proc/loadavg", encoding="ascii") as fh:
+        load_start = " ".join(fh.read().split()[:3])
+    result = run_overhead([int(t) for t in args.turns.split(",") if t], args.iterations, peer)
+    with open("/proc/loadavg", encoding="ascii") as fh:
+        load_end = " ".join(fh.read().split()[:3])
+    print(f"commit {commit}, {args.iterations} iterations, load {load_start} -> {load_end}; LiteLLM proxy: {result.litellm_note}")
+    print("| Path | Turns | Measure | Direct p50 | Via p50 | Added p50 | Added p95 | Added p99 |")
+    for r in result.rows:
+        print(f"| {r.target} | {r.turns} | {r.mode} | {r.direct.p50:.1f} | {r.via.p50:.1f} | {r.added.p50:.1f} | {r.added.p95:.1f} | {r.added.p99:.1f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

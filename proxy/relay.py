@@ -31,7 +31,7 @@ from starlette.responses import StreamingResponse
 
 from proxy.config import UpstreamConfig, UpstreamsConfig
 from proxy.errors import InvalidRequestError, UpstreamError
-from proxy.chat.upstream import to_upstream_error
+from proxy.upstream_errors import to_upstream_error
 from proxy.outbound import outbound_client
 
 __all__ = ["Relay", "relay_path"]

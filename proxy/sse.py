@@ -1,7 +1,8 @@
 """Server-sent events: pure functions and a pure incremental decoder, no transport.
 
-Chat streams are decoded by litellm; the Responses API's OpenAI streams are read by the proxy
-itself (`SSEDecoder`), so their events reach the client as the provider sent them. The test-suite
+Streams from the OpenAI-compatible upstream (chat and Responses) are read by the proxy itself
+(`SSEDecoder`, in `proxy.direct`), so their events reach the client as the provider sent them;
+Gemini's are decoded by litellm. The test-suite
 checks what we encode with the official openai client's own decoder.
 """
 

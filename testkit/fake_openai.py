@@ -113,6 +113,10 @@ class OpenAIApi:
                 raise ConnectionAbortedError("fake upstream dies mid-stream")
             if reply.end_after_chunks is not None and n >= reply.end_after_chunks:
                 return  # a clean end of the response: no finish reason, no [DONE]
+            if n == 1 and reply.stream_error is not None:
+                # What OpenAI sends when a stream fails after it began: an error object, no [DONE].
+                yield sse({"error": {"message": reply.stream_error, "type": "server_error", "param": None, "code": None}})
+                return
             if n == 1 and reply.hold is not None:
                 await asyncio.to_thread(reply.hold.wait, 10)
             yield chunk({"content": piece})

@@ -20,7 +20,7 @@ import yaml
 
 from .serve import is_ready
 
-__all__ = ["Server", "free_port", "start_server", "clean_env", "start_upstream_process", "start_proxy_process", "REPO_ROOT"]
+__all__ = ["Server", "free_port", "start_server", "clean_env", "start_upstream_process", "start_proxy_process", "await_litellm", "REPO_ROOT"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -116,3 +116,13 @@ def start_proxy_process(folder: Path, upstream_url: str, *, embedding_model: str
     keys = {"OPENAI_API_KEY": "sk-" + "process-fallback-key-3b9e", "GEMINI_API_KEY": "AIza" + "-process-fallback-key-6d1f"}
     return start_server("memory-runtime proxy", cmd, port, health, folder / "proxy.log", REPO_ROOT,
                         {**clean_env(), **keys, **(env or {})}, deadline_s)
+
+
+def await_litellm(http: httpx.Client, proxy_url: str, key: str) -> None:
+    """One Gemini chat through the proxy, answered once litellm's import is done: a proxy started
+    here has a Gemini key, so it imports litellm in a worker thread after start-up (only Gemini
+    goes through it), and a benchmark's measured requests should not share the CPU with that. The
+    fake answers it with its default echo."""
+    body = {"model": "gemini-2.0-flash", "messages": [{"role": "user", "content": "warm-up"}]}
+    http.post(proxy_url + "/v1/chat/completions", json=body,
+              headers={"Authorization": f"Bearer {key}", "X-Memory-Session": "warm-up-litellm"}).raise_for_status()

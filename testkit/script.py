@@ -54,7 +54,8 @@ class Reply:
     hold: threading.Event | None = None
     # Responses API only: end the response "failed" or "incomplete" instead of "completed".
     responses_status: str | None = None
-    # Anthropic Messages only: after the first delta, send an `error` event with this message.
+    # Streaming, Anthropic Messages and OpenAI chat: after the first content chunk, send an error
+    # event with this message (Anthropic's `error` event; OpenAI's `data: {"error": ...}`) and end.
     stream_error: str | None = None
 
 
@@ -69,6 +70,8 @@ class Recorded:
     reported: dict[str, Any] | None = None
     # The path exactly as it arrived on the wire, percent-encoding and all (`path` is decoded).
     raw_path: str = ""
+    # The caller's address and port: one port for several requests means one kept-alive connection.
+    peer: str = ""
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -140,6 +143,7 @@ class Script:
             headers={k.lower(): v for k, v in request.headers.items()},
             body=await request.body(),
             raw_path=bytes(request.scope.get("raw_path") or b"").decode("latin-1"),
+            peer=f"{request.client.host}:{request.client.port}" if request.client else "",
         )
         if self.keep_requests:
             with self._lock:

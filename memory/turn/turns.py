@@ -149,7 +149,12 @@ def request_key(system: list[dict[str, Any]], anchor: str, tail: list[dict[str, 
     before the live tail (its chain hash), the live tail itself, the model and the budget. Cache
     breakpoints (`cache_control`) do not count: a client that moves its breakpoint along (Claude
     Code) still sends the same messages."""
-    blob = json.dumps([strip_cache_control(system), anchor, strip_cache_control(tail), model, budget], sort_keys=True, ensure_ascii=False, default=str)
+    blob = json.dumps([system, anchor, tail, model, budget], sort_keys=True, ensure_ascii=False, default=str)
+    # Copying the messages without the marks costs more than the hash (an agent's whole tool loop,
+    # twice a request); where the name appears nowhere there is no mark, and the copy is the same.
+    if "cache_control" in blob:
+        blob = json.dumps([strip_cache_control(system), anchor, strip_cache_control(tail), model, budget], sort_keys=True, ensure_ascii=False,
+                          default=str)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 

@@ -1,7 +1,7 @@
 """`POST /v1/chat/completions`: memory in front of an OpenAI or Gemini chat call.
 
-Validate (400, nothing stored) -> plan the prompt (fail open) -> forward through litellm with the
-caller's key -> stream or return the reply, committing the turn (live tail, reply, usage) before
+Validate (400, nothing stored) -> plan the prompt (fail open) -> forward with the caller's key
+(`proxy.chat.upstream`) -> stream or return the reply, committing the turn (live tail, reply, usage) before
 `[DONE]` / before the response, so the next request sees it. An upstream error keeps its status in
 the OpenAI envelope and stores nothing; an error after streaming began, or a stream that ends
 without the provider's finish reason, becomes a final `data: {"error": ...}` event and nothing of

@@ -1,17 +1,28 @@
-"""Chat completions to the upstream model providers, through litellm.
+"""Chat completions to the upstream model providers.
 
-The model name picks the provider: `gemini-*` and `gemini/*` go to Gemini (litellm translates the
-OpenAI request: system messages become `system_instruction`, tool calls become functionCall parts,
-and a Gemini `thoughtSignature` rides in the tool call id so it comes back on the next turn);
-everything else goes to the OpenAI-compatible upstream. Request fields the proxy does not use are
-passed through untouched.
+The model name picks the provider: `gemini-*` and `gemini/*` go to Gemini through litellm (which
+translates the OpenAI request: system messages become `system_instruction`, tool calls become
+functionCall parts, and a Gemini `thoughtSignature` rides in the tool call id so it comes back on
+the next turn); everything else goes to the OpenAI-compatible upstream directly (`proxy.direct`).
+
+The direct call forwards the client's body as it came, with two changes: `messages` is the prompt
+memory compiled, and a stream asks for `stream_options.include_usage` (the usage chunk carries the
+cached-token count memory records; the route drops that chunk when the client did not ask for it;
+the client's other stream options stay). Everything else goes up as sent: `content: null` on an
+assistant message that calls tools, `stream: false`, `metadata`, the `developer` role, and fields
+the proxy does not know (the provider answers them; litellm dropped some, refused some with its own
+400 and renamed `developer` to `system`). It sends no SDK headers, only the key (`proxy.direct`).
+The chunks and the reply come back as the provider sent them, to the route's OpenAI shaping
+(`proxy.chat.wire`). A stream that ends without a finish reason, or with an `error` event, raises
+`UpstreamError` after what it did send.
 
 litellm (and the openai SDK under it) is imported and configured by `load_litellm` in a worker
-thread that the app's start-up launches (`Upstream.start`: about 3 s on an idle machine, 6 s and more
-on a busy one), never at module import; the app answers meanwhile, and a model call that comes
-before it is done waits for it. Its own retries are off
-(`max_retries=0`); `Upstream` retries connection failures, 429 and 5xx itself, and only before the
-first byte of a reply has reached the client.
+thread (`Upstream.start`: about 3 s on an idle machine, 6 s and more on a busy one, and ~130 MiB),
+never at module import: at the app's start-up when the operator set a Gemini key, else at the first
+Gemini call. The app answers meanwhile, and a Gemini call that comes before it is done waits for it
+(a direct call never does). Its own retries are off
+(`max_retries=0`); both paths retry connection failures, 429 and 5xx (`proxy.upstream_errors.retrying`),
+and only before the first byte of a reply has reached the client.
 """
 
 from __future__ import annotations
@@ -19,8 +30,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import sys
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -28,19 +38,19 @@ from typing import Any
 import httpx
 
 from proxy.config import UpstreamsConfig, prepare_litellm_environment
+from proxy.direct import DirectOpenAI
 from proxy.errors import MissingKeyError, UpstreamError
 from proxy.logs import LITELLM_LOGGERS, adopt_loggers
-from proxy.outbound import outbound_client
+from proxy.upstream_errors import error_from_body, provider_headers, retrying, to_upstream_error
 
-__all__ = ["Loaded", "Target", "Upstream", "is_gemini", "load_litellm", "to_upstream_error", "error_from_body", "provider_headers", "retryable", "close_stream"]
+__all__ = ["Loaded", "Target", "Upstream", "is_gemini", "load_litellm", "close_stream"]
 
 log = logging.getLogger("memory_runtime.upstream")
 
 # Fields of the client's body that the proxy sets itself on the litellm call.
 _OWN_FIELDS = frozenset({"model", "messages", "stream", "stream_options", "api_key", "api_base", "base_url", "max_retries", "timeout", "client"})
-_RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
-_PASSED_HEADERS = frozenset({"x-request-id", "openai-processing-ms"})
-_LITELLM_PREFIX = "llm_provider-"
+_CHAT_PATH = "/chat/completions"
+_NO_FINISH = "a finish reason"
 
 
 @dataclass(frozen=True)
@@ -66,13 +76,6 @@ def load_litellm() -> Loaded:
     return Loaded(litellm, openai)
 
 
-def _sdk_errors(*names: str) -> tuple[type[BaseException], ...]:
-    """The openai SDK's exception classes of these names (litellm's subclass them). Before the SDK
-    is imported (by `load_litellm`) no exception can be one of them: then there are none."""
-    sdk = sys.modules.get("openai")
-    return tuple(getattr(sdk, name) for name in names) if sdk is not None else ()
-
-
 def is_gemini(model: str) -> bool:
     name = model.strip().lower()
     return name.startswith("gemini-") or name.startswith("gemini/")
@@ -86,136 +89,20 @@ class Target:
     api_key: str | None
 
 
-def to_upstream_error(exc: BaseException) -> UpstreamError:
-    """Map a litellm / openai / httpx exception to an `UpstreamError` with the upstream's status."""
-    if isinstance(exc, UpstreamError):
-        return exc
-    # litellm reports a refused connection as a 500 "InternalServerError"; the cause chain tells the truth.
-    if _caused_by(exc, (*_sdk_errors("APITimeoutError"), httpx.TimeoutException, asyncio.TimeoutError)):
-        return UpstreamError("upstream timed out", status=504, type="timeout", code="upstream_timeout")
-    if _caused_by(exc, (httpx.TransportError, ConnectionError)):
-        return UpstreamError(f"upstream connection failed: {_short(exc)}", status=502, type="upstream_error", code="upstream_unreachable")
-    if _caused_by(exc, _sdk_errors("APIConnectionError")):
-        # With no transport error behind it, litellm's APIConnectionError means it could not build
-        # the provider's request from these messages (a Gemini tool result without its call, say):
-        # nothing was sent, and retrying cannot help. The request is what is wrong.
-        return UpstreamError(
-            f"the request cannot be sent to this provider: {_short(exc)}", status=400, type="invalid_request_error", code="provider_rejected_request"
-        )
-    status = getattr(exc, "status_code", None)
-    if not isinstance(status, int):
-        return UpstreamError(f"upstream call failed: {_short(exc)}", status=502)
-    err = error_from_body(status, _provider_body(exc), _short(exc))
-    err.headers = provider_headers(_provider_response_headers(exc))
-    return err
-
-
-def _provider_response_headers(exc: BaseException) -> Any:
-    """The provider's response headers behind a litellm exception (its synthetic responses have none)."""
-    for err in _chain(exc):
-        response = getattr(err, "response", None)
-        if isinstance(response, httpx.Response) and response.headers:
-            return response.headers
-    return {}
-
-
-def error_from_body(status: int, body: dict[str, Any], fallback: str) -> UpstreamError:
-    """The provider's error, with its own message, type, param and code, and its HTTP status."""
-    inner = _inner(body)
-    return UpstreamError(
-        str(inner.get("message") or fallback),
-        status=status,
-        # OpenAI names the kind of error `type`; Gemini names it `status` (e.g. INVALID_ARGUMENT).
-        type=str(inner.get("type") or inner.get("status")) if inner.get("type") or inner.get("status") else None,
-        param=inner.get("param") if isinstance(inner.get("param"), str) else None,
-        code=str(inner["code"]) if inner.get("code") is not None else None,
-    )
-
-
-def provider_headers(headers: Any) -> dict[str, str]:
-    """The provider's response headers a client reads, to pass back: `x-request-id`,
-    `openai-processing-ms` and the `x-ratelimit-*` family. litellm keeps the provider's raw headers
-    under an `llm_provider-` prefix next to headers of its own; only the raw ones count."""
-    out: dict[str, str] = {}
-    if not hasattr(headers, "items"):
-        return out
-    for key, value in headers.items():
-        name = str(key).lower()
-        raw = name.startswith(_LITELLM_PREFIX)
-        name = name[len(_LITELLM_PREFIX):] if raw else name
-        if name in _PASSED_HEADERS or name.startswith("x-ratelimit-"):
-            if raw or name not in out:
-                out[name] = str(value)
-    return out
-
-
-def _inner(body: dict[str, Any]) -> dict[str, Any]:
-    """OpenAI and Gemini wrap error fields in {"error": {...}}; some servers send them bare."""
-    nested = body.get("error")
-    return nested if isinstance(nested, dict) else body
-
-
-def _chain(exc: BaseException) -> Iterator[BaseException]:
-    """`exc` and the exceptions it was raised from, outermost first."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        yield current
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-
-
-def _caused_by(exc: BaseException, types: tuple[type[BaseException], ...]) -> bool:
-    return any(isinstance(e, types) for e in _chain(exc))
-
-
-def _provider_body(exc: BaseException) -> dict[str, Any]:
-    """The provider's own error body. litellm keeps it parsed as `.body` for some OpenAI statuses
-    only, and its `.response` is a synthetic one without content; the provider's real HTTP
-    response rides in the `httpx.HTTPStatusError` that litellm raised from, with its body read."""
-    for err in _chain(exc):
-        body = getattr(err, "body", None)
-        if isinstance(body, dict):
-            return body
-        if isinstance(err, httpx.HTTPStatusError) and (data := _response_json(err.response)):
-            return data
-    return _response_json(getattr(exc, "response", None)) or {"message": _short(exc)}
-
-
-def _response_json(response: Any) -> dict[str, Any] | None:
-    """The upstream's own JSON error body, when litellm kept the response (it does not always)."""
-    if not isinstance(response, httpx.Response):
-        return None
-    try:
-        data = response.json()
-    except Exception:  # not JSON, or a synthetic response without a body
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:500]
-
-
-def retryable(err: UpstreamError) -> bool:
-    return err.status in _RETRY_STATUSES
-
-
 class Upstream:
-    """Calls the configured OpenAI and Gemini upstreams; one instance lives on `app.state`."""
+    """Calls the configured OpenAI and Gemini upstreams; one instance lives on `app.state`.
+    `direct` is the OpenAI-compatible upstream's client, shared with the Responses API."""
 
     def __init__(self, config: UpstreamsConfig) -> None:
         self._config = config
         self._loading: asyncio.Task[Loaded] | None = None
         self._timeout = httpx.Timeout(config.timeout_seconds, connect=config.connect_timeout_seconds)
-        # litellm's OpenAI clients (one per key, shared by every caller with that key: tenants on the
-        # environment key, say) keep httpx's cookie jar; ours keeps none (`proxy.outbound`).
-        self._http = outbound_client(self._timeout)
+        self.direct = DirectOpenAI(config)
 
     def start(self) -> asyncio.Task[Loaded]:
-        """Start importing litellm in a worker thread (once); called by the app's start-up, so that
-        the proxy answers (/healthz, memory routes, the relay) while it loads."""
+        """Start importing litellm in a worker thread (once): at the app's start-up when a Gemini key
+        is configured, else by the first Gemini call; the proxy answers (/healthz, memory routes,
+        the relay, OpenAI calls) while it loads."""
         if self._loading is None:
             self._loading = asyncio.get_running_loop().create_task(asyncio.to_thread(load_litellm))
         return self._loading
@@ -229,7 +116,7 @@ class Upstream:
         return (await self.loaded()).litellm
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        await self.direct.aclose()
         if self._loading is not None and not self._loading.done():
             self._loading.cancel()  # the import finishes in its thread; nobody waits for it
 
@@ -245,30 +132,24 @@ class Upstream:
             return Target("gemini", f"gemini/{name}", self._config.gemini.api_base, api_key or self._config.gemini.api_key)
         return Target("openai", f"openai/{model}", self._config.openai.api_base, api_key or self._config.openai.api_key)
 
-    def _kwargs(self, sdk: ModuleType, body: dict[str, Any], messages: list[dict[str, Any]], target: Target, stream: bool) -> dict[str, Any]:
+    def _kwargs(self, body: dict[str, Any], messages: list[dict[str, Any]], target: Target, stream: bool) -> dict[str, Any]:
+        """litellm's arguments for a Gemini call."""
         kwargs = {k: v for k, v in body.items() if k not in _OWN_FIELDS}
         kwargs.update(
             model=target.litellm_model,
             messages=messages,
             api_base=target.api_base,
-            # litellm insists on some key; a keyless local upstream gets a placeholder, never stored.
             api_key=target.api_key or "no-key",
             max_retries=0,
             timeout=self._timeout,
             # With `tools`, litellm 1.106.2 probes its MCP gateway, which imports the optional `mcp`
             # package and fails without it; we never use that gateway.
             _skip_mcp_handler=True,
-        )
-        if target.provider == "openai":
-            kwargs["client"] = sdk.AsyncOpenAI(api_key=target.api_key or "no-key", base_url=target.api_base, http_client=self._http,
-                                                  max_retries=0, timeout=self._timeout)
-        if target.provider == "gemini":
             # OpenAI-only fields (user, seed, logit_bias...) would make litellm refuse the call.
-            kwargs["drop_params"] = True
+            drop_params=True,
+        )
         if stream:
             kwargs["stream"] = True
-            # Always: the usage chunk carries the provider's cached-token count, which memory records
-            # (the route drops that chunk when the client did not ask for it).
             kwargs["stream_options"] = {"include_usage": True}
         return kwargs
 
@@ -286,19 +167,22 @@ class Upstream:
         """One non-streaming completion; returns the OpenAI-format response as a dict, and the
         provider's headers to pass back (`provider_headers`)."""
         target = self.target(str(body["model"]), api_key)
+        if target.provider == "openai":
+            sent = forwarded_body(body, messages)
+            opened = await retrying(lambda: self.direct.post(_CHAT_PATH, sent, api_key, _finishes, _NO_FINISH),
+                                    self._config.retries, "upstream call")
+            return opened.response or {}, opened.headers
         loaded = await self.loaded()
-        kwargs = self._kwargs(loaded.sdk, body, messages, target, stream=False)
-        attempt = 0
-        while True:
+        kwargs = self._kwargs(body, messages, target, stream=False)
+
+        async def once() -> tuple[dict[str, Any], dict[str, str]]:
             try:
                 response = await loaded.litellm.acompletion(**kwargs)
-                return _dump(response), _headers_of(response)
             except Exception as exc:  # litellm raises many unrelated classes; all map to UpstreamError
-                err = to_upstream_error(exc)
-                if attempt >= self._config.retries or not retryable(err):
-                    raise err from None
-                attempt += 1
-                log.info("retrying upstream call (%s, attempt %d)", err.status, attempt + 1)
+                raise to_upstream_error(exc) from None
+            return _dump(response), _headers_of(response)
+
+        return await retrying(once, self._config.retries, "upstream call")
 
     async def stream(self, body: dict[str, Any], messages: list[dict[str, Any]],
                      api_key: str | None) -> tuple[AsyncGenerator[dict[str, Any], None], dict[str, str]]:
@@ -307,10 +191,24 @@ class Upstream:
         with the provider's headers to pass back; iterating yields OpenAI chunk dicts and raises
         `UpstreamError` if the stream breaks."""
         target = self.target(str(body["model"]), api_key)
+        if target.provider == "openai":
+            sent = forwarded_body(body, messages, stream=True)
+
+            async def direct() -> tuple[AsyncGenerator[dict[str, Any], None], dict[str, str]]:
+                opened = await self.direct.post(_CHAT_PATH, sent, api_key, _finishes, _NO_FINISH)
+                events = _checked(opened.events)
+                try:
+                    first = await events.__anext__()
+                except BaseException:
+                    await events.aclose()
+                    raise
+                return _prepended(first, events), opened.headers
+
+            return await retrying(direct, self._config.retries, "upstream stream")
         loaded = await self.loaded()
-        kwargs = self._kwargs(loaded.sdk, body, messages, target, stream=True)
-        attempt = 0
-        while True:
+        kwargs = self._kwargs(body, messages, target, stream=True)
+
+        async def litellm() -> tuple[AsyncGenerator[dict[str, Any], None], dict[str, str]]:
             wrapper: Any = None
             try:
                 wrapper = await loaded.litellm.acompletion(**kwargs)
@@ -321,11 +219,46 @@ class Upstream:
                 return _chunks(None, None), _headers_of(wrapper)
             except Exception as exc:
                 await close_stream(wrapper)
-                err = to_upstream_error(exc)
-                if attempt >= self._config.retries or not retryable(err):
-                    raise err from None
-                attempt += 1
-                log.info("retrying upstream stream (%s, attempt %d)", err.status, attempt + 1)
+                raise to_upstream_error(exc) from None
+
+        return await retrying(litellm, self._config.retries, "upstream stream")
+
+
+def forwarded_body(body: dict[str, Any], messages: list[dict[str, Any]], stream: bool = False) -> dict[str, Any]:
+    """What the direct path sends for the client's `body`: the same fields, with memory's
+    `messages` and, on a stream, `stream_options.include_usage` (see the module docstring)."""
+    sent = {**body, "messages": messages}
+    if stream:
+        options = body.get("stream_options")
+        sent["stream_options"] = {**options, "include_usage": True} if isinstance(options, dict) else {"include_usage": True}
+    return sent
+
+
+def _finishes(chunk: dict[str, Any]) -> bool:
+    return any(isinstance(c, dict) and c.get("finish_reason") for c in chunk.get("choices") or [])
+
+
+async def _checked(events: AsyncGenerator[dict[str, Any], None] | None) -> AsyncGenerator[dict[str, Any], None]:
+    """The provider's chunks; an `error` event (OpenAI sends one when a stream fails after it
+    began) raises it as `UpstreamError`."""
+    if events is None:
+        return
+    try:
+        async for chunk in events:
+            if isinstance(chunk.get("error"), dict) and not chunk.get("choices"):
+                raise error_from_body(502, chunk, "the upstream reported an error in the stream")
+            yield chunk
+    finally:
+        await events.aclose()
+
+
+async def _prepended(first: dict[str, Any], rest: AsyncGenerator[dict[str, Any], None]) -> AsyncGenerator[dict[str, Any], None]:
+    try:
+        yield first
+        async for chunk in rest:
+            yield chunk
+    finally:
+        await rest.aclose()
 
 
 async def close_stream(wrapper: Any) -> None:

@@ -26,7 +26,7 @@ from proxy.outbound import outbound_client, post_json
 from proxy.config import UpstreamsConfig
 from proxy.errors import UpstreamError
 from proxy.sse import SSEDecoder
-from proxy.chat.upstream import to_upstream_error
+from proxy.upstream_errors import to_upstream_error
 
 __all__ = ["AnthropicUpstream", "Opened", "StreamEvent", "forwarded_headers"]
 

@@ -69,6 +69,10 @@ def test_a_request_is_its_messages_identity_not_their_wire_extras() -> None:
     assert request_key([], "a", [plain], "m", 100) == request_key([], "a", [marked], "m", 100)  # a moved breakpoint
     assert request_key([], "a", [asked], "m", 100) != request_key([], "a", [{**asked, "content": "Which one?"}], "m", 100)
     assert request_key([], "a", [asked], "m", 100) != request_key([], "b", [asked], "m", 100)
+    # Text that names the mark is text: kept in the key, whether or not a real mark rides along.
+    naming = {"role": "user", "content": "Where do I set cache_control?"}
+    assert request_key([], "a", [naming], "m", 100) != request_key([], "a", [{**naming, "content": "Where do I set it?"}], "m", 100)
+    assert request_key([naming], "a", [plain], "m", 100) == request_key([naming], "a", [marked], "m", 100)
 
 
 async def test_a_tool_step_reuses_the_evidence_of_the_request_that_opened_its_turn() -> None:
