@@ -41,8 +41,8 @@ __all__ = ["SessionLocks", "FileSessionLocks", "lock_offset"]
 # The kernel's struct flock on 64-bit Linux: l_type, l_whence (short), l_start, l_len (off_t),
 # l_pid (pid_t, 0 for open-file-description locks), padded to 32 bytes.
 _FLOCK = "hhqqi4x"
-_OFD_WAIT = getattr(fcntl, "F_OFD_SETLKW", None)
-_OFD_TRY = getattr(fcntl, "F_OFD_SETLK", None)
+# (try, wait) commands of open-file-description locks, where the platform has them.
+_OFD: tuple[int, int] | None = (fcntl.F_OFD_SETLK, fcntl.F_OFD_SETLKW) if hasattr(fcntl, "F_OFD_SETLKW") else None
 
 
 class SessionLocks:
@@ -121,10 +121,10 @@ class FileSessionLocks:
 def _try_lock(fd: int, offset: int) -> bool:
     """Take the byte if it is free; False when another holder has it."""
     try:
-        if _OFD_TRY is None:
+        if _OFD is None:
             fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, offset)
         else:
-            fcntl.fcntl(fd, _OFD_TRY, struct.pack(_FLOCK, fcntl.F_WRLCK, os.SEEK_SET, offset, 1, 0))
+            fcntl.fcntl(fd, _OFD[0], struct.pack(_FLOCK, fcntl.F_WRLCK, os.SEEK_SET, offset, 1, 0))
     except OSError as exc:
         if exc.errno in (errno.EAGAIN, errno.EACCES):
             return False
@@ -134,17 +134,17 @@ def _try_lock(fd: int, offset: int) -> bool:
 
 def _lock(fd: int, offset: int) -> None:
     """Take the byte, waiting as long as another holder has it (on the calling thread)."""
-    if _OFD_WAIT is None:
+    if _OFD is None:
         fcntl.lockf(fd, fcntl.LOCK_EX, 1, offset)  # POSIX locks: per process (see the module docstring)
     else:
-        fcntl.fcntl(fd, _OFD_WAIT, struct.pack(_FLOCK, fcntl.F_WRLCK, os.SEEK_SET, offset, 1, 0))
+        fcntl.fcntl(fd, _OFD[1], struct.pack(_FLOCK, fcntl.F_WRLCK, os.SEEK_SET, offset, 1, 0))
 
 
 def _unlock(fd: int, offset: int) -> None:
-    if _OFD_WAIT is None:
+    if _OFD is None:
         fcntl.lockf(fd, fcntl.LOCK_UN, 1, offset)
     else:
-        fcntl.fcntl(fd, _OFD_TRY, struct.pack(_FLOCK, fcntl.F_UNLCK, os.SEEK_SET, offset, 1, 0))
+        fcntl.fcntl(fd, _OFD[0], struct.pack(_FLOCK, fcntl.F_UNLCK, os.SEEK_SET, offset, 1, 0))
 
 
 async def _wait_for_lock(fd: int, offset: int) -> None:
