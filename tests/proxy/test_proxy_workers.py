@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shlex
 import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
+from proxy.cli.main import build_parser
 from testkit.harness import Upstream
 from testkit.load import CLIENT_KEY, MODEL, run_load, verify
 from testkit.processes import Server, child_cpu_seconds, start_proxy_process
@@ -100,3 +102,12 @@ def test_state_from_racing_workers_and_an_erase_seen_by_all(served: Server, upst
         _chat(served, f"fresh start {n}: which options did we pick?", stream=n % 2 == 0)
         forwarded = json.dumps(upstream.fake.last_chat().json()["messages"])
         assert "option" not in forwarded.replace("which options did we pick", ""), forwarded
+
+
+def test_the_readme_section_command_is_one_serve_accepts() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Several worker processes on one machine") : readme.index("## Benchmarks")]
+    (command,) = [line.strip() for line in section.split("```bash\n", 1)[1].split("```", 1)[0].splitlines() if line.strip()]
+    args = build_parser().parse_args(shlex.split(command)[1:])
+    assert (args.command, args.workers) == ("serve", 2)
+    assert "tests/proxy/test_proxy_workers.py" in section and "memory/store/locks.py" in section
