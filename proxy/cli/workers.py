@@ -9,8 +9,9 @@ embedding model. Requests for one session may reach several workers at once: the
 lock serialises them (SQLite: `memory.store.locks.FileSessionLocks`; PostgreSQL: advisory locks).
 
 The parent only supervises: SIGINT / SIGTERM stop every worker (uvicorn's graceful shutdown), and a
-worker that dies is started again, unless it dies during its start-up, which would only repeat
-(then the others are stopped and `serve` exits 1).
+worker that dies is started again (its session locks died with it), unless its slot's workers keep
+dying soon after they start, which restarting would only repeat (a port taken, a broken config):
+then the others are stopped and `serve` exits 1.
 """
 
 from __future__ import annotations
@@ -39,8 +40,10 @@ from proxy.logs import configure_logging
 __all__ = ["serve_workers", "bind_socket", "run_worker"]
 
 log = logging.getLogger("proxy")
-# A worker that exits this soon after it started failed its start-up: starting it again would only repeat.
+# A worker that exits this soon after it started may have failed its start-up; QUICK_FAILURES such
+# exits in a row in one slot mean it did, and starting it again would only repeat.
 START_UP_S = 30.0
+QUICK_FAILURES = 3
 _spawn = multiprocessing.get_context("spawn")
 
 
@@ -80,6 +83,7 @@ def serve_workers(config: ProxyConfig, workers: int) -> int:
     asyncio.run(_prepare(config))
     sock = bind_socket(config.server.host, config.server.port)
     running: dict[int, tuple[BaseProcess, float]] = {}
+    quick_failures = dict.fromkeys(range(workers), 0)
     stopping = False
 
     def start(slot: int) -> None:
@@ -109,8 +113,10 @@ def serve_workers(config: ProxyConfig, workers: int) -> int:
                 del running[slot]
                 if stopping:
                     continue
-                if time.monotonic() - started < START_UP_S:
-                    log.error("memory-runtime: worker %d exited during start-up (status %s); stopping", slot, process.exitcode)
+                quick_failures[slot] = quick_failures[slot] + 1 if time.monotonic() - started < START_UP_S else 0
+                if quick_failures[slot] >= QUICK_FAILURES:
+                    log.error("memory-runtime: worker %d exited %d times in a row soon after starting (status %s); stopping",
+                              slot, QUICK_FAILURES, process.exitcode)
                     failed = True
                     stop(signal.SIGTERM, None)
                 else:

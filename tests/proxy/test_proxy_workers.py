@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shlex
+import signal
 import sys
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -111,3 +114,16 @@ def test_the_readme_section_command_is_one_serve_accepts() -> None:
     args = build_parser().parse_args(shlex.split(command)[1:])
     assert (args.command, args.workers) == ("serve", 2)
     assert "tests/proxy/test_proxy_workers.py" in section and "memory/store/locks.py" in section
+
+
+def test_a_killed_worker_is_replaced_and_the_others_keep_serving(served: Server) -> None:
+    tracker_and_workers = child_cpu_seconds(served.process.pid)
+    victim = max(tracker_and_workers, key=lambda pid: tracker_and_workers[pid])  # a worker (the tracker does next to nothing)
+    os.kill(victim, signal.SIGKILL)  # no clean exit: whatever it held, the kernel releases
+    deadline = time.monotonic() + 120
+    while set(child_cpu_seconds(served.process.pid)) == set(tracker_and_workers) - {victim} or victim in child_cpu_seconds(served.process.pid):
+        assert time.monotonic() < deadline, "no worker started in place of the killed one"
+        assert served.process.poll() is None, "serve stopped instead of replacing the worker"
+        time.sleep(0.05)  # poll interval, bounded by the deadline above
+    for n in range(2 * WORKERS):  # fresh connections: whichever worker takes them answers
+        assert json.loads(_chat(served, f"after the kill {n}"))["choices"][0]["message"]["content"] == f"echo: after the kill {n}"
