@@ -2,7 +2,8 @@
 
     python -m benchmarks.stress [--seconds 60] [--clients 100] [--sessions 20] [--max-requests N]
                                 [--embedding-model none|<model>] [--upstream-ms 0] [--budget 64]
-                                [--storage-url postgresql://... [--instances 3]] [--litellm-bin PATH | --no-litellm]
+                                [--storage-url postgresql://... [--instances 3]] [--workers N]
+                                [--litellm-bin PATH | --no-litellm]
     python -m benchmarks.stress --largest-request [--embedding-model ...] [--scale 1.0]
                                 (`benchmarks.bounded`: /healthz while the largest allowed request runs)
 
@@ -15,7 +16,9 @@ After the load, every session is exported through `GET /memory/sessions/{id}/exp
 exchange the client completed is looked up: *lost* if its user message or reply is missing,
 *duplicated* if either is stored twice.
 With `--storage-url`, `--instances` proxies share one PostgreSQL database and client `i` talks to
-instance `i % instances`, so every session's requests arrive at every instance at once.
+instance `i % instances`, so every session's requests arrive at every instance at once. With
+`--workers N`, each proxy is `serve --workers N` (N processes on one port and one memory, SQLite
+included); the load starts once every worker answers ready (its model loaded).
 Latency under load is reported for the proxy and, from a separate run, for the same clients
 against the fake upstream alone; on a small machine both are dominated by queueing and by the
 clients' own CPU, and the difference of two percentiles is not a percentile of anything. What the
@@ -34,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import tempfile
 import time
@@ -46,6 +50,7 @@ import numpy as np
 
 from testkit.load import CLIENT_KEY, Tally, exchange, run_load, user_text, verify
 from testkit.processes import Server, start_proxy_process, start_upstream_process
+from testkit.serve import is_ready
 
 from .bounded import main as bounded_main
 from .litellm_peer import default_bin
@@ -145,6 +150,8 @@ class StressResult:
     added_single: Added
     store: str = "sqlite"
     instances: int = 1
+    workers: int = 1
+    load_average: float = float("nan")  # the machine's 1-minute load average as the load started
     peer: PeerResult | None = None
     peer_note: str = "not measured"
 
@@ -154,6 +161,8 @@ class StressResult:
         load, single = self.added_under_load, self.added_single
         rows = [
             ("store, instances", f"{'SQLite' if self.store == 'sqlite' else 'PostgreSQL'}, {self.instances}"),
+            ("worker processes per instance", str(self.workers)),
+            ("machine load average (1 min) at the start", f"{self.load_average:.1f}"),
             ("clients / sessions / seconds", f"{self.clients} / {self.sessions} / {self.seconds:g}"),
             ("requests (completed)", f"{self.requests} ({self.completed})"),
             ("throughput", f"{self.throughput:.1f} req/s"),
@@ -193,7 +202,7 @@ def _p50_p99(samples: list[float]) -> tuple[float, float]:
 
 def run(seconds: float, clients: int, sessions: int, max_requests: int, embedding_model: str = "none", upstream_ms: float = 0.0,
         budget: int = 64, direct_seconds: float | None = None, folder: Path | None = None, single_requests: int = 300,
-        storage_url: str | None = None, instances: int = 1, litellm_bin: Path | None = None) -> StressResult:
+        storage_url: str | None = None, instances: int = 1, litellm_bin: Path | None = None, workers: int = 1) -> StressResult:
     """One load run. With `storage_url` (an empty PostgreSQL database), `instances` proxies share it.
     With `litellm_bin`, LiteLLM's proxy then takes the same load in front of the same upstream."""
     if instances > 1 and not storage_url:
@@ -208,8 +217,11 @@ def run(seconds: float, clients: int, sessions: int, max_requests: int, embeddin
         for i in range(instances):
             home = folder / f"instance{i}"
             home.mkdir(exist_ok=True)
-            proxies.append(start_proxy_process(home, upstream.url, embedding_model=embedding_model, env=env))
+            proxies.append(start_proxy_process(home, upstream.url, embedding_model=embedding_model, env=env, workers=workers))
         urls = [p.url for p in proxies]
+        for url in urls:
+            _all_workers_ready(url, workers)
+        load_average = os.getloadavg()[0]
         started = time.monotonic()
         tally, under_load = asyncio.run(_load_with_probe(urls, upstream.url, clients, sessions, seconds, max_requests, budget))
         elapsed = time.monotonic() - started
@@ -226,8 +238,21 @@ def run(seconds: float, clients: int, sessions: int, max_requests: int, embeddin
     return StressResult(
         clients, sessions, seconds, tally.requests, len(tally.completed), dict(tally.errors), lost, duplicated,
         _p50_p99(tally.latencies_ms), _p50_p99(direct), len(tally.completed) / elapsed if elapsed else 0.0,
-        _added(under_load), _added(single[WARMUP:]), "postgres" if storage_url else "sqlite", instances, peer, note,
+        _added(under_load), _added(single[WARMUP:]), "postgres" if storage_url else "sqlite", instances, workers, load_average, peer, note,
     )
+
+
+def _all_workers_ready(url: str, workers: int, deadline_s: float = 300.0) -> None:
+    """Wait until `10 * workers` health checks in a row, each on a new connection (which any
+    worker may accept), answer ready: a worker still loading its model answers "ok (... loading)"."""
+    end, streak = time.monotonic() + deadline_s, 0
+    while streak < 10 * workers:
+        if time.monotonic() > end:
+            raise RuntimeError(f"the workers at {url} were not all ready within {deadline_s:.0f}s")
+        with httpx.Client(timeout=5.0) as client:  # a new connection per check
+            streak = streak + 1 if is_ready(client.get(url + "/healthz")) else 0
+        if streak == 0:
+            time.sleep(0.1)  # a worker is still loading: poll again, bounded by the deadline above
 
 
 def _peer(folder: Path, upstream_url: str, litellm_bin: Path, clients: int, sessions: int, seconds: float, max_requests: int,
@@ -265,6 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget", type=int, default=64, help="X-Memory-Budget, below each request's size so every request compiles")
     parser.add_argument("--storage-url", default=None, help="an empty PostgreSQL database the proxies share (default: SQLite)")
     parser.add_argument("--instances", type=int, default=1, help="proxies on --storage-url, each taking a share of the clients")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes per proxy (serve --workers)")
     parser.add_argument("--litellm-bin", type=Path, default=None,
                         help=f"LiteLLM proxy executable for the peer (default: {default_bin()} when present)")
     parser.add_argument("--no-litellm", action="store_true", help="do not run LiteLLM's proxy under the same load")
@@ -275,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
         return bounded_main(["--embedding-model", args.embedding_model, "--scale", str(args.scale)])
     litellm = None if args.no_litellm else args.litellm_bin or (default_bin() if default_bin().exists() else None)
     result = run(args.seconds, args.clients, args.sessions, args.max_requests, args.embedding_model, args.upstream_ms, args.budget,
-                 storage_url=args.storage_url, instances=args.instances, litellm_bin=litellm)
+                 storage_url=args.storage_url, instances=args.instances, litellm_bin=litellm, workers=args.workers)
     print(result.markdown())
     return 0 if not result.errors and not result.lost and not result.duplicated else 1
 

@@ -87,6 +87,7 @@ class ServerConfig:
     allowed_hosts: tuple[str, ...] = ()
     # Browser origins (scheme://host[:port]) allowed to call the proxy, with their own API key.
     allowed_origins: tuple[str, ...] = ()
+    workers: int = 1  # processes serving the one socket and the one memory (`proxy.cli.workers`), at most 64
 
 
 @dataclass(frozen=True)
@@ -165,13 +166,10 @@ class ProxyConfig:
     log_content: bool = False
     log_file: str | None = None
 
-    def with_server(self, host: str | None = None, port: int | None = None) -> ProxyConfig:
-        """A copy with CLI overrides of the bind address applied (None keeps the current value)."""
-        server = dataclasses.replace(
-            self.server,
-            host=self.server.host if host is None else host,
-            port=self.server.port if port is None else port,
-        )
+    def with_server(self, host: str | None = None, port: int | None = None, workers: int | None = None) -> ProxyConfig:
+        """A copy with CLI overrides of the bind address and workers applied (None keeps the current value)."""
+        given: dict[str, Any] = {"host": host, "port": port, "workers": workers}
+        server = dataclasses.replace(self.server, **{k: v for k, v in given.items() if v is not None})
         _check_server(server)
         return dataclasses.replace(self, server=server)
 
@@ -270,6 +268,8 @@ def _retention(raw: Mapping[str, Any]) -> RetentionConfig:
 def _check_server(server: ServerConfig) -> None:
     if not 0 <= server.port <= 65535:
         raise ConfigError(f"server.port out of range: {server.port}")
+    if not 1 <= server.workers <= 64:  # more is a typo: each worker holds its own model and connections
+        raise ConfigError(f"server.workers must be from 1 to 64: {server.workers}")
     if not is_loopback(server.host) and not server.access_token:
         raise ConfigError(
             f"refusing to bind {server.host}: set server.access_token (or MEMORY_RUNTIME_ACCESS_TOKEN) "
@@ -323,6 +323,7 @@ def _build(raw: Mapping[str, Any], env: Mapping[str, str]) -> ProxyConfig:
         max_body_bytes=_positive(server_raw.get("max_body_bytes", ServerConfig.max_body_bytes), int, "server.max_body_bytes"),
         allowed_hosts=tuple(h.lower() for h in _strings(server_raw.get("allowed_hosts"), "server.allowed_hosts")),
         allowed_origins=tuple(o.lower().rstrip("/") for o in _strings(server_raw.get("allowed_origins"), "server.allowed_origins")),
+        workers=_typed(server_raw.get("workers", ServerConfig.workers), int, "server.workers"),
     )
     _check_server(server)
     upstreams = UpstreamsConfig(

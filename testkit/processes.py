@@ -20,7 +20,8 @@ import yaml
 
 from .serve import is_ready
 
-__all__ = ["Server", "free_port", "start_server", "clean_env", "start_upstream_process", "start_proxy_process", "await_litellm", "REPO_ROOT"]
+__all__ = ["Server", "free_port", "start_server", "clean_env", "start_upstream_process", "start_proxy_process", "await_litellm", "REPO_ROOT",
+           "child_cpu_seconds"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -94,12 +95,13 @@ def start_upstream_process(folder: Path, latency_ms: float = 0.0, chunk_chars: i
 
 def start_proxy_process(folder: Path, upstream_url: str, *, embedding_model: str | None = "none", budget_tokens: int | None = None,
                         port: int | None = None, log_level: str = "warning", env: Mapping[str, str] | None = None,
-                        health: str = "/healthz", deadline_s: float = 60.0) -> Server:
+                        health: str = "/healthz", deadline_s: float = 60.0, workers: int = 1) -> Server:
     """`memory-runtime serve` on a fresh port (or `port`), storing in `folder/memory.sqlite`,
     configured by `folder/proxy.yaml` (no upstream retries; `embedding_model=None` keeps the
     default model), logging to `folder/proxy.log`, with `env` added to a clean environment that
     holds fallback provider keys (a proxy with no key at all answers keyless requests with 401);
-    ready when `health` answers 200 (/healthz also needs memory to be usable)."""
+    ready when `health` answers 200 (/healthz also needs memory to be usable). `workers`: `server.workers`
+    (answered by whichever worker accepts the connection)."""
     port = port or free_port()
     settings: dict[str, Any] = {
         "storage_path": str(folder / "memory.sqlite"),
@@ -110,6 +112,8 @@ def start_proxy_process(folder: Path, upstream_url: str, *, embedding_model: str
         settings["embedding"] = {"model": embedding_model}
     if budget_tokens is not None:
         settings["budget_tokens"] = budget_tokens
+    if workers != 1:
+        settings["server"] = {"workers": workers}
     config = folder / "proxy.yaml"
     config.write_text(yaml.safe_dump(settings), encoding="utf-8")
     cmd = [sys.executable, "-m", "proxy.cli.main", "serve", "--config", str(config), "--port", str(port)]
@@ -126,3 +130,19 @@ def await_litellm(http: httpx.Client, proxy_url: str, key: str) -> None:
     body = {"model": "gemini-2.0-flash", "messages": [{"role": "user", "content": "warm-up"}]}
     http.post(proxy_url + "/v1/chat/completions", json=body,
               headers={"Authorization": f"Bearer {key}", "X-Memory-Session": "warm-up-litellm"}).raise_for_status()
+
+
+def child_cpu_seconds(pid: int) -> dict[int, float]:
+    """CPU seconds (user + system) each child process of `pid` has used so far, by child pid (Linux
+    /proc): which of `serve --workers N`'s processes did work (the spawn resource tracker is one of
+    them, and stays near zero)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text(encoding="ascii").split()
+    used: dict[int, float] = {}
+    for child in map(int, children):
+        try:
+            fields = Path(f"/proc/{child}/stat").read_text(encoding="ascii").rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue  # exited meanwhile
+        used[child] = (int(fields[11]) + int(fields[12])) / ticks  # utime, stime: fields 14 and 15 of stat
+    return used

@@ -1,6 +1,6 @@
 """The `memory-runtime` command line.
 
-    memory-runtime serve [--config PATH] [--host H] [--port P]
+    memory-runtime serve [--config PATH] [--host H] [--port P] [--workers N]
     memory-runtime sessions list [--owner P] [--limit N] [--after ID] [--config PATH] [--storage PATH]
     memory-runtime sessions show|export|delete ID [--config PATH] [--storage PATH]
     memory-runtime sessions export                           (every session, as JSON lines)
@@ -66,12 +66,17 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from proxy.app import create_app
+    from proxy.cli.workers import serve_workers
 
-    config = _config(args).with_server(args.host, args.port)
+    config = _config(args).with_server(args.host, args.port, args.workers)
     os.umask(0o077)  # whatever this process creates (database, WAL, log file, secret) is the owner's alone
     configure_logging(config.log_level, config.log_content, config.log_file)
     storage = describe_storage(config.storage_path, config.storage_url)
-    print(f"memory-runtime proxy on http://{config.server.host}:{config.server.port}/v1 (storage {storage})", flush=True)
+    workers = config.server.workers
+    print(f"memory-runtime proxy on http://{config.server.host}:{config.server.port}/v1 (storage {storage}"
+          + (f", {workers} worker processes)" if workers > 1 else ")"), flush=True)
+    if workers > 1:
+        return serve_workers(config, workers)
     uvicorn.run(create_app(config), host=config.server.host, port=config.server.port, log_level=config.log_level, access_log=False, log_config=None)
     return 0
 
@@ -268,6 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", help="YAML config file (default: $MEMORY_RUNTIME_CONFIG, else built-in defaults)")
     serve.add_argument("--host", help="bind address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default 8787)")
+    serve.add_argument("--workers", type=int, help="processes serving the port and the memory (default 1; server.workers)")
     serve.set_defaults(func=_serve)
 
     sessions = sub.add_parser("sessions", help="list, inspect, export (one, or all as JSON lines), delete, reassign or expire stored sessions")

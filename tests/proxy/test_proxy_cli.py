@@ -120,3 +120,14 @@ def test_serve_stops_at_a_misspelt_key_naming_it(tmp_path: Path) -> None:
                           timeout=120, env={**clean_env(), "MEMORY_RUNTIME_EMBEDDING_MODEL": "none"}, cwd=tmp_path)
     assert done.returncode == 2
     assert done.stderr.strip() == "memory-runtime: unknown config key 'budget_token' (did you mean 'budget_tokens'?)"
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--workers", "0"], "memory-runtime: server.workers must be from 1 to 64: 0"),
+    (["--workers", "2", "--config", "{cfg}"], "memory-runtime: server.workers > 1 needs a storage file or storage_url"),
+])
+def test_serve_refuses_workers_it_cannot_run(argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = tmp_path / "memory.yaml"
+    cfg.write_text("storage_path: ':memory:'\nembedding: {model: none}\n")
+    assert main(["serve", "--port", str(free_port()), *[a.format(cfg=cfg) for a in argv]]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith(message)

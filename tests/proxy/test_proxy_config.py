@@ -22,7 +22,7 @@ def test_example_config_names_every_key() -> None:
     raw = yaml.safe_load(EXAMPLE.read_text())
     assert set(raw) == {"server", "storage_path", "storage_url", "budget_tokens", "layout_policy", "upstreams", "embedding", "tenants", "limits",
                         "retention", "log_level", "log_content", "log_file", "store_images"}
-    assert set(raw["server"]) == {"host", "port", "access_token", "max_body_bytes", "allowed_hosts", "allowed_origins"}
+    assert set(raw["server"]) == {"host", "port", "access_token", "max_body_bytes", "allowed_hosts", "allowed_origins", "workers"}
     assert set(raw["limits"]) == {"max_messages", "max_message_tokens"}
     assert set(raw["retention"]) == {"session_ttl_days", "max_sessions_per_caller", "sweep_interval_seconds"}
     assert set(raw["upstreams"]) == {"openai", "gemini", "anthropic", "timeout_seconds", "connect_timeout_seconds", "retries"}
@@ -147,3 +147,26 @@ def test_an_unknown_key_with_no_near_name_lists_the_known_ones(tmp_path: Path) -
     cfg.write_text("limits: {zzz: 1}\n")
     with pytest.raises(ConfigError, match=r"unknown config key 'limits.zzz' \(known here: max_message_tokens, max_messages\)"):
         load_config(cfg, env={})
+
+
+def test_workers_come_from_the_file_and_the_flag(tmp_path: Path) -> None:
+    assert ProxyConfig().server.workers == 1
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("server: {workers: 2, port: 9000}\n")
+    assert load_config(cfg, env={}).server.workers == 2
+    flagged = load_config(cfg, env={}).with_server(workers=4)
+    assert (flagged.server.workers, flagged.server.port) == (4, 9000)
+
+
+@pytest.mark.parametrize("text", ["server: {workers: 0}\n", "server: {workers: -2}\n", "server: {workers: 65}\n",
+                                  "server: {workers: two}\n", "server: {workers: true}\n"])
+def test_bad_workers_are_refused(tmp_path: Path, text: str) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(text)
+    with pytest.raises(ConfigError, match="server.workers"):
+        load_config(cfg, env={})
+
+
+def test_a_bad_workers_flag_is_refused() -> None:
+    with pytest.raises(ConfigError, match="server.workers must be from 1 to 64: 0"):
+        ProxyConfig().with_server(workers=0)

@@ -9,6 +9,11 @@ The files are created 0600 (SQLite gives the WAL and shared-memory files the dat
 Every commit first checks that the path still names the files the connection opened, and refuses
 (rolls back, raises `StorageError`) when it does not (`memory.store.sqlite.files` says why).
 `health()` reports that, and a failed last write, for the proxy's /healthz.
+
+Several processes may share the file (`serve --workers N`): `session_lock` holds a lock on the
+session's byte of `<db>-locks` across them (`memory.store.locks.FileSessionLocks`), and SQLite
+itself serialises their commits (`BEGIN IMMEDIATE`, `busy_timeout`). One writer at a time means
+ids are committed in increasing order, which the in-process views' high-water checks rely on.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import sqlite3
 import stat
 import time
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +32,7 @@ import aiosqlite
 
 from memory.errors import StorageError
 from memory.store.dialect import SQLITE
+from memory.store.locks import FileSessionLocks
 from memory.store.sqlite.files import OpenFiles
 from memory.store.writes import SqlStore
 from memory.store.rare_words import rarest_within
@@ -39,6 +45,8 @@ __all__ = ["SqliteStore", "SqliteTx"]
 
 # The tokenizer migration m001 gave chunks_fts (a word is looked up by the terms it indexes as).
 INDEX_TOKENIZE = "porter unicode61 remove_diacritics 2"
+# The lock (a name no session id has: ids are checked printable) under which a process sets the file up.
+_SETUP_LOCK = "\0memory-runtime set-up"
 
 
 class SqliteStore(SqlStore):
@@ -57,6 +65,7 @@ class SqliteStore(SqlStore):
         self._write_failure: str | None = None
         self._tokenizer = Tokenizer(INDEX_TOKENIZE)
         self._term_rows = TermRows()
+        self._file_locks = FileSessionLocks(f"{Path(self.path).expanduser().resolve()}-locks", self._session_locks)
 
     @property
     def db(self) -> aiosqlite.Connection:
@@ -70,14 +79,17 @@ class SqliteStore(SqlStore):
         try:
             if self.path != ":memory:":
                 _create_private(Path(self.path).expanduser().resolve())
+                self._file_locks.open()
             # Held on self at once, so a failure below (a corrupt file fails at the first PRAGMA)
             # still closes the connection and its thread.
             self._db = db = await aiosqlite.connect(self.path, isolation_level=None)
             db.row_factory = sqlite3.Row
-            await self._incremental_vacuum_mode()
-            for pragma in ("journal_mode=WAL", "foreign_keys=ON", "synchronous=NORMAL", "secure_delete=ON", "busy_timeout=5000"):
-                await db.execute(f"PRAGMA {pragma}")
-            await self._migrate()
+            # Processes opening the file together (`serve --workers`) set it up one at a time.
+            async with self._file_locks.hold(_SETUP_LOCK):
+                await self._incremental_vacuum_mode()
+                for pragma in ("journal_mode=WAL", "foreign_keys=ON", "synchronous=NORMAL", "secure_delete=ON", "busy_timeout=5000"):
+                    await db.execute(f"PRAGMA {pragma}")
+                await self._migrate()
             # Rows per index term (see `memory.store.sqlite.fts_terms`); temp: per connection, nothing in the file.
             await db.execute("CREATE VIRTUAL TABLE IF NOT EXISTS temp.chunks_vocab USING fts5vocab(main, chunks_fts, row)")
             self._files.record()
@@ -121,6 +133,7 @@ class SqliteStore(SqlStore):
         return None
 
     async def close(self) -> None:
+        self._file_locks.close()
         if self._db is not None:
             db, self._db = self._db, None
             await db.close()
@@ -142,6 +155,10 @@ class SqliteStore(SqlStore):
                 if db.in_transaction:
                     await db.execute("ROLLBACK")
                 raise
+
+    def session_lock(self, session_id: str) -> AbstractAsyncContextManager[None]:
+        """The session's lock in this process, then across the processes sharing the file."""
+        return self._file_locks.hold(session_id)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[SqliteTx]:
