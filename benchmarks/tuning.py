@@ -19,9 +19,10 @@ CODING = "set by hand for coding sessions (section A scenarios), not on LoCoMo"
 TUNED: Final[tuple[tuple[str, str, str], ...]] = (
     ("LEXICAL_WEIGHT, DENSE_WEIGHT (z-score fusion)", "memory/recall/retrieval.py", ALL_TEN + "; re-checked on dev: 0.5 / 0.5 kept"),
     ("NEIGHBOUR_WEIGHT (neighbour-turn propagation)", "memory/recall/retrieval.py", DEV_ONLY),
-    ("CANDIDATES, pool = max(2 x CANDIDATES, budget // 8)", "memory/recall/retrieval.py, memory/runtime.py", ALL_TEN),
+    ("CANDIDATES, pool = max(2 x CANDIDATES, budget // 8)", "memory/recall/retrieval.py, memory/session.py, memory/turn/protocol.py", ALL_TEN),
     ("pair probes, PAIR_CHARS", "memory/ingest/ingest.py", ALL_TEN),
-    ("RECENT_SHARE, RECENT_FLOOR_SHARE, STATE_SHARE", "memory/prompt/compiler.py", ALL_TEN),
+    ("LayoutPolicy.window_share, window_floor_share, state_share (were RECENT_SHARE, RECENT_FLOOR_SHARE, STATE_SHARE)",
+     "memory/prompt/policy.py", ALL_TEN),
     ("RECENCY_WEIGHT", "memory/recall/retrieval.py", CODING),
     ("WORKING_SET_BOOST, WORKING_SET_EVENTS, STALE_VERSION_FACTOR, CHANGE_BOOST", "memory/recall/retrieval.py", CODING),
     ("prose probes (PROBE_MIN_CHUNK_TOKENS, PROBE_MAX_TOKENS)", "memory/ingest/chunking.py", CODING),
