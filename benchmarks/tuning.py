@@ -19,12 +19,17 @@ CODING = "set by hand for coding sessions (section A scenarios), not on LoCoMo"
 TUNED: Final[tuple[tuple[str, str, str], ...]] = (
     ("LEXICAL_WEIGHT, DENSE_WEIGHT (z-score fusion)", "memory/recall/retrieval.py", ALL_TEN + "; re-checked on dev: 0.5 / 0.5 kept"),
     ("NEIGHBOUR_WEIGHT (neighbour-turn propagation)", "memory/recall/retrieval.py", DEV_ONLY),
-    ("CANDIDATES, pool = max(2 x CANDIDATES, budget // 8)", "memory/recall/retrieval.py, memory/runtime.py", ALL_TEN),
+    ("CANDIDATES, pool = max(2 x CANDIDATES, budget // 8)", "memory/recall/retrieval.py, memory/session.py, memory/turn/protocol.py", ALL_TEN),
     ("pair probes, PAIR_CHARS", "memory/ingest/ingest.py", ALL_TEN),
-    ("RECENT_SHARE, RECENT_FLOOR_SHARE, STATE_SHARE", "memory/prompt/compiler.py", ALL_TEN),
+    ("LayoutPolicy.window_share, window_floor_share, state_share (were RECENT_SHARE, RECENT_FLOOR_SHARE, STATE_SHARE)",
+     "memory/prompt/policy.py", ALL_TEN),
     ("RECENCY_WEIGHT", "memory/recall/retrieval.py", CODING),
     ("WORKING_SET_BOOST, WORKING_SET_EVENTS, STALE_VERSION_FACTOR, CHANGE_BOOST", "memory/recall/retrieval.py", CODING),
     ("prose probes (PROBE_MIN_CHUNK_TOKENS, PROBE_MAX_TOKENS)", "memory/ingest/chunking.py", CODING),
+    ("DATE_WEIGHT (a turn written on a date the question names)", "memory/recall/retrieval.py, memory/recall/dates.py",
+     "set by reasoning (one standard deviation of one list), not tuned; kept on LoCoMo dev and REALTALK dev (issue 19)"),
+    ("sub-queries per name (split_entities), fused by each turn's best standing; MAX_SUBQUERIES",
+     "memory/recall/subqueries.py, memory/recall/retrieval.py", "not tuned; kept on LoCoMo dev and REALTALK dev (issue 19)"),
 )
 
 # Directions measured on LoCoMo dev only (scratch harness over one ingest, ranking varied; commit
@@ -45,6 +50,10 @@ NOT_KEPT: Final[tuple[tuple[str, str], ...]] = (
      "0.697 / 0.788 / 0.924; 0.703 / 0.792 / 0.929"),
     ("ranking that ignores pair probes; the same with neighbour weight 0.5 (pair probes stay)",
      "0.650 / 0.749 / 0.908; 0.689 / 0.782 / 0.920"),
+    ("sentence vectors: each sentence of a message of two or more sentences (3+ words each) as a probe, the turn ranked by "
+     "its best one (turn-level max-similarity), fusion as is (issue 19; evidence3, stored dev sessions, dates and "
+     "sub-queries off; REALTALK dev 0.442 / 0.542 / 0.728 -> 0.436 / 0.536 / 0.733)",
+     "0.708 / 0.795 / 0.925 -> 0.701 / 0.793 / 0.913: LoCoMo @8,000 falls 0.012 with no gain, not kept"),
     ("a local cross-encoder reranker", "not measured: no PyPI package ships reranker weights (flashrank 0.2.10 "
      "downloads them at run time; convmemory 0.7.0 and tinyintent 0.1.1 carry none), and weights are never downloaded"),
 )

@@ -23,6 +23,7 @@ from memory.prompt.compiler import CompileInput, CompileResult, assemble
 from memory.prompt.policy import LayoutPolicy
 from memory.prompt.state import extract_lines, state_as_dict
 from memory.recall.retrieval import CANDIDATES, fts_query, is_change_query, rank_chunks
+from memory.recall.subqueries import sub_query_lists
 from memory.recall.tokens import get_counter
 from memory.records import TranscriptEntry
 from memory.store.protocol import StoreTx
@@ -197,11 +198,14 @@ class Session:
             view, qvec = await self.runtime.view(self.id, query, embed_limit=self.runtime.compile_embed_limit)
             pool = max(2 * CANDIDATES, budget_tokens // 8)
             lexical = await self._store.bm25(self.id, fts_query(query), pool)
+            # A question naming several people is ranked once per name too (`memory.recall.subqueries`).
+            parts = await sub_query_lists(query, self.runtime.rank_options, lambda q: self._store.bm25(self.id, q, pool),
+                                          lambda q: self.runtime.embed_for(self.id, view, q, embed_limit=0, wait=False))
             state = await self._store.state_items(self.id)
 
             def build() -> CompileResult:
-                ranked = rank_chunks(view, lexical, qvec, change_query=is_change_query(query), candidates=pool,
-                                     options=self.runtime.rank_options)
+                ranked = rank_chunks(view, lexical, qvec, change_query=is_change_query(query), candidates=pool, query=query,
+                                     parts=parts, options=self.runtime.rank_options)
                 return assemble(CompileInput(self.id, model, budget_tokens, system_msgs, tail, query, state, ranked), view, counter)
 
             result = await asyncio.to_thread(build)

@@ -33,7 +33,7 @@ from memory.prompt.frames import base_keys, frame_serves
 from memory.prompt.evidence import (EVIDENCE_HEADER, MAX_DROPPED_LISTED, Evidence, chronological, evidence_item, evidence_message,
                        redactions, select_evidence)
 from memory.recall.index import SessionView
-from memory.prompt.need import asks, uses_tools
+from memory.prompt.need import asks, plain_chat
 from memory.prompt.policy import LayoutPolicy
 from memory.prompt.pricing import priced_fill, priced_policy
 from memory.prompt.state_fit import state_message
@@ -188,7 +188,7 @@ def build_layout(inp: LayoutInput, view: SessionView, counter: TiktokenCounter) 
 
     available = budget - fixed_tokens
     history = history_tokens(inp.history)
-    if not inp.fresh and not uses_tools(inp.tail) and not uses_tools(line.message for line in inp.history):
+    if not inp.fresh and plain_chat(inp.tail, (line.message for line in inp.history)):
         inp = replace(inp, policy=inp.policy.for_chat(asks(inp.query)))
     inp = replace(inp, policy=priced_fill(inp.policy))
     plan = _rebase_plan(inp, counter, available)

@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["asks", "uses_tools"]
+__all__ = ["asks", "uses_tools", "plain_chat"]
 
 _OPENERS = (
     "who|whom|whose|what|when|where|which|why|how|"
@@ -43,3 +43,8 @@ def uses_tools(messages: Iterable[dict[str, Any]]) -> bool:
     """Whether the conversation is a tool loop (a tool call or result among `messages`): every
     message of one is work on its task, and asks for memory."""
     return any(m.get("role") in _TOOL_ROLES or m.get("tool_calls") for m in messages)
+
+
+def plain_chat(tail: Iterable[dict[str, Any]], history: Iterable[dict[str, Any]]) -> bool:
+    """Whether a request is a plain chat: no tool call or result in its live tail or its history."""
+    return not uses_tools(tail) and not uses_tools(history)

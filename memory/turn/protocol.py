@@ -29,9 +29,11 @@ from memory.ingest.redact import redact_value
 from memory.ingest.transcript import SYSTEM_ROLES, message_to_event
 from memory.prompt.evidence import unit_message
 from memory.prompt.layout import fixed_over_budget, needs_memory
+from memory.prompt.need import plain_chat
 from memory.prompt.policy import LayoutPolicy, get_policy
 from memory.records import FrameRecord, StateItem, TranscriptEntry, TurnRecord
-from memory.recall.retrieval import CANDIDATES, fts_query, is_change_query, rank_chunks
+from memory.recall.retrieval import CANDIDATES, Hits, fts_query, is_change_query, rank_chunks
+from memory.recall.subqueries import sub_query_lists
 from memory.recall.tokens import get_counter
 from memory.store.protocol import StoreTx
 from memory.turn.compact import Rewrite
@@ -121,6 +123,7 @@ class TurnProtocol:
             pool = max(2 * CANDIDATES, budget_tokens // 8)
             qvec: np.ndarray | None = None
             lexical: list[tuple[int, float]] = []
+            parts: list[tuple[Hits, np.ndarray | None]] = []
             state: list[StateItem] = []
             frames: list[FrameRecord] = []
             reuse: TurnRecord | None = None
@@ -128,6 +131,9 @@ class TurnProtocol:
                 # Chunks the background is embedding (the previous reply) rank by their words this once.
                 qvec = await self.host.embed_for(self.id, view, query, wait=False)
                 lexical = await store.bm25(self.id, fts_query(query), pool)
+                if plain_chat(inputs.tail, (line.message for line in inputs.history)):  # a tool loop's words are not names
+                    parts = await sub_query_lists(query, self.host.rank_options, lambda q: store.bm25(self.id, q, pool),
+                                                  lambda q: self.host.embed_for(self.id, view, q, embed_limit=0, wait=False))
                 state = await store.state_items(self.id)
                 frames = await store.frames(self.id)
                 # An identical earlier request (a retry), else the request that opened this turn.
@@ -136,8 +142,8 @@ class TurnProtocol:
                 state = await store.state_items(self.id)
 
             def build() -> TurnPlan:
-                ranked = rank_chunks(view, lexical, qvec, change_query=is_change_query(query), candidates=pool,
-                                     options=self.host.rank_options) if needed else []
+                ranked = rank_chunks(view, lexical, qvec, change_query=is_change_query(query), candidates=pool, query=query,
+                                     parts=parts, options=self.host.rank_options) if needed else []
                 return build_plan(self.id, model, budget_tokens, request, named, scope, inputs, frames, reuse, ranked, state,
                                   view, counter, layout_policy)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from memory.prompt.need import asks, uses_tools
+from memory.prompt.need import asks, uses_tools, plain_chat
 
 
 @pytest.mark.parametrize("message", [
@@ -37,3 +37,12 @@ def test_a_tool_call_or_result_makes_a_tool_loop() -> None:
     assert uses_tools([{"role": "user", "content": "hi"}, {"role": "tool", "tool_call_id": "c", "content": "x"}])
     assert uses_tools([{"role": "assistant", "content": None, "tool_calls": [{"id": "c"}]}])
     assert not uses_tools([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}])
+
+
+def test_plain_chat_has_no_tool_call_or_result_anywhere():
+    chat = [{"role": "user", "content": "When did John and Maria meet?"}]
+    call = {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}
+    result = {"role": "tool", "tool_call_id": "c1", "content": "ok"}
+    assert plain_chat(chat, [{"role": "assistant", "content": "Hi"}])
+    assert not plain_chat(chat, [call, result])
+    assert not plain_chat([result], [])
