@@ -2,14 +2,16 @@
 
 When even stubs no longer fit, the oldest steps go whole (a call never without its answer). One
 note, where they were, says how many calls were left out and which (the newest of them), and keeps
-lines of their outputs (and of outputs reduced to a stub's header) chosen to cover the most names
-per character: each line is worth the identifiers it adds to the lines chosen before it, a name the
-more the rarer it is among the lines and the more often the agent's own steps mention it. A name
-the agent never wrote still counts, less (`CompactPolicy.digest_others`): on the tuning
-trajectories, 93% of the names a step needed and the prompt no longer carried were names the agent
-had never written, read in an output long since left out. The lines are verbatim, so the agent keeps the context
-of a name, not a bare list of names. Built at a compaction only, so it is part of the stable prefix
-until the next one; the caller holds it to its share of tokens (`memory.turn.levels`).
+lines of their outputs, and of outputs shown as stubs whether or not a step was left out (a stub's
+first and last lines rarely hold what a later step takes from the middle of an output), chosen to
+cover the most names per character: each line is worth the identifiers it adds to the lines chosen
+before it, a name the more the rarer it is among the lines and the more often the agent's own steps
+mention it. A name the agent never wrote still counts, less (`CompactPolicy.digest_others`): on the
+tuning trajectories, 93% of the names a step needed and the prompt no longer carried were names the
+agent had never written, read in an output long since left out. The lines are verbatim, so the
+agent keeps the context of a name, not a bare list of names. Built at a compaction only, so it is
+part of the stable prefix until the next one; the caller holds it to its share of tokens
+(`memory.turn.levels`).
 """
 
 from __future__ import annotations
@@ -107,10 +109,14 @@ def salient_lines(sources: Sequence[tuple[int, str, str]], mentioned: Counter[st
 
 
 def note_text(calls: Sequence[str], shown_calls: int, call_chars: int, lines: Sequence[tuple[str, list[str]]]) -> str:
-    """The note: how many calls were left out, the newest `shown_calls` of them, and the salient lines."""
+    """The note: how many calls were left out, the newest `shown_calls` of them (or, when none
+    was, that outputs below are compacted), and the salient lines."""
     shown = list(calls)[-shown_calls:] if shown_calls > 0 else []
-    parts = [f"{STUB_MARK}: {len(calls)} earlier tool calls of this task and their outputs are left out to fit the context"
-             + (f"; the last {len(shown)} of them were:" if shown else ".")]
+    if calls:
+        parts = [f"{STUB_MARK}: {len(calls)} earlier tool calls of this task and their outputs are left out to fit the context"
+                 + (f"; the last {len(shown)} of them were:" if shown else ".")]
+    else:
+        parts = [f"{STUB_MARK}: earlier tool outputs of this task are compacted below to fit the context."]
     parts += [f"- {c[:call_chars]}" for c in shown]
     if lines:
         parts.append("Lines of earlier outputs that name what this task has been working with (verbatim):")

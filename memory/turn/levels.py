@@ -2,7 +2,9 @@
 
 A step's level: 0 verbatim; 1 its outputs stubbed with their first and last lines, its long
 arguments and text shortened; 2 its outputs reduced to their stub's header and its text to its
-start; 3 dropped, listed in one note (`memory.turn.digest`) with the salient lines of its outputs.
+start; 3 dropped, listed in one note (`memory.turn.digest`). The note keeps the salient lines of
+every output the compaction no longer shows whole, stubbed or dropped: a stub's first and last
+lines rarely hold what a later step takes from the middle of an output.
 Whatever the levels, an output identical to a later verbatim one becomes a pointer to it, and a
 re-run whose output changed goes up as a diff against the earlier output while that one is verbatim
 (they lose nothing). The newest steps within `verbatim_share` of the target stay whole; older ones
@@ -17,7 +19,7 @@ from typing import Any
 
 from memory.turn.digest import as_message, mentions, note_text, salient_lines
 from memory.turn.stubs import call_label, diff_text, pointer_text, shorten_arguments, shorten_text, stub_text
-from memory.turn.tail import TOOL_ROLES, Decided, Rendering, Tail
+from memory.turn.tail import TOOL_ROLES, CompactPolicy, Decided, Rendering, Tail
 
 __all__ = ["compact", "protected"]
 
@@ -43,19 +45,40 @@ def compact(t: Tail, j: int, target: int, limit: int | None = None) -> Decided:
     """The renderings of tail[:j] that bring it to `target` tokens or as near as the rules allow:
     pointers and diffs (they lose nothing); then the newest steps within `verbatim_share` of the
     target stay whole and the older ones are stubbed; then the oldest go further, level by level.
-    When steps must be dropped, `digest_share` of the target is kept for their note's lines, never
-    more than the steps leave of it; when every step is dropped (a long loop: the newest steps
-    alone fill the target), the note takes what they leave of `digest_reach` of the way from the
-    target to `limit` (the room; never past it)."""
+    Whenever outputs are compacted, the note keeps lines of them (`memory.turn.digest`). When
+    stubs alone reach the target, the older steps' stubs go to their header and the note gets the
+    room their first and last lines took, up to `digest_share` of the target (what it leaves goes
+    back to the newest of those stubs); the verbatim window keeps its room, so a diff keeps its
+    base. When steps must be dropped, `digest_share` of the target is kept for the note's lines,
+    never more than the steps leave of it; when every step is dropped (a long loop: the newest
+    steps alone fill the target), the note takes what they leave of `digest_reach` of the way from
+    the target to `limit` (the room; never past it)."""
     keep_from = protected(t, j)
     steps = _steps(t, keep_from)
     first = _render(t, j, keep_from, steps, [0] * len(steps))
     if sum(t.tokens[:j]) - first.saved(t) <= target:
         return first
+    share = int(target * t.policy.digest_share)
     levels, decided = _levels(t, j, keep_from, steps, first, target, target)
     if decided.note is None:
-        return decided
-    share = int(target * t.policy.digest_share)
+        # Stubs alone reach the target: the older steps' stubs go to their header and the room
+        # their first and last lines took goes to the note's lines of them (never the verbatim
+        # window's room: the newest steps stay whole, and so does a diff's base).
+        headers = [2 if level else 0 for level in levels]
+        headed = _render(t, j, keep_from, steps, headers)
+        digest = max(0, min(share, target - (sum(t.tokens[:j]) - headed.saved(t))))
+        noted = _render(t, j, keep_from, steps, headers, digest)
+        if noted.note is None:
+            return decided
+        # Room the note leaves unused goes back to the newest older steps' stubs.
+        left = target - (sum(t.tokens[:j]) - noted.saved(t))
+        for n in range(len(steps) - 1, -1, -1):
+            a, end = steps[n]
+            more = sum(_alone(t, i, levels[n])[2] - _alone(t, i, 2)[2] for i in range(a, end)) if headers[n] else 0
+            if 0 < more <= left:
+                headers[n], left = levels[n], left - more
+        filled = _render(t, j, keep_from, steps, headers, noted.note[2])
+        return filled if filled.note is not None and sum(t.tokens[:j]) - filled.saved(t) <= target else noted
     levels, decided = _levels(t, j, keep_from, steps, first, target - share, target)
     bare = decided.note[2] if decided.note else 0
     rest = sum(t.tokens[:j]) - decided.saved(t) - bare  # what the steps take, the note aside
@@ -258,19 +281,35 @@ def _render(t: Tail, j: int, keep_from: int, steps: list[tuple[int, int]], level
         elif level_of[i] >= 3:
             out[i] = ("dropped", {}, 0, None)
             dropped.append(i)
-    briefed = [i for i in range(j) if level_of[i] == 2]
-    return Decided(out, _note(t, j, dropped, briefed, digest))
+    # Outputs shown as a stub (of a step at level 1 or 2): the lines the stub does not show, which
+    # the note may keep.
+    stubbed: dict[int, str] = {}
+    for i in range(j):
+        output = t.texts[i]
+        if output is not None and (level_of[i] == 2 or (level_of[i] == 1 and out.get(i, ("",))[0] == "stub")):
+            stubbed[i] = _unshown(output, t.policy) if level_of[i] == 1 else output
+    first = next((i for i in range(j) if level_of[i]), 0)  # the oldest compacted step's start
+    return Decided(out, _note(t, j, dropped, stubbed, digest, first))
 
 
-def _note(t: Tail, j: int, dropped: list[int], briefed: list[int], digest: int) -> tuple[int, dict[str, Any], int] | None:
-    """One message standing for the dropped steps (`memory.turn.digest`), where they were, within
-    `digest` tokens when it keeps lines of their outputs."""
-    if not dropped:
+def _unshown(text: str, policy: CompactPolicy) -> str:
+    """The lines of an output its level-1 stub leaves out (`memory.turn.stubs.stub_text`)."""
+    lines = text.splitlines()
+    return "\n".join(lines[policy.head_lines: max(policy.head_lines, len(lines) - policy.tail_lines)])
+
+
+def _note(t: Tail, j: int, dropped: list[int], stubbed: dict[int, str], digest: int, first: int) -> tuple[int, dict[str, Any], int] | None:
+    """One message standing for the dropped steps and keeping lines of the outputs shown as
+    stubs (`memory.turn.digest`), where the dropped steps were (else before the oldest compacted
+    step, `first`), within `digest` tokens when it keeps lines of their outputs. None when no step
+    is dropped and there is no room for lines."""
+    if not dropped and not (stubbed and digest > 0):
         return None
     calls = [call_label(*t.calls.get(str(c.get("id")), ("", ""))) for i in dropped for c in t.messages[i].get("tool_calls") or ()]
     note = as_message(note_text(calls, t.policy.note_calls, t.policy.note_chars, []))
+    bare = note["content"]
     if digest > t.token_of(note):
-        sources = [(i, t.label(i), t.texts[i] or "") for i in sorted(dropped + briefed) if t.texts[i]]
+        sources = [(i, t.label(i), stubbed.get(i, t.texts[i] or "")) for i in sorted(set(dropped) | stubbed.keys()) if t.texts[i]]
         steps = [_step_text(t.messages[i]) for i in range(j) if t.messages[i].get("role") == "assistant"]
         mentioned = mentions(steps)
         # The lines are chosen by characters; code runs denser than 4 per token, and the calls'
@@ -284,7 +323,9 @@ def _note(t: Tail, j: int, dropped: list[int], briefed: list[int], digest: int) 
                 note = candidate if tokens <= digest else note
                 break
             chars = int(chars * digest / tokens * 0.9)
-    return dropped[0], note, t.token_of(note)
+    if not dropped and note["content"] == bare:
+        return None  # no step left out and no line kept: nothing to say
+    return (dropped[0] if dropped else first), note, t.token_of(note)
 
 
 def _step_text(m: dict[str, Any]) -> str:

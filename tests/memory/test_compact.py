@@ -237,11 +237,44 @@ def test_when_every_older_step_is_dropped_the_note_gets_their_room_up_to_its_rea
     # older step is dropped at each compaction, and their note is all that is left of them.
     tail = _loop(30, lambda k: (f"cat src/pager_{k}.py", _output(k, 55)))
     room, target = 6_000, 4_200
-    held = _note_tokens(tail, room, CompactPolicy(low_water=0.7, digest_reach=0.0))
-    reaching = _note_tokens(tail, room, CompactPolicy(low_water=0.7, digest_reach=0.5))
+    # (keep_steps=2: the two newest steps are protected, so they alone nearly fill the target)
+    held = _note_tokens(tail, room, CompactPolicy(low_water=0.7, digest_reach=0.0, keep_steps=2))
+    reaching = _note_tokens(tail, room, CompactPolicy(low_water=0.7, digest_reach=0.5, keep_steps=2))
     assert len(held) > 5 and len(reaching) > 5
     assert all(tokens <= target for tokens, _ in held)
     # Half the way from the target to the room, never past it.
     assert all(tokens <= target + (room - target) // 2 for tokens, _ in reaching)
     assert any(tokens > target for tokens, _ in reaching)
     assert max(note for _, note in reaching) > 1.5 * max(note for _, note in held)
+
+
+def test_when_stubs_alone_reach_the_target_the_note_still_keeps_lines_of_the_stubbed_outputs() -> None:
+    # A stub shows an output's first and last lines; what a later step needs is as often in the
+    # middle. Whether or not a step had to be left out, the note keeps salient lines of what the
+    # compaction no longer shows whole (once only steps that were dropped had their lines kept).
+    tail = _loop(8, lambda k: (f"cat src/pager_{k}.py", _output(k, 40)))
+    room = 6_000
+    result = compact_tail(tail, room, COUNTER.message_tokens, CompactPolicy(digest_share=0.2))
+    kinds = {c.kind for c in result.changes}
+    assert "stub" in kinds and "dropped" not in kinds
+    notes = [m for m, (_, kind) in zip(result.messages, result.origin, strict=False) if kind == "note"]
+    assert len(notes) == 1 and notes[0]["content"].startswith(STUB_MARK) and "left out" not in notes[0]["content"]
+    shown = {line for m in result.messages if m.get("role") == "tool" for line in str(m["content"]).splitlines()}
+    kept = [line for line in notes[0]["content"].splitlines() if line.startswith("src/pager_")]
+    assert kept and all(line not in shown for line in kept)  # lines the stubs do not show
+    assert result.messages.index(notes[0]) == 1  # before the oldest compacted step, after the task
+    assert _tokens(result.messages) == result.tokens <= room
+    assert orphan_problems(result.messages) == []
+    assert check_chat({"model": "m", "messages": [{"role": "system", "content": "s"}, *result.messages]}) is None
+
+
+def test_only_the_newest_step_is_kept_whole_whatever_the_target() -> None:
+    # Two large outputs in a row: protecting both would leave every older step out of the prompt
+    # and the prompt over its room; the one before the newest is compacted like any older step.
+    tail = _loop(12, lambda k: (f"cat src/pager_{k}.py", _output(k, 40 if k < 10 else 160)))
+    room = 6_000
+    result = compact_tail(tail, room, COUNTER.message_tokens)
+    assert result.tokens <= room and result.messages[-2:] == tail[-2:]
+    assert any(c.call_id == "call_10" for c in result.changes)  # the step before the newest
+    protected = compact_tail(tail, room, COUNTER.message_tokens, CompactPolicy(keep_steps=2))
+    assert protected.tokens > room  # the rule it replaces

@@ -44,3 +44,9 @@ def test_the_line_adding_the_most_per_character_goes_first_when_the_room_is_shor
     # one name in a tenth of the characters.
     lines = salient_lines([(5, "bash cat", output)], mentions(steps), len(long_line) + 10)
     assert lines == [("bash cat", ["short_name_alpha = 1"])]
+
+
+def test_a_note_for_stubbed_outputs_alone_does_not_say_calls_were_left_out() -> None:
+    text = note_text([], 12, 80, [("bash cat a.py", ["def middle_of_the_file(): pass"])])
+    assert text.startswith(STUB_MARK) and "left out" not in text and "compacted below" in text
+    assert "def middle_of_the_file(): pass" in text
