@@ -33,10 +33,11 @@ from typing import Any
 
 from .agent_replay import BUDGETS, AgentsRun, load_journal, load_run, run_jobs, save_run
 from .agent_traces import DEFAULT_TRACES, Trajectory, load_trajectories
+from .common import splice_section
 from .corpus import REPO_ROOT
 from .headline import main as write_headline
 from .machine import describe_machine, load_average
-from .report_agents import section_h, splice_section, summaries
+from .report_agents import section_h, summaries
 
 __all__ = ["main", "measure", "write_section", "quick_trajectories", "traces_or_reason", "load_runs"]
 
@@ -170,7 +171,7 @@ def write_section(out: Path, h: dict[str, Any], tuning: bool = False) -> None:
     results.get("skipped", {}).pop("H", None)
     results_path.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
     markdown = markdown_path.read_text(encoding="utf-8") if markdown_path.exists() else "# memory-runtime benchmark results\n"
-    markdown_path.write_text(splice_section(markdown, section_h(h)), encoding="utf-8")
+    markdown_path.write_text(splice_section(markdown, "H", section_h(h)), encoding="utf-8")
     if out.resolve() == (REPO_ROOT / "benchmarks").resolve():
         write_headline([])
 

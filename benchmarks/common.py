@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
 from tqdm import tqdm
 
-__all__ = ["BUDGETS", "MODEL", "Percentiles", "percentiles", "messages_text", "canonical", "content_words", "progress", "Stopwatch", "rss_mb",
+__all__ = ["splice_section", "BUDGETS", "MODEL", "Percentiles", "percentiles", "messages_text", "canonical", "content_words", "progress", "Stopwatch", "rss_mb",
            "peak_rss_mb"]
 
 T = TypeVar("T")
@@ -105,3 +105,15 @@ def rss_mb() -> float:
 def peak_rss_mb() -> float:
     """Peak resident set size of this process so far, in MiB."""
     return _status_kb("VmHWM") / 1024.0
+
+
+def splice_section(markdown: str, letter: str, section: Sequence[str]) -> str:
+    """`markdown` (a RESULTS.md) with its section `letter` (the text from its `## <letter>. ` heading
+    to the next `## ` heading) replaced by `section`, or `section` appended when it has none: how a
+    benchmark that owns one section writes it without touching the others."""
+    text = "\n".join(section).rstrip("\n") + "\n"
+    start = markdown.find(f"\n## {letter}. ")
+    if start < 0:
+        return markdown.rstrip("\n") + "\n\n" + text
+    end = markdown.find("\n## ", start + 1)
+    return markdown[: start + 1] + text + (markdown[end:] if end >= 0 else "")

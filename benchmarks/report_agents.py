@@ -12,7 +12,7 @@ from .agent_replay import AgentsRun, StepRecord
 from .agent_traces import HELD_OUT, TUNING
 from .common import percentiles
 
-__all__ = ["summarize", "summaries", "section_h", "tuning_section", "splice_section", "RATIOS", "TARGETS", "TARGET_BUDGET", "HEADING"]
+__all__ = ["summarize", "summaries", "section_h", "tuning_section", "RATIOS", "TARGETS", "TARGET_BUDGET", "HEADING"]
 
 RATIOS = (0.1, 0.25, 0.5)
 HEADING = "## H. Agents: real tool loops through the proxy"
@@ -228,13 +228,3 @@ def _compare(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
                    f"| {b['recall']:.3f} → {r['recall']:.3f} | {b['rejected']} → {r['rejected']} | {b['over_budget']:,} → {r['over_budget']:,} "
                    f"| {b['added_ms']['p50']:+.1f} → {r['added_ms']['p50']:+.1f} |")
     return out
-
-
-def splice_section(markdown: str, section: Sequence[str]) -> str:
-    """`markdown` (a RESULTS.md) with section H replaced by `section`, or `section` appended."""
-    text = "\n".join(section).rstrip("\n") + "\n"
-    start = markdown.find("\n## H. ")
-    if start < 0:
-        return markdown.rstrip("\n") + "\n\n" + text
-    end = markdown.find("\n## ", start + 1)
-    return markdown[: start + 1] + text + (markdown[end:] if end >= 0 else "")

@@ -23,6 +23,7 @@ from typing import Any
 
 from memory.recall.embeddings import load_embedder
 
+from .common import splice_section
 from .corpus import REPO_ROOT
 from .headline import main as write_headline
 from .locomo import load_locomo
@@ -31,17 +32,7 @@ from .plots import plot_recall
 from .recall import OURS, RecallResult, quick_selection, run_recall
 from .report_recall import section_b
 
-__all__ = ["splice_b", "main"]
-
-
-def splice_b(markdown: str, section: Sequence[str]) -> str:
-    """`markdown` (a RESULTS.md) with section B replaced by `section` (appended if it has none)."""
-    text = "\n".join(section).rstrip("\n") + "\n"
-    start = markdown.find("\n## B. ")
-    if start < 0:
-        return markdown.rstrip("\n") + "\n\n" + text
-    end = markdown.find("\n## ", start + 1)
-    return markdown[: start + 1] + text + (markdown[end:] if end >= 0 else "")
+__all__ = ["main"]
 
 
 def _jsonable(value: Any) -> Any:
@@ -76,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = REPO_ROOT / "benchmarks"
     plot_recall(result, out / "recall_vs_budget.png")
     markdown = (out / "RESULTS.md").read_text(encoding="utf-8")
-    (out / "RESULTS.md").write_text(splice_b(markdown, section), encoding="utf-8")
+    (out / "RESULTS.md").write_text(splice_section(markdown, "B", section), encoding="utf-8")
     payload = json.loads((out / "results.json").read_text(encoding="utf-8"))
     payload["B"] = _jsonable(result)
     (out / "results.json").write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")

@@ -21,7 +21,6 @@ Retries are the caller's (`proxy.upstream_errors.retrying`).
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -30,8 +29,7 @@ import httpx
 
 from proxy.config import UpstreamsConfig
 from proxy.errors import UpstreamError
-from proxy.outbound import outbound_client, post_json
-from proxy.sse import SSEDecoder
+from proxy.outbound import json_events, json_object, outbound_client, post_json
 from proxy.upstream_errors import error_from_body, provider_headers, to_upstream_error
 
 __all__ = ["DirectOpenAI", "Opened"]
@@ -73,7 +71,7 @@ class DirectOpenAI:
         passed = provider_headers(response.headers)
         if raw is None:
             return Opened(passed, events=_events(response, ended, unfinished))
-        data = _json(raw)
+        data = json_object(raw)
         if response.status_code >= 400:
             err = error_from_body(response.status_code, data or {}, raw[:200].decode("utf-8", "replace") or f"upstream answered {response.status_code}")
             err.headers = passed
@@ -83,34 +81,11 @@ class DirectOpenAI:
         return Opened(passed, response=data)
 
 
-def _json(raw: bytes | str) -> dict[str, Any] | None:
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        return None
-    return data if isinstance(data, dict) else None
-
-
 async def _events(response: httpx.Response, ended: Ended, unfinished: str) -> AsyncGenerator[dict[str, Any], None]:
-    decoder = SSEDecoder()
     finished = False
-    try:
-        async for chunk in response.aiter_bytes():
-            for event in decoder.feed(chunk):
-                data = _json(event.data)
-                if data is None:
-                    continue  # `[DONE]`, or a line that is not an event of the API
-                finished = finished or ended(data)
-                yield data
-        for event in decoder.close():
-            data = _json(event.data)
-            if data is not None:
-                finished = finished or ended(data)
-                yield data
-    except httpx.HTTPError as exc:
-        raise to_upstream_error(exc) from None
-    finally:
-        await response.aclose()
+    async for _, data in json_events(response, to_upstream_error):
+        finished = finished or ended(data)
+        yield data
     if not finished:
         raise UpstreamError(f"the upstream stream ended without {unfinished} (the reply is incomplete)",
                             status=502, type="upstream_error", code="upstream_incomplete")

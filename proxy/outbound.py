@@ -11,13 +11,15 @@ client's and passes through with its other headers.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
 from http.cookiejar import Cookie, CookieJar
 from typing import Any
 
 import httpx
 
-__all__ = ["NoCookies", "outbound_client", "post_json"]
+from proxy.sse import ServerEvent, SSEDecoder
+
+__all__ = ["NoCookies", "outbound_client", "post_json", "json_object", "json_events"]
 
 
 class NoCookies(CookieJar):
@@ -50,6 +52,36 @@ async def post_json(client: httpx.AsyncClient, url: str, headers: Any, body: dic
         return response, None
     try:
         return response, await response.aread()
+    except httpx.HTTPError as exc:
+        raise upstream_error(exc) from None
+    finally:
+        await response.aclose()
+
+
+def json_object(raw: bytes | str) -> dict[str, Any] | None:
+    """`raw` parsed as JSON when it is an object, else None (not JSON, or another value)."""
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+async def json_events(response: httpx.Response,
+                      upstream_error: Callable[[BaseException], Exception]) -> AsyncGenerator[tuple[ServerEvent, dict[str, Any]], None]:
+    """A provider's event stream, read to its end: each server-sent event whose data is a JSON
+    object, with that object (`[DONE]` and other lines that are not an event of the API are
+    skipped). Transport errors are raised as `upstream_error(exc)`; the response is closed when the
+    stream ends or the caller stops reading. Whether the stream was complete is the caller's rule."""
+    decoder = SSEDecoder()
+    try:
+        async for chunk in response.aiter_bytes():
+            for event in decoder.feed(chunk):
+                if (data := json_object(event.data)) is not None:
+                    yield event, data
+        for event in decoder.close():
+            if (data := json_object(event.data)) is not None:
+                yield event, data
     except httpx.HTTPError as exc:
         raise upstream_error(exc) from None
     finally:

@@ -14,7 +14,6 @@ byte went to the client. A stream that ends without `message_stop` (nor an `erro
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
@@ -22,10 +21,9 @@ from typing import Any
 
 import httpx
 
-from proxy.outbound import outbound_client, post_json
+from proxy.outbound import json_events, json_object, outbound_client, post_json
 from proxy.config import UpstreamsConfig
 from proxy.errors import UpstreamError
-from proxy.sse import SSEDecoder
 from proxy.upstream_errors import to_upstream_error
 
 __all__ = ["AnthropicUpstream", "Opened", "StreamEvent", "forwarded_headers"]
@@ -70,16 +68,8 @@ def _passed(headers: httpx.Headers) -> dict[str, str]:
     return {k.lower(): v for k, v in headers.items() if k.lower() in _PASSED or k.lower().startswith(_PASSED_PREFIXES)}
 
 
-def _json(raw: bytes | str) -> dict[str, Any] | None:
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def _error(status: int, raw: bytes) -> UpstreamError:
-    inner = (_json(raw) or {}).get("error")
+    inner = (json_object(raw) or {}).get("error")
     inner = inner if isinstance(inner, dict) else {}
     message = str(inner.get("message") or raw[:200].decode("utf-8", "replace") or f"upstream answered {status}")
     return UpstreamError(message, status=status, type=str(inner["type"]) if inner.get("type") else None)
@@ -128,7 +118,7 @@ class AnthropicUpstream:
                 err = _error(response.status_code, raw)
                 err.headers = passed
                 raise err
-            data = _json(raw)
+            data = json_object(raw)
             if data is None:
                 raise UpstreamError("the upstream sent a reply that is not JSON", status=502, type="api_error")
             return Opened(passed, raw=raw, response=data)
@@ -136,26 +126,10 @@ class AnthropicUpstream:
 
 
 async def _events(response: httpx.Response) -> AsyncGenerator[StreamEvent, None]:
-    decoder = SSEDecoder()
     ended = False
-    try:
-        async for chunk in response.aiter_bytes():
-            for event in decoder.feed(chunk):
-                payload = _json(event.data)
-                if payload is None:
-                    continue  # not an event of the API
-                name = event.event or str(payload.get("type"))
-                ended = ended or name in ("message_stop", "error")
-                yield StreamEvent(name, event.data, payload)
-        for event in decoder.close():
-            payload = _json(event.data)
-            if payload is not None:
-                name = event.event or str(payload.get("type"))
-                ended = ended or name in ("message_stop", "error")
-                yield StreamEvent(name, event.data, payload)
-    except httpx.HTTPError as exc:
-        raise to_upstream_error(exc) from None
-    finally:
-        await response.aclose()
+    async for event, payload in json_events(response, to_upstream_error):
+        name = event.event or str(payload.get("type"))
+        ended = ended or name in ("message_stop", "error")
+        yield StreamEvent(name, event.data, payload)
     if not ended:
         raise _incomplete()

@@ -13,7 +13,8 @@ from benchmarks.agent_metrics import carried, clearing_window, identifiers, need
 from benchmarks.agent_replay import AgentsRun, StepRecord, reply_of
 from benchmarks.agent_traces import clean_message, split_of
 from benchmarks.agents import write_section
-from benchmarks.report_agents import section_h, splice_section, summaries, summarize
+from benchmarks.common import splice_section
+from benchmarks.report_agents import section_h, summaries, summarize
 from memory.recall.tokens import get_counter
 
 
@@ -140,11 +141,11 @@ def test_summaries_price_cache_hits_and_count_rejections() -> None:
 
 def test_the_section_is_spliced_in_place() -> None:
     doc = "# R\n\n## G. PostgreSQL\n\ng\n\n## H. Agents: old\n\nold figures\n"
-    once = splice_section(doc, ["## H. Agents: new", "", "new figures", ""])
+    once = splice_section(doc, "H", ["## H. Agents: new", "", "new figures", ""])
     assert once == "# R\n\n## G. PostgreSQL\n\ng\n\n## H. Agents: new\n\nnew figures\n"
-    assert splice_section(once, ["## H. Agents: new", "", "new figures", ""]) == once
-    assert splice_section("# R\n", ["## H. x", ""]) == "# R\n\n## H. x\n"
-    middle = splice_section("# R\n\n## H. a\n\nold\n\n## I. next\n", ["## H. b", "", "new", ""])
+    assert splice_section(once, "H", ["## H. Agents: new", "", "new figures", ""]) == once
+    assert splice_section("# R\n", "H", ["## H. x", ""]) == "# R\n\n## H. x\n"
+    middle = splice_section("# R\n\n## H. a\n\nold\n\n## I. next\n", "H", ["## H. b", "", "new", ""])
     assert middle == "# R\n\n## H. b\n\nnew\n\n## I. next\n"
 
 

@@ -138,14 +138,19 @@ async def test_postgres_searches_by_the_rare_words_from_counts_kept_at_ingest(pg
         assert postings == read and {p[0] for p in postings} == {"u"}
 
 
+def _before_migration(pg_url: str, schema: str, number: int, table: str) -> None:
+    """Turn the database back into one from before migration `number`, which created `table`."""
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f'DROP TABLE "{schema}".{table}')
+        conn.execute(f'DELETE FROM "{schema}"._migrations WHERE number = {number}')
+
+
 async def test_postgres_migration_counts_what_was_stored_before_it(pg_url: str) -> None:
     async with create_runtime(storage_url=pg_url, embedding_model="none") as rt:
         await rt.session("old").ingest_many([{"type": "user_message", "payload": {"content": f"legacy words {n}"}} for n in range(5)])
         assert isinstance(rt.store, PgStore)
         schema = rt.store.schema
-    with psycopg.connect(pg_url, autocommit=True) as conn:  # as a database from before m004 was
-        conn.execute(f'DROP TABLE "{schema}".fts_terms')
-        conn.execute(f'DELETE FROM "{schema}"._migrations WHERE number = 4')
+    _before_migration(pg_url, schema, 4, "fts_terms")
     async with create_runtime(storage_url=pg_url, embedding_model="none") as rt:
         assert isinstance(rt.store, PgStore)
         kept, fresh = await _recount(rt.store)
@@ -158,9 +163,7 @@ async def test_postgres_migration_posts_what_was_stored_before_it(pg_url: str) -
         assert isinstance(rt.store, PgStore)
         schema = rt.store.schema
         before = await rt.store.bm25("old", fts_query("legacy words 3"), 10)
-    with psycopg.connect(pg_url, autocommit=True) as conn:  # as a database from before m006 was
-        conn.execute(f'DROP TABLE "{schema}".fts_postings')
-        conn.execute(f'DELETE FROM "{schema}"._migrations WHERE number = 6')
+    _before_migration(pg_url, schema, 6, "fts_postings")
     async with create_runtime(storage_url=pg_url, embedding_model="none") as rt:
         assert isinstance(rt.store, PgStore)
         postings, read = await _reindex(rt.store)
