@@ -43,7 +43,7 @@ from memory.ingest.redact import redacted
 from memory.recall.retrieval import Scored
 from memory.recall.tokens import REPLY_PRIMING_TOKENS, TiktokenCounter
 
-__all__ = ["Line", "LayoutInput", "Layout", "build_layout", "needs_memory", "fixed_over_budget"]
+__all__ = ["Line", "LayoutInput", "Layout", "build_layout", "needs_memory", "fixed_over_budget", "OVER_BUDGET_FLOOR"]
 
 @dataclass(frozen=True)
 class LayoutInput:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from memory import create_runtime
+from memory.prompt.layout import OVER_BUDGET_FLOOR
 from memory.recall.tokens import get_counter
 
 WORDS = st.sampled_from(
@@ -71,14 +72,24 @@ async def _compile_twice(events, question, budget, model, system):
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(events=histories(), question=TEXT, budget=st.integers(0, 3000), model=st.sampled_from(["gpt-4o-mini", "gpt-4"]),
        system=st.one_of(st.none(), TEXT))
+# Found by the property: the system message and the question alone are over the budget, and the
+# floor still carries the newest turn (9 tokens alone, 6 inside the list) with them.
+@example(events=[{"type": "user_message", "payload": {"content": "alpha alpha alpha"}},
+                 {"type": "user_message", "payload": {"content": "alpha alpha"}}],
+         question="alpha ünïcode alpha alpha alpha alpha alpha 🚀 alpha", budget=44, model="gpt-4",
+         system="alpha alpha 3.14 alpha alpha 漢字 alpha alpha alpha alpha 漢字")
 def test_never_over_budget_deterministic_no_orphans(events, question, budget, model, system):
     first, second = asyncio.run(_compile_twice(events, question, budget, model, system))
     counter = get_counter(model)
     assert json.dumps(first.messages, sort_keys=True) == json.dumps(second.messages, sort_keys=True)
     assert first.tokens == counter.messages_tokens(first.messages)
     if first.over_budget:
+        # The system message and the question alone exceed the budget: they go whole, and with them
+        # only what fits a floor of the budget (the state block, the newest turns), nothing else.
         fixed = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": question}]
-        assert first.messages == fixed and first.tokens > budget
+        assert counter.messages_tokens(fixed) > budget and first.tokens > budget
+        assert first.messages[: len(fixed) - 1] == fixed[:-1] and first.messages[-1] == fixed[-1]
+        assert first.tokens - counter.messages_tokens(fixed) <= int(budget * OVER_BUDGET_FLOOR)
         assert first.manifest["over_budget"] is True
     else:
         assert first.tokens <= budget
