@@ -63,7 +63,6 @@ DISTINCT_MODELS = (
 )
 
 
-
 class SqliteTx(SqlWrites):
     dialect = SQLITE
 
@@ -252,22 +251,11 @@ class SqliteStore(SqlStore):
         return StorageError(reason)
 
     async def check_writable(self) -> None:
-        """Raise `StorageError` unless a write could start now (read-only file, lock held too long):
-        a turn must not go out as if memory will record it when it cannot. One call on the
-        connection's thread (it runs on every proxied request): the write lock is taken and
-        released at once, so a read-only file or a writer holding the lock too long fails here."""
-        problem = self._files.problem()
-        if problem is not None:
-            raise self._failed(problem)
-        async with self._write_lock:
-            db = self.db
-            try:
-                await db.executescript("BEGIN IMMEDIATE; COMMIT;")
-            except sqlite3.Error as exc:
-                if db.in_transaction:  # BEGIN went through and COMMIT did not
-                    await db.execute("ROLLBACK")
-                raise self._failed(f"cannot start a write: {exc}") from exc
-        self._write_failure = None
+        """Raise `StorageError` unless a write could start now (read-only file, lock held too long,
+        files replaced under the connection): a turn must not go out as if memory will record it
+        when it cannot. An empty transaction: the write lock is taken and released at once."""
+        async with self.transaction():
+            pass
 
     async def _rows(self, query: str, params: Sequence[Any] = ()) -> list[Sequence[Any]]:
         try:
