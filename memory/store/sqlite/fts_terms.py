@@ -21,14 +21,8 @@ _CACHE = 4_096
 def split_or_query(match: str) -> list[str] | None:
     """The words of an OR-list of quoted words (the shape `retrieval.fts_query` builds), or None
     for any other FTS5 expression (left as it is)."""
-    parts = match.split(" OR ")
-    words: list[str] = []
-    for part in parts:
-        found = _QUOTED.fullmatch(part)
-        if found is None:
-            return None
-        words.append(found.group(1).replace('""', '"'))
-    return words
+    words = [m.group(1).replace('""', '"') for part in match.split(" OR ") if (m := _QUOTED.fullmatch(part))]
+    return words if len(words) == match.count(" OR ") + 1 else None
 
 
 def or_query(words: Sequence[str]) -> str:
@@ -40,7 +34,8 @@ class Tokenizer:
 
     def __init__(self, tokenize: str) -> None:
         self._db = sqlite3.connect(":memory:", check_same_thread=False)
-        self._db.execute(f"CREATE VIRTUAL TABLE words USING fts5(text, tokenize={_sql_string(tokenize)})")
+        quoted = tokenize.replace("'", "''")
+        self._db.execute(f"CREATE VIRTUAL TABLE words USING fts5(text, tokenize='{quoted}')")
         self._db.execute("CREATE VIRTUAL TABLE word_terms USING fts5vocab(words, instance)")
         self._memo: dict[str, tuple[str, ...]] = {}
 
@@ -83,6 +78,3 @@ class TermRows:
         if stamp and stamp == self._stamp and len(self._rows) + len(counted) <= _CACHE:  # (): in a transaction
             self._rows.update(counted)
 
-
-def _sql_string(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
