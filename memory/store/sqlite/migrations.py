@@ -5,11 +5,16 @@ from __future__ import annotations
 
 from typing import Final
 
-from memory.store.schema import ARTIFACT_FIELDS, CHUNK_FIELDS, EVENT_FIELDS, FRAME_FIELDS, STATE_FIELDS, TURN_FIELDS, numbered
+from memory.store.schema import (ARTIFACTS, CACHE_WRITES, CHUNK_FIELDS, EMBEDDINGS, EVENT_FIELDS, EVENT_TOKENS, FRAMES, RESPONSES,
+                                 STATE_ITEMS, TRANSCRIPT, TURNS, numbered, typed)
 
 __all__ = ["MIGRATIONS"]
 
-M001_INITIAL: Final = """
+# The types of the shared table descriptions (`memory.store.schema.typed`) on SQLite.
+TYPES: Final = {"row": "    id            INTEGER PRIMARY KEY AUTOINCREMENT,\n    session_id    TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,",
+                "ref": "INTEGER", "time": "REAL", "key": "TEXT", "blob": "BLOB", "rowid": " WITHOUT ROWID"}
+
+M001_INITIAL: Final = typed("""
 CREATE TABLE sessions (
     id            TEXT PRIMARY KEY,
     scope         TEXT NOT NULL DEFAULT '',
@@ -19,33 +24,16 @@ CREATE TABLE sessions (
     last_manifest TEXT
 );
 CREATE INDEX sessions_head ON sessions(scope, head_hash);
-
-CREATE TABLE artifacts (
-    id            INTEGER PRIMARY KEY AUTOINCREMENT,
-    session_id    TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
-""" + ARTIFACT_FIELDS + """\
-    previous_id   INTEGER REFERENCES artifacts(id) ON DELETE SET NULL,
-    first_event_id INTEGER,
-    last_event_id  INTEGER,
-    UNIQUE (session_id, sha256)
-);
-CREATE INDEX artifacts_source ON artifacts(session_id, source, id);
-
+""" + ARTIFACTS + """
 CREATE TABLE events (
-    id            INTEGER PRIMARY KEY AUTOINCREMENT,
-    session_id    TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+$row
 """ + EVENT_FIELDS + """\
-    artifact_id   INTEGER REFERENCES artifacts(id) ON DELETE CASCADE,
-    parent_event_id INTEGER REFERENCES events(id) ON DELETE CASCADE,
     created_at    REAL NOT NULL
 );
 CREATE INDEX events_session ON events(session_id, id);
 
 CREATE TABLE chunks (
-    id            INTEGER PRIMARY KEY AUTOINCREMENT,
-    session_id    TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
-    event_id      INTEGER REFERENCES events(id) ON DELETE CASCADE,
-    artifact_id   INTEGER REFERENCES artifacts(id) ON DELETE CASCADE,
+$row
 """ + CHUNK_FIELDS + """\
     session_key   TEXT NOT NULL,
     parent_id     INTEGER REFERENCES chunks(id) ON DELETE CASCADE
@@ -64,35 +52,7 @@ END;
 CREATE TRIGGER chunks_ad AFTER DELETE ON chunks BEGIN
     INSERT INTO chunks_fts(chunks_fts, rowid, text, session_key) VALUES ('delete', old.id, old.text, old.session_key);
 END;
-
-CREATE TABLE embeddings (
-    model         TEXT NOT NULL,
-    content_hash  TEXT NOT NULL,
-    vector        BLOB NOT NULL,
-    PRIMARY KEY (model, content_hash)
-) WITHOUT ROWID;
-
-CREATE TABLE state_items (
-    id            INTEGER PRIMARY KEY AUTOINCREMENT,
-    session_id    TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
-""" + STATE_FIELDS + """\
-    superseded_by INTEGER REFERENCES state_items(id) ON DELETE SET NULL,
-    event_id      INTEGER REFERENCES events(id) ON DELETE CASCADE,
-    source_events TEXT NOT NULL DEFAULT '[]',
-    created_at    REAL NOT NULL,
-    UNIQUE (session_id, label)
-);
-CREATE INDEX state_session ON state_items(session_id, kind, status);
-
-CREATE TABLE transcript (
-    session_id    TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
-    pos           INTEGER NOT NULL,
-    msg_hash      TEXT NOT NULL,
-    chain_hash    TEXT NOT NULL,
-    event_id      INTEGER REFERENCES events(id) ON DELETE CASCADE,
-    PRIMARY KEY (session_id, pos)
-);
-"""
+""" + EMBEDDINGS + STATE_ITEMS + TRANSCRIPT, TYPES)
 
 # Cache-stable prompts (frames), retries (turns) and branches (detached events):
 # - an edited or regenerated message leaves the transcript; its events stay in the log, marked
@@ -102,30 +62,16 @@ CREATE TABLE transcript (
 #   instances;
 # - `turns` record each forwarded prompt: what a retry must reuse, and the tokens sent, forwarded
 #   and cached by the provider.
-M002_FRAMES_TURNS: Final = """
+M002_FRAMES_TURNS: Final = typed("""
 ALTER TABLE events ADD COLUMN detached INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE sessions ADD COLUMN generation INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX transcript_chain ON transcript(chain_hash);
 CREATE INDEX events_parent ON events(parent_event_id);
-
-CREATE TABLE frames (
-    id            INTEGER PRIMARY KEY AUTOINCREMENT,
-    session_id    TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
-""" + FRAME_FIELDS + """\
-    created_at    REAL NOT NULL
-);
-CREATE INDEX frames_session ON frames(session_id, id);
-
+""" + FRAMES + """
 CREATE TABLE turns (
     id                INTEGER PRIMARY KEY AUTOINCREMENT,
     session_id        TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
-    request_key       TEXT NOT NULL,
-    frame_id          INTEGER REFERENCES frames(id) ON DELETE SET NULL,
-""" + TURN_FIELDS + """\
-    created_at        REAL NOT NULL
-);
-CREATE INDEX turns_key ON turns(session_id, request_key);
-"""
+""" + TURNS, TYPES)
 
 # Every column a foreign key points through gets an index: erasing a session cascades over its
 # events, chunks and artifacts, and without these each deleted row scanned whole tables for rows
@@ -149,38 +95,18 @@ CREATE INDEX turns_frame ON turns(frame_id);
 #   `previous_response_id` continues the conversation from there without the provider's storage.
 # - `response_items`: items with an id (the output items of replies, and input items), redacted as
 #   everything stored, for `item_reference` inputs.
-M004_RESPONSES: Final = """
-CREATE TABLE responses (
-    id            TEXT PRIMARY KEY,
-    session_id    TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
-    pos           INTEGER NOT NULL,
-    chain_hash    TEXT NOT NULL,
-    created_at    REAL NOT NULL
-);
-CREATE INDEX responses_session ON responses(session_id);
-
-CREATE TABLE response_items (
-    session_id    TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
-    item_id       TEXT NOT NULL,
-    item          TEXT NOT NULL,
-    PRIMARY KEY (session_id, item_id)
-);
-"""
+M004_RESPONSES: Final = typed(RESPONSES, TYPES)
 
 # - `turns.cache_write_tokens`: prompt tokens the provider wrote to its cache for the turn (Anthropic
 #   bills them apart, at 1.25x; `cached_tokens` stays what it read from the cache).
-M005_CACHE_WRITES: Final = """
-ALTER TABLE turns ADD COLUMN cache_write_tokens INTEGER;
-"""
+M005_CACHE_WRITES: Final = CACHE_WRITES
 
 # - `events.tokens`: a message's token count under `memory.recall.tokens.STORED_ENCODING` (OpenAI's
 #   chat formula, as the layout counts it), taken at ingest: a view rebuilt after a restart reads it
 #   instead of tokenising the whole history again (1.5 s of a 10,000-event session's first compile).
 #   NULL for what was stored before and for events that are not messages; a view counts those when
 #   it loads them, and the runtime writes the counts back.
-M006_EVENT_TOKENS: Final = """
-ALTER TABLE events ADD COLUMN tokens INTEGER;
-"""
+M006_EVENT_TOKENS: Final = EVENT_TOKENS
 
 # (number, name, sql), from the constants above; append only.
 MIGRATIONS: Final = numbered(globals())
