@@ -159,15 +159,10 @@ class PgStore(SqlStore):
             return
         try:
             await self._migrate()
-            pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
-                self.url, kwargs=self._kwargs(), min_size=1, max_size=self.pool_size, configure=self._configure,
-                open=False, name="memory-runtime", timeout=30.0,
-            )
-            locks: AsyncConnectionPool[Conn] = AsyncConnectionPool(
-                self.url, kwargs=self._kwargs(), min_size=1, max_size=self.lock_pool_size, open=False,
-                name="memory-runtime-locks", timeout=60.0,
-            )
-            self._pool, self._lock_pool = pool, locks
+            self._pool = pool = AsyncConnectionPool(self.url, kwargs=self._kwargs(), min_size=1, max_size=self.pool_size, open=False,
+                                                    configure=self._configure, name="memory-runtime", timeout=30.0)
+            self._lock_pool = locks = AsyncConnectionPool(self.url, kwargs=self._kwargs(), min_size=1, max_size=self.lock_pool_size, open=False,
+                                                          name="memory-runtime-locks", timeout=60.0)
             await pool.open(wait=True, timeout=_CONNECT_TIMEOUT_S)
             await locks.open(wait=True, timeout=_CONNECT_TIMEOUT_S)
         except BaseException as exc:
@@ -268,10 +263,7 @@ class PgStore(SqlStore):
         return found
 
     async def _rows(self, query: str, params: Sequence[Any] = ()) -> list[Sequence[Any]]:
-        async def work(conn: Conn) -> list[Sequence[Any]]:
-            return list(await (await conn.execute(self.dialect.sql(query), params)).fetchall())
-
-        return await self._read(work)
+        return await self._read(lambda conn: PgTx(conn)._rows(query, params))
 
     async def _together(self, queries: Sequence[tuple[str, Sequence[Any]]]) -> list[list[Sequence[Any]]]:
         """One round trip: the reads pipelined inside one read-only snapshot (another instance may
