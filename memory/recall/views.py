@@ -10,8 +10,6 @@ import asyncio
 import logging
 from collections import OrderedDict
 
-import numpy as np
-
 from memory.errors import StorageError
 from memory.recall.embeddings import Embedder
 from memory.recall.index import SessionView, release_freed_memory
@@ -35,11 +33,11 @@ SNAPSHOT_AFTER = 20_000
 class Views(OrderedDict[str, SessionView]):
     """Session id -> view, most recently used last."""
 
-    def __init__(self, store: Store, max_views: int = MAX_VIEWS, snapshot_after: int = SNAPSHOT_AFTER) -> None:
+    def __init__(self, store: Store, max_views: int = MAX_VIEWS, snapshot_after: int | None = None) -> None:
         super().__init__()
         self.store = store
         self.max_views = max(1, max_views)
-        self.snapshot_after = snapshot_after
+        self.snapshot_after = SNAPSHOT_AFTER if snapshot_after is None else snapshot_after
         self.unsaved: dict[str, int] = {}  # session id -> rows its view loaded since its snapshot
 
     async def fresh(self, session_id: str, embedder: Embedder | None) -> SessionView:
@@ -73,9 +71,10 @@ class Views(OrderedDict[str, SessionView]):
 
     async def _restored(self, session_id: str, embedder: Embedder | None, generation: int, max_event: int,
                         max_chunk: int) -> SessionView | None:
-        """The session's view from its stored snapshot, with the vectors stored since for what it
-        held without one; None when there is none that fits (another generation or model, marks
-        past the store's, or a blob that does not decode: then the rows are read as without one)."""
+        """The session's view from its stored snapshot; None when there is none that fits (another
+        generation or model, marks past the store's, or a blob that does not decode: then the rows
+        are read as without one). What it held without a vector is `missing`, as after any load:
+        filling it reads the vectors stored since (`EmbeddingQueue.fill`) before embedding any."""
         dim = embedder.dim if embedder else 1
         found = await self.store.view_snapshot(session_id, embedder.name if embedder else "", fmt(dim))
         if found is None:
@@ -90,10 +89,6 @@ class Views(OrderedDict[str, SessionView]):
             return None
         del blob, found
         release_freed_memory()  # the blob and the decoded tuples
-        if embedder and view.missing:
-            stored = await self.store.get_vectors(embedder.name, list({view.content_hash(p) for p in view.missing}))
-            for pos in [p for p in view.missing if view.content_hash(p) in stored]:
-                view.set_vector(pos, np.frombuffer(stored[view.content_hash(pos)], dtype=np.float32))
         return view
 
     async def save(self, embedder: Embedder | None) -> int:
