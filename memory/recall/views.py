@@ -12,7 +12,7 @@ from collections import OrderedDict
 
 from memory.errors import StorageError
 from memory.recall.embeddings import Embedder
-from memory.recall.index import SessionView, release_freed_memory
+from memory.recall.index import SessionView, collector_paused, release_freed_memory
 from memory.recall.snapshot import SnapshotError, dump, fmt, load
 from memory.records import SessionDelta
 from memory.store.protocol import Store
@@ -58,10 +58,12 @@ class Views(OrderedDict[str, SessionView]):
         if max_event > view.max_event or max_chunk > view.max_chunk:
             # A page of chunks at a time: ~290k rows at 100k events never sit in memory at once.
             loaded, page = 0, LOAD_PAGE
-            while page == LOAD_PAGE:
-                delta = await self.store.load_delta(session_id, view.max_event, view.max_artifact, view.max_chunk, chunk_limit=LOAD_PAGE)
-                await self._apply(view, delta, embedder)
-                loaded, page = loaded + len(delta.events) + len(delta.chunks), len(delta.chunks)
+            with collector_paused():
+                while page == LOAD_PAGE:
+                    delta = await self.store.load_delta(session_id, view.max_event, view.max_artifact, view.max_chunk, chunk_limit=LOAD_PAGE)
+                    await self._apply(view, delta, embedder)
+                    loaded, page = loaded + len(delta.events) + len(delta.chunks), len(delta.chunks)
+                    del delta
             if loaded > RELEASE_AFTER:
                 release_freed_memory()
             self.unsaved[session_id] = self.unsaved.get(session_id, 0) + loaded
