@@ -22,6 +22,7 @@ import marshal
 import sys
 from array import array
 from dataclasses import fields
+from itertools import compress, starmap
 from operator import attrgetter
 from typing import Any
 
@@ -32,7 +33,7 @@ from memory.recall.index import SessionView, Unit, collector_paused
 
 __all__ = ["FORMAT", "SnapshotError", "dump", "fmt", "load"]
 
-FORMAT = 1  # bump when the blob's layout or a view's fields change
+FORMAT = 2  # bump when the blob's layout or a view's fields change
 _UNIT_FIELDS = tuple(f.name for f in fields(Unit))
 _unit_tuple = attrgetter(*_UNIT_FIELDS)
 _INT_COLUMNS = ("render", "hash_row", "ord", "start", "end", "tokens")  # array("i")
@@ -67,7 +68,8 @@ def _state(view: SessionView) -> dict[str, Any]:
     texts = [(pos, text) for pos, text in enumerate(c.text) if text is not None]
     return {
         "dim": view.dim, "generation": view.generation, "marks": (view.max_event, view.max_artifact, view.max_chunk),
-        "created_at": view.created_at, "units": [_unit_tuple(u) for u in view.units.values()],
+        "created_at": view.created_at, "units": [_unit_tuple(u) for u in view.units.values()], "keys": keys,
+        "is_message": bytes(u.role is not None and u.key[0] == "e" for u in view.units.values()),
         "unit": array("i", [index[k] for k in c.unit]).tobytes(),
         **{name: getattr(c, name).tobytes() for name in _INT_COLUMNS + _LONG_COLUMNS},
         "text_pos": array("i", [p for p, _ in texts]).tobytes(), "texts": [t for _, t in texts],
@@ -91,10 +93,10 @@ def load(blob: bytes, dim: int, generation: int) -> SessionView:
 
 def _restore(s: dict[str, Any], dim: int, generation: int) -> SessionView:
     view = SessionView(dim, generation)
-    units = [Unit(*t) for t in s["units"]]
-    keys = [u.key for u in units]
+    units = list(starmap(Unit, s["units"]))
+    keys: list[str] = s["keys"]
     view.units.update(zip(keys, units))  # in place: the chunk records read units through this dict
-    view.messages.extend(u for u in units if u.role is not None and u.key[0] == "e")
+    view.messages.extend(compress(units, s["is_message"]))
     c, hv = view._columns, view._vectors
     for name in _INT_COLUMNS + _LONG_COLUMNS:
         getattr(c, name).frombytes(s[name])
@@ -103,7 +105,7 @@ def _restore(s: dict[str, Any], dim: int, generation: int) -> SessionView:
     n = len(c.ids)
     if any(len(getattr(c, name)) != n for name in _INT_COLUMNS + _LONG_COLUMNS) or len(unit_of) != n:
         raise SnapshotError("snapshot columns of different lengths")
-    c.unit.extend([keys[i] for i in unit_of])
+    c.unit.extend(map(keys.__getitem__, unit_of))
     c.text.extend([None] * n)
     text_pos = array("i")
     text_pos.frombytes(s["text_pos"])
