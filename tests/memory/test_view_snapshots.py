@@ -15,6 +15,7 @@ import pytest
 
 import memory.recall.views as views_module
 from memory import create_runtime
+from memory.recall.snapshot import fmt
 from memory.records import SessionDelta
 from memory.runtime import Runtime
 from memory.store.reads import SqlReads
@@ -123,7 +124,7 @@ async def test_a_snapshot_that_does_not_fit_is_ignored(damage: str, tmp_path: Pa
         assert await _compile(runtime) == built
     assert sum(rows_read) > 60  # built from the rows
     # and a fitting one stored again when that runtime closed
-    assert _sql("sqlite", where, "SELECT count(*) FROM view_snapshots WHERE format LIKE 'view1-%' AND length(data) > 2") == [(1,)]
+    assert _sql("sqlite", where, f"SELECT count(*) FROM view_snapshots WHERE format = '{fmt(HashEmbedder().dim)}' AND length(data) > 2") == [(1,)]
 
 
 async def test_a_vector_stored_after_the_snapshot_is_read(tmp_path: Path, rows_read: list[int], monkeypatch: pytest.MonkeyPatch) -> None:
