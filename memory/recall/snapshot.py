@@ -9,8 +9,9 @@ object per unit.
 It is never a second source of truth. A snapshot is used only by a view of the same session
 generation, the same model and vector size and the same format (this module's layout, Python's
 marshal version); its marks (max event, artifact and chunk id) say where it stopped, and the view
-then reads what came after from the store as it would after any earlier load. Vectors that arrived
-for chunks it held without one are read again. A snapshot that does not fit, or does not decode, is
+then reads what came after from the store as it would after any earlier load. Chunks it held
+without a vector are `missing`, as after any load: filling them reads the vectors stored since
+before embedding anything (`EmbeddingQueue.fill`). A snapshot that does not fit, or does not decode, is
 ignored (`SnapshotError`) and the view is built from the rows, as without one; deleting every
 snapshot changes nothing but speed. Written at a quiet moment (`memory.recall.views.Views.save`,
 when the runtime closes), for views that loaded many rows since their last one.
