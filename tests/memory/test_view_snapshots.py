@@ -6,10 +6,11 @@ does not decode, is ignored; erasing the session erases it."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import psycopg
 import pytest
 
@@ -148,7 +149,12 @@ async def test_a_vector_stored_after_the_snapshot_is_read(tmp_path: Path, rows_r
     con.close()
     embedded: list[str] = []
     original = HashEmbedder.embed
-    monkeypatch.setattr(HashEmbedder, "embed", lambda self, texts: (embedded.extend(texts), original(self, texts))[1])
+
+    def embed(self: HashEmbedder, texts: Sequence[str]) -> np.ndarray:
+        embedded.extend(texts)
+        return original(self, texts)
+
+    monkeypatch.setattr(HashEmbedder, "embed", embed)
     rows_read.clear()
     async with _runtime("sqlite", where) as runtime:
         assert await _compile(runtime) == built
