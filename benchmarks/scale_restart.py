@@ -11,7 +11,8 @@ default) a unit vector seeded by the text's sha256. Restart time, RSS and counts
 the vectors' values; ranking quality does, and is measured on LoCoMo (`benchmarks.locomo`), never
 here. Later `measure` runs embed only the questions, with the model. `measure` runs in a fresh process:
 it loads the model, opens the store (running any new migration: run it twice after an upgrade and
-report the second), times the open and the first compile (wall and this process's CPU time: an
+report the second; the first also builds the view from the rows, and its close saves the view's
+snapshot, which the next restart reads: `view_snapshot_at_start` says which case a run was), times the open and the first compile (wall and this process's CPU time: an
 open may load what a first compile would otherwise load) and counts the tokeniser's calls in it,
 then warm compiles, then prints one JSON object on stdout's last line. Issue 23's compile targets
 are read on `compile_cpu_excl_embed_p50_ms`: each warm compile's CPU time less the process's CPU
@@ -25,6 +26,7 @@ import argparse
 import asyncio
 import json
 import hashlib
+import sqlite3
 import statistics
 import sys
 import time
@@ -124,6 +126,7 @@ async def measure(db: Path, n_queries: int, budget: int, trace: bool) -> dict[st
         tracemalloc.start()
     asked = json.loads(_questions_file(db).read_text())
     out: dict[str, Any] = {"db": str(db), "db_mib": sum(f.stat().st_size for f in db.parent.glob(db.name + "*") if not f.name.endswith(".json")) / 2**20}
+    out["view_snapshot_at_start"] = _has_snapshot(db)
     runtime = create_runtime(storage_path=str(db), embedder=embedder)
     cpu0, wall0 = time.process_time(), time.perf_counter()
     await runtime.open()  # migrations, and whatever the runtime loads before it serves
@@ -168,6 +171,18 @@ async def measure(db: Path, n_queries: int, budget: int, trace: bool) -> dict[st
         out["compile_cpu_excl_embed_p50_ms"] = statistics.median(cpu_excl)  # the targets' measure
     out.update(rss_model_mib=rss_model, rss_closed_mib=rss_mb(), peak_rss_mib=peak_rss_mb(), load=list(_load()))
     return out
+
+
+def _has_snapshot(db: Path) -> bool:
+    """Whether the file holds a snapshot of the session's view (`memory.recall.snapshot`), read
+    before the runtime opens it (any snapshot row: whether it fits is the runtime's to decide)."""
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        found = con.execute("SELECT count(*) FROM sqlite_master WHERE name = 'view_snapshots'").fetchone()[0] and \
+            con.execute("SELECT count(*) FROM view_snapshots WHERE session_id = ?", (SESSION,)).fetchone()[0]
+        return bool(found)
+    finally:
+        con.close()
 
 
 def _questions_file(db: Path) -> Path:

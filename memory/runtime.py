@@ -158,6 +158,8 @@ class Runtime:
         if self._model is not None:
             await self._model.stop()
         await self._embeddings.close()
+        if self._opened:
+            await self._views.save(self.embedder)  # a quiet moment: the next restart reads these
         await self.store.close()
         self._views.clear()
         self._opened = False

@@ -8,7 +8,9 @@ stays the source of truth; a second process writing the same file is picked up o
 from __future__ import annotations
 
 import ctypes
-from collections.abc import Callable, Sequence
+import gc
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +21,7 @@ from memory.recall.columns import ChunkColumns, ChunkRows, HashVectors, Position
 from memory.recall.tokens import stored_counter
 from memory.records import ArtifactRow, ChunkRow, EventRow, SessionDelta
 
-__all__ = ["Unit", "SessionView", "RankArrays", "dot", "quantize", "release_freed_memory"]
+__all__ = ["Unit", "SessionView", "RankArrays", "collector_paused", "dot", "quantize", "release_freed_memory"]
 
 def dot(matrix: np.ndarray, vector: np.ndarray) -> np.ndarray:
     """`matrix @ vector` without BLAS. OpenBLAS hands even a 1,000 x 384 product to its thread
@@ -48,6 +50,21 @@ def release_freed_memory() -> None:
     a first compile left 62 MiB more resident, 70 MiB of it returned by one trim."""
     if _TRIM is not None:
         _TRIM(0)
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """Python's cyclic collector paused while a view is loaded: a 100,000-event load makes over a
+    million objects (rows, records, units), none of them garbage, and every allocation threshold
+    crossed ran a collection over all made so far. Measured at 100,000 events: the first compile
+    after a restart 3.6-3.8 -> 2.4 s of CPU from the rows, a snapshot's load 0.79 -> 0.29 s."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,8 @@
 """The sessions' in-process views, least recently used dropped first, each brought up to date with
-the store before use: a page of new rows at a time, vectors read once per distinct text, message
-token counts stored back for messages stored before counts were taken at ingest."""
+the store before use: from the session's stored snapshot when one fits (`memory.recall.snapshot`),
+then a page of new rows at a time, vectors read once per distinct text, message token counts
+stored back for messages stored before counts were taken at ingest; and snapshots saved, when the
+runtime closes, of the views that loaded many rows since their last."""
 
 from __future__ import annotations
 
@@ -10,7 +12,8 @@ from collections import OrderedDict
 
 from memory.errors import StorageError
 from memory.recall.embeddings import Embedder
-from memory.recall.index import SessionView, release_freed_memory
+from memory.recall.index import SessionView, collector_paused, release_freed_memory
+from memory.recall.snapshot import SnapshotError, dump, fmt, load
 from memory.records import SessionDelta
 from memory.store.protocol import Store
 
@@ -22,15 +25,20 @@ MAX_VIEWS = 256
 APPLY_OFF_LOOP = 500  # rows of a view update above which it is built off the event loop
 LOAD_PAGE = 20_000  # chunks a view load reads at a time (what it keeps is not scattered among freed rows)
 RELEASE_AFTER = 5_000  # rows of a view update after which freed heap pages go back to the system
+# Rows a view loads from the store since its last snapshot before closing saves a new one: a
+# 10,000-event session (~40,000 rows) rebuilds in ~0.5 s, a 100,000-event one in ~4 s.
+SNAPSHOT_AFTER = 20_000
 
 
 class Views(OrderedDict[str, SessionView]):
     """Session id -> view, most recently used last."""
 
-    def __init__(self, store: Store, max_views: int = MAX_VIEWS) -> None:
+    def __init__(self, store: Store, max_views: int = MAX_VIEWS, snapshot_after: int | None = None) -> None:
         super().__init__()
         self.store = store
         self.max_views = max(1, max_views)
+        self.snapshot_after = SNAPSHOT_AFTER if snapshot_after is None else snapshot_after
+        self.unsaved: dict[str, int] = {}  # session id -> rows its view loaded since its snapshot
 
     async def fresh(self, session_id: str, embedder: Embedder | None) -> SessionView:
         """The session's view, up to date with the store. The caller holds the session's lock."""
@@ -40,24 +48,71 @@ class Views(OrderedDict[str, SessionView]):
         if view is None or view.generation != generation or max_event < view.max_event or max_chunk < view.max_chunk or view.dim != dim:
             # New, or messages left the transcript since (an edit, a retry), or the session was
             # erased or renamed (and maybe created again) under this view, or the model arrived
-            # since it was built: start over.
-            view = SessionView(dim, generation)
+            # since it was built: start over, from the stored snapshot if one fits.
+            view = await self._restored(session_id, embedder, generation, max_event, max_chunk) or SessionView(dim, generation)
+            self.unsaved[session_id] = 0
         self[session_id] = view
         self.move_to_end(session_id)
         while len(self) > self.max_views:
-            self.popitem(last=False)
+            self.unsaved.pop(self.popitem(last=False)[0], None)
         if max_event > view.max_event or max_chunk > view.max_chunk:
             # A page of chunks at a time: ~290k rows at 100k events never sit in memory at once.
             loaded, page = 0, LOAD_PAGE
-            while page == LOAD_PAGE:
-                delta = await self.store.load_delta(session_id, view.max_event, view.max_artifact, view.max_chunk, chunk_limit=LOAD_PAGE)
-                await self._apply(view, delta, embedder)
-                loaded, page = loaded + len(delta.events) + len(delta.chunks), len(delta.chunks)
+            with collector_paused():
+                while page == LOAD_PAGE:
+                    delta = await self.store.load_delta(session_id, view.max_event, view.max_artifact, view.max_chunk, chunk_limit=LOAD_PAGE)
+                    await self._apply(view, delta, embedder)
+                    loaded, page = loaded + len(delta.events) + len(delta.chunks), len(delta.chunks)
+                    del delta
             if loaded > RELEASE_AFTER:
                 release_freed_memory()
+            self.unsaved[session_id] = self.unsaved.get(session_id, 0) + loaded
         if view.uncounted:
             await self._store_counts(view)
         return view
+
+    async def _restored(self, session_id: str, embedder: Embedder | None, generation: int, max_event: int,
+                        max_chunk: int) -> SessionView | None:
+        """The session's view from its stored snapshot; None when there is none that fits (another
+        generation or model, marks past the store's, or a blob that does not decode: then the rows
+        are read as without one). What it held without a vector is `missing`, as after any load:
+        filling it reads the vectors stored since (`EmbeddingQueue.fill`) before embedding any."""
+        dim = embedder.dim if embedder else 1
+        found = await self.store.view_snapshot(session_id, embedder.name if embedder else "", fmt(dim))
+        if found is None:
+            return None
+        snap_generation, snap_event, _, snap_chunk, blob = found
+        if snap_generation != generation or snap_event > max_event or snap_chunk > max_chunk:
+            return None
+        try:
+            view = await asyncio.to_thread(load, blob, dim, generation)
+        except SnapshotError as exc:
+            log.warning("memory: view snapshot of %r ignored: %s", session_id, exc)
+            return None
+        del blob, found
+        release_freed_memory()  # the blob and the decoded tuples
+        return view
+
+    async def save(self, embedder: Embedder | None) -> int:
+        """Store a snapshot of each view that loaded `snapshot_after` rows or more from the store
+        since its last one (a quiet moment: the runtime calls it when it closes). A store that
+        refuses the write keeps its last snapshot, or none: only a restart's speed depends on it.
+        Returns how many were stored."""
+        name, saved = embedder.name if embedder else "", 0
+        for session_id, view in list(self.items()):
+            if self.unsaved.get(session_id, 0) < self.snapshot_after or view.uncounted or view.dim != (embedder.dim if embedder else 1):
+                continue
+            try:
+                blob = await asyncio.to_thread(dump, view)
+                async with self.store.transaction() as tx:
+                    stored = await tx.save_view_snapshot(session_id, view.generation, name, fmt(view.dim),
+                                                         (view.max_event, view.max_artifact, view.max_chunk), blob)
+            except StorageError as exc:  # SnapshotError among them
+                log.warning("memory: view snapshot of %r not stored: %s", session_id, exc)
+                continue
+            if stored:
+                self.unsaved[session_id], saved = 0, saved + 1
+        return saved
 
     async def _apply(self, view: SessionView, delta: SessionDelta, embedder: Embedder | None) -> None:
         # Each distinct vector is read once (chunks with the same text share it). A first contact

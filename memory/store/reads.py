@@ -72,6 +72,13 @@ class SqlReads:
         ])
         return SessionDelta([R.event(r) for r in events], [R.artifact(r) for r in artifacts], [ChunkRow._make(r) for r in chunks])
 
+    async def view_snapshot(self, session_id: str, model: str, fmt: str) -> tuple[int, int, int, int, bytes] | None:
+        """(generation, max event, max artifact, max chunk, data) of the session's stored view
+        snapshot under `model` and format `fmt`, or None (`memory.recall.snapshot`)."""
+        r = await self._one("SELECT generation, max_event, max_artifact, max_chunk, data FROM view_snapshots "
+                            "WHERE session_id = ? AND model = ? AND format = ?", (session_id, model, fmt))
+        return None if r is None else (int(r[0]), int(r[1]), int(r[2]), int(r[3]), bytes(r[4]))
+
     async def get_vectors(self, model: str, hashes: Sequence[str]) -> dict[str, bytes]:
         if not hashes:
             return {}

@@ -37,7 +37,7 @@ SUMMARY = (
 # are listed in order of. A migration that adds one adds it here, and export and import follow.
 SESSION_TABLES: Mapping[str, str] = MappingProxyType({
     "artifacts": "id", "events": "id", "chunks": "id", "state_items": "id", "transcript": "pos", "frames": "id", "turns": "id",
-    "responses": "created_at", "response_items": "item_id",
+    "responses": "created_at", "response_items": "item_id", "view_snapshots": "session_id",
 })
 # What an export holds: everything but the chunks (derived from events and artifacts).
 EXPORTED = ("events", "artifacts", "state_items", "transcript", "frames", "turns", "responses", "response_items")

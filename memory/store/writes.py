@@ -208,6 +208,19 @@ class SqlWrites(SqlReads):
             await self._exec_many("INSERT INTO embeddings(model, content_hash, vector) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
                                   [(model, h, v) for h, v in rows])
 
+    async def save_view_snapshot(self, session_id: str, generation: int, model: str, fmt: str, marks: tuple[int, int, int],
+                                 data: bytes) -> bool:
+        """Store a view snapshot taken at `marks` (max event, artifact, chunk), replacing the
+        session's last; only while the session is still at `generation`. True when stored."""
+        await self._exec("INSERT INTO view_snapshots(session_id, generation, model, format, max_event, max_artifact, max_chunk, data, "
+                         "created_at) SELECT id, generation, ?, ?, ?, ?, ?, ?, ? FROM sessions WHERE id = ? AND generation = ? "
+                         "ON CONFLICT (session_id) DO UPDATE SET generation = excluded.generation, model = excluded.model, "
+                         "format = excluded.format, max_event = excluded.max_event, max_artifact = excluded.max_artifact, "
+                         "max_chunk = excluded.max_chunk, data = excluded.data, created_at = excluded.created_at",
+                         (model, fmt, *marks, data, time.time(), session_id, generation))
+        return await self._one("SELECT 1 FROM view_snapshots WHERE session_id = ? AND generation = ? AND max_chunk = ?",
+                               (session_id, generation, marks[2])) is not None
+
     async def save_manifest(self, session_id: str, manifest_json: str) -> None:
         await self._exec("UPDATE sessions SET last_manifest = ? WHERE id = ?", (manifest_json, session_id))
 

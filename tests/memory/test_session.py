@@ -42,7 +42,8 @@ async def test_migrations_from_an_empty_file(tmp_path):
     await store.open()
     try:
         assert [name for (name,) in _rows(path, "SELECT name FROM _migrations ORDER BY number")] == [
-            "m001_initial", "m002_frames_turns", "m003_foreign_key_indexes", "m004_responses", "m005_cache_writes", "m006_event_tokens"]
+            "m001_initial", "m002_frames_turns", "m003_foreign_key_indexes", "m004_responses", "m005_cache_writes", "m006_event_tokens",
+            "m007_view_snapshots"]
         async with store.db.execute("PRAGMA journal_mode") as cur:
             assert (await cur.fetchone())[0] == "wal"
         async with store.db.execute("PRAGMA foreign_keys") as cur:
@@ -55,7 +56,7 @@ async def test_migrations_from_an_empty_file(tmp_path):
     await store.close()
     assert _rows(path, "SELECT number, name FROM _migrations") == [(1, "m001_initial"), (2, "m002_frames_turns"), (3, "m003_foreign_key_indexes"),
                                                                         (4, "m004_responses"), (5, "m005_cache_writes"),
-                                                                        (6, "m006_event_tokens")]
+                                                                        (6, "m006_event_tokens"), (7, "m007_view_snapshots")]
 
 
 @pytest.mark.parametrize(

@@ -162,6 +162,21 @@ SELECT c.session_id, u.lexeme, c.id, cardinality(u.positions), c.doc_len FROM ch
 WHERE left(u.lexeme, 1) <> '#' ORDER BY 1, 2, 3;
 """
 
+# `view_snapshots`: a session's view as it was at its marks, derived (SQLite's m007 says why).
+M007_VIEW_SNAPSHOTS: Final = """
+CREATE TABLE view_snapshots (
+    session_id   TEXT COLLATE "C" PRIMARY KEY REFERENCES sessions(id) ON DELETE CASCADE,
+    generation   BIGINT NOT NULL,
+    model        TEXT NOT NULL,
+    format       TEXT NOT NULL,
+    max_event    BIGINT NOT NULL,
+    max_artifact BIGINT NOT NULL,
+    max_chunk    BIGINT NOT NULL,
+    data         BYTEA NOT NULL,
+    created_at   DOUBLE PRECISION NOT NULL
+);
+"""
+
 # (number, name, sql), from the constants above; append only. PostgreSQL runs a multi-statement string in one call.
 MIGRATIONS: Final = numbered(globals())
 

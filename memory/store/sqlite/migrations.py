@@ -108,5 +108,23 @@ M005_CACHE_WRITES: Final = CACHE_WRITES
 #   it loads them, and the runtime writes the counts back.
 M006_EVENT_TOKENS: Final = EVENT_TOKENS
 
+# - `view_snapshots`: a session's in-process view as it was at its marks (`memory.recall.snapshot`),
+#   so a restart reads one row instead of every event and chunk. Derived and never exported: a
+#   snapshot whose generation, model, format or marks do not fit is ignored (and replaced later);
+#   deleting every row changes nothing but the first compile's speed.
+M007_VIEW_SNAPSHOTS: Final = """
+CREATE TABLE view_snapshots (
+    session_id    TEXT PRIMARY KEY REFERENCES sessions(id) ON DELETE CASCADE,
+    generation    INTEGER NOT NULL,
+    model         TEXT NOT NULL,
+    format        TEXT NOT NULL,
+    max_event     INTEGER NOT NULL,
+    max_artifact  INTEGER NOT NULL,
+    max_chunk     INTEGER NOT NULL,
+    data          BLOB NOT NULL,
+    created_at    REAL NOT NULL
+);
+"""
+
 # (number, name, sql), from the constants above; append only.
 MIGRATIONS: Final = numbered(globals())

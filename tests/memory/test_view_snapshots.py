@@ -1,0 +1,177 @@
+"""A session's view saved beside the data (`memory.recall.snapshot`, migration m007 on both
+backends): a restart reads it instead of every row and compiles exactly what a view built from the
+rows compiles; rows stored after it are read on top; a snapshot of another generation, or one that
+does not decode, is ignored; erasing the session erases it."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psycopg
+import pytest
+
+import memory.recall.views as views_module
+from memory import create_runtime
+from memory.recall.snapshot import fmt
+from memory.records import SessionDelta
+from memory.runtime import Runtime
+from memory.store.reads import SqlReads
+from testkit.embedders import HashEmbedder
+
+BUDGET = 600
+QUESTION = "Which cache size did we pick for the parser of file 70?"
+
+
+def _chat(start: int, n: int) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for i in range(start, start + n):
+        if i % 2 == 0:
+            out.append({"type": "user_message", "payload": {"content": f"Message {i}: how big should the parser cache be for file {i * 7}?"}})
+        elif i % 10 == 3:
+            out.append({"type": "assistant_message", "payload": {"content": f"Message {i}: like this\n```python\nCACHE_{i} = {i * 13}\n"
+                                                                            f"def parse_{i}(text):\n    return text[:{i}]\n```\n"}})
+        else:
+            out.append({"type": "assistant_message", "payload": {"content": f"Message {i}: size it at {i * 13} entries; the parser "
+                                                                            f"rereads file {i * 7} otherwise."}})
+    return out
+
+
+@pytest.fixture
+def rows_read(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
+    """Events and chunks each view load reads from the store; snapshots saved after one row."""
+    seen: list[int] = []
+    original = SqlReads.load_delta
+
+    async def load_delta(self: SqlReads, *args: Any, **kwargs: Any) -> SessionDelta:
+        delta = await original(self, *args, **kwargs)
+        seen.append(len(delta.events) + len(delta.chunks))
+        return delta
+
+    monkeypatch.setattr(SqlReads, "load_delta", load_delta)
+    monkeypatch.setattr(views_module, "SNAPSHOT_AFTER", 1)
+    yield seen
+
+
+def _runtime(kind: str, where: str) -> Runtime:
+    return create_runtime(storage_path=where, embedder=HashEmbedder()) if kind == "sqlite" else \
+        create_runtime(embedder=HashEmbedder(), storage_url=where)
+
+
+def _where(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    return str(tmp_path / "m.sqlite") if kind == "sqlite" else str(request.getfixturevalue("pg_url"))
+
+
+def _sql(kind: str, where: str, statement: str) -> list[Any]:
+    if kind == "sqlite":
+        con = sqlite3.connect(where)
+        try:
+            found = con.execute(statement).fetchall()
+            con.commit()
+            return found
+        finally:
+            con.close()
+    with psycopg.connect(where, autocommit=True) as conn:
+        conn.execute("SET search_path TO memory_runtime")
+        cur = conn.execute(statement)
+        return cur.fetchall() if cur.description else []
+
+
+async def _compile(runtime: Runtime) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    result = await runtime.session("s").compile(user_message=QUESTION, budget_tokens=BUDGET, model="gpt-4o-mini")
+    assert not result.over_budget
+    return result.messages, result.manifest
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+async def test_a_restart_reads_the_snapshot_and_compiles_the_same(kind: str, tmp_path: Path, request: pytest.FixtureRequest,
+                                                                  rows_read: list[int]) -> None:
+    where = _where(kind, tmp_path, request)
+    async with _runtime(kind, where) as runtime:
+        await runtime.session("s").ingest_many(_chat(0, 120))
+        built = await _compile(runtime)  # a view built from the rows; closing saves it
+    assert sum(rows_read) > 120
+    assert _sql(kind, where, "SELECT count(*), max(max_event) FROM view_snapshots WHERE session_id = 's'") == \
+        _sql(kind, where, "SELECT 1, max(id) FROM events WHERE session_id = 's'")
+
+    rows_read.clear()
+    async with _runtime(kind, where) as runtime:
+        assert await _compile(runtime) == built
+        assert sum(rows_read) == 0  # nothing but the snapshot read
+        await runtime.session("s").ingest_many(_chat(120, 40))
+        grown = await _compile(runtime)  # the snapshot's view, then the rows after its marks
+    assert grown != built
+
+    _sql(kind, where, "DELETE FROM view_snapshots")
+    async with _runtime(kind, where) as runtime:
+        assert await _compile(runtime) == grown  # the same view from the rows alone
+
+
+@pytest.mark.parametrize("damage", ["UPDATE view_snapshots SET generation = generation + 1",
+                                    "UPDATE view_snapshots SET max_chunk = max_chunk + 1000",
+                                    "UPDATE view_snapshots SET data = x'0102'",
+                                    "UPDATE view_snapshots SET format = 'view0'"])
+async def test_a_snapshot_that_does_not_fit_is_ignored(damage: str, tmp_path: Path, rows_read: list[int]) -> None:
+    where = str(tmp_path / "m.sqlite")
+    async with _runtime("sqlite", where) as runtime:
+        await runtime.session("s").ingest_many(_chat(0, 60))
+        built = await _compile(runtime)
+    _sql("sqlite", where, damage)
+    rows_read.clear()
+    async with _runtime("sqlite", where) as runtime:
+        assert await _compile(runtime) == built
+    assert sum(rows_read) > 60  # built from the rows
+    # and a fitting one stored again when that runtime closed
+    assert _sql("sqlite", where, f"SELECT count(*) FROM view_snapshots WHERE format = '{fmt(HashEmbedder().dim)}' AND length(data) > 2") == [(1,)]
+
+
+async def test_a_vector_stored_after_the_snapshot_is_read(tmp_path: Path, rows_read: list[int], monkeypatch: pytest.MonkeyPatch) -> None:
+    where = str(tmp_path / "m.sqlite")
+    async with _runtime("sqlite", where) as runtime:
+        await runtime.session("s").ingest_many(_chat(0, 60))
+        built = await _compile(runtime)
+    # A snapshot saved while no chunk had a vector: the vectors taken away, the view built and
+    # saved without embedding anything, then the vectors stored again (as the background would).
+    held = _sql("sqlite", where, "SELECT model, content_hash, vector FROM embeddings")
+    _sql("sqlite", where, "DELETE FROM embeddings")
+    _sql("sqlite", where, "DELETE FROM view_snapshots")
+    with monkeypatch.context() as patched:
+        patched.setattr(Runtime, "embed_for", _no_embedding)
+        patched.setattr(Runtime, "embed_soon", lambda self, session_id: None)
+        async with _runtime("sqlite", where) as runtime:
+            await runtime.loaded_view("s")
+    con = sqlite3.connect(where)
+    con.executemany("INSERT INTO embeddings(model, content_hash, vector) VALUES (?, ?, ?)", held)
+    con.commit()
+    con.close()
+    embedded: list[str] = []
+    original = HashEmbedder.embed
+
+    def embed(self: HashEmbedder, texts: Sequence[str]) -> np.ndarray:
+        embedded.extend(texts)
+        return original(self, texts)
+
+    monkeypatch.setattr(HashEmbedder, "embed", embed)
+    rows_read.clear()
+    async with _runtime("sqlite", where) as runtime:
+        assert await _compile(runtime) == built
+    assert sum(rows_read) == 0
+    assert embedded == [QUESTION]  # the chunks' vectors read from the store, none embedded again
+
+
+async def _no_embedding(*args: Any, **kwargs: Any) -> None:  # the chunks left without vectors
+    return None
+
+
+async def test_erasing_a_session_erases_its_snapshot(tmp_path: Path, rows_read: list[int]) -> None:
+    where = str(tmp_path / "m.sqlite")
+    async with _runtime("sqlite", where) as runtime:
+        await runtime.session("s").ingest_many(_chat(0, 30))
+        await _compile(runtime)
+    assert _sql("sqlite", where, "SELECT count(*) FROM view_snapshots") == [(1,)]
+    async with _runtime("sqlite", where) as runtime:
+        assert await runtime.delete_session("s")
+    assert _sql("sqlite", where, "SELECT count(*) FROM view_snapshots") == [(0,)]
