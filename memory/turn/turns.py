@@ -29,6 +29,7 @@ from memory.prompt.evidence import unit_message
 from memory.recall.index import SessionView
 from memory.prompt.frames import frame_serves
 from memory.prompt.layout import Layout, LayoutInput, Line, build_layout
+from memory.prompt.need import is_tool_step
 from memory.prompt.policy import LayoutPolicy
 from memory.records import FrameRecord, StateItem, TranscriptEntry, TurnRecord, UsageTotals
 from memory.recall.retrieval import Scored
@@ -93,8 +94,7 @@ class Request:
         return self.messages[self.convo_index[i]]
 
     def with_fixed(self, positions: Sequence[int], leaves: Sequence[str] = ()) -> Request:
-        """The request with the conversation messages at `positions` read as fixed context (and
-        `leaves`, see the class)."""
+        """The request with the conversation messages at `positions` read as fixed context (`leaves`: see the class)."""
         if not positions:
             return self
         drop = set(positions)
@@ -214,12 +214,9 @@ def align_request(transcript: list[TranscriptEntry], request: Request, named: bo
     stored = [e.msg_hash for e in transcript]
     stored_roles = [e.role for e in transcript]
     request_roles = [str(request.convo(i).get("role")) for i in range(len(request.hashes))]
-    if request.leaves and tuple(stored[: len(request.leaves)]) == request.leaves:
-        # The stored head is the client's fixed context: the conversation is stored again from its
-        # start without it (the same messages, the same hashes; the head leaves, detached).
-        alignment = Alignment("edit", 0, 0)
-    else:
-        alignment = align(stored, stored_roles, request.hashes, named, request_roles)
+    # A stored head that is the client's fixed context leaves: the conversation is stored again from its start.
+    leaves = bool(request.leaves) and tuple(stored[: len(request.leaves)]) == request.leaves
+    alignment = Alignment("edit", 0, 0) if leaves else align(stored, stored_roles, request.hashes, named, request_roles)
     roles = stored_roles[: alignment.keep] + [str(request.convo(i).get("role")) for i in range(alignment.offset, len(request.hashes))]
     observations = {alignment.base + i for i in range(len(request.hashes)) if is_observation(request.convo(i))}
     return Aligned(alignment, roles, tail_start(roles, observations) if roles else 0)
@@ -261,6 +258,7 @@ class TurnInputs:
     # step of a tool loop reuses that request's evidence, so the turn's prefix stays cached.
     turn_key: str = ""
     rearranged: bool = False
+    history_tools: bool = False
 
     def anchor(self, n: int) -> str:
         return GENESIS_CHAIN if n == 0 else self.chains[n - 1]
@@ -276,9 +274,11 @@ def turn_inputs(aligned: Aligned, request: Request, transcript: list[TranscriptE
     (`memory.turn.compact`); `rewrite` puts a compacted message back in the client's wire form."""
     p = aligned.p
     history: list[Line] = []
+    tools = False  # whether a line is a tool call or result (`memory.prompt.need.plain_chat`)
     for pos in range(p):
         message, event_id = message_at(aligned, pos, request, transcript, view)
         history.append(Line(pos, message, aligned.roles[pos], event_id, token_of(message)))
+        tools = tools or is_tool_step(message)
     tail, system = _tail_and_system(aligned, request, transcript, view)
     chains = [e.chain_hash for e in transcript[:p]]
     anchor = chains[p - 1] if p else GENESIS_CHAIN
@@ -303,7 +303,7 @@ def turn_inputs(aligned: Aligned, request: Request, transcript: list[TranscriptE
     messages, compaction = compacted_tail(tail, room, int(budget * compact_policy.evidence_share), token_of, compact_policy,
                                           rewrite, memo)
     return TurnInputs(history, messages, system, query_text(asked or tail), chains, hidden, key, sent,
-                      aligned.alignment.base == 0, compaction, budget, turn_key, rearranged)
+                      aligned.alignment.base == 0, compaction, budget, turn_key, rearranged, tools)
 
 
 def build_plan(session_id: str, model: str, budget: int, request: Request, named: bool, scope: str, inputs: TurnInputs,
@@ -323,7 +323,7 @@ def build_plan(session_id: str, model: str, budget: int, request: Request, named
     layout = build_layout(
         LayoutInput(session_id, model, budget, inputs.system, inputs.history, inputs.tail, inputs.query, state, ranked,
                     anchor=inputs.anchor, hidden=inputs.hidden, frame=frame, reuse_evidence=reused_evidence, policy=policy,
-                    retry=on_frame and reuse is not None and reuse.request_key == inputs.key),
+                    retry=on_frame and reuse is not None and reuse.request_key == inputs.key, history_tools=inputs.history_tools),
         view, counter,
     )
     if inputs.compaction is not None and inputs.compaction.compacted:

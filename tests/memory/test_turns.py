@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from memory import create_runtime, get_counter
-from memory.turn.turns import effective_budget, request_key, tools_tokens
+from memory.prompt.need import plain_chat, uses_tools
+from memory.turn.turns import Request, align_request, effective_budget, request_key, tools_tokens, turn_inputs
 
 COUNTER = get_counter("gpt-4o-mini")
 
@@ -181,3 +182,26 @@ async def test_a_named_sessions_few_shot_head_leaves_the_conversation_on_the_sec
         assert [m for m in plan.messages if "mathweb" in str(m.get("content"))] == [FEW_SHOT[1]]
     assert plans[3].layout.evidence is None or "mathweb" not in str(plans[3].layout.evidence["content"])
     assert again.messages == plans[3].messages
+
+
+async def test_whether_the_history_holds_a_tool_step_is_kept_as_its_lines_are_built() -> None:
+    """`TurnInputs.history_tools` (what `need.plain_chat` reads on the proxy path) says what a walk
+    over the history's messages says, for lines from the request and lines from memory alike."""
+    call = {"role": "assistant", "content": None,
+            "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "read", "arguments": "{}"}}]}
+    chat, loop = _history(3), [{"role": "user", "content": "Read it."}, call, {"role": "tool", "tool_call_id": "c1", "content": "text"},
+                               {"role": "assistant", "content": "Read."}]
+    question = {"role": "user", "content": "And now?"}
+    async with create_runtime(storage_path=":memory:", embedding_model="none") as rt:
+        seen = []
+        for name, stored, request in [("plain", chat, chat + [question]), ("loop", chat + loop, chat + loop + [question]),
+                                      ("stateless", chat + loop, [question]), ("tail", chat, chat + loop[:3])]:
+            session = rt.session(name)
+            await session.sync_messages(stored)
+            transcript = await rt.store.transcript(name)
+            parsed = Request.of(request)
+            inputs = turn_inputs(align_request(transcript, parsed, True), parsed, transcript, await rt.loaded_view(name), "gpt-4o-mini",
+                                 4000, COUNTER.message_tokens)
+            assert inputs.history_tools == uses_tools(line.message for line in inputs.history)
+            seen.append((inputs.history_tools, plain_chat(inputs.tail, inputs.history_tools)))
+    assert seen == [(False, True), (True, False), (True, False), (False, False)]
