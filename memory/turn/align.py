@@ -20,7 +20,7 @@ are never stored as turns.
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -195,11 +195,14 @@ def fixed_context(stored: Sequence[str], request: Sequence[str], request_roles: 
     tail = tail_start(request_roles, observations)
     if not stored:
         return list(range(tail)) if tail <= FIXED_HEAD_MAX else list(range(head))
-    known = set(stored)
+    if named and head < len(request) and request[head] == stored[0]:
+        return list(range(head))  # the request starts where the conversation starts: nothing ahead of it
+    known: set[str] | None = None  # built only when a head is looked for (a long session's every hash)
     # A named session's head must be more than its tagged context: with nothing ahead of the stored
     # conversation, what follows its end is turns memory failed to store, to be caught up.
     for k in range(head + (1 if named else 0), min(len(request), FIXED_HEAD_MAX + 1)):
-        if k > head and request[k - 1] in known:
+        known = set(stored) if known is None and k > head else known
+        if known is not None and request[k - 1] in known:
             break  # a head is what the client sends and memory never stored (a window's start is conversation)
         common = _common_prefix(stored, request[k:])
         if common == len(stored):
@@ -222,7 +225,7 @@ class StoredHead:
     leaves: int
 
 
-def stored_head(stored: Sequence[str], stored_roles: Sequence[str], request: Sequence[str], request_roles: Sequence[str],
+def stored_head(stored: Sequence[str], stored_role: Callable[[int], str], request: Sequence[str], request_roles: Sequence[str],
                 observations: Collection[int] = (), tagged: Collection[int] = ()) -> StoredHead | None:
     """A named session's first call stores all it brings (it may be a conversation from before the
     proxy, or turns memory failed to store); a later call shows which of it was the client's fixed
@@ -235,11 +238,13 @@ def stored_head(stored: Sequence[str], stored_roles: Sequence[str], request: Seq
     stored `0..j` leave the conversation. A caught-up history grows at its end (an extension of
     the stored transcript), so it never reads this way, nor does a stateless or sliding-window
     request (nothing ahead of the stored conversation) or an edit (nothing moved behind it).
-    `j` is at most `FIXED_HEAD_MAX`. Pure; None when the request does not read so."""
+    `j` is at most `FIXED_HEAD_MAX`; `stored_role(i)` is the role at stored position `i`. Pure;
+    None when the request does not read so. Constant time unless the request opens with the
+    stored transcript's first message and does not end like it (a long session's requests)."""
     head = leading_context(request_roles, tagged)
     body = request[head:]
-    if _common_prefix(stored, body) == len(stored):
-        return None  # the stored conversation, extended or retried: a catch-up grows at its end
+    if not body or body[0] != stored[0] or (len(body) >= len(stored) and body[len(stored) - 1] == stored[-1]):
+        return None  # no stored head comes back; or the stored conversation, extended: a catch-up grows at its end
     tail = tail_start(request_roles, observations) - head
     for k in range(1, min(len(stored), FIXED_HEAD_MAX)):
         if k > len(body) or stored[k - 1] != body[k - 1]:
@@ -248,6 +253,6 @@ def stored_head(stored: Sequence[str], stored_roles: Sequence[str], request: Seq
             rest = len(stored) - j
             moved = k + rest
             if (moved + (j - k) == tail and body[k] == stored[j] and list(body[k:moved]) == list(stored[j:])
-                    and list(request_roles[head + moved : head + tail]) == list(stored_roles[k:j])):
+                    and list(request_roles[head + moved : head + tail]) == [stored_role(i) for i in range(k, j)]):
                 return StoredHead(list(range(head + k)) + list(range(head + moved, head + tail)), j)
     return None

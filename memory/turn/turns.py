@@ -189,7 +189,7 @@ def classify_fixed(transcript: list[TranscriptEntry], request: Request, named: b
     stored = [e.msg_hash for e in transcript]
     fixed = fixed_context(stored, request.hashes, roles, named, observations, tagged)
     if named and stored and fixed == list(range(leading_context(roles, tagged))):  # nothing beyond tagged context
-        found = stored_head(stored, [e.role for e in transcript], request.hashes, roles, observations, tagged)
+        found = stored_head(stored, lambda i: transcript[i].role, request.hashes, roles, observations, tagged)
         if found is not None:
             return request.with_fixed(found.fixed, stored[: found.leaves])
     return request.with_fixed(fixed)
