@@ -165,6 +165,11 @@ async def test_a_named_sessions_few_shot_head_leaves_the_conversation_on_the_sec
         for n, (question, answer) in enumerate(turns):
             request = [system, *FEW_SHOT, *history, *_files_message(n), {"role": "user", "content": question}]
             plan = await session.prepare_turn(request, 4000 if n < 2 else 300)
+            if n == 1:  # the call that moves the head out fails upstream and is sent again: nothing moves twice
+                moved = (await session.export())["transcript"]
+                plan_again = await session.prepare_turn(request, 4000)
+                assert (await session.export())["transcript"] == moved and len(moved) == 2
+                assert plan_again.messages == plan.messages
             await session.commit_turn(plan, {"role": "assistant", "content": answer})
             plans.append(plan)
             history += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
