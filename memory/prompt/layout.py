@@ -33,7 +33,7 @@ from memory.prompt.frames import base_keys, frame_serves
 from memory.prompt.evidence import (EVIDENCE_HEADER, MAX_DROPPED_LISTED, Evidence, chronological, evidence_item, evidence_message,
                        redactions, select_evidence)
 from memory.recall.index import SessionView
-from memory.prompt.need import asks, plain_chat
+from memory.prompt.need import asks, plain_chat, uses_tools
 from memory.prompt.policy import LayoutPolicy
 from memory.prompt.pricing import priced_fill, priced_policy
 from memory.prompt.state_fit import state_message
@@ -73,6 +73,8 @@ class LayoutInput:
     # A one-off compile (the library's `compile`): its rebase is reported as "compiled".
     fresh: bool = False
     policy: LayoutPolicy = LayoutPolicy()
+    # Whether `history` holds a tool call or result, when its builder kept that (None: look).
+    history_tools: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -188,7 +190,8 @@ def build_layout(inp: LayoutInput, view: SessionView, counter: TiktokenCounter) 
 
     available = budget - fixed_tokens
     history = history_tokens(inp.history)
-    if not inp.fresh and plain_chat(inp.tail, (line.message for line in inp.history)):
+    tools = inp.history_tools
+    if not inp.fresh and plain_chat(inp.tail, uses_tools(line.message for line in inp.history) if tools is None else tools):
         inp = replace(inp, policy=inp.policy.for_chat(asks(inp.query)))
     inp = replace(inp, policy=priced_fill(inp.policy))
     plan = _rebase_plan(inp, counter, available)

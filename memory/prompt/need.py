@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["asks", "uses_tools", "plain_chat"]
+__all__ = ["asks", "uses_tools", "is_tool_step", "plain_chat"]
 
 _OPENERS = (
     "who|whom|whose|what|when|where|which|why|how|"
@@ -39,12 +39,19 @@ def asks(message: str) -> bool:
     return "?" in message or bool(_OPENING.search(message)) or bool(_POLITE.search(message))
 
 
+def is_tool_step(message: dict[str, Any]) -> bool:
+    """Whether `message` is a tool call or a tool's result."""
+    return message.get("role") in _TOOL_ROLES or bool(message.get("tool_calls"))
+
+
 def uses_tools(messages: Iterable[dict[str, Any]]) -> bool:
     """Whether the conversation is a tool loop (a tool call or result among `messages`): every
     message of one is work on its task, and asks for memory."""
-    return any(m.get("role") in _TOOL_ROLES or m.get("tool_calls") for m in messages)
+    return any(map(is_tool_step, messages))
 
 
-def plain_chat(tail: Iterable[dict[str, Any]], history: Iterable[dict[str, Any]]) -> bool:
-    """Whether a request is a plain chat: no tool call or result in its live tail or its history."""
-    return not uses_tools(tail) and not uses_tools(history)
+def plain_chat(tail: Iterable[dict[str, Any]], history_tools: bool) -> bool:
+    """Whether a request is a plain chat: no tool call or result in its live tail or its history
+    (`history_tools`: whether the history holds one, kept as its lines are built, so that a long
+    session's lines are not walked again for it)."""
+    return not history_tools and not uses_tools(tail)

@@ -20,14 +20,14 @@ are never stored as turns.
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from memory.ingest.transcript import message_text
 
 __all__ = ["Alignment", "align", "tail_start", "fixed_context", "leading_context", "is_observation", "is_tagged_context",
-           "FIXED_HEAD_MAX"]
+           "FIXED_HEAD_MAX", "StoredHead", "stored_head"]
 
 # How many leading messages may be a client's fixed head (few-shot pairs, context messages) that
 # precedes the stored conversation; bounds the extra lookups of a request matched by content.
@@ -181,24 +181,78 @@ def fixed_context(stored: Sequence[str], request: Sequence[str], request_roles: 
     client's request never has messages ahead of the conversation's start, so only a fixed head
     can, and a window that repeats the conversation's first messages is not read as one) and those
     between its end and the live tail (aider sends its files message after the history).
-    A named session stores what its client sends as the conversation: a request that brings turns
-    memory failed to store (a reply cut off, a store that refused a write) or a conversation from
-    before the proxy must be caught up, never taken for fixed context.
+    A named session stores what its client sends as the conversation on its first call: a request
+    that brings turns memory failed to store (a reply cut off, a store that refused a write) or a
+    conversation from before the proxy must be caught up, never taken for fixed context. On later
+    calls the same head rule holds, where the head is more than the tagged context: a catch-up
+    grows at the end of the stored conversation, never ahead of it (the head a first call stored
+    is found by `stored_head`).
     `observations`: positions of user messages that are tool outputs (`is_observation`); `tagged`:
     those that are tagged context blocks (`is_tagged_context`)."""
     head = leading_context(request_roles, tagged)
-    if named:
+    if named and not stored:
         return list(range(head))
     tail = tail_start(request_roles, observations)
     if not stored:
         return list(range(tail)) if tail <= FIXED_HEAD_MAX else list(range(head))
-    known = set(stored)
-    for k in range(head, min(len(request), FIXED_HEAD_MAX + 1)):
-        if k > head and request[k - 1] in known:
+    if named and head < len(request) and request[head] == stored[0]:
+        return list(range(head))  # the request starts where the conversation starts: nothing ahead of it
+    known: set[str] | None = None  # built only when a head is looked for (a long session's every hash)
+    # A named session's head must be more than its tagged context: with nothing ahead of the stored
+    # conversation, what follows its end is turns memory failed to store, to be caught up.
+    for k in range(head + (1 if named else 0), min(len(request), FIXED_HEAD_MAX + 1)):
+        known = set(stored) if known is None and k > head else known
+        if known is not None and request[k - 1] in known:
             break  # a head is what the client sends and memory never stored (a window's start is conversation)
         common = _common_prefix(stored, request[k:])
         if common == len(stored):
             return list(range(k)) + list(range(k + common, max(tail, k + common)))
         if common and common == len(request) - k:
             return list(range(k))  # a retry of the stored conversation's last turn
+        live = len(request) - tail
+        if common and k + common < tail and list(stored[common : common + live]) == list(request[tail:]):
+            return list(range(k)) + list(range(k + common, tail))  # the same, with context before the live tail
     return list(range(head))
+
+
+@dataclass(frozen=True)
+class StoredHead:
+    """A named session's fixed head that memory stored as turns on its first call (see
+    `stored_head`): `fixed` are the request's positions that are fixed context, `leaves` how many
+    of the stored transcript's first positions leave the conversation."""
+
+    fixed: list[int]
+    leaves: int
+
+
+def stored_head(stored: Sequence[str], stored_role: Callable[[int], str], request: Sequence[str], request_roles: Sequence[str],
+                observations: Collection[int] = (), tagged: Collection[int] = ()) -> StoredHead | None:
+    """A named session's first call stores all it brings (it may be a conversation from before the
+    proxy, or turns memory failed to store); a later call shows which of it was the client's fixed
+    layout. That call sends the stored transcript's first `k` messages byte-identical at its head
+    (after its tagged context), then the stored conversation from position `j > k` to its end,
+    then, right before the live tail, as many messages in the same roles as the `k..j` it skipped:
+    the head stays where it was, the turns memory relayed since come after it, and what the first
+    call had between the head and its question moved behind them (aider: few-shot exchange,
+    history, files message, question). The head and the moved messages are fixed context, and the
+    stored `0..j` leave the conversation. A caught-up history grows at its end (an extension of
+    the stored transcript), so it never reads this way, nor does a stateless or sliding-window
+    request (nothing ahead of the stored conversation) or an edit (nothing moved behind it).
+    `j` is at most `FIXED_HEAD_MAX`; `stored_role(i)` is the role at stored position `i`. Pure;
+    None when the request does not read so. Constant time unless the request opens with the
+    stored transcript's first message and does not end like it (a long session's requests)."""
+    head = leading_context(request_roles, tagged)
+    body = request[head:]
+    if not body or body[0] != stored[0] or (len(body) >= len(stored) and body[len(stored) - 1] == stored[-1]):
+        return None  # no stored head comes back; or the stored conversation, extended: a catch-up grows at its end
+    tail = tail_start(request_roles, observations) - head
+    for k in range(1, min(len(stored), FIXED_HEAD_MAX)):
+        if k > len(body) or stored[k - 1] != body[k - 1]:
+            break
+        for j in range(k + 1, min(len(stored), FIXED_HEAD_MAX + 1)):
+            rest = len(stored) - j
+            moved = k + rest
+            if (moved + (j - k) == tail and body[k] == stored[j] and list(body[k:moved]) == list(stored[j:])
+                    and list(request_roles[head + moved : head + tail]) == [stored_role(i) for i in range(k, j)]):
+                return StoredHead(list(range(head + k)) + list(range(head + moved, head + tail)), j)
+    return None

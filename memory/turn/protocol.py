@@ -131,7 +131,7 @@ class TurnProtocol:
                 # Chunks the background is embedding (the previous reply) rank by their words this once.
                 qvec = await self.host.embed_for(self.id, view, query, wait=False)
                 lexical = await store.bm25(self.id, fts_query(query), pool)
-                if plain_chat(inputs.tail, (line.message for line in inputs.history)):  # a tool loop's words are not names
+                if plain_chat(inputs.tail, inputs.history_tools):  # a tool loop's words are not names
                     parts = await sub_query_lists(query, self.host.rank_options, lambda q: store.bm25(self.id, q, pool),
                                                   lambda q: self.host.embed_for(self.id, view, q, embed_limit=0, wait=False))
                 state = await store.state_items(self.id)

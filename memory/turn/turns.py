@@ -19,7 +19,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from memory.turn.align import Alignment, align, fixed_context, is_observation, is_tagged_context, tail_start
+from memory.turn.align import (Alignment, align, fixed_context, is_observation, is_tagged_context, leading_context, stored_head,
+                               tail_start)
 from memory.turn.compact import CompactMemo, CompactPolicy, Compaction, Rewrite
 from memory.turn.fixed import FixedAnchors, FixedPolicy, anchored
 from memory.turn.room import compacted_tail, effective_budget, tail_room, tools_tokens
@@ -28,6 +29,7 @@ from memory.prompt.evidence import unit_message
 from memory.recall.index import SessionView
 from memory.prompt.frames import frame_serves
 from memory.prompt.layout import Layout, LayoutInput, Line, build_layout
+from memory.prompt.need import is_tool_step
 from memory.prompt.policy import LayoutPolicy
 from memory.records import FrameRecord, StateItem, TranscriptEntry, TurnRecord, UsageTotals
 from memory.recall.retrieval import Scored
@@ -71,12 +73,15 @@ class Request:
     """A client's request split for alignment: its system messages, its conversation messages
     (with their hashes), the index in `messages` of each conversation message, and the indexes of
     the client's fixed context (`memory.turn.align.fixed_context`), which like system messages is
-    sent every call and never stored as a turn."""
+    sent every call and never stored as a turn. `leaves`: the hashes of the stored transcript's
+    first positions that this request shows to be fixed context (`memory.turn.align.stored_head`);
+    while the transcript starts with them, the request's conversation replaces it from its start."""
 
     messages: list[dict[str, Any]]
     convo_index: list[int]
     hashes: list[str]
     fixed: frozenset[int] = frozenset()
+    leaves: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, messages: Sequence[dict[str, Any]], hash_of: Callable[[dict[str, Any]], str] = message_hash) -> Request:
@@ -88,14 +93,14 @@ class Request:
     def convo(self, i: int) -> dict[str, Any]:
         return self.messages[self.convo_index[i]]
 
-    def with_fixed(self, positions: Sequence[int]) -> Request:
-        """The request with the conversation messages at `positions` read as fixed context."""
+    def with_fixed(self, positions: Sequence[int], leaves: Sequence[str] = ()) -> Request:
+        """The request with the conversation messages at `positions` read as fixed context (`leaves`: see the class)."""
         if not positions:
             return self
         drop = set(positions)
         keep = [i for i in range(len(self.hashes)) if i not in drop]
         return Request(self.messages, [self.convo_index[i] for i in keep], [self.hashes[i] for i in keep],
-                       self.fixed | {self.convo_index[i] for i in drop})
+                       self.fixed | {self.convo_index[i] for i in drop}, tuple(leaves))
 
     def is_context(self, index: int) -> bool:
         """Whether `messages[index]` is sent every call rather than a turn (system or fixed)."""
@@ -182,7 +187,12 @@ def classify_fixed(transcript: list[TranscriptEntry], request: Request, named: b
     observations = {i for i in range(len(request.hashes)) if is_observation(request.convo(i))}
     tagged = {i for i in range(len(request.hashes)) if is_tagged_context(request.convo(i))}
     stored = [e.msg_hash for e in transcript]
-    return request.with_fixed(fixed_context(stored, request.hashes, roles, named, observations, tagged))
+    fixed = fixed_context(stored, request.hashes, roles, named, observations, tagged)
+    if named and stored and fixed == list(range(leading_context(roles, tagged))):  # nothing beyond tagged context
+        found = stored_head(stored, lambda i: transcript[i].role, request.hashes, roles, observations, tagged)
+        if found is not None:
+            return request.with_fixed(found.fixed, stored[: found.leaves])
+    return request.with_fixed(fixed)
 
 
 def in_formula_of(transcript: list[TranscriptEntry], request: Request) -> Request:
@@ -197,14 +207,16 @@ def in_formula_of(transcript: list[TranscriptEntry], request: Request) -> Reques
     legacy = [legacy_message_hash(request.convo(i)) for i in range(len(request.hashes))]
     if unknown.isdisjoint(legacy):
         return request
-    return Request(request.messages, request.convo_index, legacy, request.fixed)
+    return Request(request.messages, request.convo_index, legacy, request.fixed, request.leaves)
 
 
 def align_request(transcript: list[TranscriptEntry], request: Request, named: bool) -> Aligned:
     stored = [e.msg_hash for e in transcript]
     stored_roles = [e.role for e in transcript]
     request_roles = [str(request.convo(i).get("role")) for i in range(len(request.hashes))]
-    alignment = align(stored, stored_roles, request.hashes, named, request_roles)
+    # A stored head that is the client's fixed context leaves: the conversation is stored again from its start.
+    leaves = bool(request.leaves) and tuple(stored[: len(request.leaves)]) == request.leaves
+    alignment = Alignment("edit", 0, 0) if leaves else align(stored, stored_roles, request.hashes, named, request_roles)
     roles = stored_roles[: alignment.keep] + [str(request.convo(i).get("role")) for i in range(alignment.offset, len(request.hashes))]
     observations = {alignment.base + i for i in range(len(request.hashes)) if is_observation(request.convo(i))}
     return Aligned(alignment, roles, tail_start(roles, observations) if roles else 0)
@@ -246,6 +258,7 @@ class TurnInputs:
     # step of a tool loop reuses that request's evidence, so the turn's prefix stays cached.
     turn_key: str = ""
     rearranged: bool = False
+    history_tools: bool = False
 
     def anchor(self, n: int) -> str:
         return GENESIS_CHAIN if n == 0 else self.chains[n - 1]
@@ -261,9 +274,11 @@ def turn_inputs(aligned: Aligned, request: Request, transcript: list[TranscriptE
     (`memory.turn.compact`); `rewrite` puts a compacted message back in the client's wire form."""
     p = aligned.p
     history: list[Line] = []
+    tools = False  # whether a line is a tool call or result (`memory.prompt.need.plain_chat`)
     for pos in range(p):
         message, event_id = message_at(aligned, pos, request, transcript, view)
         history.append(Line(pos, message, aligned.roles[pos], event_id, token_of(message)))
+        tools = tools or is_tool_step(message)
     tail, system = _tail_and_system(aligned, request, transcript, view)
     chains = [e.chain_hash for e in transcript[:p]]
     anchor = chains[p - 1] if p else GENESIS_CHAIN
@@ -288,7 +303,7 @@ def turn_inputs(aligned: Aligned, request: Request, transcript: list[TranscriptE
     messages, compaction = compacted_tail(tail, room, int(budget * compact_policy.evidence_share), token_of, compact_policy,
                                           rewrite, memo)
     return TurnInputs(history, messages, system, query_text(asked or tail), chains, hidden, key, sent,
-                      aligned.alignment.base == 0, compaction, budget, turn_key, rearranged)
+                      aligned.alignment.base == 0, compaction, budget, turn_key, rearranged, tools)
 
 
 def build_plan(session_id: str, model: str, budget: int, request: Request, named: bool, scope: str, inputs: TurnInputs,
@@ -308,7 +323,7 @@ def build_plan(session_id: str, model: str, budget: int, request: Request, named
     layout = build_layout(
         LayoutInput(session_id, model, budget, inputs.system, inputs.history, inputs.tail, inputs.query, state, ranked,
                     anchor=inputs.anchor, hidden=inputs.hidden, frame=frame, reuse_evidence=reused_evidence, policy=policy,
-                    retry=on_frame and reuse is not None and reuse.request_key == inputs.key),
+                    retry=on_frame and reuse is not None and reuse.request_key == inputs.key, history_tools=inputs.history_tools),
         view, counter,
     )
     if inputs.compaction is not None and inputs.compaction.compacted:

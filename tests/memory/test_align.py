@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from memory.turn.align import (FIXED_HEAD_MAX, Alignment, align, fixed_context, is_observation, is_tagged_context, leading_context,
-                               tail_start)
+from memory.turn.align import (FIXED_HEAD_MAX, Alignment, StoredHead, align, fixed_context, is_observation, is_tagged_context,
+                               leading_context, stored_head, tail_start)
 
 T = ["u1", "a1", "u2", "a2"]
 ROLES = ["user", "assistant", "user", "assistant"]
@@ -141,3 +141,88 @@ def test_a_long_history_brought_on_a_first_call_is_a_conversation_not_fixed_cont
     long = [f"m{i}" for i in range(FIXED_HEAD_MAX + 2)] + ["q"]
     roles = ["user", "assistant"] * ((FIXED_HEAD_MAX + 2) // 2) + ["user"]
     assert fixed_context([], long, roles, named=False) == []
+
+
+# -- a named session's fixed head --------------------------------------------------------------
+# Its first call stores all it brings (aider: few-shot exchange, files message, question), so the
+# second call is where the layout shows: the head comes back identical, the relayed turn after it,
+# and the files message moved behind it.
+FIRST_STORED = FEW_SHOT + FILES + ["q1", "r1"]
+FIRST_ROLES = FEW_SHOT_ROLES + FILES_ROLES + ["user", "assistant"]
+
+
+def test_a_named_second_call_shows_the_stored_head_and_the_moved_files_message_as_fixed() -> None:
+    request = FEW_SHOT + ["q1", "r1"] + ["files_u2", "files_a"] + ["q2"]
+    roles = FEW_SHOT_ROLES + ["user", "assistant"] + FILES_ROLES + ["user"]
+    found = stored_head(FIRST_STORED, FIRST_ROLES.__getitem__, request, roles)
+    assert found == StoredHead([0, 1, 2, 3, 6, 7], 6)  # the stored few-shot and files message leave
+    # Behind tagged context (never stored) the same.
+    found = stored_head(FIRST_STORED, FIRST_ROLES.__getitem__, ["env"] + request, ["user"] + roles, tagged={0})
+    assert found == StoredHead([0, 1, 2, 3, 4, 7, 8], 6)
+    # Once the conversation is stored again without them, the head is one memory never stored:
+    # the same positions are fixed by the head rule, and nothing more leaves (idempotent).
+    assert stored_head(["q1", "r1"], ["user", "assistant"].__getitem__, request, roles) is None
+    assert fixed_context(["q1", "r1"], request, roles, named=True) == [0, 1, 2, 3, 6, 7]
+    # ... and on every later call.
+    later = FEW_SHOT + ["q1", "r1", "q2", "r2"] + ["files_u3", "files_a"] + ["q3"]
+    later_roles = FEW_SHOT_ROLES + ["user", "assistant"] * 2 + FILES_ROLES + ["user"]
+    assert fixed_context(["q1", "r1", "q2", "r2"], later, later_roles, named=True) == [0, 1, 2, 3, 8, 9]
+
+
+def test_a_named_catch_up_is_never_read_as_a_stored_head() -> None:
+    # A conversation from before the proxy, or turns memory failed to store: it grows at its end.
+    grown = FIRST_STORED + ["q2".__getitem__, "r2", "q3"]
+    grown_roles = FIRST_ROLES + ["user", "assistant", "user"]
+    assert stored_head(FIRST_STORED, FIRST_ROLES.__getitem__, grown, grown_roles) is None
+    assert fixed_context(FIRST_STORED, grown, grown_roles, named=True) == []
+    # A retry of the last turn; a stateless client; a sliding window.
+    assert stored_head(FIRST_STORED, FIRST_ROLES.__getitem__, FIRST_STORED[:-1], FIRST_ROLES[:-1]) is None
+    assert stored_head(FIRST_STORED, FIRST_ROLES.__getitem__, ["q2"], ["user"]) is None
+    assert fixed_context(FIRST_STORED, ["q2"], ["user"], named=True) == []
+    assert stored_head(FIRST_STORED, FIRST_ROLES.__getitem__, ["q1", "r1", "q2"], ["user", "assistant", "user"]) is None
+    assert fixed_context(FIRST_STORED, ["q1", "r1", "q2"], ["user", "assistant", "user"], named=True) == []
+    # Turns memory failed to store after the head: nothing ahead of the stored conversation.
+    assert fixed_context(["q1", "r1"], ["q1", "r1", "q2", "r2", "q3"], ["user", "assistant"] * 2 + ["user"], named=True) == []
+
+
+def test_a_named_edit_is_never_read_as_a_stored_head() -> None:
+    stored, roles = ["u1".__getitem__, "a1", "u2", "a2", "u3", "a3"], ["user", "assistant"] * 3
+    # The middle exchange deleted: nothing moved behind the conversation.
+    assert stored_head(stored, roles.__getitem__, ["u1", "a1", "u3", "a3", "u4"], ["user", "assistant"] * 2 + ["user"]) is None
+    # The first message edited: no stored head comes back.
+    assert stored_head(stored, roles.__getitem__, ["u1x", "a1", "u2", "a2", "u3", "a3", "u4"], ["user", "assistant"] * 3 + ["user"]) is None
+    # Messages re-sent after the conversation in other roles than those skipped.
+    assert stored_head(stored, roles.__getitem__, ["u1", "a1", "u3", "a3", "x", "y", "u4"],
+                       ["user", "assistant", "user", "assistant", "assistant", "user", "user"]) is None
+    # A head longer than FIXED_HEAD_MAX is a conversation, whatever moves behind it.
+    long = [f"m{i}" for i in range(FIXED_HEAD_MAX)] + ["f_u", "f_a", "q1", "r1"]
+    long_roles = ["user", "assistant"] * (FIXED_HEAD_MAX // 2) + ["user", "assistant", "user", "assistant"]
+    request = long[:FIXED_HEAD_MAX] + ["q1", "r1", "f_u2", "f_a", "q2"]
+    assert stored_head(long, long_roles.__getitem__, request, long_roles[:FIXED_HEAD_MAX] + ["user", "assistant"] * 2 + ["user"]) is None
+
+
+def test_a_retry_of_the_last_turn_keeps_the_head_and_the_files_message_fixed() -> None:
+    # aider sends its last request again (the reply failed): the files message sits between the
+    # stored conversation and the question being retried, named or not.
+    stored = ["q1", "r1", "q2", "r2"]
+    request = FEW_SHOT + ["q1", "r1"] + FILES + ["q2"]
+    roles = FEW_SHOT_ROLES + ["user", "assistant"] + FILES_ROLES + ["user"]
+    for named in (True, False):
+        assert fixed_context(stored, request, roles, named=named) == [0, 1, 2, 3, 6, 7]
+
+
+class _Unwalked(list[str]):
+    """A long session's stored hashes that must not be walked whole (no set of them per request)."""
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        raise AssertionError("the stored transcript was walked")
+
+
+def test_a_named_request_looks_for_a_head_without_walking_a_long_transcript() -> None:
+    stored = _Unwalked(f"m{i}" for i in range(1_000))
+    roles = ["user", "assistant"] * 500
+    resent = [f"m{i}" for i in range(1_000)] + ["q"]
+    for request in (resent, ["q"]):  # the whole conversation again; a stateless client's next message
+        request_roles = (roles + ["user"])[-len(request):]
+        assert fixed_context(stored, request, request_roles, named=True) == []
+        assert stored_head(stored, roles.__getitem__, request, request_roles) is None

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from memory.prompt.need import asks, uses_tools, plain_chat
+from memory.prompt.need import asks, is_tool_step, plain_chat, uses_tools
 
 
 @pytest.mark.parametrize("message", [
@@ -43,6 +43,7 @@ def test_plain_chat_has_no_tool_call_or_result_anywhere():
     chat = [{"role": "user", "content": "When did John and Maria meet?"}]
     call = {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}
     result = {"role": "tool", "tool_call_id": "c1", "content": "ok"}
-    assert plain_chat(chat, [{"role": "assistant", "content": "Hi"}])
-    assert not plain_chat(chat, [call, result])
-    assert not plain_chat([result], [])
+    assert plain_chat(chat, uses_tools([{"role": "assistant", "content": "Hi"}]))
+    assert not plain_chat(chat, uses_tools([call, result]))
+    assert not plain_chat([result], False)
+    assert [is_tool_step(m) for m in (call, result, *chat)] == [True, True] + [False] * len(chat)

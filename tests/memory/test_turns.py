@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from memory import create_runtime, get_counter
-from memory.turn.turns import effective_budget, request_key, tools_tokens
+from memory.prompt.need import plain_chat, uses_tools
+from memory.turn.turns import Request, align_request, effective_budget, request_key, tools_tokens, turn_inputs
 
 COUNTER = get_counter("gpt-4o-mini")
 
@@ -136,3 +137,76 @@ async def test_a_retry_forwards_the_prompt_it_repeats_even_one_that_carried_no_e
         again = await session.prepare_turn(request, 120, model="gpt-4o-mini")
     assert plan.layout.evidence is None  # the frame's base held what it needed; nothing after the window
     assert again.messages == plan.messages
+
+
+FEW_SHOT = [{"role": "user", "content": "Change get_factorial() to use math.factorial"},
+            {"role": "assistant", "content": "Decision: use math.factorial from the standard library.\n\nmathweb/flask/app.py\n"
+                                             "<<<<<<< SEARCH\ndef factorial(n):\n=======\nimport math\n>>>>>>> REPLACE"},
+            {"role": "user", "content": "I switched to a new code base. Please don't consider the above files any longer."},
+            {"role": "assistant", "content": "Ok."}]
+
+
+def _files_message(edit: int) -> list[dict[str, Any]]:
+    body = "".join(f"def helper_{i}(x):\n    return x * {i}\n\n" for i in range(20)) + f"# edit {edit}\n"
+    return [{"role": "user", "content": f"I have *added these files to the chat*.\n\nnotes.py\n```\n{body}```"},
+            {"role": "assistant", "content": "Ok, any changes I propose will be to those files."}]
+
+
+async def test_a_named_sessions_few_shot_head_leaves_the_conversation_on_the_second_call() -> None:
+    """aider's layout under a session header: the first call stores all it brings (it could be a
+    conversation from before the proxy); the second shows the few-shot head and the files message
+    as fixed context (`memory.turn.align.stored_head`), and they leave the conversation: the turns
+    stay, in order, with their state; the head's state line goes; it never comes back as evidence."""
+    system = {"role": "system", "content": "Act as an expert software developer."}
+    turns = [("Decision: the deploy codename is heliotrope.", "Noted."), ("Which helper returns x times 7?", "helper_7."),
+             ("Which math function computes the factorial?", "None yet."), ("What was the deploy codename?", "heliotrope")]
+    async with create_runtime(storage_path=":memory:", embedding_model="none") as rt:
+        session, history, plans = rt.session("aider"), [], []
+        for n, (question, answer) in enumerate(turns):
+            request = [system, *FEW_SHOT, *history, *_files_message(n), {"role": "user", "content": question}]
+            plan = await session.prepare_turn(request, 4000 if n < 2 else 300)
+            if n == 1:  # the call that moves the head out fails upstream and is sent again: nothing moves twice
+                moved = (await session.export())["transcript"]
+                plan_again = await session.prepare_turn(request, 4000)
+                assert (await session.export())["transcript"] == moved and len(moved) == 2
+                assert plan_again.messages == plan.messages
+            await session.commit_turn(plan, {"role": "assistant", "content": answer})
+            plans.append(plan)
+            history += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+            if n == 0:  # stored as brought: the few-shot exchange and the files message are turns, for now
+                assert len((await session.export())["transcript"]) == 8
+        export = await session.export()
+        state = await session.state()
+        again = await session.prepare_turn(request, 300)  # a retry of the last call: nothing moves again
+    live = [e for e in export["events"] if not e["detached"] and e["role"]]
+    assert [e["content"] for e in live] == [text for pair in turns for text in pair]
+    assert [d["text"] for d in state["decisions"]] == ["the deploy codename is heliotrope."]
+    assert len(export["transcript"]) == 2 * len(turns)
+    for plan in plans + [again]:  # the few-shot exchange goes up in its place, once; never quoted
+        assert sum(m == FEW_SHOT[0] for m in plan.messages) == 1
+        assert [m for m in plan.messages if "mathweb" in str(m.get("content"))] == [FEW_SHOT[1]]
+    assert plans[3].layout.evidence is None or "mathweb" not in str(plans[3].layout.evidence["content"])
+    assert again.messages == plans[3].messages
+
+
+async def test_whether_the_history_holds_a_tool_step_is_kept_as_its_lines_are_built() -> None:
+    """`TurnInputs.history_tools` (what `need.plain_chat` reads on the proxy path) says what a walk
+    over the history's messages says, for lines from the request and lines from memory alike."""
+    call = {"role": "assistant", "content": None,
+            "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "read", "arguments": "{}"}}]}
+    chat, loop = _history(3), [{"role": "user", "content": "Read it."}, call, {"role": "tool", "tool_call_id": "c1", "content": "text"},
+                               {"role": "assistant", "content": "Read."}]
+    question = {"role": "user", "content": "And now?"}
+    async with create_runtime(storage_path=":memory:", embedding_model="none") as rt:
+        seen = []
+        for name, stored, request in [("plain", chat, chat + [question]), ("loop", chat + loop, chat + loop + [question]),
+                                      ("stateless", chat + loop, [question]), ("tail", chat, chat + loop[:3])]:
+            session = rt.session(name)
+            await session.sync_messages(stored)
+            transcript = await rt.store.transcript(name)
+            parsed = Request.of(request)
+            inputs = turn_inputs(align_request(transcript, parsed, True), parsed, transcript, await rt.loaded_view(name), "gpt-4o-mini",
+                                 4000, COUNTER.message_tokens)
+            assert inputs.history_tools == uses_tools(line.message for line in inputs.history)
+            seen.append((inputs.history_tools, plain_chat(inputs.tail, inputs.history_tools)))
+    assert seen == [(False, True), (True, False), (True, False), (False, False)]

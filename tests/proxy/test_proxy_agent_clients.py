@@ -90,6 +90,38 @@ def test_aider_message_runs_without_a_header_continue_one_session_and_send_the_f
     assert [" ".join(e["content"].split()) for e in events if e["type"] == "user_message"] == questions
 
 
+def test_aider_under_a_session_header_keeps_its_few_shot_example_out_of_the_conversation(small: Proxy, upstream: Upstream,
+                                                                                           tmp_path: Path) -> None:
+    """The real aider with `X-Memory-Session` (sent by aider itself, from its model settings): its
+    few-shot exchange is stored by the first run only until the second shows it is the client's
+    fixed head; from then on it goes up in its place, never as a turn nor as evidence."""
+    aider = Aider(tmp_path, small.url + "/v1", OPENAI_KEY, headers={"X-Memory-Session": "aider-real"})
+    (aider.work / "notes.py").write_text("".join(f"def helper_{i}(x):\n    return x * {i}  # marker-{i}\n\n" for i in range(40)))
+    questions = ["Remember: the deploy codename is heliotrope.", "Which helper returns x times 7?", "What was the deploy codename?"]
+    for n, question in enumerate(questions):
+        upstream.fake.enqueue(Reply(text=f"Answer {n}: noted."))
+        assert f"Answer {n}: noted." in aider.message(question, "notes.py")
+    sent = [r.json()["messages"] for r in upstream.fake.chat_requests()][-3:]
+    # aider's few-shot pair (its edit format's: "Change the greeting to be more casual" for
+    # gpt-4o-mini's whole-file format, "Change get_factorial() ..." for the diff format).
+    example = [m for m in sent[1] if m["role"] != "system"][:2]
+    assert [m["role"] for m in example] == ["user", "assistant"] and _text(example[0]) not in questions
+    marks = [" ".join(_text(m).split()[:6]) for m in example]  # each message's opening words
+    for n, messages in enumerate(sent):
+        assert questions[n] in [_text(m) for m in messages]
+        # The files' contents over budget from the second call on (the first call's history is
+        # stored as brought, a conversation for all memory knows then, and competes for the window).
+        assert n == 0 or any("marker-39" in _text(m) for m in messages)
+        # Only aider's own copy of the pair goes up (the first call may leave it out); memory never quotes it.
+        quoting = [m for m in messages if any(mark in " ".join(_text(m).split()) for mark in marks)]
+        assert quoting == example if n else quoting in ([], example), [_text(m)[:60] for m in quoting]
+    for messages in sent[1:]:  # fixed context, in its place: right after aider's system message
+        assert [m for m in messages if m["role"] != "system"][:2] == example
+    events = [e for e in _events(small, "aider-real") if e["type"] in ("user_message", "assistant_message") and not e["detached"]]
+    assert [" ".join(e["content"].split()) for e in events if e["type"] == "user_message"] == questions
+    assert not any(mark in " ".join(e["content"].split()) for e in events for mark in marks)
+
+
 def _log(run: int) -> str:
     return "\n".join(f"run {run} line {k}: aurora build step {k} finished in {k * 7 + run} ms" for k in range(40))
 

@@ -75,6 +75,37 @@ def test_an_aider_layout_without_a_header_is_one_session_and_its_fixed_context_a
     assert [e["content"] for e in events if e["type"] == "user_message"] == questions
 
 
+def test_an_aider_layout_under_a_session_header_stores_its_few_shot_head_only_until_the_second_call(small: Proxy,
+                                                                                                      upstream: Upstream) -> None:
+    """With `X-Memory-Session` the first call stores all it brings (memory cannot know yet that it
+    is not a conversation from before the proxy); the second shows the layout (the head again,
+    the relayed turn after it, the files message moved behind it): the few-shot exchange and the
+    files message leave the conversation, are sent in their place on every call, never as
+    evidence, and only the questions and replies stay stored."""
+    client = small.client(default_headers={"X-Memory-Session": "aider-named"})
+    questions = ["Remember: the deploy codename is heliotrope.", "Which helper returns x times 7?",
+                 "Should the greeting be casual?", "What was the deploy codename?"]
+    history: list[dict[str, Any]] = []
+    for n, question in enumerate(questions):
+        upstream.fake.enqueue(Reply(text=f"Answer {n}: ok."))
+        messages = [SYSTEM, *FEW_SHOT, *history, *_files(FILE_BODY + f"# edit {n}\n"), {"role": "user", "content": question}]
+        reply = client.chat.completions.create(model="gpt-4o-mini", messages=messages)
+        history += [{"role": "user", "content": question}, {"role": "assistant", "content": reply.choices[0].message.content}]
+        sent = upstream.fake.last_chat().json()["messages"]
+        assert sent[-1] == {"role": "user", "content": question}
+        if n:  # fixed context from the second call: the few-shot head in its place, whatever the budget
+            assert sent[1:5] == FEW_SHOT, [str(m["content"])[:40] for m in sent]
+        # The few-shot reply is never quoted by memory (evidence, state): only the client's copy goes up.
+        assert [m for m in sent if "show_greeting.py" in str(m["content"])] == ([FEW_SHOT[1]] if n else [FEW_SHOT[1]] * (FEW_SHOT[1] in sent))
+    export = _export(small, "aider-named")
+    live = [e for e in export["events"] if e["type"] in ("user_message", "assistant_message") and not e["detached"]]
+    assert [e["content"] for e in live] == [m["content"] for m in history]
+    assert len(export["transcript"]) == len(history)
+    # The first call's copies of the head and the files message left the conversation, once.
+    gone = [e["content"] for e in export["events"] if e["detached"] and e["type"] in ("user_message", "assistant_message")]
+    assert sorted(gone) == sorted([m["content"] for m in FEW_SHOT + _files(FILE_BODY + "# edit 0\n")] + [m["content"] for m in history[:2]])
+
+
 def test_a_leading_context_message_is_sent_from_the_first_request_even_over_budget(small: Proxy, upstream: Upstream) -> None:
     developer = {"role": "developer", "content": "You are a coding agent. " + "Be precise and safe. " * 150}
     env = {"role": "user", "content": "<environment_context>\n  <cwd>/work/repo</cwd>\n  <shell>bash</shell>\n</environment_context>"}
