@@ -14,14 +14,10 @@ releases nothing; the kernel releases it when the process ends, crash included. 
 (macOS) POSIX record locks (`lockf`), which are per process: enough for `serve --workers`, one
 store per process.
 
-A free lock is taken without leaving the event loop; a held one is waited for on a thread of the
-store's own waiter pool, so a wait never occupies the loop's default executor (which the holder in
-this process may need to finish and release). The pool keeps its threads: starting a thread per
-wait made the event loop wait for the new thread to be scheduled, on every contended request of
-`serve --workers 2` under load. It has a thread for every session that can wait at once
-(`WAITERS`, one waiter per session per process), so a wait never queues behind another session's.
-A waiter cancelled meanwhile still waits for its thread, then releases what the thread took: the
-byte is never left locked by nobody.
+A free lock is taken without leaving the event loop; a held one is waited for on a thread of its
+own, so a wait never occupies the loop's default executor (which the holder in this process may
+need to finish and release). A waiter cancelled meanwhile still waits for its thread, then releases
+what the thread took: the byte is never left locked by nobody.
 
 Tree of the errors raised here: none of their own; an unusable lock file raises `StorageError`.
 """
@@ -34,7 +30,7 @@ import fcntl
 import hashlib
 import os
 import struct
-from concurrent.futures import ThreadPoolExecutor
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -47,9 +43,6 @@ __all__ = ["SessionLocks", "FileSessionLocks", "lock_offset"]
 _FLOCK = "hhqqi4x"
 # (try, wait) commands of open-file-description locks, where the platform has them.
 _OFD: tuple[int, int] | None = (fcntl.F_OFD_SETLK, fcntl.F_OFD_SETLKW) if hasattr(fcntl, "F_OFD_SETLKW") else None
-# Threads of a store's waiter pool: sessions of one process waiting on the file at the same time
-# beyond this many would queue behind each other (threads start as waits need them, and are kept).
-WAITERS = 256
 
 
 class SessionLocks:
@@ -94,7 +87,6 @@ class FileSessionLocks:
         self.path = path
         self.local = local
         self._fd: int | None = None
-        self._waiters: ThreadPoolExecutor | None = None
 
     def open(self) -> None:
         if self._fd is not None:
@@ -109,14 +101,6 @@ class FileSessionLocks:
         if self._fd is not None:
             fd, self._fd = self._fd, None
             os.close(fd)
-        if self._waiters is not None:
-            self._waiters.shutdown(wait=False)
-            self._waiters = None
-
-    def _pool(self) -> ThreadPoolExecutor:
-        if self._waiters is None:
-            self._waiters = ThreadPoolExecutor(max_workers=WAITERS, thread_name_prefix="memory session lock")
-        return self._waiters
 
     @asynccontextmanager
     async def hold(self, session_id: str) -> AsyncIterator[None]:
@@ -127,7 +111,7 @@ class FileSessionLocks:
                 return
             offset = lock_offset(session_id)
             if not _try_lock(fd, offset):
-                await _wait_for_lock(self._pool(), fd, offset)
+                await _wait_for_lock(fd, offset)
             try:
                 yield
             finally:
@@ -163,8 +147,23 @@ def _unlock(fd: int, offset: int) -> None:
         fcntl.fcntl(fd, _OFD[0], struct.pack(_FLOCK, fcntl.F_UNLCK, os.SEEK_SET, offset, 1, 0))
 
 
-async def _wait_for_lock(pool: ThreadPoolExecutor, fd: int, offset: int) -> None:
-    done = asyncio.get_running_loop().run_in_executor(pool, _lock, fd, offset)
+async def _wait_for_lock(fd: int, offset: int) -> None:
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+
+    def settle(error: BaseException | None) -> None:
+        if not done.cancelled():
+            done.set_result(None) if error is None else done.set_exception(error)
+
+    def wait() -> None:
+        try:
+            _lock(fd, offset)
+        except BaseException as exc:  # reported to the waiter, never lost on this thread
+            loop.call_soon_threadsafe(settle, StorageError(f"session lock failed: {exc}"))
+            return
+        loop.call_soon_threadsafe(settle, None)
+
+    threading.Thread(target=wait, name="memory session lock", daemon=True).start()
     cancelled = False
     while True:
         try:
@@ -176,9 +175,8 @@ async def _wait_for_lock(pool: ThreadPoolExecutor, fd: int, offset: int) -> None
             if done.done():
                 break
             cancelled = True
-        except OSError as exc:
-            raise StorageError(f"session lock failed: {exc}") from exc
     if cancelled:
         if done.exception() is None:
             _unlock(fd, offset)
         raise asyncio.CancelledError
+    done.result()
