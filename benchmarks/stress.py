@@ -8,7 +8,8 @@
                                 (`benchmarks.bounded`: /healthz while the largest allowed request runs)
 
 The fake upstream (`testkit.upstream_server`) and the proxy (`memory-runtime serve`, i.e. uvicorn)
-run as their own processes on loopback; the clients are asyncio tasks here (`testkit.load`: client
+run as their own processes on loopback; the clients are asyncio tasks on aiohttp in this process
+(`testkit.load`; its docstring says why not httpx, whose pool capped them near 75 req/s): client
 `i` talks to session `i % sessions`, so several clients write to one session at the same time; half
 the requests stream; every request runs sync, compile and observe).
 
@@ -18,7 +19,8 @@ exchange the client completed is looked up: *lost* if its user message or reply 
 With `--storage-url`, `--instances` proxies share one PostgreSQL database and client `i` talks to
 instance `i % instances`, so every session's requests arrive at every instance at once. With
 `--workers N`, each proxy is `serve --workers N` (N processes on one port and one memory, SQLite
-included); the load starts once every worker answers ready (its model loaded).
+included); the load starts once every worker answers ready (its model loaded) and has imported
+litellm (a one-off import in the background that took half the proxy's CPU in the load's first 20 s).
 Latency under load is reported for the proxy and, from a separate run, for the same clients
 against the fake upstream alone; on a small machine both are dominated by queueing and by the
 clients' own CPU, and the difference of two percentiles is not a percentile of anything. What the
@@ -47,9 +49,10 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import psutil
 
 from testkit.load import CLIENT_KEY, Tally, exchange, run_load, user_text, verify
-from testkit.processes import Server, start_proxy_process, start_upstream_process
+from testkit.processes import Server, await_litellm, start_proxy_process, start_upstream_process
 from testkit.serve import is_ready
 
 from .bounded import main as bounded_main
@@ -64,10 +67,13 @@ CHUNK_CHARS = 32
 WARMUP = 20
 
 
-async def _direct_load(upstream_url: str, clients: int, seconds: float, max_requests: int) -> list[float]:
-    """The same clients against the fake upstream alone: its latency without the proxy."""
+async def _direct_load(upstream_url: str, clients: int, seconds: float, max_requests: int) -> tuple[list[float], float]:
+    """The same clients against the fake upstream alone: its latency without the proxy, and the
+    throughput the clients and the upstream reach by themselves (the harness's own ceiling)."""
+    started = time.monotonic()
     tally = await run_load(upstream_url, clients, clients, seconds, max_requests, prefix="d")
-    return tally.latencies_ms
+    elapsed = time.monotonic() - started
+    return tally.latencies_ms, len(tally.completed) / elapsed if elapsed else 0.0
 
 
 @dataclass(frozen=True)
@@ -114,6 +120,26 @@ async def _load_with_probe(proxy_urls: list[str], upstream_url: str, clients: in
     return await load, diffs
 
 
+def _cpu_seconds(servers: list[Server]) -> float:
+    """User + system CPU seconds the servers' processes (workers included) have used so far."""
+    total = 0.0
+    for server in servers:
+        root = psutil.Process(server.process.pid)
+        for process in [root, *root.children(recursive=True)]:
+            try:
+                times = process.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            total += times.user + times.system
+    return total
+
+
+def _cpu_ms_per_request(cpu_s: float, tally: Tally, probe_pairs: list[float]) -> float:
+    """The servers' CPU over the load, per request they answered (the load's and the probe's)."""
+    answered = len(tally.completed) + len(probe_pairs)
+    return 1000 * cpu_s / answered if answered else float("nan")
+
+
 def _added(diffs: list[float]) -> Added:
     p50, p99 = _p50_p99(diffs)
     return Added(len(diffs), p50, p99)
@@ -130,6 +156,7 @@ class PeerResult:
     throughput: float
     added_under_load: Added
     added_single: Added
+    cpu_ms: float  # its process's CPU per request answered under the load
 
 
 @dataclass(frozen=True)
@@ -145,6 +172,8 @@ class StressResult:
     proxy_ms: tuple[float, float]
     direct_ms: tuple[float, float]
     throughput: float
+    direct_throughput: float  # the same clients straight at the upstream (separate run): the harness's ceiling
+    cpu_ms: float  # the proxy's processes' CPU per request answered under the load: robust on a shared machine
     # Paired, per request: one probe client during the load, and one client alone (warm-up dropped).
     added_under_load: Added
     added_single: Added
@@ -166,6 +195,8 @@ class StressResult:
             ("clients / sessions / seconds", f"{self.clients} / {self.sessions} / {self.seconds:g}"),
             ("requests (completed)", f"{self.requests} ({self.completed})"),
             ("throughput", f"{self.throughput:.1f} req/s"),
+            ("throughput, the same clients direct to upstream (separate run)", f"{self.direct_throughput:.1f} req/s"),
+            ("proxy CPU per request under load (all its processes)", f"{self.cpu_ms:.2f} ms"),
             ("errors", f"{sum(self.errors.values())}" + (f" {dict(self.errors)}" if self.errors else "")),
             ("lost turns", str(self.lost)),
             ("duplicated turns", str(self.duplicated)),
@@ -181,6 +212,7 @@ class StressResult:
         theirs = {
             "requests (completed)": f"{peer.requests} ({peer.completed})",
             "throughput": f"{peer.throughput:.1f} req/s",
+            "proxy CPU per request under load (all its processes)": f"{peer.cpu_ms:.2f} ms",
             "errors": f"{sum(peer.errors.values())}" + (f" {dict(peer.errors)}" if peer.errors else ""),
             "latency under load, through proxy p50 / p99": f"{peer.latency_ms[0]:.1f} / {peer.latency_ms[1]:.1f} ms",
             f"added latency under load, paired ({load.pairs} pairs from a probe client) p50 / p99":
@@ -212,7 +244,7 @@ def run(seconds: float, clients: int, sessions: int, max_requests: int, embeddin
     proxies: list[Server] = []
     try:
         direct_s = direct_seconds if direct_seconds is not None else min(10.0, max(1.0, seconds / 6))
-        direct = asyncio.run(_direct_load(upstream.url, clients, direct_s, max_requests))
+        direct, direct_throughput = asyncio.run(_direct_load(upstream.url, clients, direct_s, max_requests))
         env = {"MEMORY_RUNTIME_STORAGE_URL": storage_url} if storage_url else None
         for i in range(instances):
             home = folder / f"instance{i}"
@@ -222,9 +254,9 @@ def run(seconds: float, clients: int, sessions: int, max_requests: int, embeddin
         for url in urls:
             _all_workers_ready(url, workers)
         load_average = os.getloadavg()[0]
-        started = time.monotonic()
+        started, cpu_before = time.monotonic(), _cpu_seconds(proxies)
         tally, under_load = asyncio.run(_load_with_probe(urls, upstream.url, clients, sessions, seconds, max_requests, budget))
-        elapsed = time.monotonic() - started
+        elapsed, cpu_ms = time.monotonic() - started, _cpu_ms_per_request(_cpu_seconds(proxies) - cpu_before, tally, under_load)
         lost, duplicated = verify(urls[0], tally.completed, [f"stress-{k}" for k in range(sessions)])
         single = asyncio.run(_paired(urls[0], upstream.url, "single", single_requests, budget))
         for proxy in proxies:
@@ -237,14 +269,15 @@ def run(seconds: float, clients: int, sessions: int, max_requests: int, embeddin
         upstream.stop()
     return StressResult(
         clients, sessions, seconds, tally.requests, len(tally.completed), dict(tally.errors), lost, duplicated,
-        _p50_p99(tally.latencies_ms), _p50_p99(direct), len(tally.completed) / elapsed if elapsed else 0.0,
+        _p50_p99(tally.latencies_ms), _p50_p99(direct), len(tally.completed) / elapsed if elapsed else 0.0, direct_throughput, cpu_ms,
         _added(under_load), _added(single[WARMUP:]), "postgres" if storage_url else "sqlite", instances, workers, load_average, peer, note,
     )
 
 
 def _all_workers_ready(url: str, workers: int, deadline_s: float = 300.0) -> None:
     """Wait until `10 * workers` health checks in a row, each on a new connection (which any
-    worker may accept), answer ready: a worker still loading its model answers "ok (... loading)"."""
+    worker may accept), answer ready: a worker still loading its model answers "ok (... loading)";
+    then until as many Gemini calls, each on a new connection, were answered (litellm imported)."""
     end, streak = time.monotonic() + deadline_s, 0
     while streak < 10 * workers:
         if time.monotonic() > end:
@@ -253,6 +286,11 @@ def _all_workers_ready(url: str, workers: int, deadline_s: float = 300.0) -> Non
             streak = streak + 1 if is_ready(client.get(url + "/healthz")) else 0
         if streak == 0:
             time.sleep(0.1)  # a worker is still loading: poll again, bounded by the deadline above
+    # Each worker imports litellm in a thread after start-up (the proxy started here has a Gemini key);
+    # the measured load should not share the CPU with that one-off import (as in benchmarks.overhead).
+    for _ in range(10 * workers):
+        with httpx.Client(timeout=deadline_s) as client:  # a new connection: any worker may take it
+            await_litellm(client, url, CLIENT_KEY)
 
 
 def _peer(folder: Path, upstream_url: str, litellm_bin: Path, clients: int, sessions: int, seconds: float, max_requests: int,
@@ -263,14 +301,14 @@ def _peer(folder: Path, upstream_url: str, litellm_bin: Path, clients: int, sess
     home.mkdir(exist_ok=True)
     server = _start_litellm(home, upstream_url, litellm_bin, CLIENT_KEY)
     try:
-        started = time.monotonic()
+        started, cpu_before = time.monotonic(), _cpu_seconds([server])
         tally, under_load = asyncio.run(_load_with_probe([server.url], upstream_url, clients, sessions, seconds, max_requests, budget))
-        elapsed = time.monotonic() - started
+        elapsed, cpu_ms = time.monotonic() - started, _cpu_ms_per_request(_cpu_seconds([server]) - cpu_before, tally, under_load)
         single = asyncio.run(_paired(server.url, upstream_url, "single", single_requests, budget))
     finally:
         server.stop()
     return PeerResult(tally.requests, len(tally.completed), dict(tally.errors), _p50_p99(tally.latencies_ms),
-                      len(tally.completed) / elapsed if elapsed else 0.0, _added(under_load), _added(single[WARMUP:]))
+                      len(tally.completed) / elapsed if elapsed else 0.0, _added(under_load), _added(single[WARMUP:]), cpu_ms)
 
 
 def _tmp_root() -> str:

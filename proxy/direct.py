@@ -1,10 +1,11 @@
 """Calls to the OpenAI-compatible upstream, made directly: the route's body posted as JSON with one
-shared httpx client (keep-alive, no cookie jar), the reply's JSON or its event stream read back as
+shared aiohttp session (keep-alive, no cookie jar), the reply's JSON or its event stream read back as
 the provider sent it.
 
 Both model APIs take this path for the `openai` upstream (every model that is not Gemini's, with
 the configured `upstreams.openai.api_base` and key): chat completions (`proxy.chat.upstream`) and
-the Responses API (`proxy.responses.upstream`); Gemini keeps litellm. litellm's request and response
+the Responses API (`proxy.responses.upstream`); Gemini keeps litellm. The session is
+`proxy.outbound.ModelClient` (aiohttp). litellm's request and response
 transforms cost ~12 ms of CPU per chat call against ~2 ms for the POST itself, and changed what went
 up (see `proxy.chat.upstream` for what the chat path now forwards as sent).
 
@@ -25,11 +26,9 @@ from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
-
 from proxy.config import UpstreamsConfig
 from proxy.errors import UpstreamError
-from proxy.outbound import json_events, json_object, outbound_client, post_json
+from proxy.outbound import ModelClient, Reply, json_events, json_object, post_json
 from proxy.upstream_errors import error_from_body, provider_headers, to_upstream_error
 
 __all__ = ["DirectOpenAI", "Opened"]
@@ -52,7 +51,7 @@ class DirectOpenAI:
     def __init__(self, config: UpstreamsConfig) -> None:
         self._base = config.openai.api_base
         self._env_key = config.openai.api_key
-        self._client = outbound_client(httpx.Timeout(config.timeout_seconds, connect=config.connect_timeout_seconds))
+        self._client = ModelClient(config.timeout_seconds, config.connect_timeout_seconds)
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -81,7 +80,7 @@ class DirectOpenAI:
         return Opened(passed, response=data)
 
 
-async def _events(response: httpx.Response, ended: Ended, unfinished: str) -> AsyncGenerator[dict[str, Any], None]:
+async def _events(response: Reply, ended: Ended, unfinished: str) -> AsyncGenerator[dict[str, Any], None]:
     finished = False
     async for _, data in json_events(response, to_upstream_error):
         finished = finished or ended(data)

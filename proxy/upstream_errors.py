@@ -15,6 +15,7 @@ import sys
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
+import aiohttp
 import httpx
 
 from proxy.errors import UpstreamError
@@ -40,13 +41,13 @@ def _sdk_errors(*names: str) -> tuple[type[BaseException], ...]:
 
 
 def to_upstream_error(exc: BaseException) -> UpstreamError:
-    """Map a litellm / openai / httpx exception to an `UpstreamError` with the upstream's status."""
+    """Map a litellm / openai / httpx / aiohttp exception to an `UpstreamError` with the upstream's status."""
     if isinstance(exc, UpstreamError):
         return exc
     # litellm reports a refused connection as a 500 "InternalServerError"; the cause chain tells the truth.
     if _caused_by(exc, (*_sdk_errors("APITimeoutError"), httpx.TimeoutException, asyncio.TimeoutError)):
         return UpstreamError("upstream timed out", status=504, type="timeout", code="upstream_timeout")
-    if _caused_by(exc, (httpx.TransportError, ConnectionError)):
+    if _caused_by(exc, (httpx.TransportError, aiohttp.ClientError, ConnectionError)):
         return UpstreamError(f"upstream connection failed: {_short(exc)}", status=502, type="upstream_error", code="upstream_unreachable")
     if _caused_by(exc, _sdk_errors("APIConnectionError")):
         # With no transport error behind it, litellm's APIConnectionError means it could not build

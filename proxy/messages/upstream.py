@@ -1,4 +1,4 @@
-"""Calls to Anthropic's Messages API: the body posted as it is (httpx, no cookie jar), its JSON or
+"""Calls to Anthropic's Messages API: the body posted as it is (aiohttp, no cookie jar), its JSON or
 its event stream read back as sent.
 
 Headers: every `anthropic-*` header of the request (`anthropic-version`, `anthropic-beta`, ...) is
@@ -19,9 +19,8 @@ from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 
-from proxy.outbound import json_events, json_object, outbound_client, post_json
+from proxy.outbound import ModelClient, Reply, json_events, json_object, post_json
 from proxy.config import UpstreamsConfig
 from proxy.errors import UpstreamError
 from proxy.upstream_errors import to_upstream_error
@@ -64,7 +63,7 @@ def forwarded_headers(raw_headers: Sequence[tuple[bytes, bytes]], env_key: str |
     return out
 
 
-def _passed(headers: httpx.Headers) -> dict[str, str]:
+def _passed(headers: Any) -> dict[str, str]:
     return {k.lower(): v for k, v in headers.items() if k.lower() in _PASSED or k.lower().startswith(_PASSED_PREFIXES)}
 
 
@@ -81,11 +80,11 @@ def _incomplete() -> UpstreamError:
 
 
 class AnthropicUpstream:
-    """One instance lives on `app.state`; owns the httpx client for Anthropic's API."""
+    """One instance lives on `app.state`; owns the aiohttp session (`ModelClient`) for Anthropic's API."""
 
     def __init__(self, config: UpstreamsConfig) -> None:
         self._config = config
-        self._client = outbound_client(httpx.Timeout(config.timeout_seconds, connect=config.connect_timeout_seconds))
+        self._client = ModelClient(config.timeout_seconds, config.connect_timeout_seconds)
 
     @property
     def env_key(self) -> str | None:
@@ -125,7 +124,7 @@ class AnthropicUpstream:
         return Opened(passed, events=_events(response))
 
 
-async def _events(response: httpx.Response) -> AsyncGenerator[StreamEvent, None]:
+async def _events(response: Reply) -> AsyncGenerator[StreamEvent, None]:
     ended = False
     async for event, payload in json_events(response, to_upstream_error):
         name = event.event or str(payload.get("type"))

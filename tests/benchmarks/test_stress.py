@@ -18,3 +18,7 @@ def test_stress_smoke_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     # Added latency is paired per request: every pair the probe and the lone client completed.
     assert result.added_under_load.pairs > 0, result.markdown()
     assert result.added_single.pairs == 30 - 20, result.markdown()  # 30 pairs, 20 dropped as warm-up
+    # The harness's own ceiling and the proxy's CPU per request are measured, not left blank.
+    assert result.direct_throughput > 0, result.markdown()
+    assert 0 < result.cpu_ms < 10_000, result.markdown()
+    assert "| proxy CPU per request under load (all its processes) |" in result.markdown()
