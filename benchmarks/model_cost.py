@@ -8,17 +8,16 @@ every request over its budget so it compiles; first `WARMUP` pairs dropped), on 
 a loaded machine does not inflate: the proxy process's CPU time per request (user + system, from
 /proc), once over the measured pairs (the request path and whatever background work ran
 meanwhile) and once more after the proxy has gone idle again (the background embedding those
-requests left behind, included). Loopback only; bounded by request count and by `IDLE_DEADLINE_S`.
+requests left behind, included). Loopback only; bounded by request count and by
+`benchmarks.overhead.IDLE_DEADLINE_S`.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,14 +25,12 @@ import numpy as np
 
 from testkit.processes import start_proxy_process, start_upstream_process
 
+from .overhead import process_cpu_seconds, settled_cpu_seconds
 from .stress import CHUNK_CHARS, WARMUP, _all_workers_ready, _paired
 
 __all__ = ["ModelCost", "run", "main"]
 
 BUDGET = 64  # stress's default: below each request's size, so every request compiles
-IDLE_CPU_S = 0.02  # the proxy counts as idle once it used less than this in one `IDLE_POLL_S`
-IDLE_POLL_S = 0.5
-IDLE_DEADLINE_S = 120.0
 
 
 @dataclass(frozen=True)
@@ -50,24 +47,6 @@ class ModelCost:
                 f"proxy CPU per request {self.cpu_ms_during:.1f} ms during, {self.cpu_ms_settled:.1f} ms settled")
 
 
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text(encoding="ascii").rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _settled(pid: int) -> float:
-    """The proxy's CPU seconds once it has gone idle (or at the deadline)."""
-    end = time.monotonic() + IDLE_DEADLINE_S
-    last = _cpu_seconds(pid)
-    while time.monotonic() < end:
-        time.sleep(IDLE_POLL_S)  # sampling an external process's CPU; bounded by the deadline
-        now = _cpu_seconds(pid)
-        if now - last < IDLE_CPU_S:
-            return now
-        last = now
-    return last
-
-
 def run(requests: int, embedding_model: str, folder: Path | None = None) -> ModelCost:
     folder = folder or Path(tempfile.mkdtemp(prefix="model-cost-"))
     upstream = start_upstream_process(folder, 0.0, CHUNK_CHARS)
@@ -77,11 +56,11 @@ def run(requests: int, embedding_model: str, folder: Path | None = None) -> Mode
             _all_workers_ready(proxy.url, 1)
             pid = proxy.process.pid
             asyncio.run(_paired(proxy.url, upstream.url, "warm", WARMUP, BUDGET))
-            _settled(pid)
-            start = _cpu_seconds(pid)
+            settled_cpu_seconds(pid)
+            start = process_cpu_seconds(pid)
             diffs = asyncio.run(_paired(proxy.url, upstream.url, "single", requests, BUDGET))
-            during = _cpu_seconds(pid) - start
-            settled = _settled(pid) - start
+            during = process_cpu_seconds(pid) - start
+            settled = settled_cpu_seconds(pid) - start
         finally:
             proxy.stop()
     finally:
