@@ -7,7 +7,10 @@ back, in rotating order, so drift and noise hit all paths alike. The Responses A
 same history as `input` to `/v1/responses` (with `store: false`, as a stateless app would), paired
 with a direct `/v1/responses` call, in the same rotation: its added latency against the chat row's
 is the Responses route's own cost at the same session size. Reported: non-streaming latency and
-streaming time-to-first-content-token, p50/p95/p99 of each path and of the paired difference.
+streaming time-to-first-content-token, p50/p95/p99 of each path and of the paired difference; and
+what a loaded machine does not inflate: the memory-runtime proxy's CPU time (user + system, from
+/proc) during each of its requests (mean: /proc counts in 10 ms ticks), and per request what it spent outside them (the
+background embedding those requests left, counted until the proxy is idle again after each mode).
 
 `python -m benchmarks.run_all` renders it as section C; for some sizes alone, with LiteLLM's proxy
 from `python -m benchmarks.litellm_peer`:
@@ -59,6 +62,8 @@ class OverheadRow:
     via: Percentiles
     added: Percentiles  # paired: via - direct of the same iteration
     compiled_share: float | None  # memory-runtime only: share of requests that were compiled
+    cpu_ms: float | None = None  # memory-runtime only: the proxy's CPU during one of its requests, mean (/proc counts 10 ms ticks)
+    background_cpu_ms: float | None = None  # memory-runtime only: its CPU outside its requests, per request of both its paths
 
 
 @dataclass(frozen=True)
@@ -111,6 +116,30 @@ def _call(client: httpx.Client, target: _Target, messages: list[dict[str, Any]],
     if first is None:
         raise RuntimeError(f"{target.name}: stream carried no content")
     return first * 1000.0, compiled
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) process `pid` has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text(encoding="ascii").rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+IDLE_CPU_S = 0.02  # a process counts as idle once it used less than this in one IDLE_POLL_S
+IDLE_POLL_S = 0.5
+IDLE_DEADLINE_S = 120.0
+
+
+def settled_cpu_seconds(pid: int) -> float:
+    """Process `pid`'s CPU seconds once it has gone idle (its background work done), or at the deadline."""
+    end = time.monotonic() + IDLE_DEADLINE_S
+    last = process_cpu_seconds(pid)
+    while time.monotonic() < end:
+        time.sleep(IDLE_POLL_S)  # sampling another process's CPU; bounded by the deadline
+        now = process_cpu_seconds(pid)
+        if now - last < IDLE_CPU_S:
+            return now
+        last = now
+    return last
 
 
 def _compiled(response: httpx.Response) -> bool:
@@ -166,7 +195,7 @@ def run_overhead(sizes: Sequence[int], iterations: int, litellm_bin: Path | None
             with httpx.Client(timeout=120.0) as client:
                 await_litellm(client, ours.url, DIRECT_KEY)
                 for turns in sizes:
-                    rows += _measure_size(client, direct, targets, turns, iterations, show_progress)
+                    rows += _measure_size(client, direct, targets, turns, iterations, show_progress, ours.process.pid)
         finally:
             for server in reversed(servers):
                 server.stop()
@@ -174,7 +203,7 @@ def run_overhead(sizes: Sequence[int], iterations: int, litellm_bin: Path | None
 
 
 def _measure_size(client: httpx.Client, direct: _Target, targets: list[_Target], turns: int, iterations: int,
-                  show_progress: bool) -> list[OverheadRow]:
+                  show_progress: bool, pid: int) -> list[OverheadRow]:
     history = [{"role": "user" if e["type"] == "user_message" else "assistant", "content": e["payload"]["content"]}
                for e in chat_turns(turns)]
     # Each memory-runtime path has its own session of the same size.
@@ -189,21 +218,30 @@ def _measure_size(client: httpx.Client, direct: _Target, targets: list[_Target],
         samples: dict[str, list[float]] = {p.name: [] for p in paths}
         compiled: dict[str, int] = {}
         offset = 0 if not stream else iterations
+        cpu: dict[str, list[float]] = {name: [] for name in sessions}
         for w in range(WARMUP):  # first request stores the history and embeds it
             for p in paths:
                 _call(client, p, history + [{"role": "user", "content": questions[w]}], stream)
+        started = settled_cpu_seconds(pid)
         for i in progress(range(iterations), f"overhead {turns} turns {mode}", enabled=show_progress):
             messages = history + [{"role": "user", "content": questions[WARMUP + offset + i]}]
             order = paths[i % len(paths):] + paths[: i % len(paths)]
             for p in order:
+                before = process_cpu_seconds(pid) if p.name in sessions else 0.0
                 ms, was_compiled = _call(client, p, messages, stream)
+                if p.name in sessions:
+                    cpu[p.name].append(1000 * (process_cpu_seconds(pid) - before))
                 samples[p.name].append(ms)
                 compiled[p.name] = compiled.get(p.name, 0) + int(was_compiled)
+        outside = 1000 * (settled_cpu_seconds(pid) - started) - sum(sum(v) for v in cpu.values())
+        background = outside / (iterations * len(sessions))
         for t in targets:
             base = direct_responses if t.api == "responses" else direct
             added = [v - d for v, d in zip(samples[t.name], samples[base.name])]
+            ours = t.name in sessions
             rows.append(OverheadRow(t.name, turns, mode, percentiles(samples[base.name]), percentiles(samples[t.name]),
-                                    percentiles(added), compiled.get(t.name, 0) / iterations if t.name in sessions else None))
+                                    percentiles(added), compiled.get(t.name, 0) / iterations if ours else None,
+                                    percentiles(cpu[t.name]).mean if ours else None, background if ours else None))
     return rows
 
 
@@ -222,9 +260,10 @@ def main(argv: list[str] | None = None) -> int:
     with open("/proc/loadavg", encoding="ascii") as fh:
         load_end = " ".join(fh.read().split()[:3])
     print(f"commit {commit}, {args.iterations} iterations, load {load_start} -> {load_end}; LiteLLM proxy: {result.litellm_note}")
-    print("| Path | Turns | Measure | Direct p50 | Via p50 | Added p50 | Added p95 | Added p99 |")
+    print("| Path | Turns | Measure | Direct p50 | Via p50 | Added p50 | Added p95 | Added p99 | Proxy CPU ms in its request, mean | Its CPU ms outside, per request |")
     for r in result.rows:
-        print(f"| {r.target} | {r.turns} | {r.mode} | {r.direct.p50:.1f} | {r.via.p50:.1f} | {r.added.p50:.1f} | {r.added.p95:.1f} | {r.added.p99:.1f} |")
+        cpu = f"{r.cpu_ms:.1f} | {r.background_cpu_ms:.1f}" if r.cpu_ms is not None and r.background_cpu_ms is not None else "– | –"
+        print(f"| {r.target} | {r.turns} | {r.mode} | {r.direct.p50:.1f} | {r.via.p50:.1f} | {r.added.p50:.1f} | {r.added.p95:.1f} | {r.added.p99:.1f} | {cpu} |")
     return 0
 
 

@@ -5,9 +5,12 @@ a time, one batch in the whole runtime at once, each batch in a quiet moment bet
 `memory.recall.quiet`), so most are ready when the next compile runs. The
 model runs *outside* the session's lock: a request of the same session never waits for a
 background batch (the previous turn's reply, say) to finish; the lock is held only to read what is
-missing and to put the vectors into the view. What a compile still finds missing it embeds itself,
-in the same model call as its question: all of it (the library's strict compile, and `flush`), or
-newest first and bounded (a bounded compile, and the proxy's per-request path). A chunk that someone else is
+missing and to put the vectors into the view; its thread runs `BACKGROUND_NICENESS` steps nicer
+than the process, so a request's question never queues behind a batch for a core. What a compile
+still finds missing it embeds itself, in the same model call as its question: all of it (the
+library's strict compile, and `flush`), or newest first and bounded (a bounded compile, and a
+proxy request that brought history memory lacked); a proxy request that brought none embeds its
+question alone (what earlier turns left ranks by its words until the background has it). A chunk that someone else is
 embedding at that moment is awaited (`wait=True`: the library's `compile` and `flush`, whose
 results must not depend on timing) or, on the proxy's per-request path, ranks by its words for
 this once.
@@ -21,8 +24,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import threading
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 
 import numpy as np
@@ -43,6 +49,22 @@ QUERY_VECTOR_CACHE = 256
 # words alone.
 EMBED_NOW_CHARS = 16_000
 EMBED_BATCH_CHARS = 8_000
+# How much nicer than the process the thread that runs background batches is (Linux: a thread's
+# own niceness; at most 19). A request's question is embedded at the process's priority; a batch
+# yields the cores to it and to the event loop, and still runs whenever a core is idle (10 steps
+# weigh about a tenth when both want a core, so a loaded proxy still gets its vectors, slowly).
+BACKGROUND_NICENESS = 10
+MAX_NICENESS = 19
+
+
+def _lower_priority() -> None:
+    """Run in the background batches' thread when it starts: lower that thread's priority, not
+    the process's (on Linux `setpriority` with a thread id applies to that thread alone; where
+    that is not available, the batches run at the normal priority)."""
+    if hasattr(os, "setpriority") and hasattr(threading, "get_native_id"):
+        with suppress(OSError):
+            tid = threading.get_native_id()
+            os.setpriority(os.PRIO_PROCESS, tid, min(MAX_NICENESS, os.getpriority(os.PRIO_PROCESS, tid) + BACKGROUND_NICENESS))
 
 # content hash -> (text, positions in the view that hold it)
 _Picked = dict[str, tuple[str, list[int]]]
@@ -50,9 +72,11 @@ _Picked = dict[str, tuple[str, list[int]]]
 
 def _pick(view: SessionView, limit: int | None, skip: dict[str, asyncio.Future[bytes]] | None = None) -> _Picked:
     """Missing chunks, newest first, at most `limit` characters of distinct text (always at least
-    one; None: all), leaving out hashes in `skip`: recent turns are the likeliest to matter, and a
-    batch costs the same however much waits behind it."""
+    one, unless `limit` is 0: none; None: all), leaving out hashes in `skip`: recent turns are the
+    likeliest to matter, and a batch costs the same however much waits behind it."""
     picked: _Picked = {}
+    if limit == 0:
+        return picked
     size = 0
     for pos in sorted(view.missing, reverse=True):
         row = view.chunk_rows[pos]
@@ -98,6 +122,7 @@ class EmbeddingQueue:
         self._calls: set[asyncio.Future[np.ndarray]] = set()
         self._sessions: set[str] = set()  # sessions with a background task
         self._slot = asyncio.Semaphore(1)  # one background batch at a time: one core at most
+        self._background: ThreadPoolExecutor | None = None  # the batches' own low-priority thread
 
     async def close(self) -> None:
         """Cancel the background tasks and wait for every model call still running (a
@@ -109,6 +134,9 @@ class EmbeddingQueue:
         if self._calls:
             await asyncio.gather(*self._calls, return_exceptions=True)
         self._sessions.clear()
+        pool, self._background = self._background, None
+        if pool is not None:
+            pool.shutdown(wait=False)  # its calls have finished (above); a reopened runtime makes a new one
 
     def _call_done(self, call: asyncio.Future[np.ndarray]) -> None:
         self._calls.discard(call)
@@ -130,9 +158,7 @@ class EmbeddingQueue:
             return None
         picked = _pick(view, limit) if view.missing else {}
         known = await self._store.get_vectors(embedder.name, list(picked)) if picked else {}
-        for h in picked:
-            if h not in known and h in self._recent:
-                known[h] = self._recent[h]
+        known.update(await self._reuse_questions(embedder, picked, known))
         pending = {h: self._inflight[h] for h in picked if h not in known and h in self._inflight}
         todo = {h: picked[h][0] for h in picked if h not in known and h not in pending}
         qvec = self.recent(query) if query is not None else None
@@ -154,15 +180,32 @@ class EmbeddingQueue:
         _settle(view, picked, known)
         return qvec
 
-    async def _embed(self, embedder: Embedder, texts: dict[str, str], query: str | None) -> tuple[dict[str, bytes], np.ndarray | None]:
+    async def _reuse_questions(self, embedder: Embedder, picked: _Picked, known: dict[str, bytes]) -> dict[str, bytes]:
+        """The vectors of picked chunks that a recent question had (a user message's chunk is
+        usually the question its turn embedded), stored like any other: not embedded twice."""
+        reused = {h: self._recent[h] for h in picked if h not in known and h in self._recent}
+        if reused:
+            async with self._store.transaction() as tx:
+                await tx.put_vectors(embedder.name, reused.items())
+        return reused
+
+    async def _embed(self, embedder: Embedder, texts: dict[str, str], query: str | None,
+                     background: bool = False) -> tuple[dict[str, bytes], np.ndarray | None]:
         """Embed `texts` (by content hash) and `query` in one model call (each call has a fixed
-        cost), store the texts' vectors, and settle whoever waits for them."""
+        cost), store the texts' vectors, and settle whoever waits for them. A `background` call
+        runs in the batches' low-priority thread, any other in a worker thread at the process's
+        priority (a request's question never queues behind a batch)."""
         loop = asyncio.get_running_loop()
         mine = {h: loop.create_future() for h in texts if h not in self._inflight}
         self._inflight.update(mine)
         try:
             batch = list(texts.values()) + ([query] if query is not None else [])
-            call = asyncio.ensure_future(asyncio.to_thread(embedder.embed, batch))
+            if background:
+                if self._background is None:
+                    self._background = ThreadPoolExecutor(1, thread_name_prefix="memory-embed-background", initializer=_lower_priority)
+                call = asyncio.ensure_future(loop.run_in_executor(self._background, embedder.embed, batch))
+            else:
+                call = asyncio.ensure_future(asyncio.to_thread(embedder.embed, batch))
             self._calls.add(call)
             call.add_done_callback(self._call_done)
             matrix = await asyncio.shield(call)  # a cancelled caller leaves the call to `close`
@@ -230,6 +273,7 @@ class EmbeddingQueue:
                 return False
             picked = _pick(view, EMBED_BATCH_CHARS, skip=self._inflight)
             known = await self._store.get_vectors(embedder.name, list(picked)) if picked else {}
+            known.update(await self._reuse_questions(embedder, picked, known))
             _settle(view, picked, known)
             todo = {h: text for h, (text, _) in picked.items() if h not in known}
             waits = [] if picked else [self._inflight[h] for h in {view.chunk_rows[p].content_hash for p in view.missing} if h in self._inflight]
@@ -237,7 +281,7 @@ class EmbeddingQueue:
             await asyncio.wait(waits)
         if not todo:
             return True
-        vectors, _ = await self._embed(embedder, todo, None)  # the lock is free meanwhile
+        vectors, _ = await self._embed(embedder, todo, None, background=True)  # the lock is free meanwhile
         async with lock(session_id):
             if await self._fresh_view(session_id) is view:  # a rebuilt view loaded them from the store
                 _settle(view, picked, vectors)

@@ -32,6 +32,7 @@ from memory.prompt.layout import fixed_over_budget, needs_memory
 from memory.prompt.need import plain_chat
 from memory.prompt.policy import LayoutPolicy, get_policy
 from memory.records import FrameRecord, StateItem, TranscriptEntry, TurnRecord
+from memory.recall.embedding_queue import EMBED_NOW_CHARS
 from memory.recall.retrieval import CANDIDATES, Hits, fts_query, is_change_query, rank_chunks
 from memory.recall.subqueries import sub_query_lists
 from memory.recall.tokens import get_counter
@@ -128,16 +129,26 @@ class TurnProtocol:
             frames: list[FrameRecord] = []
             reuse: TurnRecord | None = None
             if needed:  # else the whole conversation fits (or nothing but the tail can): no retrieval
-                # Chunks the background is embedding (the previous reply) rank by their words this once.
-                qvec = await self.host.embed_for(self.id, view, query, wait=False)
-                lexical = await store.bm25(self.id, fts_query(query), pool)
+                # The question is embedded while the store is read. What earlier turns left
+                # unembedded (the previous reply) is the background's and ranks by its words this
+                # once; a request that brought history memory lacked embeds a bounded batch of the
+                # missing chunks too (newest first).
+                embedding = asyncio.ensure_future(
+                    self.host.embed_for(self.id, view, query, embed_limit=EMBED_NOW_CHARS if history_new > 0 else 0, wait=False))
+                try:
+                    lexical = await store.bm25(self.id, fts_query(query), pool)
+                    state = await store.state_items(self.id)
+                    frames = await store.frames(self.id)
+                    # An identical earlier request (a retry), else the request that opened this turn.
+                    reuse = await store.find_turn(self.id, inputs.key) or await store.find_turn(self.id, inputs.turn_key)
+                except BaseException:
+                    embedding.cancel()  # a failed read ends the turn: its question's vector is not awaited
+                    await asyncio.gather(embedding, return_exceptions=True)
+                    raise
+                qvec = await embedding
                 if plain_chat(inputs.tail, inputs.history_tools):  # a tool loop's words are not names
                     parts = await sub_query_lists(query, self.host.rank_options, lambda q: store.bm25(self.id, q, pool),
                                                   lambda q: self.host.embed_for(self.id, view, q, embed_limit=0, wait=False))
-                state = await store.state_items(self.id)
-                frames = await store.frames(self.id)
-                # An identical earlier request (a retry), else the request that opened this turn.
-                reuse = await store.find_turn(self.id, inputs.key) or await store.find_turn(self.id, inputs.turn_key)
             elif over:  # over budget the state block still goes (`memory.prompt.layout`)
                 state = await store.state_items(self.id)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from contextlib import closing
 from pathlib import Path
@@ -201,8 +202,14 @@ async def test_delete_endpoint_and_cli_erase_rows_index_vectors_and_file_bytes(
                 response = await r.http.post("/v1/chat/completions", json={"model": MODEL, "messages": history}, headers={"X-Memory-Session": session, "X-Memory-Budget": "60"})
                 assert response.status_code == 200 and "x-memory-error" not in response.headers
                 history.append(response.json()["choices"][0]["message"])
-        with closing(sqlite3.connect(db)) as raw:
-            vectors_before = raw.execute("SELECT count(*) FROM embeddings").fetchone()[0]
+        # Vectors come from the background (a request embeds its question alone): poll, bounded.
+        deadline = time.monotonic() + 60
+        while True:
+            with closing(sqlite3.connect(db)) as raw:
+                vectors_before = raw.execute("SELECT count(*) FROM embeddings").fetchone()[0]
+            if vectors_before > 0 or embedding_model == "none" or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.05)
         assert (vectors_before > 0) == (embedding_model != "none")
         assert _storage_hits(db, ERASE_TOKENS) != []  # visible before the erase
         deleted = await r.http.delete("/memory/sessions/erase-me")

@@ -1,10 +1,13 @@
-"""The background embedding queue: a request never waits for a background batch, and closing the
-runtime leaves no model call running."""
+"""The background embedding queue: a request never waits for a background batch, embeds nothing on
+its path but its question (and history it brought itself), background batches run at a lower
+priority, and closing the runtime leaves no model call running."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -12,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from memory.ingest.ingest import sha256_text
+from memory.recall.embedding_queue import BACKGROUND_NICENESS, MAX_NICENESS
 from memory.runtime import Runtime
 
 DEADLINE_S = 30.0
@@ -94,3 +99,64 @@ async def test_close_waits_for_a_model_call_already_running(tmp_path: Path) -> N
             await rt.close()
         else:
             await asyncio.wait_for(closing, DEADLINE_S)
+
+
+class RecordingEmbedder:
+    """Deterministic vectors; records each call's texts and the niceness of the thread it ran in."""
+
+    name = "recording-test-embedder"
+    dim = 8
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[list[str], int]] = []
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        self.calls.append((list(texts), os.getpriority(os.PRIO_PROCESS, threading.get_native_id())))
+        rows = [np.frombuffer(hashlib.sha256(t.encode()).digest()[: self.dim], dtype=np.uint8).astype(np.float32) + 1 for t in texts]
+        matrix = np.vstack(rows) if rows else np.zeros((0, self.dim), dtype=np.float32)
+        return matrix / np.linalg.norm(matrix, axis=1, keepdims=True)
+
+
+async def test_a_turn_embeds_its_question_and_leaves_earlier_turns_to_a_lower_priority_background(tmp_path: Path) -> None:
+    if not sys.platform.startswith("linux"):
+        return  # a thread's own niceness is Linux's; elsewhere the batches run at the normal priority
+    embedder = RecordingEmbedder()
+    rt = Runtime(tmp_path / "p.sqlite", embedder=embedder)
+    held = asyncio.Event()
+    rt._embeddings._quiet = held.wait  # the background waits until the test lets it run
+    own = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    try:
+        session = rt.session("s")
+        history = _history(20)
+        await session.sync_messages(history)  # stored, its chunks left to the (held) background
+        q1, q2, q3 = "what about the qzq3 parser?", "and the qzq5 cache?", "which of them failed first?"
+        plan = await session.prepare_turn(history + [{"role": "user", "content": q1}], budget_tokens=120)
+        assert plan.layout.mode != "full_history"  # over budget: the turn ranked evidence
+        assert embedder.calls == [([q1], own)]  # its question alone, at the process's priority
+        assert rt._views["s"].missing  # the stored history ranks by its words until the background runs
+        reply = {"role": "assistant", "content": "the qzq3 parser was fine"}
+        await session.commit_turn(plan, reply)
+        sent = history + [{"role": "user", "content": q1}, reply]
+        plan = await session.prepare_turn(sent + [{"role": "user", "content": q2}], budget_tokens=120)
+        assert embedder.calls[1:] == [([q2], own)]  # not the previous turn's reply
+        held.set()
+        deadline = time.monotonic() + DEADLINE_S
+        while rt._embeddings._sessions or rt._views["s"].missing:
+            assert time.monotonic() < deadline, "the background never embedded the session"
+            await asyncio.sleep(0.01)  # poll, bounded by the deadline
+        background = embedder.calls[2:]
+        lower = min(MAX_NICENESS, own + BACKGROUND_NICENESS)
+        assert background and all(priority == lower > own for _, priority in background)  # own < 19 here
+        everything = [t for texts, _ in embedder.calls for t in texts]
+        assert everything.count(q1) == 1  # its user-message chunk took the question's vector
+        stored = await rt.store.get_vectors(embedder.name, [sha256_text(q1)])
+        assert set(stored) == {sha256_text(q1)}
+        # History this request brings (memory lacked it) is embedded on its path, with its question.
+        brought = [{"role": "user", "content": q2}, {"role": "assistant", "content": "the qzq5 cache held up under qzq9 load"}]
+        before = len(embedder.calls)
+        await session.prepare_turn(sent + brought + [{"role": "user", "content": q3}], budget_tokens=120)
+        texts, priority = embedder.calls[before]
+        assert texts[-1] == q3 and brought[1]["content"] in texts and priority == own
+    finally:
+        held.set()
+        await rt.close()
