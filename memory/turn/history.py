@@ -50,10 +50,11 @@ def turn_history(p: int, base: int, keep: int, carried: Sequence[dict[str, Any]]
     `base + len(carried)`) are the request's `carried` messages; the others are memory's, among the
     first `keep` transcript positions. `roles`: each position's role. A line's message is built when
     first read; a missing stored event raises `LookupError` here, not then."""
-    tokens: list[int] = []
-    tools = False
     end = base + len(carried)
-    for pos in range(p):
+    head = min(base, p, keep)
+    tokens, first_tool = _memory_head(head, transcript, view, counter)
+    tools = first_tool is not None
+    for pos in range(head, p):
         if base <= pos < end:
             message = carried[pos - base]
             tokens.append(counter.message_tokens(message))
@@ -69,3 +70,25 @@ def turn_history(p: int, base: int, keep: int, carried: Sequence[dict[str, Any]]
         return Line(pos, message, roles[pos], event_id, count)
 
     return History(make=make).extended(list(range(p)), tokens), tools
+
+
+def _memory_head(n: int, transcript: list[TranscriptEntry], view: SessionView, counter: TiktokenCounter) -> tuple[list[int], int | None]:
+    """The token counts of memory's messages at transcript positions [0, `n`) and the first of them
+    that is a tool step (None: none is). Kept on the view per encoding, under the event and the chain
+    hash (the whole prefix's messages) of its last position, and extended as the transcript grows: a
+    stateless client's next request walks only the turns stored since (walking 96,000 took ~90 ms)."""
+    key = f"turn:{counter.encoding_name}"  # the compiler's entries are keyed by the bare encoding name
+    done, kept, _ = view.history_cache.get(key, (0, None, frozenset()))
+    tokens: list[int] = []
+    first: int | None = None
+    if kept is not None and 0 < done <= len(transcript) and kept[0] == (transcript[done - 1].event_id, transcript[done - 1].chain_hash):
+        if n <= done:
+            return kept[1][:n], kept[2] if kept[2] is not None and kept[2] < n else None
+        tokens, first = kept[1], kept[2]
+    units = [memory_unit(pos, n, transcript, view) for pos in range(len(tokens), n)]
+    tokens = tokens + [message_tokens(unit, view, counter) for unit in units]  # a new list: the kept one never changes
+    if first is None:
+        first = next((n - len(units) + i for i, unit in enumerate(units) if _unit_is_tool_step(unit)), None)
+    if n:
+        view.history_cache[key] = (n, ((transcript[n - 1].event_id, transcript[n - 1].chain_hash), tokens, first), frozenset())
+    return list(tokens), first

@@ -97,3 +97,52 @@ async def test_whether_a_line_from_memory_is_a_tool_step_is_read_off_its_unit() 
             history, tools = turn_history_module.turn_history(n, n, n, [], [e.role for e in transcript], transcript, view, COUNTER)
             assert tools is expected and uses_tools(line.message for line in history) is expected
             assert [line.tokens for line in history] == [COUNTER.message_tokens(line.message) for line in history]
+
+
+async def test_a_stateless_sessions_next_request_walks_only_the_messages_stored_since(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The token counts of memory's lines are kept on the view and extended: a request after two
+    more stored messages walks those two; an edited past (another chain) walks again from the start.
+    The counts are always those of the messages as built."""
+    walked = [0]
+    real = turn_history_module.memory_unit
+
+    def counted(*args: Any) -> Any:
+        walked[0] += 1
+        return real(*args)
+
+    monkeypatch.setattr(turn_history_module, "memory_unit", counted)
+    question = {"role": "user", "content": "Which item was about the venue?"}
+    async with create_runtime(storage_path=":memory:", embedding_model="none") as rt:
+        session = rt.session("grow")
+
+        async def history() -> list[int]:
+            transcript = await rt.store.transcript("grow")
+            view = await rt.loaded_view("grow")
+            request = Request.of([question])
+            aligned = align_request(transcript, request, True)
+            walked[0] = 0
+            lines, _ = turn_history_module.turn_history(aligned.p, aligned.alignment.base, aligned.keep, [], aligned.roles, transcript,
+                                                        view, COUNTER)
+            walks = walked[0]  # reading the lines below builds them, which walks again
+            assert [line.tokens for line in lines] == [COUNTER.message_tokens(unit_message(real(e.pos, len(transcript), transcript, view)))
+                                                       for e in transcript]
+            walked[0] = walks
+            return [line.tokens for line in lines]
+
+        stored = _conversation(60)
+        await session.sync_messages(stored)
+        assert len(await history()) == len(stored) and walked[0] == len(stored)
+        await history()
+        assert walked[0] == 0  # nothing stored since
+        grown = stored + [{"role": "user", "content": "One more item: the venue."}, {"role": "assistant", "content": "Noted."}]
+        await session.sync_messages(grown)
+        assert len(await history()) == len(grown) and walked[0] == 2
+        transcript, view = await rt.store.transcript("grow"), await rt.loaded_view("grow")
+        other = list(reversed(transcript))  # the same events in another order: kept counts do not serve it
+        lines, _ = turn_history_module.turn_history(len(other), len(other), len(other), [], [e.role for e in other], other, view, COUNTER)
+        assert [line.tokens for line in lines] == [COUNTER.message_tokens(unit_message(real(i, len(other), other, view)))
+                                                   for i in range(len(other))]
+        edited = stored[:10] + [{"role": "user", "content": f"Redo item {i}: " + "again " * (3 + i)} if i % 2 == 0 else
+                                {"role": "assistant", "content": f"Redone {i}."} for i in range(len(grown))]
+        await session.sync_messages(edited)
+        assert len(await history()) == len(edited) and walked[0] == len(edited)
