@@ -201,12 +201,18 @@ def in_formula_of(transcript: list[TranscriptEntry], request: Request) -> Reques
     such a session keeps its formula, so it continues as stored instead of being detached and
     stored again (a compatibility path: nothing stored is rewritten)."""
     known = set(request.hashes)
-    unknown = {e.msg_hash for e in transcript} - known
-    if not unknown:
-        return request
-    legacy = [legacy_message_hash(request.convo(i)) for i in range(len(request.hashes))]
-    if unknown.isdisjoint(legacy):
-        return request
+    if len(request.hashes) >= len(transcript):  # a resent history: mostly the stored hashes
+        unknown = {e.msg_hash for e in transcript} - known
+        if not unknown:
+            return request
+        legacy = [legacy_message_hash(request.convo(i)) for i in range(len(request.hashes))]
+        if unknown.isdisjoint(legacy):
+            return request
+    else:  # fewer messages than stored (a stateless client): their older hashes looked for, not 100k stored ones gathered
+        legacy = [legacy_message_hash(request.convo(i)) for i in range(len(request.hashes))]
+        older = set(legacy) - known
+        if not older or all(e.msg_hash not in older for e in transcript):
+            return request
     return Request(request.messages, request.convo_index, legacy, request.fixed, request.leaves)
 
 
