@@ -112,7 +112,7 @@ class TurnProtocol:
             view = await self.host.loaded_view(self.id)
 
             def lay_against_memory() -> tuple[TurnInputs, bool, bool]:
-                inputs = turn_inputs(aligned, request, transcript, view, model, budget_tokens, counter.message_tokens,
+                inputs = turn_inputs(aligned, request, transcript, view, model, budget_tokens, counter,
                                      rewrite, self.host.compact_memo, tools_tokens=tools_tokens(tools, counter),
                                      placing=(self.host.fixed_anchors, f"{scope}\0{self.id}", self.host.fixed_policy))
                 return (inputs, needs_memory(inputs.system, inputs.history, inputs.tail, inputs.budget, counter),

@@ -23,13 +23,13 @@ from memory.turn.align import (Alignment, align, fixed_context, is_observation, 
                                tail_start)
 from memory.turn.compact import CompactMemo, CompactPolicy, Compaction, Rewrite
 from memory.turn.fixed import FixedAnchors, FixedPolicy, anchored
+from memory.turn.history import memory_unit, turn_history
 from memory.turn.room import compacted_tail, effective_budget, tail_room, tools_tokens
 from memory.prompt.compiler import CompileResult, result_of
 from memory.prompt.evidence import unit_message
 from memory.recall.index import SessionView
 from memory.prompt.frames import frame_serves
 from memory.prompt.layout import Layout, LayoutInput, Line, build_layout
-from memory.prompt.need import is_tool_step
 from memory.prompt.policy import LayoutPolicy
 from memory.records import FrameRecord, StateItem, TranscriptEntry, TurnRecord, UsageTotals
 from memory.recall.retrieval import Scored
@@ -201,12 +201,18 @@ def in_formula_of(transcript: list[TranscriptEntry], request: Request) -> Reques
     such a session keeps its formula, so it continues as stored instead of being detached and
     stored again (a compatibility path: nothing stored is rewritten)."""
     known = set(request.hashes)
-    unknown = {e.msg_hash for e in transcript} - known
-    if not unknown:
-        return request
-    legacy = [legacy_message_hash(request.convo(i)) for i in range(len(request.hashes))]
-    if unknown.isdisjoint(legacy):
-        return request
+    if len(request.hashes) >= len(transcript):  # a resent history: mostly the stored hashes
+        unknown = {e.msg_hash for e in transcript} - known
+        if not unknown:
+            return request
+        legacy = [legacy_message_hash(request.convo(i)) for i in range(len(request.hashes))]
+        if unknown.isdisjoint(legacy):
+            return request
+    else:  # fewer messages than stored (a stateless client): their older hashes looked for, not 100k stored ones gathered
+        legacy = [legacy_message_hash(request.convo(i)) for i in range(len(request.hashes))]
+        older = set(legacy) - known
+        if not older or all(e.msg_hash not in older for e in transcript):
+            return request
     return Request(request.messages, request.convo_index, legacy, request.fixed, request.leaves)
 
 
@@ -231,10 +237,7 @@ def message_at(aligned: Aligned, pos: int, request: Request, transcript: list[Tr
     event_id = transcript[pos].event_id if pos < aligned.keep else None
     if pos >= base and pos - base < len(request.hashes):
         return request.convo(pos - base), event_id
-    unit = view.units.get(f"e{event_id}")
-    if unit is None:
-        raise LookupError(f"transcript position {pos} has no live event")
-    return unit_message(unit), event_id
+    return unit_message(memory_unit(pos, aligned.keep, transcript, view)), event_id
 
 
 @dataclass(frozen=True)
@@ -242,7 +245,7 @@ class TurnInputs:
     """The request laid against memory: the conversation before the live tail as prompt lines,
     the live tail, the app's system messages, the question, and the request's identity."""
 
-    history: list[Line]
+    history: Sequence[Line]  # a `History`: lines built when the layout reads them (`memory.turn.history`)
     tail: list[dict[str, Any]]
     system: list[dict[str, Any]]
     query: str
@@ -265,20 +268,17 @@ class TurnInputs:
 
 
 def turn_inputs(aligned: Aligned, request: Request, transcript: list[TranscriptEntry], view: SessionView, model: str,
-                budget: int, token_of: Callable[[dict[str, Any]], int], rewrite: Rewrite | None = None,
+                budget: int, counter: TiktokenCounter, rewrite: Rewrite | None = None,
                 memo: CompactMemo | None = None, compact_policy: CompactPolicy = CompactPolicy(), tools_tokens: int = 0,
                 placing: tuple[FixedAnchors, str, FixedPolicy] | None = None) -> TurnInputs:
     """Everything the layout needs from the request and the stored transcript (pure but for
     `placing`: the session's anchors, its key and the policy that place its fixed context,
     `memory.turn.fixed`). A live tail that outgrows its room (`tail_room`) is compacted
     (`memory.turn.compact`); `rewrite` puts a compacted message back in the client's wire form."""
-    p = aligned.p
-    history: list[Line] = []
-    tools = False  # whether a line is a tool call or result (`memory.prompt.need.plain_chat`)
-    for pos in range(p):
-        message, event_id = message_at(aligned, pos, request, transcript, view)
-        history.append(Line(pos, message, aligned.roles[pos], event_id, token_of(message)))
-        tools = tools or is_tool_step(message)
+    p, token_of = aligned.p, counter.message_tokens
+    carried = [request.convo(i) for i in range(len(request.hashes))]
+    # tools: whether a line is a tool call or result (`memory.prompt.need.plain_chat`)
+    history, tools = turn_history(p, aligned.alignment.base, aligned.keep, carried, aligned.roles, transcript, view, counter)
     tail, system = _tail_and_system(aligned, request, transcript, view)
     chains = [e.chain_hash for e in transcript[:p]]
     anchor = chains[p - 1] if p else GENESIS_CHAIN

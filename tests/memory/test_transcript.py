@@ -58,3 +58,22 @@ def test_a_transcript_stored_under_the_older_hashes_continues_in_that_formula() 
     current = [TranscriptEntry(i, h, c, i + 1, str(m["role"])) for i, (h, c, m) in
                enumerate(zip(request.hashes[:4], chain_hashes(request.hashes[:4]), history, strict=True))]
     assert classify_fixed(current, request, named=True).hashes == request.hashes
+
+
+def test_a_request_shorter_than_its_transcript_is_read_in_the_formula_it_was_stored_under() -> None:
+    """A sliding-window or stateless client sends fewer messages than are stored: a resent message
+    stored under the older hash still moves the request to that formula; one that was never
+    stored, or stored under the current hash, does not."""
+    history = [{"role": "user", "content": f"Item {i}\nof the list."} if i % 2 == 0 else {"role": "assistant", "content": f"Noted {i}."}
+               for i in range(12)]
+    question = {"role": "user", "content": "And the next one?\n"}
+    for formula in (legacy_message_hash, message_hash):
+        hashes = [formula(m) for m in history]
+        transcript = [TranscriptEntry(i, h, c, i + 1, str(m["role"])) for i, (h, c, m) in
+                      enumerate(zip(hashes, chain_hashes(hashes), history, strict=True))]
+        for sent in (history[-4:] + [question], [question]):
+            request = Request.of(sent)
+            assert len(request.hashes) < len(transcript)
+            older = formula is legacy_message_hash and len(sent) > 1  # resends a message stored under the older hash
+            expected = [legacy_message_hash(m) for m in sent] if older else request.hashes
+            assert classify_fixed(transcript, request, named=True).hashes == expected

@@ -206,7 +206,7 @@ async def test_whether_the_history_holds_a_tool_step_is_kept_as_its_lines_are_bu
             transcript = await rt.store.transcript(name)
             parsed = Request.of(request)
             inputs = turn_inputs(align_request(transcript, parsed, True), parsed, transcript, await rt.loaded_view(name), "gpt-4o-mini",
-                                 4000, COUNTER.message_tokens)
+                                 4000, COUNTER)
             assert inputs.history_tools == uses_tools(line.message for line in inputs.history)
             seen.append((inputs.history_tools, plain_chat(inputs.tail, inputs.history_tools)))
     assert seen == [(False, True), (True, False), (True, False), (False, False)]
