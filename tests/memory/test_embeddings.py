@@ -3,10 +3,9 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import onnx
 import pytest
 
-from memory.recall.embeddings import DEFAULT_MODEL, QUANTIZED_NAME, FastEmbedder, load_embedder, provision_default_model, quantize_model
+from memory.recall.embeddings import load_embedder, provision_default_model
 from memory.errors import EmbeddingModelError
 
 
@@ -16,26 +15,6 @@ def test_provision_assembles_the_model_folder_offline(tmp_path):
     # The trained sequence length (256), not the tokenizer's 512, bounds what fastembed feeds the model.
     assert json.loads((folder / "tokenizer_config.json").read_text())["max_length"] == 256
     assert provision_default_model(folder) == folder  # idempotent
-    quantized = quantize_model(folder)  # made by provisioning, beside the source
-    assert quantized == tmp_path / "model-dynamic-int8"
-    assert {p.name for p in quantized.iterdir()} == {"model.onnx", "tokenizer.json", "config.json", "special_tokens_map.json", "tokenizer_config.json"}
-    products = [n.op_type for n in onnx.load(str(quantized / "model.onnx")).graph.node if n.op_type.startswith("MatMul")]
-    assert products.count("MatMulInteger") == 12  # six layers' two feed-forward products; attention stays float32
-    assert quantize_model(folder) == quantized  # idempotent
-
-
-def test_the_quantized_model_keeps_the_source_models_meaning(real_embedder):
-    # Its vectors are stored under their own name (never mixed with the source model's), and they
-    # point where the source model's do: each text nearest its own source vector, by a margin.
-    assert real_embedder.name == QUANTIZED_NAME
-    folder = provision_default_model()
-    source = FastEmbedder(DEFAULT_MODEL, folder, folder.parent / ".fastembed-cache")
-    texts = ["Authentication timeout configured for 30 minutes", "We moved the billing retries to a queue with backoff",
-             "def parse(line):\n    return line.split(',')", "My sister adopted a puppy named Biscuit last spring", "hi"]
-    ours, theirs = real_embedder.embed(texts), source.embed(texts)
-    similarity = ours @ theirs.T
-    assert np.all(np.diag(similarity) > 0.97)
-    assert np.all(np.argmax(similarity, axis=1) == np.arange(len(texts)))
 
 
 def test_real_model_vectors_are_normalised_and_order_independent(real_embedder):
