@@ -52,7 +52,10 @@ def serve_in_thread(
     sock.bind(("127.0.0.1", 0))
     sock.listen(128)
     sock.setblocking(False)
-    config = uvicorn.Config(app, log_level="warning", lifespan=lifespan, access_log=False, timeout_graceful_shutdown=2)
+    # h11, not uvicorn's pick: with httptools installed (the proxy extra) a header byte h11 lets
+    # through (a control character) is answered by the server itself, in plain text, before any
+    # app sees it; the fakes and in-thread apps behave the same whatever is installed.
+    config = uvicorn.Config(app, http="h11", log_level="warning", lifespan=lifespan, access_log=False, timeout_graceful_shutdown=2)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
