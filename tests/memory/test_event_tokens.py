@@ -5,18 +5,17 @@ migration is upgraded, its messages counted once when first loaded and the count
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 
 from memory import create_runtime
 from memory.ingest.transcript import event_to_message
 from memory.recall.tokens import TiktokenCounter, stored_counter
 from memory.runtime import Runtime
+from testkit.raw_sql import run_sql
 
 MESSAGES = 120
 BUDGET = 700
@@ -60,25 +59,6 @@ def _where(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
     return str(tmp_path / "m.sqlite") if kind == "sqlite" else str(request.getfixturevalue("pg_url"))
 
 
-def _sql(kind: str, where: str, statements: list[str]) -> list[Any]:
-    """Run statements on the database directly (the schema as an older version left it)."""
-    if kind == "sqlite":
-        con = sqlite3.connect(where)
-        try:
-            found = [con.execute(s).fetchall() for s in statements]
-            con.commit()
-            return found
-        finally:
-            con.close()
-    with psycopg.connect(where, autocommit=True) as conn:
-        conn.execute("SET search_path TO memory_runtime")
-        found = []
-        for s in statements:
-            cur = conn.execute(s)
-            found.append(cur.fetchall() if cur.description else [])
-        return found
-
-
 def _downgrade(kind: str) -> list[str]:
     """What makes a database look as it did before counts were stored."""
     number = 6 if kind == "sqlite" else 5
@@ -97,7 +77,7 @@ async def test_counts_stored_at_ingest_are_what_the_layout_counts(kind: str, tmp
     where = _where(kind, tmp_path, request)
     async with _runtime(kind, where) as runtime:
         await runtime.session("s").ingest_many(_chat())
-    rows = _sql(kind, where, ["SELECT role, content, payload, tokens FROM events ORDER BY id"])[0]
+    rows = run_sql(kind, where, ["SELECT role, content, payload, tokens FROM events ORDER BY id"])[0]
     counter = stored_counter()
     assert len(rows) == MESSAGES + 2
     for role, content, payload, tokens in rows:
@@ -115,12 +95,12 @@ async def test_an_old_database_is_upgraded_counted_once_then_read(kind: str, tmp
     await _compile(kind, where)  # a restart on counts stored at ingest
     read = len(tokeniser_calls)
 
-    _sql(kind, where, _downgrade(kind))
+    run_sql(kind, where, _downgrade(kind))
     tokeniser_calls.clear()
     upgraded = await _compile(kind, where)  # migrates, finds no counts: counts every message, stores them
     recounted = len(tokeniser_calls)
     assert upgraded == fresh
-    assert _sql(kind, where, ["SELECT count(*) FROM events WHERE tokens IS NULL"])[0] == [(0,)]
+    assert run_sql(kind, where, ["SELECT count(*) FROM events WHERE tokens IS NULL"])[0] == [(0,)]
 
     tokeniser_calls.clear()
     assert await _compile(kind, where) == fresh

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import psycopg
 import pytest
 
 import memory.recall.views as views_module
@@ -21,6 +20,7 @@ from memory.records import SessionDelta
 from memory.runtime import Runtime
 from memory.store.reads import SqlReads
 from testkit.embedders import HashEmbedder
+from testkit.raw_sql import run_sql
 
 BUDGET = 600
 QUESTION = "Which cache size did we pick for the parser of file 70?"
@@ -66,18 +66,7 @@ def _where(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
 
 
 def _sql(kind: str, where: str, statement: str) -> list[Any]:
-    if kind == "sqlite":
-        con = sqlite3.connect(where)
-        try:
-            found = con.execute(statement).fetchall()
-            con.commit()
-            return found
-        finally:
-            con.close()
-    with psycopg.connect(where, autocommit=True) as conn:
-        conn.execute("SET search_path TO memory_runtime")
-        cur = conn.execute(statement)
-        return cur.fetchall() if cur.description else []
+    return run_sql(kind, where, [statement])[0]
 
 
 async def _compile(runtime: Runtime) -> tuple[list[dict[str, Any]], dict[str, Any]]:
