@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["asks", "uses_tools", "is_tool_step", "plain_chat"]
+__all__ = ["asks", "uses_tools", "tool_step", "is_tool_step", "plain_chat"]
 
 _OPENERS = (
     "who|whom|whose|what|when|where|which|why|how|"
@@ -39,9 +39,14 @@ def asks(message: str) -> bool:
     return "?" in message or bool(_OPENING.search(message)) or bool(_POLITE.search(message))
 
 
+def tool_step(role: object, tool_calls: object) -> bool:
+    """Whether a message of this role with these tool calls is a tool call or a tool's result."""
+    return role in _TOOL_ROLES or bool(tool_calls)
+
+
 def is_tool_step(message: dict[str, Any]) -> bool:
     """Whether `message` is a tool call or a tool's result."""
-    return message.get("role") in _TOOL_ROLES or bool(message.get("tool_calls"))
+    return tool_step(message.get("role"), message.get("tool_calls"))
 
 
 def uses_tools(messages: Iterable[dict[str, Any]]) -> bool:

@@ -16,16 +16,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from memory.prompt.evidence import message_tokens, unit_message
-from memory.prompt.need import is_tool_step
+from memory.prompt.need import is_tool_step, tool_step
 from memory.prompt.window import History, Line
 from memory.recall.index import SessionView, Unit
 from memory.recall.tokens import TiktokenCounter
 from memory.records import TranscriptEntry
 
 __all__ = ["memory_unit", "turn_history"]
-
-_TOOL_ROLES = frozenset({"tool", "function"})
-
 
 def memory_unit(pos: int, keep: int, transcript: list[TranscriptEntry], view: SessionView) -> Unit:
     """The stored message at transcript position `pos` (of the `keep` positions the request keeps)."""
@@ -41,7 +38,7 @@ def _unit_is_tool_step(unit: Unit) -> bool:
     or (where it has none) tool calls among the extra provider fields it was sent with, as
     `memory.ingest.transcript.event_to_message` puts them back."""
     extra = unit.extra
-    return (unit.role or "user") in _TOOL_ROLES or bool(extra.get("tool_calls")) or bool((extra.get("meta") or {}).get("tool_calls"))
+    return tool_step(unit.role or "user", extra.get("tool_calls") or (extra.get("meta") or {}).get("tool_calls"))
 
 
 def turn_history(p: int, base: int, keep: int, carried: Sequence[dict[str, Any]], roles: Sequence[str],
