@@ -203,10 +203,13 @@ class SqlWrites(SqlReads):
                                   "ON CONFLICT (session_id, item_id) DO UPDATE SET item = excluded.item", [(session_id, *r) for r in rows])
 
     async def put_vectors(self, model: str, items: Iterable[tuple[str, bytes]]) -> None:
+        """Store vectors of text some session holds; the others are dropped (a batch embedded while
+        its session was erased leaves nothing of it behind)."""
         rows = sorted({h: v for h, v in items}.items())  # sorted, as in add_items
         if rows:
-            await self._exec_many("INSERT INTO embeddings(model, content_hash, vector) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
-                                  [(model, h, v) for h, v in rows])
+            await self._exec_many("INSERT INTO embeddings(model, content_hash, vector) SELECT ?, ?, ? "
+                                  "WHERE EXISTS (SELECT 1 FROM chunks WHERE content_hash = ?) ON CONFLICT DO NOTHING",
+                                  [(model, h, v, h) for h, v in rows])
 
     async def save_view_snapshot(self, session_id: str, generation: int, model: str, fmt: str, marks: tuple[int, int, int],
                                  data: bytes) -> bool:

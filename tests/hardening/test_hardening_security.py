@@ -202,15 +202,22 @@ async def test_delete_endpoint_and_cli_erase_rows_index_vectors_and_file_bytes(
                 response = await r.http.post("/v1/chat/completions", json={"model": MODEL, "messages": history}, headers={"X-Memory-Session": session, "X-Memory-Budget": "60"})
                 assert response.status_code == 200 and "x-memory-error" not in response.headers
                 history.append(response.json()["choices"][0]["message"])
-        # Vectors come from the background (a request embeds its question alone): poll, bounded.
+        # Vectors come from the background (a request embeds its question alone), which keeps embedding
+        # the other session meanwhile: poll, bounded, for vectors of text only the erased session holds,
+        # and check those (a total count races with the background).
+        only_erased = (
+            "SELECT DISTINCT e.content_hash FROM embeddings e JOIN chunks c ON c.content_hash = e.content_hash"
+            " WHERE c.session_id = 'local/erase-me' AND e.content_hash NOT IN"
+            " (SELECT content_hash FROM chunks WHERE session_id <> 'local/erase-me')"
+        )
         deadline = time.monotonic() + 60
         while True:
             with closing(sqlite3.connect(db)) as raw:
-                vectors_before = raw.execute("SELECT count(*) FROM embeddings").fetchone()[0]
-            if vectors_before > 0 or embedding_model == "none" or time.monotonic() > deadline:
+                erased_vectors = [h for (h,) in raw.execute(only_erased)]
+            if erased_vectors or embedding_model == "none" or time.monotonic() > deadline:
                 break
             await asyncio.sleep(0.05)
-        assert (vectors_before > 0) == (embedding_model != "none")
+        assert bool(erased_vectors) == (embedding_model != "none")
         assert _storage_hits(db, ERASE_TOKENS) != []  # visible before the erase
         deleted = await r.http.delete("/memory/sessions/erase-me")
         assert deleted.status_code == 200 and deleted.json()["deleted"] is True, deleted.text
@@ -222,8 +229,8 @@ async def test_delete_endpoint_and_cli_erase_rows_index_vectors_and_file_bytes(
             assert raw.execute("SELECT count(*) FROM chunks_fts WHERE chunks_fts MATCH ?", (ERASE_TOKENS[0],)).fetchone()[0] == 0
             orphans = raw.execute("SELECT count(*) FROM embeddings WHERE content_hash NOT IN (SELECT content_hash FROM chunks)").fetchone()[0]
             assert orphans == 0
-            if vectors_before:
-                assert raw.execute("SELECT count(*) FROM embeddings").fetchone()[0] < vectors_before
+            for content_hash in erased_vectors:
+                assert raw.execute("SELECT count(*) FROM embeddings WHERE content_hash = ?", (content_hash,)).fetchone()[0] == 0
         assert _storage_hits(db, (KEEP_TOKEN,)) != []  # the other session is untouched (and the scan can see text)
     assert _storage_hits(db, ERASE_TOKENS) == []
     # The CLI is the operator's: it names sessions by storage id (these were made with no key: "local").

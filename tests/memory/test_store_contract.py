@@ -139,12 +139,25 @@ async def test_file_versions_and_latest_artifact(store: Store) -> None:
 
 async def test_vectors_are_shared_by_hash_and_written_once(store: Store) -> None:
     async with store.transaction() as tx:
-        await tx.put_vectors("m", [("h1", b"\x01\x02"), ("h2", b"\x03")])
+        await tx.ensure_session("s")
+        await tx.add_events("s", [_message("user", t) for t in ("1", "2", "3")])
+        await tx.put_vectors("m", [("h-1", b"\x01\x02"), ("h-2", b"\x03")])
     async with store.transaction() as tx:
-        await tx.put_vectors("m", [("h1", b"\xff"), ("h3", b"\x04")])
-    assert await store.get_vectors("m", ["h1", "h2", "h3", "h4", "h1"]) == {"h1": b"\x01\x02", "h2": b"\x03", "h3": b"\x04"}
-    assert await store.get_vectors("other-model", ["h1"]) == {}
+        await tx.put_vectors("m", [("h-1", b"\xff"), ("h-3", b"\x04")])
+    assert await store.get_vectors("m", ["h-1", "h-2", "h-3", "h-4", "h-1"]) == {"h-1": b"\x01\x02", "h-2": b"\x03", "h-3": b"\x04"}
+    assert await store.get_vectors("other-model", ["h-1"]) == {}
     assert await store.get_vectors("m", []) == {}
+
+
+async def test_a_vector_of_text_no_session_holds_is_not_stored(store: Store) -> None:
+    """A background batch embedded while its session was being erased lands after the erase."""
+    async with store.transaction() as tx:
+        await tx.ensure_session("gone")
+        await tx.add_events("gone", [_message("user", "secret")])
+    assert await store.delete_sessions(["gone"]) == ["gone"]
+    async with store.transaction() as tx:
+        await tx.put_vectors("m", [("h-secret", b"s"), ("h-never", b"n")])
+    assert await store.get_vectors("m", ["h-secret", "h-never"]) == {}
 
 
 async def test_state_items(store: Store) -> None:
