@@ -7,18 +7,35 @@ Each store looks up how many rows hold each word's index terms (SQLite: the fts5
 index; PostgreSQL: the `fts_terms` counts kept at ingest) and keeps the rarest words while the rows
 they match stay under `MAX_POSTINGS`; below that size (every store of a few thousand turns) the
 query is unchanged.
+
+The question reaches a store as `retrieval.fts_query` writes it, its words quoted and joined by OR
+(`split_or_query` reads it back, `or_query` writes the kept words so).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 
-__all__ = ["MAX_POSTINGS", "MIN_WORDS", "rarest_within"]
+__all__ = ["MAX_POSTINGS", "MIN_WORDS", "rarest_within", "split_or_query", "or_query"]
 
 # Rows a question's words may match together before the most common ones are left out; and the
 # rarest words always kept whatever they cost.
 MAX_POSTINGS = 20_000
 MIN_WORDS = 3
+_QUOTED = re.compile(r'"((?:[^"]|"")*)"')
+
+
+def split_or_query(match: str) -> list[str] | None:
+    """The words of an OR-list of quoted words ([] for ""), or None for any other FTS5 expression."""
+    if not match:
+        return []
+    words = [m.group(1).replace('""', '"') for part in match.split(" OR ") if (m := _QUOTED.fullmatch(part))]
+    return words if len(words) == match.count(" OR ") + 1 else None
+
+
+def or_query(words: Sequence[str]) -> str:
+    return " OR ".join('"' + w.replace('"', '""') + '"' for w in words)
 
 
 def rarest_within(words: Sequence[str], terms: Mapping[str, Sequence[str]], rows: Mapping[str, int],

@@ -15,7 +15,7 @@ from memory.errors import InvalidArgumentError
 from memory.records import FrameRecord, NewEvent, TurnRecord
 from memory.store.events import INSERT_ARTIFACT, INSERT_EVENT, Batch, build, plan_events
 from memory.store.locks import SessionLocks
-from memory.store.rare_words import MAX_POSTINGS
+from memory.store.rare_words import MAX_POSTINGS, split_or_query
 from memory.store.reads import SqlReads
 
 __all__ = ["SqlWrites", "SqlStore"]
@@ -262,7 +262,17 @@ class SqlStore(SqlReads):
         raise NotImplementedError
 
     async def bm25(self, session_id: str, match: str, limit: int) -> list[tuple[int, float]]:
-        """Chunk ids of the session matching an FTS5 expression, best first, with FTS5's bm25 (lower is better)."""
+        """Chunk ids of the session holding any word of `match`, best first, with FTS5's bm25
+        (lower is better). `match` is what `retrieval.fts_query` writes, quoted words joined by OR
+        (a word may be a phrase: "user_id" is "user id"): the one query both stores rank alike, so
+        any other FTS5 syntax is refused."""
+        words = split_or_query(match)
+        if words is None:
+            raise InvalidArgumentError(f"a full-text query is quoted words joined by OR, not {match[:80]!r}")
+        return await self._bm25(session_id, words, limit) if words else []
+
+    async def _bm25(self, session_id: str, words: list[str], limit: int) -> list[tuple[int, float]]:
+        """`bm25` of at least one word (their rarest, `memory.store.rare_words`)."""
         raise NotImplementedError
 
     async def delete_sessions(self, session_ids: Sequence[str]) -> list[str]:

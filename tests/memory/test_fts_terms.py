@@ -7,10 +7,10 @@ from pathlib import Path
 import psycopg
 
 from memory import create_runtime
-from memory.store.postgres.fts import parse_match, rarest, stem
+from memory.store.postgres.fts import stem
 from memory.store.postgres.store import PgStore
-from memory.store.rare_words import rarest_within
-from memory.store.sqlite.fts_terms import TermRows, Tokenizer, or_query, split_or_query
+from memory.store.rare_words import or_query, rarest_within, split_or_query
+from memory.store.sqlite.fts_terms import TermRows, Tokenizer
 from memory.recall.retrieval import fts_query
 from memory.store.sqlite.store import INDEX_TOKENIZE
 
@@ -23,7 +23,7 @@ def test_words_are_looked_up_by_the_terms_the_index_stems_them_to() -> None:
 def test_an_or_query_round_trips_and_other_expressions_are_left_alone() -> None:
     query = fts_query('What did "Bob" change in sqlite_reads about retries?')
     assert or_query(split_or_query(query) or []) == query
-    assert split_or_query('session_key:"x" AND "y"') is None and split_or_query("qzword") is None
+    assert split_or_query('session_key:"x" AND "y"') is None and split_or_query("qzword") is None and split_or_query("") == []
 
 
 def test_the_most_common_words_leave_first_and_the_rarest_always_stay() -> None:
@@ -42,7 +42,7 @@ async def test_a_large_store_searches_by_the_rare_words_and_still_finds_their_ro
         match = fts_query("widget qzrare note number common")
         full = await rt.store.bm25("s", match, 100)
         rt.store.max_postings = 10  # every word but qzrare is in 60 rows or more: over the cap
-        assert await rt.store._rarest(match) == '"qzrare" OR "note" OR "number"'  # the three rarest stay
+        assert await rt.store._rarest(["widget", "qzrare", "note", "number", "common"]) == ["qzrare", "note", "number"]  # the three rarest stay
         pruned = await rt.store.bm25("s", match, 100)
         assert pruned[0][0] == full[0][0]  # the rare word's row still ranks first
         assert len(full) == 61 and len(pruned) == 61  # the kept words still match the same rows here
@@ -53,17 +53,17 @@ async def test_remembered_word_counts_follow_this_connections_writes_and_another
         return [{"type": "user_message", "payload": {"content": f"{text} note {i}"}} for i in range(n)]
 
     path = str(tmp_path / "fts.sqlite")
-    match = fts_query("alpha beta gamma delta")
+    words = ["alpha", "beta", "gamma", "delta"]
     async with create_runtime(storage_path=path, embedding_model="none") as rt:
         await rt.session("s").ingest_many(messages("alpha", 5) + messages("beta", 1) + messages("gamma", 1))
         rt.store.max_postings = 6
-        assert await rt.store._rarest(match) == '"beta" OR "gamma" OR "delta"'  # alpha: 5 rows
-        assert await rt.store._rarest(match) == '"beta" OR "gamma" OR "delta"'  # (from the remembered counts)
+        assert await rt.store._rarest(words) == ["beta", "gamma", "delta"]  # alpha: 5 rows
+        assert await rt.store._rarest(words) == ["beta", "gamma", "delta"]  # (from the remembered counts)
         await rt.session("s").ingest_many(messages("delta", 10))
-        assert await rt.store._rarest(match) == '"alpha" OR "beta" OR "gamma"'  # delta: 10 rows
+        assert await rt.store._rarest(words) == ["alpha", "beta", "gamma"]  # delta: 10 rows
         async with create_runtime(storage_path=path, embedding_model="none") as other:
             await other.session("t").ingest_many(messages("beta", 20))
-        assert await rt.store._rarest(match) == '"alpha" OR "gamma" OR "delta"'  # beta: 21 rows
+        assert await rt.store._rarest(words) == ["alpha", "gamma", "delta"]  # beta: 21 rows
 
 
 def test_counts_are_remembered_under_their_stamp_only_and_never_inside_a_transaction() -> None:
@@ -116,9 +116,8 @@ async def test_postgres_searches_by_the_rare_words_from_counts_kept_at_ingest(pg
         full = await store.bm25("s", match, 100)
         store.max_postings = 10  # every word but qzrare is in 60 rows or more: over the cap
         async with store.pool.connection() as conn:
-            stems, docs, _ = await stem(conn, ["widget", "qzrare", "note", "number", "common"], "s")
-        assert rarest(parse_match(match), stems, docs, 10) == parse_match('"qzrare" OR "note" OR "number"')
-        assert rarest(parse_match('"widget" AND "qzrare"'), stems, docs, 10) == parse_match('"widget" AND "qzrare"')
+            stems, docs = await stem(conn, ["widget", "qzrare", "note", "number", "common"], "s")
+        assert rarest_within(list(stems), stems, docs, 10) == ["qzrare", "note", "number"]
         pruned = await store.bm25("s", match, 100)
         assert pruned[0][0] == full[0][0]  # the rare word's row still ranks first
         assert len(full) == 61 and len(pruned) == 61

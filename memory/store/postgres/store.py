@@ -40,7 +40,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from memory.errors import StorageError
 from memory.store.dialect import POSTGRES
 from memory.store.events import CHUNK_ROW
-from memory.store.postgres.fts import TS_CONFIG, fts_text, parse_match, rank, session_lexeme, token_count
+from memory.store.postgres.fts import TS_CONFIG, fts_text, rank, session_lexeme, token_count
 from memory.store.postgres.migrations import apply_migrations
 from memory.store.writes import SqlStore, SqlWrites
 from memory.store.urls import redact_url
@@ -284,11 +284,8 @@ class PgStore(SqlStore):
         if rows[0][0]:
             raise StorageError("the PostgreSQL database is read-only (a standby, or default_transaction_read_only)")
 
-    async def bm25(self, session_id: str, match: str, limit: int) -> list[tuple[int, float]]:
-        tokens = parse_match(match)
-        if not tokens:
-            return []
-        return await self._read(lambda conn: rank(conn, tokens, session_id, limit, self.max_postings))
+    async def _bm25(self, session_id: str, words: list[str], limit: int) -> list[tuple[int, float]]:
+        return await self._read(lambda conn: rank(conn, words, session_id, limit, self.max_postings))
 
     async def shared_secret(self, name: str, create: bool = True) -> bytes:
         """The named random secret every instance on this database shares (32 bytes), created by

@@ -8,25 +8,12 @@ asks SQLite itself, through an in-memory FTS5 table with the index's tokenizer, 
 
 from __future__ import annotations
 
-import re
 import sqlite3
 from collections.abc import Sequence
 
-__all__ = ["TermRows", "Tokenizer", "split_or_query", "or_query"]
+__all__ = ["TermRows", "Tokenizer"]
 
-_QUOTED = re.compile(r'"((?:[^"]|"")*)"')
 _CACHE = 4_096
-
-
-def split_or_query(match: str) -> list[str] | None:
-    """The words of an OR-list of quoted words (the shape `retrieval.fts_query` builds), or None
-    for any other FTS5 expression (left as it is)."""
-    words = [m.group(1).replace('""', '"') for part in match.split(" OR ") if (m := _QUOTED.fullmatch(part))]
-    return words if len(words) == match.count(" OR ") + 1 else None
-
-
-def or_query(words: Sequence[str]) -> str:
-    return " OR ".join('"' + w.replace('"', '""') + '"' for w in words)
 
 
 class Tokenizer:

@@ -44,8 +44,8 @@ from memory.store.events import CHUNK_ROW
 from memory.store.locks import FileSessionLocks
 from memory.store.sqlite.files import OpenFiles
 from memory.store.writes import SqlStore, SqlWrites
-from memory.store.rare_words import rarest_within
-from memory.store.sqlite.fts_terms import TermRows, Tokenizer, or_query, split_or_query
+from memory.store.rare_words import or_query, rarest_within
+from memory.store.sqlite.fts_terms import TermRows, Tokenizer
 from memory.store.sqlite.migrations import MIGRATIONS
 from memory.store.rows import session_key
 
@@ -265,23 +265,19 @@ class SqliteStore(SqlStore):
         except sqlite3.Error as exc:
             raise StorageError(f"read failed: {exc}") from exc
 
-    async def bm25(self, session_id: str, match: str, limit: int) -> list[tuple[int, float]]:
-        if not match:
-            return []
-        match = await self._rarest(match)
+    async def _bm25(self, session_id: str, words: list[str], limit: int) -> list[tuple[int, float]]:
         rows = await self._rows(
             "SELECT rowid, bm25(chunks_fts, 1.0, 0.0) AS score FROM chunks_fts WHERE chunks_fts MATCH ? "
             "ORDER BY score, rowid LIMIT ?",
-            (f'session_key:"{session_key(session_id)}" AND ({match})', limit),
+            (f'session_key:"{session_key(session_id)}" AND ({or_query(await self._rarest(words))})', limit),
         )
         return [(int(r[0]), float(r[1])) for r in rows]
 
-    async def _rarest(self, match: str) -> str:
-        """An OR-list of words less its most common words when together they match too many rows
-        (see `memory.store.sqlite.fts_terms`); any other expression as it is."""
-        words = split_or_query(match)
-        if words is None or len(words) <= 1:
-            return match
+    async def _rarest(self, words: list[str]) -> list[str]:
+        """`words` less the most common ones when together they match too many rows (see
+        `memory.store.sqlite.fts_terms`)."""
+        if len(words) <= 1:
+            return words
         terms = self._tokenizer.terms(words)
         wanted = sorted({t for ts in terms.values() for t in ts})
         # Never remembered inside a transaction: what it wrote may yet be rolled back.
@@ -292,8 +288,7 @@ class SqliteStore(SqlStore):
             counts |= (counted := {t: 0 for t in todo} | {str(r[0]): int(r[1]) for r in await self._rows(
                 f"SELECT term, doc FROM temp.chunks_vocab WHERE term IN ({','.join('?' * len(todo))})", todo)})
             self._term_rows.add(stamp, counted)
-        kept = rarest_within(words, terms, counts, self.max_postings)
-        return match if len(kept) == len(words) else or_query(kept)
+        return rarest_within(words, terms, counts, self.max_postings)
 
     async def _reclaim(self) -> None:
         """Return the pages an erase freed to the file system and truncate the WAL."""
