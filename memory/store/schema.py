@@ -11,7 +11,7 @@ from string import Template
 from typing import Final
 
 __all__ = ["ARTIFACTS", "EVENT_FIELDS", "CHUNK_FIELDS", "EMBEDDINGS", "STATE_ITEMS", "TRANSCRIPT", "FRAMES", "TURNS", "RESPONSES",
-           "CACHE_WRITES", "EVENT_TOKENS", "numbered", "typed"]
+           "CACHE_WRITES", "EVENT_TOKENS", "VIEW_SNAPSHOTS", "numbered", "typed"]
 
 
 def numbered(constants: Mapping[str, object]) -> list[tuple[int, str, str]]:
@@ -26,7 +26,7 @@ def numbered(constants: Mapping[str, object]) -> list[tuple[int, str, str]]:
 
 def typed(sql: str, types: Mapping[str, str]) -> str:
     """`sql` with a backend's types in place of the placeholders: $row (the id and session columns
-    of a table whose rows have their own id), $ref (an id), $time (seconds since the epoch), $key
+    of a table whose rows have their own id), $ref (an id), $int (any other 64-bit integer), $time (seconds since the epoch), $key
     (text compared by code point, as SQLite's TEXT always is), $blob (bytes), $rowid (SQLite's
     WITHOUT ROWID, after a table's closing parenthesis)."""
     return Template(sql).substitute(types)
@@ -157,4 +157,17 @@ ALTER TABLE turns ADD COLUMN cache_write_tokens INTEGER;
 """
 EVENT_TOKENS: Final = """
 ALTER TABLE events ADD COLUMN tokens INTEGER;
+"""
+VIEW_SNAPSHOTS: Final = """
+CREATE TABLE view_snapshots (
+    session_id    $key PRIMARY KEY REFERENCES sessions(id) ON DELETE CASCADE,
+    generation    $int NOT NULL,
+    model         TEXT NOT NULL,
+    format        TEXT NOT NULL,
+    max_event     $int NOT NULL,
+    max_artifact  $int NOT NULL,
+    max_chunk     $int NOT NULL,
+    data          $blob NOT NULL,
+    created_at    $time NOT NULL
+);
 """

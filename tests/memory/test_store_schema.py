@@ -50,12 +50,14 @@ def test_landed_migrations_never_change() -> None:
     are part of several."""
     lite = [(n, name, hashlib.sha256(sql.encode()).hexdigest()[:16]) for n, name, sql in SQLITE_MIGRATIONS]
     post = [(n, name, hashlib.sha256(" ".join(sql.split()).encode()).hexdigest()[:16]) for n, name, sql in PG_MIGRATIONS]
-    assert lite[:6] == [(1, "m001_initial", "0a6076a1655b782a"), (2, "m002_frames_turns", "b1ac606e6fb69423"),
+    assert lite[:7] == [(1, "m001_initial", "0a6076a1655b782a"), (2, "m002_frames_turns", "b1ac606e6fb69423"),
                         (3, "m003_foreign_key_indexes", "c28eec3af87f59bf"), (4, "m004_responses", "a48dc8368ed61148"),
-                        (5, "m005_cache_writes", "42656ed3ac035777"), (6, "m006_event_tokens", "7de28fb6c7b9aabd")]
-    assert post[:6] == [(1, "m001_initial", "05541763cc0b0013"), (2, "m002_responses", "518e61504e60b2ff"),
+                        (5, "m005_cache_writes", "42656ed3ac035777"), (6, "m006_event_tokens", "7de28fb6c7b9aabd"),
+                        (7, "m007_view_snapshots", "d0eaf4ef9635c9d4")]
+    assert post[:7] == [(1, "m001_initial", "05541763cc0b0013"), (2, "m002_responses", "518e61504e60b2ff"),
                         (3, "m003_cache_writes", "b67ae19ca17a8d44"), (4, "m004_fts_terms", "87f9aded47ef4151"),
-                        (5, "m005_event_tokens", "67603dc75f4069df"), (6, "m006_fts_postings", "87fa6bf450491a1d")]
+                        (5, "m005_event_tokens", "67603dc75f4069df"), (6, "m006_fts_postings", "87fa6bf450491a1d"),
+                        (7, "m007_view_snapshots", "3145f924d8ead1ad")]
     for migrations in (lite, post):
         assert [n for n, _, _ in migrations] == list(range(1, len(migrations) + 1))
 

@@ -6,13 +6,13 @@ from __future__ import annotations
 from typing import Final
 
 from memory.store.schema import (ARTIFACTS, CACHE_WRITES, CHUNK_FIELDS, EMBEDDINGS, EVENT_FIELDS, EVENT_TOKENS, FRAMES, RESPONSES,
-                                 STATE_ITEMS, TRANSCRIPT, TURNS, numbered, typed)
+                                 STATE_ITEMS, TRANSCRIPT, TURNS, VIEW_SNAPSHOTS, numbered, typed)
 
 __all__ = ["MIGRATIONS"]
 
 # The types of the shared table descriptions (`memory.store.schema.typed`) on SQLite.
 TYPES: Final = {"row": "    id            INTEGER PRIMARY KEY AUTOINCREMENT,\n    session_id    TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,",
-                "ref": "INTEGER", "time": "REAL", "key": "TEXT", "blob": "BLOB", "rowid": " WITHOUT ROWID"}
+                "ref": "INTEGER", "int": "INTEGER", "time": "REAL", "key": "TEXT", "blob": "BLOB", "rowid": " WITHOUT ROWID"}
 
 M001_INITIAL: Final = typed("""
 CREATE TABLE sessions (
@@ -112,19 +112,7 @@ M006_EVENT_TOKENS: Final = EVENT_TOKENS
 #   so a restart reads one row instead of every event and chunk. Derived and never exported: a
 #   snapshot whose generation, model, format or marks do not fit is ignored (and replaced later);
 #   deleting every row changes nothing but the first compile's speed.
-M007_VIEW_SNAPSHOTS: Final = """
-CREATE TABLE view_snapshots (
-    session_id    TEXT PRIMARY KEY REFERENCES sessions(id) ON DELETE CASCADE,
-    generation    INTEGER NOT NULL,
-    model         TEXT NOT NULL,
-    format        TEXT NOT NULL,
-    max_event     INTEGER NOT NULL,
-    max_artifact  INTEGER NOT NULL,
-    max_chunk     INTEGER NOT NULL,
-    data          BLOB NOT NULL,
-    created_at    REAL NOT NULL
-);
-"""
+M007_VIEW_SNAPSHOTS: Final = typed(VIEW_SNAPSHOTS, TYPES)
 
 # (number, name, sql), from the constants above; append only.
 MIGRATIONS: Final = numbered(globals())
