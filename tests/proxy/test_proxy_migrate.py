@@ -18,6 +18,7 @@ from memory.turn.turns import Usage
 from proxy.cli.main import main
 from proxy.config import load_config
 from proxy.access.identity import Identities, identity_secret
+from testkit.raw_sql import run_sql
 
 NAMES = ("alpha", "team/beta", "gamma", "delta")
 QUESTIONS = ["what is the login timeout and which database did we pick?", "which region was asked about?", "hello?"]
@@ -151,6 +152,25 @@ def test_migrate_copies_everything_and_is_idempotent_and_resumable(
     again = asyncio.run(_snapshot(real_embedder, storage_url=pg_url))
     assert again["gamma"] == before["gamma"] and again["alpha"] == before["alpha"]
     assert again["team/beta"][0]["events"][-1]["content"] == "written on PostgreSQL"
+
+
+def test_migrate_leaves_view_snapshots_behind(tmp_path: Path, pg_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """A view snapshot is derived and holds only at the generation it was taken at; the copy gives
+    the session a new one, so the snapshot would never be read: it is not copied."""
+    source = tmp_path / "memory.sqlite"
+
+    async def fill() -> None:
+        async with create_runtime(storage_path=source, embedding_model="none") as runtime:
+            await runtime.session("s").ingest({"type": "user_message", "payload": {"content": "a snapshot of this"}})
+            generation = (await runtime.store.high_water("s"))[2]
+            async with runtime.store.transaction() as tx:
+                assert await tx.save_view_snapshot("s", generation, "", "test", (1, 0, 1), b"view")
+
+    asyncio.run(fill())
+    code, summary, _ = _migrate(capsys, "--from", str(source), "--to", pg_url)
+    assert (code, summary["copied"], summary["verified"]) == (0, 1, True)
+    assert run_sql("sqlite", str(source), ["SELECT count(*) FROM view_snapshots"]) == [[(1,)]]
+    assert run_sql("postgres", pg_url, ["SELECT count(*) FROM view_snapshots", "SELECT count(*) FROM events"]) == [[(0,)], [(1,)]]
 
 
 def test_migrate_refuses_what_it_cannot_do(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

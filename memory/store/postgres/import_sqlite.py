@@ -9,7 +9,8 @@ Rows get new ids from the target's sequences (the target may already hold other 
 same order as in the source, and every reference is rewritten: events, artifacts, chunks, state
 (including the event ids in `source_events`), transcript, frames and turns, the Responses API's
 response ids and items (keyed by the provider's ids and transcript positions), and the vectors the
-session's chunks use. The last compile manifest is copied as it was (a record of that compile, in
+session's chunks use. View snapshots are not: derived, and valid only at the generation they were
+taken at, which the copy gives afresh (the target builds its own at the first compile). The last compile manifest is copied as it was (a record of that compile, in
 the source's ids). Columns are copied by name wherever both schemas have them, so a column added by a later
 migration on both sides travels without a change here; chunks go through the store's own chunk
 insert (`PgTx._add_chunks`, which builds their full-text entries and counts). After the copy, counts
@@ -49,6 +50,7 @@ _REFS: Mapping[str, Mapping[str, str]] = MappingProxyType({
 # Columns the copy sets itself besides those: a fresh generation, PostgreSQL's full-text counters
 # (the chunk insert adds to them), state items' event ids (JSON) and successors (set once every item exists).
 _SET = {"sessions": {"fts_docs", "fts_tokens", "generation"}, "state_items": {"superseded_by", "source_events"}}
+_COPIED = tuple(t for t in SESSION_TABLES if t != "view_snapshots")
 Progress = Callable[[int, int, "SessionCopy"], None]
 
 
@@ -97,12 +99,12 @@ class _Source(SqlReads):
 
 async def _counts(reads: SqlReads, session_id: str, tables: Container[str]) -> dict[str, int]:
     return {t: int((await reads._rows(f"SELECT count(*) FROM {t} WHERE session_id = ?", (session_id,)))[0][0]) if t in tables else 0
-            for t in SESSION_TABLES}
+            for t in _COPIED}
 
 
 async def _copy(tx: PgTx, source: _Source, session_id: str, shared: Mapping[str, list[str]]) -> None:
     """Copy one session's rows inside one target transaction, under ids the target allocates."""
-    rows = await source.export_rows(session_id, [t for t in SESSION_TABLES if t in shared])
+    rows = await source.export_rows(session_id, [t for t in _COPIED if t in shared])
     rows["sessions"] = [dict(zip(shared["sessions"], r, strict=True)) for r in await source._rows(
         f"SELECT {', '.join(shared['sessions'])} FROM sessions WHERE id = ?", (session_id,))]
     old = {t: sorted(r["id"] for r in rows.get(t, [])) for t, refs in _REFS.items() if "id" in refs}
@@ -112,7 +114,7 @@ async def _copy(tx: PgTx, source: _Source, session_id: str, shared: Mapping[str,
     def ref(table: str, old: int | None) -> int | None:
         return None if old is None else ids[table].get(old)
 
-    for table in ("sessions", *SESSION_TABLES):
+    for table in ("sessions", *_COPIED):
         refs = _REFS.get(table, {})
         new = [{**{c: r[c] for c in shared[table]}, **{c: ref(refs[c], r[c]) for c in refs}} for r in rows.get(table, [])]
         if table == "state_items":
@@ -150,19 +152,19 @@ async def import_sqlite(source: str | Path, target_url: str, progress: Progress 
         session_ids = [r[0] for r in await reads._rows("SELECT id FROM sessions ORDER BY created_at, id")]
         present = await reads.table_columns()  # a file written before a table existed lacks it
         columns = await target.table_columns()
-        skip = {t: set(_REFS.get(t, {})) | _SET.get(t, set()) for t in ("sessions", *SESSION_TABLES)}
-        shared = {t: [c for c in present[t] if c in columns[t] and c not in skip[t]] for t in ("sessions", *SESSION_TABLES) if t in present}
+        skip = {t: set(_REFS.get(t, {})) | _SET.get(t, set()) for t in ("sessions", *_COPIED)}
+        shared = {t: [c for c in present[t] if c in columns[t] and c not in skip[t]] for t in ("sessions", *_COPIED) if t in present}
         for n, session_id in enumerate(session_ids, 1):
             reads.db.execute("BEGIN")  # one snapshot of the source per session, even while a proxy writes to it
             try:
                 counts = await _counts(reads, session_id, present)
                 async with target.transaction() as tx:
                     if await tx._rows("SELECT 1 FROM sessions WHERE id = ? FOR UPDATE", (session_id,)):
-                        found = await _counts(tx, session_id, SESSION_TABLES)
+                        found = await _counts(tx, session_id, _COPIED)
                         status = "already there" if found == counts else "conflict"
                     else:
                         await _copy(tx, reads, session_id, shared)
-                        status, found = "copied", await _counts(tx, session_id, SESSION_TABLES)
+                        status, found = "copied", await _counts(tx, session_id, _COPIED)
             finally:
                 reads.db.execute("COMMIT")
             report.sessions.append(SessionCopy(session_id, status, counts, found))
