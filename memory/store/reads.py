@@ -1,5 +1,8 @@
 """Every read of the store, written once for both backends (and their transactions, which see
-their own writes). A backend supplies `_rows` (one statement) and its dialect.
+their own writes). A backend supplies `_rows` (one statement) and its dialect. A read selects the
+columns named here, in this order, and one function turns such a row into its record (a record
+whose fields are those columns in order, `ChunkRow` or `SessionSummary`, is built from the row
+itself). Also the tables a session owns: what an export, a rename and the import from SQLite walk.
 
 Reads for looking into memory (an inspector page, cost reports) are here too: read-only, and one
 query each, so a page of a 10,000-event session costs what a page of a small one does. A `prefix`
@@ -8,19 +11,81 @@ matches session ids by code point in both stores (PostgreSQL's `sessions.id` is 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
-from memory.records import (ArtifactInfo, ChunkRow, FrameRecord, LoggedEvent, SessionDelta, SessionSummary, SessionUsage, StateItem,
-                            TranscriptEntry, TurnRecord, UsageTotals)
-from memory.store import rows as R
+from memory.records import (ArtifactInfo, ArtifactRow, ChunkRow, EventRow, FrameRecord, LoggedEvent, SessionDelta, SessionSummary,
+                            SessionUsage, StateItem, TranscriptEntry, TurnRecord, UsageTotals)
 from memory.store.dialect import Dialect
 
-__all__ = ["SqlReads"]
+__all__ = ["SqlReads", "SESSION_TABLES", "EXPORTED"]
 
 # Sessions listed by find_session_by_chain: a prefix shared by more is not worth telling apart.
 CHAIN_MATCHES = 20
 _NEWEST = 2**62  # an event id above every real one
+
+EVENT = "id, type, role, content, source, pinned, timestamp, payload, artifact_id, parent_event_id, tokens"
+LOGGED_EVENT = f"{EVENT}, detached, created_at"
+ARTIFACT = "id, kind, source, version, pinned, previous_id, first_event_id, last_event_id, sha256"
+CHUNK = "id, event_id, artifact_id, ord, text, start_line, end_line, content_hash, parent_id, tokens"
+STATE = "id, kind, label, subject, text, status, superseded_by, event_id, source_events"
+FRAME = "id, window_start, anchor, encoding, budget, base, items"
+TURN = ("request_key, frame_id, tail_pos, evidence, model, mode, sent_tokens, forwarded_tokens, prompt_tokens, cached_tokens, "
+        "completion_tokens, created_at, cache_write_tokens")
+SUMS = ("count(*), coalesce(sum(t.sent_tokens), 0), coalesce(sum(t.forwarded_tokens), 0), coalesce(sum(t.prompt_tokens), 0), "
+        "coalesce(sum(t.cached_tokens), 0), coalesce(sum(t.completion_tokens), 0)")
+SUMMARY = (
+    "SELECT s.id, s.created_at, s.updated_at, "
+    "(SELECT count(*) FROM events e WHERE e.session_id = s.id AND e.detached = 0), "
+    "(SELECT count(*) FROM events e WHERE e.session_id = s.id AND e.role IS NOT NULL AND e.detached = 0), "
+    "(SELECT count(*) FROM artifacts a WHERE a.session_id = s.id), "
+    "(SELECT count(*) FROM chunks c WHERE c.session_id = s.id) FROM sessions s "
+)
+# Every table with rows of a session (besides `sessions`), parents first, and the column its rows
+# are listed in order of. A migration that adds one adds it here, and export and import follow.
+SESSION_TABLES: Mapping[str, str] = MappingProxyType({
+    "artifacts": "id", "events": "id", "chunks": "id", "state_items": "id", "transcript": "pos", "frames": "id", "turns": "id",
+    "responses": "created_at", "response_items": "item_id", "view_snapshots": "session_id",
+})
+# What an export holds: everything but the chunks (derived from events and artifacts).
+EXPORTED = ("events", "artifacts", "state_items", "transcript", "frames", "turns", "responses", "response_items")
+Row = Sequence[Any]
+
+
+def _event(r: Row) -> EventRow:
+    # Nearly every payload is "{}": decoding 100,000 of them took ~1 s of a view's load.
+    return EventRow(r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6], {} if r[7] == "{}" else json.loads(r[7]), r[8], r[9], r[10])
+
+
+def _logged_event(r: Row) -> LoggedEvent:
+    return LoggedEvent(r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6], json.loads(r[7]), r[8], r[9], r[10], bool(r[11]), float(r[12]))
+
+
+def _artifact(r: Row) -> ArtifactRow:
+    return ArtifactRow(r[0], r[1], r[2], r[3], bool(r[4]), r[5], r[6], r[7], r[8])
+
+
+def _artifact_info(r: Row) -> ArtifactInfo:
+    """An `ARTIFACT` row followed by the content's length."""
+    return ArtifactInfo(r[0], r[1], r[2], r[3], bool(r[4]), r[5], r[6], r[7], r[8], int(r[9]))
+
+
+def _state(r: Row) -> StateItem:
+    return StateItem(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], tuple(json.loads(r[8])))
+
+
+def _frame(r: Row) -> FrameRecord:
+    return FrameRecord(r[0], r[1], r[2], r[3], r[4], tuple(json.loads(r[5])), tuple(json.loads(r[6])))
+
+
+def _turn(r: Row) -> TurnRecord:
+    return TurnRecord(r[0], r[1], r[2], json.loads(r[3]) if r[3] else None, r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11], r[12])
+
+
+def _totals(r: Row) -> UsageTotals:
+    return UsageTotals(*(int(v) for v in r))
 
 
 class SqlReads:
@@ -63,14 +128,14 @@ class SqlReads:
         (edited away or regenerated) are left out, and so are artifacts only they referenced. With
         `chunk_limit`, only the first that many chunks (a caller pages through a large session)."""
         events, artifacts, chunks = await self._together([
-            (f"SELECT {R.EVENT} FROM events WHERE session_id = ? AND id > ? AND detached = 0 ORDER BY id", (session_id, after_event)),
-            (f"SELECT {R.ARTIFACT} FROM artifacts a WHERE session_id = ? AND (id > ? OR last_event_id > ?) "
+            (f"SELECT {EVENT} FROM events WHERE session_id = ? AND id > ? AND detached = 0 ORDER BY id", (session_id, after_event)),
+            (f"SELECT {ARTIFACT} FROM artifacts a WHERE session_id = ? AND (id > ? OR last_event_id > ?) "
              "AND EXISTS (SELECT 1 FROM events e WHERE (e.artifact_id = a.id OR e.id = a.first_event_id) AND e.detached = 0) ORDER BY id",
              (session_id, after_artifact, after_event)),
-            (f"SELECT {R.CHUNK} FROM chunks WHERE session_id = ? AND id > ? ORDER BY id" + ("" if chunk_limit is None else " LIMIT ?"),
+            (f"SELECT {CHUNK} FROM chunks WHERE session_id = ? AND id > ? ORDER BY id" + ("" if chunk_limit is None else " LIMIT ?"),
              (session_id, after_chunk) + (() if chunk_limit is None else (chunk_limit,))),
         ])
-        return SessionDelta([R.event(r) for r in events], [R.artifact(r) for r in artifacts], [ChunkRow._make(r) for r in chunks])
+        return SessionDelta([_event(r) for r in events], [_artifact(r) for r in artifacts], [ChunkRow._make(r) for r in chunks])
 
     async def view_snapshot(self, session_id: str, model: str, fmt: str) -> tuple[int, int, int, int, bytes] | None:
         """(generation, max event, max artifact, max chunk, data) of the session's stored view
@@ -87,7 +152,7 @@ class SqlReads:
         return {r[0]: bytes(r[1]) for r in found}
 
     async def state_items(self, session_id: str) -> list[StateItem]:
-        return [R.state(r) for r in await self._rows(f"SELECT {R.STATE} FROM state_items WHERE session_id = ? ORDER BY id", (session_id,))]
+        return [_state(r) for r in await self._rows(f"SELECT {STATE} FROM state_items WHERE session_id = ? ORDER BY id", (session_id,))]
 
     async def transcript(self, session_id: str) -> list[TranscriptEntry]:
         found = await self._rows(
@@ -97,22 +162,22 @@ class SqlReads:
 
     async def frames(self, session_id: str, limit: int = 8) -> list[FrameRecord]:
         """The session's most recent frames, newest first."""
-        found = await self._rows(f"SELECT {R.FRAME} FROM frames WHERE session_id = ? ORDER BY id DESC LIMIT ?", (session_id, limit))
-        return [R.frame(r) for r in found]
+        found = await self._rows(f"SELECT {FRAME} FROM frames WHERE session_id = ? ORDER BY id DESC LIMIT ?", (session_id, limit))
+        return [_frame(r) for r in found]
 
     async def find_turn(self, session_id: str, request_key: str) -> TurnRecord | None:
-        r = await self._one(f"SELECT {R.TURN} FROM turns WHERE session_id = ? AND request_key = ? ORDER BY id DESC LIMIT 1",
+        r = await self._one(f"SELECT {TURN} FROM turns WHERE session_id = ? AND request_key = ? ORDER BY id DESC LIMIT 1",
                             (session_id, request_key))
-        return None if r is None else R.turn(r)
+        return None if r is None else _turn(r)
 
     async def turns(self, session_id: str, limit: int = 1000) -> list[TurnRecord]:
         """The session's forwarded prompts, oldest first (the most recent `limit`)."""
-        found = await self._rows(f"SELECT {R.TURN} FROM (SELECT * FROM turns WHERE session_id = ? ORDER BY id DESC LIMIT ?) AS t ORDER BY id",
+        found = await self._rows(f"SELECT {TURN} FROM (SELECT * FROM turns WHERE session_id = ? ORDER BY id DESC LIMIT ?) AS t ORDER BY id",
                                  (session_id, limit))
-        return [R.turn(r) for r in found]
+        return [_turn(r) for r in found]
 
     async def usage_totals(self, session_id: str) -> UsageTotals:
-        return R.totals((await self._rows(f"SELECT {R.SUMS} FROM turns t WHERE t.session_id = ?", (session_id,)))[0])
+        return _totals((await self._rows(f"SELECT {SUMS} FROM turns t WHERE t.session_id = ?", (session_id,)))[0])
 
     async def find_response(self, response_id: str, scope: str) -> tuple[str, int, str] | None:
         """(session id, transcript position, chain hash) recorded for a response id, within `scope`."""
@@ -153,16 +218,16 @@ class SqlReads:
     async def list_sessions(self, session_id: str | None = None) -> list[SessionSummary]:
         """Every session with its counts, newest first; or just `session_id`'s."""
         where, params = ("WHERE s.id = ? ", (session_id,)) if session_id is not None else ("", ())
-        return [SessionSummary(*r) for r in await self._rows(R.SUMMARY + f"{where}ORDER BY s.updated_at DESC, s.id", params)]
+        return [SessionSummary(*r) for r in await self._rows(SUMMARY + f"{where}ORDER BY s.updated_at DESC, s.id", params)]
 
     async def last_manifest(self, session_id: str) -> str | None:
         r = await self._one("SELECT last_manifest FROM sessions WHERE id = ?", (session_id,))
         return None if r is None else r[0]
 
-    async def export_rows(self, session_id: str, tables: Sequence[str] = R.EXPORTED) -> dict[str, list[dict[str, Any]]]:
-        """Every row of the session in `tables` (an export's: `rows.EXPORTED`) by column name, read in one snapshot."""
+    async def export_rows(self, session_id: str, tables: Sequence[str] = EXPORTED) -> dict[str, list[dict[str, Any]]]:
+        """Every row of the session in `tables` (an export's: `EXPORTED`) by column name, read in one snapshot."""
         columns = await self.table_columns()
-        found = await self._together([(f"SELECT {', '.join(columns[t])} FROM {t} WHERE session_id = ? ORDER BY {R.SESSION_TABLES[t]}",
+        found = await self._together([(f"SELECT {', '.join(columns[t])} FROM {t} WHERE session_id = ? ORDER BY {SESSION_TABLES[t]}",
                                        (session_id,)) for t in tables])
         return {t: [dict(zip(columns[t], r, strict=True)) for r in rows] for t, rows in zip(tables, found, strict=True)}
 
@@ -182,7 +247,7 @@ class SqlReads:
             lower = self.dialect.ascii_lower
             where.append(f"{self.dialect.position}({lower.format('substr(s.id, ?)')}, {lower.format('?')}) > 0")
             params += [len(prefix) + 1, contains]
-        found = await self._rows(R.SUMMARY + f"WHERE {' AND '.join(where)} ORDER BY s.id LIMIT ?", (*params, limit))
+        found = await self._rows(SUMMARY + f"WHERE {' AND '.join(where)} ORDER BY s.id LIMIT ?", (*params, limit))
         return [SessionSummary(*r) for r in found]
 
     async def expired_sessions(self, updated_before: float | None, keep_per_namespace: int | None, limit: int = 500) -> list[str]:
@@ -204,16 +269,16 @@ class SqlReads:
 
     async def event_page(self, session_id: str, before: int | None, limit: int) -> list[LoggedEvent]:
         """The session's events before the id `before` (None: the newest), newest first, detached ones included."""
-        found = await self._rows(f"SELECT {R.LOGGED_EVENT} FROM events WHERE session_id = ? AND id < ? ORDER BY id DESC LIMIT ?",
+        found = await self._rows(f"SELECT {LOGGED_EVENT} FROM events WHERE session_id = ? AND id < ? ORDER BY id DESC LIMIT ?",
                                  (session_id, _NEWEST if before is None else before, limit))
-        return [R.logged_event(r) for r in found]
+        return [_logged_event(r) for r in found]
 
     async def events_by_id(self, session_id: str, ids: Sequence[int]) -> list[LoggedEvent]:
         """The session's events with these ids, in id order (ids of other sessions are ignored)."""
-        return [R.logged_event(r) for r in await self._by_id(R.LOGGED_EVENT, "events", session_id, ids)]
+        return [_logged_event(r) for r in await self._by_id(LOGGED_EVENT, "events", session_id, ids)]
 
     async def chunks_by_id(self, session_id: str, ids: Sequence[int]) -> list[ChunkRow]:
-        return [ChunkRow._make(r) for r in await self._by_id(R.CHUNK, "chunks", session_id, ids)]
+        return [ChunkRow._make(r) for r in await self._by_id(CHUNK, "chunks", session_id, ids)]
 
     async def _by_id(self, columns: str, table: str, session_id: str, ids: Sequence[int]) -> list[Sequence[Any]]:
         if not ids:
@@ -223,9 +288,9 @@ class SqlReads:
 
     async def artifact_page(self, session_id: str, after: int, limit: int) -> list[ArtifactInfo]:
         """The session's artifact versions with ids above `after`, in id order, without content."""
-        found = await self._rows(f"SELECT {R.ARTIFACT}, length(content) FROM artifacts WHERE session_id = ? AND id > ? ORDER BY id LIMIT ?",
+        found = await self._rows(f"SELECT {ARTIFACT}, length(content) FROM artifacts WHERE session_id = ? AND id > ? ORDER BY id LIMIT ?",
                                  (session_id, after, limit))
-        return [R.artifact_info(r) for r in found]
+        return [_artifact_info(r) for r in found]
 
     async def artifact_content(self, session_id: str, artifact_id: int) -> str | None:
         r = await self._one("SELECT content FROM artifacts WHERE session_id = ? AND id = ?", (session_id, artifact_id))
@@ -236,13 +301,13 @@ class SqlReads:
 
     async def usage_overall(self, prefix: str = "") -> UsageTotals:
         """Usage totals over every turn of the sessions whose id starts with `prefix`."""
-        return R.totals((await self._rows(f"SELECT {R.SUMS} FROM turns t WHERE substr(t.session_id, 1, ?) = ?", (len(prefix), prefix)))[0])
+        return _totals((await self._rows(f"SELECT {SUMS} FROM turns t WHERE substr(t.session_id, 1, ?) = ?", (len(prefix), prefix)))[0])
 
     async def usage_by_session(self, prefix: str, limit: int) -> list[SessionUsage]:
         """Per-session usage totals of the sessions (id starting with `prefix`) that forwarded
         anything, the most tokens forwarded first, at most `limit`."""
         found = await self._rows(
-            f"SELECT t.session_id, s.updated_at, {R.SUMS} FROM turns t JOIN sessions s ON s.id = t.session_id "
+            f"SELECT t.session_id, s.updated_at, {SUMS} FROM turns t JOIN sessions s ON s.id = t.session_id "
             "WHERE substr(t.session_id, 1, ?) = ? GROUP BY t.session_id, s.updated_at "
             "ORDER BY sum(t.forwarded_tokens) DESC, t.session_id LIMIT ?", (len(prefix), prefix, limit))
-        return [SessionUsage(r[0], float(r[1]), R.totals(r[2:])) for r in found]
+        return [SessionUsage(r[0], float(r[1]), _totals(r[2:])) for r in found]

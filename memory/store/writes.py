@@ -15,7 +15,7 @@ from memory.errors import InvalidArgumentError
 from memory.records import FrameRecord, NewEvent, TurnRecord
 from memory.store.events import INSERT_ARTIFACT, INSERT_EVENT, Batch, build, plan_events
 from memory.store.locks import SessionLocks
-from memory.store.rare_words import MAX_POSTINGS, split_or_query
+from memory.store.fulltext import MAX_POSTINGS, split_or_query
 from memory.store.reads import SqlReads
 
 __all__ = ["SqlWrites", "SqlStore"]
@@ -235,7 +235,7 @@ class SqlStore(SqlReads):
 
     def __init__(self) -> None:
         self._session_locks = SessionLocks()
-        self.max_postings = MAX_POSTINGS  # the full-text query's cap (`memory.store.rare_words`)
+        self.max_postings = MAX_POSTINGS  # the full-text query's cap (`memory.store.fulltext`)
 
     async def open(self) -> None:
         raise NotImplementedError
@@ -272,7 +272,7 @@ class SqlStore(SqlReads):
         return await self._bm25(session_id, words, limit) if words else []
 
     async def _bm25(self, session_id: str, words: list[str], limit: int) -> list[tuple[int, float]]:
-        """`bm25` of at least one word (their rarest, `memory.store.rare_words`)."""
+        """`bm25` of at least one word (their rarest, `memory.store.fulltext`)."""
         raise NotImplementedError
 
     async def delete_sessions(self, session_ids: Sequence[str]) -> list[str]:

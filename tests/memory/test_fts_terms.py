@@ -9,7 +9,7 @@ import psycopg
 from memory import create_runtime
 from memory.store.postgres.fts import stem
 from memory.store.postgres.store import PgStore
-from memory.store.rare_words import or_query, rarest_within, split_or_query
+from memory.store.fulltext import or_query, rarest_within, split_or_query
 from memory.store.sqlite.fts_terms import TermRows, Tokenizer
 from memory.recall.retrieval import fts_query
 from memory.store.sqlite.store import INDEX_TOKENIZE

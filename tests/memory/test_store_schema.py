@@ -10,7 +10,7 @@ import pytest
 
 from memory.store.postgres.migrations import MIGRATIONS as PG_MIGRATIONS
 from memory.store.postgres.store import PgStore
-from memory.store.rows import SESSION_TABLES
+from memory.store.reads import SESSION_TABLES
 from memory.store.schema import numbered
 from memory.store.sqlite.migrations import MIGRATIONS as SQLITE_MIGRATIONS
 from memory.store.sqlite.store import SqliteStore

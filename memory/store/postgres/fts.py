@@ -12,7 +12,7 @@ it with PostgreSQL's own machinery instead of inventing another one:
 - matching: a `tsvector` column under a GIN index; the session is one extra lexeme in every row's
   vector (as `session_key` is in FTS5), so a query intersects the session's posting list inside the
   index instead of matching every session and filtering afterwards;
-- trimming: a question whose words together match more than `rare_words.MAX_POSTINGS` rows keeps
+- trimming: a question whose words together match more than `fulltext.MAX_POSTINGS` rows keeps
   its rarest ones, as on SQLite; the rows per lexeme come from `fts_terms`, counted at ingest;
 - postings: each lexeme's rows in a session, with its occurrences and the row's length
   (`fts_postings`, kept at ingest), read from their index alone; what FTS5's index holds and a
@@ -34,8 +34,7 @@ from typing import Any
 
 import psycopg
 
-from memory.store.rare_words import MAX_POSTINGS, rarest_within
-from memory.store.rows import session_key
+from memory.store.fulltext import MAX_POSTINGS, rarest_within, session_key
 
 __all__ = ["TS_CONFIG", "fts_text", "token_count", "session_lexeme", "stem", "rank"]
 
@@ -143,7 +142,7 @@ async def stem(conn: psycopg.AsyncConnection[Any], phrases: Sequence[str], sessi
 async def rank(conn: psycopg.AsyncConnection[Any], words: Sequence[str], session_id: str, limit: int,
                max_postings: int = MAX_POSTINGS) -> list[tuple[int, float]]:
     """The session's chunks holding any of `words` (their rarest when together they match more
-    than `max_postings` rows, `memory.store.rare_words`), best first, with FTS5's bm25 score
+    than `max_postings` rows, `memory.store.fulltext`), best first, with FTS5's bm25 score
     (lower is better)."""
     phrases = [fts_text(w) for w in words]
     stems, docs = await stem(conn, phrases, session_id)

@@ -32,7 +32,7 @@ from memory.store.dialect import SQLITE
 from memory.store.events import CHUNK_ROW
 from memory.store.postgres.store import PgStore, PgTx
 from memory.store.reads import SqlReads
-from memory.store.rows import SESSION_TABLES
+from memory.store.reads import SESSION_TABLES
 from memory.store.sqlite.store import DISTINCT_MODELS
 
 __all__ = ["SessionCopy", "ImportReport", "import_sqlite"]

@@ -117,7 +117,7 @@ M002_RESPONSES: Final = typed(RESPONSES, TYPES)
 M003_CACHE_WRITES: Final = CACHE_WRITES
 
 # Rows per full-text lexeme, per session: what the full-text query's rare-word trimming reads
-# (`memory.store.rare_words`; SQLite reads its FTS5 index's vocabulary instead). Kept as chunks are
+# (`memory.store.fulltext`; SQLite reads its FTS5 index's vocabulary instead). Kept as chunks are
 # written (the chunk insert adds its lexemes' counts), filled here for the chunks already stored;
 # a session's rows go with it (cascade) and move with a rename (every `session_id` table does).
 # Index state, like the tsvector it counts: not exported.

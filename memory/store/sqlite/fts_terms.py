@@ -1,9 +1,7 @@
-"""Which words of a question the full-text query keeps on SQLite: the rarest, within a cost cap
-(the rule, `memory.store.rare_words`, is both stores'). The store looks up how many rows hold each
-word in the fts5vocab table of its index.
-
-The index stems words (porter tokenizer), so a word is looked up by its index terms: `Tokenizer`
-asks SQLite itself, through an in-memory FTS5 table with the index's tokenizer, and remembers.
+"""How many rows hold each word of a question on SQLite (for the rare-word rule of
+`memory.store.fulltext`), counted in the fts5vocab table of its index. The index stems words
+(porter tokenizer), so a word is looked up by its index terms: `Tokenizer` asks SQLite itself,
+through an in-memory FTS5 table with the index's tokenizer, and remembers.
 """
 
 from __future__ import annotations

@@ -1,29 +1,35 @@
-"""Which words of a question the full-text query keeps: the rarest, within a cost cap (both stores).
+"""What both stores' full-text search shares: the token that stands for a session in every row of
+its index, the query's shape, and which words of a question the query keeps.
 
-`retrieval.fts_query` ORs every content word of a question. The index reads and scores every row
-that matches any of them, so at 100k events one common word ("py" in 64% of the rows) made an
+The query is what `retrieval.fts_query` writes, every content word of a question quoted and joined
+by OR (`split_or_query` reads it back, `or_query` writes the words kept). The index reads and
+scores every row that matches any of them, so at 100k events one common word ("py" in 64% of the rows) made an
 SQLite query cost ~75 ms while adding nothing to the ranking (BM25 weighs such a word near zero).
 Each store looks up how many rows hold each word's index terms (SQLite: the fts5vocab table of its
 index; PostgreSQL: the `fts_terms` counts kept at ingest) and keeps the rarest words while the rows
 they match stay under `MAX_POSTINGS`; below that size (every store of a few thousand turns) the
 query is unchanged.
-
-The question reaches a store as `retrieval.fts_query` writes it, its words quoted and joined by OR
-(`split_or_query` reads it back, `or_query` writes the kept words so).
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Mapping, Sequence
 
-__all__ = ["MAX_POSTINGS", "MIN_WORDS", "rarest_within", "split_or_query", "or_query"]
+__all__ = ["MAX_POSTINGS", "MIN_WORDS", "session_key", "rarest_within", "split_or_query", "or_query"]
 
 # Rows a question's words may match together before the most common ones are left out; and the
 # rarest words always kept whatever they cost.
 MAX_POSTINGS = 20_000
 MIN_WORDS = 3
 _QUOTED = re.compile(r'"((?:[^"]|"")*)"')
+
+
+def session_key(session_id: str) -> str:
+    """The one full-text token that stands for a session in every row of it ('k' + 24 hex digits
+    of the id's sha256), so a search intersects the session's posting list inside the index."""
+    return "k" + hashlib.sha256(session_id.encode("utf-8")).hexdigest()[:24]
 
 
 def split_or_query(match: str) -> list[str] | None:
