@@ -14,16 +14,12 @@ rows up by it once per deleted parent.
 
 from __future__ import annotations
 
-import time
-from typing import Any, Final
-
-import psycopg
-from psycopg import sql
+from typing import Final
 
 from memory.store.schema import (ARTIFACTS, CACHE_WRITES, CHUNK_FIELDS, EMBEDDINGS, EVENT_FIELDS, EVENT_TOKENS, FRAMES, RESPONSES,
                                  STATE_ITEMS, TRANSCRIPT, TURNS, VIEW_SNAPSHOTS, numbered, typed)
 
-__all__ = ["MIGRATIONS", "apply_migrations"]
+__all__ = ["MIGRATIONS"]
 
 # The types of the shared table descriptions (`memory.store.schema.typed`) on PostgreSQL; $row, the
 # first two columns of every table whose rows have their own id and belong to a session.
@@ -167,24 +163,3 @@ M007_VIEW_SNAPSHOTS: Final = typed(VIEW_SNAPSHOTS, TYPES)
 
 # (number, name, sql), from the constants above; append only. PostgreSQL runs a multi-statement string in one call.
 MIGRATIONS: Final = numbered(globals())
-
-
-async def apply_migrations(conn: psycopg.AsyncConnection[Any], schema: str, lock_key: int) -> None:
-    """Create `schema` if needed and apply the pending migrations in it, each in its own
-    transaction, while holding the advisory lock `lock_key` (an autocommit connection)."""
-    await conn.execute("SELECT pg_advisory_lock(%s)", (lock_key,))
-    try:
-        await conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
-        await conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
-        await conn.execute(
-            "CREATE TABLE IF NOT EXISTS _migrations (number INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at DOUBLE PRECISION NOT NULL)"
-        )
-        done = {r[0] for r in await (await conn.execute("SELECT number FROM _migrations")).fetchall()}
-        for number, name, script in MIGRATIONS:
-            if number in done:
-                continue
-            async with conn.transaction():
-                await conn.execute(script.encode("utf-8"))
-                await conn.execute("INSERT INTO _migrations(number, name, applied_at) VALUES (%s, %s, %s)", (number, name, time.time()))
-    finally:
-        await conn.execute("SELECT pg_advisory_unlock(%s)", (lock_key,))

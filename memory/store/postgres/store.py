@@ -41,7 +41,7 @@ from memory.errors import StorageError
 from memory.store.dialect import POSTGRES
 from memory.store.events import CHUNK_ROW
 from memory.store.postgres.fts import TS_CONFIG, fts_text, rank, session_lexeme, token_count
-from memory.store.postgres.migrations import apply_migrations
+from memory.store.postgres.migrations import MIGRATIONS
 from memory.store.writes import SqlStore, SqlWrites
 from memory.store.urls import redact_url
 
@@ -178,11 +178,25 @@ class PgStore(SqlStore):
             await pool.close()
 
     async def _migrate(self) -> None:
-        conn = await psycopg.AsyncConnection.connect(self.url, **self._kwargs())
-        try:
-            await apply_migrations(conn, self.schema, advisory_key(f"{_MIGRATION_LOCK}:{self.schema}"))
-        finally:
-            await conn.close()
+        """Create the schema if needed and apply the pending migrations in it, each in its own
+        transaction, holding an advisory lock meanwhile (`memory.store.postgres.migrations`)."""
+        lock = advisory_key(f"{_MIGRATION_LOCK}:{self.schema}")
+        async with await psycopg.AsyncConnection.connect(self.url, **self._kwargs()) as conn:
+            await conn.execute("SELECT pg_advisory_lock(%s)", (lock,))
+            try:
+                await conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema)))
+                await self._configure(conn)
+                await conn.execute("CREATE TABLE IF NOT EXISTS _migrations (number INTEGER PRIMARY KEY, name TEXT NOT NULL, "
+                                   "applied_at DOUBLE PRECISION NOT NULL)")
+                done = {r[0] for r in await (await conn.execute("SELECT number FROM _migrations")).fetchall()}
+                for number, name, script in MIGRATIONS:
+                    if number not in done:
+                        async with conn.transaction():
+                            await conn.execute(script.encode("utf-8"))
+                            await conn.execute("INSERT INTO _migrations(number, name, applied_at) VALUES (%s, %s, %s)",
+                                               (number, name, time.time()))
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock(%s)", (lock,))
 
     async def _first(self, pool: AsyncConnectionPool[Conn], first: Callable[[Conn], Awaitable[T]]) -> tuple[Conn, T]:
         """A pooled connection on which `first`, the first step of a unit of work, has run, and
