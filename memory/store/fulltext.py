@@ -23,7 +23,8 @@ __all__ = ["MAX_POSTINGS", "MIN_WORDS", "session_key", "rarest_within", "split_o
 # rarest words always kept whatever they cost.
 MAX_POSTINGS = 20_000
 MIN_WORDS = 3
-_QUOTED = re.compile(r'"((?:[^"]|"")*)"')
+# A quoted word (FTS5 string, `""` a quote inside) or a bareword (ASCII letters, digits and '_', and non-ASCII).
+_WORD = re.compile(r'"((?:[^"]|"")*)"|([A-Za-z0-9_\u0080-\U0010ffff]+)')
 
 
 def session_key(session_id: str) -> str:
@@ -33,10 +34,10 @@ def session_key(session_id: str) -> str:
 
 
 def split_or_query(match: str) -> list[str] | None:
-    """The words of an OR-list of quoted words ([] for ""), or None for any other FTS5 expression."""
+    """The words of an OR-list of words, quoted or bare ([] for ""), or None for any other FTS5 expression."""
     if not match:
         return []
-    words = [m.group(1).replace('""', '"') for part in match.split(" OR ") if (m := _QUOTED.fullmatch(part))]
+    words = [m[2] or m[1].replace('""', '"') for part in match.split(" OR ") if (m := _WORD.fullmatch(part))]
     return words if len(words) == match.count(" OR ") + 1 else None
 
 

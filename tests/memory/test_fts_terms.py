@@ -23,7 +23,8 @@ def test_words_are_looked_up_by_the_terms_the_index_stems_them_to() -> None:
 def test_an_or_query_round_trips_and_other_expressions_are_left_alone() -> None:
     query = fts_query('What did "Bob" change in sqlite_reads about retries?')
     assert or_query(split_or_query(query) or []) == query
-    assert split_or_query('session_key:"x" AND "y"') is None and split_or_query("qzword") is None and split_or_query("") == []
+    assert split_or_query('session_key:"x" AND "y"') is None and split_or_query("") == []
+    assert split_or_query('qzword OR "two words"') == ["qzword", "two words"] and split_or_query("a OR") is None
 
 
 def test_the_most_common_words_leave_first_and_the_rarest_always_stay() -> None:
