@@ -311,3 +311,32 @@ class SqlReads:
             "WHERE substr(t.session_id, 1, ?) = ? GROUP BY t.session_id, s.updated_at "
             "ORDER BY sum(t.forwarded_tokens) DESC, t.session_id LIMIT ?", (len(prefix), prefix, limit))
         return [SessionUsage(r[0], float(r[1]), _totals(r[2:])) for r in found]
+
+    async def last_message_before(self, session_id: str, event_id: int) -> tuple[int, str] | None:
+        """(id, content) of the session's last user/assistant message before `event_id`."""
+        r = await self._one("SELECT id, content FROM events WHERE session_id = ? AND id < ? AND role IN ('user', 'assistant') "
+                            "ORDER BY id DESC LIMIT 1", (session_id, event_id))
+        return None if r is None else (r[0], r[1])
+
+    async def first_chunk_ids(self, event_ids: Sequence[int]) -> dict[int, int]:
+        """The first (ord 0, non-probe) chunk of each event that has one."""
+        if not event_ids:
+            return {}
+        found = await self._rows(f"SELECT event_id, min(id) FROM chunks WHERE {self.dialect.any('event_id')} AND parent_id IS NULL "
+                                 "GROUP BY event_id", (self.dialect.many(event_ids),))
+        return {r[0]: r[1] for r in found}
+
+    async def latest_artifact(self, session_id: str, source: str) -> tuple[int, int, str] | None:
+        """(id, version, content) of the newest snapshot of `source`, diffs excluded."""
+        r = await self._one("SELECT id, version, content FROM artifacts WHERE session_id = ? AND source = ? AND kind != 'diff' "
+                            "ORDER BY id DESC LIMIT 1", (session_id, source))
+        return None if r is None else (r[0], r[1], r[2])
+
+    async def artifact_exists(self, session_id: str, sha: str) -> bool:
+        return await self._one("SELECT 1 FROM artifacts WHERE session_id = ? AND sha256 = ?", (session_id, sha)) is not None
+
+    async def live_messages(self, session_id: str) -> list[tuple[int, str]]:
+        """(event id, content) of the user and assistant messages on the transcript, in order."""
+        found = await self._rows("SELECT e.id, e.content FROM transcript t JOIN events e ON e.id = t.event_id "
+                                 "WHERE t.session_id = ? AND e.role IN ('user', 'assistant') ORDER BY t.pos", (session_id,))
+        return [(int(r[0]), str(r[1])) for r in found]

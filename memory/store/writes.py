@@ -1,24 +1,111 @@
 """Writes inside one transaction, written once for both backends. A backend's transaction class
 adds `_rows` and `_exec_many`, and what differs in kind: allocating ids, inserting chunks with
 their full-text entries, re-keying a renamed session's full-text entries, and erase.
+
+Appending events: every id is allocated up front (one round trip), every row built in order, and
+each table's rows sent as one batch. A 300-message history is a handful of statements instead of a
+thousand. Ids come out in the order rows are built: an event's artifact, the event, its chunks
+each followed by their probes, a diff and its chunks.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
 from typing import Any
 
 from memory.errors import InvalidArgumentError
-from memory.records import FrameRecord, NewEvent, TurnRecord
-from memory.store.events import INSERT_ARTIFACT, INSERT_EVENT, Batch, build, plan_events
-from memory.store.locks import SessionLocks
+from memory.records import FrameRecord, NewChunk, NewEvent, TurnRecord
 from memory.store.fulltext import MAX_POSTINGS, split_or_query
+from memory.store.locks import SessionLocks
 from memory.store.reads import SqlReads
 
-__all__ = ["SqlWrites", "SqlStore"]
+__all__ = ["SqlWrites", "SqlStore", "CHUNK_ROW"]
+
+# Columns of the generic chunk row a backend's `_add_chunks` receives.
+CHUNK_ROW = "id, session_id, event_id, artifact_id, ord, text, start_line, end_line, content_hash, tokens, parent_id"
+INSERT_ARTIFACT = ("INSERT INTO artifacts(id, session_id, sha256, kind, source, version, content, pinned, previous_id, first_event_id, "
+                   "last_event_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+INSERT_EVENT = ("INSERT INTO events(id, session_id, type, role, content, source, pinned, timestamp, payload, artifact_id, parent_event_id, "
+                "created_at, tokens) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+
+
+@dataclass
+class Batch:
+    """Rows of one `add_events` call, built in id order before anything is sent."""
+
+    session_id: str
+    event_ids: list[int]
+    artifacts: list[list[Any]] = field(default_factory=list)
+    events: list[list[Any]] = field(default_factory=list)
+    chunks: list[tuple[Any, ...]] = field(default_factory=list)
+    touched: list[tuple[int, int, int, int | None]] = field(default_factory=list)  # (event, event, pinned, artifact) of stored artifacts
+    now: float = field(default_factory=time.time)
+
+    def add_chunks(self, chunks: Sequence[NewChunk], ids: Iterator[int], event_id: int | None, artifact_id: int | None) -> None:
+        for i, c in enumerate(chunks):
+            chunk_id = next(ids)
+            self.chunks.append((chunk_id, self.session_id, event_id, artifact_id, i, c.text, c.start_line, c.end_line, c.content_hash,
+                                c.tokens, None))
+            self.chunks += [(next(ids), self.session_id, event_id, artifact_id, i, text, c.start_line, c.end_line, digest, 0, chunk_id)
+                            for text, digest in c.probes]
+
+
+def _chunk_count(chunks: Sequence[NewChunk]) -> int:
+    return sum(1 + len(c.probes) for c in chunks)
+
+
+def plan_events(events: Sequence[NewEvent], known: dict[str, int | None]) -> tuple[list[tuple[bool, bool]], int, int]:
+    """Per event (creates its artifact, creates a diff artifact), and the artifact and chunk ids
+    needed. `known` (sha -> id of the session's stored artifacts) gains the shas to be created (None)."""
+    plan: list[tuple[bool, bool]] = []
+    new_artifacts = n_chunks = 0
+    for ev in events:
+        creates = ev.artifact_sha is not None and ev.artifact_sha not in known
+        diff = creates and ev.diff is not None and ev.diff[0] not in known
+        for sha in ([ev.artifact_sha] if creates else []) + ([ev.diff[0]] if diff and ev.diff else []):
+            known[str(sha)] = None
+            new_artifacts += 1
+        if ev.artifact_sha is None or creates:
+            n_chunks += _chunk_count(ev.chunks) + (_chunk_count(ev.diff[2]) if diff and ev.diff else 0)
+        plan.append((creates, diff))
+    return plan, new_artifacts, n_chunks
+
+
+def build(batch: Batch, events: Sequence[NewEvent], known: dict[str, int | None], plan: list[tuple[bool, bool]],
+          artifact_ids: Iterator[int], chunk_ids: Iterator[int]) -> None:
+    """Every row of `events`, in id order, into `batch`."""
+    created: dict[str, list[Any]] = {}  # sha -> artifact row built in this batch
+    for ev, event_id, (creates, diff) in zip(events, batch.event_ids, plan, strict=True):
+        artifact_id: int | None = None
+        if ev.artifact_sha is not None:
+            if creates:
+                artifact_id = next(artifact_ids)
+                created[ev.artifact_sha] = [artifact_id, batch.session_id, ev.artifact_sha, ev.artifact_kind, ev.source, ev.version,
+                                            ev.content, int(ev.pinned), ev.previous_id, event_id, event_id]
+                batch.artifacts.append(created[ev.artifact_sha])
+            elif ev.artifact_sha in created:  # a second event of this batch with the same content
+                row = created[ev.artifact_sha]
+                artifact_id, row[10], row[7] = int(row[0]), event_id, max(row[7], int(ev.pinned))
+            else:
+                artifact_id = known[ev.artifact_sha]
+                batch.touched.append((event_id, event_id, int(ev.pinned), artifact_id))
+        parent = batch.event_ids[ev.parent_index] if ev.parent_index is not None else None
+        batch.events.append([event_id, batch.session_id, ev.type, ev.role, "" if artifact_id is not None else ev.content, ev.source,
+                             int(ev.pinned), ev.timestamp, ev.payload, artifact_id, parent, batch.now, ev.tokens])
+        if artifact_id is None:
+            batch.add_chunks(ev.chunks, chunk_ids, event_id, None)
+        elif creates:
+            batch.add_chunks(ev.chunks, chunk_ids, None, artifact_id)
+            if diff and ev.diff is not None:
+                sha, text, chunks = ev.diff
+                diff_id = next(artifact_ids)
+                batch.artifacts.append([diff_id, batch.session_id, sha, "diff", ev.source, ev.version, text, 0, ev.previous_id, event_id,
+                                        event_id])
+                batch.add_chunks(chunks, chunk_ids, None, diff_id)
 
 
 def _json(value: Any) -> str:
@@ -43,7 +130,7 @@ class SqlWrites(SqlReads):
         raise NotImplementedError
 
     async def _add_chunks(self, session_id: str, rows: Sequence[Sequence[Any]]) -> None:
-        """Insert chunk rows (`memory.store.events.CHUNK_ROW`) with this backend's full-text entries."""
+        """Insert chunk rows (`CHUNK_ROW`) with this backend's full-text entries."""
         raise NotImplementedError
 
     async def _erase(self, session_ids: Sequence[str]) -> list[str]:
@@ -53,7 +140,7 @@ class SqlWrites(SqlReads):
 
     async def add_events(self, session_id: str, events: Sequence[NewEvent]) -> list[int]:
         """Append events (and their artifacts and chunks); returns the new event ids in order (see
-        `memory.store.events`)."""
+        the module's docstring)."""
         shas = [s for ev in events for s in (ev.artifact_sha, ev.diff[0] if ev.diff else None) if s is not None]
         known: dict[str, int | None] = {r[0]: r[1] for r in await self._rows(
             f"SELECT sha256, id FROM artifacts WHERE session_id = ? AND {self.dialect.any('sha256')}", (session_id, self.dialect.many(shas)))
@@ -93,29 +180,6 @@ class SqlWrites(SqlReads):
         now = time.time()
         await self._exec(f"INSERT INTO sessions(id, scope, created_at, updated_at, generation) VALUES (?, ?, ?, ?, {self.dialect.new_generation}) "
                          "ON CONFLICT (id) DO UPDATE SET updated_at = excluded.updated_at", (session_id, scope, now, now))
-
-    async def last_message_before(self, session_id: str, event_id: int) -> tuple[int, str] | None:
-        """(id, content) of the session's last user/assistant message before `event_id`."""
-        r = await self._one("SELECT id, content FROM events WHERE session_id = ? AND id < ? AND role IN ('user', 'assistant') "
-                            "ORDER BY id DESC LIMIT 1", (session_id, event_id))
-        return None if r is None else (r[0], r[1])
-
-    async def first_chunk_ids(self, event_ids: Sequence[int]) -> dict[int, int]:
-        """The first (ord 0, non-probe) chunk of each event that has one."""
-        if not event_ids:
-            return {}
-        found = await self._rows(f"SELECT event_id, min(id) FROM chunks WHERE {self.dialect.any('event_id')} AND parent_id IS NULL "
-                                 "GROUP BY event_id", (self.dialect.many(event_ids),))
-        return {r[0]: r[1] for r in found}
-
-    async def latest_artifact(self, session_id: str, source: str) -> tuple[int, int, str] | None:
-        """(id, version, content) of the newest snapshot of `source`, diffs excluded."""
-        r = await self._one("SELECT id, version, content FROM artifacts WHERE session_id = ? AND source = ? AND kind != 'diff' "
-                            "ORDER BY id DESC LIMIT 1", (session_id, source))
-        return None if r is None else (r[0], r[1], r[2])
-
-    async def artifact_exists(self, session_id: str, sha: str) -> bool:
-        return await self._one("SELECT 1 FROM artifacts WHERE session_id = ? AND sha256 = ?", (session_id, sha)) is not None
 
     async def set_event_tokens(self, counts: Sequence[tuple[int, int]]) -> None:
         """Store token counts (event id, count) of events stored before they were counted at ingest."""
@@ -157,12 +221,6 @@ class SqlWrites(SqlReads):
             await self._exec(f"UPDATE events SET detached = 1 WHERE {self.dialect.any('id')} OR {self.dialect.any('parent_event_id')}", (ids, ids))
         await self._exec("DELETE FROM transcript WHERE session_id = ? AND pos >= ?", (session_id, pos))
         await self._exec(f"UPDATE sessions SET generation = {self.dialect.next_generation} WHERE id = ?", (session_id,))
-        return [(int(r[0]), str(r[1])) for r in found]
-
-    async def live_messages(self, session_id: str) -> list[tuple[int, str]]:
-        """(event id, content) of the user and assistant messages on the transcript, in order."""
-        found = await self._rows("SELECT e.id, e.content FROM transcript t JOIN events e ON e.id = t.event_id "
-                                 "WHERE t.session_id = ? AND e.role IN ('user', 'assistant') ORDER BY t.pos", (session_id,))
         return [(int(r[0]), str(r[1])) for r in found]
 
     async def clear_state(self, session_id: str) -> None:

@@ -29,11 +29,10 @@ from typing import Any
 
 from memory.errors import StorageError
 from memory.store.dialect import SQLITE
-from memory.store.events import CHUNK_ROW
 from memory.store.postgres.store import PgStore, PgTx
-from memory.store.reads import SqlReads
-from memory.store.reads import SESSION_TABLES
+from memory.store.reads import SESSION_TABLES, SqlReads
 from memory.store.sqlite.store import DISTINCT_MODELS
+from memory.store.writes import CHUNK_ROW
 
 __all__ = ["SessionCopy", "ImportReport", "import_sqlite"]
 

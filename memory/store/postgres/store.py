@@ -39,11 +39,10 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from memory.errors import StorageError
 from memory.store.dialect import POSTGRES
-from memory.store.events import CHUNK_ROW
 from memory.store.postgres.fts import TS_CONFIG, fts_text, rank, session_lexeme, token_count
 from memory.store.postgres.migrations import MIGRATIONS
-from memory.store.writes import SqlStore, SqlWrites
 from memory.store.urls import redact_url
+from memory.store.writes import CHUNK_ROW, SqlStore, SqlWrites
 
 __all__ = ["PgStore", "PgTx", "advisory_key"]
 

@@ -40,13 +40,12 @@ import aiosqlite
 
 from memory.errors import StorageError
 from memory.store.dialect import SQLITE
-from memory.store.events import CHUNK_ROW
 from memory.store.fulltext import or_query, rarest_within, session_key
 from memory.store.locks import FileSessionLocks
 from memory.store.sqlite.files import OpenFiles
 from memory.store.sqlite.fts_terms import TermRows, Tokenizer
 from memory.store.sqlite.migrations import MIGRATIONS
-from memory.store.writes import SqlStore, SqlWrites
+from memory.store.writes import CHUNK_ROW, SqlStore, SqlWrites
 
 __all__ = ["SqliteStore", "SqliteTx", "DISTINCT_MODELS"]
 
