@@ -31,6 +31,7 @@ class Dialect:
     json_lists: bool
     # (table, column) of every table in the schema, in column order.
     columns: str
+    lock_rows: str = ""  # what makes a SELECT lock the rows it reads until commit
 
     def sql(self, query: str) -> str:
         """`query` (written with `?` placeholders) as this backend's driver takes it."""
@@ -50,6 +51,6 @@ SQLITE = Dialect("sqlite", new_generation="CAST((julianday('now') - 2440587.5) *
                  columns="SELECT m.name, p.name FROM sqlite_master m JOIN pragma_table_info(m.name) p WHERE m.type = 'table' "
                          "AND m.name NOT LIKE 'sqlite_%' AND m.name NOT LIKE 'chunks_fts%' ORDER BY m.name, p.cid")
 POSTGRES = Dialect("postgres", new_generation="nextval('session_generation')", next_generation="nextval('session_generation')",
-                   greatest="greatest", position="strpos", ascii_lower='lower({} COLLATE "C")', json_lists=False,
+                   greatest="greatest", position="strpos", ascii_lower='lower({} COLLATE "C")', json_lists=False, lock_rows=" FOR UPDATE",
                    columns="SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = current_schema() "
                            "ORDER BY table_name, ordinal_position")

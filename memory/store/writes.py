@@ -23,12 +23,18 @@ from memory.store.fulltext import MAX_POSTINGS, split_or_query
 from memory.store.locks import SessionLocks
 from memory.store.reads import SqlReads
 
-__all__ = ["SqlWrites", "SqlStore", "CHUNK_ROW"]
+__all__ = ["SqlWrites", "SqlStore", "CHUNK_ROW", "DISTINCT_MODELS"]
 
 # Columns of the generic chunk row a backend's `_add_chunks` receives.
 CHUNK_ROW = "id, session_id, event_id, artifact_id, ord, text, start_line, end_line, content_hash, tokens, parent_id"
 INSERT_ARTIFACT = ("INSERT INTO artifacts(id, session_id, sha256, kind, source, version, content, pinned, previous_id, first_event_id, "
                    "last_event_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+# The distinct models of the embeddings table by index seeks (a loose index scan), not a table scan.
+DISTINCT_MODELS = (
+    "WITH RECURSIVE m(model) AS (SELECT min(model) FROM embeddings "
+    "UNION ALL SELECT (SELECT min(model) FROM embeddings WHERE model > m.model) FROM m WHERE m.model IS NOT NULL) "
+    "SELECT model FROM m WHERE model IS NOT NULL"
+)
 INSERT_EVENT = ("INSERT INTO events(id, session_id, type, role, content, source, pinned, timestamp, payload, artifact_id, parent_event_id, "
                 "created_at, tokens) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 
@@ -135,8 +141,19 @@ class SqlWrites(SqlReads):
 
     async def _erase(self, session_ids: Sequence[str]) -> list[str]:
         """Delete every row of these sessions and the vectors nobody else uses; returns the ids
-        that existed, in id order."""
-        raise NotImplementedError
+        that existed, in id order (their rows locked until commit, where the dialect locks rows)."""
+        any_of, ids = self.dialect.any, self.dialect.many(dict.fromkeys(session_ids))
+        found = [str(r[0]) for r in await self._rows(f"SELECT id FROM sessions WHERE {any_of('id')} ORDER BY id{self.dialect.lock_rows}",
+                                                     (ids,))]
+        if found:
+            # Per model, so the primary key (model, content_hash) finds the rows.
+            for (model,) in await self._rows(DISTINCT_MODELS):
+                await self._exec(f"DELETE FROM embeddings WHERE model = ? AND content_hash IN (SELECT content_hash FROM chunks WHERE "
+                                 f"{any_of('session_id')}) AND NOT EXISTS (SELECT 1 FROM chunks c WHERE c.content_hash = "
+                                 f"embeddings.content_hash AND NOT ({any_of('c.session_id')}))", (model, ids, ids))
+            await self._exec(f"DELETE FROM chunks WHERE {any_of('session_id')}", (ids,))  # SQLite's FTS delete markers, by trigger
+            await self._exec(f"DELETE FROM sessions WHERE {any_of('id')}", (ids,))  # the rest of their rows cascade
+        return found
 
     async def add_events(self, session_id: str, events: Sequence[NewEvent]) -> list[int]:
         """Append events (and their artifacts and chunks); returns the new event ids in order (see

@@ -31,8 +31,7 @@ from memory.errors import StorageError
 from memory.store.dialect import SQLITE
 from memory.store.postgres.store import PgStore, PgTx
 from memory.store.reads import SESSION_TABLES, SqlReads
-from memory.store.sqlite.store import DISTINCT_MODELS
-from memory.store.writes import CHUNK_ROW
+from memory.store.writes import CHUNK_ROW, DISTINCT_MODELS
 
 __all__ = ["SessionCopy", "ImportReport", "import_sqlite"]
 

@@ -14,7 +14,8 @@ N of a session has seen everything of that session below N, which is what the in
 high-water marks rely on. `session_lock` serialises a whole request (sync, compile, reply) on top.
 
 `PgTx` writes what PostgreSQL does in its own way: ids drawn from its sequences, chunks with their
-`tsvector` and the per-session BM25 counters, the full-text re-keying of a renamed session, and erase.
+`tsvector` and the per-session BM25 counters, and the full-text re-keying of a renamed session. An
+erase's full-text entries go with its rows; (auto)vacuum reclaims their space later.
 
 Vectors are stored as bytes, keyed by content hash, and searched in process (each instance's view),
 as with SQLite. pgvector's HNSW was measured against that (`benchmarks.pg_vectors`): with a
@@ -104,18 +105,6 @@ class PgTx(SqlWrites):
         # The session's lexeme in each chunk's full-text vector derives from the id: replaced too.
         await self._exec("UPDATE chunks SET session_id = ?, tsv = ts_delete(tsv, ?::text) || array_to_tsvector(ARRAY[?::text]) "
                          "WHERE session_id = ?", (new_id, session_lexeme(old_id), session_lexeme(new_id), old_id))
-
-    async def _erase(self, session_ids: Sequence[str]) -> list[str]:
-        # The sessions' rows stay locked until commit; their full-text entries live in their rows.
-        # (Auto)vacuum reclaims the space later.
-        ids = list(dict.fromkeys(session_ids))
-        found = [str(r[0]) for r in await self._rows("SELECT id FROM sessions WHERE id = ANY(?) ORDER BY id FOR UPDATE", (ids,))]
-        if found:
-            await self._exec("DELETE FROM embeddings e WHERE e.content_hash IN (SELECT content_hash FROM chunks WHERE session_id = ANY(?)) "
-                             "AND NOT EXISTS (SELECT 1 FROM chunks c WHERE c.content_hash = e.content_hash AND c.session_id <> ALL(?))",
-                             (found, found))
-            await self._exec("DELETE FROM sessions WHERE id = ANY(?)", (found,))
-        return found
 
 
 class PgStore(SqlStore):

@@ -47,18 +47,12 @@ from memory.store.sqlite.fts_terms import TermRows, Tokenizer
 from memory.store.sqlite.migrations import MIGRATIONS
 from memory.store.writes import CHUNK_ROW, SqlStore, SqlWrites
 
-__all__ = ["SqliteStore", "SqliteTx", "DISTINCT_MODELS"]
+__all__ = ["SqliteStore", "SqliteTx"]
 
 # The tokenizer migration m001 gave chunks_fts (a word is looked up by the terms it indexes as).
 INDEX_TOKENIZE = "porter unicode61 remove_diacritics 2"
 # The lock (a name no session id has: ids are checked printable) under which a process sets the file up.
 _SETUP_LOCK = "\0memory-runtime set-up"
-# The distinct models of the embeddings table by index seeks (a loose index scan), not a table scan.
-DISTINCT_MODELS = (
-    "WITH RECURSIVE m(model) AS (SELECT min(model) FROM embeddings "
-    "UNION ALL SELECT (SELECT min(model) FROM embeddings WHERE model > m.model) FROM m WHERE m.model IS NOT NULL) "
-    "SELECT model FROM m WHERE model IS NOT NULL"
-)
 
 
 class SqliteTx(SqlWrites):
@@ -93,21 +87,11 @@ class SqliteTx(SqlWrites):
                          (new_id,))
 
     async def _erase(self, session_ids: Sequence[str]) -> list[str]:
-        any_of, ids = self.dialect.any, self.dialect.many(dict.fromkeys(session_ids))
-        found = [str(r[0]) for r in await self._rows(f"SELECT id FROM sessions WHERE {any_of('id')} ORDER BY id", (ids,))]
-        if not found:
-            return []
-        hashes = self.dialect.many(r[0] for r in await self._rows(f"SELECT DISTINCT content_hash FROM chunks WHERE {any_of('session_id')}",
-                                                                  (ids,)))
-        await self._exec(f"DELETE FROM chunks WHERE {any_of('session_id')}", (ids,))  # FTS delete markers via trigger
-        await self._exec(f"DELETE FROM sessions WHERE {any_of('id')}", (ids,))  # events, artifacts, state, transcript cascade
-        # Per model, so the primary key (model, content_hash) finds the rows.
-        for (model,) in await self._rows(DISTINCT_MODELS):
-            await self._exec(f"DELETE FROM embeddings WHERE model = ? AND {any_of('content_hash')} "
-                             "AND NOT EXISTS (SELECT 1 FROM chunks c WHERE c.content_hash = embeddings.content_hash)", (model, hashes))
-        # Merge the FTS segments: entries behind delete markers are dropped, the old pages freed
-        # (and zeroed by secure_delete). Proportional to the index, not to the whole file.
-        await self._exec("INSERT INTO chunks_fts(chunks_fts) VALUES ('optimize')")
+        found = await super()._erase(session_ids)
+        if found:
+            # Merge the FTS segments: entries behind delete markers are dropped, the old pages freed
+            # (and zeroed by secure_delete). Proportional to the index, not to the whole file.
+            await self._exec("INSERT INTO chunks_fts(chunks_fts) VALUES ('optimize')")
         return found
 
 
