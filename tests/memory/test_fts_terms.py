@@ -10,9 +10,8 @@ from memory import create_runtime
 from memory.store.postgres.fts import stem
 from memory.store.postgres.store import PgStore
 from memory.store.fulltext import or_query, rarest_within, split_or_query
-from memory.store.sqlite.fts_terms import TermRows, Tokenizer
+from memory.store.sqlite.store import INDEX_TOKENIZE, TermRows, Tokenizer
 from memory.recall.retrieval import fts_query
-from memory.store.sqlite.store import INDEX_TOKENIZE
 
 
 def test_words_are_looked_up_by_the_terms_the_index_stems_them_to() -> None:

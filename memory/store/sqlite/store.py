@@ -17,11 +17,14 @@ ids are committed in increasing order, which the in-process views' high-water ch
 
 `SqliteTx` writes what SQLite does in its own way: ids past AUTOINCREMENT's high-water mark, chunks
 (whose FTS5 entries come from a trigger), the re-keying of a renamed session's FTS5 entries, and
-erase. Erase never VACUUMs (a full rewrite of the file, every other session's rows and vectors
-included). `secure_delete` (set when the connection opens) overwrites deleted rows and freed pages
-with zeros; the FTS index gets a delete marker per chunk from its trigger, and one `optimize` merge
-afterwards drops the erased terms from its segments; after the commit the store hands the freed
-pages back to the file system and truncates the WAL (`SqliteStore._reclaim`).
+erase's FTS `optimize`. Erase never VACUUMs (a full rewrite of the file, every other session's
+rows and vectors included): `secure_delete` (set when the connection opens) zeroes deleted rows and
+freed pages, and after the commit `SqliteStore._reclaim` hands the freed pages back.
+
+How many rows hold each word of a question (for the rare-word rule of `memory.store.fulltext`) is
+counted in the fts5vocab table of the index. The index stems words (porter tokenizer), so a word is
+looked up by its index terms: `Tokenizer` asks SQLite itself, through an in-memory FTS5 table with
+the index's tokenizer, and remembers; `TermRows` remembers the counts.
 """
 
 from __future__ import annotations
@@ -43,16 +46,66 @@ from memory.store.dialect import SQLITE
 from memory.store.fulltext import or_query, rarest_within, session_key
 from memory.store.locks import FileSessionLocks
 from memory.store.sqlite.files import OpenFiles
-from memory.store.sqlite.fts_terms import TermRows, Tokenizer
 from memory.store.sqlite.migrations import MIGRATIONS
 from memory.store.writes import CHUNK_ROW, SqlStore, SqlWrites
 
-__all__ = ["SqliteStore", "SqliteTx"]
+__all__ = ["SqliteStore", "SqliteTx", "Tokenizer", "TermRows"]
 
 # The tokenizer migration m001 gave chunks_fts (a word is looked up by the terms it indexes as).
 INDEX_TOKENIZE = "porter unicode61 remove_diacritics 2"
 # The lock (a name no session id has: ids are checked printable) under which a process sets the file up.
 _SETUP_LOCK = "\0memory-runtime set-up"
+_CACHE = 4_096  # words or terms remembered
+
+
+class Tokenizer:
+    """A word's index terms, as the index's tokenizer makes them (bounded memo)."""
+
+    def __init__(self, tokenize: str) -> None:
+        self._db = sqlite3.connect(":memory:", check_same_thread=False)
+        quoted = tokenize.replace("'", "''")
+        self._db.execute(f"CREATE VIRTUAL TABLE words USING fts5(text, tokenize='{quoted}')")
+        self._db.execute("CREATE VIRTUAL TABLE word_terms USING fts5vocab(words, instance)")
+        self._memo: dict[str, tuple[str, ...]] = {}
+
+    def terms(self, words: Sequence[str], cache_size: int = _CACHE) -> dict[str, tuple[str, ...]]:
+        # The answer is built before the memo is trimmed: trimming may drop any entry, including
+        # one this call found there or just added.
+        found_here = {w: self._memo[w] for w in dict.fromkeys(words) if w in self._memo}
+        todo = [w for w in dict.fromkeys(words) if w not in found_here]
+        if todo:
+            db = self._db
+            with db:
+                db.execute("DELETE FROM words")
+                db.executemany("INSERT INTO words(rowid, text) VALUES (?, ?)", list(enumerate(todo, 1)))
+                found: dict[int, list[tuple[int, str]]] = {}
+                for term, doc, offset in db.execute("SELECT term, doc, offset FROM word_terms"):
+                    found.setdefault(int(doc), []).append((int(offset), str(term)))
+            for i, word in enumerate(todo, 1):
+                found_here[word] = tuple(t for _, t in sorted(found.get(i, [])))
+                while self._memo and len(self._memo) >= cache_size:
+                    del self._memo[next(iter(self._memo))]
+                self._memo[word] = found_here[word]
+        return {w: found_here[w] for w in words}
+
+
+class TermRows:
+    """Rows per index term, remembered while `stamp` (this connection's total changes, SQLite's
+    data version) holds: counting a common term reads its whole posting list (~28 ms a compile at 100k)."""
+
+    def __init__(self) -> None:
+        self._stamp: tuple[int, ...] = ()
+        self._rows: dict[str, int] = {}
+
+    def known(self, stamp: tuple[int, ...], terms: Sequence[str]) -> tuple[dict[str, int], list[str]]:
+        """The remembered counts of `terms` under `stamp`, and the terms still to count."""
+        if stamp != self._stamp:
+            self._stamp, self._rows = stamp, {}
+        return {t: self._rows[t] for t in terms if t in self._rows}, [t for t in terms if t not in self._rows]
+
+    def add(self, stamp: tuple[int, ...], counted: dict[str, int]) -> None:
+        if stamp and stamp == self._stamp and len(self._rows) + len(counted) <= _CACHE:  # (): in a transaction
+            self._rows.update(counted)
 
 
 class SqliteTx(SqlWrites):
@@ -136,7 +189,7 @@ class SqliteStore(SqlStore):
                 for pragma in ("journal_mode=WAL", "foreign_keys=ON", "synchronous=NORMAL", "secure_delete=ON", "busy_timeout=5000"):
                     await db.execute(f"PRAGMA {pragma}")
                 await self._migrate()
-            # Rows per index term (see `memory.store.sqlite.fts_terms`); temp: per connection, nothing in the file.
+            # Rows per index term (for `_rarest`); temp: per connection, nothing in the file.
             await db.execute("CREATE VIRTUAL TABLE IF NOT EXISTS temp.chunks_vocab USING fts5vocab(main, chunks_fts, row)")
             self._files.record()
         except (OSError, sqlite3.Error) as exc:
@@ -256,8 +309,7 @@ class SqliteStore(SqlStore):
         return [(int(r[0]), float(r[1])) for r in rows]
 
     async def _rarest(self, words: list[str]) -> list[str]:
-        """`words` less the most common ones when together they match too many rows (see
-        `memory.store.sqlite.fts_terms`)."""
+        """`words` less the most common ones when together they match too many rows (`memory.store.fulltext`)."""
         if len(words) <= 1:
             return words
         terms = self._tokenizer.terms(words)
