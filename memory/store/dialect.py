@@ -1,8 +1,7 @@
 """What differs between the SQL the two stores speak, and nothing else.
 
 Every statement shared by the stores is written once, with `?` placeholders, against the names
-here; a store runs it through its dialect. Full-text search, id allocation, locking and erase
-differ too much to share a statement: those live in each backend's folder.
+here; a store runs it through its dialect (what cannot be shared: `memory.store.protocol`).
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 whole-session operations such as erase, rename and expiry) and `StoreTx` (the writes inside one
 transaction, which also reads its own writes).
 
-Both stores share every statement but full-text search, id allocation, locking and erase, so the
-interface is the shared classes themselves (`memory.store.reads`, `memory.store.writes`), each
+Both stores share every statement but full-text search, id allocation, chunk inserts and locking,
+so the interface is the shared classes themselves (`memory.store.reads`, `memory.store.writes`), each
 method written and documented once there; `SqliteStore` (one embedded file) and `PgStore` (several
 proxy instances sharing one memory) add only what their backend does in its own way. Everything
 above this line speaks in records (`memory.records`), never in rows or SQL.

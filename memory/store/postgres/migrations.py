@@ -103,10 +103,8 @@ CREATE TABLE secrets (
 );
 """, TYPES)
 
-# The Responses API's references served from memory, as SQLite's m004: each response id the proxy
-# answered with, the transcript position its reply ends at and the chain hash up to there (an edit
-# of that prefix makes it stale); and items with an id, redacted, for `item_reference` inputs.
-# Item ids compare by code point, as in SQLite (exports list them in that order).
+# The Responses API's references served from memory (SQLite's m004 says what they hold). Item ids
+# compare by code point, as in SQLite (exports list them in that order).
 M002_RESPONSES: Final = typed(RESPONSES, TYPES)
 
 # `turns.cache_write_tokens`: prompt tokens the provider wrote to its cache (Anthropic bills them apart).
@@ -133,10 +131,8 @@ WHERE left(u.lexeme, 1) <> '#' GROUP BY c.session_id, u.lexeme;
 M005_EVENT_TOKENS: Final = EVENT_TOKENS
 
 # Postings: each lexeme's rows in a session, with its occurrences there and the row's length, in
-# lexeme order under the primary key (which carries both, so BM25 reads them from the index alone).
-# What FTS5 keeps in its index and the tsvector cannot give cheaply: reading a row's vector to find
-# one lexeme's positions cost ~2 us a matching row before any scoring (`memory.store.postgres.fts`
-# scores one-lexeme phrases from here; phrases still read vectors). Kept as chunks are written
+# lexeme order under the primary key (which carries both, so BM25 reads them from the index alone;
+# why a tsvector will not do: `memory.store.postgres.fts`). Kept as chunks are written
 # (`PgTx._add_chunks`), filled here for the chunks already stored. Chunks leave only with their
 # session, so the session's cascade (and a rename's update of every `session_id` table) keeps
 # postings and chunks together; no foreign key to chunks, which would cost an index on chunk_id
