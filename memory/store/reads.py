@@ -18,7 +18,7 @@ from typing import Any
 
 from memory.records import (ArtifactInfo, ArtifactRow, ChunkRow, EventRow, FrameRecord, LoggedEvent, SessionDelta, SessionSummary,
                             SessionUsage, StateItem, TranscriptEntry, TurnRecord, UsageTotals)
-from memory.store.dialect import Dialect
+from memory.store.schema import Dialect
 
 __all__ = ["SqlReads", "SESSION_TABLES", "EXPORTED"]
 

@@ -1,17 +1,77 @@
-"""What both stores' schemas share, written once: the tables (or the part of a table) whose
-definition is the same in both but for the types named by `$` placeholders, in the text SQLite's
-migrations have always had, so their SQL is unchanged to the byte (PostgreSQL's up to white space);
-and how a module's migrations are numbered and named."""
+"""The SQL the two stores speak, written once: where it differs (`Dialect`, one per backend), the
+tables (or the part of a table) both schemas share, and how a module's migrations are numbered.
+
+Every statement shared by the stores is written once, with `?` placeholders, against a dialect's
+names; a store runs it through its dialect (what cannot be shared: `memory.store.protocol`). A
+shared table is described once, its types named by `$` placeholders, in the text SQLite's
+migrations have always had, so their SQL is unchanged to the byte (PostgreSQL's up to white space).
+"""
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from string import Template
-from typing import Final
+from typing import Any, Final
 
-__all__ = ["ARTIFACTS", "EVENT_FIELDS", "CHUNK_FIELDS", "EMBEDDINGS", "STATE_ITEMS", "TRANSCRIPT", "FRAMES", "TURNS", "RESPONSES",
-           "CACHE_WRITES", "EVENT_TOKENS", "VIEW_SNAPSHOTS", "numbered", "typed"]
+__all__ = ["Dialect", "SQLITE", "POSTGRES", "ARTIFACTS", "EVENT_FIELDS", "CHUNK_FIELDS", "EMBEDDINGS", "STATE_ITEMS", "TRANSCRIPT", "FRAMES",
+           "TURNS", "RESPONSES", "CACHE_WRITES", "EVENT_TOKENS", "VIEW_SNAPSHOTS", "numbered"]
+
+
+@dataclass(frozen=True)
+class Dialect:
+    name: str
+    # A session created now gets a generation no earlier session of its id had; detaching messages
+    # moves it on (in-process views reload when it changes).
+    new_generation: str
+    next_generation: str
+    greatest: str  # the larger of two values
+    position: str  # 1-based position of a substring, 0 when absent
+    # Lower case of ASCII letters only, as SQLite's lower() folds them.
+    ascii_lower: str
+    # Several values bound to one parameter: a JSON array SQLite reads with json_each, or a
+    # PostgreSQL array. No batching, whatever the number of values.
+    json_lists: bool
+    # (table, column) of every table in the schema, in column order.
+    columns: str
+    lock_rows: str = ""  # what makes a SELECT lock the rows it reads until commit
+    # The types in the table descriptions both schemas share (`typed`): $row (the id and session
+    # columns of a table whose rows have their own id), $ref (an id), $int (any other 64-bit
+    # integer), $time (seconds since the epoch), $key (text compared by code point, as SQLite's TEXT
+    # always is), $blob (bytes), $rowid (SQLite's WITHOUT ROWID, after a table's closing parenthesis).
+    types: Mapping[str, str] = field(default_factory=dict, compare=False)
+
+    def sql(self, query: str) -> str:
+        """`query` (written with `?` placeholders) as this backend's driver takes it."""
+        return query if self.name == "sqlite" else query.replace("%", "%%").replace("?", "%s")
+
+    def any(self, column: str) -> str:
+        """A condition: `column` is one of the values bound by `many`."""
+        return f"{column} IN (SELECT value FROM json_each(?))" if self.json_lists else f"{column} = ANY(?)"
+
+    def many(self, values: Iterable[Any]) -> Any:
+        return json.dumps(list(values)) if self.json_lists else list(values)
+
+    def typed(self, sql: str) -> str:
+        """`sql` (a shared table description) with this backend's types in place of the placeholders."""
+        return Template(sql).substitute(self.types)
+
+
+SQLITE = Dialect("sqlite", new_generation="CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)",
+                 next_generation="generation + 1", greatest="max", position="instr", ascii_lower="lower({})", json_lists=True,
+                 # FTS5's own tables (chunks_fts and its shadow tables) are the index, not the schema.
+                 columns="SELECT m.name, p.name FROM sqlite_master m JOIN pragma_table_info(m.name) p WHERE m.type = 'table' "
+                         "AND m.name NOT LIKE 'sqlite_%' AND m.name NOT LIKE 'chunks_fts%' ORDER BY m.name, p.cid",
+                 types={"row": "    id            INTEGER PRIMARY KEY AUTOINCREMENT,\n    session_id    TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,",
+                        "ref": "INTEGER", "int": "INTEGER", "time": "REAL", "key": "TEXT", "blob": "BLOB", "rowid": " WITHOUT ROWID"})
+POSTGRES = Dialect("postgres", new_generation="nextval('session_generation')", next_generation="nextval('session_generation')",
+                   greatest="greatest", position="strpos", ascii_lower='lower({} COLLATE "C")', json_lists=False, lock_rows=" FOR UPDATE",
+                   columns="SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = current_schema() "
+                           "ORDER BY table_name, ordinal_position",
+                   types={"row": 'id BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,\n session_id TEXT COLLATE "C" NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,',
+                          "ref": "BIGINT", "int": "BIGINT", "time": "DOUBLE PRECISION", "key": 'TEXT COLLATE "C"', "blob": "BYTEA", "rowid": ""})
 
 
 def numbered(constants: Mapping[str, object]) -> list[tuple[int, str, str]]:
@@ -22,14 +82,6 @@ def numbered(constants: Mapping[str, object]) -> list[tuple[int, str, str]]:
     if [n for n, _, _ in found] != list(range(1, len(found) + 1)):
         raise ValueError(f"migrations must be numbered 1, 2, 3... without a gap or a repeat: {[name for _, name, _ in found]}")
     return found
-
-
-def typed(sql: str, types: Mapping[str, str]) -> str:
-    """`sql` with a backend's types in place of the placeholders: $row (the id and session columns
-    of a table whose rows have their own id), $ref (an id), $int (any other 64-bit integer), $time (seconds since the epoch), $key
-    (text compared by code point, as SQLite's TEXT always is), $blob (bytes), $rowid (SQLite's
-    WITHOUT ROWID, after a table's closing parenthesis)."""
-    return Template(sql).substitute(types)
 
 
 # Each block below is part of migrations that have landed (tests/memory/test_store_schema.py pins

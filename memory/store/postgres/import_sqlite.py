@@ -28,7 +28,7 @@ from types import MappingProxyType
 from typing import Any
 
 from memory.errors import StorageError
-from memory.store.dialect import SQLITE
+from memory.store.schema import SQLITE
 from memory.store.postgres.store import PgStore, PgTx
 from memory.store.reads import SESSION_TABLES, SqlReads
 from memory.store.writes import CHUNK_ROW, DISTINCT_MODELS

@@ -39,7 +39,7 @@ from psycopg import sql
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from memory.errors import StorageError
-from memory.store.dialect import POSTGRES
+from memory.store.schema import POSTGRES
 from memory.store.postgres.fts import TS_CONFIG, fts_text, rank, session_lexeme, token_count
 from memory.store.postgres.migrations import MIGRATIONS
 from memory.store.urls import redact_url

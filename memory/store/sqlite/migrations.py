@@ -6,15 +6,11 @@ from __future__ import annotations
 from typing import Final
 
 from memory.store.schema import (ARTIFACTS, CACHE_WRITES, CHUNK_FIELDS, EMBEDDINGS, EVENT_FIELDS, EVENT_TOKENS, FRAMES, RESPONSES,
-                                 STATE_ITEMS, TRANSCRIPT, TURNS, VIEW_SNAPSHOTS, numbered, typed)
+                                 STATE_ITEMS, TRANSCRIPT, TURNS, VIEW_SNAPSHOTS, SQLITE, numbered)
 
 __all__ = ["MIGRATIONS"]
 
-# The types of the shared table descriptions (`memory.store.schema.typed`) on SQLite.
-TYPES: Final = {"row": "    id            INTEGER PRIMARY KEY AUTOINCREMENT,\n    session_id    TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,",
-                "ref": "INTEGER", "int": "INTEGER", "time": "REAL", "key": "TEXT", "blob": "BLOB", "rowid": " WITHOUT ROWID"}
-
-M001_INITIAL: Final = typed("""
+M001_INITIAL: Final = SQLITE.typed("""
 CREATE TABLE sessions (
     id            TEXT PRIMARY KEY,
     scope         TEXT NOT NULL DEFAULT '',
@@ -52,7 +48,7 @@ END;
 CREATE TRIGGER chunks_ad AFTER DELETE ON chunks BEGIN
     INSERT INTO chunks_fts(chunks_fts, rowid, text, session_key) VALUES ('delete', old.id, old.text, old.session_key);
 END;
-""" + EMBEDDINGS + STATE_ITEMS + TRANSCRIPT, TYPES)
+""" + EMBEDDINGS + STATE_ITEMS + TRANSCRIPT)
 
 # Cache-stable prompts (frames), retries (turns) and branches (detached events):
 # - an edited or regenerated message leaves the transcript; its events stay in the log, marked
@@ -62,7 +58,7 @@ END;
 #   instances;
 # - `turns` record each forwarded prompt: what a retry must reuse, and the tokens sent, forwarded
 #   and cached by the provider.
-M002_FRAMES_TURNS: Final = typed("""
+M002_FRAMES_TURNS: Final = SQLITE.typed("""
 ALTER TABLE events ADD COLUMN detached INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE sessions ADD COLUMN generation INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX transcript_chain ON transcript(chain_hash);
@@ -71,7 +67,7 @@ CREATE INDEX events_parent ON events(parent_event_id);
 CREATE TABLE turns (
     id                INTEGER PRIMARY KEY AUTOINCREMENT,
     session_id        TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
-""" + TURNS, TYPES)
+""" + TURNS)
 
 # Every column a foreign key points through gets an index: erasing a session cascades over its
 # events, chunks and artifacts, and without these each deleted row scanned whole tables for rows
@@ -95,7 +91,7 @@ CREATE INDEX turns_frame ON turns(frame_id);
 #   `previous_response_id` continues the conversation from there without the provider's storage.
 # - `response_items`: items with an id (the output items of replies, and input items), redacted as
 #   everything stored, for `item_reference` inputs.
-M004_RESPONSES: Final = typed(RESPONSES, TYPES)
+M004_RESPONSES: Final = SQLITE.typed(RESPONSES)
 
 # - `turns.cache_write_tokens`: prompt tokens the provider wrote to its cache for the turn (Anthropic
 #   bills them apart, at 1.25x; `cached_tokens` stays what it read from the cache).
@@ -112,7 +108,7 @@ M006_EVENT_TOKENS: Final = EVENT_TOKENS
 #   so a restart reads one row instead of every event and chunk. Derived and never exported: a
 #   snapshot whose generation, model, format or marks do not fit is ignored (and replaced later);
 #   deleting every row changes nothing but the first compile's speed.
-M007_VIEW_SNAPSHOTS: Final = typed(VIEW_SNAPSHOTS, TYPES)
+M007_VIEW_SNAPSHOTS: Final = SQLITE.typed(VIEW_SNAPSHOTS)
 
 # (number, name, sql), from the constants above; append only.
 MIGRATIONS: Final = numbered(globals())

@@ -42,7 +42,7 @@ from typing import Any
 import aiosqlite
 
 from memory.errors import StorageError
-from memory.store.dialect import SQLITE
+from memory.store.schema import SQLITE
 from memory.store.fulltext import or_query, rarest_within, session_key
 from memory.store.locks import FileSessionLocks
 from memory.store.sqlite.files import OpenFiles
