@@ -3,12 +3,12 @@ its index, the query's shape, and which words of a question the query keeps.
 
 The query is what `retrieval.fts_query` writes, every content word of a question quoted and joined
 by OR (`split_or_query` reads it back, `or_query` writes the words kept). The index reads and
-scores every row that matches any of them, so at 100k events one common word ("py" in 64% of the rows) made an
-SQLite query cost ~75 ms while adding nothing to the ranking (BM25 weighs such a word near zero).
-Each store looks up how many rows hold each word's index terms (SQLite: the fts5vocab table of its
-index; PostgreSQL: the `fts_terms` counts kept at ingest) and keeps the rarest words while the rows
-they match stay under `MAX_POSTINGS`; below that size (every store of a few thousand turns) the
-query is unchanged.
+scores every row that matches any of them, so at 100k events one common word ("py" in 64% of the
+rows) made an SQLite query cost ~75 ms while adding nothing to the ranking (BM25 weighs such a word
+near zero). Each store looks up how many rows hold each word's index terms (SQLite: the fts5vocab
+table of its index; PostgreSQL: the `fts_terms` counts kept at ingest) and keeps the rarest words
+while the rows they match stay under `MAX_POSTINGS`; below that size (every store of a few
+thousand turns) the query is unchanged.
 """
 
 from __future__ import annotations

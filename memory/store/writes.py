@@ -1,6 +1,6 @@
 """Writes inside one transaction, written once for both backends. A backend's transaction class
 adds `_rows` and `_exec_many`, and what differs in kind: allocating ids, inserting chunks with
-their full-text entries, re-keying a renamed session's full-text entries, and erase.
+their full-text entries, and re-keying a renamed session's full-text entries.
 
 Appending events: every id is allocated up front (one round trip), every row built in order, and
 each table's rows sent as one batch. A 300-message history is a handful of statements instead of a
@@ -329,7 +329,8 @@ class SqlStore(SqlReads):
         return self._session_locks.hold(session_id)
 
     async def check_writable(self) -> None:
-        """Raise `StorageError` unless a write could start now."""
+        """Raise `StorageError` unless a write could start now: a turn must not go out as if memory
+        will record it when it cannot."""
         raise NotImplementedError
 
     async def health(self) -> str | None:
@@ -337,10 +338,9 @@ class SqlStore(SqlReads):
         raise NotImplementedError
 
     async def bm25(self, session_id: str, match: str, limit: int) -> list[tuple[int, float]]:
-        """Chunk ids of the session holding any word of `match`, best first, with FTS5's bm25
-        (lower is better). `match` is what `retrieval.fts_query` writes, quoted words joined by OR
-        (a word may be a phrase: "user_id" is "user id"): the one query both stores rank alike, so
-        any other FTS5 syntax is refused."""
+        """Chunk ids of the session holding any word of `match`, best first, with FTS5's bm25 (lower
+        is better). `match` is words joined by OR (`memory.store.fulltext`; a word may be a phrase,
+        "user_id" is "user id"): the one query both stores rank alike; other FTS5 syntax is refused."""
         words = split_or_query(match)
         if words is None:
             raise InvalidArgumentError(f"a full-text query is quoted words joined by OR, not {match[:80]!r}")

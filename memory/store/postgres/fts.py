@@ -12,8 +12,7 @@ it with PostgreSQL's own machinery instead of inventing another one:
 - matching: a `tsvector` column under a GIN index; the session is one extra lexeme in every row's
   vector (as `session_key` is in FTS5), so a query intersects the session's posting list inside the
   index instead of matching every session and filtering afterwards;
-- trimming: a question whose words together match more than `fulltext.MAX_POSTINGS` rows keeps
-  its rarest ones, as on SQLite; the rows per lexeme come from `fts_terms`, counted at ingest;
+- trimming: as on SQLite (`memory.store.fulltext`), from the rows per lexeme in `fts_terms`;
 - postings: each lexeme's rows in a session, with its occurrences and the row's length
   (`fts_postings`, kept at ingest), read from their index alone; what FTS5's index holds and a
   tsvector gives only at ~2 us a row (unpacked to find one lexeme's positions);

@@ -36,8 +36,7 @@ from memory.store.writes import CHUNK_ROW, DISTINCT_MODELS
 __all__ = ["SessionCopy", "ImportReport", "import_sqlite"]
 
 # The ids each table's rows carry: column -> the table whose ids it holds, rewritten to the ids the
-# target allocates (a table referring to itself by `id` gets new ids). Responses are keyed by the
-# provider's ids and transcript positions: nothing to rewrite.
+# target allocates (a table referring to itself by `id` gets new ids).
 _REFS: Mapping[str, Mapping[str, str]] = MappingProxyType({
     "artifacts": {"id": "artifacts", "previous_id": "artifacts", "first_event_id": "events", "last_event_id": "events"},
     "events": {"id": "events", "artifact_id": "artifacts", "parent_event_id": "events"},

@@ -280,8 +280,7 @@ class PgStore(SqlStore):
         return await self._read(work)
 
     async def check_writable(self) -> None:
-        """Raise `StorageError` unless the database takes writes now (reachable, not a read-only
-        standby or session): a turn must not go out as if memory will record it when it cannot."""
+        """Catches an unreachable database, a read-only standby or a read-only session."""
         rows = await self._rows("SELECT pg_is_in_recovery() OR current_setting('transaction_read_only') = 'on'")
         if rows[0][0]:
             raise StorageError("the PostgreSQL database is read-only (a standby, or default_transaction_read_only)")
@@ -303,7 +302,6 @@ class PgStore(SqlStore):
         return bytes(rows[0][0])
 
     async def health(self) -> str | None:
-        """None when the database takes writes; otherwise a one-line reason (for /healthz)."""
         try:
             await asyncio.wait_for(self.check_writable(), HEALTH_TIMEOUT_S)
         except (StorageError, TimeoutError) as exc:

@@ -20,11 +20,6 @@ ids are committed in increasing order, which the in-process views' high-water ch
 erase's FTS `optimize`. Erase never VACUUMs (a full rewrite of the file, every other session's
 rows and vectors included): `secure_delete` (set when the connection opens) zeroes deleted rows and
 freed pages, and after the commit `SqliteStore._reclaim` hands the freed pages back.
-
-How many rows hold each word of a question (for the rare-word rule of `memory.store.fulltext`) is
-counted in the fts5vocab table of the index. The index stems words (porter tokenizer), so a word is
-looked up by its index terms: `Tokenizer` asks SQLite itself, through an in-memory FTS5 table with
-the index's tokenizer, and remembers; `TermRows` remembers the counts.
 """
 
 from __future__ import annotations
@@ -59,7 +54,9 @@ _CACHE = 4_096  # words or terms remembered
 
 
 class Tokenizer:
-    """A word's index terms, as the index's tokenizer makes them (bounded memo)."""
+    """A word's index terms, as the index's tokenizer makes them (bounded memo): the index stems
+    words (porter), so the rare-word rule (`memory.store.fulltext`) counts a word's rows by them.
+    SQLite itself tokenizes, in an in-memory FTS5 table with the index's tokenizer."""
 
     def __init__(self, tokenize: str) -> None:
         self._db = sqlite3.connect(":memory:", check_same_thread=False)
@@ -286,9 +283,8 @@ class SqliteStore(SqlStore):
         return StorageError(reason)
 
     async def check_writable(self) -> None:
-        """Raise `StorageError` unless a write could start now (read-only file, lock held too long,
-        files replaced under the connection): a turn must not go out as if memory will record it
-        when it cannot. An empty transaction: the write lock is taken and released at once."""
+        """Catches a read-only file, a lock held too long, files replaced under the connection: an
+        empty transaction takes the write lock and releases it at once."""
         async with self.transaction():
             pass
 
