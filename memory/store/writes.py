@@ -29,14 +29,14 @@ __all__ = ["SqlWrites", "SqlStore", "CHUNK_ROW", "DISTINCT_MODELS"]
 CHUNK_ROW = "id, session_id, event_id, artifact_id, ord, text, start_line, end_line, content_hash, tokens, parent_id"
 INSERT_ARTIFACT = ("INSERT INTO artifacts(id, session_id, sha256, kind, source, version, content, pinned, previous_id, first_event_id, "
                    "last_event_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+INSERT_EVENT = ("INSERT INTO events(id, session_id, type, role, content, source, pinned, timestamp, payload, artifact_id, parent_event_id, "
+                "created_at, tokens) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 # The distinct models of the embeddings table by index seeks (a loose index scan), not a table scan.
 DISTINCT_MODELS = (
     "WITH RECURSIVE m(model) AS (SELECT min(model) FROM embeddings "
     "UNION ALL SELECT (SELECT min(model) FROM embeddings WHERE model > m.model) FROM m WHERE m.model IS NOT NULL) "
     "SELECT model FROM m WHERE model IS NOT NULL"
 )
-INSERT_EVENT = ("INSERT INTO events(id, session_id, type, role, content, source, pinned, timestamp, payload, artifact_id, parent_event_id, "
-                "created_at, tokens) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 
 
 @dataclass
@@ -324,9 +324,9 @@ class SqlStore(SqlReads):
 
     def session_lock(self, session_id: str) -> AbstractAsyncContextManager[None]:
         """Serialises one session's read-decide-write sequences (a proxy request's sync and
-        compile, its commit) across every process that shares the store: here an in-process lock
-        (one process owns an SQLite file), on which a store shared by processes queues first."""
-        return self._session_locks.hold(session_id)
+        compile, its commit) across every process that shares the store; a process's own waiters
+        queue on `_session_locks` first."""
+        raise NotImplementedError
 
     async def check_writable(self) -> None:
         """Raise `StorageError` unless a write could start now: a turn must not go out as if memory
