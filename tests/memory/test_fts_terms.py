@@ -116,7 +116,7 @@ async def test_postgres_searches_by_the_rare_words_from_counts_kept_at_ingest(pg
         full = await store.bm25("s", match, 100)
         store.max_postings = 10  # every word but qzrare is in 60 rows or more: over the cap
         async with store.pool.connection() as conn:
-            stems, docs, _ = await stem(conn, ["widget", "qzrare", "note", "number", "common"], "s")
+            stems, docs = await stem(conn, ["widget", "qzrare", "note", "number", "common"], "s")
         assert rarest_within(list(stems), stems, docs, 10) == ["qzrare", "note", "number"]
         pruned = await store.bm25("s", match, 100)
         assert pruned[0][0] == full[0][0]  # the rare word's row still ranks first

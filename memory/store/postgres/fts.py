@@ -27,7 +27,6 @@ it with PostgreSQL's own machinery instead of inventing another one:
 
 from __future__ import annotations
 
-import math
 import re
 import unicodedata
 from collections.abc import Sequence
@@ -113,12 +112,12 @@ GROUP BY tf.id
 ORDER BY score, tf.id
 LIMIT %(limit)s
 """
-# Phrases of one lexeme each (the common question), from the postings alone: the same arithmetic,
-# each phrase's IDF from `idf`, the average length from the session's counters.
+# Phrases of one lexeme each (the common question), from the postings alone: the same arithmetic.
 ONE_LEXEME_SQL = """
-SELECT f.chunk_id, -sum(q.w * f.tf::float8 * 2.2 / (f.tf::float8 + 1.2 * (0.25 + 0.75 * (f.doc_len + 1)::float8 / (
-           SELECT (fts_tokens + fts_docs)::float8 / greatest(fts_docs, 1) FROM sessions WHERE id = %(session_id)s))) ORDER BY q.pid) AS score
-FROM unnest(%(one_pid)s::int[], %(one_lex)s::text[], %(one_w)s::float8[]) AS q(pid, lexeme, w)
+SELECT f.chunk_id, -sum(q.w * f.tf::float8 * 2.2 / (f.tf::float8 + 1.2 * (0.25 + 0.75 * (f.doc_len + 1)::float8 / st.avgdl)) ORDER BY q.pid) AS score
+FROM (SELECT fts_docs::float8 AS docs, (fts_tokens + fts_docs)::float8 / greatest(fts_docs, 1) AS avgdl FROM sessions WHERE id = %(session_id)s) AS st,
+     LATERAL (SELECT pid, lexeme, CASE WHEN ln((st.docs - n + 0.5) / (n + 0.5)) <= 0 THEN 1e-6 ELSE ln((st.docs - n + 0.5) / (n + 0.5)) END AS w
+              FROM unnest(%(one_pid)s::int[], %(one_lex)s::text[], %(df)s::float8[]) AS u(pid, lexeme, n)) AS q
 JOIN fts_postings f ON f.session_id = %(session_id)s AND f.lexeme = q.lexeme
 GROUP BY f.chunk_id
 ORDER BY score, f.chunk_id
@@ -126,35 +125,26 @@ LIMIT %(limit)s
 """
 
 
-# Each phrase's lexemes in order, the session's rows holding each (0 for a lexeme it never had), and
-# the session's rows. Each count is looked up by its key: a join would let a planner without
-# statistics yet (a table just filled) hash every count of the session instead.
+# Each phrase's lexemes in order, and the session's rows holding each (0 for a lexeme it never had).
+# Each count is looked up by its key: a join would let a planner without statistics yet (a table
+# just filled) hash every count of the session instead.
 _STEMS_SQL = f"""
-SELECT x.i, u.lexeme, coalesce((SELECT t.docs FROM fts_terms t WHERE t.session_id = %s AND t.lexeme = u.lexeme), 0),
-       (SELECT fts_docs FROM sessions WHERE id = %s)
+SELECT x.i, u.lexeme, coalesce((SELECT t.docs FROM fts_terms t WHERE t.session_id = %s AND t.lexeme = u.lexeme), 0)
 FROM unnest(%s::text[]) WITH ORDINALITY AS x(t, i)
 CROSS JOIN LATERAL unnest(to_tsvector('{TS_CONFIG}'::regconfig, x.t)) AS u CROSS JOIN LATERAL unnest(u.positions) AS p
 ORDER BY x.i, p
 """
 
 
-async def stem(conn: psycopg.AsyncConnection[Any], phrases: Sequence[str], session_id: str) -> tuple[dict[str, list[str]], dict[str, int], int]:
-    """Each phrase's lexemes in order, the session's rows holding each lexeme, and the session's
-    rows (one round trip)."""
+async def stem(conn: psycopg.AsyncConnection[Any], phrases: Sequence[str], session_id: str) -> tuple[dict[str, list[str]], dict[str, int]]:
+    """Each phrase's lexemes in order, and the session's rows holding each lexeme (one round trip)."""
     distinct = list(dict.fromkeys(phrases))
     stems: dict[str, list[str]] = {p: [] for p in distinct}
     docs: dict[str, int] = {}
-    rows = 0
-    for i, lexeme, n, rows in await (await conn.execute(_STEMS_SQL, (session_id, session_id, distinct))).fetchall():
+    for i, lexeme, n in await (await conn.execute(_STEMS_SQL, (session_id, distinct))).fetchall():
         stems[distinct[i - 1]].append(lexeme)
         docs[lexeme] = int(n)
-    return stems, docs, int(rows or 0)
-
-
-def idf(rows: int, df: int) -> float:
-    """FTS5's IDF of a phrase in `df` of `rows` rows (what BM25_SQL computes)."""
-    w = math.log((rows - df + 0.5) / (df + 0.5))
-    return w if w > 0 else 1e-6
+    return stems, docs
 
 
 async def rank(conn: psycopg.AsyncConnection[Any], words: Sequence[str], session_id: str, limit: int,
@@ -163,23 +153,22 @@ async def rank(conn: psycopg.AsyncConnection[Any], words: Sequence[str], session
     than `max_postings` rows, `memory.store.fulltext`), best first, with FTS5's bm25 score
     (lower is better)."""
     phrases = [fts_text(w) for w in words]
-    stems, docs, rows = await stem(conn, phrases, session_id)
+    stems, docs = await stem(conn, phrases, session_id)
     rare = set(rarest_within(list(stems), stems, docs, max_postings))
     # FTS5 scores each occurrence of a phrase; a phrase without lexemes matches nothing.
     kept = [stems[p] for p in phrases if p in rare and stems[p]]
     if not kept:
         return []
     one = {"session_id": session_id, "limit": limit, "one_pid": [pid for pid, x in enumerate(kept, 1) if len(x) == 1],
-           "one_lex": [x[0] for x in kept if len(x) == 1]}
+           "one_lex": [x[0] for x in kept if len(x) == 1], "df": [docs[x[0]] if len(x) == 1 else None for x in kept]}
     longer = [(pid, lexemes) for pid, lexemes in enumerate(kept, 1) if len(lexemes) > 1]
     if not longer:
-        found = await conn.execute(ONE_LEXEME_SQL, {**one, "one_w": [idf(rows, docs[x[0]]) for x in kept]})
+        found = await conn.execute(ONE_LEXEME_SQL, one)
         return [(int(r[0]), float(r[1])) for r in await found.fetchall()]
     terms = [(pid, off, lexeme, len(lexemes)) for pid, lexemes in longer for off, lexeme in enumerate(lexemes)]
     session_query = _quote(session_lexeme(session_id))
     found = await conn.execute(BM25_SQL, {
         **one, "session_query": session_query, "phrase_queries": [_phrase(lexemes) for lexemes in kept],
-        "df": [docs[lexemes[0]] if len(lexemes) == 1 else None for lexemes in kept],
         "query": f"{session_query} & (" + " | ".join(_phrase(lexemes) for _, lexemes in longer) + ")",
         "lexemes": sorted({t[2] for t in terms}), "pid": [t[0] for t in terms], "off": [t[1] for t in terms], "lex": [t[2] for t in terms],
         "len": [t[3] for t in terms]})
