@@ -1,6 +1,5 @@
-"""Writes inside one transaction, written once for both backends. A backend's transaction class
-adds `_rows` and `_exec_many`, and what differs in kind: allocating ids, inserting chunks with
-their full-text entries, and re-keying a renamed session's full-text entries.
+"""Writes inside one transaction, written once for both backends; a backend's transaction class
+adds the methods that differ in kind (those below that raise NotImplementedError).
 
 Appending events: every id is allocated up front (one round trip), every row built in order, and
 each table's rows sent as one batch. A 300-message history is a handful of statements instead of a
@@ -304,9 +303,7 @@ class SqlWrites(SqlReads):
 
 class SqlStore(SqlReads):
     """What both stores do alike over their own transactions, and what each does in its own way.
-
-    Session ids are opaque to the store, except that expiry's per-namespace cap treats the part of
-    an id before its first "/" as its namespace ("" when there is none)."""
+    Session ids are opaque to the store, but for expiry's namespaces (`expired_sessions`)."""
 
     def __init__(self) -> None:
         self._session_locks = SessionLocks()

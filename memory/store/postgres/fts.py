@@ -12,17 +12,13 @@ it with PostgreSQL's own machinery instead of inventing another one:
 - matching: a `tsvector` column under a GIN index; the session is one extra lexeme in every row's
   vector (as `session_key` is in FTS5), so a query intersects the session's posting list inside the
   index instead of matching every session and filtering afterwards;
-- trimming: as on SQLite (`memory.store.fulltext`), from the rows per lexeme in `fts_terms`;
 - postings: each lexeme's rows in a session, with its occurrences and the row's length
   (`fts_postings`, kept at ingest), read from their index alone; what FTS5's index holds and a
   tsvector gives only at ~2 us a row (unpacked to find one lexeme's positions);
-- ranking: Okapi BM25 with FTS5's constants and formula, computed in SQL over the question's words
-  (joined by OR, what `memory.store.writes.SqlStore.bm25` takes): one-lexeme phrases from the
-  postings (a question of only those, the common one, from them alone), a longer phrase (`user_id`
-  is "user id") from the positions of its lexemes in each matching row's tsvector (`ts_filter`
-  keeps just those). Statistics are per session: rows and average length kept as counters on the
-  session row, a lexeme's rows in `fts_terms`; FTS5 counts every session of the file, so the two
-  stores agree exactly on a file holding one session.
+- ranking: Okapi BM25 with FTS5's constants and formula, computed in SQL (`BM25_SQL` says how).
+  Statistics are per session: rows and average length kept as counters on the session row, a
+  lexeme's rows in `fts_terms`; FTS5 counts every session of the file, so the two stores agree
+  exactly on a file holding one session.
 """
 
 from __future__ import annotations
@@ -69,15 +65,16 @@ def _phrase(lexemes: Sequence[str]) -> str:
     return "(" + " <-> ".join(_quote(x) for x in lexemes) + ")"
 
 
-# FTS5's BM25 of phrases joined by OR, a longer one among them. A phrase's document frequency: for one
-# lexeme, its rows in `fts_terms` (%(df)s); for a longer phrase, the session's rows holding it,
-# counted here. Constants and formula are FTS5's (k1 = 1.2, b = 0.75, an IDF of at most 0 raised to
-# 1e-6, the score negated so that lower is better, each phrase's term added in phrase order); FTS5's
-# document length and average count its one session_key token too, hence the `+ 1`s. A one-lexeme
-# phrase's occurrences and row lengths come from the postings. A longer phrase occurs once per start
-# position at which every offset finds its lexeme, in the rows matching %(query)s, whose positions
-# of the phrases' lexemes (%(lexemes)s) come from their tsvectors (`ts_filter` keeps just those);
-# the LATERAL join keeps the planner from rescanning the matches once per query term.
+# FTS5's BM25 of phrases joined by OR (a question's words, `SqlStore.bm25`), a longer one (`user_id`
+# is "user id") among them. A phrase's document frequency: for one lexeme, its rows in `fts_terms`
+# (%(df)s); for a longer phrase, the session's rows holding it, counted here. Constants and formula
+# are FTS5's (k1 = 1.2, b = 0.75, an IDF of at most 0 raised to 1e-6, the score negated so that
+# lower is better, each phrase's term added in phrase order); FTS5's document length and average
+# count its one session_key token too, hence the `+ 1`s. A one-lexeme phrase's occurrences and row
+# lengths come from the postings. A longer phrase occurs once per start position at which every
+# offset finds its lexeme, in the rows matching %(query)s, whose positions of the phrases' lexemes
+# (%(lexemes)s) come from their tsvectors (`ts_filter` keeps just those); the LATERAL join keeps the
+# planner from rescanning the matches once per query term.
 BM25_SQL = """
 WITH st AS (
     SELECT fts_docs::float8 AS docs, (fts_tokens + fts_docs)::float8 / greatest(fts_docs, 1) AS avgdl FROM sessions WHERE id = %(session_id)s

@@ -1,15 +1,12 @@
 """Schema of the PostgreSQL store as numbered migrations, the twin of `memory.store.sqlite.migrations`.
 
-Each migration runs once, in its own transaction, recorded in `_migrations`, while the migrating
-process holds a PostgreSQL advisory lock: two instances starting together never race, the second
-finds the work done. Never edit a migration after it lands: add the next number instead.
-
-Everything lives in one schema (`memory_runtime` unless the store is told otherwise), so the store
-can share a database with an application's own `sessions` or `events` tables. Tables, columns and
-their meaning match the SQLite schema (this m001 holds what SQLite's m001 and m002 hold; exports
-are identical), plus what PostgreSQL needs in place of FTS5: a `tsvector` per chunk, its token
-count, and per-session BM25 counters. Every foreign key column is indexed: a cascading erase looks
-rows up by it once per deleted parent.
+Applied as SQLite's are, while the migrating process holds a PostgreSQL advisory lock: two
+instances starting together never race, the second finds the work done. Everything lives in one
+schema (`memory_runtime` unless the store is told otherwise), so the store can share a database
+with an application's own `sessions` or `events` tables. Tables, columns and their meaning match
+the SQLite schema (this m001 holds what SQLite's m001 to m003 hold; exports are identical), plus
+what PostgreSQL needs in place of FTS5: a `tsvector` per chunk, its token count, and per-session
+BM25 counters.
 """
 
 from __future__ import annotations
@@ -127,14 +124,13 @@ M005_EVENT_TOKENS: Final = EVENT_TOKENS
 
 # Postings: each lexeme's rows in a session, with its occurrences there and the row's length, in
 # lexeme order under the primary key (which carries both, so BM25 reads them from the index alone;
-# why a tsvector will not do: `memory.store.postgres.fts`). Kept as chunks are written
-# (`PgTx._add_chunks`), filled here for the chunks already stored. Chunks leave only with their
+# why a tsvector will not do: `memory.store.postgres.fts`). Kept as chunks are written and filled
+# here as `fts_terms` is (m004), and like it index state: not exported. Chunks leave only with their
 # session, so the session's cascade (and a rename's update of every `session_id` table) keeps
-# postings and chunks together; no foreign key to chunks, which would cost an index on chunk_id
-# for nothing. An index-only scan reads the table for every row on a page not yet marked all-visible
-# by (auto)vacuum, and the pages written last are the active sessions': autovacuum visits after
-# inserts of 1% of the table (the default, 20%, leaves a fifth unmarked). Index state, like the
-# tsvector it reads: not exported.
+# postings and chunks together; no foreign key to chunks, which would cost an index on chunk_id for
+# nothing. An index-only scan reads the table for every row on a page not yet marked all-visible by
+# (auto)vacuum, and the pages written last are the active sessions': autovacuum visits after inserts
+# of 1% of the table (the default, 20%, leaves a fifth unmarked).
 M006_FTS_POSTINGS: Final = """
 CREATE TABLE fts_postings (
     session_id TEXT COLLATE "C" NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,

@@ -91,9 +91,8 @@ class PgTx(SqlWrites):
             "|| array_to_tsvector(ARRAY[?::text]))", [(*r, n, f, key) for r, n, f in zip(rows, lengths, folded, strict=True)])
         await self._exec("UPDATE sessions SET fts_docs = fts_docs + ?, fts_tokens = fts_tokens + ? WHERE id = ?",
                          (len(rows), sum(lengths), session_id))
-        # Each lexeme's postings (`fts_postings`, what BM25 scores one-word terms from) and rows
-        # (`fts_terms`, what the rare-word trimming reads) grow too, in one statement; the counts
-        # in lexeme order so that two writers never wait on each other's rows in opposite orders.
+        # Each lexeme's postings (`fts_postings`) and rows (`fts_terms`) grow too, in one statement;
+        # the counts in lexeme order so that two writers never wait on each other's rows in opposite orders.
         await self._exec(
             "WITH p AS (INSERT INTO fts_postings(session_id, lexeme, chunk_id, tf, doc_len) "
             "SELECT c.session_id, u.lexeme, c.id, cardinality(u.positions), c.doc_len FROM chunks c, unnest(c.tsv) AS u "

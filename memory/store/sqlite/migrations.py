@@ -1,5 +1,5 @@
 """Schema as numbered migrations. Each is applied once, in a transaction, and recorded in
-`_migrations`. Never edit a migration after it lands: add the next number instead."""
+`_migrations`. Never edit a migration after it lands: add the next number instead (both stores)."""
 
 from __future__ import annotations
 

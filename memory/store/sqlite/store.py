@@ -54,9 +54,8 @@ _CACHE = 4_096  # words or terms remembered
 
 
 class Tokenizer:
-    """A word's index terms, as the index's tokenizer makes them (bounded memo): the index stems
-    words (porter), so the rare-word rule (`memory.store.fulltext`) counts a word's rows by them.
-    SQLite itself tokenizes, in an in-memory FTS5 table with the index's tokenizer."""
+    """A word's index terms (the index stems words, and the rare-word rule counts rows by term), as
+    SQLite itself makes them in an in-memory FTS5 table with the index's tokenizer (bounded memo)."""
 
     def __init__(self, tokenize: str) -> None:
         self._db = sqlite3.connect(":memory:", check_same_thread=False)
