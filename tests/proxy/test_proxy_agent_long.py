@@ -52,7 +52,8 @@ def _plan() -> list[tuple[str, str]]:
     reads = [("read", f"pkg/mod{m}.py") for m in range(MODULES)]
     return ([("ls", ""), *reads, ("grep", "def ledger_3_"), ("test", ""), ("read", "pkg/mod3.py"), ("read", "pkg/mod5.py"),
              ("read", "pkg/mod1.py"), ("edit", "pkg/mod3.py"), ("read", "pkg/mod3.py"), ("test", ""), ("read", "tests/test_pkg.py"),
-             *reads, ("grep", "return round"), ("test", ""), ("read", "pkg/mod3.py"), *reads[:6], ("test", "")])
+             *reads, ("grep", "return round"), ("test", ""), ("read", "pkg/mod3.py"), *reads[:6], ("test", ""), ("read", "pkg/mod5.py"),
+             ("grep", "fixed"), ("read", "pkg/mod3.py"), ("ls", ""), ("read", "tests/test_pkg.py"), ("test", "")])
 
 
 def _command(kind: str, arg: str) -> str:
@@ -100,6 +101,7 @@ def test_a_long_codex_session_is_compacted_in_batches_and_keeps_every_call_answe
     codex = Codex(tmp_path, proxy.url + "/v1", OPENAI_KEY)
     _project(codex.work)
     plan = _plan()
+    assert len(plan) == 42
     upstream.fake.enqueue(*[Reply(tool_calls=(ToolCall("exec_command", {"cmd": _command(k, a)}, id=f"call_{n:03d}"),))
                             for n, (k, a) in enumerate(plan)], Reply(text="Done: ledger 3/5 fixed."))
     assert "Done: ledger 3/5 fixed." in codex.exec(TASK, sandbox="workspace-write", timeout_s=600)
