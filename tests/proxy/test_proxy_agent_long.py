@@ -143,6 +143,18 @@ def test_a_long_codex_session_is_compacted_in_batches_and_keeps_every_call_answe
     turns = _turns(proxy, sessions[0], OPENAI_KEY)
     assert len(turns) == len(plan) + 1 and turns[0]["mode"] == "full_history"
     assert turns[-1]["mode"] == "compacted" and turns[-1]["forwarded_tokens"] < turns[-1]["sent_tokens"]
+    # The next prompt (`codex exec resume`) continues the session after the compacted loop.
+    question = "Which ledger did you fix, and how is it marked?"
+    upstream.fake.enqueue(Reply(tool_calls=(ToolCall("exec_command", {"cmd": "grep -n fixed pkg/mod3.py"}, id="call_next"),)),
+                          Reply(text="Ledger 3/5, marked lx3q5."))
+    assert "Ledger 3/5, marked lx3q5." in codex.exec(question, resume=True, sandbox="workspace-write")
+    resumed = [r.json()["input"] for r in upstream.fake.responses_requests()[len(sent):]]
+    assert len(resumed) == 2
+    for items in resumed:
+        assert any(i.get("role") == "user" and _text(i) == question for i in items)
+        assert any(i.get("role") == "assistant" and "Done: ledger 3/5 fixed." in _text(i) for i in items)  # the last turn's reply
+    assert [i["call_id"] for i in resumed[1] if i.get("type") == "function_call_output"][-1] == "call_next"
+    assert _sessions(proxy, OPENAI_KEY) == sessions and len(_turns(proxy, sessions[0], OPENAI_KEY)) == len(plan) + 3
 
 
 def _text(item: dict[str, Any]) -> str:
