@@ -75,10 +75,10 @@ class Codex:
     def work(self) -> Path:
         return self.home / "work"
 
-    def exec(self, prompt: str, resume: bool = False, timeout_s: float = 180.0) -> str:
+    def exec(self, prompt: str, resume: bool = False, timeout_s: float = 180.0, sandbox: str = "read-only") -> str:
         """One `codex exec` turn (`resume`: `codex exec resume --last`, continuing the last session);
-        returns what Codex printed."""
-        args = [str(CODEX), "exec", "--strict-config", "--skip-git-repo-check", "-s", "read-only"]
+        returns what Codex printed. `sandbox`: "workspace-write" lets its commands edit `work`."""
+        args = [str(CODEX), "exec", "--strict-config", "--skip-git-repo-check", "-s", sandbox]
         args += ["resume", "--last", prompt] if resume else [prompt]
         env = {**clean_env(), "HOME": str(self.home), "CODEX_HOME": str(self.home / ".codex"), "MEMPROXY_KEY": self.api_key}
         return _run(args, self.work, env, timeout_s).stdout

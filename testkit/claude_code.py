@@ -41,12 +41,14 @@ class ClaudeCode:
             env["ANTHROPIC_CUSTOM_HEADERS"] = "\n".join(f"{k}: {v}" for k, v in self.headers)
         return env
 
-    def ask(self, prompt: str, *, resume: bool = False, timeout_s: float = 180.0) -> str:
+    def ask(self, prompt: str, *, resume: bool = False, timeout_s: float = 180.0, allowed: tuple[str, ...] = ()) -> str:
         """One turn: `claude -p [--continue] PROMPT`; returns what it printed. Raises with its
-        output when it fails (a missing CLI fails loudly: the set-up installs it)."""
+        output when it fails (a missing CLI fails loudly: the set-up installs it). `allowed`: tools
+        it may run without asking (`--allowedTools`, edits accepted), e.g. ("Bash", "Edit")."""
         if not CLAUDE.exists():
             raise RuntimeError(f"Claude Code is not installed at {CLAUDE}: run `python3 scripts/dev.py setup`")
-        args = [str(CLAUDE), "-p", *(["--continue"] if resume else []), prompt]
+        granted = ["--permission-mode", "acceptEdits", "--allowedTools", *allowed, "--"] if allowed else []
+        args = [str(CLAUDE), "-p", *(["--continue"] if resume else []), *granted, prompt]
         done = subprocess.run(args, env=self.env(), cwd=self.workdir, capture_output=True, text=True, timeout=timeout_s)
         if done.returncode != 0:
             raise RuntimeError(f"claude -p failed ({done.returncode}): {done.stdout[-1500:]} {done.stderr[-1500:]}")

@@ -37,7 +37,7 @@ from memory.prompt.need import asks, plain_chat, uses_tools
 from memory.prompt.policy import LayoutPolicy
 from memory.prompt.pricing import priced_fill, priced_policy
 from memory.prompt.state_fit import state_message
-from memory.prompt.window import Line, choose_window, history_tokens, lines_from
+from memory.prompt.window import Line, choose_window, history_tokens, lines_from, window_messages
 from memory.records import FrameRecord, StateItem
 from memory.ingest.redact import redacted
 from memory.recall.retrieval import Scored
@@ -329,9 +329,10 @@ def _window_items(window: list[Line], reason: str) -> list[dict[str, Any]]:
 def _assemble(inp: LayoutInput, view: SessionView, counter: TiktokenCounter, parts: _Parts) -> Layout:
     frame, evidence = parts.frame, parts.evidence
     window = lines_from(inp.history, parts.window_start)
-    memory_part = list(frame.base) + [line.message for line in window] + ([evidence] if evidence is not None else [])
+    shown, shown_tokens = window_messages(window, counter)
+    memory_part = list(frame.base) + shown + ([evidence] if evidence is not None else [])
     messages = list(inp.system) + memory_part + list(inp.tail)
-    stable = _tokens(counter, list(inp.system) + list(frame.base)) + sum(line.tokens for line in window)
+    stable = _tokens(counter, list(inp.system) + list(frame.base)) + shown_tokens
     evidence_tokens = counter.message_tokens(evidence) if evidence is not None else 0
     # Message counts add up exactly under the chat formula, so the parts' sum is the prompt's count.
     total = stable + evidence_tokens + _tokens(counter, inp.tail) + REPLY_PRIMING_TOKENS
@@ -352,7 +353,7 @@ def _assemble(inp: LayoutInput, view: SessionView, counter: TiktokenCounter, par
         dropped=list(parts.dropped[:MAX_DROPPED_LISTED]), dropped_count=len(parts.dropped) + parts.overflow,
         redactions=redactions(memory_part),
         totals={"stable": stable, "evidence": evidence_tokens,
-                "tail": sum(i["tokens"] for i in tail_items), "history": sum(line.tokens for line in window)},
+                "tail": sum(i["tokens"] for i in tail_items), "history": shown_tokens},
     )
     items = len(frame.items) + len(window) + (len(parts.chosen) if not parts.reused else (1 if evidence else 0))
     return Layout(messages, total, parts.mode, frame, evidence, items, json.loads(json.dumps(manifest, default=str)))
@@ -371,7 +372,8 @@ def _over_budget(inp: LayoutInput, counter: TiktokenCounter, fixed_tokens: int) 
     start, window_tokens = choose_window(inp.history, floor - state_tokens, LayoutPolicy(window_share=1.0, window_floor_share=1.0))
     window = list(inp.history[start:])
     base = [state_msg] if state_msg is not None else []
-    messages = list(inp.system) + base + [line.message for line in window] + list(inp.tail)
+    shown, window_tokens = window_messages(window, counter)
+    messages = list(inp.system) + base + shown + list(inp.tail)
     total = fixed_tokens + state_tokens + window_tokens
     state_items = [{"id": f"state:{s.label}", "kind": s.kind, "source": f"event {s.event_id}", "reason": "state", "score": None,
                     "event_id": s.event_id} for s in used]

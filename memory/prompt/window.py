@@ -11,12 +11,16 @@ from typing import Any, overload
 from memory.errors import MemoryRuntimeError
 
 from memory.prompt.policy import LayoutPolicy
+from memory.recall.tokens import TiktokenCounter
 
-__all__ = ["Line", "History", "WINDOW_FLOOR_MESSAGES", "choose_window", "history_tokens", "lines_from"]
+__all__ = ["Line", "History", "WINDOW_FLOOR_MESSAGES", "choose_window", "history_tokens", "lines_from", "window_messages",
+           "UNANSWERED_MARK"]
 
 # A rebase's window always offers its floor share to the last exchange (two messages).
 WINDOW_FLOOR_MESSAGES = 2
 _TOOL_ROLES = frozenset({"tool", "function"})
+# How a tool call that no result answers goes up (see `window_messages`).
+UNANSWERED_MARK = "[memory-runtime: this step called"
 
 
 @dataclass(frozen=True, slots=True)  # slots: a compile over a 100k-event session holds ~100k lines
@@ -123,3 +127,50 @@ def choose_window(history: Sequence[Line], room: int, policy: LayoutPolicy) -> t
             break
         start, spent, kept = first, spent + cost, kept + (end - first)
     return start, spent
+
+
+def window_messages(window: Sequence[Line], counter: TiktokenCounter) -> tuple[list[dict[str, Any]], int]:
+    """The window's messages as they go up, and their tokens. A tool call that the tool messages
+    right after it do not answer (an agent's run that ended on a call nobody answers, such as
+    smolagents' `final_answer`, or a loop cut off) goes up as text saying what it called, never as
+    a call: every provider refuses a call without its result. Such a message is never larger than
+    the line it stands for (its arguments are cut if need be), so a window sized by its lines fits."""
+    messages: list[dict[str, Any]] = []
+    total = 0
+    for n, line in enumerate(window):
+        message = line.message
+        calls = message.get("tool_calls") or []
+        if calls:
+            answered: set[str] = set()
+            k = n + 1
+            while k < len(window) and window[k].role in _TOOL_ROLES:
+                answered.add(str(window[k].message.get("tool_call_id")))
+                k += 1
+            if any(str(c.get("id")) not in answered for c in calls):
+                message = _answered_only(message, answered, line.tokens, counter)
+        messages.append(message)
+        total += line.tokens if message is line.message else counter.message_tokens(message)
+    return messages, total
+
+
+def _answered_only(message: dict[str, Any], answered: set[str], limit: int, counter: TiktokenCounter) -> dict[str, Any]:
+    """`message` (an assistant tool call) with only its answered calls as calls and the others said
+    in its text, within `limit` tokens: a plain chat message, since the client's wire form of it
+    (blocks, items) no longer says the same."""
+    content = message.get("content")
+    if isinstance(content, list):
+        content = "\n".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+    text = content if isinstance(content, str) else ""
+    calls = message.get("tool_calls") or []
+    kept = [c for c in calls if str(c.get("id")) in answered]
+    said = [(str((c.get("function") or {}).get("name")), str((c.get("function") or {}).get("arguments") or ""))
+            for c in calls if str(c.get("id")) not in answered]
+    keep = max(len(arguments) for _, arguments in said)
+    while True:
+        notes = [f"{UNANSWERED_MARK} {name} {a if len(a) <= keep else a[:keep] + '…'}; no result of it was sent]" for name, a in said]
+        out: dict[str, Any] = {"role": "assistant", "content": "\n".join([text, *notes] if text else notes)}
+        if kept:
+            out["tool_calls"] = kept
+        if counter.message_tokens(out) <= limit or keep == 0:
+            return out
+        keep //= 2

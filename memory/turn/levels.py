@@ -18,7 +18,7 @@ from functools import partial
 from typing import Any
 
 from memory.turn.digest import as_message, mentions, note_text, salient_lines
-from memory.turn.stubs import call_label, diff_text, pointer_text, shorten_arguments, shorten_text, stub_text
+from memory.turn.stubs import call_label, diff_text, pointer_text, same_output, shorten_arguments, shorten_text, stub_text
 from memory.turn.tail import TOOL_ROLES, CompactPolicy, Decided, Rendering, Tail
 
 __all__ = ["compact", "protected"]
@@ -234,22 +234,23 @@ def _render(t: Tail, j: int, keep_from: int, steps: list[tuple[int, int]], level
         for i in range(a, end):
             level_of[i] = level
     out: dict[int, Rendering] = {}
-    latest: dict[str, int] = {}  # text -> the newest verbatim output with it
+    latest: dict[str, int] = {}  # an output (`same_output`) -> the newest verbatim output with it
     for i in range(j - 1, -1, -1):
         text = t.texts[i]
         if text is None or level_of[i] >= 3 or t.tokens[i] < t.policy.min_output_tokens:
             continue
-        target = latest.get(text)
+        same = same_output(text)
+        target = latest.get(same)
         if i < keep_from and target is not None:
             call = str(t.messages[target].get("tool_call_id"))
-            label = t.label(i)
-            chat = _chat_tool(t, i, t.memo.get(("ptr", text, label, call), partial(pointer_text, text, label, call)))
+            label, exact = t.label(i), t.texts[target] == text
+            chat = _chat_tool(t, i, t.memo.get(("ptr", text, label, call, exact), partial(pointer_text, text, label, call, exact)))
             found = _checked(t, i, ("pointer", chat, t.token_of(chat), call))
             if found is not None:
                 out[i] = found
                 continue
         if level_of[i] == 0:
-            latest.setdefault(text, i)
+            latest.setdefault(same, i)
     targets = {r[3] for r in out.values()}
     by_key: dict[tuple[str, str], int] = {}  # call -> its newest verbatim output so far
     for i in range(j):

@@ -20,10 +20,11 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import re
 from typing import Any
 
 __all__ = ["artifact_id", "call_label", "stub_text", "pointer_text", "diff_text", "shorten_arguments", "shorten_text",
-           "STUB_MARK"]
+           "same_output", "STUB_MARK"]
 
 # Every rendering starts with this, so a reader (or a test) can tell memory's text from a tool's.
 STUB_MARK = "[memory-runtime"
@@ -64,9 +65,23 @@ def stub_text(content: str, label: str, head: int, tail: int) -> str:
     return "\n".join(parts)
 
 
-def pointer_text(content: str, label: str, target_call: str) -> str:
-    """An output identical to a later one that goes up verbatim."""
-    return (f"{STUB_MARK}: output of {label}: identical to the output of the later call {target_call} below "
+# The Codex CLI prints a header of its own above every command's output (`Chunk ID: …`, `Wall
+# time: …`, exit code, token count, `Output:`); the chunk id and the wall time differ on every run,
+# so the same file read twice never came out the same whole.
+_RUN_HEADER = re.compile(r"\AChunk ID: [^\n]*\nWall time: [^\n]*\n")
+
+
+def same_output(text: str) -> str:
+    """What makes two tool outputs the same output: the text less the part of a run header that
+    differs on every run (the Codex CLI's chunk id and wall time; its exit code stays)."""
+    return _RUN_HEADER.sub("", text, count=1)
+
+
+def pointer_text(content: str, label: str, target_call: str, exact: bool = True) -> str:
+    """An output the same as a later one that goes up verbatim (identical, or but for its run
+    header's chunk id and wall time: `same_output`)."""
+    same = "identical to" if exact else "the same, but for its chunk id and wall time, as"
+    return (f"{STUB_MARK}: output of {label}: {same} the output of the later call {target_call} below "
             f"(artifact {artifact_id(content)}, {len(content):,} chars); not repeated]")
 
 

@@ -82,11 +82,16 @@ def _auth_headers(request: Request, svc: Services) -> list[tuple[bytes, bytes]]:
     return headers
 
 
+_TAIL_REASONS = frozenset({"live_tail", "compaction_note", "excerpts"})
+
+
 def _frame_end(prepared: Prepared) -> int:
     """How many of the laid-out chat messages form the stable frame (system, base, window)."""
     assert prepared.plan is not None
     layout = prepared.plan.layout
-    tail = sum(1 for item in layout.manifest.get("included", []) if item.get("reason") == "live_tail")
+    # The compacted tail's note and its excerpts (`memory.turn.turns`) are tail messages too: left
+    # out, the frame ran two messages into the tail and its breakpoint landed on the note.
+    tail = sum(1 for item in layout.manifest.get("included", []) if item.get("reason") in _TAIL_REASONS)
     return len(prepared.messages) - tail - (1 if layout.evidence is not None else 0)
 
 

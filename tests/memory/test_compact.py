@@ -107,6 +107,30 @@ def test_an_identical_output_goes_up_once_pointing_at_the_newer_copy() -> None:
     assert "identical to the output of the later call call_14" in older["content"]
 
 
+def _codex(output: str, chunk: str, wall: float) -> str:
+    """An output as the Codex CLI's exec_command returns it: under a header of its own."""
+    return f"Chunk ID: {chunk}\nWall time: {wall:.4f} seconds\nProcess exited with code 0\nOriginal token count: 550\nOutput:\n{output}"
+
+
+def test_the_same_output_under_codex_run_headers_goes_up_once() -> None:
+    """Codex prints a chunk id and a wall time above every output: the same file read twice
+    differs there alone, and still goes up once (a pointer that says what differs)."""
+    same = _output(1)
+    reads = {10: _codex(same, "a1b2c3", 0.0912), 14: _codex(same, "d4e5f6", 0.4417)}
+    tail = _loop(16, lambda k: ("cat src/pager.py", reads[k]) if k in reads else (f"grep -rn page_{k} src", _output(k, 8)))
+    result = compact_tail(tail, 6_000, COUNTER.message_tokens, CompactPolicy(verbatim_share=0.9, digest_share=0.0, low_water=0.6))
+    older = next(m for m in result.messages if m.get("tool_call_id") == "call_10")
+    newer = next(m for m in result.messages if m.get("tool_call_id") == "call_14")
+    assert newer["content"] == reads[14]
+    assert older["content"].startswith(STUB_MARK) and "but for its chunk id and wall time, as the output of the later call call_14" in older["content"]
+    # A different exit code is a different output: no pointer.
+    failed = {10: reads[10].replace("code 0", "code 1"), 14: reads[14]}
+    tail = _loop(16, lambda k: ("cat src/pager.py", failed[k]) if k in failed else (f"grep -rn page_{k} src", _output(k, 8)))
+    result = compact_tail(tail, 6_000, COUNTER.message_tokens, CompactPolicy(verbatim_share=0.9, digest_share=0.0, low_water=0.6))
+    older = next(m for m in result.messages if m.get("tool_call_id") == "call_10")
+    assert "the later call call_14" not in older["content"]
+
+
 def test_a_re_read_after_an_edit_goes_up_as_a_diff_while_the_earlier_read_is_verbatim() -> None:
     before = _output(1)
     after = before.replace("def page_1_7(items, size)", "def page_1_7(items, size, strict=True)")
