@@ -30,7 +30,7 @@ import sys
 from array import array
 from dataclasses import fields
 from collections.abc import Iterator
-from itertools import compress, starmap
+from itertools import compress
 from operator import attrgetter
 from typing import Any
 
@@ -42,9 +42,8 @@ from memory.recall.index import SessionView, Unit, collector_paused
 __all__ = ["FORMAT", "PART_BYTES", "Restore", "SnapshotError", "dump", "fmt"]
 
 FORMAT = 2  # bump when the parts' layout or a view's fields change (a head holding the whole view is read too)
-PART_BYTES = 1 << 20  # about this much in each part (a unit's content is most of it)
-_UNIT_FIELDS = tuple(f.name for f in fields(Unit))
-_unit_tuple = attrgetter(*_UNIT_FIELDS)
+PART_BYTES = 4 << 20  # about this much in each part (a unit's content is most of it)
+_UNIT_FIELDS = tuple(attrgetter(f.name) for f in fields(Unit))
 _INT_COLUMNS = ("render", "hash_row", "ord", "start", "end", "tokens")  # array("i")
 _LONG_COLUMNS = ("ids", "parent")  # array("q")
 
@@ -80,11 +79,12 @@ def dump(view: SessionView) -> Iterator[bytes]:
 def _parts(view: SessionView) -> Iterator[tuple[Any, ...]]:
     c, hv = view._columns, view._vectors
     keys, units, size, start = list(view.units), list(view.units.values()), 0, 0
-    for i, u in enumerate(units):  # a unit's content is most of a snapshot
-        size += len(u.content) + 100
+    for i, length in enumerate(map(len, map(_CONTENT, units))):  # a unit's content is most of a snapshot
+        size += length + 100
         if size >= PART_BYTES or i == len(units) - 1:
             part = units[start:i + 1]
-            yield "units", keys[start:i + 1], [_unit_tuple(u) for u in part], bytes(u.role is not None and u.key[0] == "e" for u in part)
+            columns = [list(map(field, part)) for field in _UNIT_FIELDS]  # a list per field: no tuple per unit
+            yield "units", keys[start:i + 1], columns, bytes(map(_is_message, part))
             size, start = 0, i + 1
     step = PART_BYTES // 8
     for name in _INT_COLUMNS + _LONG_COLUMNS:
@@ -92,7 +92,7 @@ def _parts(view: SessionView) -> Iterator[tuple[Any, ...]]:
             yield "column", name, getattr(c, name)[i:i + step].tobytes()
     index = {k: n for n, k in enumerate(keys)}  # a chunk's unit as the unit's position (its key is stored once, above)
     for i in range(0, len(c.unit), step):
-        yield "unit", array("i", [index[k] for k in c.unit[i:i + step]]).tobytes()
+        yield "unit", array("i", map(index.__getitem__, c.unit[i:i + step])).tobytes()
     del index
     at: list[int] = []
     texts: list[str] = []
@@ -109,6 +109,13 @@ def _parts(view: SessionView) -> Iterator[tuple[Any, ...]]:
     for i in range(0, len(hv.hashes), step):
         yield "vectors", hv.hashes[i:i + step], codes[i:i + step].tobytes(), scales[i:i + step].tobytes()
     yield "end", len(c.ids), len(units)
+
+
+_CONTENT = attrgetter("content")
+
+
+def _is_message(u: Unit) -> bool:
+    return u.role is not None and u.key[0] == "e"
 
 
 class Restore:
@@ -162,8 +169,10 @@ class Restore:
         if self._end is not None:
             raise SnapshotError("snapshot part after the end")
         if kind == "units":
-            _, keys, rows, is_message = part
-            units = list(starmap(Unit, rows))
+            _, keys, columns, is_message = part
+            if len(columns) != len(_UNIT_FIELDS):
+                raise SnapshotError("snapshot units of another shape")
+            units = list(map(Unit, *columns))
             if len(keys) != len(units):
                 raise SnapshotError("snapshot units without their keys")
             self._keys += keys
@@ -218,7 +227,7 @@ class Restore:
 
 def _whole(s: dict[str, Any]) -> Iterator[tuple[Any, ...]]:
     """A format-2 head that holds the whole view (saved before parts), as the parts `dump` makes."""
-    yield ("units", s["keys"], s["units"], s["is_message"])
+    yield ("units", s["keys"], [list(c) for c in zip(*s["units"])] or [[] for _ in _UNIT_FIELDS], s["is_message"])
     for name in _INT_COLUMNS + _LONG_COLUMNS:
         yield ("column", name, s[name])
     yield ("unit", s["unit"])

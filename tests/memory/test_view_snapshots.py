@@ -10,6 +10,7 @@ import marshal
 import sqlite3
 from array import array
 from collections.abc import Iterator, Sequence
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import pytest
 import memory.recall.snapshot as snapshot_module
 import memory.recall.views as views_module
 from memory import create_runtime
+from memory.recall.index import Unit
 from memory.recall.snapshot import fmt
 from memory.recall.views import Views
 from memory.records import SessionDelta
@@ -221,6 +223,10 @@ async def test_a_snapshot_saved_whole_before_parts_is_read(tmp_path: Path, rows_
     assert sum(rows_read) == 0
 
 
+def astuple_shallow(unit: Unit) -> tuple[Any, ...]:
+    return tuple(getattr(unit, f.name) for f in fields(Unit))
+
+
 def _whole_blob(view: Any) -> bytes:
     """A snapshot as 9a8fac9 saved it: the whole view in one marshal blob, no parts."""
     c, hv = view._columns, view._vectors
@@ -230,7 +236,7 @@ def _whole_blob(view: Any) -> bytes:
     texts = [(pos, text) for pos, text in enumerate(c.text) if text is not None]
     return marshal.dumps({
         "dim": view.dim, "generation": view.generation, "marks": (view.max_event, view.max_artifact, view.max_chunk),
-        "created_at": view.created_at, "units": [snapshot_module._unit_tuple(u) for u in view.units.values()], "keys": keys,
+        "created_at": view.created_at, "units": [astuple_shallow(u) for u in view.units.values()], "keys": keys,
         "is_message": bytes(u.role is not None and u.key[0] == "e" for u in view.units.values()),
         "unit": array("i", [index[k] for k in c.unit]).tobytes(),
         **{name: getattr(c, name).tobytes() for name in ("render", "hash_row", "ord", "start", "end", "tokens", "ids", "parent")},
