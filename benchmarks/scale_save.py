@@ -15,7 +15,9 @@ After `--baseline-s` seconds the large session's first compile runs (its view re
 requests are grouped by when they ran: `baseline` (before that compile), `load` (overlapping
 it), `save` (overlapping the save), `after` (after the save, for `--after-s` seconds). One request
 of the large session itself is sent as the save starts (`same_session_during_save_ms`: it waits
-for the save, which holds that session's lock). Prints one JSON object on stdout's last line.
+while the save makes its parts under that session's lock, `same_session_lock_wait_ms` is that wait
+alone), and one after the save (`same_session_after_save_ms`, the same compile's cost without a
+save). Prints one JSON object on stdout's last line.
 Wall times: run it on a quiet machine, or read them against `baseline` of the same run.
 """
 
@@ -68,11 +70,12 @@ async def run(db: Path, clients: int, baseline_s: float, after_s: float, think_m
     async def timed_save(views: Views, session_id: str, emb: Any) -> bool:
         t0 = time.perf_counter()
         if session_id == SESSION:
+            waited = asyncio.ensure_future(_lock_wait(runtime, SESSION))
             same_task = asyncio.ensure_future(_one_compile(runtime, SESSION, asked["warm"][0]))
         stored = await save(views, session_id, emb)
         saves.append((t0, time.perf_counter()))
         if session_id == SESSION:
-            same.append(await same_task)
+            same.extend([await waited, await same_task])
         return stored
 
     out: dict[str, Any] = {"db": str(db), "clients": clients, "think_ms": think_ms}
@@ -105,6 +108,7 @@ async def run(db: Path, clients: int, baseline_s: float, after_s: float, think_m
         load1 = time.perf_counter()
         out["rss_after_load_mib"] = rss_mb()
         await runtime._views.idle()
+        out["same_session_after_save_ms"] = await _one_compile(runtime, SESSION, asked["warm"][1])
         await asyncio.sleep(after_s)
         stop.set()
         await asyncio.gather(*tasks)
@@ -127,9 +131,15 @@ async def run(db: Path, clients: int, baseline_s: float, after_s: float, think_m
         p = percentiles(samples)
         out[name] = {"n": len(samples), "p50_ms": p.p50, "p99_ms": p.p99, "max_ms": max(samples, default=float("nan"))}
     out.update(load_ms=(load1 - load0) * 1000, save_ms=(save1 - save0) * 1000, save_starts_after_load_ms=(save0 - load1) * 1000,
-               same_session_during_save_ms=same[0] if same else None,
+               same_session_lock_wait_ms=same[0] if same else None, same_session_during_save_ms=same[1] if same else None,
                loadavg=[float(x) for x in Path("/proc/loadavg").read_text().split()[:3]])
     return out
+
+
+async def _lock_wait(runtime: Runtime, session_id: str) -> float:
+    t0 = time.perf_counter()
+    async with runtime.store.session_lock(session_id):
+        return (time.perf_counter() - t0) * 1000
 
 
 async def _one_compile(runtime: Runtime, session_id: str, question: str) -> float:
