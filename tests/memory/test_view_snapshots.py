@@ -168,15 +168,23 @@ async def _no_embedding(*args: Any, **kwargs: Any) -> None:  # the chunks left w
     return None
 
 
-async def test_erasing_a_session_erases_its_snapshot(tmp_path: Path, rows_read: list[int]) -> None:
-    where = str(tmp_path / "m.sqlite")
-    async with _runtime("sqlite", where) as runtime:
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+async def test_renaming_or_erasing_a_session_carries_or_erases_its_snapshot(kind: str, tmp_path: Path, request: pytest.FixtureRequest,
+                                                                            rows_read: list[int]) -> None:
+    where = _where(kind, tmp_path, request)
+    async with _runtime(kind, where) as runtime:
         await runtime.session("s").ingest_many(_chat(0, 30))
         await _compile(runtime)
-    assert _sql("sqlite", where, "SELECT count(*) FROM view_snapshots") == [(1,)]
-    async with _runtime("sqlite", where) as runtime:
-        assert await runtime.delete_session("s")
-    assert _sql("sqlite", where, "SELECT count(*) FROM view_snapshots") == [(0,)]
+    assert _sql(kind, where, "SELECT count(*) FROM view_snapshots") == [(1,)]
+    parts = _sql(kind, where, "SELECT count(*) FROM view_snapshot_parts")[0][0]
+    assert parts > 1
+    async with _runtime(kind, where) as runtime:
+        assert await runtime.rename_session("s", "t")  # the parts go with their snapshot
+    assert _sql(kind, where, "SELECT count(*) FROM view_snapshot_parts WHERE snapshot = 't'") == [(parts,)]
+    async with _runtime(kind, where) as runtime:
+        assert await runtime.delete_session("t")
+    assert _sql(kind, where, "SELECT count(*) FROM view_snapshots") == [(0,)]
+    assert _sql(kind, where, "SELECT count(*) FROM view_snapshot_parts") == [(0,)]
 
 
 async def test_a_running_process_saves_the_snapshot_a_crash_leaves(tmp_path: Path, rows_read: list[int],
