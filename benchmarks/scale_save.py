@@ -16,7 +16,8 @@ requests are grouped by when they ran: `baseline` (before that compile), `load` 
 it), `save` (overlapping the save), `after` (after the save, for `--after-s` seconds). One request
 of the large session itself is sent as the save starts (`same_session_during_save_ms`: it waits
 while the save makes its parts under that session's lock, `same_session_lock_wait_ms` is that wait
-alone), and one after the save (`same_session_after_save_ms`, the same compile's cost without a
+alone, which also holds any wait for the session's first compile when the save was called
+before it ended; `parts_made_under_lock_ms` is how long the save held the lock), and one after the save (`same_session_after_save_ms`, the same compile's cost without a
 save). Prints one JSON object on stdout's last line.
 Wall times: run it on a quiet machine, or read them against `baseline` of the same run.
 """
@@ -30,10 +31,14 @@ import sqlite3
 import sys
 import time
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
+import memory.recall.snapshot as snapshot_module
+import memory.recall.views as views_module
 from memory import create_runtime
 from memory.recall.embeddings import load_embedder
+from memory.recall.index import SessionView
 from memory.recall.views import Views
 from memory.runtime import Runtime
 
@@ -64,8 +69,16 @@ async def run(db: Path, clients: int, baseline_s: float, after_s: float, think_m
     asked = json.loads(db.with_name(db.name + ".questions.json").read_text())
     runtime = create_runtime(storage_path=str(db), embedder=embedder)
     saves: list[tuple[float, float]] = []
+    made: list[tuple[float, float]] = []  # the parts' making: what the session's lock is held for
     same: list[float] = []
-    save = Views._save
+    save, dump = Views._save, snapshot_module.dump
+
+    def timed_dump(view: SessionView) -> Iterator[bytes]:
+        t0 = time.perf_counter()
+        yield from dump(view)
+        made.append((t0, time.perf_counter()))
+
+    setattr(views_module, "dump", timed_dump)  # what `Views._save` calls
 
     async def timed_save(views: Views, session_id: str, emb: Any) -> bool:
         t0 = time.perf_counter()
@@ -131,7 +144,7 @@ async def run(db: Path, clients: int, baseline_s: float, after_s: float, think_m
         p = percentiles(samples)
         out[name] = {"n": len(samples), "p50_ms": p.p50, "p99_ms": p.p99, "max_ms": max(samples, default=float("nan"))}
     out.update(load_ms=(load1 - load0) * 1000, save_ms=(save1 - save0) * 1000, save_starts_after_load_ms=(save0 - load1) * 1000,
-               same_session_lock_wait_ms=same[0] if same else None, same_session_during_save_ms=same[1] if same else None,
+               parts_made_under_lock_ms=[(b - a) * 1000 for a, b in made], same_session_lock_wait_ms=same[0] if same else None, same_session_during_save_ms=same[1] if same else None,
                loadavg=[float(x) for x in Path("/proc/loadavg").read_text().split()[:3]])
     return out
 
