@@ -26,7 +26,9 @@ log = logging.getLogger("memory")
 # Session views kept in process; a dropped view is rebuilt from the store on its next use.
 MAX_VIEWS = 256
 APPLY_OFF_LOOP = 500  # rows of a view update above which it is built off the event loop
-LOAD_PAGE = 5_000  # chunks a view load reads at a time (what it keeps is not scattered among freed rows; 20,000 peaked 511 MiB at 100k with the model, 5,000 476)
+# Chunks a view load reads at a time: what it keeps is not scattered among freed rows, and fewer
+# rows sit in memory at once (a 100,000-event load peaked 511 MiB with the model at 20,000, 476 at 5,000).
+LOAD_PAGE = 5_000
 RELEASE_AFTER = 5_000  # rows of a view update after which freed heap pages go back to the system
 # Rows a view loads from the store since its last snapshot before a new one is saved: a
 # 10,000-event session (~40,000 rows) rebuilds in ~0.5 s, a 100,000-event one in ~2.5 s.
@@ -153,8 +155,8 @@ class Views(OrderedDict[str, SessionView]):
         the write keeps no snapshot of the session: only a restart's speed depends on it. The parts
         are made in a worker thread while the session's lock is held (its view must not change
         meanwhile: ~0.7 s of CPU at 100,000 events, compressed to ~13 MB), then written without it
-        (writing took ~1.8 s of the lock at 100,000 events on a quiet machine, 4.5 s under load):
-        the head first (replacing the last snapshot and its parts), then each part in a short
+        (with the writes under the lock too, a save held it 1.8 s at 100,000 events with nothing
+        else in the process, 4.5-5.6 s beside four busy clients): the head first (replacing the last snapshot and its parts), then each part in a short
         transaction of its own, so other sessions' writes go between them. A head without its end
         part is ignored at the next restart."""
         name = embedder.name if embedder else ""
