@@ -2,8 +2,8 @@
 
 Rebuilding a 100,000-event view from its rows costs seconds of CPU: ~290,000 chunk rows and
 100,000 events become Python objects one by one (SQLite's cursor, a record per row, the columns'
-appends). A snapshot holds the view's columns as the arrays' own bytes, its units as plain tuples
-and its vectors as their int8 codes: loading it is a few bulk copies and one object per unit.
+appends). A snapshot holds the view's columns as the arrays' own bytes, its units as a list per
+field and its vectors as their int8 codes: loading it is a few bulk copies and one object per unit.
 
 It is stored in parts of about `PART_BYTES` before compression (`dump` makes them one at a time,
 `Restore` takes them one at a time): one `marshal` blob of the whole view (40 MB at 100,000
@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from memory.errors import StorageError
-from memory.recall.index import SessionView, Unit, collector_paused
+from memory.recall.index import SessionView, Unit
 
 __all__ = ["FORMAT", "PART_BYTES", "Restore", "SnapshotError", "dump", "fmt"]
 
@@ -126,7 +126,7 @@ def _is_message(u: Unit) -> bool:
 class Restore:
     """A view rebuilt from `dump`'s parts, fed one at a time (`feed`), then `view()`. Any part
     that cannot be this view (another generation or vector size, a damaged or missing part) raises
-    `SnapshotError`. Feed it with Python's cyclic collector paused (`collector_paused`): ~1.5
+    `SnapshotError`. Feed it with Python's cyclic collector paused (`memory.recall.index.collector_paused`): ~1.5
     million objects are made at 100,000 events, none of them garbage."""
 
     def __init__(self, head: bytes, dim: int, generation: int) -> None:
