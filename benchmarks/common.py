@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import numpy as np
 from tqdm import tqdm
 
-__all__ = ["splice_section", "BUDGETS", "MODEL", "Percentiles", "percentiles", "messages_text", "canonical", "content_words", "progress", "Stopwatch", "rss_mb",
+__all__ = ["splice_section", "BUDGETS", "MODEL", "Percentiles", "percentiles", "messages_text", "canonical", "content_words", "progress", "Stopwatch", "rss_mb", "reset_peak_rss",
            "peak_rss_mb"]
 
 T = TypeVar("T")
@@ -105,6 +105,12 @@ def rss_mb() -> float:
 def peak_rss_mb() -> float:
     """Peak resident set size of this process so far, in MiB."""
     return _status_kb("VmHWM") / 1024.0
+
+
+def reset_peak_rss() -> None:
+    """Start `peak_rss_mb` over from the current RSS (Linux: /proc/self/clear_refs)."""
+    with open("/proc/self/clear_refs", "w", encoding="ascii") as fh:
+        fh.write("5")
 
 
 def splice_section(markdown: str, letter: str, section: Sequence[str]) -> str:

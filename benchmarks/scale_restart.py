@@ -2,7 +2,7 @@
 process did (tokeniser calls, rows read), on a database built once and kept.
 
     python -m benchmarks.scale_restart build --db /tmp/s100k.sqlite --events 100000 --unique 10000
-    python -m benchmarks.scale_restart measure --db /tmp/s100k.sqlite [--queries 30] [--tracemalloc]
+    python -m benchmarks.scale_restart measure --db /tmp/s100k.sqlite [--queries 30] [--tracemalloc] [--crash]
 
 `build` ingests `benchmarks.workload.session_events` and flushes, as the scale probe does, so every
 chunk (pair probes included) has a vector under the model's name: with `--vectors model` the
@@ -14,7 +14,10 @@ it loads the model, opens the store (running any new migration: run it twice aft
 report the second; the first also builds the view from the rows, and its close saves the view's
 snapshot, which the next restart reads: `view_snapshot_at_start` says which case a run was), times the open and the first compile (wall and this process's CPU time: an
 open may load what a first compile would otherwise load) and counts the tokeniser's calls in it,
-then warm compiles, then prints one JSON object on stdout's last line. Issue 23's compile targets
+then waits for the view's snapshot the runtime saves in the background once a load read many rows
+(`save_wait_ms`, and the RSS peak over that wait: `save_peak_rss_mib`), then warm compiles, then
+prints one JSON object on stdout's last line. With `--crash` it prints it right after that wait and
+kills itself (SIGKILL, no close): the next run's first compile is the first after a crash. Issue 23's compile targets
 are read on `compile_cpu_excl_embed_p50_ms`: each warm compile's CPU time less the process's CPU
 time while the model embedded the question.
 Wall times are load-sensitive on a shared machine; CPU time and the counts are less so.
@@ -26,6 +29,8 @@ import argparse
 import asyncio
 import json
 import hashlib
+import os
+import signal
 import sqlite3
 import statistics
 import sys
@@ -42,7 +47,7 @@ from memory import create_runtime
 from memory.recall import tokens as tokens_module
 from memory.recall.embeddings import Embedder, load_embedder
 
-from .common import MODEL, peak_rss_mb, rss_mb
+from .common import MODEL, peak_rss_mb, reset_peak_rss, rss_mb
 from .timed_embedder import TimedEmbedder
 from .workload import queries, session_events
 
@@ -115,7 +120,7 @@ def counted_tokeniser() -> Iterator[dict[str, int]]:
         setattr(tokens_module.TiktokenCounter, "encode", original_encode)
 
 
-async def measure(db: Path, n_queries: int, budget: int, trace: bool) -> dict[str, Any]:
+async def measure(db: Path, n_queries: int, budget: int, trace: bool, crash: bool = False) -> dict[str, Any]:
     inner = load_embedder(None)
     if inner is None:
         raise SystemExit("measuring needs the embedding model")
@@ -149,6 +154,17 @@ async def measure(db: Path, n_queries: int, budget: int, trace: bool) -> dict[st
                                       for s in snapshot.statistics("lineno")[:15]]
             out["tracemalloc_total_mib"] = sum(s.size for s in snapshot.statistics("filename")) / 2**20
             tracemalloc.stop()
+        out["peak_rss_before_save_mib"] = peak_rss_mb()
+        reset_peak_rss()
+        wall0, cpu0 = time.perf_counter(), time.process_time()
+        await runtime._views.idle()  # the background snapshot, if the load read enough rows for one
+        out["save_wait_ms"], out["save_wait_cpu_ms"] = (time.perf_counter() - wall0) * 1000, (time.process_time() - cpu0) * 1000
+        out["save_peak_rss_mib"] = peak_rss_mb()
+        if crash:
+            out.update(load=list(_load()), crashed=True)
+            sys.stdout.write(json.dumps(out) + "\n")
+            sys.stdout.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
         excl: list[float] = []
         cpu: list[float] = []
         cpu_excl: list[float] = []
@@ -169,7 +185,8 @@ async def measure(db: Path, n_queries: int, budget: int, trace: bool) -> dict[st
         out["compile_excl_embed_p95_ms"] = sorted(excl)[max(0, int(len(excl) * 0.95) - 1)]
         out["compile_cpu_p50_ms"] = statistics.median(cpu)
         out["compile_cpu_excl_embed_p50_ms"] = statistics.median(cpu_excl)  # the targets' measure
-    out.update(rss_model_mib=rss_model, rss_closed_mib=rss_mb(), peak_rss_mib=peak_rss_mb(), load=list(_load()))
+    peak = max(out["peak_rss_before_save_mib"], peak_rss_mb())  # the whole run's (the counter was reset for the save's)
+    out.update(rss_model_mib=rss_model, rss_closed_mib=rss_mb(), peak_rss_mib=peak, load=list(_load()))
     return out
 
 
@@ -206,11 +223,12 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--queries", type=int, default=30)
     m.add_argument("--budget", type=int, default=2000)
     m.add_argument("--tracemalloc", action="store_true")
+    m.add_argument("--crash", action="store_true", help="kill this process (SIGKILL) once the background snapshot is saved")
     args = parser.parse_args(argv)
     if args.command == "build":
         result = asyncio.run(build(args.db, args.events, args.unique, args.vectors))
     else:
-        result = asyncio.run(measure(args.db, args.queries, args.budget, args.tracemalloc))
+        result = asyncio.run(measure(args.db, args.queries, args.budget, args.tracemalloc, args.crash))
     sys.stdout.write(json.dumps(result) + "\n")
     return 0
 

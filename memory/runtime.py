@@ -86,7 +86,9 @@ class Runtime:
         self._embedding_model = embedding_model
         self._embedding_model_dir = embedding_model_dir
         self.embedder: Embedder | None = embedder
-        self._views = Views(self.store, max_views)
+        # Turns being planned or committed: background embedding and snapshots wait for a quiet moment.
+        self._activity = TurnActivity()
+        self._views = Views(self.store, max_views, quiet=self._activity.quiet)
         # A client resends its history every call: its messages are hashed and counted once.
         self.memo = MessageMemo(MESSAGE_MEMO)
         # A tool loop's compactions are replayed on every request: their renderings are remembered.
@@ -98,8 +100,6 @@ class Runtime:
         self.fixed_policy = FixedPolicy()
         self._open_lock = asyncio.Lock()
         self._opened = False
-        # Turns being planned or committed: the background embedding waits for a quiet moment.
-        self._activity = TurnActivity()
         self._embeddings = EmbeddingQueue(self.store, lambda: self.embedder, self._fresh_view, self._activity.quiet)
 
     async def __aenter__(self) -> Runtime:
@@ -158,6 +158,7 @@ class Runtime:
         if self._model is not None:
             await self._model.stop()
         await self._embeddings.close()
+        await self._views.stop()
         if self._opened:
             await self._views.save(self.embedder)  # a quiet moment: the next restart reads these
         await self.store.close()

@@ -144,6 +144,11 @@ class SqlReads:
                             "WHERE session_id = ? AND model = ? AND format = ?", (session_id, model, fmt))
         return None if r is None else (int(r[0]), int(r[1]), int(r[2]), int(r[3]), bytes(r[4]))
 
+    async def view_snapshot_part(self, session_id: str, part: int) -> bytes | None:
+        """Part `part` (from 1) of the session's stored view snapshot, or None."""
+        r = await self._one("SELECT data FROM view_snapshot_parts WHERE snapshot = ? AND part = ?", (session_id, part))
+        return None if r is None else bytes(r[0])
+
     async def get_vectors(self, model: str, hashes: Sequence[str]) -> dict[str, bytes]:
         if not hashes:
             return {}

@@ -287,16 +287,19 @@ class SqlWrites(SqlReads):
 
     async def save_view_snapshot(self, session_id: str, generation: int, model: str, fmt: str, marks: tuple[int, int, int],
                                  data: bytes) -> bool:
-        """Store a view snapshot taken at `marks` (max event, artifact, chunk), replacing the
-        session's last; only while the session is still at `generation`. True when stored."""
+        """Store the head of a view snapshot taken at `marks` (max event, artifact, chunk), replacing
+        the session's last and its parts; only while the session is still at `generation`. True
+        when stored."""
+        await self._exec("DELETE FROM view_snapshots WHERE session_id = ?", (session_id,))  # its parts go with it
         await self._exec("INSERT INTO view_snapshots(session_id, generation, model, format, max_event, max_artifact, max_chunk, data, "
-                         "created_at) SELECT id, generation, ?, ?, ?, ?, ?, ?, ? FROM sessions WHERE id = ? AND generation = ? "
-                         "ON CONFLICT (session_id) DO UPDATE SET generation = excluded.generation, model = excluded.model, "
-                         "format = excluded.format, max_event = excluded.max_event, max_artifact = excluded.max_artifact, "
-                         "max_chunk = excluded.max_chunk, data = excluded.data, created_at = excluded.created_at",
+                         "created_at) SELECT id, generation, ?, ?, ?, ?, ?, ?, ? FROM sessions WHERE id = ? AND generation = ?",
                          (model, fmt, *marks, data, time.time(), session_id, generation))
         return await self._one("SELECT 1 FROM view_snapshots WHERE session_id = ? AND generation = ? AND max_chunk = ?",
                                (session_id, generation, marks[2])) is not None
+
+    async def put_view_snapshot_part(self, session_id: str, part: int, data: bytes) -> None:
+        """Store part `part` (from 1) of the session's view snapshot, after its head."""
+        await self._exec("INSERT INTO view_snapshot_parts(snapshot, part, data) VALUES (?, ?, ?)", (session_id, part, data))
 
     async def save_manifest(self, session_id: str, manifest_json: str) -> None:
         await self._exec("UPDATE sessions SET last_manifest = ? WHERE id = ?", (manifest_json, session_id))

@@ -43,7 +43,7 @@ async def test_migrations_from_an_empty_file(tmp_path):
     try:
         assert [name for (name,) in _rows(path, "SELECT name FROM _migrations ORDER BY number")] == [
             "m001_initial", "m002_frames_turns", "m003_foreign_key_indexes", "m004_responses", "m005_cache_writes", "m006_event_tokens",
-            "m007_view_snapshots"]
+            "m007_view_snapshots", "m008_view_snapshot_parts"]
         async with store.db.execute("PRAGMA journal_mode") as cur:
             assert (await cur.fetchone())[0] == "wal"
         async with store.db.execute("PRAGMA foreign_keys") as cur:
@@ -56,7 +56,8 @@ async def test_migrations_from_an_empty_file(tmp_path):
     await store.close()
     assert _rows(path, "SELECT number, name FROM _migrations") == [(1, "m001_initial"), (2, "m002_frames_turns"), (3, "m003_foreign_key_indexes"),
                                                                         (4, "m004_responses"), (5, "m005_cache_writes"),
-                                                                        (6, "m006_event_tokens"), (7, "m007_view_snapshots")]
+                                                                        (6, "m006_event_tokens"), (7, "m007_view_snapshots"),
+                                                                        (8, "m008_view_snapshot_parts")]
 
 
 @pytest.mark.parametrize(

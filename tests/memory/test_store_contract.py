@@ -428,11 +428,11 @@ async def _applied(store: PgStore) -> list[str]:
 async def test_postgres_migrations_race_and_apply_once(pg_url: str) -> None:
     async with _instances(pg_url, 4) as stores:  # four instances starting together
         assert await _applied(stores[0]) == ["m001_initial", "m002_responses", "m003_cache_writes", "m004_fts_terms", "m005_event_tokens", "m006_fts_postings",
-                                             "m007_view_snapshots"]
+                                             "m007_view_snapshots", "m008_view_snapshot_parts"]
         again = PgStore(pg_url)
         await again.open()
         assert await _applied(again) == ["m001_initial", "m002_responses", "m003_cache_writes", "m004_fts_terms", "m005_event_tokens", "m006_fts_postings",
-                                             "m007_view_snapshots"]
+                                             "m007_view_snapshots", "m008_view_snapshot_parts"]
         await again.close()
 
 

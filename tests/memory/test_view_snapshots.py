@@ -1,21 +1,28 @@
-"""A session's view saved beside the data (`memory.recall.snapshot`, migration m007 on both
-backends): a restart reads it instead of every row and compiles exactly what a view built from the
-rows compiles; rows stored after it are read on top; a snapshot of another generation, or one that
-does not decode, is ignored; erasing the session erases it."""
+"""A session's view saved beside the data (`memory.recall.snapshot`, migrations m007 and m008 on
+both backends): a restart reads it instead of every row and compiles exactly what a view built from
+the rows compiles; rows stored after it are read on top; a snapshot of another generation, one
+that lacks a part or does not decode, is ignored; a running process saves it without closing (so a
+crash leaves it); a snapshot saved whole before parts is read; erasing the session erases it."""
 
 from __future__ import annotations
 
+import marshal
 import sqlite3
+from array import array
 from collections.abc import Iterator, Sequence
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
+import memory.recall.snapshot as snapshot_module
 import memory.recall.views as views_module
 from memory import create_runtime
+from memory.recall.index import Unit
 from memory.recall.snapshot import fmt
+from memory.recall.views import Views
 from memory.records import SessionDelta
 from memory.runtime import Runtime
 from memory.store.reads import SqlReads
@@ -42,7 +49,8 @@ def _chat(start: int, n: int) -> list[dict[str, Any]]:
 
 @pytest.fixture
 def rows_read(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
-    """Events and chunks each view load reads from the store; snapshots saved after one row."""
+    """Events and chunks each view load reads from the store; snapshots saved after one row, in
+    parts of a few hundred bytes (dozens of parts)."""
     seen: list[int] = []
     original = SqlReads.load_delta
 
@@ -53,6 +61,7 @@ def rows_read(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
 
     monkeypatch.setattr(SqlReads, "load_delta", load_delta)
     monkeypatch.setattr(views_module, "SNAPSHOT_AFTER", 1)
+    monkeypatch.setattr(snapshot_module, "PART_BYTES", 300)
     yield seen
 
 
@@ -85,6 +94,7 @@ async def test_a_restart_reads_the_snapshot_and_compiles_the_same(kind: str, tmp
     assert sum(rows_read) > 120
     assert _sql(kind, where, "SELECT count(*), max(max_event) FROM view_snapshots WHERE session_id = 's'") == \
         _sql(kind, where, "SELECT 1, max(id) FROM events WHERE session_id = 's'")
+    assert _sql(kind, where, "SELECT count(*) > 20, min(part), max(part) = count(*) FROM view_snapshot_parts")[0][:2] == (True, 1)
 
     rows_read.clear()
     async with _runtime(kind, where) as runtime:
@@ -102,7 +112,10 @@ async def test_a_restart_reads_the_snapshot_and_compiles_the_same(kind: str, tmp
 @pytest.mark.parametrize("damage", ["UPDATE view_snapshots SET generation = generation + 1",
                                     "UPDATE view_snapshots SET max_chunk = max_chunk + 1000",
                                     "UPDATE view_snapshots SET data = x'0102'",
-                                    "UPDATE view_snapshots SET format = 'view0'"])
+                                    "UPDATE view_snapshots SET format = 'view0'",
+                                    "DELETE FROM view_snapshot_parts WHERE part = (SELECT max(part) FROM view_snapshot_parts)",
+                                    "DELETE FROM view_snapshot_parts WHERE part = 3",
+                                    "UPDATE view_snapshot_parts SET data = x'0102' WHERE part = 2"])
 async def test_a_snapshot_that_does_not_fit_is_ignored(damage: str, tmp_path: Path, rows_read: list[int]) -> None:
     where = str(tmp_path / "m.sqlite")
     async with _runtime("sqlite", where) as runtime:
@@ -155,12 +168,88 @@ async def _no_embedding(*args: Any, **kwargs: Any) -> None:  # the chunks left w
     return None
 
 
-async def test_erasing_a_session_erases_its_snapshot(tmp_path: Path, rows_read: list[int]) -> None:
-    where = str(tmp_path / "m.sqlite")
-    async with _runtime("sqlite", where) as runtime:
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+async def test_renaming_or_erasing_a_session_carries_or_erases_its_snapshot(kind: str, tmp_path: Path, request: pytest.FixtureRequest,
+                                                                            rows_read: list[int]) -> None:
+    where = _where(kind, tmp_path, request)
+    async with _runtime(kind, where) as runtime:
         await runtime.session("s").ingest_many(_chat(0, 30))
         await _compile(runtime)
-    assert _sql("sqlite", where, "SELECT count(*) FROM view_snapshots") == [(1,)]
+    assert _sql(kind, where, "SELECT count(*) FROM view_snapshots") == [(1,)]
+    parts = _sql(kind, where, "SELECT count(*) FROM view_snapshot_parts")[0][0]
+    assert parts > 1
+    async with _runtime(kind, where) as runtime:
+        assert await runtime.rename_session("s", "t")  # the parts go with their snapshot
+    assert _sql(kind, where, "SELECT count(*) FROM view_snapshot_parts WHERE snapshot = 't'") == [(parts,)]
+    async with _runtime(kind, where) as runtime:
+        assert await runtime.delete_session("t")
+    assert _sql(kind, where, "SELECT count(*) FROM view_snapshots") == [(0,)]
+    assert _sql(kind, where, "SELECT count(*) FROM view_snapshot_parts") == [(0,)]
+
+
+async def test_a_running_process_saves_the_snapshot_a_crash_leaves(tmp_path: Path, rows_read: list[int],
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    where = str(tmp_path / "m.sqlite")
+    with monkeypatch.context() as patched:
+        patched.setattr(Views, "save", _nothing_saved)  # as if the process were killed: nothing saved at close
+        async with _runtime("sqlite", where) as runtime:
+            await runtime.session("s").ingest_many(_chat(0, 60))
+            built = await _compile(runtime)
+            await runtime._views.idle()  # the background save, at the first quiet moment
+            assert _sql("sqlite", where, "SELECT count(*), max(max_event) FROM view_snapshots") == \
+                _sql("sqlite", where, "SELECT 1, max(id) FROM events")
+            await runtime.session("s").ingest_many(_chat(60, 10))
+            grown = await _compile(runtime)
+            await runtime._views.idle()  # 10 messages loaded since: saved again (SNAPSHOT_AFTER is 1 here)
+            assert _sql("sqlite", where, "SELECT count(*), max(max_event) FROM view_snapshots") == \
+                _sql("sqlite", where, "SELECT 1, max(id) FROM events")
+    assert grown != built
+    rows_read.clear()
     async with _runtime("sqlite", where) as runtime:
-        assert await runtime.delete_session("s")
-    assert _sql("sqlite", where, "SELECT count(*) FROM view_snapshots") == [(0,)]
+        assert await _compile(runtime) == grown
+    assert sum(rows_read) == 0
+
+
+async def _nothing_saved(self: Views, *args: Any) -> int:
+    return 0
+
+
+async def test_a_snapshot_saved_whole_before_parts_is_read(tmp_path: Path, rows_read: list[int]) -> None:
+    where = str(tmp_path / "m.sqlite")
+    async with _runtime("sqlite", where) as runtime:
+        await runtime.session("s").ingest_many(_chat(0, 60))
+        built = await _compile(runtime)
+        whole = _whole_blob(runtime._views["s"])
+    _sql("sqlite", where, "DELETE FROM view_snapshot_parts")
+    con = sqlite3.connect(where)
+    con.execute("UPDATE view_snapshots SET data = ?", (whole,))
+    con.commit()
+    con.close()
+    rows_read.clear()
+    async with _runtime("sqlite", where) as runtime:
+        assert await _compile(runtime) == built
+    assert sum(rows_read) == 0
+
+
+def astuple_shallow(unit: Unit) -> tuple[Any, ...]:
+    return tuple(getattr(unit, f.name) for f in fields(Unit))
+
+
+def _whole_blob(view: Any) -> bytes:
+    """A snapshot as 9a8fac9 saved it: the whole view in one marshal blob, no parts."""
+    c, hv = view._columns, view._vectors
+    codes, scales = hv.matrix()
+    keys = list(view.units)
+    index = {k: i for i, k in enumerate(keys)}
+    texts = [(pos, text) for pos, text in enumerate(c.text) if text is not None]
+    return marshal.dumps({
+        "dim": view.dim, "generation": view.generation, "marks": (view.max_event, view.max_artifact, view.max_chunk),
+        "created_at": view.created_at, "units": [astuple_shallow(u) for u in view.units.values()], "keys": keys,
+        "is_message": bytes(u.role is not None and u.key[0] == "e" for u in view.units.values()),
+        "unit": array("i", [index[k] for k in c.unit]).tobytes(),
+        **{name: getattr(c, name).tobytes() for name in ("render", "hash_row", "ord", "start", "end", "tokens", "ids", "parent")},
+        "text_pos": array("i", [p for p, _ in texts]).tobytes(), "texts": [t for _, t in texts],
+        "hashes": list(hv.hashes), "without": sorted(hv.without), "codes": codes.tobytes(), "scales": scales.tobytes(),
+        "missing": sorted(view.missing), "artifact_ids": list(view._artifact_ids.items()), "pinned": sorted(view.pinned),
+        "source_order": dict(view.source_order), "quoted": {k: sorted(v) for k, v in view.quoted.items()},
+    })

@@ -148,5 +148,15 @@ WHERE left(u.lexeme, 1) <> '#' ORDER BY 1, 2, 3;
 # `view_snapshots`: a session's view as it was at its marks, derived (SQLite's m007 says why).
 M007_VIEW_SNAPSHOTS: Final = POSTGRES.typed(VIEW_SNAPSHOTS)
 
+# `view_snapshot_parts`: the rest of a snapshot, in parts (SQLite's m008 says why).
+M008_VIEW_SNAPSHOT_PARTS: Final = """
+CREATE TABLE view_snapshot_parts (
+    snapshot TEXT COLLATE "C" NOT NULL REFERENCES view_snapshots(session_id) ON DELETE CASCADE ON UPDATE CASCADE,
+    part     INTEGER NOT NULL,
+    data     BYTEA NOT NULL,
+    PRIMARY KEY (snapshot, part)
+);
+"""
+
 # (number, name, sql), from the constants above; append only. PostgreSQL runs a multi-statement string in one call.
 MIGRATIONS: Final = numbered(globals())
