@@ -17,7 +17,7 @@ from string import Template
 from typing import Any, Final
 
 __all__ = ["Dialect", "SQLITE", "POSTGRES", "ARTIFACTS", "EVENT_FIELDS", "CHUNK_FIELDS", "EMBEDDINGS", "STATE_ITEMS", "TRANSCRIPT", "FRAMES",
-           "TURNS", "RESPONSES", "CACHE_WRITES", "EVENT_TOKENS", "VIEW_SNAPSHOTS", "numbered"]
+           "TURNS", "RESPONSES", "CACHE_WRITES", "EVENT_TOKENS", "VIEW_SNAPSHOTS", "VIEW_SNAPSHOT_PARTS", "numbered"]
 
 
 @dataclass(frozen=True)
@@ -221,5 +221,13 @@ CREATE TABLE view_snapshots (
     max_chunk     $int NOT NULL,
     data          $blob NOT NULL,
     created_at    $time NOT NULL
+);
+"""
+VIEW_SNAPSHOT_PARTS: Final = """
+CREATE TABLE view_snapshot_parts (
+    snapshot      $key NOT NULL REFERENCES view_snapshots(session_id) ON DELETE CASCADE ON UPDATE CASCADE,
+    part          $int NOT NULL,
+    data          $blob NOT NULL,
+    PRIMARY KEY (snapshot, part)
 );
 """

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Final
 
 from memory.store.schema import (ARTIFACTS, CACHE_WRITES, CHUNK_FIELDS, EMBEDDINGS, EVENT_FIELDS, EVENT_TOKENS, FRAMES, RESPONSES,
-                                 STATE_ITEMS, TRANSCRIPT, TURNS, VIEW_SNAPSHOTS, POSTGRES, numbered)
+                                 STATE_ITEMS, TRANSCRIPT, TURNS, VIEW_SNAPSHOTS, VIEW_SNAPSHOT_PARTS, POSTGRES, numbered)
 
 __all__ = ["MIGRATIONS"]
 
@@ -149,14 +149,7 @@ WHERE left(u.lexeme, 1) <> '#' ORDER BY 1, 2, 3;
 M007_VIEW_SNAPSHOTS: Final = POSTGRES.typed(VIEW_SNAPSHOTS)
 
 # `view_snapshot_parts`: the rest of a snapshot, in parts (SQLite's m008 says why).
-M008_VIEW_SNAPSHOT_PARTS: Final = """
-CREATE TABLE view_snapshot_parts (
-    snapshot TEXT COLLATE "C" NOT NULL REFERENCES view_snapshots(session_id) ON DELETE CASCADE ON UPDATE CASCADE,
-    part     INTEGER NOT NULL,
-    data     BYTEA NOT NULL,
-    PRIMARY KEY (snapshot, part)
-);
-"""
+M008_VIEW_SNAPSHOT_PARTS: Final = POSTGRES.typed(VIEW_SNAPSHOT_PARTS)
 
 # (number, name, sql), from the constants above; append only. PostgreSQL runs a multi-statement string in one call.
 MIGRATIONS: Final = numbered(globals())

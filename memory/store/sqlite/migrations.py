@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Final
 
 from memory.store.schema import (ARTIFACTS, CACHE_WRITES, CHUNK_FIELDS, EMBEDDINGS, EVENT_FIELDS, EVENT_TOKENS, FRAMES, RESPONSES,
-                                 STATE_ITEMS, TRANSCRIPT, TURNS, VIEW_SNAPSHOTS, SQLITE, numbered)
+                                 STATE_ITEMS, TRANSCRIPT, TURNS, VIEW_SNAPSHOTS, VIEW_SNAPSHOT_PARTS, SQLITE, numbered)
 
 __all__ = ["MIGRATIONS"]
 
@@ -113,14 +113,7 @@ M007_VIEW_SNAPSHOTS: Final = SQLITE.typed(VIEW_SNAPSHOTS)
 # - `view_snapshot_parts`: the rest of a snapshot, ~1 MiB a part, after its head's `data`: one blob
 #   of a 100,000-event view (40 MB) doubled the memory of saving and reading it. They belong to
 #   their snapshot (so export and import skip them, and a snapshot replaced drops its parts).
-M008_VIEW_SNAPSHOT_PARTS: Final = """
-CREATE TABLE view_snapshot_parts (
-    snapshot  TEXT NOT NULL REFERENCES view_snapshots(session_id) ON DELETE CASCADE ON UPDATE CASCADE,
-    part      INTEGER NOT NULL,
-    data      BLOB NOT NULL,
-    PRIMARY KEY (snapshot, part)
-);
-"""
+M008_VIEW_SNAPSHOT_PARTS: Final = SQLITE.typed(VIEW_SNAPSHOT_PARTS)
 
 # (number, name, sql), from the constants above; append only.
 MIGRATIONS: Final = numbered(globals())
