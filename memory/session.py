@@ -28,7 +28,7 @@ from memory.recall.tokens import get_counter
 from memory.records import TranscriptEntry
 from memory.store.protocol import StoreTx
 from memory.turn.compact import Rewrite
-from memory.turn.protocol import TurnProtocol, check_budget, checked_messages, parse_messages
+from memory.turn.protocol import INLINE_CHARS, INLINE_MESSAGES, TurnProtocol, check_budget, checked_messages, off_loop_unless, parse_messages
 from memory.turn.transcripts import TranscriptCache
 from memory.turn.turns import Request, TurnPlan, Usage, align_request, in_formula_of, query_text, totals_dict
 
@@ -86,7 +86,8 @@ class Session:
         count = get_counter(_CHUNKING_COUNTER).count
         if not self.runtime.store_images:
             parsed = [event_without_images(e) for e in parsed]
-        pre = await asyncio.to_thread(precompute, parsed, count)
+        small = len(parsed) <= INLINE_MESSAGES and sum(len(e.content) for e in parsed) <= INLINE_CHARS
+        pre = await off_loop_unless(small, precompute, parsed, count)
         # The store turns its driver's errors into StorageError; the domain never sees sqlite3 or psycopg.
         async with self._store.transaction() as tx:
             await tx.ensure_session(self.id, scope)

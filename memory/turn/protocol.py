@@ -41,7 +41,17 @@ from memory.turn.compact import Rewrite
 from memory.turn.room import tools_tokens
 from memory.turn.turns import Request, TurnInputs, TurnPlan, Usage, align_request, build_plan, classify_fixed, turn_inputs, turn_record
 
-__all__ = ["TurnProtocol", "Writer", "parse_messages", "check_budget", "checked_messages"]
+__all__ = ["TurnProtocol", "Writer", "parse_messages", "check_budget", "checked_messages", "small_messages", "off_loop_unless",
+           "INLINE_CHARS", "INLINE_MESSAGES", "INLINE_UNITS"]
+
+# Work this small runs on the event loop: with one GIL a worker thread buys no parallelism, only a
+# loop that keeps serving meanwhile, which matters for milliseconds of work, not for the tens of
+# microseconds a turn of a chat-sized session takes; each hand-off cost more CPU than that (a
+# queue, two wake-ups) and was ~10% of the proxy's samples under load. Larger requests and
+# sessions still go to a thread.
+INLINE_CHARS = 32_768  # characters of message content and tool-call arguments
+INLINE_MESSAGES = 64
+INLINE_UNITS = 2_000  # units of the session's view (ranking and layout grow with them)
 
 
 class Writer(Protocol):
@@ -59,6 +69,29 @@ def parse_messages(messages: list[dict[str, Any]], hashes: list[str]) -> list[Ev
         if event is not None:
             events.append(replace(parse_event(event), message_hash=h))
     return events
+
+
+def small_messages(messages: Sequence[dict[str, Any]]) -> bool:
+    """Whether hashing, parsing or chunking these messages is cheaper on the loop than a thread
+    hand-off: few messages of plain-text content (an image or a part list goes to a thread)."""
+    if len(messages) > INLINE_MESSAGES:
+        return False
+    chars = 0
+    for m in messages:
+        content = m.get("content")
+        if isinstance(content, str):
+            chars += len(content)
+        elif content is not None:
+            return False
+        for call in m.get("tool_calls") or ():
+            arguments = (call.get("function") or {}).get("arguments") if isinstance(call, dict) else None
+            chars += len(arguments) if isinstance(arguments, str) else INLINE_CHARS
+    return chars <= INLINE_CHARS
+
+
+async def off_loop_unless(small: bool, fn: Callable[..., Any], *args: Any) -> Any:
+    """`fn(*args)`, on the loop when `small`, else in a worker thread."""
+    return fn(*args) if small else await asyncio.to_thread(fn, *args)
 
 
 class TurnProtocol:
@@ -90,7 +123,9 @@ class TurnProtocol:
         check_budget(budget_tokens)
         layout_policy = get_policy(policy) if isinstance(policy, str) else policy
         counter = self.host.tokens_for(get_counter(model))  # every stage counts the same messages: once each
-        request = await asyncio.to_thread(Request.of, checked_messages(messages), self.host.memo.hash)
+        checked = checked_messages(messages)
+        small = small_messages(checked)
+        request = await off_loop_unless(small, Request.of, checked, self.host.memo.hash)
         await self.host.open()
         store = self.host.store
         async with self.host.busy(), store.session_lock(self.id):
@@ -104,12 +139,13 @@ class TurnProtocol:
             history_new = aligned.p - aligned.keep
             if history_new > 0:
                 first = aligned.alignment.offset
-                parsed = await asyncio.to_thread(parse_messages, [request.convo(i) for i in range(first, first + history_new)],
-                                                 request.hashes[first : first + history_new])
+                parsed = await off_loop_unless(small, parse_messages, [request.convo(i) for i in range(first, first + history_new)],
+                                               request.hashes[first : first + history_new])
                 await self._write(parsed, keep=aligned.keep, scope=scope, transcript=transcript)
                 transcript = await self.host.transcripts.read(store, self.id)
                 aligned = align_request(transcript, request, named)
             view = await self.host.loaded_view(self.id)
+            small = small and len(view.units) <= INLINE_UNITS
 
             def lay_against_memory() -> tuple[TurnInputs, bool, bool]:
                 inputs = turn_inputs(aligned, request, transcript, view, model, budget_tokens, counter,
@@ -118,7 +154,7 @@ class TurnProtocol:
                 return (inputs, needs_memory(inputs.system, inputs.history, inputs.tail, inputs.budget, counter),
                         fixed_over_budget(inputs.system, inputs.tail, inputs.budget, counter))
 
-            inputs, needed, over = await asyncio.to_thread(lay_against_memory)
+            inputs, needed, over = await off_loop_unless(small, lay_against_memory)
             budget_tokens = inputs.budget
             query = inputs.query
             pool = max(2 * CANDIDATES, budget_tokens // 8)
@@ -158,7 +194,8 @@ class TurnProtocol:
                 return build_plan(self.id, model, budget_tokens, request, named, scope, inputs, frames, reuse, ranked, state,
                                   view, counter, layout_policy)
 
-            return await asyncio.to_thread(build)
+            plan: TurnPlan = await off_loop_unless(small, build)
+            return plan
 
     async def _resumed(self, request: Request, transcript: list[TranscriptEntry], resume_at: int) -> Request:
         """`request` behind memory's copies of transcript[:resume_at], which keep their stored
@@ -221,7 +258,7 @@ class TurnProtocol:
 
             # One transaction for the messages and the turn record.
             if new:
-                parsed = await asyncio.to_thread(parse_messages, new, hashes)
+                parsed = await off_loop_unless(small_messages(new), parse_messages, new, hashes)
                 await self._write(parsed, keep=aligned.keep, scope=plan.scope, transcript=transcript, then=record)
             else:
                 async with store.transaction() as tx:
