@@ -52,7 +52,13 @@ class ModelLane:
     def embed(self, embedder: Embedder, texts: Sequence[str]) -> asyncio.Future[np.ndarray]:
         """A future of `embedder`'s rows for `texts`, from the next model call of the lane.
         Cancelling it drops the texts if their call has not started (else the call finishes)."""
-        future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        if self._running is not None and self._running.get_loop() is not loop:
+            # Left by an event loop that has ended (one `asyncio.run` after another on one
+            # runtime): its callbacks will never run here, so its call and waiters are dropped.
+            self._running = None
+            self._waiting = [w for w in self._waiting if w[2].get_loop() is loop]
+        future: asyncio.Future[np.ndarray] = loop.create_future()
         self._waiting.append((embedder, list(texts), future))
         if self._running is None:
             self._start()

@@ -102,6 +102,25 @@ async def test_a_failed_call_fails_every_caller_in_it_and_the_lane_goes_on() -> 
         await lane.close()
 
 
+def test_a_lane_left_running_by_an_ended_loop_serves_the_next_one() -> None:
+    lane, model = ModelLane(), GatedRecorder()
+
+    async def leave_running() -> None:
+        lane.embed(model, ["left behind"])
+        await _until(model.entered)  # the loop ends with the call still in the model
+
+    asyncio.run(leave_running())
+    model.gate.set()
+
+    async def next_loop() -> np.ndarray:
+        try:
+            return await asyncio.wait_for(lane.embed(model, ["next"]), DEADLINE_S)
+        finally:
+            await lane.close()
+
+    assert np.allclose(asyncio.run(next_loop()), _rows(["next"]))
+
+
 def test_only_small_calls_join_the_lane() -> None:
     assert ModelLane.fits(["a question", "x" * (LANE_CHARS - 20)])
     assert not ModelLane.fits(["a question", "x" * LANE_CHARS])
@@ -144,7 +163,8 @@ async def test_concurrent_turns_questions_share_one_model_call(tmp_path: Path) -
         await asyncio.wait_for(asyncio.gather(blocker, *plans), DEADLINE_S)
         assert sorted(model.calls[1]) == sorted(questions.values()) and len(model.calls) == 2
         for q in questions.values():
-            assert np.allclose(rt._embeddings.recent(q), _rows([q])[0])
+            vector = rt._embeddings.recent(q)
+            assert vector is not None and np.allclose(vector, _rows([q])[0])
     finally:
         model.gate.set()
         held.set()
