@@ -35,6 +35,7 @@ import numpy as np
 
 from memory.recall.embeddings import Embedder
 from memory.recall.index import SessionView
+from memory.recall.model_lane import ModelLane
 from memory.ingest.ingest import sha256_text
 from memory.store.protocol import Store
 
@@ -123,6 +124,7 @@ class EmbeddingQueue:
         self._sessions: set[str] = set()  # sessions with a background task
         self._slot = asyncio.Semaphore(1)  # one background batch at a time: one core at most
         self._background: ThreadPoolExecutor | None = None  # the batches' own low-priority thread
+        self._lane = ModelLane()  # requests' small calls: one at a time, coalesced
 
     async def close(self) -> None:
         """Cancel the background tasks and wait for every model call still running (a
@@ -134,6 +136,7 @@ class EmbeddingQueue:
         if self._calls:
             await asyncio.gather(*self._calls, return_exceptions=True)
         self._sessions.clear()
+        await self._lane.close()
         pool, self._background = self._background, None
         if pool is not None:
             pool.shutdown(wait=False)  # its calls have finished (above); a reopened runtime makes a new one
@@ -194,7 +197,8 @@ class EmbeddingQueue:
         """Embed `texts` (by content hash) and `query` in one model call (each call has a fixed
         cost), store the texts' vectors, and settle whoever waits for them. A `background` call
         runs in the batches' low-priority thread, any other in a worker thread at the process's
-        priority (a request's question never queues behind a batch)."""
+        priority (a request's question never queues behind a batch); a small call (a question) goes
+        through the lane (`memory.recall.model_lane`), coalesced with the questions of concurrent requests."""
         loop = asyncio.get_running_loop()
         mine = {h: loop.create_future() for h in texts if h not in self._inflight}
         self._inflight.update(mine)
@@ -204,6 +208,8 @@ class EmbeddingQueue:
                 if self._background is None:
                     self._background = ThreadPoolExecutor(1, thread_name_prefix="memory-embed-background", initializer=_lower_priority)
                 call = asyncio.ensure_future(loop.run_in_executor(self._background, embedder.embed, batch))
+            elif ModelLane.fits(batch):
+                call = self._lane.embed(embedder, batch)
             else:
                 call = asyncio.ensure_future(asyncio.to_thread(embedder.embed, batch))
             self._calls.add(call)
