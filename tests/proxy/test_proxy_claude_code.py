@@ -23,7 +23,7 @@ def _filler(i: int) -> str:
 
 def test_claude_code_turns_are_compiled_over_budget_and_stored(proxy_factory: Callable[..., Proxy], upstream: Upstream,
                                                               tmp_path: Path) -> None:
-    proxy = proxy_factory(f"upstreams: {{retries: 0}}\nbudget_tokens: {BUDGET}\n")
+    proxy = proxy_factory(f"upstreams: {{retries: 0}}\nbudget_tokens: {BUDGET}\nagent_budget_tokens: null\n")
     (tmp_path / "work").mkdir()
     (tmp_path / "home").mkdir()
     notes = tmp_path / "work" / "notes.txt"
