@@ -27,6 +27,7 @@ from memory.records import SessionSummary
 from memory.runtime import Runtime, create_runtime
 from memory.session import Session, SyncResult
 from memory.recall.tokens import TokenCounter, get_counter
+from memory.turn.room import Budget
 from memory.turn.turns import TurnPlan, Usage
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "Session",
     "SyncResult",
     "TurnPlan",
+    "Budget",
     "LayoutPolicy",
     "POLICIES",
     "Usage",

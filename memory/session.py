@@ -29,6 +29,7 @@ from memory.records import TranscriptEntry
 from memory.store.protocol import StoreTx
 from memory.turn.compact import Rewrite
 from memory.turn.protocol import INLINE_CHARS, INLINE_MESSAGES, TurnProtocol, check_budget, checked_messages, off_loop_unless, parse_messages
+from memory.turn.room import Budget
 from memory.turn.transcripts import TranscriptCache
 from memory.turn.turns import Request, TurnPlan, Usage, align_request, in_formula_of, query_text, totals_dict
 
@@ -164,7 +165,7 @@ class Session:
         await self.ingest({"type": "user_message", "payload": {"content": f"Resolved: {label}"}})
 
     # -- turns (what the proxy does per request) -----------------------------------------------
-    async def prepare_turn(self, messages: Sequence[dict[str, Any]], budget_tokens: int, model: str = "gpt-4o-mini",
+    async def prepare_turn(self, messages: Sequence[dict[str, Any]], budget_tokens: int | Budget, model: str = "gpt-4o-mini",
                            scope: str = "", named: bool = True, policy: LayoutPolicy | str = "cache",
                            resume_at: int | None = None, rewrite: Rewrite | None = None,
                            tools: Sequence[dict[str, Any]] | None = None) -> TurnPlan:

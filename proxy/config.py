@@ -10,7 +10,7 @@ Environment variables:
     MEMORY_RUNTIME_HOST / _PORT    server.host / server.port
     MEMORY_RUNTIME_STORAGE_PATH    storage_path
     MEMORY_RUNTIME_STORAGE_URL     storage_url (postgresql://...; when set, storage_path is ignored)
-    MEMORY_RUNTIME_BUDGET_TOKENS   budget_tokens
+    MEMORY_RUNTIME_BUDGET_TOKENS / _AGENT_BUDGET_TOKENS   budget_tokens / agent_budget_tokens (`proxy.budget`)
     MEMORY_RUNTIME_LAYOUT_POLICY   layout_policy
     MEMORY_RUNTIME_ACCESS_TOKEN    server.access_token
     MEMORY_RUNTIME_EMBEDDING_MODEL embedding.model
@@ -150,6 +150,7 @@ class ProxyConfig:
     # password, hence kept out of repr.
     storage_url: str | None = field(default=None, repr=False)
     budget_tokens: int = 4000
+    agent_budget_tokens: int | None = 16000  # requests with tools; None: they get budget_tokens (`proxy.budget`)
     # How prompts trade the provider's prompt cache against fresh evidence: "cache" or "recall"
     # (memory.prompt.policy).
     layout_policy: str = "cache"
@@ -354,9 +355,7 @@ def _build(raw: Mapping[str, Any], env: Mapping[str, str]) -> ProxyConfig:
         model=str(pick("MEMORY_RUNTIME_EMBEDDING_MODEL", emb_raw.get("model", EmbeddingConfig.model))),
         model_dir=emb_raw.get("model_dir") or None,
     )
-    budget = _typed(pick("MEMORY_RUNTIME_BUDGET_TOKENS", raw.get("budget_tokens", ProxyConfig.budget_tokens)), int, "budget_tokens")
-    if budget <= 0:
-        raise ConfigError("budget_tokens must be positive")
+    budget = _positive(pick("MEMORY_RUNTIME_BUDGET_TOKENS", raw.get("budget_tokens", ProxyConfig.budget_tokens)), int, "budget_tokens")
     storage_url = pick("MEMORY_RUNTIME_STORAGE_URL", raw.get("storage_url")) or None
     if storage_url is not None and not is_postgres_url(str(storage_url)):
         raise ConfigError("storage_url must be a postgresql://user@host:port/db URL (leave it unset to use storage_path)")
@@ -368,6 +367,7 @@ def _build(raw: Mapping[str, Any], env: Mapping[str, str]) -> ProxyConfig:
         storage_path=str(pick("MEMORY_RUNTIME_STORAGE_PATH", raw.get("storage_path", ProxyConfig.storage_path))),
         storage_url=None if storage_url is None else str(storage_url),
         budget_tokens=budget,
+        agent_budget_tokens=_positive(pick("MEMORY_RUNTIME_AGENT_BUDGET_TOKENS", raw.get("agent_budget_tokens", 16000)), int, "agent_budget_tokens", True),
         layout_policy=layout_policy,
         store_images=_flag(pick("MEMORY_RUNTIME_STORE_IMAGES", raw.get("store_images", True)), "store_images"),
         upstreams=upstreams,

@@ -18,9 +18,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from memory import LayoutPolicy, Runtime, TurnPlan, Usage, get_counter
+from memory import Budget, LayoutPolicy, Runtime, TurnPlan, Usage, get_counter
 from memory.turn.compact import Rewrite
 from memory import errors as memory_errors
+from proxy.budget import HEADER as BUDGET_HEADER, budget_header
 
 __all__ = ["Prepared", "prepare", "commit", "new_session_id"]
 
@@ -42,6 +43,7 @@ class Prepared:
     items: int
     plan: TurnPlan | None = None
     error: str | None = None
+    budget: Budget | None = None  # the budget that applied (`proxy.budget`)
 
     @property
     def mode(self) -> str:
@@ -55,6 +57,8 @@ class Prepared:
             "X-Memory-Items": str(self.items),
             "X-Memory-Mode": self.mode,
         }
+        if self.budget is not None:
+            out[BUDGET_HEADER] = budget_header(self.budget)
         if self.error:
             out["X-Memory-Error"] = self.error
         return out
@@ -66,50 +70,50 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-async def _unmodified(session_id: str, messages: list[dict[str, Any]], model: str, reason: str) -> Prepared:
+async def _unmodified(session_id: str, messages: list[dict[str, Any]], model: str, reason: str, budget: Budget | None = None) -> Prepared:
     try:
         # Off the event loop: a large history takes tiktoken a good fraction of a second.
         tokens = await asyncio.to_thread(get_counter(model).messages_tokens, messages)
     except Exception:  # counting is part of memory: fail open like the rest
         tokens = 0
-    return Prepared(session_id, messages, tokens, tokens, len(messages), None, reason)
+    return Prepared(session_id, messages, tokens, tokens, len(messages), None, reason, budget)
 
 
-async def prepare(runtime: Runtime, messages: list[dict[str, Any]], model: str, budget: int, session_header: str | None,
+async def prepare(runtime: Runtime, messages: list[dict[str, Any]], model: str, budget: Budget, session_header: str | None,
                   scope: str, new_id: Callable[[], str] = new_session_id, policy: LayoutPolicy | str = "cache", resume_at: int | None = None,
                   rewrite: Rewrite | None = None, tools: list[dict[str, Any]] | None = None) -> Prepared:
     """Resolve the session and plan the prompt; never raises (memory failures fail open). `new_id`
     names a session the request does not name and no stored transcript matches. `resume_at`: the
     messages continue the named session's transcript from that position; `rewrite` puts a compacted
-    message back in the route's wire form; `tools`: the request's tool definitions (they count
-    toward the budget with the app's system messages)."""
+    message back in the route's wire form; `tools`: the request's tool definitions (part of the
+    app's fixed part, with its system messages); `budget`: from `proxy.budget.request_budget`."""
     session_id = session_header
     if session_id is None:
         try:
             session_id = await runtime.resolve_session(messages, scope=scope) or new_id()
         except Exception as exc:
             log.warning("memory failed to resolve a session; forwarding unmodified: %s", _reason(exc))
-            return await _unmodified(new_id(), messages, model, _reason(exc))
+            return await _unmodified(new_id(), messages, model, _reason(exc), budget)
     try:
         plan = await runtime.session(session_id).prepare_turn(
             messages, budget, model, scope=scope, named=session_header is not None, policy=policy, resume_at=resume_at, rewrite=rewrite,
             tools=tools)
     except memory_errors.MemoryRuntimeError as exc:
         log.warning("memory failed; forwarding unmodified: %s", _reason(exc))
-        return await _unmodified(session_id, messages, model, _reason(exc))
+        return await _unmodified(session_id, messages, model, _reason(exc), budget)
     except Exception as exc:
         log.exception("unexpected memory failure; forwarding unmodified")
-        return await _unmodified(session_id, messages, model, _reason(exc))
+        return await _unmodified(session_id, messages, model, _reason(exc), budget)
     forwarded = plan.messages
     if plan.mode == "over_budget":
-        log.warning("memory: session %s is over budget by %d tokens (budget %d): the system message(s) and the live turn "
-                    "alone exceed it", session_id, plan.layout.manifest.get("over_budget_by", 0), plan.budget)
+        log.warning("memory: session %s is over budget by %d tokens (budget %d, laid out in %d): the system message(s) and the live turn "
+                    "alone exceed it", session_id, plan.layout.manifest.get("over_budget_by", 0), budget.tokens, plan.budget)
     # The plan counted what the client sent (each resent message once, from memory's cache); with
     # `resume_at` that is the whole chain the id stands for, which the provider would read.
     if resume_at is None and plan.mode == "full_history" and plan.carries_history:
         # Everything fits and the client sent the whole conversation: forward it exactly as sent.
         forwarded = messages
-    return Prepared(session_id, forwarded, plan.sent_tokens, plan.result.tokens, plan.result.items_included, plan)
+    return Prepared(session_id, forwarded, plan.sent_tokens, plan.result.tokens, plan.result.items_included, plan, None, budget)
 
 
 async def commit(runtime: Runtime, prepared: Prepared, reply: dict[str, Any] | None, usage: dict[str, Any] | None,

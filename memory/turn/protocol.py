@@ -38,7 +38,7 @@ from memory.recall.subqueries import sub_query_lists
 from memory.recall.tokens import get_counter
 from memory.store.protocol import StoreTx
 from memory.turn.compact import Rewrite
-from memory.turn.room import tools_tokens
+from memory.turn.room import Budget, tools_tokens
 from memory.turn.turns import Request, TurnInputs, TurnPlan, Usage, align_request, build_plan, classify_fixed, turn_inputs, turn_record
 
 __all__ = ["TurnProtocol", "Writer", "parse_messages", "check_budget", "checked_messages", "small_messages", "off_loop_unless",
@@ -102,7 +102,7 @@ class TurnProtocol:
         self.id = session_id
         self._write = write
 
-    async def prepare_turn(self, messages: Sequence[dict[str, Any]], budget_tokens: int, model: str = "gpt-4o-mini",
+    async def prepare_turn(self, messages: Sequence[dict[str, Any]], budget_tokens: int | Budget, model: str = "gpt-4o-mini",
                            scope: str = "", named: bool = True, policy: LayoutPolicy | str = "cache",
                            resume_at: int | None = None, rewrite: Rewrite | None = None,
                            tools: Sequence[dict[str, Any]] | None = None) -> TurnPlan:
@@ -119,8 +119,9 @@ class TurnProtocol:
         `resume_at` says the messages continue the stored transcript from that position (a
         Responses API `previous_response_id`): the request is then memory's copy of the
         transcript up to there followed by `messages`, so a continuation from an earlier reply
-        branches there, and a repeated one is a retry."""
-        check_budget(budget_tokens)
+        branches there, and a repeated one is a retry. A `Budget` may count only what memory
+        controls (`memory.turn.room`); an integer counts the whole prompt."""
+        check_budget(budget_tokens.tokens if isinstance(budget_tokens, Budget) else budget_tokens)
         layout_policy = get_policy(policy) if isinstance(policy, str) else policy
         counter = self.host.tokens_for(get_counter(model))  # every stage counts the same messages: once each
         checked = checked_messages(messages)

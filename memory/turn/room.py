@@ -1,7 +1,10 @@
 """The room a turn's live tail gets within the budget, and the tail compacted into it.
 
-The budget a prompt is laid out in counts the app's fixed part (system and developer messages, the
-context it re-sends, the tools it declares) up to half of it (`effective_budget`); the live tail may
+A request's `Budget` counts either the whole prompt (`PROMPT`: the app's fixed part, its system and
+developer messages, the context it re-sends and the tools it declares, counts against it up to half
+of it) or only what memory controls (`MEMORY`: the conversation and the live loop; the fixed part and
+the turn's task message go on top); `effective_budget` turns either into the tokens the prompt is
+laid out in. The live tail may
 take what is left after the fixed part and the share kept for memory (`tail_room`); past that it is
 compacted (`memory.turn.compact`), with excerpts of what was compacted after it (`memory.turn.excerpts`).
 """
@@ -10,14 +13,39 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
+
+from memory.errors import InvalidArgumentError
 
 from memory.recall.tokens import REPLY_PRIMING_TOKENS, TiktokenCounter
 from memory.turn.compact import TOOL_ROLES, CompactMemo, CompactPolicy, Compaction, Rewrite, compact_tail
 from memory.turn.excerpts import candidates, excerpt_message, step_query
 from memory.turn.observations import text_loop
 
-__all__ = ["tools_tokens", "effective_budget", "compacted_tail", "tail_room"]
+__all__ = ["PROMPT", "MEMORY", "Budget", "tools_tokens", "effective_budget", "compacted_tail", "tail_room"]
+
+PROMPT = "prompt"  # the budget counts the whole prompt (the fixed part up to half of it)
+MEMORY = "memory"  # the budget counts only what memory controls; the fixed part goes on top
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The budget of one request: `tokens`, what they count (`covers`: `PROMPT` or `MEMORY`) and,
+    for the manifest and the logs, where the figure came from (`source`, say a config key). A
+    plain integer budget is `Budget(tokens)`: the whole prompt, as `compile` counts it."""
+
+    tokens: int
+    covers: str = PROMPT
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        if self.covers not in (PROMPT, MEMORY):
+            raise InvalidArgumentError(f"a budget covers {PROMPT!r} or {MEMORY!r}, not {self.covers!r}")
+
+    def describe(self) -> dict[str, Any]:
+        return {"tokens": self.tokens, "covers": self.covers, "source": self.source}
+
 
 
 def tools_tokens(tools: Sequence[Any] | None, counter: TiktokenCounter) -> int:
@@ -26,12 +54,16 @@ def tools_tokens(tools: Sequence[Any] | None, counter: TiktokenCounter) -> int:
     return counter.count(json.dumps(list(tools), sort_keys=True, ensure_ascii=False)) if tools else 0
 
 
-def effective_budget(budget: int, system_tokens: int) -> int:
-    """The budget a prompt is laid out in: the app's fixed part (its system and developer
-    messages) counts against `budget` up to half of it, and goes on top beyond that. A chat app's
-    short system prompt changes nothing; an agent's 4-20k tokens of instructions (Codex, Claude
-    Code) leave memory half the budget for the conversation instead of putting every request
-    over budget."""
+def effective_budget(budget: int, system_tokens: int, covers: str = PROMPT) -> int:
+    """The budget a prompt is laid out in. Covering the whole prompt (`PROMPT`), the app's fixed
+    part (`system_tokens`: its system and developer messages, re-sent context and tools) counts
+    against `budget` up to half of it and goes on top beyond that: a chat app's short system prompt
+    changes nothing, and instructions larger than half the budget leave memory half of it instead
+    of putting every request over budget. Covering only what memory controls (`MEMORY`), the whole
+    fixed part goes on top: an agent's 4-20k tokens of instructions (Codex, Claude Code) take
+    nothing from its tool loop."""
+    if covers == MEMORY:
+        return budget + system_tokens
     return budget + max(0, system_tokens - budget // 2)
 
 

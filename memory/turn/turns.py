@@ -24,7 +24,7 @@ from memory.turn.align import (Alignment, align, fixed_context, is_observation, 
 from memory.turn.compact import CompactMemo, CompactPolicy, Compaction, Rewrite
 from memory.turn.fixed import FixedAnchors, FixedPolicy, anchored
 from memory.turn.history import memory_unit, turn_history
-from memory.turn.room import compacted_tail, effective_budget, tail_room, tools_tokens
+from memory.turn.room import PROMPT, Budget, compacted_tail, effective_budget, tail_room, tools_tokens
 from memory.prompt.compiler import CompileResult, result_of
 from memory.prompt.evidence import unit_message
 from memory.recall.index import SessionView
@@ -255,26 +255,31 @@ class TurnInputs:
     sent_tokens: int
     carries_history: bool
     compaction: Compaction | None = None
-    # The budget the prompt is laid out in (`effective_budget`).
+    # The budget the prompt is laid out in (`effective_budget`), and the one the request asked for.
     budget: int = 0
     # The key of the request that opened this turn (its tail up to the last user message): a later
     # step of a tool loop reuses that request's evidence, so the turn's prefix stays cached.
     turn_key: str = ""
     rearranged: bool = False
     history_tools: bool = False
+    asked_budget: Budget | None = None
 
     def anchor(self, n: int) -> str:
         return GENESIS_CHAIN if n == 0 else self.chains[n - 1]
 
 
 def turn_inputs(aligned: Aligned, request: Request, transcript: list[TranscriptEntry], view: SessionView, model: str,
-                budget: int, counter: TiktokenCounter, rewrite: Rewrite | None = None,
+                budget: int | Budget, counter: TiktokenCounter, rewrite: Rewrite | None = None,
                 memo: CompactMemo | None = None, compact_policy: CompactPolicy = CompactPolicy(), tools_tokens: int = 0,
                 placing: tuple[FixedAnchors, str, FixedPolicy] | None = None) -> TurnInputs:
     """Everything the layout needs from the request and the stored transcript (pure but for
     `placing`: the session's anchors, its key and the policy that place its fixed context,
     `memory.turn.fixed`). A live tail that outgrows its room (`tail_room`) is compacted
-    (`memory.turn.compact`); `rewrite` puts a compacted message back in the client's wire form."""
+    (`memory.turn.compact`); `rewrite` puts a compacted message back in the client's wire form.
+    A `Budget` covering only what memory controls puts the fixed part and the turn's task message
+    on top of it (`memory.turn.room.effective_budget`)."""
+    asked_budget = budget if isinstance(budget, Budget) else Budget(budget)
+    budget = asked_budget.tokens
     p, token_of = aligned.p, counter.message_tokens
     carried = [request.convo(i) for i in range(len(request.hashes))]
     # tools: whether a line is a tool call or result (`memory.prompt.need.plain_chat`)
@@ -298,12 +303,15 @@ def turn_inputs(aligned: Aligned, request: Request, transcript: list[TranscriptE
     system_tokens = sum(token_of(m) for m in system)
     # The client's fixed part: its system messages, the context it re-sends in the tail and the tool
     # definitions it declares; the messages get the budget less the tools'.
-    budget = effective_budget(budget, system_tokens + sum(token_of(m) for m in tail if id(m) in fixed) + tools_tokens) - tools_tokens
+    fixed_tokens = system_tokens + sum(token_of(m) for m in tail if id(m) in fixed) + tools_tokens
+    if asked_budget.covers != PROMPT:  # the message that opened the turn (the task) is always sent: fixed too
+        fixed_tokens += next((token_of(m) for m in tail if m.get("role") == "user" and id(m) not in fixed), 0)
+    budget = effective_budget(budget, fixed_tokens, asked_budget.covers) - tools_tokens
     room = tail_room(budget, system_tokens, bool(history), compact_policy)
     messages, compaction = compacted_tail(tail, room, int(budget * compact_policy.evidence_share), token_of, compact_policy,
                                           rewrite, memo)
     return TurnInputs(history, messages, system, query_text(asked or tail), chains, hidden, key, sent,
-                      aligned.alignment.base == 0, compaction, budget, turn_key, rearranged, tools)
+                      aligned.alignment.base == 0, compaction, budget, turn_key, rearranged, tools, asked_budget)
 
 
 def build_plan(session_id: str, model: str, budget: int, request: Request, named: bool, scope: str, inputs: TurnInputs,
@@ -326,6 +334,8 @@ def build_plan(session_id: str, model: str, budget: int, request: Request, named
                     retry=on_frame and reuse is not None and reuse.request_key == inputs.key, history_tools=inputs.history_tools),
         view, counter,
     )
+    if inputs.asked_budget is not None and inputs.asked_budget.covers != PROMPT:  # which budget applied, when not `budget_tokens`'s plain one
+        layout.manifest["budget"] = inputs.asked_budget.describe()
     if inputs.compaction is not None and inputs.compaction.compacted:
         layout.manifest["compaction"] = inputs.compaction.manifest()
         layout.manifest["included"] = _tail_items(layout.manifest.get("included") or [], inputs.compaction)

@@ -22,6 +22,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from proxy.budget import request_budget
 from proxy.chat import wire as chat_wire
 from proxy.context import Prepared, commit, prepare
 from proxy.errors import UpstreamError, envelope
@@ -48,7 +49,7 @@ async def chat_completions(request: Request) -> Response:
     chat, raw = await asyncio.to_thread(parse_chat_request, body) if len(body) > OFF_LOOP_BYTES else parse_chat_request(body)
     meter = svc.metrics.chat(chat.model, request.state)
     session_header = session_header_of(request)
-    budget = header_int(request, "x-memory-budget") or svc.config.budget_tokens
+    budget = request_budget(header_int(request, "x-memory-budget"), svc.config, raw)
     api_key = caller.upstream_key()
     svc.upstream.require_key(chat.model, api_key)
     messages: list[dict[str, Any]] = raw["messages"]

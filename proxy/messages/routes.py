@@ -31,6 +31,7 @@ from starlette.responses import Response, StreamingResponse
 from memory.prompt.policy import get_policy
 from memory.prompt.pricing import ANTHROPIC_CACHE
 
+from proxy.budget import request_budget
 from proxy.access.guard import caller_of
 from proxy.access.limits import check_limits
 from proxy.context import Prepared, commit, prepare
@@ -132,7 +133,7 @@ async def _create(request: Request) -> Response:
     parsed, raw = await asyncio.to_thread(parse, body) if len(body) > OFF_LOOP_BYTES else parse(body)
     meter = svc.metrics.chat(parsed.model, request.state)
     session_header = session_header_of(request)
-    budget = header_int(request, "x-memory-budget") or svc.config.budget_tokens
+    budget = request_budget(header_int(request, "x-memory-budget"), svc.config, raw)
     caller.upstream_key()  # a web page must bring its own key
     headers = _auth_headers(request, svc)
     messages = to_messages(raw.get("system"), raw["messages"])

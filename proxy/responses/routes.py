@@ -29,6 +29,7 @@ from starlette.responses import Response, StreamingResponse
 
 from memory import Runtime
 
+from proxy.budget import request_budget
 from proxy.context import Prepared, commit, prepare
 from proxy.errors import UpstreamError
 from proxy.access.guard import caller_of
@@ -88,7 +89,7 @@ async def create_response(request: Request) -> Response:
                    else parse_responses_request(body))
     meter = svc.metrics.chat(parsed.model, request.state)
     session_header = session_header_of(request)
-    budget = header_int(request, "x-memory-budget") or svc.config.budget_tokens
+    budget = request_budget(header_int(request, "x-memory-budget"), svc.config, raw)
     api_key = caller.upstream_key()
     svc.upstream.require_key(parsed.model, api_key)
     scope = caller.scope(parsed.user or "")

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from smolagents import OpenAIServerModel, ToolCallingAgent, tool
 
+from memory.turn.stubs import STUB_MARK
 from testkit.agent_clients import Aider, Codex
 from testkit.harness import OPENAI_KEY, Proxy, Upstream
 from testkit.script import Reply, ToolCall
@@ -64,7 +65,7 @@ def test_the_codex_cli_remembers_turn_one_at_the_default_configuration(proxy: Pr
 @pytest.fixture(scope="module")
 def small(proxy_factory: Callable[..., Proxy]) -> Proxy:
     # Below aider's own system prompt, few-shot example and files: every request is over budget.
-    return proxy_factory("upstreams: {retries: 0}\nbudget_tokens: 1000\n")
+    return proxy_factory("upstreams: {retries: 0}\nbudget_tokens: 1000\nagent_budget_tokens: null\n")
 
 
 def test_aider_message_runs_without_a_header_continue_one_session_and_send_the_files(small: Proxy, upstream: Upstream,
@@ -129,7 +130,7 @@ def _log(run: int) -> str:
 @pytest.fixture(scope="module")
 def tight(proxy_factory: Callable[..., Proxy]) -> Proxy:
     # smolagents' own system prompt is ~800 tokens; 14 log reads are ~10,000.
-    return proxy_factory("upstreams: {retries: 0}\nbudget_tokens: 8000\n")
+    return proxy_factory("upstreams: {retries: 0}\nbudget_tokens: 8000\nagent_budget_tokens: null\n")
 
 
 def test_the_real_smolagents_tool_loop_is_compacted_over_budget_and_keeps_the_task(tight: Proxy, upstream: Upstream) -> None:
@@ -168,3 +169,28 @@ def test_the_real_smolagents_tool_loop_is_compacted_over_budget_and_keeps_the_ta
     assert sum(map(len, observations + stubs)) < 0.6 * steps * len(_log(0))  # the agent sent all of them whole
 
 
+
+
+def test_a_codex_tool_loop_keeps_its_calls_verbatim_at_the_default_configuration(proxy: Proxy, upstream: Upstream, tmp_path: Path) -> None:
+    # Codex's ~5k tokens of instructions and its tools go on top of `agent_budget_tokens`: a loop
+    # of ~9k tokens goes up whole, where counted against the 4,000 of `budget_tokens` it went up
+    # as its newest call alone from the fifth step on.
+    codex = Codex(tmp_path, proxy.url + "/v1", OPENAI_KEY)
+    before = _sessions(proxy)
+    for m in range(8):
+        (codex.work / f"mod{m}.py").write_text("".join(f"def ledger_{m}_{f}(amount, rate={f + 1}):\n    return amount * rate + {m * 100 + f}"
+                                                       f"  # ledger {m}/{f}, token lx{m}q{f}\n\n" for f in range(24)))
+    steps = [f"cat mod{m}.py" for m in range(8)] + ["cat mod2.py", "cat mod5.py"]
+    upstream.fake.enqueue(*[Reply(tool_calls=(ToolCall("exec_command", {"cmd": cmd}, id=f"call_{n:03d}"),)) for n, cmd in enumerate(steps)],
+                          Reply(text="Read them all."))
+    assert "Read them all." in codex.exec("Read every module in this folder, one command per step.")
+    bodies = [r.json() for r in upstream.fake.responses_requests()]
+    assert len(bodies) == len(steps) + 1
+    for n, body in enumerate(bodies):
+        outputs = [str(i["output"]) for i in body["input"] if i.get("type") == "function_call_output"]
+        assert len(outputs) == n and all("lx" in o and STUB_MARK not in o for o in outputs), (n, [o[:80] for o in outputs])
+    assert "lx0q23" in json.dumps(bodies[-1]["input"])  # the first read, ten steps back, as it was sent
+    (session,) = _sessions(proxy) - before
+    with proxy.http() as http:
+        turns = http.get(f"/memory/sessions/{session}/turns").json()["data"]
+    assert len(turns) == len(bodies) and not any(t["mode"] in ("over_budget", "compacted") for t in turns), [t["mode"] for t in turns]

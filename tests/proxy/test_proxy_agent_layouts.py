@@ -32,7 +32,7 @@ def _files(body: str) -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def small(proxy_factory: Callable[..., Proxy]) -> Proxy:
-    return proxy_factory("upstreams: {retries: 0}\nbudget_tokens: 600\n")
+    return proxy_factory("upstreams: {retries: 0}\nbudget_tokens: 600\nagent_budget_tokens: null\n")
 
 
 def _export(proxy: Proxy, session: str) -> dict[str, Any]:

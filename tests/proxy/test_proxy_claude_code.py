@@ -23,7 +23,7 @@ def _filler(i: int) -> str:
 
 def test_claude_code_turns_are_compiled_over_budget_and_stored(proxy_factory: Callable[..., Proxy], upstream: Upstream,
                                                               tmp_path: Path) -> None:
-    proxy = proxy_factory(f"upstreams: {{retries: 0}}\nbudget_tokens: {BUDGET}\n")
+    proxy = proxy_factory(f"upstreams: {{retries: 0}}\nbudget_tokens: {BUDGET}\nagent_budget_tokens: null\n")
     (tmp_path / "work").mkdir()
     (tmp_path / "home").mkdir()
     notes = tmp_path / "work" / "notes.txt"
@@ -77,3 +77,26 @@ def test_claude_code_without_a_session_header_is_one_session_by_its_transcript(p
     with proxy.http(None) as http:
         sessions = http.get("/memory/sessions", headers={"x-api-key": KEY + "-2"}).json()["data"]
     assert len(sessions) == 1 and sessions[0]["messages"] == 6
+
+
+def test_claude_codes_tool_loop_is_within_budget_at_the_default_configuration(proxy: Proxy, upstream: Upstream, tmp_path: Path) -> None:
+    # Claude Code's ~15-18k tokens of system prompt and tools, and the <system-reminder> blocks
+    # ahead of its task, go on top of `agent_budget_tokens`: counted against the 4,000 of
+    # `budget_tokens` every request of its loop was over_budget.
+    (tmp_path / "work").mkdir()
+    (tmp_path / "home").mkdir()
+    files = []
+    for m in range(4):
+        files.append(tmp_path / "work" / f"mod{m}.py")
+        files[-1].write_text("".join(f"def ledger_{m}_{f}(amount):\n    return amount + {f}  # token lx{m}q{f}\n\n" for f in range(30)))
+    claude = ClaudeCode(proxy.url, KEY + "-loop", tmp_path / "home", tmp_path / "work", headers=(("X-Memory-Session", "claude-code-loop"),))
+    upstream.fake.enqueue(*[Reply(tool_calls=(ToolCall("Read", {"file_path": str(f)}, id=f"toolu_cc_{n}"),)) for n, f in enumerate(files)],
+                          Reply(text="All four modules read."))
+    assert "All four modules read." in claude.ask("Read the four modules in this folder, one at a time.")
+    requests = anthropic_requests(upstream.fake)
+    assert len(requests) == len(files) + 1
+    final = json.dumps(requests[-1].json()["messages"])
+    assert all(f"lx{m}q29" in final for m in range(4))  # every read went up as Claude Code sent it
+    with proxy.http(None) as http:
+        turns = http.get("/memory/sessions/claude-code-loop/turns", headers={"x-api-key": KEY + "-loop"}).json()["data"]
+    assert len(turns) == len(requests) and not any(t["mode"] == "over_budget" for t in turns), [t["mode"] for t in turns]

@@ -27,7 +27,7 @@ BUDGET = 450
 
 @pytest.fixture(scope="module")
 def cproxy(proxy_factory: Callable[..., Proxy]) -> Proxy:
-    return proxy_factory(f"upstreams: {{retries: 0}}\nbudget_tokens: {BUDGET}\n")
+    return proxy_factory(f"upstreams: {{retries: 0}}\nbudget_tokens: {BUDGET}\nagent_budget_tokens: null\n")
 
 
 def _filler(i: int) -> str:

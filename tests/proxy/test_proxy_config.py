@@ -20,7 +20,7 @@ def test_example_config_documents_exactly_the_defaults() -> None:
 
 def test_example_config_names_every_key() -> None:
     raw = yaml.safe_load(EXAMPLE.read_text())
-    assert set(raw) == {"server", "storage_path", "storage_url", "budget_tokens", "layout_policy", "upstreams", "embedding", "tenants", "limits",
+    assert set(raw) == {"server", "storage_path", "storage_url", "budget_tokens", "agent_budget_tokens", "layout_policy", "upstreams", "embedding", "tenants", "limits",
                         "retention", "log_level", "log_content", "log_file", "store_images"}
     assert set(raw["server"]) == {"host", "port", "access_token", "max_body_bytes", "allowed_hosts", "allowed_origins", "workers"}
     assert set(raw["limits"]) == {"max_messages", "max_message_tokens"}
@@ -170,3 +170,18 @@ def test_bad_workers_are_refused(tmp_path: Path, text: str) -> None:
 def test_a_bad_workers_flag_is_refused() -> None:
     with pytest.raises(ConfigError, match="server.workers must be from 1 to 64: 0"):
         ProxyConfig().with_server(workers=0)
+
+
+def test_the_agent_budget_is_configured_like_the_others(tmp_path: Path) -> None:
+    assert ProxyConfig().agent_budget_tokens == 16000 and load_config(env={}).agent_budget_tokens == 16000
+    assert load_config(env={"MEMORY_RUNTIME_AGENT_BUDGET_TOKENS": "24000"}).agent_budget_tokens == 24000
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("agent_budget_tokens: null\n")  # requests with tools get budget_tokens, like the rest
+    assert load_config(cfg, env={}).agent_budget_tokens is None
+    for bad in ("agent_budget_tokens: 0\n", "agent_budget_tokens: -5\n", "agent_budget_tokens: lots\n"):
+        cfg.write_text(bad)
+        with pytest.raises(ConfigError, match="agent_budget_tokens"):
+            load_config(cfg, env={})
+    cfg.write_text("agent_budget_token: 20000\n")
+    with pytest.raises(ConfigError, match="did you mean 'agent_budget_tokens'"):
+        load_config(cfg, env={})

@@ -28,7 +28,7 @@ TOPICS = ["database", "caching", "auth", "logging", "deploys", "billing", "searc
 
 @pytest.fixture(scope="module", params=STORES)
 def mproxy(request: pytest.FixtureRequest, proxy_factory: Callable[..., Proxy]) -> Proxy:
-    return proxy_factory(f"upstreams: {{retries: 0}}\nbudget_tokens: {BUDGET}\n", MEMORY_RUNTIME_EMBEDDING_MODEL="sentence-transformers/all-MiniLM-L6-v2",
+    return proxy_factory(f"upstreams: {{retries: 0}}\nbudget_tokens: {BUDGET}\nagent_budget_tokens: null\n", MEMORY_RUNTIME_EMBEDDING_MODEL="sentence-transformers/all-MiniLM-L6-v2",
                          **store_env(request))
 
 

@@ -30,7 +30,7 @@ SYSTEM = [{"type": "text", "text": "You are a careful coding agent. " + "Follow 
 
 @pytest.fixture(scope="module")
 def aproxy(proxy_factory: Callable[..., Proxy]) -> Proxy:
-    return proxy_factory(f"upstreams: {{retries: 0}}\nbudget_tokens: {BUDGET}\n")
+    return proxy_factory(f"upstreams: {{retries: 0}}\nbudget_tokens: {BUDGET}\nagent_budget_tokens: null\n")
 
 
 def _client(proxy: Proxy, session: str | None = None, **headers: str) -> anthropic.Anthropic:

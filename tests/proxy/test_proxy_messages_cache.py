@@ -29,7 +29,7 @@ FACTS = ["The staging database password rotates every Tuesday at noon.", "Invoic
 
 @pytest.fixture(scope="module")
 def cproxy(proxy_factory: Callable[..., Proxy]) -> Proxy:
-    return proxy_factory("upstreams: {retries: 0}\nbudget_tokens: 3000\n")
+    return proxy_factory("upstreams: {retries: 0}\nbudget_tokens: 3000\nagent_budget_tokens: null\n")
 
 
 def _marked(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -76,7 +76,7 @@ def test_the_fake_bills_images_the_same_way() -> None:
 
 
 def test_images_push_a_conversation_over_the_budget(proxy_factory: Callable[..., Proxy], upstream: Upstream) -> None:
-    proxy = proxy_factory("upstreams: {retries: 0}\nbudget_tokens: 3000\n")
+    proxy = proxy_factory("upstreams: {retries: 0}\nbudget_tokens: 3000\nagent_budget_tokens: null\n")
     history: list[dict[str, Any]] = []
     with httpx.Client(base_url=proxy.url, timeout=60, headers={"x-api-key": KEY, "anthropic-version": "2023-06-01",
                                                                "X-Memory-Session": "msg-images"}) as http:

@@ -31,7 +31,7 @@ def _filler(i: int) -> str:
 @pytest.fixture(scope="module", params=STORES)
 def rproxy(request: pytest.FixtureRequest, proxy_factory: Callable[..., Proxy]) -> Proxy:
     """Every test below runs on SQLite and on PostgreSQL (response ids and items live in the store)."""
-    return proxy_factory(f"upstreams: {{retries: 0}}\nbudget_tokens: {BUDGET}\n", **store_env(request))
+    return proxy_factory(f"upstreams: {{retries: 0}}\nbudget_tokens: {BUDGET}\nagent_budget_tokens: null\n", **store_env(request))
 
 
 def _sent(upstream: Upstream) -> dict[str, Any]:

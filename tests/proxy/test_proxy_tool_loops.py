@@ -90,7 +90,7 @@ def _check_loop(forwarded: list[list[Any]], cached: list[int | None], modes: lis
 
 @pytest.fixture(scope="module")
 def loop_proxy(proxy_factory: Callable[..., Proxy]) -> Proxy:
-    return proxy_factory(f"upstreams: {{retries: 0}}\nbudget_tokens: {BUDGET}\n")
+    return proxy_factory(f"upstreams: {{retries: 0}}\nbudget_tokens: {BUDGET}\nagent_budget_tokens: null\n")
 
 
 @pytest.mark.parametrize("stream", [False, True])

@@ -68,7 +68,7 @@ def _tail_once(sent: list[dict[str, Any]], tail: list[dict[str, Any]]) -> None:
 
 @pytest.fixture(scope="module", params=STORES)
 def small(request: pytest.FixtureRequest, proxy_factory: Callable[..., Proxy]) -> Proxy:
-    return proxy_factory("upstreams: {retries: 0}\nbudget_tokens: 1500\n", **store_env(request))
+    return proxy_factory("upstreams: {retries: 0}\nbudget_tokens: 1500\nagent_budget_tokens: null\n", **store_env(request))
 
 
 @pytest.mark.parametrize("budget", [250, 4000])
@@ -186,7 +186,7 @@ def store(request: pytest.FixtureRequest) -> dict[str, str]:
 def test_consecutive_prompts_keep_their_prefix_and_cost_is_reported(upstream: Upstream, tmp_path_factory: pytest.TempPathFactory,
                                                                     store: dict[str, str]) -> None:
     folder = tmp_path_factory.mktemp("cache")
-    config = config_for(upstream, folder, "upstreams: {retries: 0}\nbudget_tokens: 3000\n", fallback_keys=True, **store)
+    config = config_for(upstream, folder, "upstreams: {retries: 0}\nbudget_tokens: 3000\nagent_budget_tokens: null\n", fallback_keys=True, **store)
     proxy = start_proxy(config)
     client = proxy.client(default_headers={"X-Memory-Session": "cache"})
     messages: list[dict[str, Any]] = [SYSTEM]
