@@ -156,9 +156,9 @@ class TurnProtocol:
                         fixed_over_budget(inputs.system, inputs.tail, inputs.budget, counter))
 
             inputs, needed, over = await off_loop_unless(small, lay_against_memory)
-            budget_tokens = inputs.budget
+            budget = inputs.budget  # the budget laid out in, in tokens
             query = inputs.query
-            pool = max(2 * CANDIDATES, budget_tokens // 8)
+            pool = max(2 * CANDIDATES, budget // 8)
             qvec: np.ndarray | None = None
             lexical: list[tuple[int, float]] = []
             parts: list[tuple[Hits, np.ndarray | None]] = []
@@ -192,7 +192,7 @@ class TurnProtocol:
             def build() -> TurnPlan:
                 ranked = rank_chunks(view, lexical, qvec, change_query=is_change_query(query), candidates=pool, query=query,
                                      parts=parts, options=self.host.rank_options) if needed else []
-                return build_plan(self.id, model, budget_tokens, request, named, scope, inputs, frames, reuse, ranked, state,
+                return build_plan(self.id, model, budget, request, named, scope, inputs, frames, reuse, ranked, state,
                                   view, counter, layout_policy)
 
             plan: TurnPlan = await off_loop_unless(small, build)
