@@ -22,12 +22,10 @@ from typing import Any
 
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from .script import sse
+from .script import HOLD_LIMIT_S, sse
 
 __all__ = ["Faults", "WORDS"]
 
-# The longest a held stream waits for its release (a test failing first leaves it held).
-HOLD_LIMIT_S = 120.0
 WORDS = "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima".split()
 
 
