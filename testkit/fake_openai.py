@@ -22,7 +22,7 @@ from starlette.routing import Route
 from .faults import Faults
 from .fake_responses import PROVIDER_HEADERS
 from .openai_rules import check_chat
-from .script import Reply, Script, sse
+from .script import HOLD_LIMIT_S, Reply, Script, sse
 
 __all__ = ["OpenAIApi", "last_user_text"]
 
@@ -118,7 +118,7 @@ class OpenAIApi:
                 yield sse({"error": {"message": reply.stream_error, "type": "server_error", "param": None, "code": None}})
                 return
             if n == 1 and reply.hold is not None:
-                await asyncio.to_thread(reply.hold.wait, 10)
+                await asyncio.to_thread(reply.hold.wait, HOLD_LIMIT_S)
             yield chunk({"content": piece})
         for i, tc in enumerate(tool_calls):
             args = tc["function"]["arguments"]

@@ -28,7 +28,7 @@ from starlette.routing import Route
 
 from .openai_rules import Rejection
 from .responses_rules import check_conversation, check_request
-from .script import Reply, Script
+from .script import HOLD_LIMIT_S, Reply, Script
 
 __all__ = ["ResponsesApi", "PROVIDER_HEADERS"]
 
@@ -193,7 +193,7 @@ class ResponsesApi:
                     if reply.end_after_chunks is not None and n >= reply.end_after_chunks:
                         return  # a clean end of the response: no terminal event
                     if n == 1 and reply.hold is not None:
-                        await asyncio.to_thread(reply.hold.wait, 10)
+                        await asyncio.to_thread(reply.hold.wait, HOLD_LIMIT_S)
                     yield event("response.output_text.delta", item_id=item["id"], output_index=index, content_index=0, delta=piece,
                                 logprobs=[])
                 yield event("response.output_text.done", item_id=item["id"], output_index=index, content_index=0, text=text, logprobs=[])

@@ -29,6 +29,11 @@ ENV_OPENAI_KEY = "sk-env-fallback-key-0c4d"
 ENV_GEMINI_KEY = "AIza-env-fallback-key-91ab"
 
 
+# How long a test's plain HTTP client waits for an answer (a hang guard, as the openai client's own
+# 600 s default is).
+CLIENT_TIMEOUT_S = 300.0
+
+
 @dataclass
 class Upstream:
     fake: FakeUpstream
@@ -63,9 +68,12 @@ class Proxy:
         return openai.AsyncOpenAI(base_url=self.url + "/v1", max_retries=0, **kwargs)
 
     def http(self, key: str | None = OPENAI_KEY) -> httpx.Client:
-        """A plain client acting as the caller with `key` (memory routes are scoped by it)."""
+        """A plain client acting as the caller with `key` (memory routes are scoped by it). Its
+        timeout guards against a hang and is no speed target: a library compile over a long
+        session with the real model embeds the whole backlog first, which took over 30 s on a
+        loaded machine."""
         headers = {"Authorization": f"Bearer {key}"} if key else {}
-        return httpx.Client(base_url=self.url, timeout=30, headers=headers)
+        return httpx.Client(base_url=self.url, timeout=CLIENT_TIMEOUT_S, headers=headers)
 
 
 def serve_upstream(fake: FakeUpstream | None = None) -> Upstream:

@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,12 +40,14 @@ class Server:
     log: Path
 
     def stop(self) -> None:
-        """Graceful stop, then SIGKILL after 15 s. SIGINT (Ctrl-C), not SIGTERM: uvicorn re-raises
-        the signal it caught once it has shut down, and a SIGTERM exit reads as a crash (-15)."""
+        """Graceful stop, then SIGKILL after 60 s (a graceful exit on a busy machine can take more
+        than a few seconds, and a test may check it was graceful). SIGINT (Ctrl-C), not SIGTERM:
+        uvicorn re-raises the signal it caught once it has shut down, and a SIGTERM exit reads as a
+        crash (-15)."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGINT)
             try:
-                self.process.wait(timeout=15)
+                self.process.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout=5)
@@ -87,10 +89,12 @@ def clean_env() -> dict[str, str]:
 
 def start_upstream_process(folder: Path, latency_ms: float = 0.0, chunk_chars: int = 7) -> Server:
     """`python -m testkit.upstream_server` on a free port, logging to `folder/upstream.log`."""
-    port = free_port()
-    cmd = [sys.executable, "-m", "testkit.upstream_server", "--port", str(port), "--latency-ms", str(latency_ms),
-           "--chunk-chars", str(chunk_chars)]
-    return start_server("fake upstream", cmd, port, "/healthz", folder / "upstream.log", REPO_ROOT, clean_env(), 60.0)
+    def start(port: int) -> Server:
+        cmd = [sys.executable, "-m", "testkit.upstream_server", "--port", str(port), "--latency-ms", str(latency_ms),
+               "--chunk-chars", str(chunk_chars)]
+        return start_server("fake upstream", cmd, port, "/healthz", folder / "upstream.log", REPO_ROOT, clean_env(), 60.0)
+
+    return _on_a_free_port(start, folder / "upstream.log")
 
 
 def start_proxy_process(folder: Path, upstream_url: str, *, embedding_model: str | None = "none", budget_tokens: int | None = None,
@@ -102,7 +106,6 @@ def start_proxy_process(folder: Path, upstream_url: str, *, embedding_model: str
     holds fallback provider keys (a proxy with no key at all answers keyless requests with 401);
     ready when `health` answers 200 (/healthz also needs memory to be usable). `workers`: `server.workers`
     (answered by whichever worker accepts the connection)."""
-    port = port or free_port()
     settings: dict[str, Any] = {
         "storage_path": str(folder / "memory.sqlite"),
         "log_level": log_level,
@@ -116,10 +119,27 @@ def start_proxy_process(folder: Path, upstream_url: str, *, embedding_model: str
         settings["server"] = {"workers": workers}
     config = folder / "proxy.yaml"
     config.write_text(yaml.safe_dump(settings), encoding="utf-8")
-    cmd = [sys.executable, "-m", "proxy.cli.main", "serve", "--config", str(config), "--port", str(port)]
     keys = {"OPENAI_API_KEY": "sk-" + "process-fallback-key-3b9e", "GEMINI_API_KEY": "AIza" + "-process-fallback-key-6d1f"}
-    return start_server("memory-runtime proxy", cmd, port, health, folder / "proxy.log", REPO_ROOT,
-                        {**clean_env(), **keys, **(env or {})}, deadline_s)
+
+    def start(port: int) -> Server:
+        cmd = [sys.executable, "-m", "proxy.cli.main", "serve", "--config", str(config), "--port", str(port)]
+        return start_server("memory-runtime proxy", cmd, port, health, folder / "proxy.log", REPO_ROOT,
+                            {**clean_env(), **keys, **(env or {})}, deadline_s)
+
+    return start(port) if port else _on_a_free_port(start, folder / "proxy.log")
+
+
+def _on_a_free_port(start: Callable[[int], Server], log: Path, attempts: int = 3) -> Server:
+    """`start(port)` on a port `free_port` found; again on another when the child could not bind
+    it (something else took the port between `free_port` closing it and the child binding it)."""
+    for attempt in range(attempts):
+        try:
+            return start(free_port())
+        except RuntimeError:
+            taken = log.exists() and "address already in use" in log.read_text(encoding="utf-8", errors="replace").lower()
+            if not taken or attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
 
 
 def await_litellm(http: httpx.Client, proxy_url: str, key: str) -> None:

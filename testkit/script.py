@@ -16,10 +16,16 @@ from starlette.requests import Request
 
 from .prompt_cache import PromptCache
 
-__all__ = ["ToolCall", "Reply", "Recorded", "Script", "pieces", "sse", "CHAT_PATHS"]
+__all__ = ["ToolCall", "Reply", "Recorded", "Script", "pieces", "sse", "CHAT_PATHS", "HOLD_LIMIT_S"]
 
 # Paths (or path fragments) of the calls that are model calls, in every API the fake speaks.
 CHAT_PATHS = ("/chat/completions", ":generateContent", ":streamGenerateContent")
+
+
+# The longest a held reply waits for the test to let it go: far beyond any machine's slowness (a
+# hold that gave up while the test still expected it held would fail the test), bounded so a test
+# that failed before releasing leaves no thread behind for long.
+HOLD_LIMIT_S = 120.0
 
 
 @dataclass(frozen=True)
@@ -50,7 +56,8 @@ class Reply:
     end_after_chunks: int | None = None
     # Wait this long before answering (for timeout tests).
     delay_seconds: float = 0.0
-    # Streaming only: after the first content chunk, wait until the test sets this event.
+    # Streaming only: after the first content chunk, wait until the test sets this event (at most
+    # HOLD_LIMIT_S).
     hold: threading.Event | None = None
     # Responses API only: end the response "failed" or "incomplete" instead of "completed".
     responses_status: str | None = None

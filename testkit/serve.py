@@ -45,7 +45,7 @@ class ServedApp:
 
 
 def serve_in_thread(
-    app: Any, health_path: str = "/healthz", lifespan: Literal["auto", "on", "off"] = "on", deadline_s: float = 20.0
+    app: Any, health_path: str = "/healthz", lifespan: Literal["auto", "on", "off"] = "on", deadline_s: float = 120.0
 ) -> ServedApp:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections.abc import Callable
 
 import httpx
@@ -44,28 +43,30 @@ async def test_same_session_requests_at_once_are_stored_exactly_once_each_reply_
 
 
 def test_a_long_upstream_call_blocks_neither_other_sessions_nor_its_own(proxy: Proxy, faulty: Upstream) -> None:
+    # The upstream holds its stream open until the test releases it (not a 4 s timer that a loaded
+    # machine could outrun): a lock held across the call would make the requests below time out.
     slow_done: list[int] = []
 
     def slow_stream() -> None:
-        body = {"model": "slow-100-40", "messages": [{"role": "user", "content": "take your time"}], "stream": True}
-        with httpx.Client(base_url=proxy.url, timeout=30) as http:
+        body = {"model": "held-40", "messages": [{"role": "user", "content": "take your time"}], "stream": True}
+        with httpx.Client(base_url=proxy.url, timeout=60) as http:
             with http.stream("POST", "/v1/chat/completions", json=body, headers={"X-Memory-Session": "long"}) as response:
                 slow_done.append(len(response.read()))
 
     worker = threading.Thread(target=slow_stream)
     worker.start()
-    deadline = time.monotonic() + 10
-    while faulty.fake.faults.started == 0:
-        assert time.monotonic() < deadline, "the slow stream never started"
-        time.sleep(0.01)  # poll, bounded by the deadline
-    with proxy.http(key=None) as http:
-        for n in range(5):
-            other = http.post("/v1/chat/completions", json={"model": MODEL, "messages": [{"role": "user", "content": f"quick {n}"}]}, headers={"X-Memory-Session": "short"})
-            assert other.status_code == 200
-        same = http.post("/v1/chat/completions", json={"model": MODEL, "messages": [{"role": "user", "content": "meanwhile"}]}, headers={"X-Memory-Session": "long"})
-        assert same.status_code == 200
-    assert faulty.fake.faults.finished == 0 and not slow_done, "the other requests waited for the 4 s stream"
-    worker.join(timeout=20)
+    try:
+        assert faulty.fake.faults.started_event.wait(30), "the held stream never started"
+        with proxy.http(key=None) as http:
+            for n in range(5):
+                other = http.post("/v1/chat/completions", json={"model": MODEL, "messages": [{"role": "user", "content": f"quick {n}"}]}, headers={"X-Memory-Session": "short"})
+                assert other.status_code == 200
+            same = http.post("/v1/chat/completions", json={"model": MODEL, "messages": [{"role": "user", "content": "meanwhile"}]}, headers={"X-Memory-Session": "long"})
+            assert same.status_code == 200
+        assert faulty.fake.faults.finished == 0 and not slow_done  # still held: the requests above did not wait for it
+    finally:
+        faulty.fake.faults.release()
+        worker.join(timeout=60)
     assert slow_done and faulty.fake.faults.finished == 1
     contents = [str(e["content"]) for e in _events(proxy, "long")]
     slow_reply = "".join(WORDS[i % len(WORDS)] + " " for i in range(40))

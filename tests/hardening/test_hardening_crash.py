@@ -20,8 +20,10 @@ SESSIONS = 4
 
 
 async def _load_then_kill(url: str, kill: Callable[[], None], tally: Tally, wanted: int) -> None:
-    load = asyncio.create_task(run_load(url, clients=12, sessions=SESSIONS, seconds=30, max_requests=20_000, tally=tally))
-    deadline = time.monotonic() + 30
+    # The load outlasts the wait below (the kill must land while requests are in flight, however
+    # slow the machine): it stops when the test says so, not on its own.
+    load = asyncio.create_task(run_load(url, clients=12, sessions=SESSIONS, seconds=600, max_requests=20_000, tally=tally))
+    deadline = time.monotonic() + 120
     while len(tally.completed) < wanted and not load.done():
         assert time.monotonic() < deadline, "load made no progress"
         await asyncio.sleep(0.02)

@@ -99,7 +99,8 @@ def test_client_disconnect_mid_stream_cancels_the_upstream_call(proxy: Proxy, fa
                 if seen >= 3:
                     break  # leaving the block closes the connection mid-stream
     # The upstream stream (20 s long) is abandoned promptly, not read to the end.
-    assert faulty.fake.faults.cancelled_event.wait(timeout=5), "the upstream stream was not cancelled"
+    # (A stream read to the end never sets the event: the bound only spares a loaded machine.)
+    assert faulty.fake.faults.cancelled_event.wait(timeout=15), "the upstream stream was not cancelled"
     assert (faulty.fake.faults.cancelled, faulty.fake.faults.finished) == (1, 0)
     assert _stored(proxy, session) is None
     # The session is not left locked or half-written: the next turn works and is stored once.

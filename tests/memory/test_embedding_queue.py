@@ -20,6 +20,10 @@ from memory.recall.embedding_queue import BACKGROUND_NICENESS, MAX_NICENESS
 from memory.runtime import Runtime
 
 DEADLINE_S = 30.0
+# How long the gated model call waits for the test to open the gate by itself: well past every
+# deadline a test sets, so a turn that (wrongly) waited for the batch times out instead of being
+# let through by the gate giving up.
+GATE_LIMIT_S = 4 * DEADLINE_S
 
 
 class GatedEmbedder:
@@ -41,7 +45,7 @@ class GatedEmbedder:
             first, self._first = self._first, False
         if first:
             self.entered.set()
-            self.gate.wait(DEADLINE_S)
+            self.gate.wait(GATE_LIMIT_S)
         rows = [np.frombuffer(hashlib.sha256(t.encode()).digest()[: self.dim], dtype=np.uint8).astype(np.float32) + 1 for t in texts]
         matrix = np.vstack(rows) if rows else np.zeros((0, self.dim), dtype=np.float32)
         if first:
@@ -71,7 +75,7 @@ async def test_a_turn_does_not_wait_for_the_background_batch_of_its_session(tmp_
         # Over budget, so the turn ranks evidence and embeds its question (a second model call).
         plan = await asyncio.wait_for(
             session.prepare_turn(history + [{"role": "user", "content": "what about the qzq3 parser?"}], budget_tokens=120),
-            DEADLINE_S / 2)
+            DEADLINE_S)
         assert not embedder.gate.is_set() and plan.layout.mode != "full_history"
         assert rt._views["s"].missing  # what the background holds ranks by its words this once
     finally:

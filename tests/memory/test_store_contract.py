@@ -554,7 +554,7 @@ async def test_postgres_session_lock_dies_with_its_holder(pg_url: str) -> None:
             await task
 
 
-async def _until(check: Callable[[], Awaitable[bool]], what: str, deadline_s: float = 10.0) -> None:
+async def _until(check: Callable[[], Awaitable[bool]], what: str, deadline_s: float = 60.0) -> None:
     """Wait until `check` holds, polling with a deadline: a waiter is seen waiting, not assumed to
     be after a pause (a pause passes just as well when the waiter never started)."""
     loop = asyncio.get_running_loop()

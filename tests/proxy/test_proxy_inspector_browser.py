@@ -33,6 +33,9 @@ TEAM = "browser-tenant-team-token-77c2"
 ALICE = "browser-tenant-alice-token-0b9e"
 KEY_A = "sk-browser-caller-alpha-" + "a" * 20
 KEY_B = "sk-browser-caller-bravo-" + "b" * 20
+# How long a wait for the page to draw something may take: each returns once it is drawn, so the
+# bound only matters to a loaded machine (headless Chromium on 2 busy cores takes seconds).
+WAIT_S = 60
 MODEL = "gpt-4o-mini"
 SYSTEM = "You help the team maintain the ledger importer. Answer briefly and keep decisions explicit. " * 70
 QUESTIONS = [
@@ -89,7 +92,7 @@ def _api(proxy: Proxy, path: str, token: str = TEAM) -> httpx.Response:
 
 
 def _loaded(driver: WebDriver, what: str) -> None:
-    WebDriverWait(driver, 20).until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-loaded") == what)
+    WebDriverWait(driver, WAIT_S).until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-loaded") == what)
 
 
 def _fresh(driver: WebDriver, proxy: Proxy) -> str:
@@ -97,7 +100,7 @@ def _fresh(driver: WebDriver, proxy: Proxy) -> str:
     what it drew first ("list", or "error" where credentials are needed), once drawn."""
     driver.get("about:blank")
     driver.get(proxy.url + "/memory/ui")
-    WebDriverWait(driver, 20).until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-loaded") in ("list", "error"))
+    WebDriverWait(driver, WAIT_S).until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-loaded") in ("list", "error"))
     return str(driver.find_element(By.TAG_NAME, "body").get_attribute("data-loaded"))
 
 
@@ -212,7 +215,7 @@ def test_read_the_last_prompt_its_sources_and_its_cost(inspected: Proxy, driver:
     # A decision, and the event it came from.
     decision = next(li for li in driver.find_elements(By.CSS_SELECTOR, "#state .state-item") if "rejected with a line number" in li.text)
     decision.find_element(By.CSS_SELECTOR, "button").click()
-    WebDriverWait(driver, 10).until(lambda d: decision.find_elements(By.CSS_SELECTOR, ".sources .event"))
+    WebDriverWait(driver, WAIT_S).until(lambda d: decision.find_elements(By.CSS_SELECTOR, ".sources .event"))
     assert "Decision (dates)" in decision.find_element(By.CSS_SELECTOR, ".sources .event").text
     # Cost: the totals and one line per series over the turns.
     turns = _api(inspected, "/memory/sessions/ledger-importer/turns").json()["data"]
@@ -221,7 +224,7 @@ def test_read_the_last_prompt_its_sources_and_its_cost(inspected: Proxy, driver:
     assert len(driver.find_elements(By.CSS_SELECTOR, "#cost svg polyline")) == 3
     # An artifact version opens with its content.
     driver.find_element(By.CSS_SELECTOR, "#artifacts button.version").click()
-    WebDriverWait(driver, 10).until(lambda d: "def parse(row)" in d.find_element(By.ID, "artifact-content").text)
+    WebDriverWait(driver, WAIT_S).until(lambda d: "def parse(row)" in d.find_element(By.ID, "artifact-content").text)
     driver.execute_script("window.scrollTo(0, 0)")
     height = driver.execute_script("return Math.min(document.documentElement.scrollHeight, 2600)")
     driver.set_window_size(1280, height)
@@ -234,13 +237,13 @@ def test_erase_asks_first(inspected: Proxy, driver: WebDriver) -> None:
     _open(driver, inspected, "scratch-to-erase")
     dialog = driver.find_element(By.ID, "confirm")
     driver.find_element(By.ID, "erase").click()
-    WebDriverWait(driver, 10).until(lambda d: dialog.get_attribute("open") is not None)
+    WebDriverWait(driver, WAIT_S).until(lambda d: dialog.get_attribute("open") is not None)
     assert "scratch-to-erase" in driver.find_element(By.ID, "confirm-text").text
     driver.find_element(By.ID, "confirm-cancel").click()
-    WebDriverWait(driver, 10).until(lambda d: dialog.get_attribute("open") is None)
+    WebDriverWait(driver, WAIT_S).until(lambda d: dialog.get_attribute("open") is None)
     assert _api(inspected, "/memory/sessions/scratch-to-erase").status_code == 200
     driver.find_element(By.ID, "erase").click()
-    WebDriverWait(driver, 10).until(lambda d: dialog.get_attribute("open") is not None)
+    WebDriverWait(driver, WAIT_S).until(lambda d: dialog.get_attribute("open") is not None)
     driver.find_element(By.ID, "confirm-ok").click()
     _loaded(driver, "list")
     assert "erased" in driver.find_element(By.ID, "notice").text
@@ -252,13 +255,13 @@ def test_export_asks_first(inspected: Proxy, driver: WebDriver) -> None:
     _open(driver, inspected, "ledger-importer")
     driver.find_element(By.ID, "export").click()
     dialog = driver.find_element(By.ID, "confirm")
-    WebDriverWait(driver, 10).until(lambda d: dialog.get_attribute("open") is not None)
+    WebDriverWait(driver, WAIT_S).until(lambda d: dialog.get_attribute("open") is not None)
     driver.find_element(By.ID, "confirm-cancel").click()
     assert driver.find_element(By.ID, "notice").get_attribute("hidden") is not None
     driver.find_element(By.ID, "export").click()
-    WebDriverWait(driver, 10).until(lambda d: dialog.get_attribute("open") is not None)
+    WebDriverWait(driver, WAIT_S).until(lambda d: dialog.get_attribute("open") is not None)
     driver.find_element(By.ID, "confirm-ok").click()
-    WebDriverWait(driver, 10).until(lambda d: "exported" in d.find_element(By.ID, "notice").text)
+    WebDriverWait(driver, WAIT_S).until(lambda d: "exported" in d.find_element(By.ID, "notice").text)
 
 
 def test_a_failing_click_shows_its_error(inspected: Proxy, driver: WebDriver) -> None:
@@ -270,10 +273,10 @@ def test_a_failing_click_shows_its_error(inspected: Proxy, driver: WebDriver) ->
     for selector in ("#state .state-item button", "#artifacts button.version"):
         driver.execute_script("document.getElementById('notice').textContent = ''")
         driver.find_element(By.CSS_SELECTOR, selector).click()
-        WebDriverWait(driver, 10).until(lambda d: "not allowed" in d.find_element(By.ID, "notice").text)
+        WebDriverWait(driver, WAIT_S).until(lambda d: "not allowed" in d.find_element(By.ID, "notice").text)
         assert driver.find_element(By.ID, "notice").get_attribute("class") == "error"
     # "Older events" is enabled only when there are more; make it clickable to fail the same way.
     driver.execute_script("const b = document.getElementById('older'); b.disabled = false; "
                           "document.getElementById('notice').textContent = ''")
     driver.find_element(By.ID, "older").click()
-    WebDriverWait(driver, 10).until(lambda d: "not allowed" in d.find_element(By.ID, "notice").text)
+    WebDriverWait(driver, WAIT_S).until(lambda d: "not allowed" in d.find_element(By.ID, "notice").text)
