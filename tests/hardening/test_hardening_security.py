@@ -224,7 +224,8 @@ async def test_delete_endpoint_and_cli_erase_rows_index_vectors_and_file_bytes(
         assert (await r.http.get("/memory/sessions/erase-me/export")).status_code == 404
         assert _storage_hits(db, ERASE_TOKENS) == []  # db, -wal and -shm, while the app still runs
         with closing(sqlite3.connect(db)) as raw:
-            tables = [t for (t,) in raw.execute("SELECT name FROM sqlite_master WHERE type='table' AND sql LIKE '%session_id%'")]
+            tables = [t for (t,) in raw.execute("SELECT m.name FROM sqlite_master m JOIN pragma_table_info(m.name) p "
+                                                  "WHERE m.type = 'table' AND p.name = 'session_id'")]
             assert all(raw.execute(f"SELECT count(*) FROM {t} WHERE session_id = 'local/erase-me'").fetchone()[0] == 0 for t in tables)
             assert raw.execute("SELECT count(*) FROM chunks_fts WHERE chunks_fts MATCH ?", (ERASE_TOKENS[0],)).fetchone()[0] == 0
             orphans = raw.execute("SELECT count(*) FROM embeddings WHERE content_hash NOT IN (SELECT content_hash FROM chunks)").fetchone()[0]
