@@ -21,7 +21,7 @@ from memory.turn.digest import as_message, mentions, note_text, salient_lines
 from memory.turn.stubs import call_label, diff_text, pointer_text, shorten_arguments, shorten_text, stub_text
 from memory.turn.tail import TOOL_ROLES, CompactPolicy, Decided, Rendering, Tail
 
-__all__ = ["compact", "protected"]
+__all__ = ["compact", "headroom", "protected"]
 
 
 _NOTE_LINE = 24  # tokens a dropped step's line in the note takes, about
@@ -85,7 +85,8 @@ def compact(t: Tail, j: int, target: int, limit: int | None = None) -> Decided:
     if all(level >= 3 for level in levels):
         # Every step gave up its room: the note, all that is left of them, gets it, short of the
         # room so the next steps are still appended untouched for a while (the cache keeps hitting).
-        reach = target + int(t.policy.digest_reach * (max(target, limit or target) - target))
+        room = max(target, limit or target)
+        reach = min(target + int(t.policy.digest_reach * (room - target)), room - headroom(t, j))
         digest = max(0, reach - rest)
     else:
         digest = max(0, min(share, target - rest))
@@ -98,6 +99,17 @@ def compact(t: Tail, j: int, target: int, limit: int | None = None) -> Decided:
     levels, _ = _levels(t, j, keep_from, steps, first, target - note, target)
     filled = _render(t, j, keep_from, steps, levels, note)
     return filled if sum(t.tokens[:j]) - filled.saved(t) <= max(target, rest + note) else decided
+
+
+def headroom(t: Tail, j: int) -> int:
+    """What a compaction of tail[:j] leaves free below the room for the steps appended after it:
+    `headroom_steps` of the loop's recent steps (the median of the newest `headroom_window`, an
+    assistant message and its outputs). A function of the messages, so a replay finds the same."""
+    recent = [sum(t.tokens[a:end]) for a, end in _steps(t, j)[-t.policy.headroom_window:]]
+    if not recent:
+        return 0
+    recent.sort()
+    return int(t.policy.headroom_steps * recent[len(recent) // 2])
 
 
 def _levels(t: Tail, j: int, keep_from: int, steps: list[tuple[int, int]], first: Decided, target: int,

@@ -237,9 +237,10 @@ def test_when_every_older_step_is_dropped_the_note_gets_their_room_up_to_its_rea
     # older step is dropped at each compaction, and their note is all that is left of them.
     tail = _loop(30, lambda k: (f"cat src/pager_{k}.py", _output(k, 55)))
     room, target = 6_000, 4_200
-    # (keep_steps=2: the two newest steps are protected, so they alone nearly fill the target)
-    held = _note_tokens(tail, room, CompactPolicy(low_water=0.7, digest_reach=0.0, keep_steps=2))
-    reaching = _note_tokens(tail, room, CompactPolicy(low_water=0.7, digest_reach=0.5, keep_steps=2))
+    # (keep_steps=2: the two newest steps are protected, so they alone nearly fill the target;
+    # headroom_steps=0: the reach alone, without the room it leaves for the next steps, tested below)
+    held = _note_tokens(tail, room, CompactPolicy(low_water=0.7, digest_reach=0.0, keep_steps=2, headroom_steps=0))
+    reaching = _note_tokens(tail, room, CompactPolicy(low_water=0.7, digest_reach=0.5, keep_steps=2, headroom_steps=0))
     assert len(held) > 5 and len(reaching) > 5
     assert all(tokens <= target for tokens, _ in held)
     # Half the way from the target to the room, never past it.
