@@ -52,7 +52,11 @@ def compact(t: Tail, j: int, target: int, limit: int | None = None) -> Decided:
     base. When steps must be dropped, `digest_share` of the target is kept for the note's lines,
     never more than the steps leave of it; when every step is dropped (a long loop: the newest
     steps alone fill the target), the note takes what they leave of `digest_reach` of the way from
-    the target to `limit` (the room; never past it)."""
+    the target to `limit` (the room; never past it). Either way the compaction leaves `headroom`
+    free below the room: the target and the note's reach are lowered to leave it."""
+    room = max(target, limit or target)
+    free = headroom(t, j) if limit is not None else 0
+    target = max(0, min(target, room - free))
     keep_from = protected(t, j)
     steps = _steps(t, keep_from)
     first = _render(t, j, keep_from, steps, [0] * len(steps))
@@ -85,8 +89,7 @@ def compact(t: Tail, j: int, target: int, limit: int | None = None) -> Decided:
     if all(level >= 3 for level in levels):
         # Every step gave up its room: the note, all that is left of them, gets it, short of the
         # room so the next steps are still appended untouched for a while (the cache keeps hitting).
-        room = max(target, limit or target)
-        reach = min(target + int(t.policy.digest_reach * (room - target)), room - headroom(t, j))
+        reach = min(target + int(t.policy.digest_reach * (room - target)), room - free)
         digest = max(0, reach - rest)
     else:
         digest = max(0, min(share, target - rest))

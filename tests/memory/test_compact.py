@@ -279,3 +279,46 @@ def test_only_the_newest_step_is_kept_whole_whatever_the_target() -> None:
     assert any(c.call_id == "call_10" for c in result.changes)  # the step before the newest
     protected = compact_tail(tail, room, COUNTER.message_tokens, CompactPolicy(keep_steps=2))
     assert protected.tokens > room  # the rule it replaces
+
+
+def _compacting_requests(tail: list[dict[str, Any]], room: int, policy: CompactPolicy) -> list[int]:
+    """The requests (one per step, as the loop grows) that compacted the tail again."""
+    out: list[int] = []
+    memo, last = CompactMemo(), 0
+    for request, n in enumerate(range(3, len(tail) + 1, 2)):
+        result = compact_tail(tail[:n], room, COUNTER.message_tokens, policy, memo=memo)
+        assert result.tokens <= room
+        if result.compactions > last:
+            out.append(request)
+            last = result.compactions
+    return out
+
+
+def _large(k: int) -> tuple[str, str]:
+    # Whole-file reads of 1,500-3,000 tokens at a room of 8,000 (Claude Code's reads and reminders).
+    return f"cat src/pager_{k}.py", _output(k, 55 + (k * 37) % 55)
+
+
+def test_a_loop_of_large_steps_is_never_compacted_at_two_requests_in_a_row() -> None:
+    # A compaction that fills the room to its target or its note's reach leaves less than one large
+    # step free: the next step compacts again and rewrites the note, and the cache is rebuilt at
+    # every request. Each compaction leaves room for `headroom_steps` of the loop's recent steps.
+    tail = _loop(30, _large)
+    sizes = [COUNTER.message_tokens(m) for m in tail[2::2]]
+    assert min(sizes) > 1_500 and max(sizes) < 3_200
+    room = 8_000
+    points = _compacting_requests(tail, room, CompactPolicy())
+    assert len(points) > 5
+    assert all(b - a >= 2 for a, b in zip(points, points[1:], strict=False))
+    # Without the headroom (the rule it replaces) the loop compacts again at the very next request.
+    before = _compacting_requests(tail, room, CompactPolicy(headroom_steps=0))
+    assert any(b - a == 1 for a, b in zip(before, before[1:], strict=False))
+    assert len(points) < len(before)
+
+
+def test_a_loop_of_small_steps_compacts_as_without_the_headroom() -> None:
+    # Two of its steps fit in what the target and the note's reach leave free anyway: nothing changes.
+    tail = _loop(80, lambda k: (f"grep -rn page_{k} src", _output(k, 8)))
+    room = 6_000
+    assert [compact_tail(tail[:n], room, COUNTER.message_tokens).messages for n in range(41, len(tail) + 1, 20)] == \
+        [compact_tail(tail[:n], room, COUNTER.message_tokens, CompactPolicy(headroom_steps=0)).messages for n in range(41, len(tail) + 1, 20)]
