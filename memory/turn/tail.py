@@ -59,9 +59,10 @@ class CompactPolicy:
     # That reach leaves room below the room for at least this many of the loop's recent steps (the
     # median of the newest `headroom_window`): a loop of large steps (whole-file reads) is then
     # compacted every few steps, not at every step with its note rewritten (the cache rebuilt each time).
-    # On the tuning trajectories at 8,000 (small steps: it rarely binds), 2 kept recall (0.983) and cost
-    # 0.676 at r = 0.1 (0.680 without); 2.5 and 3 cost 0.667 and 0.656 and lost 0.003 and 0.006 recall.
-    headroom_steps: float = 2.0
+    # The note's lines are what the next steps recall, so the headroom is bought with recall: on the
+    # tuning trajectories at 6,000, 2 cost 0.626 at r = 0.1 (0.736 without) and lost 0.050 recall
+    # (0.970 to 0.919), 1 cost 0.703 and lost 0.008; at 8,000 (smaller steps for the room) 2 lost none.
+    headroom_steps: float = 1.0
     headroom_window: int = 8
     # Give the room a note leaves unused (fewer salient lines than its share) back to the steps.
     fill: bool = True

@@ -299,7 +299,7 @@ def _large(k: int) -> tuple[str, str]:
     return f"cat src/pager_{k}.py", _output(k, 55 + (k * 37) % 55)
 
 
-def test_a_loop_of_large_steps_is_never_compacted_at_two_requests_in_a_row() -> None:
+def test_a_loop_of_large_steps_leaves_room_for_its_next_steps_after_each_compaction() -> None:
     # A compaction that fills the room to its target or its note's reach leaves less than one large
     # step free: the next step compacts again and rewrites the note, and the cache is rebuilt at
     # every request. Each compaction leaves room for `headroom_steps` of the loop's recent steps.
@@ -307,17 +307,25 @@ def test_a_loop_of_large_steps_is_never_compacted_at_two_requests_in_a_row() -> 
     sizes = [COUNTER.message_tokens(m) for m in tail[2::2]]
     assert min(sizes) > 1_500 and max(sizes) < 3_200
     room = 8_000
-    points = _compacting_requests(tail, room, CompactPolicy())
-    assert len(points) > 5
-    assert all(b - a >= 2 for a, b in zip(points, points[1:], strict=False))
-    # Without the headroom (the rule it replaces) the loop compacts again at the very next request.
-    before = _compacting_requests(tail, room, CompactPolicy(headroom_steps=0))
+    before = _compacting_requests(tail, room, CompactPolicy(headroom_steps=0))  # the rule it replaces
     assert any(b - a == 1 for a, b in zip(before, before[1:], strict=False))
-    assert len(points) < len(before)
+    default = _compacting_requests(tail, room, CompactPolicy())
+    assert len(default) < len(before)
+    # Two steps of room: never compacted at two requests in a row.
+    two = _compacting_requests(tail, room, CompactPolicy(headroom_steps=2))
+    assert len(two) > 5 and all(b - a >= 2 for a, b in zip(two, two[1:], strict=False))
+    # Right after each compaction, the room left holds the loop's median recent step.
+    memo, last = CompactMemo(), 0
+    for n in range(3, len(tail) + 1, 2):
+        result = compact_tail(tail[:n], room, COUNTER.message_tokens, memo=memo)
+        if result.compactions > last:
+            last = result.compactions
+            recent = sorted(COUNTER.message_tokens(tail[i]) + COUNTER.message_tokens(tail[i + 1]) for i in range(max(1, n - 16), n, 2))
+            assert room - result.tokens >= recent[len(recent) // 2], (n, result.tokens)
 
 
 def test_a_loop_of_small_steps_compacts_as_without_the_headroom() -> None:
-    # Two of its steps fit in what the target and the note's reach leave free anyway: nothing changes.
+    # Its steps fit, two at a time, in what the target and the note's reach leave free anyway: nothing changes.
     tail = _loop(80, lambda k: (f"grep -rn page_{k} src", _output(k, 8)))
     room = 6_000
     assert [compact_tail(tail[:n], room, COUNTER.message_tokens).messages for n in range(41, len(tail) + 1, 20)] == \
