@@ -21,7 +21,7 @@ from memory.turn.digest import as_message, mentions, note_text, salient_lines
 from memory.turn.stubs import call_label, diff_text, pointer_text, same_output, shorten_arguments, shorten_text, stub_text
 from memory.turn.tail import TOOL_ROLES, CompactPolicy, Decided, Rendering, Tail
 
-__all__ = ["compact", "protected"]
+__all__ = ["compact", "headroom", "protected"]
 
 
 _NOTE_LINE = 24  # tokens a dropped step's line in the note takes, about
@@ -52,7 +52,11 @@ def compact(t: Tail, j: int, target: int, limit: int | None = None) -> Decided:
     base. When steps must be dropped, `digest_share` of the target is kept for the note's lines,
     never more than the steps leave of it; when every step is dropped (a long loop: the newest
     steps alone fill the target), the note takes what they leave of `digest_reach` of the way from
-    the target to `limit` (the room; never past it)."""
+    the target to `limit` (the room; never past it). Either way the compaction leaves `headroom`
+    free below the room: the target and the note's reach are lowered to leave it."""
+    room = max(target, limit or target)
+    free = headroom(t, j) if limit is not None else 0
+    target = max(0, min(target, room - free))
     keep_from = protected(t, j)
     steps = _steps(t, keep_from)
     first = _render(t, j, keep_from, steps, [0] * len(steps))
@@ -85,7 +89,7 @@ def compact(t: Tail, j: int, target: int, limit: int | None = None) -> Decided:
     if all(level >= 3 for level in levels):
         # Every step gave up its room: the note, all that is left of them, gets it, short of the
         # room so the next steps are still appended untouched for a while (the cache keeps hitting).
-        reach = target + int(t.policy.digest_reach * (max(target, limit or target) - target))
+        reach = min(target + int(t.policy.digest_reach * (room - target)), room - free)
         digest = max(0, reach - rest)
     else:
         digest = max(0, min(share, target - rest))
@@ -98,6 +102,17 @@ def compact(t: Tail, j: int, target: int, limit: int | None = None) -> Decided:
     levels, _ = _levels(t, j, keep_from, steps, first, target - note, target)
     filled = _render(t, j, keep_from, steps, levels, note)
     return filled if sum(t.tokens[:j]) - filled.saved(t) <= max(target, rest + note) else decided
+
+
+def headroom(t: Tail, j: int) -> int:
+    """What a compaction of tail[:j] leaves free below the room for the steps appended after it:
+    `headroom_steps` of the loop's recent steps (the median of the newest `headroom_window`, an
+    assistant message and its outputs). A function of the messages, so a replay finds the same."""
+    recent = [sum(t.tokens[a:end]) for a, end in _steps(t, j)[-t.policy.headroom_window:]]
+    if not recent:
+        return 0
+    recent.sort()
+    return int(t.policy.headroom_steps * recent[len(recent) // 2])
 
 
 def _levels(t: Tail, j: int, keep_from: int, steps: list[tuple[int, int]], first: Decided, target: int,

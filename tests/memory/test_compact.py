@@ -261,9 +261,10 @@ def test_when_every_older_step_is_dropped_the_note_gets_their_room_up_to_its_rea
     # older step is dropped at each compaction, and their note is all that is left of them.
     tail = _loop(30, lambda k: (f"cat src/pager_{k}.py", _output(k, 55)))
     room, target = 6_000, 4_200
-    # (keep_steps=2: the two newest steps are protected, so they alone nearly fill the target)
-    held = _note_tokens(tail, room, CompactPolicy(low_water=0.7, digest_reach=0.0, keep_steps=2))
-    reaching = _note_tokens(tail, room, CompactPolicy(low_water=0.7, digest_reach=0.5, keep_steps=2))
+    # (keep_steps=2: the two newest steps are protected, so they alone nearly fill the target;
+    # headroom_steps=0: the reach alone, without the room it leaves for the next steps, tested below)
+    held = _note_tokens(tail, room, CompactPolicy(low_water=0.7, digest_reach=0.0, keep_steps=2, headroom_steps=0))
+    reaching = _note_tokens(tail, room, CompactPolicy(low_water=0.7, digest_reach=0.5, keep_steps=2, headroom_steps=0))
     assert len(held) > 5 and len(reaching) > 5
     assert all(tokens <= target for tokens, _ in held)
     # Half the way from the target to the room, never past it.
@@ -302,3 +303,54 @@ def test_only_the_newest_step_is_kept_whole_whatever_the_target() -> None:
     assert any(c.call_id == "call_10" for c in result.changes)  # the step before the newest
     protected = compact_tail(tail, room, COUNTER.message_tokens, CompactPolicy(keep_steps=2))
     assert protected.tokens > room  # the rule it replaces
+
+
+def _compacting_requests(tail: list[dict[str, Any]], room: int, policy: CompactPolicy) -> list[int]:
+    """The requests (one per step, as the loop grows) that compacted the tail again."""
+    out: list[int] = []
+    memo, last = CompactMemo(), 0
+    for request, n in enumerate(range(3, len(tail) + 1, 2)):
+        result = compact_tail(tail[:n], room, COUNTER.message_tokens, policy, memo=memo)
+        assert result.tokens <= room
+        if result.compactions > last:
+            out.append(request)
+            last = result.compactions
+    return out
+
+
+def _large(k: int) -> tuple[str, str]:
+    # Whole-file reads of 1,500-3,000 tokens at a room of 8,000 (Claude Code's reads and reminders).
+    return f"cat src/pager_{k}.py", _output(k, 55 + (k * 37) % 55)
+
+
+def test_a_loop_of_large_steps_leaves_room_for_its_next_steps_after_each_compaction() -> None:
+    # A compaction that fills the room to its target or its note's reach leaves less than one large
+    # step free: the next step compacts again and rewrites the note, and the cache is rebuilt at
+    # every request. Each compaction leaves room for `headroom_steps` of the loop's recent steps.
+    tail = _loop(30, _large)
+    sizes = [COUNTER.message_tokens(m) for m in tail[2::2]]
+    assert min(sizes) > 1_500 and max(sizes) < 3_200
+    room = 8_000
+    before = _compacting_requests(tail, room, CompactPolicy(headroom_steps=0))  # the rule it replaces
+    assert any(b - a == 1 for a, b in zip(before, before[1:], strict=False))
+    default = _compacting_requests(tail, room, CompactPolicy())
+    assert len(default) < len(before)
+    # Two steps of room: never compacted at two requests in a row.
+    two = _compacting_requests(tail, room, CompactPolicy(headroom_steps=2))
+    assert len(two) > 5 and all(b - a >= 2 for a, b in zip(two, two[1:], strict=False))
+    # Right after each compaction, the room left holds the loop's median recent step.
+    memo, last = CompactMemo(), 0
+    for n in range(3, len(tail) + 1, 2):
+        result = compact_tail(tail[:n], room, COUNTER.message_tokens, memo=memo)
+        if result.compactions > last:
+            last = result.compactions
+            recent = sorted(COUNTER.message_tokens(tail[i]) + COUNTER.message_tokens(tail[i + 1]) for i in range(max(1, n - 16), n, 2))
+            assert room - result.tokens >= recent[len(recent) // 2], (n, result.tokens)
+
+
+def test_a_loop_of_small_steps_compacts_as_without_the_headroom() -> None:
+    # Its steps fit, two at a time, in what the target and the note's reach leave free anyway: nothing changes.
+    tail = _loop(80, lambda k: (f"grep -rn page_{k} src", _output(k, 8)))
+    room = 6_000
+    assert [compact_tail(tail[:n], room, COUNTER.message_tokens).messages for n in range(41, len(tail) + 1, 20)] == \
+        [compact_tail(tail[:n], room, COUNTER.message_tokens, CompactPolicy(headroom_steps=0)).messages for n in range(41, len(tail) + 1, 20)]
