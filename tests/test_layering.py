@@ -21,6 +21,8 @@ import re
 import tomllib
 from pathlib import Path
 
+from testkit.source import parse
+
 ROOT = Path(__file__).resolve().parents[1]
 HTTP_LAYER = {"proxy", "starlette", "uvicorn", "litellm", "httpx"}
 TEST_HOMES = {"tests", "testkit", "benchmarks"}
@@ -35,7 +37,7 @@ def _modules(folder: str) -> list[Path]:
 def _imports(path: Path) -> set[str]:
     """Top-level package names `path` imports, by statement or by module-name string."""
     names: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    for node in ast.walk(parse(path)):
         if isinstance(node, ast.Import):
             names.update(alias.name.split(".")[0] for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
@@ -47,7 +49,7 @@ def _imports(path: Path) -> set[str]:
 
 def _named_in_strings(path: Path, names: set[str]) -> set[str]:
     """Which of `names` appear in a string literal of `path` that is not a docstring."""
-    tree = ast.parse(path.read_text(encoding="utf-8"))
+    tree = parse(path)
     docstrings = {
         id(node.body[0].value)
         for node in ast.walk(tree)
@@ -125,7 +127,7 @@ def test_imports_inside_functions_in_memory_only_for_optional_backends() -> None
     `embed`) and the PostgreSQL store (psycopg, `postgres`), each loaded only when asked for."""
     found = []
     for path in _modules("memory"):
-        tree = ast.parse(path.read_text(encoding="utf-8"))
+        tree = parse(path)
         for fn in (n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))):
             if any(isinstance(n, (ast.Import, ast.ImportFrom)) for n in ast.walk(fn)):
                 found.append(f"{path.name}:{fn.name}")
@@ -148,7 +150,7 @@ def _import_graph(root: Path, packages: tuple[str, ...]) -> dict[str, set[str]]:
     for path, name in names.items():
         package = name if path.name == "__init__.py" else name.rpartition(".")[0]
         found: set[str | None] = set()
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        for node in ast.walk(parse(path)):
             if isinstance(node, ast.Import):
                 found.update(module(alias.name) for alias in node.names)
             elif isinstance(node, ast.ImportFrom):

@@ -7,11 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+from testkit.source import parse
+
 PROXY = Path(__file__).resolve().parents[2] / "proxy"
 
 
 def _tree(path: Path) -> ast.AST:
-    return ast.parse(path.read_text(encoding="utf-8"))
+    return parse(path)
 
 
 def test_only_the_config_module_reads_the_environment() -> None:
