@@ -23,7 +23,7 @@ from typing import Any
 
 from memory import create_runtime
 from memory.turn.fixed import DIFF_HEADER, FixedPolicy
-from memory.turn.turns import Usage
+from memory.turn.usage import Usage
 from testkit.diffs import apply_diff
 from testkit.prompt_cache import PromptCache
 

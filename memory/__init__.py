@@ -28,7 +28,8 @@ from memory.runtime import Runtime, create_runtime
 from memory.session import Session, SyncResult
 from memory.recall.tokens import TokenCounter, get_counter
 from memory.turn.room import Budget
-from memory.turn.turns import TurnPlan, Usage
+from memory.turn.turns import TurnPlan
+from memory.turn.usage import Usage
 
 __all__ = [
     "create_runtime",

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from memory.errors import InvalidArgumentError
 from memory.records import LoggedEvent, SessionSummary
-from memory.turn.turns import totals_dict
+from memory.turn.usage import totals_dict
 
 if TYPE_CHECKING:
     from memory.runtime import Runtime

@@ -31,7 +31,8 @@ from memory.turn.compact import Rewrite
 from memory.turn.protocol import INLINE_CHARS, INLINE_MESSAGES, TurnProtocol, check_budget, checked_messages, off_loop_unless, parse_messages
 from memory.turn.room import Budget
 from memory.turn.transcripts import TranscriptCache
-from memory.turn.turns import Request, TurnPlan, Usage, align_request, in_formula_of, query_text, totals_dict
+from memory.turn.turns import Request, TurnPlan, align_request, in_formula_of, query_text
+from memory.turn.usage import Usage, totals_dict
 
 
 __all__ = ["Session", "SyncResult"]

@@ -39,7 +39,8 @@ from memory.recall.tokens import get_counter
 from memory.store.protocol import StoreTx
 from memory.turn.compact import Rewrite
 from memory.turn.room import Budget, tools_tokens
-from memory.turn.turns import Request, TurnInputs, TurnPlan, Usage, align_request, build_plan, classify_fixed, turn_inputs, turn_record
+from memory.turn.usage import Usage
+from memory.turn.turns import Request, TurnInputs, TurnPlan, align_request, build_plan, classify_fixed, turn_inputs, turn_record
 
 __all__ = ["TurnProtocol", "Writer", "parse_messages", "check_budget", "checked_messages", "small_messages", "off_loop_unless",
            "INLINE_CHARS", "INLINE_MESSAGES", "INLINE_UNITS"]

@@ -24,6 +24,7 @@ from memory.turn.align import (Alignment, align, fixed_context, is_observation, 
 from memory.turn.compact import CompactMemo, CompactPolicy, Compaction, Rewrite
 from memory.turn.fixed import FixedAnchors, FixedPolicy, anchored
 from memory.turn.history import memory_unit, turn_history
+from memory.turn.usage import Usage
 from memory.turn.room import PROMPT, Budget, compacted_tail, effective_budget, tail_room, tools_tokens
 from memory.prompt.compiler import CompileResult, result_of
 from memory.prompt.evidence import unit_message
@@ -31,41 +32,14 @@ from memory.recall.index import SessionView
 from memory.prompt.frames import frame_serves
 from memory.prompt.layout import Layout, LayoutInput, Line, build_layout
 from memory.prompt.policy import LayoutPolicy
-from memory.records import FrameRecord, StateItem, TranscriptEntry, TurnRecord, UsageTotals
+from memory.records import FrameRecord, StateItem, TranscriptEntry, TurnRecord
 from memory.recall.retrieval import Scored
 from memory.recall.tokens import REPLY_PRIMING_TOKENS, TiktokenCounter
 from memory.ingest.transcript import GENESIS_CHAIN, SYSTEM_ROLES, legacy_message_hash, message_hash, message_text, strip_cache_control
 
-__all__ = ["TurnPlan", "TurnInputs", "Usage", "Request", "Aligned", "align_request", "classify_fixed", "in_formula_of", "turn_inputs",
-           "build_plan", "request_key", "query_text", "turn_record", "totals_dict", "tail_room", "effective_budget", "tools_tokens",
+__all__ = ["TurnPlan", "TurnInputs", "Request", "Aligned", "align_request", "classify_fixed", "in_formula_of", "turn_inputs",
+           "build_plan", "request_key", "query_text", "turn_record", "tail_room", "effective_budget", "tools_tokens",
            "compacted_tail"]
-
-
-@dataclass(frozen=True)
-class Usage:
-    """What the provider reported for one call (None where it reported nothing)."""
-
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    cached_tokens: int | None = None
-    cache_write_tokens: int | None = None
-
-    @classmethod
-    def from_openai(cls, usage: Any) -> Usage:
-        """From an OpenAI `usage` object (chat: prompt_tokens / prompt_tokens_details; Responses:
-        input_tokens / input_tokens_details), or the chat form of Anthropic's, which adds
-        `cache_creation_input_tokens` (tokens written to the provider's cache)."""
-        if not isinstance(usage, dict):
-            return cls()
-        details = usage.get("prompt_tokens_details") or usage.get("input_tokens_details") or {}
-        cached = details.get("cached_tokens") if isinstance(details, dict) else None
-        prompt = usage.get("prompt_tokens", usage.get("input_tokens"))
-        completion = usage.get("completion_tokens", usage.get("output_tokens"))
-        return cls(_int(prompt), _int(completion), _int(cached), _int(usage.get("cache_creation_input_tokens")))
-
-
-def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
 @dataclass(frozen=True)
@@ -400,10 +374,3 @@ def turn_record(plan: TurnPlan, frame_id: int | None, usage: Usage) -> TurnRecor
         prompt_tokens=usage.prompt_tokens, cached_tokens=usage.cached_tokens, completion_tokens=usage.completion_tokens,
         cache_write_tokens=usage.cache_write_tokens,
     )
-
-
-def totals_dict(totals: UsageTotals) -> dict[str, Any]:
-    out: dict[str, Any] = totals.as_dict()
-    out["saved_tokens"] = max(0, totals.sent_tokens - totals.forwarded_tokens)
-    out["cached_share"] = round(totals.cached_tokens / totals.prompt_tokens, 4) if totals.prompt_tokens else None
-    return out

@@ -14,7 +14,7 @@ import pytest
 
 from memory import create_runtime
 from memory.recall.embeddings import Embedder
-from memory.turn.turns import Usage
+from memory.turn.usage import Usage
 from proxy.cli.main import main
 from proxy.config import load_config
 from proxy.access.identity import Identities, identity_secret
